@@ -1,0 +1,228 @@
+/*
+ * internal.h - what vmstack's source files share, grouped by the file that defines it.
+ *
+ * Layers (DESIGN.md), lowest first; each calls only the ones below it:
+ *   os (os_linux.c) -> arena (arena.c | direct.c) -> cache (cache.c) -> stack.c
+ *   -> guard island (guard.c, oops.c, trace.c, sigsafe.c) -> task (fiber.c, thread.c)
+ *   -> debug (debug.c) -> tools.
+ * Names: vms__<module>_<verb>, hidden from the shared library's symbol table by
+ * -fvisibility=hidden. Everything marked "async-signal-safe" may run in the fault
+ * handler: it takes no lock, calls no malloc or stdio, and reads only memory that was
+ * prepared before any fault could happen.
+ */
+#ifndef VMSTACK_INTERNAL_H
+#define VMSTACK_INTERNAL_H
+
+#include "vmstack.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <ucontext.h>
+
+#define VMS_HIDDEN __attribute__((visibility("hidden")))
+#define VMS_TLS    __thread __attribute__((tls_model("initial-exec")))
+#define VMS_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define VMS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define VMS_KIB ((size_t)1024)
+#define VMS_MIB (VMS_KIB * 1024)
+#define VMS_GIB (VMS_MIB * 1024)
+
+/* Defaults (DESIGN.md). The default stack is 256 KiB of address space: 16x the kernel's
+ * THREAD_SIZE, enough for typical C library calls with room to spare, and it costs only
+ * its touched pages. The 64 KiB guard catches any frame up to 64 KiB that skips pages. */
+#define VMS_DEFAULT_STACK_SIZE (256 * VMS_KIB)
+#define VMS_DEFAULT_GUARD_SIZE (64 * VMS_KIB)
+/* The largest stack a call may ask for; larger sizes are EINVAL. 1 GiB is 128x the main
+ * thread's usual 8 MiB limit: anything above is a bug in the caller's arithmetic. */
+#define VMS_MAX_STACK_SIZE     VMS_GIB
+/* The largest guard: 1 GiB, for the same reason. */
+#define VMS_MAX_GUARD_SIZE     VMS_GIB
+
+/* ------------------------------------------------------------------ options.c ---- */
+enum { VMS__GUARD_NONE = 0, VMS__GUARD_MADVISE = 1, VMS__GUARD_MPROTECT = 2 };
+
+struct vms__options {
+    size_t   stack_size;        /* default usable size, page multiple, a class size */
+    size_t   guard_size;        /* page multiple, >= one page */
+    unsigned cache_per_thread;  /* clean stacks kept per thread */
+    int      on_overflow;       /* VMS_KILL_TASK or VMS_ABORT */
+    int      report_fd;         /* resolved: 2 when the user said 0 */
+    unsigned flags;             /* VMS_* flags */
+    int      guard_request;     /* VMS__GUARD_MADVISE (try it) or VMS__GUARD_MPROTECT (forced) */
+};
+/* Valid once vms__ensure_init() has returned 0; never changes afterwards. */
+VMS_HIDDEN extern struct vms__options vms__opt;
+/* Initializes vmstack on first use (options, then the fault handler). Cheap after the
+ * first call: one acquire load. Returns 0 or a negative errno. */
+VMS_HIDDEN int vms__ensure_init(void);
+/* Parses a size with an optional k/m/g suffix. 0 on success, -EINVAL when malformed. */
+VMS_HIDDEN int vms__parse_size(const char *s, size_t *out);
+
+/* ---------------------------------------------------------------------- log.c ---- */
+/* "vmstack: error: ..." / "vmstack: warning: ..." on stderr, one write(2) per message.
+ * Not async-signal-safe (uses vsnprintf); never call from the fault handler. */
+VMS_HIDDEN void vms__log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+VMS_HIDDEN void vms__log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Each warning once per process: *once is a flag owned by the caller. */
+VMS_HIDDEN void vms__log_warn_once(atomic_int *once, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Reports a memory-safety violation by the caller and aborts (SIGABRT). */
+VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---------------------------------------------------------------- os_linux.c ---- */
+/* The only file that calls mmap, munmap, mprotect, madvise, process_madvise, prctl and
+ * sigaltstack. Every function returns 0 or a negative errno. */
+VMS_HIDDEN size_t vms__os_page_size(void);
+/* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,
+ * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. */
+VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
+VMS_HIDDEN int vms__os_release(void *addr, size_t size);          /* munmap */
+VMS_HIDDEN int vms__os_open(void *addr, size_t size);             /* -> read-write */
+VMS_HIDDEN int vms__os_close(void *addr, size_t size);            /* -> PROT_NONE */
+/* Installs a guard with the given method (VMS__GUARD_MADVISE or _MPROTECT). For the
+ * madvise method, returns -EOPNOTSUPP when the kernel lacks MADV_GUARD_INSTALL. */
+VMS_HIDDEN int vms__os_guard(void *addr, size_t size, int method);
+/* Gives the pages back (MADV_DONTNEED): they read as zero afterwards; guards stay. */
+VMS_HIDDEN int vms__os_discard(void *addr, size_t size);
+/* The same for n ranges in one system call where the kernel allows process_madvise on
+ * its own process (Linux 6.13+); one madvise per range otherwise. */
+VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n);
+/* 1 when addr cannot be read by the kernel (write(2) from it fails with EFAULT), 0 when
+ * it can, negative errno when the probe itself failed. Signal-free. */
+VMS_HIDDEN int vms__os_probe_noaccess(const void *addr);
+/* The guard method this process uses: detects MADV_GUARD_INSTALL once (install on a
+ * scratch reservation, verify with a probe) unless mprotect is forced. */
+VMS_HIDDEN int vms__os_guard_method(void);
+VMS_HIDDEN const char *vms__os_guard_method_name(int method);
+/* vm.max_map_count, or -1 when unreadable. */
+VMS_HIDDEN long vms__os_max_map_count(void);
+/* Number of mappings of this process (lines of /proc/self/maps); with lo < hi, only
+ * those that overlap [lo, hi). Negative errno when /proc is not readable. */
+VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
+/* Resident bytes of [lo, hi) from /proc/self/smaps. */
+VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
+/* System calls made by the os layer so far (for benchmarks and tests). */
+VMS_HIDDEN unsigned long vms__os_syscalls(void);
+
+/* Fault injection (compiled in with VMSTACK_FAULT_INJECTION): make the nth next call
+ * (1 = the next one) of an operation fail with err, or with "always" every call. */
+enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
+       VMS__OP_SIGALTSTACK, VMS__OP_COUNT };
+VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
+VMS_HIDDEN void vms__os_inject_clear(void);
+
+/* ------------------------------------------------------------- arena.c, direct.c -- */
+/* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */
+#define VMS__CLASSES 32
+
+enum { VMS__SLOT_UNUSED = 0, VMS__SLOT_FREE = 1, VMS__SLOT_LIVE = 2 };
+
+/* One record per slot, in the metadata array at the start of its arena. Records are
+ * never freed, so a vms_stack pointer stays dereferenceable for the process's life
+ * (the fault handler and the double-free check rely on that). 64 bytes: one cache line,
+ * so threads freeing neighbouring stacks do not share a line. */
+struct vms_stack {
+    _Atomic uint32_t state;       /* VMS__SLOT_* */
+    uint16_t cls;                 /* size class */
+    uint16_t warm;                /* 1: top page resident and zero; 0: all discarded */
+    uint32_t index;               /* slot number in its arena */
+    uint32_t next;                /* shared free-list link: index + 1, 0 = end */
+    char    *base;                /* lowest usable byte */
+    size_t   size;                /* usable bytes */
+    struct vms__arena *arena;
+    void *_Atomic owner;          /* the task running on it (task layer), or NULL */
+    size_t   max_used;            /* debug layer: high-water mark of the last owner */
+    uintptr_t debug;              /* debug layer: painting state */
+};
+_Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
+
+struct vms__arena {
+    char    *lo, *hi;             /* the whole reservation (aligned) */
+    char    *slots;               /* first slot (its guard first) */
+    size_t   slot_size;           /* guard + class size */
+    size_t   guard_size;
+    uint32_t nslots;              /* slots that fit */
+    _Atomic uint32_t opened;      /* slots opened so far (guards installed, read-write) */
+    unsigned cls;
+    struct vms_stack *meta;       /* nslots records */
+};
+
+/* Where an address is, for the fault handler and for tests. */
+enum { VMS__WHERE_NONE = 0,  /* not in any arena's slots */
+       VMS__WHERE_STACK,     /* a usable byte of st */
+       VMS__WHERE_GUARD,     /* the guard below st (and above below, NULL for slot 0) */
+       VMS__WHERE_TRAILER }; /* the trailing guard above the arena's last slot: below */
+struct vms__where {
+    int kind;
+    struct vms__arena *arena;
+    struct vms_stack *st;         /* the slot the address is in (NULL for TRAILER) */
+    struct vms_stack *below;      /* the slot under the guard, whose top it protects */
+};
+/* async-signal-safe: O(1), no locks, no allocation. Returns kind. */
+VMS_HIDDEN int vms__arena_where(const void *addr, struct vms__where *out);
+/* The record for a pointer handed out as a vms_stack, or NULL for any other pointer.
+ * async-signal-safe. */
+VMS_HIDDEN struct vms_stack *vms__arena_record(const void *p);
+/* Class of a usable size (page-rounded, then up to a power of two); -EINVAL beyond
+ * VMS_MAX_STACK_SIZE. */
+VMS_HIDDEN int vms__arena_class(size_t size, unsigned *cls);
+VMS_HIDDEN size_t vms__arena_class_size(unsigned cls);
+/* Opens up to want new slots of class cls (guards first, then read-write) and returns
+ * their records in out[] (state FREE, all pages zero, not resident). Returns how many,
+ * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
+ * no lock; the arena layer serializes. */
+VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
+/* Totals for vms_get_stats. */
+VMS_HIDDEN void vms__arena_totals(size_t *arenas, size_t *reserved, size_t *mappings,
+                                  size_t *resident);
+/* Calls fn for every arena published so far (safe at any time, lock-free). */
+VMS_HIDDEN void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx);
+/* "madvise", "mprotect" or "none" (direct backend). */
+VMS_HIDDEN const char *vms__arena_guard_method(void);
+
+/* ------------------------------------------------------------------- cache.c ---- */
+/* Per-thread LIFO of clean stacks in front of a shared free list per class; scrubbing
+ * and trimming. See docs/internals.md. */
+VMS_HIDDEN struct vms_stack *vms__cache_get(unsigned cls);  /* NULL + errno */
+VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FREE */
+VMS_HIDDEN size_t vms__cache_count(void);                   /* stacks cached, all threads */
+/* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
+VMS_HIDDEN void vms__cache_flush_thread(void);
+
+/* ------------------------------------------------------------------- stack.c ---- */
+VMS_HIDDEN size_t vms__stack_live(void);
+/* Stack geometry helpers for the task layer. */
+static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
+
+/* --------------------------------------------------- guard.c (signal island) ---- */
+/* Installs the SIGSEGV/SIGBUS handler (once) and an alternate signal stack for the
+ * calling thread (once per thread, freed at thread exit). Called by vms__ensure_init
+ * for the first thread and by the task layer on every thread that runs tasks. */
+VMS_HIDDEN int vms__guard_install(void);
+VMS_HIDDEN int vms__guard_thread_init(void);
+VMS_HIDDEN size_t vms__guard_overflows(void);
+VMS_HIDDEN size_t vms__guard_tainted(void);
+
+/* ------------------------------------------------------- fiber.c (task layer) ---- */
+enum { VMS__TASK_FIBER = 1, VMS__TASK_THREAD = 2 };
+struct vms__task_info {
+    int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
+    const char *name;             /* "" when unnamed */
+    unsigned long id;
+    const struct vms_stack *stack;
+};
+/* async-signal-safe: describes the task running on this thread; -1 when the thread is
+ * not running a vmstack task. */
+VMS_HIDDEN int vms__task_current(struct vms__task_info *out);
+/* async-signal-safe: from the fault handler, on the alternate signal stack. Records the
+ * oops in the current task, marks it KILLED, restores the signal mask saved in uc and
+ * switches to the task's resumer, which sees VMS_KILLED (a fiber) or returns
+ * VMS_THREAD_KILLED (a thread). Never returns. */
+VMS_HIDDEN _Noreturn void vms__task_kill_current(const vms_oops *oops, const ucontext_t *uc);
+
+#endif /* VMSTACK_INTERNAL_H */

@@ -1,0 +1,163 @@
+/*
+ * test.h - the tiny test harness. One test program per .c file; each TEST(name) is its
+ * own ctest case (tests/CMakeLists.txt finds them), run as `prog name`; `prog` alone
+ * runs every case in order. Asserts print both operands. SKIP(...) exits 77, which
+ * ctest reports as skipped. Death tests use tst_fork(): the child's stdout and stderr
+ * come back through a pipe, with its wait status.
+ */
+#ifndef VMSTACK_TEST_H
+#define VMSTACK_TEST_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef void (*tst_fn)(void);
+struct tst_case { const char *name; tst_fn fn; };
+static struct tst_case tst_cases[256];
+static int tst_ncases;
+static const char *tst_current = "";
+
+#define TEST(name)                                                                  \
+    static void test_##name(void);                                                  \
+    __attribute__((constructor)) static void tst_register_##name(void)              \
+    {                                                                               \
+        tst_cases[tst_ncases].name = #name;                                         \
+        tst_cases[tst_ncases++].fn = test_##name;                                   \
+    }                                                                               \
+    static void test_##name(void)
+
+#define TST_FAIL(...)                                                               \
+    do {                                                                            \
+        fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, tst_current);            \
+        fprintf(stderr, __VA_ARGS__);                                               \
+        fputc('\n', stderr);                                                        \
+        exit(1);                                                                    \
+    } while (0)
+
+#define SKIP(...)                                                                   \
+    do {                                                                            \
+        fprintf(stderr, "SKIP %s: ", tst_current);                                  \
+        fprintf(stderr, __VA_ARGS__);                                               \
+        fputc('\n', stderr);                                                        \
+        exit(77);                                                                   \
+    } while (0)
+
+#define ASSERT(c)                                                                   \
+    do { if (!(c)) TST_FAIL("assertion failed: %s", #c); } while (0)
+#define ASSERT_INT_OP(a, op, b)                                                     \
+    do {                                                                            \
+        long long tst_a = (long long)(a), tst_b = (long long)(b);                   \
+        if (!(tst_a op tst_b))                                                      \
+            TST_FAIL("%s %s %s: %lld vs %lld", #a, #op, #b, tst_a, tst_b);          \
+    } while (0)
+#define ASSERT_EQ(a, b) ASSERT_INT_OP(a, ==, b)
+#define ASSERT_NE(a, b) ASSERT_INT_OP(a, !=, b)
+#define ASSERT_LT(a, b) ASSERT_INT_OP(a, <, b)
+#define ASSERT_LE(a, b) ASSERT_INT_OP(a, <=, b)
+#define ASSERT_GT(a, b) ASSERT_INT_OP(a, >, b)
+#define ASSERT_GE(a, b) ASSERT_INT_OP(a, >=, b)
+#define ASSERT_UEQ(a, b)                                                            \
+    do {                                                                            \
+        unsigned long long tst_a = (unsigned long long)(a), tst_b = (unsigned long long)(b); \
+        if (tst_a != tst_b)                                                         \
+            TST_FAIL("%s == %s: %llu (0x%llx) vs %llu (0x%llx)", #a, #b, tst_a, tst_a, tst_b, tst_b); \
+    } while (0)
+#define ASSERT_PTR_EQ(a, b)                                                         \
+    do {                                                                            \
+        const void *tst_a = (a), *tst_b = (b);                                      \
+        if (tst_a != tst_b) TST_FAIL("%s == %s: %p vs %p", #a, #b, tst_a, tst_b);   \
+    } while (0)
+#define ASSERT_NULL(a)     ASSERT_PTR_EQ(a, NULL)
+#define ASSERT_NOT_NULL(a) do { if ((a) == NULL) TST_FAIL("%s is NULL (errno %d)", #a, errno); } while (0)
+#define ASSERT_STR_CONTAINS(hay, needle)                                            \
+    do {                                                                            \
+        const char *tst_h = (hay), *tst_n = (needle);                               \
+        if (!tst_h || !strstr(tst_h, tst_n))                                        \
+            TST_FAIL("expected \"%s\" in:\n----\n%s\n----", tst_n, tst_h ? tst_h : "(null)"); \
+    } while (0)
+#define ASSERT_STR_NOT_CONTAINS(hay, needle)                                        \
+    do {                                                                            \
+        const char *tst_h = (hay), *tst_n = (needle);                               \
+        if (tst_h && strstr(tst_h, tst_n))                                          \
+            TST_FAIL("did not expect \"%s\" in:\n----\n%s\n----", tst_n, tst_h);    \
+    } while (0)
+
+/* Runs fn(arg) in a child process whose stdout and stderr go to a pipe; returns the
+ * child's wait status and fills out (NUL-terminated, truncated to outsz). The child
+ * exits 0 when fn returns. */
+static inline int tst_fork(void (*fn)(void *), void *arg, char *out, size_t outsz)
+{
+    int p[2];
+    if (pipe(p) != 0) TST_FAIL("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) TST_FAIL("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[1]);
+        fn(arg);
+        fflush(NULL);
+        _exit(0);
+    }
+    close(p[1]);
+    size_t n = 0;
+    for (;;) {
+        char tmp[4096];
+        ssize_t r = read(p[0], tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        for (ssize_t i = 0; i < r; i++)
+            if (n + 1 < outsz) out[n++] = tmp[i];
+    }
+    if (outsz) out[n] = '\0';
+    close(p[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    return status;
+}
+
+#define ASSERT_EXITED(status, code)                                                 \
+    do {                                                                            \
+        int tst_s = (status);                                                       \
+        if (!WIFEXITED(tst_s) || WEXITSTATUS(tst_s) != (code))                      \
+            TST_FAIL("child: want exit %d, got %s %d", (code),                      \
+                     WIFEXITED(tst_s) ? "exit" : "signal",                          \
+                     WIFEXITED(tst_s) ? WEXITSTATUS(tst_s) : WTERMSIG(tst_s));      \
+    } while (0)
+#define ASSERT_SIGNALED(status, sig)                                                \
+    do {                                                                            \
+        int tst_s = (status);                                                       \
+        if (!WIFSIGNALED(tst_s) || WTERMSIG(tst_s) != (sig))                        \
+            TST_FAIL("child: want signal %d, got %s %d", (sig),                     \
+                     WIFEXITED(tst_s) ? "exit" : "signal",                          \
+                     WIFEXITED(tst_s) ? WEXITSTATUS(tst_s) : WTERMSIG(tst_s));      \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    int ran = 0;
+    for (int i = 0; i < tst_ncases; i++) {
+        if (argc > 1 && strcmp(argv[1], tst_cases[i].name) != 0) continue;
+        tst_current = tst_cases[i].name;
+        tst_cases[i].fn();
+        fprintf(stderr, "ok %s\n", tst_cases[i].name);
+        ran++;
+    }
+    if (argc > 1 && ran == 0) {
+        fprintf(stderr, "no test named %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
+}
+
+#endif /* VMSTACK_TEST_H */

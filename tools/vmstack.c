@@ -1,0 +1,53 @@
+/*
+ * vmstack.c - the `vmstack` command: dispatches to one subcommand per cmd_<sub>.c file.
+ * Subcommands whose file is not built yet are weak references and say so.
+ */
+#include "tools.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#pragma weak vms_cmd_info
+#pragma weak vms_cmd_demo
+#pragma weak vms_cmd_bench
+#pragma weak vms_cmd_checkstack
+#pragma weak vms_cmd_selftest
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} cmds[] = {
+    { "info", vms_cmd_info, "page size, guard method, mapping limit, defaults, build options" },
+    { "demo", vms_cmd_demo, "fibers and threads doing recursive work; one overflows: the oops, the rest finish" },
+    { "bench", vms_cmd_bench, "benchmark table: vmstack against baselines in the same run (--json)" },
+    { "checkstack", vms_cmd_checkstack, "largest stack frames of a binary; worst-case depth from .su/.ci files" },
+    { "selftest", vms_cmd_selftest, "check in child processes that overflows are caught on this system" },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vmstack <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "  %-11s %s\n", "help", "this text; `vmstack <command> --help` for a command's options");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name) != 0) continue;
+        if (!cmds[i].fn) {
+            fprintf(stderr, "vmstack: error: `%s` is not built into this version yet\n", cmds[i].name);
+            return 2;
+        }
+        return cmds[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "vmstack: error: unknown command `%s`\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
