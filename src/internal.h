@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <ucontext.h>
@@ -106,6 +107,8 @@ VMS_HIDDEN long vms__os_max_map_count(void);
 VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
 /* Resident bytes of [lo, hi) from /proc/self/smaps. */
 VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
+/* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
+VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
 /* System calls made by the os layer so far (for benchmarks and tests). */
 VMS_HIDDEN unsigned long vms__os_syscalls(void);
 
@@ -130,8 +133,7 @@ struct vms_stack {
     _Atomic uint32_t state;       /* VMS__SLOT_* */
     uint16_t cls;                 /* size class */
     uint16_t warm;                /* 1: top page resident and zero; 0: all discarded */
-    uint32_t index;               /* slot number in its arena */
-    uint32_t next;                /* shared free-list link: index + 1, 0 = end */
+    struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
     size_t   size;                /* usable bytes */
     struct vms__arena *arena;

@@ -1,0 +1,323 @@
+/*
+ * arena.c - the vmalloc range of vmstack: reserved virtual ranges split into slots.
+ *
+ * An arena is one 64 GiB reservation (PROT_NONE, MAP_NORESERVE), aligned to its size, for
+ * one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
+ * then slots of guard + stack, then a trailing guard that is never opened:
+ *
+ *   lo                                                                          hi
+ *   | meta | guard 0 | stack 0 | guard 1 | stack 1 | ... | stack n-1 | trailer... |
+ *
+ * Slots are opened in batches, in address order: guards first (MADV_GUARD_INSTALL markers,
+ * or simply left PROT_NONE with the mprotect method), then read-write. With the madvise
+ * method the opened part stays ONE read-write mapping that grows (the guards are markers
+ * inside it), so the number of stacks is not limited by vm.max_map_count.
+ *
+ * Invariants the fault handler relies on: arenas are never unmapped while the process
+ * runs; an arena is published in the table (release store) only when fully set up;
+ * guards, once installed, stay for the slot's life (they survive MADV_DONTNEED and fork).
+ * So vms__arena_where() needs no lock: a table load, a division and a compare.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+/* 64 GiB per arena: room for 200,000 default slots (256 KiB + 64 KiB), so a million
+ * stacks take five arenas (ten mappings); and small enough that a 47-bit address space
+ * holds 2,048 of them. The table covers 48-bit addresses (x86-64 and aarch64 user space
+ * without 5-level paging; mmap never returns higher addresses unless asked to). */
+#define ARENA_SHIFT 36
+#define ARENA_SIZE  ((size_t)1 << ARENA_SHIFT)
+#define TABLE_SIZE  ((size_t)1 << (48 - ARENA_SHIFT))
+
+static struct vms__arena *_Atomic table[TABLE_SIZE];
+/* Every arena ever published, in creation order (for stats and iteration). */
+static struct vms__arena *_Atomic arenas[TABLE_SIZE];
+static atomic_size_t narenas;
+
+/* Per class: the arena being opened, serialized by its lock. */
+static struct {
+    pthread_mutex_t lock;
+    struct vms__arena *current;
+} classes[VMS__CLASSES];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
+
+/* The arena records themselves live in a small static pool: at most TABLE_SIZE. */
+static struct vms__arena pool[TABLE_SIZE];
+
+/* mprotect method only: mappings we made, and the process's total when last counted. */
+static atomic_long mprotect_maps;
+static atomic_int warned_maps;
+
+static void classes_init(void)
+{
+    for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&classes[i].lock, NULL);
+}
+
+static unsigned page_shift(void)
+{
+    return (unsigned)__builtin_ctzl(vms__os_page_size());
+}
+
+int vms__arena_class(size_t size, unsigned *cls)
+{
+    if (size == 0 || size > VMS_MAX_STACK_SIZE) return -EINVAL;
+    unsigned ps = page_shift();
+    unsigned c = 0;
+    while (((size_t)1 << (ps + c)) < size) c++;
+    if (c >= VMS__CLASSES) return -EINVAL;
+    *cls = c;
+    return 0;
+}
+
+size_t vms__arena_class_size(unsigned cls)
+{
+    return (size_t)1 << (page_shift() + cls);
+}
+
+const char *vms__arena_guard_method(void)
+{
+    return vms__os_guard_method_name(vms__os_guard_method());
+}
+
+/* Creates and publishes a new arena for cls. Caller holds the class lock. */
+static int arena_create(unsigned cls, struct vms__arena **out)
+{
+    size_t n = atomic_load(&narenas);
+    if (n >= TABLE_SIZE) return -ENOMEM;
+    size_t page = vms__os_page_size();
+    size_t guard = vms__opt.guard_size;
+    size_t stack = vms__arena_class_size(cls);
+    size_t slot = guard + stack;
+    /* Leave at least one guard of never-opened space at the end (the trailing guard). */
+    size_t usable = ARENA_SIZE - guard - page;
+    size_t nslots = usable / (slot + sizeof(struct vms_stack));
+    if (nslots == 0) return -ENOMEM;
+    if (nslots > UINT32_MAX) nslots = UINT32_MAX;
+    size_t meta = (nslots * sizeof(struct vms_stack) + page - 1) & ~(page - 1);
+
+    void *lo;
+    int e = vms__os_reserve(ARENA_SIZE, ARENA_SIZE, &lo);
+    if (e) return e == -EINVAL ? -ENOMEM : e;
+    if (((uintptr_t)lo >> ARENA_SHIFT) >= TABLE_SIZE) {
+        /* Above 48 bits (5-level paging with a high hint): not representable. */
+        vms__os_release(lo, ARENA_SIZE);
+        return -ENOMEM;
+    }
+    /* The metadata array is read-write from the start (MAP_NORESERVE: no commit charge,
+     * pages appear as records are first written). With the madvise method it merges with
+     * the opened slots into one mapping. */
+    e = vms__os_open(lo, meta);
+    if (e) {
+        vms__os_release(lo, ARENA_SIZE);
+        return e;
+    }
+    struct vms__arena *a = &pool[n];
+    memset(a, 0, sizeof *a);
+    a->lo = lo;
+    a->hi = (char *)lo + ARENA_SIZE;
+    a->slots = (char *)lo + meta;
+    a->slot_size = slot;
+    a->guard_size = guard;
+    a->nslots = (uint32_t)nslots;
+    a->cls = cls;
+    a->meta = lo;
+    atomic_store_explicit(&a->opened, 0, memory_order_relaxed);
+    atomic_store_explicit(&arenas[n], a, memory_order_release);
+    atomic_store_explicit(&table[(uintptr_t)lo >> ARENA_SHIFT], a, memory_order_release);
+    atomic_store_explicit(&narenas, n + 1, memory_order_release);
+    if (vms__os_guard_method() == VMS__GUARD_MPROTECT) atomic_fetch_add(&mprotect_maps, 2);
+    *out = a;
+    return 0;
+}
+
+/* mprotect method: every opened slot splits a mapping in two. Warn once before the
+ * process reaches vm.max_map_count (the kernel then fails mprotect with ENOMEM). */
+static void check_map_budget(unsigned adding)
+{
+    static atomic_long next_check;
+    long ours = atomic_load(&mprotect_maps) + 2L * adding;
+    if (ours < atomic_load(&next_check)) return;
+    long max = vms__os_max_map_count();
+    long now = vms__os_map_count(0, 0);
+    if (max <= 0 || now < 0) {
+        atomic_store(&next_check, ours + 4096);
+        return;
+    }
+    if (now + 2L * adding >= max - max / 10)
+        vms__log_warn_once(&warned_maps,
+            "%ld of vm.max_map_count=%ld mappings in use: mprotect guards cost two mappings "
+            "per stack, and stack allocation fails with ENOMEM at the limit; raise "
+            "vm.max_map_count, or run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise "
+            "(one mapping per arena)", now, max);
+    /* Count again when we have made a tenth of the remaining budget. */
+    long left = max - now;
+    atomic_store(&next_check, ours + (left > 40 ? left / 10 : 2));
+}
+
+/* Opens slots [first, first + k) of a: guards, then read-write. Returns how many were
+ * opened (all or a prefix), or a negative errno when none. Caller holds the class lock. */
+static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
+{
+    int method = vms__os_guard_method();
+    char *s0 = a->slots + (size_t)first * a->slot_size;
+    if (method == VMS__GUARD_MADVISE) {
+        /* Guards go in while the range is still PROT_NONE: at no moment is a guard
+         * region accessible. */
+        unsigned done = 0;
+        int e = 0;
+        for (; done < k; done++) {
+            e = vms__os_guard(s0 + (size_t)done * a->slot_size, a->guard_size, method);
+            if (e) break;
+        }
+        if (done == 0) return e;
+        e = vms__os_open(s0, (size_t)done * a->slot_size);
+        if (e) return e;
+        return (int)done;
+    }
+    /* mprotect: the guards are the PROT_NONE gaps left between opened stacks. */
+    check_map_budget(k);
+    unsigned done = 0;
+    int e = 0;
+    for (; done < k; done++) {
+        e = vms__os_open(s0 + (size_t)done * a->slot_size + a->guard_size,
+                         a->slot_size - a->guard_size);
+        if (e) break;
+        atomic_fetch_add(&mprotect_maps, 2);
+    }
+    if (done == 0) {
+        if (e == -ENOMEM)
+            vms__log_warn_once(&warned_maps,
+                "mprotect failed with ENOMEM: the process has reached vm.max_map_count "
+                "(mprotect guards cost two mappings per stack); raise vm.max_map_count, or "
+                "run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise");
+        return e;
+    }
+    return (int)done;
+}
+
+int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
+{
+    if (cls >= VMS__CLASSES || want == 0) return -EINVAL;
+    pthread_once(&classes_once, classes_init);
+    pthread_mutex_lock(&classes[cls].lock);
+    int e = 0;
+    struct vms__arena *a = classes[cls].current;
+    if (!a || atomic_load(&a->opened) >= a->nslots) {
+        e = arena_create(cls, &a);
+        if (e) goto out;
+        classes[cls].current = a;
+    }
+    uint32_t first = atomic_load(&a->opened);
+    unsigned k = want;
+    if (k > a->nslots - first) k = a->nslots - first;
+    int n = open_slots(a, first, k);
+    if (n < 0) {
+        e = n;
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        struct vms_stack *st = &a->meta[first + (uint32_t)i];
+        st->cls = (uint16_t)cls;
+        st->warm = 0;
+        st->next = NULL;
+        st->base = a->slots + (size_t)(first + (uint32_t)i) * a->slot_size + a->guard_size;
+        st->size = a->slot_size - a->guard_size;
+        st->arena = a;
+        atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+        st->max_used = 0;
+        st->debug = 0;
+        atomic_store_explicit(&st->state, VMS__SLOT_FREE, memory_order_relaxed);
+        out[i] = st;
+    }
+    /* Publish: records are complete before `opened` covers them. */
+    atomic_store_explicit(&a->opened, first + (uint32_t)n, memory_order_release);
+    pthread_mutex_unlock(&classes[cls].lock);
+    return n;
+out:
+    pthread_mutex_unlock(&classes[cls].lock);
+    return e;
+}
+
+/* async-signal-safe: table load, arithmetic. */
+static struct vms__arena *arena_of(const void *addr)
+{
+    uintptr_t i = (uintptr_t)addr >> ARENA_SHIFT;
+    if (i >= TABLE_SIZE) return NULL;
+    return atomic_load_explicit(&table[i], memory_order_acquire);
+}
+
+/* async-signal-safe: O(1), no locks, no allocation. */
+int vms__arena_where(const void *addr, struct vms__where *out)
+{
+    memset(out, 0, sizeof *out);
+    struct vms__arena *a = arena_of(addr);
+    if (!a || (const char *)addr < a->slots) return out->kind = VMS__WHERE_NONE;
+    uint32_t opened = atomic_load_explicit(&a->opened, memory_order_acquire);
+    size_t off = (size_t)((const char *)addr - a->slots);
+    size_t i = off / a->slot_size, in = off % a->slot_size;
+    out->arena = a;
+    if (i >= a->nslots) {
+        /* The trailing guard: above the last slot. */
+        out->below = opened == a->nslots ? &a->meta[a->nslots - 1] : NULL;
+        return out->kind = VMS__WHERE_TRAILER;
+    }
+    if (i > opened) return out->kind = VMS__WHERE_NONE; /* deep in unopened space */
+    if (in < a->guard_size) {
+        /* The guard of slot i: below stack i, above stack i - 1. The guard of the first
+         * unopened slot still protects the top of the last opened stack. */
+        out->st = i < opened ? &a->meta[i] : NULL;
+        out->below = i > 0 ? &a->meta[i - 1] : NULL;
+        return out->kind = VMS__WHERE_GUARD;
+    }
+    if (i == opened) return out->kind = VMS__WHERE_NONE; /* unopened stack space */
+    out->st = &a->meta[i];
+    return out->kind = VMS__WHERE_STACK;
+}
+
+/* async-signal-safe. */
+struct vms_stack *vms__arena_record(const void *p)
+{
+    struct vms__arena *a = arena_of(p);
+    if (!a) return NULL;
+    const char *c = p, *m = (const char *)a->meta;
+    if (c < m) return NULL;
+    size_t off = (size_t)(c - m);
+    if (off % sizeof(struct vms_stack)) return NULL;
+    size_t i = off / sizeof(struct vms_stack);
+    if (i >= atomic_load_explicit(&a->opened, memory_order_acquire)) return NULL;
+    return &a->meta[i];
+}
+
+void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx)
+{
+    size_t n = atomic_load_explicit(&narenas, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        struct vms__arena *a = atomic_load_explicit(&arenas[i], memory_order_acquire);
+        if (a) fn(a, ctx);
+    }
+}
+
+struct totals { size_t reserved, mappings, resident; };
+
+static void add_totals(struct vms__arena *a, void *ctx)
+{
+    struct totals *t = ctx;
+    t->reserved += (size_t)(a->hi - a->lo);
+    long m = vms__os_map_count((uintptr_t)a->lo, (uintptr_t)a->hi);
+    if (m > 0) t->mappings += (size_t)m;
+    long long r = vms__os_resident((uintptr_t)a->lo, (uintptr_t)a->hi);
+    if (r > 0) t->resident += (size_t)r;
+}
+
+void vms__arena_totals(size_t *narena, size_t *reserved, size_t *mappings, size_t *resident)
+{
+    struct totals t = { 0, 0, 0 };
+    vms__arena_each(add_totals, &t);
+    *narena = atomic_load(&narenas);
+    *reserved = t.reserved;
+    *mappings = t.mappings;
+    *resident = t.resident;
+}

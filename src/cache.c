@@ -1,0 +1,264 @@
+/*
+ * cache.c - freed stacks, kept for reuse: a per-thread LIFO in front of a shared free
+ * list per size class; scrubbing (a new owner never sees the old owner's data) and
+ * trimming (idle stacks give their pages back to the kernel; guards stay).
+ *
+ * The life of a freed stack (docs/internals.md has the costs):
+ *   free  -> its top page is zeroed with memset (it stays resident: the next owner's
+ *            first touch costs no page fault) and it joins this thread's "dirty" batch;
+ *   batch -> when SCRUB_BATCH stacks are dirty, ONE process_madvise(MADV_DONTNEED) call
+ *            drops every page below their top pages (idle stacks keep one page each), and
+ *            they become clean: into this thread's LIFO, the rest to the shared list;
+ *   alloc -> pops this thread's LIFO; else takes a few from the shared list (one lock);
+ *            else scrubs the dirty batch early; else opens new slots (arena layer).
+ * So the steady state of alloc/free of a shallow stack is a memset and a pointer pop,
+ * with one system call per SCRUB_BATCH frees and no page fault.
+ * With VMS_NO_SCRUB the top page is not zeroed and a freed stack goes straight to the
+ * LIFO (zero system calls while the LIFO has room); overflow still goes through the batch
+ * so trimming continues.
+ * The shared lists keep at most WARM_MAX stacks with a warm top page; beyond that a batch
+ * drops whole stacks (warm = 0), so memory held by idle stacks stays bounded.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One system call scrubs this many stacks: at most 1/32 = 0.03 calls per free. Their
+ * lower pages stay resident until the batch runs: at most 32 stacks' worth per thread. */
+#define SCRUB_BATCH 32
+/* Shared lists keep top pages warm for at most 1,024 stacks (4 MiB with 4 KiB pages). */
+#define WARM_MAX 1024
+
+struct shared {
+    pthread_mutex_t lock;
+    struct vms_stack *head;
+    size_t count;
+};
+static struct shared shared[VMS__CLASSES];
+static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
+static atomic_size_t shared_warm;    /* warm stacks in all shared lists */
+static atomic_size_t cached_total;   /* FREE stacks held by any cache structure */
+
+struct tcache {
+    unsigned nclean, ndirty;
+    struct vms_stack *dirty[SCRUB_BATCH];
+    struct vms_stack *clean[];       /* vms__opt.cache_per_thread entries */
+};
+static VMS_TLS struct tcache *tc;
+static pthread_key_t tc_key;
+
+static void thread_exit(void *p);
+
+static void lock_all(void)
+{
+    for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_lock(&shared[i].lock);
+}
+
+static void unlock_all(void)
+{
+    for (int i = VMS__CLASSES - 1; i >= 0; i--) pthread_mutex_unlock(&shared[i].lock);
+}
+
+static void shared_init(void)
+{
+    for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&shared[i].lock, NULL);
+    pthread_key_create(&tc_key, thread_exit);
+    /* fork: the child must not inherit a lock held by another (vanished) thread. */
+    pthread_atfork(lock_all, unlock_all, unlock_all);
+}
+
+static struct tcache *tcache_get(void)
+{
+    struct tcache *t = tc;
+    if (VMS_LIKELY(t)) return t;
+    pthread_once(&shared_once, shared_init);
+    t = calloc(1, sizeof *t + vms__opt.cache_per_thread * sizeof(struct vms_stack *));
+    if (!t) return NULL;
+    tc = t;
+    pthread_setspecific(tc_key, t);
+    return t;
+}
+
+static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigned cls,
+                        size_t n, size_t warm)
+{
+    struct shared *s = &shared[cls];
+    pthread_mutex_lock(&s->lock);
+    last->next = s->head;
+    s->head = first;
+    s->count += n;
+    pthread_mutex_unlock(&s->lock);
+    if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
+}
+
+/* Pushes one stack to the shared list of its class. */
+static void shared_put(struct vms_stack *st)
+{
+    shared_push(st, st, st->cls, 1, st->warm);
+}
+
+/* Takes up to max stacks of cls from the shared list; returns the chain. */
+static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
+{
+    struct shared *s = &shared[cls];
+    *got = 0;
+    if (!s->head) return NULL; /* racy peek: a miss only costs a trip to the arena */
+    pthread_mutex_lock(&s->lock);
+    struct vms_stack *head = s->head, *p = head, *last = NULL;
+    unsigned n = 0;
+    size_t warm = 0;
+    while (p && n < max) {
+        warm += p->warm;
+        last = p;
+        p = p->next;
+        n++;
+    }
+    s->head = p;
+    s->count -= n;
+    pthread_mutex_unlock(&s->lock);
+    if (last) last->next = NULL;
+    if (warm) atomic_fetch_sub_explicit(&shared_warm, warm, memory_order_relaxed);
+    *got = n;
+    return n ? head : NULL;
+}
+
+/* Scrubs this thread's dirty batch with one system call and files the stacks: into the
+ * LIFO while it has room, the rest to the shared lists. Stacks bound for the shared
+ * lists beyond WARM_MAX lose their top page too. */
+static void scrub_batch(struct tcache *t)
+{
+    size_t page = vms__os_page_size();
+    struct iovec iov[SCRUB_BATCH];
+    size_t n = 0;
+    unsigned room = vms__opt.cache_per_thread - t->nclean;
+    size_t warm_budget = WARM_MAX > atomic_load(&shared_warm)
+                             ? WARM_MAX - atomic_load(&shared_warm) : 0;
+    for (unsigned i = 0; i < t->ndirty; i++) {
+        struct vms_stack *st = t->dirty[i];
+        bool keep_warm = i < room || warm_budget > 0;
+        if (i >= room && warm_budget > 0) warm_budget--;
+        size_t len = st->size - (keep_warm ? page : 0);
+        st->warm = keep_warm && st->size >= page;
+        if (len) {
+            iov[n].iov_base = st->base;
+            iov[n].iov_len = len;
+            n++;
+        }
+    }
+    if (vms__os_discard_many(iov, n) != 0) {
+        /* The pages could not be dropped: zero them by hand rather than ever hand out
+         * old data (touches every page: slow, but only when madvise fails). */
+        for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
+    }
+    for (unsigned i = 0; i < t->ndirty; i++) {
+        struct vms_stack *st = t->dirty[i];
+        if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = st;
+        else shared_put(st);
+    }
+    t->ndirty = 0;
+}
+
+struct vms_stack *vms__cache_get(unsigned cls)
+{
+    struct tcache *t = tcache_get();
+    if (VMS_UNLIKELY(!t)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* The LIFO, most recent first; stacks of another class are skipped (rare). */
+    for (unsigned i = t->nclean; i-- > 0;) {
+        struct vms_stack *st = t->clean[i];
+        if (VMS_LIKELY(st->cls == cls)) {
+            t->clean[i] = t->clean[--t->nclean];
+            atomic_fetch_sub_explicit(&cached_total, 1, memory_order_relaxed);
+            return st;
+        }
+    }
+    /* The shared list: a few at once, so the lock is taken once per several allocs. */
+    unsigned want = vms__opt.cache_per_thread / 2 + 1, got;
+    struct vms_stack *chain = shared_take(cls, want, &got);
+    if (!chain && t->ndirty) {
+        scrub_batch(t);
+        return vms__cache_get(cls);
+    }
+    if (!chain) {
+        /* New slots: a batch, so that opening is amortized (one mprotect and one guard
+         * per slot with madvise). Unused ones wait in the cache, costing no memory. */
+        struct vms_stack *fresh[16];
+        unsigned n = want < 16 ? want : 16;
+        int r = vms__arena_open(cls, fresh, n);
+        if (r <= 0) {
+            errno = r == 0 ? ENOMEM : -r;
+            return NULL;
+        }
+        for (int i = 1; i < r; i++) {
+            if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = fresh[i];
+            else shared_put(fresh[i]);
+            atomic_fetch_add_explicit(&cached_total, 1, memory_order_relaxed);
+        }
+        return fresh[0];
+    }
+    struct vms_stack *st = chain;
+    chain = chain->next;
+    atomic_fetch_sub_explicit(&cached_total, 1, memory_order_relaxed);
+    while (chain) {
+        struct vms_stack *next = chain->next;
+        if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = chain;
+        else shared_put(chain);
+        chain = next;
+    }
+    return st;
+}
+
+void vms__cache_put(struct vms_stack *st)
+{
+    atomic_fetch_add_explicit(&cached_total, 1, memory_order_relaxed);
+    struct tcache *t = tcache_get();
+    if (VMS_UNLIKELY(!t)) {
+        /* No per-thread cache (out of memory): scrub this one alone. */
+        size_t page = vms__os_page_size();
+        if (st->size > page) vms__os_discard(st->base, st->size - page);
+        if (!(vms__opt.flags & VMS_NO_SCRUB)) memset(st->base + st->size - page, 0, page);
+        st->warm = 1;
+        shared_put(st);
+        return;
+    }
+    if (vms__opt.flags & VMS_NO_SCRUB) {
+        if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
+            t->clean[t->nclean++] = st;
+            return;
+        }
+    } else {
+        /* The top page: zeroed by hand, so it stays resident for the next owner. */
+        size_t page = vms__os_page_size();
+        size_t n = st->size < page ? st->size : page;
+        memset(st->base + st->size - n, 0, n);
+    }
+    t->dirty[t->ndirty++] = st;
+    if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
+}
+
+size_t vms__cache_count(void)
+{
+    return atomic_load_explicit(&cached_total, memory_order_relaxed);
+}
+
+void vms__cache_flush_thread(void)
+{
+    struct tcache *t = tc;
+    if (!t) return;
+    if (t->ndirty) scrub_batch(t);
+    while (t->nclean) shared_put(t->clean[--t->nclean]);
+}
+
+static void thread_exit(void *p)
+{
+    (void)p;
+    vms__cache_flush_thread();
+    struct tcache *t = tc;
+    tc = NULL;
+    free(t);
+}

@@ -1,0 +1,205 @@
+/*
+ * options.c - configuration: vms_init, the VMSTACK_* environment variables, defaults.
+ *
+ * Precedence, per field: a non-zero vms_config field, then the environment, then the
+ * default. The options are decided once, on first use, and never change afterwards, so
+ * every other file (including the fault handler) reads vms__opt without locks once
+ * vms__ensure_init() has returned 0.
+ *
+ * The table below has one row per variable; docs/configuration.md has one line per row,
+ * and tests/options.c one test per row.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vms__options vms__opt;
+
+enum { INIT_NONE = 0, INIT_DONE = 2 };
+static atomic_int init_state;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int vms__parse_size(const char *s, size_t *out)
+{
+    if (!s || !*s) return -EINVAL;
+    const char *p = s;
+    size_t v = 0;
+    if (*p < '0' || *p > '9') return -EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        size_t d = (size_t)(*p - '0');
+        if (v > (SIZE_MAX - d) / 10) return -EINVAL;
+        v = v * 10 + d;
+    }
+    size_t mul = 1;
+    switch (*p) {
+    case 'k': case 'K': mul = VMS_KIB; p++; break;
+    case 'm': case 'M': mul = VMS_MIB; p++; break;
+    case 'g': case 'G': mul = VMS_GIB; p++; break;
+    default: break;
+    }
+    /* Accept an optional "b"/"iB" after the suffix ("64k", "64KiB", "64kb"). */
+    if (mul != 1 && (*p == 'i' || *p == 'I')) p++;
+    if (mul != 1 && (*p == 'b' || *p == 'B')) p++;
+    if (*p != '\0') return -EINVAL;
+    if (v > SIZE_MAX / mul) return -EINVAL;
+    *out = v * mul;
+    return 0;
+}
+
+static size_t page_round(size_t v)
+{
+    size_t page = vms__os_page_size();
+    return (v + page - 1) & ~(page - 1);
+}
+
+/* Each malformed variable is reported once per process (options are read once). */
+static void bad_env(const char *name, const char *value, const char *want)
+{
+    vms__log_warn("%s=\"%s\" is not %s; using the default", name, value, want);
+}
+
+static void env_size(const char *name, size_t *field, size_t min, size_t max)
+{
+    const char *v = getenv(name);
+    if (!v) return;
+    size_t n;
+    if (vms__parse_size(v, &n) != 0 || n < min || n > max) {
+        bad_env(name, v, "a size between the limits (digits with an optional k, m or g suffix)");
+        return;
+    }
+    *field = n;
+}
+
+static void env_bool_flag(const char *name, unsigned flag, bool set_when_true)
+{
+    const char *v = getenv(name);
+    if (!v) return;
+    bool on;
+    if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) on = true;
+    else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "false")) on = false;
+    else { bad_env(name, v, "0 or 1"); return; }
+    if (on == set_when_true) vms__opt.flags |= flag;
+    else vms__opt.flags &= ~flag;
+}
+
+static void load_env(void)
+{
+    env_size("VMSTACK_STACK_SIZE", &vms__opt.stack_size, 1, VMS_MAX_STACK_SIZE);
+    env_size("VMSTACK_GUARD_SIZE", &vms__opt.guard_size, 1, VMS_MAX_GUARD_SIZE);
+
+    const char *v = getenv("VMSTACK_CACHE");
+    if (v) {
+        size_t n;
+        if (vms__parse_size(v, &n) != 0 || n > 1024) bad_env("VMSTACK_CACHE", v, "a count from 0 to 1024");
+        else vms__opt.cache_per_thread = (unsigned)n;
+    }
+    v = getenv("VMSTACK_ON_OVERFLOW");
+    if (v) {
+        if (!strcmp(v, "kill")) vms__opt.on_overflow = VMS_KILL_TASK;
+        else if (!strcmp(v, "abort")) vms__opt.on_overflow = VMS_ABORT;
+        else bad_env("VMSTACK_ON_OVERFLOW", v, "kill or abort");
+    }
+    env_bool_flag("VMSTACK_PAINT", VMS_PAINT, true);
+    env_bool_flag("VMSTACK_END_CHECK", VMS_END_CHECK, true);
+    env_bool_flag("VMSTACK_SCRUB", VMS_NO_SCRUB, false);
+    v = getenv("VMSTACK_GUARD_METHOD");
+    if (v) {
+        if (!strcmp(v, "madvise")) vms__opt.guard_request = VMS__GUARD_MADVISE;
+        else if (!strcmp(v, "mprotect")) vms__opt.guard_request = VMS__GUARD_MPROTECT;
+        else bad_env("VMSTACK_GUARD_METHOD", v, "madvise or mprotect");
+    }
+}
+
+/* Validates cfg without touching vms__opt. */
+static int check_config(const vms_config *cfg)
+{
+    if (cfg->stack_size > VMS_MAX_STACK_SIZE) return -EINVAL;
+    if (cfg->guard_size > VMS_MAX_GUARD_SIZE) return -EINVAL;
+    if (cfg->cache_per_thread > 1024) return -EINVAL;
+    if (cfg->on_overflow != VMS_KILL_TASK && cfg->on_overflow != VMS_ABORT) return -EINVAL;
+    if (cfg->report_fd < 0) return -EINVAL;
+    if (cfg->flags & ~(unsigned)(VMS_PAINT | VMS_END_CHECK | VMS_FORCE_MPROTECT | VMS_NO_SCRUB))
+        return -EINVAL;
+    return 0;
+}
+
+/* Called with init_lock held and init_state == INIT_NONE. cfg may be NULL. */
+static void decide(const vms_config *cfg)
+{
+    /* Defaults. The per-thread cache holds 8 clean stacks: the kernel keeps 2 per CPU
+     * because a task is created and destroyed on the same CPU in bursts of a few; fibers
+     * come in larger bursts (a request fanning out), and a cached stack costs only its
+     * warm top page (4 KiB), so 8 covers common bursts for 32 KiB per thread. Beyond it
+     * the shared list per size class takes over. */
+    vms__opt.stack_size = VMS_DEFAULT_STACK_SIZE;
+    vms__opt.guard_size = VMS_DEFAULT_GUARD_SIZE;
+    vms__opt.cache_per_thread = 8;
+    vms__opt.on_overflow = VMS_KILL_TASK;
+    vms__opt.report_fd = 2;
+    vms__opt.flags = 0;
+    vms__opt.guard_request = VMS__GUARD_MADVISE;
+
+    load_env();
+
+    if (cfg) {
+        if (cfg->stack_size) vms__opt.stack_size = cfg->stack_size;
+        if (cfg->guard_size) vms__opt.guard_size = cfg->guard_size;
+        if (cfg->cache_per_thread) vms__opt.cache_per_thread = cfg->cache_per_thread;
+        if (cfg->on_overflow) vms__opt.on_overflow = cfg->on_overflow;
+        if (cfg->report_fd) vms__opt.report_fd = cfg->report_fd;
+        vms__opt.flags |= cfg->flags;
+        if (cfg->flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
+    }
+    if (vms__opt.flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
+    if (vms__opt.guard_request == VMS__GUARD_MPROTECT) vms__opt.flags |= VMS_FORCE_MPROTECT;
+
+    /* Sizes: the guard is whole pages (at least one); the default stack size is that of
+     * its size class, so vms_stack_size() of a default stack equals it. */
+    vms__opt.guard_size = page_round(vms__opt.guard_size);
+    unsigned cls;
+    if (vms__arena_class(vms__opt.stack_size, &cls) == 0)
+        vms__opt.stack_size = vms__arena_class_size(cls);
+    else
+        vms__opt.stack_size = VMS_DEFAULT_STACK_SIZE;
+}
+
+static int finish_init(const vms_config *cfg)
+{
+    decide(cfg);
+    atomic_store_explicit(&init_state, INIT_DONE, memory_order_release);
+    /* After INIT_DONE: installing the handler allocates the first thread's alternate
+     * signal stack, which comes back here through vms_stack_alloc. */
+    int e = vms__guard_install();
+    if (e) vms__log_warn("the stack-overflow handler could not be installed (%s): overflows "
+                         "will not be reported", strerror(-e));
+    return 0;
+}
+
+int vms__ensure_init(void)
+{
+    if (VMS_LIKELY(atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE))
+        return 0;
+    pthread_mutex_lock(&init_lock);
+    int e = 0;
+    if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_DONE)
+        e = finish_init(NULL);
+    pthread_mutex_unlock(&init_lock);
+    return e;
+}
+
+int vms_init(const vms_config *cfg)
+{
+    if (!cfg) return -EINVAL;
+    int e = check_config(cfg);
+    if (e) return e;
+    pthread_mutex_lock(&init_lock);
+    if (atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE)
+        e = -EBUSY;
+    else
+        e = finish_init(cfg);
+    pthread_mutex_unlock(&init_lock);
+    return e;
+}

@@ -1,0 +1,370 @@
+/*
+ * os_linux.c - the os layer: the only file that calls mmap, munmap, mprotect, madvise,
+ * process_madvise and prctl. Everything above it sees 0 or a negative errno.
+ *
+ * It also owns two facts about the running kernel: whether MADV_GUARD_INSTALL works
+ * (detected once, verified with a signal-free probe, because emulators such as
+ * qemu-user 7.2 return 0 without installing anything), and whether process_madvise may
+ * act on our own process (Linux 6.13+). Both are decided once and cached.
+ * A fault-injection table (VMSTACK_FAULT_INJECTION) lets tests fail any call on purpose.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* MADV_GUARD_INSTALL: Linux 6.13 (include/uapi/asm-generic/mman-common.h). Debian 12's
+ * headers predate it. */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+/* PIDFD_SELF_THREAD_GROUP (Linux 6.14, include/uapi/linux/pidfd.h): "this process" for
+ * process_madvise without opening a pidfd. */
+#define VMS_PIDFD_SELF_PROCESS (-10001)
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static atomic_ulong syscalls;
+
+unsigned long vms__os_syscalls(void)
+{
+    return atomic_load_explicit(&syscalls, memory_order_relaxed);
+}
+
+static inline void count_syscall(void)
+{
+    atomic_fetch_add_explicit(&syscalls, 1, memory_order_relaxed);
+}
+
+/* ---- fault injection ------------------------------------------------------------ */
+#ifdef VMSTACK_FAULT_INJECTION
+static struct {
+    atomic_uint countdown; /* 0 = off; 1 = the next call fails */
+    atomic_int err;
+    atomic_bool always;
+} inject[VMS__OP_COUNT];
+static atomic_bool inject_any;
+
+void vms__os_inject(int op, unsigned nth, int err, bool always)
+{
+    if (op < 0 || op >= VMS__OP_COUNT) return;
+    atomic_store(&inject[op].err, err);
+    atomic_store(&inject[op].always, always);
+    atomic_store(&inject[op].countdown, always ? 1 : nth);
+    atomic_store(&inject_any, true);
+}
+
+void vms__os_inject_clear(void)
+{
+    for (int i = 0; i < VMS__OP_COUNT; i++) atomic_store(&inject[i].countdown, 0);
+    atomic_store(&inject_any, false);
+}
+
+/* Returns the injected negative errno for this call of op, or 0. */
+static int injected(int op)
+{
+    if (VMS_LIKELY(!atomic_load_explicit(&inject_any, memory_order_relaxed))) return 0;
+    unsigned c = atomic_load(&inject[op].countdown);
+    if (c == 0) return 0;
+    if (atomic_load(&inject[op].always)) return -atomic_load(&inject[op].err);
+    if (atomic_fetch_sub(&inject[op].countdown, 1) == 1) return -atomic_load(&inject[op].err);
+    return 0;
+}
+#else
+void vms__os_inject(int op, unsigned nth, int err, bool always)
+{
+    (void)op; (void)nth; (void)err; (void)always;
+}
+void vms__os_inject_clear(void) {}
+static inline int injected(int op) { (void)op; return 0; }
+#endif
+
+/* ---- basics ----------------------------------------------------------------------- */
+size_t vms__os_page_size(void)
+{
+    static size_t page;
+    if (VMS_UNLIKELY(page == 0)) {
+        long p = sysconf(_SC_PAGESIZE);
+        page = p > 0 ? (size_t)p : 4096;
+    }
+    return page;
+}
+
+int vms__os_reserve(size_t size, size_t align, void **out)
+{
+    int e = injected(VMS__OP_MMAP);
+    if (e) return e;
+    if (size == 0 || (align & (align - 1)) || size + align < size) return -EINVAL;
+    /* Over-reserve by align, then cut the unaligned head and tail away, so the arena
+     * starts on an align boundary (arena lookup is then one shift). */
+    size_t len = size + align;
+    count_syscall();
+    char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return -errno;
+    uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = a - (uintptr_t)p, tail = len - head - size;
+    if (head) { count_syscall(); munmap(p, head); }
+    if (tail) { count_syscall(); munmap((char *)a + size, tail); }
+    /* A transparent huge page would make a whole 2 MiB of idle stacks resident at the
+     * first touch; stacks want 4 KiB granularity. */
+    count_syscall();
+    madvise((void *)a, size, MADV_NOHUGEPAGE);
+    /* Named [anon:vmstack] in /proc/self/maps where the kernel has CONFIG_ANON_VMA_NAME
+     * (Linux 5.17+); harmless failure elsewhere. */
+    count_syscall();
+    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, a, size, (unsigned long)"vmstack");
+    *out = (void *)a;
+    return 0;
+}
+
+int vms__os_release(void *addr, size_t size)
+{
+    count_syscall();
+    return munmap(addr, size) == 0 ? 0 : -errno;
+}
+
+int vms__os_open(void *addr, size_t size)
+{
+    int e = injected(VMS__OP_MPROTECT);
+    if (e) return e;
+    count_syscall();
+    return mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : -errno;
+}
+
+int vms__os_close(void *addr, size_t size)
+{
+    int e = injected(VMS__OP_MPROTECT);
+    if (e) return e;
+    count_syscall();
+    return mprotect(addr, size, PROT_NONE) == 0 ? 0 : -errno;
+}
+
+int vms__os_guard(void *addr, size_t size, int method)
+{
+    if (method == VMS__GUARD_MADVISE) {
+        int e = injected(VMS__OP_MADV_GUARD);
+        if (e) return e;
+        count_syscall();
+        if (madvise(addr, size, MADV_GUARD_INSTALL) == 0) return 0;
+        /* EINVAL: the kernel does not know the advice (before 6.13); ENOSYS/EPERM:
+         * a seccomp filter or sandbox forbids it. All mean "use mprotect". */
+        if (errno == EINVAL || errno == ENOSYS || errno == EPERM) return -EOPNOTSUPP;
+        return -errno;
+    }
+    return vms__os_close(addr, size);
+}
+
+int vms__os_discard(void *addr, size_t size)
+{
+    int e = injected(VMS__OP_MADV_DISCARD);
+    if (e) return e;
+    count_syscall();
+    return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
+/* process_madvise(2) on our own process: 1 works, -1 does not, 0 not tried yet. */
+static atomic_int pmadv_state;
+static int pmadv_fd = -1;
+
+static int pmadv_target(void)
+{
+    /* PIDFD_SELF_THREAD_GROUP needs 6.14; a real pidfd works since 5.10 but
+     * MADV_DONTNEED through it only since 6.13 ("unrestrict process_madvise() for the
+     * current process"). Try the cheap form first. */
+    return pmadv_fd >= 0 ? pmadv_fd : VMS_PIDFD_SELF_PROCESS;
+}
+
+int vms__os_discard_many(const struct iovec *iov, size_t n)
+{
+    if (n == 0) return 0;
+    int e = injected(VMS__OP_MADV_DISCARD);
+    if (e) return e;
+    int state = atomic_load_explicit(&pmadv_state, memory_order_acquire);
+    if (state >= 0) {
+        /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
+        size_t want = 0;
+        for (size_t i = 0; i < n; i++) want += iov[i].iov_len;
+        count_syscall();
+        long r = syscall(SYS_process_madvise, pmadv_target(), iov, n, MADV_DONTNEED, 0);
+        if (r >= 0 && (size_t)r == want) {
+            if (state == 0) atomic_store_explicit(&pmadv_state, 1, memory_order_release);
+            return 0;
+        }
+        if (r < 0 && state == 0 && (errno == EBADF || errno == ESRCH) && pmadv_fd < 0) {
+            /* Before 6.14: no PIDFD_SELF; open a real pidfd once and retry. */
+            count_syscall();
+            int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+            if (fd >= 0) {
+                pmadv_fd = fd;
+                count_syscall();
+                r = syscall(SYS_process_madvise, fd, iov, n, MADV_DONTNEED, 0);
+                if (r >= 0 && (size_t)r == want) {
+                    atomic_store_explicit(&pmadv_state, 1, memory_order_release);
+                    return 0;
+                }
+            }
+        }
+        if (r < 0 && state == 0)
+            atomic_store_explicit(&pmadv_state, -1, memory_order_release);
+        /* A partial result or a late failure: fall through and finish range by range
+         * (MADV_DONTNEED is idempotent). */
+    }
+    for (size_t i = 0; i < n; i++) {
+        int err = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
+        if (err) return err;
+    }
+    return 0;
+}
+
+/* A fork child shares nothing with the parent's pidfd target: the pidfd names the
+ * parent. Forget it so the child opens its own. */
+static void forget_pidfd_in_child(void)
+{
+    if (pmadv_fd >= 0) {
+        close(pmadv_fd);
+        pmadv_fd = -1;
+        atomic_store(&pmadv_state, 0);
+    }
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, forget_pidfd_in_child);
+}
+
+/* async-signal-safe: one system call. */
+int vms__os_sigaltstack(const stack_t *ss, stack_t *old)
+{
+    int e = injected(VMS__OP_SIGALTSTACK);
+    if (e) return e;
+    count_syscall();
+    return sigaltstack(ss, old) == 0 ? 0 : -errno;
+}
+
+int vms__os_probe_noaccess(const void *addr)
+{
+    /* write(2) copies from addr in the kernel: an inaccessible page makes it fail with
+     * EFAULT instead of raising a signal. /dev/null would not read the buffer, so use a
+     * pipe. */
+    int p[2];
+    count_syscall();
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return -errno;
+    count_syscall();
+    ssize_t r = write(p[1], addr, 1);
+    int e = errno;
+    close(p[0]);
+    close(p[1]);
+    if (r == 1) return 0;
+    if (r < 0 && e == EFAULT) return 1;
+    return r < 0 ? -e : -EIO;
+}
+
+static atomic_int guard_method; /* VMS__GUARD_*, 0 = not decided */
+
+/* Decides once whether madvise guards work here: install one on a scratch reservation,
+ * open the rest read-write, and check with the probe that the guard page is not
+ * readable while its neighbour is. */
+static int detect_guard_method(void)
+{
+    size_t page = vms__os_page_size();
+    void *p;
+    if (vms__os_reserve(2 * page, page, &p) != 0) return VMS__GUARD_MPROTECT;
+    int method = VMS__GUARD_MPROTECT;
+    if (vms__os_guard(p, page, VMS__GUARD_MADVISE) == 0 &&
+        vms__os_open(p, 2 * page) == 0 &&
+        vms__os_probe_noaccess(p) == 1 && vms__os_probe_noaccess((char *)p + page) == 0)
+        method = VMS__GUARD_MADVISE;
+    vms__os_release(p, 2 * page);
+    return method;
+}
+
+int vms__os_guard_method(void)
+{
+    int m = atomic_load_explicit(&guard_method, memory_order_acquire);
+    if (VMS_LIKELY(m)) return m;
+    m = vms__opt.guard_request == VMS__GUARD_MPROTECT ? VMS__GUARD_MPROTECT
+                                                      : detect_guard_method();
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&guard_method, &expected, m)) m = expected;
+    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+    pthread_once(&atfork_once, register_atfork);
+    return m;
+}
+
+const char *vms__os_guard_method_name(int method)
+{
+    switch (method) {
+    case VMS__GUARD_MADVISE: return "madvise";
+    case VMS__GUARD_MPROTECT: return "mprotect";
+    default: return "none";
+    }
+}
+
+/* ---- /proc readers (not on any hot path) --------------------------------------------- */
+long vms__os_max_map_count(void)
+{
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    if (!f) return -1;
+    long v = -1;
+    if (fscanf(f, "%ld", &v) != 1) v = -1;
+    fclose(f);
+    return v;
+}
+
+long vms__os_map_count(uintptr_t lo, uintptr_t hi)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) return -errno;
+    long n = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        /* A line longer than the buffer continues: count each mapping once. */
+        bool complete = len > 0 && line[len - 1] == '\n';
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2 && (lo >= hi || (a < hi && b > lo))) n++;
+        while (!complete && fgets(line, sizeof line, f)) {
+            len = strlen(line);
+            complete = len > 0 && line[len - 1] == '\n';
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+long long vms__os_resident(uintptr_t lo, uintptr_t hi)
+{
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f) return -errno;
+    long long total = 0;
+    bool in = false;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        long long kb;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = a < hi && b > lo;
+        } else if (in && sscanf(line, "Rss: %lld kB", &kb) == 1) {
+            total += kb * 1024;
+        }
+    }
+    fclose(f);
+    return total;
+}

@@ -1,0 +1,111 @@
+/*
+ * stack.c - the public stack API (vms_stack_*) and vms_get_stats.
+ *
+ * A vms_stack pointer is the address of its slot record in an arena's metadata array,
+ * so checking that a pointer is one vmstack handed out is O(1) (vms__arena_record), and
+ * the record's state word catches a double free even when two threads race to free.
+ * Both are memory-safety violations by the caller: a one-line report and abort().
+ * Everything else that is wrong (NULL, absurd sizes, no memory) is an errno.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static atomic_size_t live;
+
+size_t vms__stack_live(void)
+{
+    return atomic_load_explicit(&live, memory_order_relaxed);
+}
+
+vms_stack *vms_stack_alloc(size_t size)
+{
+    int e = vms__ensure_init();
+    if (VMS_UNLIKELY(e)) {
+        errno = -e;
+        return NULL;
+    }
+    if (size == 0) size = vms__opt.stack_size;
+    unsigned cls;
+    if (VMS_UNLIKELY(vms__arena_class(size, &cls) != 0)) {
+        errno = EINVAL;   /* above VMS_MAX_STACK_SIZE (1 GiB), SIZE_MAX included */
+        return NULL;
+    }
+    struct vms_stack *st = vms__cache_get(cls);
+    if (VMS_UNLIKELY(!st)) return NULL;   /* errno from the cache or arena layer */
+    st->max_used = 0;
+    atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+    atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);
+    atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
+    return st;
+}
+
+void vms_stack_free(vms_stack *st)
+{
+    if (!st) return;
+    struct vms_stack *rec = vms__arena_record(st);
+    if (VMS_UNLIKELY(!rec))
+        vms__fatal("vms_stack_free: %p is not a stack that vmstack handed out "
+                   "(a foreign or corrupted pointer)", (void *)st);
+    uint32_t want = VMS__SLOT_LIVE;
+    if (VMS_UNLIKELY(!atomic_compare_exchange_strong_explicit(
+            &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
+        vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
+                   (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
+    atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
+    vms__cache_put(rec);
+}
+
+/* The getters accept only live stacks that vmstack handed out; anything else is
+ * EINVAL with a neutral result, never a crash. */
+static const struct vms_stack *live_record(const vms_stack *st)
+{
+    const struct vms_stack *rec = st ? vms__arena_record(st) : NULL;
+    if (!rec || atomic_load_explicit(&rec->state, memory_order_acquire) != VMS__SLOT_LIVE) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return rec;
+}
+
+void *vms_stack_base(const vms_stack *st)
+{
+    const struct vms_stack *r = live_record(st);
+    return r ? r->base : NULL;
+}
+
+void *vms_stack_top(const vms_stack *st)
+{
+    const struct vms_stack *r = live_record(st);
+    return r ? vms__stack_top_of(r) : NULL;
+}
+
+size_t vms_stack_size(const vms_stack *st)
+{
+    const struct vms_stack *r = live_record(st);
+    return r ? r->size : 0;
+}
+
+size_t vms_stack_max_used(const vms_stack *st)
+{
+    const struct vms_stack *r = live_record(st);
+    if (!r || !(vms__opt.flags & VMS_PAINT)) return 0;
+    return r->max_used;
+}
+
+int vms_get_stats(vms_stats *out)
+{
+    if (!out) return -EINVAL;
+    int e = vms__ensure_init();
+    if (e) return e;
+    memset(out, 0, sizeof *out);
+    out->stacks_live = vms__stack_live();
+    out->stacks_cached = vms__cache_count();
+    vms__arena_totals(&out->arenas, &out->reserved_bytes, &out->mappings,
+                      &out->resident_bytes);
+    out->overflows = vms__guard_overflows();
+    out->tainted = vms__guard_tainted();
+    out->guard_method = vms__arena_guard_method();
+    return 0;
+}
