@@ -25,14 +25,14 @@ static struct tst_case tst_cases[256];
 static int tst_ncases;
 static const char *tst_current = "";
 
-#define TEST(name)                                                                  \
-    static void test_##name(void);                                                  \
-    __attribute__((constructor)) static void tst_register_##name(void)              \
+#define TEST(tname)                                                                 \
+    static void test_##tname(void);                                                 \
+    __attribute__((constructor)) static void tst_register_##tname(void)             \
     {                                                                               \
-        tst_cases[tst_ncases].name = #name;                                         \
-        tst_cases[tst_ncases++].fn = test_##name;                                   \
+        tst_cases[tst_ncases].name = #tname;                                        \
+        tst_cases[tst_ncases++].fn = test_##tname;                                  \
     }                                                                               \
-    static void test_##name(void)
+    static void test_##tname(void)
 
 #define TST_FAIL(...)                                                               \
     do {                                                                            \
