@@ -1,0 +1,139 @@
+# bench.cmake - the benchmark program bench/vmstack_bench and the cli tests of
+# `vmstack bench`. Scenario files join as the library gains the features they measure:
+# fibers.c when src/fiber.c is built, threads.c when src/thread.c and src/guard.c are.
+# The same VMS_BENCH_* definitions go to the `vmstack` command, which compiles the
+# scenarios in through tools/cmd_bench.c. bench.cmake also serves as the test's checker:
+# run with `cmake -P` (script mode), it runs the command and checks its output.
+
+if(CMAKE_SCRIPT_MODE_FILE)
+  # ---- script mode: check `vmstack bench` output -------------------------------------
+  cmake_minimum_required(VERSION 3.20)   # policies of the project (IN_LIST, string(JSON))
+  # -DVMSTACK=<command> -DMODE=json|table -DIDS=<id,id,...> -DSCENARIOS=<text,...>
+  string(REPLACE "," ";" IDS "${IDS}")
+  string(REPLACE "," ";" SCENARIOS "${SCENARIOS}")
+  set(args bench --quick)
+  if(MODE STREQUAL "json")
+    list(APPEND args --json)
+  endif()
+  execute_process(COMMAND ${VMSTACK} ${args}
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "vmstack bench --quick exited with ${rc}\nstdout:\n${out}\nstderr:\n${err}")
+  endif()
+  if(MODE STREQUAL "table")
+    foreach(s IN LISTS SCENARIOS)
+      string(FIND "${out}" "${s}" at)
+      if(at LESS 0)
+        message(FATAL_ERROR "row '${s}' missing from the table:\n${out}")
+      endif()
+    endforeach()
+    foreach(s "system calls:" "page faults: getrusage" "ratio" "target" "result")
+      string(FIND "${out}" "${s}" at)
+      if(at LESS 0)
+        message(FATAL_ERROR "'${s}' missing from the table header:\n${out}")
+      endif()
+    endforeach()
+    message(STATUS "table has all ${MODE} rows")
+    return()
+  endif()
+  # JSON: parse it (string(JSON) fails on malformed input) and check every row.
+  string(JSON counter ERROR_VARIABLE jerr GET "${out}" syscall_counter)
+  if(jerr)
+    message(FATAL_ERROR "output is not the expected JSON (${jerr}):\n${out}")
+  endif()
+  string(JSON nrows LENGTH "${out}" rows)
+  set(seen "")
+  math(EXPR last "${nrows} - 1")
+  foreach(i RANGE ${last})
+    string(JSON id GET "${out}" rows ${i} id)
+    string(JSON kind GET "${out}" rows ${i} kind)
+    string(JSON result GET "${out}" rows ${i} result)
+    list(APPEND seen ${id})
+    if(NOT result MATCHES "^(met|MISSED|n/a|-)$")
+      message(FATAL_ERROR "row ${id}: result '${result}'")
+    endif()
+    # Every vmstack side has a time; a number that was not measured is null, never 0.
+    string(JSON ns GET "${out}" rows ${i} vmstack ns_per_op)
+    if(ns STREQUAL "null" OR NOT ns GREATER 0)
+      message(FATAL_ERROR "row ${id}: vmstack ns_per_op is '${ns}'")
+    endif()
+    string(JSON sc GET "${out}" rows ${i} vmstack syscalls_per_op)
+    if(counter STREQUAL "n/a" AND NOT sc STREQUAL "null")
+      message(FATAL_ERROR "row ${id}: syscalls ${sc} printed without a counter")
+    endif()
+    if(NOT counter STREQUAL "n/a" AND sc STREQUAL "null")
+      message(FATAL_ERROR "row ${id}: syscalls missing although counted by ${counter}")
+    endif()
+    # Invariants that hold at any speed:
+    # warm alloc+free with scrubbing off never enters the kernel;
+    if(id STREQUAL "stack.warm.noscrub.malloc" AND NOT counter STREQUAL "n/a"
+       AND NOT sc EQUAL 0)
+      message(FATAL_ERROR "warm alloc+free with VMS_NO_SCRUB made ${sc} syscalls per op")
+    endif()
+    # mmap+mprotect costs two mappings per live stack, and vmstack's madvise guards do not
+    # add a mapping per stack.
+    if(id STREQUAL "stack.scale")
+      string(JSON bcount GET "${out}" rows ${i} base count)
+      string(JSON bmaps GET "${out}" rows ${i} base mappings_added)
+      string(JSON vcount GET "${out}" rows ${i} vmstack count)
+      string(JSON vmaps GET "${out}" rows ${i} vmstack mappings_added)
+      string(JSON note GET "${out}" rows ${i} note)
+      math(EXPR want "${bcount} * 2 - 8")
+      if(bmaps LESS want)
+        message(FATAL_ERROR "baseline: ${bcount} guarded stacks added only ${bmaps} mappings")
+      endif()
+      if(note MATCHES "guard method madvise" AND vmaps GREATER 16)
+        message(FATAL_ERROR "vmstack: ${vcount} stacks added ${vmaps} mappings with madvise guards")
+      endif()
+    endif()
+  endforeach()
+  foreach(id IN LISTS IDS)
+    if(NOT id IN_LIST seen)
+      message(FATAL_ERROR "row ${id} missing; got: ${seen}")
+    endif()
+  endforeach()
+  message(STATUS "json: ${nrows} rows, syscall counter: ${counter}")
+  return()
+endif()
+
+# ---- configure mode ---------------------------------------------------------------------
+set(VMS_BENCH_SOURCES driver.c stacks.c)
+set(VMS_BENCH_DEFS "")
+# Row ids and scenario texts every run must print (checked by the cli tests).
+set(VMS_BENCH_IDS stack.warm.default.malloc stack.warm.default.mmap stack.warm.noscrub.malloc
+  stack.cold stack.scale)
+set(VMS_BENCH_SCENARIOS "stack alloc+touch+free, default" "stack alloc+touch+free, VMS_NO_SCRUB"
+  "stack alloc+touch, new slot" "live stacks, top page touched")
+if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/fibers.c)
+  list(APPEND VMS_BENCH_SOURCES fibers.c)
+  list(APPEND VMS_BENCH_DEFS VMS_BENCH_FIBERS=1)
+  include(${CMAKE_CURRENT_SOURCE_DIR}/fibers.ids OPTIONAL)
+endif()
+if("src/thread.c" IN_LIST VMSTACK_SOURCES AND "src/guard.c" IN_LIST VMSTACK_SOURCES
+   AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/threads.c)
+  list(APPEND VMS_BENCH_SOURCES threads.c)
+  list(APPEND VMS_BENCH_DEFS VMS_BENCH_THREADS=1)
+endif()
+
+add_executable(vmstack_bench vmstack_bench.c ${VMS_BENCH_SOURCES})
+target_link_libraries(vmstack_bench PRIVATE vmstack_static m)
+target_include_directories(vmstack_bench PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+if(VMS_BENCH_DEFS)
+  target_compile_definitions(vmstack_bench PRIVATE ${VMS_BENCH_DEFS})
+endif()
+if(TARGET vmstack_cmd AND VMS_BENCH_DEFS)
+  target_compile_definitions(vmstack_cmd PRIVATE ${VMS_BENCH_DEFS})
+endif()
+
+if(VMSTACK_BUILD_TESTS AND TARGET vmstack_cmd)
+  # The lists travel as one comma-separated argument each (a ';' would split it).
+  string(REPLACE ";" "," ids "${VMS_BENCH_IDS}")
+  string(REPLACE ";" "," scenarios "${VMS_BENCH_SCENARIOS}")
+  foreach(mode json table)
+    add_test(NAME bench.cli_${mode} COMMAND ${CMAKE_COMMAND}
+      -DVMSTACK=$<TARGET_FILE:vmstack_cmd> -DMODE=${mode}
+      "-DIDS=${ids}" "-DSCENARIOS=${scenarios}"
+      -P ${CMAKE_CURRENT_LIST_FILE})
+    set_tests_properties(bench.cli_${mode} PROPERTIES LABELS cli TIMEOUT 300)
+  endforeach()
+endif()

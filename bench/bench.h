@@ -1,0 +1,703 @@
+/*
+ * bench.h - the benchmark machinery shared by the bench/ programs and `vmstack bench`:
+ * a monotonic clock, per-process counters of system calls (perf, raw_syscalls:sys_enter)
+ * and page faults (getrusage), interleaved rounds with medians, result rows, the
+ * plain-text table and --json, and running a group of cases in a child process whose
+ * rows come back through a pipe. Header-only (static functions) and valid C and C++, so
+ * the C++ Boost benchmark prints the same table.
+ * Invariants: a number that was not measured is NAN and printed "n/a" (never invented);
+ * every row's vmstack side and baseline side were measured in the same process, in the
+ * same interleaved rounds.
+ */
+#ifndef VMSTACK_BENCH_H
+#define VMSTACK_BENCH_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The most rounds a case keeps; --rounds is capped to it. */
+#define BENCH_MAX_ROUNDS 101
+/* The most rows one run prints. */
+#define BENCH_MAX_ROWS 64
+
+/* ---- options ------------------------------------------------------------------------- */
+struct bench_opts {
+    int rounds;          /* recorded rounds per case (median over them) */
+    int quick;           /* small sizes, for tests */
+    int json;            /* print JSON instead of the table */
+    long scale_count;    /* live stacks/fibers in the scale scenarios */
+    double ops_factor;   /* multiplies every case's operations per round */
+    const char *only;    /* comma-separated group-name prefixes, or NULL for all */
+};
+
+/* ---- clock --------------------------------------------------------------------------- */
+static inline uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- counters ------------------------------------------------------------------------ */
+/* The syscall counter is one perf event per process, opened lazily in the process that
+ * measures (every group runs in a fresh child, so a child never inherits a parent's
+ * counter). inherit=1 makes threads created afterwards count too, which the thread
+ * scenarios need; a thread's count reaches the total when it exits. The tracefs path is
+ * only read: mounting tracefs is the job of whoever runs the benchmark (CI does it as
+ * root), never of the benchmark. */
+static int bench_sc_fd = -2;              /* -2: not tried yet; -1: unavailable */
+static char bench_sc_why[160] = "not tried";
+
+static inline int bench_syscalls_open(void)
+{
+    if (bench_sc_fd != -2) return bench_sc_fd;
+    bench_sc_fd = -1;
+    const char *paths[] = { "/sys/kernel/tracing/events/raw_syscalls/sys_enter/id",
+                            "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id" };
+    long id = -1;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0] && id < 0; i++) {
+        FILE *f = fopen(paths[i], "r");
+        if (!f) continue;
+        if (fscanf(f, "%ld", &id) != 1) id = -1;
+        fclose(f);
+    }
+    if (id < 0) {
+        snprintf(bench_sc_why, sizeof bench_sc_why,
+                 "raw_syscalls:sys_enter id not readable (is tracefs mounted at /sys/kernel/tracing?)");
+        return -1;
+    }
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.type = PERF_TYPE_TRACEPOINT;
+    attr.size = sizeof attr;
+    attr.config = (uint64_t)id;
+    attr.inherit = 1;
+    attr.exclude_hv = 1;
+    /* pid 0, cpu -1: this process's threads on any CPU, nothing else. */
+    long fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0) {
+        snprintf(bench_sc_why, sizeof bench_sc_why, "perf_event_open(raw_syscalls:sys_enter): %s",
+                 strerror(errno));
+        return -1;
+    }
+    bench_sc_fd = (int)fd;
+    snprintf(bench_sc_why, sizeof bench_sc_why, "perf tracepoint raw_syscalls:sys_enter");
+    return bench_sc_fd;
+}
+
+/* Whether this process can count system calls, for the header of the output: opens the
+ * counter and closes it again, so that children forked afterwards do not inherit it.
+ * Returns the description (the counter's name, or why it is unavailable). */
+static inline const char *bench_syscalls_probe(int *ok)
+{
+    int fd = bench_syscalls_open();
+    *ok = fd >= 0;
+    if (fd >= 0) close(fd);
+    bench_sc_fd = -2;
+    return bench_sc_why;
+}
+
+/* The syscall count so far, or -1 when the counter is unavailable. */
+static inline long long bench_syscalls_read(void)
+{
+    if (bench_sc_fd < 0) return -1;
+    uint64_t v = 0;
+    if (read(bench_sc_fd, &v, sizeof v) != (ssize_t)sizeof v) return -1;
+    return (long long)v;
+}
+
+static inline long bench_faults_read(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* One measurement window. begin() reads faults, then syscalls, then the clock; end()
+ * reads in the opposite order, so only the closing read(2) of the perf counter falls
+ * inside the window: bench_overhead measures that cost on an empty window and every
+ * window subtracts it. */
+struct bench_window { uint64_t ns; long long sc; long flt; };
+static struct bench_window bench_overhead;
+static int bench_overhead_done;
+
+static inline void bench_begin(struct bench_window *w)
+{
+    w->flt = bench_faults_read();
+    w->sc = bench_syscalls_read();
+    w->ns = bench_now_ns();
+}
+
+/* Turns w (from bench_begin) into the deltas of the window, overhead removed; sc is -1
+ * when the counter is unavailable. */
+static inline void bench_end(struct bench_window *w)
+{
+    uint64_t ns = bench_now_ns();
+    long long sc = bench_syscalls_read();
+    long flt = bench_faults_read();
+    w->ns = ns - w->ns;
+    w->sc = (sc < 0 || w->sc < 0) ? -1 : sc - w->sc - bench_overhead.sc;
+    w->flt = flt - w->flt - bench_overhead.flt;
+    if (w->sc < -1) w->sc = 0;
+    if (w->flt < 0) w->flt = 0;
+}
+
+/* Opens the counters and measures the empty window's own cost: the minimum over a few
+ * windows (the minimum, because a stray fault or interrupt only ever adds). */
+static inline void bench_counters_init(void)
+{
+    bench_syscalls_open();
+    if (bench_overhead_done) return;
+    struct bench_window best;
+    best.ns = 0; best.sc = -1; best.flt = -1;
+    for (int i = 0; i < 9; i++) {
+        struct bench_window w;
+        bench_begin(&w);
+        bench_end(&w);     /* overhead still zero here: raw deltas */
+        if (best.sc < 0 || (w.sc >= 0 && w.sc < best.sc)) best.sc = w.sc;
+        if (best.flt < 0 || w.flt < best.flt) best.flt = w.flt;
+    }
+    bench_overhead.sc = best.sc < 0 ? 0 : best.sc;
+    bench_overhead.flt = best.flt < 0 ? 0 : best.flt;
+    bench_overhead_done = 1;
+}
+
+/* ---- cases: interleaved rounds --------------------------------------------------------- */
+/* A case runs n operations of one kind; ctx is its own state. */
+typedef void (*bench_fn)(void *ctx, long n);
+
+struct bench_case {
+    const char *name;
+    bench_fn fn;
+    void *ctx;
+    long n;                              /* operations per round */
+    /* results */
+    double ns_per_op[BENCH_MAX_ROUNDS];
+    int rounds;
+    long long sc;                        /* total over recorded rounds; -1: n/a */
+    long long flt;
+    long long ops;
+};
+
+static inline void bench_case_init(struct bench_case *c, const char *name, bench_fn fn,
+                                   void *ctx, long n)
+{
+    memset(c, 0, sizeof *c);
+    c->name = name;
+    c->fn = fn;
+    c->ctx = ctx;
+    c->n = n < 1 ? 1 : n;
+}
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static inline double bench_median(const double *v, int n)
+{
+    if (n <= 0) return NAN;
+    double tmp[BENCH_MAX_ROUNDS];
+    memcpy(tmp, v, (size_t)n * sizeof *v);
+    qsort(tmp, (size_t)n, sizeof *tmp, bench_cmp_double);
+    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+}
+
+static inline double bench_case_ns(const struct bench_case *c)
+{
+    return bench_median(c->ns_per_op, c->rounds);
+}
+static inline double bench_case_sc(const struct bench_case *c)
+{
+    return c->sc < 0 || c->ops == 0 ? NAN : (double)c->sc / (double)c->ops;
+}
+static inline double bench_case_flt(const struct bench_case *c)
+{
+    return c->ops == 0 ? NAN : (double)c->flt / (double)c->ops;
+}
+
+/* Runs every case for one unrecorded warm-up round (a tenth of its operations), then
+ * `rounds` recorded rounds. Within a round the cases take turns, starting one later each
+ * round, so a slow drift of the machine (frequency, other load) spreads over all cases
+ * instead of favouring whichever always runs first. */
+static inline void bench_interleave(struct bench_case *cs, int ncases, int rounds)
+{
+    bench_counters_init();
+    if (rounds > BENCH_MAX_ROUNDS) rounds = BENCH_MAX_ROUNDS;
+    for (int i = 0; i < ncases; i++) {
+        cs[i].fn(cs[i].ctx, cs[i].n / 10 > 0 ? cs[i].n / 10 : 1);
+        cs[i].rounds = 0;
+        cs[i].sc = bench_sc_fd >= 0 ? 0 : -1;
+        cs[i].flt = 0;
+        cs[i].ops = 0;
+    }
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < ncases; k++) {
+            struct bench_case *c = &cs[(r + k) % ncases];
+            struct bench_window w;
+            bench_begin(&w);
+            c->fn(c->ctx, c->n);
+            bench_end(&w);
+            c->ns_per_op[c->rounds++] = (double)w.ns / (double)c->n;
+            if (w.sc < 0) c->sc = -1;
+            else if (c->sc >= 0) c->sc += w.sc;
+            c->flt += w.flt;
+            c->ops += c->n;
+        }
+    }
+}
+
+/* ---- targets -------------------------------------------------------------------------- */
+/* Every field NAN means "no condition". A row meets its target when every condition
+ * holds; when a condition's measurement is n/a the result is "n/a", never "met". */
+struct bench_target {
+    double max_ratio;       /* vmstack time / baseline time */
+    double max_sc;          /* vmstack syscalls per op */
+    double max_flt;         /* vmstack faults per op */
+    double max_maps;        /* mappings added (memory rows) */
+    double max_bytes;       /* resident bytes per stack or fiber (memory rows) */
+};
+
+static inline struct bench_target bench_no_target(void)
+{
+    struct bench_target t;
+    t.max_ratio = t.max_sc = t.max_flt = t.max_maps = t.max_bytes = NAN;
+    return t;
+}
+
+/* ---- rows ----------------------------------------------------------------------------- */
+enum { BENCH_ROW_TIME = 1, BENCH_ROW_MEM = 2 };
+enum { BENCH_NO_TARGET = -1, BENCH_MISSED = 0, BENCH_MET = 1, BENCH_UNKNOWN = 2 };
+
+struct bench_side {
+    double ns, sc, flt;     /* per operation; NAN when not measured */
+    /* memory rows */
+    double count;           /* stacks or fibers actually created */
+    double maps;            /* mappings added */
+    double rss;             /* resident bytes added, per stack */
+    double pte;             /* page-table bytes added (VmPTE), per stack */
+};
+
+/* A plain struct with fixed-size strings, so a child can write it to a pipe as is. */
+struct bench_row {
+    int kind;               /* BENCH_ROW_TIME or BENCH_ROW_MEM */
+    char id[48];            /* stable identifier for scripts and tests */
+    char scenario[64];      /* what vmstack did */
+    char baseline[48];      /* what it is compared with */
+    char note[96];          /* e.g. where a baseline stopped */
+    struct bench_side v, b; /* vmstack, baseline */
+    double ratio;           /* v.ns / b.ns (time rows) */
+    struct bench_target target;
+    char target_text[80];
+    int met;                /* BENCH_MET, BENCH_MISSED, BENCH_UNKNOWN or BENCH_NO_TARGET */
+    long ops, rounds;       /* operations per recorded round of the vmstack case, rounds */
+};
+
+static inline struct bench_side bench_side_none(void)
+{
+    struct bench_side s;
+    s.ns = s.sc = s.flt = s.count = s.maps = s.rss = s.pte = NAN;
+    return s;
+}
+
+static inline struct bench_side bench_side_of(const struct bench_case *c)
+{
+    struct bench_side s = bench_side_none();
+    s.ns = bench_case_ns(c);
+    s.sc = bench_case_sc(c);
+    s.flt = bench_case_flt(c);
+    return s;
+}
+
+static inline void bench_fmt_num(char *buf, size_t n, double v, int prec)
+{
+    if (isnan(v)) snprintf(buf, n, "n/a");
+    else snprintf(buf, n, "%.*f", prec, v);
+}
+
+/* Fills target_text and met from target and the measured sides. */
+static inline void bench_row_judge(struct bench_row *r)
+{
+    const struct bench_target *t = &r->target;
+    char *p = r->target_text;
+    size_t left = sizeof r->target_text;
+    int any = 0, unknown = 0, missed = 0;
+    p[0] = '\0';
+#define BENCH_COND(limit, value, fmt, scale)                                            \
+    if (!isnan(limit)) {                                                                \
+        int w_ = snprintf(p, left, "%s" fmt, any ? ", " : "", (limit) * (scale));       \
+        if (w_ > 0 && (size_t)w_ < left) { p += w_; left -= (size_t)w_; }               \
+        any = 1;                                                                        \
+        if (isnan(value)) unknown = 1;                                                  \
+        else if ((value) > (limit) + 1e-12) missed = 1;                                 \
+    }
+    BENCH_COND(t->max_ratio, r->ratio, "ratio<=%gx", 1.0)
+    BENCH_COND(t->max_sc, r->v.sc, "sc<=%g", 1.0)
+    BENCH_COND(t->max_flt, r->v.flt, "flt<=%g", 1.0)
+    BENCH_COND(t->max_maps, r->v.maps, "maps<=%g", 1.0)
+    BENCH_COND(t->max_bytes, r->v.rss, "rss<=%gKiB", 1.0 / 1024)
+#undef BENCH_COND
+    if (!any) { snprintf(r->target_text, sizeof r->target_text, "-"); r->met = BENCH_NO_TARGET; }
+    else r->met = missed ? BENCH_MISSED : unknown ? BENCH_UNKNOWN : BENCH_MET;
+}
+
+static inline void bench_row_time(struct bench_row *r, const char *id, const char *scenario,
+                                  const struct bench_case *v, const char *baseline,
+                                  const struct bench_case *b, struct bench_target t)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = BENCH_ROW_TIME;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->scenario, sizeof r->scenario, "%s", scenario);
+    snprintf(r->baseline, sizeof r->baseline, "%s", baseline);
+    r->v = bench_side_of(v);
+    r->b = b ? bench_side_of(b) : bench_side_none();
+    r->ratio = b ? r->v.ns / r->b.ns : NAN;
+    r->target = t;
+    r->ops = v->n;
+    r->rounds = v->rounds;
+    bench_row_judge(r);
+}
+
+static const char *bench_met_text(int met)
+{
+    switch (met) {
+    case BENCH_MET: return "met";
+    case BENCH_MISSED: return "MISSED";
+    case BENCH_UNKNOWN: return "n/a";
+    default: return "-";
+    }
+}
+
+/* ---- emitting rows from a child ------------------------------------------------------- */
+static int bench_emit_fd = -1;                   /* the pipe to the parent */
+static struct bench_row bench_rows[BENCH_MAX_ROWS];
+static int bench_nrows;
+
+/* Sends a finished row to the parent (from a child), or keeps it (in-process runs). */
+static inline void bench_emit(const struct bench_row *r)
+{
+    if (bench_emit_fd >= 0) {
+        const char *p = (const char *)r;
+        size_t left = sizeof *r;
+        while (left > 0) {
+            ssize_t w = write(bench_emit_fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) { perror("vmstack bench: write to parent"); _exit(3); }
+            p += w;
+            left -= (size_t)w;
+        }
+        return;
+    }
+    if (bench_nrows < BENCH_MAX_ROWS) bench_rows[bench_nrows++] = *r;
+}
+
+/* Runs fn(opts) in a fresh child process (a process that has not used vmstack yet, so
+ * the child may call vms_init) and collects the rows it emits. Returns 0, or -1 when the
+ * child failed (its exit status is described on stderr; the rows it sent still count). */
+static inline int bench_run_child(const char *group, void (*fn)(const struct bench_opts *),
+                                  const struct bench_opts *o)
+{
+    int p[2];
+    if (pipe(p) != 0) { perror("vmstack bench: pipe"); return -1; }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) { perror("vmstack bench: fork"); close(p[0]); close(p[1]); return -1; }
+    if (pid == 0) {
+        close(p[0]);
+        bench_emit_fd = p[1];
+        bench_sc_fd = -2;                 /* open this process's own counter */
+        bench_overhead_done = 0;
+        fn(o);
+        fflush(NULL);
+        _exit(0);
+    }
+    close(p[1]);
+    struct bench_row r;
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(p[0], (char *)&r + got, sizeof r - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got == sizeof r) {
+            if (bench_nrows < BENCH_MAX_ROWS) bench_rows[bench_nrows++] = r;
+            got = 0;
+        }
+    }
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+    if (WIFSIGNALED(st))
+        fprintf(stderr, "vmstack bench: error: group %s died by signal %d (%s)\n", group,
+                WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        fprintf(stderr, "vmstack bench: error: group %s exited with status %d\n", group,
+                WEXITSTATUS(st));
+    return -1;
+}
+
+/* ---- output ------------------------------------------------------------------------- */
+static inline void bench_print_table(FILE *f, const struct bench_row *rows, int n,
+                                     const char *header)
+{
+    char a[6][32];
+    int first = 1;
+    for (int i = 0; i < n; i++) {
+        const struct bench_row *r = &rows[i];
+        if (r->kind != BENCH_ROW_TIME) continue;
+        if (first) {
+            fprintf(f, "%s\n", header);
+            fprintf(f, "%-38s %10s %7s %7s | %-24s %10s %7s %7s | %8s  %-32s %s\n",
+                    "scenario (time per op)", "vmstack ns", "sc/op", "flt/op",
+                    "baseline", "ns", "sc/op", "flt/op", "ratio", "target", "result");
+            first = 0;
+        }
+        bench_fmt_num(a[0], sizeof a[0], r->v.ns, 1);
+        bench_fmt_num(a[1], sizeof a[1], r->v.sc, 3);
+        bench_fmt_num(a[2], sizeof a[2], r->v.flt, 3);
+        bench_fmt_num(a[3], sizeof a[3], r->b.ns, 1);
+        bench_fmt_num(a[4], sizeof a[4], r->b.sc, 3);
+        bench_fmt_num(a[5], sizeof a[5], r->b.flt, 3);
+        char ratio[32];
+        if (isnan(r->ratio)) snprintf(ratio, sizeof ratio, "n/a");
+        else snprintf(ratio, sizeof ratio, "%.3gx", r->ratio);
+        fprintf(f, "%-38s %10s %7s %7s | %-24s %10s %7s %7s | %8s  %-32s %s\n", r->scenario,
+                a[0], a[1], a[2], r->baseline[0] ? r->baseline : "-", a[3], a[4], a[5],
+                ratio, r->target_text, bench_met_text(r->met));
+        if (r->note[0]) fprintf(f, "    note: %s\n", r->note);
+    }
+    first = 1;
+    for (int i = 0; i < n; i++) {
+        const struct bench_row *r = &rows[i];
+        if (r->kind != BENCH_ROW_MEM) continue;
+        if (first) {
+            fprintf(f, "\n%-38s %9s %6s %9s %9s | %-24s %9s %6s %9s %9s | %-26s %s\n",
+                    "scenario (memory)", "count", "maps+", "rss/each", "pte/each",
+                    "baseline", "count", "maps+", "rss/each", "pte/each", "target", "result");
+            first = 0;
+        }
+        char c[10][32];
+        bench_fmt_num(c[0], sizeof c[0], r->v.count, 0);
+        bench_fmt_num(c[1], sizeof c[1], r->v.maps, 0);
+        bench_fmt_num(c[2], sizeof c[2], r->v.rss, 0);
+        bench_fmt_num(c[3], sizeof c[3], r->v.pte, 0);
+        bench_fmt_num(c[4], sizeof c[4], r->b.count, 0);
+        bench_fmt_num(c[5], sizeof c[5], r->b.maps, 0);
+        bench_fmt_num(c[6], sizeof c[6], r->b.rss, 0);
+        bench_fmt_num(c[7], sizeof c[7], r->b.pte, 0);
+        fprintf(f, "%-38s %9s %6s %9s %9s | %-24s %9s %6s %9s %9s | %-26s %s\n", r->scenario,
+                c[0], c[1], c[2], c[3], r->baseline[0] ? r->baseline : "-", c[4], c[5], c[6],
+                c[7], r->target_text, bench_met_text(r->met));
+        bench_fmt_num(c[8], sizeof c[8], r->v.ns, 0);
+        bench_fmt_num(c[9], sizeof c[9], r->b.ns, 0);
+        fprintf(f, "    create+touch ns/each: vmstack %s, baseline %s%s%s\n", c[8], c[9],
+                r->note[0] ? "; " : "", r->note);
+    }
+}
+
+static inline void bench_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static inline void bench_json_num(FILE *f, const char *key, double v, int comma)
+{
+    fprintf(f, "\"%s\": ", key);
+    if (isnan(v) || isinf(v)) fprintf(f, "null");
+    else fprintf(f, "%.6g", v);
+    if (comma) fprintf(f, ", ");
+}
+
+static inline void bench_json_side(FILE *f, const char *key, const struct bench_side *s, int mem)
+{
+    fprintf(f, "\"%s\": {", key);
+    bench_json_num(f, "ns_per_op", s->ns, 1);
+    bench_json_num(f, "syscalls_per_op", s->sc, 1);
+    bench_json_num(f, "faults_per_op", s->flt, mem);
+    if (mem) {
+        bench_json_num(f, "count", s->count, 1);
+        bench_json_num(f, "mappings_added", s->maps, 1);
+        bench_json_num(f, "rss_bytes_each", s->rss, 1);
+        bench_json_num(f, "pte_bytes_each", s->pte, 0);
+    }
+    fprintf(f, "}");
+}
+
+static inline void bench_print_json(FILE *f, const struct bench_row *rows, int n,
+                                    const struct bench_opts *o, const char *tool,
+                                    const char *syscall_counter)
+{
+    fprintf(f, "{\n  \"tool\": ");
+    bench_json_str(f, tool);
+    fprintf(f, ",\n  \"rounds\": %d, \"quick\": %s, \"syscall_counter\": ", o->rounds,
+            o->quick ? "true" : "false");
+    bench_json_str(f, syscall_counter);
+    fprintf(f, ",\n  \"rows\": [\n");
+    for (int i = 0; i < n; i++) {
+        const struct bench_row *r = &rows[i];
+        int mem = r->kind == BENCH_ROW_MEM;
+        fprintf(f, "    {\"id\": ");
+        bench_json_str(f, r->id);
+        fprintf(f, ", \"kind\": \"%s\", \"scenario\": ", mem ? "memory" : "time");
+        bench_json_str(f, r->scenario);
+        fprintf(f, ", \"baseline\": ");
+        bench_json_str(f, r->baseline);
+        fprintf(f, ", \"note\": ");
+        bench_json_str(f, r->note);
+        fprintf(f, ",\n     ");
+        bench_json_side(f, "vmstack", &r->v, mem);
+        fprintf(f, ",\n     ");
+        bench_json_side(f, "base", &r->b, mem);
+        fprintf(f, ",\n     ");
+        bench_json_num(f, "ratio", r->ratio, 1);
+        fprintf(f, "\"ops_per_round\": %ld, \"rounds\": %ld, \"target\": ", r->ops, r->rounds);
+        bench_json_str(f, r->target_text);
+        fprintf(f, ", \"result\": ");
+        bench_json_str(f, bench_met_text(r->met));
+        fprintf(f, "}%s\n", i + 1 < n ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+}
+
+/* ---- groups ---------------------------------------------------------------------------- */
+/* A group is a set of cases measured together (interleaved) in one fresh child process;
+ * it emits its rows with bench_emit. --only selects groups by name prefix. */
+struct bench_group {
+    const char *name;
+    const char *what;
+    void (*run)(const struct bench_opts *o);
+};
+
+/* The group tables, one per scenario file (stacks.c, fibers.c, threads.c), and the
+ * driver (driver.c) that `vmstack bench` and bench/vmstack_bench run. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern const struct bench_group bench_stack_groups[];
+extern const int bench_stack_ngroups;
+extern const struct bench_group bench_fiber_groups[];
+extern const int bench_fiber_ngroups;
+extern const struct bench_group bench_thread_groups[];
+extern const int bench_thread_ngroups;
+int vms_bench_main(int argc, char **argv, const char *prog);
+#ifdef __cplusplus
+}
+#endif
+
+/* Reports a failed operation of a benchmark (in a child) and ends that child. */
+#define bench_die(...)                                                                  \
+    do {                                                                                \
+        fprintf(stderr, "vmstack bench: error: " __VA_ARGS__);                          \
+        fputc('\n', stderr);                                                            \
+        fflush(stderr);                                                                 \
+        _exit(4);                                                                       \
+    } while (0)
+
+/* ---- small helpers for scenarios ------------------------------------------------------- */
+/* Results are summed into this, so the compiler cannot drop the work that made them. */
+static volatile uint64_t bench_sink;
+
+/* Lines of /proc/self/maps: the number of mappings, or -1. */
+static inline long bench_map_count(void)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    long lines = 0;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
+    }
+    close(fd);
+    return lines;
+}
+
+/* A "Name:   value kB" field of /proc/self/status in bytes, or -1. */
+static inline long long bench_status_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    size_t len = strlen(field);
+    long long v = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            v = strtoll(line + len + 1, NULL, 10) * 1024;
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+/* Mappings, RSS and page tables of this process at one moment. */
+struct bench_mem { long maps; long long rss, pte; };
+static inline struct bench_mem bench_mem_now(void)
+{
+    struct bench_mem m;
+    m.maps = bench_map_count();
+    m.rss = bench_status_kb("VmRSS");
+    m.pte = bench_status_kb("VmPTE");
+    return m;
+}
+
+/* Fills the memory fields of s from two snapshots around creating count objects. */
+static inline void bench_mem_side(struct bench_side *s, struct bench_mem before,
+                                  struct bench_mem after, long count)
+{
+    s->count = (double)count;
+    s->maps = before.maps < 0 || after.maps < 0 ? NAN : (double)(after.maps - before.maps);
+    s->rss = before.rss < 0 || after.rss < 0 || count <= 0 ? NAN
+             : (double)(after.rss - before.rss) / (double)count;
+    s->pte = before.pte < 0 || after.pte < 0 || count <= 0 ? NAN
+             : (double)(after.pte - before.pte) / (double)count;
+}
+
+/* Whether group name g is selected by o->only (comma-separated prefixes). */
+static inline int bench_selected(const struct bench_opts *o, const char *g)
+{
+    if (!o->only || !*o->only) return 1;
+    const char *p = o->only;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > 0 && strncmp(g, p, len) == 0) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* Operations per round for a case: base (default run) or base/quick_div (--quick),
+ * times --ops-factor, at least 1. */
+static inline long bench_ops(const struct bench_opts *o, long base, long quick_div)
+{
+    double n = (double)base * (o->quick ? 1.0 / (double)quick_div : 1.0) * o->ops_factor;
+    return n < 1 ? 1 : (long)n;
+}
+
+#endif /* VMSTACK_BENCH_H */

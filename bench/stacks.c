@@ -1,0 +1,291 @@
+/*
+ * stacks.c - the stack scenarios (issue 2): warm alloc+free with and without scrubbing,
+ * first use of new slots, and a million live stacks, each against malloc/free and
+ * against what Boost.Context's protected_fixedsize_stack does (mmap + mprotect of a
+ * guard + munmap). Every case touches one byte in the top page of the stack it got, so
+ * the memory is real. Each group runs in its own child process (bench_run_child), so
+ * vms_init can set that group's configuration; its baselines run in the same child.
+ */
+#include "bench.h"
+#include "vmstack.h"
+
+#include <sys/mman.h>
+
+/* The stack every case uses: vmstack's default usable size, and for the mmap baseline
+ * vmstack's default guard, so both sides reserve the same address space per stack. */
+#define BS_SIZE  ((size_t)256 * 1024)
+#define BS_GUARD ((size_t)64 * 1024)
+
+/* Writes one byte just below top (in the top page, where a fresh stack's first frame
+ * goes) through a volatile pointer, so neither the write nor the allocation around it
+ * can be optimized away. */
+static inline void bs_touch_top(void *top)
+{
+    ((volatile char *)top)[-1] = 1;
+}
+
+/* ---- cases ------------------------------------------------------------------------------ */
+static void bs_malloc_free(void *ctx, long n)
+{
+    (void)ctx;
+    for (long i = 0; i < n; i++) {
+        char *p = (char *)malloc(BS_SIZE);
+        if (!p) bench_die("malloc(%zu) failed", BS_SIZE);
+        bs_touch_top(p + BS_SIZE);
+        free(p);
+    }
+}
+
+/* The protected stack: one mapping for guard and stack, the guard made no-access. */
+static char *bs_mmap_guarded(void)
+{
+    char *p = (char *)mmap(NULL, BS_GUARD + BS_SIZE, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (mprotect(p, BS_GUARD, PROT_NONE) != 0) {
+        int e = errno;
+        munmap(p, BS_GUARD + BS_SIZE);
+        errno = e;
+        return NULL;
+    }
+    return p;
+}
+
+static void bs_mmap_protect_unmap(void *ctx, long n)
+{
+    (void)ctx;
+    for (long i = 0; i < n; i++) {
+        char *p = bs_mmap_guarded();
+        if (!p) bench_die("mmap+mprotect: %s", strerror(errno));
+        bs_touch_top(p + BS_GUARD + BS_SIZE);
+        if (munmap(p, BS_GUARD + BS_SIZE) != 0) bench_die("munmap: %s", strerror(errno));
+    }
+}
+
+static void bs_vms_alloc_free(void *ctx, long n)
+{
+    (void)ctx;
+    for (long i = 0; i < n; i++) {
+        vms_stack *st = vms_stack_alloc(0);
+        if (!st) bench_die("vms_stack_alloc(0): %s", strerror(errno));
+        bs_touch_top(vms_stack_top(st));
+        vms_stack_free(st);
+    }
+}
+
+/* Cold cases keep every stack they make, so each operation uses a slot (or a mapping)
+ * that was never used before; the group frees them all at the end. */
+struct bs_keep {
+    void **v;
+    long n, cap;
+};
+
+static void bs_keep_init(struct bs_keep *k, long cap)
+{
+    k->v = (void **)calloc((size_t)cap, sizeof *k->v);
+    if (!k->v) bench_die("calloc(%ld pointers) failed", cap);
+    /* Touch the array now, so its own page faults do not land in a measured window. */
+    memset(k->v, 0, (size_t)cap * sizeof *k->v);
+    k->n = 0;
+    k->cap = cap;
+}
+
+static void bs_vms_alloc_keep(void *ctx, long n)
+{
+    struct bs_keep *k = (struct bs_keep *)ctx;
+    for (long i = 0; i < n; i++) {
+        if (k->n >= k->cap) bench_die("cold case: more operations than planned");
+        vms_stack *st = vms_stack_alloc(0);
+        if (!st) bench_die("vms_stack_alloc(0) #%ld: %s", k->n, strerror(errno));
+        bs_touch_top(vms_stack_top(st));
+        k->v[k->n++] = st;
+    }
+}
+
+static void bs_mmap_keep(void *ctx, long n)
+{
+    struct bs_keep *k = (struct bs_keep *)ctx;
+    for (long i = 0; i < n; i++) {
+        if (k->n >= k->cap) bench_die("cold case: more operations than planned");
+        char *p = bs_mmap_guarded();
+        if (!p) bench_die("mmap+mprotect #%ld: %s", k->n, strerror(errno));
+        bs_touch_top(p + BS_GUARD + BS_SIZE);
+        k->v[k->n++] = p;
+    }
+}
+
+/* ---- groups ----------------------------------------------------------------------------- */
+static int bs_init(unsigned flags)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.flags = flags;
+    int rc = vms_init(&cfg);
+    if (rc != 0) bench_die("vms_init(flags 0x%x): %s", flags, strerror(-rc));
+    return rc;
+}
+
+/* Warm alloc+free with the default configuration against malloc/free and against
+ * mmap+mprotect+munmap. Operations per round differ by case (the mmap baseline costs a
+ * fault and three system calls per operation); times are per operation. */
+static void bs_group_warm(const struct bench_opts *o)
+{
+    bs_init(0);
+    struct bench_case c[3];
+    bench_case_init(&c[0], "vmstack", bs_vms_alloc_free, NULL, bench_ops(o, 200000, 20));
+    bench_case_init(&c[1], "malloc", bs_malloc_free, NULL, bench_ops(o, 200000, 20));
+    bench_case_init(&c[2], "mmap", bs_mmap_protect_unmap, NULL, bench_ops(o, 2000, 10));
+    bench_interleave(c, 3, o->rounds);
+
+    struct bench_row r;
+    bench_row_time(&r, "stack.warm.default.malloc", "stack alloc+touch+free, default", &c[0],
+                   "malloc+touch+free", &c[1], bench_no_target());
+    bench_emit(&r);
+    struct bench_target t = bench_no_target();
+    t.max_ratio = 0.01;   /* >= 100x faster */
+    t.max_sc = 0.05;
+    t.max_flt = 0;
+    bench_row_time(&r, "stack.warm.default.mmap", "stack alloc+touch+free, default", &c[0],
+                   "mmap+mprotect+munmap", &c[2], t);
+    bench_emit(&r);
+}
+
+/* The same with scrubbing off: nothing left to do but list operations. */
+static void bs_group_noscrub(const struct bench_opts *o)
+{
+    bs_init(VMS_NO_SCRUB);
+    struct bench_case c[2];
+    bench_case_init(&c[0], "vmstack", bs_vms_alloc_free, NULL, bench_ops(o, 200000, 20));
+    bench_case_init(&c[1], "malloc", bs_malloc_free, NULL, bench_ops(o, 200000, 20));
+    bench_interleave(c, 2, o->rounds);
+    struct bench_row r;
+    struct bench_target t = bench_no_target();
+    t.max_ratio = 1.5;
+    t.max_sc = 0;
+    t.max_flt = 0;
+    bench_row_time(&r, "stack.warm.noscrub.malloc", "stack alloc+touch+free, VMS_NO_SCRUB",
+                   &c[0], "malloc+touch+free", &c[1], t);
+    bench_emit(&r);
+}
+
+/* First use: every operation takes a slot never used before (nothing is freed until
+ * the end), against a fresh guarded mapping per stack. */
+static void bs_group_cold(const struct bench_opts *o)
+{
+    bs_init(0);
+    long n = bench_ops(o, 1000, 10);
+    long cap = n / 10 + 1 + n * (long)o->rounds;   /* warm-up round + recorded rounds */
+    /* Two mappings per kept mmap stack; stay well inside vm.max_map_count (65530 by
+     * default) so that the baseline measures mmap, not the limit. */
+    if (cap > 25000) bench_die("cold: %ld stacks per case would near the mapping limit; lower --rounds or --ops-factor", cap);
+    struct bs_keep kv, km;
+    bs_keep_init(&kv, cap);
+    bs_keep_init(&km, cap);
+    struct bench_case c[2];
+    bench_case_init(&c[0], "vmstack", bs_vms_alloc_keep, &kv, n);
+    bench_case_init(&c[1], "mmap", bs_mmap_keep, &km, n);
+    bench_interleave(c, 2, o->rounds);
+    struct bench_row r;
+    bench_row_time(&r, "stack.cold", "stack alloc+touch, new slot", &c[0],
+                   "mmap+mprotect+touch", &c[1], bench_no_target());
+    bench_emit(&r);
+    for (long i = 0; i < kv.n; i++) vms_stack_free((vms_stack *)kv.v[i]);
+    for (long i = 0; i < km.n; i++) munmap(km.v[i], BS_GUARD + BS_SIZE);
+    free(kv.v);
+    free(km.v);
+}
+
+/* Many live stacks, one page touched in each: the mappings and memory they add. The
+ * baseline stops where the kernel refuses (vm.max_map_count: two mappings per stack);
+ * everything is freed before the group ends. */
+static void bs_group_scale(const struct bench_opts *o)
+{
+    bs_init(0);
+    long count = o->scale_count;
+    struct bench_row r;
+    memset(&r, 0, sizeof r);
+    r.kind = BENCH_ROW_MEM;
+    snprintf(r.id, sizeof r.id, "stack.scale");
+    snprintf(r.scenario, sizeof r.scenario, "%ld live stacks, top page touched", count);
+    snprintf(r.baseline, sizeof r.baseline, "mmap+mprotect each");
+    r.v = bench_side_none();
+    r.b = bench_side_none();
+    r.ratio = NAN;
+    r.ops = count;
+    r.rounds = 1;
+    bench_counters_init();
+
+    struct bs_keep k;
+    bs_keep_init(&k, count);
+    struct bench_mem m0 = bench_mem_now();
+    struct bench_window w;
+    bench_begin(&w);
+    int err = 0;
+    for (long i = 0; i < count; i++) {
+        vms_stack *st = vms_stack_alloc(0);
+        if (!st) { err = errno; break; }
+        bs_touch_top(vms_stack_top(st));
+        k.v[k.n++] = st;
+    }
+    bench_end(&w);
+    struct bench_mem m1 = bench_mem_now();
+    bench_mem_side(&r.v, m0, m1, k.n);
+    if (k.n > 0) {
+        r.v.ns = (double)w.ns / (double)k.n;
+        r.v.sc = w.sc < 0 ? NAN : (double)w.sc / (double)k.n;
+        r.v.flt = (double)w.flt / (double)k.n;
+    }
+    if (err)
+        snprintf(r.note, sizeof r.note, "vmstack stopped at %ld: %s", k.n, strerror(err));
+    for (long i = 0; i < k.n; i++) vms_stack_free((vms_stack *)k.v[i]);
+    k.n = 0;
+
+    /* The baseline reuses the (already touched) pointer array. */
+    struct bench_mem m2 = bench_mem_now();
+    bench_begin(&w);
+    err = 0;
+    for (long i = 0; i < count; i++) {
+        char *p = bs_mmap_guarded();
+        if (!p) { err = errno; break; }
+        bs_touch_top(p + BS_GUARD + BS_SIZE);
+        k.v[k.n++] = p;
+    }
+    bench_end(&w);
+    struct bench_mem m3 = bench_mem_now();
+    bench_mem_side(&r.b, m2, m3, k.n);
+    if (k.n > 0) {
+        r.b.ns = (double)w.ns / (double)k.n;
+        r.b.sc = w.sc < 0 ? NAN : (double)w.sc / (double)k.n;
+        r.b.flt = (double)w.flt / (double)k.n;
+    }
+    size_t len = strlen(r.note);
+    if (err)
+        snprintf(r.note + len, sizeof r.note - len, "%sbaseline stopped at %ld: %s",
+                 len ? "; " : "", k.n, strerror(err));
+    else
+        snprintf(r.note + len, sizeof r.note - len, "%sbaseline reached %ld (no limit hit)",
+                 len ? "; " : "", k.n);
+    for (long i = 0; i < k.n; i++) munmap(k.v[i], BS_GUARD + BS_SIZE);
+    free(k.v);
+
+    vms_stats stats;
+    if (vms_get_stats(&stats) == 0 && stats.guard_method) {
+        len = strlen(r.note);
+        snprintf(r.note + len, sizeof r.note - len, "; guard method %s", stats.guard_method);
+    }
+    r.target = bench_no_target();
+    r.target.max_maps = 16;
+    r.target.max_bytes = 4.5 * 1024;
+    bench_row_judge(&r);
+    bench_emit(&r);
+}
+
+const struct bench_group bench_stack_groups[] = {
+    { "stack.warm", "alloc+touch+free, default settings, vs malloc and mmap+mprotect+munmap",
+      bs_group_warm },
+    { "stack.noscrub", "alloc+touch+free with VMS_NO_SCRUB, vs malloc", bs_group_noscrub },
+    { "stack.cold", "first use of new slots vs new mmap+mprotect stacks", bs_group_cold },
+    { "stack.scale", "live stacks: mappings and memory added, vs mmap+mprotect each",
+      bs_group_scale },
+};
+const int bench_stack_ngroups = (int)(sizeof bench_stack_groups / sizeof bench_stack_groups[0]);
