@@ -191,7 +191,9 @@ struct vms_stack *vms__cache_get(unsigned cls)
         unsigned n = want < 16 ? want : 16;
         int r = vms__arena_open(cls, fresh, n);
         if (r <= 0) {
-            errno = r == 0 ? ENOMEM : -r;
+            /* Whatever failed underneath (mmap, mprotect at vm.max_map_count, a guard
+             * that could not be installed), no stack is handed out: ENOMEM. */
+            errno = ENOMEM;
             return NULL;
         }
         for (int i = 1; i < r; i++) {

@@ -1,0 +1,200 @@
+/*
+ * options.c - vms_init and the VMSTACK_* variables: one test per row of the table in
+ * src/options.c, precedence (vms_config, then environment, then default), malformed
+ * values (warned once, default used) and vms_init's errors. Each case runs in a child,
+ * because options are decided once per process.
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <vmstack.h>
+
+struct envcase { const char *var, *value; };
+
+static void show_child(void *arg)
+{
+    const struct envcase *c = arg;
+    if (c && c->var) setenv(c->var, c->value, 1);
+    vms_stack *s = vms_stack_alloc(0);
+    vms_stats st;
+    vms_get_stats(&st);
+    printf("stack=%zu guard=%zu cache=%u overflow=%d fd=%d flags=%u method=%s\n",
+           s ? vms_stack_size(s) : 0, vms__opt.guard_size, vms__opt.cache_per_thread,
+           vms__opt.on_overflow, vms__opt.report_fd, vms__opt.flags, st.guard_method);
+}
+
+static void run_env(const char *var, const char *value, char *out, size_t n)
+{
+    struct envcase c = { var, value };
+    int st = tst_fork(show_child, &c, out, n);
+    ASSERT_EXITED(st, 0);
+}
+
+TEST(defaults)
+{
+    char out[2048];
+    run_env(NULL, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "stack=262144 guard=65536 cache=8 overflow=0 fd=2 flags=0 method=madvise");
+}
+
+TEST(env_stack_size)
+{
+    char out[2048];
+    run_env("VMSTACK_STACK_SIZE", "128k", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "stack=131072 ");
+    run_env("VMSTACK_STACK_SIZE", "1M", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "stack=1048576 ");
+    run_env("VMSTACK_STACK_SIZE", "100000", out, sizeof out);   /* rounded up to its class */
+    ASSERT_STR_CONTAINS(out, "stack=131072 ");
+}
+
+TEST(env_guard_size)
+{
+    char out[2048];
+    run_env("VMSTACK_GUARD_SIZE", "1m", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "guard=1048576 ");
+    run_env("VMSTACK_GUARD_SIZE", "100", out, sizeof out);      /* at least one page */
+    ASSERT_STR_CONTAINS(out, "guard=4096 ");
+}
+
+TEST(env_cache)
+{
+    char out[2048];
+    run_env("VMSTACK_CACHE", "2", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "cache=2 ");
+}
+
+TEST(env_on_overflow)
+{
+    char out[2048];
+    run_env("VMSTACK_ON_OVERFLOW", "abort", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "overflow=1 ");
+    run_env("VMSTACK_ON_OVERFLOW", "kill", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "overflow=0 ");
+}
+
+TEST(env_paint_and_end_check_and_scrub)
+{
+    char out[2048];
+    run_env("VMSTACK_PAINT", "1", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "flags=1 ");
+    run_env("VMSTACK_END_CHECK", "1", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "flags=2 ");
+    run_env("VMSTACK_SCRUB", "0", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "flags=8 ");
+}
+
+TEST(env_guard_method)
+{
+    char out[2048];
+    run_env("VMSTACK_GUARD_METHOD", "mprotect", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "flags=4 method=mprotect");
+    run_env("VMSTACK_GUARD_METHOD", "madvise", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "method=madvise");
+}
+
+TEST(malformed_values_warn_and_use_defaults)
+{
+    const struct envcase bad[] = {
+        { "VMSTACK_STACK_SIZE", "12q" }, { "VMSTACK_STACK_SIZE", "" },
+        { "VMSTACK_STACK_SIZE", "99999999999999999999999" }, { "VMSTACK_STACK_SIZE", "2g" },
+        { "VMSTACK_GUARD_SIZE", "-1" }, { "VMSTACK_CACHE", "many" },
+        { "VMSTACK_ON_OVERFLOW", "explode" }, { "VMSTACK_PAINT", "maybe" },
+        { "VMSTACK_GUARD_METHOD", "magic" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char out[2048];
+        run_env(bad[i].var, bad[i].value, out, sizeof out);
+        ASSERT_STR_CONTAINS(out, "vmstack: warning:");
+        ASSERT_STR_CONTAINS(out, bad[i].var);
+        ASSERT_STR_CONTAINS(out, "using the default");
+        ASSERT_STR_CONTAINS(out, "stack=262144 guard=65536 cache=8 overflow=0 fd=2 flags=0 method=madvise");
+        /* Once, not per use. */
+        char *w = strstr(out, "vmstack: warning:");
+        ASSERT(!strstr(w + 1, "vmstack: warning:"));
+    }
+}
+
+static void init_child(void *arg)
+{
+    (void)arg;
+    setenv("VMSTACK_STACK_SIZE", "64k", 1);
+    setenv("VMSTACK_GUARD_SIZE", "8k", 1);
+    vms_config c = { .stack_size = 512 * 1024, .report_fd = 1 };
+    if (vms_init(&c) != 0) exit(10);
+    /* A config field wins over the environment; the environment over the default. */
+    if (vms__opt.stack_size != 512 * 1024) exit(11);
+    if (vms__opt.guard_size != 8 * 1024) exit(12);
+    if (vms__opt.report_fd != 1) exit(13);
+    /* Second init: busy. */
+    if (vms_init(&c) != -EBUSY) exit(14);
+    exit(0);
+}
+
+TEST(init_precedence_and_busy)
+{
+    char out[2048];
+    ASSERT_EXITED(tst_fork(init_child, NULL, out, sizeof out), 0);
+}
+
+static void init_after_use_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);
+    vms_stack_free(s);
+    vms_config c = { 0 };
+    exit(vms_init(&c) == -EBUSY ? 0 : 1);
+}
+
+TEST(init_after_first_use_is_busy)
+{
+    char out[2048];
+    ASSERT_EXITED(tst_fork(init_after_use_child, NULL, out, sizeof out), 0);
+}
+
+static void bad_init_child(void *arg)
+{
+    (void)arg;
+    if (vms_init(NULL) != -EINVAL) exit(10);
+    vms_config c = { .stack_size = SIZE_MAX };
+    if (vms_init(&c) != -EINVAL) exit(11);
+    c = (vms_config){ .guard_size = (size_t)2 << 30 };
+    if (vms_init(&c) != -EINVAL) exit(12);
+    c = (vms_config){ .on_overflow = 7 };
+    if (vms_init(&c) != -EINVAL) exit(13);
+    c = (vms_config){ .report_fd = -3 };
+    if (vms_init(&c) != -EINVAL) exit(14);
+    c = (vms_config){ .flags = 1u << 20 };
+    if (vms_init(&c) != -EINVAL) exit(15);
+    c = (vms_config){ .cache_per_thread = 100000 };
+    if (vms_init(&c) != -EINVAL) exit(16);
+    /* Rejected calls leave vmstack uninitialized: a good one still works. */
+    c = (vms_config){ .flags = VMS_PAINT };
+    if (vms_init(&c) != 0) exit(17);
+    exit(0);
+}
+
+TEST(init_rejects_bad_config)
+{
+    char out[2048];
+    ASSERT_EXITED(tst_fork(bad_init_child, NULL, out, sizeof out), 0);
+}
+
+TEST(parse_size)
+{
+    size_t v;
+    ASSERT_EQ(vms__parse_size("0", &v), 0); ASSERT_EQ(v, 0);
+    ASSERT_EQ(vms__parse_size("4096", &v), 0); ASSERT_EQ(v, 4096);
+    ASSERT_EQ(vms__parse_size("64k", &v), 0); ASSERT_EQ(v, 65536);
+    ASSERT_EQ(vms__parse_size("64KiB", &v), 0); ASSERT_EQ(v, 65536);
+    ASSERT_EQ(vms__parse_size("2m", &v), 0); ASSERT_EQ(v, 2 << 20);
+    ASSERT_EQ(vms__parse_size("1G", &v), 0); ASSERT_EQ(v, 1 << 30);
+    ASSERT_EQ(vms__parse_size("", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("k", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("12x", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("1kk", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size(" 1", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("99999999999999999999g", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("17179869184g", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size(NULL, &v), -EINVAL);
+}

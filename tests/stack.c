@@ -1,0 +1,627 @@
+/*
+ * stack.c - the foundation: guarded stacks from the arena, the cache, scrubbing,
+ * slot lookup, concurrency, fork and every bad input of vms_stack_*.
+ * Runs once with the default guard method and once with VMSTACK_GUARD_METHOD=mprotect
+ * (tests/core.cmake), so both methods pass the same assertions.
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <vmstack.h>
+
+/* Signal-free probes: the kernel reads (write(2) from addr) or writes (read(2) into addr)
+ * the byte; an inaccessible byte makes the call fail with EFAULT. */
+static int can_read(const void *addr)
+{
+    int r = vms__os_probe_noaccess(addr);
+    if (r < 0) TST_FAIL("probe failed: %d", r);
+    return r == 0;
+}
+
+static int can_write(void *addr)
+{
+    int p[2];
+    if (pipe(p) != 0) TST_FAIL("pipe");
+    char c = 'x';
+    if (write(p[1], &c, 1) != 1) TST_FAIL("pipe write");
+    ssize_t r = read(p[0], addr, 1);
+    int e = errno;
+    close(p[0]);
+    close(p[1]);
+    if (r < 0 && e != EFAULT) TST_FAIL("read probe: %s", strerror(e));
+    return r == 1;
+}
+
+static void assert_guarded_below(vms_stack *s)
+{
+    char *base = vms_stack_base(s);
+    size_t guard = vms__opt.guard_size;
+    char *probes[] = { base - guard, base - guard / 2, base - 1 };
+    for (int i = 0; i < 3; i++) {
+        if (can_read(probes[i])) TST_FAIL("guard byte %p below %p is readable", probes[i], base);
+        if (can_write(probes[i])) TST_FAIL("guard byte %p below %p is writable", probes[i], base);
+    }
+}
+
+static void assert_guarded_above(vms_stack *s)
+{
+    char *top = vms_stack_top(s);
+    size_t guard = vms__opt.guard_size;
+    char *probes[] = { top, top + guard / 2, top + guard - 1 };
+    for (int i = 0; i < 3; i++) {
+        if (can_read(probes[i])) TST_FAIL("byte %p above the top %p is readable", probes[i], top);
+        if (can_write(probes[i])) TST_FAIL("byte %p above the top %p is writable", probes[i], top);
+    }
+}
+
+TEST(geometry)
+{
+    vms_stack *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(s);
+    char *base = vms_stack_base(s), *top = vms_stack_top(s);
+    ASSERT_EQ(vms_stack_size(s), 256 * 1024);
+    ASSERT_EQ(top - base, (long)vms_stack_size(s));
+    ASSERT_EQ((uintptr_t)top % 16, 0);
+    ASSERT_EQ((uintptr_t)base % vms__os_page_size(), 0);
+    ASSERT_EQ(vms_stack_max_used(s), 0);
+    vms_stack_free(s);
+}
+
+TEST(usable_range_read_write)
+{
+    vms_stack *s = vms_stack_alloc(64 * 1024);
+    ASSERT_NOT_NULL(s);
+    unsigned char *base = vms_stack_base(s);
+    size_t n = vms_stack_size(s);
+    ASSERT_EQ(n, 64 * 1024);
+    for (size_t i = 0; i < n; i++) base[i] = (unsigned char)(i * 7);
+    for (size_t i = 0; i < n; i++)
+        if (base[i] != (unsigned char)(i * 7)) TST_FAIL("byte %zu changed", i);
+    ASSERT(can_read(base) && can_write(base + n - 1));
+    vms_stack_free(s);
+}
+
+TEST(guards_below_and_above)
+{
+    /* Several stacks, in allocation order; each is guarded below by its own guard and
+     * above by its neighbour's guard (or the guard of the next, unopened slot). */
+    vms_stack *s[40];
+    for (int i = 0; i < 40; i++) {
+        s[i] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(s[i]);
+    }
+    for (int i = 0; i < 40; i++) {
+        assert_guarded_below(s[i]);
+        assert_guarded_above(s[i]);
+    }
+    /* Guards survive scrubbing (MADV_DONTNEED of the stacks around them). */
+    for (int i = 0; i < 40; i++) vms_stack_free(s[i]);
+    vms__cache_flush_thread();
+    for (int i = 0; i < 40; i++) {
+        s[i] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(s[i]);
+        assert_guarded_below(s[i]);
+        assert_guarded_above(s[i]);
+    }
+    for (int i = 0; i < 40; i++) vms_stack_free(s[i]);
+}
+
+TEST(trailing_guard)
+{
+    /* 1 GiB stacks: an arena holds fewer than 64, so we can open all of them (address
+     * space only) and look above the last one. */
+    vms_stack *s[128];
+    int n = 0;
+    struct vms__where w;
+    for (; n < 128; n++) {
+        s[n] = vms_stack_alloc(VMS_GIB);
+        ASSERT_NOT_NULL(s[n]);
+        vms__arena_where(vms_stack_top(s[n]), &w);
+        if (w.kind == VMS__WHERE_TRAILER) break;
+    }
+    ASSERT_LT(n, 128);
+    ASSERT_EQ(w.kind, VMS__WHERE_TRAILER);
+    ASSERT_PTR_EQ(w.below, s[n]);
+    assert_guarded_above(s[n]);
+    assert_guarded_below(s[n]);
+    for (int i = 0; i <= n; i++) vms_stack_free(s[i]);
+}
+
+TEST(slot_lookup)
+{
+    vms_stack *a = vms_stack_alloc(0), *b = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(a);
+    ASSERT_NOT_NULL(b);
+    struct vms__where w;
+    char *base = vms_stack_base(a), *top = vms_stack_top(a);
+    ASSERT_EQ(vms__arena_where(base, &w), VMS__WHERE_STACK);
+    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_EQ(vms__arena_where(top - 1, &w), VMS__WHERE_STACK);
+    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_EQ(vms__arena_where(base - 1, &w), VMS__WHERE_GUARD);
+    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_EQ(vms__arena_where(base - vms__opt.guard_size, &w), VMS__WHERE_GUARD);
+    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_EQ(vms__arena_where(top, &w), VMS__WHERE_GUARD);
+    ASSERT_PTR_EQ(w.below, a);
+    int local;
+    ASSERT_EQ(vms__arena_where(&local, &w), VMS__WHERE_NONE);
+    ASSERT_EQ(vms__arena_where(NULL, &w), VMS__WHERE_NONE);
+    ASSERT_EQ(vms__arena_where((void *)~(uintptr_t)0, &w), VMS__WHERE_NONE);
+    ASSERT_PTR_EQ(vms__arena_record(a), a);
+    ASSERT_NULL(vms__arena_record(base));
+    ASSERT_NULL(vms__arena_record((char *)a + 1));
+    ASSERT_NULL(vms__arena_record(&local));
+    vms_stack_free(a);
+    vms_stack_free(b);
+}
+
+/* ---- scrubbing: a new owner never sees the previous owner's data ------------------ */
+static const char SECRET[] = "vmstack-secret-0123456789";
+
+static void write_secret(vms_stack *s)
+{
+    char *base = vms_stack_base(s);
+    size_t n = vms_stack_size(s);
+    /* The top page (always), and one line per page below it (the deep pages). */
+    for (size_t off = 0; off < n; off += 1024) memcpy(base + off, SECRET, sizeof SECRET);
+    memcpy(base + n - sizeof SECRET, SECRET, sizeof SECRET);
+}
+
+static int has_secret(vms_stack *s)
+{
+    char *base = vms_stack_base(s);
+    size_t n = vms_stack_size(s);
+    return memmem(base, n, SECRET, sizeof SECRET - 1) != NULL;
+}
+
+static void check_reuse(int nstacks, int rounds)
+{
+    vms_stack **s = calloc((size_t)nstacks, sizeof *s);
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < nstacks; i++) {
+            s[i] = vms_stack_alloc(32 * 1024);
+            ASSERT_NOT_NULL(s[i]);
+            if (has_secret(s[i])) TST_FAIL("round %d: stack %d shows the previous owner's data", r, i);
+            write_secret(s[i]);
+        }
+        for (int i = 0; i < nstacks; i++) vms_stack_free(s[i]);
+    }
+    free(s);
+}
+
+TEST(scrub_thread_cache)
+{
+    /* Fewer stacks than the per-thread cache: reuse through the LIFO and the batch. */
+    check_reuse(3, 50);
+}
+
+TEST(scrub_batches)
+{
+    /* More than a batch: every path of the batch (LIFO and shared list). */
+    check_reuse(100, 5);
+}
+
+static void *free_all(void *arg)
+{
+    vms_stack **s = arg;
+    for (int i = 0; s[i]; i++) vms_stack_free(s[i]);
+    vms__cache_flush_thread();
+    return NULL;
+}
+
+TEST(scrub_shared_list)
+{
+    /* Freed on another thread, reused here: through the shared list. */
+    vms_stack *s[65] = { 0 };
+    for (int i = 0; i < 64; i++) {
+        s[i] = vms_stack_alloc(32 * 1024);
+        ASSERT_NOT_NULL(s[i]);
+        write_secret(s[i]);
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, free_all, s);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 64; i++) {
+        vms_stack *x = vms_stack_alloc(32 * 1024);
+        ASSERT_NOT_NULL(x);
+        if (has_secret(x)) TST_FAIL("stack %d from the shared list shows old data", i);
+    }
+}
+
+TEST(scrub_after_trim)
+{
+    /* Beyond the warm budget of the shared lists whole stacks are dropped: fill them. */
+    enum { N = 1500 };
+    vms_stack **s = calloc(N + 1, sizeof *s);
+    for (int i = 0; i < N; i++) {
+        s[i] = vms_stack_alloc(8 * 1024);
+        ASSERT_NOT_NULL(s[i]);
+        write_secret(s[i]);
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, free_all, s);
+    pthread_join(t, NULL);
+    for (int i = 0; i < N; i++) {
+        s[i] = vms_stack_alloc(8 * 1024);
+        ASSERT_NOT_NULL(s[i]);
+        if (has_secret(s[i])) TST_FAIL("stack %d shows old data after trimming", i);
+    }
+    for (int i = 0; i < N; i++) vms_stack_free(s[i]);
+    free(s);
+}
+
+static void noscrub_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .flags = VMS_NO_SCRUB };
+    if (vms_init(&c) != 0) exit(3);
+    vms_stack *s = vms_stack_alloc(0);
+    write_secret(s);
+    vms_stack_free(s);
+    /* Without scrubbing, the stack comes back (from the LIFO, or after its batch) with
+     * its top page as the previous owner left it. */
+    for (int i = 0; i < 100; i++) {
+        vms_stack *t = vms_stack_alloc(0);
+        if (t && has_secret(t)) exit(0);
+    }
+    exit(4);
+}
+
+TEST(no_scrub_really_skips_scrubbing)
+{
+    /* The scrub tests above could pass vacuously if the secret were never found even
+     * when present; with VMS_NO_SCRUB it must be found. */
+    char out[4096];
+    int st = tst_fork(noscrub_child, NULL, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+}
+
+static void discard_fails_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
+    check_reuse(40, 3);
+    exit(0);
+}
+
+TEST(scrub_when_madvise_fails)
+{
+    char out[4096];
+    int st = tst_fork(discard_fails_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) != 0) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}
+
+/* ---- concurrency ------------------------------------------------------------------- */
+static void *churn(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    vms_stack *mine[16];
+    for (int round = 0; round < 3000; round++) {
+        int k = 1 + round % 16;
+        for (int i = 0; i < k; i++) {
+            mine[i] = vms_stack_alloc(round % 3 ? 0 : 16 * 1024);
+            if (!mine[i]) return (void *)1;
+            uintptr_t *top = (uintptr_t *)vms_stack_top(mine[i]);
+            top[-1] = id << 32 | (uintptr_t)round << 8 | (uintptr_t)i;
+        }
+        sched_yield();
+        for (int i = 0; i < k; i++) {
+            uintptr_t *top = (uintptr_t *)vms_stack_top(mine[i]);
+            if (top[-1] != (id << 32 | (uintptr_t)round << 8 | (uintptr_t)i)) return (void *)2;
+            vms_stack_free(mine[i]);
+        }
+    }
+    return NULL;
+}
+
+TEST(threads_never_share_a_stack)
+{
+    pthread_t t[8];
+    for (uintptr_t i = 0; i < 8; i++) pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ASSERT_EQ((uintptr_t)r, 0);
+    }
+}
+
+/* ---- fork ---------------------------------------------------------------------------- */
+static vms_stack *fork_parent_stack;
+
+static void fork_child(void *arg)
+{
+    (void)arg;
+    /* The inherited stack keeps its data and guards; new stacks work and are guarded. */
+    char *top = vms_stack_top(fork_parent_stack);
+    if (strcmp(top - 16, "parent-data") != 0) exit(3);
+    assert_guarded_below(fork_parent_stack);
+    for (int i = 0; i < 200; i++) {
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) exit(4);
+        assert_guarded_below(s);
+        assert_guarded_above(s);
+        memset(vms_stack_base(s), 1, vms_stack_size(s));
+        vms_stack_free(s);
+    }
+    vms_stack_free(fork_parent_stack);
+    exit(0);
+}
+
+TEST(fork_child_inherits_and_allocates)
+{
+    fork_parent_stack = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(fork_parent_stack);
+    strcpy((char *)vms_stack_top(fork_parent_stack) - 16, "parent-data");
+    char out[8192];
+    int st = tst_fork(fork_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT(strcmp((char *)vms_stack_top(fork_parent_stack) - 16, "parent-data") == 0);
+    vms_stack_free(fork_parent_stack);
+}
+
+/* ---- bad input --------------------------------------------------------------------- */
+TEST(sizes)
+{
+    errno = 0;
+    ASSERT_NULL(vms_stack_alloc(SIZE_MAX));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_NULL(vms_stack_alloc(VMS_GIB + 1));
+    ASSERT_EQ(errno, EINVAL);
+    vms_stack *s = vms_stack_alloc(1);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(vms_stack_size(s), vms__os_page_size());
+    vms_stack_free(s);
+    s = vms_stack_alloc(300 * 1024);          /* rounded up to its class */
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(vms_stack_size(s), 512 * 1024);
+    vms_stack_free(s);
+    s = vms_stack_alloc(0);
+    ASSERT_EQ(vms_stack_size(s), 256 * 1024);
+    vms_stack_free(s);
+}
+
+TEST(null_and_foreign_getters)
+{
+    vms_stack_free(NULL);
+    errno = 0;
+    ASSERT_NULL(vms_stack_base(NULL));
+    ASSERT_EQ(errno, EINVAL);
+    ASSERT_NULL(vms_stack_top(NULL));
+    ASSERT_EQ(vms_stack_size(NULL), 0);
+    ASSERT_EQ(vms_stack_max_used(NULL), 0);
+    char junk[64];
+    ASSERT_NULL(vms_stack_base((vms_stack *)junk));
+    ASSERT_EQ(vms_stack_size((vms_stack *)junk), 0);
+    vms_stack *s = vms_stack_alloc(0);
+    vms_stack_free(s);
+    ASSERT_EQ(vms_stack_size(s), 0);   /* freed: no longer a live stack */
+}
+
+static void double_free_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);
+    vms_stack_free(s);
+    vms_stack_free(s);
+    exit(0);
+}
+
+TEST(double_free_aborts)
+{
+    char out[4096];
+    int st = tst_fork(double_free_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: double free of stack");
+}
+
+static void foreign_child(void *arg)
+{
+    void *p = arg;
+    if (!p) {
+        vms_stack *s = vms_stack_alloc(0);
+        p = vms_stack_base(s);   /* a pointer into a stack, not the stack */
+    }
+    vms_stack_free(p);
+    exit(0);
+}
+
+TEST(foreign_pointer_aborts)
+{
+    char out[4096];
+    void *heap = malloc(64);
+    int st = tst_fork(foreign_child, heap, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free:");
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    st = tst_fork(foreign_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    free(heap);
+}
+
+/* ---- failures underneath: fault injection (VMSTACK_FAULT_INJECTION) -------------------- */
+static void inject_child(void *arg)
+{
+    int op = (int)(intptr_t)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized, sigaltstack allocated */
+    if (!warm) exit(10);
+    /* A class no one used yet: the next alloc must create an arena and open slots. */
+    vms__os_inject(op, 1, ENOMEM, true);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(8 * VMS_MIB);
+    if (s) exit(11);
+    if (errno != ENOMEM) exit(12);
+    vms__os_inject_clear();
+    s = vms_stack_alloc(8 * VMS_MIB);
+    if (!s) exit(13);
+    assert_guarded_below(s);
+    assert_guarded_above(s);
+    exit(0);
+}
+
+TEST(mmap_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MMAP, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+}
+
+TEST(mprotect_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MPROTECT, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+}
+
+TEST(guard_install_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    if (vms__os_guard_method() != VMS__GUARD_MADVISE) SKIP("the madvise method is not in use");
+    char out[4096];
+    int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MADV_GUARD, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+}
+
+static void no_guard_install_child(void *arg)
+{
+    (void)arg;
+    /* A kernel without MADV_GUARD_INSTALL (before 6.13) answers EINVAL: detection must
+     * settle on mprotect, and stacks must still be guarded. */
+    vms__os_inject(VMS__OP_MADV_GUARD, 1, EINVAL, true);
+    vms_stack *s = vms_stack_alloc(0);
+    if (!s) exit(10);
+    vms_stats st;
+    vms_get_stats(&st);
+    if (strcmp(st.guard_method, "mprotect") != 0) exit(11);
+    assert_guarded_below(s);
+    assert_guarded_above(s);
+    exit(0);
+}
+
+TEST(kernel_without_madv_guard_install)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    int st = tst_fork(no_guard_install_child, NULL, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+}
+
+/* ---- the mapping limit with mprotect guards --------------------------------------- */
+static void map_limit_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .flags = VMS_FORCE_MPROTECT };
+    if (vms_init(&c) != 0) exit(10);
+    size_t n = 0;
+    vms_stack *last = NULL;
+    for (;;) {
+        vms_stack *s = vms_stack_alloc(1);   /* one page: address space only */
+        if (!s) {
+            if (errno != ENOMEM) exit(11);
+            break;
+        }
+        last = s;
+        if (++n > 200000) exit(12);          /* never reached the limit? */
+    }
+    if (!last) exit(13);
+    assert_guarded_below(last);
+    assert_guarded_above(last);
+    printf("stacks before ENOMEM: %zu\n", n);
+    exit(0);
+}
+
+TEST(mprotect_map_limit)
+{
+    char out[16384];
+    int st = tst_fork(map_limit_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: warning:");
+    ASSERT_STR_CONTAINS(out, "vm.max_map_count");
+    ASSERT_STR_CONTAINS(out, "VMSTACK_GUARD_METHOD=madvise");
+    /* Warned once, not once per stack. */
+    char *first = strstr(out, "vm.max_map_count");
+    ASSERT(first && !strstr(first + 1, "vmstack: warning:"));
+    ASSERT_STR_CONTAINS(out, "stacks before ENOMEM:");
+}
+
+/* ---- many stacks, few mappings (madvise) ------------------------------------------ */
+TEST(many_stacks_few_mappings)
+{
+    if (vms__os_guard_method() != VMS__GUARD_MADVISE) SKIP("needs the madvise method");
+    enum { N = 100000 };
+    vms_stack **s = malloc(N * sizeof *s);
+    vms_stats before, after;
+    ASSERT_EQ(vms_get_stats(&before), 0);
+    for (int i = 0; i < N; i++) {
+        s[i] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(s[i]);
+        ((char *)vms_stack_top(s[i]))[-1] = 1;
+    }
+    ASSERT_EQ(vms_get_stats(&after), 0);
+    ASSERT_GE(after.stacks_live, before.stacks_live + N);
+    /* Every arena is at most two mappings (opened part, reserved rest). */
+    ASSERT_LE(after.mappings, 2 * after.arenas);
+    ASSERT_GE(after.resident_bytes, (size_t)N * vms__os_page_size());
+    for (int i = 0; i < N; i++) vms_stack_free(s[i]);
+    free(s);
+}
+
+TEST(arena_is_not_huge_page_backed)
+{
+    vms_stack *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(s);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ASSERT_NOT_NULL(f);
+    char line[512];
+    uintptr_t p = (uintptr_t)vms_stack_base(s);
+    int in = 0, found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = p >= a && p < b;
+        else if (in && !strncmp(line, "VmFlags:", 8)) {
+            found = 1;
+            ASSERT_STR_CONTAINS(line, " nh");
+        }
+    }
+    fclose(f);
+    ASSERT(found);
+    vms_stack_free(s);
+}
+
+TEST(stats_count_live_and_cached)
+{
+    vms_stats a, b;
+    ASSERT_EQ(vms_get_stats(NULL), -EINVAL);
+    ASSERT_EQ(vms_get_stats(&a), 0);
+    vms_stack *s[10];
+    for (int i = 0; i < 10; i++) s[i] = vms_stack_alloc(0);
+    ASSERT_EQ(vms_get_stats(&b), 0);
+    ASSERT_EQ(b.stacks_live, a.stacks_live + 10);
+    for (int i = 0; i < 10; i++) vms_stack_free(s[i]);
+    ASSERT_EQ(vms_get_stats(&b), 0);
+    ASSERT_EQ(b.stacks_live, a.stacks_live);
+    ASSERT_GE(b.stacks_cached, 10);
+    ASSERT_GE(b.arenas, 1);
+    ASSERT_GE(b.reserved_bytes, b.arenas * ((size_t)1 << 36));
+    ASSERT(b.mappings >= 1);
+    ASSERT(!strcmp(b.guard_method, "madvise") || !strcmp(b.guard_method, "mprotect"));
+}
