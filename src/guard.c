@@ -1,101 +1,445 @@
 /*
  * guard.c - the fault handler of the async-signal-safe island (layer 4 of DESIGN.md).
  *
- * Owns the SIGSEGV/SIGBUS handler, the previously installed actions it chains to, the
- * per-thread alternate signal stacks, and the overflow and taint counters. First
- * version: installs the handler and the alternate stacks and passes every fault on to
- * the previous action; classification and reports grow on top of this.
- * Invariant: the previous actions are written once, before the handler is installed,
- * and only read afterwards.
+ * Owns the SIGSEGV/SIGBUS handler and the actions installed before it, the per-thread
+ * alternate signal stacks, the main thread's and foreign threads' stack ranges, the
+ * classification of a fault (overflow, underflow, wild guard access, not ours), blame,
+ * and the action (kill the task, die by SIGSEGV, or chain). A guard hit is recognized by
+ * the fault address alone (vms__arena_where), never by si_code.
+ * Invariants: the previous actions and the main stack's range are written once, before
+ * the handler is installed, and only read afterwards; a thread's range and alternate
+ * stack are written by that thread only, before it can fault on a vmstack stack.
  */
-#include "internal.h"
+#include "island.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
-static struct sigaction old_segv, old_bus;
+/* The reporter's own needs on the alternate stack, beyond the kernel's signal frame
+ * (AT_MINSIGSTKSZ): libunwind's cursor and its DWARF interpreter (a few KiB), the
+ * report's line and frame buffers (about 2 KiB), the oops hook the program installed,
+ * and the task layer's kill path. 64 KiB leaves room for a hook that formats text. */
+#define REPORTER_STACK (64 * VMS_KIB)
+/* How far the stack pointer may be from the fault address for a main-thread or
+ * foreign-thread fault to count as an overflow: a push writes just below sp, a large
+ * frame is written upwards from its lowest byte, and stack-clash probes stay within a
+ * guard of 64 KiB below sp. */
+#define SP_BELOW_SLACK (64 * VMS_KIB)
+#define SP_ABOVE_SLACK VMS_MIB
+/* Linux's stack_guard_gap: 256 pages below a growing stack that no mapping may take
+ * (mm/mmap.c, since 4.12). */
+#define STACK_GUARD_GAP_PAGES 256
+
+/* The task layer (fiber.c) provides these. Weak until it lands in the same build, so
+ * that the island links on its own; the handler then knows no tasks. */
+#pragma weak vms__task_current
+#pragma weak vms__task_kill_current
+
+static struct sigaction old_actions[2];   /* [0] SIGSEGV, [1] SIGBUS */
 static atomic_int installed;
-static atomic_size_t overflow_count, taint_count;
-static _Atomic(vms_oops_hook) oops_hook;
-static void *_Atomic oops_hook_ctx;
+static atomic_size_t overflow_count;
 
-static VMS_TLS int thread_ready;
+/* The main thread's stack: [main_lo, main_hi) is the largest range it may grow over
+ * (RLIMIT_STACK, bounded by the mapping below it), main_floor the end of that mapping. */
+static uintptr_t main_lo, main_hi, main_floor;
+static size_t main_gap;
+static long main_tid;
+static char main_name[16];
 
-/* async-signal-safe: hands a fault that is not ours to the action installed before. */
+static pthread_key_t alt_key;
+static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
+
+enum { THREAD_NEW = 0, THREAD_INITIALIZING, THREAD_READY };
+/* Per thread, written by the thread itself (initial-exec TLS: readable in the handler). */
+static VMS_TLS struct {
+    int state;
+    int depth;                  /* handler nesting on this thread */
+    uintptr_t lo, hi;           /* a foreign thread's stack (pthread_getattr_np) */
+    size_t guard;
+    char name[16];
+} self;
+
+enum { NOT_OURS = 0, DIE = 1 };
+
+/* ---- the previous action ---------------------------------------------------------- */
+
+static const struct sigaction *old_action(int sig)
+{
+    return &old_actions[sig == SIGBUS];
+}
+
+/* async-signal-safe: sigaction(2) is on POSIX's list. */
+static void restore_default(int sig)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+}
+
+/* async-signal-safe: hands a fault that is not ours to the action installed before
+ * vmstack, as the kernel would have: with its mask blocked, reset first for
+ * SA_RESETHAND. A SIG_DFL or SIG_IGN predecessor gets SIG_DFL back and the fault
+ * repeats on return, so the process dies of the real fault and the core shows it; a
+ * signal sent by kill() does not repeat, so it is raised again (and SIG_IGN keeps
+ * ignoring it, as it would have). */
 static void chain(int sig, siginfo_t *si, void *uc)
 {
-    const struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
-    if (old->sa_flags & SA_SIGINFO) {
-        old->sa_sigaction(sig, si, uc);
+    const struct sigaction *old = old_action(sig);
+    bool sent = si && si->si_code <= 0;
+    if (!(old->sa_flags & SA_SIGINFO) &&
+        (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN)) {
+        if (sent && old->sa_handler == SIG_IGN) return;
+        restore_default(sig);
+        if (sent) raise(sig);   /* pending until this handler returns */
         return;
     }
-    if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        if (si->si_code <= 0) raise(sig);
-        return;
-    }
-    old->sa_handler(sig);
+    if (old->sa_flags & SA_RESETHAND) restore_default(sig);
+    sigset_t prev;
+    pthread_sigmask(SIG_BLOCK, &old->sa_mask, &prev);
+    if (old->sa_flags & SA_SIGINFO) old->sa_sigaction(sig, si, uc);
+    else old->sa_handler(sig);
+    pthread_sigmask(SIG_SETMASK, &prev, NULL);
 }
 
+/* ---- classification ------------------------------------------------------------- */
+
+static uintptr_t context_pc(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#endif
+}
+
+static uintptr_t context_sp(const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.sp;
+#endif
+}
+
+/* async-signal-safe: the sp is near the fault for a main-thread or foreign-thread
+ * overflow (see SP_BELOW_SLACK). */
+static bool sp_near(uintptr_t addr, uintptr_t sp)
+{
+    return addr + SP_BELOW_SLACK >= sp && addr <= sp + SP_ABOVE_SLACK;
+}
+
+static uintptr_t top_of(const struct vms_stack *st)
+{
+    return (uintptr_t)st->base + st->size;
+}
+
+/* async-signal-safe: fills f for a guard or trailing-guard hit; returns false when the
+ * address is not one vmstack answers for (the guard of no stack at all). */
+static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
+{
+    const struct vms_stack *st = w->kind == VMS__WHERE_GUARD ? w->st : NULL;
+    const struct vms_stack *below = w->below;
+    size_t guard = w->arena->guard_size;
+    if (!st && !below) return false;
+    uintptr_t g_lo = st ? (uintptr_t)st->base - guard : top_of(below);
+
+    /* The candidates: the stack above the guard overflowed (sp in the guard or in that
+     * stack), or the stack below it underflowed (sp inside it). */
+    const struct vms_stack *over = st && f->sp >= g_lo && f->sp <= top_of(st) ? st : NULL;
+    const struct vms_stack *under =
+        below && f->sp >= (uintptr_t)below->base && f->sp <= top_of(below) ? below : NULL;
+
+    struct vms__task_info ti;
+    f->have_task = vms__task_current && vms__task_current(&ti) == 0;
+    if (f->have_task) f->task = ti;
+    /* A frame larger than the guard leaves sp inside the stack below while the write
+     * lands in the guard: the running task's own stack settles which one it was. */
+    if (over && under) {
+        if (f->have_task && ti.stack == under) over = NULL;
+        else under = NULL;
+    }
+    if (!over && under && f->have_task && ti.stack == st && st) {
+        over = st;
+        under = NULL;
+    }
+
+    const struct vms_stack *blamed = over ? over : under;
+    f->guard = guard;
+    if (!blamed) {
+        /* Not next to this guard: a wild pointer. Describe the stack the guard
+         * protects, and never blame its owner. */
+        const struct vms_stack *victim = st ? st : below;
+        f->kind = VMS__FAULT_WILD;
+        f->lo = (uintptr_t)victim->base;
+        f->hi = top_of(victim);
+        f->walk_lo = f->sp;
+        f->walk_hi = f->sp;   /* unknown stack: the frame-pointer walk shows only the pc */
+        f->action = VMS__ACT_ABORT;
+        return true;
+    }
+    f->kind = over ? VMS__FAULT_OVERFLOW : VMS__FAULT_UNDERFLOW;
+    f->lo = (uintptr_t)blamed->base;
+    f->hi = top_of(blamed);
+    f->walk_lo = f->lo;
+    f->walk_hi = f->hi;
+    if (f->have_task && ti.stack != blamed) f->have_task = false;
+    if (vms__opt.on_overflow == VMS_ABORT) {
+        f->action = VMS__ACT_ABORT;
+    } else if (!f->have_task) {
+        f->action = VMS__ACT_ABORT;
+        f->why_no_kill = "no vmstack fiber or thread runs on this stack: nothing can be "
+                         "killed alone";
+    } else {
+        f->action = VMS__ACT_KILL;
+    }
+    return true;
+}
+
+/* async-signal-safe: an overflow of the main thread's stack or of a foreign thread's
+ * (one that vms__guard_thread_init saw), judged by the fault address just below the
+ * stack's limit and a stack pointer near it. */
+static bool classify_thread(struct vms__fault *f)
+{
+    size_t page = vms__os_page_size();
+    uintptr_t walk_lo = (f->addr | (page - 1)) + 1;
+    if (walk_lo < f->sp) walk_lo = f->sp;
+    if (main_hi && f->tid == main_tid) {
+        uintptr_t lowest = main_lo > main_floor + main_gap ? main_lo - main_gap : main_floor;
+        if (f->addr < lowest || f->addr >= main_hi || !sp_near(f->addr, f->sp)) return false;
+        f->kind = VMS__FAULT_MAIN;
+        f->lo = main_lo;
+        f->hi = main_hi;
+        f->guard = main_gap;
+        f->name = main_name;
+        f->walk_lo = walk_lo;
+        f->walk_hi = main_hi;
+    } else if (self.hi) {
+        size_t g = self.guard > SP_BELOW_SLACK ? self.guard : SP_BELOW_SLACK;
+        if (f->addr >= self.lo || f->addr + g < self.lo || !sp_near(f->addr, f->sp))
+            return false;
+        f->kind = VMS__FAULT_THREAD;
+        f->lo = self.lo;
+        f->hi = self.hi;
+        f->guard = self.guard;
+        f->name = self.name;
+        f->walk_lo = walk_lo;
+        f->walk_hi = self.hi;
+    } else {
+        return false;
+    }
+    f->action = VMS__ACT_ABORT;   /* the default action follows the report */
+    return true;
+}
+
+/* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
+ * return). Returns NOT_OURS, or DIE after a report when the process must die by the
+ * signal. */
+static int handle(int sig, siginfo_t *si, void *uctx)
+{
+    if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
+    /* Only a fault the kernel generated (si_code > 0) can be a guard hit; SI_USER,
+     * SI_TKILL and SI_QUEUE are sent by a program and are not ours whatever si_addr
+     * holds. */
+    if (si->si_code <= 0) return NOT_OURS;
+    const ucontext_t *uc = uctx;
+    struct vms__fault f;
+    memset(&f, 0, sizeof f);
+    f.sig = sig;
+    f.uc = uc;
+    f.addr = (uintptr_t)si->si_addr;
+    f.pc = context_pc(uc);
+    f.sp = context_sp(uc);
+    f.tid = vms__sigsafe_gettid();
+
+    struct vms__where w;
+    int kind = vms__arena_where((const void *)f.addr, &w);
+    bool ours = kind == VMS__WHERE_GUARD || kind == VMS__WHERE_TRAILER ? classify_guard(&f, &w)
+              : kind == VMS__WHERE_NONE ? classify_thread(&f)
+              : false;
+    if (!ours) return NOT_OURS;
+
+    if (self.depth > 0) {
+        /* A guard hit while this thread is already reporting one (an oops hook that
+         * overflowed, with the signal unblocked by the program's own handler). */
+        vms__oops_line("fault while reporting a fault; aborting");
+        return DIE;
+    }
+    self.depth++;
+    if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
+    vms_oops oops;
+    int action = vms__oops_report(&f, &oops);
+    self.depth--;
+    if (action == VMS__ACT_KILL && vms__task_kill_current) vms__task_kill_current(&oops, uc);
+    return DIE;
+}
+
+/* async-signal-safe: for programs that own SIGSEGV. Dying from inside the program's
+ * handler cannot repeat the fault by returning, so the signal is raised with the
+ * default action and unblocked. */
 int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
 {
-    (void)sig; (void)info; (void)uctx;
-    return 0;
+    int saved = errno;
+    if (handle(sig, info, uctx) == NOT_OURS) {
+        errno = saved;
+        return 0;
+    }
+    restore_default(sig);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    raise(sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    _exit(128 + sig);   /* not reached: the default action of SIGSEGV/SIGBUS kills */
 }
 
-/* async-signal-safe: the installed handler. */
+/* async-signal-safe: the installed handler. After a report that ends in death it puts
+ * SIG_DFL back and returns: the faulting instruction runs again and the process dies
+ * of the signal at the real fault, which is what a core dump should show. */
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
-    if (!vms_handle_fault(sig, si, uc)) chain(sig, si, uc);
+    if (handle(sig, si, uc) == DIE) restore_default(sig);
+    else chain(sig, si, uc);
     errno = saved;
+}
+
+/* ---- installation ----------------------------------------------------------------- */
+
+/* Reads the main thread's stack from /proc/self/maps: the "[stack]" mapping's end is
+ * its top, the mapping below it bounds how far it can grow. */
+static void read_main_stack(void)
+{
+    FILE *fp = fopen("/proc/self/maps", "re");
+    if (!fp) return;
+    char line[512];
+    unsigned long prev_end = 0, lo, hi;
+    while (fgets(line, sizeof line, fp)) {
+        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2) continue;
+        if (strstr(line, "[stack]")) {
+            struct rlimit rl;
+            size_t limit = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                               ? (size_t)rl.rlim_cur : (size_t)(hi - prev_end);
+            if (limit > hi - prev_end) limit = hi - prev_end;
+            main_floor = prev_end;
+            main_lo = hi - limit;
+            main_hi = hi;
+            break;
+        }
+        prev_end = hi;
+    }
+    fclose(fp);
+    main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
+    main_tid = getpid();
+    prctl(PR_GET_NAME, main_name, 0, 0, 0);
+}
+
+/* Thread exit: the alternate stack goes back to vmstack, once the kernel no longer
+ * uses it. If it cannot be disabled (the thread is still on it), it is leaked rather
+ * than handed to another thread while in use. */
+static void alt_release(void *p)
+{
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+    if (vms__os_sigaltstack(&ss, NULL) == 0) vms_stack_free(p);
+}
+
+static void make_alt_key(void)
+{
+    if (pthread_key_create(&alt_key, alt_release) != 0)
+        vms__log_warn("no thread-exit hook for alternate signal stacks: they are leaked "
+                      "when threads exit");
 }
 
 int vms__guard_thread_init(void)
 {
-    if (thread_ready) return 0;
-    thread_ready = 1;
+    /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
+    if (self.state != THREAD_NEW) return 0;
+    self.state = THREAD_INITIALIZING;
+    int e = 0;
+    if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since */
+    pthread_once(&alt_key_once, make_alt_key);
+    if (getpid() != vms__sigsafe_gettid()) {
+        /* A foreign thread's stack, for overflow reports of threads vmstack did not
+         * create (for vmstack's threads it is their vmstack stack: harmless). */
+        pthread_attr_t attr;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            void *addr;
+            size_t size, guard = 0;
+            if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+                pthread_attr_getguardsize(&attr, &guard);
+                self.lo = (uintptr_t)addr;
+                self.hi = (uintptr_t)addr + size;
+                self.guard = guard;
+            }
+            pthread_attr_destroy(&attr);
+        }
+        prctl(PR_GET_NAME, self.name, 0, 0, 0);
+    }
+
     stack_t cur;
-    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) return 0;
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
-    vms_stack *st = vms_stack_alloc(min + 64 * VMS_KIB);
-    if (!st) return -errno;
-    stack_t ss = { .ss_sp = vms_stack_base(st), .ss_size = vms_stack_size(st), .ss_flags = 0 };
-    if (sigaltstack(&ss, NULL) != 0) {
-        int err = errno;
-        vms_stack_free(st);
-        return -err;
+    size_t need = min + REPORTER_STACK;
+    e = vms__os_sigaltstack(NULL, &cur);
+    if (e == 0 && !(cur.ss_flags & SS_DISABLE)) goto done;   /* the program's own */
+    vms_stack *st = vms_stack_alloc(need);
+    if (!st) {
+        e = -errno;
+        vms__log_error("no alternate signal stack for thread %ld (%s): stack overflows on "
+                       "it cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        goto done;
     }
-    return 0;
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_sp = vms_stack_base(st);
+    ss.ss_size = vms_stack_size(st);
+    e = vms__os_sigaltstack(&ss, NULL);
+    if (e) {
+        vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
+                       "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        vms_stack_free(st);
+        goto done;
+    }
+    pthread_setspecific(alt_key, st);
+done:
+    self.state = THREAD_READY;
+    return e;
 }
 
 int vms__guard_install(void)
 {
     int expected = 0;
     if (atomic_compare_exchange_strong(&installed, &expected, 1)) {
+        vms__trace_load();
+        read_main_stack();
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGSEGV, &sa, &old_segv) != 0 || sigaction(SIGBUS, &sa, &old_bus) != 0)
+        if (sigaction(SIGSEGV, &sa, &old_actions[0]) != 0 ||
+            sigaction(SIGBUS, &sa, &old_actions[1]) != 0)
             return -errno;
     }
     return vms__guard_thread_init();
 }
 
-size_t vms__guard_overflows(void) { return atomic_load(&overflow_count); }
-size_t vms__guard_tainted(void) { return atomic_load(&taint_count); }
-
-void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
+size_t vms__guard_overflows(void)
 {
-    atomic_store(&oops_hook_ctx, ctx);
-    atomic_store(&oops_hook, hook);
+    return atomic_load_explicit(&overflow_count, memory_order_relaxed);
+}
+
+size_t vms__guard_tainted(void)
+{
+    return vms__oops_tainted();
 }

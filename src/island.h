@@ -1,0 +1,123 @@
+/*
+ * island.h - what the async-signal-safe island (guard.c, oops.c, trace.c, sigsafe.c)
+ * shares inside itself; nothing outside the island includes it.
+ *
+ * Everything here marked async-signal-safe takes no lock that a normal code path could
+ * hold, calls no malloc or stdio, and reads only memory prepared before any fault (the
+ * object table of trace.c is appended with release stores and read with acquire loads).
+ * Tests include this header to reach the units directly.
+ */
+#ifndef VMSTACK_ISLAND_H
+#define VMSTACK_ISLAND_H
+
+#include "internal.h"
+
+#include <signal.h>
+
+/* ------------------------------------------------------------------ sigsafe.c ---- */
+/* One report line being formatted. Appends never overflow: a line that does not fit is
+ * cut and ends in "..." when written. */
+#define VMS__LINE_MAX 480
+struct vms__line {
+    size_t len;
+    bool   cut;
+    char   buf[VMS__LINE_MAX + 8];   /* + room for "...\n" */
+};
+/* async-signal-safe: the formatting helpers. */
+VMS_HIDDEN void vms__line_reset(struct vms__line *l);
+VMS_HIDDEN void vms__line_str(struct vms__line *l, const char *s);
+VMS_HIDDEN void vms__line_strn(struct vms__line *l, const char *s, size_t n);
+VMS_HIDDEN void vms__line_char(struct vms__line *l, char c);
+/* "0x" and the hexadecimal digits of v, zero-padded to at least width digits. */
+VMS_HIDDEN void vms__line_hex(struct vms__line *l, uintptr_t v, unsigned width);
+VMS_HIDDEN void vms__line_udec(struct vms__line *l, unsigned long long v);
+VMS_HIDDEN void vms__line_dec(struct vms__line *l, long long v);
+/* Terminates the line ("\n", "...\n" when cut) and returns its length; buf is then the
+ * complete line. */
+VMS_HIDDEN size_t vms__line_finish(struct vms__line *l);
+
+/* async-signal-safe: writes all of p to fd, waiting at most timeout_ms for the fd to
+ * accept more (poll) each time it is full. Returns 0, or a negative errno (-ETIMEDOUT,
+ * -EPIPE, -EBADF, ...) after which the caller should stop writing. Never raises
+ * SIGPIPE: the caller blocks it (vms__sigsafe_block_sigpipe). */
+VMS_HIDDEN int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms);
+/* async-signal-safe: blocks SIGPIPE for the calling thread and remembers whether one was
+ * already pending; unblock discards a SIGPIPE that our own writes raised meanwhile and
+ * restores the mask. */
+struct vms__sigpipe_state { sigset_t old; bool was_pending; };
+VMS_HIDDEN void vms__sigsafe_block_sigpipe(struct vms__sigpipe_state *s);
+VMS_HIDDEN void vms__sigsafe_unblock_sigpipe(struct vms__sigpipe_state *s);
+/* async-signal-safe: small libc replacements (the libc ones are not promised to be). */
+VMS_HIDDEN size_t vms__sigsafe_strlen(const char *s);
+VMS_HIDDEN bool vms__sigsafe_streq(const char *a, const char *b);
+VMS_HIDDEN bool vms__sigsafe_prefix(const char *s, const char *prefix);
+VMS_HIDDEN long vms__sigsafe_gettid(void);
+VMS_HIDDEN void vms__sigsafe_sleep_ms(unsigned ms);
+
+/* -------------------------------------------------------------------- trace.c ---- */
+/* Loads the symbol tables of every object loaded so far (ELF files mapped read-only;
+ * .symtab, else .dynsym). Not async-signal-safe: called at install and at thread init,
+ * where it adds objects loaded since. Returns the number of objects known. */
+VMS_HIDDEN int vms__trace_load(void);
+struct vms__sym {
+    const char *name;      /* NULL when no symbol covers the address */
+    uintptr_t   start;     /* the symbol's first byte */
+    size_t      size;
+    const char *object;    /* basename of the object file, NULL when unknown */
+    bool        in_libc;   /* the object is the C library */
+};
+/* async-signal-safe: the symbol covering addr (for a return address pass addr - 1).
+ * Returns 2 with a symbol, 1 with only the object known, 0 when nothing is known. */
+VMS_HIDDEN int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out);
+/* One frame of a walk; return false to stop the walk. */
+typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
+/* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
+ * first frame is the pc), calling fn for each frame, at most max frames. The
+ * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
+ * Return the number of frames passed to fn. */
+VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+                                  vms__frame_fn fn, void *ctx, int max);
+VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,
+                                      int max);
+/* The walk the reports use: libunwind when built with it, else the frame pointers. */
+VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+                               vms__frame_fn fn, void *ctx, int max);
+VMS_HIDDEN bool vms__trace_have_unwind(void);
+/* async-signal-safe: the C library allocator, stdio or loader function a task may be
+ * stopped inside with a process-wide lock held, by symbol name; NULL when none. */
+VMS_HIDDEN bool vms__trace_name_unsafe(const char *name);
+
+/* --------------------------------------------------------------------- oops.c ---- */
+enum { VMS__FAULT_OVERFLOW = VMS_OVERFLOW, VMS__FAULT_UNDERFLOW = VMS_UNDERFLOW,
+       VMS__FAULT_WILD,        /* a guard hit by a pointer from another stack */
+       VMS__FAULT_MAIN,        /* the main thread ran past its stack limit */
+       VMS__FAULT_THREAD };    /* a thread not created by vmstack ran past its stack */
+enum { VMS__ACT_KILL = 1, VMS__ACT_ABORT = 2 };
+/* A classified fault, filled by guard.c for the reporter. */
+struct vms__fault {
+    int        kind;            /* VMS__FAULT_* */
+    int        sig;
+    const ucontext_t *uc;
+    uintptr_t  addr, pc, sp;
+    uintptr_t  lo, hi;          /* the overrun stack's usable bytes [lo, hi) */
+    size_t     guard;           /* its guard's size */
+    uintptr_t  walk_lo, walk_hi;/* where the frame-pointer walk may read */
+    bool       have_task;       /* task: the vmstack task to blame */
+    struct vms__task_info task;
+    const char *name;           /* thread name for MAIN and THREAD, else task.name */
+    long       tid;
+    int        action;          /* VMS__ACT_*, as the policy asks */
+    const char *why_no_kill;    /* with ACT_ABORT under VMS_KILL_TASK: why, or NULL */
+};
+/* async-signal-safe: writes the oops for f to vms__opt.report_fd under the report lock,
+ * fills *oops, calls the oops hook, and writes the action line. Downgrades f->action to
+ * VMS__ACT_ABORT when killing only the task is unsafe. Counts the taint. Returns the
+ * final action. */
+VMS_HIDDEN int vms__oops_report(struct vms__fault *f, vms_oops *oops);
+/* The taint counter (oopses so far) and the hook. */
+VMS_HIDDEN size_t vms__oops_tainted(void);
+/* async-signal-safe: a one-line message under the report lock (used for a fault inside
+ * the reporter itself). */
+VMS_HIDDEN void vms__oops_line(const char *msg);
+
+#endif /* VMSTACK_ISLAND_H */

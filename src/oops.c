@@ -1,0 +1,511 @@
+/*
+ * oops.c - the oops report: kernel-style lines describing a stack overflow, written to
+ * vms__opt.report_fd with one write(2) per line (format documented in docs/oops.md).
+ *
+ * Part of the async-signal-safe island (layer 4): runs in the fault handler on the
+ * alternate signal stack. Owns the report lock (one reporting thread at a time, so the
+ * lines of concurrent oopses never interleave), the taint counter, the oops hook, and
+ * the unsafe-kill decision. Invariants: the report lock is always released before the
+ * caller acts (kill or die), and every wait here is bounded: the lock by a timeout and a
+ * check that its owner still exists, each line's write by poll(2) with a timeout.
+ */
+#include "island.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A line that cannot be written within this time ends the report: a reader that does
+ * not read (a full pipe) must not hold the faulting thread and, through the report lock,
+ * every other faulting thread. */
+#define WRITE_TIMEOUT_MS 500
+/* How long a thread waits for another thread's report to finish before writing its own
+ * anyway. A report takes milliseconds; only a reporter stuck far beyond its own write
+ * timeouts can hold the lock this long. */
+#define LOCK_WAIT_MS 20000
+/* Frames kept from the innermost end of the walk, and from the far end. */
+#define HEAD_FRAMES 64
+#define AFTER_FRAMES 24
+#define TAIL_FRAMES 16
+/* A walk stops after this many frames: a 1 GiB stack of 16-byte frames holds more, but
+ * the frames beyond say nothing new and the walk costs time in the handler. */
+#define MAX_WALK_FRAMES 1000000
+/* The innermost frames searched for a C library function that takes a process-wide
+ * lock (the fault happened inside it or inside something it called). */
+#define UNSAFE_SCAN_FRAMES 48
+
+static atomic_size_t taint_count;
+static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
+
+/* The hook and its argument are published together: the writer fills the slot the
+ * handler is not reading and then flips the index with a release store. */
+static struct { vms_oops_hook hook; void *ctx; } hooks[2];
+static atomic_int hook_index;
+static atomic_flag hook_lock = ATOMIC_FLAG_INIT;
+
+void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
+{
+    while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
+    int next = 1 - atomic_load_explicit(&hook_index, memory_order_relaxed);
+    hooks[next].hook = hook;
+    hooks[next].ctx = ctx;
+    atomic_store_explicit(&hook_index, next, memory_order_release);
+    atomic_flag_clear_explicit(&hook_lock, memory_order_release);
+}
+
+size_t vms__oops_tainted(void)
+{
+    return atomic_load_explicit(&taint_count, memory_order_relaxed);
+}
+
+/* ---- the report lock ----------------------------------------------------------- */
+
+/* async-signal-safe: returns true when this call took the lock (and must release it),
+ * false when it proceeds without it: the thread already holds it (a fault inside the
+ * report) or the wait timed out. An owner that no longer exists (it died, or this is a
+ * child forked during a report) is replaced. */
+static bool report_lock(long tid)
+{
+    for (unsigned waited = 0;; waited++) {
+        long owner = 0;
+        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return true;
+        if (owner == tid) return false;
+        if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
+            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return true;
+            continue;
+        }
+        if (waited >= LOCK_WAIT_MS) return false;
+        vms__sigsafe_sleep_ms(1);
+    }
+}
+
+static void report_unlock(bool taken)
+{
+    if (taken) atomic_store(&report_owner, 0);
+}
+
+/* ---- output -------------------------------------------------------------------- */
+
+struct out {
+    int fd;
+    bool dead;                  /* a write failed or timed out: drop the rest */
+    struct vms__line line;
+};
+
+/* async-signal-safe: starts a line with the "vmstack: " prefix. */
+static struct vms__line *start(struct out *o)
+{
+    vms__line_reset(&o->line);
+    vms__line_str(&o->line, "vmstack: ");
+    return &o->line;
+}
+
+/* async-signal-safe: writes the line with one write(2). */
+static void emit(struct out *o)
+{
+    size_t n = vms__line_finish(&o->line);
+    if (o->dead) return;
+    if (vms__sigsafe_write(o->fd, o->line.buf, n, WRITE_TIMEOUT_MS) != 0) o->dead = true;
+}
+
+void vms__oops_line(const char *msg)
+{
+    struct out o = { .fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2, .dead = false };
+    struct vms__sigpipe_state ps;
+    vms__sigsafe_block_sigpipe(&ps);
+    bool taken = report_lock(vms__sigsafe_gettid());
+    vms__line_str(start(&o), msg);
+    emit(&o);
+    report_unlock(taken);
+    vms__sigsafe_unblock_sigpipe(&ps);
+}
+
+/* ---- call trace collection ------------------------------------------------------- */
+
+/* The frames of a walk, kept without allocation: the innermost HEAD_FRAMES, and after
+ * them either the end of a recursion found in the head (collapsed into one line) and
+ * the frames past it, or the outermost TAIL_FRAMES. */
+struct frames {
+    uintptr_t head[HEAD_FRAMES];
+    int nhead;
+    int run_start, run_period;  /* the head repeats with this period from run_start on */
+    bool run_open;              /* still inside that recursion */
+    long run_more;              /* frames of the recursion beyond the head */
+    uintptr_t after[AFTER_FRAMES];
+    int nafter;
+    uintptr_t tail[TAIL_FRAMES];
+    long ntail;                 /* frames pushed into the tail ring */
+    long total;
+    vms_oops *oops;
+};
+
+/* async-signal-safe: finds the recursion that runs to the end of a full head: the
+ * smallest start, then period, such that every frame from start + period on equals the
+ * frame one period before it. A period holds up to 8 frames (mutual recursion). */
+static void find_run(struct frames *f)
+{
+    for (int s = 0; s <= 16; s++)
+        for (int p = 1; p <= 8; p++) {
+            if (s + 3 * p > f->nhead) break;
+            bool ok = true;
+            for (int j = s + p; j < f->nhead && ok; j++) ok = f->head[j] == f->head[j - p];
+            if (ok) {
+                f->run_start = s;
+                f->run_period = p;
+                f->run_open = true;
+                return;
+            }
+        }
+}
+
+/* async-signal-safe: the walk's per-frame callback. */
+static bool collect(void *ctx, uintptr_t addr)
+{
+    struct frames *f = ctx;
+    long i = f->total++;
+    if (i < 32) f->oops->trace[i] = (void *)addr;
+    if (f->nhead < HEAD_FRAMES) {
+        f->head[f->nhead++] = addr;
+        if (f->nhead == HEAD_FRAMES) find_run(f);
+        return true;
+    }
+    if (f->run_open) {
+        long k = f->run_start + (i - f->run_start) % f->run_period;
+        if (addr == f->head[k]) {
+            f->run_more++;
+            return true;
+        }
+        f->run_open = false;
+    }
+    if (f->run_period && f->nafter < AFTER_FRAMES) {
+        f->after[f->nafter++] = addr;
+        return true;
+    }
+    f->tail[f->ntail++ % TAIL_FRAMES] = addr;
+    return true;
+}
+
+/* async-signal-safe: one Call Trace line, "name+0xoff/0xsize [object]". The innermost
+ * frame's address is exact; the others are return addresses, looked up one byte back
+ * so that a call ending its function still names that function. */
+static void frame_line(struct out *o, uintptr_t addr, bool exact)
+{
+    struct vms__line *l = start(o);
+    struct vms__sym s;
+    int r = vms__trace_symbolize(exact ? addr : addr - 1, &s);
+    vms__line_char(l, ' ');
+    if (r == 2) {
+        vms__line_str(l, s.name);
+        vms__line_char(l, '+');
+        vms__line_hex(l, addr - s.start, 1);
+        vms__line_char(l, '/');
+        vms__line_hex(l, s.size, 1);
+    } else {
+        vms__line_hex(l, addr, 1);
+    }
+    if (r >= 1) {
+        vms__line_str(l, " [");
+        vms__line_str(l, s.object);
+        vms__line_char(l, ']');
+    }
+    emit(o);
+}
+
+/* async-signal-safe: "... N frames left out ..." or "... N frames of a/b left out ...". */
+static void left_out_line(struct out *o, long n, const uintptr_t *period, int p)
+{
+    struct vms__line *l = start(o);
+    vms__line_str(l, " ... ");
+    vms__line_dec(l, n);
+    vms__line_str(l, n == 1 ? " frame" : " frames");
+    if (p > 0) {
+        vms__line_str(l, " of ");
+        const char *seen[8];
+        int nseen = 0;
+        for (int i = 0; i < p; i++) {
+            struct vms__sym s;
+            const char *name = vms__trace_symbolize(period[i] - 1, &s) == 2 ? s.name : "?";
+            bool dup = false;
+            for (int j = 0; j < nseen; j++) dup |= vms__sigsafe_streq(seen[j], name);
+            if (dup) continue;
+            if (nseen) vms__line_char(l, '/');
+            vms__line_str(l, name);
+            seen[nseen++] = name;
+        }
+    }
+    vms__line_str(l, " left out ...");
+    emit(o);
+}
+
+/* async-signal-safe */
+static void trace_lines(struct out *o, const struct frames *f)
+{
+    int shown = f->run_period ? f->run_start + f->run_period : f->nhead;
+    for (int i = 0; i < shown; i++) frame_line(o, f->head[i], i == 0);
+    if (f->run_period) {
+        left_out_line(o, (long)(f->nhead - shown) + f->run_more,
+                      &f->head[f->run_start], f->run_period);
+        for (int i = 0; i < f->nafter; i++) frame_line(o, f->after[i], false);
+    }
+    if (f->ntail > 0) {
+        long kept = f->ntail < TAIL_FRAMES ? f->ntail : TAIL_FRAMES;
+        if (f->ntail > kept) left_out_line(o, f->ntail - kept, NULL, 0);
+        for (long i = f->ntail - kept; i < f->ntail; i++)
+            frame_line(o, f->tail[i % TAIL_FRAMES], false);
+    }
+}
+
+/* ---- unsafe kill --------------------------------------------------------------- */
+
+/* async-signal-safe: whether the symbol belongs to vmstack itself (its functions are
+ * all prefixed vms_; in the shared library, its object is libvmstack). */
+static bool is_vmstack(const struct vms__sym *s)
+{
+    return (s->name && vms__sigsafe_prefix(s->name, "vms_")) ||
+           (s->object && vms__sigsafe_prefix(s->object, "libvmstack"));
+}
+
+/* async-signal-safe: why killing only the task could deadlock the others, or NULL. The
+ * innermost frames that are not the program's own are searched for vmstack (its locks)
+ * and the whole scan range for a C library function that takes a process-wide lock. */
+static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
+{
+    int n = f->nhead < UNSAFE_SCAN_FRAMES ? f->nhead : UNSAFE_SCAN_FRAMES;
+    bool own_code_seen = false;
+    for (int i = 0; i < n; i++) {
+        struct vms__sym s;
+        int r = vms__trace_symbolize(i == 0 ? f->head[i] : f->head[i] - 1, &s);
+        if (r == 2 && vms__trace_name_unsafe(s.name)) {
+            *culprit = s;
+            return "the C library's allocator or stdio may hold a process-wide lock";
+        }
+        if (!own_code_seen && r >= 1 && is_vmstack(&s)) {
+            *culprit = s;
+            return "vmstack itself may hold one of its locks";
+        }
+        /* Without libunwind the frame-pointer walk cannot see through the C library
+         * (built without frame pointers): an unnamed C library function at the fault
+         * may be the allocator's internals. */
+        if (i == 0 && r == 1 && s.in_libc && !vms__trace_have_unwind()) {
+            *culprit = s;
+            return "the fault is in an unnamed C library function that may hold a lock";
+        }
+        if (r == 0 || (!s.in_libc && !is_vmstack(&s))) own_code_seen = true;
+    }
+    return NULL;
+}
+
+/* ---- the report ---------------------------------------------------------------- */
+
+/* async-signal-safe: the general registers, four to a line. */
+static void register_lines(struct out *o, const ucontext_t *uc)
+{
+#if defined(__x86_64__)
+    static const struct { const char *name; int reg; } regs[] = {
+        {"rax", REG_RAX}, {"rbx", REG_RBX}, {"rcx", REG_RCX}, {"rdx", REG_RDX},
+        {"rsi", REG_RSI}, {"rdi", REG_RDI}, {"rbp", REG_RBP}, {"rsp", REG_RSP},
+        {"r8", REG_R8},   {"r9", REG_R9},   {"r10", REG_R10}, {"r11", REG_R11},
+        {"r12", REG_R12}, {"r13", REG_R13}, {"r14", REG_R14}, {"r15", REG_R15},
+        {"rip", REG_RIP}, {"eflags", REG_EFL},
+    };
+    const int n = (int)(sizeof regs / sizeof *regs);
+    for (int i = 0; i < n; i += 4) {
+        struct vms__line *l = start(o);
+        for (int j = i; j < i + 4 && j < n; j++) {
+            vms__line_char(l, ' ');
+            vms__line_str(l, regs[j].name);
+            vms__line_char(l, ' ');
+            vms__line_hex(l, (uintptr_t)uc->uc_mcontext.gregs[regs[j].reg], 16);
+        }
+        emit(o);
+    }
+#elif defined(__aarch64__)
+    static const char *const names[] = {
+        "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10",
+        "x11", "x12", "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20",
+        "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29", "x30",
+    };
+    for (int i = 0; i < 31; i += 4) {
+        struct vms__line *l = start(o);
+        for (int j = i; j < i + 4 && j < 31; j++) {
+            vms__line_char(l, ' ');
+            vms__line_str(l, names[j]);
+            vms__line_char(l, ' ');
+            vms__line_hex(l, (uintptr_t)uc->uc_mcontext.regs[j], 16);
+        }
+        if (i + 4 > 31) {
+            vms__line_str(l, " pstate ");
+            vms__line_hex(l, (uintptr_t)uc->uc_mcontext.pstate, 16);
+        }
+        emit(o);
+    }
+#else
+    (void)o; (void)uc;
+#endif
+}
+
+/* async-signal-safe: ` "name" (id N)` for a task. */
+static void task_words(struct vms__line *l, const struct vms__fault *f)
+{
+    vms__line_str(l, f->task.kind == VMS__TASK_FIBER ? "fiber \"" : "thread \"");
+    vms__line_str(l, f->task.name ? f->task.name : "");
+    vms__line_str(l, "\" (id ");
+    vms__line_udec(l, f->task.id);
+    vms__line_char(l, ')');
+}
+
+/* async-signal-safe: the first line. */
+static void first_line(struct out *o, const struct vms__fault *f)
+{
+    struct vms__line *l = start(o);
+    switch (f->kind) {
+    case VMS__FAULT_WILD:
+        vms__line_str(l, "wild guard access on thread ");
+        vms__line_dec(l, f->tid);
+        vms__line_str(l, ": the stack pointer is not next to the guard it hit");
+        break;
+    case VMS__FAULT_MAIN:
+        vms__line_str(l, "stack overflow in main thread (tid ");
+        vms__line_dec(l, f->tid);
+        vms__line_char(l, ')');
+        break;
+    case VMS__FAULT_THREAD:
+        vms__line_str(l, "stack overflow in thread \"");
+        vms__line_str(l, f->name ? f->name : "");
+        vms__line_str(l, "\" (tid ");
+        vms__line_dec(l, f->tid);
+        vms__line_str(l, "), not a vmstack thread");
+        break;
+    default:
+        vms__line_str(l, f->kind == VMS__FAULT_UNDERFLOW ? "stack underflow " : "stack overflow ");
+        if (f->have_task) {
+            vms__line_str(l, "in ");
+            task_words(l, f);
+            vms__line_str(l, " on thread ");
+            vms__line_dec(l, f->tid);
+        } else {
+            vms__line_str(l, "on thread ");
+            vms__line_dec(l, f->tid);
+            vms__line_str(l, " (the stack is not a vmstack task's)");
+        }
+        break;
+    }
+    emit(o);
+}
+
+int vms__oops_report(struct vms__fault *f, vms_oops *oops)
+{
+    memset(oops, 0, sizeof *oops);
+    bool below = f->addr < f->lo;
+    oops->kind = f->kind == VMS__FAULT_UNDERFLOW || (f->kind == VMS__FAULT_WILD && !below)
+                     ? VMS_UNDERFLOW : VMS_OVERFLOW;
+    oops->fault_addr = (void *)f->addr;
+    oops->pc = (void *)f->pc;
+    oops->sp = (void *)f->sp;
+    oops->stack_base = (void *)f->lo;
+    oops->stack_size = f->hi - f->lo;
+    oops->overrun = below ? f->lo - f->addr : f->addr >= f->hi ? f->addr - f->hi + 1 : 0;
+    oops->tid = f->tid;
+    oops->name = f->have_task ? (f->task.name ? f->task.name : "") : (f->name ? f->name : "");
+
+    struct out o = { .fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2, .dead = false };
+    struct vms__sigpipe_state ps;
+    vms__sigsafe_block_sigpipe(&ps);
+    size_t tainted = atomic_fetch_add(&taint_count, 1);
+    bool taken = report_lock(f->tid);
+
+    /* The walk comes first: the unsafe-kill decision needs it, and its frames fill
+     * oops->trace. */
+    struct frames frames;   /* about 1 KiB of the alternate stack */
+    struct frames *fr = &frames;
+    memset(fr, 0, sizeof *fr);
+    fr->oops = oops;
+    vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES);
+    oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
+
+    first_line(&o, f);
+    struct vms__line *l = start(&o);
+    vms__line_str(l, " fault at ");
+    vms__line_hex(l, f->addr, 1);
+    vms__line_str(l, ", ");
+    vms__line_udec(l, oops->overrun);
+    vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
+    emit(&o);
+
+    l = start(&o);
+    vms__line_str(l, " stack [");
+    vms__line_hex(l, f->lo, 1);
+    vms__line_char(l, '-');
+    vms__line_hex(l, f->hi, 1);
+    vms__line_str(l, ") size ");
+    vms__line_udec(l, f->hi - f->lo);
+    vms__line_str(l, ", guard ");
+    vms__line_udec(l, f->guard);
+    if (f->kind == VMS__FAULT_WILD) {
+        vms__line_str(l, "; its owner");
+        if (f->have_task) {
+            vms__line_str(l, " (not the faulting ");
+            task_words(l, f);
+            vms__line_char(l, ')');
+        }
+        vms__line_str(l, " is not blamed");
+    }
+    emit(&o);
+
+    l = start(&o);
+    vms__line_str(l, " pc ");
+    vms__line_hex(l, f->pc, 1);
+    vms__line_str(l, " sp ");
+    vms__line_hex(l, f->sp, 1);
+    vms__line_str(l, " tainted ");
+    vms__line_udec(l, tainted);
+    emit(&o);
+
+    register_lines(&o, f->uc);
+    vms__line_str(start(&o), "Call Trace:");
+    emit(&o);
+    trace_lines(&o, fr);
+
+    if (f->action == VMS__ACT_KILL) {
+        struct vms__sym culprit;
+        const char *why = unsafe_reason(fr, &culprit);
+        if (why) {
+            l = start(&o);
+            vms__line_str(l, "cannot kill safely: the fault happened inside ");
+            if (culprit.name) vms__line_str(l, culprit.name);
+            else vms__line_hex(l, f->pc, 1);
+            if (culprit.object) {
+                vms__line_str(l, " [");
+                vms__line_str(l, culprit.object);
+                vms__line_char(l, ']');
+            }
+            vms__line_str(l, ": ");
+            vms__line_str(l, why);
+            emit(&o);
+            f->action = VMS__ACT_ABORT;
+        }
+    } else if (f->why_no_kill) {
+        vms__line_str(start(&o), f->why_no_kill);
+        emit(&o);
+    }
+
+    int idx = atomic_load_explicit(&hook_index, memory_order_acquire);
+    vms_oops_hook hook = hooks[idx].hook;
+    if (hook) hook(oops, hooks[idx].ctx);
+
+    l = start(&o);
+    if (f->action == VMS__ACT_KILL) {
+        vms__line_str(l, "killed ");
+        task_words(l, f);
+        vms__line_str(l, "; other tasks continue");
+    } else {
+        vms__line_str(l, "aborting");
+    }
+    emit(&o);
+
+    report_unlock(taken);
+    vms__sigsafe_unblock_sigpipe(&ps);
+    return f->action;
+}

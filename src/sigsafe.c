@@ -1,0 +1,183 @@
+/*
+ * sigsafe.c - formatting and output helpers for code that runs in the fault handler.
+ *
+ * Part of the async-signal-safe island (layer 4). Everything here may run in a signal
+ * handler on an alternate signal stack: no malloc, no stdio, no locks, only system
+ * calls that POSIX or Linux document as async-signal-safe. Lines are formatted into a
+ * fixed buffer on the caller's stack and written with one write(2) each, so a line is
+ * never split between two writers and a reader sees whole lines.
+ */
+#include "island.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* async-signal-safe */
+void vms__line_reset(struct vms__line *l)
+{
+    l->len = 0;
+    l->cut = false;
+}
+
+/* async-signal-safe: appends one byte, or marks the line cut when it is full. */
+void vms__line_char(struct vms__line *l, char c)
+{
+    if (l->len < VMS__LINE_MAX) l->buf[l->len++] = c;
+    else l->cut = true;
+}
+
+/* async-signal-safe */
+void vms__line_strn(struct vms__line *l, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && s[i]; i++) vms__line_char(l, s[i]);
+}
+
+/* async-signal-safe: NULL appends "(null)" so that a missing name never crashes. */
+void vms__line_str(struct vms__line *l, const char *s)
+{
+    if (!s) s = "(null)";
+    while (*s) vms__line_char(l, *s++);
+}
+
+/* async-signal-safe */
+void vms__line_hex(struct vms__line *l, uintptr_t v, unsigned width)
+{
+    char tmp[2 * sizeof v];
+    unsigned n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    if (width > sizeof tmp) width = sizeof tmp;
+    vms__line_char(l, '0');
+    vms__line_char(l, 'x');
+    for (unsigned i = n; i < width; i++) vms__line_char(l, '0');
+    while (n) vms__line_char(l, tmp[--n]);
+}
+
+/* async-signal-safe */
+void vms__line_udec(struct vms__line *l, unsigned long long v)
+{
+    char tmp[20];
+    unsigned n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) vms__line_char(l, tmp[--n]);
+}
+
+/* async-signal-safe: handles LLONG_MIN, whose negation does not fit a long long. */
+void vms__line_dec(struct vms__line *l, long long v)
+{
+    if (v < 0) {
+        vms__line_char(l, '-');
+        vms__line_udec(l, (unsigned long long)-(v + 1) + 1);
+    } else {
+        vms__line_udec(l, (unsigned long long)v);
+    }
+}
+
+/* async-signal-safe: buf has 8 spare bytes beyond VMS__LINE_MAX for the ending. */
+size_t vms__line_finish(struct vms__line *l)
+{
+    if (l->cut) {
+        l->buf[l->len++] = '.';
+        l->buf[l->len++] = '.';
+        l->buf[l->len++] = '.';
+    }
+    l->buf[l->len++] = '\n';
+    l->buf[l->len] = '\0';
+    return l->len;
+}
+
+/* async-signal-safe: poll(2) and write(2) are on POSIX's list. A pipe whose reader went
+ * away gives EPIPE here (SIGPIPE is blocked by the caller); a full pipe whose reader
+ * sleeps gives -ETIMEDOUT after timeout_ms instead of blocking the handler forever. */
+int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
+{
+    while (n) {
+        struct pollfd pfd = { .fd = fd, .events = POLLOUT, .revents = 0 };
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (r == 0) return -ETIMEDOUT;
+        if (pfd.revents & POLLNVAL) return -EBADF;
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            return -errno;
+        }
+        if (w == 0) return -EIO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* async-signal-safe: pthread_sigmask and sigpending are plain system calls on Linux. */
+void vms__sigsafe_block_sigpipe(struct vms__sigpipe_state *s)
+{
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &s->old);
+    s->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+/* async-signal-safe: a SIGPIPE our writes raised is thread-directed and pending now;
+ * taking it with a zero-timeout sigtimedwait keeps it from killing the process when the
+ * mask is restored. One that was pending before us belongs to the program: left alone. */
+void vms__sigsafe_unblock_sigpipe(struct vms__sigpipe_state *s)
+{
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    if (!s->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &s->old, NULL);
+}
+
+/* async-signal-safe */
+size_t vms__sigsafe_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+/* async-signal-safe */
+bool vms__sigsafe_streq(const char *a, const char *b)
+{
+    while (*a && *a == *b) a++, b++;
+    return *a == *b;
+}
+
+/* async-signal-safe */
+bool vms__sigsafe_prefix(const char *s, const char *prefix)
+{
+    while (*prefix)
+        if (*s++ != *prefix++) return false;
+    return true;
+}
+
+/* async-signal-safe: the raw system call, so that it works on every glibc version. */
+long vms__sigsafe_gettid(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+/* async-signal-safe: nanosleep(2) is on POSIX's list. */
+void vms__sigsafe_sleep_ms(unsigned ms)
+{
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+}

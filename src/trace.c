@@ -1,0 +1,328 @@
+/*
+ * trace.c - call traces for oops reports: stack walks and symbol lookup without malloc.
+ *
+ * Part of the async-signal-safe island (layer 4). At install time and at each thread
+ * init (normal context) it maps every loaded ELF file read-only and records its symbol
+ * tables in a fixed table; the fault handler then walks the interrupted stack (libunwind
+ * when built with it, else the frame-pointer chain bounded by the stack's range) and
+ * looks addresses up in that table. Invariant: table entries are complete before the
+ * release store of their count, never change afterwards, and are never unmapped, so the
+ * handler reads them lock-free. Objects loaded later show as "0xaddr" until the next
+ * thread init picks them up.
+ */
+#include "island.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef VMSTACK_HAVE_LIBUNWIND
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#endif
+
+/* Enough for large programs: a typical desktop binary loads 50-150 objects. Objects
+ * beyond the table still show as raw addresses. */
+#define MAX_OBJECTS 512
+#define NAME_MAX_LEN 64
+#if UINTPTR_MAX > 0xffffffffu
+#define NATIVE_CLASS ELFCLASS64
+#else
+#define NATIVE_CLASS ELFCLASS32
+#endif
+
+struct symtab {
+    const ElfW(Sym) *syms;
+    size_t nsyms;
+    const char *strs;
+    size_t strsz;
+};
+
+struct object {
+    uintptr_t bias;                /* dlpi_addr: symbol values are relative to it */
+    uintptr_t lo, hi;              /* the object's loaded segments [lo, hi) */
+    struct symtab tab[2];          /* .symtab first (has static functions), .dynsym */
+    bool in_libc;
+    char name[NAME_MAX_LEN];       /* basename of the file */
+};
+
+static struct object objects[MAX_OBJECTS];
+static atomic_int nobjects;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *base_name(const char *path)
+{
+    const char *b = path;
+    for (const char *p = path; *p; p++)
+        if (*p == '/') b = p + 1;
+    return b;
+}
+
+/* Checks that the section header table and one section lie inside the mapped file. */
+static bool section_ok(const ElfW(Shdr) *sh, size_t filesz)
+{
+    return sh->sh_offset <= filesz && sh->sh_size <= filesz - sh->sh_offset;
+}
+
+/* Maps path read-only and records its .symtab and .dynsym. A file that is missing,
+ * truncated or not a native ELF file simply has no symbols: never an error. */
+static void load_symbols(struct object *o, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return;
+    }
+    size_t filesz = (size_t)sb.st_size;
+    const char *map = mmap(NULL, filesz, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)map;
+    bool keep = false;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != NATIVE_CLASS ||
+        eh->e_shentsize != sizeof(ElfW(Shdr)) || eh->e_shoff == 0 || eh->e_shoff > filesz ||
+        (size_t)eh->e_shnum > (filesz - eh->e_shoff) / sizeof(ElfW(Shdr)))
+        goto out;
+    const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(map + eh->e_shoff);
+    for (unsigned i = 0; i < eh->e_shnum; i++) {
+        int slot = sh[i].sh_type == SHT_SYMTAB ? 0 : sh[i].sh_type == SHT_DYNSYM ? 1 : -1;
+        if (slot < 0 || o->tab[slot].syms || !section_ok(&sh[i], filesz) ||
+            sh[i].sh_entsize != sizeof(ElfW(Sym)) || sh[i].sh_link >= eh->e_shnum)
+            continue;
+        const ElfW(Shdr) *str = &sh[sh[i].sh_link];
+        if (str->sh_type != SHT_STRTAB || !section_ok(str, filesz) || str->sh_size == 0) continue;
+        o->tab[slot].syms = (const ElfW(Sym) *)(map + sh[i].sh_offset);
+        o->tab[slot].nsyms = sh[i].sh_size / sizeof(ElfW(Sym));
+        o->tab[slot].strs = map + str->sh_offset;
+        o->tab[slot].strsz = str->sh_size;
+        keep = true;
+    }
+out:
+    /* The mapping stays for the process's life when it has symbols: the handler reads it. */
+    if (!keep) munmap((void *)map, filesz);
+}
+
+static int add_object(struct dl_phdr_info *info, size_t size, void *ctx)
+{
+    (void)size;
+    (void)ctx;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD) continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+        if (a < lo) lo = a;
+        if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
+    }
+    if (lo >= hi) return 0;
+    int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
+    for (int i = 0; i < n; i++)
+        if (objects[i].lo == lo && objects[i].hi == hi) return 0;
+    if (n >= MAX_OBJECTS) return 1;
+    struct object *o = &objects[n];
+    memset(o, 0, sizeof *o);
+    o->bias = info->dlpi_addr;
+    o->lo = lo;
+    o->hi = hi;
+    const char *path = info->dlpi_name;
+    char exe[4096];
+    if (!path || !*path) {
+        /* The main program has an empty name; its file is /proc/self/exe. */
+        ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[r > 0 ? r : 0] = '\0';
+        path = r > 0 ? exe : "";
+        if (r > 0) load_symbols(o, "/proc/self/exe");
+    } else if (path[0] == '/') {
+        load_symbols(o, path);
+    }
+    const char *b = base_name(path);
+    size_t len = strlen(b);
+    if (len >= NAME_MAX_LEN) len = NAME_MAX_LEN - 1;
+    memcpy(o->name, b, len);
+    o->name[len] = '\0';
+    o->in_libc = strncmp(o->name, "libc.so", 7) == 0 || strncmp(o->name, "libc-", 5) == 0;
+    atomic_store_explicit(&nobjects, n + 1, memory_order_release);
+    return 0;
+}
+
+int vms__trace_load(void)
+{
+    pthread_mutex_lock(&load_lock);
+    dl_iterate_phdr(add_object, NULL);
+#ifdef VMSTACK_HAVE_LIBUNWIND
+    /* A per-thread cache keeps concurrent reports on different threads from sharing
+     * (and locking) one cache. */
+    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+#endif
+    pthread_mutex_unlock(&load_lock);
+    return atomic_load(&nobjects);
+}
+
+/* async-signal-safe: the best function symbol of one table covering off. */
+static const ElfW(Sym) *find_in(const struct symtab *t, uintptr_t off)
+{
+    const ElfW(Sym) *best = NULL;
+    for (size_t i = 0; i < t->nsyms; i++) {
+        const ElfW(Sym) *s = &t->syms[i];
+        int type = ELF64_ST_TYPE(s->st_info);
+        if ((type != STT_FUNC && type != STT_GNU_IFUNC) || s->st_shndx == SHN_UNDEF ||
+            s->st_name >= t->strsz)
+            continue;
+        if (off < s->st_value || off - s->st_value >= s->st_size) continue;
+        /* Aliases cover the same range; prefer the global name (malloc over
+         * __libc_malloc is not guaranteed, but a GLOBAL over a LOCAL alias reads best). */
+        if (!best || s->st_value > best->st_value ||
+            (s->st_value == best->st_value && ELF64_ST_BIND(s->st_info) == STB_GLOBAL &&
+             ELF64_ST_BIND(best->st_info) != STB_GLOBAL))
+            best = s;
+    }
+    return best;
+}
+
+/* async-signal-safe: reads only the table published before (acquire load). */
+int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
+{
+    memset(out, 0, sizeof *out);
+    int n = atomic_load_explicit(&nobjects, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        const struct object *o = &objects[i];
+        if (addr < o->lo || addr >= o->hi) continue;
+        out->object = o->name;
+        out->in_libc = o->in_libc;
+        for (int t = 0; t < 2; t++) {
+            const ElfW(Sym) *s = find_in(&o->tab[t], addr - o->bias);
+            if (s) {
+                out->name = o->tab[t].strs + s->st_name;
+                out->start = o->bias + s->st_value;
+                out->size = s->st_size;
+                return 2;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* async-signal-safe: walks the frame-pointer chain. Every read is checked against
+ * [lo, hi) first, and frames must move strictly towards hi, so a corrupted chain ends
+ * the walk instead of faulting or looping. */
+int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+                       vms__frame_fn fn, void *ctx, int max)
+{
+#if defined(__x86_64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+#elif defined(__aarch64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.pc;
+    uintptr_t fp = (uintptr_t)uc->uc_mcontext.regs[29];
+#else
+#error "vmstack: no frame-pointer walk for this architecture"
+#endif
+    int n = 0;
+    if (max <= 0) return 0;
+    if (!fn(ctx, pc)) return 1;
+    n++;
+    while (n < max) {
+        if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
+            break;
+        const uintptr_t *frame = (const uintptr_t *)fp;
+        uintptr_t next = frame[0], ret = frame[1];
+        if (ret < 4096) break;
+        n++;
+        if (!fn(ctx, ret)) break;
+        if (next <= fp) break;
+        fp = next;
+    }
+    return n;
+}
+
+/* async-signal-safe: libunwind's local unwinder is documented signal-safe; it reads
+ * the unwind tables of the objects, and UNW_INIT_SIGNAL_FRAME tells it that the first
+ * pc is exact (the faulting instruction), not a return address. */
+int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, int max)
+{
+#ifdef VMSTACK_HAVE_LIBUNWIND
+    unw_cursor_t cur;
+    if (max <= 0 ||
+        unw_init_local2(&cur, (unw_context_t *)(uintptr_t)uc, UNW_INIT_SIGNAL_FRAME) < 0)
+        return 0;
+    int n = 0;
+    do {
+        unw_word_t ip = 0;
+        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || ip == 0) break;
+        n++;
+        if (!fn(ctx, (uintptr_t)ip)) break;
+    } while (n < max && unw_step(&cur) > 0);
+    return n;
+#else
+    (void)uc; (void)fn; (void)ctx; (void)max;
+    return 0;
+#endif
+}
+
+bool vms__trace_have_unwind(void)
+{
+#ifdef VMSTACK_HAVE_LIBUNWIND
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* async-signal-safe */
+int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+                    vms__frame_fn fn, void *ctx, int max)
+{
+#ifdef VMSTACK_HAVE_LIBUNWIND
+    (void)lo; (void)hi;
+    return vms__trace_walk_unwind(uc, fn, ctx, max);
+#else
+    return vms__trace_walk_fp(uc, lo, hi, fn, ctx, max);
+#endif
+}
+
+/* Functions that take process-wide locks: the C library's allocator, stdio (FILE locks
+ * and the list of open files), the dynamic loader, atexit and the environment. A task
+ * stopped inside one of them may hold such a lock, and killing only the task would
+ * leave it held forever. Exact names first, then name prefixes. */
+static const char *const unsafe_names[] = {
+    "malloc", "free", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign",
+    "aligned_alloc", "valloc", "pvalloc", "cfree", "malloc_trim", "malloc_stats",
+    "malloc_info", "mallinfo", "mallinfo2", "malloc_consolidate", "sysmalloc", "systrim",
+    "arena_get2", "printf", "fprintf", "vprintf", "vfprintf", "dprintf", "vdprintf",
+    "sprintf", "vsprintf", "snprintf", "vsnprintf", "asprintf", "vasprintf", "wprintf",
+    "fwprintf", "vfwprintf", "scanf", "fscanf", "sscanf", "vfscanf", "vscanf", "vsscanf",
+    "puts", "fputs", "fputc", "putc", "putchar", "fwrite", "fread", "fgets", "fgetc",
+    "getc", "getchar", "ungetc", "fflush", "fopen", "fopen64", "fdopen", "fclose",
+    "freopen", "fseek", "fseeko", "ftell", "ftello", "rewind", "setvbuf", "setbuf",
+    "getline", "getdelim", "perror", "open_memstream", "fmemopen", "popen", "pclose",
+    "dlopen", "dlclose", "dlsym", "dlvsym", "dladdr", "dladdr1", "dl_iterate_phdr",
+    "dlerror", "exit", "atexit", "on_exit", "setenv", "unsetenv", "putenv", "clearenv",
+    "syslog", "vsyslog", "openlog", "closelog", "fork", "strdup", "strndup",
+};
+static const char *const unsafe_prefixes[] = {
+    "_IO_", "__GI__IO_", "_int_", "__libc_malloc", "__libc_free", "__libc_calloc",
+    "__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__malloc_",
+    "tcache_", "__vf", "__vsn", "__vsp", "__vas", "__printf", "__fprintf", "__sprintf",
+    "__snprintf", "__vprintf", "__isoc99_", "__isoc23_", "_dl_", "__libc_dl", "__cxa_atexit",
+    "__cxa_finalize", "__new_fopen", "__fopen_internal", "__strdup",
+};
+
+/* async-signal-safe */
+bool vms__trace_name_unsafe(const char *name)
+{
+    if (!name) return false;
+    for (size_t i = 0; i < sizeof unsafe_names / sizeof *unsafe_names; i++)
+        if (vms__sigsafe_streq(name, unsafe_names[i])) return true;
+    for (size_t i = 0; i < sizeof unsafe_prefixes / sizeof *unsafe_prefixes; i++)
+        if (vms__sigsafe_prefix(name, unsafe_prefixes[i])) return true;
+    return false;
+}
