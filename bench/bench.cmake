@@ -72,7 +72,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
     endif()
     # mmap+mprotect costs two mappings per live stack, and vmstack's madvise guards do not
     # add a mapping per stack.
-    if(id STREQUAL "stack.scale")
+    if(id MATCHES "^(stack|fiber)\\.scale$")
       string(JSON bcount GET "${out}" rows ${i} base count)
       string(JSON bmaps GET "${out}" rows ${i} base mappings_added)
       string(JSON vcount GET "${out}" rows ${i} vmstack count)
@@ -107,11 +107,21 @@ set(VMS_BENCH_SCENARIOS "stack alloc+touch+free, default" "stack alloc+touch+fre
   "stack alloc+touch, new slot" "live stacks, top page touched")
 if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/fibers.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_FIBERS=1)
-  include(${CMAKE_CURRENT_SOURCE_DIR}/fibers.ids OPTIONAL)
+  list(APPEND VMS_BENCH_IDS fiber.switch.ucontext fiber.create.default.pooled
+    fiber.create.default.protected fiber.create.noscrub.pooled fiber.scale)
+  list(APPEND VMS_BENCH_SCENARIOS "fiber switch (resume+yield / 2)"
+    "fiber create+run+destroy, default" "fiber create+run+destroy, VMS_NO_SCRUB"
+    "suspended fibers")
 endif()
 if("src/thread.c" IN_LIST VMSTACK_SOURCES AND "src/guard.c" IN_LIST VMSTACK_SOURCES
    AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/threads.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_THREADS=1)
+  list(APPEND VMS_BENCH_IDS thread.create thread.overflow)
+  list(APPEND VMS_BENCH_SCENARIOS "thread create+join" "thread overflow: oops+kill+join")
+  if(VMS_BENCH_DEFS MATCHES "VMS_BENCH_FIBERS")
+    list(APPEND VMS_BENCH_IDS fiber.overflow)
+    list(APPEND VMS_BENCH_SCENARIOS "fiber overflow: oops+kill+destroy")
+  endif()
 endif()
 
 add_executable(vmstack_bench vmstack_bench.c)

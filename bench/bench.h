@@ -184,6 +184,10 @@ struct bench_case {
     bench_fn fn;
     void *ctx;
     long n;                              /* operations per round */
+    /* Optional, called just outside each measured window of this case (for example to
+     * install the signal handler that only this case uses); NULL for none. */
+    void (*pre)(void *ctx);
+    void (*post)(void *ctx);
     /* results */
     double ns_per_op[BENCH_MAX_ROUNDS];
     int rounds;
@@ -239,7 +243,9 @@ static inline void bench_interleave(struct bench_case *cs, int ncases, int round
     bench_counters_init();
     if (rounds > BENCH_MAX_ROUNDS) rounds = BENCH_MAX_ROUNDS;
     for (int i = 0; i < ncases; i++) {
+        if (cs[i].pre) cs[i].pre(cs[i].ctx);
         cs[i].fn(cs[i].ctx, cs[i].n / 10 > 0 ? cs[i].n / 10 : 1);
+        if (cs[i].post) cs[i].post(cs[i].ctx);
         cs[i].rounds = 0;
         cs[i].sc = bench_sc_fd >= 0 ? 0 : -1;
         cs[i].flt = 0;
@@ -249,9 +255,11 @@ static inline void bench_interleave(struct bench_case *cs, int ncases, int round
         for (int k = 0; k < ncases; k++) {
             struct bench_case *c = &cs[(r + k) % ncases];
             struct bench_window w;
+            if (c->pre) c->pre(c->ctx);
             bench_begin(&w);
             c->fn(c->ctx, c->n);
             bench_end(&w);
+            if (c->post) c->post(c->ctx);
             c->ns_per_op[c->rounds++] = (double)w.ns / (double)c->n;
             if (w.sc < 0) c->sc = -1;
             else if (c->sc >= 0) c->sc += w.sc;
@@ -463,7 +471,7 @@ static inline void bench_print_table(FILE *f, const struct bench_row *rows, int 
         if (r->kind != BENCH_ROW_TIME) continue;
         if (first) {
             fprintf(f, "%s\n", header);
-            fprintf(f, "%-38s %10s %7s %7s | %-24s %10s %7s %7s | %8s  %-32s %s\n",
+            fprintf(f, "%-38s %10s %7s %7s | %-32s %10s %7s %7s | %8s  %-32s %s\n",
                     "scenario (time per op)", "vmstack ns", "sc/op", "flt/op",
                     "baseline", "ns", "sc/op", "flt/op", "ratio", "target", "result");
             first = 0;
@@ -477,7 +485,7 @@ static inline void bench_print_table(FILE *f, const struct bench_row *rows, int 
         char ratio[32];
         if (isnan(r->ratio)) snprintf(ratio, sizeof ratio, "n/a");
         else snprintf(ratio, sizeof ratio, "%.3gx", r->ratio);
-        fprintf(f, "%-38s %10s %7s %7s | %-24s %10s %7s %7s | %8s  %-32s %s\n", r->scenario,
+        fprintf(f, "%-38s %10s %7s %7s | %-32s %10s %7s %7s | %8s  %-32s %s\n", r->scenario,
                 a[0], a[1], a[2], r->baseline[0] ? r->baseline : "-", a[3], a[4], a[5],
                 ratio, r->target_text, bench_met_text(r->met));
         if (r->note[0]) fprintf(f, "    note: %s\n", r->note);
@@ -487,7 +495,7 @@ static inline void bench_print_table(FILE *f, const struct bench_row *rows, int 
         const struct bench_row *r = &rows[i];
         if (r->kind != BENCH_ROW_MEM) continue;
         if (first) {
-            fprintf(f, "\n%-38s %9s %6s %9s %9s | %-24s %9s %6s %9s %9s | %-26s %s\n",
+            fprintf(f, "\n%-38s %9s %6s %9s %9s | %-32s %9s %6s %9s %9s | %-26s %s\n",
                     "scenario (memory)", "count", "maps+", "rss/each", "pte/each",
                     "baseline", "count", "maps+", "rss/each", "pte/each", "target", "result");
             first = 0;
@@ -501,7 +509,7 @@ static inline void bench_print_table(FILE *f, const struct bench_row *rows, int 
         bench_fmt_num(c[5], sizeof c[5], r->b.maps, 0);
         bench_fmt_num(c[6], sizeof c[6], r->b.rss, 0);
         bench_fmt_num(c[7], sizeof c[7], r->b.pte, 0);
-        fprintf(f, "%-38s %9s %6s %9s %9s | %-24s %9s %6s %9s %9s | %-26s %s\n", r->scenario,
+        fprintf(f, "%-38s %9s %6s %9s %9s | %-32s %9s %6s %9s %9s | %-26s %s\n", r->scenario,
                 c[0], c[1], c[2], c[3], r->baseline[0] ? r->baseline : "-", c[4], c[5], c[6],
                 c[7], r->target_text, bench_met_text(r->met));
         bench_fmt_num(c[8], sizeof c[8], r->v.ns, 0);
