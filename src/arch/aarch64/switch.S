@@ -1,0 +1,144 @@
+/*
+ * switch.S (aarch64, AAPCS64, ELF) - the task context switch.
+ *
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_make and the entry
+ * trampoline. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
+ * by name) holds what a call preserves under AAPCS64: x19-x28, the frame pointer x29,
+ * the link register x30 (the resume address), sp, the low halves d8-d15 of v8-v15, and
+ * FPCR (rounding mode, flush-to-zero, default NaN). Everything else is caller-saved.
+ *
+ *   offset  field      meaning
+ *   0..72   x19-x28    callee-saved; new context: x19 = entry, x20 = arg
+ *   80      x29        frame pointer; 0 in a new context, so frame walks end there
+ *   88      x30        resume address (the trampoline in a new context)
+ *   96      sp
+ *   104     fpcr
+ *   112..   d8-d15     8 bytes each
+ *
+ * We leave through `ret x30`, not `br`: under BTI a `br` must land on a `bti j` pad, and
+ * the resume addresses are ordinary return sites after a `bl`, which have none, while
+ * `ret` is exempt from BTI checks. (The return-stack mismatch that makes x86-64 avoid
+ * `ret` costs one misprediction here; correctness under BTI wins.) Entry points called
+ * through a register start with `bti c`.
+ */
+#include "../context.h"
+
+    .text
+
+/* LOAD_CTX(reg): loads every preserved register from the context at reg and returns
+ * into it. reg must be x0 or x1 (not loaded); x9 and x10 are scratch. */
+#define LOAD_CTX(reg)                                                                     \
+    ldp     x19, x20, [reg, VMS__CTX_X19]  /* restore x19, x20 */                     ; \
+    ldp     x21, x22, [reg, VMS__CTX_X21]  /* restore x21, x22 */                     ; \
+    ldp     x23, x24, [reg, VMS__CTX_X23]  /* restore x23, x24 */                     ; \
+    ldp     x25, x26, [reg, VMS__CTX_X25]  /* restore x25, x26 */                     ; \
+    ldp     x27, x28, [reg, VMS__CTX_X27]  /* restore x27, x28 */                     ; \
+    ldp     x29, x30, [reg, VMS__CTX_X29]  /* restore fp and the resume address */    ; \
+    ldp     d8, d9, [reg, VMS__CTX_D8]     /* restore d8, d9 */                       ; \
+    ldp     d10, d11, [reg, VMS__CTX_D10]  /* restore d10, d11 */                     ; \
+    ldp     d12, d13, [reg, VMS__CTX_D12]  /* restore d12, d13 */                     ; \
+    ldp     d14, d15, [reg, VMS__CTX_D14]  /* restore d14, d15 */                     ; \
+    ldp     x9, x10, [reg, VMS__CTX_SP]    /* x9 = sp, x10 = fpcr */                  ; \
+    msr     fpcr, x10                       /* restore rounding mode, FZ, DN */        ; \
+    mov     sp, x9                          /* switch stacks */                        ; \
+    ret     x30                             /* resume there (BTI-exempt) */
+
+/* void vms__ctx_switch(struct vms__ctx *from (x0), const struct vms__ctx *to (x1)) */
+    .globl  vms__ctx_switch
+    .hidden vms__ctx_switch
+    .type   vms__ctx_switch, %function
+    .p2align 4
+vms__ctx_switch:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad: called through a veneer/PLT */
+    stp     x19, x20, [x0, #VMS__CTX_X19]   /* save x19, x20 */
+    stp     x21, x22, [x0, #VMS__CTX_X21]   /* save x21, x22 */
+    stp     x23, x24, [x0, #VMS__CTX_X23]   /* save x23, x24 */
+    stp     x25, x26, [x0, #VMS__CTX_X25]   /* save x25, x26 */
+    stp     x27, x28, [x0, #VMS__CTX_X27]   /* save x27, x28 */
+    stp     x29, x30, [x0, #VMS__CTX_X29]   /* save fp and lr: from resumes at lr */
+    stp     d8, d9, [x0, #VMS__CTX_D8]      /* save d8, d9 */
+    stp     d10, d11, [x0, #VMS__CTX_D10]   /* save d10, d11 */
+    stp     d12, d13, [x0, #VMS__CTX_D12]   /* save d12, d13 */
+    stp     d14, d15, [x0, #VMS__CTX_D14]   /* save d14, d15 */
+    mov     x9, sp                          /* sp cannot be stored directly by stp */
+    mrs     x10, fpcr                       /* read the FP control register */
+    stp     x9, x10, [x0, #VMS__CTX_SP]     /* save sp and fpcr */
+    LOAD_CTX(x1)                            /* load to and return into it */
+    .cfi_endproc
+    .size   vms__ctx_switch, .-vms__ctx_switch
+
+/* void vms__ctx_jump(const struct vms__ctx *to (x0)): noreturn, async-signal-safe. */
+    .globl  vms__ctx_jump
+    .hidden vms__ctx_jump
+    .type   vms__ctx_jump, %function
+    .p2align 4
+vms__ctx_jump:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad */
+    LOAD_CTX(x0)                            /* load to and return into it; nothing saved */
+    .cfi_endproc
+    .size   vms__ctx_jump, .-vms__ctx_jump
+
+/* void vms__ctx_make(struct vms__ctx *ctx (x0), void *stack_top (x1),
+ *                    void (*entry)(void *) (x2), void *arg (x3)) */
+    .globl  vms__ctx_make
+    .hidden vms__ctx_make
+    .type   vms__ctx_make, %function
+    .p2align 4
+vms__ctx_make:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad */
+    and     x1, x1, #~15                    /* sp must be 16-byte aligned on aarch64 */
+    stp     x2, x3, [x0, #VMS__CTX_X19]     /* x19 = entry, x20 = arg for the trampoline */
+    stp     xzr, xzr, [x0, #VMS__CTX_X21]   /* x21, x22 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_X23]   /* x23, x24 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_X25]   /* x25, x26 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_X27]   /* x27, x28 = 0 */
+    adr     x9, vms__ctx_trampoline         /* first resume address: the trampoline */
+    stp     xzr, x9, [x0, #VMS__CTX_X29]    /* fp = 0 (outermost frame), lr = trampoline */
+    mrs     x10, fpcr                       /* the new task inherits our FP control */
+    stp     x1, x10, [x0, #VMS__CTX_SP]     /* first sp: the stack top; fpcr */
+    stp     xzr, xzr, [x0, #VMS__CTX_D8]    /* d8, d9 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_D10]   /* d10, d11 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_D12]   /* d12, d13 = 0 */
+    stp     xzr, xzr, [x0, #VMS__CTX_D14]   /* d14, d15 = 0 */
+    ret                                     /* an ordinary return to our caller */
+    .cfi_endproc
+    .size   vms__ctx_make, .-vms__ctx_make
+
+/* The first instruction a new context runs, with sp = the stack top, x19 = entry and
+ * x20 = arg. CFI marks the return address (x30) undefined, so unwinders end the stack
+ * here. If entry returns, vms__task_exit(arg) switches away for good. */
+    .type   vms__ctx_trampoline, %function
+    .p2align 4
+vms__ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined x30
+    bti     c                               /* landing pad, should it be reached by br/blr */
+    mov     x0, x20                         /* first argument: arg */
+    blr     x19                             /* entry(arg) */
+    mov     x0, x20                         /* x20 survived the call: arg again */
+    bl      vms__task_exit                  /* does not return */
+    brk     #0x3e8                          /* never reached: trap rather than run on */
+    .cfi_endproc
+    .size   vms__ctx_trampoline, .-vms__ctx_trampoline
+
+/* When built with -mbranch-protection=bti (or standard), say that this object is
+ * BTI-ready; every indirect call target above has `bti c`. PAC needs nothing here: we
+ * never sign x30, and every C function signs and checks its own on its own stack. */
+#if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
+    .section .note.gnu.property, "a"
+    .p2align 3
+    .long   4                               /* name size: "GNU\0" */
+    .long   16                              /* descriptor size */
+    .long   5                               /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"                           /* owner */
+    .long   0xc0000000                      /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
+    .long   4                               /* its data size */
+    .long   1                               /* GNU_PROPERTY_AARCH64_FEATURE_1_BTI */
+    .long   0                               /* padding to 8 bytes */
+#endif
+
+/* The stack is not executable (without this note, ld makes it executable). */
+    .section .note.GNU-stack, "", %progbits

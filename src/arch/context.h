@@ -1,0 +1,110 @@
+/*
+ * context.h - the saved machine context of a task, shared by C (fiber.c) and the
+ * context-switch assembly (arch/<arch>/switch.S), which includes this file.
+ *
+ * Layer: task. The VMS__CTX_* offsets are the single source of truth: switch.S uses
+ * them by name and the _Static_asserts below check that struct vms__ctx matches them, so
+ * the C and assembly views of a context cannot drift apart. A context holds exactly
+ * what the ABI says a call preserves (SysV x86-64: rbx, rbp, r12-r15, rsp, MXCSR and the
+ * x87 control word; AAPCS64: x19-x30, sp, d8-d15, FPCR) plus the resume address.
+ */
+#ifndef VMSTACK_ARCH_CONTEXT_H
+#define VMSTACK_ARCH_CONTEXT_H
+
+#if defined(__x86_64__)
+/* x86-64 layout (bytes): the resume address is the return address popped on save. */
+#define VMS__CTX_RSP    0   /* stack pointer after the return address was popped */
+#define VMS__CTX_RIP    8   /* resume address */
+#define VMS__CTX_RBX    16
+#define VMS__CTX_RBP    24  /* 0 in a new context: frame-pointer walks stop there */
+#define VMS__CTX_R12    32  /* new context: the entry function */
+#define VMS__CTX_R13    40  /* new context: the entry function's argument */
+#define VMS__CTX_R14    48
+#define VMS__CTX_R15    56
+#define VMS__CTX_MXCSR  64  /* 4 bytes: SSE control and status */
+#define VMS__CTX_FPUCW  68  /* 2 bytes: x87 control word */
+#define VMS__CTX_SIZE   72
+#elif defined(__aarch64__)
+/* aarch64 layout (bytes): pairs are adjacent so that stp/ldp move two at a time. */
+#define VMS__CTX_X19    0   /* new context: the entry function */
+#define VMS__CTX_X20    8   /* new context: the entry function's argument */
+#define VMS__CTX_X21    16
+#define VMS__CTX_X23    32
+#define VMS__CTX_X25    48
+#define VMS__CTX_X27    64
+#define VMS__CTX_X29    80  /* frame pointer; 0 in a new context */
+#define VMS__CTX_X30    88  /* link register: the resume address */
+#define VMS__CTX_SP     96
+#define VMS__CTX_FPCR   104
+#define VMS__CTX_D8     112 /* d8-d15, 8 bytes each */
+#define VMS__CTX_D10    128
+#define VMS__CTX_D12    144
+#define VMS__CTX_D14    160
+#define VMS__CTX_SIZE   176
+#else
+#error "vmstack: no context switch for this architecture (x86_64 and aarch64 are supported)"
+#endif
+
+#ifndef __ASSEMBLER__
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__)
+struct vms__ctx {
+    uint64_t rsp, rip, rbx, rbp, r12, r13, r14, r15;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    uint16_t pad;
+};
+_Static_assert(offsetof(struct vms__ctx, rsp) == VMS__CTX_RSP, "switch.S layout: rsp");
+_Static_assert(offsetof(struct vms__ctx, rip) == VMS__CTX_RIP, "switch.S layout: rip");
+_Static_assert(offsetof(struct vms__ctx, rbx) == VMS__CTX_RBX, "switch.S layout: rbx");
+_Static_assert(offsetof(struct vms__ctx, rbp) == VMS__CTX_RBP, "switch.S layout: rbp");
+_Static_assert(offsetof(struct vms__ctx, r12) == VMS__CTX_R12, "switch.S layout: r12");
+_Static_assert(offsetof(struct vms__ctx, r13) == VMS__CTX_R13, "switch.S layout: r13");
+_Static_assert(offsetof(struct vms__ctx, r14) == VMS__CTX_R14, "switch.S layout: r14");
+_Static_assert(offsetof(struct vms__ctx, r15) == VMS__CTX_R15, "switch.S layout: r15");
+_Static_assert(offsetof(struct vms__ctx, mxcsr) == VMS__CTX_MXCSR, "switch.S layout: mxcsr");
+_Static_assert(offsetof(struct vms__ctx, fpucw) == VMS__CTX_FPUCW, "switch.S layout: fpucw");
+#elif defined(__aarch64__)
+struct vms__ctx {
+    uint64_t x19, x20, x21, x22, x23, x24, x25, x26, x27, x28;
+    uint64_t x29, x30, sp, fpcr;
+    uint64_t d8, d9, d10, d11, d12, d13, d14, d15;
+};
+_Static_assert(offsetof(struct vms__ctx, x19) == VMS__CTX_X19, "switch.S layout: x19");
+_Static_assert(offsetof(struct vms__ctx, x20) == VMS__CTX_X20, "switch.S layout: x20");
+_Static_assert(offsetof(struct vms__ctx, x21) == VMS__CTX_X21, "switch.S layout: x21");
+_Static_assert(offsetof(struct vms__ctx, x23) == VMS__CTX_X23, "switch.S layout: x23");
+_Static_assert(offsetof(struct vms__ctx, x25) == VMS__CTX_X25, "switch.S layout: x25");
+_Static_assert(offsetof(struct vms__ctx, x27) == VMS__CTX_X27, "switch.S layout: x27");
+_Static_assert(offsetof(struct vms__ctx, x29) == VMS__CTX_X29, "switch.S layout: x29");
+_Static_assert(offsetof(struct vms__ctx, x30) == VMS__CTX_X30, "switch.S layout: x30");
+_Static_assert(offsetof(struct vms__ctx, sp) == VMS__CTX_SP, "switch.S layout: sp");
+_Static_assert(offsetof(struct vms__ctx, fpcr) == VMS__CTX_FPCR, "switch.S layout: fpcr");
+_Static_assert(offsetof(struct vms__ctx, d8) == VMS__CTX_D8, "switch.S layout: d8");
+_Static_assert(offsetof(struct vms__ctx, d10) == VMS__CTX_D10, "switch.S layout: d10");
+_Static_assert(offsetof(struct vms__ctx, d12) == VMS__CTX_D12, "switch.S layout: d12");
+_Static_assert(offsetof(struct vms__ctx, d14) == VMS__CTX_D14, "switch.S layout: d14");
+#endif
+_Static_assert(sizeof(struct vms__ctx) == VMS__CTX_SIZE, "switch.S layout: size");
+
+/* Saves the caller's context into from and loads to; returns when something switches
+ * back to from. Pre: to was filled by vms__ctx_make or by a vms__ctx_switch that has not
+ * been resumed since. */
+void vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to)
+    __attribute__((visibility("hidden")));
+/* Loads to without saving anything: leaves the current stack for good (the fault
+ * handler's kill path, a finished task). async-signal-safe. */
+__attribute__((visibility("hidden"), noreturn)) void vms__ctx_jump(const struct vms__ctx *to);
+/* Prepares ctx so that the first switch to it runs entry(arg) on the stack whose
+ * 16-byte aligned top is stack_top, with the caller's current floating-point control
+ * state. When entry returns, the trampoline calls vms__task_exit(arg), which must not
+ * return. */
+void vms__ctx_make(struct vms__ctx *ctx, void *stack_top, void (*entry)(void *), void *arg)
+    __attribute__((visibility("hidden")));
+/* Called by the entry trampoline when a task's entry function returned (fiber.c). */
+__attribute__((visibility("hidden"), noreturn)) void vms__task_exit(void *arg);
+#endif /* !__ASSEMBLER__ */
+
+#endif /* VMSTACK_ARCH_CONTEXT_H */

@@ -1,0 +1,146 @@
+/*
+ * switch.S (x86-64, System V ABI, ELF) - the task context switch.
+ *
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_make and the entry
+ * trampoline. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
+ * by name) holds what a call preserves under the SysV ABI: rbx, rbp, r12-r15, rsp,
+ * MXCSR and the x87 control word, plus the resume address. Everything else is
+ * caller-saved, so the C caller of vms__ctx_switch has already given it up.
+ *
+ *   offset  field   meaning
+ *   0       rsp     stack pointer after the return address was popped
+ *   8       rip     resume address (the popped return address, or the trampoline)
+ *   16      rbx
+ *   24      rbp     0 in a new context, so frame-pointer walks end there
+ *   32      r12     new context: entry function
+ *   40      r13     new context: entry argument
+ *   48      r14
+ *   56      r15
+ *   64      mxcsr   4 bytes
+ *   68      fpucw   2 bytes (x87 control word), then 2 bytes of padding
+ *
+ * We return by pop + indirect jmp rather than by pushing the target and executing
+ * `ret`: a `ret` to another stack's address never matches the return-stack buffer and
+ * would mispredict on every switch (and poison the next returns). The jmp carries the
+ * `notrack` prefix because resume addresses are ordinary return sites without an
+ * endbr64; entry points reached by call carry endbr64. No GNU property note claims
+ * SHSTK: we do not switch shadow stacks, so the kernel must never enable them for us.
+ */
+#include "../context.h"
+
+    .text
+
+/* LOAD_CTX(reg): loads every preserved register from the context at reg and jumps to
+ * its resume address. reg must not be one of the registers loaded (rsi or rdi are). */
+#define LOAD_CTX(reg)                                                                     \
+    movq    VMS__CTX_RBX(reg), %rbx     /* restore rbx */                              ; \
+    movq    VMS__CTX_RBP(reg), %rbp     /* restore the frame pointer */                ; \
+    movq    VMS__CTX_R12(reg), %r12     /* restore r12 (entry for a new context) */    ; \
+    movq    VMS__CTX_R13(reg), %r13     /* restore r13 (argument for a new context) */ ; \
+    movq    VMS__CTX_R14(reg), %r14     /* restore r14 */                              ; \
+    movq    VMS__CTX_R15(reg), %r15     /* restore r15 */                              ; \
+    ldmxcsr VMS__CTX_MXCSR(reg)         /* restore SSE rounding, FTZ/DAZ and masks */  ; \
+    fldcw   VMS__CTX_FPUCW(reg)         /* restore x87 precision and rounding */       ; \
+    movq    VMS__CTX_RSP(reg), %rsp     /* switch stacks */                            ; \
+    notrack jmp *VMS__CTX_RIP(reg)      /* resume there: pop + jmp, no ret */
+
+/* void vms__ctx_switch(struct vms__ctx *from (rdi), const struct vms__ctx *to (rsi)) */
+    .globl  vms__ctx_switch
+    .hidden vms__ctx_switch
+    .type   vms__ctx_switch, @function
+    .p2align 4
+vms__ctx_switch:
+    .cfi_startproc
+    endbr64                             /* CET IBT landing pad: called through the PLT */
+    popq    %rax                        /* pop our return address: from's resume point */
+    .cfi_adjust_cfa_offset -8
+    .cfi_register %rip, %rax
+    movq    %rsp, VMS__CTX_RSP(%rdi)    /* the caller's sp as if we had returned */
+    movq    %rax, VMS__CTX_RIP(%rdi)    /* resume address */
+    movq    %rbx, VMS__CTX_RBX(%rdi)    /* save rbx */
+    movq    %rbp, VMS__CTX_RBP(%rdi)    /* save the frame pointer */
+    movq    %r12, VMS__CTX_R12(%rdi)    /* save r12 */
+    movq    %r13, VMS__CTX_R13(%rdi)    /* save r13 */
+    movq    %r14, VMS__CTX_R14(%rdi)    /* save r14 */
+    movq    %r15, VMS__CTX_R15(%rdi)    /* save r15 */
+    stmxcsr VMS__CTX_MXCSR(%rdi)        /* save the SSE control/status register */
+    fnstcw  VMS__CTX_FPUCW(%rdi)        /* save the x87 control word (no wait: no fault) */
+    LOAD_CTX(%rsi)                      /* load to and jump into it */
+    .cfi_endproc
+    .size   vms__ctx_switch, .-vms__ctx_switch
+
+/* void vms__ctx_jump(const struct vms__ctx *to (rdi)): noreturn, async-signal-safe. */
+    .globl  vms__ctx_jump
+    .hidden vms__ctx_jump
+    .type   vms__ctx_jump, @function
+    .p2align 4
+vms__ctx_jump:
+    .cfi_startproc
+    endbr64                             /* CET IBT landing pad */
+    LOAD_CTX(%rdi)                      /* load to and jump into it; nothing is saved */
+    .cfi_endproc
+    .size   vms__ctx_jump, .-vms__ctx_jump
+
+/* void vms__ctx_make(struct vms__ctx *ctx (rdi), void *stack_top (rsi),
+ *                    void (*entry)(void *) (rdx), void *arg (rcx)) */
+    .globl  vms__ctx_make
+    .hidden vms__ctx_make
+    .type   vms__ctx_make, @function
+    .p2align 4
+vms__ctx_make:
+    .cfi_startproc
+    endbr64                             /* CET IBT landing pad */
+    andq    $-16, %rsi                  /* the trampoline starts on a 16-byte boundary */
+    movq    %rsi, VMS__CTX_RSP(%rdi)    /* first sp: the top of the new stack */
+    leaq    vms__ctx_trampoline(%rip), %rax /* first resume address: the trampoline */
+    movq    %rax, VMS__CTX_RIP(%rdi)    /* store it */
+    movq    %rdx, VMS__CTX_R12(%rdi)    /* the trampoline finds entry in r12 */
+    movq    %rcx, VMS__CTX_R13(%rdi)    /* and its argument in r13 */
+    xorl    %eax, %eax                  /* zero for the registers that start empty */
+    movq    %rax, VMS__CTX_RBX(%rdi)    /* rbx = 0 */
+    movq    %rax, VMS__CTX_RBP(%rdi)    /* rbp = 0: the outermost frame */
+    movq    %rax, VMS__CTX_R14(%rdi)    /* r14 = 0 */
+    movq    %rax, VMS__CTX_R15(%rdi)    /* r15 = 0 */
+    stmxcsr VMS__CTX_MXCSR(%rdi)        /* the new task inherits our SSE control state */
+    fnstcw  VMS__CTX_FPUCW(%rdi)        /* and our x87 control word */
+    movw    $0, VMS__CTX_FPUCW+2(%rdi)  /* keep the padding defined */
+    ret                                 /* an ordinary return to our caller */
+    .cfi_endproc
+    .size   vms__ctx_make, .-vms__ctx_make
+
+/* The first instruction a new context runs, with rsp = the stack top (16-byte aligned),
+ * r12 = entry and r13 = arg. CFI marks the return address undefined, so every unwinder
+ * (libunwind, libgcc, gdb) ends the stack here instead of walking into garbage above
+ * the top. If entry returns, vms__task_exit(arg) switches away for good. */
+    .type   vms__ctx_trampoline, @function
+    .p2align 4
+vms__ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined %rip
+    endbr64                             /* landing pad, should indirect jumps be tracked */
+    movq    %r13, %rdi                  /* first argument: arg */
+    call    *%r12                       /* entry(arg); rsp is 16-aligned before the call */
+    movq    %r13, %rdi                  /* r13 survived the call: arg again */
+    call    vms__task_exit              /* does not return */
+    ud2                                 /* never reached: trap rather than run on */
+    .cfi_endproc
+    .size   vms__ctx_trampoline, .-vms__ctx_trampoline
+
+/* When built with -fcf-protection=branch (or full), say that this object is IBT-ready:
+ * every call target has endbr64 and every other indirect jump is notrack. Only the IBT
+ * bit (1) is claimed, never SHSTK (2): see the top of this file. */
+#if defined(__CET__) && (__CET__ & 1)
+    .section .note.gnu.property, "a"
+    .p2align 3
+    .long   4                           /* name size: "GNU\0" */
+    .long   16                          /* descriptor size */
+    .long   5                           /* NT_GNU_PROPERTY_TYPE_0 */
+    .asciz  "GNU"                       /* owner */
+    .long   0xc0000002                  /* GNU_PROPERTY_X86_FEATURE_1_AND */
+    .long   4                           /* its data size */
+    .long   1                           /* GNU_PROPERTY_X86_FEATURE_1_IBT only */
+    .long   0                           /* padding to 8 bytes */
+#endif
+
+/* The stack is not executable (without this note, ld makes it executable). */
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,117 @@
+/*
+ * thread.c - vms_thread_create: POSIX threads whose body runs on a vmstack stack.
+ *
+ * Layer: task. The pthread itself gets a small stack from glibc, which keeps the
+ * thread's TLS and TCB and runs only the start routine below; fn runs as a task
+ * (VMS__TASK_THREAD, fiber.c) on a guarded vmstack stack through the same context
+ * switch as fibers. The vmstack stack is allocated here, on the creating thread, so
+ * bad sizes and ENOMEM come back from vms_thread_create; it is freed by the thread once
+ * it no longer runs on it. Errors follow DESIGN.md: 0 or a negative errno (pthread_create
+ * itself returns positive ones).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <unistd.h>
+
+/* The glibc stack of a vms thread runs the start routine, the alternate-signal-stack
+ * setup and, at exit, TLS and thread-specific-data destructors; fn never runs on it.
+ * 128 KiB is room to spare for that (only touched pages cost memory); sanitizer
+ * runtimes run much more on it, so they get 1 MiB. */
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+#define OWN_STACK_SIZE (1024 * VMS_KIB)
+#else
+#define OWN_STACK_SIZE (128 * VMS_KIB)
+#endif
+
+static void *thread_start(void *p)
+{
+    return vms__task_thread_run(p);
+}
+
+/* Copies every attribute but the stack from src to dst; 0 or a positive errno. The
+ * stack size is read separately by the caller; a caller-supplied stack is refused. */
+static int copy_attr(const pthread_attr_t *src, pthread_attr_t *dst, size_t *stack_size)
+{
+    /* When no stack was given, glibc's pthread_attr_getstack reports NULL minus the
+     * size (its stack address is the top); other C libraries say NULL. No real stack
+     * ends at address 0, so either means "none". (pthread_attr_getstackaddr would say
+     * it directly but is deprecated, with a warning at every link.) */
+    void *addr = NULL;
+    size_t size = 0;
+    int e = pthread_attr_getstack(src, &addr, &size);
+    if (e) return e;
+    if (addr && (uintptr_t)addr + size != 0)
+        return EINVAL;                /* a caller-supplied stack: vmstack provides its own */
+
+    /* glibc reports its default (RLIMIT_STACK, usually 8 MiB) when no size was set;
+     * that means "default", which for vmstack is its own default stack size. */
+    pthread_attr_t def;
+    size_t def_size = 0;
+    if (pthread_getattr_default_np(&def) == 0) {
+        pthread_attr_getstacksize(&def, &def_size);
+        pthread_attr_destroy(&def);
+    }
+    e = pthread_attr_getstacksize(src, &size);
+    if (e) return e;
+    *stack_size = size == def_size ? 0 : size;
+
+    int v;
+    if ((e = pthread_attr_getdetachstate(src, &v)) || (e = pthread_attr_setdetachstate(dst, v)))
+        return e;
+    size_t guard;
+    if ((e = pthread_attr_getguardsize(src, &guard)) || (e = pthread_attr_setguardsize(dst, guard)))
+        return e;
+    if ((e = pthread_attr_getscope(src, &v)) || (e = pthread_attr_setscope(dst, v)))
+        return e;
+    if ((e = pthread_attr_getinheritsched(src, &v)) || (e = pthread_attr_setinheritsched(dst, v)))
+        return e;
+    if ((e = pthread_attr_getschedpolicy(src, &v)) || (e = pthread_attr_setschedpolicy(dst, v)))
+        return e;
+    struct sched_param sp;
+    if ((e = pthread_attr_getschedparam(src, &sp)) || (e = pthread_attr_setschedparam(dst, &sp)))
+        return e;
+    cpu_set_t cpus;
+    /* glibc reports every CPU when no affinity was set: pass on only a real one. */
+    if (pthread_attr_getaffinity_np(src, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 0 &&
+        CPU_COUNT(&cpus) < CPU_SETSIZE &&
+        (e = pthread_attr_setaffinity_np(dst, sizeof cpus, &cpus)))
+        return e;
+    sigset_t mask;
+    e = pthread_attr_getsigmask_np(src, &mask);
+    if (e == 0 && (e = pthread_attr_setsigmask_np(dst, &mask)))
+        return e;
+    return 0;
+}
+
+int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *),
+                      void *arg)
+{
+    if (!t || !fn) return -EINVAL;
+    pthread_attr_t a;
+    int e = pthread_attr_init(&a);
+    if (e) return -e;
+    size_t stack_size = 0;
+    if (attr && (e = copy_attr(attr, &a, &stack_size))) goto destroy_attr;
+
+    size_t own = OWN_STACK_SIZE;
+    long min = sysconf(_SC_THREAD_STACK_MIN);
+    if (min > 0 && (size_t)min > own) own = (size_t)min;
+    if ((e = pthread_attr_setstacksize(&a, own))) goto destroy_attr;
+
+    struct vms__task *task = vms__task_thread_new(fn, arg, stack_size);
+    if (!task) {
+        e = errno;
+        goto destroy_attr;
+    }
+    e = pthread_create(t, &a, thread_start, task);
+    if (e) vms__task_thread_discard(task);
+destroy_attr:
+    pthread_attr_destroy(&a);
+    return -e;
+}

@@ -1,0 +1,118 @@
+/*
+ * track.h - tells the dynamic-analysis tools about every task switch: AddressSanitizer
+ * (VMSTACK_ASAN: __sanitizer_start/finish_switch_fiber), ThreadSanitizer (VMSTACK_TSAN:
+ * the __tsan_*_fiber API) and Valgrind (VMSTACK_VALGRIND: VALGRIND_STACK_REGISTER).
+ *
+ * Layer: task (used by fiber.c only). Every function compiles to nothing when its tool
+ * is off, so the plain build pays nothing. The protocol, for one task t:
+ *   create:   vms__track_create(t, lo, hi)             once, before the first switch in
+ *   resumer:  vms__track_enter(t, &save, lo, size) -> switch -> vms__track_entered_back(save)
+ *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
+ *   leaving:  vms__track_leave(t, dying) right before switching out of t
+ *   destroy:  vms__track_destroy(t)
+ * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
+ * stack frames are released instead of kept for a resume that will never come.
+ */
+#ifndef VMSTACK_TRACK_H
+#define VMSTACK_TRACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#if defined(VMSTACK_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(VMSTACK_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+#if defined(VMSTACK_VALGRIND)
+#include <valgrind/valgrind.h>
+#endif
+
+/* Per-task tool state; all members unused when the tools are off. */
+struct vms__track {
+    void *asan_fake;            /* ASan: the task's fake stack while it is switched out */
+    const void *back_bottom;    /* ASan: the resumer's stack, learned on arrival */
+    size_t back_size;
+    void *tsan_fiber;           /* TSan: the task's fiber */
+    void *tsan_back;            /* TSan: the resumer's fiber */
+    unsigned vg_id;             /* Valgrind: the registered stack's id */
+};
+
+static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
+{
+    tr->asan_fake = NULL;
+    tr->back_bottom = NULL;
+    tr->back_size = 0;
+    tr->tsan_fiber = NULL;
+    tr->tsan_back = NULL;
+    tr->vg_id = 0;
+    (void)lo; (void)hi;
+#if defined(VMSTACK_TSAN)
+    tr->tsan_fiber = __tsan_create_fiber(0);
+#endif
+#if defined(VMSTACK_VALGRIND)
+    tr->vg_id = VALGRIND_STACK_REGISTER(lo, hi);
+#endif
+}
+
+static inline void vms__track_destroy(struct vms__track *tr)
+{
+    (void)tr;
+#if defined(VMSTACK_TSAN)
+    if (tr->tsan_fiber) __tsan_destroy_fiber(tr->tsan_fiber);
+    tr->tsan_fiber = NULL;
+#endif
+#if defined(VMSTACK_VALGRIND)
+    VALGRIND_STACK_DEREGISTER(tr->vg_id);
+#endif
+}
+
+/* The resumer, right before switching into the task whose stack is [lo, lo+size). */
+static inline void vms__track_enter(struct vms__track *tr, void **save, const void *lo,
+                                    size_t size)
+{
+    (void)tr; (void)save; (void)lo; (void)size;
+#if defined(VMSTACK_ASAN)
+    __sanitizer_start_switch_fiber(save, lo, size);
+#endif
+#if defined(VMSTACK_TSAN)
+    tr->tsan_back = __tsan_get_current_fiber();
+    __tsan_switch_to_fiber(tr->tsan_fiber, 0);
+#endif
+}
+
+/* The resumer, right after the task switched back (yield, return or kill). */
+static inline void vms__track_entered_back(void *save)
+{
+    (void)save;
+#if defined(VMSTACK_ASAN)
+    __sanitizer_finish_switch_fiber(save, NULL, NULL);
+#endif
+}
+
+/* The task, right after each switch into it: learns the resumer's stack bounds. */
+static inline void vms__track_arrived(struct vms__track *tr)
+{
+    (void)tr;
+#if defined(VMSTACK_ASAN)
+    __sanitizer_finish_switch_fiber(tr->asan_fake, &tr->back_bottom, &tr->back_size);
+#endif
+}
+
+/* The task, right before switching back to its resumer. dying: it never runs again.
+ * Also called on the kill path (from the fault handler), where the tools are the only
+ * non-async-signal-safe code, and only in sanitizer or Valgrind builds. */
+static inline void vms__track_leave(struct vms__track *tr, bool dying)
+{
+    (void)tr; (void)dying;
+#if defined(VMSTACK_ASAN)
+    __sanitizer_start_switch_fiber(dying ? NULL : &tr->asan_fake, tr->back_bottom,
+                                   tr->back_size);
+#endif
+#if defined(VMSTACK_TSAN)
+    __tsan_switch_to_fiber(tr->tsan_back, 0);
+#endif
+}
+
+#endif /* VMSTACK_TRACK_H */

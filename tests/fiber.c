@@ -1,0 +1,657 @@
+/*
+ * fiber.c - the fiber API and the context switch: every state transition and invalid
+ * call, callee-saved and floating-point state across switches, deep nesting, thread
+ * ownership, fork, scrubbing between owners, vms_stack_remaining.
+ */
+#include "test.h"
+#include "internal.h"
+
+#include <fenv.h>
+#include <pthread.h>
+#include <stdint.h>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
+/* Values the compiler cannot fold: every computation depends on it. */
+static volatile long seed = 7;
+
+/* ---- states ------------------------------------------------------------------------ */
+
+static vms_fiber *seen_self;
+static int seen_state;
+
+static void body_yield_twice(void *arg)
+{
+    int *count = arg;
+    seen_self = vms_fiber_self();
+    seen_state = vms_fiber_state(seen_self);
+    (*count)++;
+    vms_fiber_yield();
+    (*count)++;
+    vms_fiber_yield();
+    (*count)++;
+}
+
+TEST(states)
+{
+    int count = 0;
+    vms_fiber *f = vms_fiber_create(body_yield_twice, &count, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_state(f), VMS_READY);
+    ASSERT_EQ(count, 0);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_PTR_EQ(seen_self, f);
+    ASSERT_EQ(seen_state, VMS_RUNNING);
+    ASSERT_EQ(count, 1);
+    ASSERT_EQ(vms_fiber_state(f), VMS_SUSPENDED);
+    ASSERT_NULL(vms_fiber_oops(f));
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(count, 2);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(count, 3);
+    ASSERT_EQ(vms_fiber_state(f), VMS_DONE);
+    ASSERT_NULL(vms_fiber_oops(f));
+    ASSERT_EQ(vms_fiber_resume(f), -EINVAL);     /* DONE cannot be resumed */
+    ASSERT_EQ(count, 3);
+    ASSERT_NULL(vms_fiber_self());
+    vms_fiber_destroy(f);
+}
+
+static void body_noop(void *arg) { (void)arg; }
+
+TEST(invalid_calls)
+{
+    ASSERT_EQ(vms_fiber_resume(NULL), -EINVAL);
+    ASSERT_EQ(vms_fiber_state(NULL), -EINVAL);
+    ASSERT_NULL(vms_fiber_oops(NULL));
+    errno = 0;
+    ASSERT_NULL(vms_fiber_stack(NULL));
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber_destroy(NULL);                      /* a no-op */
+    vms_fiber_yield();                            /* outside a fiber: a no-op */
+    ASSERT_NULL(vms_fiber_self());
+
+    errno = 0;
+    ASSERT_NULL(vms_fiber_create(NULL, NULL, NULL));
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber_attr huge = { .stack_size = SIZE_MAX, .name = "huge" };
+    errno = 0;
+    ASSERT_NULL(vms_fiber_create(body_noop, NULL, &huge));
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber_attr big = { .stack_size = VMS_MAX_STACK_SIZE + 1, .name = NULL };
+    errno = 0;
+    ASSERT_NULL(vms_fiber_create(body_noop, NULL, &big));
+    ASSERT_EQ(errno, EINVAL);
+}
+
+TEST(destroy_unstarted_and_suspended)
+{
+    vms_stats before, after;
+    ASSERT_EQ(vms_get_stats(&before), 0);
+    int count = 0;
+    vms_fiber *a = vms_fiber_create(body_yield_twice, &count, NULL);
+    vms_fiber *b = vms_fiber_create(body_yield_twice, &count, NULL);
+    ASSERT_NOT_NULL(a);
+    ASSERT_NOT_NULL(b);
+    ASSERT_EQ(vms_get_stats(&after), 0);
+    ASSERT_EQ(after.stacks_live, before.stacks_live + 2);
+    ASSERT_EQ(vms_fiber_resume(b), VMS_SUSPENDED);
+    vms_fiber_destroy(a);                         /* READY */
+    vms_fiber_destroy(b);                         /* SUSPENDED */
+    ASSERT_EQ(count, 1);
+    ASSERT_EQ(vms_get_stats(&after), 0);
+    ASSERT_EQ(after.stacks_live, before.stacks_live);
+}
+
+static void body_resume_self(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(vms_fiber_resume(vms_fiber_self()), -EINVAL);
+}
+
+TEST(resume_running_self)
+{
+    vms_fiber *f = vms_fiber_create(body_resume_self, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    vms_fiber_destroy(f);
+}
+
+static void body_destroy_self(void *arg)
+{
+    int *after = arg;
+    errno = 0;
+    vms_fiber_destroy(vms_fiber_self());
+    ASSERT_EQ(errno, EBUSY);
+    ASSERT_EQ(vms_fiber_state(vms_fiber_self()), VMS_RUNNING);
+    *after = 1;                                   /* still alive on its own stack */
+}
+
+static void child_destroy_running(void *arg)
+{
+    (void)arg;
+    int after = 0;
+    vms_fiber *f = vms_fiber_create(body_destroy_self, &after, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(after, 1);
+    vms_fiber_destroy(f);
+}
+
+TEST(destroy_running_refused)
+{
+    char out[4096];
+    int status = tst_fork(child_destroy_running, NULL, out, sizeof out);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_fiber_destroy:");
+    ASSERT_STR_CONTAINS(out, "is running");
+}
+
+TEST(names_ids_stacks)
+{
+    vms_fiber_attr attr = { .stack_size = 64 * 1024, .name = "parser-17" };
+    vms_fiber *a = vms_fiber_create(body_noop, NULL, &attr);
+    vms_fiber *b = vms_fiber_create(body_noop, NULL, NULL);
+    ASSERT_NOT_NULL(a);
+    ASSERT_NOT_NULL(b);
+    const vms_stack *sa = vms_fiber_stack(a);
+    ASSERT_NOT_NULL(sa);
+    ASSERT_GE(vms_stack_size(sa), 64 * 1024);
+    ASSERT_EQ(vms_stack_size(vms_fiber_stack(b)), VMS_DEFAULT_STACK_SIZE);
+    ASSERT_PTR_EQ(sa->owner, a);                  /* the stack record names its task */
+    vms_fiber_destroy(a);
+    vms_fiber_destroy(b);
+}
+
+static struct vms__task_info info_in_fiber;
+static int info_rc;
+
+static void body_info(void *arg)
+{
+    (void)arg;
+    info_rc = vms__task_current(&info_in_fiber);
+}
+
+TEST(task_current)
+{
+    struct vms__task_info info;
+    ASSERT_EQ(vms__task_current(&info), -1);      /* the main thread runs no task */
+    char longname[100];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    vms_fiber_attr attr = { .stack_size = 0, .name = "worker" };
+    vms_fiber *f = vms_fiber_create(body_info, NULL, &attr);
+    vms_fiber *g = vms_fiber_create(body_info, NULL, NULL);
+    vms_fiber_attr lattr = { .stack_size = 0, .name = longname };
+    vms_fiber *h = vms_fiber_create(body_info, NULL, &lattr);
+    ASSERT_NOT_NULL(f);
+    ASSERT_NOT_NULL(g);
+    ASSERT_NOT_NULL(h);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(info_rc, 0);
+    ASSERT_EQ(info_in_fiber.kind, VMS__TASK_FIBER);
+    ASSERT_STR_CONTAINS(info_in_fiber.name, "worker");
+    ASSERT_PTR_EQ(info_in_fiber.stack, vms_fiber_stack(f));
+    unsigned long id_f = info_in_fiber.id;
+    ASSERT_EQ(vms_fiber_resume(g), VMS_DONE);
+    ASSERT_EQ(info_in_fiber.name[0], '\0');       /* unnamed: "" */
+    ASSERT_NE(info_in_fiber.id, id_f);            /* ids are unique */
+    ASSERT_EQ(vms_fiber_resume(h), VMS_DONE);
+    ASSERT_LT(strlen(info_in_fiber.name), sizeof longname - 1); /* cut, terminated */
+    ASSERT_GT(strlen(info_in_fiber.name), 16);
+    vms_fiber_destroy(f);
+    vms_fiber_destroy(g);
+    vms_fiber_destroy(h);
+}
+
+/* ---- registers --------------------------------------------------------------------- */
+
+/* Keeps 16 integers and 10 doubles live across each yield: more than the callee-saved
+ * registers of either ABI, so some live in rbx/r12-r15 (x19-x28, d8-d15) and the rest
+ * in spill slots. The other side of the switch does the same with other values. */
+static __attribute__((noinline)) long busy_across_yield(long k, int rounds)
+{
+    long a0 = seed * k + 1, a1 = seed * k + 2, a2 = seed * k + 3, a3 = seed * k + 5;
+    long a4 = seed * k + 7, a5 = seed * k + 11, a6 = seed * k + 13, a7 = seed * k + 17;
+    long a8 = seed * k + 19, a9 = seed * k + 23, a10 = seed * k + 29, a11 = seed * k + 31;
+    long a12 = seed * k + 37, a13 = seed * k + 41, a14 = seed * k + 43, a15 = seed * k + 47;
+    double d0 = seed * 0.5 + k, d1 = seed * 0.25 + k, d2 = seed * 0.125 + k, d3 = seed * 1.5 + k;
+    double d4 = seed * 2.5 + k, d5 = seed * 3.5 + k, d6 = seed * 4.5 + k, d7 = seed * 5.5 + k;
+    double d8 = seed * 6.5 + k, d9 = seed * 7.5 + k;
+    for (int r = 0; r < rounds; r++) {
+        vms_fiber_yield();                        /* outside a fiber: a plain call */
+        a0 += 1; a1 += 2; a2 += 3; a3 += 4; a4 += 5; a5 += 6; a6 += 7; a7 += 8;
+        a8 += 9; a9 += 10; a10 += 11; a11 += 12; a12 += 13; a13 += 14; a14 += 15; a15 += 16;
+        d0 += 1; d1 += 2; d2 += 3; d3 += 4; d4 += 5; d5 += 6; d6 += 7; d7 += 8; d8 += 9; d9 += 10;
+    }
+    return a0 + 3 * a1 + 5 * a2 + 7 * a3 + 11 * a4 + 13 * a5 + 17 * a6 + 19 * a7 + 23 * a8 +
+           29 * a9 + 31 * a10 + 37 * a11 + 41 * a12 + 43 * a13 + 47 * a14 + 53 * a15 +
+           (long)(d0 + 3 * d1 + 5 * d2 + 7 * d3 + 11 * d4 + 13 * d5 + 17 * d6 + 19 * d7 +
+                  23 * d8 + 29 * d9);
+}
+
+/* The same function run outside a fiber (yield is a no-op there) gives the expected
+ * value. */
+static long expected_busy(long k, int rounds) { return busy_across_yield(k, rounds); }
+
+static long fiber_busy_result;
+static void body_busy(void *arg)
+{
+    fiber_busy_result = busy_across_yield((long)(intptr_t)arg, 50);
+}
+
+/* The resumer's side: the same many live values across each resume. */
+static __attribute__((noinline)) long resume_busy(vms_fiber *f, long k)
+{
+    long a0 = seed * k + 1, a1 = seed * k + 2, a2 = seed * k + 3, a3 = seed * k + 5;
+    long a4 = seed * k + 7, a5 = seed * k + 11, a6 = seed * k + 13, a7 = seed * k + 17;
+    double d0 = seed * 0.5 + k, d1 = seed * 0.25 + k, d2 = seed * 0.125 + k, d3 = seed * 1.5 + k;
+    double d4 = seed * 2.5 + k, d5 = seed * 3.5 + k, d6 = seed * 4.5 + k, d7 = seed * 5.5 + k;
+    int s;
+    while ((s = vms_fiber_resume(f)) == VMS_SUSPENDED) {
+        a0 += 1; a1 += 2; a2 += 3; a3 += 4; a4 += 5; a5 += 6; a6 += 7; a7 += 8;
+        d0 += 1; d1 += 2; d2 += 3; d3 += 4; d4 += 5; d5 += 6; d6 += 7; d7 += 8;
+    }
+    ASSERT_EQ(s, VMS_DONE);
+    return a0 + 3 * a1 + 5 * a2 + 7 * a3 + 11 * a4 + 13 * a5 + 17 * a6 + 19 * a7 +
+           (long)(d0 + 3 * d1 + 5 * d2 + 7 * d3 + 11 * d4 + 13 * d5 + 17 * d6 + 19 * d7);
+}
+
+TEST(callee_saved_registers)
+{
+    long want_fiber = expected_busy(1000, 50);
+    /* The resumer's expectation: the loop body runs once per SUSPENDED result (50). */
+    long k = 99;
+    long want_main = 0;
+    {
+        long a0 = seed * k + 1, a1 = seed * k + 2, a2 = seed * k + 3, a3 = seed * k + 5;
+        long a4 = seed * k + 7, a5 = seed * k + 11, a6 = seed * k + 13, a7 = seed * k + 17;
+        double d0 = seed * 0.5 + k, d1 = seed * 0.25 + k, d2 = seed * 0.125 + k;
+        double d3 = seed * 1.5 + k, d4 = seed * 2.5 + k, d5 = seed * 3.5 + k;
+        double d6 = seed * 4.5 + k, d7 = seed * 5.5 + k;
+        for (int r = 0; r < 50; r++) {
+            a0 += 1; a1 += 2; a2 += 3; a3 += 4; a4 += 5; a5 += 6; a6 += 7; a7 += 8;
+            d0 += 1; d1 += 2; d2 += 3; d3 += 4; d4 += 5; d5 += 6; d6 += 7; d7 += 8;
+        }
+        want_main = a0 + 3 * a1 + 5 * a2 + 7 * a3 + 11 * a4 + 13 * a5 + 17 * a6 + 19 * a7 +
+                    (long)(d0 + 3 * d1 + 5 * d2 + 7 * d3 + 11 * d4 + 13 * d5 + 17 * d6 +
+                           19 * d7);
+    }
+    vms_fiber *f = vms_fiber_create(body_busy, (void *)(intptr_t)1000, NULL);
+    ASSERT_NOT_NULL(f);
+    long got_main = resume_busy(f, k);
+    ASSERT_EQ(got_main, want_main);
+    ASSERT_EQ(fiber_busy_result, want_fiber);
+    vms_fiber_destroy(f);
+}
+
+#if defined(__x86_64__)
+static unsigned short x87_cw(void)
+{
+    unsigned short cw;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    return cw;
+}
+static void set_x87_cw(unsigned short cw) { __asm__ volatile("fldcw %0" : : "m"(cw)); }
+#endif
+
+struct fp_log { int rounds_ok; int fail_line; };
+
+/* The fiber keeps its own rounding mode (and on x86-64 its own MXCSR FTZ/DAZ bits and x87
+ * precision) across yields, while the resumer changes its own in between. */
+static void body_fp(void *arg)
+{
+    struct fp_log *log = arg;
+    fesetround(FE_UPWARD);
+#if defined(__x86_64__)
+    _mm_setcsr(_mm_getcsr() | 0x8040);            /* FTZ | DAZ */
+    set_x87_cw((unsigned short)((x87_cw() & ~0x300) | 0x000)); /* single precision */
+#endif
+    volatile double one = 1.0, three = 3.0;
+    double third_up = one / three;
+    for (int i = 0; i < 20; i++) {
+        vms_fiber_yield();
+        if (fegetround() != FE_UPWARD) { log->fail_line = __LINE__; return; }
+        if (one / three != third_up) { log->fail_line = __LINE__; return; }
+#if defined(__x86_64__)
+        if ((_mm_getcsr() & 0x8040) != 0x8040) { log->fail_line = __LINE__; return; }
+        if ((x87_cw() & 0x300) != 0) { log->fail_line = __LINE__; return; }
+#endif
+        log->rounds_ok++;
+    }
+}
+
+TEST(floating_point_control)
+{
+    ASSERT_EQ(fegetround(), FE_TONEAREST);
+    struct fp_log log = { 0, 0 };
+    vms_fiber *f = vms_fiber_create(body_fp, &log, NULL);
+    ASSERT_NOT_NULL(f);
+    volatile double one = 1.0, three = 3.0;
+    double third_near = one / three;
+#if defined(__x86_64__)
+    unsigned csr0 = _mm_getcsr();
+    unsigned short cw0 = x87_cw();
+#endif
+    int s, i = 0, mine = FE_TONEAREST;
+    while ((s = vms_fiber_resume(f)) == VMS_SUSPENDED) {
+        ASSERT_EQ(fegetround(), mine);
+        if (mine == FE_TONEAREST) ASSERT(one / three == third_near);
+#if defined(__x86_64__)
+        ASSERT_EQ(_mm_getcsr() & 0x8040, csr0 & 0x8040);
+        ASSERT_EQ(x87_cw() & 0x300, cw0 & 0x300);
+#endif
+        /* Change ours in between: the fiber must not see it. */
+        mine = i++ % 2 ? FE_DOWNWARD : FE_TONEAREST;
+        fesetround(mine);
+    }
+    fesetround(FE_TONEAREST);
+    ASSERT_EQ(s, VMS_DONE);
+    ASSERT_EQ(log.fail_line, 0);
+    ASSERT_EQ(log.rounds_ok, 20);
+    vms_fiber_destroy(f);
+}
+
+/* A new fiber starts with its creator's floating-point control state. */
+static int start_round;
+static void body_round(void *arg) { (void)arg; start_round = fegetround(); }
+
+TEST(fp_state_inherited_at_create)
+{
+    fesetround(FE_TOWARDZERO);
+    vms_fiber *f = vms_fiber_create(body_round, NULL, NULL);
+    fesetround(FE_TONEAREST);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(start_round, FE_TOWARDZERO);
+    ASSERT_EQ(fegetround(), FE_TONEAREST);
+    vms_fiber_destroy(f);
+}
+
+/* Vector values live in spill slots across a yield and must survive (the switch keeps
+ * the stack intact; with AVX, upper halves are caller-saved and spilled by the caller). */
+typedef double v4d __attribute__((vector_size(32)));
+static void body_vectors(void *arg)
+{
+    int *ok = arg;
+    v4d v = { seed * 1.0, seed * 2.0, seed * 3.0, seed * 4.0 };
+    v4d w = { seed * 5.0, seed * 6.0, seed * 7.0, seed * 8.0 };
+    for (int i = 0; i < 10; i++) {
+        vms_fiber_yield();
+        v += w;
+    }
+    *ok = v[0] == seed * 51.0 && v[1] == seed * 62.0 && v[2] == seed * 73.0 &&
+          v[3] == seed * 84.0;
+}
+
+TEST(vector_values_across_yields)
+{
+    int ok = 0;
+    vms_fiber *f = vms_fiber_create(body_vectors, &ok, NULL);
+    ASSERT_NOT_NULL(f);
+    v4d mine = { seed * -1.0, seed * -2.0, seed * -3.0, seed * -4.0 };
+    while (vms_fiber_resume(f) == VMS_SUSPENDED) mine = mine * 1.0 + 1.0;
+    ASSERT_EQ(ok, 1);
+    ASSERT(mine[0] == seed * -1.0 + 10 && mine[3] == seed * -4.0 + 10);
+    vms_fiber_destroy(f);
+}
+
+/* ---- nesting ----------------------------------------------------------------------- */
+
+#define NEST_DEPTH 100
+static vms_fiber *nest[NEST_DEPTH + 1];
+static int nest_order[2 * NEST_DEPTH + 2], nest_n;
+
+static void body_nest(void *arg)
+{
+    int d = (int)(intptr_t)arg;
+    ASSERT_PTR_EQ(vms_fiber_self(), nest[d]);
+    nest_order[nest_n++] = d;
+    if (d < NEST_DEPTH) {
+        nest[d + 1] = vms_fiber_create(body_nest, (void *)(intptr_t)(d + 1), NULL);
+        ASSERT_NOT_NULL(nest[d + 1]);
+        ASSERT_EQ(vms_fiber_resume(nest[d + 1]), VMS_SUSPENDED);
+        ASSERT_PTR_EQ(vms_fiber_self(), nest[d]); /* back in us, the resumer */
+        ASSERT_EQ(vms_fiber_resume(nest[d + 1]), VMS_DONE);
+        vms_fiber_destroy(nest[d + 1]);
+    } else {
+        /* Every ancestor is RUNNING and cannot be resumed or destroyed. */
+        for (int i = 1; i < NEST_DEPTH; i++) {
+            ASSERT_EQ(vms_fiber_state(nest[i]), VMS_RUNNING);
+            ASSERT_EQ(vms_fiber_resume(nest[i]), -EINVAL);
+        }
+    }
+    vms_fiber_yield();                            /* to our resumer, one level up */
+    nest_order[nest_n++] = -d;
+}
+
+TEST(nesting_100_levels)
+{
+    nest[1] = vms_fiber_create(body_nest, (void *)(intptr_t)1, NULL);
+    ASSERT_NOT_NULL(nest[1]);
+    ASSERT_EQ(vms_fiber_resume(nest[1]), VMS_SUSPENDED);
+    ASSERT_NULL(vms_fiber_self());
+    ASSERT_EQ(vms_fiber_resume(nest[1]), VMS_DONE);
+    vms_fiber_destroy(nest[1]);
+    /* 1, 2, ..., 100 going down, then 100 finishes first (-100) ... and 1 last. */
+    ASSERT_EQ(nest_n, 2 * NEST_DEPTH);
+    for (int i = 0; i < NEST_DEPTH; i++) ASSERT_EQ(nest_order[i], i + 1);
+    for (int i = 0; i < NEST_DEPTH; i++) ASSERT_EQ(nest_order[NEST_DEPTH + i], -(NEST_DEPTH - i));
+}
+
+/* ---- threads and fork ------------------------------------------------------------- */
+
+static void *try_resume(void *arg)
+{
+    return (void *)(intptr_t)vms_fiber_resume(arg);
+}
+
+static void body_count(void *arg)
+{
+    int *n = arg;
+    for (int i = 0; i < 5; i++) {
+        (*n)++;
+        vms_fiber_yield();
+    }
+}
+
+TEST(resume_from_other_thread)
+{
+    int n = 0;
+    vms_fiber *f = vms_fiber_create(body_count, &n, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);   /* now it belongs to us */
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(pthread_create(&t, NULL, try_resume, f), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, -EINVAL);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);   /* still ours */
+    ASSERT_EQ(n, 2);
+    vms_fiber_destroy(f);
+
+    /* A fiber first resumed by another thread belongs to that thread. */
+    int m = 0;
+    vms_fiber *g = vms_fiber_create(body_count, &m, NULL);
+    ASSERT_NOT_NULL(g);
+    ASSERT_EQ(pthread_create(&t, NULL, try_resume, g), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(g), -EINVAL);
+    ASSERT_EQ(m, 1);
+    vms_fiber_destroy(g);                         /* any thread may destroy it */
+}
+
+#define FORK_FIBERS 16
+static vms_fiber *forked[FORK_FIBERS];
+static int forked_n[FORK_FIBERS];
+
+static void child_after_fork(void *arg)
+{
+    (void)arg;
+    /* The inherited fibers continue where they were. */
+    for (int i = 0; i < FORK_FIBERS; i++) {
+        int s;
+        while ((s = vms_fiber_resume(forked[i])) == VMS_SUSPENDED) {}
+        ASSERT_EQ(s, VMS_DONE);
+        ASSERT_EQ(forked_n[i], 5);
+        vms_fiber_destroy(forked[i]);
+    }
+    /* New fibers work too. */
+    for (int i = 0; i < 200; i++) {
+        int n = 0;
+        vms_fiber *f = vms_fiber_create(body_count, &n, NULL);
+        ASSERT_NOT_NULL(f);
+        while (vms_fiber_resume(f) == VMS_SUSPENDED) {}
+        ASSERT_EQ(n, 5);
+        vms_fiber_destroy(f);
+    }
+    printf("child done\n");
+}
+
+TEST(fork_with_live_fibers)
+{
+    for (int i = 0; i < FORK_FIBERS; i++) {
+        forked[i] = vms_fiber_create(body_count, &forked_n[i], NULL);
+        ASSERT_NOT_NULL(forked[i]);
+        for (int k = 0; k <= i % 3; k++) ASSERT_EQ(vms_fiber_resume(forked[i]), VMS_SUSPENDED);
+    }
+    char out[4096];
+    int status = tst_fork(child_after_fork, NULL, out, sizeof out);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child done");
+    /* The parent's copies are untouched by the child's progress. */
+    for (int i = 0; i < FORK_FIBERS; i++) {
+        ASSERT_EQ(forked_n[i], i % 3 + 1);
+        vms_fiber_destroy(forked[i]);
+    }
+}
+
+/* ---- scrubbing ------------------------------------------------------------------- */
+
+#define SECRET_WORD 0x5ec7e75ec7e7a5a5ull
+#define SECRET_FIBERS 64
+
+/* Recursion with a page-sized volatile frame at each level, so the secret covers the
+ * top 64 KiB of the stack; the result depends on every level (no tail call). */
+static __attribute__((noinline)) unsigned long spread_secret(int depth, uint64_t word)
+{
+    volatile uint64_t buf[512];
+    for (int i = 0; i < 512; i++) buf[i] = word;
+    unsigned long r = depth > 0 ? spread_secret(depth - 1, word) : 0;
+    return r + buf[depth % 512];
+}
+
+static void body_secret(void *arg)
+{
+    (void)arg;
+    uint64_t w = SECRET_WORD ^ (uint64_t)(seed - 7);
+    ASSERT(spread_secret(16, w) != 0);
+}
+
+static size_t secrets_found;
+static void body_scan(void *arg)
+{
+    (void)arg;
+    volatile char marker;
+    const vms_stack *st = vms_fiber_stack(vms_fiber_self());
+    const uint64_t *p = vms_stack_base(st);
+    const uint64_t *end = (const uint64_t *)((uintptr_t)&marker & ~(uintptr_t)7) - 64;
+    uint64_t w = SECRET_WORD ^ (uint64_t)(seed - 7);
+    for (; p < end; p++)
+        if (*p == w) secrets_found++;
+}
+
+TEST(secret_not_visible_to_next_owner)
+{
+    /* Enough fibers that their freed stacks fill a scrub batch of the cache layer. */
+    void *used[SECRET_FIBERS];
+    vms_fiber *f[SECRET_FIBERS];
+    for (int i = 0; i < SECRET_FIBERS; i++) {
+        f[i] = vms_fiber_create(body_secret, NULL, NULL);
+        ASSERT_NOT_NULL(f[i]);
+        used[i] = vms_stack_base(vms_fiber_stack(f[i]));
+        ASSERT_EQ(vms_fiber_resume(f[i]), VMS_DONE);
+    }
+    for (int i = 0; i < SECRET_FIBERS; i++) vms_fiber_destroy(f[i]);
+    /* New fibers get those stacks again (each kept alive, so each try is another
+     * stack); none may see the secret. */
+    int reused = 0;
+    static vms_fiber *keep[1024];
+    int nkeep = 0;
+    secrets_found = 0;
+    for (int i = 0; i < 1024 && reused < SECRET_FIBERS; i++) {
+        vms_fiber *g = vms_fiber_create(body_scan, NULL, NULL);
+        ASSERT_NOT_NULL(g);
+        ASSERT_EQ(vms_fiber_resume(g), VMS_DONE);
+        void *base = vms_stack_base(vms_fiber_stack(g));
+        for (int k = 0; k < SECRET_FIBERS; k++) reused += base == used[k];
+        keep[nkeep++] = g;
+    }
+    ASSERT_GE(reused, SECRET_FIBERS / 2);
+    ASSERT_EQ(secrets_found, 0);
+    for (int i = 0; i < nkeep; i++) vms_fiber_destroy(keep[i]);
+}
+
+/* A check that the scan above can see a secret at all: on a stack still in use. */
+static void body_secret_then_scan(void *arg)
+{
+    (void)arg;
+    uint64_t w = SECRET_WORD ^ (uint64_t)(seed - 7);
+    ASSERT(spread_secret(16, w) != 0);
+    body_scan(NULL);
+}
+
+TEST(secret_scan_finds_live_data)
+{
+    secrets_found = 0;
+    vms_fiber *f = vms_fiber_create(body_secret_then_scan, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_GE(secrets_found, 16 * 512);
+    vms_fiber_destroy(f);
+}
+
+/* ---- vms_stack_remaining ------------------------------------------------------------- */
+
+static size_t remaining_at[8];
+static __attribute__((noinline)) size_t descend(int depth)
+{
+    volatile char buf[1024];
+    size_t at = (size_t)(seed * 131 * (depth + 1)) % sizeof buf; /* the whole array stays */
+    buf[at] = (char)depth;
+    remaining_at[depth] = vms_stack_remaining();
+    size_t r = depth < 7 ? descend(depth + 1) : 0;
+    return r + (size_t)buf[at];
+}
+
+static void body_remaining(void *arg)
+{
+    size_t *size = arg;
+    *size = vms_stack_size(vms_fiber_stack(vms_fiber_self()));
+    ASSERT(descend(0) > 0);
+}
+
+TEST(stack_remaining)
+{
+    ASSERT_UEQ(vms_stack_remaining(), SIZE_MAX);  /* the main thread's own stack */
+    size_t size = 0;
+    vms_fiber_attr attr = { .stack_size = 128 * 1024, .name = NULL };
+    vms_fiber *f = vms_fiber_create(body_remaining, &size, &attr);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_GE(size, 128 * 1024);
+    ASSERT_LT(remaining_at[0], size);
+    ASSERT_GT(remaining_at[0], size - 4096);      /* a few frames below the top */
+    for (int i = 1; i < 8; i++) {
+        ASSERT_LT(remaining_at[i], remaining_at[i - 1]);
+        ASSERT_GE(remaining_at[i - 1] - remaining_at[i], 1024);
+    }
+    vms_fiber_destroy(f);
+
+    /* A vmstack stack run by someone else's switch counts too: not tested here (it
+     * needs a foreign context switch); a plain heap address is not a stack. */
+    ASSERT_UEQ(vms_stack_remaining(), SIZE_MAX);
+}

@@ -1,0 +1,6 @@
+# The task layer (issue: context switch, fibers, threads). Fiber tests also run under
+# qemu-user in the aarch64 cross build (label cross, scripts/cross-aarch64.sh).
+vms_test(fiber LABELS unit cross)
+target_link_libraries(test_fiber PRIVATE m)   # fesetround/fegetround
+vms_test(fiber_stress LABELS stress TIMEOUT 600)
+vms_test(thread LABELS unit)
