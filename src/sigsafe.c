@@ -100,6 +100,7 @@ size_t vms__line_finish(struct vms__line *l)
  * sleeps gives -ETIMEDOUT after timeout_ms instead of blocking the handler forever. */
 int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
 {
+    if (fd < 0) return -EBADF;   /* poll(2) would ignore it and time out */
     while (n) {
         struct pollfd pfd = { .fd = fd, .events = POLLOUT, .revents = 0 };
         int r = poll(&pfd, 1, timeout_ms);

@@ -1,0 +1,195 @@
+/*
+ * trace.c - units of trace.c: symbol lookup without malloc (a static and a global
+ * function, a C library function), the unsafe-name list, and both stack walks (frame
+ * pointers and libunwind) through a signal frame finding a recursing function.
+ */
+#include "island.h"
+#include "test.h"
+
+#include <pthread.h>
+
+/* The walkers read the frames of these; noinline and a use of the result keep every
+ * level a real frame. */
+__attribute__((noinline)) static int island_static_fn(int x)
+{
+    return x * 3 + 1;
+}
+
+__attribute__((noinline)) int island_global_fn(int x)
+{
+    return x * 5 + 2;
+}
+
+static void load(void)
+{
+    ASSERT_GT(vms__trace_load(), 0);
+}
+
+static void check_symbol(uintptr_t fn, const char *want)
+{
+    struct vms__sym s;
+    ASSERT_EQ(vms__trace_symbolize(fn + 2, &s), 2);
+    ASSERT_NOT_NULL(s.name);
+    if (strcmp(s.name, want) != 0) TST_FAIL("symbol %s, want %s", s.name, want);
+    ASSERT_UEQ(s.start, fn);
+    ASSERT_GT(s.size, 2);
+    ASSERT_NOT_NULL(s.object);
+    ASSERT_STR_CONTAINS(s.object, "test_trace");
+    ASSERT(!s.in_libc);
+}
+
+TEST(symbolize_static_function)
+{
+    load();
+    check_symbol((uintptr_t)island_static_fn, "island_static_fn");
+    ASSERT_EQ(island_static_fn(1), 4);
+}
+
+TEST(symbolize_global_function)
+{
+    load();
+    check_symbol((uintptr_t)island_global_fn, "island_global_fn");
+    ASSERT_EQ(island_global_fn(1), 7);
+}
+
+TEST(symbolize_libc_function)
+{
+    load();
+    struct vms__sym s;
+    uintptr_t fn = (uintptr_t)&pthread_self;
+    ASSERT_EQ(vms__trace_symbolize(fn, &s), 2);
+    ASSERT_STR_CONTAINS(s.name, "pthread_self");
+    ASSERT_UEQ(s.start, fn);
+    ASSERT(s.in_libc);
+    ASSERT_STR_CONTAINS(s.object, "libc.so");
+}
+
+TEST(symbolize_unknown)
+{
+    load();
+    struct vms__sym s;
+    ASSERT_EQ(vms__trace_symbolize(16, &s), 0);
+    ASSERT_NULL(s.name);
+    ASSERT_NULL(s.object);
+    int on_stack;
+    ASSERT_EQ(vms__trace_symbolize((uintptr_t)&on_stack, &s), 0);
+}
+
+TEST(unsafe_names)
+{
+    const char *unsafe[] = { "malloc", "free", "_int_malloc", "realloc", "calloc",
+                             "_IO_file_xsputn", "vfprintf", "printf", "__vfprintf_internal",
+                             "fwrite", "dl_iterate_phdr", "_dl_open" };
+    for (size_t i = 0; i < sizeof unsafe / sizeof *unsafe; i++)
+        if (!vms__trace_name_unsafe(unsafe[i])) TST_FAIL("%s should be unsafe", unsafe[i]);
+    const char *safe[] = { "memcpy", "recurse", "mallocx_user", "freedom", "strlen",
+                           "printf_like_helper" };
+    for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
+        if (vms__trace_name_unsafe(safe[i])) TST_FAIL("%s should be safe", safe[i]);
+    ASSERT(!vms__trace_name_unsafe(NULL));
+}
+
+/* ---- walks through a signal frame ---------------------------------------------- */
+
+#define MAX_SEEN 256
+static uintptr_t seen[MAX_SEEN];
+static int nseen;
+static int use_unwind;
+static uintptr_t stack_lo, stack_hi;
+
+static bool record(void *ctx, uintptr_t addr)
+{
+    (void)ctx;
+    if (nseen < MAX_SEEN) seen[nseen++] = addr;
+    return true;
+}
+
+static void on_usr1(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    nseen = 0;
+    if (use_unwind)
+        vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN);
+    else
+        vms__trace_walk_fp(uc, stack_lo, stack_hi, record, NULL, MAX_SEEN);
+}
+
+static volatile int depth_sink;
+
+__attribute__((noinline)) static int island_recurse(int n)
+{
+    if (n == 0) {
+        raise(SIGUSR1);
+        return depth_sink;
+    }
+    int r = island_recurse(n - 1);
+    depth_sink += r;
+    return r + 1;
+}
+
+static int count_frames_of(const char *name)
+{
+    int hits = 0;
+    for (int i = 0; i < nseen; i++) {
+        struct vms__sym s;
+        if (vms__trace_symbolize(i == 0 ? seen[i] : seen[i] - 1, &s) == 2 &&
+            strcmp(s.name, name) == 0)
+            hits++;
+    }
+    return hits;
+}
+
+static void walk_test(int unwind)
+{
+    load();
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    ASSERT_EQ(pthread_getattr_np(pthread_self(), &attr), 0);
+    ASSERT_EQ(pthread_attr_getstack(&attr, &addr, &size), 0);
+    pthread_attr_destroy(&attr);
+    stack_lo = (uintptr_t)addr;
+    stack_hi = (uintptr_t)addr + size;
+    use_unwind = unwind;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    island_recurse(20);
+    ASSERT_GT(nseen, 0);
+    /* Every level of the recursion is a frame of island_recurse (the frame-pointer walk
+     * may miss the level that raised: raise() keeps no frame pointer). */
+    ASSERT_GE(count_frames_of("island_recurse"), 20);
+}
+
+TEST(walk_frame_pointers)
+{
+    walk_test(0);
+}
+
+TEST(walk_libunwind)
+{
+    if (!vms__trace_have_unwind()) SKIP("built without libunwind");
+    walk_test(1);
+    /* libunwind sees through the signal frame and raise() down to the handler's
+     * interrupted code, so the test's own caller shows up too. */
+    ASSERT_GE(count_frames_of("walk_test"), 1);
+}
+
+TEST(walk_respects_bounds)
+{
+    load();
+    /* A range that holds none of the frames: only the pc is reported. */
+    stack_lo = 4096;
+    stack_hi = 8192;
+    use_unwind = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    island_recurse(5);
+    ASSERT_EQ(nseen, 1);
+}
