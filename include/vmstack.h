@@ -124,6 +124,25 @@ typedef struct vms_stats {
 } vms_stats;
 VMS_API int vms_get_stats(vms_stats *out);
 
+/* ---- stack usage histogram (appended by vmstack's debug layer) ------------------------ */
+/* With VMS_PAINT, every stack freed (a fiber's or thread's when the task is destroyed or
+ * joined, a raw one at vms_stack_free) adds its high-water mark to the histogram of its
+ * size. Bucket i counts the stacks whose depth was at most (page size << i) and, for
+ * i > 0, more than (page size << (i - 1)): i is the smallest stack size, as a power of
+ * two pages, that would have held that stack. Depths are exact within one page. */
+#define VMS_USAGE_BUCKETS 32
+typedef struct vms_usage {
+    size_t stack_size;                 /* usable bytes of the stacks counted here */
+    size_t stacks;                     /* stacks of this size freed while painting */
+    size_t max_used;                   /* the greatest depth among them, bytes */
+    size_t buckets[VMS_USAGE_BUCKETS]; /* see above */
+} vms_usage;
+/* Fills out[0..n) with one entry per stack size that has counted stacks, smallest size
+ * first, and returns how many sizes have data (which may exceed n: call again with a
+ * larger array). out may be NULL when n is 0. -EINVAL for a NULL out with n > 0. All
+ * counts are 0 without VMS_PAINT. */
+VMS_API int vms_stack_usage(vms_usage *out, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -65,8 +65,8 @@ int vms__arena_class(size_t size, unsigned *cls)
 {
     if (size == 0 || size > VMS_MAX_STACK_SIZE) return -EINVAL;
     unsigned ps = page_shift();
-    unsigned c = 0;
-    while (((size_t)1 << (ps + c)) < size) c++;
+    size_t pages = (size - 1) >> ps;   /* whole pages beyond the first */
+    unsigned c = pages ? (unsigned)(64 - __builtin_clzl(pages)) : 0;
     if (c >= VMS__CLASSES) return -EINVAL;
     *cls = c;
     return 0;
@@ -298,6 +298,18 @@ void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx)
         struct vms__arena *a = atomic_load_explicit(&arenas[i], memory_order_acquire);
         if (a) fn(a, ctx);
     }
+}
+
+static void add_opened(struct vms__arena *a, void *ctx)
+{
+    *(size_t *)ctx += atomic_load_explicit(&a->opened, memory_order_acquire);
+}
+
+size_t vms__arena_opened(void)
+{
+    size_t n = 0;
+    vms__arena_each(add_opened, &n);
+    return n;
 }
 
 struct totals { size_t reserved, mappings, resident; };

@@ -10,7 +10,8 @@
  *            drops every page below their top pages (idle stacks keep one page each), and
  *            they become clean: into this thread's LIFO, the rest to the shared list;
  *   alloc -> pops this thread's LIFO; else takes a few from the shared list (one lock);
- *            else scrubs the dirty batch early; else opens new slots (arena layer).
+ *            else opens new slots (arena layer); only when that fails is the dirty
+ *            batch scrubbed early.
  * So the steady state of alloc/free of a shallow stack is a memset and a pointer pop,
  * with one system call per SCRUB_BATCH frees and no page fault.
  * With VMS_NO_SCRUB the top page is not zeroed and a freed stack goes straight to the
@@ -40,15 +41,28 @@ struct shared {
 static struct shared shared[VMS__CLASSES];
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
 static atomic_size_t shared_warm;    /* warm stacks in all shared lists */
-static atomic_size_t cached_total;   /* FREE stacks held by any cache structure */
 
+/* Per-thread counters instead of shared atomics: the alloc/free fast path makes no
+ * locked read-modify-write for statistics. Only the owning thread writes its counters
+ * (relaxed load + store: plain moves); vms_get_stats sums the registered caches. */
 struct tcache {
+    struct tcache *prev, *nextc;     /* the registry */
+    _Atomic unsigned long gets, puts;
     unsigned nclean, ndirty;
     struct vms_stack *dirty[SCRUB_BATCH];
     struct vms_stack *clean[];       /* vms__opt.cache_per_thread entries */
 };
 static VMS_TLS struct tcache *tc;
 static pthread_key_t tc_key;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tcache *registry;
+static atomic_ulong retired_gets, retired_puts;   /* of exited threads */
+
+static inline void bump(_Atomic unsigned long *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
 
 static void thread_exit(void *p);
 
@@ -77,6 +91,11 @@ static struct tcache *tcache_get(void)
     pthread_once(&shared_once, shared_init);
     t = calloc(1, sizeof *t + vms__opt.cache_per_thread * sizeof(struct vms_stack *));
     if (!t) return NULL;
+    pthread_mutex_lock(&registry_lock);
+    t->nextc = registry;
+    if (registry) registry->prev = t;
+    registry = t;
+    pthread_mutex_unlock(&registry_lock);
     tc = t;
     pthread_setspecific(tc_key, t);
     return t;
@@ -173,24 +192,27 @@ struct vms_stack *vms__cache_get(unsigned cls)
         struct vms_stack *st = t->clean[i];
         if (VMS_LIKELY(st->cls == cls)) {
             t->clean[i] = t->clean[--t->nclean];
-            atomic_fetch_sub_explicit(&cached_total, 1, memory_order_relaxed);
+            bump(&t->gets);
             return st;
         }
     }
     /* The shared list: a few at once, so the lock is taken once per several allocs. */
     unsigned want = vms__opt.cache_per_thread / 2 + 1, got;
     struct vms_stack *chain = shared_take(cls, want, &got);
-    if (!chain && t->ndirty) {
-        scrub_batch(t);
-        return vms__cache_get(cls);
-    }
     if (!chain) {
-        /* New slots: a batch, so that opening is amortized (one mprotect and one guard
-         * per slot with madvise). Unused ones wait in the cache, costing no memory. */
+        /* New slots, a few at once so that opening is amortized. They cost address
+         * space only until touched; this thread's dirty batch is not scrubbed early,
+         * which keeps the steady state at one system call per SCRUB_BATCH frees (the
+         * slots opened meanwhile are bounded by the batch size). */
         struct vms_stack *fresh[16];
         unsigned n = want < 16 ? want : 16;
         int r = vms__arena_open(cls, fresh, n);
         if (r <= 0) {
+            if (t->ndirty) {
+                /* Out of slots: the dirty batch is all we have. */
+                scrub_batch(t);
+                return vms__cache_get(cls);
+            }
             /* Whatever failed underneath (mmap, mprotect at vm.max_map_count, a guard
              * that could not be installed), no stack is handed out: ENOMEM. */
             errno = ENOMEM;
@@ -199,27 +221,27 @@ struct vms_stack *vms__cache_get(unsigned cls)
         for (int i = 1; i < r; i++) {
             if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = fresh[i];
             else shared_put(fresh[i]);
-            atomic_fetch_add_explicit(&cached_total, 1, memory_order_relaxed);
         }
+        bump(&t->gets);
         return fresh[0];
     }
     struct vms_stack *st = chain;
     chain = chain->next;
-    atomic_fetch_sub_explicit(&cached_total, 1, memory_order_relaxed);
     while (chain) {
         struct vms_stack *next = chain->next;
         if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = chain;
         else shared_put(chain);
         chain = next;
     }
+    bump(&t->gets);
     return st;
 }
 
 void vms__cache_put(struct vms_stack *st)
 {
-    atomic_fetch_add_explicit(&cached_total, 1, memory_order_relaxed);
     struct tcache *t = tcache_get();
     if (VMS_UNLIKELY(!t)) {
+        atomic_fetch_add(&retired_puts, 1);
         /* No per-thread cache (out of memory): scrub this one alone. */
         size_t page = vms__os_page_size();
         if (st->size > page) vms__os_discard(st->base, st->size - page);
@@ -228,6 +250,7 @@ void vms__cache_put(struct vms_stack *st)
         shared_put(st);
         return;
     }
+    bump(&t->puts);
     if (vms__opt.flags & VMS_NO_SCRUB) {
         if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
             t->clean[t->nclean++] = st;
@@ -243,9 +266,16 @@ void vms__cache_put(struct vms_stack *st)
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
 }
 
-size_t vms__cache_count(void)
+size_t vms__cache_live(void)
 {
-    return atomic_load_explicit(&cached_total, memory_order_relaxed);
+    unsigned long gets = atomic_load(&retired_gets), puts = atomic_load(&retired_puts);
+    pthread_mutex_lock(&registry_lock);
+    for (struct tcache *t = registry; t; t = t->nextc) {
+        gets += atomic_load_explicit(&t->gets, memory_order_relaxed);
+        puts += atomic_load_explicit(&t->puts, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return gets >= puts ? gets - puts : 0;
 }
 
 void vms__cache_flush_thread(void)
@@ -261,6 +291,14 @@ static void thread_exit(void *p)
     (void)p;
     vms__cache_flush_thread();
     struct tcache *t = tc;
+    if (!t) return;
+    pthread_mutex_lock(&registry_lock);
+    if (t->prev) t->prev->nextc = t->nextc;
+    else registry = t->nextc;
+    if (t->nextc) t->nextc->prev = t->prev;
+    atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
+    atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+    pthread_mutex_unlock(&registry_lock);
     tc = NULL;
     free(t);
 }

@@ -109,6 +109,12 @@ VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
 VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
 /* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
 VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
+/* mincore(2) on [addr, addr + len) (addr page-aligned): vec[i] & 1 when page i is
+ * resident. 0 or a negative errno. Added for the debug layer and the direct backend. */
+VMS_HIDDEN int vms__os_resident_pages(const void *addr, size_t len, unsigned char *vec);
+/* madvise(MADV_NOHUGEPAGE) on memory mapped by someone else (the direct backend's heap
+ * blocks). 0 or a negative errno; failure is harmless. */
+VMS_HIDDEN int vms__os_no_huge_pages(void *addr, size_t len);
 /* System calls made by the os layer so far (for benchmarks and tests). */
 VMS_HIDDEN unsigned long vms__os_syscalls(void);
 
@@ -179,6 +185,8 @@ VMS_HIDDEN size_t vms__arena_class_size(unsigned cls);
  * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
  * no lock; the arena layer serializes. */
 VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
+/* Slots opened so far in all arenas (live + cached stacks). */
+VMS_HIDDEN size_t vms__arena_opened(void);
 /* Totals for vms_get_stats. */
 VMS_HIDDEN void vms__arena_totals(size_t *arenas, size_t *reserved, size_t *mappings,
                                   size_t *resident);
@@ -192,12 +200,11 @@ VMS_HIDDEN const char *vms__arena_guard_method(void);
  * and trimming. See docs/internals.md. */
 VMS_HIDDEN struct vms_stack *vms__cache_get(unsigned cls);  /* NULL + errno */
 VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FREE */
-VMS_HIDDEN size_t vms__cache_count(void);                   /* stacks cached, all threads */
+VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
-VMS_HIDDEN size_t vms__stack_live(void);
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 
@@ -235,5 +242,45 @@ VMS_HIDDEN struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg
                                                   size_t stack_size);
 VMS_HIDDEN void *vms__task_thread_run(struct vms__task *t);
 VMS_HIDDEN void vms__task_thread_discard(struct vms__task *t);
+
+/* ------------------------------------------------------------------- debug.c ---- */
+/* Painting, high-water marks, end-of-stack magic, the usage histogram (docs/debugging.md).
+ * The end magic: VMS__END_MAGIC in both 8-byte words of the lowest 16 bytes of a stack
+ * (16, so that the usable part above stays 16-byte aligned), written at hand-out. */
+#define VMS__END_MAGIC      UINT64_C(0x57ac6e9d57ac6e9d)  /* the kernel's STACK_END_MAGIC, twice */
+#define VMS__END_MAGIC_SIZE 16
+/* Called by vms_stack_alloc for every stack handed out: paints (VMS_PAINT) and writes the
+ * end magic (VMS_END_CHECK). */
+VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
+/* Called by vms_stack_free (after the state change, before the cache): adds the stack's
+ * final depth to the usage histogram (VMS_PAINT). */
+VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
+/* The deepest use since hand-out, within one page; 0 without VMS_PAINT. */
+VMS_HIDDEN size_t vms__debug_max_used(const struct vms_stack *st);
+/* Task layer, when a fiber or thread ends (before it frees the stack): with VMS_PAINT,
+ * writes "vmstack: fiber "x" (id N) used greatest stack depth: U bytes, L bytes left"
+ * to the report fd when U is a new maximum for the stack's size. */
+VMS_HIDDEN void vms__debug_task_end(const struct vms__task_info *ti);
+/* Task layer, at every switch and at task exit: 0 when the end magic is intact (or
+ * VMS_END_CHECK is off), -1 when it was overwritten. Two loads and a compare, inline. */
+static inline int vms__debug_end_check(const struct vms_stack *st)
+{
+    if (VMS_LIKELY(!(vms__opt.flags & VMS_END_CHECK))) return 0;
+    const volatile uint64_t *w = (const volatile uint64_t *)(const void *)st->base;
+    return VMS_LIKELY(((w[0] ^ VMS__END_MAGIC) | (w[1] ^ VMS__END_MAGIC)) == 0) ? 0 : -1;
+}
+/* Task layer, when vms__debug_end_check() said -1: writes
+ * "vmstack: corrupted stack end detected in fiber "x" (id N) on thread T: stack [lo-hi)
+ * end word 0x... (expected 0x...)" and applies the overflow policy: VMS_ABORT dies by
+ * SIGSEGV here; VMS_KILL_TASK writes the "killed" line and returns, and the caller then
+ * kills the task. ti may be NULL (a raw stack). Not async-signal-safe. */
+VMS_HIDDEN void vms__debug_end_corrupted(const struct vms__task_info *ti,
+                                         const struct vms_stack *st);
+/* Bytes at the bottom of every stack that a task must not use: VMS__END_MAGIC_SIZE with
+ * VMS_END_CHECK, else 0 (for vms_stack_remaining). */
+static inline size_t vms__debug_end_reserve(void)
+{
+    return (vms__opt.flags & VMS_END_CHECK) ? VMS__END_MAGIC_SIZE : 0;
+}
 
 #endif /* VMSTACK_INTERNAL_H */

@@ -317,6 +317,24 @@ const char *vms__os_guard_method_name(int method)
     }
 }
 
+/* ---- residency (debug layer, direct backend) ------------------------------------------ */
+/* mincore(2): vec[i] bit 0 is set when page i of [addr, addr + len) is resident, which
+ * for anonymous memory means "touched since the last MADV_DONTNEED" (a read maps the
+ * shared zero page and counts too). addr is page-aligned; vec has len / page entries. */
+int vms__os_resident_pages(const void *addr, size_t len, unsigned char *vec)
+{
+    count_syscall();
+    return mincore((void *)addr, len, vec) == 0 ? 0 : -errno;
+}
+
+/* MADV_NOHUGEPAGE on memory the os layer did not map itself (the direct backend's heap
+ * blocks): a transparent huge page would make 2 MiB resident at a stack's first touch. */
+int vms__os_no_huge_pages(void *addr, size_t len)
+{
+    count_syscall();
+    return madvise(addr, len, MADV_NOHUGEPAGE) == 0 ? 0 : -errno;
+}
+
 /* ---- /proc readers (not on any hot path) --------------------------------------------- */
 long vms__os_max_map_count(void)
 {

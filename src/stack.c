@@ -12,13 +12,6 @@
 #include <errno.h>
 #include <string.h>
 
-static atomic_size_t live;
-
-size_t vms__stack_live(void)
-{
-    return atomic_load_explicit(&live, memory_order_relaxed);
-}
-
 vms_stack *vms_stack_alloc(size_t size)
 {
     int e = vms__ensure_init();
@@ -35,9 +28,9 @@ vms_stack *vms_stack_alloc(size_t size)
     struct vms_stack *st = vms__cache_get(cls);
     if (VMS_UNLIKELY(!st)) return NULL;   /* errno from the cache or arena layer */
     st->max_used = 0;
+    if (VMS_UNLIKELY(vms__opt.flags & (VMS_PAINT | VMS_END_CHECK))) vms__debug_stack_alloc(st);
     atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
     atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);
-    atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
     return st;
 }
 
@@ -53,7 +46,7 @@ void vms_stack_free(vms_stack *st)
             &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
                    (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
-    atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
+    if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_free(rec);
     vms__cache_put(rec);
 }
 
@@ -90,8 +83,7 @@ size_t vms_stack_size(const vms_stack *st)
 size_t vms_stack_max_used(const vms_stack *st)
 {
     const struct vms_stack *r = live_record(st);
-    if (!r || !(vms__opt.flags & VMS_PAINT)) return 0;
-    return r->max_used;
+    return r ? vms__debug_max_used(r) : 0;
 }
 
 int vms_get_stats(vms_stats *out)
@@ -100,8 +92,9 @@ int vms_get_stats(vms_stats *out)
     int e = vms__ensure_init();
     if (e) return e;
     memset(out, 0, sizeof *out);
-    out->stacks_live = vms__stack_live();
-    out->stacks_cached = vms__cache_count();
+    out->stacks_live = vms__cache_live();
+    size_t opened = vms__arena_opened();
+    out->stacks_cached = opened > out->stacks_live ? opened - out->stacks_live : 0;
     vms__arena_totals(&out->arenas, &out->reserved_bytes, &out->mappings,
                       &out->resident_bytes);
     out->overflows = vms__guard_overflows();

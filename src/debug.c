@@ -1,0 +1,279 @@
+/*
+ * debug.c - the debug layer: stack painting and high-water marks (VMS_PAINT), the
+ * end-of-stack magic (VMS_END_CHECK), the per-size usage histogram, and the kernel-style
+ * "used greatest stack depth" line. The user-space CONFIG_DEBUG_STACK_USAGE and
+ * STACK_END_MAGIC / CONFIG_SCHED_STACK_END_CHECK.
+ *
+ * Invariant of painting: from hand-out on, every byte of a stack at or above the offset
+ * kept in st->debug (the "painted" part, normally just the top page) and every byte of
+ * a page that was not resident at hand-out reads as zero until this owner touches it.
+ * So the deepest use is found with one mincore(2) and a scan of at most a few pages.
+ * Calls only the layers below (os, options, log); called by stack.c and the task layer.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* mincore vectors are read in chunks of this many pages (1 KiB on the C stack covers a
+ * 4 MiB stack in one system call; larger stacks take a few). */
+#define VEC_CHUNK 1024
+
+/* The histogram and the greatest depth reported by a task, per size class. */
+static struct {
+    atomic_size_t stacks, max_used;
+    atomic_size_t buckets[VMS_USAGE_BUCKETS];
+} hist[VMS__CLASSES];
+static atomic_size_t task_max[VMS__CLASSES];
+
+static size_t page_size(void)
+{
+    return vms__os_page_size();
+}
+
+/* The address of the first non-zero byte in [lo, hi), or NULL. lo and hi are 8-byte
+ * aligned. Reads with volatile loads: the owner may be running on another thread. */
+static const char *first_nonzero(const char *lo, const char *hi)
+{
+    for (const volatile uint64_t *w = (const volatile uint64_t *)(const void *)lo;
+         (const char *)w < hi; w++) {
+        uint64_t v = *w;
+        if (v) return (const char *)w + (__builtin_ctzll(v) >> 3); /* little-endian */
+    }
+    return NULL;
+}
+
+/* Calls mincore on pages [first, n) of st in chunks; returns the index of the lowest
+ * resident page, n when none, or a negative errno. */
+static long lowest_resident(const struct vms_stack *st, size_t first, size_t n)
+{
+    size_t page = page_size();
+    unsigned char vec[VEC_CHUNK];
+    for (size_t i = first; i < n; i += VEC_CHUNK) {
+        size_t k = n - i < VEC_CHUNK ? n - i : VEC_CHUNK;
+        int e = vms__os_resident_pages(st->base + i * page, k * page, vec);
+        if (e) return e;
+        for (size_t j = 0; j < k; j++)
+            if (vec[j] & 1) return (long)(i + j);
+    }
+    return (long)n;
+}
+
+/* Paints st for a new owner. With scrubbing (the default) the cache hands out stacks
+ * whose pages are all zero and of which at most the top page is resident (cache.c), so
+ * zero is the paint and nothing needs writing: free. With VMS_NO_SCRUB the previous
+ * owner's data is still there in the pages it touched (still resident): those, from the
+ * lowest one up, are zeroed, a cost proportional to the previous owner's depth. The
+ * bottom page under VMS_END_CHECK holds the magic and is zeroed on its own, so that a
+ * magic left by the previous owner does not make the whole stack look used. */
+static void paint(struct vms_stack *st)
+{
+    size_t page = page_size(), n = st->size / page;
+    st->debug = st->size - page;
+    if (!(vms__opt.flags & VMS_NO_SCRUB)) return;
+    bool magic = (vms__opt.flags & VMS_END_CHECK) && n > 1;
+    long low = lowest_resident(st, magic ? 1 : 0, n);
+    if (low < 0) {
+        /* mincore failed (it cannot for a mapped stack): paint everything. */
+        memset(st->base, 0, st->size);
+        st->debug = 0;
+        return;
+    }
+    if ((size_t)low < n) {
+        memset(st->base + (size_t)low * page, 0, st->size - (size_t)low * page);
+        st->debug = (size_t)low * page;
+    }
+    if (magic && lowest_resident(st, 0, 1) == 0) memset(st->base, 0, page);
+}
+
+void vms__debug_stack_alloc(struct vms_stack *st)
+{
+    st->max_used = 0;
+    if (vms__opt.flags & VMS_PAINT) paint(st);
+    if (vms__opt.flags & VMS_END_CHECK) {
+        uint64_t *w = (uint64_t *)(void *)st->base;
+        w[0] = VMS__END_MAGIC;
+        w[1] = VMS__END_MAGIC;
+    }
+}
+
+/* The high-water mark. A page below the painted part that is resident now was touched
+ * by this owner (it was not resident at hand-out): the deepest such page bounds the
+ * depth within one page; within it, the first non-zero byte makes the figure exact for
+ * ordinary stack contents. A painted page (and the magic's bottom page) counts only
+ * when it holds a non-zero byte, since it was resident before the owner began. */
+size_t vms__debug_max_used(const struct vms_stack *st)
+{
+    if (!(vms__opt.flags & VMS_PAINT)) return 0;
+    size_t page = page_size(), n = st->size / page;
+    size_t painted = st->debug / page;
+    bool magic = (vms__opt.flags & VMS_END_CHECK) != 0;
+    const char *top = vms__stack_top_of(st);
+    unsigned char vec[VEC_CHUNK];
+    for (size_t i = 0; i < n; i += VEC_CHUNK) {
+        size_t k = n - i < VEC_CHUNK ? n - i : VEC_CHUNK;
+        if (vms__os_resident_pages(st->base + i * page, k * page, vec) != 0) return st->max_used;
+        for (size_t j = 0; j < k; j++) {
+            if (!(vec[j] & 1)) continue;
+            size_t p = i + j;
+            const char *lo = st->base + p * page, *hi = lo + page;
+            if (p >= painted || (magic && p == 0)) {
+                const char *a = first_nonzero(p == 0 && magic ? lo + VMS__END_MAGIC_SIZE : lo, hi);
+                if (a) return (size_t)(top - a);
+                continue;
+            }
+            const char *a = first_nonzero(lo, hi);
+            return (size_t)(top - (a ? a : lo));
+        }
+    }
+    return 0;
+}
+
+static unsigned bucket_of(size_t depth)
+{
+    size_t page = page_size();
+    size_t pages = (depth + page - 1) / page;
+    if (pages <= 1) return 0;
+    unsigned b = 64u - (unsigned)__builtin_clzll((unsigned long long)(pages - 1));
+    return b < VMS_USAGE_BUCKETS ? b : VMS_USAGE_BUCKETS - 1;
+}
+
+/* Raises *m to v; returns true when v was a new maximum. */
+static bool raise_max(atomic_size_t *m, size_t v)
+{
+    size_t cur = atomic_load_explicit(m, memory_order_relaxed);
+    while (v > cur)
+        if (atomic_compare_exchange_weak_explicit(m, &cur, v, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+void vms__debug_stack_free(struct vms_stack *st)
+{
+    if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
+    size_t d = vms__debug_max_used(st);
+    st->max_used = d;
+    atomic_fetch_add_explicit(&hist[st->cls].stacks, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hist[st->cls].buckets[bucket_of(d)], 1, memory_order_relaxed);
+    raise_max(&hist[st->cls].max_used, d);
+}
+
+int vms_stack_usage(vms_usage *out, size_t n)
+{
+    if (!out && n > 0) return -EINVAL;
+    int e = vms__ensure_init();
+    if (e) return e;
+    int count = 0;
+    for (unsigned c = 0; c < VMS__CLASSES; c++) {
+        size_t stacks = atomic_load_explicit(&hist[c].stacks, memory_order_relaxed);
+        if (!stacks) continue;
+        if ((size_t)count < n) {
+            vms_usage *u = &out[count];
+            memset(u, 0, sizeof *u);
+            u->stack_size = vms__arena_class_size(c);
+            u->stacks = stacks;
+            u->max_used = atomic_load_explicit(&hist[c].max_used, memory_order_relaxed);
+            for (unsigned b = 0; b < VMS_USAGE_BUCKETS; b++)
+                u->buckets[b] = atomic_load_explicit(&hist[c].buckets[b], memory_order_relaxed);
+        }
+        count++;
+    }
+    return count;
+}
+
+/* ---- report lines ------------------------------------------------------------------ */
+
+/* One write(2) of the whole line to the report fd, retried on EINTR and partial writes. */
+static void report_line(const char *buf, size_t len)
+{
+    int saved = errno;
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(vms__opt.report_fd, buf + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    errno = saved;
+}
+
+/* Copies a task name for a one-line report: at most 63 bytes, control characters and
+ * quotes replaced, so that a hostile name cannot forge report lines. */
+static void clean_name(const char *name, char out[64])
+{
+    size_t i = 0;
+    for (; name && name[i] && i < 63; i++) {
+        unsigned char c = (unsigned char)name[i];
+        out[i] = (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c;
+    }
+    out[i] = '\0';
+}
+
+/* "fiber "name" (id N)" or "thread "name" (id N)". */
+static void describe(const struct vms__task_info *ti, char *buf, size_t sz)
+{
+    char name[64];
+    clean_name(ti->name, name);
+    snprintf(buf, sz, "%s \"%s\" (id %lu)", ti->kind == VMS__TASK_THREAD ? "thread" : "fiber",
+             name, ti->id);
+}
+
+void vms__debug_task_end(const struct vms__task_info *ti)
+{
+    if (!(vms__opt.flags & VMS_PAINT) || !ti || !ti->stack) return;
+    const struct vms_stack *st = ti->stack;
+    if (st->cls >= VMS__CLASSES) return;
+    size_t d = vms__debug_max_used(st);
+    if (!raise_max(&task_max[st->cls], d)) return;
+    char who[128], line[256];
+    describe(ti, who, sizeof who);
+    int len = snprintf(line, sizeof line,
+                       "vmstack: %s used greatest stack depth: %zu bytes, %zu bytes left\n",
+                       who, d, st->size - d);
+    if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+}
+
+void vms__debug_end_corrupted(const struct vms__task_info *ti, const struct vms_stack *st)
+{
+    char who[128], line[384];
+    if (ti) {
+        describe(ti, who + 3, sizeof who - 3);
+        memcpy(who, "in ", 3);
+    } else {
+        snprintf(who, sizeof who, "in a stack");
+    }
+    const volatile uint64_t *w = (const volatile uint64_t *)(const void *)st->base;
+    uint64_t word = w[0] != VMS__END_MAGIC ? w[0] : w[1];
+    int len = snprintf(line, sizeof line,
+                       "vmstack: corrupted stack end detected %s on thread %ld: stack "
+                       "[%p-%p) end word 0x%016llx (expected 0x%016llx)\n",
+                       who, (long)syscall(SYS_gettid), (void *)st->base,
+                       (void *)vms__stack_top_of(st), (unsigned long long)word,
+                       (unsigned long long)VMS__END_MAGIC);
+    if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+    if (vms__opt.on_overflow == VMS_ABORT) {
+        static const char msg[] = "vmstack: aborting\n";
+        report_line(msg, sizeof msg - 1);
+        /* Die by SIGSEGV as an overflow does, so that core dumps and exit statuses look
+         * the same: the default action, unblocked, then the signal. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGSEGV, &dfl, NULL);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGSEGV);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        raise(SIGSEGV);
+        abort();
+    }
+    if (ti) {
+        describe(ti, who, sizeof who);
+        len = snprintf(line, sizeof line, "vmstack: killed %s; other tasks continue\n", who);
+        if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+    }
+}

@@ -1,0 +1,443 @@
+/*
+ * debug.c - tests of the debug layer: painting and high-water marks (VMS_PAINT), the
+ * usage histogram, the "used greatest stack depth" line, the end-of-stack magic
+ * (VMS_END_CHECK) and its report. vms_init works once per process, so every case runs
+ * its configuration in a forked child (tst_fork) and asserts on the child's exit and
+ * output. Depths are written through raw stacks at top - depth, so the expected value
+ * is known exactly; the contract checked is "within one page".
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <sys/mman.h>
+
+static size_t page(void)
+{
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Runs fn in a child; fails with the child's output unless it exited 0. Returns the
+ * output (static buffer) for further checks. */
+static char out[65536];
+static const char *run(void (*fn)(void *), void *arg)
+{
+    int st = tst_fork(fn, arg, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    return out;
+}
+
+static void init_flags(unsigned flags, int on_overflow)
+{
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = flags;
+    c.on_overflow = on_overflow;
+    int e = vms_init(&c);
+    ASSERT_EQ(e, 0);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++) n++;
+    return n;
+}
+
+/* Asserts that the mark m is within one page of the true depth d, and not below it. */
+#define ASSERT_WITHIN_PAGE(m, d)                                                    \
+    do {                                                                            \
+        ASSERT_GE((m), (d));                                                        \
+        ASSERT_LT((m), (d) + page());                                               \
+    } while (0)
+
+/* Depths of a 1 MiB stack that cover: nothing, the top page, page edges, deep pages,
+ * and the bottom page (below END_CHECK's magic). */
+static size_t depths[] = { 0, 1, 100, 4095, 4096, 4097, 3 * 4096 + 17, 10 * 4096,
+                           100 * 4096 + 5, 255 * 4096 + 100, (1u << 20) - 32 };
+#define NDEPTHS (sizeof depths / sizeof depths[0])
+
+static void check_depths(unsigned char fill)
+{
+    for (size_t i = 0; i < NDEPTHS; i++) {
+        vms_stack *st = vms_stack_alloc(1u << 20);
+        ASSERT_NOT_NULL(st);
+        ASSERT_EQ(vms_stack_size(st), 1u << 20);
+        char *top = vms_stack_top(st);
+        ASSERT_EQ(vms_stack_max_used(st), 0);
+        size_t d = depths[i];
+        if (d) top[-(ptrdiff_t)d] = (char)fill;
+        size_t m = vms_stack_max_used(st);
+        if (fill == 0 && d > 0 && d <= page()) {
+            /* A zero written into the already-resident top page is indistinguishable
+             * from the paint: the contract (within one page) still holds. */
+            ASSERT_LT(m, page());
+        } else {
+            ASSERT_WITHIN_PAGE(m, d);
+        }
+        /* A shallower use later does not lower the mark. */
+        top[-8] = 1;
+        ASSERT_EQ(vms_stack_max_used(st), m > 8 ? m : 8);
+        vms_stack_free(st);
+    }
+}
+
+static void paint_depths_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    check_depths(0xa5);
+}
+
+TEST(paint_depths)
+{
+    run(paint_depths_child, NULL);
+}
+
+/* A zero written by the owner is still seen: the page it is in became resident. */
+static void paint_zero_writes_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    check_depths(0);
+}
+
+TEST(paint_zero_writes)
+{
+    run(paint_zero_writes_child, NULL);
+}
+
+/* Stacks that come back from the cache read as unused, whether they were scrubbed
+ * (default) or handed back with the old owner's data (VMS_NO_SCRUB, repainted). */
+static void paint_reuse_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(flags, 0);
+    void *seen[64];
+    int reused = 0;
+    for (int i = 0; i < 64; i++) {
+        vms_stack *st = vms_stack_alloc(256 * 1024);
+        ASSERT_NOT_NULL(st);
+        char *top = vms_stack_top(st);
+        seen[i] = top;
+        for (int j = 0; j < i; j++) reused += seen[j] == top;
+        ASSERT_EQ(vms_stack_max_used(st), 0);
+        size_t d = (size_t)(i % 8 + 1) * 20000;
+        memset(top - d, 0x5a, d);      /* a whole used region, as a real task leaves */
+        ASSERT_WITHIN_PAGE(vms_stack_max_used(st), d);
+        vms_stack_free(st);
+    }
+    /* The test means something only if stacks were indeed handed out again. */
+    ASSERT_GT(reused, 0);
+}
+
+TEST(paint_reuse_scrubbed)
+{
+    unsigned flags = VMS_PAINT;
+    run(paint_reuse_child, &flags);
+}
+
+TEST(paint_reuse_no_scrub)
+{
+    unsigned flags = VMS_PAINT | VMS_NO_SCRUB;
+    run(paint_reuse_child, &flags);
+}
+
+TEST(paint_reuse_no_scrub_end_check)
+{
+    unsigned flags = VMS_PAINT | VMS_NO_SCRUB | VMS_END_CHECK;
+    run(paint_reuse_child, &flags);
+}
+
+static void paint_off_child(void *arg)
+{
+    (void)arg;
+    init_flags(0, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(st);
+    char *top = vms_stack_top(st);
+    memset(top - 50000, 1, 50000);
+    ASSERT_EQ(vms_stack_max_used(st), 0);
+    vms_stack_free(st);
+    ASSERT_EQ(vms_stack_usage(NULL, 0), 0);
+    /* No line either. */
+    vms_stack *s2 = vms_stack_alloc(0);
+    memset((char *)vms_stack_top(s2) - 50000, 1, 50000);
+    struct vms__task_info ti = { VMS__TASK_FIBER, "quiet", 1, s2 };
+    vms__debug_task_end(&ti);
+    vms_stack_free(s2);
+}
+
+TEST(paint_off)
+{
+    const char *o = run(paint_off_child, NULL);
+    ASSERT_STR_NOT_CONTAINS(o, "greatest stack depth");
+}
+
+/* VMSTACK_PAINT=1 turns painting on without vms_init. */
+static void paint_env_child(void *arg)
+{
+    (void)arg;
+    setenv("VMSTACK_PAINT", "1", 1);
+    check_depths(0x11);
+}
+
+TEST(paint_env)
+{
+    run(paint_env_child, NULL);
+}
+
+/* Painting is lazy: pages the owner never touched stay non-resident, also after the
+ * high-water mark was read, and with the end magic (which costs the bottom page). */
+static int resident_pages(vms_stack *st)
+{
+    size_t n = vms_stack_size(st) / page();
+    unsigned char *vec = malloc(n);
+    ASSERT_NOT_NULL(vec);
+    ASSERT_EQ(mincore(vms_stack_base(st), vms_stack_size(st), vec), 0);
+    int r = 0;
+    for (size_t i = 0; i < n; i++) r += vec[i] & 1;
+    free(vec);
+    return r;
+}
+
+static void paint_lazy_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(flags, 0);
+    int magic = (flags & VMS_END_CHECK) ? 1 : 0;
+    for (int round = 0; round < 40; round++) {   /* fresh and reused stacks */
+        vms_stack *st = vms_stack_alloc(4u << 20);
+        ASSERT_NOT_NULL(st);
+        ASSERT_LE(resident_pages(st), 1 + magic);
+        char *top = vms_stack_top(st);
+        memset(top - 5 * page(), 7, 5 * page());
+        ASSERT_WITHIN_PAGE(vms_stack_max_used(st), 5 * page());
+        ASSERT_LE(resident_pages(st), 5 + magic);
+        ASSERT_EQ(vms__debug_end_check(st), 0);
+        vms_stack_free(st);
+    }
+}
+
+TEST(paint_lazy)
+{
+    unsigned flags = VMS_PAINT;
+    run(paint_lazy_child, &flags);
+}
+
+TEST(paint_lazy_end_check)
+{
+    unsigned flags = VMS_PAINT | VMS_END_CHECK;
+    run(paint_lazy_child, &flags);
+}
+
+/* The magic does not count as use; depths down to the bottom page are still exact. */
+static void paint_end_check_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT | VMS_END_CHECK, 0);
+    check_depths(0x77);
+}
+
+TEST(paint_with_end_check)
+{
+    run(paint_end_check_child, NULL);
+}
+
+/* ---- the histogram ---------------------------------------------------------------- */
+
+static const vms_usage *find_size(const vms_usage *u, int n, size_t size)
+{
+    for (int i = 0; i < n; i++)
+        if (u[i].stack_size == size) return &u[i];
+    TST_FAIL("no histogram entry for stacks of %zu bytes", size);
+}
+
+static void usage_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    size_t p = page();
+    struct { size_t size, depth; unsigned bucket; } uses[] = {
+        { 256 * 1024, 0, 0 },        { 256 * 1024, 100, 0 },   { 256 * 1024, p + 1, 1 },
+        { 256 * 1024, 3 * p, 2 },    { 256 * 1024, 20 * p, 5 }, { 1u << 20, 100 * p, 7 },
+    };
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
+        vms_stack *st = vms_stack_alloc(uses[i].size);
+        ASSERT_NOT_NULL(st);
+        if (uses[i].depth) ((char *)vms_stack_top(st))[-(ptrdiff_t)uses[i].depth] = 1;
+        vms_stack_free(st);
+    }
+    vms_usage u[VMS__CLASSES];
+    int n = vms_stack_usage(u, VMS__CLASSES);
+    ASSERT_GE(n, 2);
+    ASSERT_EQ(vms_stack_usage(NULL, 0), n);
+    ASSERT_EQ(vms_stack_usage(NULL, 1), -EINVAL);
+    for (int i = 1; i < n; i++) ASSERT_LT(u[i - 1].stack_size, u[i].stack_size);
+
+    const vms_usage *a = find_size(u, n, 256 * 1024);
+    ASSERT_EQ(a->stacks, 5);
+    ASSERT_WITHIN_PAGE(a->max_used, 20 * p);
+    size_t want[VMS_USAGE_BUCKETS] = { 0 };
+    for (size_t i = 0; i < 5; i++) want[uses[i].bucket]++;
+    for (int b = 0; b < VMS_USAGE_BUCKETS; b++) ASSERT_EQ(a->buckets[b], want[b]);
+
+    const vms_usage *big = find_size(u, n, 1u << 20);
+    ASSERT_EQ(big->stacks, 1);
+    ASSERT_EQ(big->buckets[7], 1);
+    ASSERT_WITHIN_PAGE(big->max_used, 100 * p);
+
+    /* A short array gets the smallest sizes and the full count. */
+    vms_usage one;
+    ASSERT_EQ(vms_stack_usage(&one, 1), n);
+    ASSERT_EQ(one.stack_size, u[0].stack_size);
+}
+
+TEST(usage_histogram)
+{
+    run(usage_child, NULL);
+}
+
+/* ---- the "used greatest stack depth" line ------------------------------------------- */
+
+static void task_end_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    size_t p = page();
+    size_t depth[] = { 3 * p + 5, 2 * p, 7 * p + 1 };
+    const char *names[] = { "worker", "shallow", "deep\nfake" };
+    for (int i = 0; i < 3; i++) {
+        vms_stack *st = vms_stack_alloc(256 * 1024);
+        ASSERT_NOT_NULL(st);
+        ((char *)vms_stack_top(st))[-(ptrdiff_t)depth[i]] = 1;
+        struct vms__task_info ti = { i == 2 ? VMS__TASK_THREAD : VMS__TASK_FIBER, names[i],
+                                     (unsigned long)(7 + i), st };
+        vms__debug_task_end(&ti);
+        vms_stack_free(st);
+    }
+}
+
+TEST(task_end_line)
+{
+    const char *o = run(task_end_child, NULL);
+    size_t p = page();
+    char want[256];
+    snprintf(want, sizeof want,
+             "vmstack: fiber \"worker\" (id 7) used greatest stack depth: %zu bytes, "
+             "%zu bytes left\n", 3 * p + 5, 256 * 1024 - (3 * p + 5));
+    ASSERT_STR_CONTAINS(o, want);
+    /* Not a new maximum: no line (as the kernel). */
+    ASSERT_STR_NOT_CONTAINS(o, "shallow");
+    /* A new maximum, a thread, and a name that cannot break the line. */
+    snprintf(want, sizeof want,
+             "vmstack: thread \"deep?fake\" (id 9) used greatest stack depth: %zu bytes, "
+             "%zu bytes left\n", 7 * p + 1, 256 * 1024 - (7 * p + 1));
+    ASSERT_STR_CONTAINS(o, want);
+    ASSERT_EQ(count(o, "greatest stack depth"), 2);
+}
+
+/* ---- the end magic --------------------------------------------------------------------- */
+
+static void end_magic_child(void *arg)
+{
+    bool env = arg != NULL;
+    if (env) setenv("VMSTACK_END_CHECK", "1", 1);
+    else init_flags(VMS_END_CHECK, 0);
+    for (int i = 0; i < 40; i++) {   /* fresh and reused stacks */
+        vms_stack *st = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(st);
+        /* The usable geometry does not change: the magic lives in the lowest 16 bytes. */
+        ASSERT_EQ(vms_stack_size(st), 256 * 1024);
+        uint64_t *w = vms_stack_base(st);
+        ASSERT_UEQ(w[0], VMS__END_MAGIC);
+        ASSERT_UEQ(w[1], VMS__END_MAGIC);
+        ASSERT_EQ(vms__debug_end_check(st), 0);
+        /* Any bit of either word. */
+        unsigned char *b = vms_stack_base(st);
+        for (int k = 0; k < 16; k++) {
+            b[k] ^= (unsigned char)(1u << (k % 8));
+            ASSERT_EQ(vms__debug_end_check(st), -1);
+            b[k] ^= (unsigned char)(1u << (k % 8));
+            ASSERT_EQ(vms__debug_end_check(st), 0);
+        }
+        /* The byte just above is the task's own. */
+        b[16] = 0xff;
+        ASSERT_EQ(vms__debug_end_check(st), 0);
+        ASSERT_EQ(vms__debug_end_reserve(), 16);
+        vms_stack_free(st);
+    }
+}
+
+TEST(end_magic)
+{
+    run(end_magic_child, NULL);
+}
+
+TEST(end_magic_env)
+{
+    run(end_magic_child, "env");
+}
+
+static void end_magic_off_child(void *arg)
+{
+    (void)arg;
+    init_flags(0, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(st);
+    uint64_t *w = vms_stack_base(st);
+    ASSERT_UEQ(w[0], 0);             /* nothing written without the flag */
+    w[0] = 12345;
+    ASSERT_EQ(vms__debug_end_check(st), 0);
+    ASSERT_EQ(vms__debug_end_reserve(), 0);
+    vms_stack_free(st);
+}
+
+TEST(end_magic_off)
+{
+    run(end_magic_off_child, NULL);
+}
+
+static void end_corrupted_child(void *arg)
+{
+    int policy = *(int *)arg;
+    init_flags(VMS_END_CHECK, policy);
+    vms_stack *st = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(st);
+    /* An overrun from above reaches the upper word first. */
+    ((uint64_t *)vms_stack_base(st))[1] = 0x4141414141414141ull;
+    ASSERT_EQ(vms__debug_end_check(st), -1);
+    struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, st };
+    vms__debug_end_corrupted(&ti, st);
+    /* Only the kill policy returns here; the caller then kills the task. */
+    ASSERT_EQ(policy, VMS_KILL_TASK);
+    fprintf(stderr, "returned\n");
+}
+
+static void check_corrupted_line(const char *o)
+{
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in fiber \"victim\" (id 3) "
+                           "on thread ");
+    ASSERT_STR_CONTAINS(o, "end word 0x4141414141414141 (expected 0x57ac6e9d57ac6e9d)\n");
+    ASSERT_STR_CONTAINS(o, ": stack [0x");
+}
+
+TEST(end_corrupted_kill)
+{
+    int policy = VMS_KILL_TASK;
+    const char *o = run(end_corrupted_child, &policy);
+    check_corrupted_line(o);
+    ASSERT_STR_CONTAINS(o, "vmstack: killed fiber \"victim\" (id 3); other tasks continue\n");
+    ASSERT_STR_CONTAINS(o, "returned");
+}
+
+TEST(end_corrupted_abort)
+{
+    int policy = VMS_ABORT;
+    int st = tst_fork(end_corrupted_child, &policy, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    check_corrupted_line(out);
+    ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
+    ASSERT_STR_NOT_CONTAINS(out, "returned");
+}
