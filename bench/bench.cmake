@@ -134,6 +134,28 @@ if(TARGET vmstack_cmd AND VMS_BENCH_DEFS)
   target_compile_definitions(vmstack_cmd PRIVATE ${VMS_BENCH_DEFS})
 endif()
 
+# The Boost comparison (C++, its own program; not part of `vmstack bench`): only when
+# the library has fibers and CMake finds Boost.Context (Debian: libboost-context-dev).
+# CXX is enabled here, for this one target, so that the C library never needs a C++
+# compiler.
+include(CheckLanguage)
+if("src/fiber.c" IN_LIST VMSTACK_SOURCES)
+  check_language(CXX)
+  if(CMAKE_CXX_COMPILER)
+    enable_language(CXX)
+    find_package(Boost QUIET COMPONENTS context)
+  endif()
+  if(CMAKE_CXX_COMPILER AND Boost_FOUND AND TARGET Boost::context)
+    add_executable(vmstack_bench_boost boost_context.cpp)
+    set_target_properties(vmstack_bench_boost PROPERTIES CXX_STANDARD 14 CXX_STANDARD_REQUIRED ON)
+    target_link_libraries(vmstack_bench_boost PRIVATE vmstack_static Boost::context)
+    target_include_directories(vmstack_bench_boost PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+    message(STATUS "  bench: vmstack_bench_boost (Boost.Context ${Boost_VERSION})")
+  else()
+    message(STATUS "  bench: Boost.Context not found, vmstack_bench_boost not built")
+  endif()
+endif()
+
 if(VMSTACK_BUILD_TESTS AND TARGET vmstack_cmd)
   # The lists travel as one comma-separated argument each (a ';' would split it).
   string(REPLACE ";" "," ids "${VMS_BENCH_IDS}")
