@@ -1,0 +1,76 @@
+/*
+ * cli_demo_run.h - runs the built `vmstack` command (VMSTACK_CMD, its path, set by
+ * tests/cli.cmake) as a subprocess for the cli tests of `vmstack demo` and `selftest`,
+ * and picks numbers out of its output. No shell: argv goes straight to execv.
+ */
+#ifndef VMSTACK_CLI_DEMO_RUN_H
+#define VMSTACK_CLI_DEMO_RUN_H
+
+#include "test.h"
+
+/* Runs VMSTACK_CMD with args (NULL-terminated, without argv[0]); stdout and stderr both
+ * go to out. Returns the wait status. */
+static inline int cli_run(const char *const *args, char *out, size_t cap)
+{
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = VMSTACK_CMD;
+    for (; args[n - 1] && n < 31; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    int p[2];
+    if (pipe(p) != 0) TST_FAIL("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) TST_FAIL("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[1]);
+        execv(VMSTACK_CMD, (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s\n", VMSTACK_CMD, strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0;
+    for (;;) {
+        char tmp[4096];
+        ssize_t r = read(p[0], tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        for (ssize_t i = 0; i < r; i++)
+            if (len + 1 < cap) out[len++] = tmp[i];
+    }
+    out[len] = '\0';
+    close(p[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    return status;
+}
+
+/* The line of out that starts with prefix (NULL when there is none). */
+static inline const char *cli_line(const char *out, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *l = out; l && *l; ) {
+        if (!strncmp(l, prefix, n)) return l;
+        l = strchr(l, '\n');
+        if (l) l++;
+    }
+    return NULL;
+}
+
+/* How many lines of out start with prefix. */
+static inline int cli_count(const char *out, const char *prefix)
+{
+    int k = 0;
+    size_t n = strlen(prefix);
+    for (const char *l = out; l && *l; ) {
+        if (!strncmp(l, prefix, n)) k++;
+        l = strchr(l, '\n');
+        if (l) l++;
+    }
+    return k;
+}
+
+#endif
