@@ -1,0 +1,755 @@
+/*
+ * guard.c - death tests of the fault handler without the task layer: overflows of a
+ * vmstack stack entered with makecontext/swapcontext (on the main thread and on a plain
+ * pthread), the main thread's own stack and a foreign thread's; faults that are not ours
+ * (NULL, kill(), a queued signal naming a guard address) and chaining to every kind of
+ * previous action; vms_handle_fault; wild guard accesses; underflows into the next
+ * slot's guard and the trailing guard; report fds that are full, closed or have no
+ * reader; the abort policy; the oops hook; a huge frame built with
+ * -fstack-clash-protection. Each case crashes a child (tst_fork) and checks its wait
+ * status and report.
+ */
+#include "island.h"
+#include "test.h"
+
+#include <alloca.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+
+#ifdef __SANITIZE_ADDRESS__
+/* Deliberate stack overflows and wild writes confuse ASan's own SIGSEGV handler and
+ * its shadow of the stacks: these cases only run without it. */
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#else
+#define NO_ASAN() do {} while (0)
+#endif
+
+static char out[1 << 20];
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+static void init_with(int on_overflow, int report_fd)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.on_overflow = on_overflow;
+    cfg.report_fd = report_fd;
+    int e = vms_init(&cfg);
+    if (e) {
+        fprintf(stderr, "vms_init: %d\n", e);
+        _exit(3);
+    }
+}
+
+static ucontext_t co_ctx, co_back;
+
+/* Runs fn on st with the program's own tiny context switch (ucontext). */
+static void run_on(vms_stack *st, void (*fn)(void))
+{
+    getcontext(&co_ctx);
+    co_ctx.uc_stack.ss_sp = vms_stack_base(st);
+    co_ctx.uc_stack.ss_size = vms_stack_size(st);
+    co_ctx.uc_link = &co_back;
+    makecontext(&co_ctx, fn, 0);
+    swapcontext(&co_back, &co_ctx);
+}
+
+static volatile int sink, never;
+/* Faulting addresses go through a volatile pointer: the compiler must not see them. */
+static volatile int *volatile bad_ptr;
+
+static void poke(uintptr_t addr)
+{
+    bad_ptr = (volatile int *)addr;
+    *bad_ptr = 1;
+}
+
+__attribute__((noipa)) static int island_recurse_down(int n)
+{
+    volatile char buf[96];
+    if (never) return 0;   /* keeps the compiler from calling it endless recursion */
+    buf[0] = (char)n;
+    sink += buf[0];
+    return island_recurse_down(n + 1) + buf[3];
+}
+
+/* noipa and the use of the result: a real frame, not a tail call, so that the trace
+ * shows it below the recursion. */
+__attribute__((noipa)) static void overflow_fn(void)
+{
+    sink += island_recurse_down(0);
+}
+
+/* The lines of s must appear in this order. */
+static void assert_in_order(const char *s, const char *const *want, int n)
+{
+    const char *at = s;
+    for (int i = 0; i < n; i++) {
+        const char *p = strstr(at, want[i]);
+        if (!p) TST_FAIL("expected \"%s\" (after \"%s\") in:\n----\n%s\n----", want[i],
+                         i ? want[i - 1] : "the start", s);
+        at = p + strlen(want[i]);
+    }
+}
+
+static void assert_last_line(const char *s, const char *want)
+{
+    size_t n = strlen(s), w = strlen(want);
+    if (n < w + 1 || strncmp(s + n - w - 1, want, w) != 0 || s[n - 1] != '\n' ||
+        (n > w + 1 && s[n - w - 2] != '\n'))
+        TST_FAIL("the last line should be \"%s\" in:\n----\n%s\n----", want, s);
+}
+
+static int run_child(void (*fn)(void *), void *arg)
+{
+    return tst_fork(fn, arg, out, sizeof out);
+}
+
+/* ---- overflow of a vmstack stack without a task -------------------------------------- */
+
+static void overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+static void check_overflow_report(const char *s)
+{
+    const char *order[] = {
+        "vmstack: stack overflow on thread ", "vmstack:  fault at 0x", " bytes below the stack\n",
+        "vmstack:  stack [0x", ") size ", ", guard ", "vmstack:  pc 0x", " sp 0x", " tainted 0\n",
+        "vmstack:  rax 0x", "vmstack: Call Trace:\n", "vmstack:  island_recurse_down+0x",
+        " frames of island_recurse_down left out ...\n", "vmstack:  overflow_fn+0x",
+        "vmstack: no vmstack fiber or thread runs on this stack",
+    };
+    assert_in_order(s, order, (int)(sizeof order / sizeof *order));
+    ASSERT_EQ(strncmp(s, "vmstack: stack overflow", 23), 0);
+    assert_last_line(s, "vmstack: aborting");
+}
+
+TEST(overflow_on_vmstack_stack)
+{
+    NO_ASAN();
+    int st = run_child(overflow_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    check_overflow_report(out);
+}
+
+static void *thread_overflow(void *arg)
+{
+    (void)arg;
+    int e = vms__guard_thread_init();
+    if (e) fprintf(stderr, "thread init: %d\n", e);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+    return NULL;
+}
+
+static void thread_overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, thread_overflow, NULL);
+    pthread_join(t, NULL);
+}
+
+TEST(overflow_on_plain_thread)
+{
+    NO_ASAN();
+    int st = run_child(thread_overflow_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    check_overflow_report(out);
+}
+
+static void abort_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_ABORT, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+TEST(abort_policy)
+{
+    NO_ASAN();
+    int st = run_child(abort_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:");
+    ASSERT_STR_NOT_CONTAINS(out, "nothing can be killed");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* ---- not ours ---------------------------------------------------------------------- */
+
+static void null_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    (void)st;
+    poke((uintptr_t)arg);
+}
+
+TEST(null_dereference_is_not_ours)
+{
+    int st = run_child(null_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
+static void kill_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    kill(getpid(), SIGSEGV);
+    sleep(5);
+}
+
+TEST(kill_sent_segv_is_passed_on)
+{
+    int st = run_child(kill_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
+/* A program can queue a SIGSEGV naming any address; only si_code tells it from a real
+ * fault, and a guard address must not make it ours. */
+static void queued_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGSEGV;
+    si.si_code = SI_QUEUE;
+    si.si_addr = (char *)vms_stack_base(st) - 64;
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)vms__sigsafe_gettid(), SIGSEGV, &si);
+    sleep(5);
+}
+
+TEST(queued_segv_with_guard_address_is_passed_on)
+{
+    int st = run_child(queued_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
+static void ign_kill_child(void *arg)
+{
+    (void)arg;
+    signal(SIGSEGV, SIG_IGN);
+    init_with(VMS_KILL_TASK, 0);
+    kill(getpid(), SIGSEGV);
+    printf("survived an ignored kill\n");
+}
+
+TEST(kill_sent_segv_ignored_stays_ignored)
+{
+    int st = run_child(ign_kill_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "survived an ignored kill");
+}
+
+/* ---- chaining ------------------------------------------------------------------------ */
+
+static sigjmp_buf chain_jmp;
+static volatile int chain_calls;
+static void *volatile chain_addr;
+
+static void prev_sigaction(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    chain_calls++;
+    chain_addr = si->si_addr;
+    siglongjmp(chain_jmp, 1);
+}
+
+static void prev_handler(int sig)
+{
+    (void)sig;
+    chain_calls++;
+    siglongjmp(chain_jmp, 1);
+}
+
+static void chain_child(void *arg)
+{
+    int with_info = arg != NULL;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    if (with_info) {
+        sa.sa_sigaction = prev_sigaction;
+        sa.sa_flags = SA_SIGINFO;
+    } else {
+        sa.sa_handler = prev_handler;
+    }
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    (void)st;
+    if (sigsetjmp(chain_jmp, 1) == 0) poke(0x18);
+    if (chain_calls != 1) {
+        printf("previous handler called %d times\n", chain_calls);
+        fflush(stdout);
+        _exit(1);
+    }
+    if (with_info && chain_addr != (void *)(uintptr_t)0x18) {
+        printf("si_addr %p\n", chain_addr);
+        fflush(stdout);
+        _exit(1);
+    }
+    printf("chained once\n");
+    fflush(stdout);
+    _exit(42);
+}
+
+TEST(chain_to_sa_sigaction)
+{
+    int st = run_child(chain_child, (void *)1);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "chained once");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
+TEST(chain_to_sa_handler)
+{
+    int st = run_child(chain_child, NULL);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "chained once");
+}
+
+static void ign_child(void *arg)
+{
+    (void)arg;
+    signal(SIGSEGV, SIG_IGN);
+    init_with(VMS_KILL_TASK, 0);
+    poke(0x20);
+}
+
+TEST(chain_to_sig_ign_dies)
+{
+    int st = run_child(ign_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
+/* ---- vms_handle_fault from the program's own handler --------------------------------- */
+
+static void own_handler(int sig, siginfo_t *si, void *uc)
+{
+    if (vms_handle_fault(sig, si, uc)) {
+        static const char msg[] = "own handler: vms_handle_fault returned non-zero\n";
+        write(2, msg, sizeof msg - 1);
+        _exit(8);
+    }
+    static const char msg[] = "own handler: not vmstack's\n";
+    write(2, msg, sizeof msg - 1);
+    _exit(7);
+}
+
+static void own_handler_child(void *arg)
+{
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = own_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;   /* vmstack gave this thread an alternate stack */
+    sigaction(SIGSEGV, &sa, NULL);
+    if (arg) run_on(st, overflow_fn);
+    else poke(0x30);
+}
+
+TEST(handle_fault_not_ours_returns_zero)
+{
+    int st = run_child(own_handler_child, NULL);
+    ASSERT_EXITED(st, 7);
+    ASSERT_STR_CONTAINS(out, "own handler: not vmstack's");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
+}
+
+TEST(handle_fault_ours_does_not_return)
+{
+    NO_ASAN();
+    int st = run_child(own_handler_child, (void *)1);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_CONTAINS(out, "island_recurse_down");
+    ASSERT_STR_NOT_CONTAINS(out, "own handler");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* ---- wild accesses and underflows ----------------------------------------------------- */
+
+static vms_stack *victim;
+static char *volatile target;
+
+__attribute__((noipa)) static void touch_target(void)
+{
+    *target = 1;
+}
+
+static void wild_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *a = vms_stack_alloc(0);
+    /* A victim that is not a's upper neighbour: a write into the guard right above a's
+     * top from a's stack would be a's underflow, not a wild access. */
+    size_t guard = vms__opt.guard_size;
+    for (int i = 0; i < 4; i++) {
+        victim = vms_stack_alloc(0);
+        if ((char *)vms_stack_base(a) + vms_stack_size(a) + guard != (char *)vms_stack_base(victim))
+            break;
+    }
+    target = (char *)vms_stack_base(victim) - 100;   /* the victim's own guard */
+    run_on(a, touch_target);
+}
+
+TEST(wild_guard_access_is_not_blamed)
+{
+    NO_ASAN();
+    int st = run_child(wild_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_EQ(strncmp(out, "vmstack: wild guard access on thread ", 37), 0);
+    ASSERT_STR_CONTAINS(out, ", 100 bytes below the stack\n");
+    ASSERT_STR_CONTAINS(out, "is not blamed");
+    ASSERT_STR_CONTAINS(out, "vmstack:  touch_target+0x");
+    ASSERT_STR_NOT_CONTAINS(out, "stack overflow");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+static void wild_from_main_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    victim = vms_stack_alloc(0);
+    target = (char *)vms_stack_base(victim) - 1;
+    touch_target();
+}
+
+TEST(wild_guard_access_from_main_stack)
+{
+    NO_ASAN();
+    int st = run_child(wild_from_main_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: wild guard access");
+    ASSERT_STR_CONTAINS(out, ", 1 bytes below the stack\n");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+static void underflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *a = vms_stack_alloc(0);
+    target = (char *)vms_stack_base(a) + vms_stack_size(a) + 64;
+    run_on(a, touch_target);
+}
+
+TEST(underflow_into_next_slot_guard)
+{
+    NO_ASAN();
+    int st = run_child(underflow_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_EQ(strncmp(out, "vmstack: stack underflow on thread ", 35), 0);
+    ASSERT_STR_CONTAINS(out, ", 65 bytes above the stack\n");
+    ASSERT_STR_CONTAINS(out, "vmstack:  touch_target+0x");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+static void trailer_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    struct vms__where w;
+    for (int n = 0; n < 128; n++) {
+        vms_stack *s = vms_stack_alloc(VMS_GIB);
+        if (!s) break;
+        vms__arena_where(vms_stack_top(s), &w);
+        if (w.kind == VMS__WHERE_TRAILER) {
+            target = (char *)vms_stack_base(s) + vms_stack_size(s) + 8;
+            printf("last slot found\n");
+            fflush(stdout);
+            run_on(s, touch_target);
+        }
+    }
+    printf("no trailing guard found\n");
+}
+
+TEST(underflow_into_trailing_guard)
+{
+    NO_ASAN();
+    int st = run_child(trailer_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "last slot found\nvmstack: stack underflow on thread ");
+    ASSERT_STR_CONTAINS(out, ", 9 bytes above the stack\n");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* ---- report fds that do not take the report ------------------------------------------- */
+
+static void full_pipe_child(void *arg)
+{
+    (void)arg;
+    int p[2];
+    if (pipe(p) != 0) _exit(3);
+    int fl = fcntl(p[1], F_GETFL);
+    fcntl(p[1], F_SETFL, fl | O_NONBLOCK);
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (write(p[1], junk, sizeof junk) > 0) {}
+    fcntl(p[1], F_SETFL, fl);   /* blocking, full, and nobody reads */
+    init_with(VMS_KILL_TASK, p[1]);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+TEST(report_fd_full_pipe_does_not_hang)
+{
+    NO_ASAN();
+    int st = run_child(full_pipe_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
+}
+
+static void closed_fd_child(void *arg)
+{
+    (void)arg;
+    int fd = open("/dev/null", O_WRONLY);
+    close(fd);
+    init_with(VMS_KILL_TASK, fd);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+TEST(report_fd_closed)
+{
+    NO_ASAN();
+    int st = run_child(closed_fd_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+}
+
+static void no_reader_child(void *arg)
+{
+    (void)arg;
+    int p[2];
+    if (pipe(p) != 0) _exit(3);
+    close(p[0]);
+    init_with(VMS_KILL_TASK, p[1]);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+TEST(report_fd_without_reader_no_sigpipe)
+{
+    NO_ASAN();
+    int st = run_child(no_reader_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);   /* not SIGPIPE */
+}
+
+/* ---- the oops hook ------------------------------------------------------------------- */
+
+static vms_stack *hooked;
+
+static void check_hook(const vms_oops *o, void *ctx)
+{
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook:");
+    uintptr_t base = (uintptr_t)vms_stack_base(hooked);
+    bool ok = ctx == (void *)&hooked && o->kind == VMS_OVERFLOW &&
+              (uintptr_t)o->fault_addr < base && (uintptr_t)o->fault_addr + 4096 >= base &&
+              o->stack_base == (void *)base && o->stack_size == vms_stack_size(hooked) &&
+              o->overrun == base - (uintptr_t)o->fault_addr && o->depth > 100 &&
+              o->trace[0] == o->pc && o->tid == vms__sigsafe_gettid() && o->name &&
+              o->name[0] == '\0';
+    vms__line_str(&l, ok ? " fields ok" : " fields WRONG");
+    struct vms__sym s;
+    if (vms__trace_symbolize((uintptr_t)o->trace[5] - 1, &s) == 2) {
+        vms__line_str(&l, " trace[5] ");
+        vms__line_str(&l, s.name);
+    }
+    size_t n = vms__line_finish(&l);
+    write(2, l.buf, n);
+}
+
+static void hook_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_set_oops_hook(check_hook, &hooked);
+    hooked = vms_stack_alloc(0);
+    run_on(hooked, overflow_fn);
+}
+
+TEST(oops_hook_gets_filled_oops_before_action)
+{
+    NO_ASAN();
+    int st = run_child(hook_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "vmstack: Call Trace:", "hook: fields ok trace[5] island_recurse_down\n",
+                            "vmstack: aborting" };
+    assert_in_order(out, order, 3);
+}
+
+/* ---- the main thread and foreign threads ----------------------------------------------- */
+
+__attribute__((noipa)) static void main_overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    sink += island_recurse_down(0);
+}
+
+TEST(main_thread_overflow)
+{
+    NO_ASAN();
+    int st = run_child(main_overflow_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "vmstack: stack overflow in main thread (tid ", "vmstack:  fault at 0x",
+                            "vmstack: Call Trace:\n", "vmstack:  island_recurse_down+0x",
+                            " frames of island_recurse_down left out ...\n",
+                            "vmstack:  main_overflow_child+0x" };
+    assert_in_order(out, order, 6);
+    ASSERT_EQ(strncmp(out, "vmstack: stack overflow in main thread", 38), 0);
+    assert_last_line(out, "vmstack: aborting");
+}
+
+__attribute__((noipa)) static void recursing_handler(int sig)
+{
+    (void)sig;
+    sink += island_recurse_down(0);
+}
+
+static void handler_overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    signal(SIGUSR1, recursing_handler);   /* runs on the main stack, not on the alt stack */
+    raise(SIGUSR1);
+}
+
+TEST(main_thread_overflow_in_signal_handler)
+{
+    NO_ASAN();
+    int st = run_child(handler_overflow_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "vmstack: stack overflow in main thread", "vmstack: Call Trace:\n",
+                            "island_recurse_down", "recursing_handler+0x" };
+    assert_in_order(out, order, 4);
+    assert_last_line(out, "vmstack: aborting");
+}
+
+__attribute__((noipa)) static void *foreign_thread(void *arg)
+{
+    (void)arg;
+    vms__guard_thread_init();
+    sink += island_recurse_down(0);
+    return NULL;
+}
+
+static void foreign_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    pthread_t t;
+    pthread_create(&t, &attr, foreign_thread, NULL);
+    pthread_setname_np(t, "foreigner");
+    pthread_join(t, NULL);
+}
+
+TEST(foreign_thread_overflow)
+{
+    NO_ASAN();
+    int st = run_child(foreign_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "vmstack: stack overflow in thread \"", "\" (tid ", "), not a vmstack thread\n",
+                            "vmstack: Call Trace:\n", "island_recurse_down", "foreign_thread+0x" };
+    assert_in_order(out, order, 6);
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* ---- a frame larger than the guard ------------------------------------------------------ */
+
+static size_t guard_size;
+static vms_stack *huge_stack, *below_stack;
+
+__attribute__((noipa)) static void huge_frame(void)
+{
+    /* Built with -fstack-clash-protection (tests/island.cmake): the allocation is
+     * probed page by page, so the first probe below the stack hits the guard instead
+     * of jumping over it into the neighbour. */
+    volatile char *p = alloca(guard_size + 4096);
+    p[0] = 1;
+    sink += p[0];
+}
+
+__attribute__((noipa)) static void huge_fn(void)
+{
+    /* Come close to the bottom first, so that the frame reaches the guard. */
+    volatile char pad[200 * 1024];
+    pad[0] = 0;
+    huge_frame();
+    sink += pad[0];
+}
+
+static void check_neighbour(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    const unsigned char *p = (const unsigned char *)vms_stack_base(below_stack);
+    size_t n = vms_stack_size(below_stack);
+    bool intact = true;
+    for (size_t i = 0; i < n; i++) intact &= p[i] == 0xa5;
+    const char *msg = intact ? "hook: neighbour intact\n" : "hook: neighbour CORRUPTED\n";
+    write(2, msg, strlen(msg));
+}
+
+static void huge_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    guard_size = vms__opt.guard_size;
+    /* Find two stacks where one sits right below the other's guard. */
+    vms_stack *s[16];
+    for (int i = 0; i < 16; i++) s[i] = vms_stack_alloc(0);
+    for (int i = 0; i < 16 && !huge_stack; i++)
+        for (int j = 0; j < 16; j++)
+            if ((char *)vms_stack_base(s[j]) + vms_stack_size(s[j]) + guard_size ==
+                (char *)vms_stack_base(s[i])) {
+                huge_stack = s[i];
+                below_stack = s[j];
+                break;
+            }
+    if (!huge_stack) {
+        printf("no neighbours\n");
+        fflush(stdout);
+        _exit(4);
+    }
+    memset(vms_stack_base(below_stack), 0xa5, vms_stack_size(below_stack));
+    vms_set_oops_hook(check_neighbour, NULL);
+    run_on(huge_stack, huge_fn);
+}
+
+TEST(huge_frame_caught_in_own_guard)
+{
+    NO_ASAN();
+    int st = run_child(huge_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "vmstack: stack overflow on thread ", "vmstack: Call Trace:\n",
+                            "vmstack:  huge_frame+0x", "hook: neighbour intact\n",
+                            "vmstack: aborting\n" };
+    assert_in_order(out, order, 5);
+}
