@@ -218,9 +218,12 @@ struct vms_stack *vms__cache_get(unsigned cls)
             errno = ENOMEM;
             return NULL;
         }
-        for (int i = 1; i < r; i++) {
-            if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = fresh[i];
-            else shared_put(fresh[i]);
+        /* The others wait in the shared list, not in this thread's LIFO: the LIFO is
+         * for recycled stacks with a warm top page, and a class used once (a thread's
+         * alternate signal stack, say) must not occupy it. */
+        if (r > 1) {
+            for (int i = 1; i + 1 < r; i++) fresh[i]->next = fresh[i + 1];
+            shared_push(fresh[1], fresh[r - 1], cls, (size_t)r - 1, 0);
         }
         bump(&t->gets);
         return fresh[0];
