@@ -1,3 +1,5 @@
-# The debug layer (painting, high-water marks, usage histogram, end magic).
-# Each case runs its configuration in a forked child.
+# The debug layer (painting, high-water marks, usage histogram, end magic) and the
+# direct backend (its cases skip unless configured with -DVMSTACK_VMAP=OFF). Each case
+# runs its configuration in a forked child.
 vms_test(debug LABELS unit death)
+vms_test(direct LABELS unit death)

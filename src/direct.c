@@ -1,0 +1,262 @@
+/*
+ * direct.c - the "direct" backend (CMake -DVMSTACK_VMAP=OFF), the user-space analogue of
+ * CONFIG_VMAP_STACK=n: stacks are carved contiguously out of large heap blocks, with NO
+ * guard regions. It implements the arena interface of internal.h in place of arena.c.
+ *
+ *   block:  | stack 0 | stack 1 | stack 2 | ... | stack n-1 |      (one aligned_alloc)
+ *
+ * An overrun of stack i runs silently into the top of stack i-1: that is the point of
+ * this backend (the comparison the demo and docs/debugging.md make; the end-of-stack
+ * magic catches it only after the fact). It also serves platforms without mmap guards.
+ * Invariants: blocks and their record arrays are never freed, a block is published
+ * (release store) only when complete and `opened` covers only complete records, so
+ * vms__arena_record and vms__arena_where read them without locks (async-signal-safe).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* At most this many blocks in the process. Blocks of a class double in size (up to 64x
+ * the first), so 1,024 blocks hold over 60,000 default stacks (16 GiB of them). */
+#define MAX_BLOCKS 1024
+/* The first block of a class holds 16 MiB of stacks (64 default stacks), or one stack
+ * when a stack is larger; later blocks double, up to 64 times that. */
+#define BLOCK_BYTES   (16 * VMS_MIB)
+#define BLOCK_GROWTH  6
+/* Records per block are bounded so that one record array stays small (256 KiB). */
+#define BLOCK_SLOTS_MAX 4096
+
+static struct vms__arena pool[MAX_BLOCKS];
+static struct vms__arena *_Atomic blocks[MAX_BLOCKS];
+static atomic_size_t nblocks;
+
+/* Per class: the block being carved and how many blocks the class has, under its lock. */
+static struct {
+    pthread_mutex_t lock;
+    struct vms__arena *current;
+    unsigned count;
+} classes[VMS__CLASSES];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
+/* Serializes the allocation of pool entries between classes. */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void classes_init(void)
+{
+    for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&classes[i].lock, NULL);
+}
+
+static unsigned page_shift(void)
+{
+    return (unsigned)__builtin_ctzl(vms__os_page_size());
+}
+
+int vms__arena_class(size_t size, unsigned *cls)
+{
+    if (size == 0 || size > VMS_MAX_STACK_SIZE) return -EINVAL;
+    size_t pages = (size - 1) >> page_shift();   /* whole pages beyond the first */
+    unsigned c = pages ? (unsigned)(64 - __builtin_clzl(pages)) : 0;
+    if (c >= VMS__CLASSES) return -EINVAL;
+    *cls = c;
+    return 0;
+}
+
+size_t vms__arena_class_size(unsigned cls)
+{
+    return (size_t)1 << (page_shift() + cls);
+}
+
+const char *vms__arena_guard_method(void)
+{
+    return "none";
+}
+
+/* Allocates, clears and publishes a new block for cls. Caller holds the class lock. */
+static int block_create(unsigned cls, struct vms__arena **out)
+{
+    size_t page = vms__os_page_size();
+    size_t size = vms__arena_class_size(cls);
+    unsigned growth = classes[cls].count < BLOCK_GROWTH ? classes[cls].count : BLOCK_GROWTH;
+    size_t nslots = (BLOCK_BYTES << growth) / size;
+    if (nslots == 0) nslots = 1;
+    if (nslots > BLOCK_SLOTS_MAX) nslots = BLOCK_SLOTS_MAX;
+    size_t len = nslots * size;
+
+    char *mem = aligned_alloc(page, len);
+    if (!mem) return -ENOMEM;
+    struct vms_stack *meta = aligned_alloc(64, nslots * sizeof(struct vms_stack));
+    if (!meta) goto free_mem;
+    memset(meta, 0, nslots * sizeof(struct vms_stack));
+    /* Heap memory may have been used before: give its pages back so that every stack
+     * starts zero and non-resident, as the arena interface promises (and the cache's
+     * scrubbing and the debug layer's painting rely on). A transparent huge page would
+     * make 2 MiB resident at a stack's first touch. */
+    (void)vms__os_no_huge_pages(mem, len);
+    if (vms__os_discard(mem, len) != 0) memset(mem, 0, len);
+
+    pthread_mutex_lock(&pool_lock);
+    size_t n = atomic_load_explicit(&nblocks, memory_order_relaxed);
+    if (n >= MAX_BLOCKS) {
+        pthread_mutex_unlock(&pool_lock);
+        goto free_meta;
+    }
+    struct vms__arena *a = &pool[n];
+    memset(a, 0, sizeof *a);
+    a->lo = mem;
+    a->hi = mem + len;
+    a->slots = mem;
+    a->slot_size = size;
+    a->guard_size = 0;
+    a->nslots = (uint32_t)nslots;
+    atomic_store_explicit(&a->opened, 0, memory_order_relaxed);
+    a->cls = cls;
+    a->meta = meta;
+    atomic_store_explicit(&blocks[n], a, memory_order_release);
+    atomic_store_explicit(&nblocks, n + 1, memory_order_release);
+    pthread_mutex_unlock(&pool_lock);
+    classes[cls].count++;
+    *out = a;
+    return 0;
+
+free_meta:
+    free(meta);
+free_mem:
+    free(mem);
+    return -ENOMEM;
+}
+
+int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
+{
+    if (cls >= VMS__CLASSES || want == 0) return -EINVAL;
+    pthread_once(&classes_once, classes_init);
+    pthread_mutex_lock(&classes[cls].lock);
+    int e = 0;
+    struct vms__arena *a = classes[cls].current;
+    if (!a || atomic_load(&a->opened) >= a->nslots) {
+        e = block_create(cls, &a);
+        if (e) goto out;
+        classes[cls].current = a;
+    }
+    uint32_t first = atomic_load(&a->opened);
+    unsigned k = want;
+    if (k > a->nslots - first) k = a->nslots - first;
+    for (unsigned i = 0; i < k; i++) {
+        struct vms_stack *st = &a->meta[first + i];
+        st->cls = (uint16_t)cls;
+        st->warm = 0;
+        st->next = NULL;
+        st->base = a->slots + (size_t)(first + i) * a->slot_size;
+        st->size = a->slot_size;
+        st->arena = a;
+        atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+        st->max_used = 0;
+        st->debug = 0;
+        atomic_store_explicit(&st->state, VMS__SLOT_FREE, memory_order_relaxed);
+        out[i] = st;
+    }
+    /* Publish: records are complete before `opened` covers them. */
+    atomic_store_explicit(&a->opened, first + k, memory_order_release);
+    pthread_mutex_unlock(&classes[cls].lock);
+    return (int)k;
+out:
+    pthread_mutex_unlock(&classes[cls].lock);
+    return e;
+}
+
+/* async-signal-safe: a scan of the published blocks (a few dozen in practice), no locks. */
+int vms__arena_where(const void *addr, struct vms__where *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *c = addr;
+    size_t n = atomic_load_explicit(&nblocks, memory_order_acquire);
+    for (size_t b = 0; b < n; b++) {
+        struct vms__arena *a = atomic_load_explicit(&blocks[b], memory_order_acquire);
+        if (!a || c < a->lo || c >= a->hi) continue;
+        uint32_t opened = atomic_load_explicit(&a->opened, memory_order_acquire);
+        size_t i = (size_t)(c - a->slots) / a->slot_size;
+        out->arena = a;
+        if (i >= opened) return out->kind = VMS__WHERE_NONE;
+        out->st = &a->meta[i];
+        /* No guards: every byte of an opened slot is its stack. */
+        return out->kind = VMS__WHERE_STACK;
+    }
+    return out->kind = VMS__WHERE_NONE;
+}
+
+/* async-signal-safe: the same scan over the record arrays. */
+struct vms_stack *vms__arena_record(const void *p)
+{
+    const char *c = p;
+    size_t n = atomic_load_explicit(&nblocks, memory_order_acquire);
+    for (size_t b = 0; b < n; b++) {
+        struct vms__arena *a = atomic_load_explicit(&blocks[b], memory_order_acquire);
+        if (!a) continue;
+        const char *m = (const char *)a->meta;
+        if (c < m || c >= m + (size_t)a->nslots * sizeof(struct vms_stack)) continue;
+        size_t off = (size_t)(c - m);
+        if (off % sizeof(struct vms_stack)) return NULL;
+        size_t i = off / sizeof(struct vms_stack);
+        if (i >= atomic_load_explicit(&a->opened, memory_order_acquire)) return NULL;
+        return &a->meta[i];
+    }
+    return NULL;
+}
+
+void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx)
+{
+    size_t n = atomic_load_explicit(&nblocks, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        struct vms__arena *a = atomic_load_explicit(&blocks[i], memory_order_acquire);
+        if (a) fn(a, ctx);
+    }
+}
+
+static void add_opened(struct vms__arena *a, void *ctx)
+{
+    *(size_t *)ctx += atomic_load_explicit(&a->opened, memory_order_acquire);
+}
+
+size_t vms__arena_opened(void)
+{
+    size_t n = 0;
+    vms__arena_each(add_opened, &n);
+    return n;
+}
+
+struct totals { size_t reserved, mappings, resident; };
+
+/* Resident bytes of a block, from mincore in chunks (the block shares its mapping with
+ * the rest of the heap, so /proc/self/smaps would count too much). */
+static size_t block_resident(const struct vms__arena *a)
+{
+    size_t page = vms__os_page_size(), total = 0;
+    size_t pages = (size_t)(a->hi - a->lo) / page;
+    unsigned char vec[1024];
+    for (size_t i = 0; i < pages; i += sizeof vec) {
+        size_t k = pages - i < sizeof vec ? pages - i : sizeof vec;
+        if (vms__os_resident_pages(a->lo + i * page, k * page, vec) != 0) break;
+        for (size_t j = 0; j < k; j++) total += (vec[j] & 1) * page;
+    }
+    return total;
+}
+
+static void add_totals(struct vms__arena *a, void *ctx)
+{
+    struct totals *t = ctx;
+    t->reserved += (size_t)(a->hi - a->lo);
+    long m = vms__os_map_count((uintptr_t)a->lo, (uintptr_t)a->hi);
+    if (m > 0) t->mappings += (size_t)m;
+    t->resident += block_resident(a);
+}
+
+void vms__arena_totals(size_t *narena, size_t *reserved, size_t *mappings, size_t *resident)
+{
+    struct totals t = { 0, 0, 0 };
+    vms__arena_each(add_totals, &t);
+    *narena = atomic_load(&nblocks);
+    *reserved = t.reserved;
+    *mappings = t.mappings;
+    *resident = t.resident;
+}

@@ -1,0 +1,200 @@
+/*
+ * direct.c - tests of the direct backend (-DVMSTACK_VMAP=OFF, no guards): stacks are
+ * contiguous, an overrun silently corrupts the neighbour below (and the end magic shows
+ * it afterwards), and record validation still catches a double free or a foreign
+ * pointer. In the default (guarded) build every case skips. Each case runs in a child.
+ */
+#include "internal.h"
+#include "test.h"
+
+static char out[65536];
+
+static void require_direct(void)
+{
+    if (strcmp(vms__arena_guard_method(), "none") != 0)
+        SKIP("the direct backend is not built in (configure with -DVMSTACK_VMAP=OFF)");
+}
+
+static const char *run(void (*fn)(void *), void *arg)
+{
+    int st = tst_fork(fn, arg, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    return out;
+}
+
+static void init_flags(unsigned flags)
+{
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = flags;
+    ASSERT_EQ(vms_init(&c), 0);
+}
+
+#define N 48
+static vms_stack *stacks[N];
+
+static int by_base(const void *a, const void *b)
+{
+    char *x = vms_stack_base(*(vms_stack *const *)a), *y = vms_stack_base(*(vms_stack *const *)b);
+    return x < y ? -1 : x > y;
+}
+
+/* Allocates N default stacks and returns a pair (*lo, *hi) with lo's top == hi's base. */
+static void adjacent_pair(vms_stack **lo, vms_stack **hi)
+{
+    for (int i = 0; i < N; i++) {
+        stacks[i] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(stacks[i]);
+    }
+    vms_stack *sorted[N];
+    memcpy(sorted, stacks, sizeof sorted);
+    qsort(sorted, N, sizeof sorted[0], by_base);
+    int adjacent = 0;
+    *lo = *hi = NULL;
+    for (int i = 1; i < N; i++) {
+        ASSERT((char *)vms_stack_top(sorted[i - 1]) <= (char *)vms_stack_base(sorted[i]));
+        if (vms_stack_top(sorted[i - 1]) == vms_stack_base(sorted[i])) {
+            adjacent++;
+            if (!*lo) { *lo = sorted[i - 1]; *hi = sorted[i]; }
+        }
+    }
+    /* One block holds 64 default stacks: nearly all are neighbours. */
+    ASSERT_GE(adjacent, N / 2);
+}
+
+static void contiguous_child(void *arg)
+{
+    (void)arg;
+    vms_stack *lo, *hi;
+    adjacent_pair(&lo, &hi);
+    /* No byte of any stack is a guard; the whole range is one stack or the other. */
+    struct vms__where w;
+    char *b = vms_stack_base(hi);
+    ASSERT_EQ(vms__arena_where(b, &w), VMS__WHERE_STACK);
+    ASSERT_PTR_EQ(w.st, hi);
+    ASSERT_EQ(vms__arena_where(b - 1, &w), VMS__WHERE_STACK);
+    ASSERT_PTR_EQ(w.st, lo);
+    ASSERT_EQ(vms__arena_where(vms_stack_top(hi), &w) == VMS__WHERE_GUARD, 0);
+    int x;
+    ASSERT_EQ(vms__arena_where(&x, &w), VMS__WHERE_NONE);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT(strcmp(s.guard_method, "none") == 0);
+    ASSERT_GE(s.stacks_live, N);
+    ASSERT_GE(s.reserved_bytes, (size_t)N * 256 * 1024);
+    for (int i = 0; i < N; i++) vms_stack_free(stacks[i]);
+}
+
+TEST(contiguous)
+{
+    require_direct();
+    run(contiguous_child, NULL);
+}
+
+/* The point of the backend: an overrun of hi writes over lo's top, silently. */
+static void overrun_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK);
+    vms_stack *lo, *hi;
+    adjacent_pair(&lo, &hi);
+    char *lo_top = vms_stack_top(lo);
+    memset(lo_top - 256, 0x11, 256);             /* lo's owner's live data */
+    ASSERT_EQ(vms__debug_end_check(hi), 0);
+    /* hi's task runs 128 bytes past its lowest byte: no fault, no signal. */
+    char *hb = vms_stack_base(hi);
+    memset(hb - 128, 0xee, 128 + 64);
+    for (int i = 1; i <= 128; i++) ASSERT_EQ((unsigned char)lo_top[-i], 0xee);
+    ASSERT_EQ((unsigned char)lo_top[-129], 0x11);
+    /* Only the end magic tells, after the fact. */
+    ASSERT_EQ(vms__debug_end_check(hi), -1);
+    ASSERT_EQ(vms__debug_end_check(lo), 0);
+    fprintf(stderr, "neighbour corrupted silently\n");
+}
+
+TEST(overrun_corrupts_neighbour)
+{
+    require_direct();
+    const char *o = run(overrun_child, NULL);
+    ASSERT_STR_CONTAINS(o, "neighbour corrupted silently");
+}
+
+static void double_free_child(void *arg)
+{
+    (void)arg;
+    vms_stack *lo, *hi;
+    adjacent_pair(&lo, &hi);
+    vms_stack_free(hi);
+    vms_stack_free(hi);
+}
+
+TEST(double_free)
+{
+    require_direct();
+    int st = tst_fork(double_free_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: double free");
+}
+
+static void foreign_child(void *arg)
+{
+    (void)arg;
+    vms_stack *st = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(st);
+    /* A pointer into a record array that is not a record's start, then a heap pointer. */
+    if (arg) vms_stack_free((vms_stack *)((char *)st + 8));
+    static char fake[64];
+    vms_stack_free((vms_stack *)fake);
+}
+
+TEST(foreign_pointer)
+{
+    require_direct();
+    int st = tst_fork(foreign_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    st = tst_fork(foreign_child, "misaligned", out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+}
+
+/* Many stacks of several sizes: more blocks, no overlap, all records valid, reuse. */
+static void many_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT);
+    enum { M = 600 };
+    static vms_stack *s[M];
+    for (int i = 0; i < M; i++) {
+        s[i] = vms_stack_alloc((size_t)(i % 3 + 1) * 128 * 1024);
+        ASSERT_NOT_NULL(s[i]);
+        char *top = vms_stack_top(s[i]);
+        top[-1] = (char)(i % 255 + 1);  /* non-zero: see docs/debugging.md */
+        ASSERT_EQ(vms_stack_max_used(s[i]), 1);
+    }
+    for (int i = 0; i < M; i++) {
+        ASSERT_EQ(((char *)vms_stack_top(s[i]))[-1], (char)(i % 255 + 1));
+        struct vms__where w;
+        ASSERT_EQ(vms__arena_where(vms_stack_base(s[i]), &w), VMS__WHERE_STACK);
+        ASSERT_PTR_EQ(w.st, s[i]);
+    }
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_GE(st.arenas, 3);
+    for (int i = 0; i < M; i++) vms_stack_free(s[i]);
+    for (int i = 0; i < M; i++) {
+        s[i] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(s[i]);
+        ASSERT_EQ(vms_stack_max_used(s[i]), 0);   /* scrubbed: no old data */
+        ASSERT_EQ(((char *)vms_stack_top(s[i]))[-1], 0);
+    }
+    for (int i = 0; i < M; i++) vms_stack_free(s[i]);
+}
+
+TEST(many_stacks)
+{
+    require_direct();
+    run(many_child, NULL);
+}
