@@ -37,11 +37,6 @@
  * (mm/mmap.c, since 4.12). */
 #define STACK_GUARD_GAP_PAGES 256
 
-/* The task layer (fiber.c) provides these. Weak until it lands in the same build, so
- * that the island links on its own; the handler then knows no tasks. */
-#pragma weak vms__task_current
-#pragma weak vms__task_kill_current
-
 static struct sigaction old_actions[2];   /* [0] SIGSEGV, [1] SIGBUS */
 static atomic_int installed;
 static atomic_size_t overflow_count;
@@ -159,7 +154,7 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
         below && f->sp >= (uintptr_t)below->base && f->sp <= top_of(below) ? below : NULL;
 
     struct vms__task_info ti;
-    f->have_task = vms__task_current && vms__task_current(&ti) == 0;
+    f->have_task = vms__task_current(&ti) == 0;
     if (f->have_task) f->task = ti;
     /* A frame larger than the guard leaves sp inside the stack below while the write
      * lands in the guard: the running task's own stack settles which one it was. */
@@ -278,7 +273,7 @@ static int handle(int sig, siginfo_t *si, void *uctx)
     vms_oops oops;
     int action = vms__oops_report(&f, &oops);
     self.depth--;
-    if (action == VMS__ACT_KILL && vms__task_kill_current) vms__task_kill_current(&oops, uc);
+    if (action == VMS__ACT_KILL) vms__task_kill_current(&oops, uc);
     return DIE;
 }
 
