@@ -28,4 +28,4 @@ bench: build
 	./$(BUILD)/tools/vmstack bench
 
 clean:
-	rm -rf build build-*
+	rm -rf build build-* out

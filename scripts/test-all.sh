@@ -60,13 +60,13 @@ step() {
 s_deps()     { bash scripts/deps.sh; }
 s_gcc()      { CC=gcc configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo && run_ctest build; }
 s_mprotect() { VMSTACK_GUARD_METHOD=mprotect run_ctest build -L "unit|death" -E '^[a-z_]+-mprotect\.'; }
-s_clang()    { CC=clang configure_build build-clang -DCMAKE_BUILD_TYPE=Debug && run_ctest build-clang -L "unit|death"; }
-s_asan()     { CC=gcc configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=address,undefined \
-                 -DVMSTACK_BUILD_BENCH=OFF && ASAN_OPTIONS=detect_leaks=0 run_ctest build-asan -L "unit|death"; }
-s_direct()   { CC=gcc configure_build build-direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest build-direct -L "unit|death|cli"; }
+s_clang()    { CC=clang configure_build out/clang -DCMAKE_BUILD_TYPE=Debug && run_ctest out/clang -L "unit|death"; }
+s_asan()     { CC=gcc configure_build out/asan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=address,undefined \
+                 -DVMSTACK_BUILD_BENCH=OFF && ASAN_OPTIONS=detect_leaks=0 run_ctest out/asan -L "unit|death"; }
+s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli"; }
 s_cross()    { if [ -x scripts/cross-aarch64.sh ]; then bash scripts/cross-aarch64.sh; else echo "no aarch64 script yet"; fi; }
-s_memcheck() { CC=gcc configure_build build-valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
-                 -DVMSTACK_BUILD_BENCH=OFF && run_ctest build-valgrind -L memcheck \
+s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
+                 -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/valgrind -L memcheck \
                  -T memcheck --overwrite MemoryCheckCommandOptions="--error-exitcode=99 --leak-check=no"; }
 s_contract() { if [ -x ../shared/contract/check ]; then ../shared/contract/check "$root"; else echo "no ../shared/contract/check here"; fi; }
 s_fuzz()     { if [ -x scripts/fuzz.sh ]; then bash scripts/fuzz.sh; else echo "no fuzz script yet"; fi; }
