@@ -56,8 +56,8 @@ static void th_pthread_create_join(void *ctx, long n)
 static void th_group_create(const struct bench_opts *o)
 {
     struct bench_case c[2];
-    bench_case_init(&c[0], "vmstack", th_vms_create_join, NULL, bench_ops(o, 3000, 10));
-    bench_case_init(&c[1], "pthread", th_pthread_create_join, NULL, bench_ops(o, 3000, 10));
+    bench_case_init(&c[0], "vmstack", th_vms_create_join, NULL, bench_ops(o, 1000, 10));
+    bench_case_init(&c[1], "pthread", th_pthread_create_join, NULL, bench_ops(o, 1000, 10));
     bench_interleave(c, 2, o->rounds);
     struct bench_row r;
     struct bench_target t = bench_no_target();
@@ -186,8 +186,8 @@ static void th_group_overflow(const struct bench_opts *o)
     pthread_attr_setstacksize(&attr, TH_SIZE);
     pthread_attr_setguardsize(&attr, TH_GUARD);
     struct bench_case c[2];
-    bench_case_init(&c[0], "vmstack", th_vms_overflow, NULL, bench_ops(o, 1000, 10));
-    bench_case_init(&c[1], "floor", th_floor_overflow, &attr, bench_ops(o, 1000, 10));
+    bench_case_init(&c[0], "vmstack", th_vms_overflow, NULL, bench_ops(o, 200, 4));
+    bench_case_init(&c[1], "floor", th_floor_overflow, &attr, bench_ops(o, 200, 4));
     c[1].pre = th_floor_install;
     c[1].post = th_floor_restore;
     bench_interleave(c, 2, o->rounds);
@@ -279,8 +279,8 @@ static void th_group_fiber_overflow(const struct bench_opts *o)
         bench_die("mmap+mprotect: %s", strerror(errno));
     u.stack = p + TH_GUARD;
     struct bench_case c[2];
-    bench_case_init(&c[0], "vmstack", th_vms_fiber_overflow, NULL, bench_ops(o, 1000, 10));
-    bench_case_init(&c[1], "floor", th_ufloor_overflow, &u, bench_ops(o, 1000, 10));
+    bench_case_init(&c[0], "vmstack", th_vms_fiber_overflow, NULL, bench_ops(o, 200, 4));
+    bench_case_init(&c[1], "floor", th_ufloor_overflow, &u, bench_ops(o, 200, 4));
     c[1].pre = th_ufloor_install;
     c[1].post = th_ufloor_restore;
     bench_interleave(c, 2, o->rounds);
