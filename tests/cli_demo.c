@@ -7,6 +7,15 @@
 
 static char out[1 << 20];
 
+/* The guarded behaviour needs the vmapped backend; a VMSTACK_VMAP=OFF build runs the
+ * direct-mode tests below instead. */
+static void need_vmap(void)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("this build has the direct backend (VMSTACK_VMAP=OFF): no guards");
+#endif
+}
+
 struct summary { long run, verified, killed, planned, wrong; };
 
 /* Parses a "fibers    ..." or "threads   ..." summary line. */
@@ -25,6 +34,7 @@ static struct summary summary_of(const char *what)
 
 TEST(quiet_500)
 {
+    need_vmap();
     const char *args[] = { "demo", "--fibers", "500", "--quiet", NULL };
     int st = cli_run(args, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -45,6 +55,7 @@ TEST(quiet_500)
 
 TEST(shows_one_oops)
 {
+    need_vmap();
     const char *args[] = { "demo", "--fibers", "300", "--overflow", "5", "--threads", "2",
                            "--seed", "7", "--stack-size", "64k", NULL };
     int st = cli_run(args, out, sizeof out);
@@ -65,6 +76,7 @@ TEST(shows_one_oops)
 
 TEST(no_overflow)
 {
+    need_vmap();
     const char *args[] = { "demo", "--fibers", "200", "--overflow", "0", "--threads", "3", NULL };
     int st = cli_run(args, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -78,6 +90,7 @@ TEST(no_overflow)
 
 TEST(all_fibers_overflow)
 {
+    need_vmap();
     const char *args[] = { "demo", "--fibers", "6", "--overflow", "6", "--threads=0", "--quiet", NULL };
     int st = cli_run(args, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -114,4 +127,41 @@ TEST(help)
     ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
     ASSERT_STR_CONTAINS(out, "usage: vmstack demo");
     ASSERT_STR_CONTAINS(out, "--direct");
+}
+
+/* Checks the direct-mode part of out: three deep fibers that went past their stacks with
+ * no report, each with its victim named. */
+static void expect_direct_summary(void)
+{
+    ASSERT_STR_CONTAINS(out, "(guards: none: direct backend");
+    ASSERT_EQ(cli_count(out, "deep      parser-"), 3);
+    ASSERT_GE(cli_count(out, "  victim  "), 3);
+    ASSERT_STR_CONTAINS(out, "past the end of its stack");
+    ASSERT(cli_line(out, "result    DAMAGED") || cli_line(out, "result    no damage this time"));
+    ASSERT(cli_line(out, "process   "));
+    /* No guard, so no oops: nothing stopped the deep fibers at their first bad access. */
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+}
+
+TEST(direct_comparison)
+{
+#if defined(VMSTACK_VMAP) && defined(VMSTACK_DIRECT_CMD)
+    const char *args[] = { "demo", "--direct", "--fibers", "300", "--quiet", NULL };
+    int st = cli_run(args, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+    /* First the guarded run, verified, then the same without guards. */
+    ASSERT_STR_CONTAINS(out, "result    OK: every normal task verified");
+    const char *direct = strstr(out, "The same without guards (vmstack-direct):");
+    ASSERT_NOT_NULL(direct);
+    memmove(out, direct, strlen(direct) + 1);
+    expect_direct_summary();
+#elif defined(VMSTACK_VMAP)
+    SKIP("vmstack-direct is not built here (a sanitizer build)");
+#else
+    /* The direct build runs the direct mode by default; it exits 1 when it showed damage. */
+    const char *args[] = { "demo", "--fibers", "300", "--quiet", NULL };
+    int st = cli_run(args, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) > 1) TST_FAIL("want exit 0 or 1:\n%s", out);
+    expect_direct_summary();
+#endif
 }

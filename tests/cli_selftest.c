@@ -6,6 +6,13 @@
 
 static char out[1 << 20];
 
+static void need_vmap(void)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("this build has the direct backend (VMSTACK_VMAP=OFF): no guards");
+#endif
+}
+
 /* The number of checks the selftest runs (tools/cmd_selftest.c). */
 #define CHECKS 7
 
@@ -23,6 +30,7 @@ static void expect_all_ok(const char *method)
 
 TEST(default_method)
 {
+    need_vmap();
     const char *args[] = { "selftest", NULL };
     int st = cli_run(args, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("selftest failed:\n%s", out);
@@ -31,6 +39,7 @@ TEST(default_method)
 
 TEST(madvise)
 {
+    need_vmap();
     const char *args[] = { "selftest", "--guard-method", "madvise", NULL };
     int st = cli_run(args, out, sizeof out);
     if (cli_line(out, "  guard method      mprotect"))
@@ -41,6 +50,7 @@ TEST(madvise)
 
 TEST(mprotect)
 {
+    need_vmap();
     const char *args[] = { "selftest", "--guard-method=mprotect", "--verbose", NULL };
     int st = cli_run(args, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("selftest failed:\n%s", out);
@@ -61,4 +71,20 @@ TEST(bad_options)
     const char *c[] = { "selftest", "--guard-method", NULL };
     ASSERT_EXITED(cli_run(c, out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "needs a value");
+}
+
+/* Without guards the selftest must say so and fail: a selftest that passes everywhere
+ * would not be testing anything. */
+TEST(direct_build_fails)
+{
+#ifdef VMSTACK_VMAP
+    SKIP("this build has guards; see the other cases");
+#else
+    const char *args[] = { "selftest", NULL };
+    int st = cli_run(args, out, sizeof out);
+    ASSERT_EXITED(st, 1);
+    ASSERT_STR_CONTAINS(out, "  guard method      none");
+    ASSERT_GE(cli_count(out, "FAIL "), 5);
+    ASSERT_STR_CONTAINS(out, "FAILED: ");
+#endif
 }

@@ -298,6 +298,7 @@ struct job {
     int oops_kind;        /* vms_fiber_oops()->kind for a killed fiber */
     char *text;
     uint64_t expect, got;
+    uintptr_t lo, hi;     /* the fiber's stack [lo, hi), for the direct-mode analysis */
     vms_fiber *fiber;     /* worker-private */
 };
 
@@ -433,10 +434,12 @@ static void reports_sync(void)
     pthread_mutex_unlock(&rep.mu);
 }
 
+#ifdef VMSTACK_VMAP
 static void reports_stop(void)
 {
     if (write(rep.wfd, "\001quit\n", 6) == 6) pthread_join(rep.thread, NULL);
 }
+#endif
 
 /* ---- fibers on worker threads -------------------------------------------------------- */
 
@@ -447,6 +450,7 @@ struct worker {
     size_t stack_size;
     pthread_barrier_t *barrier;
     pthread_mutex_t *deep_lock;
+    long *resuming;       /* id + 1 of the job being resumed, 0: none (shared memory) */
     long create_failed;
 };
 
@@ -456,7 +460,9 @@ struct worker {
 static void resume_job(struct worker *w, struct job *j)
 {
     if (j->deep) pthread_mutex_lock(w->deep_lock);
+    *w->resuming = j->id + 1;
     int st = vms_fiber_resume(j->fiber);
+    *w->resuming = 0;
     if (j->deep) pthread_mutex_unlock(w->deep_lock);
     if (st == VMS_DONE) {
         j->outcome = JOB_DONE;
@@ -478,7 +484,10 @@ static void *worker_main(void *arg)
         snprintf(name, sizeof name, "parser-%ld", j->id);
         vms_fiber_attr attr = { .stack_size = w->stack_size, .name = name };
         j->fiber = vms_fiber_create(fiber_main, j, &attr);
-        if (!j->fiber) { j->outcome = JOB_FAILED; w->create_failed++; }
+        if (!j->fiber) { j->outcome = JOB_FAILED; w->create_failed++; continue; }
+        const vms_stack *st = vms_fiber_stack(j->fiber);
+        j->lo = (uintptr_t)vms_stack_base(st);
+        j->hi = j->lo + vms_stack_size(st);
     }
     /* Pass 1: every fiber descends to its deepest point and yields there (a deep one is
      * killed on the way down). Then the main thread measures memory. */
@@ -518,6 +527,7 @@ static long long rss_bytes(void)
     return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
 }
 
+#ifdef VMSTACK_VMAP
 static long max_map_count(void)
 {
     FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
@@ -528,6 +538,7 @@ static long max_map_count(void)
     }
     return v;
 }
+#endif
 
 static double now(void)
 {
@@ -606,6 +617,8 @@ struct run {
     long live_at_peak;
     long create_failed;
     long threads_started;
+    long resuming[WORKERS];     /* see struct worker */
+    bool thread_phase;          /* the vmstack threads are running */
 };
 
 static struct job *jobs_alloc(long n)
@@ -678,7 +691,7 @@ static int run_workload(struct run *r, bool end_check)
         long lo = k * r->o.fibers / WORKERS, hi = (k + 1) * r->o.fibers / WORKERS;
         w[k] = (struct worker){ .index = k, .jobs = r->jobs + lo, .njobs = hi - lo,
                                 .stack_size = r->o.stack_size, .barrier = &barrier,
-                                .deep_lock = &deep_lock };
+                                .deep_lock = &deep_lock, .resuming = &r->resuming[k] };
         e = pthread_create(&th[k], NULL, worker_main, &w[k]);
         if (e) {
             fprintf(stderr, "vmstack demo: error: pthread_create: %s\n", strerror(e));
@@ -701,6 +714,7 @@ static int run_workload(struct run *r, bool end_check)
     pthread_barrier_destroy(&barrier);
 
     /* Threads: each parses its input on its own vmstack stack; the last may be deep. */
+    r->thread_phase = true;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     if (r->o.stack_size) pthread_attr_setstacksize(&attr, r->o.stack_size);
@@ -748,6 +762,7 @@ static void print_header(const struct run *r, const char *method)
            r->o.threads && r->o.overflow ? " and 1 thread" : "", r->deep_depth, r->per_level);
 }
 
+#ifdef VMSTACK_VMAP
 /* The vmapped (guarded) summary. Returns the exit status. */
 static int print_guarded(const struct run *r)
 {
@@ -801,6 +816,8 @@ static int print_guarded(const struct run *r)
     return ok ? 0 : 1;
 }
 
+#endif
+
 /* ---- direct mode: the same workload without guards ------------------------------------- */
 
 #ifndef VMSTACK_VMAP
@@ -835,53 +852,84 @@ static int run_direct(struct run *r)
     tally(r->jobs, r->o.fibers, &f);
     tally(r->jobs + r->o.fibers, r->o.threads, &t);
     print_header(r, "none: direct backend, like CONFIG_VMAP_STACK=n");
-    long finished = 0, wrong_listed = 0;
+    long finished = 0;
     for (long i = 0; i < r->o.fibers; i++) finished += r->jobs[i].outcome != JOB_NOT_RUN;
+    long crashed_in = -1;   /* the job being resumed when the child died */
+    for (int k = 0; k < WORKERS; k++)
+        if (r->resuming[k]) crashed_in = r->resuming[k] - 1;
 
-    printf("deep      %ld deep fibers: %ld killed, %ld ran 1.25 stacks deep and returned with no\n"
-           "          fault and no report (%ld of those with the right result)\n",
-           f.deep, f.killed_deep, f.deep_survived, f.deep_right);
-    printf("others    ");
-    if (f.wrong + t.wrong == 0) {
-        printf("no normal task finished with a wrong result\n");
-    } else {
-        printf("%ld finished with a WRONG result and no error:", f.wrong + t.wrong);
-        for (long i = 0; i < r->o.fibers + r->o.threads && wrong_listed < 6; i++) {
-            const struct job *j = &r->jobs[i];
-            if (!j->deep && j->outcome == JOB_DONE && (j->parse_bad || j->got != j->expect)) {
-                printf(" %s-%ld", i < r->o.fibers ? "parser" : "thread", j->id);
-                wrong_listed++;
-            }
+    /* What each deep fiber did: how far past its end it went and whose stack is there
+     * (direct.c carves stacks contiguously: the one below ends where this one begins). */
+    size_t overrun = (size_t)r->deep_depth * r->per_level > r->stack_usable
+                   ? (size_t)r->deep_depth * r->per_level - r->stack_usable : 0;
+    char ov[32];
+    human(ov, sizeof ov, (double)overrun);
+    long shown = 0;
+    for (long i = 0; i < r->o.fibers && shown < 3; i++) {
+        const struct job *d = &r->jobs[i];
+        if (!d->deep || !d->lo) continue;
+        shown++;
+        printf("deep      parser-%ld went %s past the end of its stack ", d->id, ov);
+        if (d->outcome == JOB_NOT_RUN)
+            printf("and never came back (the process died first)\n");
+        else if (d->outcome == JOB_KILLED)
+            printf("and was killed afterwards, at a switch\n");
+        else
+            printf("and returned a %s result:\n          no fault, no report\n",
+                   !d->parse_bad && d->got == d->expect ? "right" : "WRONG");
+        bool any = false;
+        for (long v = 0; v < r->o.fibers; v++) {
+            const struct job *n = &r->jobs[v];
+            if (v == i || !n->lo || n->hi <= d->lo - overrun || n->lo >= d->lo) continue;
+            any = true;
+            printf("  victim  parser-%ld, whose stack lies below it: ", n->id);
+            if (n->outcome == JOB_DONE && !n->parse_bad && n->got == n->expect)
+                printf("finished right (it started after the damage, or\n"
+                       "          the damage missed its live frames)\n");
+            else if (n->outcome == JOB_DONE)
+                printf("finished with a WRONG result and no error\n");
+            else if (n->outcome == JOB_KILLED)
+                printf("killed by the end check, for damage it did not do\n");
+            else if (n->id == crashed_in)
+                printf("the process CRASHED when it was next resumed\n");
+            else
+                printf("never finished (the process died first)\n");
         }
-        printf("%s\n", f.wrong + t.wrong > wrong_listed ? " ..." : "");
+        if (!any) printf("  victim  whatever lies below its block of stacks\n");
     }
-    if (f.killed - f.killed_deep > 0)
-        printf("          %ld normal fibers were killed for damage done by a deep one\n",
-               f.killed - f.killed_deep);
+    if (f.wrong + t.wrong)
+        printf("others    %ld normal tasks finished with a WRONG result and no error\n", f.wrong + t.wrong);
     pthread_mutex_lock(&rep.mu);
     if (rep.end_checks)
         printf("end check %ld report%s, each at a switch or exit after the damage was done:\n"
-               "          %s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", rep.first_end_check);
+               "          %.200s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", rep.first_end_check);
     else
-        printf("end check no report: the end-of-stack word still looked intact, or was not checked\n");
+        printf("end check no report: the end-of-stack word was not checked or still looked intact\n");
     pthread_mutex_unlock(&rep.mu);
-    if (WIFSIGNALED(status))
-        printf("process   died of signal %d (%s) with %ld of %ld fibers finished: the crash is\n"
-               "          in whatever code next used the damaged memory, not in the deep fiber\n",
+    if (WIFSIGNALED(status)) {
+        printf("process   died of signal %d (%s) with %ld of %ld fibers finished,\n          ",
                WTERMSIG(status), strsignal(WTERMSIG(status)), finished, r->o.fibers);
-    else
+        if (crashed_in >= 0)
+            printf("while resuming parser-%ld: far from the cause\n", crashed_in);
+        else if (r->thread_phase)
+            printf("while the vmstack threads ran\n");
+        else
+            printf("outside any fiber\n");
+    } else {
         printf("process   exited normally (status %d) with %ld of %ld fibers finished\n",
                WIFEXITED(status) ? WEXITSTATUS(status) : -1, finished, r->o.fibers);
+    }
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && f.wrong + t.wrong == 0 &&
               f.killed == f.deep && f.killed_deep == f.deep && t.killed == t.deep &&
               f.failed + t.failed == 0;
-    printf("result    %s\n", ok ? "OK: no damage this time (try another --seed)"
-                                : "DAMAGED: with guards (`vmstack demo`) every deep task is stopped at its\n"
-                                  "          first access to the guard and every other task verifies");
+    printf("result    %s\n", ok ? "no damage this time (try another --seed)"
+                                : "DAMAGED: with guards (`vmstack demo`) each deep task is stopped at\n"
+                                  "          its first access to the guard and every other task verifies");
     return ok ? 0 : 1;
 }
 #endif
 
+#ifdef VMSTACK_VMAP
 /* In the vmapped build, --direct runs vmstack-direct (the same command built on the
  * direct backend, see tools/demo.cmake) from the folder of this executable. */
 static int run_direct_binary(int argc, char **argv)
@@ -900,13 +948,14 @@ static int run_direct_binary(int argc, char **argv)
                 "direct backend; the CMake build makes it next to vmstack)\n", self);
         return 2;
     }
-    char **args = calloc((size_t)argc + 2, sizeof *args);
+    char **args = calloc((size_t)argc + 3, sizeof *args);
     if (!args) return 2;
     int k = 0;
     args[k++] = self;
     args[k++] = "demo";
+    args[k++] = "--quiet";   /* the explanation was printed above */
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--direct") != 0) args[k++] = argv[i];
+        if (strcmp(argv[i], "--direct") != 0 && strcmp(argv[i], "--quiet") != 0) args[k++] = argv[i];
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -921,6 +970,7 @@ static int run_direct_binary(int argc, char **argv)
     /* It exits 1 when it showed damage, which is what it is for. */
     return WIFEXITED(status) && WEXITSTATUS(status) <= 1 ? 0 : 1;
 }
+#endif
 
 int vms_cmd_demo(int argc, char **argv)
 {

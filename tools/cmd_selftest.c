@@ -396,7 +396,9 @@ int vms_cmd_selftest(int argc, char **argv)
     sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
     printf("vmstack selftest on Linux %s %s\n", u.release, u.machine);
     printf("  guard method      %s%s\n", method,
-           o.method == VMS__GUARD_MADVISE && strcmp(method, "madvise") != 0
+           !strcmp(method, "none")
+               ? " (the direct backend, VMSTACK_VMAP=OFF: no guards, so the checks below fail)"
+           : o.method == VMS__GUARD_MADVISE && strcmp(method, "madvise") != 0
                ? " (madvise was asked for: this kernel cannot install or verify madvise guards)"
                : o.method ? " (as asked)" : " (vmstack's choice)");
     printf("  guard, stack      %zu bytes below each stack, %zu bytes default stack\n", guard, stack);

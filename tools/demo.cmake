@@ -6,3 +6,42 @@
 target_sources(vmstack_cmd PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/selftest_clash.c)
 set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/selftest_clash.c PROPERTIES
   COMPILE_OPTIONS "-fstack-clash-protection")
+
+# vmstack-direct: the same command on the direct backend (the library's sources with
+# src/direct.c in place of src/arena.c, as -DVMSTACK_VMAP=OFF builds them), so that
+# `vmstack demo --direct` can show the same workload without guards next to the guarded
+# run: the backend is compiled in, so one executable cannot switch at run time.
+# Sanitizer builds skip it (an overflow without guards is exactly what they report).
+if(VMSTACK_VMAP AND NOT VMSTACK_SANITIZE)
+  set(VMS_DIRECT_SOURCES)
+  foreach(f ${VMSTACK_SOURCES})
+    if(NOT f STREQUAL "src/arena.c")
+      list(APPEND VMS_DIRECT_SOURCES ${PROJECT_SOURCE_DIR}/${f})
+    endif()
+  endforeach()
+  list(APPEND VMS_DIRECT_SOURCES ${PROJECT_SOURCE_DIR}/src/direct.c)
+  add_executable(vmstack_direct_cmd ${CMAKE_CURRENT_SOURCE_DIR}/vmstack.c ${VMS_CMD_SOURCES}
+    ${CMAKE_CURRENT_SOURCE_DIR}/selftest_clash.c ${VMS_DIRECT_SOURCES})
+  set_target_properties(vmstack_direct_cmd PROPERTIES OUTPUT_NAME vmstack-direct
+    C_VISIBILITY_PRESET hidden)
+  target_include_directories(vmstack_direct_cmd PRIVATE ${PROJECT_SOURCE_DIR}/include
+    ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/bench)
+  if(VMSTACK_HAVE_LIBUNWIND)
+    target_include_directories(vmstack_direct_cmd PRIVATE ${LIBUNWIND_INCLUDE_DIR})
+  endif()
+  target_compile_definitions(vmstack_direct_cmd PRIVATE
+    VMSTACK_STATIC_DEFINE
+    VMSTACK_VERSION_STRING="${PROJECT_VERSION}"
+    VMSTACK_ARCH_STRING="${VMSTACK_ARCH}"
+    VMSTACK_BUILD_TYPE_STRING="${CMAKE_BUILD_TYPE}"
+    VMSTACK_SANITIZE_STRING="${VMSTACK_SANITIZE}"
+    VMSTACK_C_COMPILER_STRING="${CMAKE_C_COMPILER_ID} ${CMAKE_C_COMPILER_VERSION}"
+    $<$<BOOL:${VMSTACK_HAVE_LIBUNWIND}>:VMSTACK_HAVE_LIBUNWIND=1>
+    $<$<BOOL:${VMSTACK_VALGRIND}>:VMSTACK_VALGRIND=1>
+    $<$<BOOL:${VMSTACK_FAULT_INJECTION}>:VMSTACK_FAULT_INJECTION=1>)
+  if(VMSTACK_VALGRIND)
+    target_include_directories(vmstack_direct_cmd PRIVATE ${VALGRIND_INCLUDE_DIR})
+  endif()
+  target_link_libraries(vmstack_direct_cmd PRIVATE ${VMSTACK_LINK_LIBS} m)
+  install(TARGETS vmstack_direct_cmd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
