@@ -60,11 +60,16 @@ static inline uint64_t bench_now_ns(void)
  * root), never of the benchmark. */
 static int bench_sc_fd = -2;              /* -2: not tried yet; -1: unavailable */
 static char bench_sc_why[160] = "not tried";
+static int bench_sc_disabled;             /* --no-syscalls: behave as if unavailable */
 
 static inline int bench_syscalls_open(void)
 {
     if (bench_sc_fd != -2) return bench_sc_fd;
     bench_sc_fd = -1;
+    if (bench_sc_disabled) {
+        snprintf(bench_sc_why, sizeof bench_sc_why, "not counted (--no-syscalls)");
+        return -1;
+    }
     const char *paths[] = { "/sys/kernel/tracing/events/raw_syscalls/sys_enter/id",
                             "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id" };
     long id = -1;
@@ -717,15 +722,16 @@ static inline void bench_usage(FILE *f, const char *prog)
 {
     fprintf(f,
             "usage: %s [--quick] [--json] [--rounds N] [--only GROUP[,GROUP...]]\n"
-            "       %*s [--scale-count N] [--ops-factor F] [--list]\n"
+            "       %*s [--scale-count N] [--ops-factor F] [--no-syscalls] [--list]\n"
             "Measures vmstack against its baselines in the same process, interleaved in\n"
             "rounds; prints medians, ratios, system calls and page faults per operation.\n"
             "  --quick          a few seconds in all (for tests): fewer rounds and operations\n"
             "  --json           one JSON document instead of the table\n"
             "  --rounds N       recorded rounds per case (default 11, quick 5; max %d)\n"
             "  --only LIST      run only groups whose name starts with one of LIST (see --list)\n"
-            "  --scale-count N  live stacks in the scale scenarios (default 1000000, quick 20000)\n"
+            "  --scale-count N  live stacks or fibers in the scale scenarios (default 1000000, quick 20000)\n"
             "  --ops-factor F   multiply the operations per round of every case (default 1)\n"
+            "  --no-syscalls    do not count system calls (print n/a, as without perf)\n"
             "  --list           list the groups and exit\n",
             prog, (int)strlen(prog), "", BENCH_MAX_ROUNDS);
 }
@@ -762,6 +768,7 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         if (!strcmp(a, "--quick")) o.quick = 1;
         else if (!strcmp(a, "--json")) o.json = 1;
         else if (!strcmp(a, "--list")) list = 1;
+        else if (!strcmp(a, "--no-syscalls")) bench_sc_disabled = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { bench_usage(stdout, prog); return 0; }
         else if (!strcmp(a, "--rounds")) {
             if (bench_parse_long(a, next, 1, BENCH_MAX_ROUNDS, &rounds)) return 2;
