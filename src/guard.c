@@ -385,8 +385,8 @@ int vms__guard_thread_init(void)
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
     size_t need = min + REPORTER_STACK;
-    e = vms__os_sigaltstack(NULL, &cur);
-    if (e == 0 && !(cur.ss_flags & SS_DISABLE)) goto done;   /* the program's own */
+    if (vms__os_sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+        goto done;   /* the program gave this thread its own */
     vms_stack *st = vms_stack_alloc(need);
     if (!st) {
         e = -errno;
@@ -407,7 +407,9 @@ int vms__guard_thread_init(void)
     }
     pthread_setspecific(alt_key, st);
 done:
-    self.state = THREAD_READY;
+    /* After a failure the next call tries again (the task layer refuses to run tasks
+     * on a thread without an alternate stack, so it will ask again). */
+    self.state = e ? THREAD_NEW : THREAD_READY;
     return e;
 }
 

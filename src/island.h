@@ -69,6 +69,8 @@ struct vms__sym {
 /* async-signal-safe: the symbol covering addr (for a return address pass addr - 1).
  * Returns 2 with a symbol, 1 with only the object known, 0 when nothing is known. */
 VMS_HIDDEN int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out);
+/* async-signal-safe: addr lies in the C library's loaded object. */
+VMS_HIDDEN bool vms__trace_in_libc(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */
 typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
 /* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
@@ -83,8 +85,8 @@ VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, vo
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                vms__frame_fn fn, void *ctx, int max);
 VMS_HIDDEN bool vms__trace_have_unwind(void);
-/* async-signal-safe: the C library allocator, stdio or loader function a task may be
- * stopped inside with a process-wide lock held, by symbol name; NULL when none. */
+/* async-signal-safe: whether name is a C library allocator, stdio or loader function
+ * that a task may be stopped inside with a process-wide lock held. */
 VMS_HIDDEN bool vms__trace_name_unsafe(const char *name);
 
 /* --------------------------------------------------------------------- oops.c ---- */

@@ -32,9 +32,6 @@
 /* A walk stops after this many frames: a 1 GiB stack of 16-byte frames holds more, but
  * the frames beyond say nothing new and the walk costs time in the handler. */
 #define MAX_WALK_FRAMES 1000000
-/* The innermost frames searched for a C library function that takes a process-wide
- * lock (the fault happened inside it or inside something it called). */
-#define UNSAFE_SCAN_FRAMES 48
 
 static atomic_size_t taint_count;
 static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
@@ -139,6 +136,8 @@ struct frames {
     long ntail;                 /* frames pushed into the tail ring */
     long total;
     vms_oops *oops;
+    bool unsafe_found;          /* a left-out frame is in a lock-taking libc function */
+    struct vms__sym culprit;
 };
 
 /* async-signal-safe: finds the recursion that runs to the end of a full head: the
@@ -160,7 +159,16 @@ static void find_run(struct frames *f)
         }
 }
 
-/* async-signal-safe: the walk's per-frame callback. */
+/* async-signal-safe: one frame's function takes a process-wide lock. */
+static bool frame_unsafe(uintptr_t addr, bool exact, struct vms__sym *s)
+{
+    return vms__trace_symbolize(exact ? addr : addr - 1, s) == 2 &&
+           vms__trace_name_unsafe(s->name);
+}
+
+/* async-signal-safe: the walk's per-frame callback. Frames that will not be kept (past
+ * the head, not repeats of its recursion) are checked for the unsafe-kill decision as
+ * they pass, when they are in the C library (cheap: an address range compare first). */
 static bool collect(void *ctx, uintptr_t addr)
 {
     struct frames *f = ctx;
@@ -179,6 +187,9 @@ static bool collect(void *ctx, uintptr_t addr)
         }
         f->run_open = false;
     }
+    if (!f->unsafe_found && vms__trace_in_libc(addr - 1) &&
+        frame_unsafe(addr, false, &f->culprit))
+        f->unsafe_found = true;
     if (f->run_period && f->nafter < AFTER_FRAMES) {
         f->after[f->nafter++] = addr;
         return true;
@@ -267,19 +278,24 @@ static bool is_vmstack(const struct vms__sym *s)
            (s->object && vms__sigsafe_prefix(s->object, "libvmstack"));
 }
 
-/* async-signal-safe: why killing only the task could deadlock the others, or NULL. The
- * innermost frames that are not the program's own are searched for vmstack (its locks)
- * and the whole scan range for a C library function that takes a process-wide lock. */
+/* async-signal-safe: why killing only the task could deadlock the others, or NULL.
+ * Any frame of the faulting stack inside a C library function that takes a
+ * process-wide lock (the allocator, stdio, the loader) means that function has not
+ * returned and may hold it: the kept frames are searched here, the others were checked
+ * as they passed (collect). vmstack's own functions count only at the innermost end,
+ * before the first frame of the program: vmstack calls the program's code at the
+ * bottom of every task without holding a lock. */
 static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
 {
-    int n = f->nhead < UNSAFE_SCAN_FRAMES ? f->nhead : UNSAFE_SCAN_FRAMES;
+    static const char libc_why[] =
+        "the C library's allocator or stdio may hold a process-wide lock";
     bool own_code_seen = false;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < f->nhead; i++) {
         struct vms__sym s;
         int r = vms__trace_symbolize(i == 0 ? f->head[i] : f->head[i] - 1, &s);
         if (r == 2 && vms__trace_name_unsafe(s.name)) {
             *culprit = s;
-            return "the C library's allocator or stdio may hold a process-wide lock";
+            return libc_why;
         }
         if (!own_code_seen && r >= 1 && is_vmstack(&s)) {
             *culprit = s;
@@ -294,6 +310,15 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         }
         if (r == 0 || (!s.in_libc && !is_vmstack(&s))) own_code_seen = true;
     }
+    if (f->unsafe_found) {
+        *culprit = f->culprit;
+        return libc_why;
+    }
+    for (int i = 0; i < f->nafter; i++)
+        if (frame_unsafe(f->after[i], false, culprit)) return libc_why;
+    long kept = f->ntail < TAIL_FRAMES ? f->ntail : TAIL_FRAMES;
+    for (long i = f->ntail - kept; i < f->ntail; i++)
+        if (frame_unsafe(f->tail[i % TAIL_FRAMES], false, culprit)) return libc_why;
     return NULL;
 }
 

@@ -211,6 +211,15 @@ int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
     return 0;
 }
 
+/* async-signal-safe */
+bool vms__trace_in_libc(uintptr_t addr)
+{
+    int n = atomic_load_explicit(&nobjects, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (addr >= objects[i].lo && addr < objects[i].hi) return objects[i].in_libc;
+    return false;
+}
+
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against
  * [lo, hi) first, and frames must move strictly towards hi, so a corrupted chain ends
  * the walk instead of faulting or looping. */

@@ -103,9 +103,12 @@ static void assert_last_line(const char *s, const char *want)
         TST_FAIL("the last line should be \"%s\" in:\n----\n%s\n----", want, s);
 }
 
+/* Runs a child; ISLAND_SHOW=1 in the environment prints what it wrote (debugging). */
 static int run_child(void (*fn)(void *), void *arg)
 {
-    return tst_fork(fn, arg, out, sizeof out);
+    int st = tst_fork(fn, arg, out, sizeof out);
+    if (getenv("ISLAND_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
+    return st;
 }
 
 /* ---- overflow of a vmstack stack without a task -------------------------------------- */
@@ -752,4 +755,38 @@ TEST(huge_frame_caught_in_own_guard)
                             "vmstack:  huge_frame+0x", "hook: neighbour intact\n",
                             "vmstack: aborting\n" };
     assert_in_order(out, order, 5);
+}
+
+/* ---- a failing sigaltstack -------------------------------------------------------------- */
+
+static void *altstack_fails_thread(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, ENOMEM, true);
+    int e = vms__guard_thread_init();
+    vms__os_inject_clear();
+    int again = vms__guard_thread_init();
+    printf("first %d then %d\n", e, again);
+    fflush(stdout);
+    return NULL;
+}
+
+static void altstack_fails_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, altstack_fails_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+TEST(sigaltstack_failure_is_a_clear_error)
+{
+    int st = run_child(altstack_fails_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: sigaltstack failed for thread ");
+    ASSERT_STR_CONTAINS(out, "stack overflows on it cannot be reported");
+    char want[64];
+    snprintf(want, sizeof want, "first %d then 0\n", -ENOMEM);
+    ASSERT_STR_CONTAINS(out, want);
 }

@@ -1,0 +1,520 @@
+/*
+ * guard_tasks.c - the fault handler with the task layer: overflows of fibers and of
+ * threads created by vms_thread_create are killed alone while the rest continues; the
+ * report names the task; the taint and overflow counters grow; VMS_ABORT dies by
+ * SIGSEGV; 16 threads overflowing at once give 16 whole reports that never interleave;
+ * 1,000 overflows in a row on one thread; overflows inside malloc or inside a printf
+ * callback never deadlock (killed, or aborted with the unsafe-kill reason); an
+ * overflow inside a signal handler; a wild access from a fiber.
+ */
+#include "island.h"
+#include "test.h"
+
+#include <printf.h>
+#include <pthread.h>
+
+#ifdef __SANITIZE_ADDRESS__
+/* Deliberate stack overflows confuse ASan's own SIGSEGV handler: skipped under it. */
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#else
+#define NO_ASAN() do {} while (0)
+#endif
+
+static char out[4 << 20];
+static volatile int sink, never;
+
+/* Runs a child; ISLAND_SHOW=1 in the environment prints what it wrote (debugging). */
+static int run_child(void (*fn)(void *))
+{
+    int st = tst_fork(fn, NULL, out, sizeof out);
+    if (getenv("ISLAND_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
+    return st;
+}
+
+static void init_with(int on_overflow, int report_fd, size_t stack_size)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.on_overflow = on_overflow;
+    cfg.report_fd = report_fd;
+    cfg.stack_size = stack_size;
+    int e = vms_init(&cfg);
+    if (e) {
+        fprintf(stderr, "vms_init: %d\n", e);
+        _exit(3);
+    }
+}
+
+__attribute__((noipa)) static int island_deep(int n)
+{
+    volatile char buf[80];
+    if (never) return 0;
+    buf[0] = (char)n;
+    sink += buf[0];
+    return island_deep(n + 1) + buf[2];
+}
+
+static void overflow_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_deep(0);
+}
+
+static void sum_fiber(void *arg)
+{
+    long *v = arg;
+    long s = 0;
+    for (int i = 1; i <= 100; i++) {
+        s += i;
+        if (i == 50) vms_fiber_yield();
+    }
+    *v = s;
+}
+
+static void assert_last_line_starts(const char *s, const char *want)
+{
+    size_t n = strlen(s);
+    if (n < 2 || s[n - 1] != '\n') TST_FAIL("no complete last line in:\n%s", s);
+    const char *last = s + n - 2;
+    while (last > s && last[-1] != '\n') last--;
+    if (strncmp(last, want, strlen(want)) != 0)
+        TST_FAIL("the last line should start \"%s\" in:\n----\n%s\n----", want, s);
+}
+
+static int count(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle)) n++;
+    return n;
+}
+
+/* ---- a fiber is killed alone ------------------------------------------------------- */
+
+static void fiber_kill_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    long sum = 0;
+    vms_fiber_attr sib_attr = { 0, "sibling" }, attr = { 0, "parser-17" };
+    vms_fiber *sib = vms_fiber_create(sum_fiber, &sum, &sib_attr);
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
+    if (vms_fiber_resume(sib) != VMS_SUSPENDED) _exit(10);
+    int s = vms_fiber_resume(f);
+    if (s != VMS_KILLED) {
+        printf("state %d\n", s);
+        fflush(stdout);
+        _exit(11);
+    }
+    if (vms_fiber_resume(sib) != VMS_DONE || sum != 5050) _exit(12);
+    const vms_oops *o = vms_fiber_oops(f);
+    if (!o || o->kind != VMS_OVERFLOW || strcmp(o->name, "parser-17") != 0 || o->depth < 100 ||
+        o->trace[0] != o->pc || o->overrun == 0 || o->stack_size != vms_stack_size(vms_fiber_stack(f)))
+        _exit(13);
+    vms_stats stats;
+    vms_get_stats(&stats);
+    printf("sibling ok, overflows %zu tainted %zu\n", stats.overflows, stats.tainted);
+    vms_fiber_destroy(f);
+    vms_fiber_destroy(sib);
+}
+
+TEST(fiber_killed_alone)
+{
+    NO_ASAN();
+    int st = run_child(fiber_kill_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(strncmp(out, "vmstack: stack overflow in fiber \"parser-17\" (id ", 49), 0);
+    ASSERT_STR_CONTAINS(out, ") on thread ");
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:\n");
+    ASSERT_STR_CONTAINS(out, " frames of island_deep left out ...\n");
+    ASSERT_STR_CONTAINS(out, "vmstack:  overflow_fiber+0x");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"parser-17\" (id ");
+    ASSERT_STR_CONTAINS(out, "); other tasks continue\nsibling ok, overflows 1 tainted 1\n");
+}
+
+static void fiber_abort_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_ABORT, 0, 0);
+    vms_fiber_attr attr = { 0, "doomed" };
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
+    vms_fiber_resume(f);
+    printf("survived\n");
+}
+
+TEST(fiber_abort_policy)
+{
+    NO_ASAN();
+    int st = run_child(fiber_abort_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"doomed\"");
+    ASSERT_STR_NOT_CONTAINS(out, "killed");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
+
+static void taint_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    for (int i = 0; i < 3; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (vms_fiber_resume(f) != VMS_KILLED) _exit(10);
+        vms_fiber_destroy(f);
+    }
+    vms_stats stats;
+    vms_get_stats(&stats);
+    printf("overflows %zu tainted %zu\n", stats.overflows, stats.tainted);
+}
+
+TEST(taint_grows_with_each_oops)
+{
+    NO_ASAN();
+    int st = run_child(taint_child);
+    ASSERT_EXITED(st, 0);
+    const char *order[] = { " tainted 0\n", " tainted 1\n", " tainted 2\n", "overflows 3 tainted 3\n" };
+    const char *at = out;
+    for (int i = 0; i < 4; i++) {
+        const char *p = strstr(at, order[i]);
+        if (!p) TST_FAIL("expected \"%s\" in order in:\n%s", order[i], out);
+        at = p + 1;
+    }
+    /* An unnamed fiber. */
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"\" (id ");
+}
+
+/* ---- threads ---------------------------------------------------------------------- */
+
+static void *overflow_thread(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "deep-worker");
+    sink += island_deep(0);
+    return NULL;
+}
+
+static void *sum_thread(void *arg)
+{
+    (void)arg;
+    long s = 0;
+    for (long i = 1; i <= 1000; i++) s += i;
+    return (void *)s;
+}
+
+static void thread_kill_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_t a, b;
+    if (vms_thread_create(&a, NULL, overflow_thread, NULL) != 0) _exit(10);
+    if (vms_thread_create(&b, NULL, sum_thread, NULL) != 0) _exit(10);
+    void *ra, *rb;
+    pthread_join(a, &ra);
+    pthread_join(b, &rb);
+    if (ra != VMS_THREAD_KILLED) _exit(11);
+    if ((long)rb != 500500) _exit(12);
+    printf("join gave VMS_THREAD_KILLED; sibling 500500\n");
+}
+
+TEST(thread_killed_alone)
+{
+    NO_ASAN();
+    int st = run_child(thread_kill_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"deep-worker\" (id ");
+    ASSERT_STR_CONTAINS(out, "vmstack:  overflow_thread+0x");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread \"deep-worker\" (id ");
+    ASSERT_STR_CONTAINS(out, "join gave VMS_THREAD_KILLED; sibling 500500\n");
+}
+
+/* ---- 16 threads at the same moment ----------------------------------------------------- */
+
+#define NTHREADS 16
+static pthread_barrier_t barrier;
+
+static void *barrier_overflow_thread(void *arg)
+{
+    char name[16];
+    snprintf(name, sizeof name, "worker-%02d", (int)(intptr_t)arg);
+    pthread_setname_np(pthread_self(), name);
+    pthread_barrier_wait(&barrier);
+    sink += island_deep(0);
+    return NULL;
+}
+
+static void sixteen_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_barrier_init(&barrier, NULL, NTHREADS);
+    pthread_t t[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++)
+        if (vms_thread_create(&t[i], NULL, barrier_overflow_thread, (void *)(intptr_t)i) != 0)
+            _exit(10);
+    int killed = 0;
+    for (int i = 0; i < NTHREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        killed += r == VMS_THREAD_KILLED;
+    }
+    printf("killed %d\n", killed);
+}
+
+TEST(sixteen_threads_at_once)
+{
+    NO_ASAN();
+    int st = run_child(sixteen_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "killed 16\n");
+    ASSERT_EQ(count(out, "vmstack: stack overflow in thread \"worker-"), NTHREADS);
+    ASSERT_EQ(count(out, "vmstack: killed thread \"worker-"), NTHREADS);
+    ASSERT_EQ(count(out, "vmstack: Call Trace:\n"), NTHREADS);
+    /* Reports never interleave: each runs from its first line to its last without a
+     * line of another report, and names one worker throughout. */
+    char name[16] = "";
+    bool inside = false;
+    int reports = 0;
+    for (const char *line = out; *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end) break;
+        if (strncmp(line, "vmstack: stack overflow in thread \"", 35) == 0) {
+            if (inside) TST_FAIL("a report starts inside another:\n%.*s", (int)(end - line), line);
+            inside = true;
+            memcpy(name, line + 35, 9);
+            name[9] = '\0';
+        } else if (strncmp(line, "vmstack: killed thread \"", 24) == 0) {
+            if (!inside || strncmp(line + 24, name, 9) != 0)
+                TST_FAIL("the kill line of %s does not close its report:\n%.*s", name,
+                         (int)(end - line), line);
+            inside = false;
+            reports++;
+        } else if (inside && strncmp(line, "vmstack: ", 9) != 0) {
+            TST_FAIL("a foreign line inside a report:\n%.*s", (int)(end - line), line);
+        }
+        line = end + 1;
+    }
+    ASSERT_EQ(reports, NTHREADS);
+    for (int i = 0; i < NTHREADS; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "killed thread \"worker-%02d\"", i);
+        ASSERT_STR_CONTAINS(out, want);
+    }
+}
+
+/* ---- 1,000 in a row ---------------------------------------------------------------- */
+
+static atomic_int hook_calls;
+
+static void count_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    atomic_fetch_add(&hook_calls, 1);
+}
+
+static void thousand_child(void *arg)
+{
+    (void)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(count_hook, NULL);
+    int killed = 0;
+    for (int i = 0; i < 1000; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (!f) _exit(10);
+        killed += vms_fiber_resume(f) == VMS_KILLED;
+        vms_fiber_destroy(f);
+    }
+    vms_stats stats;
+    vms_get_stats(&stats);
+    printf("killed %d hook %d overflows %zu\n", killed, atomic_load(&hook_calls), stats.overflows);
+}
+
+TEST(thousand_overflows_on_one_thread)
+{
+    NO_ASAN();
+    int st = run_child(thousand_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "killed 1000 hook 1000 overflows 1000\n");
+}
+
+/* ---- overflows where locks may be held ------------------------------------------------- */
+
+__attribute__((noipa)) static int island_malloc_deep(int n, size_t pad)
+{
+    volatile char *buf = alloca(pad);
+    if (never) return 0;
+    buf[0] = (char)n;
+    char *p = malloc(16 + (size_t)(n % 64) * 8);
+    if (!p) return 0;
+    p[0] = buf[0];
+    sink += p[0];
+    free(p);
+    return island_malloc_deep(n + 1, pad) + buf[0];
+}
+
+static void malloc_fiber(void *arg)
+{
+    sink += island_malloc_deep(0, (size_t)(uintptr_t)arg);
+}
+
+static void malloc_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    int killed = 0;
+    for (int i = 0; i < 64; i++) {
+        vms_fiber *f = vms_fiber_create(malloc_fiber, (void *)(uintptr_t)(16 + 8 * i), NULL);
+        killed += vms_fiber_resume(f) == VMS_KILLED;
+        vms_fiber_destroy(f);
+        /* The allocator must still work: a kill inside it would deadlock here. */
+        free(malloc(100));
+    }
+    printf("all %d killed safely\n", killed);
+}
+
+TEST(overflow_in_malloc_never_deadlocks)
+{
+    NO_ASAN();
+    int st = run_child(malloc_child);
+    if (WIFEXITED(st)) {
+        ASSERT_EXITED(st, 0);
+        ASSERT_STR_CONTAINS(out, "all 64 killed safely\n");
+        ASSERT_STR_NOT_CONTAINS(out, "cannot kill safely");
+        ASSERT_EQ(count(out, "vmstack: killed fiber"), 64);
+    } else {
+        ASSERT_SIGNALED(st, SIGSEGV);
+        ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside ");
+        ASSERT_STR_CONTAINS(out, "the C library's allocator or stdio may hold a process-wide lock");
+        assert_last_line_starts(out, "vmstack: aborting");
+    }
+}
+
+/* A printf conversion that recurses: the overflow happens in the program's code, deep
+ * below snprintf, which holds no global lock itself but is on the list; either way it
+ * must not be killed alone. */
+static int deep_conversion(FILE *stream, const struct printf_info *info, const void *const *args)
+{
+    (void)stream;
+    (void)info;
+    (void)args;
+    return island_deep(0);
+}
+
+static int deep_arginfo(const struct printf_info *info, size_t n, int *types, int *size)
+{
+    (void)info;
+    (void)size;
+    if (n > 0) types[0] = PA_INT;
+    return 1;
+}
+
+static void printf_fiber(void *arg)
+{
+    (void)arg;
+    char buf[64];
+    static const char *volatile fmt = "%W";   /* hidden from -Wformat: a custom conversion */
+    snprintf(buf, sizeof buf, fmt, 1);
+    sink += buf[0];
+}
+
+static void printf_child(void *arg)
+{
+    (void)arg;
+    register_printf_specifier('W', deep_conversion, deep_arginfo);
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(printf_fiber, NULL, NULL);
+    vms_fiber_resume(f);
+    printf("survived\n");
+}
+
+TEST(overflow_below_stdio_is_not_killed_alone)
+{
+    NO_ASAN();
+    int st = run_child(printf_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside ");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
+
+/* ---- an overflow inside a signal handler ---------------------------------------------- */
+
+__attribute__((noipa)) static void deep_handler(int sig)
+{
+    (void)sig;
+    sink += island_deep(0);
+}
+
+static void *handler_thread(void *arg)
+{
+    (void)arg;
+    signal(SIGUSR1, deep_handler);   /* runs on the thread's vmstack stack */
+    raise(SIGUSR1);
+    return (void *)1;
+}
+
+static void handler_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        vms_thread_create(&t, NULL, handler_thread, NULL);
+        void *r;
+        pthread_join(t, &r);
+        if (r != VMS_THREAD_KILLED) _exit(10);
+    }
+    printf("both killed\n");
+}
+
+TEST(overflow_inside_signal_handler)
+{
+    NO_ASAN();
+    int st = run_child(handler_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(count(out, "vmstack: killed thread"), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack:  deep_handler+0x");
+    ASSERT_STR_CONTAINS(out, "both killed\n");
+}
+
+/* ---- a wild access from a fiber ---------------------------------------------------------- */
+
+static char *volatile wild_target;
+
+static void wild_fiber(void *arg)
+{
+    (void)arg;
+    *wild_target = 1;
+}
+
+static void wild_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_stack *far[4];
+    for (int i = 0; i < 4; i++) far[i] = vms_stack_alloc(0);
+    vms_fiber_attr attr = { 0, "scribbler" };
+    vms_fiber *f = vms_fiber_create(wild_fiber, NULL, &attr);
+    const vms_stack *own = vms_fiber_stack(f);
+    for (int i = 0; i < 4; i++)
+        if ((char *)vms_stack_base(own) + vms_stack_size(own) + vms__opt.guard_size !=
+            (char *)vms_stack_base(far[i])) {
+            wild_target = (char *)vms_stack_base(far[i]) - 8;
+            break;
+        }
+    vms_fiber_resume(f);
+    printf("survived\n");
+}
+
+TEST(wild_access_from_fiber_aborts)
+{
+    NO_ASAN();
+    int st = run_child(wild_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: wild guard access on thread ");
+    ASSERT_STR_CONTAINS(out, "(not the faulting fiber \"scribbler\" (id ");
+    ASSERT_STR_CONTAINS(out, ") is not blamed\n");
+    ASSERT_STR_NOT_CONTAINS(out, "killed");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
