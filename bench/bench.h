@@ -154,9 +154,14 @@ static inline void bench_end(struct bench_window *w)
     long long sc = bench_syscalls_read();
     long flt = bench_faults_read();
     w->ns = ns - w->ns;
-    w->sc = (sc < 0 || w->sc < 0) ? -1 : sc - w->sc - bench_overhead.sc;
+    if (sc < 0 || w->sc < 0) {
+        w->sc = -1;
+    } else {
+        /* Never below zero: the overhead is a minimum, and -1 means "not counted". */
+        long long d = sc - w->sc - bench_overhead.sc;
+        w->sc = d < 0 ? 0 : d;
+    }
     w->flt = flt - w->flt - bench_overhead.flt;
-    if (w->sc < -1) w->sc = 0;
     if (w->flt < 0) w->flt = 0;
 }
 
