@@ -4,10 +4,11 @@
  * "used greatest stack depth" line. The user-space CONFIG_DEBUG_STACK_USAGE and
  * STACK_END_MAGIC / CONFIG_SCHED_STACK_END_CHECK.
  *
- * Invariant of painting: from hand-out on, every byte of a stack at or above the offset
- * kept in st->debug (the "painted" part, normally just the top page) and every byte of
- * a page that was not resident at hand-out reads as zero until this owner touches it.
- * So the deepest use is found with one mincore(2) and a scan of at most a few pages.
+ * Invariant of painting: from hand-out on, every byte of the painted pages (counted in
+ * st->debug from the top, normally just the top page) and every byte of a page that was
+ * not resident at hand-out reads as zero until this owner touches it. So the deepest
+ * use is found with one mincore(2) and a scan of a few pages, and handing a stack out
+ * costs no system call.
  * Calls only the layers below (os, options, log); called by stack.c and the task layer.
  */
 #include "internal.h"
@@ -47,47 +48,54 @@ static const char *first_nonzero(const char *lo, const char *hi)
     return NULL;
 }
 
-/* Calls mincore on pages [first, n) of st in chunks; returns the index of the lowest
- * resident page, n when none, or a negative errno. */
-static long lowest_resident(const struct vms_stack *st, size_t first, size_t n)
+/* st->debug, the painting state of a stack, kept across owners (the arena layer clears
+ * it when a slot is first opened: nothing painted, nothing dirty):
+ *   bits 0-31   painted pages, counted from the top: resident at hand-out and holding
+ *               only paint (zero), so they count as used only where not zero;
+ *   bits 32-62  dirty pages, from the top: where the last owner may have left non-zero
+ *               bytes (set when the stack is freed, used by the next hand-out);
+ *   bit 63      the depth in st->max_used is final (the task ended; nothing runs on the
+ *               stack any more), so freeing it need not measure again. */
+#define PAINTED_MASK UINT64_C(0xffffffff)
+#define DIRTY_SHIFT  32
+#define DIRTY_MASK   UINT64_C(0x7fffffff)
+#define DEPTH_FINAL  (UINT64_C(1) << 63)
+
+static size_t painted_pages(const struct vms_stack *st)
 {
-    size_t page = page_size();
-    unsigned char vec[VEC_CHUNK];
-    for (size_t i = first; i < n; i += VEC_CHUNK) {
-        size_t k = n - i < VEC_CHUNK ? n - i : VEC_CHUNK;
-        int e = vms__os_resident_pages(st->base + i * page, k * page, vec);
-        if (e) return e;
-        for (size_t j = 0; j < k; j++)
-            if (vec[j] & 1) return (long)(i + j);
-    }
-    return (long)n;
+    return (size_t)((uint64_t)st->debug & PAINTED_MASK);
 }
 
-/* Paints st for a new owner. With scrubbing (the default) the cache hands out stacks
- * whose pages are all zero and of which at most the top page is resident (cache.c), so
- * zero is the paint and nothing needs writing: free. With VMS_NO_SCRUB the previous
- * owner's data is still there in the pages it touched (still resident): those, from the
- * lowest one up, are zeroed, a cost proportional to the previous owner's depth. The
- * bottom page under VMS_END_CHECK holds the magic and is zeroed on its own, so that a
- * magic left by the previous owner does not make the whole stack look used. */
+static size_t dirty_pages(const struct vms_stack *st)
+{
+    return (size_t)(((uint64_t)st->debug >> DIRTY_SHIFT) & DIRTY_MASK);
+}
+
+static void set_state(struct vms_stack *st, size_t painted, size_t dirty, bool final)
+{
+    st->debug = (uintptr_t)((uint64_t)painted | ((uint64_t)dirty << DIRTY_SHIFT) |
+                            (final ? DEPTH_FINAL : 0));
+}
+
+/* Paints st for a new owner, without a system call. With scrubbing (the default) the
+ * cache hands out stacks whose pages are all zero and of which at most the top page is
+ * resident (cache.c), so zero is the paint and nothing needs writing. With VMS_NO_SCRUB
+ * the previous owner's bytes are still there, but only within the depth measured when
+ * it freed the stack (the dirty pages): those are zeroed, a cost proportional to the
+ * previous owner's depth, and they join the painted pages (they stay resident). */
 static void paint(struct vms_stack *st)
 {
     size_t page = page_size(), n = st->size / page;
-    st->debug = st->size - page;
-    if (!(vms__opt.flags & VMS_NO_SCRUB)) return;
-    bool magic = (vms__opt.flags & VMS_END_CHECK) && n > 1;
-    long low = lowest_resident(st, magic ? 1 : 0, n);
-    if (low < 0) {
-        /* mincore failed (it cannot for a mapped stack): paint everything. */
-        memset(st->base, 0, st->size);
-        st->debug = 0;
+    if (!(vms__opt.flags & VMS_NO_SCRUB)) {
+        set_state(st, 1, 0, false);
         return;
     }
-    if ((size_t)low < n) {
-        memset(st->base + (size_t)low * page, 0, st->size - (size_t)low * page);
-        st->debug = (size_t)low * page;
-    }
-    if (magic && lowest_resident(st, 0, 1) == 0) memset(st->base, 0, page);
+    size_t painted = painted_pages(st), dirty = dirty_pages(st);
+    if (dirty > n) dirty = n;
+    if (dirty) memset(st->base + st->size - dirty * page, 0, dirty * page);
+    if (painted < dirty) painted = dirty;
+    if (painted < 1) painted = 1;
+    set_state(st, painted, 0, false);
 }
 
 void vms__debug_stack_alloc(struct vms_stack *st)
@@ -101,36 +109,45 @@ void vms__debug_stack_alloc(struct vms_stack *st)
     }
 }
 
-/* The high-water mark. A page below the painted part that is resident now was touched
- * by this owner (it was not resident at hand-out): the deepest such page bounds the
- * depth within one page; within it, the first non-zero byte makes the figure exact for
- * ordinary stack contents. A painted page (and the magic's bottom page) counts only
- * when it holds a non-zero byte, since it was resident before the owner began. */
-size_t vms__debug_max_used(const struct vms_stack *st)
+/* The high-water mark; -1 when mincore failed (it cannot for a mapped stack). A page
+ * below the painted part that is resident now was touched by this owner (it was not
+ * resident at hand-out): the deepest such page bounds the depth within one page; within
+ * it, the first non-zero byte makes the figure exact for ordinary stack contents. A
+ * painted page (and, with the magic, the bottom page) counts only when it holds a
+ * non-zero byte, since it was resident before the owner began. */
+static long long measure(const struct vms_stack *st)
 {
-    if (!(vms__opt.flags & VMS_PAINT)) return 0;
     size_t page = page_size(), n = st->size / page;
-    size_t painted = st->debug / page;
+    size_t p_pages = painted_pages(st);
+    size_t painted = p_pages < n ? n - p_pages : 0;   /* first painted page index */
     bool magic = (vms__opt.flags & VMS_END_CHECK) != 0;
     const char *top = vms__stack_top_of(st);
     unsigned char vec[VEC_CHUNK];
     for (size_t i = 0; i < n; i += VEC_CHUNK) {
         size_t k = n - i < VEC_CHUNK ? n - i : VEC_CHUNK;
-        if (vms__os_resident_pages(st->base + i * page, k * page, vec) != 0) return st->max_used;
+        if (vms__os_resident_pages(st->base + i * page, k * page, vec) != 0) return -1;
         for (size_t j = 0; j < k; j++) {
             if (!(vec[j] & 1)) continue;
             size_t p = i + j;
             const char *lo = st->base + p * page, *hi = lo + page;
             if (p >= painted || (magic && p == 0)) {
                 const char *a = first_nonzero(p == 0 && magic ? lo + VMS__END_MAGIC_SIZE : lo, hi);
-                if (a) return (size_t)(top - a);
+                if (a) return (long long)(top - a);
                 continue;
             }
             const char *a = first_nonzero(lo, hi);
-            return (size_t)(top - (a ? a : lo));
+            return (long long)(top - (a ? a : lo));
         }
     }
     return 0;
+}
+
+size_t vms__debug_max_used(const struct vms_stack *st)
+{
+    if (!(vms__opt.flags & VMS_PAINT)) return 0;
+    if ((uint64_t)st->debug & DEPTH_FINAL) return st->max_used;
+    long long d = measure(st);
+    return d < 0 ? st->max_used : (size_t)d;
 }
 
 static unsigned bucket_of(size_t depth)
@@ -156,7 +173,19 @@ static bool raise_max(atomic_size_t *m, size_t v)
 void vms__debug_stack_free(struct vms_stack *st)
 {
     if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
-    size_t d = vms__debug_max_used(st);
+    size_t page = page_size(), n = st->size / page;
+    size_t d;
+    size_t dirty;
+    if ((uint64_t)st->debug & DEPTH_FINAL) {
+        d = st->max_used;
+        dirty = (d + page - 1) / page;
+    } else {
+        long long m = measure(st);
+        d = m < 0 ? st->max_used : (size_t)m;
+        dirty = m < 0 ? n : (d + page - 1) / page;   /* unknown: all of it */
+    }
+    /* Remembered for the next hand-out (VMS_NO_SCRUB repaints just that much). */
+    set_state(st, painted_pages(st), dirty, false);
     st->max_used = d;
     atomic_fetch_add_explicit(&hist[st->cls].stacks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&hist[st->cls].buckets[bucket_of(d)], 1, memory_order_relaxed);
@@ -228,6 +257,11 @@ void vms__debug_task_end(const struct vms__task_info *ti)
     const struct vms_stack *st = ti->stack;
     if (st->cls >= VMS__CLASSES) return;
     size_t d = vms__debug_max_used(st);
+    /* The task has ended: its depth is final, and freeing the stack reuses it. The
+     * record is ours (the task layer hands it over before freeing it). */
+    struct vms_stack *w = (struct vms_stack *)st;
+    w->max_used = d;
+    w->debug = (uintptr_t)((uint64_t)w->debug | DEPTH_FINAL);
     if (!raise_max(&task_max[st->cls], d)) return;
     char who[128], line[256];
     describe(ti, who, sizeof who);

@@ -315,8 +315,19 @@ static void task_end_child(void *arg)
         struct vms__task_info ti = { i == 2 ? VMS__TASK_THREAD : VMS__TASK_FIBER, names[i],
                                      (unsigned long)(7 + i), st };
         vms__debug_task_end(&ti);
+        /* The depth is final at task end: reading it again gives the same figure. */
+        ASSERT_WITHIN_PAGE(vms_stack_max_used(st), depth[i]);
         vms_stack_free(st);
     }
+    /* Freeing the stacks put the depths measured at task end into the histogram. */
+    vms_usage u;
+    ASSERT_EQ(vms_stack_usage(&u, 1), 1);
+    ASSERT_EQ(u.stack_size, 256 * 1024);
+    ASSERT_EQ(u.stacks, 3);
+    ASSERT_EQ(u.max_used, 7 * p + 1);
+    ASSERT_EQ(u.buckets[1], 1);   /* 2 pages: fits 2 pages */
+    ASSERT_EQ(u.buckets[2], 1);   /* 3 pages + 5: fits 4 pages */
+    ASSERT_EQ(u.buckets[3], 1);   /* 7 pages + 1: at most 8 pages */
 }
 
 TEST(task_end_line)
