@@ -119,6 +119,10 @@ TEST(bad_options)
     const char *more[] = { "demo", "--fibers", "2", "--overflow", "3", NULL };
     ASSERT_EXITED(cli_run(more, out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "--overflow cannot exceed --fibers");
+    /* Options that are each valid but do not fit together. */
+    const char *deep[] = { "demo", "--fibers", "4", "--depth", "5000", "--stack-size", "64k", NULL };
+    ASSERT_EXITED(cli_run(deep, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: --depth 5000 needs about");
 }
 
 TEST(help)

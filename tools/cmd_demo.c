@@ -655,8 +655,8 @@ static int make_inputs(struct run *r)
     return 0;
 }
 
-/* Runs the fibers, then the threads; fills r. Returns 0, or -1 after a message when the
- * run could not be set up. */
+/* Runs the fibers, then the threads; fills r. Returns 0, -1 after a message when the run
+ * could not be set up, or 2 after a message when the options do not fit together. */
 static int run_workload(struct run *r, bool end_check)
 {
     vms_config cfg = { .stack_size = r->o.stack_size, .report_fd = rep.wfd,
@@ -673,7 +673,14 @@ static int run_workload(struct run *r, bool end_check)
     if (!r->per_level) r->per_level = 64;
     if (!r->stack_usable) r->stack_usable = r->o.stack_size ? r->o.stack_size : 256 * VMS_KIB;
     r->deep_depth = (long)(r->stack_usable + r->stack_usable / 4) / (long)r->per_level + 16;
-    if (r->deep_depth <= r->o.depth) r->deep_depth = r->o.depth + 16;
+    /* A normal input must fit with room to spare (the C library and the switch need some
+     * too), or every task would overflow and the demo would show nothing. */
+    if ((size_t)r->o.depth * r->per_level > r->stack_usable / 4 * 3) {
+        fprintf(stderr, "vmstack demo: error: --depth %ld needs about %zu bytes of stack, more than "
+                "3/4 of the %zu-byte stacks; lower --depth or raise --stack-size\n",
+                r->o.depth, (size_t)r->o.depth * r->per_level, r->stack_usable);
+        return 2;
+    }
 
     pick_deep(r->jobs, r->o.fibers, r->o.overflow, r->o.seed);
     if (r->o.threads && r->o.overflow) r->jobs[r->o.fibers + r->o.threads - 1].deep = true;
@@ -839,7 +846,9 @@ static int run_direct(struct run *r)
     }
     if (pid == 0) {
         close(rep.rfd);
-        _exit(run_workload(r, true) ? 3 : 0);
+        int e = run_workload(r, true);
+        fflush(NULL);
+        _exit(e == 2 ? 4 : e ? 3 : 0);
     }
     /* The reader sees end of file once the child (the last writer) is gone. */
     close(rep.wfd);
@@ -847,6 +856,7 @@ static int run_direct(struct run *r)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     pthread_join(rep.thread, NULL);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 3) return 1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 4) return 2;
 
     struct totals f, t;
     tally(r->jobs, r->o.fibers, &f);
@@ -992,7 +1002,8 @@ int vms_cmd_demo(int argc, char **argv)
         fprintf(stderr, "vmstack demo: error: pipe: %s\n", strerror(errno));
         return 1;
     }
-    if (run_workload(r, false)) return 1;
+    st = run_workload(r, false);
+    if (st) return st < 0 ? 1 : st;
     st = print_guarded(r);
     reports_stop();
     if (r->o.direct) {
