@@ -8,13 +8,15 @@
 if(CMAKE_SCRIPT_MODE_FILE)
   # ---- script mode: check `vmstack bench` output -------------------------------------
   cmake_minimum_required(VERSION 3.20)   # policies of the project (IN_LIST, string(JSON))
-  # -DVMSTACK=<command> -DMODE=json|table|nosyscalls -DIDS=<id,id,...>
+  # -DVMSTACK=<command> -DMODE=json|table|nosyscalls|boost -DIDS=<id,id,...>
   # -DSCENARIOS=<text,...>; nosyscalls runs the JSON check with --no-syscalls on the
   # stack groups, so the "n/a, never a number" path is tested where perf works too.
   string(REPLACE "," ";" IDS "${IDS}")
   string(REPLACE "," ";" SCENARIOS "${SCENARIOS}")
   set(args bench --quick)
-  if(MODE STREQUAL "json")
+  if(MODE STREQUAL "boost")        # VMSTACK is vmstack_bench_boost here
+    set(args --quick --json)
+  elseif(MODE STREQUAL "json")
     list(APPEND args --json)
   elseif(MODE STREQUAL "nosyscalls")
     list(APPEND args --json --no-syscalls --only stack)
@@ -84,7 +86,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
     endif()
     # mmap+mprotect costs two mappings per live stack, and vmstack's madvise guards do not
     # add a mapping per stack.
-    if(id MATCHES "^(stack|fiber)\\.scale$")
+    if(id MATCHES "^(stack|fiber|boost)\\.scale$")
       string(JSON bcount GET "${out}" rows ${i} base count)
       string(JSON bmaps GET "${out}" rows ${i} base mappings_added)
       string(JSON vcount GET "${out}" rows ${i} vmstack count)
@@ -163,6 +165,13 @@ if("src/fiber.c" IN_LIST VMSTACK_SOURCES)
     target_link_libraries(vmstack_bench_boost PRIVATE vmstack_static Boost::context)
     target_include_directories(vmstack_bench_boost PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
     message(STATUS "  bench: vmstack_bench_boost (Boost.Context ${Boost_VERSION})")
+    if(VMSTACK_BUILD_TESTS)
+      add_test(NAME bench.cli_boost COMMAND ${CMAKE_COMMAND}
+        -DVMSTACK=$<TARGET_FILE:vmstack_bench_boost> -DMODE=boost
+        "-DIDS=boost.switch.fcontext,boost.create.default.pooled,boost.create.default.protected,boost.create.noscrub.pooled,boost.scale"
+        -P ${CMAKE_CURRENT_LIST_FILE})
+      set_tests_properties(bench.cli_boost PROPERTIES LABELS cli TIMEOUT 300)
+    endif()
   else()
     message(STATUS "  bench: Boost.Context not found, vmstack_bench_boost not built")
   endif()
