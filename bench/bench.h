@@ -55,9 +55,9 @@ static inline uint64_t bench_now_ns(void)
 /* The syscall counter is one perf event per process, opened lazily in the process that
  * measures (every group runs in a fresh child, so a child never inherits a parent's
  * counter). inherit=1 makes threads created afterwards count too, which the thread
- * scenarios need; a thread's count reaches the total when it exits. The tracefs path is
- * only read: mounting tracefs is the job of whoever runs the benchmark (CI does it as
- * root), never of the benchmark. */
+ * scenarios need (the kernel adds an exited thread's count to its parent event). The
+ * tracefs path is only read: mounting tracefs is the job of whoever runs the benchmark
+ * (CI does it as root), never of the benchmark. */
 static int bench_sc_fd = -2;              /* -2: not tried yet; -1: unavailable */
 static char bench_sc_why[160] = "not tried";
 static int bench_sc_disabled;             /* --no-syscalls: behave as if unavailable */
