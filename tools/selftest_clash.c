@@ -10,6 +10,17 @@
 #include <stddef.h>
 
 int selftest_big_frame(size_t bytes);
+int selftest_clash_protected(void);
+
+/* 1 when this file was compiled with -fstack-clash-protection (tools/demo.cmake). */
+int selftest_clash_protected(void)
+{
+#ifdef VMSTACK_CLASH_PROTECTION
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /* Allocates `bytes` on the stack and writes its lowest byte (the far side of the
  * guard when bytes exceeds the room left). Returns what it read back. */
