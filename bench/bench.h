@@ -303,6 +303,7 @@ enum { BENCH_NO_TARGET = -1, BENCH_MISSED = 0, BENCH_MET = 1, BENCH_UNKNOWN = 2 
 
 struct bench_side {
     double ns, sc, flt;     /* per operation; NAN when not measured */
+    double ns_min, ns_max;  /* fastest and slowest round, to show the noise */
     /* memory rows */
     double count;           /* stacks or fibers actually created */
     double maps;            /* mappings added */
@@ -329,6 +330,7 @@ static inline struct bench_side bench_side_none(void)
 {
     struct bench_side s;
     s.ns = s.sc = s.flt = s.count = s.maps = s.rss = s.pte = NAN;
+    s.ns_min = s.ns_max = NAN;
     return s;
 }
 
@@ -336,6 +338,10 @@ static inline struct bench_side bench_side_of(const struct bench_case *c)
 {
     struct bench_side s = bench_side_none();
     s.ns = bench_case_ns(c);
+    for (int i = 0; i < c->rounds; i++) {
+        if (i == 0 || c->ns_per_op[i] < s.ns_min) s.ns_min = c->ns_per_op[i];
+        if (i == 0 || c->ns_per_op[i] > s.ns_max) s.ns_max = c->ns_per_op[i];
+    }
     s.sc = bench_case_sc(c);
     s.flt = bench_case_flt(c);
     return s;
@@ -553,6 +559,8 @@ static inline void bench_json_side(FILE *f, const char *key, const struct bench_
 {
     fprintf(f, "\"%s\": {", key);
     bench_json_num(f, "ns_per_op", s->ns, 1);
+    bench_json_num(f, "ns_per_op_min", s->ns_min, 1);
+    bench_json_num(f, "ns_per_op_max", s->ns_max, 1);
     bench_json_num(f, "syscalls_per_op", s->sc, 1);
     bench_json_num(f, "faults_per_op", s->flt, mem);
     if (mem) {
