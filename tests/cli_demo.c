@@ -137,7 +137,7 @@ TEST(help)
  * no report, each with its victim named. */
 static void expect_direct_summary(void)
 {
-    ASSERT_STR_CONTAINS(out, "(guards: none: direct backend");
+    ASSERT_STR_CONTAINS(out, "guards: none (the direct backend");
     ASSERT_EQ(cli_count(out, "deep      parser-"), 3);
     ASSERT_GE(cli_count(out, "  victim  "), 3);
     ASSERT_STR_CONTAINS(out, "past the end of its stack");

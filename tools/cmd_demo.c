@@ -757,9 +757,9 @@ static void print_header(const struct run *r, const char *method)
 {
     char ss[32];
     human(ss, sizeof ss, (double)r->stack_usable);
-    printf("vmstack demo: %ld fibers on %d threads and %ld vmstack threads; stacks of %s "
-           "(guards: %s); seed %" PRIu64 "\n", r->o.fibers, WORKERS, r->o.threads, ss, method,
-           r->o.seed);
+    printf("vmstack demo: %ld fibers on %d threads, then %ld vmstack threads; seed %" PRIu64 "\n"
+           "stacks    %s usable each; guards: %s\n", r->o.fibers, WORKERS, r->o.threads,
+           r->o.seed, ss, method);
     if (r->o.quiet) return;
     printf("Each task parses a generated nested array %ld levels deep with a recursive-descent\n"
            "parser and compares the result with a checksum computed beforehand by an\n"
@@ -861,7 +861,7 @@ static int run_direct(struct run *r)
     struct totals f, t;
     tally(r->jobs, r->o.fibers, &f);
     tally(r->jobs + r->o.fibers, r->o.threads, &t);
-    print_header(r, "none: direct backend, like CONFIG_VMAP_STACK=n");
+    print_header(r, "none (the direct backend, like CONFIG_VMAP_STACK=n)");
     long finished = 0;
     for (long i = 0; i < r->o.fibers; i++) finished += r->jobs[i].outcome != JOB_NOT_RUN;
     long crashed_in = -1;   /* the job being resumed when the child died */
