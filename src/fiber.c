@@ -103,7 +103,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     t->result = NULL;
     t->comm0[0] = '\0';
     copy_name(t->name, sizeof t->name, name);
-    vms__track_create(&t->track, st->base, vms__stack_top_of(st));
+    vms__track_create(&t->track, st->base, vms__stack_top_of(st), kind == VMS__TASK_FIBER);
     vms__ctx_make(&t->ctx, vms__stack_top_of(st), task_main, t);
     atomic_store_explicit(&st->owner, t, memory_order_release);
 }
@@ -117,9 +117,15 @@ static void task_release_stack(struct vms__task *t)
     t->stack = NULL;
 }
 
+/* Frames on a thread's own stack below which a task runs are not instrumented by ASan:
+ * when the task leaves by pthread_exit or cancellation, glibc long-jumps from the task's
+ * stack straight to its thread start, and redzones ASan poisoned in those frames would
+ * stay poisoned under the thread-exit code that runs there next. */
+#define NO_ASAN_FRAME __attribute__((no_sanitize_address))
+
 /* Switches from the calling context into t until t yields, returns or is killed;
  * returns t's new state. Pre: t is READY or SUSPENDED and belongs to th. */
-static int task_enter(struct vms__thread *th, struct vms__task *t)
+static NO_ASAN_FRAME int task_enter(struct vms__thread *th, struct vms__task *t)
 {
     void *save = NULL;
     t->parent = th->cur;
@@ -362,7 +368,7 @@ void vms__task_thread_discard(struct vms__task *t)
     free(t);
 }
 
-void *vms__task_thread_run(struct vms__task *t)
+NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 {
     struct vms__thread *th = &self_thread;
     if (!th->guard_ready) {

@@ -5,7 +5,7 @@
  *
  * Layer: task (used by fiber.c only). Every function compiles to nothing when its tool
  * is off, so the plain build pays nothing. The protocol, for one task t:
- *   create:   vms__track_create(t, lo, hi)             once, before the first switch in
+ *   create:   vms__track_create(t, lo, hi, own)        once, before the first switch in
  *   resumer:  vms__track_enter(t, &save, lo, size) -> switch -> vms__track_entered_back(save)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t
@@ -39,7 +39,11 @@ struct vms__track {
     unsigned vg_id;             /* Valgrind: the registered stack's id */
 };
 
-static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
+/* own_fiber: give the task a TSan fiber of its own. A fiber needs one (it interleaves
+ * with its resumer on one thread); a thread's body does not (nothing else runs on its
+ * thread), and TSan forbids pthread_exit from a fiber. */
+static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi,
+                                     bool own_fiber)
 {
     tr->asan_fake = NULL;
     tr->back_bottom = NULL;
@@ -47,9 +51,9 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
     tr->tsan_fiber = NULL;
     tr->tsan_back = NULL;
     tr->vg_id = 0;
-    (void)lo; (void)hi;
+    (void)lo; (void)hi; (void)own_fiber;
 #if defined(VMSTACK_TSAN)
-    tr->tsan_fiber = __tsan_create_fiber(0);
+    if (own_fiber) tr->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if defined(VMSTACK_VALGRIND)
     tr->vg_id = VALGRIND_STACK_REGISTER(lo, hi);
@@ -77,8 +81,10 @@ static inline void vms__track_enter(struct vms__track *tr, void **save, const vo
     __sanitizer_start_switch_fiber(save, lo, size);
 #endif
 #if defined(VMSTACK_TSAN)
-    tr->tsan_back = __tsan_get_current_fiber();
-    __tsan_switch_to_fiber(tr->tsan_fiber, 0);
+    if (tr->tsan_fiber) {
+        tr->tsan_back = __tsan_get_current_fiber();
+        __tsan_switch_to_fiber(tr->tsan_fiber, 0);
+    }
 #endif
 }
 
@@ -111,7 +117,7 @@ static inline void vms__track_leave(struct vms__track *tr, bool dying)
                                    tr->back_size);
 #endif
 #if defined(VMSTACK_TSAN)
-    __tsan_switch_to_fiber(tr->tsan_back, 0);
+    if (tr->tsan_fiber) __tsan_switch_to_fiber(tr->tsan_back, 0);
 #endif
 }
 
