@@ -452,3 +452,51 @@ TEST(end_corrupted_abort)
     ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
     ASSERT_STR_NOT_CONTAINS(out, "returned");
 }
+
+/* ---- real tasks ------------------------------------------------------------------------ */
+
+/* A fiber that recurses through frames of about 1 KiB and records how deep it got. */
+struct dive { int levels; size_t deepest; char *top; };
+
+static __attribute__((noinline)) int recurse(struct dive *d, int n)
+{
+    volatile char frame[1000];
+    frame[0] = (char)(n + 1);   /* non-zero: a zero in the top page looks like paint */
+    frame[999] = (char)(n + 1);
+    size_t depth = (size_t)(d->top - (char *)(void *)frame);
+    if (depth > d->deepest) d->deepest = depth;
+    return n ? recurse(d, n - 1) + frame[0] : frame[999];
+}
+
+static void dive_fn(void *arg)
+{
+    struct dive *d = arg;
+    d->top = vms_stack_top(vms_fiber_stack(vms_fiber_self()));
+    recurse(d, d->levels);
+}
+
+static void fiber_depth_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    int levels[] = { 1, 10, 50, 150 };
+    for (int i = 0; i < 4; i++) {
+        struct dive d = { levels[i], 0, NULL };
+        vms_fiber_attr attr = { 256 * 1024, "diver" };
+        vms_fiber *f = vms_fiber_create(dive_fn, &d, &attr);
+        ASSERT_NOT_NULL(f);
+        ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+        size_t m = vms_stack_max_used(vms_fiber_stack(f));
+        /* At least as deep as the deepest frame seen, and at most a page and a frame
+         * (the callee's saved registers and return address) deeper. */
+        ASSERT_GE(m, d.deepest);
+        ASSERT_LT(m, d.deepest + page() + 256);
+        ASSERT_GE(d.deepest, (size_t)levels[i] * 1000);
+        vms_fiber_destroy(f);
+    }
+}
+
+TEST(fiber_depth)
+{
+    run(fiber_depth_child, NULL);
+}
