@@ -51,6 +51,13 @@ TEST(quiet_500)
     ASSERT_STR_CONTAINS(out, "result    OK");
     /* --quiet shows no report. */
     ASSERT_STR_NOT_CONTAINS(out, "Call Trace:");
+    /* With madvise guards 500 stacks take a handful of mappings, not two per stack. */
+    const char *m = cli_line(out, "mappings  ");
+    long maps = -1;
+    ASSERT_NOT_NULL(m);
+    ASSERT_EQ(sscanf(m, "mappings  %ld used by vmstack", &maps), 1);
+    if (cli_line(out, "stacks    256.0 KiB usable each; guards: madvise")) ASSERT_LT(maps, 64);
+    else ASSERT_GT(maps, 500);
 }
 
 TEST(shows_one_oops)
