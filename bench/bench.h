@@ -18,6 +18,7 @@
 #include <linux/perf_event.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -317,7 +318,7 @@ struct bench_row {
     char id[48];            /* stable identifier for scripts and tests */
     char scenario[64];      /* what vmstack did */
     char baseline[48];      /* what it is compared with */
-    char note[96];          /* e.g. where a baseline stopped */
+    char note[192];         /* e.g. where a baseline stopped */
     struct bench_side v, b; /* vmstack, baseline */
     double ratio;           /* v.ns / b.ns (time rows) */
     struct bench_target target;
@@ -705,6 +706,42 @@ static inline void bench_mem_side(struct bench_side *s, struct bench_mem before,
              : (double)(after.rss - before.rss) / (double)count;
     s->pte = before.pte < 0 || after.pte < 0 || count <= 0 ? NAN
              : (double)(after.pte - before.pte) / (double)count;
+}
+
+/* The number of objects a scale scenario may create: count, or fewer when count objects
+ * of about `each` resident bytes would take more than half of MemAvailable, so that a
+ * large --scale-count never leaves the machine without memory. Says so in note. */
+static inline long bench_scale_limit(long count, double each, char *note, size_t notesz)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return count;
+    char line[256];
+    long long avail = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "MemAvailable:", 13) == 0) avail = strtoll(line + 13, NULL, 10) * 1024;
+    fclose(f);
+    if (avail <= 0 || (double)count * each <= (double)avail / 2) return count;
+    long lim = (long)((double)avail / 2 / each);
+    if (lim < 1) lim = 1;
+    snprintf(note, notesz, "limited to %ld of %ld by MemAvailable", lim, count);
+    return lim;
+}
+
+/* Appends a clause to a row's note, separated by "; ". */
+static inline void bench_note(struct bench_row *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline void bench_note(struct bench_row *r, const char *fmt, ...)
+{
+    size_t len = strlen(r->note);
+    if (len > 0 && len + 2 < sizeof r->note) {
+        memcpy(r->note + len, "; ", 3);
+        len += 2;
+    }
+    if (len + 1 >= sizeof r->note) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->note + len, sizeof r->note - len, fmt, ap);
+    va_end(ap);
 }
 
 /* Whether group name g is selected by o->only (comma-separated prefixes). */

@@ -173,9 +173,10 @@ static void bb_vms_suspend(void *arg)
 static void bb_group_scale(const struct bench_opts *o)
 {
     bb_init(0);
-    long count = o->scale_count;
     struct bench_row r;
     memset(&r, 0, sizeof r);
+    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
+    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
     r.kind = BENCH_ROW_MEM;
     snprintf(r.id, sizeof r.id, "boost.scale");
     snprintf(r.scenario, sizeof r.scenario, "%ld suspended fibers", count);
@@ -207,7 +208,7 @@ static void bb_group_scale(const struct bench_opts *o)
         r.v.sc = w.sc < 0 ? NAN : (double)w.sc / (double)made;
         r.v.flt = (double)w.flt / (double)made;
     }
-    if (err) snprintf(r.note, sizeof r.note, "vmstack stopped at %ld: %s", made, strerror(err));
+    if (err) bench_note(&r, "vmstack stopped at %ld: %s", made, strerror(err));
     for (long i = 0; i < made; i++) vms_fiber_destroy(fibers[(std::size_t)i]);
     std::vector<vms_fiber *>().swap(fibers);
 
@@ -242,16 +243,13 @@ static void bb_group_scale(const struct bench_opts *o)
         r.b.sc = w.sc < 0 ? NAN : (double)w.sc / (double)made;
         r.b.flt = (double)w.flt / (double)made;
     }
-    std::size_t len = strlen(r.note);
-    snprintf(r.note + len, sizeof r.note - len, "%sbaseline %s %ld%s", len ? "; " : "",
-             stopped ? "stopped at" : "reached", made, stopped ? ": std::bad_alloc" : " (no limit hit)");
+    bench_note(&r, "baseline %s %ld%s", stopped ? "stopped at" : "reached", made,
+               stopped ? ": std::bad_alloc" : " (no limit hit)");
     /* Destroying a suspended continuation unwinds its stack and frees it. */
     conts.clear();
     vms_stats stats;
-    if (vms_get_stats(&stats) == 0 && stats.guard_method) {
-        len = strlen(r.note);
-        snprintf(r.note + len, sizeof r.note - len, "; guard method %s", stats.guard_method);
-    }
+    if (vms_get_stats(&stats) == 0 && stats.guard_method)
+        bench_note(&r, "guard method %s", stats.guard_method);
     r.target = bench_no_target();
     r.target.max_maps = 16;
     r.target.max_bytes = 4.5 * 1024;

@@ -212,9 +212,10 @@ static void fb_uc_suspend(void)
 static void fb_group_scale(const struct bench_opts *o)
 {
     fb_init(0);
-    long count = o->scale_count;
     struct bench_row r;
     memset(&r, 0, sizeof r);
+    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
+    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
     r.kind = BENCH_ROW_MEM;
     snprintf(r.id, sizeof r.id, "fiber.scale");
     snprintf(r.scenario, sizeof r.scenario, "%ld suspended fibers", count);
@@ -248,7 +249,7 @@ static void fb_group_scale(const struct bench_opts *o)
         r.v.sc = w.sc < 0 ? NAN : (double)w.sc / (double)made;
         r.v.flt = (double)w.flt / (double)made;
     }
-    if (err) snprintf(r.note, sizeof r.note, "vmstack stopped at %ld: %s", made, strerror(err));
+    if (err) bench_note(&r, "vmstack stopped at %ld: %s", made, strerror(err));
     for (long i = 0; i < made; i++) vms_fiber_destroy((vms_fiber *)v[i]);
 
     /* Baseline: a ucontext (malloc'd, as a fiber object would be) on a guarded mapping,
@@ -273,13 +274,10 @@ static void fb_group_scale(const struct bench_opts *o)
         r.b.sc = w.sc < 0 ? NAN : (double)w.sc / (double)made;
         r.b.flt = (double)w.flt / (double)made;
     }
-    size_t len = strlen(r.note);
     if (err)
-        snprintf(r.note + len, sizeof r.note - len, "%sbaseline stopped at %ld: %s",
-                 len ? "; " : "", made, strerror(err));
+        bench_note(&r, "baseline stopped at %ld: %s", made, strerror(err));
     else
-        snprintf(r.note + len, sizeof r.note - len, "%sbaseline reached %ld (no limit hit)",
-                 len ? "; " : "", made);
+        bench_note(&r, "baseline reached %ld (no limit hit)", made);
     for (long i = 0; i < made; i++) {
         ucontext_t *uc = (ucontext_t *)v[i];
         munmap((char *)uc->uc_stack.ss_sp - FB_GUARD, FB_GUARD + FB_SIZE);
@@ -287,10 +285,8 @@ static void fb_group_scale(const struct bench_opts *o)
     }
     free(v);
     vms_stats stats;
-    if (vms_get_stats(&stats) == 0 && stats.guard_method) {
-        len = strlen(r.note);
-        snprintf(r.note + len, sizeof r.note - len, "; guard method %s", stats.guard_method);
-    }
+    if (vms_get_stats(&stats) == 0 && stats.guard_method)
+        bench_note(&r, "guard method %s", stats.guard_method);
     r.target = bench_no_target();
     r.target.max_maps = 16;
     r.target.max_bytes = 4.5 * 1024;

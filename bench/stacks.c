@@ -202,9 +202,10 @@ static void bs_group_cold(const struct bench_opts *o)
 static void bs_group_scale(const struct bench_opts *o)
 {
     bs_init(0);
-    long count = o->scale_count;
     struct bench_row r;
     memset(&r, 0, sizeof r);
+    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
+    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
     r.kind = BENCH_ROW_MEM;
     snprintf(r.id, sizeof r.id, "stack.scale");
     snprintf(r.scenario, sizeof r.scenario, "%ld live stacks, top page touched", count);
@@ -237,7 +238,7 @@ static void bs_group_scale(const struct bench_opts *o)
         r.v.flt = (double)w.flt / (double)k.n;
     }
     if (err)
-        snprintf(r.note, sizeof r.note, "vmstack stopped at %ld: %s", k.n, strerror(err));
+        bench_note(&r, "vmstack stopped at %ld: %s", k.n, strerror(err));
     for (long i = 0; i < k.n; i++) vms_stack_free((vms_stack *)k.v[i]);
     k.n = 0;
 
@@ -259,21 +260,16 @@ static void bs_group_scale(const struct bench_opts *o)
         r.b.sc = w.sc < 0 ? NAN : (double)w.sc / (double)k.n;
         r.b.flt = (double)w.flt / (double)k.n;
     }
-    size_t len = strlen(r.note);
     if (err)
-        snprintf(r.note + len, sizeof r.note - len, "%sbaseline stopped at %ld: %s",
-                 len ? "; " : "", k.n, strerror(err));
+        bench_note(&r, "baseline stopped at %ld: %s", k.n, strerror(err));
     else
-        snprintf(r.note + len, sizeof r.note - len, "%sbaseline reached %ld (no limit hit)",
-                 len ? "; " : "", k.n);
+        bench_note(&r, "baseline reached %ld (no limit hit)", k.n);
     for (long i = 0; i < k.n; i++) munmap(k.v[i], BS_GUARD + BS_SIZE);
     free(k.v);
 
     vms_stats stats;
-    if (vms_get_stats(&stats) == 0 && stats.guard_method) {
-        len = strlen(r.note);
-        snprintf(r.note + len, sizeof r.note - len, "; guard method %s", stats.guard_method);
-    }
+    if (vms_get_stats(&stats) == 0 && stats.guard_method)
+        bench_note(&r, "guard method %s", stats.guard_method);
     r.target = bench_no_target();
     r.target.max_maps = 16;
     r.target.max_bytes = 4.5 * 1024;
