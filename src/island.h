@@ -76,14 +76,16 @@ typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
 /* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
  * first frame is the pc), calling fn for each frame, at most max frames. The
  * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
- * Return the number of frames passed to fn. */
+ * Return the number of frames passed to fn; *complete (when not NULL) tells whether
+ * the walk reached the outermost frame (rather than a broken chain, an unwinding
+ * error, or max). */
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                                  vms__frame_fn fn, void *ctx, int max);
+                                  vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,
-                                      int max);
+                                      int max, bool *complete);
 /* The walk the reports use: libunwind when built with it, else the frame pointers. */
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                               vms__frame_fn fn, void *ctx, int max);
+                               vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN bool vms__trace_have_unwind(void);
 /* async-signal-safe: whether name is a C library allocator, stdio or loader function
  * that a task may be stopped inside with a process-wide lock held. */

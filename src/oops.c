@@ -324,6 +324,18 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
 
 /* ---- the report ---------------------------------------------------------------- */
 
+/* async-signal-safe: "name [object]", or the address when the symbol is unknown. */
+static void sym_words(struct vms__line *l, const struct vms__sym *s, uintptr_t addr)
+{
+    if (s->name) vms__line_str(l, s->name);
+    else vms__line_hex(l, addr, 1);
+    if (s->object) {
+        vms__line_str(l, " [");
+        vms__line_str(l, s->object);
+        vms__line_char(l, ']');
+    }
+}
+
 /* async-signal-safe: the general registers, four to a line. */
 static void register_lines(struct out *o, const ucontext_t *uc)
 {
@@ -447,7 +459,8 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     struct frames *fr = &frames;
     memset(fr, 0, sizeof *fr);
     fr->oops = oops;
-    vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES);
+    bool complete = false;
+    vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES, &complete);
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 
     first_line(&o, f);
@@ -499,15 +512,22 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
         if (why) {
             l = start(&o);
             vms__line_str(l, "cannot kill safely: the fault happened inside ");
-            if (culprit.name) vms__line_str(l, culprit.name);
-            else vms__line_hex(l, f->pc, 1);
-            if (culprit.object) {
-                vms__line_str(l, " [");
-                vms__line_str(l, culprit.object);
-                vms__line_char(l, ']');
-            }
+            sym_words(l, &culprit, f->pc);
             vms__line_str(l, ": ");
             vms__line_str(l, why);
+            emit(&o);
+            f->action = VMS__ACT_ABORT;
+        } else if (!complete && fr->nhead > 0) {
+            /* Frames the walk could not see (code without frame pointers, such as the
+             * C library, under the frame-pointer walk) may include a lock holder. */
+            uintptr_t at = fr->ntail > 0 ? fr->tail[(fr->ntail - 1) % TAIL_FRAMES]
+                         : fr->nafter > 0 ? fr->after[fr->nafter - 1]
+                         : fr->head[fr->nhead - 1];
+            vms__trace_symbolize(fr->total > 1 ? at - 1 : at, &culprit);
+            l = start(&o);
+            vms__line_str(l, "cannot kill safely: the call trace ends early at ");
+            sym_words(l, &culprit, at);
+            vms__line_str(l, ", so a lock held below it cannot be ruled out");
             emit(&o);
             f->action = VMS__ACT_ABORT;
         }

@@ -222,9 +222,14 @@ bool vms__trace_in_libc(uintptr_t addr)
 
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against
  * [lo, hi) first, and frames must move strictly towards hi, so a corrupted chain ends
- * the walk instead of faulting or looping. */
+ * the walk instead of faulting or looping. The walk is complete when it reaches the
+ * outermost frame: a saved frame pointer of 0 (vmstack's context switch starts every
+ * task with one) in a frame at the very top of the stack, where a task's entry
+ * function keeps its frame. A 0 found deeper is a register value saved by code that
+ * uses the frame-pointer register for data (the C library), not the chain's end. */
+#define OUTERMOST_FRAME_SLACK 64
 int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                       vms__frame_fn fn, void *ctx, int max)
+                       vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
 #if defined(__x86_64__)
     uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
@@ -235,46 +240,64 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
 #else
 #error "vmstack: no frame-pointer walk for this architecture"
 #endif
+    bool done = false;
     int n = 0;
-    if (max <= 0) return 0;
-    if (!fn(ctx, pc)) return 1;
-    n++;
-    while (n < max) {
-        if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) || (fp & (sizeof(uintptr_t) - 1)))
-            break;
-        const uintptr_t *frame = (const uintptr_t *)fp;
-        uintptr_t next = frame[0], ret = frame[1];
-        if (ret < 4096) break;
-        n++;
-        if (!fn(ctx, ret)) break;
-        if (next <= fp) break;
-        fp = next;
+    if (max > 0 && (n = 1, fn(ctx, pc))) {
+        while (n < max) {
+            if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) ||
+                (fp & (sizeof(uintptr_t) - 1)))
+                break;
+            const uintptr_t *frame = (const uintptr_t *)fp;
+            uintptr_t next = frame[0], ret = frame[1];
+            bool outermost = next == 0 && hi - fp <= OUTERMOST_FRAME_SLACK;
+            if (ret < 4096) {
+                done = outermost && ret == 0;
+                break;
+            }
+            n++;
+            if (!fn(ctx, ret)) break;
+            if (next == 0) {
+                done = outermost;
+                break;
+            }
+            if (next <= fp) break;
+            fp = next;
+        }
     }
+    if (complete) *complete = done;
     return n;
 }
 
 /* async-signal-safe: libunwind's local unwinder is documented signal-safe; it reads
  * the unwind tables of the objects, and UNW_INIT_SIGNAL_FRAME tells it that the first
- * pc is exact (the faulting instruction), not a return address. */
-int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, int max)
+ * pc is exact (the faulting instruction), not a return address. The walk is complete
+ * when unw_step reports the outermost frame (0), not an error. */
+int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, int max,
+                           bool *complete)
 {
+    bool done = false;
+    int n = 0;
 #ifdef VMSTACK_HAVE_LIBUNWIND
     unw_cursor_t cur;
-    if (max <= 0 ||
-        unw_init_local2(&cur, (unw_context_t *)(uintptr_t)uc, UNW_INIT_SIGNAL_FRAME) < 0)
-        return 0;
-    int n = 0;
-    do {
-        unw_word_t ip = 0;
-        if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || ip == 0) break;
-        n++;
-        if (!fn(ctx, (uintptr_t)ip)) break;
-    } while (n < max && unw_step(&cur) > 0);
-    return n;
+    if (max > 0 &&
+        unw_init_local2(&cur, (unw_context_t *)(uintptr_t)uc, UNW_INIT_SIGNAL_FRAME) >= 0) {
+        for (;;) {
+            unw_word_t ip = 0;
+            if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || ip == 0) break;
+            n++;
+            if (!fn(ctx, (uintptr_t)ip) || n >= max) break;
+            int r = unw_step(&cur);
+            if (r <= 0) {
+                done = r == 0;
+                break;
+            }
+        }
+    }
 #else
     (void)uc; (void)fn; (void)ctx; (void)max;
-    return 0;
 #endif
+    if (complete) *complete = done;
+    return n;
 }
 
 bool vms__trace_have_unwind(void)
@@ -288,13 +311,13 @@ bool vms__trace_have_unwind(void)
 
 /* async-signal-safe */
 int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                    vms__frame_fn fn, void *ctx, int max)
+                    vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
 #ifdef VMSTACK_HAVE_LIBUNWIND
     (void)lo; (void)hi;
-    return vms__trace_walk_unwind(uc, fn, ctx, max);
+    return vms__trace_walk_unwind(uc, fn, ctx, max, complete);
 #else
-    return vms__trace_walk_fp(uc, lo, hi, fn, ctx, max);
+    return vms__trace_walk_fp(uc, lo, hi, fn, ctx, max, complete);
 #endif
 }
 

@@ -433,7 +433,11 @@ TEST(overflow_below_stdio_is_not_killed_alone)
     int st = run_child(printf_child);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
-    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside ");
+    /* libunwind sees snprintf; the frame-pointer walk stops in the C library, which is
+     * reason enough not to kill. */
+    ASSERT_STR_CONTAINS(out, vms__trace_have_unwind()
+                                 ? "vmstack: cannot kill safely: the fault happened inside "
+                                 : "vmstack: cannot kill safely: the call trace ends early at ");
     ASSERT_STR_NOT_CONTAINS(out, "survived");
     assert_last_line_starts(out, "vmstack: aborting");
 }

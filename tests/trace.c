@@ -96,6 +96,7 @@ static uintptr_t seen[MAX_SEEN];
 static int nseen;
 static int use_unwind;
 static uintptr_t stack_lo, stack_hi;
+static bool walk_complete;
 
 static bool record(void *ctx, uintptr_t addr)
 {
@@ -110,9 +111,9 @@ static void on_usr1(int sig, siginfo_t *si, void *uc)
     (void)si;
     nseen = 0;
     if (use_unwind)
-        vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN);
+        vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN, &walk_complete);
     else
-        vms__trace_walk_fp(uc, stack_lo, stack_hi, record, NULL, MAX_SEEN);
+        vms__trace_walk_fp(uc, stack_lo, stack_hi, record, NULL, MAX_SEEN, &walk_complete);
 }
 
 static volatile int depth_sink;
@@ -192,4 +193,5 @@ TEST(walk_respects_bounds)
     ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
     island_recurse(5);
     ASSERT_EQ(nseen, 1);
+    ASSERT(!walk_complete);
 }
