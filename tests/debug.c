@@ -465,6 +465,7 @@ static __attribute__((noinline)) int recurse(struct dive *d, int n)
     frame[999] = (char)(n + 1);
     size_t depth = (size_t)(d->top - (char *)(void *)frame);
     if (depth > d->deepest) d->deepest = depth;
+    if (n == 0) vms_fiber_yield();   /* suspended at the deepest point */
     return n ? recurse(d, n - 1) + frame[0] : frame[999];
 }
 
@@ -485,8 +486,13 @@ static void fiber_depth_child(void *arg)
         vms_fiber_attr attr = { 256 * 1024, "diver" };
         vms_fiber *f = vms_fiber_create(dive_fn, &d, &attr);
         ASSERT_NOT_NULL(f);
+        ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+        /* Read while the fiber is suspended (its frames live, with their redzones under
+         * ASan), then after it finished: the same mark. */
+        size_t during = vms_stack_max_used(vms_fiber_stack(f));
         ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
         size_t m = vms_stack_max_used(vms_fiber_stack(f));
+        ASSERT_EQ(during, m);
         /* At least as deep as the deepest frame seen, and at most a page and a frame
          * (the callee's saved registers and return address) deeper. */
         ASSERT_GE(m, d.deepest);
