@@ -1,0 +1,327 @@
+/*
+ * fiber_kill.c - the task layer's kill paths with the fault handler: one overflowing
+ * fiber among 1,000 is killed alone (its resume returns VMS_KILLED, its oops names its
+ * stack) and the other 999 finish with verified results; a nested fiber's kill returns
+ * to its resumer fiber; an overflowing vms thread is joined as VMS_THREAD_KILLED; and
+ * 10,000 overflows in a row leave resident memory, mappings and open descriptors
+ * bounded. Every case runs in a child process (tst_fork).
+ */
+#include "test.h"
+#include "internal.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#endif
+#endif
+#ifndef NO_ASAN
+#define NO_ASAN() do {} while (0)
+#endif
+
+/* GCC would otherwise analyse the recursion across calls (noipa); clang has no such
+ * attribute and does not need it with noinline. */
+#if defined(__clang__)
+#define NOIPA __attribute__((noinline))
+#else
+#define NOIPA __attribute__((noipa))
+#endif
+
+static char out[1 << 20];
+
+/* Runs a child; TASK_SHOW=1 in the environment prints what it wrote (debugging). */
+static int run_child(void (*fn)(void *), void *arg)
+{
+    int status = tst_fork(fn, arg, out, sizeof out);
+    if (getenv("TASK_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
+    return status;
+}
+static volatile int never;
+static volatile unsigned long sink;
+
+/* Recursion that cannot become a loop: a volatile frame per level and a result that
+ * depends on the level below. With limit 0 it never stops (until the guard). */
+static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (limit && n >= limit) return buf[n % sizeof buf];
+    if (never) return 0;
+    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
+}
+
+static void init_report_fd(int fd)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.report_fd = fd;
+    int e = vms_init(&cfg);
+    if (e) TST_FAIL("vms_init: %d", e);
+}
+
+struct job {
+    int index;
+    unsigned long result;
+    int done;
+};
+
+/* A well-behaved fiber: recursion 40 deep, with yields between rounds. The result is
+ * computed from values on its own stack, so a kill that disturbed another stack would
+ * show up as a wrong result. */
+static void good_fiber(void *arg)
+{
+    struct job *j = arg;
+    volatile unsigned long acc = (unsigned long)j->index;
+    for (int round = 0; round < 3; round++) {
+        acc = acc * 3 + (unsigned long)round;
+        sink += recurse(0, 40);
+        vms_fiber_yield();
+    }
+    j->result = acc;
+    j->done = 1;
+}
+
+static void bad_fiber(void *arg)
+{
+    struct job *j = arg;
+    vms_fiber_yield();
+    sink += recurse(0, 0);                        /* overflows */
+    j->done = 1;                                  /* never reached */
+}
+
+#define NJOBS 1000
+#define BAD   537
+
+static void child_one_of_thousand(void *arg)
+{
+    (void)arg;
+    static struct job jobs[NJOBS];
+    static vms_fiber *f[NJOBS];
+    for (int i = 0; i < NJOBS; i++) {
+        jobs[i].index = i;
+        char name[32];
+        snprintf(name, sizeof name, "job-%d", i);
+        vms_fiber_attr attr = { .stack_size = 64 * 1024, .name = name };
+        f[i] = vms_fiber_create(i == BAD ? bad_fiber : good_fiber, &jobs[i], &attr);
+        ASSERT_NOT_NULL(f[i]);
+    }
+    int killed = 0;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < NJOBS; i++) {
+            int s = vms_fiber_state(f[i]);
+            if (s == VMS_DONE || s == VMS_KILLED) continue;
+            s = vms_fiber_resume(f[i]);
+            ASSERT_GE(s, 0);
+            if (s == VMS_KILLED) {
+                ASSERT_EQ(i, BAD);
+                killed++;
+            }
+        }
+    }
+    ASSERT_EQ(killed, 1);
+    const vms_oops *o = vms_fiber_oops(f[BAD]);
+    ASSERT_NOT_NULL(o);
+    ASSERT_EQ(o->kind, VMS_OVERFLOW);
+    ASSERT_PTR_EQ(o->stack_base, vms_stack_base(vms_fiber_stack(f[BAD])));
+    ASSERT_EQ(o->stack_size, vms_stack_size(vms_fiber_stack(f[BAD])));
+    ASSERT(strcmp(o->name, "job-537") == 0);
+    ASSERT((uintptr_t)o->fault_addr < (uintptr_t)o->stack_base);
+    ASSERT_EQ(vms_fiber_state(f[BAD]), VMS_KILLED);
+    ASSERT_EQ(vms_fiber_resume(f[BAD]), -EINVAL);
+    ASSERT_EQ(jobs[BAD].done, 0);
+    for (int i = 0; i < NJOBS; i++) {
+        if (i == BAD) continue;
+        ASSERT_EQ(vms_fiber_state(f[i]), VMS_DONE);
+        ASSERT_NULL(vms_fiber_oops(f[i]));
+        unsigned long want = (unsigned long)i;
+        for (int round = 0; round < 3; round++) want = want * 3 + (unsigned long)round;
+        if (jobs[i].result != want) TST_FAIL("job %d: %lu, want %lu", i, jobs[i].result, want);
+    }
+    for (int i = 0; i < NJOBS; i++) vms_fiber_destroy(f[i]);
+    /* The thread keeps working: new fibers run, and a second overflow is caught too. */
+    struct job again = { .index = 1 };
+    vms_fiber *g = vms_fiber_create(bad_fiber, &again, NULL);
+    ASSERT_NOT_NULL(g);
+    ASSERT_EQ(vms_fiber_resume(g), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(g), VMS_KILLED);
+    vms_fiber_destroy(g);
+    printf("child: all verified\n");
+}
+
+TEST(one_of_thousand_killed_alone)
+{
+    NO_ASAN();
+    int status = run_child(child_one_of_thousand, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"job-537\"");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"job-537\"");
+    ASSERT_STR_CONTAINS(out, "child: all verified");
+}
+
+/* Fiber A resumes B; B overflows: A's resume returns VMS_KILLED and A goes on. */
+static void nested_outer(void *arg)
+{
+    int *step = arg;
+    struct job j = { .index = 0 };
+    vms_fiber *b = vms_fiber_create(bad_fiber, &j, NULL);
+    ASSERT_NOT_NULL(b);
+    ASSERT_EQ(vms_fiber_resume(b), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(b), VMS_KILLED);
+    ASSERT_NOT_NULL(vms_fiber_self());
+    ASSERT_EQ(vms_fiber_state(vms_fiber_self()), VMS_RUNNING);
+    vms_fiber_destroy(b);
+    *step = 1;
+    vms_fiber_yield();
+    *step = 2;
+}
+
+static void child_nested(void *arg)
+{
+    (void)arg;
+    int step = 0;
+    vms_fiber *a = vms_fiber_create(nested_outer, &step, NULL);
+    ASSERT_NOT_NULL(a);
+    ASSERT_EQ(vms_fiber_resume(a), VMS_SUSPENDED);
+    ASSERT_EQ(step, 1);
+    ASSERT_EQ(vms_fiber_resume(a), VMS_DONE);
+    ASSERT_EQ(step, 2);
+    vms_fiber_destroy(a);
+    printf("child: nested ok\n");
+}
+
+TEST(nested_kill_returns_to_resumer_fiber)
+{
+    NO_ASAN();
+    int status = run_child(child_nested, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
+    ASSERT_STR_CONTAINS(out, "child: nested ok");
+}
+
+static void *overflowing_thread(void *arg)
+{
+    (void)arg;
+    sink += recurse(0, 0);
+    return (void *)1;
+}
+
+static void *good_thread(void *arg)
+{
+    return (void *)(uintptr_t)(recurse(0, 100) * 0 + (uintptr_t)arg);
+}
+
+static void child_thread_killed(void *arg)
+{
+    (void)arg;
+    pthread_t bad, good[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        ASSERT_EQ(vms_thread_create(&good[i], NULL, good_thread, (void *)(i + 10)), 0);
+    ASSERT_EQ(vms_thread_create(&bad, NULL, overflowing_thread, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(bad, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    for (uintptr_t i = 0; i < 4; i++) {
+        ASSERT_EQ(pthread_join(good[i], &r), 0);
+        ASSERT_PTR_EQ(r, (void *)(i + 10));
+    }
+    /* And again: every thread gets its own handler stack, the kill works each time. */
+    ASSERT_EQ(vms_thread_create(&bad, NULL, overflowing_thread, NULL), 0);
+    ASSERT_EQ(pthread_join(bad, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    printf("child: threads ok\n");
+}
+
+TEST(thread_overflow_joins_as_killed)
+{
+    NO_ASAN();
+    int status = run_child(child_thread_killed, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread");
+    ASSERT_STR_CONTAINS(out, "child: threads ok");
+}
+
+/* ---- 10,000 overflows: nothing accumulates ------------------------------------------ */
+
+static long count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    long n = 0;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+static long count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
+    fclose(f);
+    return v;
+}
+
+static int overflow_batch(int n)
+{
+    int killed = 0;
+    vms_fiber_attr attr = { .stack_size = 16 * 1024, .name = "loop" };
+    for (int i = 0; i < n; i++) {
+        struct job j = { .index = i };
+        vms_fiber *f = vms_fiber_create(bad_fiber, &j, &attr);
+        if (!f) TST_FAIL("create %d: %s", i, strerror(errno));
+        if (vms_fiber_resume(f) != VMS_SUSPENDED) TST_FAIL("fiber %d did not start", i);
+        killed += vms_fiber_resume(f) == VMS_KILLED;
+        vms_fiber_destroy(f);
+    }
+    return killed;
+}
+
+static void child_ten_thousand(void *arg)
+{
+    int n = *(int *)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    ASSERT_GE(devnull, 0);
+    init_report_fd(devnull);                      /* 10,000 reports go nowhere */
+    ASSERT_EQ(overflow_batch(200), 200);          /* warm: caches, symbol tables */
+    long fds0 = count_fds(), maps0 = count_maps(), rss0 = rss_kib();
+    ASSERT_EQ(overflow_batch(n), n);
+    long fds1 = count_fds(), maps1 = count_maps(), rss1 = rss_kib();
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    printf("fds %ld -> %ld, maps %ld -> %ld, rss %ld -> %ld KiB, overflows %zu\n",
+           fds0, fds1, maps0, maps1, rss0, rss1, st.overflows);
+    ASSERT_EQ(fds1, fds0);
+    ASSERT_LE(maps1, maps0 + 8);
+    ASSERT_LE(rss1, rss0 + 16 * 1024);            /* 16 MiB: no per-overflow growth */
+    ASSERT_GE(st.overflows, (size_t)n + 200);
+    printf("child: loop ok\n");
+}
+
+TEST(ten_thousand_overflows_bounded)
+{
+    NO_ASAN();
+    int n = 10000;
+    int status = run_child(child_ten_thousand, &n);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: loop ok");
+}
