@@ -19,6 +19,14 @@
 #include <sys/syscall.h>
 #include <ucontext.h>
 
+/* A real frame for every call (no inlining, cloning or interprocedural shortcuts), so
+ * that traces show the functions the tests look for. */
+#ifdef __clang__
+#define NOIPA __attribute__((noinline))
+#else
+#define NOIPA __attribute__((noipa))
+#endif
+
 #ifdef __SANITIZE_ADDRESS__
 /* Deliberate stack overflows and wild writes confuse ASan's own SIGSEGV handler and
  * its shadow of the stacks: these cases only run without it. */
@@ -67,7 +75,7 @@ static void poke(uintptr_t addr)
     *bad_ptr = 1;
 }
 
-__attribute__((noipa)) static int island_recurse_down(int n)
+NOIPA static int island_recurse_down(int n)
 {
     volatile char buf[96];
     if (never) return 0;   /* keeps the compiler from calling it endless recursion */
@@ -78,7 +86,7 @@ __attribute__((noipa)) static int island_recurse_down(int n)
 
 /* noipa and the use of the result: a real frame, not a tail call, so that the trace
  * shows it below the recursion. */
-__attribute__((noipa)) static void overflow_fn(void)
+NOIPA static void overflow_fn(void)
 {
     sink += island_recurse_down(0);
 }
@@ -395,7 +403,7 @@ TEST(handle_fault_ours_does_not_return)
 static vms_stack *victim;
 static char *volatile target;
 
-__attribute__((noipa)) static void touch_target(void)
+NOIPA static void touch_target(void)
 {
     *target = 1;
 }
@@ -606,7 +614,7 @@ TEST(oops_hook_gets_filled_oops_before_action)
 
 /* ---- the main thread and foreign threads ----------------------------------------------- */
 
-__attribute__((noipa)) static void main_overflow_child(void *arg)
+NOIPA static void main_overflow_child(void *arg)
 {
     (void)arg;
     init_with(VMS_KILL_TASK, 0);
@@ -627,7 +635,7 @@ TEST(main_thread_overflow)
     assert_last_line(out, "vmstack: aborting");
 }
 
-__attribute__((noipa)) static void recursing_handler(int sig)
+NOIPA static void recursing_handler(int sig)
 {
     (void)sig;
     sink += island_recurse_down(0);
@@ -652,7 +660,7 @@ TEST(main_thread_overflow_in_signal_handler)
     assert_last_line(out, "vmstack: aborting");
 }
 
-__attribute__((noipa)) static void *foreign_thread(void *arg)
+NOIPA static void *foreign_thread(void *arg)
 {
     (void)arg;
     vms__guard_thread_init();
@@ -689,7 +697,7 @@ TEST(foreign_thread_overflow)
 static size_t guard_size;
 static vms_stack *huge_stack, *below_stack;
 
-__attribute__((noipa)) static void huge_frame(void)
+NOIPA static void huge_frame(void)
 {
     /* Built with -fstack-clash-protection (tests/island.cmake): the allocation is
      * probed page by page, so the first probe below the stack hits the guard instead
@@ -699,10 +707,12 @@ __attribute__((noipa)) static void huge_frame(void)
     sink += p[0];
 }
 
-__attribute__((noipa)) static void huge_fn(void)
+NOIPA static void huge_fn(void)
 {
-    /* Come close to the bottom first, so that the frame reaches the guard. */
-    volatile char pad[200 * 1024];
+    /* Come close to the bottom first (leaving 2 KiB), so that the next frame, larger
+     * than the guard, would end below it without probes; this allocation is probed too,
+     * and stays inside the stack. */
+    volatile char *pad = alloca(vms_stack_size(huge_stack) - 2 * 1024);
     pad[0] = 0;
     huge_frame();
     sink += pad[0];

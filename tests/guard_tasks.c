@@ -13,6 +13,14 @@
 #include <printf.h>
 #include <pthread.h>
 
+/* A real frame for every call (no inlining, cloning or interprocedural shortcuts), so
+ * that traces show the functions the tests look for. */
+#ifdef __clang__
+#define NOIPA __attribute__((noinline))
+#else
+#define NOIPA __attribute__((noipa))
+#endif
+
 #ifdef __SANITIZE_ADDRESS__
 /* Deliberate stack overflows confuse ASan's own SIGSEGV handler: skipped under it. */
 #define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
@@ -45,7 +53,7 @@ static void init_with(int on_overflow, int report_fd, size_t stack_size)
     }
 }
 
-__attribute__((noipa)) static int island_deep(int n)
+NOIPA static int island_deep(int n)
 {
     volatile char buf[80];
     if (never) return 0;
@@ -339,7 +347,7 @@ TEST(thousand_overflows_on_one_thread)
 
 /* ---- overflows where locks may be held ------------------------------------------------- */
 
-__attribute__((noipa)) static int island_malloc_deep(int n, size_t pad)
+NOIPA static int island_malloc_deep(int n, size_t pad)
 {
     volatile char *buf = alloca(pad);
     if (never) return 0;
@@ -444,7 +452,7 @@ TEST(overflow_below_stdio_is_not_killed_alone)
 
 /* ---- an overflow inside a signal handler ---------------------------------------------- */
 
-__attribute__((noipa)) static void deep_handler(int sig)
+NOIPA static void deep_handler(int sig)
 {
     (void)sig;
     sink += island_deep(0);
