@@ -1,0 +1,249 @@
+/*
+ * debug_tasks.c - the debug layer as the task layer uses it: a corrupted end-of-stack
+ * word is caught at the fiber's next switch (or a thread's exit) and kills only that task
+ * (or, with VMS_ABORT, the process by SIGSEGV); the "used greatest stack depth" line of
+ * real tasks; vms_stack_remaining() leaves the magic's 16 bytes out. These need the
+ * task layer's calls into debug.c (task_switched_out in fiber.c): tests/debug.cmake
+ * registers this program together with that wiring. Each case runs in a forked child
+ * with its own configuration.
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <pthread.h>
+
+static char out[65536];
+
+static const char *run(void (*fn)(void *), void *arg)
+{
+    int st = tst_fork(fn, arg, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    return out;
+}
+
+static void init_flags(unsigned flags, int on_overflow)
+{
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = flags;
+    c.on_overflow = on_overflow;
+    ASSERT_EQ(vms_init(&c), 0);
+}
+
+/* Writes over the lowest word of the running fiber's own stack, as an overrun that got
+ * that far would, then yields (the switch that must catch it) and, if it ever runs
+ * again, says so. */
+static void corrupt_fn(void *arg)
+{
+    (void)arg;
+    const vms_stack *st = vms_fiber_stack(vms_fiber_self());
+    ((volatile uint64_t *)vms_stack_base(st))[1] = 0x4242424242424242ull;
+    vms_fiber_yield();
+    fprintf(stderr, "corrupted fiber ran again\n");
+}
+
+/* A sibling that must be unaffected: sums 1..n across yields. */
+struct sum { int n; long total; };
+static void sum_fn(void *arg)
+{
+    struct sum *s = arg;
+    for (int i = 1; i <= s->n; i++) {
+        s->total += i;
+        vms_fiber_yield();
+    }
+}
+
+static void caught_at_switch_child(void *arg)
+{
+    int policy = *(int *)arg;
+    init_flags(VMS_END_CHECK, policy);
+    struct sum s = { 10, 0 };
+    vms_fiber_attr a1 = { 0, "victim" }, a2 = { 0, "sibling" };
+    vms_fiber *bad = vms_fiber_create(corrupt_fn, NULL, &a1);
+    vms_fiber *good = vms_fiber_create(sum_fn, &s, &a2);
+    ASSERT_NOT_NULL(bad);
+    ASSERT_NOT_NULL(good);
+    ASSERT_EQ(vms_fiber_resume(good), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(bad), VMS_KILLED);      /* abort: never returns */
+    ASSERT_EQ(policy, VMS_KILL_TASK);
+    ASSERT_EQ(vms_fiber_state(bad), VMS_KILLED);
+    const vms_oops *o = vms_fiber_oops(bad);
+    ASSERT_NOT_NULL(o);
+    ASSERT_PTR_EQ(o->stack_base, vms_stack_base(vms_fiber_stack(bad)));
+    ASSERT_EQ(vms_fiber_resume(bad), -EINVAL);        /* killed stays killed */
+    int st;
+    while ((st = vms_fiber_resume(good)) == VMS_SUSPENDED) {}
+    ASSERT_EQ(st, VMS_DONE);
+    ASSERT_EQ(s.total, 55);
+    vms_fiber_destroy(bad);
+    vms_fiber_destroy(good);
+    fprintf(stderr, "sibling finished\n");
+}
+
+TEST(end_corruption_caught_at_next_switch)
+{
+    int policy = VMS_KILL_TASK;
+    const char *o = run(caught_at_switch_child, &policy);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in fiber \"victim\" (id ");
+    ASSERT_STR_CONTAINS(o, "end word 0x4242424242424242 (expected 0x57ac6e9d57ac6e9d)");
+    ASSERT_STR_CONTAINS(o, "vmstack: killed fiber \"victim\"");
+    ASSERT_STR_NOT_CONTAINS(o, "corrupted fiber ran again");
+    ASSERT_STR_CONTAINS(o, "sibling finished");
+}
+
+TEST(end_corruption_abort_policy)
+{
+    int policy = VMS_ABORT;
+    int st = tst_fork(caught_at_switch_child, &policy, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: corrupted stack end detected in fiber \"victim\"");
+    ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
+    ASSERT_STR_NOT_CONTAINS(out, "sibling finished");
+}
+
+/* Without VMS_END_CHECK nothing is checked: the same fiber is resumed as usual. */
+static void unchecked_child(void *arg)
+{
+    (void)arg;
+    init_flags(0, 0);
+    vms_fiber *bad = vms_fiber_create(corrupt_fn, NULL, NULL);
+    ASSERT_NOT_NULL(bad);
+    ASSERT_EQ(vms_fiber_resume(bad), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(bad), VMS_DONE);
+    vms_fiber_destroy(bad);
+}
+
+TEST(end_check_off_does_nothing)
+{
+    const char *o = run(unchecked_child, NULL);
+    ASSERT_STR_NOT_CONTAINS(o, "corrupted stack end");
+    ASSERT_STR_CONTAINS(o, "corrupted fiber ran again");
+}
+
+/* A vms thread whose body corrupts its stack end and returns: killed at its exit. */
+static void *corrupt_thread(void *arg)
+{
+    (void)arg;
+    volatile char here = 0;
+    struct vms__where w;
+    ASSERT_EQ(vms__arena_where((const void *)&here, &w), VMS__WHERE_STACK);
+    ((volatile uint64_t *)(void *)w.st->base)[0] = 0;
+    return (void *)1;
+}
+
+static void thread_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK, 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, corrupt_thread, NULL), 0);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+}
+
+TEST(end_corruption_in_thread)
+{
+    const char *o = run(thread_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in thread ");
+    ASSERT_STR_CONTAINS(o, "end word 0x0000000000000000 (expected 0x57ac6e9d57ac6e9d)");
+}
+
+/* The magic's bytes are not room the task may plan to use. */
+struct room { size_t remaining, below_sp; };
+static void room_fn(void *arg)
+{
+    struct room *r = arg;
+    volatile char here = 0;
+    r->remaining = vms_stack_remaining();
+    r->below_sp = (size_t)((const char *)&here - (char *)vms_stack_base(vms_fiber_stack(vms_fiber_self())));
+}
+
+static void remaining_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(flags, 0);
+    struct room r;
+    vms_fiber *f = vms_fiber_create(room_fn, &r, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    vms_fiber_destroy(f);
+    /* remaining is measured a little below `here`, in the callee. */
+    size_t reserve = (flags & VMS_END_CHECK) ? 16 : 0;
+    ASSERT_LE(r.remaining, r.below_sp - reserve);
+    ASSERT_GT(r.remaining + 512, r.below_sp - reserve);
+    fprintf(stderr, "remaining %zu below_sp %zu\n", r.remaining, r.below_sp);
+}
+
+TEST(remaining_leaves_out_the_magic)
+{
+    unsigned flags = VMS_END_CHECK;
+    run(remaining_child, &flags);
+    flags = 0;
+    run(remaining_child, &flags);
+}
+
+/* The kernel-style line for real tasks, at their end, for new maxima only. */
+static __attribute__((noinline)) int deep(int n)
+{
+    volatile char frame[2000];
+    frame[0] = (char)(n + 1);
+    frame[1999] = (char)(n + 1);
+    int r = n ? deep(n - 1) : frame[1999];
+    /* The frame escapes after the call, so no compiler turns this into a loop. */
+    __asm__ volatile("" : : "r"(frame) : "memory");
+    return r + frame[0];
+}
+
+static void deep_fn(void *arg)
+{
+    deep(*(int *)arg);
+}
+
+static void *deep_thread(void *arg)
+{
+    deep(*(int *)arg);
+    return NULL;
+}
+
+static void depth_line_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    int levels[] = { 20, 5, 40 };
+    for (int i = 0; i < 3; i++) {
+        vms_fiber_attr a = { 0, i == 1 ? "shallow" : "deep" };
+        vms_fiber *f = vms_fiber_create(deep_fn, &levels[i], &a);
+        ASSERT_NOT_NULL(f);
+        ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+        vms_fiber_destroy(f);
+    }
+    pthread_t t;
+    int n = 80;
+    ASSERT_EQ(vms_thread_create(&t, NULL, deep_thread, &n), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+}
+
+TEST(greatest_depth_line_of_real_tasks)
+{
+    const char *o = run(depth_line_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: fiber \"deep\" (id ");
+    ASSERT_STR_CONTAINS(o, "used greatest stack depth: ");
+    ASSERT_STR_NOT_CONTAINS(o, "\"shallow\"");
+    ASSERT_STR_CONTAINS(o, "vmstack: thread ");
+    /* Two fibers with new maxima (20 and 40 levels), one thread. */
+    int lines = 0;
+    for (const char *p = o; (p = strstr(p, "used greatest stack depth")) != NULL; p++) lines++;
+    ASSERT_EQ(lines, 3);
+    /* 40 levels of 2000-byte frames: more than 80000 bytes, and the left figure adds up. */
+    const char *p = strstr(o, "fiber \"deep\"");
+    p = strstr(p + 1, "fiber \"deep\"");
+    ASSERT_NOT_NULL(p);
+    size_t used = 0, left = 0;
+    ASSERT_EQ(sscanf(strstr(p, "depth: "), "depth: %zu bytes, %zu bytes left", &used, &left), 2);
+    ASSERT_GT(used, 80000);
+    ASSERT_LT(used, 100000);
+    ASSERT_EQ(used + left, 256 * 1024);
+}
