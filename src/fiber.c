@@ -117,6 +117,37 @@ static void task_release_stack(struct vms__task *t)
     t->stack = NULL;
 }
 
+static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
+{
+    out->kind = t->kind;
+    out->name = t->name;
+    out->id = t->id;
+    out->stack = t->stack;
+}
+
+/* The current task t overwrote its stack's end magic (VMS_END_CHECK): report it and
+ * handle it like an overflow. Under VMS_ABORT the debug layer kills the process; under
+ * VMS_KILL_TASK t is killed here: its resumer sees VMS_KILLED (or VMS_THREAD_KILLED).
+ * Runs on t's stack, above the damaged bottom, which it never touches again. */
+static _Noreturn void task_end_corrupted(struct vms__thread *th, struct vms__task *t)
+{
+    struct vms__task_info ti;
+    task_info_of(t, &ti);
+    vms__debug_end_corrupted(&ti, t->stack);
+    memset(&t->oops, 0, sizeof t->oops);
+    t->oops.kind = VMS_OVERFLOW;
+    t->oops.fault_addr = t->stack->base;
+    t->oops.stack_base = t->stack->base;
+    t->oops.stack_size = t->stack->size;
+    t->oops.tid = (long)gettid();
+    t->oops.name = t->name;
+    atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
+    th->cur = t->parent;
+    atomic_signal_fence(memory_order_seq_cst);
+    vms__track_leave(&t->track, true);
+    vms__ctx_jump(&t->back);
+}
+
 /* Frames on a thread's own stack below which a task runs are not instrumented by ASan:
  * when the task leaves by pthread_exit or cancellation, glibc long-jumps from the task's
  * stack straight to its thread start, and redzones ASan poisoned in those frames would
@@ -128,6 +159,9 @@ static void task_release_stack(struct vms__task *t)
 static NO_ASAN_FRAME int task_enter(struct vms__thread *th, struct vms__task *t)
 {
     void *save = NULL;
+    /* A switch away from the calling task is a switch too: check its end magic. */
+    if (VMS_UNLIKELY(th->cur && vms__debug_end_check(th->cur->stack)))
+        task_end_corrupted(th, th->cur);
     t->parent = th->cur;
     atomic_store_explicit(&t->state, VMS_RUNNING, memory_order_relaxed);
     th->cur = t;
@@ -137,12 +171,20 @@ static NO_ASAN_FRAME int task_enter(struct vms__thread *th, struct vms__task *t)
     vms__track_enter(&t->track, &save, t->stack->base, t->stack->size);
     vms__ctx_switch(&t->back, &t->ctx);
     vms__track_entered_back(save);
-    return atomic_load_explicit(&t->state, memory_order_relaxed);
+    int state = atomic_load_explicit(&t->state, memory_order_relaxed);
+    if (state == VMS_DONE || state == VMS_KILLED) {
+        /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack. */
+        struct vms__task_info ti;
+        task_info_of(t, &ti);
+        vms__debug_task_end(&ti);
+    }
+    return state;
 }
 
 _Noreturn void vms__task_exit(void *arg)
 {
     struct vms__task *t = arg;
+    if (VMS_UNLIKELY(vms__debug_end_check(t->stack))) task_end_corrupted(&self_thread, t);
     atomic_store_explicit(&t->state, VMS_DONE, memory_order_relaxed);
     self_thread.cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
@@ -174,12 +216,7 @@ int vms__task_current(struct vms__task_info *out)
     struct vms__task *t = self_thread.cur;
     if (!t) return -1;
     if (t->kind == VMS__TASK_THREAD) thread_name_refresh(t);
-    if (out) {
-        out->kind = t->kind;
-        out->name = t->name;
-        out->id = t->id;
-        out->stack = t->stack;
-    }
+    if (out) task_info_of(t, out);
     return 0;
 }
 
@@ -267,6 +304,7 @@ void vms_fiber_yield(void)
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
     if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
+    if (VMS_UNLIKELY(vms__debug_end_check(t->stack))) task_end_corrupted(th, t);
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
@@ -395,12 +433,18 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 size_t vms_stack_remaining(void)
 {
     char *sp = current_sp();
+    const struct vms_stack *st = NULL;
     struct vms__task *t = self_thread.cur;
-    if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack))
-        return (size_t)(sp - t->stack->base);
-    /* Not a task's stack: maybe a vmstack stack that another coroutine library runs. */
-    struct vms__where w;
-    if (vms__arena_where(sp, &w) == VMS__WHERE_STACK && w.st)
-        return (size_t)(sp - w.st->base);
-    return SIZE_MAX;
+    if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack)) {
+        st = t->stack;
+    } else {
+        /* Not a task's stack: maybe a vmstack stack that another coroutine library
+         * runs. */
+        struct vms__where w;
+        if (vms__arena_where(sp, &w) == VMS__WHERE_STACK && w.st) st = w.st;
+    }
+    if (!st) return SIZE_MAX;
+    /* The end magic (VMS_END_CHECK) at the bottom is not the task's to use. */
+    size_t used_below = (size_t)(sp - st->base), reserve = vms__debug_end_reserve();
+    return used_below > reserve ? used_below - reserve : 0;
 }

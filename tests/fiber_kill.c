@@ -4,7 +4,8 @@
  * stack) and the other 999 finish with verified results; a nested fiber's kill returns
  * to its resumer fiber; an overflowing vms thread is joined as VMS_THREAD_KILLED; and
  * 10,000 overflows in a row leave resident memory, mappings and open descriptors
- * bounded. Every case runs in a child process (tst_fork).
+ * bounded; a corrupted end-of-stack magic (VMS_END_CHECK) kills the fiber at its next
+ * switch. Every case runs in a child process (tst_fork).
  */
 #include "test.h"
 #include "internal.h"
@@ -324,4 +325,106 @@ TEST(ten_thousand_overflows_bounded)
     int status = run_child(child_ten_thousand, &n);
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "child: loop ok");
+}
+
+/* ---- the end-of-stack magic (VMS_END_CHECK) and usage lines (VMS_PAINT) ---------- */
+
+static void init_flags(unsigned flags, int on_overflow)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.flags = flags;
+    cfg.on_overflow = on_overflow;
+    int e = vms_init(&cfg);
+    if (e) TST_FAIL("vms_init: %d", e);
+}
+
+/* Overwrites the lowest word of its own stack (below sp, so nothing faults), as a
+ * frame that skipped past the guard's reach but not the end magic would. */
+static void corrupting_fiber(void *arg)
+{
+    int *stage = arg;
+    const vms_stack *st = vms_fiber_stack(vms_fiber_self());
+    volatile uint64_t *bottom = vms_stack_base(st);
+    *stage = 1;
+    bottom[0] = 0x0123456789abcdefull;
+    vms_fiber_yield();                            /* the check happens at this switch */
+    *stage = 2;                                   /* never reached */
+}
+
+static void child_end_check(void *arg)
+{
+    int policy = *(int *)arg;
+    init_flags(VMS_END_CHECK, policy);
+    int stage = 0;
+    vms_fiber_attr attr = { .stack_size = 0, .name = "smasher" };
+    vms_fiber *f = vms_fiber_create(corrupting_fiber, &stage, &attr);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+    ASSERT_EQ(stage, 1);
+    const vms_oops *o = vms_fiber_oops(f);
+    ASSERT_NOT_NULL(o);
+    ASSERT_PTR_EQ(o->stack_base, vms_stack_base(vms_fiber_stack(f)));
+    ASSERT(strcmp(o->name, "smasher") == 0);
+    vms_fiber_destroy(f);
+    /* An intact fiber is not affected. */
+    struct job j = { .index = 3 };
+    vms_fiber *g = vms_fiber_create(good_fiber, &j, NULL);
+    ASSERT_NOT_NULL(g);
+    while (vms_fiber_resume(g) == VMS_SUSPENDED) {}
+    ASSERT_EQ(vms_fiber_state(g), VMS_DONE);
+    ASSERT_EQ(j.done, 1);
+    vms_fiber_destroy(g);
+    printf("child: end check ok\n");
+}
+
+TEST(end_magic_corruption_kills_fiber)
+{
+    int policy = VMS_KILL_TASK;
+    int status = run_child(child_end_check, &policy);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: corrupted stack end detected in fiber \"smasher\"");
+    ASSERT_STR_CONTAINS(out, "child: end check ok");
+}
+
+TEST(end_magic_corruption_aborts)
+{
+    int policy = VMS_ABORT;
+    int status = run_child(child_end_check, &policy);
+    ASSERT_SIGNALED(status, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: corrupted stack end detected in fiber \"smasher\"");
+    ASSERT_STR_NOT_CONTAINS(out, "child: end check ok");
+}
+
+static size_t remaining_seen, size_seen;
+static void remaining_fiber(void *arg)
+{
+    (void)arg;
+    remaining_seen = vms_stack_remaining();
+    size_seen = vms_stack_size(vms_fiber_stack(vms_fiber_self()));
+}
+
+static void child_remaining_reserve(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK | VMS_PAINT, VMS_KILL_TASK);
+    vms_fiber_attr attr = { .stack_size = 0, .name = "painted" };
+    vms_fiber *f = vms_fiber_create(remaining_fiber, NULL, &attr);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    /* sp is at most a page below the top, and the 16 magic bytes are not counted. */
+    ASSERT_LE(remaining_seen, size_seen - 16);
+    ASSERT_GT(remaining_seen, size_seen - 4096);
+    vms_fiber_destroy(f);
+    printf("child: reserve ok\n");
+}
+
+TEST(end_check_reserve_and_usage_line)
+{
+    int status = run_child(child_remaining_reserve, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: reserve ok");
+    /* With VMS_PAINT the task layer hands the finished fiber to the debug layer. */
+    ASSERT_STR_CONTAINS(out, "vmstack: fiber \"painted\"");
+    ASSERT_STR_CONTAINS(out, "used greatest stack depth");
 }
