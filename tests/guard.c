@@ -37,6 +37,19 @@
 
 static char out[1 << 20];
 
+/* The child died of its fault as it would have without vmstack. Under ASan, ASan's own
+ * SIGSEGV handler was installed first: the fault reaching it (its report) is the proof
+ * that vmstack passed it on. */
+static void assert_passed_on(int st)
+{
+#ifdef __SANITIZE_ADDRESS__
+    ASSERT_STR_CONTAINS(out, "AddressSanitizer");
+    ASSERT(!WIFEXITED(st) || WEXITSTATUS(st) != 0);
+#else
+    ASSERT_SIGNALED(st, SIGSEGV);
+#endif
+}
+
 /* ---- helpers ------------------------------------------------------------------------ */
 
 static void init_with(int on_overflow, int report_fd)
@@ -205,13 +218,13 @@ static void null_child(void *arg)
     init_with(VMS_KILL_TASK, 0);
     vms_stack *st = vms_stack_alloc(0);
     (void)st;
-    poke((uintptr_t)arg);
+    poke(0x10);   /* a field of a NULL struct pointer (UBSan would stop a plain NULL first) */
 }
 
 TEST(null_dereference_is_not_ours)
 {
     int st = run_child(null_child, NULL);
-    ASSERT_SIGNALED(st, SIGSEGV);
+    assert_passed_on(st);
     ASSERT_STR_NOT_CONTAINS(out, "vmstack");
 }
 
@@ -226,7 +239,7 @@ static void kill_child(void *arg)
 TEST(kill_sent_segv_is_passed_on)
 {
     int st = run_child(kill_child, NULL);
-    ASSERT_SIGNALED(st, SIGSEGV);
+    assert_passed_on(st);
     ASSERT_STR_NOT_CONTAINS(out, "vmstack");
 }
 
@@ -249,7 +262,7 @@ static void queued_child(void *arg)
 TEST(queued_segv_with_guard_address_is_passed_on)
 {
     int st = run_child(queued_child, NULL);
-    ASSERT_SIGNALED(st, SIGSEGV);
+    assert_passed_on(st);
     ASSERT_STR_NOT_CONTAINS(out, "vmstack");
 }
 
