@@ -2,10 +2,9 @@
  * debug_tasks.c - the debug layer as the task layer uses it: a corrupted end-of-stack
  * word is caught at the fiber's next switch (or a thread's exit) and kills only that task
  * (or, with VMS_ABORT, the process by SIGSEGV); the "used greatest stack depth" line of
- * real tasks; vms_stack_remaining() leaves the magic's 16 bytes out. These need the
- * task layer's calls into debug.c (task_switched_out in fiber.c): tests/debug.cmake
- * registers this program together with that wiring. Each case runs in a forked child
- * with its own configuration.
+ * real tasks; vms_stack_remaining() leaves the magic's 16 bytes out (the task layer's
+ * calls into debug.c, in fiber.c). Each case runs in a forked child with its own
+ * configuration.
  */
 #include "internal.h"
 #include "test.h"
