@@ -41,7 +41,6 @@ struct vms__task {
     void *arg;
     void *result;                 /* a thread task's return value */
     struct vms__track track;      /* sanitizer and Valgrind state */
-    char comm0[16];               /* a thread task's kernel name when it started */
     char name[TASK_NAME_MAX];
     vms_oops oops;                /* valid once KILLED */
 };
@@ -101,7 +100,6 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     t->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
     atomic_init(&t->home, NULL);
     t->result = NULL;
-    t->comm0[0] = '\0';
     copy_name(t->name, sizeof t->name, name);
     vms__track_create(&t->track, st->base, vms__stack_top_of(st), kind == VMS__TASK_FIBER);
     vms__ctx_make(&t->ctx, vms__stack_top_of(st), task_main, t);
@@ -195,15 +193,17 @@ _Noreturn void vms__task_exit(void *arg)
 /* ---- for the fault handler ---------------------------------------------------------- */
 
 /* async-signal-safe: prctl(2) is a plain system call. A thread task's name is the one
- * its thread was given after it started (pthread_setname_np), "" otherwise: a new
- * thread inherits its creator's name, which would name the wrong thing. */
+ * its thread was given (pthread_setname_np), or "" while it still carries the name every
+ * new thread inherits, the program's (which would name the wrong thing). Read when a
+ * report asks, so that starting a thread costs no system call for it. */
 static void thread_name_refresh(struct vms__task *t)
 {
     char now[16] = { 0 };
     if (prctl(PR_GET_NAME, (unsigned long)now, 0, 0, 0) != 0) return;
+    const char *prog = program_invocation_short_name;
     int same = 1;
-    for (int i = 0; i < 16 && (now[i] || t->comm0[i]); i++)
-        if (now[i] != t->comm0[i]) { same = 0; break; }
+    for (int i = 0; i < 15 && (now[i] || (prog && prog[i])); i++)
+        if (!prog || now[i] != prog[i]) { same = 0; break; }
     if (same)
         t->name[0] = '\0';
     else
@@ -417,7 +417,6 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
         else
             th->guard_ready = true;
     }
-    if (prctl(PR_GET_NAME, (unsigned long)t->comm0, 0, 0, 0) != 0) t->comm0[0] = '\0';
     atomic_store_explicit(&t->home, th, memory_order_relaxed);
     pthread_setspecific(orphan_key, t);
     int s = task_enter(th, t);

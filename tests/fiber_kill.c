@@ -211,6 +211,13 @@ static void *overflowing_thread(void *arg)
     return (void *)1;
 }
 
+static void *named_overflowing_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), (const char *)arg);
+    sink += recurse(0, 0);
+    return (void *)1;
+}
+
 static void *good_thread(void *arg)
 {
     return (void *)(uintptr_t)(recurse(0, 100) * 0 + (uintptr_t)arg);
@@ -234,6 +241,10 @@ static void child_thread_killed(void *arg)
     ASSERT_EQ(vms_thread_create(&bad, NULL, overflowing_thread, NULL), 0);
     ASSERT_EQ(pthread_join(bad, &r), 0);
     ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    /* A thread named after it started is reported by that name. */
+    ASSERT_EQ(vms_thread_create(&bad, NULL, named_overflowing_thread, "parser-7"), 0);
+    ASSERT_EQ(pthread_join(bad, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
     printf("child: threads ok\n");
 }
 
@@ -242,7 +253,9 @@ TEST(thread_overflow_joins_as_killed)
     NO_ASAN();
     int status = run_child(child_thread_killed, NULL);
     ASSERT_EXITED(status, 0);
-    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"\" (id");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"parser-7\"");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread \"parser-7\"");
     ASSERT_STR_CONTAINS(out, "vmstack: killed thread");
     ASSERT_STR_CONTAINS(out, "child: threads ok");
 }
