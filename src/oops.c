@@ -278,28 +278,46 @@ static bool is_vmstack(const struct vms__sym *s)
            (s->object && vms__sigsafe_prefix(s->object, "libvmstack"));
 }
 
+/* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
+ * after a collapsed recursion, then the outermost ones); false past the end. */
+static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
+{
+    if (i < f->nhead) {
+        *addr = f->head[i];
+        return true;
+    }
+    i -= f->nhead;
+    if (i < f->nafter) {
+        *addr = f->after[i];
+        return true;
+    }
+    i -= f->nafter;
+    long kept = f->ntail < TAIL_FRAMES ? f->ntail : TAIL_FRAMES;
+    if (i >= kept) return false;
+    *addr = f->tail[(f->ntail - kept + i) % TAIL_FRAMES];
+    return true;
+}
+
 /* async-signal-safe: why killing only the task could deadlock the others, or NULL.
  * Any frame of the faulting stack inside a C library function that takes a
  * process-wide lock (the allocator, stdio, the loader) means that function has not
  * returned and may hold it: the kept frames are searched here, the others were checked
- * as they passed (collect). vmstack's own functions count only at the innermost end,
- * before the first frame of the program: vmstack calls the program's code at the
- * bottom of every task without holding a lock. */
+ * as they passed (collect). A vmstack function counts when the program's code is below
+ * it (the program called into vmstack, which may hold one of its locks); vmstack's own
+ * frames at the bottom of every task (the entry trampoline) hold none. */
 static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
 {
     static const char libc_why[] =
         "the C library's allocator or stdio may hold a process-wide lock";
-    bool own_code_seen = false;
-    for (int i = 0; i < f->nhead; i++) {
+    bool in_vmstack = false;
+    struct vms__sym vms_frame;
+    uintptr_t addr;
+    for (long i = 0; kept_frame(f, i, &addr); i++) {
         struct vms__sym s;
-        int r = vms__trace_symbolize(i == 0 ? f->head[i] : f->head[i] - 1, &s);
+        int r = vms__trace_symbolize(i == 0 ? addr : addr - 1, &s);
         if (r == 2 && vms__trace_name_unsafe(s.name)) {
             *culprit = s;
             return libc_why;
-        }
-        if (!own_code_seen && r >= 1 && is_vmstack(&s)) {
-            *culprit = s;
-            return "vmstack itself may hold one of its locks";
         }
         /* Without libunwind the frame-pointer walk cannot see through the C library
          * (built without frame pointers): an unnamed C library function at the fault
@@ -308,17 +326,18 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
             *culprit = s;
             return "the fault is in an unnamed C library function that may hold a lock";
         }
-        if (r == 0 || (!s.in_libc && !is_vmstack(&s))) own_code_seen = true;
+        if (r >= 1 && is_vmstack(&s)) {
+            if (!in_vmstack) vms_frame = s;
+            in_vmstack = true;
+        } else if ((r == 0 || !s.in_libc) && in_vmstack) {
+            *culprit = vms_frame;
+            return "vmstack itself may hold one of its locks";
+        }
     }
     if (f->unsafe_found) {
         *culprit = f->culprit;
         return libc_why;
     }
-    for (int i = 0; i < f->nafter; i++)
-        if (frame_unsafe(f->after[i], false, culprit)) return libc_why;
-    long kept = f->ntail < TAIL_FRAMES ? f->ntail : TAIL_FRAMES;
-    for (long i = f->ntail - kept; i < f->ntail; i++)
-        if (frame_unsafe(f->tail[i % TAIL_FRAMES], false, culprit)) return libc_why;
     return NULL;
 }
 
