@@ -36,6 +36,9 @@ static size_t page_size(void)
     return vms__os_page_size();
 }
 
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "first_nonzero finds the lowest byte of a word with ctz (x86-64, aarch64)");
+
 /* The address of the first non-zero byte in [lo, hi), or NULL. lo and hi are 8-byte
  * aligned. Reads with volatile loads: the owner may be running on another thread. Not
  * instrumented by ASan: a suspended task's frames keep their poisoned redzones. */
