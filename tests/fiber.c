@@ -655,3 +655,45 @@ TEST(stack_remaining)
      * needs a foreign context switch); a plain heap address is not a stack. */
     ASSERT_UEQ(vms_stack_remaining(), SIZE_MAX);
 }
+
+/* ---- a thread without an alternate signal stack runs no fiber ------------------------ */
+
+static void *resume_in_new_thread(void *arg)
+{
+    return (void *)(intptr_t)vms_fiber_resume(arg);
+}
+
+static void child_no_altstack(void *arg)
+{
+    (void)arg;
+    int n = 0;
+    vms_fiber *f = vms_fiber_create(body_count, &n, NULL);   /* initializes vmstack */
+    ASSERT_NOT_NULL(f);
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, ENOMEM, true);
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(pthread_create(&t, NULL, resume_in_new_thread, f), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, -ENOMEM);              /* refused: an overflow could not be caught */
+    ASSERT_EQ(n, 0);
+    ASSERT_EQ(vms_fiber_state(f), VMS_READY);
+    vms__os_inject_clear();
+    ASSERT_EQ(pthread_create(&t, NULL, resume_in_new_thread, f), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, VMS_SUSPENDED);        /* a later thread can run it */
+    ASSERT_EQ(n, 1);
+    vms_fiber_destroy(f);
+    printf("child: refused then ran\n");
+}
+
+TEST(no_alternate_stack_no_fiber)
+{
+#if !defined(VMSTACK_FAULT_INJECTION)
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    int status = tst_fork(child_no_altstack, NULL, out, sizeof out);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: error:");
+    ASSERT_STR_CONTAINS(out, "child: refused then ran");
+}

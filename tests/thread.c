@@ -236,3 +236,30 @@ TEST(pthread_exit_from_body)
     ASSERT_EQ(atomic_load(&exit_stack->state), VMS__SLOT_FREE);
     ASSERT_NULL(exit_stack->owner);
 }
+
+static const struct vms_stack *cancel_stack;
+static sem_t cancel_ready;
+static void *waits_forever(void *arg)
+{
+    (void)arg;
+    struct vms__task_info info;
+    if (vms__task_current(&info) == 0) cancel_stack = info.stack;
+    sem_post(&cancel_ready);
+    for (;;) pause();                             /* a cancellation point */
+    return NULL;
+}
+
+/* Cancellation unwinds the body's stack like pthread_exit: PTHREAD_CANCELED, stack freed. */
+TEST(cancellation)
+{
+    ASSERT_EQ(sem_init(&cancel_ready, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, waits_forever, NULL), 0);
+    while (sem_wait(&cancel_ready) != 0) {}
+    ASSERT_EQ(pthread_cancel(t), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
+    ASSERT_NOT_NULL(cancel_stack);
+    ASSERT_EQ(atomic_load(&cancel_stack->state), VMS__SLOT_FREE);
+}
