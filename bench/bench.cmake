@@ -93,7 +93,10 @@ if(CMAKE_SCRIPT_MODE_FILE)
       string(JSON vmaps GET "${out}" rows ${i} vmstack mappings_added)
       string(JSON note GET "${out}" rows ${i} note)
       math(EXPR want "${bcount} * 2 - 8")
-      if(bmaps LESS want)
+      # (Not for boost.scale: Boost's protected_fixedsize_stack ignores a failed mprotect
+      # in release builds, so near the limit its stacks have no guard and fewer mappings;
+      # the row's note says so.)
+      if(NOT id STREQUAL "boost.scale" AND bmaps LESS want)
         message(FATAL_ERROR "baseline: ${bcount} guarded stacks added only ${bmaps} mappings")
       endif()
       if(note MATCHES "guard method madvise" AND vmaps GREATER 16)

@@ -15,6 +15,7 @@
 #include <boost/context/pooled_fixedsize_stack.hpp>
 #include <boost/context/protected_fixedsize_stack.hpp>
 
+#include <cmath>
 #include <new>
 #include <utility>
 #include <vector>
@@ -245,6 +246,12 @@ static void bb_group_scale(const struct bench_opts *o)
     }
     bench_note(&r, "baseline %s %ld%s", stopped ? "stopped at" : "reached", made,
                stopped ? ": std::bad_alloc" : " (no limit hit)");
+    /* A guarded stack is two mappings (guard and stack); far fewer means mprotect failed
+     * and Boost went on without a guard (its check is a BOOST_ASSERT only), and the
+     * unguarded stacks merged into one another. */
+    if (!std::isnan(r.b.maps) && r.b.maps < 2.0 * (double)made - 8)
+        bench_note(&r, "only %.0f mappings for %ld Boost stacks: mprotect failed and many have no guard",
+                   r.b.maps, made);
     /* Destroying a suspended continuation unwinds its stack and frees it. */
     conts.clear();
     vms_stats stats;
