@@ -25,8 +25,11 @@
 
 /* The longest prologue we decode. GCC's prologues are a few instructions; a window
  * bounds the work per function and keeps stray matches deep inside a body out. */
-#define X86_WINDOW 96
-#define A64_WINDOW_INSNS 24
+#define X86_WINDOW 512
+#define X86_MAX_INSNS 128
+/* Functions are walked to their end for pushed arguments, up to this many bytes. */
+#define X86_BODY_MAX ((size_t)1 << 18)
+#define A64_WINDOW_INSNS 96
 
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const unsigned char *p)
@@ -41,93 +44,280 @@ static int in_bounds(uint64_t off, uint64_t size, size_t len)
     return off <= len && size <= len - off;
 }
 
-/* x86-64: sums what the prologue pushes and subtracts from %rsp, plus the 8-byte return
- * address the call pushed. Decodes only the instructions GCC and clang put in
- * prologues; the first other instruction ends the prologue. */
+/* One decoded x86-64 instruction: enough to step over it and to recognise the few
+ * that move %rsp. */
+struct x86_insn {
+    size_t len;        /* 0: not decodable (invalid, or runs past the buffer) */
+    int rex;           /* the REX byte, or 0 */
+    int map;           /* 0: one-byte opcodes, 1: 0F, 2: 0F38, 3: 0F3A, 4: VEX/EVEX */
+    int op;
+    int has_modrm, modrm;
+    size_t disp_off;   /* offset of the displacement, when disp_len */
+    int disp_len;
+    size_t imm_off;    /* offset of the immediate, when imm_len */
+    int imm_len;
+};
+
+/* ModRM: does the one-byte opcode op take one? (1 = yes; x87, groups and ALU forms.) */
+static int x86_modrm1(int op)
+{
+    if (op < 0x40) return (op & 7) < 4;
+    if (op == 0x63 || op == 0x69 || op == 0x6b) return 1;
+    if (op >= 0x80 && op <= 0x8f) return 1;
+    if (op == 0xc0 || op == 0xc1 || op == 0xc6 || op == 0xc7) return 1;
+    if ((op >= 0xd0 && op <= 0xd3) || (op >= 0xd8 && op <= 0xdf)) return 1;
+    if (op == 0xf6 || op == 0xf7 || op == 0xfe || op == 0xff) return 1;
+    return 0;
+}
+
+/* Decodes the length of the instruction at c[0..len): prefixes, REX, VEX/EVEX, the
+ * opcode maps, ModRM/SIB/displacement and immediates (Intel SDM vol. 2, ch. 2 and
+ * appendix A). Instructions never seen in compiled C (far jumps, BCD) give len 0. */
+static struct x86_insn x86_decode(const unsigned char *c, size_t len)
+{
+    struct x86_insn in = { 0 };
+    size_t i = 0;
+    int opsize16 = 0;
+    for (; i < len && i < 14; i++) {
+        unsigned char b = c[i];
+        if (b == 0x66) opsize16 = 1;
+        else if (!(b == 0x67 || b == 0xf0 || b == 0xf2 || b == 0xf3 || b == 0x2e ||
+                   b == 0x36 || b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65)) break;
+    }
+    if (i < len && (c[i] & 0xf0) == 0x40) in.rex = c[i++];
+    if (i >= len) return in;
+    int op = c[i++], imm = 0, rexw = (in.rex & 8) != 0;
+    if (op == 0xc4 || op == 0xc5 || op == 0x62) {
+        /* VEX (2 or 3 bytes) or EVEX (4 bytes): the map is in the prefix; all take a
+         * ModRM, and only map 0F3A adds an imm8. */
+        size_t plen = op == 0xc5 ? 1 : op == 0xc4 ? 2 : 3;
+        if (i + plen >= len) return in;
+        int map = op == 0xc5 ? 1 : c[i] & (op == 0x62 ? 3 : 0x1f);
+        i += plen;
+        in.map = 4;
+        in.op = c[i++];
+        in.has_modrm = 1;
+        imm = map == 3 ? 1 : 0;
+    } else if (op == 0x0f) {
+        if (i >= len) return in;
+        int op2 = c[i++];
+        if (op2 == 0x38 || op2 == 0x3a) {
+            if (i >= len) return in;
+            in.map = op2 == 0x38 ? 2 : 3;
+            in.op = c[i++];
+            in.has_modrm = 1;
+            imm = op2 == 0x3a;
+        } else {
+            in.map = 1;
+            in.op = op2;
+            in.has_modrm = !((op2 >= 0x04 && op2 <= 0x0b && op2 != 0x0d) || op2 == 0x0e ||
+                             (op2 >= 0x30 && op2 <= 0x37) || op2 == 0x77 ||
+                             (op2 >= 0x80 && op2 <= 0x8f) || op2 == 0xa0 || op2 == 0xa1 ||
+                             op2 == 0xa2 || op2 == 0xa8 || op2 == 0xa9 || op2 == 0xaa ||
+                             (op2 >= 0xc8 && op2 <= 0xcf));
+            if (op2 >= 0x80 && op2 <= 0x8f) imm = 4; /* jcc rel32 */
+            if ((op2 >= 0x70 && op2 <= 0x73) || op2 == 0xa4 || op2 == 0xac || op2 == 0xba ||
+                op2 == 0xc2 || (op2 >= 0xc4 && op2 <= 0xc6) || op2 == 0x0f)
+                imm = 1;
+        }
+    } else {
+        in.op = op;
+        if ((op >= 0x06 && op < 0x40 && ((op & 7) == 6 || (op & 7) == 7)) ||
+            op == 0x60 || op == 0x61 || op == 0x82 || op == 0x9a || op == 0xce ||
+            op == 0xd4 || op == 0xd5 || op == 0xd6 || op == 0xea)
+            return in; /* invalid in 64-bit mode */
+        in.has_modrm = x86_modrm1(op);
+        int z = opsize16 ? 2 : 4; /* "Iz": 16 or 32 bits */
+        if (op < 0x40 && (op & 7) == 4) imm = 1;
+        else if (op < 0x40 && (op & 7) == 5) imm = z;
+        else if (op == 0x68 || op == 0x69 || op == 0x81 || op == 0xa9 || op == 0xc7) imm = z;
+        else if (op == 0x6a || op == 0x6b || op == 0x80 || op == 0x83 || op == 0xa8 ||
+                 (op >= 0x70 && op <= 0x7f) || op == 0xc0 || op == 0xc1 || op == 0xc6 ||
+                 op == 0xcd || op == 0xeb || (op >= 0xe0 && op <= 0xe7) || (op >= 0xb0 && op <= 0xb7))
+            imm = 1;
+        else if (op >= 0xb8 && op <= 0xbf) imm = rexw ? 8 : z;
+        else if (op >= 0xa0 && op <= 0xa3) imm = 8; /* moffs64 */
+        else if (op == 0xc2 || op == 0xca) imm = 2;
+        else if (op == 0xc8) imm = 3;
+        else if (op == 0xe8 || op == 0xe9) imm = 4;
+    }
+    if (in.has_modrm) {
+        if (i >= len) return in;
+        int m = in.modrm = c[i++], mod = m >> 6, rm = m & 7;
+        if (!in.map && (op == 0xf6 || op == 0xf7) && ((m >> 3) & 7) < 2)
+            imm = op == 0xf6 ? 1 : opsize16 ? 2 : 4; /* test r/m, imm */
+        if (mod != 3 && rm == 4) {
+            if (i >= len) return in;
+            int sib = c[i++];
+            if (mod == 0 && (sib & 7) == 5) in.disp_len = 4;
+        }
+        if (mod == 0 && rm == 5) in.disp_len = 4; /* %rip-relative */
+        else if (mod == 1) in.disp_len = 1;
+        else if (mod == 2) in.disp_len = 4;
+        in.disp_off = i;
+        i += (size_t)in.disp_len;
+    }
+    in.imm_off = i;
+    in.imm_len = imm;
+    i += (size_t)imm;
+    if (i > len) return in;
+    in.len = i;
+    return in;
+}
+
+/* Sign-extended displacement or immediate of a decoded instruction. */
+static int64_t x86_field(const unsigned char *c, size_t off, int n)
+{
+    if (n == 1) return (int8_t)c[off];
+    if (n == 2) return (int16_t)rd16(c + off);
+    if (n == 4) return (int32_t)rd32(c + off);
+    return (int64_t)rd64(c + off);
+}
+
+/* The %rsp change of one instruction, as far as frames care: > 0 allocates (push, sub,
+ * lea down), < 0 gives back (pop, add, lea up). *kind is 1 for a call, 2 for a return
+ * or jump, 3 for mov/leave restoring %rsp, 4 for `and $-N,%rsp`, 5 for the stack-clash
+ * `lea -N(%rsp),%r11` (N in the result), 6 for jne, 0 otherwise. */
+static int64_t x86_rsp_delta(const unsigned char *p, const struct x86_insn *in, int *kind)
+{
+    int op = in->op, reg = (in->modrm >> 3) & 7, rm = (in->modrm & 7) | (in->rex & 1) << 3;
+    int mod = in->modrm >> 6, reg_full = reg | ((in->rex >> 2) & 1) << 3;
+    int64_t imm = in->imm_len ? x86_field(p, in->imm_off, in->imm_len) : 0;
+    int64_t disp = in->disp_len ? x86_field(p, in->disp_off, in->disp_len) : 0;
+    *kind = 0;
+    if (in->map == 1 && op == 0x85) *kind = 6;
+    if (in->map != 0) return 0;
+    if (op >= 0x50 && op <= 0x57) return 8;                 /* push %reg */
+    if (op == 0x68 || op == 0x6a) return 8;                 /* push $imm */
+    if (op == 0xff && reg == 6) return 8;                   /* push r/m */
+    if (op >= 0x58 && op <= 0x5f) return -8;                /* pop %reg */
+    if ((op == 0x81 || op == 0x83) && mod == 3 && rm == 4) {
+        if (reg == 5) return imm;                           /* sub $imm,%rsp */
+        if (reg == 0) return -imm;                          /* add $imm,%rsp */
+        if (reg == 4) { *kind = 4; return imm; }            /* and $-N,%rsp */
+        return 0;
+    }
+    if (op == 0x8d && mod != 3 && (in->modrm & 7) == 4 && p[in->disp_off - 1] == 0x24) {
+        if (reg_full == 4) return -disp;                    /* lea disp(%rsp),%rsp */
+        /* lea -N(%rsp),%r11 with N of a page or more starts gcc's stack-clash probing
+         * loop, which moves %rsp down by N one page at a time. */
+        if (reg_full == 11 && disp <= -4096) { *kind = 5; return -disp; }
+        return 0;
+    }
+    if (op == 0xe8 || (op == 0xff && reg == 2)) *kind = 1;
+    else if (op == 0xc3 || op == 0xc2 || op == 0xe9 || op == 0xeb || (op == 0xff && reg == 4)) *kind = 2;
+    else if (((op == 0x89 || op == 0x8b) && mod == 3 && (op == 0x89 ? rm : reg_full) == 4) || op == 0xc9)
+        *kind = 3;
+    else if (op == 0x75) *kind = 6;
+    return 0;
+}
+
+/* x86-64: the bytes a function's frame takes, as gcc's -fstack-usage counts them: the
+ * 8-byte return address the call pushed, plus the prologue's pushes and subtractions
+ * from %rsp, plus the most that arguments pushed for calls add later ("dynamic,bounded"
+ * in gcc's words).
+ * Prologue: the first instructions up to the first call, or up to a return, jump or
+ * epilogue once a frame was made. Before any frame is made, returns and jumps are
+ * stepped over: with shrink-wrapping the early-exit path comes first.
+ * Body: the rest, walked linearly without following branches; pushes and subs between
+ * calls count, adds and pops give back, a return or jump starts from zero again. */
 uint64_t cs_x86_64_frame(const unsigned char *c, size_t len)
 {
     uint64_t total = 8;
-    size_t i = 0;
-    int probe_loop = 0; /* inside -fstack-clash-protection's probing loop */
-    if (len > X86_WINDOW) len = X86_WINDOW;
-    while (i < len) {
-        size_t left = len - i;
-        const unsigned char *p = c + i;
-        if (left >= 4 && p[0] == 0xf3 && p[1] == 0x0f && p[2] == 0x1e && p[3] == 0xfa) {
-            i += 4; /* endbr64 */
-        } else if (p[0] >= 0x50 && p[0] <= 0x57) {
-            total += 8; /* push %rax..%rdi (including %rbp) */
-            i += 1;
-        } else if (left >= 2 && p[0] == 0x41 && p[1] >= 0x50 && p[1] <= 0x57) {
-            total += 8; /* push %r8..%r15 */
-            i += 2;
-        } else if (left >= 4 && p[0] == 0x48 && p[1] == 0x83 && p[2] == 0xec) {
-            int8_t imm = (int8_t)p[3]; /* sub $imm8,%rsp */
-            if (imm < 0) break;
-            if (!probe_loop) total += (uint64_t)imm;
-            i += 4;
-        } else if (left >= 7 && p[0] == 0x48 && p[1] == 0x81 && p[2] == 0xec) {
-            int32_t imm = (int32_t)rd32(p + 3); /* sub $imm32,%rsp */
-            if (imm < 0) break;
-            if (!probe_loop) total += (uint64_t)imm;
-            i += 7;
-        } else if (left >= 5 && p[0] == 0x48 && p[1] == 0x8d && p[2] == 0x64 && p[3] == 0x24) {
-            int8_t d = (int8_t)p[4]; /* lea disp8(%rsp),%rsp */
-            if (d > 0) break;
-            total += (uint64_t)-(int64_t)d;
-            i += 5;
-        } else if (left >= 8 && p[0] == 0x48 && p[1] == 0x8d && p[2] == 0xa4 && p[3] == 0x24) {
-            int32_t d = (int32_t)rd32(p + 4); /* lea disp32(%rsp),%rsp */
-            if (d > 0) break;
-            total += (uint64_t)-(int64_t)d;
-            i += 8;
-        } else if (left >= 8 && p[0] == 0x4c && p[1] == 0x8d && p[2] == 0x9c && p[3] == 0x24) {
-            /* lea -N(%rsp),%r11 starts a stack-clash probing loop that moves %rsp down
-             * by N one page at a time: count N once and skip the loop's own subs. */
-            int32_t d = (int32_t)rd32(p + 4);
-            if (d > 0) break;
-            total += (uint64_t)-(int64_t)d;
-            probe_loop = 1;
-            i += 8;
-        } else if (left >= 5 && p[0] == 0x48 && p[1] == 0x83 && p[2] == 0x0c && p[3] == 0x24) {
-            i += 5; /* orq $imm8,(%rsp): a stack-clash probe */
-        } else if (left >= 3 && p[0] == 0x4c && p[1] == 0x39 && p[2] == 0xdc) {
-            i += 3; /* cmp %r11,%rsp: end test of the probing loop */
-        } else if (left >= 2 && p[0] == 0x75 && probe_loop) {
-            probe_loop = 0; /* jne back to the loop's sub */
-            i += 2;
-        } else if (left >= 3 && (p[0] & 0xf0) == 0x40 && (p[1] == 0x89 || p[1] == 0x8b ||
-                                                          p[1] == 0x31 || p[1] == 0x33) &&
-                   (p[2] & 0xc0) == 0xc0) {
-            /* REX mov/xor between registers, e.g. mov %rsp,%rbp or mov %rdi,%rbx; one
-             * that writes %rsp (mov %rbp,%rsp) belongs to an epilogue. */
-            int rex_b = p[0] & 1, rex_r = (p[0] >> 2) & 1;
-            int dst = p[1] == 0x89 || p[1] == 0x31 ? (p[2] & 7) | rex_b << 3
-                                                   : ((p[2] >> 3) & 7) | rex_r << 3;
-            if (dst == 4) break;
-            i += 3;
-        } else if (left >= 2 && (p[0] == 0x89 || p[0] == 0x8b || p[0] == 0x31 || p[0] == 0x33) &&
-                   (p[1] & 0xc0) == 0xc0) {
-            i += 2; /* 32-bit mov/xor between registers, e.g. mov %edi,%ebx */
-        } else {
-            break;
-        }
+    int64_t extra = 0, max_extra = 0;
+    int probe_loop = 0, body = 0, prev_push = 0;
+    size_t pos = 0;
+    if (len > X86_BODY_MAX) len = X86_BODY_MAX;
+    /* First pass: the branch targets inside the function. GCC pops pushed arguments
+     * before every label ("defer-pop" stops at labels), so the walk below restarts
+     * from zero there; this matters after calls that do not return, whose arguments
+     * are never popped. Without memory for the map, targets are simply not known. */
+    unsigned char *target = calloc(len / 8 + 1, 1);
+    for (pos = 0; target && pos < len;) {
+        const unsigned char *p = c + pos;
+        struct x86_insn in = x86_decode(p, len - pos);
+        if (!in.len) break;
+        pos += in.len;
+        int rel = (in.map == 0 && ((in.op >= 0x70 && in.op <= 0x7f) || in.op == 0xeb ||
+                                   in.op == 0xe9)) || (in.map == 1 && in.op >= 0x80 && in.op <= 0x8f);
+        if (!rel) continue;
+        int64_t t = (int64_t)pos + x86_field(p, in.imm_off, in.imm_len);
+        if (t >= 0 && (uint64_t)t < len) target[t / 8] |= (unsigned char)(1u << (t % 8));
     }
-    return total;
+    pos = 0;
+    for (size_t k = 0; pos < len; k++) {
+        if (!body && (k >= X86_MAX_INSNS || pos >= X86_WINDOW)) body = 1;
+        if (body && target && (target[pos / 8] >> (pos % 8)) & 1) extra = 0;
+        const unsigned char *p = c + pos;
+        struct x86_insn in = x86_decode(p, len - pos);
+        if (!in.len) break;
+        pos += in.len;
+        int kind;
+        int64_t d = x86_rsp_delta(p, &in, &kind);
+        if (body) {
+            if (kind == 2 || kind == 3) {
+                extra = 0;
+            } else if (kind == 0 && d) {
+                extra += d;
+                if (extra < 0) extra = 0;
+                if (extra > max_extra) max_extra = extra;
+            }
+            continue;
+        }
+        int made = total > 8;
+        if (kind == 5) {
+            total = cs_add_sat(total, (uint64_t)d);
+            probe_loop = 1;
+        } else if (kind == 6) {
+            probe_loop = 0; /* jne back to the probing loop's sub */
+        } else if (kind == 4) {
+            /* and $-N,%rsp realigns: gcc counts the frame so far rounded up to N. */
+            if (d < 0 && d >= -4096) total = (total + (uint64_t)-d - 1) & ~((uint64_t)-d - 1);
+        } else if (kind == 1) {
+            body = 1;
+        } else if (kind == 0 && d == -8 && prev_push) {
+            total -= 8; /* push %rax; pop %rax: a stack-clash probe, not a frame */
+        } else if (kind == 2 || kind == 3 || d < 0) {
+            if (made) body = 1; /* an epilogue: the prologue is over */
+        } else if (d > 0 && !probe_loop) {
+            total = cs_add_sat(total, (uint64_t)d);
+        }
+        prev_push = in.map == 0 && in.op >= 0x50 && in.op <= 0x57;
+    }
+    free(target);
+    return cs_add_sat(total, (uint64_t)max_extra);
 }
 
 /* aarch64: sums the stack-pointer decrements of the first instructions: stp/str with
  * pre-index writeback on sp and `sub sp, sp, #imm{, lsl #12}`. The return address lives
- * in x30 and is stored by the stp, so it is already counted. Stops at a call, branch or
- * return, or at an instruction that gives stack back. */
+ * in x30 and is stored by the stp, so it is already counted. Stops at a call, at an
+ * instruction that gives stack back, or at a branch or return once a frame was made
+ * (before that, the early-exit path of a shrink-wrapped function is stepped over). */
 uint64_t cs_aarch64_frame(const unsigned char *c, size_t len)
 {
-    uint64_t total = 0;
+    uint64_t total = 0, xval[32] = { 0 };
+    uint32_t xknown = 0; /* bit r: xval[r] holds the constant that mov/movk put in x<r> */
     size_t n = len / 4;
     if (n > A64_WINDOW_INSNS) n = A64_WINDOW_INSNS;
     for (size_t k = 0; k < n; k++) {
         uint32_t in = rd32(c + 4 * k);
-        unsigned rn = (in >> 5) & 31, rd = in & 31;
+        unsigned rn = (in >> 5) & 31, rd = in & 31, hw = ((in >> 21) & 3) * 16;
+        uint64_t imm16 = (in >> 5) & 0xffff;
+        /* Large frames: `mov x12, #N` (movz/movk) then `sub sp, sp, x12`. */
+        if ((in & 0xff800000u) == 0xd2800000u) { /* movz */
+            xval[rd] = imm16 << hw;
+            xknown |= 1u << rd;
+            continue;
+        }
+        if ((in & 0xff800000u) == 0xf2800000u) { /* movk */
+            xval[rd] = (xval[rd] & ~(0xffffull << hw)) | imm16 << hw;
+            continue;
+        }
+        if ((in & 0xffe0fc00u) == 0xcb206000u && rn == 31 && rd == 31) {
+            unsigned rm = (in >> 16) & 31; /* sub sp, sp, x<rm> */
+            if (xknown & (1u << rm)) total = cs_add_sat(total, xval[rm]);
+            continue;
+        }
         if ((in & 0xffc00000u) == 0xa9800000u || (in & 0xffc00000u) == 0x6d800000u ||
             (in & 0xffc00000u) == 0xad800000u) {
             /* stp x/d/q pre-index: imm7 scaled by 8 (x, d) or 16 (q). */
@@ -145,15 +335,16 @@ uint64_t cs_aarch64_frame(const unsigned char *c, size_t len)
         } else if ((in & 0xff800000u) == 0xd1000000u) {
             /* sub (immediate), 64-bit; bit 22 shifts the immediate left by 12. */
             if (rn == 31 && rd == 31)
-                total += (uint64_t)((in >> 10) & 0xfff) << ((in >> 22) & 1 ? 12 : 0);
+                total = cs_add_sat(total, (uint64_t)((in >> 10) & 0xfff) << ((in >> 22) & 1 ? 12 : 0));
         } else if ((in & 0xff800000u) == 0x91000000u && rn == 31 && rd == 31) {
-            break; /* add sp, sp, #imm: the epilogue of a function without calls */
+            if (total) break; /* add sp, sp, #imm: the epilogue of a function without calls */
         } else if ((in & 0xffc00000u) == 0xa8c00000u && rn == 31) {
-            break; /* ldp ..., [sp], #imm: restoring registers */
+            if (total) break; /* ldp ..., [sp], #imm: restoring registers */
+        } else if ((in & 0xfc000000u) == 0x94000000u || (in & 0xfffffc1fu) == 0xd63f0000u) {
+            break; /* bl, blr: whatever follows is the body */
         } else if ((in & 0xfffffc1fu) == 0xd65f0000u || (in & 0xfc000000u) == 0x14000000u ||
-                   (in & 0xfc000000u) == 0x94000000u || (in & 0xfffffc1fu) == 0xd61f0000u ||
-                   (in & 0xfffffc1fu) == 0xd63f0000u) {
-            break; /* ret, b, bl, br, blr */
+                   (in & 0xfffffc1fu) == 0xd61f0000u) {
+            if (total) break; /* ret, b, br */
         }
     }
     return total;
