@@ -14,6 +14,11 @@ struct envcase { const char *var, *value; };
 static void show_child(void *arg)
 {
     const struct envcase *c = arg;
+    /* Only the variable under test: CI runs the suite with VMSTACK_GUARD_METHOD set. */
+    const char *vars[] = { "VMSTACK_STACK_SIZE", "VMSTACK_GUARD_SIZE", "VMSTACK_CACHE",
+                           "VMSTACK_ON_OVERFLOW", "VMSTACK_PAINT", "VMSTACK_END_CHECK",
+                           "VMSTACK_SCRUB", "VMSTACK_GUARD_METHOD" };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     if (c && c->var) setenv(c->var, c->value, 1);
     vms_stack *s = vms_stack_alloc(0);
     vms_stats st;
@@ -21,6 +26,12 @@ static void show_child(void *arg)
     printf("stack=%zu guard=%zu cache=%u overflow=%d fd=%d flags=%u method=%s\n",
            s ? vms_stack_size(s) : 0, vms__opt.guard_size, vms__opt.cache_per_thread,
            vms__opt.on_overflow, vms__opt.report_fd, vms__opt.flags, st.guard_method);
+}
+
+/* The defaults a child prints (the guard method depends on the kernel and the build). */
+static const char *defaults_line(void)
+{
+    return "stack=262144 guard=65536 cache=8 overflow=0 fd=2 flags=0 method=";
 }
 
 static void run_env(const char *var, const char *value, char *out, size_t n)
@@ -34,7 +45,13 @@ TEST(defaults)
 {
     char out[2048];
     run_env(NULL, NULL, out, sizeof out);
-    ASSERT_STR_CONTAINS(out, "stack=262144 guard=65536 cache=8 overflow=0 fd=2 flags=0 method=madvise");
+    ASSERT_STR_CONTAINS(out, defaults_line());
+#ifdef VMSTACK_VMAP
+    /* madvise on Linux 6.13+, mprotect before (detected, never assumed). */
+    ASSERT(strstr(out, "method=madvise") || strstr(out, "method=mprotect"));
+#else
+    ASSERT_STR_CONTAINS(out, "method=none");
+#endif
 }
 
 TEST(env_stack_size)
@@ -86,11 +103,14 @@ TEST(env_paint_and_end_check_and_scrub)
 
 TEST(env_guard_method)
 {
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend has no guards");
+#endif
     char out[2048];
     run_env("VMSTACK_GUARD_METHOD", "mprotect", out, sizeof out);
     ASSERT_STR_CONTAINS(out, "flags=4 method=mprotect");
     run_env("VMSTACK_GUARD_METHOD", "madvise", out, sizeof out);
-    ASSERT_STR_CONTAINS(out, "method=madvise");
+    ASSERT(strstr(out, "method=madvise") || strstr(out, "method=mprotect"));
 }
 
 TEST(malformed_values_warn_and_use_defaults)
@@ -108,7 +128,7 @@ TEST(malformed_values_warn_and_use_defaults)
         ASSERT_STR_CONTAINS(out, "vmstack: warning:");
         ASSERT_STR_CONTAINS(out, bad[i].var);
         ASSERT_STR_CONTAINS(out, "using the default");
-        ASSERT_STR_CONTAINS(out, "stack=262144 guard=65536 cache=8 overflow=0 fd=2 flags=0 method=madvise");
+        ASSERT_STR_CONTAINS(out, defaults_line());
         /* Once, not per use. */
         char *w = strstr(out, "vmstack: warning:");
         ASSERT(!strstr(w + 1, "vmstack: warning:"));

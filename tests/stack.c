@@ -35,6 +35,13 @@ static int can_write(void *addr)
     return r == 1;
 }
 
+/* Tests of guards themselves skip on the direct backend (VMSTACK_VMAP=OFF): it has none
+ * by design, and its own tests (tests/direct.c) show what that means. */
+static void need_guards(void)
+{
+    if (!strcmp(vms__arena_guard_method(), "none")) SKIP("the direct backend has no guards");
+}
+
 static void assert_guarded_below(vms_stack *s)
 {
     char *base = vms_stack_base(s);
@@ -86,6 +93,7 @@ TEST(usable_range_read_write)
 
 TEST(guards_below_and_above)
 {
+    need_guards();
     /* Several stacks, in allocation order; each is guarded below by its own guard and
      * above by its neighbour's guard (or the guard of the next, unopened slot). */
     vms_stack *s[40];
@@ -111,6 +119,7 @@ TEST(guards_below_and_above)
 
 TEST(trailing_guard)
 {
+    need_guards();
     /* 1 GiB stacks: an arena holds fewer than 64, so we can open all of them (address
      * space only) and look above the last one. */
     vms_stack *s[128];
@@ -132,6 +141,7 @@ TEST(trailing_guard)
 
 TEST(slot_lookup)
 {
+    need_guards();
     vms_stack *a = vms_stack_alloc(0), *b = vms_stack_alloc(0);
     ASSERT_NOT_NULL(a);
     ASSERT_NOT_NULL(b);
@@ -354,6 +364,7 @@ static void fork_child(void *arg)
 
 TEST(fork_child_inherits_and_allocates)
 {
+    need_guards();
     fork_parent_stack = vms_stack_alloc(0);
     ASSERT_NOT_NULL(fork_parent_stack);
     strcpy((char *)vms_stack_top(fork_parent_stack) - 16, "parent-data");
@@ -468,6 +479,7 @@ static void inject_child(void *arg)
 
 TEST(mmap_fails)
 {
+    need_guards();
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
@@ -478,6 +490,7 @@ TEST(mmap_fails)
 
 TEST(mprotect_fails)
 {
+    need_guards();
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
@@ -488,6 +501,7 @@ TEST(mprotect_fails)
 
 TEST(guard_install_fails)
 {
+    need_guards();
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
@@ -515,6 +529,7 @@ static void no_guard_install_child(void *arg)
 
 TEST(kernel_without_madv_guard_install)
 {
+    need_guards();
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
@@ -549,6 +564,7 @@ static void map_limit_child(void *arg)
 
 TEST(mprotect_map_limit)
 {
+    need_guards();
 #if defined(__SANITIZE_ADDRESS__)
     /* Incompatible with ASan: exhausting vm.max_map_count also starves ASan's own
      * allocator, which then dies before vmstack can return ENOMEM. */
@@ -570,6 +586,7 @@ TEST(mprotect_map_limit)
 /* ---- many stacks, few mappings (madvise) ------------------------------------------ */
 TEST(many_stacks_few_mappings)
 {
+    need_guards();
     if (vms__os_guard_method() != VMS__GUARD_MADVISE) SKIP("needs the madvise method");
     enum { N = 100000 };
     vms_stack **s = malloc(N * sizeof *s);
@@ -591,6 +608,7 @@ TEST(many_stacks_few_mappings)
 
 TEST(arena_is_not_huge_page_backed)
 {
+    need_guards();
     vms_stack *s = vms_stack_alloc(0);
     ASSERT_NOT_NULL(s);
     FILE *f = fopen("/proc/self/smaps", "r");
@@ -614,6 +632,7 @@ TEST(arena_is_not_huge_page_backed)
 
 TEST(stats_count_live_and_cached)
 {
+    need_guards();
     vms_stats a, b;
     ASSERT_EQ(vms_get_stats(NULL), -EINVAL);
     ASSERT_EQ(vms_get_stats(&a), 0);
