@@ -9,7 +9,7 @@
  *   resumer:  vms__track_enter(t, &save, lo, size) -> switch -> vms__track_entered_back(save)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t
- *   destroy:  vms__track_destroy(t)
+ *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
  * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
  * stack frames are released instead of kept for a resume that will never come.
  */
@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #if defined(VMSTACK_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(VMSTACK_TSAN)
@@ -69,6 +70,17 @@ static inline void vms__track_destroy(struct vms__track *tr)
 #endif
 #if defined(VMSTACK_VALGRIND)
     VALGRIND_STACK_DEREGISTER(tr->vg_id);
+#endif
+}
+
+/* Before a task's stack goes back to the cache: a task that did not return normally
+ * (suspended, killed, unwound by pthread_exit) leaves ASan redzones of its live frames
+ * poisoned, which the next owner (or the cache's scrubbing) would trip over. */
+static inline void vms__track_stack_release(void *lo, size_t size)
+{
+    (void)lo; (void)size;
+#if defined(VMSTACK_ASAN)
+    __asan_unpoison_memory_region(lo, size);
 #endif
 }
 
