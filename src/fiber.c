@@ -90,7 +90,7 @@ static void task_main(void *arg)
         t->result = t->fn.thread(t->arg);
 }
 
-/* Fills in everything but the stack-independent parts; pre: st is a live stack. */
+/* Fills in everything but fn and arg, and hands st to t; pre: st is a live stack. */
 static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const char *name)
 {
     t->parent = NULL;

@@ -34,8 +34,9 @@ static void *thread_start(void *p)
     return vms__task_thread_run(p);
 }
 
-/* Copies every attribute but the stack from src to dst; 0 or a positive errno. The
- * stack size is read separately by the caller; a caller-supplied stack is refused. */
+/* Copies every attribute but the stack from src to dst and puts the requested stack
+ * size in *stack_size (0: the default). 0 or a positive errno; a caller-supplied stack
+ * is refused with EINVAL. */
 static int copy_attr(const pthread_attr_t *src, pthread_attr_t *dst, size_t *stack_size)
 {
     /* When no stack was given, glibc's pthread_attr_getstack reports NULL minus the
