@@ -123,12 +123,13 @@ fail:
 
 /* ---- .ci: a tokenizer for the subset of VCG that gcc writes ---------------------- */
 
-enum tok { T_EOF, T_IDENT, T_STRING, T_COLON, T_LBRACE, T_RBRACE, T_BAD };
+enum tok { T_EOF, T_IDENT, T_STRING, T_COLON, T_LBRACE, T_RBRACE, T_OTHER, T_BAD };
 
 struct lexer {
     const char *buf;
     size_t len, pos, line;
-    /* The current token: its kind, line and text (strings unescaped, NUL-terminated). */
+    /* The current token: its kind, line and text (strings unescaped, NUL-terminated).
+     * T_BAD is an unterminated string or no memory (oom says which). */
     enum tok tok;
     size_t tline;
     char *text;
@@ -210,7 +211,8 @@ static void lex_next(struct lexer *lx)
         lx->tok = T_IDENT;
         return;
     }
-    lx->tok = T_BAD;
+    lx->pos++;
+    lx->tok = T_OTHER; /* a character VCG does not use here */
 }
 
 /* Parses "N bytes (static|dynamic|dynamic,bounded)", the label's third line. */

@@ -1,0 +1,392 @@
+/*
+ * checkstack.c - `vmstack checkstack` run as a subprocess on inputs with known frames
+ * and call graphs (tests/checkstack/ sources compiled by gcc, see checkstack.cmake). Every
+ * expected number is read from the .su files gcc wrote, never guessed; the depth of a
+ * path must equal the sum of its frames exactly. Malformed inputs must give exit 2 and
+ * a message naming the file (and line, for text formats); nothing may crash.
+ */
+#include "test.h"
+
+#include <stdarg.h>
+#include <sys/stat.h>
+
+static char out[1 << 16];
+
+static void exec_child(void *arg)
+{
+    char **argv = arg;
+    execv(argv[0], argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+/* Runs prog with the NULL-terminated arguments; returns its exit code, output in out. */
+static int run_prog(const char *prog, ...)
+{
+    char *argv[32];
+    int n = 0;
+    va_list ap;
+    argv[n++] = (char *)prog;
+    va_start(ap, prog);
+    while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL) n++;
+    va_end(ap);
+    argv[n] = NULL;
+    int st = tst_fork(exec_child, argv, out, sizeof out);
+    if (!WIFEXITED(st)) TST_FAIL("%s died by signal %d; output:\n%s", prog, WTERMSIG(st), out);
+    return WEXITSTATUS(st);
+}
+#define run(...) run_prog(CS_CLI, __VA_ARGS__, (char *)NULL)
+
+static void need_gcc(void)
+{
+    if (!CS_HAVE_GCC)
+        SKIP("test inputs need gcc's -fstack-usage and -fcallgraph-info=su; the compiler is not gcc");
+}
+
+/* A path under the compiled inputs, e.g. in("native/chain.su"). Rotates 8 buffers so
+ * that several can be passed in one call. */
+static const char *in(const char *rel)
+{
+    static char bufs[8][4096];
+    static int k;
+    char *b = bufs[k++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", CS_INPUTS, rel);
+    return b;
+}
+
+/* The frame gcc wrote for fn into the .su file: lines are "file:line:col:fn\tN\tqual". */
+static long long su_frame(const char *su, const char *fn)
+{
+    FILE *f = fopen(su, "r");
+    if (!f) TST_FAIL("%s: %s", su, strerror(errno));
+    char line[4096];
+    long long v = -1;
+    size_t fl = strlen(fn);
+    while (fgets(line, sizeof line, f)) {
+        char *tab = strchr(line, '\t');
+        if (!tab || (size_t)(tab - line) <= fl || tab[-(long)fl - 1] != ':' ||
+            strncmp(tab - fl, fn, fl) != 0)
+            continue;
+        v = strtoll(tab + 1, NULL, 10);
+    }
+    fclose(f);
+    if (v < 0) TST_FAIL("%s has no frame for %s", su, fn);
+    return v;
+}
+
+/* The bytes printed for fn in the frame list ("fn   N" lines), or -1. */
+static long long listed_frame(const char *text, const char *fn)
+{
+    size_t fl = strlen(fn);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, fn, fl) != 0 || l[fl] != ' ') continue;
+        const char *p = l + fl;
+        while (*p == ' ') p++;
+        return strtoll(p, NULL, 10);
+    }
+    return -1;
+}
+
+TEST(elf_big_frame_matches_su)
+{
+    need_gcc();
+    ASSERT_EQ(run("--min", "0", in("native/leaf.o"), in("native/chain.o")), 0);
+    long long su = su_frame(in("native/leaf.su"), "big_leaf");
+    /* The relation documented in docs/checkstack.md: on x86-64 (and aarch64) the ELF
+     * frame is exactly gcc's .su value for static frames (return address included). */
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su);
+    ASSERT(!strncmp(out, "big_leaf ", 9)); /* largest first */
+    ASSERT_EQ(listed_frame(out, "chain_b"), su_frame(in("native/chain.su"), "chain_b"));
+    ASSERT_EQ(listed_frame(out, "chain_c"), su_frame(in("native/chain.su"), "chain_c"));
+    ASSERT_EQ(listed_frame(out, "chain_a"), su_frame(in("native/chain.su"), "chain_a"));
+}
+
+TEST(elf_sorted_and_min)
+{
+    need_gcc();
+    ASSERT_EQ(run("--min", "0", in("native/leaf.o"), in("native/chain.o"), in("native/recur.o")), 0);
+    long long prev = -1;
+    int lines = 0;
+    for (const char *l = out; *l; l = strchr(l, '\n') + 1) {
+        const char *nl = strchr(l, '\n');
+        ASSERT(nl);
+        const char *sp = nl;
+        while (sp > l && sp[-1] != ' ') sp--;
+        long long v = strtoll(sp, NULL, 10);
+        if (prev >= 0) ASSERT_LE(v, prev);
+        prev = v;
+        lines++;
+    }
+    ASSERT_EQ(lines, 1 + 4 + 4); /* every function of the three objects */
+    /* The default minimum (100 bytes, like checkstack.pl) hides the small frames. */
+    ASSERT_EQ(run(in("native/chain.o"), in("native/leaf.o")), 0);
+    ASSERT_LT(su_frame(in("native/chain.su"), "chain_a"), 100);
+    ASSERT_EQ(listed_frame(out, "chain_a"), -1);
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su_frame(in("native/leaf.su"), "big_leaf"));
+    /* --min N keeps exactly the frames of at least N bytes. */
+    char min[32];
+    snprintf(min, sizeof min, "%lld", su_frame(in("native/leaf.su"), "big_leaf"));
+    ASSERT_EQ(run("--min", min, in("native/chain.o"), in("native/leaf.o")), 0);
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su_frame(in("native/leaf.su"), "big_leaf"));
+    ASSERT_EQ(listed_frame(out, "chain_b"), -1);
+}
+
+TEST(chain_depth_is_sum_of_path)
+{
+    need_gcc();
+    ASSERT_EQ(run("--entry", "chain_a", in("native/chain.su"), in("native/chain.ci"),
+                  in("native/leaf.ci")), 0);
+    long long a = su_frame(in("native/chain.su"), "chain_a");
+    long long b = su_frame(in("native/chain.su"), "chain_b");
+    long long c = su_frame(in("native/chain.su"), "chain_c");
+    long long l = su_frame(in("native/leaf.su"), "big_leaf");
+    char want[512];
+    snprintf(want, sizeof want, "\nchain_a: worst-case depth %lld bytes\n", a + b + c + l);
+    ASSERT_STR_CONTAINS(out, want);
+    snprintf(want, sizeof want, "\n  chain_a (%lld) -> chain_b (%lld) -> chain_c (%lld) -> big_leaf (%lld)\n",
+             a, b, c, l);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "unknown callees (not defined in the input, counted as 0 bytes): puts\n");
+    /* Only the requested entry is reported. */
+    ASSERT_STR_NOT_CONTAINS(out, "\nchain_b:");
+}
+
+TEST(chain_without_leaf_counts_unknown_as_zero)
+{
+    need_gcc();
+    /* Without leaf.ci, big_leaf is an unknown callee: 0 bytes, and listed as such. */
+    ASSERT_EQ(run("--entry", "chain_a", in("native/chain.ci")), 0);
+    long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
+                    su_frame(in("native/chain.su"), "chain_c");
+    char want[256];
+    snprintf(want, sizeof want, "chain_a: worst-case depth %lld bytes\n", sum);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, " (?)\n"); /* the path ends at an unknown callee */
+    ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
+}
+
+TEST(default_entries_are_uncalled_functions)
+{
+    need_gcc();
+    ASSERT_EQ(run(in("native")), 0);
+    ASSERT_STR_CONTAINS(out, "\nchain_a: worst-case depth ");
+    ASSERT_STR_CONTAINS(out, "\nrec_self: unbounded: ");
+    ASSERT_STR_CONTAINS(out, "\nrec_entry: unbounded: ");
+    ASSERT_STR_CONTAINS(out, "\ndyn_vla: unbounded: ");
+    ASSERT_STR_CONTAINS(out, "\nptr_call: unbounded: ");
+    /* Called functions are not entry points. */
+    ASSERT_STR_NOT_CONTAINS(out, "\nchain_b:");
+    ASSERT_STR_NOT_CONTAINS(out, "\nbig_leaf:");
+    ASSERT_STR_NOT_CONTAINS(out, "\nmut_even:");
+    ASSERT_STR_NOT_CONTAINS(out, "\nmut_odd:");
+    /* The folder gives the same depth as the files named one by one. */
+    long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
+                    su_frame(in("native/chain.su"), "chain_c") + su_frame(in("native/leaf.su"), "big_leaf");
+    char want[256];
+    snprintf(want, sizeof want, "\nchain_a: worst-case depth %lld bytes\n", sum);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+TEST(direct_recursion_is_unbounded)
+{
+    need_gcc();
+    ASSERT_EQ(run("--entry", "rec_self", in("native/recur.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "\nrec_self: unbounded: recursion rec_self -> rec_self\n");
+    char want[256];
+    long long r = su_frame(in("native/recur.su"), "rec_self");
+    snprintf(want, sizeof want, "  rec_self (%lld) -> rec_self (%lld) -> ...\n", r, r);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+TEST(mutual_recursion_is_unbounded)
+{
+    need_gcc();
+    ASSERT_EQ(run("--entry", "rec_entry", in("native/recur.su"), in("native/recur.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "\nrec_entry: unbounded: recursion mut_even -> mut_odd -> mut_even\n");
+    char want[256];
+    long long e = su_frame(in("native/recur.su"), "mut_even"), o = su_frame(in("native/recur.su"), "mut_odd");
+    snprintf(want, sizeof want, "  rec_entry (%lld) -> mut_even (%lld) -> mut_odd (%lld) -> mut_even (%lld) -> ...\n",
+             su_frame(in("native/recur.su"), "rec_entry"), e, o, e);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+TEST(dynamic_frames_are_unbounded)
+{
+    need_gcc();
+    ASSERT_EQ(run("--entry", "dyn_vla", "--entry", "dyn_alloca", in("native/dyn.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "\ndyn_vla: unbounded: dynamic frame (alloca or variable-length array) in dyn_vla\n");
+    ASSERT_STR_CONTAINS(out, "\ndyn_alloca: unbounded: dynamic frame (alloca or variable-length array) in dyn_alloca\n");
+    char want[128];
+    snprintf(want, sizeof want, "  dyn_vla (%lld + dynamic)\n", su_frame(in("native/dyn.su"), "dyn_vla"));
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+TEST(call_through_pointer_is_unbounded)
+{
+    need_gcc();
+    ASSERT_EQ(run("--entry", "ptr_call", in("native/ptr.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "\nptr_call: unbounded: call through a function pointer in ptr_call\n");
+    ASSERT_STR_CONTAINS(out, "  ptr_call (");
+    ASSERT_STR_CONTAINS(out, ") -> (call through a pointer)\n");
+}
+
+TEST(stack_size_exit_codes)
+{
+    need_gcc();
+    long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
+                    su_frame(in("native/chain.su"), "chain_c") + su_frame(in("native/leaf.su"), "big_leaf");
+    char exact[32], less[32];
+    snprintf(exact, sizeof exact, "%lld", sum);
+    snprintf(less, sizeof less, "%lld", sum - 1);
+    ASSERT_EQ(run("--stack-size", exact, "--entry", "chain_a", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit");
+    ASSERT_EQ(run("--stack-size", less, "--entry", "chain_a", in("native")), 1);
+    ASSERT_STR_CONTAINS(out, "does NOT fit");
+    ASSERT_EQ(run("--stack-size", "1m", "--entry", "chain_a", in("native")), 0);
+    ASSERT_EQ(run("--stack-size=8k", "--entry", "chain_a", in("native")), 0);
+    /* Unbounded never fits, however large the stack. */
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "rec_self", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, "2 of 2 entry points fit");
+    /* ELF input has no call graph: only a single frame larger than the stack fails. */
+    ASSERT_EQ(run("--stack-size", "1k", in("native/leaf.o")), 1);
+    ASSERT_STR_CONTAINS(out, "big_leaf: frame of ");
+    ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 0);
+}
+
+/* Writes len bytes to dir/name and returns the path (static buffer, rotated). */
+static const char *write_tmp(const char *name, const void *data, size_t len)
+{
+    static char dir[2048], bufs[4][4096];
+    static int k;
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "%s/tmp-XXXXXX", CS_INPUTS);
+        mkdir(CS_INPUTS, 0777);
+        if (!mkdtemp(dir)) TST_FAIL("mkdtemp %s: %s", dir, strerror(errno));
+    }
+    char *p = bufs[k++ % 4];
+    snprintf(p, sizeof bufs[0], "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) TST_FAIL("%s: %s", p, strerror(errno));
+    if (len) ASSERT_EQ(fwrite(data, 1, len, f), len);
+    fclose(f);
+    return p;
+}
+
+TEST(malformed_inputs_exit_2_naming_file_and_line)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bad/garbage.su", CS_SRC);
+    ASSERT_EQ(run(path), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: ");
+    ASSERT_STR_CONTAINS(out, "garbage.su:2: expected three tab-separated fields");
+    snprintf(path, sizeof path, "%s/bad/unterminated.ci", CS_SRC);
+    ASSERT_EQ(run(path), 2);
+    ASSERT_STR_CONTAINS(out, "unterminated.ci:3: unterminated node");
+    static const unsigned char junk[] = { 0x13, 0x37, 0, 0xff, '\n', 0x80, 0x7f, 'E', 'L', 'F' };
+    ASSERT_EQ(run(write_tmp("junk.su", junk, sizeof junk)), 2);
+    ASSERT_STR_CONTAINS(out, "junk.su:1: binary data");
+    ASSERT_EQ(run(write_tmp("junk.ci", junk, sizeof junk)), 2);
+    ASSERT_STR_CONTAINS(out, "junk.ci:1: binary data");
+    ASSERT_EQ(run(write_tmp("junk.o", junk, sizeof junk)), 2);
+    ASSERT_STR_CONTAINS(out, "junk.o: not an ELF file");
+    ASSERT_EQ(run(write_tmp("empty.su", "", 0)), 2);
+    ASSERT_STR_CONTAINS(out, "empty.su:1: empty file");
+    ASSERT_EQ(run(write_tmp("empty.ci", "", 0)), 2);
+    ASSERT_STR_CONTAINS(out, "empty.ci:1: empty file");
+    ASSERT_EQ(run(write_tmp("empty.o", "", 0)), 2);
+    ASSERT_STR_CONTAINS(out, "empty.o: not an ELF file");
+    static const char badnum[] = "x.c:1:5:f\t16\tstatic\nx.c:2:5:g\t12x\tstatic\n";
+    ASSERT_EQ(run(write_tmp("badnum.su", badnum, sizeof badnum - 1)), 2);
+    ASSERT_STR_CONTAINS(out, "badnum.su:2: frame size `12x` is not a number of bytes");
+    static const char badqual[] = "x.c:1:5:f\t16\tstatic\n\nx.c:3:5:g\t12\tvolatile\n";
+    ASSERT_EQ(run(write_tmp("badqual.su", badqual, sizeof badqual - 1)), 2);
+    ASSERT_STR_CONTAINS(out, "badqual.su:3: qualifier `volatile`");
+    static const char badlabel[] = "graph: { title: \"x.c\"\n\nnode: { title: \"f\" label: \"f\\nx.c:1:5\\nmany bytes (static)\" }\n}\n";
+    ASSERT_EQ(run(write_tmp("badlabel.ci", badlabel, sizeof badlabel - 1)), 2);
+    ASSERT_STR_CONTAINS(out, "badlabel.ci:3: node \"f\": label's third line");
+}
+
+TEST(truncated_and_corrupt_elf_exit_2)
+{
+    need_gcc();
+    FILE *f = fopen(in("native/chain.o"), "rb");
+    ASSERT_NOT_NULL(f);
+    static unsigned char obj[1 << 16];
+    size_t n = fread(obj, 1, sizeof obj, f);
+    fclose(f);
+    ASSERT_GT(n, 1000);
+    /* Section headers sit at the end of a gcc object: cutting the file loses them. */
+    ASSERT_EQ(run(write_tmp("trunc.o", obj, n - 100)), 2);
+    ASSERT_STR_CONTAINS(out, "trunc.o: truncated ELF");
+    ASSERT_EQ(run(write_tmp("header.o", obj, 40)), 2);
+    ASSERT_STR_CONTAINS(out, "header.o: truncated ELF");
+    /* Every prefix of the object: exit 0 or 2 with a message, never a crash. */
+    for (size_t cut = 0; cut < n; cut += 97) {
+        int rc = run(write_tmp("prefix.o", obj, cut));
+        if (rc != 2) TST_FAIL("prefix of %zu bytes: exit %d\n%s", cut, rc, out);
+        ASSERT_STR_CONTAINS(out, "prefix.o: ");
+    }
+    /* A 32-bit or big-endian file is refused by name. */
+    obj[4] = 1;
+    ASSERT_EQ(run(write_tmp("elf32.o", obj, n)), 2);
+    ASSERT_STR_CONTAINS(out, "elf32.o: 32-bit ELF is not supported");
+    obj[4] = 2;
+    obj[5] = 2;
+    ASSERT_EQ(run(write_tmp("be.o", obj, n)), 2);
+    ASSERT_STR_CONTAINS(out, "be.o: big-endian ELF is not supported");
+}
+
+TEST(usage_errors_exit_2)
+{
+    ASSERT_EQ(run("/nonexistent/x.su"), 2);
+    ASSERT_STR_CONTAINS(out, "/nonexistent/x.su: No such file or directory");
+    const char *p = write_tmp("placeholder.txt", "x", 1);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(p, '/') - p), p);
+    ASSERT_EQ(run(dir), 2);
+    ASSERT_STR_CONTAINS(out, "no .su or .ci files in this folder");
+    ASSERT_EQ(run_prog(CS_CLI, (char *)NULL), 2);
+    ASSERT_STR_CONTAINS(out, "no FILE given");
+    ASSERT_EQ(run("--bogus", "x.su"), 2);
+    ASSERT_STR_CONTAINS(out, "unknown option `--bogus`");
+    ASSERT_EQ(run("--stack-size", "12q", "x.su"), 2);
+    ASSERT_STR_CONTAINS(out, "--stack-size `12q` is not a size");
+    ASSERT_EQ(run("--stack-size", "99999999999999999999", "x.su"), 2);
+    ASSERT_EQ(run("--stack-size"), 2);
+    ASSERT_STR_CONTAINS(out, "--stack-size needs a value");
+    ASSERT_EQ(run("--help"), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack checkstack");
+    if (!CS_HAVE_GCC) return;
+    ASSERT_EQ(run("--entry", "no_such_fn", in("native")), 2);
+    ASSERT_STR_CONTAINS(out, "--entry no_such_fn: no such function");
+    ASSERT_EQ(run("--entry", "big_leaf", in("native/leaf.o")), 2);
+    ASSERT_STR_CONTAINS(out, "--entry needs .su/.ci input");
+}
+
+TEST(aarch64_elf_matches_su)
+{
+    need_gcc();
+    if (!CS_HAVE_AARCH64) SKIP("aarch64-linux-gnu-gcc not found: no aarch64 test object");
+    ASSERT_EQ(run("--min", "0", in("aarch64/leaf.o"), in("aarch64/chain.o")), 0);
+    /* On aarch64 the return address is in x30, saved by the prologue's stp: the ELF
+     * frame equals the .su value too. */
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su_frame(in("aarch64/leaf.su"), "big_leaf"));
+    ASSERT_EQ(listed_frame(out, "chain_a"), su_frame(in("aarch64/chain.su"), "chain_a"));
+    ASSERT_EQ(listed_frame(out, "chain_b"), su_frame(in("aarch64/chain.su"), "chain_b"));
+    ASSERT_EQ(listed_frame(out, "chain_c"), su_frame(in("aarch64/chain.su"), "chain_c"));
+    ASSERT_EQ(listed_frame(out, "chain_small"), su_frame(in("aarch64/chain.su"), "chain_small"));
+}
+
+TEST(vmstack_command_dispatches)
+{
+    need_gcc();
+    if (!CS_VMSTACK[0]) SKIP("the vmstack command is not built (VMSTACK_BUILD_TOOLS=OFF)");
+    ASSERT_EQ(run("--entry", "chain_a", in("native")), 0);
+    static char want[sizeof out];
+    memcpy(want, out, sizeof out);
+    ASSERT_EQ(run_prog(CS_VMSTACK, "checkstack", "--entry", "chain_a", in("native"), (char *)NULL), 0);
+    ASSERT(!strcmp(out, want));
+    ASSERT_STR_CONTAINS(out, "chain_a: worst-case depth ");
+}

@@ -1,0 +1,82 @@
+# Tests of `vmstack checkstack` (tools/cmd_checkstack.c, tools/checkstack_*.c).
+# They need none of the vmstack library: checkstack_cli is the command built from its
+# own sources, and the test programs link only those. Test inputs with known frames and
+# call graphs (tests/checkstack/*.c) are compiled here by gcc with -fstack-usage
+# -fcallgraph-info=su; the tests read the frame sizes gcc wrote, so no number is
+# guessed. Under clang (no -fcallgraph-info) the tests that need them skip with a reason.
+
+file(GLOB CS_TOOL_SOURCES ${PROJECT_SOURCE_DIR}/tools/checkstack_*.c)
+set(CS_SOURCES ${CS_TOOL_SOURCES} ${PROJECT_SOURCE_DIR}/tools/cmd_checkstack.c)
+set(CS_INPUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/checkstack-inputs)
+
+add_executable(checkstack_cli ${CMAKE_CURRENT_LIST_DIR}/checkstack_main.c ${CS_SOURCES})
+target_include_directories(checkstack_cli PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+
+# ---- test inputs ----------------------------------------------------------------------
+# -O1 -fno-inline keeps every function and call of the sources; no -fomit/-fno-omit
+# flag, so the x86-64 relation tested is the one of gcc's -O1 default.
+set(CS_INPUTS leaf chain recur dyn ptr)
+set(CS_INPUT_FLAGS -O1 -fno-inline -fstack-usage -fcallgraph-info=su)
+set(CS_HAVE_GCC 0)
+set(CS_HAVE_AARCH64 0)
+set(CS_OUTPUTS)
+if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
+  set(CS_HAVE_GCC 1)
+  foreach(n ${CS_INPUTS})
+    set(o ${CS_INPUT_DIR}/native/${n})
+    add_custom_command(OUTPUT ${o}.o ${o}.su ${o}.ci
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/native
+      COMMAND ${CMAKE_C_COMPILER} ${CS_INPUT_FLAGS} -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c -o ${o}.o
+      DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c
+      COMMENT "checkstack test input ${n}.c (gcc ${CS_INPUT_FLAGS})" VERBATIM)
+    list(APPEND CS_OUTPUTS ${o}.o)
+  endforeach()
+  # An aarch64 object for the ELF decoder of the other architecture, when the cross
+  # compiler is installed (Debian: gcc-aarch64-linux-gnu).
+  find_program(CS_AARCH64_GCC aarch64-linux-gnu-gcc)
+  if(CS_AARCH64_GCC)
+    set(CS_HAVE_AARCH64 1)
+    foreach(n leaf chain)
+      set(o ${CS_INPUT_DIR}/aarch64/${n})
+      add_custom_command(OUTPUT ${o}.o ${o}.su ${o}.ci
+        COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/aarch64
+        COMMAND ${CS_AARCH64_GCC} ${CS_INPUT_FLAGS} -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c -o ${o}.o
+        DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c
+        COMMENT "checkstack aarch64 test input ${n}.c" VERBATIM)
+      list(APPEND CS_OUTPUTS ${o}.o)
+    endforeach()
+  endif()
+endif()
+add_custom_target(checkstack_inputs ALL DEPENDS ${CS_OUTPUTS})
+
+# ---- test programs (one ctest per TEST(name), like vms_test, without the library) -----
+set(CS_VMSTACK_BIN "")
+if(TARGET vmstack_cmd)
+  set(CS_VMSTACK_BIN $<TARGET_FILE:vmstack_cmd>)
+endif()
+foreach(stem checkstack checkstack_unit)
+  if(stem STREQUAL "checkstack")
+    add_executable(test_${stem} ${CMAKE_CURRENT_LIST_DIR}/${stem}.c)
+    set(labels cli)
+    add_dependencies(test_${stem} checkstack_cli checkstack_inputs)
+  else()
+    add_executable(test_${stem} ${CMAKE_CURRENT_LIST_DIR}/${stem}.c ${CS_SOURCES})
+    set(labels unit)
+  endif()
+  target_include_directories(test_${stem} PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${PROJECT_SOURCE_DIR}/tools)
+  target_compile_definitions(test_${stem} PRIVATE
+    CS_CLI="$<TARGET_FILE:checkstack_cli>"
+    CS_VMSTACK="${CS_VMSTACK_BIN}"
+    CS_INPUTS="${CS_INPUT_DIR}"
+    CS_SRC="${CMAKE_CURRENT_LIST_DIR}/checkstack"
+    CS_HAVE_GCC=${CS_HAVE_GCC}
+    CS_HAVE_AARCH64=${CS_HAVE_AARCH64}
+    CS_ARCH="${VMSTACK_ARCH}")
+  file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/${stem}.c lines REGEX "^TEST\\([A-Za-z0-9_]+\\)")
+  foreach(line ${lines})
+    string(REGEX REPLACE "^TEST\\(([A-Za-z0-9_]+)\\).*" "\\1" name "${line}")
+    add_test(NAME ${stem}.${name} COMMAND test_${stem} ${name})
+    set_tests_properties(${stem}.${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120
+      LABELS "${labels}")
+  endforeach()
+endforeach()
