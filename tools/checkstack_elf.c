@@ -171,7 +171,8 @@ static int64_t x86_field(const unsigned char *c, size_t off, int n)
     if (n == 1) return (int8_t)c[off];
     if (n == 2) return (int16_t)rd16(c + off);
     if (n == 4) return (int32_t)rd32(c + off);
-    return (int64_t)rd64(c + off);
+    if (n == 8) return (int64_t)rd64(c + off);
+    return 0; /* enter's 3-byte iw,ib pair: never a frame size we use */
 }
 
 /* The %rsp change of one instruction, as far as frames care: > 0 allocates (push, sub,
