@@ -193,18 +193,29 @@ _Noreturn void vms__task_exit(void *arg)
 
 /* ---- for the fault handler ---------------------------------------------------------- */
 
+/* The kernel name a new thread inherits from its creator: read once, from the first
+ * thread that creates a vms thread (usually the main thread, whose name every thread
+ * inherits unless renamed). */
+static char inherited_name[16];
+static pthread_once_t inherited_once = PTHREAD_ONCE_INIT;
+
+static void read_inherited_name(void)
+{
+    if (prctl(PR_GET_NAME, (unsigned long)inherited_name, 0, 0, 0) != 0)
+        inherited_name[0] = '\0';
+}
+
 /* async-signal-safe: prctl(2) is a plain system call. A thread task's name is the one
- * its thread was given (pthread_setname_np), or "" while it still carries the name every
- * new thread inherits, the program's (which would name the wrong thing). Read when a
- * report asks, so that starting a thread costs no system call for it. */
+ * its thread was given (pthread_setname_np), or "" while it still carries the name it
+ * inherited, which would name the wrong thing. Read when a report asks, so that
+ * starting a thread costs no system call for it. */
 static void thread_name_refresh(struct vms__task *t)
 {
     char now[16] = { 0 };
     if (prctl(PR_GET_NAME, (unsigned long)now, 0, 0, 0) != 0) return;
-    const char *prog = program_invocation_short_name;
     int same = 1;
-    for (int i = 0; i < 15 && (now[i] || (prog && prog[i])); i++)
-        if (!prog || now[i] != prog[i]) { same = 0; break; }
+    for (int i = 0; i < 16 && (now[i] || inherited_name[i]); i++)
+        if (now[i] != inherited_name[i]) { same = 0; break; }
     if (same)
         t->name[0] = '\0';
     else
@@ -383,6 +394,7 @@ static void orphan_key_create(void)
 struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t stack_size)
 {
     pthread_once(&orphan_once, orphan_key_create);
+    pthread_once(&inherited_once, read_inherited_name);
     if (orphan_key_err) {
         errno = orphan_key_err;
         return NULL;
