@@ -156,12 +156,16 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
     struct vms__task_info ti;
     f->have_task = vms__task_current(&ti) == 0;
     if (f->have_task) f->task = ti;
+    /* Both hold only for sp exactly at the guard's lowest byte, which is also the top
+     * of the stack below: the sp of an empty stack (a function entered there on
+     * aarch64 stores below it). That is the stack below, unless the running task's own
+     * stack says otherwise. */
+    if (over && under) {
+        if (f->have_task && ti.stack == st) under = NULL;
+        else over = NULL;
+    }
     /* A frame larger than the guard leaves sp inside the stack below while the write
      * lands in the guard: the running task's own stack settles which one it was. */
-    if (over && under) {
-        if (f->have_task && ti.stack == under) over = NULL;
-        else under = NULL;
-    }
     if (!over && under && f->have_task && ti.stack == st && st) {
         over = st;
         under = NULL;
@@ -208,7 +212,7 @@ static bool classify_thread(struct vms__fault *f)
     uintptr_t walk_lo = (f->addr | (page - 1)) + 1;
     if (walk_lo < f->sp) walk_lo = f->sp;
     if (main_hi && f->tid == main_tid) {
-        uintptr_t lowest = main_lo > main_floor + main_gap ? main_lo - main_gap : main_floor;
+        uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
         if (f->addr < lowest || f->addr >= main_hi || !sp_near(f->addr, f->sp)) return false;
         f->kind = VMS__FAULT_MAIN;
         f->lo = main_lo;
@@ -315,21 +319,27 @@ static void read_main_stack(void)
 {
     FILE *fp = fopen("/proc/self/maps", "re");
     if (!fp) return;
-    char line[512];
-    unsigned long prev_end = 0, lo, hi;
+    char line[512], perms[8];
+    unsigned long prev_start = 0, prev_end = 0, lo, hi;
+    bool prev_noaccess = false;
     while (fgets(line, sizeof line, fp)) {
-        if (sscanf(line, "%lx-%lx", &lo, &hi) != 2) continue;
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3) continue;
         if (strstr(line, "[stack]")) {
             struct rlimit rl;
             size_t limit = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
                                ? (size_t)rl.rlim_cur : (size_t)(hi - prev_end);
             if (limit > hi - prev_end) limit = hi - prev_end;
-            main_floor = prev_end;
+            /* A no-access mapping right below the stack is a guard someone placed there
+             * (qemu-user maps the guest's main stack whole, with one such page): faults
+             * in it are overflows too. */
+            main_floor = prev_noaccess && prev_end == lo ? prev_start : prev_end;
             main_lo = hi - limit;
             main_hi = hi;
             break;
         }
+        prev_start = lo;
         prev_end = hi;
+        prev_noaccess = strncmp(perms, "---", 3) == 0;
     }
     fclose(fp);
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
