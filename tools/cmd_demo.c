@@ -299,6 +299,7 @@ struct job {
     char *text;
     uint64_t expect, got;
     uintptr_t lo, hi;     /* the fiber's stack [lo, hi), for the direct-mode analysis */
+    long started;         /* order of its first resume (1, 2, ...), 0: never resumed */
     vms_fiber *fiber;     /* worker-private */
 };
 
@@ -451,6 +452,7 @@ struct worker {
     pthread_barrier_t *barrier;
     pthread_mutex_t *deep_lock;
     long *resuming;       /* id + 1 of the job being resumed, 0: none (shared memory) */
+    atomic_long *resumes; /* first resumes so far, across the workers */
     long create_failed;
 };
 
@@ -461,6 +463,7 @@ static void resume_job(struct worker *w, struct job *j)
 {
     if (j->deep) pthread_mutex_lock(w->deep_lock);
     *w->resuming = j->id + 1;
+    if (!j->started) j->started = atomic_fetch_add(w->resumes, 1) + 1;
     int st = vms_fiber_resume(j->fiber);
     *w->resuming = 0;
     if (j->deep) pthread_mutex_unlock(w->deep_lock);
@@ -618,6 +621,7 @@ struct run {
     long create_failed;
     long threads_started;
     long resuming[WORKERS];     /* see struct worker */
+    atomic_long resumes;
     bool thread_phase;          /* the vmstack threads are running */
 };
 
@@ -698,7 +702,8 @@ static int run_workload(struct run *r, bool end_check)
         long lo = k * r->o.fibers / WORKERS, hi = (k + 1) * r->o.fibers / WORKERS;
         w[k] = (struct worker){ .index = k, .jobs = r->jobs + lo, .njobs = hi - lo,
                                 .stack_size = r->o.stack_size, .barrier = &barrier,
-                                .deep_lock = &deep_lock, .resuming = &r->resuming[k] };
+                                .deep_lock = &deep_lock, .resuming = &r->resuming[k],
+                                .resumes = &r->resumes };
         e = pthread_create(&th[k], NULL, worker_main, &w[k]);
         if (e) {
             fprintf(stderr, "vmstack demo: error: pthread_create: %s\n", strerror(e));
@@ -883,7 +888,8 @@ static int run_direct(struct run *r)
         if (d->outcome == JOB_NOT_RUN)
             printf("and never came back (the process died first)\n");
         else if (d->outcome == JOB_KILLED)
-            printf("and was killed afterwards, at a switch\n");
+            printf("and was killed afterwards\n"
+                   "          by the end check, at its next switch or exit\n");
         else
             printf("and returned a %s result:\n          no fault, no report\n",
                    !d->parse_bad && d->got == d->expect ? "right" : "WRONG");
@@ -894,8 +900,9 @@ static int run_direct(struct run *r)
             any = true;
             printf("  victim  parser-%ld, whose stack lies below it: ", n->id);
             if (n->outcome == JOB_DONE && !n->parse_bad && n->got == n->expect)
-                printf("finished right (it started after the damage, or\n"
-                       "          the damage missed its live frames)\n");
+                printf("finished right, %s\n", n->started > d->started
+                       ? "as it started\n          after the damage and built its frames over it"
+                       : "the damage missed\n          its live frames");
             else if (n->outcome == JOB_DONE)
                 printf("finished with a WRONG result and no error\n");
             else if (n->outcome == JOB_KILLED)
@@ -910,9 +917,14 @@ static int run_direct(struct run *r)
     if (f.wrong + t.wrong)
         printf("others    %ld normal tasks finished with a WRONG result and no error\n", f.wrong + t.wrong);
     pthread_mutex_lock(&rep.mu);
-    if (rep.end_checks)
+    if (rep.end_checks) {
+        /* The report line is long: break it before the stack's range. */
+        const char *line = rep.first_end_check, *cut = strstr(line, ": stack [");
+        int head = cut ? (int)(cut - line) + 1 : (int)strlen(line);
         printf("end check %ld report%s, each at a switch or exit after the damage was done:\n"
-               "          %.200s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", rep.first_end_check);
+               "          %.*s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", head, line);
+        if (cut) printf("          %s\n", cut + 2);
+    }
     else
         printf("end check no report: the end-of-stack word was not checked or still looked intact\n");
     pthread_mutex_unlock(&rep.mu);
