@@ -454,6 +454,9 @@ struct worker {
     long *resuming;       /* id + 1 of the job being resumed, 0: none (shared memory) */
     atomic_long *resumes; /* first resumes so far, across the workers */
     long create_failed;
+    int create_errno;     /* errno of the first failed vms_fiber_create */
+    long resume_failed;
+    int resume_err;       /* error of the first failed vms_fiber_resume */
 };
 
 /* Resumes j's fiber once. A deep fiber's run is serialized with the other deep fibers'
@@ -475,6 +478,19 @@ static void resume_job(struct worker *w, struct job *j)
         j->oops_kind = o ? o->kind : 0;
     } else if (st < 0) {
         j->outcome = JOB_FAILED;
+        if (!w->resume_failed++) w->resume_err = -st;
+    }
+}
+
+/* After a failed resume the worker stops: the library said why (no alternate signal
+ * stack, say), and every other resume on this thread would fail the same way. */
+static void give_up(struct worker *w)
+{
+    for (long i = 0; i < w->njobs; i++) {
+        struct job *j = &w->jobs[i];
+        if (j->outcome != JOB_NOT_RUN) continue;
+        j->outcome = JOB_FAILED;
+        w->resume_failed++;
     }
 }
 
@@ -487,21 +503,29 @@ static void *worker_main(void *arg)
         snprintf(name, sizeof name, "parser-%ld", j->id);
         vms_fiber_attr attr = { .stack_size = w->stack_size, .name = name };
         j->fiber = vms_fiber_create(fiber_main, j, &attr);
-        if (!j->fiber) { j->outcome = JOB_FAILED; w->create_failed++; continue; }
+        if (!j->fiber) {
+            /* Out of memory or mappings: the rest would fail the same way. */
+            w->create_errno = errno;
+            w->create_failed = w->njobs - i;
+            for (long k = i; k < w->njobs; k++) w->jobs[k].outcome = JOB_FAILED;
+            break;
+        }
         const vms_stack *st = vms_fiber_stack(j->fiber);
         j->lo = (uintptr_t)vms_stack_base(st);
         j->hi = j->lo + vms_stack_size(st);
     }
     /* Pass 1: every fiber descends to its deepest point and yields there (a deep one is
      * killed on the way down). Then the main thread measures memory. */
-    for (long i = 0; i < w->njobs; i++)
+    for (long i = 0; i < w->njobs && !w->resume_failed; i++)
         if (w->jobs[i].fiber) resume_job(w, &w->jobs[i]);
+    if (w->resume_failed) give_up(w);
     pthread_barrier_wait(w->barrier);
     pthread_barrier_wait(w->barrier);
     /* Pass 2: everything still suspended finishes. */
     for (long i = 0; i < w->njobs; i++) {
         struct job *j = &w->jobs[i];
         while (j->fiber && j->outcome == JOB_NOT_RUN) resume_job(w, j);
+        if (w->resume_failed) give_up(w);
         if (j->fiber) vms_fiber_destroy(j->fiber);
         j->fiber = NULL;
     }
@@ -619,6 +643,9 @@ struct run {
     vms_stats peak, end;
     long live_at_peak;
     long create_failed;
+    int create_errno;
+    long resume_failed;
+    int resume_err;
     long threads_started;
     long resuming[WORKERS];     /* see struct worker */
     atomic_long resumes;
@@ -720,7 +747,10 @@ static int run_workload(struct run *r, bool end_check)
     pthread_barrier_wait(&barrier);
     for (int k = 0; k < WORKERS; k++) {
         pthread_join(th[k], NULL);
+        if (w[k].create_failed && !r->create_failed) r->create_errno = w[k].create_errno;
         r->create_failed += w[k].create_failed;
+        if (w[k].resume_failed && !r->resume_failed) r->resume_err = w[k].resume_err;
+        r->resume_failed += w[k].resume_failed;
     }
     r->wall = now() - t0;
     pthread_barrier_destroy(&barrier);
@@ -812,6 +842,12 @@ static int print_guarded(const struct run *r)
                "          vmstack resident %s for %zu stacks\n",
                a, b, r->live_at_peak, c, r->peak.stacks_live);
     }
+    if (r->create_failed)
+        printf("error     %ld fibers could not be created: %s\n", r->create_failed,
+               strerror(r->create_errno));
+    if (r->resume_failed)
+        printf("error     %ld fibers could not be run: %s\n", r->resume_failed,
+               strerror(r->resume_err));
     long maxmap = max_map_count();
     printf("mappings  %zu used by vmstack for %zu live stacks; vm.max_map_count is %ld\n",
            r->peak.mappings, r->peak.stacks_live, maxmap);
