@@ -171,8 +171,6 @@ TEST(ci_parsing)
         { "digraph {}\n", "b.ci:1: expected `graph: {`" },
         { "graph: { title: \"t\"\nedge: { sourcename: \"f\" }\n}", "b.ci:2: edge without" },
         { "graph: { title: \"t\"\nnode: { label: \"f\" }\n}", "b.ci:2: node without a title" },
-        { "graph: { title: \"t\"\nnode: { title: \"f\" label: \"f\\nx\\n1 bytes (static)\" }\n"
-          "node: { title: \"f\" label: \"f\\nx\\n2 bytes (static)\" }\n}", "b.ci:3: node \"f\" defined twice" },
         { "graph: { title: \"t\"\n\n\nnode: { title: \"f\" label: \"f\\nx\\n1 bytes\" }\n}",
           "b.ci:4: node \"f\": label's third line" },
         { "graph: { title: \"t\" node: { title: \"f\" ! }\n}", "b.ci:1: expected an attribute name" },
@@ -183,6 +181,34 @@ TEST(ci_parsing)
         ASSERT_STR_CONTAINS(err, bad[i].want);
         cs_graph_free(&g);
     }
+}
+
+TEST(ci_redefinition_keeps_the_worse_frame)
+{
+    /* Two backends defining the same function (arena.c and direct.c in this project):
+     * the larger frame, the union of the calls, and a flag for the warning. */
+    struct cs_graph g = { 0 };
+    static const char a[] =
+        "graph: { title: \"a.c\"\n"
+        "node: { title: \"f\" label: \"f\\na.c:1:5\\n16 bytes (static)\" }\n"
+        "edge: { sourcename: \"f\" targetname: \"x\" }\n}\n";
+    static const char b[] =
+        "graph: { title: \"b.c\"\n"
+        "node: { title: \"f\" label: \"f\\nb.c:1:5\\n48 bytes (dynamic,bounded)\" }\n"
+        "edge: { sourcename: \"f\" targetname: \"y\" }\n}\n";
+    ASSERT_EQ(cs_parse_ci(&g, a, sizeof a - 1, "a.ci", err, sizeof err), 0);
+    ASSERT_EQ(cs_parse_ci(&g, b, sizeof b - 1, "b.ci", err, sizeof err), 0);
+    size_t f = cs_graph_find(&g, "f", 0);
+    ASSERT(g.f[f].redefined);
+    ASSERT_EQ(g.f[f].frame, 48);
+    ASSERT(g.f[f].dynamic && g.f[f].bounded);
+    ASSERT_EQ(g.f[f].ncallees, 2);
+    /* The same file twice is not a redefinition. */
+    cs_graph_free(&g);
+    ASSERT_EQ(cs_parse_ci(&g, a, sizeof a - 1, "a.ci", err, sizeof err), 0);
+    ASSERT_EQ(cs_parse_ci(&g, a, sizeof a - 1, "a.ci", err, sizeof err), 0);
+    ASSERT(!g.f[cs_graph_find(&g, "f", 0)].redefined);
+    cs_graph_free(&g);
 }
 
 TEST(su_merges_with_ci)

@@ -32,6 +32,7 @@ struct cs_func {
     unsigned is_indirect : 1;  /* GCC's "__indirect_call" placeholder node */
     unsigned calls_indirect : 1; /* has an edge to the placeholder */
     unsigned called : 1;       /* some other function calls it */
+    unsigned redefined : 1;    /* defined twice differently; the larger frame is kept */
     size_t  *callees;      /* indexes into cs_graph.f, in input order, duplicates removed */
     size_t   ncallees, capcallees;
     /* Results of cs_graph_analyze(). */

@@ -259,9 +259,19 @@ static int add_node(struct cs_graph *g, struct ci_obj *o, const char *file, size
         if (parse_bytes_line(l3, &frame, &dynamic, &bounded) != 0)
             FAIL("%s:%zu: node \"%s\": label's third line `%.60s` is not "
                  "`N bytes (static|dynamic|dynamic,bounded)`", file, line, o->title, l3);
-        if (f->has_frame && (f->frame != frame || f->dynamic != dynamic))
-            FAIL("%s:%zu: node \"%s\" defined twice with different frames (%llu and %llu bytes)",
-                 file, line, o->title, (unsigned long long)f->frame, (unsigned long long)frame);
+        if (f->has_frame) {
+            /* Defined again: the same file given twice, or (in a build folder)
+             * alternative implementations or several programs. Keep the worse frame;
+             * the calls of both are already merged. The caller warns. */
+            if (f->frame != frame || f->dynamic != (unsigned)dynamic ||
+                (f->loc && l2 && strcmp(f->loc, l2) != 0))
+                f->redefined = 1;
+            int unbounded = (f->dynamic && !f->bounded) || (dynamic && !bounded);
+            if (frame > f->frame) f->frame = frame;
+            f->dynamic |= dynamic != 0;
+            f->bounded = f->dynamic && !unbounded;
+            return 0;
+        }
         f->frame = frame;
         f->dynamic = dynamic != 0;
         f->bounded = bounded != 0;

@@ -461,6 +461,27 @@ out:
     return rc;
 }
 
+/* A function defined in several .ci files with different frames or places: the
+ * alternatives of a build (two backends, several programs in one folder). The analysis
+ * keeps the largest frame and all calls, which is safe; the user should know. */
+static void warn_redefined(const struct cs_graph *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        if (!g->f[i].redefined) continue;
+        if (n++ < MAX_UNKNOWN_LISTED)
+            fprintf(stderr, "vmstack: warning: %s is defined more than once (first at %s); using "
+                    "the largest frame (%llu bytes) and the calls of every definition\n",
+                    g->f[i].name, g->f[i].loc ? g->f[i].loc : "?", (unsigned long long)g->f[i].frame);
+    }
+    if (n > MAX_UNKNOWN_LISTED)
+        fprintf(stderr, "vmstack: warning: and %zu more functions defined more than once\n",
+                n - MAX_UNKNOWN_LISTED);
+    if (n)
+        fprintf(stderr, "vmstack: warning: pass the .su/.ci files of one program to avoid mixing "
+                "alternatives\n");
+}
+
 int vms_cmd_checkstack(int argc, char **argv)
 {
     struct opts o = { .min = DEFAULT_MIN };
@@ -566,6 +587,7 @@ int vms_cmd_checkstack(int argc, char **argv)
             fprintf(stderr, "vmstack: error: %s\n", err);
             goto out;
         }
+        warn_redefined(&in.g);
     }
     if (print_frames(&in, &o) != 0) {
         fprintf(stderr, "vmstack: error: out of memory\n");
