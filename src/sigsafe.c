@@ -95,22 +95,25 @@ size_t vms__line_finish(struct vms__line *l)
     return l->len;
 }
 
-/* async-signal-safe: poll(2) and write(2) are on POSIX's list. A pipe whose reader went
- * away gives EPIPE here (SIGPIPE is blocked by the caller); a full pipe whose reader
- * sleeps gives -ETIMEDOUT after timeout_ms instead of blocking the handler forever. */
+/* async-signal-safe: ppoll(2) and write(2) as raw system calls: the libc wrappers are
+ * cancellation points, and a thread with a pending cancellation request must not exit
+ * from inside the fault handler while it holds the report lock. A pipe whose reader
+ * went away gives EPIPE here (SIGPIPE is blocked by the caller); a full pipe whose
+ * reader sleeps gives -ETIMEDOUT after timeout_ms instead of blocking forever. */
 int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
 {
-    if (fd < 0) return -EBADF;   /* poll(2) would ignore it and time out */
+    if (fd < 0) return -EBADF;   /* poll would ignore it and time out */
     while (n) {
         struct pollfd pfd = { .fd = fd, .events = POLLOUT, .revents = 0 };
-        int r = poll(&pfd, 1, timeout_ms);
+        struct timespec ts = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000000L };
+        long r = syscall(SYS_ppoll, &pfd, 1UL, &ts, NULL, 0UL);
         if (r < 0) {
             if (errno == EINTR) continue;
             return -errno;
         }
         if (r == 0) return -ETIMEDOUT;
         if (pfd.revents & POLLNVAL) return -EBADF;
-        ssize_t w = write(fd, p, n);
+        long w = syscall(SYS_write, fd, p, n);
         if (w < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
             return -errno;
@@ -176,9 +179,9 @@ long vms__sigsafe_gettid(void)
     return (long)syscall(SYS_gettid);
 }
 
-/* async-signal-safe: nanosleep(2) is on POSIX's list. */
+/* async-signal-safe: the raw system call, not a cancellation point (see above). */
 void vms__sigsafe_sleep_ms(unsigned ms)
 {
     struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+    while (syscall(SYS_nanosleep, &ts, &ts) < 0 && errno == EINTR) {}
 }

@@ -195,3 +195,27 @@ TEST(walk_respects_bounds)
     ASSERT_EQ(nseen, 1);
     ASSERT(!walk_complete);
 }
+
+/* ---- objects loaded later --------------------------------------------------------- */
+
+#include <dlfcn.h>
+
+TEST(objects_loaded_later_found_at_next_load)
+{
+    load();
+    /* libresolv: part of every glibc installation, and not loaded by this program. */
+    if (dlopen("libresolv.so.2", RTLD_NOW | RTLD_NOLOAD)) SKIP("libresolv is already loaded");
+    void *h = dlopen("libresolv.so.2", RTLD_NOW);
+    if (!h) SKIP("no libresolv.so.2: %s", dlerror());
+    void *fn = dlsym(h, "__b64_ntop");
+    if (!fn) SKIP("libresolv has no __b64_ntop");
+    struct vms__sym s;
+    /* Not known yet: the table is filled at install and at each thread init only. */
+    ASSERT_EQ(vms__trace_symbolize((uintptr_t)fn, &s), 0);
+    ASSERT_NULL(s.object);
+    load();   /* what the next vms__guard_thread_init does */
+    ASSERT_EQ(vms__trace_symbolize((uintptr_t)fn + 1, &s), 2);
+    ASSERT_STR_CONTAINS(s.name, "b64_ntop");
+    ASSERT_UEQ(s.start, (uintptr_t)fn);
+    ASSERT_STR_CONTAINS(s.object, "libresolv.so");
+}
