@@ -195,6 +195,8 @@ static _Noreturn void child_main(const struct st_opts *o, int fd, const struct c
     dup2(fd, 2);
     vms_config cfg = { .report_fd = fd };
     if (o->method == VMS__GUARD_MPROTECT) cfg.flags |= VMS_FORCE_MPROTECT;
+    /* vms_config can force mprotect but not madvise: the environment can. */
+    if (o->method == VMS__GUARD_MADVISE) setenv("VMSTACK_GUARD_METHOD", "madvise", 1);
     if (c && c->end_check) cfg.flags |= VMS_END_CHECK;
     int e = vms_init(&cfg);
     if (e) {
