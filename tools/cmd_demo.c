@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -869,6 +870,9 @@ static int print_guarded(const struct run *r)
 /* ---- direct mode: the same workload without guards ------------------------------------- */
 
 #ifndef VMSTACK_VMAP
+/* A direct run that has not ended after this long is stuck in damaged code. */
+#define DIRECT_TIMEOUT_S 120
+
 /* In a direct-backend build the workload runs in a child process: without guards an
  * overflow may crash it anywhere, and the parent still reads every finished job's
  * outcome from the shared job array and every report from the pipe. */
@@ -887,6 +891,8 @@ static int run_direct(struct run *r)
     }
     if (pid == 0) {
         close(rep.rfd);
+        /* Damaged stacks can also make code loop forever: SIGALRM ends such a run. */
+        alarm(DIRECT_TIMEOUT_S);
         int e = run_workload(r, true);
         fflush(NULL);
         _exit(e == 2 ? 4 : e ? 3 : 0);
@@ -967,7 +973,9 @@ static int run_direct(struct run *r)
     if (WIFSIGNALED(status)) {
         printf("process   died of signal %d (%s) with %ld of %ld fibers finished,\n          ",
                WTERMSIG(status), strsignal(WTERMSIG(status)), finished, r->o.fibers);
-        if (crashed_in >= 0)
+        if (WTERMSIG(status) == SIGALRM)
+            printf("after %d s: it hung\n", DIRECT_TIMEOUT_S);
+        else if (crashed_in >= 0)
             printf("while resuming parser-%ld: far from the cause\n", crashed_in);
         else if (r->thread_phase)
             printf("while the vmstack threads ran\n");
