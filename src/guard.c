@@ -45,7 +45,6 @@ static atomic_size_t overflow_count;
  * (RLIMIT_STACK, bounded by the mapping below it), main_floor the end of that mapping. */
 static uintptr_t main_lo, main_hi, main_floor;
 static size_t main_gap;
-static long main_tid;
 static char main_name[16];
 
 static pthread_key_t alt_key;
@@ -137,6 +136,25 @@ static uintptr_t top_of(const struct vms_stack *st)
     return (uintptr_t)st->base + st->size;
 }
 
+/* async-signal-safe: for a wild access, the range the frame-pointer walk may read: the
+ * stack the faulting code runs on, if vmstack knows it (the running task's, the main
+ * thread's, this thread's own); otherwise an empty range, and the trace shows the pc. */
+static void faulting_stack(struct vms__fault *f)
+{
+    uintptr_t lo = f->sp, hi = f->sp;
+    const struct vms_stack *ts = f->have_task ? f->task.stack : NULL;
+    if (ts && f->sp >= (uintptr_t)ts->base && f->sp < top_of(ts)) {
+        lo = (uintptr_t)ts->base;
+        hi = top_of(ts);
+    } else if (main_hi && f->tid == (long)getpid() && f->sp >= main_floor && f->sp < main_hi) {
+        hi = main_hi;
+    } else if (self.hi && f->sp >= self.lo && f->sp < self.hi) {
+        hi = self.hi;
+    }
+    f->walk_lo = lo;
+    f->walk_hi = hi;
+}
+
 /* async-signal-safe: fills f for a guard or trailing-guard hit; returns false when the
  * address is not one vmstack answers for (the guard of no stack at all). */
 static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
@@ -180,8 +198,7 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
         f->kind = VMS__FAULT_WILD;
         f->lo = (uintptr_t)victim->base;
         f->hi = top_of(victim);
-        f->walk_lo = f->sp;
-        f->walk_hi = f->sp;   /* unknown stack: the frame-pointer walk shows only the pc */
+        faulting_stack(f);
         f->action = VMS__ACT_ABORT;
         return true;
     }
@@ -211,7 +228,9 @@ static bool classify_thread(struct vms__fault *f)
     size_t page = vms__os_page_size();
     uintptr_t walk_lo = (f->addr | (page - 1)) + 1;
     if (walk_lo < f->sp) walk_lo = f->sp;
-    if (main_hi && f->tid == main_tid) {
+    /* The main thread is the one whose tid is the pid (after a fork, the child's only
+     * thread, which forked on the main stack when it was the main thread). */
+    if (main_hi && f->tid == (long)getpid()) {
         uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
         if (f->addr < lowest || f->addr >= main_hi || !sp_near(f->addr, f->sp)) return false;
         f->kind = VMS__FAULT_MAIN;
@@ -343,7 +362,6 @@ static void read_main_stack(void)
     }
     fclose(fp);
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
-    main_tid = getpid();
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }
 

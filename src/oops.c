@@ -486,9 +486,15 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     struct vms__line *l = start(&o);
     vms__line_str(l, " fault at ");
     vms__line_hex(l, f->addr, 1);
-    vms__line_str(l, ", ");
-    vms__line_udec(l, oops->overrun);
-    vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
+    if (f->addr >= f->lo && f->addr < f->hi) {
+        /* The main thread's or a foreign thread's stack could not grow down to it (the
+         * mapping below, or a limit that changed since vmstack looked). */
+        vms__line_str(l, ", inside the stack's range, where it could not grow");
+    } else {
+        vms__line_str(l, ", ");
+        vms__line_udec(l, oops->overrun);
+        vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
+    }
     emit(&o);
 
     l = start(&o);
