@@ -1,8 +1,8 @@
 /*
  * arena.c - the vmalloc range of vmstack: reserved virtual ranges split into slots.
  *
- * An arena is one 64 GiB reservation (PROT_NONE, MAP_NORESERVE), aligned to its size, for
- * one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
+ * An arena is one reservation of 64 GiB (smaller where the kernel refuses that much), PROT_NONE
+ * and MAP_NORESERVE, aligned to its size, for one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
  * then slots of guard + stack, then a trailing guard that is never opened:
  *
  *   lo                                                                          hi
@@ -25,17 +25,24 @@
 #include <string.h>
 
 /* 64 GiB per arena: room for 200,000 default slots (256 KiB + 64 KiB), so a million
- * stacks take five arenas (ten mappings); and small enough that a 47-bit address space
- * holds 2,048 of them. The table covers 48-bit addresses (x86-64 and aarch64 user space
- * without 5-level paging; mmap never returns higher addresses unless asked to). */
-#define ARENA_SHIFT 36
-#define ARENA_SIZE  ((size_t)1 << ARENA_SHIFT)
-#define TABLE_SIZE  ((size_t)1 << (48 - ARENA_SHIFT))
+ * stacks take five arenas (ten mappings). When the kernel refuses so large a reservation
+ * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
+ * tried, down to 4 GiB. The lookup table has one entry per 4 GiB of the 48-bit user
+ * address space (x86-64 and aarch64 without 5-level paging; mmap never returns higher
+ * addresses unless asked to); an arena fills the entries it spans. 65,536 entries of
+ * zero-filled BSS cost no memory until an arena is published in them. */
+#define ARENA_MAX_SHIFT 36
+#define ARENA_MIN_SHIFT 32
+#define TABLE_SHIFT ARENA_MIN_SHIFT
+#define TABLE_SIZE  ((size_t)1 << (48 - TABLE_SHIFT))
+#define MAX_ARENAS  4096
 
 static struct vms__arena *_Atomic table[TABLE_SIZE];
 /* Every arena ever published, in creation order (for stats and iteration). */
-static struct vms__arena *_Atomic arenas[TABLE_SIZE];
+static struct vms__arena *_Atomic arenas[MAX_ARENAS];
 static atomic_size_t narenas;
+/* The arena size that last worked: later arenas do not retry larger ones. */
+static atomic_uint arena_shift = ARENA_MAX_SHIFT;
 
 /* Per class: the arena being opened, serialized by its lock. */
 static struct {
@@ -44,8 +51,8 @@ static struct {
 } classes[VMS__CLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
-/* The arena records themselves live in a small static pool: at most TABLE_SIZE. */
-static struct vms__arena pool[TABLE_SIZE];
+/* The arena records themselves live in a small static pool. */
+static struct vms__arena pool[MAX_ARENAS];
 
 /* mprotect method only: mappings we made, and the process's total when last counted. */
 static atomic_long mprotect_maps;
@@ -86,38 +93,49 @@ const char *vms__arena_guard_method(void)
 static int arena_create(unsigned cls, struct vms__arena **out)
 {
     size_t n = atomic_load(&narenas);
-    if (n >= TABLE_SIZE) return -ENOMEM;
+    if (n >= MAX_ARENAS) return -ENOMEM;
     size_t page = vms__os_page_size();
     size_t guard = vms__opt.guard_size;
     size_t stack = vms__arena_class_size(cls);
     size_t slot = guard + stack;
-    /* Leave at least one guard of never-opened space at the end (the trailing guard). */
-    size_t usable = ARENA_SIZE - guard - page;
-    size_t nslots = usable / (slot + sizeof(struct vms_stack));
-    if (nslots == 0) return -ENOMEM;
-    if (nslots > UINT32_MAX) nslots = UINT32_MAX;
-    size_t meta = (nslots * sizeof(struct vms_stack) + page - 1) & ~(page - 1);
 
-    void *lo;
-    int e = vms__os_reserve(ARENA_SIZE, ARENA_SIZE, &lo);
+    void *lo = NULL;
+    size_t size = 0;
+    int e = -ENOMEM;
+    for (unsigned shift = atomic_load(&arena_shift); shift >= ARENA_MIN_SHIFT; shift--) {
+        size = (size_t)1 << shift;
+        if (size < slot + guard + page + sizeof(struct vms_stack)) break;
+        e = vms__os_reserve(size, size, &lo);
+        if (e == 0) {
+            atomic_store(&arena_shift, shift);
+            break;
+        }
+        if (e != -ENOMEM) break;
+    }
     if (e) return e == -EINVAL ? -ENOMEM : e;
-    if (((uintptr_t)lo >> ARENA_SHIFT) >= TABLE_SIZE) {
+    uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
+    if (last >= TABLE_SIZE) {
         /* Above 48 bits (5-level paging with a high hint): not representable. */
-        vms__os_release(lo, ARENA_SIZE);
+        vms__os_release(lo, size);
         return -ENOMEM;
     }
+    /* Leave at least one guard of never-opened space at the end (the trailing guard). */
+    size_t usable = size - guard - page;
+    size_t nslots = usable / (slot + sizeof(struct vms_stack));
+    if (nslots > UINT32_MAX) nslots = UINT32_MAX;
+    size_t meta = (nslots * sizeof(struct vms_stack) + page - 1) & ~(page - 1);
     /* The metadata array is read-write from the start (MAP_NORESERVE: no commit charge,
      * pages appear as records are first written). With the madvise method it merges with
      * the opened slots into one mapping. */
     e = vms__os_open(lo, meta);
     if (e) {
-        vms__os_release(lo, ARENA_SIZE);
+        vms__os_release(lo, size);
         return e;
     }
     struct vms__arena *a = &pool[n];
     memset(a, 0, sizeof *a);
     a->lo = lo;
-    a->hi = (char *)lo + ARENA_SIZE;
+    a->hi = (char *)lo + size;
     a->slots = (char *)lo + meta;
     a->slot_size = slot;
     a->guard_size = guard;
@@ -126,7 +144,8 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     a->meta = lo;
     atomic_store_explicit(&a->opened, 0, memory_order_relaxed);
     atomic_store_explicit(&arenas[n], a, memory_order_release);
-    atomic_store_explicit(&table[(uintptr_t)lo >> ARENA_SHIFT], a, memory_order_release);
+    for (uintptr_t i = first; i <= last; i++)
+        atomic_store_explicit(&table[i], a, memory_order_release);
     atomic_store_explicit(&narenas, n + 1, memory_order_release);
     if (vms__os_guard_method() == VMS__GUARD_MPROTECT) atomic_fetch_add(&mprotect_maps, 2);
     *out = a;
@@ -244,8 +263,10 @@ out:
 /* async-signal-safe: table load, arithmetic. */
 static struct vms__arena *arena_of(const void *addr)
 {
-    uintptr_t i = (uintptr_t)addr >> ARENA_SHIFT;
+    uintptr_t i = (uintptr_t)addr >> TABLE_SHIFT;
     if (i >= TABLE_SIZE) return NULL;
+    /* An entry covers 4 GiB and names at most one arena: arenas are at least that large
+     * and aligned to their size. */
     return atomic_load_explicit(&table[i], memory_order_acquire);
 }
 

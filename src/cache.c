@@ -35,7 +35,7 @@
 
 struct shared {
     pthread_mutex_t lock;
-    struct vms_stack *head;
+    struct vms_stack *_Atomic head;  /* written under lock; read without it to peek */
     size_t count;
 };
 static struct shared shared[VMS__CLASSES];
@@ -106,8 +106,8 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
 {
     struct shared *s = &shared[cls];
     pthread_mutex_lock(&s->lock);
-    last->next = s->head;
-    s->head = first;
+    last->next = atomic_load_explicit(&s->head, memory_order_relaxed);
+    atomic_store_explicit(&s->head, first, memory_order_relaxed);
     s->count += n;
     pthread_mutex_unlock(&s->lock);
     if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
@@ -124,9 +124,11 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
 {
     struct shared *s = &shared[cls];
     *got = 0;
-    if (!s->head) return NULL; /* racy peek: a miss only costs a trip to the arena */
+    /* A peek without the lock: a stale "empty" only costs a trip to the arena. */
+    if (!atomic_load_explicit(&s->head, memory_order_relaxed)) return NULL;
     pthread_mutex_lock(&s->lock);
-    struct vms_stack *head = s->head, *p = head, *last = NULL;
+    struct vms_stack *head = atomic_load_explicit(&s->head, memory_order_relaxed);
+    struct vms_stack *p = head, *last = NULL;
     unsigned n = 0;
     size_t warm = 0;
     while (p && n < max) {
@@ -135,7 +137,7 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
         p = p->next;
         n++;
     }
-    s->head = p;
+    atomic_store_explicit(&s->head, p, memory_order_relaxed);
     s->count -= n;
     pthread_mutex_unlock(&s->lock);
     if (last) last->next = NULL;

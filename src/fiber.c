@@ -109,8 +109,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
 /* Gives the stack back; pre: the task is not running and never will again. */
 static void task_release_stack(struct vms__task *t)
 {
-    vms__track_destroy(&t->track);
-    vms__track_stack_release(t->stack->base, t->stack->size);
+    vms__track_destroy(&t->track);   /* vms_stack_free unpoisons the stack for ASan */
     atomic_store_explicit(&t->stack->owner, NULL, memory_order_relaxed);
     vms_stack_free(t->stack);
     t->stack = NULL;

@@ -8,6 +8,7 @@
  * Everything else that is wrong (NULL, absurd sizes, no memory) is an errno.
  */
 #include "internal.h"
+#include "track.h"
 
 #include <errno.h>
 #include <string.h>
@@ -47,6 +48,10 @@ void vms_stack_free(vms_stack *st)
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
                    (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
     if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_free(rec);
+    /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
+     * may have left redzones poisoned; the cache's scrubbing and the next owner must not
+     * trip over them. Nothing in other builds. */
+    vms__track_stack_release(rec->base, rec->size);
     vms__cache_put(rec);
 }
 

@@ -3,7 +3,7 @@
  * (VMSTACK_ASAN: __sanitizer_start/finish_switch_fiber), ThreadSanitizer (VMSTACK_TSAN:
  * the __tsan_*_fiber API) and Valgrind (VMSTACK_VALGRIND: VALGRIND_STACK_REGISTER).
  *
- * Layer: task (used by fiber.c only). Every function compiles to nothing when its tool
+ * Layer: task (used by fiber.c; stack.c uses vms__track_stack_release on every free). Every function compiles to nothing when its tool
  * is off, so the plain build pays nothing. The protocol, for one task t:
  *   create:   vms__track_create(t, lo, hi, own)        once, before the first switch in
  *   resumer:  vms__track_enter(t, &save, lo, size) -> switch -> vms__track_entered_back(save)
