@@ -64,6 +64,7 @@ enum { NOT_OURS = 0, DIE = 1 };
 
 /* ---- the previous action ---------------------------------------------------------- */
 
+/* async-signal-safe: the action saved for sig at install. */
 static const struct sigaction *old_action(int sig)
 {
     return &old_actions[sig == SIGBUS];
@@ -106,6 +107,7 @@ static void chain(int sig, siginfo_t *si, void *uc)
 
 /* ---- classification ------------------------------------------------------------- */
 
+/* async-signal-safe: the interrupted pc and sp. */
 static uintptr_t context_pc(const ucontext_t *uc)
 {
 #if defined(__x86_64__)
@@ -131,6 +133,7 @@ static bool sp_near(uintptr_t addr, uintptr_t sp)
     return addr + SP_BELOW_SLACK >= sp && addr <= sp + SP_ABOVE_SLACK;
 }
 
+/* async-signal-safe: one past a stack's highest usable byte. */
 static uintptr_t top_of(const struct vms_stack *st)
 {
     return (uintptr_t)st->base + st->size;

@@ -44,6 +44,7 @@ static struct { vms_oops_hook hook; void *ctx; } hooks[2];
 static atomic_int hook_index;
 static atomic_flag hook_lock = ATOMIC_FLAG_INIT;
 
+/* Not for signal handlers: spins while another thread sets the hook. */
 void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
 {
     while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
@@ -80,6 +81,7 @@ static bool report_lock(long tid)
     }
 }
 
+/* async-signal-safe */
 static void report_unlock(bool taken)
 {
     if (taken) atomic_store(&report_owner, 0);
@@ -109,6 +111,7 @@ static void emit(struct out *o)
     if (vms__sigsafe_write(o->fd, o->line.buf, n, WRITE_TIMEOUT_MS) != 0) o->dead = true;
 }
 
+/* async-signal-safe */
 void vms__oops_line(const char *msg)
 {
     struct out o = { .fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2, .dead = false };
@@ -453,6 +456,7 @@ static void first_line(struct out *o, const struct vms__fault *f)
     emit(o);
 }
 
+/* async-signal-safe: the report, in the order of docs/oops.md. */
 int vms__oops_report(struct vms__fault *f, vms_oops *oops)
 {
     memset(oops, 0, sizeof *oops);

@@ -828,3 +828,33 @@ TEST(sigaltstack_failure_is_a_clear_error)
     snprintf(want, sizeof want, "first %d then 0\n", -ENOMEM);
     ASSERT_STR_CONTAINS(out, want);
 }
+
+/* ---- a child forked after vmstack started ------------------------------------------------ */
+
+static void forked_main_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);   /* vmstack is in use before the fork */
+    (void)st;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sink += island_recurse_down(0);
+        _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    printf("grandchild %s %d\n", WIFSIGNALED(status) ? "signal" : "exit",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
+TEST(main_thread_overflow_in_forked_child)
+{
+    NO_ASAN();
+    int st = run_child(forked_main_child, NULL);
+    ASSERT_EXITED(st, 0);
+    const char *order[] = { "vmstack: stack overflow in main thread (tid ", "vmstack: Call Trace:\n",
+                            "island_recurse_down", "vmstack: aborting\n", "grandchild signal 11\n" };
+    assert_in_order(out, order, 5);
+}
