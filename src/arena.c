@@ -110,7 +110,8 @@ static int arena_create(unsigned cls, struct vms__arena **out)
             atomic_store(&arena_shift, shift);
             break;
         }
-        if (e != -ENOMEM) break;
+        /* ENOMEM from the kernel; EINVAL from Valgrind, which refuses large maps. */
+        if (e != -ENOMEM && e != -EINVAL) break;
     }
     if (e) return e == -EINVAL ? -ENOMEM : e;
     uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
