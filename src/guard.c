@@ -416,8 +416,17 @@ int vms__guard_thread_init(void)
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
     size_t need = min + REPORTER_STACK;
-    if (vms__os_sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
-        goto done;   /* the program gave this thread its own */
+    if (vms__os_sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) {
+        /* The program gave this thread its own: keep it, but say when the reporter
+         * may not fit on it (a fault on the alternate stack kills the process). */
+        static atomic_int warned_small;
+        if (cur.ss_size < need)
+            vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
+                               "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
+                               "bytes): an overflow report may crash instead",
+                               (size_t)cur.ss_size, need);
+        goto done;
+    }
     vms_stack *st = vms_stack_alloc(need);
     if (!st) {
         e = -errno;

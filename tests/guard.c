@@ -858,3 +858,37 @@ TEST(main_thread_overflow_in_forked_child)
                             "island_recurse_down", "vmstack: aborting\n", "grandchild signal 11\n" };
     assert_in_order(out, order, 5);
 }
+
+/* ---- a thread that brings its own alternate stack ------------------------------------------ */
+
+static void *own_altstack_thread(void *arg)
+{
+    (void)arg;
+    static char small[16 * 1024];
+    stack_t ss = { .ss_sp = small, .ss_size = sizeof small, .ss_flags = 0 };
+    if (sigaltstack(&ss, NULL) != 0) return (void *)1;
+    int e = vms__guard_thread_init();
+    stack_t now;
+    sigaltstack(NULL, &now);
+    printf("init %d, kept %s\n", e, now.ss_sp == small ? "yes" : "no");
+    fflush(stdout);
+    return NULL;
+}
+
+static void own_altstack_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, own_altstack_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+TEST(own_small_altstack_is_kept_with_a_warning)
+{
+    int st = run_child(own_altstack_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "init 0, kept yes\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: a thread's own alternate signal stack (16384 bytes) "
+                             "is smaller than vmstack's reporter needs");
+}
