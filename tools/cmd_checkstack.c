@@ -160,6 +160,10 @@ static int parse_file(struct input *in, const char *path)
         in->have_gcc = 1;
     } else if (len >= 4 && !memcmp(data, "\177ELF", 4)) {
         rc = cs_parse_elf(&in->elf, data, len, path, err, sizeof err);
+    } else if (len >= 8 && !memcmp(data, "!<arch>\n", 8)) {
+        snprintf(err, sizeof err, "%s: an ar archive: extract its objects first (ar x) and "
+                 "pass them", path);
+        rc = -1;
     } else {
         snprintf(err, sizeof err, "%s: not an ELF file, and not a .su or .ci file "
                  "(gcc -fstack-usage / -fcallgraph-info=su output must keep its suffix)", path);
