@@ -101,6 +101,46 @@ TEST(elf_big_frame_matches_su)
     ASSERT_EQ(listed_frame(out, "chain_a"), su_frame(in("native/chain.su"), "chain_a"));
 }
 
+TEST(elf_shared_object_and_stripped)
+{
+    need_gcc();
+    long long su = su_frame(in("pic/leaf.su"), "big_leaf");
+    ASSERT_EQ(run("--min", "0", in("pic/leaf.so")), 0);
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su);
+    /* Stripped: no .symtab, the exported symbols of .dynsym remain. */
+    ASSERT_EQ(run("--min", "0", in("pic/leaf-stripped.so")), 0);
+    ASSERT_EQ(listed_frame(out, "big_leaf"), su);
+}
+
+TEST(folder_skips_empty_su_and_objects)
+{
+    need_gcc();
+    /* gcc writes an empty .su for a source without functions; in a folder that is not
+     * an error (named alone it is: see malformed_inputs_exit_2_naming_file_and_line). */
+    FILE *f = fopen(in("native/chain.ci"), "rb");
+    ASSERT_NOT_NULL(f);
+    static char ci[1 << 16];
+    size_t n = fread(ci, 1, sizeof ci, f);
+    fclose(f);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/folder-XXXXXX", CS_INPUTS);
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    char p[4200];
+    snprintf(p, sizeof p, "%s/sub", dir);
+    ASSERT_EQ(mkdir(p, 0777), 0);
+    snprintf(p, sizeof p, "%s/sub/chain.ci", dir);
+    f = fopen(p, "wb");
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(fwrite(ci, 1, n, f), n);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/empty.su", dir);
+    f = fopen(p, "wb");
+    ASSERT_NOT_NULL(f);
+    fclose(f);
+    ASSERT_EQ(run("--entry", "chain_a", dir), 0);
+    ASSERT_STR_CONTAINS(out, "chain_a: worst-case depth ");
+}
+
 TEST(elf_sorted_and_min)
 {
     need_gcc();

@@ -31,6 +31,21 @@ if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
       COMMENT "checkstack test input ${n}.c (gcc ${CS_INPUT_FLAGS})" VERBATIM)
     list(APPEND CS_OUTPUTS ${o}.o)
   endforeach()
+  # A shared object, and a stripped copy that has only .dynsym: the ELF mode must map
+  # symbol addresses to file offsets through the section headers, not only read objects.
+  set(o ${CS_INPUT_DIR}/pic/leaf)
+  set(cs_strip_cmd ${CMAKE_COMMAND} -E copy ${o}.so ${o}-stripped.so)
+  if(CMAKE_STRIP)
+    set(cs_strip_cmd ${CMAKE_STRIP} --strip-all ${o}.so -o ${o}-stripped.so)
+  endif()
+  add_custom_command(OUTPUT ${o}.o ${o}.su ${o}.so ${o}-stripped.so
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/pic
+    COMMAND ${CMAKE_C_COMPILER} ${CS_INPUT_FLAGS} -fPIC -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/leaf.c -o ${o}.o
+    COMMAND ${CMAKE_C_COMPILER} -shared ${o}.o -o ${o}.so
+    COMMAND ${cs_strip_cmd}
+    DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/leaf.c
+    COMMENT "checkstack test input libleaf.so" VERBATIM)
+  list(APPEND CS_OUTPUTS ${o}-stripped.so)
   # An aarch64 object for the ELF decoder of the other architecture, when the cross
   # compiler is installed (Debian: gcc-aarch64-linux-gnu).
   find_program(CS_AARCH64_GCC aarch64-linux-gnu-gcc)
