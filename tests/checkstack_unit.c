@@ -97,9 +97,12 @@ TEST(su_parsing)
         "w.cc:2:5:int n::S::m(int)\t32\tstatic\n"
         "\n"
         "a:b.c:7:3:dyn\t48\tdynamic,bounded\n"
-        "y.c:3:5:vla\t16\tdynamic";
+        "y.c:3:5:vla\t16\tdynamic\n"
+        "clang.c:4:leaf\t3880\tstatic\n";
     ASSERT_EQ(cs_parse_su(&g, su, sizeof su - 1, "t.su", err, sizeof err), 0);
-    ASSERT_EQ(g.nsu, 4);
+    ASSERT_EQ(g.nsu, 5);
+    ASSERT(!strcmp(g.su[4].name, "leaf")); /* clang's format has no column */
+    ASSERT(!strcmp(g.su[4].loc, "clang.c:4"));
     ASSERT(!strcmp(g.su[0].name, "plain"));
     ASSERT(!strcmp(g.su[0].loc, "C:/src/x.c:1:5"));
     ASSERT(!strcmp(g.su[1].name, "int n::S::m(int)"));

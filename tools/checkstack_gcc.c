@@ -1,6 +1,7 @@
 /*
  * checkstack_gcc.c - parsers for GCC's stack-usage files: `.su` (-fstack-usage, one
- * "file:line:col:function<TAB>bytes<TAB>qualifiers" line per function) and `.ci`
+ * "file:line:col:function<TAB>bytes<TAB>qualifiers" line per function; clang omits
+ * the column) and `.ci`
  * (-fcallgraph-info=su, the VCG graph format: node and edge objects). Both take a
  * buffer that need not be NUL-terminated, never read past len, and report the first
  * problem as "FILE:LINE: what" (line numbers from 1). Formats checked against gcc 12.
@@ -50,20 +51,26 @@ static int parse_qual(const char *s, size_t n, int *dynamic, int *bounded)
 
 /* Finds ":LINE:COL:" in the first field of a .su line; the file name before it may
  * itself hold colons, and a C++ name after it holds "::", so the first place where two
- * colon-separated numbers follow is taken. Returns the offset of the name, or 0. */
+ * colon-separated numbers follow is taken. clang's -fstack-usage writes no column
+ * ("file:LINE:function"), so one number is accepted when no place has two. Returns
+ * the offset of the name (with *loc_end the end of the location), or 0. */
 static size_t su_name_offset(const char *s, size_t n, size_t *loc_end)
 {
-    for (size_t i = 1; i < n; i++) {
-        if (s[i] != ':') continue;
-        size_t j = i + 1, k;
-        for (k = j; k < n && isdigit((unsigned char)s[k]); k++) {}
-        if (k == j || k >= n || s[k] != ':') continue;
-        j = k + 1;
-        for (k = j; k < n && isdigit((unsigned char)s[k]); k++) {}
-        if (k == j || k >= n || s[k] != ':') continue;
-        if (k + 1 >= n) return 0;
-        *loc_end = k;
-        return k + 1;
+    for (int numbers = 2; numbers >= 1; numbers--) {
+        for (size_t i = 1; i < n; i++) {
+            if (s[i] != ':') continue;
+            size_t k = i;
+            int ok = 1;
+            for (int m = 0; m < numbers && ok; m++) {
+                size_t j = k + 1;
+                for (k = j; k < n && isdigit((unsigned char)s[k]); k++) {}
+                ok = k > j && k < n && s[k] == ':';
+            }
+            if (!ok) continue;
+            if (k + 1 >= n) return 0;
+            *loc_end = k;
+            return k + 1;
+        }
     }
     return 0;
 }
