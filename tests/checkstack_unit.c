@@ -206,6 +206,12 @@ TEST(ci_redefinition_keeps_the_worse_frame)
     ASSERT_EQ(g.f[f].frame, 48);
     ASSERT(g.f[f].dynamic && g.f[f].bounded);
     ASSERT_EQ(g.f[f].ncallees, 2);
+    /* The .su line of the second definition repeats it: no extra function. */
+    static const char su[] = "b.c:1:5:f\t48\tdynamic,bounded\n";
+    size_t before = g.n;
+    ASSERT_EQ(cs_parse_su(&g, su, sizeof su - 1, "b.su", err, sizeof err), 0);
+    ASSERT_EQ(cs_graph_merge_su(&g, err, sizeof err), 0);
+    ASSERT_EQ(g.n, before);
     /* The same file twice is not a redefinition. */
     cs_graph_free(&g);
     ASSERT_EQ(cs_parse_ci(&g, a, sizeof a - 1, "a.ci", err, sizeof err), 0);

@@ -185,6 +185,8 @@ int cs_graph_merge_su(struct cs_graph *g, char *err, size_t errsz)
          * name, so that .ci edges to it (an extern defined in a file without .ci) find
          * it; a second definition of the same name (statics) gets a location key. */
         size_t idx = cs_graph_find(g, s->name, 0);
+        if (idx != SIZE_MAX && g->f[idx].redefined && g->f[idx].has_graph)
+            continue; /* a second .ci definition, which kept only its first location */
         if (idx != SIZE_MAX && g->f[idx].has_frame) {
             char *k2 = loc_key(s->loc, s->name);
             if (!k2) goto oom;
