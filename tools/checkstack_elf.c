@@ -2,7 +2,8 @@
  * checkstack_elf.c - frame sizes straight from an ELF file (64-bit little-endian,
  * x86-64 or aarch64; executable, shared object or relocatable object), without objdump:
  * every FUNC symbol of .symtab (or .dynsym when stripped) is located in its section and
- * its prologue is decoded. Every offset read from the file is bounds-checked against the
+ * its code is decoded: the prologue, and on x86-64 the body for arguments pushed for
+ * calls. Work is linear in the code size. Every offset read from the file is bounds-checked against the
  * buffer before use, since the file may be truncated, corrupt or hostile (fuzzed).
  * The frame reported is what GCC's -fstack-usage reports for the same function; the
  * exact relation per architecture is in docs/checkstack.md and tested.
@@ -23,8 +24,9 @@
 #define STT_FUNC_ 2
 #define SHN_LORESERVE_ 0xff00
 
-/* The longest prologue we decode. GCC's prologues are a few instructions; a window
- * bounds the work per function and keeps stray matches deep inside a body out. */
+/* The longest prologue we decode. GCC's prologues are a few instructions, but
+ * shrink-wrapping may put an early-exit path first; the window bounds the search and
+ * keeps stray matches deep inside a body out. */
 #define X86_WINDOW 512
 #define X86_MAX_INSNS 128
 /* Functions are walked to their end for pushed arguments, up to this many bytes. */
@@ -451,6 +453,10 @@ int cs_parse_elf(struct cs_frames *out, const unsigned char *b, size_t len,
         if (rel >= secsize) continue; /* a symbol at the very end: nothing to decode */
         uint64_t avail = secsize - rel;
         if (size && size < avail) avail = size;
+        /* A symbol without a size (hand-written assembly) gets only the prologue
+         * window: walking to the end of the section for each such symbol would make
+         * the work quadratic. */
+        if (!size && avail > X86_WINDOW) avail = X86_WINDOW;
         const unsigned char *code = b + off + rel;
         uint64_t frame = machine == EM_X86_64_ ? cs_x86_64_frame(code, (size_t)avail)
                                                : cs_aarch64_frame(code, (size_t)avail);
