@@ -420,7 +420,12 @@ int vms__guard_thread_init(void)
         /* The program gave this thread its own: keep it, but say when the reporter
          * may not fit on it (a fault on the alternate stack kills the process). */
         static atomic_int warned_small;
-        if (cur.ss_size < need)
+#ifdef VMSTACK_ASAN
+        bool small = false;   /* ASan gives every thread a smaller one for its handler */
+#else
+        bool small = cur.ss_size < need;
+#endif
+        if (small)
             vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
                                "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
                                "bytes): an overflow report may crash instead",
