@@ -46,7 +46,8 @@ struct symtab {
 
 struct object {
     uintptr_t bias;                /* dlpi_addr: symbol values are relative to it */
-    uintptr_t lo, hi;              /* the object's loaded segments [lo, hi) */
+    uintptr_t lo;                  /* the object's loaded segments [lo, hi) */
+    _Atomic uintptr_t hi;          /* set to lo when the object was unloaded */
     struct symtab tab[2];          /* .symtab first (has static functions), .dynsym */
     bool in_libc;
     char name[NAME_MAX_LEN];       /* basename of the file */
@@ -124,14 +125,21 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *ctx)
     }
     if (lo >= hi) return 0;
     int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
-    for (int i = 0; i < n; i++)
-        if (objects[i].lo == lo && objects[i].hi == hi) return 0;
+    for (int i = 0; i < n; i++) {
+        uintptr_t ohi = atomic_load_explicit(&objects[i].hi, memory_order_relaxed);
+        if (objects[i].lo == lo && ohi == hi && objects[i].bias == info->dlpi_addr)
+            return 0;   /* known */
+        /* An older object overlapping this one was unloaded (dlclose) and its
+         * addresses reused: it no longer answers for them. Its file stays mapped. */
+        if (objects[i].lo < hi && lo < ohi)
+            atomic_store_explicit(&objects[i].hi, objects[i].lo, memory_order_relaxed);
+    }
     if (n >= MAX_OBJECTS) return 1;
     struct object *o = &objects[n];
     memset(o, 0, sizeof *o);
     o->bias = info->dlpi_addr;
     o->lo = lo;
-    o->hi = hi;
+    atomic_store_explicit(&o->hi, hi, memory_order_relaxed);
     const char *path = info->dlpi_name;
     char exe[4096];
     if (!path || !*path) {
@@ -140,7 +148,9 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *ctx)
         exe[r > 0 ? r : 0] = '\0';
         path = r > 0 ? exe : "";
         if (r > 0) load_symbols(o, "/proc/self/exe");
-    } else if (path[0] == '/') {
+    } else if (strncmp(path, "linux-vdso", 10) != 0 && strncmp(path, "linux-gate", 10) != 0) {
+        /* The vDSO has no file; any other name is a path (relative ones are resolved
+         * from the current directory, which may have changed: then no symbols). */
         load_symbols(o, path);
     }
     const char *b = base_name(path);
@@ -194,7 +204,8 @@ int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
     int n = atomic_load_explicit(&nobjects, memory_order_acquire);
     for (int i = 0; i < n; i++) {
         const struct object *o = &objects[i];
-        if (addr < o->lo || addr >= o->hi) continue;
+        if (addr < o->lo || addr >= atomic_load_explicit(&o->hi, memory_order_relaxed))
+            continue;
         out->object = o->name;
         out->in_libc = o->in_libc;
         for (int t = 0; t < 2; t++) {
@@ -216,7 +227,9 @@ bool vms__trace_in_libc(uintptr_t addr)
 {
     int n = atomic_load_explicit(&nobjects, memory_order_acquire);
     for (int i = 0; i < n; i++)
-        if (addr >= objects[i].lo && addr < objects[i].hi) return objects[i].in_libc;
+        if (addr >= objects[i].lo &&
+            addr < atomic_load_explicit(&objects[i].hi, memory_order_relaxed))
+            return objects[i].in_libc;
     return false;
 }
 
