@@ -129,11 +129,15 @@ void vms__oops_line(const char *msg)
 /* The frames of a walk, kept without allocation: the innermost HEAD_FRAMES, and after
  * them either the end of a recursion found in the head (collapsed into one line) and
  * the frames past it, or the outermost TAIL_FRAMES. */
+#define RUN_SITES 8
 struct frames {
     uintptr_t head[HEAD_FRAMES];
     int nhead;
-    int run_start, run_period;  /* the head repeats with this period from run_start on */
-    bool run_open;              /* still inside that recursion */
+    int run_start, run_shown;   /* the recursion starts at head[run_start]; the frames
+                                   before run_shown are printed, the rest collapsed */
+    uintptr_t sites[RUN_SITES]; /* the recursion's return addresses */
+    int nsites;                 /* 0: no recursion found */
+    bool run_open;              /* the walk is still inside the recursion */
     long run_more;              /* frames of the recursion beyond the head */
     uintptr_t after[AFTER_FRAMES];
     int nafter;
@@ -145,23 +149,42 @@ struct frames {
     struct vms__sym culprit;
 };
 
-/* async-signal-safe: finds the recursion that runs to the end of a full head: the
- * smallest start, then period, such that every frame from start + period on equals the
- * frame one period before it. A period holds up to 8 frames (mutual recursion). */
+/* async-signal-safe */
+static bool is_site(const struct frames *f, uintptr_t addr)
+{
+    for (int i = 0; i < f->nsites; i++)
+        if (f->sites[i] == addr) return true;
+    return false;
+}
+
+/* async-signal-safe: finds the recursion that runs to the end of a full head: from the
+ * smallest start on, the frames return to at most RUN_SITES distinct call sites, each
+ * seen three times on average (a return address that repeats is a re-entry). This
+ * covers plain and mutual recursion, and recursion through several call sites of one
+ * function. The printed part runs until every call site was seen once. */
 static void find_run(struct frames *f)
 {
-    for (int s = 0; s <= 16; s++)
-        for (int p = 1; p <= 8; p++) {
-            if (s + 3 * p > f->nhead) break;
-            bool ok = true;
-            for (int j = s + p; j < f->nhead && ok; j++) ok = f->head[j] == f->head[j - p];
-            if (ok) {
-                f->run_start = s;
-                f->run_period = p;
-                f->run_open = true;
-                return;
+    /* From 1: the first frame is the faulting pc, never a return address. */
+    for (int s = 1; s <= 16 && s < f->nhead; s++) {
+        f->nsites = 0;
+        int shown = s;
+        bool ok = true;
+        for (int j = s; j < f->nhead && ok; j++) {
+            if (is_site(f, f->head[j])) continue;
+            if (f->nsites == RUN_SITES) ok = false;
+            else {
+                f->sites[f->nsites++] = f->head[j];
+                shown = j + 1;
             }
         }
+        if (ok && f->nhead - s >= 3 * f->nsites) {
+            f->run_start = s;
+            f->run_shown = shown;
+            f->run_open = true;
+            return;
+        }
+    }
+    f->nsites = 0;
 }
 
 /* async-signal-safe: one frame's function takes a process-wide lock. */
@@ -185,8 +208,7 @@ static bool collect(void *ctx, uintptr_t addr)
         return true;
     }
     if (f->run_open) {
-        long k = f->run_start + (i - f->run_start) % f->run_period;
-        if (addr == f->head[k]) {
+        if (is_site(f, addr)) {
             f->run_more++;
             return true;
         }
@@ -195,7 +217,7 @@ static bool collect(void *ctx, uintptr_t addr)
     if (!f->unsafe_found && vms__trace_in_libc(addr - 1) &&
         frame_unsafe(addr, false, &f->culprit))
         f->unsafe_found = true;
-    if (f->run_period && f->nafter < AFTER_FRAMES) {
+    if (f->nsites && f->nafter < AFTER_FRAMES) {
         f->after[f->nafter++] = addr;
         return true;
     }
@@ -229,23 +251,24 @@ static void frame_line(struct out *o, uintptr_t addr, bool exact)
     emit(o);
 }
 
-/* async-signal-safe: "... N frames left out ..." or "... N frames of a/b left out ...". */
-static void left_out_line(struct out *o, long n, const uintptr_t *period, int p)
+/* async-signal-safe: "... N frames left out ..." or "... N frames of a/b left out ...",
+ * naming the distinct functions of the recursion's call sites. */
+static void left_out_line(struct out *o, long n, const struct frames *f)
 {
     struct vms__line *l = start(o);
     vms__line_str(l, " ... ");
     vms__line_dec(l, n);
     vms__line_str(l, n == 1 ? " frame" : " frames");
-    if (p > 0) {
+    if (f) {
         vms__line_str(l, " of ");
-        const char *seen[8];
+        const char *seen[RUN_SITES];
         int nseen = 0;
-        for (int i = 0; i < p; i++) {
+        for (int i = f->run_start; i < f->run_shown; i++) {
             struct vms__sym s;
-            const char *name = vms__trace_symbolize(period[i] - 1, &s) == 2 ? s.name : "?";
+            const char *name = vms__trace_symbolize(f->head[i] - 1, &s) == 2 ? s.name : "?";
             bool dup = false;
             for (int j = 0; j < nseen; j++) dup |= vms__sigsafe_streq(seen[j], name);
-            if (dup) continue;
+            if (dup || nseen == RUN_SITES) continue;
             if (nseen) vms__line_char(l, '/');
             vms__line_str(l, name);
             seen[nseen++] = name;
@@ -258,16 +281,15 @@ static void left_out_line(struct out *o, long n, const uintptr_t *period, int p)
 /* async-signal-safe */
 static void trace_lines(struct out *o, const struct frames *f)
 {
-    int shown = f->run_period ? f->run_start + f->run_period : f->nhead;
+    int shown = f->nsites ? f->run_shown : f->nhead;
     for (int i = 0; i < shown; i++) frame_line(o, f->head[i], i == 0);
-    if (f->run_period) {
-        left_out_line(o, (long)(f->nhead - shown) + f->run_more,
-                      &f->head[f->run_start], f->run_period);
+    if (f->nsites) {
+        left_out_line(o, (long)(f->nhead - shown) + f->run_more, f);
         for (int i = 0; i < f->nafter; i++) frame_line(o, f->after[i], false);
     }
     if (f->ntail > 0) {
         long kept = f->ntail < TAIL_FRAMES ? f->ntail : TAIL_FRAMES;
-        if (f->ntail > kept) left_out_line(o, f->ntail - kept, NULL, 0);
+        if (f->ntail > kept) left_out_line(o, f->ntail - kept, NULL);
         for (long i = f->ntail - kept; i < f->ntail; i++)
             frame_line(o, f->tail[i % TAIL_FRAMES], false);
     }

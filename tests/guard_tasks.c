@@ -211,6 +211,44 @@ TEST(taint_grows_with_each_oops)
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"\" (id ");
 }
 
+/* Recursion through two call sites taken in no regular order: still one collapsed line. */
+NOIPA static int island_two_sites(unsigned n)
+{
+    volatile char buf[64];
+    if (never) return 0;
+    buf[0] = (char)n;
+    if ((n * 2654435761u) >> 31) return island_two_sites(n + 1) + buf[0];
+    int r = island_two_sites(n + 3);
+    return r * 2 + buf[1];
+}
+
+static void two_sites_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_two_sites(0);
+}
+
+static void two_sites_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(two_sites_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+
+TEST(irregular_recursion_collapsed)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(two_sites_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, " frames of island_two_sites left out ...\nvmstack:  two_sites_fiber+0x");
+    /* Printed: the pc and the frames until both call sites were seen; the thousands
+     * of others are left out. */
+    ASSERT_GE(count(out, "vmstack:  island_two_sites+0x"), 3);
+    ASSERT_LE(count(out, "vmstack:  island_two_sites+0x"), 64);
+    ASSERT_STR_CONTAINS(out, "state 4\n");
+}
+
 /* ---- threads ---------------------------------------------------------------------- */
 
 static void *overflow_thread(void *arg)
