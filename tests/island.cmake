@@ -6,5 +6,5 @@ vms_test(trace LABELS unit cross COMPILE_OPTIONS -fno-omit-frame-pointer -O1)
 # -fstack-clash-protection: the huge-frame case must probe its guard page by page.
 vms_test(guard LABELS death COMPILE_OPTIONS -fno-omit-frame-pointer -fstack-clash-protection TIMEOUT 180)
 vms_test(guard LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 180)
-vms_test(guard_tasks LABELS death stress cross COMPILE_OPTIONS -fno-omit-frame-pointer TIMEOUT 300)
-vms_test(guard_tasks LABELS death stress VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
+vms_test(guard_tasks GUARDS LABELS death stress cross COMPILE_OPTIONS -fno-omit-frame-pointer TIMEOUT 300)
+vms_test(guard_tasks GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
