@@ -3,7 +3,8 @@
  * shares inside itself; nothing outside the island includes it.
  *
  * Everything here marked async-signal-safe takes no lock that a normal code path could
- * hold, calls no malloc or stdio, and reads only memory prepared before any fault (the
+ * hold (the report lock is taken only by reporters, with a bounded wait), calls no
+ * malloc or stdio, and reads only memory prepared before any fault (the
  * object table of trace.c is appended with release stores and read with acquire loads).
  * Tests include this header to reach the units directly.
  */
@@ -106,7 +107,8 @@ struct vms__fault {
     uintptr_t  lo, hi;          /* the overrun stack's usable bytes [lo, hi) */
     size_t     guard;           /* its guard's size */
     uintptr_t  walk_lo, walk_hi;/* where the frame-pointer walk may read */
-    bool       have_task;       /* task: the vmstack task to blame */
+    bool       have_task;       /* task: the vmstack task running on this thread (the
+                                   one blamed, except for a wild access) */
     struct vms__task_info task;
     const char *name;           /* thread name for MAIN and THREAD, else task.name */
     long       tid;
@@ -118,7 +120,7 @@ struct vms__fault {
  * VMS__ACT_ABORT when killing only the task is unsafe. Counts the taint. Returns the
  * final action. */
 VMS_HIDDEN int vms__oops_report(struct vms__fault *f, vms_oops *oops);
-/* The taint counter (oopses so far) and the hook. */
+/* The taint counter: oopses so far in this process. */
 VMS_HIDDEN size_t vms__oops_tainted(void);
 /* async-signal-safe: a one-line message under the report lock (used for a fault inside
  * the reporter itself). */
