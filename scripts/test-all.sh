@@ -66,8 +66,8 @@ s_asan()     { CC=gcc configure_build out/asan -DCMAKE_BUILD_TYPE=Debug -DVMSTAC
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli"; }
 s_cross()    { if [ -x scripts/cross-aarch64.sh ]; then bash scripts/cross-aarch64.sh; else echo "no aarch64 script yet"; fi; }
 s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
-                 -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/valgrind -L memcheck \
-                 -T memcheck --overwrite MemoryCheckCommandOptions="--error-exitcode=99 --leak-check=no"; }
+                 -DVMSTACK_BUILD_BENCH=OFF "-DVMSTACK_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=no" \
+               && run_ctest out/valgrind -L memcheck; }
 s_contract() { if [ -x ../shared/contract/check ]; then ../shared/contract/check "$root"; else echo "no ../shared/contract/check here"; fi; }
 s_fuzz()     { if [ -x scripts/fuzz.sh ]; then bash scripts/fuzz.sh; else echo "no fuzz script yet"; fi; }
 

@@ -55,6 +55,7 @@ enum { THREAD_NEW = 0, THREAD_INITIALIZING, THREAD_READY };
 static VMS_TLS struct {
     int state;
     int depth;                  /* handler nesting on this thread */
+    bool told;                  /* the missing alternate stack was reported */
     uintptr_t lo, hi;           /* a foreign thread's stack (pthread_getattr_np) */
     size_t guard;
     char name[16];
@@ -435,8 +436,11 @@ int vms__guard_thread_init(void)
     vms_stack *st = vms_stack_alloc(need);
     if (!st) {
         e = -errno;
-        vms__log_error("no alternate signal stack for thread %ld (%s): stack overflows on "
-                       "it cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        /* Once per thread: the task layer asks again before every resume. */
+        if (!self.told)
+            vms__log_error("no alternate signal stack for thread %ld (%s): stack overflows "
+                           "on it cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        self.told = true;
         goto done;
     }
     stack_t ss;

@@ -13,12 +13,22 @@
 #include <errno.h>
 #include <string.h>
 
+/* Set once a thread has asked the guard layer for its alternate signal stack. */
+static VMS_TLS bool thread_ready;
+
 vms_stack *vms_stack_alloc(size_t size)
 {
     int e = vms__ensure_init();
     if (VMS_UNLIKELY(e)) {
         errno = -e;
         return NULL;
+    }
+    if (VMS_UNLIKELY(!thread_ready)) {
+        /* A thread that allocates stacks may run on them (a coroutine library of its
+         * own): it needs an alternate signal stack for an overflow there to be reported
+         * rather than kill the process silently. Set first: that stack comes from here. */
+        thread_ready = true;
+        (void)vms__guard_thread_init();
     }
     if (size == 0) size = vms__opt.stack_size;
     unsigned cls;

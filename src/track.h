@@ -27,6 +27,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #if defined(VMSTACK_VALGRIND)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #endif
 
@@ -81,6 +82,11 @@ static inline void vms__track_stack_release(void *lo, size_t size)
     (void)lo; (void)size;
 #if defined(VMSTACK_ASAN)
     __asan_unpoison_memory_region(lo, size);
+#endif
+#if defined(VMSTACK_VALGRIND)
+    /* Memcheck marks what lay below a registered stack's pointer as inaccessible when
+     * the task left; the stack is ordinary memory again for the cache's scrubbing. */
+    (void)VALGRIND_MAKE_MEM_UNDEFINED(lo, size);
 #endif
 }
 

@@ -1,4 +1,4 @@
 # The foundation (issue 2): stacks, arena, cache, options. Both guard methods.
-vms_test(stack LABELS unit TIMEOUT 300)
+vms_test(stack LABELS unit memcheck TIMEOUT 300)
 vms_test(stack LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
-vms_test(options LABELS unit)
+vms_test(options LABELS unit memcheck)

@@ -1,9 +1,9 @@
 # The task layer (issue: context switch, fibers, threads). Fiber tests also run under
 # qemu-user in the aarch64 cross build (label cross, scripts/cross-aarch64.sh).
-vms_test(fiber LABELS unit cross)
+vms_test(fiber LABELS unit cross memcheck)
 target_link_libraries(test_fiber PRIVATE m)   # fesetround/fegetround
 vms_test(fiber_stress LABELS stress TIMEOUT 600)
-vms_test(thread LABELS unit)
+vms_test(thread LABELS unit memcheck)
 # The kill paths with the fault handler (children die on purpose; both guard methods).
 vms_test(fiber_kill LABELS death cross TIMEOUT 300)
 vms_test(fiber_kill LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
