@@ -142,7 +142,7 @@ TEST(help)
 
 /* Checks the direct-mode part of out: three deep fibers that went past their stacks with
  * no report, each with its victim named. */
-static void expect_direct_summary(void)
+static __attribute__((unused)) void expect_direct_summary(void)
 {
     ASSERT_STR_CONTAINS(out, "guards: none (the direct backend");
     ASSERT_EQ(cli_count(out, "deep      parser-"), 3);
