@@ -488,11 +488,13 @@ static void fiber_depth_child(void *arg)
         ASSERT_NOT_NULL(f);
         ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
         /* Read while the fiber is suspended (its frames live, with their redzones under
-         * ASan), then after it finished: the same mark. */
+         * ASan), then after it finished: a high-water mark never goes down (it may go
+         * up: the way out, and ASan's fiber-switch hooks, run after the first read). */
         size_t during = vms_stack_max_used(vms_fiber_stack(f));
+        ASSERT_GE(during, d.deepest);
         ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
         size_t m = vms_stack_max_used(vms_fiber_stack(f));
-        ASSERT_EQ(during, m);
+        ASSERT_LE(during, m);
         /* At least as deep as the deepest frame seen, and at most a page and a frame
          * (the callee's saved registers and return address) deeper. */
         ASSERT_GE(m, d.deepest);
