@@ -7,8 +7,8 @@
  * Invariant of painting: from hand-out on, every byte of the painted pages (counted in
  * st->debug from the top, normally just the top page) and every byte of a page that was
  * not resident at hand-out reads as zero until this owner touches it. So the deepest
- * use is found with one mincore(2) and a scan of a few pages, and handing a stack out
- * costs no system call.
+ * use is found with a few mincore(2) calls from the top down (cost proportional to the
+ * depth used) and a scan of a few pages, and handing a stack out costs no system call.
  * Calls only the layers below (os, options, log); called by stack.c and the task layer.
  */
 #include "internal.h"
@@ -119,32 +119,54 @@ void vms__debug_stack_alloc(struct vms_stack *st)
  * resident at hand-out): the deepest such page bounds the depth within one page; within
  * it, the first non-zero byte makes the figure exact for ordinary stack contents. A
  * painted page (and, with the magic, the bottom page) counts only when it holds a
- * non-zero byte, since it was resident before the owner began. */
+ * non-zero byte, since it was resident before the owner began.
+ * Cost: proportional to the depth used, not to the stack size. The scan goes down from the
+ * top in windows that double (16, 32, 64 ... pages, one mincore each) and stops once a
+ * guard's worth of pages below the deepest touched page was found untouched: a stack is
+ * used contiguously from its top, and a frame that skips more than a guard without
+ * touching it would jump the guard as well, which vmstack already asks programs to
+ * prevent (-fstack-clash-protection probes every page). */
 static long long measure(const struct vms_stack *st)
 {
     size_t page = page_size(), n = st->size / page;
     size_t p_pages = painted_pages(st);
     size_t painted = p_pages < n ? n - p_pages : 0;   /* first painted page index */
     bool magic = (vms__opt.flags & VMS_END_CHECK) != 0;
+    size_t gap = vms__opt.guard_size / page;
+    if (gap < 1) gap = 1;
     const char *top = vms__stack_top_of(st);
     unsigned char vec[VEC_CHUNK];
-    for (size_t i = 0; i < n; i += VEC_CHUNK) {
-        size_t k = n - i < VEC_CHUNK ? n - i : VEC_CHUNK;
-        if (vms__os_resident_pages(st->base + i * page, k * page, vec) != 0) return -1;
-        for (size_t j = 0; j < k; j++) {
+    long long best = 0;
+    size_t lowest = n;          /* the deepest page found touched; n: none yet */
+    size_t hi = n, w = 16;
+    while (hi > 0) {
+        if (w > VEC_CHUNK) w = VEC_CHUNK;
+        size_t lo = hi > w ? hi - w : 0, k = hi - lo;
+        if (vms__os_resident_pages(st->base + lo * page, k * page, vec) != 0) return -1;
+        for (size_t j = k; j-- > 0;) {
             if (!(vec[j] & 1)) continue;
-            size_t p = i + j;
-            const char *lo = st->base + p * page, *hi = lo + page;
+            size_t p = lo + j;
+            const char *plo = st->base + p * page, *phi = plo + page;
+            const char *a;
             if (p >= painted || (magic && p == 0)) {
-                const char *a = first_nonzero(p == 0 && magic ? lo + VMS__END_MAGIC_SIZE : lo, hi);
-                if (a) return (long long)(top - a);
-                continue;
+                a = first_nonzero(p == 0 && magic ? plo + VMS__END_MAGIC_SIZE : plo, phi);
+                if (!a) continue;
+            } else {
+                a = first_nonzero(plo, phi);
+                if (!a) a = plo;
             }
-            const char *a = first_nonzero(lo, hi);
-            return (long long)(top - (a ? a : lo));
+            if ((long long)(top - a) > best) best = (long long)(top - a);
+            lowest = p;
         }
+        /* Stop after a guard's worth of untouched pages below the deepest touched one
+         * (below the top, when nothing was touched yet). */
+        size_t from = lowest < n ? lowest : n;
+        if (from >= lo + gap && lowest < n) break;
+        if (lowest == n && n - lo >= gap + p_pages) break;
+        hi = lo;
+        w *= 2;
     }
-    return 0;
+    return best;
 }
 
 size_t vms__debug_max_used(const struct vms_stack *st)

@@ -67,6 +67,10 @@ static void check_depths(unsigned char fill)
         char *top = vms_stack_top(st);
         ASSERT_EQ(vms_stack_max_used(st), 0);
         size_t d = depths[i];
+        /* Used as a stack is: every page from the top down to the depth (a frame that
+         * skips more than a guard of untouched pages is out of contract anyway: it
+         * would jump the guard too). */
+        for (size_t t = page(); t < d; t += page()) top[-(ptrdiff_t)t] = (char)fill;
         if (d) top[-(ptrdiff_t)d] = (char)fill;
         size_t m = vms_stack_max_used(st);
         if (fill == 0 && d > 0 && d <= page()) {
@@ -266,7 +270,10 @@ static void usage_child(void *arg)
     for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
         vms_stack *st = vms_stack_alloc(uses[i].size);
         ASSERT_NOT_NULL(st);
-        if (uses[i].depth) ((char *)vms_stack_top(st))[-(ptrdiff_t)uses[i].depth] = 1;
+        char *top = vms_stack_top(st);
+        /* Every page from the top down to the depth, as a stack is used. */
+        for (size_t t = p; t < uses[i].depth; t += p) top[-(ptrdiff_t)t] = 1;
+        if (uses[i].depth) top[-(ptrdiff_t)uses[i].depth] = 1;
         vms_stack_free(st);
     }
     vms_usage u[VMS__CLASSES];
