@@ -157,14 +157,18 @@ static void scrub_batch(struct tcache *t)
     unsigned room = vms__opt.cache_per_thread - t->nclean;
     size_t warm_budget = WARM_MAX > atomic_load(&shared_warm)
                              ? WARM_MAX - atomic_load(&shared_warm) : 0;
+    /* With VMS_END_CHECK the bottom page holds the magic word, rewritten at every
+     * hand-out: it stays resident too (zeroed at free), so a hand-out costs no fault. */
+    size_t skip_bottom = (vms__opt.flags & VMS_END_CHECK) ? page : 0;
     for (unsigned i = 0; i < t->ndirty; i++) {
         struct vms_stack *st = t->dirty[i];
         bool keep_warm = i < room || warm_budget > 0;
         if (i >= room && warm_budget > 0) warm_budget--;
-        size_t len = st->size - (keep_warm ? page : 0);
+        size_t keep = (keep_warm ? page : 0) + (keep_warm ? skip_bottom : 0);
+        size_t len = st->size > keep ? st->size - keep : 0;
         st->warm = keep_warm && st->size >= page;
         if (len) {
-            iov[n].iov_base = st->base;
+            iov[n].iov_base = st->base + (keep_warm ? skip_bottom : 0);
             iov[n].iov_len = len;
             n++;
         }
@@ -262,10 +266,12 @@ void vms__cache_put(struct vms_stack *st)
             return;
         }
     } else {
-        /* The top page: zeroed by hand, so it stays resident for the next owner. */
+        /* The top page: zeroed by hand, so it stays resident for the next owner; with
+         * VMS_END_CHECK the bottom page (the magic's, resident) as well. */
         size_t page = vms__os_page_size();
         size_t n = st->size < page ? st->size : page;
         memset(st->base + st->size - n, 0, n);
+        if ((vms__opt.flags & VMS_END_CHECK) && st->size > page) memset(st->base, 0, page);
     }
     t->dirty[t->ndirty++] = st;
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
