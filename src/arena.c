@@ -322,18 +322,6 @@ void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx)
     }
 }
 
-static void add_opened(struct vms__arena *a, void *ctx)
-{
-    *(size_t *)ctx += atomic_load_explicit(&a->opened, memory_order_acquire);
-}
-
-size_t vms__arena_opened(void)
-{
-    size_t n = 0;
-    vms__arena_each(add_opened, &n);
-    return n;
-}
-
 struct totals { size_t reserved, mappings, resident; };
 
 static void add_totals(struct vms__arena *a, void *ctx)

@@ -101,6 +101,11 @@ size_t vms_stack_max_used(const vms_stack *st)
     return r ? vms__debug_max_used(r) : 0;
 }
 
+static void add_opened(struct vms__arena *a, void *ctx)
+{
+    *(size_t *)ctx += atomic_load_explicit(&a->opened, memory_order_acquire);
+}
+
 int vms_get_stats(vms_stats *out)
 {
     if (!out) return -EINVAL;
@@ -108,7 +113,8 @@ int vms_get_stats(vms_stats *out)
     if (e) return e;
     memset(out, 0, sizeof *out);
     out->stacks_live = vms__cache_live();
-    size_t opened = vms__arena_opened();
+    size_t opened = 0;   /* slots ever opened: live + cached */
+    vms__arena_each(add_opened, &opened);
     out->stacks_cached = opened > out->stacks_live ? opened - out->stacks_live : 0;
     vms__arena_totals(&out->arenas, &out->reserved_bytes, &out->mappings,
                       &out->resident_bytes);
