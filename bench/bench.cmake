@@ -1,6 +1,7 @@
 # bench.cmake - the benchmark program bench/vmstack_bench and the cli tests of
 # `vmstack bench`. Scenario files join as the library gains the features they measure:
-# fibers.c when src/fiber.c is built, threads.c when src/thread.c and src/guard.c are.
+# fibers.c when src/fiber.c is built, threads.c when src/thread.c and src/guard.c are,
+# debug_opts.c when src/debug.c is built too.
 # The same VMS_BENCH_* definitions go to the `vmstack` command, which compiles the
 # scenarios in through tools/cmd_bench.c. bench.cmake also serves as the test's checker:
 # run with `cmake -P` (script mode), it runs the command and checks its output.
@@ -139,6 +140,18 @@ if("src/thread.c" IN_LIST VMSTACK_SOURCES AND "src/guard.c" IN_LIST VMSTACK_SOUR
     list(APPEND VMS_BENCH_IDS fiber.overflow)
     list(APPEND VMS_BENCH_SCENARIOS "fiber overflow: oops+kill+destroy")
   endif()
+endif()
+# The debug options' costs (debug_opts.c; not debug.c, which src/debug.c would shadow on
+# tools/' include path) need fibers and the debug layer.
+if("src/debug.c" IN_LIST VMSTACK_SOURCES AND VMS_BENCH_DEFS MATCHES "VMS_BENCH_FIBERS"
+   AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/debug_opts.c)
+  list(APPEND VMS_BENCH_DEFS VMS_BENCH_DEBUG=1)
+  list(APPEND VMS_BENCH_IDS debug.switch.endcheck debug.create.paint debug.create.endcheck
+    debug.paint_depth.256k.4k debug.paint_depth.256k.64k debug.paint_depth.256k.192k
+    debug.paint_depth.4m.4k debug.paint_depth.4m.64k debug.paint_depth.4m.192k)
+  list(APPEND VMS_BENCH_SCENARIOS "fiber switch, VMS_END_CHECK" "create+run+destroy, VMS_PAINT"
+    "create+run+destroy, VMS_END_CHECK" "VMS_PAINT, 256 KiB stack, 192 KiB deep"
+    "VMS_PAINT, 4 MiB stack, 4 KiB deep")
 endif()
 
 add_executable(vmstack_bench vmstack_bench.c)

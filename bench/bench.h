@@ -7,8 +7,9 @@
  * functions and variables, so each program is one translation unit) and valid C and
  * C++, so the C++ Boost benchmark prints the same table.
  * Invariants: a number that was not measured is NAN and printed "n/a" (never invented);
- * every row's vmstack side and baseline side were measured in the same process, in the
- * same interleaved rounds.
+ * every row's vmstack side and baseline side were measured in the same interleaved rounds:
+ * in the same process, or (configurations that cannot share one, bench_interleave_procs)
+ * in sibling worker processes that take turns.
  */
 #ifndef VMSTACK_BENCH_H
 #define VMSTACK_BENCH_H
@@ -280,6 +281,182 @@ static inline void bench_interleave(struct bench_case *cs, int ncases, int round
     }
 }
 
+/* Reports a failed operation of a benchmark (in a child) and ends that child. */
+#define bench_die(...)                                                                  \
+    do {                                                                                \
+        fprintf(stderr, "vmstack bench: error: " __VA_ARGS__);                          \
+        fputc('\n', stderr);                                                            \
+        fflush(stderr);                                                                 \
+        _exit(4);                                                                       \
+    } while (0)
+
+static int bench_emit_fd = -1;                   /* the pipe to the parent (in a child) */
+
+/* ---- cases in sibling processes ------------------------------------------------------- */
+/* Configurations that cannot share a process (vms_init is once per process, so VMS_PAINT
+ * on and off cannot both run in one) are measured by workers: one child per configuration,
+ * forked by the group's process before it uses vmstack. The group's process only conducts:
+ * it keeps the rounds interleaved exactly as bench_interleave does, sending each turn to the
+ * worker that owns the case and reading the measured window back, so the configurations
+ * share one run and the same drift of the machine. A worker waiting for its turn is blocked
+ * in read(2) and costs no CPU; every window is measured inside its worker, with that
+ * worker's own counters. */
+struct bench_procs {
+    int nworkers;
+    const int *worker_of;        /* worker_of[i]: the worker that runs case i */
+    /* In worker w's fresh process, before its cases are made: vms_init and shared state. */
+    void (*setup)(int w, void *arg);
+    /* In the worker owning case i, after setup: fills *c (bench_case_init). */
+    void (*make)(int i, struct bench_case *c, void *arg);
+    void *arg;
+};
+
+/* One turn's result, worker to conductor (well under PIPE_BUF, so written at once). */
+struct bench_proc_msg { int i; long n; uint64_t ns; long long sc; long flt; };
+
+static inline void bench_proc_write(int fd, const void *buf, size_t len)
+{
+    const char *p = (const char *)buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) bench_die("worker pipe: write: %s", w < 0 ? strerror(errno) : "short");
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+/* Reads exactly len bytes; 0 on success, -1 at end of file (the other side is gone). */
+static inline int bench_proc_read(int fd, void *buf, size_t len)
+{
+    char *p = (char *)buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The worker's side: runs the turns it is sent until its command pipe ends. */
+static inline void bench_proc_worker(const struct bench_procs *pr, int w, int ncases,
+                                     int cmd, int res)
+{
+    struct bench_case *cs = (struct bench_case *)calloc((size_t)ncases, sizeof *cs);
+    if (!cs) bench_die("calloc(%d cases) failed", ncases);
+    pr->setup(w, pr->arg);
+    for (int i = 0; i < ncases; i++)
+        if (pr->worker_of[i] == w) pr->make(i, &cs[i], pr->arg);
+    bench_counters_init();
+    for (int i = 0; i < ncases; i++) {     /* the unrecorded warm-up, as bench_interleave */
+        struct bench_case *c = &cs[i];
+        if (pr->worker_of[i] != w) continue;
+        if (c->pre) c->pre(c->ctx);
+        c->fn(c->ctx, c->n / 10 > 0 ? c->n / 10 : 1);
+        if (c->post) c->post(c->ctx);
+    }
+    struct bench_proc_msg m;
+    memset(&m, 0, sizeof m);
+    m.i = -1;                              /* ready */
+    bench_proc_write(res, &m, sizeof m);
+    int i;
+    while (bench_proc_read(cmd, &i, sizeof i) == 0) {
+        if (i < 0 || i >= ncases || pr->worker_of[i] != w) bench_die("worker %d: bad turn %d", w, i);
+        struct bench_case *c = &cs[i];
+        struct bench_window win;
+        if (c->pre) c->pre(c->ctx);
+        bench_begin(&win);
+        c->fn(c->ctx, c->n);
+        bench_end(&win);
+        if (c->post) c->post(c->ctx);
+        m.i = i;
+        m.n = c->n;
+        m.ns = win.ns;
+        m.sc = win.sc;
+        m.flt = win.flt;
+        bench_proc_write(res, &m, sizeof m);
+    }
+    fflush(NULL);
+    _exit(0);
+}
+
+/* Like bench_interleave, with case i run by worker pr->worker_of[i] (0 <= it <
+ * pr->nworkers, at most 8 workers). Call it from a group's process that has not used
+ * vmstack (the workers inherit that state). Fills cs[i]'s results; cs[i].name, fn and ctx
+ * stay as the caller set them (the worker's own case made by make() is what runs). */
+static inline void bench_interleave_procs(struct bench_case *cs, int ncases, int rounds,
+                                          const struct bench_procs *pr)
+{
+    enum { BENCH_MAX_WORKERS = 8 };
+    int cmd[BENCH_MAX_WORKERS], res[BENCH_MAX_WORKERS];
+    pid_t pid[BENCH_MAX_WORKERS];
+    if (pr->nworkers < 1 || pr->nworkers > BENCH_MAX_WORKERS) bench_die("%d workers", pr->nworkers);
+    if (rounds > BENCH_MAX_ROUNDS) rounds = BENCH_MAX_ROUNDS;
+    /* A dead worker must show up as an error here, not as SIGPIPE killing the group. */
+    signal(SIGPIPE, SIG_IGN);
+    fflush(NULL);
+    for (int w = 0; w < pr->nworkers; w++) {
+        int c[2], r[2];
+        if (pipe(c) != 0 || pipe(r) != 0) bench_die("pipe: %s", strerror(errno));
+        pid[w] = fork();
+        if (pid[w] < 0) bench_die("fork: %s", strerror(errno));
+        if (pid[w] == 0) {
+            /* Only its own pipe ends: a worker holding another's command pipe would keep
+             * that worker alive after the conductor is gone, and one holding the rows'
+             * pipe would keep the driver waiting. */
+            for (int k = 0; k < w; k++) { close(cmd[k]); close(res[k]); }
+            close(c[1]);
+            close(r[0]);
+            if (bench_emit_fd >= 0) close(bench_emit_fd);
+            bench_emit_fd = -1;
+            bench_sc_fd = -2;
+            bench_overhead_done = 0;
+            bench_proc_worker(pr, w, ncases, c[0], r[1]);
+        }
+        close(c[0]);
+        close(r[1]);
+        cmd[w] = c[1];
+        res[w] = r[0];
+    }
+    struct bench_proc_msg m;
+    for (int w = 0; w < pr->nworkers; w++)
+        if (bench_proc_read(res[w], &m, sizeof m) != 0 || m.i != -1)
+            bench_die("worker %d failed before its first round", w);
+    for (int i = 0; i < ncases; i++) {
+        cs[i].rounds = 0;
+        cs[i].sc = 0;
+        cs[i].flt = 0;
+        cs[i].ops = 0;
+    }
+    for (int r = 0; r < rounds; r++) {
+        for (int k = 0; k < ncases; k++) {
+            int i = (r + k) % ncases;
+            struct bench_case *c = &cs[i];
+            int w = pr->worker_of[i];
+            bench_proc_write(cmd[w], &i, sizeof i);
+            if (bench_proc_read(res[w], &m, sizeof m) != 0 || m.i != i)
+                bench_die("worker %d failed in round %d", w, r + 1);
+            c->n = m.n < 1 ? 1 : m.n;
+            c->ns_per_op[c->rounds++] = (double)m.ns / (double)c->n;
+            if (m.sc < 0) c->sc = -1;
+            else if (c->sc >= 0) c->sc += m.sc;
+            c->flt += m.flt;
+            c->ops += c->n;
+        }
+    }
+    int failed = 0;
+    for (int w = 0; w < pr->nworkers; w++) {
+        close(cmd[w]);                    /* end of file: the worker exits */
+        close(res[w]);
+        int st = 0;
+        while (waitpid(pid[w], &st, 0) < 0 && errno == EINTR) {}
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) failed = 1;
+    }
+    if (failed) bench_die("a worker process failed at its end");
+}
+
 /* ---- targets -------------------------------------------------------------------------- */
 /* Every field NAN means "no condition". A row meets its target when every condition
  * holds; when a condition's measurement is n/a the result is "n/a", never "met". */
@@ -289,12 +466,13 @@ struct bench_target {
     double max_flt;         /* vmstack faults per op */
     double max_maps;        /* mappings added (memory rows) */
     double max_bytes;       /* resident bytes per stack or fiber (memory rows) */
+    double max_delta_ns;    /* vmstack time - baseline time, ns per op (an option's cost) */
 };
 
 static inline struct bench_target bench_no_target(void)
 {
     struct bench_target t;
-    t.max_ratio = t.max_sc = t.max_flt = t.max_maps = t.max_bytes = NAN;
+    t.max_ratio = t.max_sc = t.max_flt = t.max_maps = t.max_bytes = t.max_delta_ns = NAN;
     return t;
 }
 
@@ -371,6 +549,7 @@ static inline void bench_row_judge(struct bench_row *r)
         else if ((value) > (limit) + 1e-12) missed = 1;                                 \
     }
     BENCH_COND(t->max_ratio, r->ratio, "ratio<=%gx", 1.0)
+    BENCH_COND(t->max_delta_ns, r->v.ns - r->b.ns, "delta<=%gns", 1.0)
     BENCH_COND(t->max_sc, r->v.sc, "sc<=%g", 1.0)
     BENCH_COND(t->max_flt, r->v.flt, "flt<=%g", 1.0)
     BENCH_COND(t->max_maps, r->v.maps, "maps<=%g", 1.0)
@@ -411,7 +590,6 @@ static const char *bench_met_text(int met)
 }
 
 /* ---- emitting rows from a child ------------------------------------------------------- */
-static int bench_emit_fd = -1;                   /* the pipe to the parent */
 static struct bench_row bench_rows[BENCH_MAX_ROWS];
 static int bench_nrows;
 
@@ -623,8 +801,8 @@ struct bench_group {
 /* A list of groups (one per scenario file). */
 struct bench_table { const struct bench_group *g; int n; };
 
-/* The group tables, one per scenario file (stacks.c, fibers.c, threads.c), and the
- * driver (driver.c) that `vmstack bench` and bench/vmstack_bench run. */
+/* The group tables, one per scenario file (stacks.c, fibers.c, threads.c, debug_opts.c),
+ * and the driver (driver.c) that `vmstack bench` and bench/vmstack_bench run. */
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -634,19 +812,12 @@ extern const struct bench_group bench_fiber_groups[];
 extern const int bench_fiber_ngroups;
 extern const struct bench_group bench_thread_groups[];
 extern const int bench_thread_ngroups;
+extern const struct bench_group bench_debug_groups[];
+extern const int bench_debug_ngroups;
 int vms_bench_main(int argc, char **argv, const char *prog);
 #ifdef __cplusplus
 }
 #endif
-
-/* Reports a failed operation of a benchmark (in a child) and ends that child. */
-#define bench_die(...)                                                                  \
-    do {                                                                                \
-        fprintf(stderr, "vmstack bench: error: " __VA_ARGS__);                          \
-        fputc('\n', stderr);                                                            \
-        fflush(stderr);                                                                 \
-        _exit(4);                                                                       \
-    } while (0)
 
 /* ---- small helpers for scenarios ------------------------------------------------------- */
 /* Results are summed into this, so the compiler cannot drop the work that made them. */
@@ -856,7 +1027,7 @@ static inline int bench_main(int argc, char **argv, const char *prog,
 
     if (list) {
         for (int i = 0; i < nt; i++)
-            for (int j = 0; j < t[i].n; j++) printf("%-16s %s\n", t[i].g[j].name, t[i].g[j].what);
+            for (int j = 0; j < t[i].n; j++) printf("%-18s %s\n", t[i].g[j].name, t[i].g[j].what);
         return 0;
     }
     int selected = 0;

@@ -12,6 +12,9 @@
 #ifdef VMS_BENCH_THREADS
 #include "threads.c"
 #endif
+#ifdef VMS_BENCH_DEBUG
+#include "debug_opts.c"
+#endif
 
 int main(int argc, char **argv)
 {
