@@ -85,6 +85,19 @@ if(CMAKE_SCRIPT_MODE_FILE)
        AND NOT sc EQUAL 0)
       message(FATAL_ERROR "warm alloc+free with VMS_NO_SCRUB made ${sc} syscalls per op")
     endif()
+    # a fiber switch never enters the kernel, with the end check or without; nor does
+    # create+run+destroy without scrubbing and without painting (the paint_depth rows'
+    # baseline). Both sides of these rows were counted in worker processes, so this also
+    # checks that each worker counts its own system calls.
+    if(id MATCHES "^debug\\.(switch|paint_depth)\\." AND NOT counter STREQUAL "n/a")
+      string(JSON bsc GET "${out}" rows ${i} base syscalls_per_op)
+      if(id MATCHES "^debug\\.switch" AND NOT sc EQUAL 0)
+        message(FATAL_ERROR "row ${id}: a switch with VMS_END_CHECK made ${sc} syscalls")
+      endif()
+      if(NOT bsc EQUAL 0)
+        message(FATAL_ERROR "row ${id}: the options-off side made ${bsc} syscalls per op")
+      endif()
+    endif()
     # mmap+mprotect costs two mappings per live stack, and vmstack's madvise guards do not
     # add a mapping per stack.
     if(id MATCHES "^(stack|fiber|boost)\\.scale$")
