@@ -322,13 +322,159 @@ bool vms__trace_have_unwind(void)
 #endif
 }
 
+#ifdef VMSTACK_HAVE_LIBUNWIND
+/* The hybrid walk. libunwind costs a few system calls per frame (it blocks all signals
+ * around its lookup of each frame's unwind table, and validates every new stack page
+ * with mincore and a pipe write), which for the thousands of frames of an overflowing
+ * recursion is most of the report's cost. But a frame's unwind rule depends only on its
+ * pc: when libunwind, stepping from frames at one return address, twice finds the
+ * classic frame record (the caller's frame pointer and the return address stored at the
+ * frame pointer, the caller's sp a fixed distance above it), every other frame at that
+ * return address unwinds the same way, and the walk follows the frame pointer there
+ * itself, reading only the stack's known range. Any other frame goes to libunwind,
+ * restarted at that frame when the walk was following frame pointers. */
+#define FP_RULES 16
+struct fp_rule {
+    uintptr_t ip;       /* a return address */
+    uintptr_t delta;    /* the caller's sp minus this frame's frame pointer */
+    int seen;           /* frames that confirmed it; -1: it did not hold once */
+};
+
+#if defined(__x86_64__)
+#define UNW_FP_REG UNW_X86_64_RBP
+#elif defined(__aarch64__)
+#define UNW_FP_REG UNW_AARCH64_X29
+#endif
+
+/* async-signal-safe: the frame record at fp, when it lies inside [lo, hi). */
+static bool fp_record(uintptr_t fp, uintptr_t lo, uintptr_t hi, uintptr_t *next_fp,
+                      uintptr_t *ret)
+{
+    if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) ||
+        (fp & (sizeof(uintptr_t) - 1)))
+        return false;
+    const uintptr_t *frame = (const uintptr_t *)fp;
+    *next_fp = frame[0];
+    *ret = frame[1];
+    return true;
+}
+
+/* async-signal-safe: the rule for return address ip, or NULL. */
+static struct fp_rule *rule_of(struct fp_rule *rules, int n, uintptr_t ip)
+{
+    for (int i = 0; i < n; i++)
+        if (rules[i].ip == ip) return &rules[i];
+    return NULL;
+}
+
+/* async-signal-safe: records what libunwind's step from the frame (ip, sp, fp) to its
+ * caller (cip, csp, cfp) says about frames at ip. */
+static void learn(struct fp_rule *rules, int *n, uintptr_t ip, uintptr_t sp, uintptr_t fp,
+                  uintptr_t cip, uintptr_t csp, uintptr_t cfp, uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t next_fp, ret;
+    bool record = fp >= sp && csp > fp && fp_record(fp, lo, hi, &next_fp, &ret) &&
+                  next_fp == cfp && ret == cip;
+    struct fp_rule *r = rule_of(rules, *n, ip);
+    if (!r) {
+        if (!record || *n == FP_RULES) return;
+        r = &rules[(*n)++];
+        r->ip = ip;
+        r->delta = csp - fp;
+        r->seen = 0;
+    }
+    if (r->seen < 0) return;
+    if (record && csp - fp == r->delta) r->seen++;
+    else r->seen = -1;   /* not a plain frame record after all: libunwind only */
+}
+
+/* async-signal-safe: a copy of uc describing the frame (ip, sp, fp) of the same stack,
+ * for restarting libunwind there. The other registers keep the interrupted values:
+ * the unwind rules of the frames above use only the pc, sp and frame pointer, and
+ * libunwind validates every read it makes from them. */
+static void retarget(ucontext_t *dst, const ucontext_t *uc, uintptr_t ip, uintptr_t sp,
+                     uintptr_t fp)
+{
+    memcpy(dst, uc, sizeof *dst);
+#if defined(__x86_64__)
+    dst->uc_mcontext.gregs[REG_RIP] = (greg_t)ip;
+    dst->uc_mcontext.gregs[REG_RSP] = (greg_t)sp;
+    dst->uc_mcontext.gregs[REG_RBP] = (greg_t)fp;
+#elif defined(__aarch64__)
+    dst->uc_mcontext.pc = ip;
+    dst->uc_mcontext.sp = sp;
+    dst->uc_mcontext.regs[29] = fp;
+#endif
+}
+
+/* async-signal-safe: see above. Returns the frames passed to fn, as the other walks. */
+static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__frame_fn fn,
+                       void *ctx, int max, bool *complete)
+{
+    struct fp_rule rules[FP_RULES];
+    int nrules = 0, n = 0;
+    bool done = false, in_cursor = true;
+    unw_cursor_t cur;
+    ucontext_t there;
+    uintptr_t ip = 0, sp = 0, fp = 0;
+    if (max <= 0 ||
+        unw_init_local2(&cur, (unw_context_t *)(uintptr_t)uc, UNW_INIT_SIGNAL_FRAME) < 0)
+        goto out;
+    for (;;) {
+        if (in_cursor) {
+            unw_word_t v[3] = { 0, 0, 0 };
+            if (unw_get_reg(&cur, UNW_REG_IP, &v[0]) < 0 ||
+                unw_get_reg(&cur, UNW_REG_SP, &v[1]) < 0 ||
+                unw_get_reg(&cur, UNW_FP_REG, &v[2]) < 0)
+                break;
+            ip = (uintptr_t)v[0];
+            sp = (uintptr_t)v[1];
+            fp = (uintptr_t)v[2];
+        }
+        if (ip == 0) break;
+        n++;
+        if (!fn(ctx, ip) || n >= max) break;
+        /* The first frame's pc is exact, not a return address: libunwind steps it. */
+        struct fp_rule *r = n > 1 ? rule_of(rules, nrules, ip) : NULL;
+        uintptr_t next_fp, ret;
+        if (r && r->seen >= 2 && fp >= sp && fp_record(fp, lo, hi, &next_fp, &ret)) {
+            sp = fp + r->delta;
+            fp = next_fp;
+            ip = ret;
+            in_cursor = false;
+            continue;
+        }
+        if (!in_cursor) {
+            retarget(&there, uc, ip, sp, fp);
+            if (unw_init_local2(&cur, (unw_context_t *)&there, 0) < 0) break;
+            in_cursor = true;
+        }
+        int s = unw_step(&cur);
+        if (s <= 0) {
+            done = s == 0;
+            break;
+        }
+        if (n > 1) {
+            unw_word_t v[3] = { 0, 0, 0 };
+            if (unw_get_reg(&cur, UNW_REG_IP, &v[0]) == 0 &&
+                unw_get_reg(&cur, UNW_REG_SP, &v[1]) == 0 &&
+                unw_get_reg(&cur, UNW_FP_REG, &v[2]) == 0)
+                learn(rules, &nrules, ip, sp, fp, (uintptr_t)v[0], (uintptr_t)v[1],
+                      (uintptr_t)v[2], lo, hi);
+        }
+    }
+out:
+    if (complete) *complete = done;
+    return n;
+}
+#endif
+
 /* async-signal-safe */
 int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                     vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
 #ifdef VMSTACK_HAVE_LIBUNWIND
-    (void)lo; (void)hi;
-    return vms__trace_walk_unwind(uc, fn, ctx, max, complete);
+    return walk_hybrid(uc, lo, hi, fn, ctx, max, complete);
 #else
     return vms__trace_walk_fp(uc, lo, hi, fn, ctx, max, complete);
 #endif

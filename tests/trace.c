@@ -1,7 +1,8 @@
 /*
  * trace.c - units of trace.c: symbol lookup without malloc (a static and a global
- * function, a C library function), the unsafe-name list, and both stack walks (frame
- * pointers and libunwind) through a signal frame finding a recursing function.
+ * function, a C library function), the unsafe-name list, and the stack walks (frame
+ * pointers, libunwind, and the hybrid of both that reports use) through a signal frame
+ * finding a recursing function.
  */
 #include "island.h"
 #include "test.h"
@@ -105,12 +106,29 @@ static bool record(void *ctx, uintptr_t addr)
     return true;
 }
 
+/* The hybrid walk's frames, to compare with libunwind's own (use_unwind == 2). */
+static uintptr_t seen_hybrid[MAX_SEEN];
+static int nseen_hybrid;
+static bool hybrid_complete;
+
+static bool record_hybrid(void *ctx, uintptr_t addr)
+{
+    (void)ctx;
+    if (nseen_hybrid < MAX_SEEN) seen_hybrid[nseen_hybrid++] = addr;
+    return true;
+}
+
 static void on_usr1(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
     (void)si;
     nseen = 0;
-    if (use_unwind)
+    nseen_hybrid = 0;
+    if (use_unwind == 2) {
+        vms__trace_walk(uc, stack_lo, stack_hi, record_hybrid, NULL, MAX_SEEN,
+                        &hybrid_complete);
+        vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN, &walk_complete);
+    } else if (use_unwind)
         vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN, &walk_complete);
     else
         vms__trace_walk_fp(uc, stack_lo, stack_hi, record, NULL, MAX_SEEN, &walk_complete);
@@ -141,7 +159,7 @@ static int count_frames_of(const char *name)
     return hits;
 }
 
-static void walk_test(int unwind)
+static void walk_test_depth(int unwind, int depth)
 {
     load();
     pthread_attr_t attr;
@@ -158,11 +176,16 @@ static void walk_test(int unwind)
     sa.sa_sigaction = on_usr1;
     sa.sa_flags = SA_SIGINFO;
     ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
-    island_recurse(20);
+    island_recurse(depth);
     ASSERT_GT(nseen, 0);
     /* Every level of the recursion is a frame of island_recurse (the frame-pointer walk
      * may miss the level that raised: raise() keeps no frame pointer). */
-    ASSERT_GE(count_frames_of("island_recurse"), 20);
+    ASSERT_GE(count_frames_of("island_recurse"), depth);
+}
+
+static void walk_test(int unwind)
+{
+    walk_test_depth(unwind, 20);
 }
 
 TEST(walk_frame_pointers)
@@ -176,7 +199,36 @@ TEST(walk_libunwind)
     walk_test(1);
     /* libunwind sees through the signal frame and raise() down to the handler's
      * interrupted code, so the test's own caller shows up too. */
-    ASSERT_GE(count_frames_of("walk_test"), 1);
+    ASSERT_GE(count_frames_of("walk_test_depth"), 1);
+}
+
+/* The walk the reports use follows frame pointers through the frames whose unwind rule
+ * libunwind confirmed, and must find exactly libunwind's frames: through the signal
+ * frame, raise() (no frame pointer), 150 levels of recursion and the callers below. */
+TEST(walk_hybrid_matches_libunwind)
+{
+    if (!vms__trace_have_unwind()) SKIP("built without libunwind");
+    walk_test_depth(2, 150);
+    ASSERT_GT(nseen, 150);
+    ASSERT_EQ(nseen_hybrid, nseen);
+    for (int i = 0; i < nseen; i++)
+        if (seen_hybrid[i] != seen[i])
+            TST_FAIL("frame %d: hybrid walk 0x%lx, libunwind 0x%lx", i,
+                     (unsigned long)seen_hybrid[i], (unsigned long)seen[i]);
+    ASSERT_EQ(hybrid_complete, walk_complete);
+}
+
+/* Without a stack range to read, the hybrid walk is libunwind's walk. */
+TEST(walk_hybrid_without_range_is_libunwind)
+{
+    if (!vms__trace_have_unwind()) SKIP("built without libunwind");
+    walk_test_depth(2, 40);
+    ASSERT_EQ(nseen_hybrid, nseen);
+    stack_hi = stack_lo;
+    use_unwind = 2;
+    island_recurse(40);
+    ASSERT_EQ(nseen_hybrid, nseen);
+    for (int i = 0; i < nseen; i++) ASSERT_UEQ(seen_hybrid[i], seen[i]);
 }
 
 TEST(walk_respects_bounds)
