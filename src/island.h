@@ -42,6 +42,16 @@ VMS_HIDDEN size_t vms__line_finish(struct vms__line *l);
  * -EPIPE, -EBADF, ...) after which the caller should stop writing. Never raises
  * SIGPIPE: the caller blocks it (vms__sigsafe_block_sigpipe). */
 VMS_HIDDEN int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms);
+/* How a report writes to an fd, decided once per report (one fstat, and an fcntl for
+ * what may wait): VMS__FD_DIRECT (a regular file, a block device, /dev/null: a write
+ * never waits for a reader and cannot raise SIGPIPE), VMS__FD_NONBLOCK (write first,
+ * poll after EAGAIN), VMS__FD_POLL (a blocking pipe, socket or terminal: poll before
+ * each write). Negative errno for a bad fd. async-signal-safe. */
+enum { VMS__FD_DIRECT = 0, VMS__FD_NONBLOCK = 1, VMS__FD_POLL = 2 };
+VMS_HIDDEN int vms__sigsafe_fd_mode(int fd);
+/* async-signal-safe: vms__sigsafe_write for an fd of the given mode. */
+VMS_HIDDEN int vms__sigsafe_write_mode(int fd, int mode, const char *p, size_t n,
+                                       int timeout_ms);
 /* async-signal-safe: blocks SIGPIPE for the calling thread and remembers whether one was
  * already pending; unblock discards a SIGPIPE that our own writes raised meanwhile and
  * restores the mask. */

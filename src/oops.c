@@ -91,9 +91,30 @@ static void report_unlock(bool taken)
 
 struct out {
     int fd;
+    int mode;                   /* VMS__FD_*, from vms__sigsafe_fd_mode */
     bool dead;                  /* a write failed or timed out: drop the rest */
+    bool pipe_blocked;          /* SIGPIPE is blocked for the writes (ps is valid) */
+    struct vms__sigpipe_state ps;
     struct vms__line line;
 };
+
+/* async-signal-safe: starts the output to the report fd. SIGPIPE is blocked only for
+ * an fd that can raise it: a regular file or /dev/null cannot, and saves the two or
+ * three system calls of blocking and unblocking it. */
+static void out_open(struct out *o)
+{
+    o->fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2;
+    o->mode = vms__sigsafe_fd_mode(o->fd);
+    o->dead = o->mode < 0;
+    o->pipe_blocked = !o->dead && o->mode != VMS__FD_DIRECT;
+    if (o->pipe_blocked) vms__sigsafe_block_sigpipe(&o->ps);
+}
+
+/* async-signal-safe */
+static void out_close(struct out *o)
+{
+    if (o->pipe_blocked) vms__sigsafe_unblock_sigpipe(&o->ps);
+}
 
 /* async-signal-safe: starts a line with the "vmstack: " prefix. */
 static struct vms__line *start(struct out *o)
@@ -108,20 +129,20 @@ static void emit(struct out *o)
 {
     size_t n = vms__line_finish(&o->line);
     if (o->dead) return;
-    if (vms__sigsafe_write(o->fd, o->line.buf, n, WRITE_TIMEOUT_MS) != 0) o->dead = true;
+    if (vms__sigsafe_write_mode(o->fd, o->mode, o->line.buf, n, WRITE_TIMEOUT_MS) != 0)
+        o->dead = true;
 }
 
 /* async-signal-safe */
 void vms__oops_line(const char *msg)
 {
-    struct out o = { .fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2, .dead = false };
-    struct vms__sigpipe_state ps;
-    vms__sigsafe_block_sigpipe(&ps);
+    struct out o;
+    out_open(&o);
     bool taken = report_lock(vms__sigsafe_gettid());
     vms__line_str(start(&o), msg);
     emit(&o);
     report_unlock(taken);
-    vms__sigsafe_unblock_sigpipe(&ps);
+    out_close(&o);
 }
 
 /* ---- call trace collection ------------------------------------------------------- */
@@ -494,9 +515,8 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     oops->tid = f->tid;
     oops->name = f->have_task ? (f->task.name ? f->task.name : "") : (f->name ? f->name : "");
 
-    struct out o = { .fd = vms__opt.report_fd > 0 ? vms__opt.report_fd : 2, .dead = false };
-    struct vms__sigpipe_state ps;
-    vms__sigsafe_block_sigpipe(&ps);
+    struct out o;
+    out_open(&o);
     size_t tainted = atomic_fetch_add(&taint_count, 1);
     bool taken = report_lock(f->tid);
 
@@ -610,6 +630,6 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     emit(&o);
 
     report_unlock(taken);
-    vms__sigsafe_unblock_sigpipe(&ps);
+    out_close(&o);
     return f->action;
 }

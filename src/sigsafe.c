@@ -11,8 +11,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,15 +98,12 @@ size_t vms__line_finish(struct vms__line *l)
     return l->len;
 }
 
-/* async-signal-safe: ppoll(2) and write(2) as raw system calls: the libc wrappers are
- * cancellation points, and a thread with a pending cancellation request must not exit
- * from inside the fault handler while it holds the report lock. A pipe whose reader
- * went away gives EPIPE here (SIGPIPE is blocked by the caller); a full pipe whose
- * reader sleeps gives -ETIMEDOUT after timeout_ms instead of blocking forever. */
-int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
+/* async-signal-safe: waits until fd accepts more, at most timeout_ms. 0 when it does, or
+ * a negative errno. ppoll(2) as a raw system call: the libc wrapper is a cancellation
+ * point (see vms__sigsafe_write_mode). */
+static int wait_writable(int fd, int timeout_ms)
 {
-    if (fd < 0) return -EBADF;   /* poll would ignore it and time out */
-    while (n) {
+    for (;;) {
         struct pollfd pfd = { .fd = fd, .events = POLLOUT, .revents = 0 };
         struct timespec ts = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000000L };
         long r = syscall(SYS_ppoll, &pfd, 1UL, &ts, NULL, 0UL);
@@ -113,9 +113,49 @@ int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
         }
         if (r == 0) return -ETIMEDOUT;
         if (pfd.revents & POLLNVAL) return -EBADF;
+        return 0;
+    }
+}
+
+/* async-signal-safe: fstat(2) and fcntl(2) are on POSIX's list. Memory character
+ * devices (Linux major 1: /dev/null, /dev/zero, /dev/full) never wait either. */
+int vms__sigsafe_fd_mode(int fd)
+{
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) return -EBADF;
+    if (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode) ||
+        (S_ISCHR(sb.st_mode) && major(sb.st_rdev) == 1))
+        return VMS__FD_DIRECT;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0) return -EBADF;
+    return (fl & O_NONBLOCK) ? VMS__FD_NONBLOCK : VMS__FD_POLL;
+}
+
+/* async-signal-safe: ppoll(2) and write(2) as raw system calls: the libc wrappers are
+ * cancellation points, and a thread with a pending cancellation request must not exit
+ * from inside the fault handler while it holds the report lock. A pipe whose reader
+ * went away gives EPIPE here (SIGPIPE is blocked by the caller); a full pipe whose
+ * reader sleeps gives -ETIMEDOUT after timeout_ms instead of blocking forever. Only a
+ * blocking fd that can wait (VMS__FD_POLL) is polled before every write; the others
+ * are polled only after a write that would have blocked. */
+int vms__sigsafe_write_mode(int fd, int mode, const char *p, size_t n, int timeout_ms)
+{
+    if (fd < 0 || mode < 0) return -EBADF;   /* poll would ignore it and time out */
+    bool poll_first = mode == VMS__FD_POLL;
+    while (n) {
+        if (poll_first) {
+            int e = wait_writable(fd, timeout_ms);
+            if (e) return e;
+        }
         long w = syscall(SYS_write, fd, p, n);
         if (w < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                /* Full: wait for room, bounded, before the next try. */
+                int e = wait_writable(fd, timeout_ms);
+                if (e) return e;
+                continue;
+            }
             return -errno;
         }
         if (w == 0) return -EIO;
@@ -123,6 +163,12 @@ int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
         n -= (size_t)w;
     }
     return 0;
+}
+
+/* async-signal-safe */
+int vms__sigsafe_write(int fd, const char *p, size_t n, int timeout_ms)
+{
+    return vms__sigsafe_write_mode(fd, VMS__FD_POLL, p, n, timeout_ms);
 }
 
 /* async-signal-safe: pthread_sigmask and sigpending are plain system calls on Linux. */
