@@ -47,6 +47,11 @@ static uintptr_t main_lo, main_hi, main_floor;
 static size_t main_gap;
 static char main_name[16];
 
+/* The task layer's thread start (vms__task_thread_run), [lo, hi) from its symbol, read
+ * at install: a call to vms__guard_thread_init returning there is the first thing a
+ * vmstack thread does (see vms__guard_thread_init). Both 0 when the symbol is unknown. */
+static uintptr_t thread_run_lo, thread_run_hi;
+
 static pthread_key_t alt_key;
 static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
 
@@ -249,6 +254,10 @@ static bool classify_thread(struct vms__fault *f)
         if (f->addr >= self.lo || f->addr + g < self.lo || !sp_near(f->addr, f->sp))
             return false;
         f->kind = VMS__FAULT_THREAD;
+        /* The name is read now rather than at thread init (one system call fewer at
+         * every thread start, and the name the thread has now). async-signal-safe:
+         * prctl is a plain system call. */
+        prctl(PR_GET_NAME, self.name, 0, 0, 0);
         f->lo = self.lo;
         f->hi = self.hi;
         f->guard = self.guard;
@@ -387,52 +396,90 @@ static void make_alt_key(void)
                       "when threads exit");
 }
 
+/* Whether the calling thread is the main thread, without a system call when the main
+ * stack is known: the caller's frame is on it. (vms__guard_thread_init runs on the
+ * thread's own stack: the task layer calls it before switching to a task.) */
+static bool on_main_thread(void)
+{
+    if (!main_hi) return getpid() == vms__sigsafe_gettid();
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    return here >= main_lo && here < main_hi;
+}
+
+/* Records the stack of a thread vmstack did not create (pthread_getattr_np: it also
+ * asks the kernel for the thread's CPU affinity, and allocates), for overflow reports
+ * of that stack. */
+static void read_thread_stack(void)
+{
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+    void *addr;
+    size_t size, guard = 0;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+        pthread_attr_getguardsize(&attr, &guard);
+        self.lo = (uintptr_t)addr;
+        self.hi = (uintptr_t)addr + size;
+        self.guard = guard;
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* Gives this thread the alternate stack st, unless it already has one: then that one is
+ * kept (and 1 returned, st unused), with a warning when the reporter may not fit on it.
+ * One sigaltstack call sets ours and returns the previous one; a thread that had its
+ * own (rare: the program's, or a sanitizer runtime's) gets it back with a second. 0 or
+ * a negative errno. */
+static int set_alt_stack(vms_stack *st, size_t need)
+{
+    stack_t ss, old;
+    memset(&ss, 0, sizeof ss);
+    memset(&old, 0, sizeof old);
+    ss.ss_sp = vms_stack_base(st);
+    ss.ss_size = vms_stack_size(st);
+    int e = vms__os_sigaltstack(&ss, &old);
+    if (e == -EPERM && vms__os_sigaltstack(NULL, &old) == 0 && (old.ss_flags & SS_ONSTACK))
+        goto keep;   /* called on the thread's own alternate stack: it cannot change */
+    if (e) return e;
+    if (old.ss_flags & SS_DISABLE) return 0;
+    /* The program gave this thread its own: keep it, but say when the reporter may not
+     * fit on it (a fault on the alternate stack kills the process). */
+    if (vms__os_sigaltstack(&old, NULL) != 0) return 0;   /* ours stays: protected either way */
+keep:;
+    static atomic_int warned_small;
+#ifdef VMSTACK_ASAN
+    bool small = false;   /* ASan gives every thread a smaller one for its handler */
+#else
+    bool small = old.ss_size < need;
+#endif
+    if (small)
+        vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
+                           "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
+                           "bytes): an overflow report may crash instead",
+                           (size_t)old.ss_size, need);
+    return 1;
+}
+
 int vms__guard_thread_init(void)
 {
     /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
     if (self.state != THREAD_NEW) return 0;
     self.state = THREAD_INITIALIZING;
+    /* The task layer's thread start calls this first on every vmstack thread: no program
+     * code ran on the thread, and its own (glibc) stack runs only vmstack's start
+     * routine, so it needs no foreign-stack record. */
+    uintptr_t ret = (uintptr_t)__builtin_extract_return_addr(__builtin_return_address(0));
+    bool task_thread = ret > thread_run_lo && ret < thread_run_hi;
     int e = 0;
-    if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since */
+    if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since (if any) */
     pthread_once(&alt_key_once, make_alt_key);
-    if (getpid() != vms__sigsafe_gettid()) {
-        /* A foreign thread's stack, for overflow reports of threads vmstack did not
-         * create (for vmstack's threads it is their vmstack stack: harmless). */
-        pthread_attr_t attr;
-        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-            void *addr;
-            size_t size, guard = 0;
-            if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
-                pthread_attr_getguardsize(&attr, &guard);
-                self.lo = (uintptr_t)addr;
-                self.hi = (uintptr_t)addr + size;
-                self.guard = guard;
-            }
-            pthread_attr_destroy(&attr);
-        }
-        prctl(PR_GET_NAME, self.name, 0, 0, 0);
-    }
+    /* A foreign thread's stack, for overflow reports of threads vmstack did not create
+     * (for vmstack's threads it is their glibc stack, which runs no program code). The
+     * thread's name is read when a report needs it. */
+    if (!task_thread && !on_main_thread()) read_thread_stack();
 
-    stack_t cur;
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
     size_t need = min + REPORTER_STACK;
-    if (vms__os_sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE)) {
-        /* The program gave this thread its own: keep it, but say when the reporter
-         * may not fit on it (a fault on the alternate stack kills the process). */
-        static atomic_int warned_small;
-#ifdef VMSTACK_ASAN
-        bool small = false;   /* ASan gives every thread a smaller one for its handler */
-#else
-        bool small = cur.ss_size < need;
-#endif
-        if (small)
-            vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
-                               "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
-                               "bytes): an overflow report may crash instead",
-                               (size_t)cur.ss_size, need);
-        goto done;
-    }
     vms_stack *st = vms_stack_alloc(need);
     if (!st) {
         e = -errno;
@@ -443,18 +490,19 @@ int vms__guard_thread_init(void)
         self.told = true;
         goto done;
     }
-    stack_t ss;
-    memset(&ss, 0, sizeof ss);
-    ss.ss_sp = vms_stack_base(st);
-    ss.ss_size = vms_stack_size(st);
-    e = vms__os_sigaltstack(&ss, NULL);
-    if (e) {
+    e = set_alt_stack(st, need);
+    if (e < 0) {
         vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
                        "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
         vms_stack_free(st);
         goto done;
     }
-    pthread_setspecific(alt_key, st);
+    if (e == 1) {
+        vms_stack_free(st);   /* the thread keeps its own */
+        e = 0;
+    } else {
+        pthread_setspecific(alt_key, st);
+    }
 done:
     /* After a failure the next call tries again (the task layer refuses to run tasks
      * on a thread without an alternate stack, so it will ask again). */
@@ -468,6 +516,12 @@ int vms__guard_install(void)
     if (atomic_compare_exchange_strong(&installed, &expected, 1)) {
         vms__trace_load();
         read_main_stack();
+        struct vms__sym sym;
+        uintptr_t run = (uintptr_t)&vms__task_thread_run;
+        if (vms__trace_symbolize(run, &sym) == 2 && sym.start == run && sym.size > 0) {
+            thread_run_lo = run;
+            thread_run_hi = run + sym.size;
+        }
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;

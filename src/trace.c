@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -111,10 +112,31 @@ out:
     if (!keep) munmap((void *)map, filesz);
 }
 
-static int add_object(struct dl_phdr_info *info, size_t size, void *ctx)
+/* The loader's counts of objects loaded and unloaded (dlpi_adds, dlpi_subs) at the last
+ * complete load: while they stay the same, nothing changed and a load stops at the
+ * first object. Written under load_lock. */
+static unsigned long long last_adds, last_subs;
+static bool loaded;
+
+struct load_ctx {
+    bool first;                 /* the first object of this iteration */
+    bool counted;               /* the loader reports dlpi_adds and dlpi_subs */
+    unsigned long long adds, subs;
+};
+
+static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    (void)size;
-    (void)ctx;
+    struct load_ctx *ctx = arg;
+    if (ctx->first) {
+        ctx->first = false;
+        ctx->counted = size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs;
+        if (ctx->counted) {
+            ctx->adds = info->dlpi_adds;
+            ctx->subs = info->dlpi_subs;
+            if (loaded && ctx->adds == last_adds && ctx->subs == last_subs)
+                return 1;   /* nothing was loaded or unloaded since */
+        }
+    }
     uintptr_t lo = UINTPTR_MAX, hi = 0;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
@@ -166,11 +188,21 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *ctx)
 int vms__trace_load(void)
 {
     pthread_mutex_lock(&load_lock);
-    dl_iterate_phdr(add_object, NULL);
+    struct load_ctx ctx = { .first = true, .counted = false, .adds = 0, .subs = 0 };
+    bool again = loaded;
+    dl_iterate_phdr(add_object, &ctx);
+    /* A table that filled up stops early too: it is never complete, so it is read again
+     * in full next time. */
+    int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
+    loaded = ctx.counted && n < MAX_OBJECTS;
+    last_adds = ctx.adds;
+    last_subs = ctx.subs;
 #ifdef VMSTACK_HAVE_LIBUNWIND
     /* A per-thread cache keeps concurrent reports on different threads from sharing
-     * (and locking) one cache. */
-    unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+     * (and locking) one cache. Set once: setting it flushes the cache. */
+    if (!again) unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+#else
+    (void)again;
 #endif
     pthread_mutex_unlock(&load_lock);
     return atomic_load(&nobjects);

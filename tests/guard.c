@@ -4,8 +4,8 @@
  * pthread), the main thread's own stack and a foreign thread's; faults that are not ours
  * (NULL, kill(), a queued signal naming a guard address) and chaining to every kind of
  * previous action; vms_handle_fault; wild guard accesses; underflows into the next
- * slot's guard and the trailing guard; report fds that are full, closed or have no
- * reader; the abort policy; the oops hook; a huge frame built with
+ * slot's guard and the trailing guard; report fds that are full, closed, have no
+ * reader or are a regular file; a foreign thread named after its setup; the abort policy; the oops hook; a huge frame built with
  * -fstack-clash-protection. Each case crashes a child (tst_fork) and checks its wait
  * status and report.
  */
@@ -727,6 +727,67 @@ TEST(foreign_thread_overflow)
                             "vmstack: Call Trace:\n", "island_recurse_down", "foreign_thread+0x" };
     assert_in_order(out, order, 6);
     assert_last_line(out, "vmstack: aborting");
+}
+
+/* The name in the report is the thread's name when it overflowed (read by the handler,
+ * not at thread init). */
+NOIPA static void *renamed_thread(void *arg)
+{
+    (void)arg;
+    vms__guard_thread_init();
+    pthread_setname_np(pthread_self(), "renamed-late");
+    sink += island_recurse_down(0);
+    return NULL;
+}
+
+static void renamed_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    pthread_t t;
+    pthread_create(&t, &attr, renamed_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+TEST(foreign_thread_named_at_the_fault)
+{
+    NO_ASAN();
+    int st = run_child(renamed_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"renamed-late\" (tid ");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* A report to a regular file (written without poll and without blocking SIGPIPE) is the
+ * same report. */
+static int file_fd = -1;
+
+static void file_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, file_fd);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+}
+
+TEST(report_to_regular_file)
+{
+    NEED_GUARD_FAULTS();
+    FILE *tmp = tmpfile();
+    ASSERT_NOT_NULL(tmp);
+    file_fd = fileno(tmp);
+    int st = run_child(file_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT(strstr(out, "vmstack:") == NULL);   /* nothing on stderr */
+    static char rep[1 << 16];
+    ssize_t n = pread(file_fd, rep, sizeof rep - 1, 0);
+    ASSERT_GT(n, 0);
+    rep[n] = '\0';
+    check_overflow_report(rep);
+    fclose(tmp);
 }
 
 /* ---- a frame larger than the guard ------------------------------------------------------ */

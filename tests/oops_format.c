@@ -140,6 +140,54 @@ TEST(write_bad_fd)
     ASSERT_EQ(vms__sigsafe_write(-1, "line\n", 5, 50), -EBADF);
 }
 
+/* How a report writes: without poll to files and /dev/null, poll after EAGAIN on a
+ * non-blocking fd, poll first on a blocking pipe. */
+TEST(fd_modes)
+{
+    int null = open("/dev/null", O_WRONLY);
+    ASSERT_GE(null, 0);
+    ASSERT_EQ(vms__sigsafe_fd_mode(null), VMS__FD_DIRECT);
+    FILE *tmp = tmpfile();
+    ASSERT_NOT_NULL(tmp);
+    ASSERT_EQ(vms__sigsafe_fd_mode(fileno(tmp)), VMS__FD_DIRECT);
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    ASSERT_EQ(vms__sigsafe_fd_mode(p[1]), VMS__FD_POLL);
+    fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK);
+    ASSERT_EQ(vms__sigsafe_fd_mode(p[1]), VMS__FD_NONBLOCK);
+    close(null);
+    ASSERT_EQ(vms__sigsafe_fd_mode(null), -EBADF);
+    ASSERT_EQ(vms__sigsafe_fd_mode(-1), -EBADF);
+    ASSERT_EQ(vms__sigsafe_write_mode(null, VMS__FD_DIRECT, "x\n", 2, 50), -EBADF);
+    ASSERT_EQ(vms__sigsafe_write_mode(p[1], -EBADF, "x\n", 2, 50), -EBADF);
+    ASSERT_EQ(vms__sigsafe_write_mode(fileno(tmp), VMS__FD_DIRECT, "line\n", 5, 50), 0);
+    char buf[16] = { 0 };
+    ASSERT_EQ(pread(fileno(tmp), buf, sizeof buf, 0), 5);
+    ASSERT_EQ(strcmp(buf, "line\n"), 0);
+    fclose(tmp);
+    close(p[0]);
+    close(p[1]);
+}
+
+TEST(write_nonblocking_full_pipe_waits_then_times_out)
+{
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    fcntl(p[1], F_SETFL, fcntl(p[1], F_GETFL) | O_NONBLOCK);
+    ASSERT_EQ(vms__sigsafe_write_mode(p[1], VMS__FD_NONBLOCK, "first\n", 6, 50), 0);
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (write(p[1], junk, sizeof junk) > 0) {}
+    ASSERT_EQ(errno, EAGAIN);
+    /* Full: the write's EAGAIN leads to a bounded poll, not a busy loop or a hang. */
+    ASSERT_EQ(vms__sigsafe_write_mode(p[1], VMS__FD_NONBLOCK, "line\n", 5, 50), -ETIMEDOUT);
+    char buf[8] = { 0 };
+    ASSERT_EQ(read(p[0], buf, 6), 6);
+    ASSERT_EQ(strcmp(buf, "first\n"), 0);
+    close(p[0]);
+    close(p[1]);
+}
+
 TEST(sleep_and_tid)
 {
     vms__sigsafe_sleep_ms(1);
