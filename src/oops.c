@@ -359,8 +359,12 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         "the C library's allocator or stdio may hold a process-wide lock";
     bool in_vmstack = false;
     struct vms__sym vms_frame;
-    uintptr_t addr;
+    uintptr_t addr, prev = 0;
     for (long i = 0; kept_frame(f, i, &addr); i++) {
+        /* A return address equal to the one before (a recursion kept in the head) gets
+         * the same answer: skip the lookup. */
+        if (i >= 2 && addr == prev) continue;
+        prev = addr;
         struct vms__sym s;
         int r = vms__trace_symbolize(i == 0 ? addr : addr - 1, &s);
         if (r == 2 && vms__trace_name_unsafe(s.name)) {
