@@ -424,11 +424,40 @@ static void read_thread_stack(void)
     pthread_attr_destroy(&attr);
 }
 
-/* Gives this thread the alternate stack st, unless it already has one: then that one is
- * kept (and 1 returned, st unused), with a warning when the reporter may not fit on it.
- * One sigaltstack call sets ours and returns the previous one; a thread that had its
- * own (rare: the program's, or a sanitizer runtime's) gets it back with a second. 0 or
- * a negative errno. */
+/* Warns once when a thread's own alternate stack, which vmstack keeps, may be too small
+ * for the reporter (a fault on the alternate stack kills the process). */
+static void check_own_alt_stack(const stack_t *own, size_t need)
+{
+    static atomic_int warned_small;
+#ifdef VMSTACK_ASAN
+    bool small = false;   /* ASan gives every thread a smaller one for its handler */
+    (void)own;
+    (void)need;
+#else
+    bool small = own->ss_size < need;
+#endif
+    if (small)
+        vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
+                           "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
+                           "bytes): an overflow report may crash instead",
+                           (size_t)own->ss_size, need);
+}
+
+/* Whether the thread already has an alternate stack (the program's or a sanitizer
+ * runtime's): then it keeps it. */
+static bool has_own_alt_stack(size_t need)
+{
+    stack_t cur;
+    if (vms__os_sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_DISABLE)) return false;
+    check_own_alt_stack(&cur, need);
+    return true;
+}
+
+/* Gives this thread the alternate stack st with one sigaltstack call, which also returns
+ * the previous one: for a thread that cannot have one yet (vmstack's own, where no
+ * program code ran), this saves asking first. Should it have had one after all (a
+ * library that sets one in every new thread), that one is put back and kept (returns 1,
+ * st unused). 0 or a negative errno. */
 static int set_alt_stack(vms_stack *st, size_t need)
 {
     stack_t ss, old;
@@ -437,25 +466,14 @@ static int set_alt_stack(vms_stack *st, size_t need)
     ss.ss_sp = vms_stack_base(st);
     ss.ss_size = vms_stack_size(st);
     int e = vms__os_sigaltstack(&ss, &old);
-    if (e == -EPERM && vms__os_sigaltstack(NULL, &old) == 0 && (old.ss_flags & SS_ONSTACK))
-        goto keep;   /* called on the thread's own alternate stack: it cannot change */
+    if (e == -EPERM && vms__os_sigaltstack(NULL, &old) == 0 && (old.ss_flags & SS_ONSTACK)) {
+        check_own_alt_stack(&old, need);   /* running on it: it cannot change */
+        return 1;
+    }
     if (e) return e;
     if (old.ss_flags & SS_DISABLE) return 0;
-    /* The program gave this thread its own: keep it, but say when the reporter may not
-     * fit on it (a fault on the alternate stack kills the process). */
     if (vms__os_sigaltstack(&old, NULL) != 0) return 0;   /* ours stays: protected either way */
-keep:;
-    static atomic_int warned_small;
-#ifdef VMSTACK_ASAN
-    bool small = false;   /* ASan gives every thread a smaller one for its handler */
-#else
-    bool small = old.ss_size < need;
-#endif
-    if (small)
-        vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
-                           "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
-                           "bytes): an overflow report may crash instead",
-                           (size_t)old.ss_size, need);
+    check_own_alt_stack(&old, need);
     return 1;
 }
 
@@ -480,6 +498,15 @@ int vms__guard_thread_init(void)
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
     size_t need = min + REPORTER_STACK;
+    /* Any other thread may have one: asked first, so that no stack is allocated (and
+     * counted in the usage statistics) only to be freed. So do vmstack's own threads
+     * under ASan, whose runtime gives every thread one. */
+#ifdef VMSTACK_ASAN
+    bool ask_first = true;
+#else
+    bool ask_first = !task_thread;
+#endif
+    if (ask_first && has_own_alt_stack(need)) goto done;
     vms_stack *st = vms_stack_alloc(need);
     if (!st) {
         e = -errno;
