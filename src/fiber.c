@@ -3,13 +3,16 @@
  *
  * A task is code running on a vmstack stack through the context switch of
  * arch/<arch>/switch.S: a fiber (vms_fiber_*) or the body of a vms thread (thread.c).
- * It owns its stack from create to destroy (st->owner points back at it meanwhile). Each
- * thread has one "current task" pointer in initial-exec TLS, which the fault handler
- * reads (vms__task_current) and which is only written by the thread itself, before a
- * switch, so it always names the task whose stack the thread is about to run on.
- * Invariants: a fiber runs only on its home thread (the first to resume it); a task's
- * `back` context is valid exactly while it is RUNNING; the create, resume, yield and
- * destroy paths make no system call and take no lock (one malloc per fiber).
+ * It owns its stack from create to destroy (st->owner points back at it meanwhile), and
+ * its record (struct vms__task) lives at the top of that stack, in the page the task
+ * touches first anyway: a task costs no allocation and no memory of its own, and dies
+ * with its stack. Each thread has one "current task" pointer in initial-exec TLS, which
+ * the fault handler reads (vms__task_current) and which is only written by the thread
+ * itself, before a switch, so it always names the task whose stack the thread is about
+ * to run on. Invariants: a fiber runs only on its home thread (the first to resume it);
+ * a task's `back` context is valid exactly while it is RUNNING; the create, resume,
+ * yield and destroy paths make no system call, take no lock and make no locked
+ * read-modify-write after a thread's first fiber.
  */
 #include "internal.h"
 #include "arch/context.h"
@@ -29,10 +32,11 @@
 struct vms__thread;
 
 struct vms__task {
+    vms_oops oops;                /* valid once KILLED; lowest in memory (see TASK_FOOTPRINT) */
     struct vms__ctx ctx;          /* the task's registers while it is not running */
     struct vms__ctx back;         /* its resumer's registers while it runs */
     struct vms__task *parent;     /* the task that resumed it; NULL: the thread's stack */
-    struct vms_stack *stack;
+    struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
     unsigned long id;
@@ -42,8 +46,19 @@ struct vms__task {
     void *result;                 /* a thread task's return value */
     struct vms__track track;      /* sanitizer and Valgrind state */
     char name[TASK_NAME_MAX];
-    vms_oops oops;                /* valid once KILLED */
 };
+
+/* The top of a task's stack, from the top down: an outermost frame record (two zero
+ * words, OUTER_FRAME bytes with padding to a cache line), the task's record
+ * (TASK_FOOTPRINT bytes, a whole number of cache lines, so it shares none with the
+ * frames), then the task's own frames. The outermost frame is where frame-pointer walks
+ * (the oops trace without libunwind) end: it must stay at the very top. The oops comes
+ * first in the record: it is only written when the task dies, so a write a little above
+ * the task's first frame lands there before it reaches the contexts. Even the smallest
+ * stack (one page) keeps most of its room. */
+#define OUTER_FRAME    ((size_t)64)
+#define TASK_FOOTPRINT ((sizeof(struct vms__task) + 63) & ~(size_t)63)
+_Static_assert(TASK_FOOTPRINT + OUTER_FRAME <= 1024, "a task record takes at most a quarter page");
 
 /* The public handle is the task itself; the wrapper only keeps the types apart. */
 struct vms_fiber { struct vms__task task; };
@@ -51,6 +66,7 @@ struct vms_fiber { struct vms__task task; };
 struct vms__thread {
     struct vms__task *cur;        /* the task this thread runs, NULL: its own stack */
     bool guard_ready;             /* vms__guard_thread_init succeeded on this thread */
+    unsigned long id_next, id_end; /* task ids this thread may hand out: [next, end) */
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
@@ -58,6 +74,20 @@ struct vms__thread {
 static VMS_TLS struct vms__thread self_thread;
 
 static atomic_ulong next_id;
+
+/* Task ids come from the shared counter in blocks, so creating a task costs no locked
+ * read-modify-write on a shared line (only one per ID_BLOCK tasks of a thread). Ids are
+ * unique, not ordered across threads. */
+#define ID_BLOCK 256
+
+static unsigned long task_new_id(struct vms__thread *th)
+{
+    if (VMS_UNLIKELY(th->id_next == th->id_end)) {
+        th->id_next = atomic_fetch_add_explicit(&next_id, ID_BLOCK, memory_order_relaxed) + 1;
+        th->id_end = th->id_next + ID_BLOCK;
+    }
+    return th->id_next++;
+}
 
 static void copy_name(char *dst, size_t cap, const char *src)
 {
@@ -90,29 +120,41 @@ static void task_main(void *arg)
         t->result = t->fn.thread(t->arg);
 }
 
-/* Fills in everything but fn and arg, and hands st to t; pre: st is a live stack. */
+/* The record of the task that will own st: near its top (see TASK_FOOTPRINT). */
+static struct vms__task *task_place(struct vms_stack *st)
+{
+    return (struct vms__task *)(void *)(vms__stack_top_of(st) - OUTER_FRAME - TASK_FOOTPRINT);
+}
+
+/* Fills in everything but fn and arg, and hands st to t; pre: st is a live stack and t
+ * is task_place(st). The task's first frame starts right below its record. */
 static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const char *name)
 {
     t->parent = NULL;
     t->stack = st;
     atomic_init(&t->state, VMS_READY);
     t->kind = kind;
-    t->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
+    t->id = task_new_id(&self_thread);
     atomic_init(&t->home, NULL);
     t->result = NULL;
     copy_name(t->name, sizeof t->name, name);
     vms__track_create(&t->track, st->base, vms__stack_top_of(st), kind == VMS__TASK_FIBER);
-    vms__ctx_make(&t->ctx, vms__stack_top_of(st), task_main, t);
+    vms__ctx_make(&t->ctx, t, task_main, t);
+    uintptr_t *outer = (uintptr_t *)(void *)(vms__stack_top_of(st) - 2 * sizeof(uintptr_t));
+    outer[0] = 0;                 /* no caller frame */
+    outer[1] = 0;                 /* no return address */
+    vms__ctx_set_outer_frame(&t->ctx, outer);
     atomic_store_explicit(&st->owner, t, memory_order_release);
 }
 
-/* Gives the stack back; pre: the task is not running and never will again. */
+/* Gives the stack back, and with it the task's record, which lives on it: t is gone
+ * afterwards. Pre: the task is not running and never will again. */
 static void task_release_stack(struct vms__task *t)
 {
+    struct vms_stack *st = t->stack;
     vms__track_destroy(&t->track);   /* vms_stack_free unpoisons the stack for ASan */
-    atomic_store_explicit(&t->stack->owner, NULL, memory_order_relaxed);
-    vms_stack_free(t->stack);
-    t->stack = NULL;
+    atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+    vms_stack_free(st);
 }
 
 static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
@@ -123,11 +165,42 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
     out->stack = t->stack;
 }
 
+/* Runs on the resumer's stack once t switched back to it for good (finished or
+ * killed; vms__ctx_jump_call), or after any switch back when a tool has a hook there
+ * (VMS__TRACK_RESUMER_HOOK; vms__ctx_switch_call): the work the resumer does before its
+ * resume returns. Returns t's state, which becomes the resume's result. */
+static long task_back(void *arg)
+{
+    struct vms__task *t = arg;
+    vms__track_entered_back(&t->track);
+    int state = atomic_load_explicit(&t->state, memory_order_relaxed);
+    if (state == VMS_DONE || state == VMS_KILLED) {
+        /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack. */
+        struct vms__task_info ti;
+        task_info_of(t, &ti);
+        vms__debug_task_end(&ti);
+    }
+    return state;
+}
+
+/* Leaves the current task t for good (state already DONE or KILLED, th->cur already its
+ * parent): back to its resumer, straight to the resumer's caller when nothing needs to
+ * run in between. async-signal-safe when the tools are off (the kill path). */
+static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
+{
+    vms__track_leave(&t->track, true);
+    if (VMS__TRACK_RESUMER_HOOK || VMS_UNLIKELY(vms__opt.flags & VMS_PAINT) ||
+        state == VMS_KILLED)
+        vms__ctx_jump_call(&t->back, task_back, t);
+    vms__ctx_jump(&t->back, state);
+}
+
 /* The current task t overwrote its stack's end magic (VMS_END_CHECK): report it and
  * handle it like an overflow. Under VMS_ABORT the debug layer kills the process; under
  * VMS_KILL_TASK t is killed here: its resumer sees VMS_KILLED (or VMS_THREAD_KILLED).
  * Runs on t's stack, above the damaged bottom, which it never touches again. */
-static _Noreturn void task_end_corrupted(struct vms__thread *th, struct vms__task *t)
+static _Noreturn __attribute__((noinline, cold)) void
+task_end_corrupted(struct vms__thread *th, struct vms__task *t)
 {
     struct vms__task_info ti;
     task_info_of(t, &ti);
@@ -142,8 +215,16 @@ static _Noreturn void task_end_corrupted(struct vms__thread *th, struct vms__tas
     atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
-    vms__track_leave(&t->track, true);
-    vms__ctx_jump(&t->back);
+    task_leave_for_good(t, VMS_KILLED);
+}
+
+/* The end-magic check of the current task at a switch: with VMS_END_CHECK off (the
+ * usual case) one predictable branch on the options, nothing else is read. */
+static inline void task_check_end(struct vms__thread *th, struct vms__task *t)
+{
+    if (VMS_UNLIKELY(vms__opt.flags & VMS_END_CHECK) && t &&
+        vms__debug_end_check(t->stack) != 0)
+        task_end_corrupted(th, t);
 }
 
 /* Frames on a thread's own stack below which a task runs are not instrumented by ASan:
@@ -152,42 +233,33 @@ static _Noreturn void task_end_corrupted(struct vms__thread *th, struct vms__tas
  * stay poisoned under the thread-exit code that runs there next. */
 #define NO_ASAN_FRAME __attribute__((no_sanitize_address))
 
-/* Switches from the calling context into t until t yields, returns or is killed;
- * returns t's new state. Pre: t is READY or SUSPENDED and belongs to th. */
-static NO_ASAN_FRAME int task_enter(struct vms__thread *th, struct vms__task *t)
+/* The bookkeeping of a switch from the calling context (th->cur, or the thread's own
+ * stack) into t; the caller switches right after, into t->ctx saving into t->back.
+ * Pre: t is READY or SUSPENDED and belongs to th. */
+static inline void task_switch_in(struct vms__thread *th, struct vms__task *t)
 {
-    void *save = NULL;
+    struct vms__task *cur = th->cur;
     /* A switch away from the calling task is a switch too: check its end magic. */
-    if (VMS_UNLIKELY(th->cur && vms__debug_end_check(th->cur->stack)))
-        task_end_corrupted(th, th->cur);
-    t->parent = th->cur;
+    task_check_end(th, cur);
+    t->parent = cur;
     atomic_store_explicit(&t->state, VMS_RUNNING, memory_order_relaxed);
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
-     * the switch starts pushing onto t's stack. */
+     * the switch starts pushing onto t's stack. A compiler barrier is enough (the
+     * handler runs on this thread); no fence instruction is needed. */
     atomic_signal_fence(memory_order_seq_cst);
-    vms__track_enter(&t->track, &save, t->stack->base, t->stack->size);
-    vms__ctx_switch(&t->back, &t->ctx);
-    vms__track_entered_back(save);
-    int state = atomic_load_explicit(&t->state, memory_order_relaxed);
-    if (state == VMS_DONE || state == VMS_KILLED) {
-        /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack. */
-        struct vms__task_info ti;
-        task_info_of(t, &ti);
-        vms__debug_task_end(&ti);
-    }
-    return state;
+    vms__track_enter(&t->track, t->stack->base, t->stack->size);
 }
 
 _Noreturn void vms__task_exit(void *arg)
 {
     struct vms__task *t = arg;
-    if (VMS_UNLIKELY(vms__debug_end_check(t->stack))) task_end_corrupted(&self_thread, t);
+    struct vms__thread *th = &self_thread;
+    task_check_end(th, t);
     atomic_store_explicit(&t->state, VMS_DONE, memory_order_relaxed);
-    self_thread.cur = t->parent;
+    th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
-    vms__track_leave(&t->track, true);
-    vms__ctx_jump(&t->back);
+    task_leave_for_good(t, VMS_DONE);
 }
 
 /* ---- for the fault handler ---------------------------------------------------------- */
@@ -259,7 +331,9 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const ucontext_t *uc
      * return through sigreturn, put back the mask of the interrupted code ourselves so
      * that the next overflow on this thread is caught too. */
     if (uc) pthread_sigmask(SIG_SETMASK, &uc->uc_sigmask, NULL);
-    vms__ctx_jump(&t->back);
+    /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
+     * code: we are off the alternate signal stack from here on. */
+    vms__ctx_jump_call(&t->back, task_back, t);
 }
 
 /* ---- fibers ------------------------------------------------------------------------- */
@@ -272,42 +346,55 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
     }
     struct vms_stack *st = vms_stack_alloc(attr ? attr->stack_size : 0);
     if (!st) return NULL;                      /* errno from vms_stack_alloc */
-    vms_fiber *f = malloc(sizeof *f);
-    if (!f) {
-        vms_stack_free(st);
-        errno = ENOMEM;
-        return NULL;
-    }
-    struct vms__task *t = &f->task;
+    struct vms__task *t = task_place(st);
     t->fn.fiber = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_FIBER, st, attr ? attr->name : NULL);
-    return f;
+    return (vms_fiber *)t;
 }
 
-int vms_fiber_resume(vms_fiber *f)
+/* A fiber's first resume on a thread that has none yet: makes th its home. 0 or a
+ * negative errno. */
+static __attribute__((noinline)) int fiber_claim(struct vms__thread *th, struct vms__task *t,
+                                                 struct vms__thread *home)
 {
-    if (!f) return -EINVAL;
+    if (home) return -EINVAL;                  /* it belongs to another thread */
+    if (!th->guard_ready) {
+        /* Without an alternate signal stack an overflow could not be handled and
+         * would kill the process: refuse rather than run unprotected. */
+        int e = vms__guard_thread_init();
+        if (e) return e;
+        th->guard_ready = true;
+    }
+    if (!atomic_compare_exchange_strong_explicit(&t->home, &home, th, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return -EINVAL;                        /* another thread claimed it first */
+    return 0;
+}
+
+/* vms_fiber_resume itself is the assembly entry in arch/<arch>/switch.S: it calls this,
+ * then switches with our caller's context saved, so that the fiber's yield returns
+ * straight to our caller (no C frame of ours is left to return through). */
+struct vms__resume_plan vms__fiber_resume_plan(vms_fiber *f)
+{
+    struct vms__resume_plan p = { NULL, (uintptr_t)(intptr_t)-EINVAL };
+    if (VMS_UNLIKELY(!f)) return p;
     struct vms__task *t = &f->task;
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
-    if (s != VMS_READY && s != VMS_SUSPENDED) return -EINVAL;
+    if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return p;
     struct vms__thread *home = atomic_load_explicit(&t->home, memory_order_acquire);
     if (VMS_UNLIKELY(home != th)) {
-        if (home) return -EINVAL;              /* it belongs to another thread */
-        if (!th->guard_ready) {
-            /* Without an alternate signal stack an overflow could not be handled and
-             * would kill the process: refuse rather than run unprotected. */
-            int e = vms__guard_thread_init();
-            if (e) return e;
-            th->guard_ready = true;
+        int e = fiber_claim(th, t, home);
+        if (e) {
+            p.to = (uintptr_t)(intptr_t)e;
+            return p;
         }
-        if (!atomic_compare_exchange_strong_explicit(&t->home, &home, th,
-                                                     memory_order_acq_rel,
-                                                     memory_order_acquire))
-            return -EINVAL;                    /* another thread claimed it first */
     }
-    return task_enter(th, t);
+    task_switch_in(th, t);
+    p.from = &t->back;
+    p.to = (uintptr_t)&t->ctx;
+    return p;
 }
 
 void vms_fiber_yield(void)
@@ -315,12 +402,16 @@ void vms_fiber_yield(void)
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
     if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
-    if (VMS_UNLIKELY(vms__debug_end_check(t->stack))) task_end_corrupted(th, t);
+    task_check_end(th, t);
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, false);
-    vms__ctx_switch(&t->ctx, &t->back);
+    /* The resumer's vms_fiber_resume returns the value we pass: VMS_SUSPENDED. */
+    if (VMS__TRACK_RESUMER_HOOK)
+        vms__ctx_switch_call(&t->ctx, &t->back, task_back, t);
+    else
+        vms__ctx_switch(&t->ctx, &t->back, VMS_SUSPENDED);
     vms__track_arrived(&t->track);
 }
 
@@ -364,8 +455,7 @@ void vms_fiber_destroy(vms_fiber *f)
         errno = EBUSY;
         return;
     }
-    task_release_stack(t);
-    free(f);
+    task_release_stack(t);                     /* f lived on the stack: gone now */
 }
 
 /* ---- threads (thread.c) ------------------------------------------------------------- */
@@ -382,7 +472,6 @@ static void orphan_destructor(void *p)
     struct vms__task *t = p;
     if (self_thread.cur == t) self_thread.cur = NULL;
     task_release_stack(t);
-    free(t);
 }
 
 static void orphan_key_create(void)
@@ -400,12 +489,7 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
     }
     struct vms_stack *st = vms_stack_alloc(stack_size);
     if (!st) return NULL;
-    struct vms__task *t = malloc(sizeof *t);
-    if (!t) {
-        vms_stack_free(st);
-        errno = ENOMEM;
-        return NULL;
-    }
+    struct vms__task *t = task_place(st);
     t->fn.thread = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_THREAD, st, "");
@@ -415,7 +499,6 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
 void vms__task_thread_discard(struct vms__task *t)
 {
     task_release_stack(t);
-    free(t);
 }
 
 NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
@@ -431,11 +514,13 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     }
     atomic_store_explicit(&t->home, th, memory_order_relaxed);
     pthread_setspecific(orphan_key, t);
-    int s = task_enter(th, t);
+    task_switch_in(th, t);
+    /* Only vms__task_exit and the kill path switch back (a thread task never yields),
+     * with the task's final state. */
+    long s = vms__ctx_switch(&t->back, &t->ctx, 0);
     pthread_setspecific(orphan_key, NULL);
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     task_release_stack(t);
-    free(t);
     return result;
 }
 

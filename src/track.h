@@ -6,7 +6,9 @@
  * Layer: task (used by fiber.c; stack.c uses vms__track_stack_release on every free). Every function compiles to nothing when its tool
  * is off, so the plain build pays nothing. The protocol, for one task t:
  *   create:   vms__track_create(t, lo, hi, own)        once, before the first switch in
- *   resumer:  vms__track_enter(t, &save, lo, size) -> switch -> vms__track_entered_back(save)
+ *   resumer:  vms__track_enter(t, lo, size) -> switch -> vms__track_entered_back(t)
+ *             (the task layer runs entered_back on the resumer's stack, through
+ *             vms__ctx_switch_call, only when VMS__TRACK_RESUMER_HOOK is 1)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t
  *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
@@ -31,9 +33,18 @@
 #include <valgrind/valgrind.h>
 #endif
 
+/* 1 when a tool needs vms__track_entered_back after every switch back to a resumer
+ * (ASan); the task layer then routes those switches through the resumer's stack. */
+#if defined(VMSTACK_ASAN)
+#define VMS__TRACK_RESUMER_HOOK 1
+#else
+#define VMS__TRACK_RESUMER_HOOK 0
+#endif
+
 /* Per-task tool state; all members unused when the tools are off. */
 struct vms__track {
     void *asan_fake;            /* ASan: the task's fake stack while it is switched out */
+    void *asan_back_fake;       /* ASan: the resumer's fake stack while the task runs */
     const void *back_bottom;    /* ASan: the resumer's stack, learned on arrival */
     size_t back_size;
     void *tsan_fiber;           /* TSan: the task's fiber */
@@ -48,6 +59,7 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi,
                                      bool own_fiber)
 {
     tr->asan_fake = NULL;
+    tr->asan_back_fake = NULL;
     tr->back_bottom = NULL;
     tr->back_size = 0;
     tr->tsan_fiber = NULL;
@@ -91,12 +103,11 @@ static inline void vms__track_stack_release(void *lo, size_t size)
 }
 
 /* The resumer, right before switching into the task whose stack is [lo, lo+size). */
-static inline void vms__track_enter(struct vms__track *tr, void **save, const void *lo,
-                                    size_t size)
+static inline void vms__track_enter(struct vms__track *tr, const void *lo, size_t size)
 {
-    (void)tr; (void)save; (void)lo; (void)size;
+    (void)tr; (void)lo; (void)size;
 #if defined(VMSTACK_ASAN)
-    __sanitizer_start_switch_fiber(save, lo, size);
+    __sanitizer_start_switch_fiber(&tr->asan_back_fake, lo, size);
 #endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber) {
@@ -106,12 +117,13 @@ static inline void vms__track_enter(struct vms__track *tr, void **save, const vo
 #endif
 }
 
-/* The resumer, right after the task switched back (yield, return or kill). */
-static inline void vms__track_entered_back(void *save)
+/* The resumer, right after the task switched back (yield, return or kill), on the
+ * resumer's stack. */
+static inline void vms__track_entered_back(struct vms__track *tr)
 {
-    (void)save;
+    (void)tr;
 #if defined(VMSTACK_ASAN)
-    __sanitizer_finish_switch_fiber(save, NULL, NULL);
+    __sanitizer_finish_switch_fiber(tr->asan_back_fake, NULL, NULL);
 #endif
 }
 

@@ -16,7 +16,7 @@
 #define VMS__CTX_RSP    0   /* stack pointer after the return address was popped */
 #define VMS__CTX_RIP    8   /* resume address */
 #define VMS__CTX_RBX    16
-#define VMS__CTX_RBP    24  /* 0 in a new context: frame-pointer walks stop there */
+#define VMS__CTX_RBP    24  /* new context: 0, or an outermost frame record (below) */
 #define VMS__CTX_R12    32  /* new context: the entry function */
 #define VMS__CTX_R13    40  /* new context: the entry function's argument */
 #define VMS__CTX_R14    48
@@ -32,7 +32,7 @@
 #define VMS__CTX_X23    32
 #define VMS__CTX_X25    48
 #define VMS__CTX_X27    64
-#define VMS__CTX_X29    80  /* frame pointer; 0 in a new context */
+#define VMS__CTX_X29    80  /* frame pointer; new context: 0, or an outermost frame */
 #define VMS__CTX_X30    88  /* link register: the resume address */
 #define VMS__CTX_SP     96
 #define VMS__CTX_FPCR   104
@@ -89,19 +89,56 @@ _Static_assert(offsetof(struct vms__ctx, d14) == VMS__CTX_D14, "switch.S layout:
 #endif
 _Static_assert(sizeof(struct vms__ctx) == VMS__CTX_SIZE, "switch.S layout: size");
 
-/* Saves the caller's context into from and loads to; returns when something switches
- * back to from. Pre: to was filled by vms__ctx_make or by a vms__ctx_switch that has not
+/* Saves the caller's context into from, loads to and resumes it with `value`: to's own
+ * pending vms__ctx_switch returns value (for a context saved by the public resume entry,
+ * its caller's vms_fiber_resume returns it). Returns, in turn, the value of whoever
+ * switches back to from. Pre: to was filled by vms__ctx_make or by a switch that has not
  * been resumed since. */
-void vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to)
+long vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to, long value)
     __attribute__((visibility("hidden")));
-/* Loads to without saving anything: leaves the current stack for good (the fault
- * handler's kill path, a finished task). async-signal-safe. */
-__attribute__((visibility("hidden"), noreturn)) void vms__ctx_jump(const struct vms__ctx *to);
+/* Loads to without saving anything and resumes it with value: leaves the current stack
+ * for good (a finished task). async-signal-safe. */
+__attribute__((visibility("hidden"), noreturn))
+void vms__ctx_jump(const struct vms__ctx *to, long value);
+/* Loads to and runs fn(arg) on its stack as if to's pending switch had called fn: to
+ * resumes when fn returns, with fn's result as the value. For what a resumer does once
+ * its task is gone (the fault handler's kill path, a finished task that the debug layer
+ * measures). The jump itself is async-signal-safe; fn runs as ordinary code. */
+__attribute__((visibility("hidden"), noreturn))
+void vms__ctx_jump_call(const struct vms__ctx *to, long (*fn)(void *), void *arg);
+/* vms__ctx_switch, but to resumes through fn(arg) like vms__ctx_jump_call: for switches
+ * after which the resumer has work to do (sanitizer hooks). */
+long vms__ctx_switch_call(struct vms__ctx *from, const struct vms__ctx *to,
+                          long (*fn)(void *), void *arg) __attribute__((visibility("hidden")));
 /* Prepares ctx so that the first switch to it runs entry(arg) on the stack whose
  * 16-byte aligned top is stack_top, with the caller's current floating-point control
  * state. When entry returns, the trampoline calls vms__task_exit(arg), which must not
  * return. */
 void vms__ctx_make(struct vms__ctx *ctx, void *stack_top, void (*entry)(void *), void *arg)
+    __attribute__((visibility("hidden")));
+/* Gives a context made by vms__ctx_make the frame pointer fp instead of 0: the address
+ * of an outermost frame record (two zero words: no caller frame, no return address) that
+ * the caller put at the very top of the stack. A frame-pointer walk then ends at the
+ * top of the stack even when the task's first frame starts lower (the task layer keeps
+ * its record between the two). */
+static inline void vms__ctx_set_outer_frame(struct vms__ctx *ctx, void *fp)
+{
+#if defined(__x86_64__)
+    ctx->rbp = (uint64_t)(uintptr_t)fp;
+#elif defined(__aarch64__)
+    ctx->x29 = (uint64_t)(uintptr_t)fp;
+#endif
+}
+/* The C part of the public vms_fiber_resume (fiber.c), called by its assembly entry:
+ * checks f and, when it can run, does the bookkeeping of the switch and returns the
+ * contexts to switch between (from: where the caller of vms_fiber_resume is saved, to:
+ * the fiber). When it cannot, from is NULL and to is the negative errno to return. */
+struct vms__resume_plan {
+    struct vms__ctx *from;
+    uintptr_t to;                 /* a const struct vms__ctx *, or (intptr_t)-errno */
+};
+struct vms_fiber;
+struct vms__resume_plan vms__fiber_resume_plan(struct vms_fiber *f)
     __attribute__((visibility("hidden")));
 /* Called by the entry trampoline when a task's entry function returned (fiber.c). */
 __attribute__((visibility("hidden"), noreturn)) void vms__task_exit(void *arg);

@@ -1,15 +1,17 @@
 /*
  * switch.S (aarch64, AAPCS64, ELF) - the task context switch.
  *
- * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_make and the entry
- * trampoline. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call,
+ * vms__ctx_switch_call, vms__ctx_make, the entry trampoline and the public entry
+ * vms_fiber_resume (its C part, the checks and bookkeeping, is vms__fiber_resume_plan in
+ * fiber.c). A switch hands one value (x0) to the context it resumes. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
  * by name) holds what a call preserves under AAPCS64: x19-x28, the frame pointer x29,
  * the link register x30 (the resume address), sp, the low halves d8-d15 of v8-v15, and
  * FPCR (rounding mode, flush-to-zero, default NaN). Everything else is caller-saved.
  *
  *   offset  field      meaning
  *   0..72   x19-x28    callee-saved; new context: x19 = entry, x20 = arg
- *   80      x29        frame pointer; 0 in a new context, so frame walks end there
+ *   80      x29        frame pointer; new context: 0 or an outermost frame record
  *   88      x30        resume address (the trampoline in a new context)
  *   96      sp
  *   104     fpcr
@@ -25,8 +27,10 @@
 
     .text
 
-/* LOAD_CTX(reg): loads every preserved register from the context at reg and returns
- * into it. reg must be x0 or x1 (not loaded); x9 and x10 are scratch. */
+/* LOAD_CTX(reg): loads every preserved register from the context at reg, sp and the
+ * resume address (into x30) included. reg must be x0 or x1 (not loaded); x9 and x10 are
+ * scratch. The caller then leaves with `ret x30` (or calls a function that returns
+ * there). */
 #define LOAD_CTX(reg)                                                                     \
     ldp     x19, x20, [reg, VMS__CTX_X19]  /* restore x19, x20 */                     ; \
     ldp     x21, x22, [reg, VMS__CTX_X21]  /* restore x21, x22 */                     ; \
@@ -40,10 +44,27 @@
     ldp     d14, d15, [reg, VMS__CTX_D14]  /* restore d14, d15 */                     ; \
     ldp     x9, x10, [reg, VMS__CTX_SP]    /* x9 = sp, x10 = fpcr */                  ; \
     msr     fpcr, x10                       /* restore rounding mode, FZ, DN */        ; \
-    mov     sp, x9                          /* switch stacks */                        ; \
-    ret     x30                             /* resume there (BTI-exempt) */
+    mov     sp, x9                          /* switch stacks */
 
-/* void vms__ctx_switch(struct vms__ctx *from (x0), const struct vms__ctx *to (x1)) */
+/* SAVE_CTX: saves the caller (return address in x30) into the context at x0. */
+#define SAVE_CTX                                                                          \
+    stp     x19, x20, [x0, #VMS__CTX_X19]   /* save x19, x20 */                        ; \
+    stp     x21, x22, [x0, #VMS__CTX_X21]   /* save x21, x22 */                        ; \
+    stp     x23, x24, [x0, #VMS__CTX_X23]   /* save x23, x24 */                        ; \
+    stp     x25, x26, [x0, #VMS__CTX_X25]   /* save x25, x26 */                        ; \
+    stp     x27, x28, [x0, #VMS__CTX_X27]   /* save x27, x28 */                        ; \
+    stp     x29, x30, [x0, #VMS__CTX_X29]   /* save fp and lr: from resumes at lr */   ; \
+    stp     d8, d9, [x0, #VMS__CTX_D8]      /* save d8, d9 */                          ; \
+    stp     d10, d11, [x0, #VMS__CTX_D10]   /* save d10, d11 */                        ; \
+    stp     d12, d13, [x0, #VMS__CTX_D12]   /* save d12, d13 */                        ; \
+    stp     d14, d15, [x0, #VMS__CTX_D14]   /* save d14, d15 */                        ; \
+    mov     x9, sp                          /* sp cannot be stored directly by stp */  ; \
+    mrs     x10, fpcr                       /* read the FP control register */         ; \
+    stp     x9, x10, [x0, #VMS__CTX_SP]     /* save sp and fpcr */
+
+/* long vms__ctx_switch(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
+ *                      long value (x2)): saves the caller into from, loads to and
+ * resumes it with x0 = value. */
     .globl  vms__ctx_switch
     .hidden vms__ctx_switch
     .type   vms__ctx_switch, %function
@@ -51,24 +72,44 @@
 vms__ctx_switch:
     .cfi_startproc
     bti     c                               /* BTI landing pad: called through a veneer/PLT */
-    stp     x19, x20, [x0, #VMS__CTX_X19]   /* save x19, x20 */
-    stp     x21, x22, [x0, #VMS__CTX_X21]   /* save x21, x22 */
-    stp     x23, x24, [x0, #VMS__CTX_X23]   /* save x23, x24 */
-    stp     x25, x26, [x0, #VMS__CTX_X25]   /* save x25, x26 */
-    stp     x27, x28, [x0, #VMS__CTX_X27]   /* save x27, x28 */
-    stp     x29, x30, [x0, #VMS__CTX_X29]   /* save fp and lr: from resumes at lr */
-    stp     d8, d9, [x0, #VMS__CTX_D8]      /* save d8, d9 */
-    stp     d10, d11, [x0, #VMS__CTX_D10]   /* save d10, d11 */
-    stp     d12, d13, [x0, #VMS__CTX_D12]   /* save d12, d13 */
-    stp     d14, d15, [x0, #VMS__CTX_D14]   /* save d14, d15 */
-    mov     x9, sp                          /* sp cannot be stored directly by stp */
-    mrs     x10, fpcr                       /* read the FP control register */
-    stp     x9, x10, [x0, #VMS__CTX_SP]     /* save sp and fpcr */
-    LOAD_CTX(x1)                            /* load to and return into it */
+.Lswitch:                                   /* vms_fiber_resume enters here */
+    SAVE_CTX                                /* from = the caller */
+    LOAD_CTX(x1)                            /* load to */
+    mov     x0, x2                          /* what to's switch call returns */
+    ret     x30                             /* resume there (BTI-exempt) */
     .cfi_endproc
     .size   vms__ctx_switch, .-vms__ctx_switch
 
-/* void vms__ctx_jump(const struct vms__ctx *to (x0)): noreturn, async-signal-safe. */
+/* int vms_fiber_resume(vms_fiber *f (x0)) - the public entry (include/vmstack.h). The C
+ * part, vms__fiber_resume_plan(f), checks f and does the bookkeeping; it returns
+ * (from, to) in x0:x1, or (NULL, error). The switch then saves OUR CALLER's context (lr
+ * as it was at our entry): the fiber's yield returns straight to our caller with the
+ * new state in w0, and no C frame of ours is left to return through. */
+    .globl  vms_fiber_resume
+    .type   vms_fiber_resume, %function
+    .p2align 4
+vms_fiber_resume:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad: called through the PLT */
+    stp     x29, x30, [sp, #-16]!           /* keep fp and our caller's lr over the call */
+    .cfi_def_cfa_offset 16
+    .cfi_offset x29, -16
+    .cfi_offset x30, -8
+    mov     x29, sp                         /* a frame record for unwinders */
+    bl      vms__fiber_resume_plan          /* x0 = from (NULL: error), x1 = to or error */
+    ldp     x29, x30, [sp], #16             /* back to our entry state */
+    .cfi_def_cfa_offset 0
+    .cfi_restore x29
+    .cfi_restore x30
+    cbz     x0, 1f                          /* nothing to switch to? */
+    b       .Lswitch                        /* save our caller into from (x0), run to (x1) */
+1:  mov     w0, w1                          /* the negative errno */
+    ret                                     /* an ordinary return to our caller */
+    .cfi_endproc
+    .size   vms_fiber_resume, .-vms_fiber_resume
+
+/* void vms__ctx_jump(const struct vms__ctx *to (x0), long value (x1)): noreturn,
+ * async-signal-safe. Loads to and resumes it with x0 = value; nothing is saved. */
     .globl  vms__ctx_jump
     .hidden vms__ctx_jump
     .type   vms__ctx_jump, %function
@@ -76,9 +117,46 @@ vms__ctx_switch:
 vms__ctx_jump:
     .cfi_startproc
     bti     c                               /* BTI landing pad */
-    LOAD_CTX(x0)                            /* load to and return into it; nothing saved */
+    LOAD_CTX(x0)                            /* load to */
+    mov     x0, x1                          /* what to's switch call returns */
+    ret     x30                             /* resume there */
     .cfi_endproc
     .size   vms__ctx_jump, .-vms__ctx_jump
+
+/* void vms__ctx_jump_call(const struct vms__ctx *to (x0), long (*fn)(void *) (x1),
+ *                         void *arg (x2)): loads to and runs fn(arg) on its stack with
+ * lr = to's resume address: to resumes when fn returns, with fn's result. noreturn. */
+    .globl  vms__ctx_jump_call
+    .hidden vms__ctx_jump_call
+    .type   vms__ctx_jump_call, %function
+    .p2align 4
+vms__ctx_jump_call:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad */
+    LOAD_CTX(x0)                            /* load to; x30 = its resume address */
+    mov     x16, x1                         /* br through x16: `bti c` pads accept it */
+    mov     x0, x2                          /* first argument: arg */
+    br      x16                             /* fn(arg), returning into to */
+    .cfi_endproc
+    .size   vms__ctx_jump_call, .-vms__ctx_jump_call
+
+/* long vms__ctx_switch_call(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
+ *                           long (*fn)(void *) (x2), void *arg (x3)): saves the caller
+ * into from, then loads to and runs fn(arg) on its stack as vms__ctx_jump_call does. */
+    .globl  vms__ctx_switch_call
+    .hidden vms__ctx_switch_call
+    .type   vms__ctx_switch_call, %function
+    .p2align 4
+vms__ctx_switch_call:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad */
+    SAVE_CTX                                /* from = the caller */
+    LOAD_CTX(x1)                            /* load to; x30 = its resume address */
+    mov     x16, x2                         /* br through x16: `bti c` pads accept it */
+    mov     x0, x3                          /* first argument: arg */
+    br      x16                             /* fn(arg), returning into to */
+    .cfi_endproc
+    .size   vms__ctx_switch_call, .-vms__ctx_switch_call
 
 /* void vms__ctx_make(struct vms__ctx *ctx (x0), void *stack_top (x1),
  *                    void (*entry)(void *) (x2), void *arg (x3)) */
