@@ -50,7 +50,7 @@ static char main_name[16];
 /* The task layer's thread start (vms__task_thread_run), [lo, hi) from its symbol, read
  * at install: a call to vms__guard_thread_init returning there is the first thing a
  * vmstack thread does (see vms__guard_thread_init). Both 0 when the symbol is unknown. */
-static uintptr_t thread_run_lo, thread_run_hi;
+static _Atomic uintptr_t thread_run_lo, thread_run_hi;
 
 static pthread_key_t alt_key;
 static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
@@ -486,7 +486,9 @@ int vms__guard_thread_init(void)
      * code ran on the thread, and its own (glibc) stack runs only vmstack's start
      * routine, so it needs no foreign-stack record. */
     uintptr_t ret = (uintptr_t)__builtin_extract_return_addr(__builtin_return_address(0));
-    bool task_thread = ret > thread_run_lo && ret < thread_run_hi;
+    uintptr_t run_hi = atomic_load_explicit(&thread_run_hi, memory_order_acquire);
+    bool task_thread = run_hi && ret > atomic_load_explicit(&thread_run_lo, memory_order_relaxed) &&
+                       ret < run_hi;
     int e = 0;
     if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since (if any) */
     pthread_once(&alt_key_once, make_alt_key);
@@ -546,8 +548,8 @@ int vms__guard_install(void)
         struct vms__sym sym;
         uintptr_t run = (uintptr_t)&vms__task_thread_run;
         if (vms__trace_symbolize(run, &sym) == 2 && sym.start == run && sym.size > 0) {
-            thread_run_lo = run;
-            thread_run_hi = run + sym.size;
+            atomic_store_explicit(&thread_run_lo, run, memory_order_relaxed);
+            atomic_store_explicit(&thread_run_hi, run + sym.size, memory_order_release);
         }
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

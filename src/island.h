@@ -94,7 +94,10 @@ VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t 
                                   vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,
                                       int max, bool *complete);
-/* The walk the reports use: libunwind when built with it, else the frame pointers. */
+/* The walk the reports use. With libunwind: libunwind's frames, found by libunwind
+ * except at return addresses where it twice confirmed a plain frame record, which are
+ * followed by frame pointer inside [lo, hi) (far fewer system calls for a deep
+ * recursion). Without: the frame-pointer walk. */
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN bool vms__trace_have_unwind(void);

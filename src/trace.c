@@ -3,9 +3,10 @@
  *
  * Part of the async-signal-safe island (layer 4). At install time and at each thread
  * init (normal context) it maps every loaded ELF file read-only and records its symbol
- * tables in a fixed table; the fault handler then walks the interrupted stack (libunwind
- * when built with it, else the frame-pointer chain bounded by the stack's range) and
- * looks addresses up in that table. Invariant: table entries are complete before the
+ * tables in a fixed table; the fault handler then walks the interrupted stack (when built
+ * with libunwind, libunwind where needed and confirmed frame records elsewhere, else the
+ * frame-pointer chain; frame pointers are read only inside the stack's range) and looks
+ * addresses up in that table. Invariant: table entries are complete before the
  * release store of their count, never change afterwards, and are never unmapped, so the
  * handler reads them lock-free. Objects loaded later show as "0xaddr" until the next
  * thread init picks them up.
