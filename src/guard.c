@@ -61,6 +61,7 @@ static VMS_TLS struct {
     int state;
     int depth;                  /* handler nesting on this thread */
     bool told;                  /* the missing alternate stack was reported */
+    bool task_thread;           /* set up by the task layer's thread start */
     uintptr_t lo, hi;           /* a foreign thread's stack (pthread_getattr_np) */
     size_t guard;
     char name[16];
@@ -489,6 +490,7 @@ int vms__guard_thread_init(void)
     uintptr_t run_hi = atomic_load_explicit(&thread_run_hi, memory_order_acquire);
     bool task_thread = run_hi && ret > atomic_load_explicit(&thread_run_lo, memory_order_relaxed) &&
                        ret < run_hi;
+    self.task_thread = task_thread;
     int e = 0;
     if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since (if any) */
     pthread_once(&alt_key_once, make_alt_key);
@@ -561,6 +563,11 @@ int vms__guard_install(void)
             return -errno;
     }
     return vms__guard_thread_init();
+}
+
+bool vms__guard_thread_is_task(void)
+{
+    return self.task_thread;
 }
 
 size_t vms__guard_overflows(void)

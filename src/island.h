@@ -139,4 +139,10 @@ VMS_HIDDEN size_t vms__oops_tainted(void);
  * the reporter itself). */
 VMS_HIDDEN void vms__oops_line(const char *msg);
 
+/* -------------------------------------------------------------------- guard.c ---- */
+/* Whether vms__guard_thread_init set this thread up as one of vmstack's own threads
+ * (called from the task layer's thread start: no foreign-stack record, no alternate
+ * stack query). For tests. */
+VMS_HIDDEN bool vms__guard_thread_is_task(void);
+
 #endif /* VMSTACK_ISLAND_H */

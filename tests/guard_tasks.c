@@ -5,7 +5,8 @@
  * SIGSEGV; 16 threads overflowing at once give 16 whole reports that never interleave;
  * 1,000 overflows in a row on one thread; overflows inside malloc or inside a printf
  * callback never deadlock (killed, or aborted with the unsafe-kill reason); an
- * overflow inside a signal handler; a wild access from a fiber.
+ * overflow inside a signal handler; a wild access from a fiber; which threads are set
+ * up as vmstack's own.
  */
 #include "island.h"
 #include "test.h"
@@ -136,6 +137,39 @@ static void fiber_kill_child(void *arg)
     printf("sibling ok, overflows %zu tainted %zu\n", stats.overflows, stats.tainted);
     vms_fiber_destroy(f);
     vms_fiber_destroy(sib);
+}
+
+/* ---- thread setup ------------------------------------------------------------------ */
+
+/* A vmstack thread is set up the cheap way (the task layer's thread start is
+ * recognized); a thread of the program's own, and the main thread, are not. */
+static void *report_setup(void *arg)
+{
+    (void)arg;
+    return vms__guard_thread_is_task() ? (void *)1 : (void *)2;
+}
+
+static void *plain_setup(void *arg)
+{
+    (void)arg;
+    if (vms__guard_thread_init() != 0) return NULL;
+    return vms__guard_thread_is_task() ? (void *)1 : (void *)2;
+}
+
+TEST(thread_setup_knows_vmstack_threads)
+{
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    ASSERT_EQ(vms_init(&cfg), 0);
+    ASSERT(!vms__guard_thread_is_task());
+    pthread_t t;
+    void *r = NULL;
+    ASSERT_EQ(vms_thread_create(&t, NULL, report_setup, NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT(r == (void *)1);
+    ASSERT_EQ(pthread_create(&t, NULL, plain_setup, NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT(r == (void *)2);
 }
 
 TEST(fiber_killed_alone)
