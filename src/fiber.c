@@ -169,7 +169,7 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
  * killed; vms__ctx_jump_call), or after any switch back when a tool has a hook there
  * (VMS__TRACK_RESUMER_HOOK; vms__ctx_switch_call): the work the resumer does before its
  * resume returns. Returns t's state, which becomes the resume's result. */
-static long task_back(void *arg)
+static int task_back(void *arg)
 {
     struct vms__task *t = arg;
     vms__track_entered_back(&t->track);
@@ -353,10 +353,17 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
     return (vms_fiber *)t;
 }
 
-/* A fiber's first resume on a thread that has none yet: makes th its home. 0 or a
- * negative errno. */
-static __attribute__((noinline)) int fiber_claim(struct vms__thread *th, struct vms__task *t,
-                                                 struct vms__thread *home)
+/* A tail call into t: our caller is saved in t->back, and the fiber's yield returns
+ * straight to it with VMS_SUSPENDED (exit and kill with VMS_DONE or VMS_KILLED). The
+ * compilers make `return vms__ctx_switch(...)` a jump from -O1 on; without it only speed
+ * suffers. */
+#define TASK_SWITCH_TO(t) vms__ctx_switch(&(t)->back, &(t)->ctx, 0)
+
+/* A fiber's first resume on a thread that has none yet: makes th its home, then runs
+ * it like vms_fiber_resume. Out of line, so that the usual resume saves no register. */
+static __attribute__((noinline)) int fiber_resume_first(struct vms__thread *th,
+                                                        struct vms__task *t,
+                                                        struct vms__thread *home)
 {
     if (home) return -EINVAL;                  /* it belongs to another thread */
     if (!th->guard_ready) {
@@ -369,32 +376,21 @@ static __attribute__((noinline)) int fiber_claim(struct vms__thread *th, struct 
     if (!atomic_compare_exchange_strong_explicit(&t->home, &home, th, memory_order_acq_rel,
                                                  memory_order_acquire))
         return -EINVAL;                        /* another thread claimed it first */
-    return 0;
+    task_switch_in(th, t);
+    return TASK_SWITCH_TO(t);
 }
 
-/* vms_fiber_resume itself is the assembly entry in arch/<arch>/switch.S: it calls this,
- * then switches with our caller's context saved, so that the fiber's yield returns
- * straight to our caller (no C frame of ours is left to return through). */
-struct vms__resume_plan vms__fiber_resume_plan(vms_fiber *f)
+int vms_fiber_resume(vms_fiber *f)
 {
-    struct vms__resume_plan p = { NULL, (uintptr_t)(intptr_t)-EINVAL };
-    if (VMS_UNLIKELY(!f)) return p;
+    if (VMS_UNLIKELY(!f)) return -EINVAL;
     struct vms__task *t = &f->task;
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
-    if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return p;
+    if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
     struct vms__thread *home = atomic_load_explicit(&t->home, memory_order_acquire);
-    if (VMS_UNLIKELY(home != th)) {
-        int e = fiber_claim(th, t, home);
-        if (e) {
-            p.to = (uintptr_t)(intptr_t)e;
-            return p;
-        }
-    }
+    if (VMS_UNLIKELY(home != th)) return fiber_resume_first(th, t, home);
     task_switch_in(th, t);
-    p.from = &t->back;
-    p.to = (uintptr_t)&t->ctx;
-    return p;
+    return TASK_SWITCH_TO(t);
 }
 
 void vms_fiber_yield(void)
@@ -517,7 +513,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     task_switch_in(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
      * with the task's final state. */
-    long s = vms__ctx_switch(&t->back, &t->ctx, 0);
+    int s = vms__ctx_switch(&t->back, &t->ctx, 0);   /* not a tail call: we go on */
     pthread_setspecific(orphan_key, NULL);
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     task_release_stack(t);

@@ -90,26 +90,28 @@ _Static_assert(offsetof(struct vms__ctx, d14) == VMS__CTX_D14, "switch.S layout:
 _Static_assert(sizeof(struct vms__ctx) == VMS__CTX_SIZE, "switch.S layout: size");
 
 /* Saves the caller's context into from, loads to and resumes it with `value`: to's own
- * pending vms__ctx_switch returns value (for a context saved by the public resume entry,
- * its caller's vms_fiber_resume returns it). Returns, in turn, the value of whoever
- * switches back to from. Pre: to was filled by vms__ctx_make or by a switch that has not
- * been resumed since. */
-long vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to, long value)
+ * pending vms__ctx_switch returns value. Returns, in turn, the value of whoever switches
+ * back to from. Pre: to was filled by vms__ctx_make or by a switch that has not been
+ * resumed since. Called as a tail call (`return vms__ctx_switch(...)`), it saves the
+ * caller's caller: whoever switches back then returns straight to that caller, and no
+ * `ret` runs after the switch (one that did would mispredict every time: the return-
+ * stack predictor holds the other context's return addresses by then). */
+int vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to, int value)
     __attribute__((visibility("hidden")));
 /* Loads to without saving anything and resumes it with value: leaves the current stack
  * for good (a finished task). async-signal-safe. */
 __attribute__((visibility("hidden"), noreturn))
-void vms__ctx_jump(const struct vms__ctx *to, long value);
+void vms__ctx_jump(const struct vms__ctx *to, int value);
 /* Loads to and runs fn(arg) on its stack as if to's pending switch had called fn: to
  * resumes when fn returns, with fn's result as the value. For what a resumer does once
  * its task is gone (the fault handler's kill path, a finished task that the debug layer
  * measures). The jump itself is async-signal-safe; fn runs as ordinary code. */
 __attribute__((visibility("hidden"), noreturn))
-void vms__ctx_jump_call(const struct vms__ctx *to, long (*fn)(void *), void *arg);
+void vms__ctx_jump_call(const struct vms__ctx *to, int (*fn)(void *), void *arg);
 /* vms__ctx_switch, but to resumes through fn(arg) like vms__ctx_jump_call: for switches
  * after which the resumer has work to do (sanitizer hooks). */
-long vms__ctx_switch_call(struct vms__ctx *from, const struct vms__ctx *to,
-                          long (*fn)(void *), void *arg) __attribute__((visibility("hidden")));
+int vms__ctx_switch_call(struct vms__ctx *from, const struct vms__ctx *to,
+                         int (*fn)(void *), void *arg) __attribute__((visibility("hidden")));
 /* Prepares ctx so that the first switch to it runs entry(arg) on the stack whose
  * 16-byte aligned top is stack_top, with the caller's current floating-point control
  * state. When entry returns, the trampoline calls vms__task_exit(arg), which must not
@@ -129,17 +131,6 @@ static inline void vms__ctx_set_outer_frame(struct vms__ctx *ctx, void *fp)
     ctx->x29 = (uint64_t)(uintptr_t)fp;
 #endif
 }
-/* The C part of the public vms_fiber_resume (fiber.c), called by its assembly entry:
- * checks f and, when it can run, does the bookkeeping of the switch and returns the
- * contexts to switch between (from: where the caller of vms_fiber_resume is saved, to:
- * the fiber). When it cannot, from is NULL and to is the negative errno to return. */
-struct vms__resume_plan {
-    struct vms__ctx *from;
-    uintptr_t to;                 /* a const struct vms__ctx *, or (intptr_t)-errno */
-};
-struct vms_fiber;
-struct vms__resume_plan vms__fiber_resume_plan(struct vms_fiber *f)
-    __attribute__((visibility("hidden")));
 /* Called by the entry trampoline when a task's entry function returned (fiber.c). */
 __attribute__((visibility("hidden"), noreturn)) void vms__task_exit(void *arg);
 #endif /* !__ASSEMBLER__ */

@@ -2,9 +2,8 @@
  * switch.S (aarch64, AAPCS64, ELF) - the task context switch.
  *
  * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call,
- * vms__ctx_switch_call, vms__ctx_make, the entry trampoline and the public entry
- * vms_fiber_resume (its C part, the checks and bookkeeping, is vms__fiber_resume_plan in
- * fiber.c). A switch hands one value (x0) to the context it resumes. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
+ * vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A switch hands one value
+ * (w0) to the context it resumes. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
  * by name) holds what a call preserves under AAPCS64: x19-x28, the frame pointer x29,
  * the link register x30 (the resume address), sp, the low halves d8-d15 of v8-v15, and
  * FPCR (rounding mode, flush-to-zero, default NaN). Everything else is caller-saved.
@@ -62,9 +61,9 @@
     mrs     x10, fpcr                       /* read the FP control register */         ; \
     stp     x9, x10, [x0, #VMS__CTX_SP]     /* save sp and fpcr */
 
-/* long vms__ctx_switch(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
- *                      long value (x2)): saves the caller into from, loads to and
- * resumes it with x0 = value. */
+/* int vms__ctx_switch(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
+ *                     int value (w2)): saves the caller into from, loads to and
+ * resumes it with w0 = value. */
     .globl  vms__ctx_switch
     .hidden vms__ctx_switch
     .type   vms__ctx_switch, %function
@@ -72,44 +71,15 @@
 vms__ctx_switch:
     .cfi_startproc
     bti     c                               /* BTI landing pad: called through a veneer/PLT */
-.Lswitch:                                   /* vms_fiber_resume enters here */
     SAVE_CTX                                /* from = the caller */
     LOAD_CTX(x1)                            /* load to */
-    mov     x0, x2                          /* what to's switch call returns */
+    mov     w0, w2                          /* what to's switch call returns */
     ret     x30                             /* resume there (BTI-exempt) */
     .cfi_endproc
     .size   vms__ctx_switch, .-vms__ctx_switch
 
-/* int vms_fiber_resume(vms_fiber *f (x0)) - the public entry (include/vmstack.h). The C
- * part, vms__fiber_resume_plan(f), checks f and does the bookkeeping; it returns
- * (from, to) in x0:x1, or (NULL, error). The switch then saves OUR CALLER's context (lr
- * as it was at our entry): the fiber's yield returns straight to our caller with the
- * new state in w0, and no C frame of ours is left to return through. */
-    .globl  vms_fiber_resume
-    .type   vms_fiber_resume, %function
-    .p2align 4
-vms_fiber_resume:
-    .cfi_startproc
-    bti     c                               /* BTI landing pad: called through the PLT */
-    stp     x29, x30, [sp, #-16]!           /* keep fp and our caller's lr over the call */
-    .cfi_def_cfa_offset 16
-    .cfi_offset x29, -16
-    .cfi_offset x30, -8
-    mov     x29, sp                         /* a frame record for unwinders */
-    bl      vms__fiber_resume_plan          /* x0 = from (NULL: error), x1 = to or error */
-    ldp     x29, x30, [sp], #16             /* back to our entry state */
-    .cfi_def_cfa_offset 0
-    .cfi_restore x29
-    .cfi_restore x30
-    cbz     x0, 1f                          /* nothing to switch to? */
-    b       .Lswitch                        /* save our caller into from (x0), run to (x1) */
-1:  mov     w0, w1                          /* the negative errno */
-    ret                                     /* an ordinary return to our caller */
-    .cfi_endproc
-    .size   vms_fiber_resume, .-vms_fiber_resume
-
-/* void vms__ctx_jump(const struct vms__ctx *to (x0), long value (x1)): noreturn,
- * async-signal-safe. Loads to and resumes it with x0 = value; nothing is saved. */
+/* void vms__ctx_jump(const struct vms__ctx *to (x0), int value (w1)): noreturn,
+ * async-signal-safe. Loads to and resumes it with w0 = value; nothing is saved. */
     .globl  vms__ctx_jump
     .hidden vms__ctx_jump
     .type   vms__ctx_jump, %function
@@ -118,12 +88,12 @@ vms__ctx_jump:
     .cfi_startproc
     bti     c                               /* BTI landing pad */
     LOAD_CTX(x0)                            /* load to */
-    mov     x0, x1                          /* what to's switch call returns */
+    mov     w0, w1                          /* what to's switch call returns */
     ret     x30                             /* resume there */
     .cfi_endproc
     .size   vms__ctx_jump, .-vms__ctx_jump
 
-/* void vms__ctx_jump_call(const struct vms__ctx *to (x0), long (*fn)(void *) (x1),
+/* void vms__ctx_jump_call(const struct vms__ctx *to (x0), int (*fn)(void *) (x1),
  *                         void *arg (x2)): loads to and runs fn(arg) on its stack with
  * lr = to's resume address: to resumes when fn returns, with fn's result. noreturn. */
     .globl  vms__ctx_jump_call
@@ -141,7 +111,7 @@ vms__ctx_jump_call:
     .size   vms__ctx_jump_call, .-vms__ctx_jump_call
 
 /* long vms__ctx_switch_call(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
- *                           long (*fn)(void *) (x2), void *arg (x3)): saves the caller
+ *                           int (*fn)(void *) (x2), void *arg (x3)): saves the caller
  * into from, then loads to and runs fn(arg) on its stack as vms__ctx_jump_call does. */
     .globl  vms__ctx_switch_call
     .hidden vms__ctx_switch_call

@@ -1,13 +1,12 @@
 /*
  * switch.S (x86-64, System V ABI, ELF) - the task context switch.
  *
- * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call, vms__ctx_make,
- * the entry trampoline and the public entry vms_fiber_resume (its C part, the checks
- * and bookkeeping, is vms__fiber_resume_plan in fiber.c). A context (struct vms__ctx,
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call,
+ * vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A context (struct vms__ctx,
  * arch/context.h, whose offsets this file uses by name) holds what a call preserves
  * under the SysV ABI: rbx, rbp, r12-r15, rsp, MXCSR and the x87 control word, plus the
  * resume address. Everything else is caller-saved, so the C caller of vms__ctx_switch
- * has already given it up. A switch hands one value (rax) to the context it resumes.
+ * has already given it up. A switch hands one value (eax) to the context it resumes.
  *
  *   offset  field   meaning
  *   0       rsp     stack pointer after the return address was popped
@@ -63,11 +62,10 @@
     movq    %r14, VMS__CTX_R14(%rdi)    /* save r14 */                                 ; \
     movq    %r15, VMS__CTX_R15(%rdi)    /* save r15 */
 
-/* long vms__ctx_switch(struct vms__ctx *from (rdi), const struct vms__ctx *to (rsi),
- *                      long value (rdx))
- * Saves the caller into from, loads to and resumes it with rax = value: the value that
- * to's own vms__ctx_switch call returns (or, for the public resume entry below, that
- * its caller gets back). */
+/* int vms__ctx_switch(struct vms__ctx *from (rdi), const struct vms__ctx *to (rsi),
+ *                     int value (edx))
+ * Saves the caller into from, loads to and resumes it with eax = value: the value that
+ * to's own vms__ctx_switch call returns. */
     .globl  vms__ctx_switch
     .hidden vms__ctx_switch
     .type   vms__ctx_switch, @function
@@ -75,46 +73,16 @@
 vms__ctx_switch:
     .cfi_startproc
     endbr64                             /* CET IBT landing pad: called through the PLT */
-.Lswitch:                               /* vms_fiber_resume enters here, rsp as at a call */
     SAVE_CTX                            /* from = the caller, as if returned */
     .cfi_adjust_cfa_offset -8
     .cfi_register %rip, %rax
     LOAD_CTX(%rsi)                      /* load to */
-    movq    %rdx, %rax                  /* what to's switch call returns */
+    movl    %edx, %eax                  /* what to's switch call returns */
     notrack jmp *VMS__CTX_RIP(%rsi)     /* resume there: pop + jmp, no ret */
     .cfi_endproc
     .size   vms__ctx_switch, .-vms__ctx_switch
 
-/* int vms_fiber_resume(vms_fiber *f (rdi)) - the public entry (include/vmstack.h).
- * The C part, vms__fiber_resume_plan(f), checks f and does the bookkeeping; it returns
- * the pair (from, to) in rax:rdx, or (NULL, error) when there is nothing to switch to.
- * The switch then saves OUR CALLER's context: when the fiber yields, it jumps straight
- * back to the caller's return address with the new state in eax. No C frame of ours is
- * left under the switch, so no `ret` runs after it: every `ret` on the way in and out
- * pairs with its own `call`, and the return-stack predictor stays right (a C function
- * that called the switch and then returned would mispredict that return every time). */
-    .globl  vms_fiber_resume
-    .type   vms_fiber_resume, @function
-    .p2align 4
-vms_fiber_resume:
-    .cfi_startproc
-    endbr64                             /* CET IBT landing pad: called through the PLT */
-    subq    $8, %rsp                    /* align the stack for the call */
-    .cfi_adjust_cfa_offset 8
-    call    vms__fiber_resume_plan      /* rax = from (NULL: error), rdx = to or error */
-    addq    $8, %rsp                    /* back to our entry sp: return address on top */
-    .cfi_adjust_cfa_offset -8
-    testq   %rax, %rax                  /* nothing to switch to? */
-    jz      1f                          /* then return the error */
-    movq    %rax, %rdi                  /* from: the fiber's resumer context */
-    movq    %rdx, %rsi                  /* to: the fiber's context */
-    jmp     .Lswitch                    /* save our caller into from and run the fiber */
-1:  movl    %edx, %eax                  /* the negative errno */
-    ret                                 /* an ordinary return to our caller */
-    .cfi_endproc
-    .size   vms_fiber_resume, .-vms_fiber_resume
-
-/* void vms__ctx_jump(const struct vms__ctx *to (rdi), long value (rsi)): loads to and
+/* void vms__ctx_jump(const struct vms__ctx *to (rdi), int value (esi)): loads to and
  * resumes it with rax = value; nothing is saved. noreturn, async-signal-safe. */
     .globl  vms__ctx_jump
     .hidden vms__ctx_jump
@@ -124,12 +92,12 @@ vms__ctx_jump:
     .cfi_startproc
     endbr64                             /* CET IBT landing pad */
     LOAD_CTX(%rdi)                      /* load to */
-    movq    %rsi, %rax                  /* what to's switch call returns */
+    movl    %esi, %eax                  /* what to's switch call returns */
     notrack jmp *VMS__CTX_RIP(%rdi)     /* resume there */
     .cfi_endproc
     .size   vms__ctx_jump, .-vms__ctx_jump
 
-/* void vms__ctx_jump_call(const struct vms__ctx *to (rdi), long (*fn)(void *) (rsi),
+/* void vms__ctx_jump_call(const struct vms__ctx *to (rdi), int (*fn)(void *) (rsi),
  *                         void *arg (rdx)): loads to and, on its stack, runs fn(arg) as
  * if to's pending call had called fn: to resumes when fn returns, with fn's result as the
  * value. For the work a resumer does once a task is gone (on the resumer's stack, never
@@ -149,7 +117,7 @@ vms__ctx_jump_call:
     .size   vms__ctx_jump_call, .-vms__ctx_jump_call
 
 /* void vms__ctx_switch_call(struct vms__ctx *from (rdi), const struct vms__ctx *to (rsi),
- *                           long (*fn)(void *) (rdx), void *arg (rcx)): saves the caller
+ *                           int (*fn)(void *) (rdx), void *arg (rcx)): saves the caller
  * into from like vms__ctx_switch, then loads to and runs fn(arg) on its stack like
  * vms__ctx_jump_call. For switches after which the resumer has work to do (sanitizer
  * hooks). Returns, later, the value of whoever switches back to from. */
