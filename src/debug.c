@@ -121,7 +121,7 @@ void vms__debug_stack_alloc(struct vms_stack *st)
  * painted page (and, with the magic, the bottom page) counts only when it holds a
  * non-zero byte, since it was resident before the owner began.
  * Cost: proportional to the depth used, not to the stack size. The scan goes down from the
- * top in windows that double (16, 32, 64 ... pages, one mincore each) and stops once a
+ * top in windows that double (a guard plus 16 pages, then twice that ..., one mincore each) and stops once a
  * guard's worth of pages below the deepest touched page was found untouched: a stack is
  * used contiguously from its top, and a frame that skips more than a guard without
  * touching it would jump the guard as well, which vmstack already asks programs to
@@ -138,7 +138,9 @@ static long long measure(const struct vms_stack *st)
     unsigned char vec[VEC_CHUNK];
     long long best = 0;
     size_t lowest = n;          /* the deepest page found touched; n: none yet */
-    size_t hi = n, w = 16;
+    /* The first window covers a guard's worth below a shallow use, so a shallow stack
+     * takes one system call. */
+    size_t hi = n, w = gap + 16;
     while (hi > 0) {
         if (w > VEC_CHUNK) w = VEC_CHUNK;
         size_t lo = hi > w ? hi - w : 0, k = hi - lo;
