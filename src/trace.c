@@ -421,14 +421,16 @@ static void learn(struct fp_rule *rules, int *n, uintptr_t ip, uintptr_t sp, uin
     else r->seen = -1;   /* not a plain frame record after all: libunwind only */
 }
 
-/* async-signal-safe: a copy of uc describing the frame (ip, sp, fp) of the same stack,
- * for restarting libunwind there. The other registers keep the interrupted values:
- * the unwind rules of the frames above use only the pc, sp and frame pointer, and
- * libunwind validates every read it makes from them. */
+/* async-signal-safe: a context describing the frame (ip, sp, fp) of the same stack, for
+ * restarting libunwind there. The other registers keep the interrupted values: the
+ * unwind rules of the frames above use only the pc, sp and frame pointer, and libunwind
+ * validates every read it makes from them. Only the registers are copied: the kernel's
+ * ucontext behind uc is smaller than the C library's ucontext_t. */
 static void retarget(ucontext_t *dst, const ucontext_t *uc, uintptr_t ip, uintptr_t sp,
                      uintptr_t fp)
 {
-    memcpy(dst, uc, sizeof *dst);
+    memset(dst, 0, sizeof *dst);
+    dst->uc_mcontext = uc->uc_mcontext;
 #if defined(__x86_64__)
     dst->uc_mcontext.gregs[REG_RIP] = (greg_t)ip;
     dst->uc_mcontext.gregs[REG_RSP] = (greg_t)sp;
