@@ -147,6 +147,30 @@ __attribute__((noinline)) static int island_recurse(int n)
     return r + 1;
 }
 
+/* A recursion through a function without a frame pointer (gcc only: clang has no
+ * per-function optimize attribute): island_mixed_a keeps one, island_mixed_b does not. */
+#ifndef __clang__
+__attribute__((noinline)) static int island_mixed_a(int n);
+__attribute__((noinline, optimize("omit-frame-pointer"))) static int island_mixed_b(int n)
+{
+    volatile int local[8];
+    local[n & 7] = n;
+    int r = island_mixed_a(n - 1);
+    return r + local[n & 7];
+}
+
+__attribute__((noinline)) static int island_mixed_a(int n)
+{
+    if (n <= 0) {
+        raise(SIGUSR1);
+        return depth_sink;
+    }
+    int r = island_mixed_b(n);
+    depth_sink += r;
+    return r + 1;
+}
+#endif
+
 static int count_frames_of(const char *name)
 {
     int hits = 0;
@@ -216,6 +240,26 @@ TEST(walk_hybrid_matches_libunwind)
             TST_FAIL("frame %d: hybrid walk 0x%lx, libunwind 0x%lx", i,
                      (unsigned long)seen_hybrid[i], (unsigned long)seen[i]);
     ASSERT_EQ(hybrid_complete, walk_complete);
+}
+
+/* Frames without a frame pointer between confirmed ones: libunwind takes over for them
+ * (restarted at each), and the frames are still exactly libunwind's. */
+TEST(walk_hybrid_through_frames_without_frame_pointer)
+{
+    if (!vms__trace_have_unwind()) SKIP("built without libunwind");
+#ifdef __clang__
+    SKIP("clang has no per-function omit-frame-pointer");
+#else
+    walk_test_depth(2, 1);
+    island_mixed_a(60);
+    ASSERT_GE(count_frames_of("island_mixed_b"), 55);
+    ASSERT_EQ(nseen_hybrid, nseen);
+    for (int i = 0; i < nseen; i++)
+        if (seen_hybrid[i] != seen[i])
+            TST_FAIL("frame %d: hybrid walk 0x%lx, libunwind 0x%lx", i,
+                     (unsigned long)seen_hybrid[i], (unsigned long)seen[i]);
+    ASSERT_EQ(hybrid_complete, walk_complete);
+#endif
 }
 
 /* Without a stack range to read, the hybrid walk is libunwind's walk. */
