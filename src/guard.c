@@ -6,9 +6,11 @@
  * classification of a fault (overflow, underflow, wild guard access, not ours), blame,
  * and the action (kill the task, die by SIGSEGV, or chain). A guard hit is recognized by
  * the fault address alone (vms__arena_where), never by si_code.
- * Invariants: the previous actions and the main stack's range are written once, before
- * the handler is installed, and only read afterwards; a thread's range and alternate
- * stack are written by that thread only, before it can fault on a vmstack stack.
+ * Thread setup is cheap for vmstack's own threads (no foreign-stack record, one
+ * sigaltstack call). Invariants: the previous actions and the main stack's range are
+ * written once, before the handler is installed, and only read afterwards; a thread's
+ * range and alternate stack are written by that thread only, before it can fault on a
+ * vmstack stack.
  */
 #include "island.h"
 
@@ -483,9 +485,13 @@ int vms__guard_thread_init(void)
     /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
     if (self.state != THREAD_NEW) return 0;
     self.state = THREAD_INITIALIZING;
-    /* The task layer's thread start calls this first on every vmstack thread: no program
-     * code ran on the thread, and its own (glibc) stack runs only vmstack's start
-     * routine, so it needs no foreign-stack record. */
+    /* The task layer's thread start calls this first on every vmstack thread, recognized
+     * by the return address (in vms__task_thread_run; when that symbol is unknown, as in
+     * a stripped library, every thread gets the full setup). No program code ran on such
+     * a thread yet, so it has no alternate stack to ask about, and its own glibc stack
+     * runs only vmstack's start routine and, at exit, thread-specific-data destructors:
+     * it gets no foreign-stack record (an overflow of that stack dies by SIGSEGV as it
+     * would without vmstack, without a report). */
     uintptr_t ret = (uintptr_t)__builtin_extract_return_addr(__builtin_return_address(0));
     uintptr_t run_hi = atomic_load_explicit(&thread_run_hi, memory_order_acquire);
     bool task_thread = run_hi && ret > atomic_load_explicit(&thread_run_lo, memory_order_relaxed) &&
