@@ -31,6 +31,8 @@
 
 struct vms__thread;
 
+/* Laid out for the switch: back, parent, stack, state, kind and home, which every
+ * resume and yield touch, share as few cache lines as they can. */
 struct vms__task {
     vms_oops oops;                /* valid once KILLED; lowest in memory (see TASK_FOOTPRINT) */
     struct vms__ctx ctx;          /* the task's registers while it is not running */
@@ -39,8 +41,8 @@ struct vms__task {
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
-    unsigned long id;
     struct vms__thread *_Atomic home; /* the thread that first ran it */
+    unsigned long id;
     union { void (*fiber)(void *); void *(*thread)(void *); } fn;
     void *arg;
     void *result;                 /* a thread task's return value */
