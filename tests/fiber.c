@@ -670,6 +670,80 @@ TEST(stack_remaining)
     ASSERT_UEQ(vms_stack_remaining(), SIZE_MAX);
 }
 
+/* ---- where a fiber's record lives, ids --------------------------------------------- */
+
+static uintptr_t first_frame_sp;   /* an address in the fiber's first frame */
+static void body_where(void *arg)
+{
+    (void)arg;
+    volatile char here = 1;
+    first_frame_sp = (uintptr_t)&here;
+}
+
+/* The record lives at the top of the fiber's own stack, above its first frame and below
+ * the terminal frame record at the very top; nothing is allocated elsewhere. */
+TEST(record_at_stack_top)
+{
+    vms_fiber *f = vms_fiber_create(body_where, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    const vms_stack *st = vms_fiber_stack(f);
+    char *base = vms_stack_base(st), *top = vms_stack_top(st);
+    ASSERT((char *)f >= base && (char *)f < top);
+    ASSERT_LE((size_t)(top - (char *)f), 1024);
+    ASSERT_EQ(((uintptr_t)f) % 64, 0);            /* its own cache lines */
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT(first_frame_sp < (uintptr_t)f);        /* frames start below the record */
+    ASSERT_LT((size_t)((uintptr_t)f - first_frame_sp), 1024);
+    /* The record survives the fiber's end: state and oops are read until destroy. */
+    ASSERT_EQ(vms_fiber_state(f), VMS_DONE);
+    ASSERT_NULL(vms_fiber_oops(f));
+    vms_fiber_destroy(f);
+}
+
+/* Ids come in per-thread blocks of 256: fibers of two threads, more than a block each,
+ * never share one. */
+#define IDS_PER_THREAD 300
+static unsigned long ids_seen[2][IDS_PER_THREAD];
+
+static void body_id(void *arg)
+{
+    struct vms__task_info info;
+    if (vms__task_current(&info) == 0) *(unsigned long *)arg = info.id;
+}
+
+static void *make_ids(void *arg)
+{
+    unsigned long *out = arg;
+    for (int i = 0; i < IDS_PER_THREAD; i++) {
+        vms_fiber *f = vms_fiber_create(body_id, &out[i], NULL);
+        if (!f || vms_fiber_resume(f) != VMS_DONE) return (void *)1;
+        vms_fiber_destroy(f);
+    }
+    return NULL;
+}
+
+static int cmp_ulong(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+TEST(ids_unique_across_threads)
+{
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) ASSERT_EQ(pthread_create(&t[i], NULL, make_ids, ids_seen[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        ASSERT_NULL(r);
+    }
+    unsigned long *all = &ids_seen[0][0];
+    qsort(all, 2 * IDS_PER_THREAD, sizeof *all, cmp_ulong);
+    ASSERT_NE(all[0], 0);                         /* every fiber reported its id */
+    for (int i = 1; i < 2 * IDS_PER_THREAD; i++)
+        if (all[i] == all[i - 1]) TST_FAIL("id %lu handed out twice", all[i]);
+}
+
 /* ---- a thread without an alternate signal stack runs no fiber ------------------------ */
 
 static void *resume_in_new_thread(void *arg)
