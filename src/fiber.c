@@ -11,8 +11,9 @@
  * itself, before a switch, so it always names the task whose stack the thread is about
  * to run on. Invariants: a fiber runs only on its home thread (the first to resume it);
  * a task's `back` context is valid exactly while it is RUNNING; the create, resume,
- * yield and destroy paths make no system call, take no lock and make no locked
- * read-modify-write after a thread's first fiber.
+ * yield and destroy paths make no system call and take no lock, and the task layer adds
+ * no locked read-modify-write to them (ids come in per-thread blocks; vms_stack_free's
+ * double-free check is the one compare-and-swap of a create + destroy).
  */
 #include "internal.h"
 #include "arch/context.h"
@@ -186,8 +187,8 @@ static int task_back(void *arg)
 }
 
 /* Leaves the current task t for good (state already DONE or KILLED, th->cur already its
- * parent): back to its resumer, straight to the resumer's caller when nothing needs to
- * run in between. async-signal-safe when the tools are off (the kill path). */
+ * parent; the exit and the end-magic kill, not the fault handler's kill): back to its
+ * resumer, straight to the resumer's caller when nothing needs to run in between. */
 static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
 {
     vms__track_leave(&t->track, true);
