@@ -568,7 +568,7 @@ int vms__guard_install(void)
             sigaction(SIGBUS, &sa, &old_actions[1]) != 0)
             return -errno;
     }
-    return vms__guard_thread_init();
+    return 0;
 }
 
 bool vms__guard_thread_is_task(void)

@@ -207,9 +207,11 @@ VMS_HIDDEN void vms__cache_flush_thread(void);
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 
 /* --------------------------------------------------- guard.c (signal island) ---- */
-/* Installs the SIGSEGV/SIGBUS handler (once) and an alternate signal stack for the
- * calling thread (once per thread, freed at thread exit). Called by vms__ensure_init
- * for the first thread and by the task layer on every thread that runs tasks. */
+/* vms__guard_install: installs the SIGSEGV/SIGBUS handler and reads what it needs (the
+ * main stack's range, symbol tables), once, before vmstack is marked initialized.
+ * vms__guard_thread_init: an alternate signal stack for the calling thread (once per
+ * thread, freed at thread exit); called after initialization for the first thread, by
+ * vms_stack_alloc on a thread's first allocation, and by the task layer. */
 VMS_HIDDEN int vms__guard_install(void);
 VMS_HIDDEN int vms__guard_thread_init(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);

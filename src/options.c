@@ -169,12 +169,15 @@ static void decide(const vms_config *cfg)
 static int finish_init(const vms_config *cfg)
 {
     decide(cfg);
-    atomic_store_explicit(&init_state, INIT_DONE, memory_order_release);
-    /* After INIT_DONE: installing the handler allocates the first thread's alternate
-     * signal stack, which comes back here through vms_stack_alloc. */
+    /* The handler and what it reads (the main stack's range, symbol tables) are set up
+     * before any other thread can see INIT_DONE and start using vmstack. */
     int e = vms__guard_install();
     if (e) vms__log_warn("the stack-overflow handler could not be installed (%s): overflows "
                          "will not be reported", strerror(-e));
+    atomic_store_explicit(&init_state, INIT_DONE, memory_order_release);
+    /* After INIT_DONE: the first thread's alternate signal stack comes back here through
+     * vms_stack_alloc. */
+    (void)vms__guard_thread_init();
     return 0;
 }
 
