@@ -508,7 +508,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 {
     struct vms__thread *th = &self_thread;
     if (!th->guard_ready) {
-        int e = vms__guard_thread_init();
+        int e = vms__guard_task_thread_init();
         if (e)
             vms__log_warn("thread %ld has no alternate signal stack (%s): a stack overflow "
                           "in it will kill the process", (long)gettid(), strerror(-e));

@@ -49,11 +49,6 @@ static uintptr_t main_lo, main_hi, main_floor;
 static size_t main_gap;
 static char main_name[16];
 
-/* The task layer's thread start (vms__task_thread_run), [lo, hi) from its symbol, read
- * at install: a call to vms__guard_thread_init returning there is the first thing a
- * vmstack thread does (see vms__guard_thread_init). Both 0 when the symbol is unknown. */
-static _Atomic uintptr_t thread_run_lo, thread_run_hi;
-
 static pthread_key_t alt_key;
 static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
 
@@ -480,23 +475,23 @@ static int set_alt_stack(vms_stack *st, size_t need)
     return 1;
 }
 
+int vms__guard_task_thread_init(void)
+{
+    if (self.state == THREAD_NEW) self.task_thread = true;
+    return vms__guard_thread_init();
+}
+
 int vms__guard_thread_init(void)
 {
     /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
     if (self.state != THREAD_NEW) return 0;
     self.state = THREAD_INITIALIZING;
-    /* The task layer's thread start calls this first on every vmstack thread, recognized
-     * by the return address (in vms__task_thread_run; when that symbol is unknown, as in
-     * a stripped library, every thread gets the full setup). No program code ran on such
-     * a thread yet, so it has no alternate stack to ask about, and its own glibc stack
-     * runs only vmstack's start routine and, at exit, thread-specific-data destructors:
-     * it gets no foreign-stack record (an overflow of that stack dies by SIGSEGV as it
-     * would without vmstack, without a report). */
-    uintptr_t ret = (uintptr_t)__builtin_extract_return_addr(__builtin_return_address(0));
-    uintptr_t run_hi = atomic_load_explicit(&thread_run_hi, memory_order_acquire);
-    bool task_thread = run_hi && ret > atomic_load_explicit(&thread_run_lo, memory_order_relaxed) &&
-                       ret < run_hi;
-    self.task_thread = task_thread;
+    /* vmstack's own threads come through vms__guard_task_thread_init (the task layer's
+     * thread start) before any program code ran on them: they have no alternate stack to
+     * ask about, and their own glibc stack runs only vmstack's start routine and, at
+     * exit, thread-specific-data destructors: they get no foreign-stack record (an
+     * overflow of that stack dies by SIGSEGV as it would without vmstack, unreported). */
+    bool task_thread = self.task_thread;
     int e = 0;
     if (atomic_load(&installed)) vms__trace_load();   /* objects loaded since (if any) */
     pthread_once(&alt_key_once, make_alt_key);
@@ -553,12 +548,6 @@ int vms__guard_install(void)
     if (atomic_compare_exchange_strong(&installed, &expected, 1)) {
         vms__trace_load();
         read_main_stack();
-        struct vms__sym sym;
-        uintptr_t run = (uintptr_t)&vms__task_thread_run;
-        if (vms__trace_symbolize(run, &sym) == 2 && sym.start == run && sym.size > 0) {
-            atomic_store_explicit(&thread_run_lo, run, memory_order_relaxed);
-            atomic_store_explicit(&thread_run_hi, run + sym.size, memory_order_release);
-        }
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;

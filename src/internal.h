@@ -214,6 +214,9 @@ static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->b
  * vms_stack_alloc on a thread's first allocation, and by the task layer. */
 VMS_HIDDEN int vms__guard_install(void);
 VMS_HIDDEN int vms__guard_thread_init(void);
+/* The same for a thread vmstack created, called first thing by its start routine (no
+ * program code ran on it yet: a cheaper setup, see guard.c). */
+VMS_HIDDEN int vms__guard_task_thread_init(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);
 VMS_HIDDEN size_t vms__guard_tainted(void);
 
