@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -35,7 +36,8 @@ struct vms__thread;
 /* Laid out for the switch: back, parent, stack, state, kind and home, which every
  * resume and yield touch, share as few cache lines as they can. */
 struct vms__task {
-    vms_oops oops;                /* valid once KILLED; lowest in memory (see TASK_FOOTPRINT) */
+    uintptr_t canary;             /* lowest in memory: its address ^ canary_secret */
+    vms_oops oops;                /* valid once KILLED (see TASK_FOOTPRINT) */
     struct vms__ctx ctx;          /* the task's registers while it is not running */
     struct vms__ctx back;         /* its resumer's registers while it runs */
     struct vms__task *parent;     /* the task that resumed it; NULL: the thread's stack */
@@ -51,13 +53,51 @@ struct vms__task {
     char name[TASK_NAME_MAX];
 };
 
+/* A write that runs upwards from the task's first frame (a buffer overflow towards
+ * higher addresses) reaches the record before any guard: the canary, the record's lowest
+ * word, is checked at every resume and destroy, so a corrupted record is reported and
+ * the process aborted before its saved registers are loaded (the kernel's
+ * STACK_END_MAGIC, at the other end). The secret comes from the kernel's AT_RANDOM
+ * bytes, so the value cannot be guessed from the address alone. */
+static _Atomic uintptr_t canary_secret;
+
+static uintptr_t task_canary_secret(void)
+{
+    uintptr_t s = atomic_load_explicit(&canary_secret, memory_order_relaxed);
+    if (VMS_UNLIKELY(!s)) {
+        const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+        if (r) memcpy(&s, r + 8, sizeof s);
+        s |= 1;   /* never 0: 0 means "not decided yet" */
+        atomic_store_explicit(&canary_secret, s, memory_order_relaxed);
+    }
+    return s;
+}
+
+static _Noreturn __attribute__((noinline)) void task_record_corrupted(const struct vms__task *t)
+{
+    struct vms__where w;
+    vms__arena_where(t, &w);
+    vms__fatal("fiber record %p was overwritten (canary 0x%lx): the task wrote above the "
+               "first frame of its stack [%p-%p) (a buffer overflow towards higher "
+               "addresses); its saved registers cannot be trusted", (const void *)t,
+               (unsigned long)t->canary, w.st ? (void *)w.st->base : NULL,
+               w.st ? (void *)vms__stack_top_of(w.st) : NULL);
+}
+
+static inline void task_check_record(const struct vms__task *t)
+{
+    if (VMS_UNLIKELY(t->canary != ((uintptr_t)t ^ atomic_load_explicit(
+                                       &canary_secret, memory_order_relaxed))))
+        task_record_corrupted(t);
+}
+
 /* The top of a task's stack, from the top down: an outermost frame record (two zero
  * words, OUTER_FRAME bytes with padding to a cache line), the task's record
  * (TASK_FOOTPRINT bytes, a whole number of cache lines, so it shares none with the
  * frames), then the task's own frames. The outermost frame is where frame-pointer walks
  * (the oops trace without libunwind) end: it must stay at the very top. The oops comes
- * first in the record: it is only written when the task dies, so a write a little above
- * the task's first frame lands there before it reaches the contexts. Even the smallest
+ * first in the record after the canary: it is only written when the task dies, so a
+ * write a little above the task's first frame lands there before it reaches the contexts. Even the smallest
  * stack (one page) keeps most of its room. */
 #define OUTER_FRAME    ((size_t)64)
 #define TASK_FOOTPRINT ((sizeof(struct vms__task) + 63) & ~(size_t)63)
@@ -133,6 +173,7 @@ static struct vms__task *task_place(struct vms_stack *st)
  * is task_place(st). The task's first frame starts right below its record. */
 static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const char *name)
 {
+    t->canary = (uintptr_t)t ^ task_canary_secret();
     t->parent = NULL;
     t->stack = st;
     atomic_init(&t->state, VMS_READY);
@@ -394,6 +435,7 @@ int vms_fiber_resume(vms_fiber *f)
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
+    task_check_record(t);
     struct vms__thread *home = atomic_load_explicit(&t->home, memory_order_acquire);
     if (VMS_UNLIKELY(home != th)) return fiber_resume_first(th, t, home);
     task_switch_in(th, t);
@@ -450,6 +492,7 @@ void vms_fiber_destroy(vms_fiber *f)
 {
     if (!f) return;
     struct vms__task *t = &f->task;
+    task_check_record(t);
     if (atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_RUNNING) {
         /* Its stack is in use by the caller (or by a fiber that resumed the caller):
          * freeing it now would be a use-after-free. */

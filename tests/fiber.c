@@ -815,3 +815,51 @@ TEST(destroy_suspended_then_reuse)
     }
     ASSERT_EQ(done, 0);                           /* no destroyed fiber ever ran on */
 }
+
+/* A fiber that writes above its first frame (a buffer overflow towards higher addresses)
+ * reaches its own record, which lives at the top of its stack: the record's canary makes
+ * the next resume report and abort instead of loading corrupted saved registers. The
+ * overflow is simulated by writing over the record's lowest words directly. */
+static void body_smash_record(void *arg)
+{
+    volatile uintptr_t *rec = (volatile uintptr_t *)vms_fiber_self();
+    (void)arg;
+    for (int i = 0; i < 4; i++) rec[i] = 0x4141414141414141u;
+    vms_fiber_yield();
+}
+
+static void smash_record_child(void *arg)
+{
+    (void)arg;
+    vms_fiber *f = vms_fiber_create(body_smash_record, NULL, NULL);
+    if (!f) exit(10);
+    if (vms_fiber_resume(f) != VMS_SUSPENDED) exit(11);
+    vms_fiber_resume(f);       /* must not return */
+    exit(12);
+}
+
+TEST(overwritten_record_is_caught_at_resume)
+{
+    char out[4096];
+    int st = tst_fork(smash_record_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: fiber record");
+    ASSERT_STR_CONTAINS(out, "was overwritten");
+}
+
+static void smash_destroy_child(void *arg)
+{
+    (void)arg;
+    vms_fiber *f = vms_fiber_create(body_smash_record, NULL, NULL);
+    if (!f || vms_fiber_resume(f) != VMS_SUSPENDED) exit(10);
+    vms_fiber_destroy(f);      /* must not free through a corrupted record */
+    exit(12);
+}
+
+TEST(overwritten_record_is_caught_at_destroy)
+{
+    char out[4096];
+    int st = tst_fork(smash_destroy_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "was overwritten");
+}

@@ -1062,6 +1062,7 @@ int vms_cmd_demo(int argc, char **argv)
     if (st) return st < 0 ? 1 : st;
     st = print_guarded(r);
     reports_stop();
+    for (long i = 0; i < r->o.fibers + r->o.threads; i++) free(r->jobs[i].text);
     if (r->o.direct) {
         printf("\nThe same without guards (vmstack-direct):\n\n");
         int d = run_direct_binary(argc, argv);
