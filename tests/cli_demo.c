@@ -140,13 +140,16 @@ TEST(help)
     ASSERT_STR_CONTAINS(out, "--direct");
 }
 
-/* Checks the direct-mode part of out: three deep fibers that went past their stacks with
- * no report, each with its victim named. */
+/* Checks the direct-mode part of out: deep fibers that went past their stacks with no
+ * oops, each with its victim named. */
 static __attribute__((unused)) void expect_direct_summary(void)
 {
     ASSERT_STR_CONTAINS(out, "guards: none (the direct backend");
-    ASSERT_EQ(cli_count(out, "deep      parser-"), 3);
-    ASSERT_GE(cli_count(out, "  victim  "), 3);
+    /* Three deep fibers are planned; how many ran before the damage killed the process
+     * varies from run to run (a victim's corrupted record or frames stop it). */
+    ASSERT_GE(cli_count(out, "deep      parser-"), 1);
+    ASSERT_LE(cli_count(out, "deep      parser-"), 3);
+    ASSERT_GE(cli_count(out, "  victim  "), 1);
     ASSERT_STR_CONTAINS(out, "past the end of its stack");
     ASSERT(cli_line(out, "result    DAMAGED") || cli_line(out, "result    no damage this time"));
     ASSERT(cli_line(out, "process   "));
