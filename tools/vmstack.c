@@ -1,17 +1,10 @@
 /*
  * vmstack.c - the `vmstack` command: dispatches to one subcommand per cmd_<sub>.c file.
- * Subcommands whose file is not built yet are weak references and say so.
  */
 #include "tools.h"
 
 #include <stdio.h>
 #include <string.h>
-
-#pragma weak vms_cmd_info
-#pragma weak vms_cmd_demo
-#pragma weak vms_cmd_bench
-#pragma weak vms_cmd_checkstack
-#pragma weak vms_cmd_selftest
 
 static const struct {
     const char *name;
@@ -41,10 +34,6 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name) != 0) continue;
-        if (!cmds[i].fn) {
-            fprintf(stderr, "vmstack: error: `%s` is not built into this version yet\n", cmds[i].name);
-            return 2;
-        }
         return cmds[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "vmstack: error: unknown command `%s`\n", argv[1]);
