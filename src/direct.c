@@ -146,6 +146,7 @@ int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
         struct vms_stack *st = &a->meta[first + i];
         st->cls = (uint16_t)cls;
         st->warm = 0;
+        st->internal = 0;
         st->next = NULL;
         st->base = a->slots + (size_t)(first + i) * a->slot_size;
         st->size = a->slot_size;

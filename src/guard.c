@@ -512,7 +512,7 @@ int vms__guard_thread_init(void)
     bool ask_first = !task_thread;
 #endif
     if (ask_first && has_own_alt_stack(need)) goto done;
-    vms_stack *st = vms_stack_alloc(need);
+    vms_stack *st = vms__stack_alloc_internal(need);
     if (!st) {
         e = -errno;
         /* Once per thread: the task layer asks again before every resume. */

@@ -138,7 +138,8 @@ enum { VMS__SLOT_UNUSED = 0, VMS__SLOT_FREE = 1, VMS__SLOT_LIVE = 2 };
 struct vms_stack {
     _Atomic uint32_t state;       /* VMS__SLOT_* */
     uint16_t cls;                 /* size class */
-    uint16_t warm;                /* 1: top page resident and zero; 0: all discarded */
+    uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded */
+    uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
     size_t   size;                /* usable bytes */
@@ -203,6 +204,10 @@ VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out
 VMS_HIDDEN void vms__cache_flush_thread(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
+/* vms_stack_alloc for vmstack's own use (alternate signal stacks): not counted in
+ * vms_stats.stacks_live nor in the usage histogram, which describe the program's stacks.
+ * Freed with vms_stack_free. */
+VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size);
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

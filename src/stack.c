@@ -45,6 +45,19 @@ vms_stack *vms_stack_alloc(size_t size)
     return st;
 }
 
+/* Internal stacks live now (they are in the cache layer's count too). */
+static atomic_size_t internal_live;
+
+struct vms_stack *vms__stack_alloc_internal(size_t size)
+{
+    struct vms_stack *st = vms_stack_alloc(size);
+    if (st) {
+        st->internal = 1;
+        atomic_fetch_add_explicit(&internal_live, 1, memory_order_relaxed);
+    }
+    return st;
+}
+
 void vms_stack_free(vms_stack *st)
 {
     if (!st) return;
@@ -57,7 +70,12 @@ void vms_stack_free(vms_stack *st)
             &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
                    (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
-    if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_free(rec);
+    if (VMS_UNLIKELY(rec->internal)) {
+        rec->internal = 0;
+        atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
+    } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
+        vms__debug_stack_free(rec);
+    }
     /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
      * may have left redzones poisoned; the cache's scrubbing and the next owner must not
      * trip over them. Nothing in other builds. */
@@ -112,10 +130,12 @@ int vms_get_stats(vms_stats *out)
     int e = vms__ensure_init();
     if (e) return e;
     memset(out, 0, sizeof *out);
-    out->stacks_live = vms__cache_live();
+    size_t live = vms__cache_live();   /* the program's stacks and vmstack's own */
+    size_t internal = atomic_load_explicit(&internal_live, memory_order_relaxed);
+    out->stacks_live = live > internal ? live - internal : 0;
     size_t opened = 0;   /* slots ever opened: live + cached */
     vms__arena_each(add_opened, &opened);
-    out->stacks_cached = opened > out->stacks_live ? opened - out->stacks_live : 0;
+    out->stacks_cached = opened > live ? opened - live : 0;
     vms__arena_totals(&out->arenas, &out->reserved_bytes, &out->mappings,
                       &out->resident_bytes);
     out->overflows = vms__guard_overflows();

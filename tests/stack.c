@@ -677,3 +677,43 @@ TEST(stats_count_live_and_cached)
     ASSERT(b.mappings >= 1);
     ASSERT(!strcmp(b.guard_method, "madvise") || !strcmp(b.guard_method, "mprotect"));
 }
+
+/* vms_stats counts the program's stacks: vmstack's own alternate signal stacks (one per
+ * thread that uses vmstack, the first thread's included) are not in stacks_live. */
+static void *alloc_free_on_thread(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* this thread gets its alternate stack here */
+    vms_stack_free(s);
+    vms_stats st;
+    vms_get_stats(&st);
+    return (void *)st.stacks_live;
+}
+
+static void live_count_child(void *arg)
+{
+    (void)arg;
+    vms_stats st;
+    if (vms_get_stats(&st) != 0 || st.stacks_live != 0) exit(10);
+    vms_stack *s[5];
+    for (int i = 0; i < 5; i++) s[i] = vms_stack_alloc(0);
+    vms_get_stats(&st);
+    if (st.stacks_live != 5) exit(11);
+    for (int i = 0; i < 5; i++) vms_stack_free(s[i]);
+    vms_get_stats(&st);
+    if (st.stacks_live != 0) exit(12);
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, alloc_free_on_thread, NULL);
+    pthread_join(t, &r);
+    if ((uintptr_t)r != 0) exit(13);
+    exit(0);
+}
+
+TEST(stacks_live_counts_only_the_programs_stacks)
+{
+    char out[4096];
+    int st = tst_fork(live_count_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}
