@@ -15,11 +15,7 @@ static char out[65536];
 
 static const char *run(void (*fn)(void *), void *arg)
 {
-    int st = tst_fork(fn, arg, out, sizeof out);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
-    return out;
+    return tst_run_ok(fn, arg, out, sizeof out);
 }
 
 static void init_flags(unsigned flags, int on_overflow)

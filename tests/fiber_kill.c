@@ -14,31 +14,6 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
-#endif
-#endif
-#ifndef NO_ASAN
-#define NO_ASAN() do {} while (0)
-#endif
-/* The direct backend (VMSTACK_VMAP=OFF) has no guards: an overflow is not caught. */
-#if defined(VMSTACK_VMAP)
-#define NEED_GUARDS() NO_ASAN()
-#else
-#define NEED_GUARDS() SKIP("the direct backend (VMSTACK_VMAP=OFF) has no guards")
-#endif
-
-/* GCC would otherwise analyse the recursion across calls (noipa); clang has no such
- * attribute and does not need it with noinline. */
-#if defined(__clang__)
-#define NOIPA __attribute__((noinline))
-#else
-#define NOIPA __attribute__((noipa))
-#endif
-
 static char out[1 << 20];
 
 /* Runs a child; TASK_SHOW=1 in the environment prints what it wrote (debugging). */
@@ -162,7 +137,7 @@ static void child_one_of_thousand(void *arg)
 
 TEST(one_of_thousand_killed_alone)
 {
-    NEED_GUARDS();
+    NEED_GUARD_FAULTS();
     int status = run_child(child_one_of_thousand, NULL);
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"job-537\"");
@@ -203,7 +178,7 @@ static void child_nested(void *arg)
 
 TEST(nested_kill_returns_to_resumer_fiber)
 {
-    NEED_GUARDS();
+    NEED_GUARD_FAULTS();
     int status = run_child(child_nested, NULL);
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
@@ -256,7 +231,7 @@ static void child_thread_killed(void *arg)
 
 TEST(thread_overflow_joins_as_killed)
 {
-    NEED_GUARDS();
+    NEED_GUARD_FAULTS();
     int status = run_child(child_thread_killed, NULL);
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"\" (id");
@@ -339,7 +314,7 @@ static void child_ten_thousand(void *arg)
 
 TEST(ten_thousand_overflows_bounded)
 {
-    NEED_GUARDS();
+    NEED_GUARD_FAULTS();
     int n = 10000;
     int status = run_child(child_ten_thousand, &n);
     ASSERT_EXITED(status, 0);

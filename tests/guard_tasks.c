@@ -14,30 +14,6 @@
 #include <printf.h>
 #include <pthread.h>
 
-/* A real frame for every call (no inlining, cloning or interprocedural shortcuts), so
- * that traces show the functions the tests look for. */
-#ifdef __clang__
-#define NOIPA __attribute__((noinline))
-#else
-#define NOIPA __attribute__((noipa))
-#endif
-
-#ifdef __SANITIZE_ADDRESS__
-/* Deliberate stack overflows confuse ASan's own SIGSEGV handler: skipped under it. */
-#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
-#else
-#define NO_ASAN() do {} while (0)
-#endif
-
-/* Guard faults need guards: the direct backend (VMSTACK_VMAP=OFF) has none. */
-static void need_guards(void)
-{
-#ifndef VMSTACK_VMAP
-    SKIP("the direct backend has no guards");
-#endif
-}
-#define NEED_GUARD_FAULTS() do { NO_ASAN(); need_guards(); } while (0)
-
 static char out[4 << 20];
 static volatile int sink, never;
 

@@ -49,15 +49,6 @@ static int can_write(void *addr)
     return r == 1;
 }
 
-/* Tests of guards themselves skip on the direct backend (VMSTACK_VMAP=OFF): it has none
- * by design, and its own tests (tests/direct.c) show what that means. */
-static void need_guards(void)
-{
-#ifndef VMSTACK_VMAP
-    SKIP("the direct backend has no guards");
-#endif
-}
-
 static void assert_guarded_below(vms_stack *s)
 {
     char *base = vms_stack_base(s);

@@ -90,6 +90,39 @@ static const char *tst_current = "";
             TST_FAIL("did not expect \"%s\" in:\n----\n%s\n----", tst_n, tst_h);    \
     } while (0)
 
+/* A real frame for every call (no inlining, cloning or interprocedural shortcuts), so that
+ * deep recursions really recurse and traces show the functions the tests look for. GCC
+ * needs noipa; clang has no such attribute and does not need it with noinline. */
+#if defined(__clang__)
+#define NOIPA __attribute__((noinline))
+#else
+#define NOIPA __attribute__((noipa))
+#endif
+
+/* Deliberate stack overflows and wild writes confuse ASan's own SIGSEGV handler and its
+ * shadow of the stacks: such cases only run without it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#endif
+#endif
+#ifndef NO_ASAN
+#define NO_ASAN() do {} while (0)
+#endif
+
+/* Tests of guards themselves skip on the direct backend (VMSTACK_VMAP=OFF): it has none by
+ * design, and its own tests (tests/direct.c) show what that means. Decided at compile
+ * time, so that the parent of a forked child never initializes vmstack by asking. */
+static inline void need_guards(void)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend has no guards");
+#endif
+}
+#define NEED_GUARD_FAULTS() do { NO_ASAN(); need_guards(); } while (0)
+
 /* Runs fn(arg) in a child process whose stdout and stderr go to a pipe; returns the
  * child's wait status and fills out (NUL-terminated, truncated to outsz). The child
  * exits 0 when fn returns. */
@@ -124,6 +157,17 @@ static inline int tst_fork(void (*fn)(void *), void *arg, char *out, size_t outs
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     return status;
+}
+
+/* tst_fork for a child that must succeed: fails with the child's output unless it exited
+ * 0; returns out for further checks. */
+static inline const char *tst_run_ok(void (*fn)(void *), void *arg, char *out, size_t outsz)
+{
+    int st = tst_fork(fn, arg, out, outsz);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    return out;
 }
 
 #define ASSERT_EXITED(status, code)                                                 \
