@@ -290,7 +290,11 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
     /* A switch away from the calling task is a switch too: check its end magic. */
     task_check_end(th, cur);
     t->parent = cur;
-    atomic_store_explicit(&t->state, VMS_RUNNING, memory_order_relaxed);
+    /* The builtin, not atomic_store_explicit: that macro stores through a temporary
+     * whose scope ASan poisons, and this code is inlined into vms__task_thread_run, which
+     * ASan does not instrument (NO_ASAN_FRAME): the poison would outlive the frame and
+     * trip the thread-exit code that later runs there. */
+    __atomic_store_n(&t->state, VMS_RUNNING, __ATOMIC_RELAXED);
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
      * the switch starts pushing onto t's stack. A compiler barrier is enough (the
@@ -558,7 +562,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
         else
             th->guard_ready = true;
     }
-    atomic_store_explicit(&t->home, th, memory_order_relaxed);
+    __atomic_store_n(&t->home, th, __ATOMIC_RELAXED);       /* see task_switch_in */
     pthread_setspecific(orphan_key, t);
     task_switch_in(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
@@ -566,7 +570,12 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     int s = vms__ctx_switch(&t->back, &t->ctx, 0);   /* not a tail call: we go on */
     pthread_setspecific(orphan_key, NULL);
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
-    task_release_stack(t);
+    /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
+     * scrubbed at this thread's exit, a system call per thread. */
+    struct vms_stack *st = t->stack;
+    vms__track_destroy(&t->track);
+    __atomic_store_n(&st->owner, NULL, __ATOMIC_RELAXED);    /* see task_switch_in */
+    if (vms__stack_free_at_exit(st) != 0) vms_stack_free(st);
     return result;
 }
 

@@ -376,11 +376,13 @@ static void read_main_stack(void)
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }
 
-/* Thread exit: the alternate stack goes back to vmstack, once the kernel no longer
- * uses it. If it cannot be disabled (the thread is still on it), it is leaked rather
+/* Thread exit: the alternate stack goes back to vmstack once the kernel no longer uses
+ * it: when the thread has ended (no system call), or, where that cannot be known, once
+ * disabled. If it cannot be disabled (the thread is still on it), it is leaked rather
  * than handed to another thread while in use. */
 static void alt_release(void *p)
 {
+    if (vms__stack_free_at_exit(p) == 0) return;
     stack_t ss;
     memset(&ss, 0, sizeof ss);
     ss.ss_flags = SS_DISABLE;

@@ -121,9 +121,12 @@ VMS_HIDDEN unsigned long vms__os_syscalls(void);
 /* Fault injection (compiled in with VMSTACK_FAULT_INJECTION): make the nth next call
  * (1 = the next one) of an operation fail with err, or with "always" every call. */
 enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
-       VMS__OP_SIGALTSTACK, VMS__OP_COUNT };
+       VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
+/* The injected negative errno for this call of op, or 0: for failures the os layer does
+ * not make itself (VMS__OP_ROBUST_MUTEX: the C library refuses robust mutexes). */
+VMS_HIDDEN int vms__os_injected(int op);
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */
 /* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */
@@ -208,6 +211,13 @@ VMS_HIDDEN void vms__cache_flush_thread(void);
  * vms_stats.stacks_live nor in the usage histogram, which describe the program's stacks.
  * Freed with vms_stack_free. */
 VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size);
+/* Frees st once the calling thread has ended (its alternate signal stack, which stays
+ * installed until then; a stack the thread no longer runs on, to spare its exit the
+ * scrubbing system call): 0, or a negative errno when the C library cannot tell
+ * (no robust mutexes, as under qemu-user): then free it the usual way. */
+VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
+/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
+VMS_HIDDEN void vms__stack_reap(void);
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

@@ -96,6 +96,11 @@ void vms__os_inject_clear(void) {}
 static inline int injected(int op) { (void)op; return 0; }
 #endif
 
+int vms__os_injected(int op)
+{
+    return injected(op);
+}
+
 /* ---- basics ----------------------------------------------------------------------- */
 size_t vms__os_page_size(void)
 {

@@ -11,6 +11,8 @@
 #include "track.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
@@ -48,9 +50,101 @@ vms_stack *vms_stack_alloc(size_t size)
 /* Internal stacks live now (they are in the cache layer's count too). */
 static atomic_size_t internal_live;
 
+/* vmstack's own stacks (alternate signal stacks) are recycled among themselves, through
+ * this pool rather than the cache: only signal handlers ever run on them, never program
+ * code that could be handed another's data, so they skip the cache's scrubbing, and a
+ * thread takes one without setting up a per-thread cache. A pooled stack keeps its
+ * "internal" mark and counts in neither stacks_live nor stacks_cached. Beyond
+ * INTERNAL_POOL stacks, they go to the cache, scrubbed like any other, so no data of
+ * theirs can reach a program stack either. */
+#define INTERNAL_POOL 64
+
+#define GRAVE_STACKS 4
+
+struct grave {
+    pthread_mutex_t owner;             /* robust; held by the thread until it dies */
+    struct grave *next;
+    unsigned n;
+    bool orphan;                       /* its thread is not in this process (fork) */
+    struct vms_stack *st[GRAVE_STACKS];
+};
+
+/* Graves (below) and the pool share one lock. */
+static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock */
+static unsigned npool;
+static atomic_uint npool_peek;
+static pthread_once_t deferred_once = PTHREAD_ONCE_INIT;
+static struct grave *graves;           /* under deferred_lock */
+static VMS_TLS struct grave *my_grave;
+
+static void deferred_prepare(void)
+{
+    pthread_mutex_lock(&deferred_lock);
+}
+
+static void deferred_parent(void)
+{
+    pthread_mutex_unlock(&deferred_lock);
+}
+
+/* The child of fork has only the forking thread: every other grave's thread is gone,
+ * and no kernel will mark its mutex, so the next reap frees its stacks. */
+static void deferred_child(void)
+{
+    for (struct grave *g = graves; g; g = g->next)
+        if (g != my_grave) g->orphan = true;
+    pthread_mutex_unlock(&deferred_lock);
+}
+
+static void deferred_init(void)
+{
+    pthread_atfork(deferred_prepare, deferred_parent, deferred_child);
+}
+
+static struct vms_stack *pool_take(unsigned cls)
+{
+    if (!atomic_load_explicit(&npool_peek, memory_order_relaxed)) return NULL;
+    struct vms_stack *st = NULL;
+    pthread_mutex_lock(&deferred_lock);
+    for (unsigned i = npool; i-- > 0;) {
+        if (pool[i]->cls == cls) {
+            st = pool[i];
+            pool[i] = pool[--npool];
+            atomic_store_explicit(&npool_peek, npool, memory_order_relaxed);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&deferred_lock);
+    return st;
+}
+
+/* Keeps a freed internal stack (state FREE) in the pool; false when it is full. */
+static bool pool_put(struct vms_stack *st)
+{
+    bool kept = false;
+    pthread_once(&deferred_once, deferred_init);
+    pthread_mutex_lock(&deferred_lock);
+    if (npool < INTERNAL_POOL) {
+        pool[npool++] = st;
+        atomic_store_explicit(&npool_peek, npool, memory_order_relaxed);
+        kept = true;
+    }
+    pthread_mutex_unlock(&deferred_lock);
+    return kept;
+}
+
 struct vms_stack *vms__stack_alloc_internal(size_t size)
 {
-    struct vms_stack *st = vms_stack_alloc(size);
+    unsigned cls;
+    struct vms_stack *st = NULL;
+    if (vms__arena_class(size, &cls) == 0 && (st = pool_take(cls)) != NULL) {
+        st->max_used = 0;
+        atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+        atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);
+        return st;
+    }
+    st = vms_stack_alloc(size);
     if (st) {
         st->internal = 1;
         atomic_fetch_add_explicit(&internal_live, 1, memory_order_relaxed);
@@ -58,9 +152,10 @@ struct vms_stack *vms__stack_alloc_internal(size_t size)
     return st;
 }
 
-void vms_stack_free(vms_stack *st)
+/* The checks of vms_stack_free: a stack vmstack handed out, live. Returns its record,
+ * now FREE. */
+static struct vms_stack *release_record(vms_stack *st)
 {
-    if (!st) return;
     struct vms_stack *rec = vms__arena_record(st);
     if (VMS_UNLIKELY(!rec))
         vms__fatal("vms_stack_free: %p is not a stack that vmstack handed out "
@@ -70,17 +165,134 @@ void vms_stack_free(vms_stack *st)
             &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
                    (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
+    return rec;
+}
+
+void vms_stack_free(vms_stack *st)
+{
+    if (!st) return;
+    struct vms_stack *rec = release_record(st);
+    /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
+     * may have left redzones poisoned; the cache's scrubbing and the next owner must not
+     * trip over them. Nothing in other builds. */
+    vms__track_stack_release(rec->base, rec->size);
     if (VMS_UNLIKELY(rec->internal)) {
+        if (pool_put(rec)) return;
         rec->internal = 0;
         atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
     } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
         vms__debug_stack_free(rec);
     }
-    /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
-     * may have left redzones poisoned; the cache's scrubbing and the next owner must not
-     * trip over them. Nothing in other builds. */
-    vms__track_stack_release(rec->base, rec->size);
     vms__cache_put(rec);
+}
+
+/* ---- stacks freed once their thread has ended ---------------------------------------
+ *
+ * An exiting thread cannot hand back a stack the kernel may still use for it: its
+ * alternate signal stack, installed until the thread is gone (a signal may arrive while
+ * the C library finishes the thread). Disabling it first would cost a sigaltstack call
+ * per thread. Instead such stacks wait in the thread's grave: a robust mutex that the
+ * thread locks and holds until it dies. The kernel marks the mutex "owner died" as the
+ * thread ends (it walks the thread's robust-futex list at exit, before it clears the
+ * thread ID that pthread_join waits for), so the next pthread_mutex_trylock by anyone
+ * returns EOWNERDEAD: then the thread runs no more code and its stacks are freed. No
+ * system call on either side. vms_thread_create and vms_get_stats reap the graves, so
+ * after pthread_join the statistics no longer count the thread's stacks. Where the C
+ * library has no robust mutexes (qemu-user refuses the robust list), callers free the
+ * usual way. */
+
+static atomic_size_t graves_count;     /* peeked without the lock */
+static atomic_int graves_unsupported;  /* no robust mutexes here */
+
+/* A new grave for the calling thread, its mutex locked; NULL (and graves_unsupported
+ * set when it is the C library's answer) when there is none to be had. */
+static struct grave *grave_new(void)
+{
+    struct grave *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    pthread_mutexattr_t a;
+    int e = -vms__os_injected(VMS__OP_ROBUST_MUTEX);
+    if (e) {
+        free(g);
+        return NULL;                   /* a test's stand-in for ENOTSUP: not remembered */
+    }
+    e = pthread_mutexattr_init(&a);
+    if (e == 0) {
+        e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        if (e == 0) e = pthread_mutex_init(&g->owner, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    if (e == 0 && (e = pthread_mutex_lock(&g->owner)) != 0) pthread_mutex_destroy(&g->owner);
+    if (e) {
+        if (e == ENOTSUP || e == ENOSYS || e == EINVAL) atomic_store(&graves_unsupported, 1);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+int vms__stack_free_at_exit(vms_stack *st)
+{
+    if (!st) return 0;
+    if (atomic_load_explicit(&graves_unsupported, memory_order_relaxed))
+        return -ENOTSUP;
+    pthread_once(&deferred_once, deferred_init);
+    pthread_mutex_lock(&deferred_lock);
+    struct grave *g = my_grave;
+    if (!g || g->n == GRAVE_STACKS) {
+        g = grave_new();
+        if (!g) {
+            pthread_mutex_unlock(&deferred_lock);
+            return -ENOTSUP;
+        }
+        g->next = graves;
+        graves = g;
+        my_grave = g;
+        atomic_fetch_add_explicit(&graves_count, 1, memory_order_relaxed);
+    }
+    g->st[g->n++] = st;
+    pthread_mutex_unlock(&deferred_lock);
+    return 0;
+}
+
+void vms__stack_reap(void)
+{
+    if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
+    struct grave *dead = NULL;
+    pthread_mutex_lock(&deferred_lock);
+    for (struct grave **p = &graves; *p;) {
+        struct grave *g = *p;
+        bool gone = g->orphan;
+        if (!gone && g != my_grave) {
+            int e = pthread_mutex_trylock(&g->owner);
+            if (e == EOWNERDEAD) {
+                pthread_mutex_consistent(&g->owner);
+                pthread_mutex_unlock(&g->owner);
+                gone = true;
+            } else if (e == 0) {
+                pthread_mutex_unlock(&g->owner);   /* never happens: nobody unlocks it */
+                gone = true;
+            } else if (e == ENOTRECOVERABLE) {
+                gone = true;                       /* its owner died too */
+            }
+        }
+        if (!gone) {
+            p = &g->next;
+            continue;
+        }
+        *p = g->next;
+        g->next = dead;
+        dead = g;
+        atomic_fetch_sub_explicit(&graves_count, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&deferred_lock);
+    while (dead) {
+        struct grave *g = dead;
+        dead = g->next;
+        for (unsigned i = 0; i < g->n; i++) vms_stack_free(g->st[i]);
+        if (!g->orphan) pthread_mutex_destroy(&g->owner);
+        free(g);
+    }
 }
 
 /* The getters accept only live stacks that vmstack handed out; anything else is
@@ -130,6 +342,7 @@ int vms_get_stats(vms_stats *out)
     int e = vms__ensure_init();
     if (e) return e;
     memset(out, 0, sizeof *out);
+    vms__stack_reap();   /* threads that have ended no longer count */
     size_t live = vms__cache_live();   /* the program's stacks and vmstack's own */
     size_t internal = atomic_load_explicit(&internal_live, memory_order_relaxed);
     out->stacks_live = live > internal ? live - internal : 0;

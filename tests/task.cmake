@@ -7,3 +7,4 @@ vms_test(thread LABELS unit memcheck)
 # The kill paths with the fault handler (children die on purpose; both guard methods).
 vms_test(fiber_kill LABELS death cross TIMEOUT 300)
 vms_test(fiber_kill LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
+vms_test(thread_tls LABELS unit memcheck)

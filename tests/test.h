@@ -102,11 +102,14 @@ static const char *tst_current = "";
 /* Deliberate stack overflows and wild writes confuse ASan's own SIGSEGV handler and its
  * shadow of the stacks: such cases only run without it. */
 #if defined(__SANITIZE_ADDRESS__)
-#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#define TST_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
+#define TST_ASAN 1
 #endif
+#endif
+#ifdef TST_ASAN
+#define NO_ASAN() SKIP("deliberate stack overflows do not run under ASan")
 #endif
 #ifndef NO_ASAN
 #define NO_ASAN() do {} while (0)

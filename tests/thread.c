@@ -8,7 +8,12 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdint.h>
+#include <string.h>
+#ifdef VMSTACK_VALGRIND
+#include <valgrind/memcheck.h>
+#endif
 
 static volatile long seed = 7;
 
@@ -170,7 +175,10 @@ TEST(many_threads)
         ASSERT_EQ(pthread_join(t[i], &r), 0);
         ASSERT_UEQ((uintptr_t)r, (i + 1) * (i + 1) + (uintptr_t)(char)(i + 1));
     }
-    /* Every thread ran on its own vmstack stack, given back at its exit. */
+    /* Every thread ran on its own vmstack stack, given back once it has ended: the
+     * statistics reap ended threads, so after the joins every stack is free. */
+    vms_stats stats;
+    ASSERT_EQ(vms_get_stats(&stats), 0);
     for (int i = 1; i <= NTHREADS; i++) {
         ASSERT_NOT_NULL(thread_stack[i]);
         for (int j = 1; j < i; j++) ASSERT(thread_stack[i] != thread_stack[j] ||
@@ -262,4 +270,198 @@ TEST(cancellation)
     ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
     ASSERT_NOT_NULL(cancel_stack);
     ASSERT_EQ(atomic_load(&cancel_stack->state), VMS__SLOT_FREE);
+}
+
+/* ---- what a thread leaves behind: graves, the alternate-stack pool --------------- */
+
+static void *alt_of_thread(void *arg)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_DISABLE)) return NULL;
+    *(void **)arg = cur.ss_sp;
+    return arg;
+}
+
+static void *join_one(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, fn, arg) != 0) return (void *)-1;
+    void *r = (void *)-1;
+    pthread_join(t, &r);
+    return r;
+}
+
+/* A thread's stacks wait in its grave until it has ended; vms_get_stats reaps them, so
+ * after pthread_join nothing counts as live, and the next thread gets the same alternate
+ * stack (the pool), which proves it came back. */
+TEST(stacks_return_after_join)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    void *alt1 = NULL, *alt2 = NULL;
+    ASSERT_PTR_EQ(join_one(alt_of_thread, &alt1), &alt1);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    ASSERT_PTR_EQ(join_one(alt_of_thread, &alt2), &alt2);
+    ASSERT_NOT_NULL(alt1);
+    ASSERT_PTR_EQ(alt2, alt1);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
+static unsigned long syscalls_at_end;
+static void *note_syscalls(void *arg)
+{
+    syscalls_at_end = vms__os_syscalls();
+    return arg;
+}
+
+/* Thread exit makes no system call of vmstack's: the alternate stack is not disabled,
+ * and the thread's stacks are scrubbed later, in someone else's batch. (The creating
+ * thread waits in pthread_join meanwhile: every call counted is the exiting thread's.) */
+TEST(thread_exit_makes_no_system_call)
+{
+    for (int i = 0; i < 4; i++) {
+        ASSERT_NULL(join_one(note_syscalls, NULL));
+        ASSERT_EQ(vms__os_syscalls() - syscalls_at_end, 0);
+    }
+}
+
+static void reap_in_child(void *arg)
+{
+    size_t live0 = *(size_t *)arg;
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    if (s.stacks_live != live0) {
+        printf("child: %zu stacks live, expected %zu\n", s.stacks_live, live0);
+        _exit(3);
+    }
+    void *alt = NULL;
+    if (join_one(alt_of_thread, &alt) != &alt) _exit(4);
+    if (vms_get_stats(&s) != 0 || s.stacks_live != live0) _exit(5);
+}
+
+/* fork while an ended thread's stacks wait in its grave: the child, where that thread
+ * never existed, frees them at its first reap, and runs threads of its own. */
+TEST(fork_with_a_pending_grave)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    void *alt = NULL;
+    ASSERT_PTR_EQ(join_one(alt_of_thread, &alt), &alt);   /* no reap since: pending */
+    char out[512];
+    tst_run_ok(reap_in_child, &live0, out, sizeof out);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
+static void no_robust_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_ROBUST_MUTEX, 1, ENOTSUP, true);
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    size_t live0 = s.stacks_live;
+    unsigned long before = vms__os_syscalls();
+    void *alt = NULL;
+    if (join_one(alt_of_thread, &alt) != &alt) _exit(3);
+    if (vms_get_stats(&s) != 0 || s.stacks_live != live0) _exit(4);
+    /* The old way: sigaltstack to install and to disable. */
+    if (vms__os_syscalls() - before < 2) _exit(5);
+}
+
+/* Without robust mutexes (qemu-user; here injected) threads free their stacks at exit the
+ * usual way: disable the alternate stack, then free. Nothing leaks. */
+TEST(without_robust_mutexes)
+{
+#if !defined(VMSTACK_FAULT_INJECTION)
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[512];
+    tst_run_ok(no_robust_child, NULL, out, sizeof out);
+}
+
+/* Signal handlers write on the alternate stack; alternate stacks skip scrubbing while
+ * they stay in vmstack's pool, so the pool's overflow must be scrubbed before the cache
+ * hands it to the program. THREADS threads at once (more than the pool keeps) each take
+ * a signal on their alternate stack that leaves a secret there. */
+#define ALT_THREADS 80
+static const char alt_secret[] = "alt-stack secret 0x5ec7e7";
+static sem_t alt_ready, alt_go;
+
+static void leave_secret(int sig)
+{
+    (void)sig;
+    volatile char buf[2048];
+    for (size_t i = 0; i + sizeof alt_secret <= sizeof buf; i += sizeof alt_secret)
+        memcpy((char *)buf + i, alt_secret, sizeof alt_secret);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+}
+
+static void *signalled(void *arg)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0) *(void **)arg = cur.ss_sp;
+    raise(SIGUSR1);
+    sem_post(&alt_ready);
+    while (sem_wait(&alt_go) != 0) {}
+    return NULL;
+}
+
+static bool holds_secret(const char *p, size_t n)
+{
+#ifdef VMSTACK_VALGRIND
+    /* Memcheck marks a stack handed out as undefined, like fresh malloc memory: we want
+     * to read what is really there. */
+    (void)VALGRIND_MAKE_MEM_DEFINED(p, n);
+#endif
+    return memmem(p, n, alt_secret, sizeof alt_secret - 1) != NULL;
+}
+
+TEST(alternate_stack_data_never_reaches_a_program_stack)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = leave_secret;
+    sa.sa_flags = SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    ASSERT_EQ(sem_init(&alt_ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&alt_go, 0, 0), 0);
+    pthread_t t[ALT_THREADS];
+    static void *alt[ALT_THREADS];
+    for (int i = 0; i < ALT_THREADS; i++)
+        ASSERT_EQ(vms_thread_create(&t[i], NULL, signalled, &alt[i]), 0);
+    for (int i = 0; i < ALT_THREADS; i++) while (sem_wait(&alt_ready) != 0) {}
+    for (int i = 0; i < ALT_THREADS; i++) sem_post(&alt_go);
+    for (int i = 0; i < ALT_THREADS; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    sigaction(SIGUSR1, &old, NULL);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);   /* reaps: the pool's overflow goes to the cache */
+    vms__cache_flush_thread();         /* scrubbed now, rather than at the 32nd free */
+    /* Program stacks of the alternate stacks' size: enough to take every one the cache
+     * holds; some of them must be former alternate stacks, or the test proves nothing. */
+    ASSERT_NOT_NULL(alt[0]);
+    struct vms__where w;
+#ifdef TST_ASAN
+    /* ASan's runtime gives every thread an alternate stack of its own, which vmstack
+     * keeps: there is no vmstack alternate stack to follow. */
+    if (vms__arena_where(alt[0], &w) != VMS__WHERE_STACK)
+        SKIP("under ASan threads keep the runtime's alternate stacks");
+#endif
+    ASSERT_EQ(vms__arena_where(alt[0], &w), VMS__WHERE_STACK);
+    size_t alt_size = w.st->size;
+    enum { TAKE = 4 * ALT_THREADS };
+    static vms_stack *st[TAKE];
+    int former = 0;
+    for (int i = 0; i < TAKE; i++) {
+        st[i] = vms_stack_alloc(alt_size);
+        ASSERT_NOT_NULL(st[i]);
+        for (int j = 0; j < ALT_THREADS; j++) former += vms_stack_base(st[i]) == alt[j];
+        ASSERT(!holds_secret(vms_stack_base(st[i]), vms_stack_size(st[i])));
+    }
+    ASSERT_GE(former, ALT_THREADS - 64);   /* the pool keeps 64 */
+    for (int i = 0; i < TAKE; i++) vms_stack_free(st[i]);
 }
