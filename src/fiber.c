@@ -271,6 +271,18 @@ static inline void task_check_end(struct vms__thread *th, struct vms__task *t)
         task_end_corrupted(th, t);
 }
 
+/* A relaxed atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME
+ * functions. GCC's atomic_store_explicit stores through a temporary whose scope ASan
+ * poisons; in a frame ASan does not instrument, nothing unpoisons it when the frame
+ * returns, and the thread-exit code that later runs on that part of the stack trips
+ * over it. GCC's builtin needs no temporary (clang's macro never had one, and clang's
+ * builtin refuses _Atomic objects). */
+#if defined(__clang__)
+#define STORE_RELAXED(p, v) atomic_store_explicit(p, v, memory_order_relaxed)
+#else
+#define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#endif
+
 /* Frames on a thread's own stack below which a task runs are not instrumented by ASan:
  * when the task leaves by pthread_exit or cancellation, glibc long-jumps from the task's
  * stack straight to its thread start, and redzones ASan poisoned in those frames would
@@ -290,11 +302,7 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
     /* A switch away from the calling task is a switch too: check its end magic. */
     task_check_end(th, cur);
     t->parent = cur;
-    /* The builtin, not atomic_store_explicit: that macro stores through a temporary
-     * whose scope ASan poisons, and this code is inlined into vms__task_thread_run, which
-     * ASan does not instrument (NO_ASAN_FRAME): the poison would outlive the frame and
-     * trip the thread-exit code that later runs there. */
-    __atomic_store_n(&t->state, VMS_RUNNING, __ATOMIC_RELAXED);
+    STORE_RELAXED(&t->state, VMS_RUNNING);
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
      * the switch starts pushing onto t's stack. A compiler barrier is enough (the
@@ -562,7 +570,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
         else
             th->guard_ready = true;
     }
-    __atomic_store_n(&t->home, th, __ATOMIC_RELAXED);       /* see task_switch_in */
+    STORE_RELAXED(&t->home, th);
     pthread_setspecific(orphan_key, t);
     task_switch_in(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
@@ -574,7 +582,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
      * scrubbed at this thread's exit, a system call per thread. */
     struct vms_stack *st = t->stack;
     vms__track_destroy(&t->track);
-    __atomic_store_n(&st->owner, NULL, __ATOMIC_RELAXED);    /* see task_switch_in */
+    STORE_RELAXED(&st->owner, NULL);
     if (vms__stack_free_at_exit(st) != 0) vms_stack_free(st);
     return result;
 }
