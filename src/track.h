@@ -41,6 +41,13 @@
 #define VMS__TRACK_RESUMER_HOOK 0
 #endif
 
+/* The functions that switch TSan's fiber (enter, leave) are always inlined, also at -O0:
+ * TSan counts function entries and exits on the current fiber's shadow stack, and a
+ * function of ours that entered on one fiber and returned on the other would pop the
+ * new fiber's shadow stack below its start (a SIGSEGV in __tsan_func_exit or the next
+ * __tsan_func_entry), or leave one entry behind on the old one at every switch. */
+#define VMS__TRACK_SWITCH static inline __attribute__((always_inline))
+
 /* Per-task tool state; all members unused when the tools are off. */
 struct vms__track {
     void *asan_fake;            /* ASan: the task's fake stack while it is switched out */
@@ -103,7 +110,7 @@ static inline void vms__track_stack_release(void *lo, size_t size)
 }
 
 /* The resumer, right before switching into the task whose stack is [lo, lo+size). */
-static inline void vms__track_enter(struct vms__track *tr, const void *lo, size_t size)
+VMS__TRACK_SWITCH void vms__track_enter(struct vms__track *tr, const void *lo, size_t size)
 {
     (void)tr; (void)lo; (void)size;
 #if defined(VMSTACK_ASAN)
@@ -139,7 +146,7 @@ static inline void vms__track_arrived(struct vms__track *tr)
 /* The task, right before switching back to its resumer. dying: it never runs again.
  * Also called on the kill path (from the fault handler), where the tools are the only
  * non-async-signal-safe code, and only in sanitizer or Valgrind builds. */
-static inline void vms__track_leave(struct vms__track *tr, bool dying)
+VMS__TRACK_SWITCH void vms__track_leave(struct vms__track *tr, bool dying)
 {
     (void)tr; (void)dying;
 #if defined(VMSTACK_ASAN)
