@@ -8,8 +8,9 @@
  * frame-pointer chain; frame pointers are read only inside the stack's range) and looks
  * addresses up in that table. Invariant: table entries are complete before the
  * release store of their count, never change afterwards, and are never unmapped, so the
- * handler reads them lock-free. Objects loaded later show as "0xaddr" until the next
- * thread init picks them up.
+ * handler reads them lock-free. An object loaded since (a dlopen after the thread
+ * started) is adopted by the handler itself when a frame lies in it: found in
+ * /proc/self/maps, its file mapped and its symbols added, with system calls only.
  */
 #include "island.h"
 
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -58,6 +60,10 @@ struct object {
 static struct object objects[MAX_OBJECTS];
 static atomic_int nobjects;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Appends to the table come from vms__trace_load (normal context, which waits for this
+ * flag) and from the fault handler's adopt (which only tries it: it never waits for a
+ * lock that the code it interrupted may hold). */
+static atomic_flag table_busy = ATOMIC_FLAG_INIT;
 
 static const char *base_name(const char *path)
 {
@@ -113,6 +119,26 @@ out:
     if (!keep) munmap((void *)map, filesz);
 }
 
+/* async-signal-safe: fills objects[n] (the caller holds table_busy) and publishes it:
+ * its symbols from file (NULL: none), its name from path's base name. */
+static void publish_object(int n, uintptr_t bias, uintptr_t lo, uintptr_t hi,
+                           const char *path, const char *file)
+{
+    struct object *o = &objects[n];
+    memset(o, 0, sizeof *o);
+    o->bias = bias;
+    o->lo = lo;
+    atomic_store_explicit(&o->hi, hi, memory_order_relaxed);
+    if (file) load_symbols(o, file);
+    const char *b = base_name(path);
+    size_t len = vms__sigsafe_strlen(b);
+    if (len >= NAME_MAX_LEN) len = NAME_MAX_LEN - 1;
+    memcpy(o->name, b, len);
+    o->name[len] = '\0';
+    o->in_libc = vms__sigsafe_prefix(o->name, "libc.so") || vms__sigsafe_prefix(o->name, "libc-");
+    atomic_store_explicit(&nobjects, n + 1, memory_order_release);
+}
+
 /* The loader's counts of objects loaded and unloaded (dlpi_adds, dlpi_subs) at the last
  * complete load: while they stay the same, nothing changed and a load stops at the
  * first object. Written under load_lock. */
@@ -158,40 +184,33 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
             atomic_store_explicit(&objects[i].hi, objects[i].lo, memory_order_relaxed);
     }
     if (n >= MAX_OBJECTS) return 1;
-    struct object *o = &objects[n];
-    memset(o, 0, sizeof *o);
-    o->bias = info->dlpi_addr;
-    o->lo = lo;
-    atomic_store_explicit(&o->hi, hi, memory_order_relaxed);
     const char *path = info->dlpi_name;
     char exe[4096];
+    const char *file = path;
     if (!path || !*path) {
         /* The main program has an empty name; its file is /proc/self/exe. */
         ssize_t r = readlink("/proc/self/exe", exe, sizeof exe - 1);
         exe[r > 0 ? r : 0] = '\0';
         path = r > 0 ? exe : "";
-        if (r > 0) load_symbols(o, "/proc/self/exe");
-    } else if (strncmp(path, "linux-vdso", 10) != 0 && strncmp(path, "linux-gate", 10) != 0) {
-        /* The vDSO has no file; any other name is a path (relative ones are resolved
-         * from the current directory, which may have changed: then no symbols). */
-        load_symbols(o, path);
+        file = r > 0 ? "/proc/self/exe" : NULL;
+    } else if (strncmp(path, "linux-vdso", 10) == 0 || strncmp(path, "linux-gate", 10) == 0) {
+        file = NULL;   /* the vDSO has no file */
     }
-    const char *b = base_name(path);
-    size_t len = strlen(b);
-    if (len >= NAME_MAX_LEN) len = NAME_MAX_LEN - 1;
-    memcpy(o->name, b, len);
-    o->name[len] = '\0';
-    o->in_libc = strncmp(o->name, "libc.so", 7) == 0 || strncmp(o->name, "libc-", 5) == 0;
-    atomic_store_explicit(&nobjects, n + 1, memory_order_release);
+    /* Any other name is a path (relative ones are resolved from the current directory,
+     * which may have changed: then no symbols). */
+    publish_object(n, info->dlpi_addr, lo, hi, path, file);
     return 0;
 }
 
 int vms__trace_load(void)
 {
     pthread_mutex_lock(&load_lock);
+    while (atomic_flag_test_and_set_explicit(&table_busy, memory_order_acquire))
+        sched_yield();   /* a fault handler is adopting an object: briefly */
     struct load_ctx ctx = { .first = true, .counted = false, .adds = 0, .subs = 0 };
     bool again = loaded;
     dl_iterate_phdr(add_object, &ctx);
+    atomic_flag_clear_explicit(&table_busy, memory_order_release);
     /* A table that filled up stops early too: it is never complete, so it is read again
      * in full next time. */
     int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
@@ -230,10 +249,194 @@ static const ElfW(Sym) *find_in(const struct symtab *t, uintptr_t off)
     return best;
 }
 
-/* async-signal-safe: reads only the table published before (acquire load). */
+/* ---- adopting an object from the fault handler ------------------------------------ */
+
+/* Address ranges found in no file-backed object (anonymous memory, JIT code): not looked
+ * up again. And a bound on /proc/self/maps scans per process, so a long trace through
+ * code that no file describes costs a few scans, not one per frame. */
+#define NO_OBJECT_RANGES 8
+#define ADOPT_SCANS_MAX 64
+#define MAPS_PATH_MAX 512
+static struct { _Atomic uintptr_t lo, hi; } no_object[NO_OBJECT_RANGES];
+static atomic_uint no_object_next, adopt_scans;
+
+/* async-signal-safe: parses a hex number at *p, advancing it. */
+static uintptr_t parse_hex(const char **p, const char *end)
+{
+    uintptr_t v = 0;
+    for (; *p < end; (*p)++) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) break;
+        v = v * 16 + (uintptr_t)d;
+    }
+    return v;
+}
+
+/* async-signal-safe: skips one field and the blanks after it. */
+static void skip_field(const char **p, const char *end)
+{
+    while (*p < end && **p != ' ') (*p)++;
+    while (*p < end && **p == ' ') (*p)++;
+}
+
+struct maps_hit {
+    uintptr_t base;                  /* the object's mapping at file offset 0 */
+    uintptr_t base_end;              /* ... and its end */
+    uintptr_t lo, hi;                /* the mapping that holds the address */
+    bool file;                       /* it is a file mapped from offset base */
+    char path[MAPS_PATH_MAX];
+};
+
+/* async-signal-safe: one line of /proc/self/maps; true when it holds addr (then *hit
+ * says what it is). Tracks the latest file mapping at offset 0 in *hit on the way. */
+static bool maps_line(const char *p, const char *end, uintptr_t addr, struct maps_hit *hit,
+                      char *base_path)
+{
+    uintptr_t lo = parse_hex(&p, end);
+    if (p < end && *p == '-') p++;
+    uintptr_t hi = parse_hex(&p, end);
+    skip_field(&p, end);                            /* to the permissions */
+    skip_field(&p, end);                            /* to the offset */
+    uintptr_t off = parse_hex(&p, end);
+    skip_field(&p, end);                            /* to the device */
+    skip_field(&p, end);                            /* to the inode */
+    skip_field(&p, end);                            /* to the path, if any */
+    size_t len = (size_t)(end - p);
+    bool is_file = len > 0 && *p == '/' && len < MAPS_PATH_MAX;
+    if (is_file && off == 0) {
+        hit->base = lo;
+        hit->base_end = hi;
+        memcpy(base_path, p, len);
+        base_path[len] = '\0';
+    }
+    if (addr < lo || addr >= hi) return false;
+    hit->lo = lo;
+    hit->hi = hi;
+    hit->file = false;
+    if (is_file && hit->base && memcmp(base_path, p, len) == 0 && base_path[len] == '\0') {
+        memcpy(hit->path, p, len);
+        hit->path[len] = '\0';
+        hit->file = true;
+    }
+    return true;
+}
+
+/* async-signal-safe: finds the mapping of addr in /proc/self/maps (open, read, close). */
+static bool maps_find(uintptr_t addr, struct maps_hit *hit)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[2048], base_path[MAPS_PATH_MAX];
+    size_t have = 0;
+    bool found = false;
+    hit->base = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        have += (size_t)r;
+        size_t start = 0;
+        for (size_t i = 0; i < have; i++) {
+            if (buf[i] != '\n') continue;
+            if (maps_line(buf + start, buf + i, addr, hit, base_path)) {
+                found = true;
+                goto out;
+            }
+            start = i + 1;
+        }
+        if (start == 0 && have == sizeof buf) start = have;   /* a line too long: skip it */
+        have -= start;
+        memmove(buf, buf + start, have);
+    }
+out:
+    close(fd);
+    return found;
+}
+
+/* async-signal-safe: the load bias and extent [lo, hi) of the ELF object whose first
+ * page is mapped at [base, base_end), from its program headers in memory, as the loader
+ * would report them (dl_iterate_phdr). */
+static bool object_extent(uintptr_t base, uintptr_t base_end, uintptr_t *bias,
+                          uintptr_t *lo, uintptr_t *hi)
+{
+    if (base_end - base < sizeof(ElfW(Ehdr))) return false;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != NATIVE_CLASS ||
+        eh->e_phentsize != sizeof(ElfW(Phdr)) || eh->e_phoff > base_end - base ||
+        (size_t)eh->e_phnum > (base_end - base - eh->e_phoff) / sizeof(ElfW(Phdr)))
+        return false;
+    const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
+    size_t page = (size_t)getpagesize();
+    bool first = true;
+    uintptr_t b = 0, l = UINTPTR_MAX, h = 0;
+    for (unsigned i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type != PT_LOAD) continue;
+        if (first) {
+            b = eh->e_type == ET_DYN ? base - (ph[i].p_vaddr & ~(uintptr_t)(page - 1)) : 0;
+            first = false;
+        }
+        if (b + ph[i].p_vaddr < l) l = b + ph[i].p_vaddr;
+        if (b + ph[i].p_vaddr + ph[i].p_memsz > h) h = b + ph[i].p_vaddr + ph[i].p_memsz;
+    }
+    if (first || l >= h) return false;
+    *bias = b;
+    *lo = l;
+    *hi = h;
+    return true;
+}
+
+/* async-signal-safe: adds the object holding addr to the table, when a file maps it
+ * (an object loaded after the last vms__trace_load). Gives up, leaving the address
+ * unnamed, when another thread is writing the table, when addr lies in memory no file
+ * describes, or after ADOPT_SCANS_MAX scans. */
+static bool adopt(uintptr_t addr)
+{
+    for (unsigned i = 0; i < NO_OBJECT_RANGES; i++)
+        if (addr >= atomic_load_explicit(&no_object[i].lo, memory_order_relaxed) &&
+            addr < atomic_load_explicit(&no_object[i].hi, memory_order_relaxed))
+            return false;
+    if (atomic_fetch_add_explicit(&adopt_scans, 1, memory_order_relaxed) >= ADOPT_SCANS_MAX)
+        return false;
+    struct maps_hit hit;
+    uintptr_t bias, lo, hi;
+    if (!maps_find(addr, &hit)) return false;
+    if (!hit.file || !object_extent(hit.base, hit.base_end, &bias, &lo, &hi) || addr < lo ||
+        addr >= hi) {
+        unsigned i = atomic_fetch_add_explicit(&no_object_next, 1, memory_order_relaxed);
+        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].hi, 0, memory_order_relaxed);
+        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].lo, hit.lo, memory_order_relaxed);
+        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].hi, hit.hi, memory_order_relaxed);
+        return false;
+    }
+    if (atomic_flag_test_and_set_explicit(&table_busy, memory_order_acquire)) return false;
+    int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
+    bool added = false;
+    if (n < MAX_OBJECTS) {
+        publish_object(n, bias, lo, hi, hit.path, hit.path);
+        added = true;
+    }
+    atomic_flag_clear_explicit(&table_busy, memory_order_release);
+    return added;
+}
+
+/* async-signal-safe: the object of the published table that holds addr, or NULL. */
+static const struct object *object_of(uintptr_t addr)
+{
+    int n = atomic_load_explicit(&nobjects, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (addr >= objects[i].lo &&
+            addr < atomic_load_explicit(&objects[i].hi, memory_order_relaxed))
+            return &objects[i];
+    return NULL;
+}
+
+/* async-signal-safe: reads the table published before (acquire load); an address in
+ * no known object may adopt one (system calls only, no lock waited for). */
 int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
 {
     memset(out, 0, sizeof *out);
+    if (!object_of(addr)) adopt(addr);
     int n = atomic_load_explicit(&nobjects, memory_order_acquire);
     for (int i = 0; i < n; i++) {
         const struct object *o = &objects[i];
@@ -258,12 +461,8 @@ int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
 /* async-signal-safe */
 bool vms__trace_in_libc(uintptr_t addr)
 {
-    int n = atomic_load_explicit(&nobjects, memory_order_acquire);
-    for (int i = 0; i < n; i++)
-        if (addr >= objects[i].lo &&
-            addr < atomic_load_explicit(&objects[i].hi, memory_order_relaxed))
-            return objects[i].in_libc;
-    return false;
+    const struct object *o = object_of(addr);
+    return o && o->in_libc;
 }
 
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against
