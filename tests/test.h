@@ -115,6 +115,33 @@ static const char *tst_current = "";
 #define NO_ASAN() do {} while (0)
 #endif
 
+/* ThreadSanitizer: its runtime gives the main thread a 54 KiB alternate signal stack,
+ * which vmstack keeps and warns about (its reporter needs more), and its own SIGSEGV
+ * handler becomes the "previous handler" that vmstack chains to for faults that are
+ * not its own (it reports the fault and exits 66 instead of dying by the signal). The
+ * tests run as the docs tell a program under TSan to run: without either, so vmstack
+ * installs alternate stacks of its own size and a foreign fault gets the default
+ * action. TSAN_OPTIONS in the environment still overrides these. */
+#if defined(__SANITIZE_THREAD__)
+#define TST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TST_TSAN 1
+#endif
+#endif
+#ifdef TST_TSAN
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "handle_segv=0:use_sigaltstack=0";
+}
+/* A case that cannot run under TSan; why is said where it is used. */
+#define NO_TSAN(why) SKIP("under TSan: %s", why)
+#endif
+#ifndef NO_TSAN
+#define NO_TSAN(why) do {} while (0)
+#endif
+
 /* Tests of guards themselves skip on the direct backend (VMSTACK_VMAP=OFF): it has none by
  * design, and its own tests (tests/direct.c) show what that means. Decided at compile
  * time, so that the parent of a forked child never initializes vmstack by asking. */
