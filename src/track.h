@@ -5,12 +5,13 @@
  *
  * Layer: task (used by fiber.c; stack.c uses vms__track_stack_release on every free). Every function compiles to nothing when its tool
  * is off, so the plain build pays nothing. The protocol, for one task t:
- *   create:   vms__track_create(t, lo, hi, own)        once, before the first switch in
+ *   create:   vms__track_create(t, lo, hi)             once, before the first switch in
  *   resumer:  vms__track_enter(t, lo, size) -> switch -> vms__track_entered_back(t)
  *             (the task layer runs entered_back on the resumer's stack, through
  *             vms__ctx_switch_call, only when VMS__TRACK_RESUMER_HOOK is 1)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t
+ *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch
  *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
  * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
  * stack frames are released instead of kept for a resume that will never come.
@@ -59,11 +60,15 @@ struct vms__track {
     unsigned vg_id;             /* Valgrind: the registered stack's id */
 };
 
-/* own_fiber: give the task a TSan fiber of its own. A fiber needs one (it interleaves
- * with its resumer on one thread); a thread's body does not (nothing else runs on its
- * thread), and TSan forbids pthread_exit from a fiber. */
-static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi,
-                                     bool own_fiber)
+/* Every task gets a TSan fiber of its own, a thread's body too: a task killed from
+ * the fault handler never returns through TSan's signal handler, and the state that
+ * handler leaves behind (TSan believes it is still inside a signal handler, with the
+ * dead task's frames on its shadow stack) must die with the task's fiber rather than
+ * stay with its thread (TSan would then report every malloc the thread makes until it
+ * ends as a "signal-unsafe call inside of a signal"). The price: TSan refuses
+ * pthread_exit from a fiber (its interceptor CHECKs that the thread runs on its own
+ * state), so a vms thread's body cannot call pthread_exit under TSan. */
+static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
 {
     tr->asan_fake = NULL;
     tr->asan_back_fake = NULL;
@@ -72,9 +77,9 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi,
     tr->tsan_fiber = NULL;
     tr->tsan_back = NULL;
     tr->vg_id = 0;
-    (void)lo; (void)hi; (void)own_fiber;
+    (void)lo; (void)hi;
 #if defined(VMSTACK_TSAN)
-    if (own_fiber) tr->tsan_fiber = __tsan_create_fiber(0);
+    tr->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if defined(VMSTACK_VALGRIND)
     tr->vg_id = VALGRIND_STACK_REGISTER(lo, hi);
@@ -155,6 +160,18 @@ VMS__TRACK_SWITCH void vms__track_leave(struct vms__track *tr, bool dying)
 #endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber) __tsan_switch_to_fiber(tr->tsan_back, 0);
+#endif
+}
+
+/* A thread's body was left without a switch back (cancellation unwound its stack to
+ * the C library's thread start): the thread runs its exit code on its own state again,
+ * which TSan must know before it finishes the thread. */
+static inline void vms__track_abandoned(struct vms__track *tr)
+{
+    (void)tr;
+#if defined(VMSTACK_TSAN)
+    if (tr->tsan_fiber && __tsan_get_current_fiber() != tr->tsan_back)
+        __tsan_switch_to_fiber(tr->tsan_back, 0);
 #endif
 }
 
