@@ -584,17 +584,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     struct vms_stack *st = t->stack;
     vms__track_destroy(&t->track);
     STORE_RELAXED(&st->owner, NULL);
-#if defined(VMSTACK_TSAN)
-    /* Under TSan the stack is freed at once (its scrubbing costs nothing next to the
-     * tool's own work): a second stack in this thread's grave (its alternate signal
-     * stack, at exit) would lock the graves' list while holding the grave, which TSan's
-     * deadlock detector reports as a lock-order inversion with the grave's creation
-     * under that lock. Nobody ever blocks on a grave (others only try-lock it), so it
-     * cannot deadlock; with one stack per grave TSan sees no cycle. */
-    vms_stack_free(st);
-#else
     if (vms__stack_free_at_exit(st) != 0) vms_stack_free(st);
-#endif
     return result;
 }
 

@@ -429,8 +429,8 @@ static void read_thread_stack(void)
 static void check_own_alt_stack(const stack_t *own, size_t need)
 {
     static atomic_int warned_small;
-#ifdef VMSTACK_ASAN
-    bool small = false;   /* ASan gives every thread a smaller one for its handler */
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+    bool small = false;   /* the sanitizer gives every thread a smaller one for its handler */
     (void)own;
     (void)need;
 #else

@@ -237,14 +237,14 @@ int vms__stack_free_at_exit(vms_stack *st)
     if (atomic_load_explicit(&graves_unsupported, memory_order_relaxed))
         return -ENOTSUP;
     pthread_once(&deferred_once, deferred_init);
-    pthread_mutex_lock(&deferred_lock);
     struct grave *g = my_grave;
-    if (!g || g->n == GRAVE_STACKS) {
-        g = grave_new();
-        if (!g) {
-            pthread_mutex_unlock(&deferred_lock);
-            return -ENOTSUP;
-        }
+    bool fresh = !g || g->n == GRAVE_STACKS;   /* g->n: written by this thread only */
+    /* A new grave is locked before the list lock is taken: its thread always takes the
+     * two in that order, and everyone else takes the list lock and only tries a grave
+     * (no cycle, also for ThreadSanitizer's deadlock detector). */
+    if (fresh && !(g = grave_new())) return -ENOTSUP;
+    pthread_mutex_lock(&deferred_lock);
+    if (fresh) {
         g->next = graves;
         graves = g;
         my_grave = g;

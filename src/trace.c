@@ -741,10 +741,20 @@ static const char *const unsafe_prefixes[] = {
     "__cxa_finalize", "__new_fopen", "__fopen_internal", "__strdup",
 };
 
+/* Sanitizer runtimes intercept these functions under their own names
+ * (__interceptor_malloc; ___interceptor_ in newer LLVM): the function inside is the
+ * same. */
+static const char *const interceptor_prefixes[] = { "___interceptor_", "__interceptor_" };
+
 /* async-signal-safe */
 bool vms__trace_name_unsafe(const char *name)
 {
     if (!name) return false;
+    for (size_t i = 0; i < sizeof interceptor_prefixes / sizeof *interceptor_prefixes; i++)
+        if (vms__sigsafe_prefix(name, interceptor_prefixes[i])) {
+            name += vms__sigsafe_strlen(interceptor_prefixes[i]);
+            break;
+        }
     for (size_t i = 0; i < sizeof unsafe_names / sizeof *unsafe_names; i++)
         if (vms__sigsafe_streq(name, unsafe_names[i])) return true;
     for (size_t i = 0; i < sizeof unsafe_prefixes / sizeof *unsafe_prefixes; i++)

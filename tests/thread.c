@@ -324,8 +324,6 @@ static void *note_syscalls(void *arg)
  * thread waits in pthread_join meanwhile: every call counted is the exiting thread's.) */
 TEST(thread_exit_makes_no_system_call)
 {
-    /* Under TSan the body's stack is freed (and scrubbed) at once, not at thread exit. */
-    NO_TSAN("a vms thread frees its stack at once, not through its grave (src/fiber.c)");
     for (int i = 0; i < 4; i++) {
         ASSERT_NULL(join_one(note_syscalls, NULL));
         ASSERT_EQ(vms__os_syscalls() - syscalls_at_end, 0);

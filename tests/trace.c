@@ -80,11 +80,13 @@ TEST(unsafe_names)
 {
     const char *unsafe[] = { "malloc", "free", "_int_malloc", "realloc", "calloc",
                              "_IO_file_xsputn", "vfprintf", "printf", "__vfprintf_internal",
-                             "fwrite", "dl_iterate_phdr", "_dl_open" };
+                             "fwrite", "dl_iterate_phdr", "_dl_open",
+                             /* sanitizer interceptors of the same functions */
+                             "__interceptor_snprintf", "___interceptor_malloc" };
     for (size_t i = 0; i < sizeof unsafe / sizeof *unsafe; i++)
         if (!vms__trace_name_unsafe(unsafe[i])) TST_FAIL("%s should be unsafe", unsafe[i]);
     const char *safe[] = { "memcpy", "recurse", "mallocx_user", "freedom", "strlen",
-                           "printf_like_helper" };
+                           "printf_like_helper", "__interceptor_strlen" };
     for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
         if (vms__trace_name_unsafe(safe[i])) TST_FAIL("%s should be safe", safe[i]);
     ASSERT(!vms__trace_name_unsafe(NULL));
