@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`make test` and .ci/run call this):
 #   deps -> gcc build (-Werror) + every test -> the same tests with mprotect guards forced
-#   -> clang build (-Werror) + tests -> ASan+UBSan build + tests -> the direct backend
-#   (VMSTACK_VMAP=OFF) + tests -> aarch64 cross build under qemu-user (label cross)
+#   -> clang build (-Werror) + tests -> ASan+UBSan build + tests -> TSan build + tests
+#   -> the direct backend (VMSTACK_VMAP=OFF) + tests -> aarch64 cross build under
+#   qemu-user (label cross)
 #   -> Valgrind memcheck (label memcheck) -> the contract check -> a bounded fuzz run.
 # Every step runs even when an earlier one failed; the exit status is non-zero if any did.
 # Set VMSTACK_STEPS="gcc asan" (for example) to run only some steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-steps=${VMSTACK_STEPS:-"deps gcc mprotect clang asan direct cross memcheck contract fuzz"}
+steps=${VMSTACK_STEPS:-"deps gcc mprotect clang asan tsan direct cross memcheck contract fuzz"}
 jobs=${JOBS:-2}
 failed=()
 passed=0
@@ -63,6 +64,8 @@ s_mprotect() { VMSTACK_GUARD_METHOD=mprotect run_ctest build -L "unit|death" -E 
 s_clang()    { CC=clang configure_build out/clang -DCMAKE_BUILD_TYPE=Debug && run_ctest out/clang -L "unit|death"; }
 s_asan()     { CC=gcc configure_build out/asan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=address,undefined \
                  -DVMSTACK_BUILD_BENCH=OFF && ASAN_OPTIONS=detect_leaks=0 run_ctest out/asan -L "unit|death"; }
+s_tsan()     { CC=clang configure_build out/tsan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=thread \
+                 -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/tsan -L "unit|death"; }
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli"; }
 s_cross()    { if [ -x scripts/cross-aarch64.sh ]; then bash scripts/cross-aarch64.sh; else echo "no aarch64 script yet"; fi; }
 s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
@@ -76,6 +79,7 @@ step gcc s_gcc
 step mprotect s_mprotect
 step clang s_clang
 step asan s_asan
+step tsan s_tsan
 step direct s_direct
 step cross s_cross
 step memcheck s_memcheck

@@ -936,6 +936,7 @@ TEST(own_small_altstack_is_kept_with_a_warning)
     /* ASan owns every thread's alternate stack and unmaps it at thread exit: replacing
      * it breaks ASan, and vmstack does not warn about ASan's. */
     NO_ASAN();
+    NO_TSAN("vmstack does not warn about alternate stacks under the sanitizers");
     int st = run_child(own_altstack_child, NULL);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "init 0, kept yes\n");
