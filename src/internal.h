@@ -107,6 +107,10 @@ VMS_HIDDEN long vms__os_max_map_count(void);
 VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
 /* Resident bytes of [lo, hi) from /proc/self/smaps. */
 VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
+/* Whether the kernel keeps the calling thread's robust-futex list (and so marks a
+ * robust mutex "owner died" when its thread ends): 0 or a negative errno. One system
+ * call; fault injection: VMS__OP_ROBUST_MUTEX. */
+VMS_HIDDEN int vms__os_robust_list_works(void);
 /* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
 VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
 /* mincore(2) on [addr, addr + len) (addr page-aligned): vec[i] & 1 when page i is
@@ -124,9 +128,7 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
-/* The injected negative errno for this call of op, or 0: for failures the os layer does
- * not make itself (VMS__OP_ROBUST_MUTEX: the C library refuses robust mutexes). */
-VMS_HIDDEN int vms__os_injected(int op);
+
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */
 /* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */
@@ -214,7 +216,7 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size);
 /* Frees st once the calling thread has ended (its alternate signal stack, which stays
  * installed until then; a stack the thread no longer runs on, to spare its exit the
  * scrubbing system call): 0, or a negative errno when the C library cannot tell
- * (no robust mutexes, as under qemu-user): then free it the usual way. */
+ * (robust mutexes that do not work, as under qemu-user): then free it the usual way. */
 VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
 VMS_HIDDEN void vms__stack_reap(void);

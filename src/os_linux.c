@@ -96,11 +96,6 @@ void vms__os_inject_clear(void) {}
 static inline int injected(int op) { (void)op; return 0; }
 #endif
 
-int vms__os_injected(int op)
-{
-    return injected(op);
-}
-
 /* ---- basics ----------------------------------------------------------------------- */
 size_t vms__os_page_size(void)
 {
@@ -261,6 +256,20 @@ int vms__os_sigaltstack(const stack_t *ss, stack_t *old)
     if (e) return e;
     count_syscall();
     return sigaltstack(ss, old) == 0 ? 0 : -errno;
+}
+
+int vms__os_robust_list_works(void)
+{
+    /* The C library registered the calling thread's robust-futex list at its start; a
+     * kernel that keeps it answers with it. qemu-user answers ENOSYS (it cannot walk a
+     * guest's list at thread exit), as may a sandbox that filters the call. */
+    int e = injected(VMS__OP_ROBUST_MUTEX);
+    if (e) return e;
+    void *head = NULL;
+    size_t len = 0;
+    count_syscall();
+    if (syscall(SYS_get_robust_list, 0, &head, &len) != 0) return -errno;
+    return head ? 0 : -ENOENT;
 }
 
 int vms__os_probe_noaccess(const void *addr)

@@ -197,26 +197,38 @@ void vms_stack_free(vms_stack *st)
  * thread ID that pthread_join waits for), so the next pthread_mutex_trylock by anyone
  * returns EOWNERDEAD: then the thread runs no more code and its stacks are freed. No
  * system call on either side. vms_thread_create and vms_get_stats reap the graves, so
- * after pthread_join the statistics no longer count the thread's stacks. Where the C
- * library has no robust mutexes (qemu-user refuses the robust list), callers free the
- * usual way. */
+ * after pthread_join the statistics no longer count the thread's stacks. Where robust
+ * mutexes do not work (qemu-user lets the C library create them but keeps no robust
+ * list), callers free the usual way. */
 
+/* Graves waiting: beyond GRAVES_MAX (threads ending faster than anyone reaps), threads
+ * free their stacks the usual way, so graves never hold an unbounded amount. */
+#define GRAVES_MAX 4096
 static atomic_size_t graves_count;     /* peeked without the lock */
-static atomic_int graves_unsupported;  /* no robust mutexes here */
+/* 0: not known yet; 1: robust mutexes work; -1: they do not (checked once). */
+static atomic_int graves_work;
 
-/* A new grave for the calling thread, its mutex locked; NULL (and graves_unsupported
- * set when it is the C library's answer) when there is none to be had. */
+/* Whether a dead thread's robust mutex will be marked: the C library must have robust
+ * mutexes, and the kernel must keep the thread's robust list. qemu-user, for one, lets
+ * the C library create robust mutexes but never marks them: graves would never open. */
+static bool graves_supported(void)
+{
+    int w = atomic_load_explicit(&graves_work, memory_order_relaxed);
+    if (w == 0) {
+        w = vms__os_robust_list_works() == 0 ? 1 : -1;
+        atomic_store_explicit(&graves_work, w, memory_order_relaxed);
+    }
+    return w > 0;
+}
+
+/* A new grave for the calling thread, its mutex locked; NULL when there is none to be
+ * had (then graves_work says no when the C library refused robust mutexes). */
 static struct grave *grave_new(void)
 {
     struct grave *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     pthread_mutexattr_t a;
-    int e = -vms__os_injected(VMS__OP_ROBUST_MUTEX);
-    if (e) {
-        free(g);
-        return NULL;                   /* a test's stand-in for ENOTSUP: not remembered */
-    }
-    e = pthread_mutexattr_init(&a);
+    int e = pthread_mutexattr_init(&a);
     if (e == 0) {
         e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
         if (e == 0) e = pthread_mutex_init(&g->owner, &a);
@@ -224,7 +236,7 @@ static struct grave *grave_new(void)
     }
     if (e == 0 && (e = pthread_mutex_lock(&g->owner)) != 0) pthread_mutex_destroy(&g->owner);
     if (e) {
-        if (e == ENOTSUP || e == ENOSYS || e == EINVAL) atomic_store(&graves_unsupported, 1);
+        if (e == ENOTSUP || e == ENOSYS || e == EINVAL) atomic_store(&graves_work, -1);
         free(g);
         return NULL;
     }
@@ -234,11 +246,12 @@ static struct grave *grave_new(void)
 int vms__stack_free_at_exit(vms_stack *st)
 {
     if (!st) return 0;
-    if (atomic_load_explicit(&graves_unsupported, memory_order_relaxed))
-        return -ENOTSUP;
+    if (!graves_supported()) return -ENOTSUP;
     pthread_once(&deferred_once, deferred_init);
     struct grave *g = my_grave;
     bool fresh = !g || g->n == GRAVE_STACKS;   /* g->n: written by this thread only */
+    if (fresh && atomic_load_explicit(&graves_count, memory_order_relaxed) >= GRAVES_MAX)
+        return -EAGAIN;
     /* A new grave is locked before the list lock is taken: its thread always takes the
      * two in that order, and everyone else takes the list lock and only tries a grave
      * (no cycle, also for ThreadSanitizer's deadlock detector). */
@@ -257,7 +270,10 @@ int vms__stack_free_at_exit(vms_stack *st)
 
 void vms__stack_reap(void)
 {
-    if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
+    /* Also decides, once, whether graves work (a system call): here, in the creator of
+     * threads, rather than in the first thread to end. */
+    if (!graves_supported() || !atomic_load_explicit(&graves_count, memory_order_relaxed))
+        return;
     struct grave *dead = NULL;
     pthread_mutex_lock(&deferred_lock);
     for (struct grave **p = &graves; *p;) {
