@@ -138,7 +138,14 @@ struct vms_stack *vms__stack_alloc_internal(size_t size)
 {
     unsigned cls;
     struct vms_stack *st = NULL;
-    if (vms__arena_class(size, &cls) == 0 && (st = pool_take(cls)) != NULL) {
+    if (vms__arena_class(size, &cls) == 0 && !(st = pool_take(cls))) {
+        /* A thread starting: the alternate stacks of threads that have ended are the
+         * ones it can take (a program that runs fibers on threads of its own never
+         * calls vms_thread_create or vms_get_stats, the other reapers). */
+        vms__stack_reap();
+        st = pool_take(cls);
+    }
+    if (st) {
         st->max_used = 0;
         atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
         atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);

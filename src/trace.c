@@ -367,7 +367,7 @@ static bool object_extent(uintptr_t base, uintptr_t base_end, uintptr_t *bias,
         (size_t)eh->e_phnum > (base_end - base - eh->e_phoff) / sizeof(ElfW(Phdr)))
         return false;
     const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
-    size_t page = (size_t)getpagesize();
+    size_t page = vms__os_page_size();
     bool first = true;
     uintptr_t b = 0, l = UINTPTR_MAX, h = 0;
     for (unsigned i = 0; i < eh->e_phnum; i++) {

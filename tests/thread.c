@@ -471,3 +471,36 @@ TEST(alternate_stack_data_never_reaches_a_program_stack)
     ASSERT_GE(former, ALT_THREADS - 64);   /* the pool keeps 64 */
     for (int i = 0; i < TAKE; i++) vms_stack_free(st[i]);
 }
+
+static void fiber_noop(void *arg) { (void)arg; }
+
+/* A pthread of the program's own that runs a fiber (so it gets an alternate stack) and
+ * reports that stack. */
+static void *plain_thread_with_fiber(void *arg)
+{
+    vms_fiber *f = vms_fiber_create(fiber_noop, NULL, NULL);
+    if (!f || vms_fiber_resume(f) != VMS_DONE) return NULL;
+    vms_fiber_destroy(f);
+    return alt_of_thread(arg);
+}
+
+/* A program that runs fibers on pthreads of its own never calls vms_thread_create or
+ * vms_get_stats: its next thread to start reaps the ended ones, and takes the same
+ * alternate stack again. */
+TEST(plain_threads_reuse_alternate_stacks)
+{
+    void *alt[3] = { NULL, NULL, NULL };
+    for (int i = 0; i < 3; i++) {
+        pthread_t t;
+        ASSERT_EQ(pthread_create(&t, NULL, plain_thread_with_fiber, &alt[i]), 0);
+        void *r = NULL;
+        ASSERT_EQ(pthread_join(t, &r), 0);
+        ASSERT_PTR_EQ(r, &alt[i]);
+    }
+#ifdef TST_ASAN
+    SKIP("under ASan threads keep the runtime's alternate stacks");
+#endif
+    ASSERT_NOT_NULL(alt[0]);
+    ASSERT_PTR_EQ(alt[1], alt[0]);
+    ASSERT_PTR_EQ(alt[2], alt[0]);
+}
