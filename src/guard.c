@@ -227,9 +227,61 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
     return true;
 }
 
+/* The C-library stack of a vms thread, as /proc/self/maps shows it: the no-access guard
+ * that holds the fault address and the read-write mapping right above it. */
+struct clib_stack {
+    uintptr_t addr;
+    uintptr_t guard_lo, guard_hi;    /* the no-access mapping holding addr */
+    uintptr_t lo, hi;                /* the read-write mapping that starts at guard_hi */
+    bool in_guard, found;
+};
+
+/* async-signal-safe */
+static bool clib_map(const struct vms__map *m, void *ctx)
+{
+    struct clib_stack *c = ctx;
+    if (c->in_guard) {
+        c->found = m->lo == c->guard_hi && m->perms[0] == 'r' && m->perms[1] == 'w';
+        c->lo = m->lo;
+        c->hi = m->hi;
+        return false;
+    }
+    if (c->addr < m->lo || c->addr >= m->hi) return true;
+    if (m->perms[0] != '-' || m->perms[1] != '-' || m->perms[2] != '-') return false;
+    c->in_guard = true;
+    c->guard_lo = m->lo;
+    c->guard_hi = m->hi;
+    return true;
+}
+
+/* async-signal-safe: an overflow of a vms thread's own C-library stack, outside its body
+ * (vmstack's start routine, or the TLS and thread-specific-data destructors at exit,
+ * which run there): the fault in a no-access mapping right below a read-write one, with
+ * sp between the guard's start and that mapping's end, and not on a vmstack stack.
+ * Read from /proc/self/maps only when such a fault happens: thread start pays nothing. */
+static bool classify_clib(struct vms__fault *f, uintptr_t walk_lo)
+{
+    struct vms__where w;
+    if (vms__arena_where((const void *)f->sp, &w) != VMS__WHERE_NONE) return false;
+    struct clib_stack c;
+    memset(&c, 0, sizeof c);
+    c.addr = f->addr;
+    if (!vms__sigsafe_maps_each(clib_map, &c) || !c.found) return false;
+    if (f->sp < c.guard_lo || f->sp >= c.hi || !sp_near(f->addr, f->sp)) return false;
+    f->kind = VMS__FAULT_CLIB;
+    prctl(PR_GET_NAME, self.name, 0, 0, 0);   /* async-signal-safe: a system call */
+    f->lo = c.lo;
+    f->hi = c.hi;
+    f->guard = c.guard_hi - c.guard_lo;
+    f->name = self.name;
+    f->walk_lo = walk_lo;
+    f->walk_hi = c.hi;
+    return true;
+}
+
 /* async-signal-safe: an overflow of the main thread's stack or of a foreign thread's
  * (one that vms__guard_thread_init saw), judged by the fault address just below the
- * stack's limit and a stack pointer near it. */
+ * stack's limit and a stack pointer near it; or of a vms thread's C-library stack. */
 static bool classify_thread(struct vms__fault *f)
 {
     size_t page = vms__os_page_size();
@@ -262,7 +314,7 @@ static bool classify_thread(struct vms__fault *f)
         f->name = self.name;
         f->walk_lo = walk_lo;
         f->walk_hi = self.hi;
-    } else {
+    } else if (!self.task_thread || !classify_clib(f, walk_lo)) {
         return false;
     }
     f->action = VMS__ACT_ABORT;   /* the default action follows the report */

@@ -64,6 +64,18 @@ VMS_HIDDEN bool vms__sigsafe_streq(const char *a, const char *b);
 VMS_HIDDEN bool vms__sigsafe_prefix(const char *s, const char *prefix);
 VMS_HIDDEN long vms__sigsafe_gettid(void);
 VMS_HIDDEN void vms__sigsafe_sleep_ms(unsigned ms);
+/* One line of /proc/self/maps. path points into the reader's buffer (valid during the
+ * call only), not NUL-terminated; path_len 0 for anonymous memory. */
+struct vms__map {
+    uintptr_t lo, hi, offset;
+    char perms[5];                 /* "r-xp" */
+    const char *path;
+    size_t path_len;
+};
+/* async-signal-safe: calls fn for each mapping of the process, lowest first, until it
+ * returns false. False when /proc/self/maps cannot be read. */
+VMS_HIDDEN bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void *ctx),
+                                       void *ctx);
 
 /* -------------------------------------------------------------------- trace.c ---- */
 /* Loads the symbol tables of every object loaded so far (ELF files mapped read-only;
@@ -109,7 +121,9 @@ VMS_HIDDEN bool vms__trace_name_unsafe(const char *name);
 enum { VMS__FAULT_OVERFLOW = VMS_OVERFLOW, VMS__FAULT_UNDERFLOW = VMS_UNDERFLOW,
        VMS__FAULT_WILD,        /* a guard hit by a pointer from another stack */
        VMS__FAULT_MAIN,        /* the main thread ran past its stack limit */
-       VMS__FAULT_THREAD };    /* a thread not created by vmstack ran past its stack */
+       VMS__FAULT_THREAD,      /* a thread not created by vmstack ran past its stack */
+       VMS__FAULT_CLIB };      /* a vms thread ran past its C-library stack, outside its
+                                  body (thread start or exit: TLS and TSD destructors) */
 enum { VMS__ACT_KILL = 1, VMS__ACT_ABORT = 2 };
 /* A classified fault, filled by guard.c for the reporter. */
 struct vms__fault {

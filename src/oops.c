@@ -486,6 +486,14 @@ static void first_line(struct out *o, const struct vms__fault *f)
         vms__line_dec(l, f->tid);
         vms__line_str(l, "), not a vmstack thread");
         break;
+    case VMS__FAULT_CLIB:
+        vms__line_str(l, "stack overflow in thread \"");
+        vms__line_str(l, f->name ? f->name : "");
+        vms__line_str(l, "\" (tid ");
+        vms__line_dec(l, f->tid);
+        vms__line_str(l, ") on its C library stack, outside its body (thread start, or "
+                         "TLS and thread-specific-data destructors at exit)");
+        break;
     default:
         vms__line_str(l, f->kind == VMS__FAULT_UNDERFLOW ? "stack underflow " : "stack overflow ");
         if (f->have_task) {

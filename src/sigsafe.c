@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <fcntl.h>
+#include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -230,4 +231,80 @@ void vms__sigsafe_sleep_ms(unsigned ms)
 {
     struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
     while (syscall(SYS_nanosleep, &ts, &ts) < 0 && errno == EINTR) {}
+}
+
+/* ---- /proc/self/maps ------------------------------------------------------------- */
+
+/* async-signal-safe: parses a hex number at *p, advancing it. */
+static uintptr_t parse_hex(const char **p, const char *end)
+{
+    uintptr_t v = 0;
+    for (; *p < end; (*p)++) {
+        char c = **p;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) break;
+        v = v * 16 + (uintptr_t)d;
+    }
+    return v;
+}
+
+/* async-signal-safe: skips one field and the blanks after it. */
+static void skip_field(const char **p, const char *end)
+{
+    while (*p < end && **p != ' ') (*p)++;
+    while (*p < end && **p == ' ') (*p)++;
+}
+
+/* async-signal-safe: one line "lo-hi perms offset dev inode [path]" into *m. */
+static void parse_map(const char *p, const char *end, struct vms__map *m)
+{
+    m->lo = parse_hex(&p, end);
+    if (p < end && *p == '-') p++;
+    m->hi = parse_hex(&p, end);
+    while (p < end && *p == ' ') p++;
+    for (int i = 0; i < 4; i++) m->perms[i] = p + i < end ? p[i] : '-';
+    m->perms[4] = '\0';
+    skip_field(&p, end);                            /* to the offset */
+    m->offset = parse_hex(&p, end);
+    skip_field(&p, end);                            /* to the device */
+    skip_field(&p, end);                            /* to the inode */
+    skip_field(&p, end);                            /* to the path, if any */
+    m->path = p;
+    m->path_len = (size_t)(end - p);
+}
+
+/* async-signal-safe: open, read and close only; lines longer than the buffer (a path
+ * of more than about 2,000 bytes) are skipped. */
+bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void *ctx), void *ctx)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[2048];
+    size_t have = 0;
+    bool skipping = false, stopped = false;
+    while (!stopped) {
+        ssize_t r = read(fd, buf + have, sizeof buf - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        have += (size_t)r;
+        size_t start = 0;
+        for (size_t i = 0; i < have && !stopped; i++) {
+            if (buf[i] != '\n') continue;
+            if (!skipping) {
+                struct vms__map m;
+                parse_map(buf + start, buf + i, &m);
+                stopped = !fn(&m, ctx);
+            }
+            skipping = false;
+            start = i + 1;
+        }
+        if (start == 0 && have == sizeof buf) {
+            skipping = true;                        /* a line too long: drop its start */
+            start = have;
+        }
+        have -= start;
+        memmove(buf, buf + start, have);
+    }
+    close(fd);
+    return true;
 }

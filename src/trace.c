@@ -260,98 +260,44 @@ static const ElfW(Sym) *find_in(const struct symtab *t, uintptr_t off)
 static struct { _Atomic uintptr_t lo, hi; } no_object[NO_OBJECT_RANGES];
 static atomic_uint no_object_next, adopt_scans;
 
-/* async-signal-safe: parses a hex number at *p, advancing it. */
-static uintptr_t parse_hex(const char **p, const char *end)
-{
-    uintptr_t v = 0;
-    for (; *p < end; (*p)++) {
-        char c = **p;
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) break;
-        v = v * 16 + (uintptr_t)d;
-    }
-    return v;
-}
-
-/* async-signal-safe: skips one field and the blanks after it. */
-static void skip_field(const char **p, const char *end)
-{
-    while (*p < end && **p != ' ') (*p)++;
-    while (*p < end && **p == ' ') (*p)++;
-}
-
 struct maps_hit {
-    uintptr_t base;                  /* the object's mapping at file offset 0 */
+    uintptr_t addr;                  /* what is looked for */
+    uintptr_t base;                  /* the latest file mapping at file offset 0 */
     uintptr_t base_end;              /* ... and its end */
-    uintptr_t lo, hi;                /* the mapping that holds the address */
+    uintptr_t lo, hi;                /* the mapping that holds addr */
+    bool found;
     bool file;                       /* it is a file mapped from offset base */
+    char base_path[MAPS_PATH_MAX];
     char path[MAPS_PATH_MAX];
 };
 
-/* async-signal-safe: one line of /proc/self/maps; true when it holds addr (then *hit
- * says what it is). Tracks the latest file mapping at offset 0 in *hit on the way. */
-static bool maps_line(const char *p, const char *end, uintptr_t addr, struct maps_hit *hit,
-                      char *base_path)
+/* async-signal-safe: one mapping; stops at the one holding hit->addr. */
+static bool maps_line(const struct vms__map *m, void *ctx)
 {
-    uintptr_t lo = parse_hex(&p, end);
-    if (p < end && *p == '-') p++;
-    uintptr_t hi = parse_hex(&p, end);
-    skip_field(&p, end);                            /* to the permissions */
-    skip_field(&p, end);                            /* to the offset */
-    uintptr_t off = parse_hex(&p, end);
-    skip_field(&p, end);                            /* to the device */
-    skip_field(&p, end);                            /* to the inode */
-    skip_field(&p, end);                            /* to the path, if any */
-    size_t len = (size_t)(end - p);
-    bool is_file = len > 0 && *p == '/' && len < MAPS_PATH_MAX;
-    if (is_file && off == 0) {
-        hit->base = lo;
-        hit->base_end = hi;
-        memcpy(base_path, p, len);
-        base_path[len] = '\0';
+    struct maps_hit *hit = ctx;
+    bool is_file = m->path_len > 0 && m->path[0] == '/' && m->path_len < MAPS_PATH_MAX;
+    if (is_file && m->offset == 0) {
+        hit->base = m->lo;
+        hit->base_end = m->hi;
+        memcpy(hit->base_path, m->path, m->path_len);
+        hit->base_path[m->path_len] = '\0';
     }
-    if (addr < lo || addr >= hi) return false;
-    hit->lo = lo;
-    hit->hi = hi;
-    hit->file = false;
-    if (is_file && hit->base && memcmp(base_path, p, len) == 0 && base_path[len] == '\0') {
-        memcpy(hit->path, p, len);
-        hit->path[len] = '\0';
-        hit->file = true;
-    }
-    return true;
+    if (hit->addr < m->lo || hit->addr >= m->hi) return true;
+    hit->found = true;
+    hit->lo = m->lo;
+    hit->hi = m->hi;
+    hit->file = is_file && hit->base && memcmp(hit->base_path, m->path, m->path_len) == 0 &&
+                hit->base_path[m->path_len] == '\0';
+    if (hit->file) memcpy(hit->path, hit->base_path, m->path_len + 1);
+    return false;
 }
 
-/* async-signal-safe: finds the mapping of addr in /proc/self/maps (open, read, close). */
+/* async-signal-safe: finds the mapping of addr in /proc/self/maps. */
 static bool maps_find(uintptr_t addr, struct maps_hit *hit)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    char buf[2048], base_path[MAPS_PATH_MAX];
-    size_t have = 0;
-    bool found = false;
-    hit->base = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + have, sizeof buf - have);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        have += (size_t)r;
-        size_t start = 0;
-        for (size_t i = 0; i < have; i++) {
-            if (buf[i] != '\n') continue;
-            if (maps_line(buf + start, buf + i, addr, hit, base_path)) {
-                found = true;
-                goto out;
-            }
-            start = i + 1;
-        }
-        if (start == 0 && have == sizeof buf) start = have;   /* a line too long: skip it */
-        have -= start;
-        memmove(buf, buf + start, have);
-    }
-out:
-    close(fd);
-    return found;
+    memset(hit, 0, sizeof *hit);
+    hit->addr = addr;
+    return vms__sigsafe_maps_each(maps_line, hit) && hit->found;
 }
 
 /* async-signal-safe: the load bias and extent [lo, hi) of the ELF object whose first

@@ -600,3 +600,52 @@ TEST(wild_access_from_fiber_aborts)
     ASSERT_STR_NOT_CONTAINS(out, "killed");
     assert_last_line_starts(out, "vmstack: aborting");
 }
+
+/* ---- a vms thread's own C-library stack --------------------------------------------- */
+
+static pthread_key_t deep_key;
+
+static NOIPA int destructor_recurse(volatile char *prev, int n)
+{
+    volatile char frame[256];
+    frame[0] = prev ? prev[0] : 1;
+    return n == 0 ? frame[0] : destructor_recurse(frame, n - 1) + frame[0];
+}
+
+/* Runs at thread exit on the thread's small C-library stack, and overruns it. */
+static void deep_destructor(void *p)
+{
+    (void)p;
+    destructor_recurse(NULL, 1 << 20);
+}
+
+static void *set_deep_key(void *arg)
+{
+    pthread_setspecific(deep_key, arg);
+    return NULL;
+}
+
+static void clib_overflow_child(void *arg)
+{
+    (void)arg;
+    pthread_key_create(&deep_key, deep_destructor);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, set_deep_key, (void *)1) != 0) _exit(2);
+    pthread_join(t, NULL);
+    printf("survived\n");
+}
+
+/* A thread-specific-data destructor that overruns the vms thread's C-library stack (where
+ * it runs, after the body) is reported, then the process dies by SIGSEGV as it would
+ * without vmstack: the body is over, there is no task to kill. */
+TEST(overflow_of_the_c_library_stack_at_thread_exit)
+{
+    NO_ASAN();
+    int st = run_child(clib_overflow_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"");
+    ASSERT_STR_CONTAINS(out, "on its C library stack, outside its body");
+    ASSERT_STR_CONTAINS(out, "destructor_recurse+0x");
+    ASSERT_STR_CONTAINS(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+}

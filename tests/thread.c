@@ -10,6 +10,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
@@ -503,4 +504,33 @@ TEST(plain_threads_reuse_alternate_stacks)
     ASSERT_NOT_NULL(alt[0]);
     ASSERT_PTR_EQ(alt[1], alt[0]);
     ASSERT_PTR_EQ(alt[2], alt[0]);
+}
+
+/* What runs on a vms thread's small C-library stack: the program's thread-specific-data
+ * destructors, at exit. They get about 12 KiB (docs/api.md); one that uses 10 KiB of
+ * stack and formats text works. */
+static pthread_key_t dtor_key;
+static volatile int dtor_ran;
+
+static void heavy_destructor(void *p)
+{
+    char buf[10 * 1024];
+    int n = snprintf(buf, sizeof buf, "%s %d %f", (const char *)p, 42, 3.25);
+    memset(buf + n + 1, 'x', sizeof buf - (size_t)n - 1);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+    dtor_ran = n > 0 && buf[sizeof buf - 1] == 'x';
+}
+
+static void *set_key(void *arg)
+{
+    pthread_setspecific(dtor_key, arg);
+    return NULL;
+}
+
+TEST(destructors_get_their_stack)
+{
+    ASSERT_EQ(pthread_key_create(&dtor_key, heavy_destructor), 0);
+    ASSERT_NULL(join_one(set_key, (void *)"destructor"));
+    ASSERT_EQ(dtor_ran, 1);
+    pthread_key_delete(dtor_key);
 }
