@@ -11,6 +11,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -20,23 +21,46 @@
 #include <unistd.h>
 
 /* The glibc stack of a vms thread runs the start routine, the alternate-signal-stack
- * setup and, at exit, TLS and thread-specific-data destructors; fn never runs on it. At
- * exit glibc gives the part of a thread's stack more than PTHREAD_STACK_MIN (16 KiB)
- * below the stack pointer back to the kernel (one madvise call). 20 KiB (24 KiB with
- * glibc's guard page) is the most for which that part is empty: the thread's TLS and
- * control block (at least 4.5 KiB) sit above the stack pointer. The call saved pays for
- * the alternate signal stack's sigaltstack: a vms thread makes no more system calls
- * than a default pthread. About 12 KiB are left for the destructors; one that overruns
- * them is reported (guard.c, classify_clib). glibc carves the static TLS out of the
- * same stack; a program whose TLS does not fit gets EINVAL, and then a larger stack
- * (remembered in own_size). Sanitizer runtimes run much more on it: they get 1 MiB. */
+ * setup and, at exit, TLS and thread-specific-data destructors; fn never runs on it.
+ * glibc carves the thread's static TLS and control block out of its top. At exit glibc
+ * gives the part of a thread's stack more than PTHREAD_STACK_MIN (16 KiB) below the
+ * stack pointer back to the kernel (one madvise call); the stack is sized so that part
+ * is empty: OWN_FREE plus the static TLS plus a lower bound of the control block,
+ * rounded down to a page, is less than OWN_FREE above the stack pointer at exit (glibc's
+ * guard page being below). The call saved pays for the alternate signal stack's
+ * sigaltstack: a vms thread makes no more system calls than a default pthread. About
+ * 12 KiB are left for the destructors; one that overruns them is reported (guard.c,
+ * classify_clib). Where the static TLS size is not known, OWN_UNKNOWN_TLS, and on
+ * EINVAL (the TLS does not fit) a larger size, remembered in own_size. Sanitizer
+ * runtimes run much more on it: they get 1 MiB. */
+#define OWN_FREE        (16 * VMS_KIB)
+#define OWN_TCB_MIN     (2 * VMS_KIB)       /* glibc 2.36's struct pthread: 2.3 KiB */
+#define OWN_UNKNOWN_TLS (128 * VMS_KIB)
 #if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
-#define OWN_STACK_SIZE (1024 * VMS_KIB)
+#define OWN_MIN (1024 * VMS_KIB)
 #else
-#define OWN_STACK_SIZE (20 * VMS_KIB)
+#define OWN_MIN 0
 #endif
 #define OWN_STACK_MAX  (64 * VMS_MIB)
 static atomic_size_t own_size;
+
+/* The C-library stack size for this process (see above). */
+static size_t own_stack_size(void)
+{
+    size_t size = OWN_UNKNOWN_TLS;
+    /* glibc's own answer, as the sanitizers ask it (GLIBC_PRIVATE, in every glibc). */
+    void (*tls_info)(size_t *, size_t *);
+    *(void **)&tls_info = dlvsym(RTLD_DEFAULT, "_dl_get_tls_static_info", "GLIBC_PRIVATE");
+    if (tls_info) {
+        size_t tls = 0, align = 0;
+        tls_info(&tls, &align);
+        size_t page = vms__os_page_size();
+        if (tls < OWN_STACK_MAX) size = (OWN_FREE + tls + OWN_TCB_MIN) & ~(page - 1);
+    }
+    long min = sysconf(_SC_THREAD_STACK_MIN);
+    if (min > 0 && (size_t)min > size) size = (size_t)min;
+    return size > OWN_MIN ? size : OWN_MIN;
+}
 
 static void *thread_start(void *p)
 {
@@ -112,9 +136,9 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
 
     size_t own = atomic_load_explicit(&own_size, memory_order_relaxed);
     if (!own) {
-        own = OWN_STACK_SIZE;
-        long min = sysconf(_SC_THREAD_STACK_MIN);
-        if (min > 0 && (size_t)min > own) own = (size_t)min;
+        own = own_stack_size();
+        size_t none = 0;
+        atomic_compare_exchange_strong(&own_size, &none, own);
     }
     if ((e = pthread_attr_setstacksize(&a, own))) goto destroy_attr;
 
@@ -126,13 +150,17 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
     size_t tried = own;
     for (;;) {
         e = pthread_create(t, &a, thread_start, task);
-        /* EINVAL: maybe the static TLS does not fit (or another attribute is wrong: then
-         * the largest size says EINVAL too). */
+        /* EINVAL: maybe the static TLS does not fit after all (or another attribute is
+         * wrong: then the largest size says EINVAL too). */
         if (e != EINVAL || own >= OWN_STACK_MAX) break;
         own *= 4;
         if (pthread_attr_setstacksize(&a, own) != 0) break;
     }
-    if (e == 0 && own != tried) atomic_store_explicit(&own_size, own, memory_order_relaxed);
+    if (e == 0 && own != tried) {
+        /* Remembered as a maximum: a smaller size another thread found is not enough. */
+        size_t cur = atomic_load_explicit(&own_size, memory_order_relaxed);
+        while (cur < own && !atomic_compare_exchange_weak(&own_size, &cur, own)) {}
+    }
     if (e) vms__task_thread_discard(task);
 destroy_attr:
     pthread_attr_destroy(&a);
