@@ -92,6 +92,9 @@ struct vms__sym {
 /* async-signal-safe: the symbol covering addr (for a return address pass addr - 1).
  * Returns 2 with a symbol, 1 with only the object known, 0 when nothing is known. */
 VMS_HIDDEN int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out);
+/* async-signal-safe: starts a report's symbol lookups (the bound on the objects it may
+ * adopt from /proc/self/maps, and its memory of addresses no file maps). */
+VMS_HIDDEN void vms__trace_report_begin(void);
 /* async-signal-safe: addr lies in the C library's loaded object. */
 VMS_HIDDEN bool vms__trace_in_libc(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */

@@ -531,6 +531,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     out_open(&o);
     size_t tainted = atomic_fetch_add(&taint_count, 1);
     bool taken = report_lock(f->tid);
+    vms__trace_report_begin();
 
     /* The walk comes first: the unsafe-kill decision needs it, and its frames fill
      * oops->trace. */

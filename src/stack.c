@@ -88,12 +88,18 @@ static void deferred_parent(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
+static bool grave_lock_new(struct grave *g);
+
 /* The child of fork has only the forking thread: every other grave's thread is gone,
- * and no kernel will mark its mutex, so the next reap frees its stacks. */
+ * and no kernel will mark its mutex, so the next reap frees its stacks. The forking
+ * thread's own grave (it forked at its exit, after burying a stack) is locked again by
+ * the child's thread, which has a thread ID and a robust list of its own; should that
+ * fail, its stacks stay buried for good rather than be freed while still in use. */
 static void deferred_child(void)
 {
     for (struct grave *g = graves; g; g = g->next)
         if (g != my_grave) g->orphan = true;
+    if (my_grave) (void)grave_lock_new(my_grave);
     pthread_mutex_unlock(&deferred_lock);
 }
 
@@ -228,12 +234,11 @@ static bool graves_supported(void)
     return w > 0;
 }
 
-/* A new grave for the calling thread, its mutex locked; NULL when there is none to be
- * had (then graves_work says no when the C library refused robust mutexes). */
-static struct grave *grave_new(void)
+/* (Re)initializes g's robust mutex and locks it for the calling thread: false when the
+ * C library refuses (then graves_work says no when it refused robust mutexes). */
+static bool grave_lock_new(struct grave *g)
 {
-    struct grave *g = calloc(1, sizeof *g);
-    if (!g) return NULL;
+    memset(&g->owner, 0, sizeof g->owner);
     pthread_mutexattr_t a;
     int e = pthread_mutexattr_init(&a);
     if (e == 0) {
@@ -242,8 +247,17 @@ static struct grave *grave_new(void)
         pthread_mutexattr_destroy(&a);
     }
     if (e == 0 && (e = pthread_mutex_lock(&g->owner)) != 0) pthread_mutex_destroy(&g->owner);
-    if (e) {
-        if (e == ENOTSUP || e == ENOSYS || e == EINVAL) atomic_store(&graves_work, -1);
+    if (e == ENOTSUP || e == ENOSYS || e == EINVAL) atomic_store(&graves_work, -1);
+    return e == 0;
+}
+
+/* A new grave for the calling thread, its mutex locked; NULL when there is none to be
+ * had (then graves_work says no when the C library refused robust mutexes). */
+static struct grave *grave_new(void)
+{
+    struct grave *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    if (!grave_lock_new(g)) {
         free(g);
         return NULL;
     }

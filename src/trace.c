@@ -251,14 +251,45 @@ static const ElfW(Sym) *find_in(const struct symtab *t, uintptr_t off)
 
 /* ---- adopting an object from the fault handler ------------------------------------ */
 
-/* Address ranges found in no file-backed object (anonymous memory, JIT code): not looked
- * up again. And a bound on /proc/self/maps scans per process, so a long trace through
- * code that no file describes costs a few scans, not one per frame. */
-#define NO_OBJECT_RANGES 8
-#define ADOPT_SCANS_MAX 64
+/* Per report (vms__trace_report_begin starts one): address ranges found in no
+ * file-backed object (anonymous memory, JIT code, an address nothing maps), not looked
+ * up again, and a bound on /proc/self/maps scans, so a long trace through code that no
+ * file describes costs a few scans, not one per frame. Reports are one at a time (the
+ * report lock); the atomics only keep a report whose lock was taken over harmless. */
+#define NO_OBJECT_RANGES 16
+#define ADOPT_SCANS_MAX 16
 #define MAPS_PATH_MAX 512
 static struct { _Atomic uintptr_t lo, hi; } no_object[NO_OBJECT_RANGES];
-static atomic_uint no_object_next, adopt_scans;
+static atomic_uint no_objects, adopt_scans;
+
+/* async-signal-safe */
+void vms__trace_report_begin(void)
+{
+    atomic_store_explicit(&no_objects, 0, memory_order_relaxed);
+    atomic_store_explicit(&adopt_scans, 0, memory_order_relaxed);
+}
+
+/* async-signal-safe: remembers [lo, hi) as no object's, while there is room. */
+static void no_object_add(uintptr_t lo, uintptr_t hi)
+{
+    unsigned i = atomic_fetch_add_explicit(&no_objects, 1, memory_order_relaxed);
+    if (i >= NO_OBJECT_RANGES) return;
+    atomic_store_explicit(&no_object[i].lo, lo, memory_order_relaxed);
+    atomic_store_explicit(&no_object[i].hi, hi, memory_order_release);
+}
+
+/* async-signal-safe */
+static bool in_no_object(uintptr_t addr)
+{
+    unsigned n = atomic_load_explicit(&no_objects, memory_order_relaxed);
+    if (n > NO_OBJECT_RANGES) n = NO_OBJECT_RANGES;
+    for (unsigned i = 0; i < n; i++) {
+        uintptr_t hi = atomic_load_explicit(&no_object[i].hi, memory_order_acquire);
+        if (addr < hi && addr >= atomic_load_explicit(&no_object[i].lo, memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
 
 struct maps_hit {
     uintptr_t addr;                  /* what is looked for */
@@ -332,33 +363,34 @@ static bool object_extent(uintptr_t base, uintptr_t base_end, uintptr_t *bias,
     return true;
 }
 
+static const struct object *object_of(uintptr_t addr);
+
 /* async-signal-safe: adds the object holding addr to the table, when a file maps it
  * (an object loaded after the last vms__trace_load). Gives up, leaving the address
  * unnamed, when another thread is writing the table, when addr lies in memory no file
- * describes, or after ADOPT_SCANS_MAX scans. */
+ * describes, or after ADOPT_SCANS_MAX scans in this report. */
 static bool adopt(uintptr_t addr)
 {
-    for (unsigned i = 0; i < NO_OBJECT_RANGES; i++)
-        if (addr >= atomic_load_explicit(&no_object[i].lo, memory_order_relaxed) &&
-            addr < atomic_load_explicit(&no_object[i].hi, memory_order_relaxed))
-            return false;
+    if (in_no_object(addr)) return false;
     if (atomic_fetch_add_explicit(&adopt_scans, 1, memory_order_relaxed) >= ADOPT_SCANS_MAX)
         return false;
     struct maps_hit hit;
     uintptr_t bias, lo, hi;
-    if (!maps_find(addr, &hit)) return false;
+    if (!maps_find(addr, &hit)) {
+        size_t page = vms__os_page_size();
+        no_object_add(addr & ~(uintptr_t)(page - 1), (addr | (page - 1)) + 1);
+        return false;
+    }
     if (!hit.file || !object_extent(hit.base, hit.base_end, &bias, &lo, &hi) || addr < lo ||
         addr >= hi) {
-        unsigned i = atomic_fetch_add_explicit(&no_object_next, 1, memory_order_relaxed);
-        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].hi, 0, memory_order_relaxed);
-        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].lo, hit.lo, memory_order_relaxed);
-        atomic_store_explicit(&no_object[i % NO_OBJECT_RANGES].hi, hit.hi, memory_order_relaxed);
+        no_object_add(hit.lo, hit.hi);
         return false;
     }
     if (atomic_flag_test_and_set_explicit(&table_busy, memory_order_acquire)) return false;
     int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
     bool added = false;
-    if (n < MAX_OBJECTS) {
+    /* Another thread's report may have adopted it meanwhile. */
+    if (n < MAX_OBJECTS && !object_of(addr)) {
         publish_object(n, bias, lo, hi, hit.path, hit.path);
         added = true;
     }
