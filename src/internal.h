@@ -111,6 +111,11 @@ VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
  * robust mutex "owner died" when its thread ends): 0 or a negative errno. One system
  * call; fault injection: VMS__OP_ROBUST_MUTEX. */
 VMS_HIDDEN int vms__os_robust_list_works(void);
+/* The calling thread's kernel ID (one system call). */
+VMS_HIDDEN pid_t vms__os_gettid(void);
+/* Whether a thread of this process with kernel ID tid exists (tgkill with signal 0;
+ * two system calls). A thread that ended may have had its ID reused: then true. */
+VMS_HIDDEN bool vms__os_thread_alive(pid_t tid);
 /* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
 VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
 /* mincore(2) on [addr, addr + len) (addr page-aligned): vec[i] & 1 when page i is
@@ -125,9 +130,13 @@ VMS_HIDDEN unsigned long vms__os_syscalls(void);
 /* Fault injection (compiled in with VMSTACK_FAULT_INJECTION): make the nth next call
  * (1 = the next one) of an operation fail with err, or with "always" every call. */
 enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
-       VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_COUNT };
+       VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_ROBUST_WALK, VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
+/* The injected negative errno for this call of op, or 0, for failures the os layer does
+ * not make itself (VMS__OP_ROBUST_WALK: a kernel that keeps the robust list but never
+ * walks it, so a dead thread's robust mutex is never marked). */
+VMS_HIDDEN int vms__os_injected(int op);
 
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */

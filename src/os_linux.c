@@ -96,6 +96,11 @@ void vms__os_inject_clear(void) {}
 static inline int injected(int op) { (void)op; return 0; }
 #endif
 
+int vms__os_injected(int op)
+{
+    return injected(op);
+}
+
 /* ---- basics ----------------------------------------------------------------------- */
 size_t vms__os_page_size(void)
 {
@@ -270,6 +275,20 @@ int vms__os_robust_list_works(void)
     count_syscall();
     if (syscall(SYS_get_robust_list, 0, &head, &len) != 0) return -errno;
     return head ? 0 : -ENOENT;
+}
+
+pid_t vms__os_gettid(void)
+{
+    count_syscall();
+    return (pid_t)syscall(SYS_gettid);
+}
+
+bool vms__os_thread_alive(pid_t tid)
+{
+    count_syscall();
+    pid_t pid = getpid();
+    count_syscall();
+    return syscall(SYS_tgkill, pid, tid, 0) == 0 || errno != ESRCH;
 }
 
 int vms__os_probe_noaccess(const void *addr)

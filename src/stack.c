@@ -63,6 +63,7 @@ static atomic_size_t internal_live;
 
 struct grave {
     pthread_mutex_t owner;             /* robust; held by the thread until it dies */
+    pid_t tid;                         /* its thread, until graves are proven to work */
     struct grave *next;
     unsigned n;
     bool orphan;                       /* its thread is not in this process (fork) */
@@ -220,6 +221,10 @@ void vms_stack_free(vms_stack *st)
 static atomic_size_t graves_count;     /* peeked without the lock */
 /* 0: not known yet; 1: robust mutexes work; -1: they do not (checked once). */
 static atomic_int graves_work;
+/* A grave was seen open (EOWNERDEAD): the kernel does mark dead owners here. Until then
+ * every grave records its thread, so that a grave whose thread is gone while its mutex
+ * is still locked shows a kernel that keeps robust lists but never walks them. */
+static atomic_bool graves_proven;
 
 /* Whether a dead thread's robust mutex will be marked: the C library must have robust
  * mutexes, and the kernel must keep the thread's robust list. qemu-user, for one, lets
@@ -242,7 +247,10 @@ static bool grave_lock_new(struct grave *g)
     pthread_mutexattr_t a;
     int e = pthread_mutexattr_init(&a);
     if (e == 0) {
-        e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        /* Fault injection: a mutex that is not robust is never marked, as on a kernel
+         * that keeps the robust list but never walks it. */
+        if (!vms__os_injected(VMS__OP_ROBUST_WALK))
+            e = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
         if (e == 0) e = pthread_mutex_init(&g->owner, &a);
         pthread_mutexattr_destroy(&a);
     }
@@ -261,6 +269,7 @@ static struct grave *grave_new(void)
         free(g);
         return NULL;
     }
+    if (!atomic_load_explicit(&graves_proven, memory_order_relaxed)) g->tid = vms__os_gettid();
     return g;
 }
 
@@ -302,9 +311,19 @@ void vms__stack_reap(void)
         bool gone = g->orphan;
         if (!gone && g != my_grave) {
             int e = pthread_mutex_trylock(&g->owner);
+            if (e == EBUSY && g->tid && !vms__os_thread_alive(g->tid) &&
+                (e = pthread_mutex_trylock(&g->owner)) == EBUSY) {
+                /* Its thread is gone (asked after the first try, and tried again since),
+                 * yet its mutex was never marked: this kernel keeps robust lists but does
+                 * not walk them. No more graves; this one's stacks are free to go. */
+                atomic_store(&graves_work, -1);
+                g->orphan = true;              /* its mutex stays locked: not destroyed */
+                gone = true;
+            }
             if (e == EOWNERDEAD) {
                 pthread_mutex_consistent(&g->owner);
                 pthread_mutex_unlock(&g->owner);
+                atomic_store_explicit(&graves_proven, true, memory_order_relaxed);
                 gone = true;
             } else if (e == 0) {
                 pthread_mutex_unlock(&g->owner);   /* never happens: nobody unlocks it */
