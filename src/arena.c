@@ -240,17 +240,10 @@ int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
     }
     for (int i = 0; i < n; i++) {
         struct vms_stack *st = &a->meta[first + (uint32_t)i];
-        st->cls = (uint16_t)cls;
-        st->warm = 0;
-        st->internal = 0;
-        st->next = NULL;
-        st->base = a->slots + (size_t)(first + (uint32_t)i) * a->slot_size + a->guard_size;
-        st->size = a->slot_size - a->guard_size;
-        st->arena = a;
-        atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-        st->max_used = 0;
-        st->debug = 0;
-        atomic_store_explicit(&st->state, VMS__SLOT_FREE, memory_order_relaxed);
+        vms__slot_record_init(st, cls, a,
+                              a->slots + (size_t)(first + (uint32_t)i) * a->slot_size +
+                                  a->guard_size,
+                              a->slot_size - a->guard_size);
         out[i] = st;
     }
     /* Publish: records are complete before `opened` covers them. */

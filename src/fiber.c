@@ -193,12 +193,31 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
 
 /* Gives the stack back, and with it the task's record, which lives on it: t is gone
  * afterwards. Pre: the task is not running and never will again. */
-static void task_release_stack(struct vms__task *t)
+/* A relaxed atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME
+ * functions. GCC's atomic_store_explicit stores through a temporary whose scope ASan
+ * poisons; in a frame ASan does not instrument, nothing unpoisons it when the frame
+ * returns, and the thread-exit code that later runs on that part of the stack trips
+ * over it. GCC's builtin needs no temporary (clang's macro never had one, and clang's
+ * builtin refuses _Atomic objects). */
+#if defined(__clang__)
+#define STORE_RELAXED(p, v) atomic_store_explicit(p, v, memory_order_relaxed)
+#else
+#define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#endif
+
+/* Ends t's hold on its stack (the tools forget the task; the stack has no owner) and
+ * returns it, for the caller to free. vms_stack_free unpoisons the stack for ASan. */
+static inline struct vms_stack *task_drop_stack(struct vms__task *t)
 {
     struct vms_stack *st = t->stack;
-    vms__track_destroy(&t->track);   /* vms_stack_free unpoisons the stack for ASan */
-    atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-    vms_stack_free(st);
+    vms__track_destroy(&t->track);
+    STORE_RELAXED(&st->owner, NULL);
+    return st;
+}
+
+static void task_release_stack(struct vms__task *t)
+{
+    vms_stack_free(task_drop_stack(t));
 }
 
 static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
@@ -270,18 +289,6 @@ static inline void task_check_end(struct vms__thread *th, struct vms__task *t)
         vms__debug_end_check(t->stack) != 0)
         task_end_corrupted(th, t);
 }
-
-/* A relaxed atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME
- * functions. GCC's atomic_store_explicit stores through a temporary whose scope ASan
- * poisons; in a frame ASan does not instrument, nothing unpoisons it when the frame
- * returns, and the thread-exit code that later runs on that part of the stack trips
- * over it. GCC's builtin needs no temporary (clang's macro never had one, and clang's
- * builtin refuses _Atomic objects). */
-#if defined(__clang__)
-#define STORE_RELAXED(p, v) atomic_store_explicit(p, v, memory_order_relaxed)
-#else
-#define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
-#endif
 
 /* Frames on a thread's own stack below which a task runs are not instrumented by ASan:
  * when the task leaves by pthread_exit or cancellation, glibc long-jumps from the task's
@@ -581,9 +588,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
      * scrubbed at this thread's exit, a system call per thread. */
-    struct vms_stack *st = t->stack;
-    vms__track_destroy(&t->track);
-    STORE_RELAXED(&st->owner, NULL);
+    struct vms_stack *st = task_drop_stack(t);
     if (vms__stack_free_at_exit(st) != 0) vms_stack_free(st);
     return result;
 }

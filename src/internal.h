@@ -138,7 +138,6 @@ VMS_HIDDEN void vms__os_inject_clear(void);
  * walks it, so a dead thread's robust mutex is never marked). */
 VMS_HIDDEN int vms__os_injected(int op);
 
-
 /* ------------------------------------------------------------- arena.c, direct.c -- */
 /* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */
 #define VMS__CLASSES 32
@@ -163,6 +162,24 @@ struct vms_stack {
     uintptr_t debug;              /* debug layer: painting state */
 };
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
+
+/* The record of a slot opened for the first time (both backends): FREE, cold (nothing
+ * resident), usable bytes [base, base + size). The caller publishes it. */
+static inline void vms__slot_record_init(struct vms_stack *st, unsigned cls,
+                                         struct vms__arena *a, char *base, size_t size)
+{
+    st->cls = (uint16_t)cls;
+    st->warm = 0;
+    st->internal = 0;
+    st->next = NULL;
+    st->base = base;
+    st->size = size;
+    st->arena = a;
+    atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
+    st->max_used = 0;
+    st->debug = 0;
+    atomic_store_explicit(&st->state, VMS__SLOT_FREE, memory_order_relaxed);
+}
 
 struct vms__arena {
     char    *lo, *hi;             /* the whole reservation (aligned) */

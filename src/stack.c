@@ -73,8 +73,7 @@ struct grave {
 /* Graves (below) and the pool share one lock. */
 static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock */
-static unsigned npool;
-static atomic_uint npool_peek;
+static atomic_uint npool;                       /* written under it, peeked without */
 static pthread_once_t deferred_once = PTHREAD_ONCE_INIT;
 static struct grave *graves;           /* under deferred_lock */
 static VMS_TLS struct grave *my_grave;
@@ -111,14 +110,15 @@ static void deferred_init(void)
 
 static struct vms_stack *pool_take(unsigned cls)
 {
-    if (!atomic_load_explicit(&npool_peek, memory_order_relaxed)) return NULL;
+    if (!atomic_load_explicit(&npool, memory_order_relaxed)) return NULL;
     struct vms_stack *st = NULL;
     pthread_mutex_lock(&deferred_lock);
-    for (unsigned i = npool; i-- > 0;) {
+    unsigned n = atomic_load_explicit(&npool, memory_order_relaxed);
+    for (unsigned i = n; i-- > 0;) {
         if (pool[i]->cls == cls) {
             st = pool[i];
-            pool[i] = pool[--npool];
-            atomic_store_explicit(&npool_peek, npool, memory_order_relaxed);
+            pool[i] = pool[n - 1];
+            atomic_store_explicit(&npool, n - 1, memory_order_relaxed);
             break;
         }
     }
@@ -132,9 +132,10 @@ static bool pool_put(struct vms_stack *st)
     bool kept = false;
     pthread_once(&deferred_once, deferred_init);
     pthread_mutex_lock(&deferred_lock);
-    if (npool < INTERNAL_POOL) {
-        pool[npool++] = st;
-        atomic_store_explicit(&npool_peek, npool, memory_order_relaxed);
+    unsigned n = atomic_load_explicit(&npool, memory_order_relaxed);
+    if (n < INTERNAL_POOL) {
+        pool[n] = st;
+        atomic_store_explicit(&npool, n + 1, memory_order_relaxed);
         kept = true;
     }
     pthread_mutex_unlock(&deferred_lock);
@@ -166,10 +167,9 @@ struct vms_stack *vms__stack_alloc_internal(size_t size)
     return st;
 }
 
-/* The checks of vms_stack_free: a stack vmstack handed out, live. Returns its record,
- * now FREE. */
-static struct vms_stack *release_record(vms_stack *st)
+void vms_stack_free(vms_stack *st)
 {
+    if (!st) return;
     struct vms_stack *rec = vms__arena_record(st);
     if (VMS_UNLIKELY(!rec))
         vms__fatal("vms_stack_free: %p is not a stack that vmstack handed out "
@@ -179,13 +179,6 @@ static struct vms_stack *release_record(vms_stack *st)
             &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
                    (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
-    return rec;
-}
-
-void vms_stack_free(vms_stack *st)
-{
-    if (!st) return;
-    struct vms_stack *rec = release_record(st);
     /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
      * may have left redzones poisoned; the cache's scrubbing and the next owner must not
      * trip over them. Nothing in other builds. */

@@ -297,9 +297,8 @@ struct maps_hit {
     uintptr_t base_end;              /* ... and its end */
     uintptr_t lo, hi;                /* the mapping that holds addr */
     bool found;
-    bool file;                       /* it is a file mapped from offset base */
+    bool file;                       /* it is base_path, mapped from offset base */
     char base_path[MAPS_PATH_MAX];
-    char path[MAPS_PATH_MAX];
 };
 
 /* async-signal-safe: one mapping; stops at the one holding hit->addr. */
@@ -319,7 +318,6 @@ static bool maps_line(const struct vms__map *m, void *ctx)
     hit->hi = m->hi;
     hit->file = is_file && hit->base && memcmp(hit->base_path, m->path, m->path_len) == 0 &&
                 hit->base_path[m->path_len] == '\0';
-    if (hit->file) memcpy(hit->path, hit->base_path, m->path_len + 1);
     return false;
 }
 
@@ -391,7 +389,7 @@ static bool adopt(uintptr_t addr)
     bool added = false;
     /* Another thread's report may have adopted it meanwhile. */
     if (n < MAX_OBJECTS && !object_of(addr)) {
-        publish_object(n, bias, lo, hi, hit.path, hit.path);
+        publish_object(n, bias, lo, hi, hit.base_path, hit.base_path);
         added = true;
     }
     atomic_flag_clear_explicit(&table_busy, memory_order_release);
@@ -414,26 +412,21 @@ static const struct object *object_of(uintptr_t addr)
 int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
 {
     memset(out, 0, sizeof *out);
-    if (!object_of(addr)) adopt(addr);
-    int n = atomic_load_explicit(&nobjects, memory_order_acquire);
-    for (int i = 0; i < n; i++) {
-        const struct object *o = &objects[i];
-        if (addr < o->lo || addr >= atomic_load_explicit(&o->hi, memory_order_relaxed))
-            continue;
-        out->object = o->name;
-        out->in_libc = o->in_libc;
-        for (int t = 0; t < 2; t++) {
-            const ElfW(Sym) *s = find_in(&o->tab[t], addr - o->bias);
-            if (s) {
-                out->name = o->tab[t].strs + s->st_name;
-                out->start = o->bias + s->st_value;
-                out->size = s->st_size;
-                return 2;
-            }
+    const struct object *o = object_of(addr);
+    if (!o && adopt(addr)) o = object_of(addr);
+    if (!o) return 0;
+    out->object = o->name;
+    out->in_libc = o->in_libc;
+    for (int t = 0; t < 2; t++) {
+        const ElfW(Sym) *s = find_in(&o->tab[t], addr - o->bias);
+        if (s) {
+            out->name = o->tab[t].strs + s->st_name;
+            out->start = o->bias + s->st_value;
+            out->size = s->st_size;
+            return 2;
         }
-        return 1;
     }
-    return 0;
+    return 1;
 }
 
 /* async-signal-safe */

@@ -8,6 +8,14 @@
 
 #include "test.h"
 
+/* tst_fork's child: becomes VMSTACK_CMD with argv. */
+static inline void cli_exec(void *argv)
+{
+    execv(VMSTACK_CMD, (char *const *)argv);
+    fprintf(stderr, "cannot run %s: %s\n", VMSTACK_CMD, strerror(errno));
+    _exit(127);
+}
+
 /* Runs VMSTACK_CMD with args (NULL-terminated, without argv[0]); stdout and stderr both
  * go to out. Returns the wait status. */
 static inline int cli_run(const char *const *args, char *out, size_t cap)
@@ -17,35 +25,7 @@ static inline int cli_run(const char *const *args, char *out, size_t cap)
     argv[n++] = VMSTACK_CMD;
     for (; args[n - 1] && n < 31; n++) argv[n] = args[n - 1];
     argv[n] = NULL;
-    int p[2];
-    if (pipe(p) != 0) TST_FAIL("pipe: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) TST_FAIL("fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[1]);
-        execv(VMSTACK_CMD, (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", VMSTACK_CMD, strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    size_t len = 0;
-    for (;;) {
-        char tmp[4096];
-        ssize_t r = read(p[0], tmp, sizeof tmp);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        for (ssize_t i = 0; i < r; i++)
-            if (len + 1 < cap) out[len++] = tmp[i];
-    }
-    out[len] = '\0';
-    close(p[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    return status;
+    return tst_fork(cli_exec, (void *)argv, out, cap);
 }
 
 /* The line of out that starts with prefix (NULL when there is none). */
