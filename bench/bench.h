@@ -900,6 +900,28 @@ static inline long bench_scale_limit(long count, double each, char *note, size_t
     return lim;
 }
 
+/* Starts the row of a scale scenario (memory per object, one round): its id, what
+ * vmstack and the baseline do; the scenario names the object count, and the count is
+ * bench_scale_limit's (a touched stack page, its page-table share and the records:
+ * about 6 KiB each). Resets the counters. Returns the count. */
+static inline long bench_scale_row(struct bench_row *r, const struct bench_opts *o,
+                                   const char *id, const char *what, const char *baseline)
+{
+    memset(r, 0, sizeof *r);
+    long count = bench_scale_limit(o->scale_count, 6144, r->note, sizeof r->note);
+    r->kind = BENCH_ROW_MEM;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->scenario, sizeof r->scenario, "%ld %s", count, what);
+    snprintf(r->baseline, sizeof r->baseline, "%s", baseline);
+    r->v = bench_side_none();
+    r->b = bench_side_none();
+    r->ratio = NAN;
+    r->ops = count;
+    r->rounds = 1;
+    bench_counters_init();
+    return count;
+}
+
 /* Appends a clause to a row's note, separated by "; ". */
 static inline void bench_note(struct bench_row *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -175,19 +175,7 @@ static void bb_group_scale(const struct bench_opts *o)
 {
     bb_init(0);
     struct bench_row r;
-    memset(&r, 0, sizeof r);
-    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
-    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
-    r.kind = BENCH_ROW_MEM;
-    snprintf(r.id, sizeof r.id, "boost.scale");
-    snprintf(r.scenario, sizeof r.scenario, "%ld suspended fibers", count);
-    snprintf(r.baseline, sizeof r.baseline, "callcc, protected_fixedsize");
-    r.v = bench_side_none();
-    r.b = bench_side_none();
-    r.ratio = NAN;
-    r.ops = count;
-    r.rounds = 1;
-    bench_counters_init();
+    long count = bench_scale_row(&r, o, "boost.scale", "suspended fibers", "callcc, protected_fixedsize");
 
     std::vector<vms_fiber *> fibers((std::size_t)count, nullptr);   /* touched: zeroed */
     long made = 0;

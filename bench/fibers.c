@@ -213,19 +213,8 @@ static void fb_group_scale(const struct bench_opts *o)
 {
     fb_init(0);
     struct bench_row r;
-    memset(&r, 0, sizeof r);
-    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
-    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
-    r.kind = BENCH_ROW_MEM;
-    snprintf(r.id, sizeof r.id, "fiber.scale");
-    snprintf(r.scenario, sizeof r.scenario, "%ld suspended fibers", count);
-    snprintf(r.baseline, sizeof r.baseline, "ucontext, mmap+mprotect");
-    r.v = bench_side_none();
-    r.b = bench_side_none();
-    r.ratio = NAN;
-    r.ops = count;
-    r.rounds = 1;
-    bench_counters_init();
+    long count = bench_scale_row(&r, o, "fiber.scale", "suspended fibers",
+                                 "ucontext, mmap+mprotect");
 
     void **v = (void **)calloc((size_t)count, sizeof *v);
     if (!v) bench_die("calloc(%ld pointers) failed", count);

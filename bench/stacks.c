@@ -203,19 +203,7 @@ static void bs_group_scale(const struct bench_opts *o)
 {
     bs_init(0);
     struct bench_row r;
-    memset(&r, 0, sizeof r);
-    /* A touched stack page, its page-table share and the records: about 6 KiB each. */
-    long count = bench_scale_limit(o->scale_count, 6144, r.note, sizeof r.note);
-    r.kind = BENCH_ROW_MEM;
-    snprintf(r.id, sizeof r.id, "stack.scale");
-    snprintf(r.scenario, sizeof r.scenario, "%ld live stacks, top page touched", count);
-    snprintf(r.baseline, sizeof r.baseline, "mmap+mprotect each");
-    r.v = bench_side_none();
-    r.b = bench_side_none();
-    r.ratio = NAN;
-    r.ops = count;
-    r.rounds = 1;
-    bench_counters_init();
+    long count = bench_scale_row(&r, o, "stack.scale", "live stacks, top page touched", "mmap+mprotect each");
 
     struct bs_keep k;
     bs_keep_init(&k, count);
