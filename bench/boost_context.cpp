@@ -175,7 +175,8 @@ static void bb_group_scale(const struct bench_opts *o)
 {
     bb_init(0);
     struct bench_row r;
-    long count = bench_scale_row(&r, o, "boost.scale", "suspended fibers", "callcc, protected_fixedsize");
+    long count = bench_scale_row(&r, o, "boost.scale", "suspended fibers",
+                                 "callcc, protected_fixedsize");
 
     std::vector<vms_fiber *> fibers((std::size_t)count, nullptr);   /* touched: zeroed */
     long made = 0;

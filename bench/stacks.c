@@ -203,7 +203,8 @@ static void bs_group_scale(const struct bench_opts *o)
 {
     bs_init(0);
     struct bench_row r;
-    long count = bench_scale_row(&r, o, "stack.scale", "live stacks, top page touched", "mmap+mprotect each");
+    long count = bench_scale_row(&r, o, "stack.scale", "live stacks, top page touched",
+                                 "mmap+mprotect each");
 
     struct bs_keep k;
     bs_keep_init(&k, count);
