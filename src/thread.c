@@ -127,7 +127,6 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
                       void *arg)
 {
     if (!t || !fn) return -EINVAL;
-    vms__stack_reap();   /* stacks of vms threads that have ended: ready for this one */
     pthread_attr_t a;
     int e = pthread_attr_init(&a);
     if (e) return -e;
@@ -164,5 +163,9 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
     if (e) vms__task_thread_discard(task);
 destroy_attr:
     pthread_attr_destroy(&a);
+    /* The stacks of vms threads that have ended go back to the cache (their scrub with
+     * them): after pthread_create, so that on a second CPU the new thread starts
+     * meanwhile. Its stack came from the cache's clean stacks, never from these. */
+    vms__stack_reap();
     return -e;
 }
