@@ -158,7 +158,7 @@ if("src/thread.c" IN_LIST VMSTACK_SOURCES AND "src/guard.c" IN_LIST VMSTACK_SOUR
     list(APPEND VMS_BENCH_SCENARIOS "thread overflow: oops+kill+join")
   endif()
   if(VMSTACK_VMAP AND VMS_BENCH_DEFS MATCHES "VMS_BENCH_FIBERS")
-    list(APPEND VMS_BENCH_IDS fiber.overflow)
+    list(APPEND VMS_BENCH_IDS fiber.overflow fiber.overflow.dropped)
     list(APPEND VMS_BENCH_SCENARIOS "fiber overflow: oops+kill+destroy")
   endif()
 endif()

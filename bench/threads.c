@@ -283,6 +283,19 @@ static void th_ufloor_overflow(void *ctx, long n)
     for (long i = 0; i < n; i++) th_ufloor_once((struct th_ufloor *)ctx);
 }
 
+/* The same, but the stack's pages are given back after each overflow (what glibc does
+ * with a thread's stack at exit, and vmstack's scrub with a freed stack): the next
+ * recursion faults them in again, as each new vmstack fiber's does. */
+static void th_ufloor_overflow_dropped(void *ctx, long n)
+{
+    struct th_ufloor *u = (struct th_ufloor *)ctx;
+    for (long i = 0; i < n; i++) {
+        th_ufloor_once(u);
+        if (madvise(u->stack, TH_SIZE, MADV_DONTNEED) != 0)
+            bench_die("madvise(MADV_DONTNEED): %s", strerror(errno));
+    }
+}
+
 static void th_group_fiber_overflow(const struct bench_opts *o)
 {
     th_init_quiet();
@@ -294,17 +307,27 @@ static void th_group_fiber_overflow(const struct bench_opts *o)
     if (p == MAP_FAILED || mprotect(p, TH_GUARD, PROT_NONE) != 0)
         bench_die("mmap+mprotect: %s", strerror(errno));
     u.stack = p + TH_GUARD;
-    struct bench_case c[2];
+    struct bench_case c[3];
     bench_case_init(&c[0], "vmstack", th_vms_fiber_overflow, NULL, bench_ops(o, 200, 4));
     bench_case_init(&c[1], "floor", th_ufloor_overflow, &u, bench_ops(o, 200, 4));
-    c[1].pre = th_ufloor_install;
-    c[1].post = th_ufloor_restore;
-    bench_interleave(c, 2, o->rounds);
+    bench_case_init(&c[2], "floor-dropped", th_ufloor_overflow_dropped, &u,
+                    bench_ops(o, 200, 4));
+    for (int i = 1; i < 3; i++) {
+        c[i].pre = th_ufloor_install;
+        c[i].post = th_ufloor_restore;
+    }
+    bench_interleave(c, 3, o->rounds);
     struct bench_row r;
     struct bench_target t = bench_no_target();
     t.max_ratio = 2.0;
     bench_row_time(&r, "fiber.overflow", "fiber overflow: oops+kill+destroy", &c[0],
                    "ucontext+guard+altstack+longjmp", &c[1], t);
+    bench_note(&r, "the floor's stack stays resident from one overflow to the next");
+    bench_emit(&r);
+    bench_row_time(&r, "fiber.overflow.dropped", "fiber overflow: oops+kill+destroy", &c[0],
+                   "same, stack pages dropped", &c[2], t);
+    bench_note(&r, "the floor gives its stack's pages back after each overflow: both "
+               "sides fault them in again");
     bench_emit(&r);
     munmap(p, TH_GUARD + TH_SIZE);
 }
