@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
@@ -314,15 +315,32 @@ TEST(stacks_return_after_join)
 }
 
 static unsigned long syscalls_at_end;
+static atomic_int creator_done;
 static void *note_syscalls(void *arg)
 {
+    /* vms_thread_create reaps ended threads' stacks after pthread_create: its calls,
+     * which may still be running. Count from when it has returned. */
+    while (!atomic_load(&creator_done)) sched_yield();
     syscalls_at_end = vms__os_syscalls();
     return arg;
 }
 
+/* join_one for note_syscalls: tells it when vms_thread_create has returned. */
+static void *join_noting(void)
+{
+    atomic_store(&creator_done, 0);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, note_syscalls, NULL) != 0) return (void *)-1;
+    atomic_store(&creator_done, 1);
+    void *r = (void *)-1;
+    pthread_join(t, &r);
+    return r;
+}
+
 /* Thread exit makes no system call of vmstack's: the alternate stack is not disabled,
  * and the thread's stacks are scrubbed later, in someone else's batch. (The creating
- * thread waits in pthread_join meanwhile: every call counted is the exiting thread's.)
+ * thread has returned from vms_thread_create and waits in pthread_join meanwhile: every
+ * call counted is the exiting thread's.)
  * Only the threads that end before the first grave was seen open ask for their thread
  * ID (one call): the first iterations, not measured. */
 TEST(thread_exit_makes_no_system_call)
@@ -331,9 +349,9 @@ TEST(thread_exit_makes_no_system_call)
      * with system calls: without_robust_mutexes covers that path. */
     int e = vms__os_robust_list_works();
     if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
-    for (int i = 0; i < 2; i++) ASSERT_NULL(join_one(note_syscalls, NULL));
+    for (int i = 0; i < 2; i++) ASSERT_NULL(join_noting());
     for (int i = 0; i < 4; i++) {
-        ASSERT_NULL(join_one(note_syscalls, NULL));
+        ASSERT_NULL(join_noting());
         ASSERT_EQ(vms__os_syscalls() - syscalls_at_end, 0);
     }
 }
