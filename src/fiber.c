@@ -49,6 +49,7 @@ struct vms__task {
     union { void (*fiber)(void *); void *(*thread)(void *); } fn;
     void *arg;
     void *result;                 /* a thread task's return value */
+    struct vms_stack *alt;        /* a thread task, until it starts: its alternate stack */
     struct vms__track track;      /* sanitizer and Valgrind state */
     char name[TASK_NAME_MAX];
 };
@@ -181,6 +182,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     t->id = task_new_id(&self_thread);
     atomic_init(&t->home, NULL);
     t->result = NULL;
+    t->alt = NULL;
     copy_name(t->name, sizeof t->name, name);
     vms__track_create(&t->track, st->base, vms__stack_top_of(st));
     vms__ctx_make(&t->ctx, t, task_main, t);
@@ -559,19 +561,29 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
     t->fn.thread = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_THREAD, st, "");
+    /* Its alternate signal stack, taken here (from the pool of those, or new; never by
+     * reaping, which vms_thread_create does after the thread has started): a thread
+     * that had to reap for one would also scrub at its exit, a system call. Without
+     * one (ENOMEM), the thread tries again itself. */
+    t->alt = vms__stack_alloc_internal(vms__guard_alt_size(), false);
     return t;
 }
 
 void vms__task_thread_discard(struct vms__task *t)
 {
+    if (t->alt) vms_stack_free(t->alt);
     task_release_stack(t);
 }
 
 NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 {
     struct vms__thread *th = &self_thread;
-    if (!th->guard_ready) {
-        int e = vms__guard_task_thread_init();
+    struct vms_stack *alt = t->alt;
+    t->alt = NULL;
+    if (th->guard_ready) {
+        if (alt) vms_stack_free(alt);
+    } else {
+        int e = vms__guard_task_thread_init(alt);
         if (e)
             vms__log_warn("thread %ld has no alternate signal stack (%s): a stack overflow "
                           "in it will kill the process", (long)gettid(), strerror(-e));

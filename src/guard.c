@@ -59,6 +59,7 @@ static VMS_TLS struct {
     int depth;                  /* handler nesting on this thread */
     bool told;                  /* the missing alternate stack was reported */
     bool task_thread;           /* set up by the task layer's thread start */
+    struct vms_stack *given;    /* the alternate stack its creator took for it */
     uintptr_t lo, hi;           /* a foreign thread's stack (pthread_getattr_np) */
     size_t guard;
     char name[16];
@@ -529,10 +530,28 @@ static int set_alt_stack(vms_stack *st, size_t need)
     return 1;
 }
 
-int vms__guard_task_thread_init(void)
+size_t vms__guard_alt_size(void)
 {
-    if (self.state == THREAD_NEW) self.task_thread = true;
-    return vms__guard_thread_init();
+    size_t min = getauxval(AT_MINSIGSTKSZ);
+    if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
+    return min + REPORTER_STACK;
+}
+
+int vms__guard_task_thread_init(struct vms_stack *alt)
+{
+    if (self.state == THREAD_NEW) {
+        self.task_thread = true;
+        self.given = alt;
+        alt = NULL;
+    }
+    int e = vms__guard_thread_init();
+    /* Not taken (the thread has one of its own, as under ASan): back to the pool. */
+    if (self.given) {
+        alt = self.given;
+        self.given = NULL;
+    }
+    if (alt) vms_stack_free(alt);
+    return e;
 }
 
 int vms__guard_thread_init(void)
@@ -554,9 +573,7 @@ int vms__guard_thread_init(void)
      * thread's name is read when a report needs it. */
     if (!task_thread && !on_main_thread()) read_thread_stack();
 
-    size_t min = getauxval(AT_MINSIGSTKSZ);
-    if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
-    size_t need = min + REPORTER_STACK;
+    size_t need = vms__guard_alt_size();
     /* Any other thread may have one: asked first, so that no stack is allocated (and
      * counted in the usage statistics) only to be freed. So do vmstack's own threads
      * under ASan, whose runtime gives every thread one. */
@@ -566,7 +583,9 @@ int vms__guard_thread_init(void)
     bool ask_first = !task_thread;
 #endif
     if (ask_first && has_own_alt_stack(need)) goto done;
-    vms_stack *st = vms__stack_alloc_internal(need);
+    vms_stack *st = self.given;
+    self.given = NULL;
+    if (!st) st = vms__stack_alloc_internal(need, true);
     if (!st) {
         e = -errno;
         /* Once per thread: the task layer asks again before every resume. */

@@ -237,8 +237,10 @@ VMS_HIDDEN void vms__cache_flush_thread(void);
 /* ------------------------------------------------------------------- stack.c ---- */
 /* vms_stack_alloc for vmstack's own use (alternate signal stacks): not counted in
  * vms_stats.stacks_live nor in the usage histogram, which describe the program's stacks.
- * Freed with vms_stack_free. */
-VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size);
+ * Taken from a pool of such stacks; when it is empty and reap is true, the stacks of
+ * threads that have ended are reaped first (into the caller's cache). Freed with
+ * vms_stack_free. */
+VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
 /* Frees st once the calling thread has ended (its alternate signal stack, which stays
  * installed until then; a stack the thread no longer runs on, to spare its exit the
  * scrubbing system call): 0, or a negative errno when the C library cannot tell
@@ -258,8 +260,12 @@ static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->b
 VMS_HIDDEN int vms__guard_install(void);
 VMS_HIDDEN int vms__guard_thread_init(void);
 /* The same for a thread vmstack created, called first thing by its start routine (no
- * program code ran on it yet: a cheaper setup, see guard.c). */
-VMS_HIDDEN int vms__guard_task_thread_init(void);
+ * program code ran on it yet: a cheaper setup, see guard.c). alt: an alternate stack of
+ * vms__guard_alt_size() bytes its creator took for it (vms__stack_alloc_internal), or
+ * NULL; it is the thread's now, installed or freed. */
+VMS_HIDDEN int vms__guard_task_thread_init(struct vms_stack *alt);
+/* The size of the alternate signal stack a thread gets. */
+VMS_HIDDEN size_t vms__guard_alt_size(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);
 VMS_HIDDEN size_t vms__guard_tainted(void);
 

@@ -142,11 +142,11 @@ static bool pool_put(struct vms_stack *st)
     return kept;
 }
 
-struct vms_stack *vms__stack_alloc_internal(size_t size)
+struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
 {
     unsigned cls;
     struct vms_stack *st = NULL;
-    if (vms__arena_class(size, &cls) == 0 && !(st = pool_take(cls))) {
+    if (vms__arena_class(size, &cls) == 0 && !(st = pool_take(cls)) && reap) {
         /* A thread starting: the alternate stacks of threads that have ended are the
          * ones it can take (a program that runs fibers on threads of its own never
          * calls vms_thread_create or vms_get_stats, the other reapers). */
