@@ -362,7 +362,7 @@ static void reap_in_child(void *arg)
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);
     if (s.stacks_live != live0) {
-        printf("child: %zu stacks live, expected %zu\n", s.stacks_live, live0);
+        fprintf(stderr, "child: %zu stacks live, expected %zu\n", s.stacks_live, live0);
         _exit(3);
     }
     void *alt = NULL;
@@ -414,7 +414,7 @@ static void unwalked_list_child(void *arg)
      * graves are given up, that one's stacks freed, and later threads free their own. */
     if (vms_get_stats(&s) != 0) _exit(4);
     if (s.stacks_live != live0) {
-        printf("%zu stacks live, expected %zu\n", s.stacks_live, live0);
+        fprintf(stderr, "%zu stacks live, expected %zu\n", s.stacks_live, live0);
         _exit(5);
     }
     if (join_one(alt_of_thread, &alt) != &alt) _exit(6);
