@@ -113,11 +113,14 @@ static struct grave *grave_take(void)
     return g;
 }
 
-/* Pre: deferred_lock held; g's mutex is destroyed, or locked by a thread that is gone. */
+/* Pre: deferred_lock held; g's mutex is destroyed, or (an orphan) locked by a thread
+ * that is gone. An orphan's mutex is never reinitialized: nobody can unlock or destroy
+ * it, and ThreadSanitizer would take its next lock for a double lock. A static one stays
+ * out of use. */
 static void grave_put(struct grave *g)
 {
-    if (!grave_static(g) && grave_nspare >= GRAVES_SPARE) {
-        free(g);
+    if (g->orphan || (!grave_static(g) && grave_nspare >= GRAVES_SPARE)) {
+        if (!grave_static(g)) free(g);
         return;
     }
     g->next = grave_spare;
