@@ -349,9 +349,10 @@ int vms__stack_free_at_exit(vms_stack *st)
 void vms__stack_reap(void)
 {
     /* Also decides, once, whether graves work (a system call): here, in the creator of
-     * threads, rather than in the first thread to end. */
-    if (!graves_supported() || !atomic_load_explicit(&graves_count, memory_order_relaxed))
-        return;
+     * threads, rather than in the first thread to end. Graves made before they were
+     * found not to work are still reaped, as their threads are seen gone. */
+    (void)graves_supported();
+    if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
     struct grave *dead = NULL;
     pthread_mutex_lock(&deferred_lock);
     for (struct grave **p = &graves; *p;) {
