@@ -248,6 +248,8 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
 VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
 VMS_HIDDEN void vms__stack_reap(void);
+/* Whether a grave was seen opened by the kernel in this process (tests). */
+VMS_HIDDEN bool vms__stack_graves_proven(void);
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

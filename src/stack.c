@@ -346,6 +346,11 @@ int vms__stack_free_at_exit(vms_stack *st)
     return 0;
 }
 
+bool vms__stack_graves_proven(void)
+{
+    return atomic_load_explicit(&graves_proven, memory_order_relaxed);
+}
+
 void vms__stack_reap(void)
 {
     /* Also decides, once, whether graves work (a system call): here, in the creator of
