@@ -76,6 +76,7 @@ static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock */
 static atomic_uint npool;                       /* written under it, peeked without */
 static pthread_once_t deferred_once = PTHREAD_ONCE_INIT;
 static struct grave *graves;           /* under deferred_lock */
+static atomic_size_t graves_count;     /* graves in it; peeked without the lock */
 static VMS_TLS struct grave *my_grave;
 
 /* Graves are recycled: a thread's first malloc would set up the C library's allocator
@@ -142,14 +143,28 @@ static bool grave_lock_new(struct grave *g);
 
 /* The child of fork has only the forking thread: every other grave's thread is gone,
  * and no kernel will mark its mutex, so the next reap frees its stacks. The forking
- * thread's own grave (it forked at its exit, after burying a stack) is locked again by
- * the child's thread, which has a thread ID and a robust list of its own; should that
- * fail, its stacks stay buried for good rather than be freed while still in use. */
+ * thread's own grave (it forked at its exit, after burying a stack: one of them is its
+ * alternate signal stack, still installed) is locked again by the child's thread, which
+ * has a thread ID and a robust list of its own, and records that ID if it recorded one:
+ * the parent thread's ID names no thread here, and a reaper would take the grave for one
+ * the kernel forgot to mark. Should the relock fail, the grave leaves the list: its
+ * stacks stay buried for good rather than be freed while still in use. */
 static void deferred_child(void)
 {
     for (struct grave *g = graves; g; g = g->next)
         if (g != my_grave) g->orphan = true;
-    if (my_grave) (void)grave_lock_new(my_grave);
+    if (my_grave && grave_lock_new(my_grave)) {
+        if (my_grave->tid) my_grave->tid = vms__os_gettid();
+    } else if (my_grave) {
+        for (struct grave **p = &graves; *p; p = &(*p)->next) {
+            if (*p == my_grave) {
+                *p = my_grave->next;
+                atomic_fetch_sub_explicit(&graves_count, 1, memory_order_relaxed);
+                break;
+            }
+        }
+        my_grave = NULL;
+    }
     pthread_mutex_unlock(&deferred_lock);
 }
 
@@ -261,7 +276,6 @@ void vms_stack_free(vms_stack *st)
 /* Graves waiting: beyond GRAVES_MAX (threads ending faster than anyone reaps), threads
  * free their stacks the usual way, so graves never hold an unbounded amount. */
 #define GRAVES_MAX 4096
-static atomic_size_t graves_count;     /* peeked without the lock */
 /* 0: not known yet; 1: robust mutexes work; -1: they do not (checked once). */
 static atomic_int graves_work;
 /* A grave was seen open (EOWNERDEAD): the kernel does mark dead owners here. Until then

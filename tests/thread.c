@@ -635,3 +635,73 @@ TEST(fork_while_the_thread_ends)
     void *alt = NULL;
     ASSERT_PTR_EQ(join_one(alt_of_thread, &alt), &alt);
 }
+
+/* The same fork at a thread's end, before any grave was seen open, and in the child
+ * another thread reaps: the forker's grave (its alternate stack, still installed, inside)
+ * must stay buried while the forker runs. It used to keep the parent thread's ID, which
+ * names no thread in the child, so the reaper took it for a grave the kernel forgot to
+ * mark and handed that alternate stack to the next thread. */
+static pthread_key_t forker_key;
+static volatile pid_t forker_child = -1;
+static pthread_barrier_t forker_bar;
+
+static void *reap_by_stats(void *arg)
+{
+    vms_stats s;
+    return vms_get_stats(&s) == 0 ? arg : (void *)-1;
+}
+
+static void *alt_then_wait(void *arg)
+{
+    alt_of_thread(arg);
+    pthread_barrier_wait(&forker_bar);   /* both alternate stacks are in use now */
+    pthread_barrier_wait(&forker_bar);
+    return NULL;
+}
+
+static void fork_keeps_alt_in_destructor(void *p)
+{
+    (void)p;
+    pid_t pid = fork();
+    if (pid == 0) {
+        stack_t mine;
+        if (sigaltstack(NULL, &mine) != 0 || (mine.ss_flags & SS_DISABLE)) _exit(10);
+        if (join_one(reap_by_stats, NULL) != NULL) _exit(11);
+        pthread_barrier_init(&forker_bar, NULL, 3);
+        pthread_t a, b;
+        void *alts[2] = { NULL, NULL };
+        if (vms_thread_create(&a, NULL, alt_then_wait, &alts[0]) != 0) _exit(12);
+        if (vms_thread_create(&b, NULL, alt_then_wait, &alts[1]) != 0) _exit(12);
+        pthread_barrier_wait(&forker_bar);
+        int same = alts[0] == mine.ss_sp || alts[1] == mine.ss_sp;
+        if (same)
+            fprintf(stderr, "child: a new thread got the forker's alternate stack %p\n",
+                    mine.ss_sp);
+        pthread_barrier_wait(&forker_bar);
+        pthread_join(a, NULL);
+        pthread_join(b, NULL);
+        _exit(same ? 13 : 0);
+    }
+    forker_child = pid;
+}
+
+static void *set_forker_key(void *arg)
+{
+    pthread_setspecific(forker_key, arg);
+    return NULL;
+}
+
+TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
+{
+    NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
+    /* vmstack's own thread keys exist first: a lower key, whose destructor (burying the
+     * alternate stack) runs before the forking one. */
+    vms_stack_free(vms_stack_alloc(0));
+    ASSERT_EQ(pthread_key_create(&forker_key, fork_keeps_alt_in_destructor), 0);
+    ASSERT_NULL(join_one(set_forker_key, (void *)1));
+    ASSERT_GT(forker_child, 0);
+    int st = 0;
+    while (waitpid(forker_child, &st, 0) < 0 && errno == EINTR) {}
+    ASSERT_EXITED(st, 0);
+    pthread_key_delete(forker_key);
+}
