@@ -576,7 +576,8 @@ int vms__guard_thread_init(void)
     size_t need = vms__guard_alt_size();
     /* Any other thread may have one: asked first, so that no stack is allocated (and
      * counted in the usage statistics) only to be freed. So do vmstack's own threads
-     * under ASan, whose runtime gives every thread one. */
+     * under ASan, whose runtime gives every thread one (the stack their creator took
+     * for them goes back to the pool). */
 #ifdef VMSTACK_ASAN
     bool ask_first = true;
 #else
