@@ -279,8 +279,10 @@ void vms__cache_put(struct vms_stack *st)
 
 size_t vms__cache_live(void)
 {
-    unsigned long gets = atomic_load(&retired_gets), puts = atomic_load(&retired_puts);
+    /* The retired counts are read under the lock too: a thread that retires its cache
+     * meanwhile moves its counts from the registry to them under it. */
     pthread_mutex_lock(&registry_lock);
+    unsigned long gets = atomic_load(&retired_gets), puts = atomic_load(&retired_puts);
     for (struct tcache *t = registry; t; t = t->nextc) {
         gets += atomic_load_explicit(&t->gets, memory_order_relaxed);
         puts += atomic_load_explicit(&t->puts, memory_order_relaxed);
