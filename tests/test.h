@@ -1,8 +1,10 @@
 /*
  * test.h - the tiny test harness. One test program per .c file; each TEST(name) is its
  * own ctest case (tests/CMakeLists.txt finds them), run as `prog name`; `prog` alone
- * runs every case in order. Asserts print both operands. SKIP(...) exits 77, which
- * ctest reports as skipped. Death tests use tst_fork(): the child's stdout and stderr
+ * runs every case in order, each in a child process of its own as under ctest (cases
+ * share no state: some depend on what a process has done before), and exits 1 if any
+ * failed. Asserts print both operands. SKIP(...) exits 77, which ctest reports as
+ * skipped. Death tests use tst_fork(): the child's stdout and stderr
  * come back through a pipe, with its wait status.
  */
 #ifndef VMSTACK_TEST_H
@@ -219,19 +221,36 @@ static inline const char *tst_run_ok(void (*fn)(void *), void *arg, char *out, s
 
 int main(int argc, char **argv)
 {
-    int ran = 0;
+    int ran = 0, failed = 0;
     for (int i = 0; i < tst_ncases; i++) {
         if (argc > 1 && strcmp(argv[1], tst_cases[i].name) != 0) continue;
         tst_current = tst_cases[i].name;
-        tst_cases[i].fn();
-        fprintf(stderr, "ok %s\n", tst_cases[i].name);
         ran++;
+        if (argc > 1) {
+            tst_cases[i].fn();
+            fprintf(stderr, "ok %s\n", tst_cases[i].name);
+            continue;
+        }
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0) TST_FAIL("fork: %s", strerror(errno));
+        if (pid == 0) {
+            tst_cases[i].fn();
+            fprintf(stderr, "ok %s\n", tst_cases[i].name);
+            exit(0);
+        }
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 77)) {
+            fprintf(stderr, "FAILED %s\n", tst_cases[i].name);
+            failed++;
+        }
     }
     if (argc > 1 && ran == 0) {
         fprintf(stderr, "no test named %s\n", argv[1]);
         return 2;
     }
-    return 0;
+    return failed ? 1 : 0;
 }
 
 #endif /* VMSTACK_TEST_H */
