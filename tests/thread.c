@@ -598,7 +598,7 @@ TEST(destructors_get_their_stack)
 /* A thread that forks while it ends (from a thread-specific-data destructor, after its
  * stacks went into its grave): in the child its grave is locked again by the child's
  * thread, which goes on using vmstack; nothing breaks in either process. */
-static pthread_key_t fork_key;
+static pthread_key_t end_key;
 static volatile pid_t forked_child = -1;
 
 static void fork_in_destructor(void *p)
@@ -615,21 +615,29 @@ static void fork_in_destructor(void *p)
     forked_child = pid;
 }
 
-static void *set_fork_key(void *arg)
+static void *set_end_key(void *arg)
 {
-    pthread_setspecific(fork_key, arg);
+    pthread_setspecific(end_key, arg);
     return NULL;
+}
+
+/* Joins a vms thread whose end runs destructor (which forks and leaves the child's pid
+ * in forked_child), then waits for that child: its wait status. */
+static int fork_at_thread_end(void (*destructor)(void *))
+{
+    ASSERT_EQ(pthread_key_create(&end_key, destructor), 0);
+    ASSERT_NULL(join_one(set_end_key, (void *)1));
+    ASSERT_GT(forked_child, 0);
+    int st = 0;
+    while (waitpid(forked_child, &st, 0) < 0 && errno == EINTR) {}
+    pthread_key_delete(end_key);
+    return st;
 }
 
 TEST(fork_while_the_thread_ends)
 {
     NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
-    ASSERT_EQ(pthread_key_create(&fork_key, fork_in_destructor), 0);
-    ASSERT_NULL(join_one(set_fork_key, (void *)1));
-    ASSERT_GT(forked_child, 0);
-    int st = 0;
-    while (waitpid(forked_child, &st, 0) < 0 && errno == EINTR) {}
-    ASSERT_EXITED(st, 0);
+    ASSERT_EXITED(fork_at_thread_end(fork_in_destructor), 0);
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
     void *alt = NULL;
@@ -641,8 +649,6 @@ TEST(fork_while_the_thread_ends)
  * must stay buried while the forker runs. It used to keep the parent thread's ID, which
  * names no thread in the child, so the reaper took it for a grave the kernel forgot to
  * mark and handed that alternate stack to the next thread. */
-static pthread_key_t forker_key;
-static volatile pid_t forker_child = -1;
 static pthread_barrier_t forker_bar;
 
 static void *reap_by_stats(void *arg)
@@ -682,13 +688,7 @@ static void fork_keeps_alt_in_destructor(void *p)
         pthread_join(b, NULL);
         _exit(same ? 13 : 0);
     }
-    forker_child = pid;
-}
-
-static void *set_forker_key(void *arg)
-{
-    pthread_setspecific(forker_key, arg);
-    return NULL;
+    forked_child = pid;
 }
 
 TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
@@ -701,11 +701,5 @@ TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
     /* vmstack's own thread keys exist first: a lower key, whose destructor (burying the
      * alternate stack) runs before the forking one. */
     vms_stack_free(vms_stack_alloc(0));
-    ASSERT_EQ(pthread_key_create(&forker_key, fork_keeps_alt_in_destructor), 0);
-    ASSERT_NULL(join_one(set_forker_key, (void *)1));
-    ASSERT_GT(forker_child, 0);
-    int st = 0;
-    while (waitpid(forker_child, &st, 0) < 0 && errno == EINTR) {}
-    ASSERT_EXITED(st, 0);
-    pthread_key_delete(forker_key);
+    ASSERT_EXITED(fork_at_thread_end(fork_keeps_alt_in_destructor), 0);
 }
