@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
@@ -396,35 +395,41 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 
 /* ---- installation ----------------------------------------------------------------- */
 
+/* The mapping walk of read_main_stack: the mapping before the current one. */
+struct main_walk {
+    uintptr_t prev_start, prev_end;
+    bool prev_noaccess;
+};
+
+static bool main_stack_map(const struct vms__map *m, void *ctx)
+{
+    struct main_walk *w = ctx;
+    if (m->path_len >= 7 && memcmp(m->path, "[stack]", 7) == 0) {
+        struct rlimit rl;
+        size_t room = (size_t)(m->hi - w->prev_end);
+        size_t limit = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                           ? (size_t)rl.rlim_cur : room;
+        if (limit > room) limit = room;
+        /* A no-access mapping right below the stack is a guard someone placed there
+         * (qemu-user maps the guest's main stack whole, with one such page): faults in
+         * it are overflows too. */
+        main_floor = w->prev_noaccess && w->prev_end == m->lo ? w->prev_start : w->prev_end;
+        main_lo = m->hi - limit;
+        main_hi = m->hi;
+        return false;
+    }
+    w->prev_start = m->lo;
+    w->prev_end = m->hi;
+    w->prev_noaccess = strncmp(m->perms, "---", 3) == 0;
+    return true;
+}
+
 /* Reads the main thread's stack from /proc/self/maps: the "[stack]" mapping's end is
  * its top, the mapping below it bounds how far it can grow. */
 static void read_main_stack(void)
 {
-    FILE *fp = fopen("/proc/self/maps", "re");
-    if (!fp) return;
-    char line[512], perms[8];
-    unsigned long prev_start = 0, prev_end = 0, lo, hi;
-    bool prev_noaccess = false;
-    while (fgets(line, sizeof line, fp)) {
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3) continue;
-        if (strstr(line, "[stack]")) {
-            struct rlimit rl;
-            size_t limit = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                               ? (size_t)rl.rlim_cur : (size_t)(hi - prev_end);
-            if (limit > hi - prev_end) limit = hi - prev_end;
-            /* A no-access mapping right below the stack is a guard someone placed there
-             * (qemu-user maps the guest's main stack whole, with one such page): faults
-             * in it are overflows too. */
-            main_floor = prev_noaccess && prev_end == lo ? prev_start : prev_end;
-            main_lo = hi - limit;
-            main_hi = hi;
-            break;
-        }
-        prev_start = lo;
-        prev_end = hi;
-        prev_noaccess = strncmp(perms, "---", 3) == 0;
-    }
-    fclose(fp);
+    struct main_walk w = { 0, 0, false };
+    (void)vms__sigsafe_maps_each(main_stack_map, &w);
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }
