@@ -98,8 +98,8 @@ static inline void task_check_record(const struct vms__task *t)
  * frames), then the task's own frames. The outermost frame is where frame-pointer walks
  * (the oops trace without libunwind) end: it must stay at the very top. The oops comes
  * first in the record after the canary: it is only written when the task dies, so a
- * write a little above the task's first frame lands there before it reaches the contexts. Even the smallest
- * stack (one page) keeps most of its room. */
+ * write a little above the task's first frame lands there before it reaches the
+ * contexts. Even the smallest stack (one page) keeps most of its room. */
 #define OUTER_FRAME    ((size_t)64)
 #define TASK_FOOTPRINT ((sizeof(struct vms__task) + 63) & ~(size_t)63)
 _Static_assert(TASK_FOOTPRINT + OUTER_FRAME <= 1024, "a task record takes at most a quarter page");
@@ -193,8 +193,6 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     atomic_store_explicit(&st->owner, t, memory_order_release);
 }
 
-/* Gives the stack back, and with it the task's record, which lives on it: t is gone
- * afterwards. Pre: the task is not running and never will again. */
 /* A relaxed atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME
  * functions. GCC's atomic_store_explicit stores through a temporary whose scope ASan
  * poisons; in a frame ASan does not instrument, nothing unpoisons it when the frame
@@ -217,6 +215,8 @@ static inline struct vms_stack *task_drop_stack(struct vms__task *t)
     return st;
 }
 
+/* Gives the stack back, and with it the task's record, which lives on it: t is gone
+ * afterwards. Pre: the task is not running and never will again. */
 static void task_release_stack(struct vms__task *t)
 {
     vms_stack_free(task_drop_stack(t));
