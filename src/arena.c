@@ -63,6 +63,21 @@ static void classes_init(void)
     for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&classes[i].lock, NULL);
 }
 
+/* fork: a class lock is held across the system calls that open slots; a child that
+ * inherited it locked could never open another slot of that class. */
+void vms__arena_fork_lock(void)
+{
+    pthread_once(&classes_once, classes_init);
+    unsigned n = vms__arena_classes_used();
+    for (unsigned i = 0; i < n; i++) pthread_mutex_lock(&classes[i].lock);
+}
+
+void vms__arena_fork_unlock(void)
+{
+    for (unsigned i = vms__arena_classes_used(); i-- > 0;)
+        pthread_mutex_unlock(&classes[i].lock);
+}
+
 static unsigned page_shift(void)
 {
     return (unsigned)__builtin_ctzl(vms__os_page_size());

@@ -66,22 +66,27 @@ static inline void bump(_Atomic unsigned long *c)
 
 static void thread_exit(void *p);
 
-static void lock_all(void)
-{
-    for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_lock(&shared[i].lock);
-}
-
-static void unlock_all(void)
-{
-    for (int i = VMS__CLASSES - 1; i >= 0; i--) pthread_mutex_unlock(&shared[i].lock);
-}
-
 static void shared_init(void)
 {
     for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&shared[i].lock, NULL);
     pthread_key_create(&tc_key, thread_exit);
-    /* fork: the child must not inherit a lock held by another (vanished) thread. */
-    pthread_atfork(lock_all, unlock_all, unlock_all);
+}
+
+/* fork (stack.c's handlers): the child must not inherit a lock held by another,
+ * vanished, thread. None of these locks is taken while another is held. */
+void vms__cache_fork_lock(void)
+{
+    pthread_once(&shared_once, shared_init);
+    unsigned n = vms__arena_classes_used();
+    for (unsigned i = 0; i < n; i++) pthread_mutex_lock(&shared[i].lock);
+    pthread_mutex_lock(&registry_lock);
+}
+
+void vms__cache_fork_unlock(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+    for (unsigned i = vms__arena_classes_used(); i-- > 0;)
+        pthread_mutex_unlock(&shared[i].lock);
 }
 
 static struct tcache *tcache_get(void)

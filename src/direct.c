@@ -48,6 +48,23 @@ static void classes_init(void)
     for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&classes[i].lock, NULL);
 }
 
+/* fork: the class locks, then the pool's (taken inside a class lock), so that the child
+ * finds them free. */
+void vms__arena_fork_lock(void)
+{
+    pthread_once(&classes_once, classes_init);
+    unsigned n = vms__arena_classes_used();
+    for (unsigned i = 0; i < n; i++) pthread_mutex_lock(&classes[i].lock);
+    pthread_mutex_lock(&pool_lock);
+}
+
+void vms__arena_fork_unlock(void)
+{
+    pthread_mutex_unlock(&pool_lock);
+    for (unsigned i = vms__arena_classes_used(); i-- > 0;)
+        pthread_mutex_unlock(&classes[i].lock);
+}
+
 static unsigned page_shift(void)
 {
     return (unsigned)__builtin_ctzl(vms__os_page_size());

@@ -224,6 +224,19 @@ VMS_HIDDEN void vms__arena_totals(size_t *arenas, size_t *reserved, size_t *mapp
 VMS_HIDDEN void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx);
 /* "madvise", "mprotect" or "none" (direct backend). */
 VMS_HIDDEN const char *vms__arena_guard_method(void);
+/* fork: takes every lock of the arena layer (an arena being opened is finished first)
+ * and releases them, in the parent and in the child. */
+VMS_HIDDEN void vms__arena_fork_lock(void);
+VMS_HIDDEN void vms__arena_fork_unlock(void);
+/* The number of size classes a stack can have (VMS_MAX_STACK_SIZE's is the last): the
+ * fork handlers lock only theirs, fewer than VMS__CLASSES (ThreadSanitizer follows at
+ * most 64 locks held at once). */
+static inline unsigned vms__arena_classes_used(void)
+{
+    unsigned cls = VMS__CLASSES - 1;
+    (void)vms__arena_class(VMS_MAX_STACK_SIZE, &cls);
+    return cls + 1;
+}
 
 /* ------------------------------------------------------------------- cache.c ---- */
 /* Per-thread LIFO of clean stacks in front of a shared free list per class; scrubbing
@@ -233,6 +246,9 @@ VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FRE
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
+/* fork: takes every lock of the cache (shared lists, thread registry) and releases them. */
+VMS_HIDDEN void vms__cache_fork_lock(void);
+VMS_HIDDEN void vms__cache_fork_unlock(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
 /* vms_stack_alloc for vmstack's own use (alternate signal stacks): not counted in
@@ -250,6 +266,13 @@ VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
 VMS_HIDDEN void vms__stack_reap(void);
 /* Whether a grave was seen opened by the kernel in this process (tests). */
 VMS_HIDDEN bool vms__stack_graves_proven(void);
+/* Registers vmstack's fork handlers (once, at initialization): before fork every lock of
+ * vmstack is taken, in the order the code nests them, after a reap in progress has
+ * finished, so that the child's one thread finds them free and no stack in flight. */
+VMS_HIDDEN void vms__stack_fork_register(void);
+/* Tests only: when set, called by a reaper between taking graves off the list and
+ * freeing their stacks. */
+VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

@@ -82,6 +82,11 @@ VMS_HIDDEN bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void
  * .symtab, else .dynsym). Not async-signal-safe: called at install and at thread init,
  * where it adds objects loaded since. Returns the number of objects known. */
 VMS_HIDDEN int vms__trace_load(void);
+/* fork: holds off vms__trace_load (taken before fork) and releases it after, in the
+ * parent and in the child; the child also clears the table's busy flag, which only a
+ * thread that the child does not have could hold. */
+VMS_HIDDEN void vms__trace_fork_lock(void);
+VMS_HIDDEN void vms__trace_fork_unlock(bool child);
 struct vms__sym {
     const char *name;      /* NULL when no symbol covers the address */
     uintptr_t   start;     /* the symbol's first byte */

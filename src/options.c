@@ -169,6 +169,9 @@ static void decide(const vms_config *cfg)
 static int finish_init(const vms_config *cfg)
 {
     decide(cfg);
+    /* Registered before any stack exists, so that no fork can find a lock of ours held
+     * by a thread that the child will not have. */
+    vms__stack_fork_register();
     /* The handler and what it reads (the main stack's range, symbol tables) are set up
      * before any other thread can see INIT_DONE and start using vmstack. */
     int e = vms__guard_install();

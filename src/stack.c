@@ -8,12 +8,14 @@
  * Everything else that is wrong (NULL, absurd sizes, no memory) is an errno.
  */
 #include "internal.h"
+#include "island.h"
 #include "track.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
 static VMS_TLS bool thread_ready;
@@ -74,7 +76,11 @@ struct grave {
 static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock */
 static atomic_uint npool;                       /* written under it, peeked without */
-static pthread_once_t deferred_once = PTHREAD_ONCE_INIT;
+/* Reapers with graves taken off the list whose stacks they are still freeing, and
+ * whether the calling thread is one: fork waits for them (under deferred_lock). */
+static unsigned reaping;
+static VMS_TLS bool reaping_here;
+void (*vms__stack_reap_hook)(void);
 static struct grave *graves;           /* under deferred_lock */
 static atomic_size_t graves_count;     /* graves in it; peeked without the lock */
 static VMS_TLS struct grave *my_grave;
@@ -129,17 +135,35 @@ static void grave_put(struct grave *g)
     grave_nspare++;
 }
 
-static void deferred_prepare(void)
+static bool grave_lock_new(struct grave *g);
+
+/* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
+ * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
+ * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
+ * table's. A thread that forks in the middle of its own reap (from a signal handler)
+ * does not wait for itself: its child loses those graves. */
+static void fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
+    while (reaping > (reaping_here ? 1u : 0u)) {
+        /* Reaps are short (a few frees): poll rather than keep a condition variable,
+         * whose waiters would be phantoms in the child. */
+        pthread_mutex_unlock(&deferred_lock);
+        nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 }, NULL);
+        pthread_mutex_lock(&deferred_lock);
+    }
+    vms__cache_fork_lock();
+    vms__arena_fork_lock();
+    vms__trace_fork_lock();
 }
 
-static void deferred_parent(void)
+static void fork_parent(void)
 {
+    vms__trace_fork_unlock(false);
+    vms__arena_fork_unlock();
+    vms__cache_fork_unlock();
     pthread_mutex_unlock(&deferred_lock);
 }
-
-static bool grave_lock_new(struct grave *g);
 
 /* The child of fork has only the forking thread: every other grave's thread is gone,
  * and no kernel will mark its mutex, so the next reap frees its stacks. The forking
@@ -149,8 +173,12 @@ static bool grave_lock_new(struct grave *g);
  * the parent thread's ID names no thread here, and a reaper would take the grave for one
  * the kernel forgot to mark. Should the relock fail, the grave leaves the list: its
  * stacks stay buried for good rather than be freed while still in use. */
-static void deferred_child(void)
+static void fork_child(void)
 {
+    vms__trace_fork_unlock(true);
+    vms__arena_fork_unlock();
+    vms__cache_fork_unlock();
+    reaping = reaping_here ? 1 : 0;
     for (struct grave *g = graves; g; g = g->next)
         if (g != my_grave) g->orphan = true;
     if (my_grave && grave_lock_new(my_grave)) {
@@ -168,9 +196,9 @@ static void deferred_child(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
-static void deferred_init(void)
+void vms__stack_fork_register(void)
 {
-    pthread_atfork(deferred_prepare, deferred_parent, deferred_child);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static struct vms_stack *pool_take(unsigned cls)
@@ -195,7 +223,6 @@ static struct vms_stack *pool_take(unsigned cls)
 static bool pool_put(struct vms_stack *st)
 {
     bool kept = false;
-    pthread_once(&deferred_once, deferred_init);
     pthread_mutex_lock(&deferred_lock);
     unsigned n = atomic_load_explicit(&npool, memory_order_relaxed);
     if (n < INTERNAL_POOL) {
@@ -339,7 +366,6 @@ int vms__stack_free_at_exit(vms_stack *st)
 {
     if (!st) return 0;
     if (!graves_supported()) return -ENOTSUP;
-    pthread_once(&deferred_once, deferred_init);
     struct grave *g = my_grave;
     bool fresh = !g || g->n == GRAVE_STACKS;   /* g->n: written by this thread only */
     if (fresh && atomic_load_explicit(&graves_count, memory_order_relaxed) >= GRAVES_MAX)
@@ -409,8 +435,13 @@ void vms__stack_reap(void)
         dead = g;
         atomic_fetch_sub_explicit(&graves_count, 1, memory_order_relaxed);
     }
+    if (dead) {
+        reaping++;
+        reaping_here = true;
+    }
     pthread_mutex_unlock(&deferred_lock);
     if (!dead) return;
+    if (vms__stack_reap_hook) vms__stack_reap_hook();
     /* Outside the lock: an internal stack's vms_stack_free takes it (the pool). */
     for (struct grave *g = dead; g; g = g->next) {
         for (unsigned i = 0; i < g->n; i++) vms_stack_free(g->st[i]);
@@ -422,6 +453,8 @@ void vms__stack_reap(void)
         dead = g->next;
         grave_put(g);
     }
+    reaping--;
+    reaping_here = false;
     pthread_mutex_unlock(&deferred_lock);
 }
 

@@ -202,6 +202,19 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
+void vms__trace_fork_lock(void)
+{
+    pthread_mutex_lock(&load_lock);
+}
+
+void vms__trace_fork_unlock(bool child)
+{
+    /* In the child, a fault handler that was adopting an object on another thread is
+     * gone with its thread: its flag would stall every later load. */
+    if (child) atomic_flag_clear_explicit(&table_busy, memory_order_release);
+    pthread_mutex_unlock(&load_lock);
+}
+
 int vms__trace_load(void)
 {
     pthread_mutex_lock(&load_lock);

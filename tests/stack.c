@@ -5,9 +5,13 @@
  * (tests/core.cmake), so both methods pass the same assertions.
  */
 #include "internal.h"
+#include "island.h"
 #include "test.h"
 
 #include <pthread.h>
+#include <semaphore.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <vmstack.h>
@@ -385,6 +389,59 @@ TEST(fork_child_inherits_and_allocates)
     ASSERT_EXITED(st, 0);
     ASSERT(strcmp((char *)vms_stack_top(fork_parent_stack) - 16, "parent-data") == 0);
     vms_stack_free(fork_parent_stack);
+}
+
+/* fork while another thread holds vmstack's locks (here: all of them, as a thread
+ * opening slots, registering its cache or loading symbols does for a moment): fork waits
+ * for them, and the child, whose one thread could never get a lock held by a thread it
+ * does not have, uses every one of them. Without the wait the child hangs (alarm). */
+static sem_t locks_held, child_done;
+
+static void *hold_locks(void *arg)
+{
+    (void)arg;
+    vms__cache_fork_lock();
+    vms__arena_fork_lock();
+    vms__trace_fork_lock();
+    sem_post(&locks_held);
+    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);   /* fork begins */
+    vms__trace_fork_unlock(false);
+    vms__arena_fork_unlock();
+    vms__cache_fork_unlock();
+    /* Alive until the child is done: under TSan a child that inherits an ended thread
+     * nobody joined reports it as leaked. */
+    while (sem_wait(&child_done) != 0) {}
+    return NULL;
+}
+
+static void use_every_lock(void *arg)
+{
+    (void)arg;
+    alarm(30);
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);              /* the cache's registry */
+    vms_stack *big = vms_stack_alloc(64u << 20);        /* a new class: its arena */
+    if (!big) _exit(3);
+    vms_stack_free(big);                                /* the class's shared list */
+    if (vms__trace_load() <= 0) _exit(4);               /* the symbol table */
+}
+
+TEST(fork_waits_for_a_thread_holding_our_locks)
+{
+    vms_stack *st = vms_stack_alloc(0);                 /* initialized, handlers set */
+    ASSERT_NOT_NULL(st);
+    vms_stack_free(st);
+    ASSERT_EQ(sem_init(&locks_held, 0, 0), 0);
+    ASSERT_EQ(sem_init(&child_done, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, hold_locks, NULL), 0);
+    while (sem_wait(&locks_held) != 0) {}
+    char out[512];
+    tst_run_ok(use_every_lock, NULL, out, sizeof out);
+    sem_post(&child_done);
+    pthread_join(t, NULL);
+    sem_destroy(&locks_held);
+    sem_destroy(&child_done);
 }
 
 /* ---- bad input --------------------------------------------------------------------- */

@@ -385,6 +385,86 @@ TEST(fork_with_a_pending_grave)
     ASSERT_EQ(s.stacks_live, live0);
 }
 
+/* fork while another thread reaps: graves it has taken off the list but whose stacks it
+ * has not freed yet would be lost to the child, their stacks live there for good. fork
+ * waits for the reap. The hook holds the reaper between the two steps until the fork
+ * has begun, and 50 ms more, so without that wait the child is made in between. */
+static atomic_int reap_phase;
+
+static void slow_reap(void)
+{
+    atomic_store(&reap_phase, 1);                /* graves taken, stacks not freed */
+    while (atomic_load(&reap_phase) != 2) sched_yield();
+    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+}
+
+static sem_t reaper_may_end;
+
+static void *reap_once(void *arg)
+{
+    vms_stats s;
+    (void)vms_get_stats(&s);
+    atomic_store(&reap_phase, 3);                /* done, with or without the hook */
+    /* Alive until the child is done: under TSan a child that inherits an ended thread
+     * nobody joined reports it as leaked. */
+    while (sem_wait(&reaper_may_end) != 0) {}
+    return arg;
+}
+
+static void *wait_then_end(void *arg)
+{
+    sem_wait(arg);
+    return NULL;
+}
+
+static void live_in_child(void *arg)
+{
+    vms__stack_reap_hook = NULL;
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    if (s.stacks_live != *(size_t *)arg) {
+        fprintf(stderr, "child: %zu stacks live, expected %zu\n", s.stacks_live,
+                *(size_t *)arg);
+        _exit(3);
+    }
+}
+
+TEST(fork_waits_for_a_reap_in_progress)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    /* The thread ends after vms_thread_create's own reap: its grave is pending. */
+    sem_t go;
+    ASSERT_EQ(sem_init(&go, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, wait_then_end, &go), 0);
+    sem_post(&go);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    sem_destroy(&go);
+    atomic_store(&reap_phase, 0);
+    ASSERT_EQ(sem_init(&reaper_may_end, 0, 0), 0);
+    vms__stack_reap_hook = slow_reap;
+    pthread_t r;
+    ASSERT_EQ(pthread_create(&r, NULL, reap_once, NULL), 0);
+    while (atomic_load(&reap_phase) == 0) sched_yield();
+    if (atomic_load(&reap_phase) == 3) {
+        sem_post(&reaper_may_end);
+        pthread_join(r, NULL);
+        vms__stack_reap_hook = NULL;
+        SKIP("the thread left no grave (graves do not work here)");
+    }
+    atomic_store(&reap_phase, 2);
+    char out[512];
+    tst_run_ok(live_in_child, &live0, out, sizeof out);
+    sem_post(&reaper_may_end);
+    pthread_join(r, NULL);
+    sem_destroy(&reaper_may_end);
+    vms__stack_reap_hook = NULL;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
 static void no_robust_child(void *arg)
 {
     (void)arg;
