@@ -44,7 +44,7 @@ struct vms__task {
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
-    struct vms__thread *_Atomic home; /* the thread that first ran it */
+    _Atomic unsigned long home;   /* token of the thread that first ran it, HOME_NONE */
     unsigned long id;
     union { void (*fiber)(void *); void *(*thread)(void *); } fn;
     void *arg;
@@ -111,6 +111,7 @@ struct vms__thread {
     struct vms__task *cur;        /* the task this thread runs, NULL: its own stack */
     bool guard_ready;             /* vms__guard_thread_init succeeded on this thread */
     unsigned long id_next, id_end; /* task ids this thread may hand out: [next, end) */
+    unsigned long token;          /* this thread as a fiber's home; 0 until it is one */
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
@@ -118,6 +119,20 @@ struct vms__thread {
 static VMS_TLS struct vms__thread self_thread;
 
 static atomic_ulong next_id;
+
+/* A fiber's home is a token, not the address of its thread's vms__thread: the C library
+ * reuses an ended thread's TLS block (its stack cache) for a new thread, which would then
+ * own every fiber the ended one owned. Tokens are never reused, and a thread's is 0 until
+ * it first needs one, which is neither a claimed home nor HOME_NONE. */
+#define HOME_NONE (~0UL)
+static atomic_ulong next_token;
+
+static unsigned long thread_token(struct vms__thread *th)
+{
+    if (VMS_UNLIKELY(!th->token))
+        th->token = atomic_fetch_add_explicit(&next_token, 1, memory_order_relaxed) + 1;
+    return th->token;
+}
 
 /* Task ids come from the shared counter in blocks, so creating a task costs no locked
  * read-modify-write on a shared line (only one per ID_BLOCK tasks of a thread). Ids are
@@ -180,7 +195,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     atomic_init(&t->state, VMS_READY);
     t->kind = kind;
     t->id = task_new_id(&self_thread);
-    atomic_init(&t->home, NULL);
+    atomic_init(&t->home, HOME_NONE);
     t->result = NULL;
     t->alt = NULL;
     copy_name(t->name, sizeof t->name, name);
@@ -432,9 +447,9 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
  * it like vms_fiber_resume. Out of line, so that the usual resume saves no register. */
 static __attribute__((noinline)) int fiber_resume_first(struct vms__thread *th,
                                                         struct vms__task *t,
-                                                        struct vms__thread *home)
+                                                        unsigned long home)
 {
-    if (home) return -EINVAL;                  /* it belongs to another thread */
+    if (home != HOME_NONE) return -EINVAL;     /* it belongs to another thread */
     if (!th->guard_ready) {
         /* Without an alternate signal stack an overflow could not be handled and
          * would kill the process: refuse rather than run unprotected. */
@@ -442,7 +457,8 @@ static __attribute__((noinline)) int fiber_resume_first(struct vms__thread *th,
         if (e) return e;
         th->guard_ready = true;
     }
-    if (!atomic_compare_exchange_strong_explicit(&t->home, &home, th, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(&t->home, &home, thread_token(th),
+                                                 memory_order_acq_rel,
                                                  memory_order_acquire))
         return -EINVAL;                        /* another thread claimed it first */
     task_switch_in(th, t);
@@ -457,8 +473,8 @@ int vms_fiber_resume(vms_fiber *f)
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
     task_check_record(t);
-    struct vms__thread *home = atomic_load_explicit(&t->home, memory_order_acquire);
-    if (VMS_UNLIKELY(home != th)) return fiber_resume_first(th, t, home);
+    unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
+    if (VMS_UNLIKELY(home != th->token)) return fiber_resume_first(th, t, home);
     task_switch_in(th, t);
     return TASK_SWITCH_TO(t);
 }
@@ -590,7 +606,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
         else
             th->guard_ready = true;
     }
-    STORE_RELAXED(&t->home, th);
+    STORE_RELAXED(&t->home, thread_token(th));
     pthread_setspecific(orphan_key, t);
     task_switch_in(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),

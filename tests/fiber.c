@@ -493,6 +493,29 @@ TEST(resume_from_other_thread)
     vms_fiber_destroy(g);                         /* any thread may destroy it */
 }
 
+/* A fiber whose thread has ended belongs to no thread, also when a new thread gets the
+ * ended one's TLS block (the C library keeps the stacks of ended threads, TLS included,
+ * for new ones of the same size): before homes were tokens, that thread owned it. */
+TEST(resume_after_home_thread_ended)
+{
+    int n = 0;
+    vms_fiber *f = vms_fiber_create(body_count, &n, NULL);
+    ASSERT_NOT_NULL(f);
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(pthread_create(&t, NULL, try_resume, f), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, VMS_SUSPENDED);          /* its home thread is gone now */
+    for (int i = 0; i < 8; i++) {
+        ASSERT_EQ(pthread_create(&t, NULL, try_resume, f), 0);
+        ASSERT_EQ(pthread_join(t, &r), 0);
+        ASSERT_EQ((intptr_t)r, -EINVAL);
+    }
+    ASSERT_EQ(vms_fiber_resume(f), -EINVAL);
+    ASSERT_EQ(n, 1);
+    vms_fiber_destroy(f);
+}
+
 #define FORK_FIBERS 16
 static vms_fiber *forked[FORK_FIBERS];
 static int forked_n[FORK_FIBERS];
