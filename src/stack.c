@@ -4,7 +4,8 @@
  * A vms_stack pointer is the address of its slot record in an arena's metadata array,
  * so checking that a pointer is one vmstack handed out is O(1) (vms__arena_record), and
  * the record's state word catches a double free even when two threads race to free.
- * Both are memory-safety violations by the caller: a one-line report and abort().
+ * Both are memory-safety violations by the caller: a one-line report and abort(), as is
+ * freeing the stack of a live fiber or thread (its owner word says so).
  * Everything else that is wrong (NULL, absurd sizes, no memory) is an errno.
  */
 #include "internal.h"
@@ -266,6 +267,12 @@ void vms_stack_free(vms_stack *st)
     if (VMS_UNLIKELY(!rec))
         vms__fatal("vms_stack_free: %p is not a stack that vmstack handed out "
                    "(a foreign or corrupted pointer)", (void *)st);
+    /* A fiber's or thread's stack (vms_fiber_stack hands it out, const) holds the task's
+     * record and, while it runs, its frames: it goes back with the task. */
+    if (VMS_UNLIKELY(atomic_load_explicit(&rec->owner, memory_order_relaxed)))
+        vms__fatal("vms_stack_free: stack %p [%p-%p) belongs to a fiber or thread; "
+                   "vms_fiber_destroy frees a fiber's stack", (void *)st, (void *)rec->base,
+                   (void *)(rec->base + rec->size));
     uint32_t want = VMS__SLOT_LIVE;
     if (VMS_UNLIKELY(!atomic_compare_exchange_strong_explicit(
             &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))

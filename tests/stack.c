@@ -525,6 +525,41 @@ TEST(foreign_pointer_aborts)
     free(heap);
 }
 
+/* A fiber's stack (vms_fiber_stack hands it out, const) goes back with the fiber: freed
+ * alone, it would be handed out again while the fiber still lives on it, and a fiber
+ * that frees its own would have its frames scrubbed under it. */
+static void free_own_stack(void *arg)
+{
+    (void)arg;
+    vms_stack_free((vms_stack *)vms_fiber_stack(vms_fiber_self()));
+    printf("still running on a freed stack\n");
+}
+
+static void fiber_stack_free_child(void *arg)
+{
+    if (arg) {
+        vms_fiber *f = vms_fiber_create(free_own_stack, NULL, NULL);
+        vms_fiber_resume(f);
+    } else {
+        vms_fiber *f = vms_fiber_create(free_own_stack, NULL, NULL);
+        vms_stack_free((vms_stack *)vms_fiber_stack(f));
+        printf("freed a fiber's stack\n");
+    }
+    exit(0);
+}
+
+TEST(free_of_a_fiber_stack_aborts)
+{
+    char out[4096];
+    for (int running = 0; running < 2; running++) {
+        int st = tst_fork(fiber_stack_free_child, running ? &running : NULL, out, sizeof out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
+        ASSERT_STR_CONTAINS(out, "belongs to a fiber or thread");
+        ASSERT_STR_NOT_CONTAINS(out, "freed");
+    }
+}
+
 /* ---- failures underneath: fault injection (VMSTACK_FAULT_INJECTION) -------------------- */
 static void inject_child(void *arg)
 {
