@@ -560,6 +560,20 @@ TEST(free_of_a_fiber_stack_aborts)
     }
 }
 
+TEST(largest_size_is_one_gib)
+{
+    vms_stack *s = vms_stack_alloc(VMS_MAX_STACK_SIZE);   /* address space only */
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(vms_stack_size(s), VMS_MAX_STACK_SIZE);
+    char *top = vms_stack_top(s), *base = vms_stack_base(s);
+    top[-1] = 1;
+    base[0] = 1;
+    vms_stack_free(s);
+    errno = 0;
+    ASSERT_NULL(vms_stack_alloc(VMS_MAX_STACK_SIZE + 1));
+    ASSERT_EQ(errno, EINVAL);
+}
+
 /* ---- failures underneath: fault injection (VMSTACK_FAULT_INJECTION) -------------------- */
 static void inject_child(void *arg)
 {
