@@ -74,22 +74,35 @@ static uintptr_t task_canary_secret(void)
     return s;
 }
 
-static _Noreturn __attribute__((noinline)) void task_record_corrupted(const struct vms__task *t)
+static struct vms__task *task_place(struct vms_stack *st);
+
+/* The canary of t is wrong: t is no live fiber's record. Says which of the three it is:
+ * a pointer vmstack never handed out as a fiber, a fiber destroyed already (its stack is
+ * free, or another stack or a new fiber's own now: the scrubbing zeroed the canary), or
+ * a live fiber's record that was overwritten. */
+static _Noreturn __attribute__((noinline)) void task_record_corrupted(const struct vms__task *t,
+                                                                      const char *call)
 {
     struct vms__where w;
-    vms__arena_where(t, &w);
+    if (vms__arena_where(t, &w) != VMS__WHERE_STACK || !w.st || task_place(w.st) != t)
+        vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
+                   "pointer)", call, (const void *)t);
+    if (atomic_load_explicit(&w.st->state, memory_order_acquire) != VMS__SLOT_LIVE ||
+        atomic_load_explicit(&w.st->owner, memory_order_relaxed) != t)
+        vms__fatal("%s: fiber %p was destroyed already (its stack [%p-%p) is no longer "
+                   "its own): a use after vms_fiber_destroy", call, (const void *)t,
+                   (void *)w.st->base, (void *)vms__stack_top_of(w.st));
     vms__fatal("fiber record %p was overwritten (canary 0x%lx): the task wrote above the "
                "first frame of its stack [%p-%p) (a buffer overflow towards higher "
                "addresses); its saved registers cannot be trusted", (const void *)t,
-               (unsigned long)t->canary, w.st ? (void *)w.st->base : NULL,
-               w.st ? (void *)vms__stack_top_of(w.st) : NULL);
+               (unsigned long)t->canary, (void *)w.st->base, (void *)vms__stack_top_of(w.st));
 }
 
-static inline void task_check_record(const struct vms__task *t)
+static inline void task_check_record(const struct vms__task *t, const char *call)
 {
     if (VMS_UNLIKELY(t->canary != ((uintptr_t)t ^ atomic_load_explicit(
                                        &canary_secret, memory_order_relaxed))))
-        task_record_corrupted(t);
+        task_record_corrupted(t, call);
 }
 
 /* The top of a task's stack, from the top down: an outermost frame record (two zero
@@ -472,7 +485,7 @@ int vms_fiber_resume(vms_fiber *f)
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
-    task_check_record(t);
+    task_check_record(t, "vms_fiber_resume");
     unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
     if (VMS_UNLIKELY(home != th->token)) return fiber_resume_first(th, t, home);
     task_switch_in(th, t);
@@ -529,7 +542,7 @@ void vms_fiber_destroy(vms_fiber *f)
 {
     if (!f) return;
     struct vms__task *t = &f->task;
-    task_check_record(t);
+    task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_RUNNING) {
         /* Its stack is in use by the caller (or by a fiber that resumed the caller):
          * freeing it now would be a use-after-free. */
@@ -538,6 +551,9 @@ void vms_fiber_destroy(vms_fiber *f)
         errno = EBUSY;
         return;
     }
+    /* A later resume or destroy through f finds it destroyed, also with VMS_NO_SCRUB
+     * (which leaves the record as it was) while the stack waits in the cache. */
+    t->canary = 0;
     task_release_stack(t);                     /* f lived on the stack: gone now */
 }
 

@@ -886,3 +886,79 @@ TEST(overwritten_record_is_caught_at_destroy)
     ASSERT_SIGNALED(st, SIGABRT);
     ASSERT_STR_CONTAINS(out, "was overwritten");
 }
+
+/* Pointers that are no live fiber: destroyed ones (with and without scrubbing, which
+ * zeroes a freed stack's top page, where the record lives) and ones vmstack never
+ * handed out as a fiber. Each is a report naming the call and abort(), never a switch
+ * to saved registers that are not there or a second free. */
+enum { AFTER_DESTROY_DONE, AFTER_DESTROY_SUSPENDED, RESUME_AFTER_DESTROY, FOREIGN_HEAP,
+       FOREIGN_STACK_HANDLE, FOREIGN_STACK_BASE };
+struct misuse { int what; unsigned flags; };
+
+static void misuse_child(void *arg)
+{
+    const struct misuse *m = arg;
+    vms_config c = { .flags = m->flags };
+    if (vms_init(&c) != 0) exit(10);
+    int n = 0;
+    vms_fiber *f = vms_fiber_create(body_count, &n, NULL);
+    if (!f) exit(11);
+    switch (m->what) {
+    case AFTER_DESTROY_DONE:
+        while (vms_fiber_resume(f) == VMS_SUSPENDED) {}
+        vms_fiber_destroy(f);
+        vms_fiber_destroy(f);
+        break;
+    case AFTER_DESTROY_SUSPENDED:
+        if (vms_fiber_resume(f) != VMS_SUSPENDED) exit(12);
+        vms_fiber_destroy(f);
+        vms_fiber_destroy(f);
+        break;
+    case RESUME_AFTER_DESTROY:
+        if (vms_fiber_resume(f) != VMS_SUSPENDED) exit(12);
+        vms_fiber_destroy(f);
+        printf("resumed: %d\n", vms_fiber_resume(f));
+        break;
+    case FOREIGN_HEAP: {
+        void *heap = calloc(1, 4096);
+        vms_fiber_destroy(heap);
+        break;
+    }
+    case FOREIGN_STACK_HANDLE:
+        vms_fiber_destroy((vms_fiber *)vms_stack_alloc(0));
+        break;
+    case FOREIGN_STACK_BASE:
+        printf("resumed: %d\n", vms_fiber_resume(vms_stack_base(vms_stack_alloc(0))));
+        break;
+    }
+    exit(13);
+}
+
+TEST(use_after_destroy_and_foreign_pointers_abort)
+{
+    const struct { struct misuse m; const char *want; } cases[] = {
+        { { AFTER_DESTROY_DONE, 0 }, "vms_fiber_destroy: fiber 0x" },
+        { { AFTER_DESTROY_DONE, VMS_NO_SCRUB }, "vms_fiber_destroy: fiber 0x" },
+        { { AFTER_DESTROY_SUSPENDED, 0 }, "vms_fiber_destroy: fiber 0x" },
+        { { AFTER_DESTROY_SUSPENDED, VMS_NO_SCRUB }, "vms_fiber_destroy: fiber 0x" },
+        { { RESUME_AFTER_DESTROY, 0 }, "vms_fiber_resume: fiber 0x" },
+        { { RESUME_AFTER_DESTROY, VMS_NO_SCRUB }, "vms_fiber_resume: fiber 0x" },
+        { { FOREIGN_HEAP, 0 }, "vms_fiber_destroy: 0x" },
+        { { FOREIGN_STACK_HANDLE, 0 }, "vms_fiber_destroy: 0x" },
+        { { FOREIGN_STACK_BASE, 0 }, "vms_fiber_resume: 0x" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[4096];
+        int st = tst_fork(misuse_child, (void *)&cases[i].m, out, sizeof out);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+            TST_FAIL("case %zu: want SIGABRT, got %s %d; output:\n%s", i,
+                     WIFEXITED(st) ? "exit" : "signal",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+        ASSERT_STR_CONTAINS(out, "vmstack: error: ");
+        ASSERT_STR_CONTAINS(out, cases[i].want);
+        ASSERT_STR_CONTAINS(out, cases[i].m.what <= RESUME_AFTER_DESTROY
+                                     ? "was destroyed already"
+                                     : "is not a fiber that vmstack created");
+        ASSERT_STR_NOT_CONTAINS(out, "resumed:");
+    }
+}
