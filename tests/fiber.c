@@ -152,6 +152,50 @@ TEST(destroy_running_refused)
     ASSERT_STR_CONTAINS(out, "is running");
 }
 
+/* A fiber that resumed the caller is RUNNING too: destroying it from the nested fiber
+ * would free the stack the resume returns to. */
+static vms_fiber *resumer;
+
+static void body_destroy_resumer(void *arg)
+{
+    int *after = arg;
+    errno = 0;
+    vms_fiber_destroy(resumer);
+    ASSERT_EQ(errno, EBUSY);
+    ASSERT_EQ(vms_fiber_state(resumer), VMS_RUNNING);
+    ASSERT_EQ(vms_fiber_resume(resumer), -EINVAL);
+    *after = 1;
+}
+
+static void body_resume_nested(void *arg)
+{
+    vms_fiber *g = vms_fiber_create(body_destroy_resumer, arg, NULL);
+    ASSERT_NOT_NULL(g);
+    ASSERT_EQ(vms_fiber_resume(g), VMS_DONE);
+    vms_fiber_destroy(g);
+    *(int *)arg += 1;                             /* its own stack is still there */
+}
+
+static void child_destroy_resumer(void *arg)
+{
+    (void)arg;
+    int after = 0;
+    resumer = vms_fiber_create(body_resume_nested, &after, NULL);
+    ASSERT_NOT_NULL(resumer);
+    ASSERT_EQ(vms_fiber_resume(resumer), VMS_DONE);
+    ASSERT_EQ(after, 2);
+    vms_fiber_destroy(resumer);
+}
+
+TEST(destroy_resumer_refused)
+{
+    char out[4096];
+    int status = tst_fork(child_destroy_resumer, NULL, out, sizeof out);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) TST_FAIL("child failed:\n%s", out);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_fiber_destroy:");
+    ASSERT_STR_CONTAINS(out, "is running");
+}
+
 TEST(names_ids_stacks)
 {
     vms_fiber_attr attr = { .stack_size = 64 * 1024, .name = "parser-17" };
