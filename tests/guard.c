@@ -391,6 +391,33 @@ static void own_handler_child(void *arg)
     else poke(0x30);
 }
 
+/* What a program's handler may pass on without looking: no siginfo or context, another
+ * signal, a signal sent by a program. Not vmstack's: 0, errno as it was. */
+TEST(handle_fault_bad_arguments_return_zero)
+{
+    vms_stack *st = vms_stack_alloc(0);           /* an arena, so guards exist */
+    ASSERT_NOT_NULL(st);
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGSEGV;
+    si.si_code = SEGV_MAPERR;
+    si.si_addr = (char *)vms_stack_base(st) - 1;  /* in its guard */
+    errno = 1234;
+    ASSERT_EQ(vms_handle_fault(SIGSEGV, NULL, NULL), 0);
+    ASSERT_EQ(vms_handle_fault(SIGSEGV, NULL, &uc), 0);
+    ASSERT_EQ(vms_handle_fault(SIGSEGV, &si, NULL), 0);
+    ASSERT_EQ(vms_handle_fault(0, &si, &uc), 0);
+    ASSERT_EQ(vms_handle_fault(SIGILL, &si, &uc), 0);
+    si.si_code = SI_USER;
+    ASSERT_EQ(vms_handle_fault(SIGSEGV, &si, &uc), 0);
+    si.si_code = SI_QUEUE;
+    ASSERT_EQ(vms_handle_fault(SIGBUS, &si, &uc), 0);
+    ASSERT_EQ(errno, 1234);
+    vms_stack_free(st);
+}
+
 TEST(handle_fault_not_ours_returns_zero)
 {
     int st = run_child(own_handler_child, NULL);
