@@ -121,6 +121,12 @@ TEST(malformed_values_warn_and_use_defaults)
         { "VMSTACK_GUARD_SIZE", "-1" }, { "VMSTACK_CACHE", "many" },
         { "VMSTACK_ON_OVERFLOW", "explode" }, { "VMSTACK_PAINT", "maybe" },
         { "VMSTACK_GUARD_METHOD", "magic" },
+        /* Below or above the limits, and every boolean. */
+        { "VMSTACK_STACK_SIZE", "0" }, { "VMSTACK_STACK_SIZE", "1025m" },
+        { "VMSTACK_GUARD_SIZE", "0" }, { "VMSTACK_GUARD_SIZE", "1073741825" },
+        { "VMSTACK_CACHE", "1025" }, { "VMSTACK_CACHE", "-1" },
+        { "VMSTACK_ON_OVERFLOW", "KILL" }, { "VMSTACK_END_CHECK", "2" },
+        { "VMSTACK_SCRUB", "x" }, { "VMSTACK_GUARD_METHOD", "" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char out[2048];
@@ -188,6 +194,17 @@ static void bad_init_child(void *arg)
     if (vms_init(&c) != -EINVAL) exit(15);
     c = (vms_config){ .cache_per_thread = 100000 };
     if (vms_init(&c) != -EINVAL) exit(16);
+    /* One past each limit. */
+    c = (vms_config){ .stack_size = VMS_MAX_STACK_SIZE + 1 };
+    if (vms_init(&c) != -EINVAL) exit(18);
+    c = (vms_config){ .guard_size = VMS_MAX_GUARD_SIZE + 1 };
+    if (vms_init(&c) != -EINVAL) exit(19);
+    c = (vms_config){ .cache_per_thread = 1025 };
+    if (vms_init(&c) != -EINVAL) exit(20);
+    c = (vms_config){ .on_overflow = -1 };
+    if (vms_init(&c) != -EINVAL) exit(21);
+    c = (vms_config){ .flags = VMS_NO_SCRUB << 1 };
+    if (vms_init(&c) != -EINVAL) exit(22);
     /* Rejected calls leave vmstack uninitialized: a good one still works. */
     c = (vms_config){ .flags = VMS_PAINT };
     if (vms_init(&c) != 0) exit(17);
@@ -217,4 +234,37 @@ TEST(parse_size)
     ASSERT_EQ(vms__parse_size("99999999999999999999g", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size("17179869184g", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size(NULL, &v), -EINVAL);
+}
+
+/* The largest values vms_init takes: a 1 GiB stack below a 1 GiB guard (address space
+ * only) is allocated, runs a fiber and is freed. */
+static void limits_body(void *arg)
+{
+    *(volatile int *)arg = 1;
+}
+
+static void init_limits_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .stack_size = VMS_MAX_STACK_SIZE, .guard_size = VMS_MAX_GUARD_SIZE,
+                     .cache_per_thread = 1024 };
+    if (vms_init(&c) != 0) exit(10);
+    if (vms__opt.stack_size != VMS_MAX_STACK_SIZE || vms__opt.guard_size != VMS_MAX_GUARD_SIZE)
+        exit(11);
+    int ran = 0;
+    vms_fiber *f = vms_fiber_create(limits_body, &ran, NULL);
+    if (!f) exit(12);
+    if (vms_stack_size(vms_fiber_stack(f)) != VMS_MAX_STACK_SIZE) exit(13);
+    if (vms_fiber_resume(f) != VMS_DONE || !ran) exit(14);
+    vms_fiber_destroy(f);
+    exit(0);
+}
+
+TEST(init_accepts_the_limits)
+{
+    char out[2048];
+    int st = tst_fork(init_limits_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child: %s %d; output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
 }
