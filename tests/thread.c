@@ -49,6 +49,62 @@ TEST(invalid_arguments)
     pthread_attr_destroy(&a);
 }
 
+/* No address space for the stack: -ENOMEM, and no thread. */
+static void no_memory_child(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, echo, NULL) != 0 || pthread_join(t, NULL) != 0) exit(10);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, 4 * VMS_MIB);  /* a class no one used: a new arena */
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, true);
+    int e = vms_thread_create(&t, &a, echo, NULL);
+    vms__os_inject_clear();
+    if (e != -ENOMEM) {
+        printf("vms_thread_create: %d\n", e);
+        exit(11);
+    }
+    if (vms_thread_create(&t, &a, echo, NULL) != 0 || pthread_join(t, NULL) != 0) exit(12);
+    exit(0);
+}
+
+TEST(no_memory_is_enomem)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    tst_run_ok(no_memory_child, NULL, out, sizeof out);
+}
+
+/* pthread_create's own error comes back negated, and the stacks taken for the thread
+ * go back: an affinity naming no CPU of this machine makes glibc's pthread_create fail
+ * with EINVAL after the attributes were copied. */
+TEST(pthread_create_error_negated_and_nothing_kept)
+{
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(CPU_SETSIZE - 1, &cpus);
+    if (pthread_attr_setaffinity_np(&a, sizeof cpus, &cpus) != 0)
+        SKIP("the C library refuses the affinity already");
+    pthread_t t;
+    int plain = pthread_create(&t, &a, echo, NULL);
+    if (plain == 0) {
+        pthread_join(t, NULL);
+        SKIP("this machine has CPU %d", CPU_SETSIZE - 1);
+    }
+    vms_stats before, after;
+    ASSERT_EQ(vms_get_stats(&before), 0);
+    ASSERT_EQ(vms_thread_create(&t, &a, echo, NULL), -plain);
+    ASSERT_EQ(vms_get_stats(&after), 0);
+    ASSERT_EQ(after.stacks_live, before.stacks_live);
+    pthread_attr_destroy(&a);
+}
+
 struct probe {
     size_t remaining, size;
     int fiber_self_null, task_kind;
