@@ -409,6 +409,31 @@ TEST(thousand_overflows_on_one_thread)
     ASSERT_STR_CONTAINS(out, "killed 1000 hook 1000 overflows 1000\n");
 }
 
+/* A NULL hook removes the one set before: the next oops calls nothing. */
+static void hook_removed_child(void *arg)
+{
+    (void)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(count_hook, NULL);
+    vms_set_oops_hook(NULL, NULL);
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    if (!f) _exit(10);
+    int s = vms_fiber_resume(f);
+    vms_fiber_destroy(f);
+    printf("state %d hook %d\n", s, atomic_load(&hook_calls));
+}
+
+TEST(null_hook_removes_the_hook)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(hook_removed_child);
+    ASSERT_EXITED(st, 0);
+    char want[64];
+    snprintf(want, sizeof want, "state %d hook 0\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
 /* ---- overflows where locks may be held ------------------------------------------------- */
 
 NOIPA static int island_malloc_deep(int n, size_t pad)
