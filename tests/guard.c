@@ -395,14 +395,16 @@ static void own_handler_child(void *arg)
  * signal, a signal sent by a program. Not vmstack's: 0, errno as it was. */
 TEST(handle_fault_bad_arguments_return_zero)
 {
-    vms_stack *st = vms_stack_alloc(0);           /* an arena, so guards exist */
-    ASSERT_NOT_NULL(st);
     ucontext_t uc;
     memset(&uc, 0, sizeof uc);
     siginfo_t si;
     memset(&si, 0, sizeof si);
     si.si_signo = SIGSEGV;
     si.si_code = SEGV_MAPERR;
+    si.si_addr = (void *)0x10;
+    ASSERT_EQ(vms_handle_fault(SIGSEGV, &si, &uc), 0);   /* before vmstack is in use */
+    vms_stack *st = vms_stack_alloc(0);           /* an arena, so guards exist */
+    ASSERT_NOT_NULL(st);
     si.si_addr = (char *)vms_stack_base(st) - 1;  /* in its guard */
     errno = 1234;
     ASSERT_EQ(vms_handle_fault(SIGSEGV, NULL, NULL), 0);
