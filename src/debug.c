@@ -300,7 +300,8 @@ void vms__debug_task_end(const struct vms__task_info *ti)
     if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 }
 
-void vms__debug_end_corrupted(const struct vms__task_info *ti, const struct vms_stack *st)
+void vms__debug_end_corrupted(const struct vms__task_info *ti, const struct vms_stack *st,
+                              const vms_oops *oops)
 {
     char who[128], line[384];
     if (ti) {
@@ -318,6 +319,9 @@ void vms__debug_end_corrupted(const struct vms__task_info *ti, const struct vms_
                        (void *)vms__stack_top_of(st), (unsigned long long)word,
                        (unsigned long long)VMS__END_MAGIC);
     if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+    /* An overflow found late, but an overflow: counted, and the hook sees it before the
+     * task is killed or the process dies, as after an oops. */
+    vms__guard_late_overflow(oops);
     if (vms__opt.on_overflow == VMS_ABORT) {
         static const char msg[] = "vmstack: aborting\n";
         report_line(msg, sizeof msg - 1);

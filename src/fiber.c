@@ -297,7 +297,6 @@ task_end_corrupted(struct vms__thread *th, struct vms__task *t)
 {
     struct vms__task_info ti;
     task_info_of(t, &ti);
-    vms__debug_end_corrupted(&ti, t->stack);
     memset(&t->oops, 0, sizeof t->oops);
     t->oops.kind = VMS_OVERFLOW;
     t->oops.fault_addr = t->stack->base;
@@ -305,6 +304,7 @@ task_end_corrupted(struct vms__thread *th, struct vms__task *t)
     t->oops.stack_size = t->stack->size;
     t->oops.tid = (long)gettid();
     t->oops.name = t->name;
+    vms__debug_end_corrupted(&ti, t->stack, &t->oops);
     atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);

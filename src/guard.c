@@ -649,6 +649,12 @@ size_t vms__guard_overflows(void)
     return atomic_load_explicit(&overflow_count, memory_order_relaxed);
 }
 
+void vms__guard_late_overflow(const vms_oops *oops)
+{
+    atomic_fetch_add(&overflow_count, 1);
+    if (oops) vms__oops_call_hook(oops);
+}
+
 size_t vms__guard_tainted(void)
 {
     return vms__oops_tainted();

@@ -292,6 +292,9 @@ VMS_HIDDEN int vms__guard_task_thread_init(struct vms_stack *alt);
 /* The size of the alternate signal stack a thread gets. */
 VMS_HIDDEN size_t vms__guard_alt_size(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);
+/* An overflow found otherwise than by a fault (the end magic): counts it and passes oops,
+ * unless NULL, to the oops hook. Not async-signal-safe. */
+VMS_HIDDEN void vms__guard_late_overflow(const vms_oops *oops);
 VMS_HIDDEN size_t vms__guard_tainted(void);
 
 /* ------------------------------------------------------- fiber.c (task layer) ---- */
@@ -350,9 +353,11 @@ static inline int vms__debug_end_check(const struct vms_stack *st)
  * "vmstack: corrupted stack end detected in fiber "x" (id N) on thread T: stack [lo-hi)
  * end word 0x... (expected 0x...)" and applies the overflow policy: VMS_ABORT dies by
  * SIGSEGV here; VMS_KILL_TASK writes the "killed" line and returns, and the caller then
- * kills the task. ti may be NULL (a raw stack). Not async-signal-safe. */
+ * kills the task. Like an overflow it counts in vms_stats.overflows and is passed to the
+ * oops hook (oops: the task's, filled in by the caller; NULL without a task). ti may be
+ * NULL (a raw stack). Not async-signal-safe. */
 VMS_HIDDEN void vms__debug_end_corrupted(const struct vms__task_info *ti,
-                                         const struct vms_stack *st);
+                                         const struct vms_stack *st, const vms_oops *oops);
 /* Bytes at the bottom of every stack that a task must not use: VMS__END_MAGIC_SIZE with
  * VMS_END_CHECK, else 0 (for vms_stack_remaining). */
 static inline size_t vms__debug_end_reserve(void)

@@ -157,6 +157,9 @@ struct vms__fault {
 VMS_HIDDEN int vms__oops_report(struct vms__fault *f, vms_oops *oops);
 /* The taint counter: oopses so far in this process. */
 VMS_HIDDEN size_t vms__oops_tainted(void);
+/* Calls the oops hook, if one is set, with oops (the end magic's report; an oops report
+ * calls it itself). */
+VMS_HIDDEN void vms__oops_call_hook(const vms_oops *oops);
 /* async-signal-safe: a one-line message under the report lock (used for a fault inside
  * the reporter itself). */
 VMS_HIDDEN void vms__oops_line(const char *msg);

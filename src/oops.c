@@ -55,6 +55,13 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
+void vms__oops_call_hook(const vms_oops *oops)
+{
+    int idx = atomic_load_explicit(&hook_index, memory_order_acquire);
+    vms_oops_hook hook = hooks[idx].hook;
+    if (hook) hook(oops, hooks[idx].ctx);
+}
+
 size_t vms__oops_tainted(void)
 {
     return atomic_load_explicit(&taint_count, memory_order_relaxed);
@@ -628,9 +635,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
         emit(&o);
     }
 
-    int idx = atomic_load_explicit(&hook_index, memory_order_acquire);
-    vms_oops_hook hook = hooks[idx].hook;
-    if (hook) hook(oops, hooks[idx].ctx);
+    vms__oops_call_hook(oops);
 
     l = start(&o);
     if (f->action == VMS__ACT_KILL) {

@@ -423,7 +423,7 @@ static void end_corrupted_child(void *arg)
     ((uint64_t *)vms_stack_base(st))[1] = 0x4141414141414141ull;
     ASSERT_EQ(vms__debug_end_check(st), -1);
     struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, st };
-    vms__debug_end_corrupted(&ti, st);
+    vms__debug_end_corrupted(&ti, st, NULL);
     /* Only the kill policy returns here; the caller then kills the task. */
     ASSERT_EQ(policy, VMS_KILL_TASK);
     fprintf(stderr, "returned\n");

@@ -50,10 +50,19 @@ static void sum_fn(void *arg)
     }
 }
 
+/* The oops hook sees an end-magic kill as it sees an overflow's. */
+static void say_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    fprintf(stderr, "hook: kind %d, task \"%s\", base %s\n", o->kind, o->name ? o->name : "",
+            o->stack_base && o->fault_addr == o->stack_base ? "ok" : "wrong");
+}
+
 static void caught_at_switch_child(void *arg)
 {
     int policy = *(int *)arg;
     init_flags(VMS_END_CHECK, policy);
+    vms_set_oops_hook(say_hook, NULL);
     struct sum s = { 10, 0 };
     vms_fiber_attr a1 = { 0, "victim" }, a2 = { 0, "sibling" };
     vms_fiber *bad = vms_fiber_create(corrupt_fn, NULL, &a1);
@@ -68,6 +77,9 @@ static void caught_at_switch_child(void *arg)
     ASSERT_NOT_NULL(o);
     ASSERT_PTR_EQ(o->stack_base, vms_stack_base(vms_fiber_stack(bad)));
     ASSERT_EQ(vms_fiber_resume(bad), -EINVAL);        /* killed stays killed */
+    vms_stats stats;
+    ASSERT_EQ(vms_get_stats(&stats), 0);
+    ASSERT_EQ(stats.overflows, 1);                     /* counted like an overflow */
     int st;
     while ((st = vms_fiber_resume(good)) == VMS_SUSPENDED) {}
     ASSERT_EQ(st, VMS_DONE);
@@ -83,7 +95,7 @@ TEST(end_corruption_caught_at_next_switch)
     const char *o = run(caught_at_switch_child, &policy);
     ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in fiber \"victim\" (id ");
     ASSERT_STR_CONTAINS(o, "end word 0x4242424242424242 (expected 0x57ac6e9d57ac6e9d)");
-    ASSERT_STR_CONTAINS(o, "vmstack: killed fiber \"victim\"");
+    ASSERT_STR_CONTAINS(o, "hook: kind 1, task \"victim\", base ok\nvmstack: killed fiber \"victim\"");
     ASSERT_STR_NOT_CONTAINS(o, "corrupted fiber ran again");
     ASSERT_STR_CONTAINS(o, "sibling finished");
 }
@@ -94,7 +106,7 @@ TEST(end_corruption_abort_policy)
     int st = tst_fork(caught_at_switch_child, &policy, out, sizeof out);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: corrupted stack end detected in fiber \"victim\"");
-    ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
+    ASSERT_STR_CONTAINS(out, "hook: kind 1, task \"victim\", base ok\nvmstack: aborting\n");
     ASSERT_STR_NOT_CONTAINS(out, "sibling finished");
 }
 
