@@ -93,6 +93,7 @@ struct vms__sym {
     size_t      size;
     const char *object;    /* basename of the object file, NULL when unknown */
     bool        in_libc;   /* the object is the C library */
+    bool        in_loader; /* the object is the dynamic loader (ld.so) */
 };
 /* async-signal-safe: the symbol covering addr (for a return address pass addr - 1).
  * Returns 2 with a symbol, 1 with only the object known, 0 when nothing is known. */
@@ -102,6 +103,8 @@ VMS_HIDDEN int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out);
 VMS_HIDDEN void vms__trace_report_begin(void);
 /* async-signal-safe: addr lies in the C library's loaded object. */
 VMS_HIDDEN bool vms__trace_in_libc(uintptr_t addr);
+/* async-signal-safe: addr lies in the dynamic loader's loaded object. */
+VMS_HIDDEN bool vms__trace_in_loader(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */
 typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
 /* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the

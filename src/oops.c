@@ -242,9 +242,13 @@ static bool collect(void *ctx, uintptr_t addr)
         }
         f->run_open = false;
     }
-    if (!f->unsafe_found && vms__trace_in_libc(addr - 1) &&
-        frame_unsafe(addr, false, &f->culprit))
+    if (!f->unsafe_found && vms__trace_in_loader(addr - 1)) {
+        vms__trace_symbolize(addr - 1, &f->culprit);
         f->unsafe_found = true;
+    } else if (!f->unsafe_found && vms__trace_in_libc(addr - 1) &&
+               frame_unsafe(addr, false, &f->culprit)) {
+        f->unsafe_found = true;
+    }
     if (f->nsites && f->nafter < AFTER_FRAMES) {
         f->after[f->nafter++] = addr;
         return true;
@@ -355,15 +359,19 @@ static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
 
 /* async-signal-safe: why killing only the task could deadlock the others, or NULL.
  * Any frame of the faulting stack inside a C library function that takes a
- * process-wide lock (the allocator, stdio, the loader) means that function has not
- * returned and may hold it: the kept frames are searched here, the others were checked
- * as they passed (collect). A vmstack function counts when the program's code is below
+ * process-wide lock (the allocator, stdio, the loader's entry points) means that
+ * function has not returned and may hold it, and so may any frame in the dynamic loader
+ * itself (lazy binding marks the thread as inside the loader's global scope, which
+ * dlclose waits for): the kept frames are searched here, the others were checked as
+ * they passed (collect). A vmstack function counts when the program's code is below
  * it (the program called into vmstack, which may hold one of its locks); vmstack's own
  * frames at the bottom of every task (the entry trampoline) hold none. */
 static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
 {
     static const char libc_why[] =
         "the C library's allocator or stdio may hold a process-wide lock";
+    static const char loader_why[] =
+        "the dynamic loader may hold its lock or have the thread marked inside it";
     bool in_vmstack = false;
     struct vms__sym vms_frame;
     uintptr_t addr, prev = 0;
@@ -374,6 +382,10 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         prev = addr;
         struct vms__sym s;
         int r = vms__trace_symbolize(i == 0 ? addr : addr - 1, &s);
+        if (r >= 1 && s.in_loader) {
+            *culprit = s;
+            return loader_why;
+        }
         if (r == 2 && vms__trace_name_unsafe(s.name)) {
             *culprit = s;
             return libc_why;
@@ -395,7 +407,7 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
     }
     if (f->unsafe_found) {
         *culprit = f->culprit;
-        return libc_why;
+        return f->culprit.in_loader ? loader_why : libc_why;
     }
     return NULL;
 }

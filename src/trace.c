@@ -54,6 +54,7 @@ struct object {
     _Atomic uintptr_t hi;          /* set to lo when the object was unloaded */
     struct symtab tab[2];          /* .symtab first (has static functions), .dynsym */
     bool in_libc;
+    bool in_loader;
     char name[NAME_MAX_LEN];       /* basename of the file */
 };
 
@@ -136,6 +137,13 @@ static void publish_object(int n, uintptr_t bias, uintptr_t lo, uintptr_t hi,
     memcpy(o->name, b, len);
     o->name[len] = '\0';
     o->in_libc = vms__sigsafe_prefix(o->name, "libc.so") || vms__sigsafe_prefix(o->name, "libc-");
+    /* glibc's ld-linux-<arch>.so.N, ld64.so.N or ld.so.N; musl's ld-musl-<arch>.so.1. Its
+     * internal functions (lazy binding's _dl_fixup, say) have no symbol in a stripped
+     * loader: the object alone tells. */
+    o->in_loader = vms__sigsafe_prefix(o->name, "ld-linux") ||
+                   vms__sigsafe_prefix(o->name, "ld64.so") ||
+                   vms__sigsafe_prefix(o->name, "ld.so") ||
+                   vms__sigsafe_prefix(o->name, "ld-musl");
     atomic_store_explicit(&nobjects, n + 1, memory_order_release);
 }
 
@@ -430,6 +438,7 @@ int vms__trace_symbolize(uintptr_t addr, struct vms__sym *out)
     if (!o) return 0;
     out->object = o->name;
     out->in_libc = o->in_libc;
+    out->in_loader = o->in_loader;
     for (int t = 0; t < 2; t++) {
         const ElfW(Sym) *s = find_in(&o->tab[t], addr - o->bias);
         if (s) {
@@ -447,6 +456,13 @@ bool vms__trace_in_libc(uintptr_t addr)
 {
     const struct object *o = object_of(addr);
     return o && o->in_libc;
+}
+
+/* async-signal-safe */
+bool vms__trace_in_loader(uintptr_t addr)
+{
+    const struct object *o = object_of(addr);
+    return o && o->in_loader;
 }
 
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against

@@ -543,6 +543,50 @@ TEST(overflow_below_stdio_is_not_killed_alone)
     assert_last_line_starts(out, "vmstack: aborting");
 }
 
+/* An overflow inside the dynamic loader: the first call of a function through the PLT
+ * binds it lazily, and the loader's resolver saves the vector registers on the stack
+ * (kilobytes with AVX-512). The loader has no symbols for its internals, but a task
+ * stopped inside it may leave the thread marked inside the loader's global scope (which
+ * dlclose waits for) or its lock held: it must not be killed alone. strverscmp is called
+ * nowhere else in this program, so its PLT slot is still unbound here. */
+NOIPA static int descend_then_bind(size_t left)
+{
+    volatile char frame[128];
+    frame[0] = 1;
+    if (vms_stack_remaining() > left) return descend_then_bind(left) + frame[0];
+    return strverscmp("vmstack-1", "vmstack-2") + frame[0];
+}
+
+static void lazy_bind_fiber(void *arg)
+{
+    (void)arg;
+    sink += descend_then_bind(300);
+}
+
+static void lazy_bind_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(lazy_bind_fiber, NULL, NULL);
+    vms_fiber_resume(f);
+    printf("survived\n");
+}
+
+TEST(overflow_in_lazy_binding_is_not_killed_alone)
+{
+    NEED_GUARD_FAULTS();
+    const char *now = getenv("LD_BIND_NOW");
+    if (now && *now) SKIP("LD_BIND_NOW is set: nothing is bound lazily");
+    int st = run_child(lazy_bind_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside ");
+    ASSERT_STR_CONTAINS(out, ": the dynamic loader may hold its lock or have the thread "
+                             "marked inside it\n");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
+
 /* ---- an overflow inside a signal handler ---------------------------------------------- */
 
 NOIPA static void deep_handler(int sig)
