@@ -458,8 +458,10 @@ static sem_t reaper_may_end;
 
 static void *reap_once(void *arg)
 {
-    vms_stats s;
-    (void)vms_get_stats(&s);
+    /* The reap alone, not vms_get_stats, which goes on to read /proc with stdio: ASan's
+     * allocator (GCC 12's) does not lock itself around fork, and a child forked while
+     * this thread is inside malloc would hang in its own first malloc. */
+    vms__stack_reap();
     atomic_store(&reap_phase, 3);                /* done, with or without the hook */
     /* Alive until the child is done: under TSan a child that inherits an ended thread
      * nobody joined reports it as leaked. */
