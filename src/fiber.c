@@ -44,7 +44,8 @@ struct vms__task {
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
-    _Atomic unsigned long home;   /* token of the thread that first ran it, HOME_NONE */
+    bool fast_yield;              /* a fiber, and no end check: yield tests only this */
+    _Atomic unsigned long home;   /* its thread's token (| HOME_CHECKED), or HOME_NONE */
     unsigned long id;
     union { void (*fiber)(void *); void *(*thread)(void *); } fn;
     void *arg;
@@ -98,6 +99,26 @@ static _Noreturn __attribute__((noinline)) void task_record_corrupted(const stru
                (unsigned long)t->canary, (void *)w.st->base, (void *)vms__stack_top_of(w.st));
 }
 
+/* The failures of the usual resume's checks, reached by a jump rather than a call: not
+ * declared noreturn, and opaque to the compiler's analysis of what they do, so that
+ * vms_fiber_resume needs no frame of its own (with frame pointers, a call would cost
+ * it a push and a pop on every resume). */
+#if defined(__clang__)
+#define VMS_OPAQUE __attribute__((noinline, optnone, cold))
+#else
+#define VMS_OPAQUE __attribute__((noinline, noipa, cold))
+#endif
+static VMS_OPAQUE int resume_bad_record(const struct vms__task *t)
+{
+    task_record_corrupted(t, "vms_fiber_resume");
+}
+
+static inline bool task_record_ok(const struct vms__task *t)
+{
+    return t->canary == ((uintptr_t)t ^ atomic_load_explicit(&canary_secret,
+                                                            memory_order_relaxed));
+}
+
 static inline void task_check_record(const struct vms__task *t, const char *call)
 {
     if (VMS_UNLIKELY(t->canary != ((uintptr_t)t ^ atomic_load_explicit(
@@ -138,6 +159,10 @@ static atomic_ulong next_id;
  * own every fiber the ended one owned. Tokens are never reused, and a thread's is 0 until
  * it first needs one, which is neither a claimed home nor HOME_NONE. */
 #define HOME_NONE (~0UL)
+/* With VMS_END_CHECK a fiber's home carries this bit beside its thread's token, so that
+ * the usual resume's one compare (home against this thread's token) sends it to the
+ * resume that checks: the check costs nothing on the fast path when it is off. */
+#define HOME_CHECKED (1UL << 62)
 static atomic_ulong next_token;
 
 static unsigned long thread_token(struct vms__thread *th)
@@ -207,6 +232,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     t->stack = st;
     atomic_init(&t->state, VMS_READY);
     t->kind = kind;
+    t->fast_yield = kind == VMS__TASK_FIBER && !(vms__opt.flags & VMS_END_CHECK);
     t->id = task_new_id(&self_thread);
     atomic_init(&t->home, HOME_NONE);
     t->result = NULL;
@@ -312,7 +338,8 @@ task_end_corrupted(struct vms__thread *th, struct vms__task *t)
 }
 
 /* The end-magic check of the current task at a switch: with VMS_END_CHECK off (the
- * usual case) one predictable branch on the options, nothing else is read. */
+ * usual case) one predictable branch on the options, nothing else is read. The usual
+ * resume and yield do not even test the option: its fibers take their slow paths. */
 static inline void task_check_end(struct vms__thread *th, struct vms__task *t)
 {
     if (VMS_UNLIKELY(vms__opt.flags & VMS_END_CHECK) && t &&
@@ -336,8 +363,6 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
                                                                  struct vms__task *t)
 {
     struct vms__task *cur = th->cur;
-    /* A switch away from the calling task is a switch too: check its end magic. */
-    task_check_end(th, cur);
     t->parent = cur;
     STORE_RELAXED(&t->state, VMS_RUNNING);
     th->cur = t;
@@ -456,24 +481,36 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
  * suffers. */
 #define TASK_SWITCH_TO(t) vms__ctx_switch(&(t)->back, &(t)->ctx, 0)
 
-/* A fiber's first resume on a thread that has none yet: makes th its home, then runs
- * it like vms_fiber_resume. Out of line, so that the usual resume saves no register. */
-static __attribute__((noinline)) int fiber_resume_first(struct vms__thread *th,
-                                                        struct vms__task *t,
-                                                        unsigned long home)
+/* The resume that the usual one's home compare sends here: a fiber's first resume
+ * (makes th its home), a fiber of another thread (-EINVAL), and with VMS_END_CHECK every
+ * resume, which checks the end magic of the task switched away from (a task resuming
+ * another switches away from itself). Out of line, so that the usual resume saves no
+ * register. */
+static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
+                                                       struct vms__task *t,
+                                                       unsigned long home)
 {
-    if (home != HOME_NONE) return -EINVAL;     /* it belongs to another thread */
-    if (!th->guard_ready) {
-        /* Without an alternate signal stack an overflow could not be handled and
-         * would kill the process: refuse rather than run unprotected. */
-        int e = vms__guard_thread_init();
-        if (e) return e;
-        th->guard_ready = true;
+    if (VMS_LIKELY(home == (th->token | HOME_CHECKED))) {
+        /* VMS_END_CHECK: the task we leave (a task resuming another) is checked. */
+        task_check_end(th, th->cur);
+    } else if (home == HOME_NONE) {
+        if (!th->guard_ready) {
+            /* Without an alternate signal stack an overflow could not be handled and
+             * would kill the process: refuse rather than run unprotected. */
+            int e = vms__guard_thread_init();
+            if (e) return e;
+            th->guard_ready = true;
+        }
+        unsigned long mine = thread_token(th);
+        if (vms__opt.flags & VMS_END_CHECK) mine |= HOME_CHECKED;
+        if (!atomic_compare_exchange_strong_explicit(&t->home, &home, mine,
+                                                     memory_order_acq_rel,
+                                                     memory_order_acquire))
+            return -EINVAL;                    /* another thread claimed it first */
+        task_check_end(th, th->cur);
+    } else {
+        return -EINVAL;                        /* it belongs to another thread */
     }
-    if (!atomic_compare_exchange_strong_explicit(&t->home, &home, thread_token(th),
-                                                 memory_order_acq_rel,
-                                                 memory_order_acquire))
-        return -EINVAL;                        /* another thread claimed it first */
     task_switch_in(th, t);
     return TASK_SWITCH_TO(t);
 }
@@ -485,9 +522,9 @@ int vms_fiber_resume(vms_fiber *f)
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
-    task_check_record(t, "vms_fiber_resume");
+    if (VMS_UNLIKELY(!task_record_ok(t))) return resume_bad_record(t);
     unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
-    if (VMS_UNLIKELY(home != th->token)) return fiber_resume_first(th, t, home);
+    if (VMS_UNLIKELY(home != th->token)) return fiber_resume_slow(th, t, home);
     task_switch_in(th, t);
     return TASK_SWITCH_TO(t);
 }
@@ -496,8 +533,10 @@ void vms_fiber_yield(void)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
-    if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
-    task_check_end(th, t);
+    if (VMS_UNLIKELY(!t || !t->fast_yield)) {
+        if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
+        task_check_end(th, t);
+    }
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);

@@ -110,6 +110,59 @@ TEST(end_corruption_abort_policy)
     ASSERT_STR_NOT_CONTAINS(out, "sibling finished");
 }
 
+/* A fiber that resumes another switches away from itself: its end magic is checked
+ * there too, before the other runs (the check lives off the usual resume's fast path). */
+static void inner_fn(void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "inner ran\n");
+}
+
+static void corrupt_then_resume_fn(void *arg)
+{
+    const vms_stack *st = vms_fiber_stack(vms_fiber_self());
+    ((volatile uint64_t *)vms_stack_base(st))[1] = 0x4343434343434343ull;
+    vms_fiber_resume(arg);
+    fprintf(stderr, "corrupted fiber ran on\n");
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+static void caught_at_resume_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK, VMS_KILL_TASK);
+    vms_fiber_attr ai = { 0, "inner" }, ao = { 0, "outer" };
+    vms_fiber *inner = vms_fiber_create(inner_fn, NULL, &ai);
+    ASSERT_NOT_NULL(inner);
+    /* Twice: the inner fiber's first resume, then one of a fiber this thread owns. */
+    for (int round = 0; round < 2; round++) {
+        vms_fiber *outer = vms_fiber_create(corrupt_then_resume_fn, inner, &ao);
+        ASSERT_NOT_NULL(outer);
+        ASSERT_EQ(vms_fiber_resume(outer), VMS_KILLED);
+        ASSERT_EQ(vms_fiber_state(inner), VMS_READY);
+        vms_fiber_destroy(outer);
+    }
+    ASSERT_EQ(vms_fiber_resume(inner), VMS_DONE);       /* still fine, and ours */
+    vms_fiber_destroy(inner);
+    fprintf(stderr, "main went on\n");
+}
+
+TEST(end_corruption_caught_when_resuming_another)
+{
+    const char *o = run(caught_at_resume_child, NULL);
+    ASSERT_EQ(count_of(o, "vmstack: corrupted stack end detected in fiber \"outer\""), 2);
+    ASSERT_STR_CONTAINS(o, "end word 0x4343434343434343");
+    ASSERT_STR_NOT_CONTAINS(o, "corrupted fiber ran on");
+    ASSERT_EQ(count_of(o, "inner ran"), 1);
+    ASSERT_STR_CONTAINS(o, "main went on");
+}
+
 /* Without VMS_END_CHECK nothing is checked: the same fiber is resumed as usual. */
 static void unchecked_child(void *arg)
 {
