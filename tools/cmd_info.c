@@ -75,11 +75,18 @@ int vms_cmd_info(int argc, char **argv)
            thp_mode(thp, sizeof thp));
     printf("  %-26s %ld\n", "vm.max_map_count", maxmap);
     printf("  %-26s %ld\n", "mappings in this process", maps);
+#ifndef VMSTACK_VMAP
+    /* The line above says what the kernel supports; this build uses none of it. */
+    printf("  %-26s none: this build is the direct backend (VMSTACK_VMAP=OFF), whose "
+           "stacks have no guards\n", "guards used");
+    printf("  %-26s carved from heap blocks, limited by memory\n", "stacks");
+#else
     if (method == VMS__GUARD_MPROTECT && maxmap > 0)
         printf("  %-26s about %ld (two mappings each)\n", "stacks before the limit",
                (maxmap - maps) / 2);
     else
         printf("  %-26s limited by address space, not by vm.max_map_count\n", "stacks");
+#endif
     printf("  %-26s %lu bytes\n", "AT_MINSIGSTKSZ", minsig);
     printf("defaults (after VMSTACK_* variables):\n");
     size_line("stack size", vms__opt.stack_size);

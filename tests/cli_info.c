@@ -1,0 +1,163 @@
+/*
+ * cli_info.c - `vmstack info` as users run it: what it says about this system matches
+ * what the test finds itself (page size, vm.max_map_count, the guard method the library
+ * chose here), the defaults follow the VMSTACK_* variables, and bad options are errors.
+ */
+#include "cli_demo_run.h"
+
+#include <vmstack.h>
+
+static char out[1 << 16];
+
+/* tst_fork's child: clears every VMSTACK_* variable it inherited (a CI step may set
+ * one), sets the NULL-terminated "NAME=value" list, then runs `vmstack info` with args. */
+struct info_run {
+    const char *const *env;
+    const char *const *args;
+};
+
+static void info_exec(void *arg)
+{
+    const struct info_run *r = arg;
+    extern char **environ;
+    for (int again = 1; again;) {
+        again = 0;
+        for (char **e = environ; *e; e++) {
+            if (strncmp(*e, "VMSTACK_", 8) != 0) continue;
+            char name[128];
+            size_t n = strcspn(*e, "=");
+            snprintf(name, sizeof name, "%.*s", (int)n, *e);
+            unsetenv(name);
+            again = 1;
+            break;
+        }
+    }
+    for (const char *const *e = r->env; e && *e; e++) putenv((char *)*e);
+    const char *argv[8] = { VMSTACK_CMD, "info" };
+    int n = 2;
+    for (const char *const *a = r->args; a && *a && n < 7; a++) argv[n++] = *a;
+    argv[n] = NULL;
+    cli_exec((void *)argv);
+}
+
+static int info(const char *const *env, const char *const *args)
+{
+    struct info_run r = { env, args };
+    return tst_fork(info_exec, &r, out, sizeof out);
+}
+
+/* The value after the label of a "  label   value" line, or a failure. */
+static const char *value_of(const char *label)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "  %s ", label);
+    const char *l = cli_line(out, prefix);
+    if (!l) TST_FAIL("no \"%s\" line in:\n%s", label, out);
+    l += strlen(prefix);
+    while (*l == ' ') l++;
+    return l;
+}
+
+static void assert_value(const char *label, const char *want)
+{
+    const char *v = value_of(label);
+    if (strncmp(v, want, strlen(want)) != 0)
+        TST_FAIL("\"%s\" is \"%.60s\", wanted \"%s\"", label, v, want);
+}
+
+TEST(reports_this_system)
+{
+    const char *env[] = { NULL };
+    int st = info(env, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "%ld KiB (%ld bytes)", sysconf(_SC_PAGESIZE) / 1024,
+             sysconf(_SC_PAGESIZE));
+    assert_value("page size", want);
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    long maxmap = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &maxmap) != 1) maxmap = -1;
+        fclose(f);
+    }
+    if (maxmap > 0) {
+        snprintf(want, sizeof want, "%ld\n", maxmap);
+        assert_value("vm.max_map_count", want);
+    }
+    ASSERT_GT(atol(value_of("mappings in this process")), 0);
+    /* The method the library picks here, in this process, is the one info reports
+     * (unless this process was told to force one). */
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+#ifdef VMSTACK_VMAP
+    if (!getenv("VMSTACK_GUARD_METHOD")) assert_value("guard method", s.guard_method);
+    const char *m = value_of("guard method");
+    ASSERT(!strncmp(m, "madvise (", 9) || !strncmp(m, "mprotect (", 10));
+    ASSERT_NULL(cli_line(out, "  guards used "));
+    assert_value("VMSTACK_VMAP", "ON");
+#else
+    assert_value("guards used", "none: this build is the direct backend");
+    assert_value("VMSTACK_VMAP", "OFF");
+#endif
+    /* The contract's defaults. */
+    assert_value("stack size", "256 KiB (262144 bytes)");
+    assert_value("guard size", "64 KiB (65536 bytes)");
+    assert_value("on overflow", "kill the task");
+    assert_value("scrub reused stacks", "yes");
+    assert_value("stack painting", "off");
+    assert_value("end-of-stack check", "off");
+}
+
+TEST(follows_the_environment)
+{
+    const char *env[] = { "VMSTACK_STACK_SIZE=100k", "VMSTACK_GUARD_SIZE=5000",
+                          "VMSTACK_CACHE=3", "VMSTACK_ON_OVERFLOW=abort", "VMSTACK_SCRUB=0",
+                          "VMSTACK_PAINT=1", "VMSTACK_END_CHECK=yes", NULL };
+    int st = info(env, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    /* Sizes as the library rounds them: the stack to its class, the guard to pages. */
+    assert_value("stack size", "128 KiB (131072 bytes)");
+    char want[64];
+    long page = sysconf(_SC_PAGESIZE);
+    long guard = (5000 + page - 1) / page * page;
+    snprintf(want, sizeof want, "(%ld bytes)", guard);
+    ASSERT_STR_CONTAINS(value_of("guard size"), want);
+    assert_value("cached stacks per thread", "3\n");
+    assert_value("on overflow", "abort");
+    assert_value("scrub reused stacks", "no");
+    assert_value("stack painting", "on");
+    assert_value("end-of-stack check", "on");
+}
+
+TEST(malformed_variable_warns_and_keeps_the_default)
+{
+    const char *env[] = { "VMSTACK_STACK_SIZE=lots", NULL };
+    int st = info(env, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    ASSERT_STR_CONTAINS(out, "VMSTACK_STACK_SIZE=\"lots\" is not a size");
+    assert_value("stack size", "256 KiB (262144 bytes)");
+}
+
+TEST(forced_mprotect)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("this build has the direct backend (VMSTACK_VMAP=OFF): no guard method is used");
+#else
+    const char *env[] = { "VMSTACK_GUARD_METHOD=mprotect", NULL };
+    int st = info(env, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    assert_value("guard method", "mprotect (forced by configuration; two mappings per stack)");
+    /* The limit the mprotect method runs into, in stacks. */
+    ASSERT_GT(atol(value_of("stacks before the limit") + strlen("about ")), 0);
+#endif
+}
+
+TEST(options)
+{
+    const char *help[] = { "--help", NULL };
+    ASSERT_EXITED(info(NULL, help), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack info\n");
+    const char *bad[] = { "--frobnicate", NULL };
+    ASSERT_EXITED(info(NULL, bad), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: info: unknown option `--frobnicate`");
+}
