@@ -14,9 +14,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
 static VMS_TLS bool thread_ready;
@@ -148,9 +148,11 @@ static void fork_prepare(void)
     pthread_mutex_lock(&deferred_lock);
     while (reaping > (reaping_here ? 1u : 0u)) {
         /* Reaps are short (a few frees): poll rather than keep a condition variable,
-         * whose waiters would be phantoms in the child. */
+         * whose waiters would be phantoms in the child, and yield rather than sleep:
+         * nanosleep is a cancellation point, and a thread cancelled inside fork would
+         * leave the C library's fork lock held. */
         pthread_mutex_unlock(&deferred_lock);
-        nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 }, NULL);
+        sched_yield();
         pthread_mutex_lock(&deferred_lock);
     }
     vms__cache_fork_lock();
