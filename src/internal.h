@@ -266,10 +266,16 @@ VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
 VMS_HIDDEN void vms__stack_reap(void);
 /* Whether a grave was seen opened by the kernel in this process (tests). */
 VMS_HIDDEN bool vms__stack_graves_proven(void);
-/* Registers vmstack's fork handlers (once, at initialization): before fork every lock of
- * vmstack is taken, in the order the code nests them, after a reap in progress has
- * finished, so that the child's one thread finds them free and no stack in flight. */
-VMS_HIDDEN void vms__stack_fork_register(void);
+/* vmstack's fork handlers (options.c registers them at load and calls these once vmstack
+ * is initialized, under its init lock): before fork every lock of vmstack is taken, in
+ * the order the code nests them, after a reap in progress has finished, so that the
+ * child's one thread finds them free and no stack in flight. */
+VMS_HIDDEN void vms__stack_fork_prepare(void);
+VMS_HIDDEN void vms__stack_fork_parent(void);
+VMS_HIDDEN void vms__stack_fork_child(void);
+/* Tests only: when set, called by the thread that initializes vmstack, under its init
+ * lock, before anything is set up. */
+VMS_HIDDEN extern void (*vms__init_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);

@@ -166,12 +166,12 @@ static void decide(const vms_config *cfg)
         vms__opt.stack_size = VMS_DEFAULT_STACK_SIZE;
 }
 
+void (*vms__init_hook)(void);
+
 static int finish_init(const vms_config *cfg)
 {
     decide(cfg);
-    /* Registered before any stack exists, so that no fork can find a lock of ours held
-     * by a thread that the child will not have. */
-    vms__stack_fork_register();
+    if (vms__init_hook) vms__init_hook();
     /* The handler and what it reads (the main stack's range, symbol tables) are set up
      * before any other thread can see INIT_DONE and start using vmstack. */
     int e = vms__guard_install();
@@ -182,6 +182,37 @@ static int finish_init(const vms_config *cfg)
      * vms_stack_alloc. */
     (void)vms__guard_thread_init();
     return 0;
+}
+
+/* fork: the init lock first, then, once vmstack is initialized, every other lock of
+ * vmstack (stack.c). Registered when the library is loaded, not at initialization: a
+ * fork while another thread is initializing vmstack (it holds init_lock, before
+ * INIT_DONE) used to give the child init_lock held by a thread it does not have, and
+ * the child's first vmstack call hung. Now that fork waits for the initialization. */
+static bool fork_took_all;          /* written by the forking thread under init_lock */
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&init_lock);
+    fork_took_all = atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE;
+    if (fork_took_all) vms__stack_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+    if (fork_took_all) vms__stack_fork_parent();
+    pthread_mutex_unlock(&init_lock);
+}
+
+static void fork_child(void)
+{
+    if (fork_took_all) vms__stack_fork_child();
+    pthread_mutex_unlock(&init_lock);
+}
+
+__attribute__((constructor)) static void fork_register(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 int vms__ensure_init(void)

@@ -143,7 +143,7 @@ static bool grave_lock_new(struct grave *g);
  * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
  * table's. A thread that forks in the middle of its own reap (from a signal handler)
  * does not wait for itself: its child loses those graves. */
-static void fork_prepare(void)
+void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
     while (reaping > (reaping_here ? 1u : 0u)) {
@@ -160,7 +160,7 @@ static void fork_prepare(void)
     vms__trace_fork_lock();
 }
 
-static void fork_parent(void)
+void vms__stack_fork_parent(void)
 {
     vms__trace_fork_unlock(false);
     vms__arena_fork_unlock();
@@ -176,7 +176,7 @@ static void fork_parent(void)
  * the parent thread's ID names no thread here, and a reaper would take the grave for one
  * the kernel forgot to mark. Should the relock fail, the grave leaves the list: its
  * stacks stay buried for good rather than be freed while still in use. */
-static void fork_child(void)
+void vms__stack_fork_child(void)
 {
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
@@ -197,11 +197,6 @@ static void fork_child(void)
         my_grave = NULL;
     }
     pthread_mutex_unlock(&deferred_lock);
-}
-
-void vms__stack_fork_register(void)
-{
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 static struct vms_stack *pool_take(unsigned cls)

@@ -7,6 +7,11 @@
 #include "internal.h"
 #include "test.h"
 
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <vmstack.h>
 
 struct envcase { const char *var, *value; };
@@ -264,6 +269,68 @@ TEST(init_accepts_the_limits)
 {
     char out[2048];
     int st = tst_fork(init_limits_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child: %s %d; output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+}
+
+/* fork while another thread is initializing vmstack: the child must not inherit the init
+ * lock held by that thread (its first vmstack call would wait for it for good). fork
+ * waits for the initialization. The hook holds the initializing thread 100 ms inside it,
+ * so that without that wait the child is made in between. */
+static atomic_int init_entered;
+
+static void slow_init(void)
+{
+    atomic_store(&init_entered, 1);
+    nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
+}
+
+static sem_t init_child_done;
+
+static void *first_user(void *arg)
+{
+    vms_stack *s = vms_stack_alloc(0);
+    vms_stack_free(s);
+    /* Alive until the child is done: under TSan a child that inherits an ended thread
+     * nobody joined reports it as leaked. */
+    while (sem_wait(&init_child_done) != 0) {}
+    return s ? arg : NULL;
+}
+
+static void fork_during_init_child(void *arg)
+{
+    (void)arg;
+    vms__init_hook = slow_init;
+    if (sem_init(&init_child_done, 0, 0) != 0) exit(15);
+    pthread_t t;
+    if (pthread_create(&t, NULL, first_user, &init_entered) != 0) exit(10);
+    while (!atomic_load(&init_entered)) sched_yield();
+    pid_t pid = fork();
+    if (pid < 0) exit(11);
+    if (pid == 0) {
+        alarm(10);                               /* a hang is a failure, not a stuck run */
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) _exit(2);
+        vms_stack_free(s);
+        _exit(0);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    sem_post(&init_child_done);
+    void *r = NULL;
+    if (pthread_join(t, &r) != 0 || r != &init_entered) exit(12);
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) {
+        printf("the child hung in its first vmstack call\n");
+        exit(13);
+    }
+    exit(WIFEXITED(st) ? WEXITSTATUS(st) : 14);
+}
+
+TEST(fork_during_another_threads_init_leaves_the_child_working)
+{
+    char out[2048];
+    int st = tst_fork(fork_during_init_child, NULL, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         TST_FAIL("child: %s %d; output:\n%s", WIFEXITED(st) ? "exit" : "signal",
                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
