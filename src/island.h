@@ -163,6 +163,9 @@ VMS_HIDDEN size_t vms__oops_tainted(void);
 /* Calls the oops hook, if one is set, with oops (the end magic's report; an oops report
  * calls it itself). */
 VMS_HIDDEN void vms__oops_call_hook(const vms_oops *oops);
+/* fork: takes the lock of vms_set_oops_hook and releases it (parent and child). */
+VMS_HIDDEN void vms__oops_fork_lock(void);
+VMS_HIDDEN void vms__oops_fork_unlock(void);
 /* async-signal-safe: a one-line message under the report lock (used for a fault inside
  * the reporter itself). */
 VMS_HIDDEN void vms__oops_line(const char *msg);

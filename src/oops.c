@@ -55,6 +55,18 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
+/* fork: a child made while another thread held hook_lock would spin for good in its
+ * next vms_set_oops_hook; the forking thread takes it (a few instructions' wait). */
+void vms__oops_fork_lock(void)
+{
+    while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
+}
+
+void vms__oops_fork_unlock(void)
+{
+    atomic_flag_clear_explicit(&hook_lock, memory_order_release);
+}
+
 void vms__oops_call_hook(const vms_oops *oops)
 {
     int idx = atomic_load_explicit(&hook_index, memory_order_acquire);

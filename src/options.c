@@ -10,6 +10,7 @@
  * and tests/options.c one test per row.
  */
 #include "internal.h"
+#include "island.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -196,16 +197,19 @@ static void fork_prepare(void)
     pthread_mutex_lock(&init_lock);
     fork_took_all = atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE;
     if (fork_took_all) vms__stack_fork_prepare();
+    vms__oops_fork_lock();        /* vms_set_oops_hook needs no initialization */
 }
 
 static void fork_parent(void)
 {
+    vms__oops_fork_unlock();
     if (fork_took_all) vms__stack_fork_parent();
     pthread_mutex_unlock(&init_lock);
 }
 
 static void fork_child(void)
 {
+    vms__oops_fork_unlock();
     if (fork_took_all) vms__stack_fork_child();
     pthread_mutex_unlock(&init_lock);
 }

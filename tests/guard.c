@@ -14,6 +14,7 @@
 
 #include <alloca.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -651,6 +652,46 @@ TEST(oops_hook_gets_filled_oops_before_action)
     const char *order[] = { "vmstack: Call Trace:", "hook: fields ok trace[5] island_recurse_down\n",
                             "vmstack: aborting" };
     assert_in_order(out, order, 3);
+}
+
+/* fork while another thread sets the hook: the child must not inherit the hook's lock
+ * held (its own vms_set_oops_hook would spin for good). A thread that does nothing but
+ * set the hook holds that lock most of the time, so nearly every fork lands in it. */
+static atomic_int hook_setter_stop;
+
+static void quiet_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+}
+
+static void *hook_setter(void *arg)
+{
+    while (!atomic_load(&hook_setter_stop)) vms_set_oops_hook(quiet_hook, arg);
+    return arg;
+}
+
+TEST(fork_while_another_thread_sets_the_oops_hook)
+{
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, hook_setter, NULL), 0);
+    int hung = 0;
+    for (int i = 0; i < 10; i++) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            alarm(2);                            /* a hang is a failure, not a stuck run */
+            vms_set_oops_hook(NULL, NULL);
+            _exit(0);
+        }
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) hung++;
+    }
+    atomic_store(&hook_setter_stop, 1);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms_set_oops_hook(NULL, NULL);
+    if (hung) TST_FAIL("%d children of 10 did not return from vms_set_oops_hook", hung);
 }
 
 /* ---- the main thread and foreign threads ----------------------------------------------- */
