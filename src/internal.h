@@ -276,6 +276,9 @@ VMS_HIDDEN void vms__stack_fork_child(void);
 /* Tests only: when set, called by the thread that initializes vmstack, under its init
  * lock, before anything is set up. */
 VMS_HIDDEN extern void (*vms__init_hook)(void);
+/* Tests only: when set, called by the forking thread first thing in fork's prepare
+ * handler, before it takes any lock: a test can tell that a fork has begun. */
+VMS_HIDDEN extern void (*vms__fork_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);

@@ -192,8 +192,11 @@ static int finish_init(const vms_config *cfg)
  * the child's first vmstack call hung. Now that fork waits for the initialization. */
 static bool fork_took_all;          /* written by the forking thread under init_lock */
 
+void (*vms__fork_hook)(void);
+
 static void fork_prepare(void)
 {
+    if (vms__fork_hook) vms__fork_hook();
     pthread_mutex_lock(&init_lock);
     fork_took_all = atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE;
     if (fork_took_all) vms__stack_fork_prepare();

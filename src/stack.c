@@ -141,8 +141,9 @@ static bool grave_lock_new(struct grave *g);
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
  * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
- * table's. A thread that forks in the middle of its own reap (from a signal handler)
- * does not wait for itself: its child loses those graves. */
+ * table's. fork from a signal handler that interrupted vmstack while it held one of
+ * these locks deadlocks, as with any library's locks; one that interrupted its own reap
+ * between two locked steps does not wait for itself (its child loses those graves). */
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);

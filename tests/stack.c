@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <time.h>
 #include <unistd.h>
@@ -394,8 +395,15 @@ TEST(fork_child_inherits_and_allocates)
 /* fork while another thread holds vmstack's locks (here: all of them, as a thread
  * opening slots, registering its cache or loading symbols does for a moment): fork waits
  * for them, and the child, whose one thread could never get a lock held by a thread it
- * does not have, uses every one of them. Without the wait the child hangs (alarm). */
+ * does not have, uses every one of them. The holder keeps them until the fork has begun
+ * (the fork hook says so) and 50 ms more; without the wait the child hangs (alarm). */
 static sem_t locks_held, child_done;
+static atomic_bool fork_began;
+
+static void note_fork(void)
+{
+    atomic_store(&fork_began, true);
+}
 
 static void *hold_locks(void *arg)
 {
@@ -404,7 +412,8 @@ static void *hold_locks(void *arg)
     vms__arena_fork_lock();
     vms__trace_fork_lock();
     sem_post(&locks_held);
-    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);   /* fork begins */
+    while (!atomic_load(&fork_began)) sched_yield();
+    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
     vms__trace_fork_unlock(false);
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();
@@ -417,6 +426,7 @@ static void *hold_locks(void *arg)
 static void use_every_lock(void *arg)
 {
     (void)arg;
+    vms__fork_hook = NULL;
     alarm(30);
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);              /* the cache's registry */
@@ -433,11 +443,14 @@ TEST(fork_waits_for_a_thread_holding_our_locks)
     vms_stack_free(st);
     ASSERT_EQ(sem_init(&locks_held, 0, 0), 0);
     ASSERT_EQ(sem_init(&child_done, 0, 0), 0);
+    atomic_store(&fork_began, false);
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, hold_locks, NULL), 0);
     while (sem_wait(&locks_held) != 0) {}
+    vms__fork_hook = note_fork;
     char out[512];
     tst_run_ok(use_every_lock, NULL, out, sizeof out);
+    vms__fork_hook = NULL;
     sem_post(&child_done);
     pthread_join(t, NULL);
     sem_destroy(&locks_held);

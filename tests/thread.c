@@ -443,14 +443,21 @@ TEST(fork_with_a_pending_grave)
 
 /* fork while another thread reaps: graves it has taken off the list but whose stacks it
  * has not freed yet would be lost to the child, their stacks live there for good. fork
- * waits for the reap. The hook holds the reaper between the two steps until the fork
- * has begun, and 50 ms more, so without that wait the child is made in between. */
+ * waits for the reap. The reap hook holds the reaper between the two steps until the
+ * fork has begun (the fork hook says so) and 50 ms more, so without that wait the child
+ * is made in between. */
 static atomic_int reap_phase;
+static atomic_bool fork_began;
+
+static void note_fork(void)
+{
+    atomic_store(&fork_began, true);
+}
 
 static void slow_reap(void)
 {
     atomic_store(&reap_phase, 1);                /* graves taken, stacks not freed */
-    while (atomic_load(&reap_phase) != 2) sched_yield();
+    while (!atomic_load(&fork_began)) sched_yield();
     nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
 }
 
@@ -478,6 +485,7 @@ static void *wait_then_end(void *arg)
 static void live_in_child(void *arg)
 {
     vms__stack_reap_hook = NULL;
+    vms__fork_hook = NULL;
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);
     if (s.stacks_live != *(size_t *)arg) {
@@ -501,6 +509,7 @@ TEST(fork_waits_for_a_reap_in_progress)
     ASSERT_EQ(pthread_join(t, NULL), 0);
     sem_destroy(&go);
     atomic_store(&reap_phase, 0);
+    atomic_store(&fork_began, false);
     ASSERT_EQ(sem_init(&reaper_may_end, 0, 0), 0);
     vms__stack_reap_hook = slow_reap;
     pthread_t r;
@@ -512,9 +521,10 @@ TEST(fork_waits_for_a_reap_in_progress)
         vms__stack_reap_hook = NULL;
         SKIP("the thread left no grave (graves do not work here)");
     }
-    atomic_store(&reap_phase, 2);
+    vms__fork_hook = note_fork;
     char out[512];
     tst_run_ok(live_in_child, &live0, out, sizeof out);
+    vms__fork_hook = NULL;
     sem_post(&reaper_may_end);
     pthread_join(r, NULL);
     sem_destroy(&reaper_may_end);
