@@ -163,6 +163,7 @@ static atomic_ulong next_id;
  * the usual resume's one compare (home against this thread's token) sends it to the
  * resume that checks: the check costs nothing on the fast path when it is off. */
 #define HOME_CHECKED (1UL << 62)
+_Static_assert(sizeof(unsigned long) == 8, "tokens and HOME_CHECKED assume LP64");
 static atomic_ulong next_token;
 
 static unsigned long thread_token(struct vms__thread *th)
