@@ -1,0 +1,65 @@
+/*
+ * cli_bench.c - `vmstack bench --quick` runs end to end: every group it lists produces
+ * judged rows, in the table and in JSON, and a bad option is an error. No time is
+ * asserted (these machines are shared): the numbers are the benchmark's business.
+ */
+#include "cli_demo_run.h"
+
+static char out[1 << 20];
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+TEST(quick_json_has_every_group)
+{
+    const char *list[] = { "bench", "--list", NULL };
+    ASSERT_EXITED(cli_run(list, out, sizeof out), 0);
+    int groups = 0;
+    for (const char *l = out; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        if (*l != '\n' && *l != ' ') groups++;
+    ASSERT_GT(groups, 3);
+    const char *args[] = { "bench", "--quick", "--json", NULL };
+    int st = cli_run(args, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    ASSERT_STR_CONTAINS(out, "\"tool\": \"vmstack bench\"");
+    ASSERT_STR_CONTAINS(out, "\"quick\": true");
+    /* Every group makes at least one row, and every row is judged (or has no target). */
+    int rows = count_of(out, "{\"id\": ");
+    ASSERT_GE(rows, groups);
+    ASSERT_EQ(count_of(out, "\"result\": \"met\"") + count_of(out, "\"result\": \"MISSED\"") +
+                  count_of(out, "\"result\": \"-\""),
+              rows);
+    ASSERT_STR_CONTAINS(out, "{\"id\": \"stack.warm.default.mmap\"");
+    ASSERT_STR_CONTAINS(out, "{\"id\": \"stack.scale\"");
+#ifdef VMSTACK_VMAP
+    ASSERT_STR_CONTAINS(out, "{\"id\": \"fiber.switch.ucontext\"");
+    ASSERT_STR_CONTAINS(out, "{\"id\": \"thread.create\"");
+    ASSERT_STR_CONTAINS(out, "{\"id\": \"stack.scale.128k\"");
+#endif
+}
+
+TEST(table_of_one_group)
+{
+    const char *args[] = { "bench", "--quick", "--only", "stack.warm", NULL };
+    int st = cli_run(args, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    ASSERT_STR_CONTAINS(out, "median of 5 interleaved rounds per case");
+    ASSERT_STR_CONTAINS(out, "stack alloc+touch+free, default");
+    ASSERT_STR_CONTAINS(out, "mmap+mprotect+munmap");
+    ASSERT_STR_NOT_CONTAINS(out, "fiber switch");
+}
+
+TEST(bad_options)
+{
+    const char *a[] = { "bench", "--only", "nosuch", NULL };
+    ASSERT_EXITED(cli_run(a, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack bench: error: --only nosuch matches no group");
+    const char *b[] = { "bench", "--rounds", "0", NULL };
+    ASSERT_EXITED(cli_run(b, out, sizeof out), 2);
+    const char *c[] = { "bench", "--frobnicate", NULL };
+    ASSERT_EXITED(cli_run(c, out, sizeof out), 2);
+}
