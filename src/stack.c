@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
 static VMS_TLS bool thread_ready;
@@ -144,14 +145,31 @@ static bool grave_lock_new(struct grave *g);
  * table's. fork from a signal handler that interrupted vmstack while it held one of
  * these locks deadlocks, as with any library's locks; one that interrupted its own reap
  * between two locked steps does not wait for itself (its child loses those graves). */
+/* How long fork waits for a reap in flight. A reap takes microseconds; the bound is for
+ * a reaper that cannot finish while fork runs: one blocked in malloc on a lock that a
+ * replacement allocator's own fork handler, run before ours, already holds. Then the
+ * child loses that reap's graves (their stacks stay live there) rather than hang. */
+#define FORK_REAP_WAIT_NS 1000000000L
+
+static long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
+    long start = 0;
     while (reaping > (reaping_here ? 1u : 0u)) {
         /* Reaps are short (a few frees): poll rather than keep a condition variable,
          * whose waiters would be phantoms in the child, and yield rather than sleep:
          * nanosleep is a cancellation point, and a thread cancelled inside fork would
          * leave the C library's fork lock held. */
+        long now = mono_ns();
+        if (!start) start = now;
+        else if (now - start > FORK_REAP_WAIT_NS) break;
         pthread_mutex_unlock(&deferred_lock);
         sched_yield();
         pthread_mutex_lock(&deferred_lock);

@@ -495,7 +495,20 @@ static void live_in_child(void *arg)
     }
 }
 
-TEST(fork_waits_for_a_reap_in_progress)
+/* A reaper that cannot finish while fork runs (one blocked in malloc on a lock that a
+ * replacement allocator's fork handler holds): fork gives up waiting after a bound, and
+ * the child loses that reap's graves (their stacks stay live there) rather than hang. */
+static atomic_bool reaper_released;
+
+static void stuck_reap(void)
+{
+    atomic_store(&reap_phase, 1);
+    while (!atomic_load(&reaper_released)) sched_yield();
+}
+
+/* A grave pending, a reaper held inside its reap by hook, a fork meanwhile: the child must
+ * count child_extra more live stacks than before, and the parent none once it is done. */
+static void fork_during_reap(void (*hook)(void), size_t child_extra)
 {
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
@@ -510,8 +523,9 @@ TEST(fork_waits_for_a_reap_in_progress)
     sem_destroy(&go);
     atomic_store(&reap_phase, 0);
     atomic_store(&fork_began, false);
+    atomic_store(&reaper_released, false);
     ASSERT_EQ(sem_init(&reaper_may_end, 0, 0), 0);
-    vms__stack_reap_hook = slow_reap;
+    vms__stack_reap_hook = hook;
     pthread_t r;
     ASSERT_EQ(pthread_create(&r, NULL, reap_once, NULL), 0);
     while (atomic_load(&reap_phase) == 0) sched_yield();
@@ -523,14 +537,26 @@ TEST(fork_waits_for_a_reap_in_progress)
     }
     vms__fork_hook = note_fork;
     char out[512];
-    tst_run_ok(live_in_child, &live0, out, sizeof out);
+    size_t want = live0 + child_extra;
+    tst_run_ok(live_in_child, &want, out, sizeof out);
     vms__fork_hook = NULL;
+    atomic_store(&reaper_released, true);
     sem_post(&reaper_may_end);
     pthread_join(r, NULL);
     sem_destroy(&reaper_may_end);
     vms__stack_reap_hook = NULL;
     ASSERT_EQ(vms_get_stats(&s), 0);
     ASSERT_EQ(s.stacks_live, live0);
+}
+
+TEST(fork_waits_for_a_reap_in_progress)
+{
+    fork_during_reap(slow_reap, 0);
+}
+
+TEST(fork_waits_for_a_stuck_reap_only_so_long)
+{
+    fork_during_reap(stuck_reap, 1);   /* the dead thread's stack, never freed there */
 }
 
 static void no_robust_child(void *arg)
