@@ -93,9 +93,12 @@ static void load_env(void)
 
     const char *v = getenv("VMSTACK_CACHE");
     if (v) {
+        /* A count: digits only (a size suffix, "1k", would mean 1024 stacks). */
         size_t n;
-        if (vms__parse_size(v, &n) != 0 || n > 1024) bad_env("VMSTACK_CACHE", v, "a count from 0 to 1024");
-        else vms__opt.cache_per_thread = (unsigned)n;
+        if (v[strspn(v, "0123456789")] != '\0' || vms__parse_size(v, &n) != 0 || n > 1024)
+            bad_env("VMSTACK_CACHE", v, "a count from 0 to 1024");
+        else
+            vms__opt.cache_per_thread = (unsigned)n;
     }
     v = getenv("VMSTACK_ON_OVERFLOW");
     if (v) {

@@ -129,7 +129,7 @@ TEST(malformed_values_warn_and_use_defaults)
         /* Below or above the limits, and every boolean. */
         { "VMSTACK_STACK_SIZE", "0" }, { "VMSTACK_STACK_SIZE", "1025m" },
         { "VMSTACK_GUARD_SIZE", "0" }, { "VMSTACK_GUARD_SIZE", "1073741825" },
-        { "VMSTACK_CACHE", "1025" }, { "VMSTACK_CACHE", "-1" },
+        { "VMSTACK_CACHE", "1025" }, { "VMSTACK_CACHE", "-1" }, { "VMSTACK_CACHE", "1k" },
         { "VMSTACK_ON_OVERFLOW", "KILL" }, { "VMSTACK_END_CHECK", "2" },
         { "VMSTACK_SCRUB", "x" }, { "VMSTACK_GUARD_METHOD", "" },
     };
