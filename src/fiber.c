@@ -121,9 +121,7 @@ static inline bool task_record_ok(const struct vms__task *t)
 
 static inline void task_check_record(const struct vms__task *t, const char *call)
 {
-    if (VMS_UNLIKELY(t->canary != ((uintptr_t)t ^ atomic_load_explicit(
-                                       &canary_secret, memory_order_relaxed))))
-        task_record_corrupted(t, call);
+    if (VMS_UNLIKELY(!task_record_ok(t))) task_record_corrupted(t, call);
 }
 
 /* The top of a task's stack, from the top down: an outermost frame record (two zero
