@@ -489,10 +489,7 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
                                                        struct vms__task *t,
                                                        unsigned long home)
 {
-    if (VMS_LIKELY(home == (th->token | HOME_CHECKED))) {
-        /* VMS_END_CHECK: the task we leave (a task resuming another) is checked. */
-        task_check_end(th, th->cur);
-    } else if (home == HOME_NONE) {
+    if (home == HOME_NONE) {
         if (!th->guard_ready) {
             /* Without an alternate signal stack an overflow could not be handled and
              * would kill the process: refuse rather than run unprotected. */
@@ -506,10 +503,11 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
                                                      memory_order_acq_rel,
                                                      memory_order_acquire))
             return -EINVAL;                    /* another thread claimed it first */
-        task_check_end(th, th->cur);
-    } else {
+    } else if (home != (th->token | HOME_CHECKED)) {
         return -EINVAL;                        /* it belongs to another thread */
     }
+    /* VMS_END_CHECK: the task we leave (a task resuming another) is checked. */
+    task_check_end(th, th->cur);
     task_switch_in(th, t);
     return TASK_SWITCH_TO(t);
 }

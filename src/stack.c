@@ -139,12 +139,6 @@ static void grave_put(struct grave *g)
 
 static bool grave_lock_new(struct grave *g);
 
-/* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
- * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
- * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
- * table's. fork from a signal handler that interrupted vmstack while it held one of
- * these locks deadlocks, as with any library's locks; one that interrupted its own reap
- * between two locked steps does not wait for itself (its child loses those graves). */
 /* How long fork waits for a reap in flight. A reap takes microseconds; the bound is for
  * a reaper that cannot finish while fork runs: one blocked in malloc on a lock that a
  * replacement allocator's own fork handler, run before ours, already holds. Then the
@@ -158,6 +152,12 @@ static long mono_ns(void)
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
+ * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
+ * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
+ * table's. fork from a signal handler that interrupted vmstack while it held one of
+ * these locks deadlocks, as with any library's locks; one that interrupted its own reap
+ * between two locked steps does not wait for itself (its child loses those graves). */
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
