@@ -75,7 +75,8 @@ static uintptr_t task_canary_secret(void)
     return s;
 }
 
-static struct vms__task *task_place(struct vms_stack *st);
+static struct vms__task *task_place(struct vms_stack *st, unsigned k);
+static bool task_is_place(struct vms_stack *st, const struct vms__task *t);
 
 /* The canary of t is wrong: t is no live fiber's record. Says which of the three it is:
  * a pointer vmstack never handed out as a fiber, a fiber destroyed already (its stack is
@@ -85,7 +86,7 @@ static _Noreturn __attribute__((noinline)) void task_record_corrupted(const stru
                                                                       const char *call)
 {
     struct vms__where w;
-    if (vms__arena_where(t, &w) != VMS__WHERE_STACK || !w.st || task_place(w.st) != t)
+    if (vms__arena_where(t, &w) != VMS__WHERE_STACK || !w.st || !task_is_place(w.st, t))
         vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
                    "pointer)", call, (const void *)t);
     if (atomic_load_explicit(&w.st->state, memory_order_acquire) != VMS__SLOT_LIVE ||
@@ -119,6 +120,15 @@ static inline bool task_record_ok(const struct vms__task *t)
                                                             memory_order_relaxed));
 }
 
+/* A resume of a fiber in a state that cannot be resumed: -EINVAL if it is a fiber, and
+ * the report of task_record_corrupted if the pointer is none (the state word of a
+ * destroyed fiber's record is whatever its stack holds now). */
+static VMS_OPAQUE int resume_bad_state(const struct vms__task *t)
+{
+    if (!task_record_ok(t)) task_record_corrupted(t, "vms_fiber_resume");
+    return -EINVAL;
+}
+
 static inline void task_check_record(const struct vms__task *t, const char *call)
 {
     if (VMS_UNLIKELY(!task_record_ok(t))) task_record_corrupted(t, call);
@@ -131,10 +141,22 @@ static inline void task_check_record(const struct vms__task *t, const char *call
  * (the oops trace without libunwind) end: it must stay at the very top. The oops comes
  * first in the record after the canary: it is only written when the task dies, so a
  * write a little above the task's first frame lands there before it reaches the
- * contexts. Even the smallest stack (one page) keeps most of its room. */
+ * contexts. Even the smallest stack (one page) keeps most of its room.
+ *
+ * The record sits at one of TASK_PLACES places below the outermost frame, the next one
+ * for each new task on the stack (counted in its slot record, mod 256, a multiple of
+ * TASK_PLACES). A fiber handle is the record's address: if the record stayed put, the
+ * next fiber made on a freed stack (the cache hands freed stacks out again) would have
+ * the same address, and a handle kept after vms_fiber_destroy would resume or destroy
+ * the new fiber. With the place moving on, the old address holds no valid canary and the
+ * stale handle is reported: always while fewer than TASK_PLACES tasks were placed on the
+ * stack since, and later unless their number is a multiple of TASK_PLACES. Costs nothing
+ * per switch, and up to (TASK_PLACES - 1) * 64 bytes of the stack. */
 #define OUTER_FRAME    ((size_t)64)
 #define TASK_FOOTPRINT ((sizeof(struct vms__task) + 63) & ~(size_t)63)
-_Static_assert(TASK_FOOTPRINT + OUTER_FRAME <= 1024, "a task record takes at most a quarter page");
+#define TASK_PLACES    4u
+#define TASK_ROOM      (TASK_FOOTPRINT + OUTER_FRAME + (TASK_PLACES - 1) * (size_t)64)
+_Static_assert(TASK_ROOM <= 1280, "a task record leaves a one-page stack 2/3 of its room");
 
 /* The public handle is the task itself; the wrapper only keeps the types apart. */
 struct vms_fiber { struct vms__task task; };
@@ -216,14 +238,30 @@ static void task_main(void *arg)
         t->result = t->fn.thread(t->arg);
 }
 
-/* The record of the task that will own st: near its top (see TASK_FOOTPRINT). */
-static struct vms__task *task_place(struct vms_stack *st)
+/* The k-th place of a task's record on st: near its top (see TASK_PLACES). */
+static struct vms__task *task_place(struct vms_stack *st, unsigned k)
 {
-    return (struct vms__task *)(void *)(vms__stack_top_of(st) - OUTER_FRAME - TASK_FOOTPRINT);
+    return (struct vms__task *)(void *)(vms__stack_top_of(st) - OUTER_FRAME - TASK_FOOTPRINT -
+                                        (k % TASK_PLACES) * 64);
+}
+
+/* The place of the record of the next task on st, a live stack of the caller's: another
+ * than its previous task's. */
+static struct vms__task *task_new_place(struct vms_stack *st)
+{
+    return task_place(st, ++st->tasks);
+}
+
+/* Whether t is where some task's record on st would be. */
+static bool task_is_place(struct vms_stack *st, const struct vms__task *t)
+{
+    for (unsigned k = 0; k < TASK_PLACES; k++)
+        if (task_place(st, k) == t) return true;
+    return false;
 }
 
 /* Fills in everything but fn and arg, and hands st to t; pre: st is a live stack and t
- * is task_place(st). The task's first frame starts right below its record. */
+ * is task_new_place(st). The task's first frame starts right below its record. */
 static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const char *name)
 {
     t->canary = (uintptr_t)t ^ task_canary_secret();
@@ -467,7 +505,7 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
     }
     struct vms_stack *st = vms_stack_alloc(attr ? attr->stack_size : 0);
     if (!st) return NULL;                      /* errno from vms_stack_alloc */
-    struct vms__task *t = task_place(st);
+    struct vms__task *t = task_new_place(st);
     t->fn.fiber = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_FIBER, st, attr ? attr->name : NULL);
@@ -518,7 +556,7 @@ int vms_fiber_resume(vms_fiber *f)
     struct vms__task *t = &f->task;
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
-    if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return -EINVAL;
+    if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return resume_bad_state(t);
     if (VMS_UNLIKELY(!task_record_ok(t))) return resume_bad_record(t);
     unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
     if (VMS_UNLIKELY(home != th->token)) return fiber_resume_slow(th, t, home);
@@ -555,13 +593,15 @@ vms_fiber *vms_fiber_self(void)
 int vms_fiber_state(const vms_fiber *f)
 {
     if (!f) return -EINVAL;
+    task_check_record(&f->task, "vms_fiber_state");
     return atomic_load_explicit(&f->task.state, memory_order_relaxed);
 }
 
 const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
 {
-    if (!f || atomic_load_explicit(&f->task.state, memory_order_relaxed) != VMS_KILLED)
-        return NULL;
+    if (!f) return NULL;
+    task_check_record(&f->task, "vms_fiber_oops");
+    if (atomic_load_explicit(&f->task.state, memory_order_relaxed) != VMS_KILLED) return NULL;
     return &f->task.oops;
 }
 
@@ -571,6 +611,7 @@ const vms_stack *vms_fiber_stack(const vms_fiber *f)
         errno = EINVAL;
         return NULL;
     }
+    task_check_record(&f->task, "vms_fiber_stack");
     return f->task.stack;
 }
 
@@ -625,7 +666,7 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
     }
     struct vms_stack *st = vms_stack_alloc(stack_size);
     if (!st) return NULL;
-    struct vms__task *t = task_place(st);
+    struct vms__task *t = task_new_place(st);
     t->fn.thread = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_THREAD, st, "");

@@ -150,7 +150,8 @@ enum { VMS__SLOT_UNUSED = 0, VMS__SLOT_FREE = 1, VMS__SLOT_LIVE = 2 };
  * so threads freeing neighbouring stacks do not share a line. */
 struct vms_stack {
     _Atomic uint32_t state;       /* VMS__SLOT_* */
-    uint16_t cls;                 /* size class */
+    uint8_t  cls;                 /* size class */
+    uint8_t  tasks;               /* task layer: tasks placed on it so far (mod 256) */
     uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
@@ -162,13 +163,15 @@ struct vms_stack {
     uintptr_t debug;              /* debug layer: painting state */
 };
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
+_Static_assert(VMS__CLASSES <= 256, "a size class fits the slot record's byte");
 
 /* The record of a slot opened for the first time (both backends): FREE, cold (nothing
  * resident), usable bytes [base, base + size). The caller publishes it. */
 static inline void vms__slot_record_init(struct vms_stack *st, unsigned cls,
                                          struct vms__arena *a, char *base, size_t size)
 {
-    st->cls = (uint16_t)cls;
+    st->cls = (uint8_t)cls;
+    st->tasks = 0;
     st->warm = 0;
     st->internal = 0;
     st->next = NULL;
