@@ -111,8 +111,13 @@ typedef void (*vms_oops_hook)(const vms_oops *oops, void *ctx); /* async-signal 
 VMS_API void vms_set_oops_hook(vms_oops_hook hook, void *ctx);
 
 /* For programs that own SIGSEGV themselves: call from your handler first; returns 0 when
- * the fault was not vmstack's (then handle it yourself), and does not return when it was. */
+ * the fault was not vmstack's (then handle it yourself), and does not return when it was.
+ * Declared where <signal.h> declares siginfo_t (POSIX.1b, which brings SI_USER with it):
+ * strict ISO C (-std=c99 without _POSIX_C_SOURCE) has neither, and the rest of this
+ * header compiles there too. */
+#ifdef SI_USER
 VMS_API int vms_handle_fault(int sig, siginfo_t *info, void *uctx);
+#endif
 
 typedef struct vms_stats {
     size_t stacks_live, stacks_cached, arenas;
