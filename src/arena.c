@@ -51,8 +51,10 @@ static struct {
 } classes[VMS__CLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
-/* The arena records themselves live in a small static pool. */
+/* The arena records themselves live in a small static pool. Arenas of different classes
+ * are created under different class locks: this one serializes taking a pool entry. */
 static struct vms__arena pool[MAX_ARENAS];
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* mprotect method only: mappings we made, and the process's total when last counted. */
 static atomic_long mprotect_maps;
@@ -64,16 +66,19 @@ static void classes_init(void)
 }
 
 /* fork: a class lock is held across the system calls that open slots; a child that
- * inherited it locked could never open another slot of that class. */
+ * inherited it locked could never open another slot of that class. The class locks, then
+ * the pool's (taken inside a class lock). */
 void vms__arena_fork_lock(void)
 {
     pthread_once(&classes_once, classes_init);
     unsigned n = vms__arena_classes_used();
     for (unsigned i = 0; i < n; i++) pthread_mutex_lock(&classes[i].lock);
+    pthread_mutex_lock(&pool_lock);
 }
 
 void vms__arena_fork_unlock(void)
 {
+    pthread_mutex_unlock(&pool_lock);
     for (unsigned i = vms__arena_classes_used(); i-- > 0;)
         pthread_mutex_unlock(&classes[i].lock);
 }
@@ -107,8 +112,7 @@ const char *vms__arena_guard_method(void)
 /* Creates and publishes a new arena for cls. Caller holds the class lock. */
 static int arena_create(unsigned cls, struct vms__arena **out)
 {
-    size_t n = atomic_load(&narenas);
-    if (n >= MAX_ARENAS) return -ENOMEM;
+    if (atomic_load(&narenas) >= MAX_ARENAS) return -ENOMEM;
     size_t page = vms__os_page_size();
     size_t guard = vms__opt.guard_size;
     size_t stack = vms__arena_class_size(cls);
@@ -148,6 +152,13 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         vms__os_release(lo, size);
         return e;
     }
+    pthread_mutex_lock(&pool_lock);
+    size_t n = atomic_load(&narenas);
+    if (n >= MAX_ARENAS) {
+        pthread_mutex_unlock(&pool_lock);
+        vms__os_release(lo, size);
+        return -ENOMEM;
+    }
     struct vms__arena *a = &pool[n];
     memset(a, 0, sizeof *a);
     a->lo = lo;
@@ -163,6 +174,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     for (uintptr_t i = first; i <= last; i++)
         atomic_store_explicit(&table[i], a, memory_order_release);
     atomic_store_explicit(&narenas, n + 1, memory_order_release);
+    pthread_mutex_unlock(&pool_lock);
     if (vms__os_guard_method() == VMS__GUARD_MPROTECT) atomic_fetch_add(&mprotect_maps, 2);
     *out = a;
     return 0;

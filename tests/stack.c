@@ -829,3 +829,73 @@ TEST(stacks_live_counts_only_the_programs_stacks)
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
     ASSERT_EXITED(st, 0);
 }
+
+/* Arenas of different classes are created under different class locks: two threads
+ * opening the first slots of two new classes at once must not share one arena record. */
+enum { NEW_CLASS_THREADS = 8 };
+static pthread_barrier_t new_class_barrier;
+
+static void *alloc_new_class(void *arg)
+{
+    size_t size = (size_t)vms__os_page_size() << (uintptr_t)arg;
+    pthread_barrier_wait(&new_class_barrier);
+    return vms_stack_alloc(size);
+}
+
+static void new_classes_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized; the default class's arena */
+    if (!warm) exit(10);
+    pthread_barrier_init(&new_class_barrier, NULL, NEW_CLASS_THREADS);
+    pthread_t t[NEW_CLASS_THREADS];
+    vms_stack *s[NEW_CLASS_THREADS];
+    /* Classes 0..7 (4 KiB to 512 KiB with 4 KiB pages) but not the default's (256 KiB). */
+    uintptr_t cls[NEW_CLASS_THREADS];
+    unsigned def;
+    vms__arena_class(vms__opt.stack_size, &def);
+    for (uintptr_t i = 0, c = 0; i < NEW_CLASS_THREADS; c++)
+        if (c != def) cls[i++] = c;
+    for (int i = 0; i < NEW_CLASS_THREADS; i++)
+        pthread_create(&t[i], NULL, alloc_new_class, (void *)cls[i]);
+    for (int i = 0; i < NEW_CLASS_THREADS; i++) {
+        pthread_join(t[i], (void **)&s[i]);
+        if (!s[i]) exit(11);
+    }
+    for (int i = 0; i < NEW_CLASS_THREADS; i++) {
+        size_t want = (size_t)vms__os_page_size() << cls[i];
+        if (vms_stack_size(s[i]) != want) {
+            printf("stack %d: size %zu, want %zu\n", i, vms_stack_size(s[i]), want);
+            exit(12);
+        }
+        struct vms__where w;
+        if (vms__arena_where(vms_stack_base(s[i]), &w) != VMS__WHERE_STACK ||
+            w.st != (struct vms_stack *)s[i] || w.arena->cls != cls[i]) {
+            printf("stack %d (class %u): the arena lookup finds kind %d, record %p, class %u\n",
+                   i, (unsigned)cls[i], w.kind, (void *)w.st, w.arena ? w.arena->cls : 99u);
+            exit(13);
+        }
+        assert_guarded_below(s[i]);
+        assert_guarded_above(s[i]);
+    }
+    vms_stats st;
+    vms_get_stats(&st);
+    /* The default class's, the alternate signal stacks' (maybe one of the eight), and one
+     * per new class. */
+    if (st.arenas < NEW_CLASS_THREADS + 1) {
+        printf("arenas %zu, want at least %d\n", st.arenas, NEW_CLASS_THREADS + 1);
+        exit(14);
+    }
+    exit(0);
+}
+
+TEST(new_classes_in_parallel_get_their_own_arenas)
+{
+    need_guards();
+    for (int round = 0; round < 20; round++) {
+        char out[4096];
+        int st = tst_fork(new_classes_child, NULL, out, sizeof out);
+        if (!WIFEXITED(st) || WEXITSTATUS(st)) fprintf(stderr, "round %d:\n%s", round, out);
+        ASSERT_EXITED(st, 0);
+    }
+}
