@@ -121,7 +121,7 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
 /* Pushes one stack to the shared list of its class. */
 static void shared_put(struct vms_stack *st)
 {
-    shared_push(st, st, st->cls, 1, st->warm);
+    shared_push(st, st, st->cls, 1, st->warm != 0);
 }
 
 /* Takes up to max stacks of cls from the shared list; returns the chain. */
@@ -137,7 +137,7 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     unsigned n = 0;
     size_t warm = 0;
     while (p && n < max) {
-        warm += p->warm;
+        warm += p->warm != 0;
         last = p;
         p = p->next;
         n++;
@@ -180,8 +180,10 @@ static void scrub_batch(struct tcache *t)
     }
     if (vms__os_discard_many(iov, n) != 0) {
         /* The pages could not be dropped: zero them by hand rather than ever hand out
-         * old data (touches every page: slow, but only when madvise fails). */
+         * old data (touches every page: slow, but only when madvise fails). They stay
+         * resident: the debug layer's painting must not take them for used. */
         for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
+        for (unsigned i = 0; i < t->ndirty; i++) t->dirty[i]->warm = 2;
     }
     for (unsigned i = 0; i < t->ndirty; i++) {
         struct vms_stack *st = t->dirty[i];

@@ -84,7 +84,8 @@ static void set_state(struct vms_stack *st, size_t painted, size_t dirty, bool f
 
 /* Paints st for a new owner, without a system call. With scrubbing (the default) the
  * cache hands out stacks whose pages are all zero and of which at most the top page is
- * resident (cache.c), so zero is the paint and nothing needs writing. With VMS_NO_SCRUB
+ * resident (cache.c; every page when discarding failed and the cache zeroed them by hand,
+ * st->warm == 2), so zero is the paint and nothing needs writing. With VMS_NO_SCRUB
  * the previous owner's bytes are still there, but only within the depth measured when
  * it freed the stack (the dirty pages): those are zeroed, a cost proportional to the
  * previous owner's depth, and they join the painted pages (they stay resident). */
@@ -92,7 +93,8 @@ static void paint(struct vms_stack *st)
 {
     size_t page = page_size(), n = st->size / page;
     if (!(vms__opt.flags & VMS_NO_SCRUB)) {
-        set_state(st, 1, 0, false);
+        /* warm == 2: discarding failed and the cache zeroed every page by hand. */
+        set_state(st, st->warm == 2 ? n : 1, 0, false);
         return;
     }
     size_t painted = painted_pages(st), dirty = dirty_pages(st);

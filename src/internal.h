@@ -152,7 +152,8 @@ struct vms_stack {
     _Atomic uint32_t state;       /* VMS__SLOT_* */
     uint8_t  cls;                 /* size class */
     uint8_t  tasks;               /* task layer: tasks placed on it so far (mod 256) */
-    uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded */
+    uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded;
+                                     2: all resident and zero (zeroed by hand) */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */

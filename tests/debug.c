@@ -150,6 +150,29 @@ TEST(paint_reuse_no_scrub_end_check)
     run(paint_reuse_child, &flags);
 }
 
+/* When discarding fails, the cache zeroes the stacks by hand, which leaves every page of
+ * them resident: the next owner must still find them unused, not used to the bottom. */
+static void paint_reuse_discard_fails_child(void *arg)
+{
+#ifdef VMSTACK_FAULT_INJECTION
+    vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
+    paint_reuse_child(arg);
+#else
+    (void)arg;
+#endif
+}
+
+TEST(paint_reuse_discard_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    unsigned flags = VMS_PAINT;
+    run(paint_reuse_discard_fails_child, &flags);
+    flags = VMS_PAINT | VMS_END_CHECK;
+    run(paint_reuse_discard_fails_child, &flags);
+}
+
 static void paint_off_child(void *arg)
 {
     (void)arg;
