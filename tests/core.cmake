@@ -2,3 +2,4 @@
 vms_test(stack LABELS unit memcheck TIMEOUT 300)
 vms_test(stack LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
 vms_test(options LABELS unit memcheck)
+vms_test(cache_nomem LABELS unit)
