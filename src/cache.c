@@ -235,8 +235,12 @@ struct vms_stack *vms__cache_get(unsigned cls)
          * for recycled stacks with a warm top page, and a class used once (a thread's
          * alternate signal stack, say) must not occupy it. */
         if (r > 1) {
-            for (int i = 1; i + 1 < r; i++) fresh[i]->next = fresh[i + 1];
-            shared_push(fresh[1], fresh[r - 1], cls, (size_t)r - 1, 0);
+            size_t warm = fresh[r - 1]->warm != 0;
+            for (int i = 1; i + 1 < r; i++) {
+                fresh[i]->next = fresh[i + 1];
+                warm += fresh[i]->warm != 0;
+            }
+            shared_push(fresh[1], fresh[r - 1], cls, (size_t)r - 1, warm);
         }
         bump(&t->gets);
         return fresh[0];

@@ -111,7 +111,8 @@ static int block_create(unsigned cls, struct vms__arena **out)
      * scrubbing and the debug layer's painting rely on). A transparent huge page would
      * make 2 MiB resident at a stack's first touch. */
     (void)vms__os_no_huge_pages(mem, len);
-    if (vms__os_discard(mem, len) != 0) memset(mem, 0, len);
+    bool zeroed = vms__os_discard(mem, len) != 0;
+    if (zeroed) memset(mem, 0, len);
 
     pthread_mutex_lock(&pool_lock);
     size_t n = atomic_load_explicit(&nblocks, memory_order_relaxed);
@@ -129,6 +130,7 @@ static int block_create(unsigned cls, struct vms__arena **out)
     a->nslots = (uint32_t)nslots;
     atomic_store_explicit(&a->opened, 0, memory_order_relaxed);
     a->cls = cls;
+    a->zeroed = zeroed;
     a->meta = meta;
     atomic_store_explicit(&blocks[n], a, memory_order_release);
     atomic_store_explicit(&nblocks, n + 1, memory_order_release);
@@ -163,6 +165,8 @@ int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
         struct vms_stack *st = &a->meta[first + i];
         vms__slot_record_init(st, cls, a, a->slots + (size_t)(first + i) * a->slot_size,
                               a->slot_size);
+        /* Zeroed by hand: resident, which painting must not take for used. */
+        if (a->zeroed) st->warm = 2;
         out[i] = st;
     }
     /* Publish: records are complete before `opened` covers them. */

@@ -193,6 +193,7 @@ struct vms__arena {
     uint32_t nslots;              /* slots that fit */
     _Atomic uint32_t opened;      /* slots opened so far (guards installed, read-write) */
     unsigned cls;
+    bool     zeroed;              /* direct backend: zeroed by hand, every page resident */
     struct vms_stack *meta;       /* nslots records */
 };
 
@@ -217,7 +218,8 @@ VMS_HIDDEN struct vms_stack *vms__arena_record(const void *p);
 VMS_HIDDEN int vms__arena_class(size_t size, unsigned *cls);
 VMS_HIDDEN size_t vms__arena_class_size(unsigned cls);
 /* Opens up to want new slots of class cls (guards first, then read-write) and returns
- * their records in out[] (state FREE, all pages zero, not resident). Returns how many,
+ * their records in out[] (state FREE, all pages zero, not resident; or, direct backend
+ * when discarding failed, all resident and warm = 2). Returns how many,
  * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
  * no lock; the arena layer serializes. */
 VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
