@@ -104,12 +104,17 @@ int vms__os_injected(int op)
 /* ---- basics ----------------------------------------------------------------------- */
 size_t vms__os_page_size(void)
 {
-    static size_t page;
-    if (VMS_UNLIKELY(page == 0)) {
+    /* Asked by any thread, also before initialization (vms_thread_create sizes its own
+     * stack first): relaxed atomic, a plain load once set; racing first callers store
+     * the same value. */
+    static atomic_size_t page;
+    size_t v = atomic_load_explicit(&page, memory_order_relaxed);
+    if (VMS_UNLIKELY(v == 0)) {
         long p = sysconf(_SC_PAGESIZE);
-        page = p > 0 ? (size_t)p : 4096;
+        v = p > 0 ? (size_t)p : 4096;
+        atomic_store_explicit(&page, v, memory_order_relaxed);
     }
-    return page;
+    return v;
 }
 
 int vms__os_reserve(size_t size, size_t align, void **out)

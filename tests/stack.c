@@ -899,3 +899,36 @@ TEST(new_classes_in_parallel_get_their_own_arenas)
         ASSERT_EXITED(st, 0);
     }
 }
+
+/* The first uses of vmstack on two threads at once (initialization on one, a vms thread
+ * on the other, which sizes its own stack before initializing): no data race, which
+ * ThreadSanitizer reports (the cached page size was a plain variable). Run as the first
+ * use in its process, as ctest runs every case. */
+static pthread_barrier_t first_use_barrier;
+
+static void *first_use_stats(void *arg)
+{
+    (void)arg;
+    pthread_barrier_wait(&first_use_barrier);
+    vms_stats st;
+    return (void *)(intptr_t)vms_get_stats(&st);
+}
+
+static void *first_use_body(void *arg)
+{
+    return arg;
+}
+
+TEST(first_use_on_two_threads_at_once)
+{
+    pthread_barrier_init(&first_use_barrier, NULL, 2);
+    pthread_t t, v;
+    pthread_create(&t, NULL, first_use_stats, NULL);
+    pthread_barrier_wait(&first_use_barrier);
+    ASSERT_EQ(vms_thread_create(&v, NULL, first_use_body, (void *)7), 0);
+    void *r;
+    pthread_join(v, &r);
+    ASSERT_EQ((intptr_t)r, 7);
+    pthread_join(t, &r);
+    ASSERT_EQ((intptr_t)r, 0);
+}
