@@ -306,11 +306,43 @@ size_t vms__cache_live(void)
     return gets >= puts ? gets - puts : 0;
 }
 
+/* Drops every page of the warm stacks among v[0..n) beyond the shared lists' warm budget,
+ * before they join the shared lists (a thread's LIFO, at its exit): as a batch bound for
+ * the shared lists does, so that threads exiting together do not hold WARM_MAX warm pages
+ * each. Their bytes are zero already: should the discard fail, they just stay warm. */
+static void trim_for_shared(struct vms_stack **v, unsigned n)
+{
+    size_t warm = atomic_load(&shared_warm);
+    size_t budget = WARM_MAX > warm ? WARM_MAX - warm : 0;
+    struct iovec iov[SCRUB_BATCH];
+    struct vms_stack *cold[SCRUB_BATCH];
+    size_t k = 0;
+    for (unsigned i = 0; i <= n; i++) {
+        if (i < n) {
+            struct vms_stack *st = v[i];
+            if (!st->warm) continue;
+            if (budget) {
+                budget--;
+                continue;
+            }
+            iov[k].iov_base = st->base;
+            iov[k].iov_len = st->size;
+            cold[k++] = st;
+        }
+        if (k == SCRUB_BATCH || (i == n && k)) {
+            if (vms__os_discard_many(iov, k) == 0)
+                for (size_t j = 0; j < k; j++) cold[j]->warm = 0;
+            k = 0;
+        }
+    }
+}
+
 void vms__cache_flush_thread(void)
 {
     struct tcache *t = tc;
     if (!t) return;
     if (t->ndirty) scrub_batch(t);
+    trim_for_shared(t->clean, t->nclean);
     while (t->nclean) shared_put(t->clean[--t->nclean]);
 }
 

@@ -932,3 +932,42 @@ TEST(first_use_on_two_threads_at_once)
     pthread_join(t, &r);
     ASSERT_EQ((intptr_t)r, 0);
 }
+
+/* Threads that exit together hand their LIFOs to the shared lists: the shared lists' warm
+ * pages stay bounded (1,024 stacks) however many threads did so. */
+enum { EXITING_THREADS = 300, WARM_BOUND = 1024 };
+static pthread_barrier_t exit_barrier;
+
+static void *fill_lifo_and_exit(void *arg)
+{
+    (void)arg;
+    vms_stack *s[8];
+    for (int i = 0; i < 8; i++) {
+        s[i] = vms_stack_alloc(8 * 1024);
+        if (!s[i]) return (void *)1;
+        ((char *)vms_stack_top(s[i]))[-1] = 1;
+    }
+    for (int i = 0; i < 8; i++) vms_stack_free(s[i]);
+    pthread_barrier_wait(&exit_barrier);   /* all LIFOs full, then all exit */
+    return NULL;
+}
+
+TEST(thread_exits_keep_the_warm_budget)
+{
+    need_guards();
+    pthread_barrier_init(&exit_barrier, NULL, EXITING_THREADS);
+    pthread_t t[EXITING_THREADS];
+    for (int i = 0; i < EXITING_THREADS; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, fill_lifo_and_exit, NULL), 0);
+    for (int i = 0; i < EXITING_THREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ASSERT_NULL(r);
+    }
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    /* 2,400 stacks were warm in the LIFOs: at most WARM_BOUND of them stay so, plus the
+     * metadata pages and the alternate signal stacks (a few hundred pages). */
+    size_t pages = st.resident_bytes / vms__os_page_size();
+    ASSERT_LT(pages, WARM_BOUND + 512);
+}
