@@ -94,8 +94,10 @@ static void chain(int sig, siginfo_t *si, void *uc)
 {
     const struct sigaction *old = old_action(sig);
     bool sent = si && si->si_code <= 0;
-    if (!(old->sa_flags & SA_SIGINFO) &&
-        (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN)) {
+    /* sa_handler and sa_sigaction share their storage, and the kernel takes SIG_DFL and
+     * SIG_IGN for what they are whatever the flags say (SA_SIGINFO included): so must
+     * we, rather than call address 0 or 1. */
+    if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
         if (sent && old->sa_handler == SIG_IGN) return;
         restore_default(sig);
         if (sent) raise(sig);   /* pending until this handler returns */

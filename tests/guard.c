@@ -282,6 +282,29 @@ TEST(kill_sent_segv_ignored_stays_ignored)
     ASSERT_STR_CONTAINS(out, "survived an ignored kill");
 }
 
+/* SIG_IGN set through sa_sigaction with SA_SIGINFO (the field shares its storage with
+ * sa_handler) is still SIG_IGN to the kernel: never a handler at address 1. */
+static void ign_siginfo_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    /* Through void (*)(void), the cast GCC accepts as deliberate. */
+    sa.sa_sigaction = (void (*)(int, siginfo_t *, void *))(void (*)(void))SIG_IGN;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    kill(getpid(), SIGSEGV);
+    printf("survived an ignored kill\n");
+}
+
+TEST(kill_sent_segv_ignored_with_siginfo_flag_stays_ignored)
+{
+    int st = run_child(ign_siginfo_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "survived an ignored kill");
+}
+
 /* ---- chaining ------------------------------------------------------------------------ */
 
 static sigjmp_buf chain_jmp;
