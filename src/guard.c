@@ -39,6 +39,7 @@
 #define STACK_GUARD_GAP_PAGES 256
 
 static struct sigaction old_actions[2];   /* [0] SIGSEGV, [1] SIGBUS */
+static atomic_bool old_spent[2];          /* an SA_RESETHAND predecessor was called */
 static atomic_int installed;
 static atomic_size_t overflow_count;
 
@@ -85,11 +86,12 @@ static void restore_default(int sig)
 }
 
 /* async-signal-safe: hands a fault that is not ours to the action installed before
- * vmstack, as the kernel would have: with its mask blocked, reset first for
- * SA_RESETHAND. A SIG_DFL or SIG_IGN predecessor gets SIG_DFL back and the fault
- * repeats on return, so the process dies of the real fault and the core shows it; a
- * signal sent by kill() does not repeat, so it is raised again (and SIG_IGN keeps
- * ignoring it, as it would have). */
+ * vmstack, as the kernel would have: with its mask blocked; an SA_RESETHAND
+ * predecessor only once, after which it counts as SIG_DFL (vmstack's own handler stays
+ * installed, so overflows are still caught). A SIG_DFL or SIG_IGN predecessor gets
+ * SIG_DFL back and the fault repeats on return, so the process dies of the real fault
+ * and the core shows it; a signal sent by kill() does not repeat, so it is raised again
+ * (and SIG_IGN keeps ignoring it, as it would have). */
 static void chain(int sig, siginfo_t *si, void *uc)
 {
     const struct sigaction *old = old_action(sig);
@@ -97,13 +99,18 @@ static void chain(int sig, siginfo_t *si, void *uc)
     /* sa_handler and sa_sigaction share their storage, and the kernel takes SIG_DFL and
      * SIG_IGN for what they are whatever the flags say (SA_SIGINFO included): so must
      * we, rather than call address 0 or 1. */
-    if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
+    bool plain = old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN;
+    /* SA_RESETHAND: the kernel would have put SIG_DFL in the predecessor's place as it
+     * called it; putting SIG_DFL in vmstack's place instead would leave every later
+     * overflow uncaught. */
+    bool spent = !plain && (old->sa_flags & SA_RESETHAND) &&
+                 atomic_exchange(&old_spent[sig == SIGBUS], true);
+    if (plain || spent) {
         if (sent && old->sa_handler == SIG_IGN) return;
         restore_default(sig);
         if (sent) raise(sig);   /* pending until this handler returns */
         return;
     }
-    if (old->sa_flags & SA_RESETHAND) restore_default(sig);
     sigset_t prev;
     pthread_sigmask(SIG_BLOCK, &old->sa_mask, &prev);
     if (old->sa_flags & SA_SIGINFO) old->sa_sigaction(sig, si, uc);

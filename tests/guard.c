@@ -373,6 +373,35 @@ TEST(chain_to_sa_handler)
     ASSERT_STR_CONTAINS(out, "chained once");
 }
 
+/* A one-shot predecessor (SA_RESETHAND) gets the first fault that is not ours, as it
+ * would without vmstack; vmstack's handler must stay: the overflow after it is still
+ * reported. */
+static void oneshot_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = prev_sigaction;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack *st = vms_stack_alloc(0);
+    if (sigsetjmp(chain_jmp, 1) == 0) poke(0x18);
+    printf("previous handler called %d times\n", chain_calls);
+    fflush(stdout);
+    run_on(st, overflow_fn);
+}
+
+TEST(chain_to_sa_resethand_keeps_catching_overflows)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(oneshot_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "previous handler called 1 times\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow on thread ");
+    assert_last_line(out, "vmstack: aborting");
+}
+
 static void ign_child(void *arg)
 {
     (void)arg;
