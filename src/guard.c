@@ -113,6 +113,14 @@ static void chain(int sig, siginfo_t *si, void *uc)
     }
     sigset_t prev;
     pthread_sigmask(SIG_BLOCK, &old->sa_mask, &prev);
+    if ((old->sa_flags & SA_NODEFER) && !sigismember(&old->sa_mask, sig)) {
+        /* The kernel would not have blocked sig for it (vmstack's handler has it
+         * blocked): a fault inside it must reach it again, not kill the process. */
+        sigset_t self_set;
+        sigemptyset(&self_set);
+        sigaddset(&self_set, sig);
+        pthread_sigmask(SIG_UNBLOCK, &self_set, NULL);
+    }
     if (old->sa_flags & SA_SIGINFO) old->sa_sigaction(sig, si, uc);
     else old->sa_handler(sig);
     pthread_sigmask(SIG_SETMASK, &prev, NULL);

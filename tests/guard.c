@@ -402,6 +402,41 @@ TEST(chain_to_sa_resethand_keeps_catching_overflows)
     assert_last_line(out, "vmstack: aborting");
 }
 
+/* An SA_NODEFER predecessor runs with its signal unblocked, as without vmstack: a
+ * second fault inside it reaches it again instead of killing the process. */
+static volatile int nodefer_depth;
+
+static void nodefer_sigaction(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    if (++nodefer_depth == 1) poke(0x38);   /* faults again, inside the handler */
+    siglongjmp(chain_jmp, 1);
+}
+
+static void nodefer_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = nodefer_sigaction;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));
+    if (sigsetjmp(chain_jmp, 1) == 0) poke(0x18);
+    printf("nested fault handled, depth %d\n", nodefer_depth);
+}
+
+TEST(chain_to_sa_nodefer_leaves_the_signal_unblocked)
+{
+    int st = run_child(nodefer_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "nested fault handled, depth 2\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+}
+
 static void ign_child(void *arg)
 {
     (void)arg;
