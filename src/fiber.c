@@ -465,7 +465,7 @@ int vms__task_current(struct vms__task_info *out)
 /* async-signal-safe: runs on the alternate signal stack. The dying stack is never
  * touched again: we jump straight to the resumer's saved context, whose stack is
  * intact (it is another task's or the thread's own). */
-_Noreturn void vms__task_kill_current(const vms_oops *oops, const ucontext_t *uc)
+_Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
@@ -487,9 +487,9 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const ucontext_t *uc
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, true);
     /* The kernel blocked the signal (and sa_mask) for the handler; since we never
-     * return through sigreturn, put back the mask of the interrupted code ourselves so
-     * that the next overflow on this thread is caught too. */
-    if (uc) pthread_sigmask(SIG_SETMASK, &uc->uc_sigmask, NULL);
+     * return through sigreturn, put back the mask of the interrupted code ourselves (the
+     * fault handler found it) so that the next overflow on this thread is caught too. */
+    if (mask) pthread_sigmask(SIG_SETMASK, mask, NULL);
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
     vms__ctx_jump_call(&t->back, task_back, t);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/auxv.h>
@@ -338,6 +339,42 @@ static bool classify_thread(struct vms__fault *f)
     return true;
 }
 
+/* async-signal-safe: whether the ucontext at a, below hi, is one the kernel saved on
+ * this stack for a signal handler: the thread's alternate stack in uc_stack (as in the
+ * fault's own context, alt), no uc_link, only the flags Linux sets, and a saved stack
+ * pointer above the whole context and inside the stack. */
+static bool is_signal_frame(uintptr_t a, uintptr_t hi, const stack_t *alt)
+{
+    const size_t need = offsetof(ucontext_t, uc_sigmask) + sizeof(sigset_t) >
+                                offsetof(ucontext_t, uc_mcontext) + sizeof(mcontext_t)
+                            ? offsetof(ucontext_t, uc_sigmask) + sizeof(sigset_t)
+                            : offsetof(ucontext_t, uc_mcontext) + sizeof(mcontext_t);
+    if (hi - a < need) return false;
+    const ucontext_t *c = (const ucontext_t *)a;
+    uintptr_t sp = context_sp(c);
+    return c->uc_stack.ss_sp == alt->ss_sp && c->uc_stack.ss_size == alt->ss_size &&
+           !c->uc_link && (c->uc_flags & ~7UL) == 0 && sp >= a + need && sp <= hi;
+}
+
+/* async-signal-safe: the mask to go on with once the task on [lo, hi) is killed. The
+ * interrupted code's mask (uc's), unless the fault happened inside the program's
+ * signal handlers running on the task's stack (installed without SA_ONSTACK): the kill
+ * skips their returns, which would have put back the mask of the code they
+ * interrupted, so the outermost one's saved mask is taken (never blocking more than
+ * uc's: a stale copy found by mistake can only unblock what a handler blocked). */
+static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintptr_t hi,
+                         sigset_t *out)
+{
+    *out = uc->uc_sigmask;
+    if (!uc->uc_stack.ss_sp || !uc->uc_stack.ss_size) return;
+    uintptr_t a = sp > lo ? sp : lo;
+    a = (a + sizeof(uintptr_t) - 1) & ~(uintptr_t)(sizeof(uintptr_t) - 1);
+    const ucontext_t *outer = NULL;
+    for (; a < hi; a += sizeof(uintptr_t))
+        if (is_signal_frame(a, hi, &uc->uc_stack)) outer = (const ucontext_t *)a;
+    if (outer) sigandset(out, out, &outer->uc_sigmask);
+}
+
 /* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
  * return). Returns NOT_OURS, or DIE after a report when the process must die by the
  * signal. */
@@ -376,7 +413,11 @@ static int handle(int sig, siginfo_t *si, void *uctx)
     vms_oops oops;
     int action = vms__oops_report(&f, &oops);
     self.depth--;
-    if (action == VMS__ACT_KILL) vms__task_kill_current(&oops, uc);
+    if (action == VMS__ACT_KILL) {
+        sigset_t mask;
+        resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
+        vms__task_kill_current(&oops, &mask);
+    }
     return DIE;
 }
 

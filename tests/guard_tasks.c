@@ -629,6 +629,47 @@ TEST(overflow_inside_signal_handler)
     ASSERT_STR_CONTAINS(out, "both killed\n");
 }
 
+/* A fiber killed inside the program's handler (on the fiber's stack) never returns
+ * from it: its resumer must go on with the mask it had, not the handler's (SIGUSR1 and
+ * the handler's sa_mask blocked), and a second one is caught the same way. */
+static void handler_fiber(void *arg)
+{
+    (void)arg;
+    raise(SIGUSR1);
+}
+
+static void handler_fiber_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = deep_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGUSR2);
+    sigaction(SIGUSR1, &sa, NULL);
+    for (int i = 0; i < 2; i++) {
+        vms_fiber *f = vms_fiber_create(handler_fiber, NULL, NULL);
+        if (vms_fiber_resume(f) != VMS_KILLED) _exit(10);
+        vms_fiber_destroy(f);
+        sigset_t now;
+        pthread_sigmask(SIG_BLOCK, NULL, &now);
+        printf("after kill %d: SIGUSR1 blocked %d, SIGUSR2 blocked %d\n", i,
+               sigismember(&now, SIGUSR1), sigismember(&now, SIGUSR2));
+    }
+}
+
+TEST(fiber_killed_in_signal_handler_leaves_resumer_mask)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("the handler runs with SIGSEGV blocked, so the overflow kills the process unreported");
+    int st = run_child(handler_fiber_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(count(out, "vmstack: killed fiber"), 2);
+    ASSERT_STR_CONTAINS(out, "after kill 0: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
+    ASSERT_STR_CONTAINS(out, "after kill 1: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
+}
+
 /* ---- a wild access from a fiber ---------------------------------------------------------- */
 
 static char *volatile wild_target;
