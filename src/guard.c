@@ -693,6 +693,7 @@ int vms__guard_install(void)
         if (sigaction(SIGSEGV, &sa, &old_actions[0]) != 0 ||
             sigaction(SIGBUS, &sa, &old_actions[1]) != 0)
             return -errno;
+        vms__trace_note_restorer(SIGSEGV);
     }
     return 0;
 }

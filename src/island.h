@@ -113,6 +113,10 @@ typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
  * Return the number of frames passed to fn; *complete (when not NULL) tells whether
  * the walk reached the outermost frame (rather than a broken chain, an unwinding
  * error, or max). */
+/* Records the C library's signal restorer from the action installed for sig (the fault
+ * handler, just installed), so that the frame-pointer walk can follow a signal frame
+ * into the code it interrupted (x86-64; elsewhere a no-op). Normal context. */
+VMS_HIDDEN void vms__trace_note_restorer(int sig);
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                   vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,

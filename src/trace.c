@@ -473,6 +473,47 @@ bool vms__trace_in_loader(uintptr_t addr)
  * function keeps its frame. A 0 found deeper is a register value saved by code that
  * uses the frame-pointer register for data (the C library), not the chain's end. */
 #define OUTERMOST_FRAME_SLACK 64
+/* x86-64: the return address of every signal handler the C library installed (glibc's
+ * __restore_rt, its sa_restorer), 0 until vms__trace_note_restorer. The kernel's
+ * ucontext follows that return address on the stack: a frame record whose return
+ * address it is leads to the interrupted code, which the chain of saved frame pointers
+ * alone would skip (and with it a lock-taking function the handler interrupted). */
+static _Atomic uintptr_t sig_restorer;
+
+void vms__trace_note_restorer(int sig)
+{
+#if defined(__x86_64__)
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO))
+        atomic_store_explicit(&sig_restorer, (uintptr_t)cur.sa_restorer, memory_order_relaxed);
+#else
+    (void)sig;
+#endif
+}
+
+/* async-signal-safe: the frame record at fp returns to the signal restorer: the
+ * interrupted pc and frame pointer from the kernel's ucontext above it, when it lies
+ * inside [lo, hi) with the interrupted stack pointer above it. */
+static bool signal_frame_fp(uintptr_t fp, uintptr_t ret, uintptr_t hi, uintptr_t *pc,
+                            uintptr_t *next)
+{
+#if defined(__x86_64__)
+    uintptr_t restorer = atomic_load_explicit(&sig_restorer, memory_order_relaxed);
+    uintptr_t at = fp + 2 * sizeof(uintptr_t);
+    if (!restorer || ret != restorer || at > hi ||
+        hi - at < offsetof(ucontext_t, uc_mcontext) + sizeof(mcontext_t))
+        return false;
+    const ucontext_t *uc = (const ucontext_t *)at;
+    if ((uintptr_t)uc->uc_mcontext.gregs[REG_RSP] <= at) return false;
+    *pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+    *next = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+    return true;
+#else
+    (void)fp; (void)ret; (void)hi; (void)pc; (void)next;
+    return false;
+#endif
+}
+
 int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                        vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
@@ -501,6 +542,16 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
             }
             n++;
             if (!fn(ctx, ret)) break;
+            uintptr_t spc;
+            if (signal_frame_fp(fp, ret, hi, &spc, &next)) {
+                /* The interrupted code: its pc, then its frame pointer's chain. */
+                if (n >= max) break;
+                n++;
+                if (!fn(ctx, spc)) break;
+                if (next <= fp) break;
+                fp = next;
+                continue;
+            }
             if (next == 0) {
                 done = outermost;
                 break;

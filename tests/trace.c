@@ -230,6 +230,58 @@ TEST(walk_libunwind)
     ASSERT_GE(count_frames_of("walk_test_depth"), 1);
 }
 
+/* A frame-pointer walk from inside the program's own signal handler (running on the
+ * same stack) goes through the handler's signal frame into the code it interrupted:
+ * that code's pc is a frame, not skipped for the chain of frame pointers alone (a
+ * lock-taking function it interrupted must be seen by the unsafe-kill rule). */
+static volatile uintptr_t usr2_pc;
+
+__attribute__((noinline)) static void on_usr2(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+#if defined(__x86_64__)
+    usr2_pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+#else
+    (void)uc;
+#endif
+    raise(SIGUSR1);
+}
+
+TEST(walk_frame_pointers_through_a_signal_frame)
+{
+#if !defined(__x86_64__)
+    SKIP("the frame-pointer walk follows signal frames on x86-64 only");
+#endif
+    NO_TSAN("raise() is TSan's interceptor, which keeps no frame pointer");
+    vms_stack_free(vms_stack_alloc(0));   /* installs the fault handler */
+    load();
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    ASSERT_EQ(pthread_getattr_np(pthread_self(), &attr), 0);
+    ASSERT_EQ(pthread_attr_getstack(&attr, &addr, &size), 0);
+    pthread_attr_destroy(&attr);
+    stack_lo = (uintptr_t)addr;
+    stack_hi = (uintptr_t)addr + size;
+    use_unwind = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    sa.sa_sigaction = on_usr2;
+    ASSERT_EQ(sigaction(SIGUSR2, &sa, NULL), 0);
+    raise(SIGUSR2);
+    /* raise() keeps no frame pointer: the handler's own frame record holds its return
+     * address, the restorer, and the kernel's context above it the interrupted pc. */
+    ASSERT_GT(nseen, 2);
+    int found = 0;
+    for (int i = 1; i < nseen; i++) found |= seen[i] == usr2_pc;   /* [0]: the same raise() */
+    if (!found) TST_FAIL("the interrupted pc %#lx is not in the walk of %d frames",
+                         (unsigned long)usr2_pc, nseen);
+}
+
 /* The walk the reports use follows frame pointers through the frames whose unwind rule
  * libunwind confirmed, and must find exactly libunwind's frames: through the signal
  * frame, raise() (no frame pointer), 150 levels of recursion and the callers below. */
