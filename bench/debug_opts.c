@@ -216,14 +216,15 @@ static void dbg_group_paint_depth(const struct bench_opts *o)
     struct bench_row r[NP];
     double extra[NP];
     for (int p = 0; p < NP; p++) {
-        char id[96], what[96];   /* ample: the texts fit the row's fields */
+        char id[sizeof r[p].id], what[sizeof r[p].scenario];   /* the row's fields */
         size_t size = dbg_pairs[p].stack_size, depth = dbg_pairs[p].depth;
         int mib = size >= 1024 * DBG_KIB;
-        snprintf(id, sizeof id, "debug.paint_depth.%zu%s.%zuk", mib ? size / 1024 / DBG_KIB
-                 : size / DBG_KIB, mib ? "m" : "k", depth / DBG_KIB);
-        snprintf(what, sizeof what, "VMS_PAINT, %zu %s stack, %zu KiB deep",
-                 mib ? size / 1024 / DBG_KIB : size / DBG_KIB, mib ? "MiB" : "KiB",
-                 depth / DBG_KIB);
+        /* unsigned: at most 10 digits each, so gcc -O2 sees the texts fit. */
+        unsigned sz = (unsigned)(mib ? size / 1024 / DBG_KIB : size / DBG_KIB);
+        unsigned kib = (unsigned)(depth / DBG_KIB);
+        snprintf(id, sizeof id, "debug.paint_depth.%u%s.%uk", sz, mib ? "m" : "k", kib);
+        snprintf(what, sizeof what, "VMS_PAINT, %u %s stack, %u KiB deep", sz,
+                 mib ? "MiB" : "KiB", kib);
         bench_row_time(&r[p], id, what, &c[2 * p], "same, no VMS_PAINT (own process)",
                        &c[2 * p + 1], bench_no_target());
         extra[p] = r[p].v.ns - r[p].b.ns;

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (`make test` and .ci/run call this):
 #   deps -> gcc build (-Werror) + every test -> the same tests with mprotect guards forced
 #   -> clang build (-Werror) + tests -> ASan+UBSan build + tests -> TSan build + tests
-#   -> the direct backend (VMSTACK_VMAP=OFF) + tests -> aarch64 cross build under
+#   -> the direct backend (VMSTACK_VMAP=OFF) + tests -> a Release build (-O3: its own
+#   warnings, e.g. -Wformat-truncation; built, not run) -> aarch64 cross build under
 #   qemu-user (label cross)
 #   -> Valgrind memcheck (label memcheck) -> the contract check -> a bounded fuzz run.
 # Every step runs even when an earlier one failed; the exit status is non-zero if any did.
@@ -10,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-steps=${VMSTACK_STEPS:-"deps gcc mprotect clang asan tsan direct cross memcheck contract fuzz"}
+steps=${VMSTACK_STEPS:-"deps gcc mprotect clang asan tsan direct release cross memcheck contract fuzz"}
 jobs=${JOBS:-2}
 failed=()
 passed=0
@@ -67,6 +68,7 @@ s_asan()     { CC=gcc configure_build out/asan -DCMAKE_BUILD_TYPE=Debug -DVMSTAC
 s_tsan()     { CC=clang configure_build out/tsan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=thread \
                  -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/tsan -L "unit|death"; }
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli"; }
+s_release()  { CC=gcc configure_build out/release -DCMAKE_BUILD_TYPE=Release; }
 s_cross()    { if [ -x scripts/cross-aarch64.sh ]; then bash scripts/cross-aarch64.sh; else echo "no aarch64 script yet"; fi; }
 s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
                  -DVMSTACK_BUILD_BENCH=OFF "-DVMSTACK_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=no" \
@@ -81,6 +83,7 @@ step clang s_clang
 step asan s_asan
 step tsan s_tsan
 step direct s_direct
+step release s_release
 step cross s_cross
 step memcheck s_memcheck
 step contract s_contract
