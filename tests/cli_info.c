@@ -161,3 +161,21 @@ TEST(options)
     ASSERT_EXITED(info(NULL, bad), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: info: unknown option `--frobnicate`");
 }
+
+/* `vmstack help CMD` is `vmstack CMD --help`; an unknown CMD is a usage error. */
+static void help_exec(void *arg)
+{
+    const char *argv[] = { VMSTACK_CMD, "help", arg, NULL };
+    cli_exec((void *)argv);
+}
+
+TEST(help_of_a_command)
+{
+    ASSERT_EXITED(tst_fork(help_exec, (void *)"info", out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack info\n");
+    ASSERT_STR_NOT_CONTAINS(out, "commands:");
+    ASSERT_EXITED(tst_fork(help_exec, (void *)"bench", out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack bench");
+    ASSERT_EXITED(tst_fork(help_exec, (void *)"frobnicate", out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: unknown command `frobnicate`");
+}

@@ -23,11 +23,31 @@ static void usage(FILE *f)
     fprintf(f, "usage: vmstack <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
-    fprintf(f, "  %-11s %s\n", "help", "this text; `vmstack <command> --help` for a command's options");
+    fprintf(f, "  %-11s %s\n", "help", "this text; `vmstack help <command>` (or `<command> --help`): its options");
+}
+
+static int unknown(const char *name)
+{
+    fprintf(stderr, "vmstack: error: unknown command `%s`\n", name);
+    usage(stderr);
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "help") && argc >= 3) {
+        /* `vmstack help CMD` is `vmstack CMD --help`. */
+        if (argc > 3) {
+            fprintf(stderr, "vmstack: error: help takes one command, not %d\n", argc - 2);
+            return 2;
+        }
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+            if (strcmp(argv[2], cmds[i].name) != 0) continue;
+            char *sub[] = { argv[2], (char *)"--help", NULL };
+            return cmds[i].fn(2, sub);
+        }
+        return unknown(argv[2]);
+    }
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -36,7 +56,5 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], cmds[i].name) != 0) continue;
         return cmds[i].fn(argc - 1, argv + 1);
     }
-    fprintf(stderr, "vmstack: error: unknown command `%s`\n", argv[1]);
-    usage(stderr);
-    return 2;
+    return unknown(argv[1]);
 }
