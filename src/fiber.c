@@ -89,7 +89,7 @@ static _Noreturn __attribute__((noinline)) void task_record_corrupted(const stru
     if (vms__arena_where(t, &w) != VMS__WHERE_STACK || !w.st || !task_is_place(w.st, t))
         vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
                    "pointer)", call, (const void *)t);
-    if (atomic_load_explicit(&w.st->state, memory_order_acquire) != VMS__SLOT_LIVE ||
+    if (VMS__SLOT_STATE(w.st) != VMS__SLOT_LIVE ||
         atomic_load_explicit(&w.st->owner, memory_order_relaxed) != t)
         vms__fatal("%s: fiber %p was destroyed already (its stack [%p-%p) is no longer "
                    "its own): a use after vms_fiber_destroy", call, (const void *)t,
@@ -310,7 +310,7 @@ static inline struct vms_stack *task_drop_stack(struct vms__task *t)
  * afterwards. Pre: the task is not running and never will again. */
 static void task_release_stack(struct vms__task *t)
 {
-    vms_stack_free(task_drop_stack(t));
+    vms__stack_free(task_drop_stack(t));
 }
 
 static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
@@ -503,8 +503,8 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
         errno = EINVAL;
         return NULL;
     }
-    struct vms_stack *st = vms_stack_alloc(attr ? attr->stack_size : 0);
-    if (!st) return NULL;                      /* errno from vms_stack_alloc */
+    struct vms_stack *st = vms__stack_alloc(attr ? attr->stack_size : 0);
+    if (!st) return NULL;                      /* errno from vms__stack_alloc */
     struct vms__task *t = task_new_place(st);
     t->fn.fiber = fn;
     t->arg = arg;
@@ -550,9 +550,24 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
     return TASK_SWITCH_TO(t);
 }
 
+/* A fiber handle must be aligned before its record is read at all (a stack handle, say,
+ * is not: stack.c); such a pointer is reported as the foreign pointer it is. */
+static _Noreturn __attribute__((noinline)) void fiber_misaligned(const void *f, const char *call)
+{
+    vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
+               "pointer)", call, f);
+}
+
+#define FIBER_CHECK_ALIGNED(f, call)                                                   \
+    do {                                                                               \
+        if (VMS_UNLIKELY((uintptr_t)(f) & (_Alignof(struct vms_fiber) - 1)))           \
+            fiber_misaligned((const void *)(f), call);                                 \
+    } while (0)
+
 int vms_fiber_resume(vms_fiber *f)
 {
     if (VMS_UNLIKELY(!f)) return -EINVAL;
+    FIBER_CHECK_ALIGNED(f, "vms_fiber_resume");
     struct vms__task *t = &f->task;
     struct vms__thread *th = &self_thread;
     int s = atomic_load_explicit(&t->state, memory_order_relaxed);
@@ -593,6 +608,7 @@ vms_fiber *vms_fiber_self(void)
 int vms_fiber_state(const vms_fiber *f)
 {
     if (!f) return -EINVAL;
+    FIBER_CHECK_ALIGNED(f, "vms_fiber_state");
     task_check_record(&f->task, "vms_fiber_state");
     return atomic_load_explicit(&f->task.state, memory_order_relaxed);
 }
@@ -600,6 +616,7 @@ int vms_fiber_state(const vms_fiber *f)
 const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
 {
     if (!f) return NULL;
+    FIBER_CHECK_ALIGNED(f, "vms_fiber_oops");
     task_check_record(&f->task, "vms_fiber_oops");
     if (atomic_load_explicit(&f->task.state, memory_order_relaxed) != VMS_KILLED) return NULL;
     return &f->task.oops;
@@ -611,13 +628,15 @@ const vms_stack *vms_fiber_stack(const vms_fiber *f)
         errno = EINVAL;
         return NULL;
     }
+    FIBER_CHECK_ALIGNED(f, "vms_fiber_stack");
     task_check_record(&f->task, "vms_fiber_stack");
-    return f->task.stack;
+    return vms__stack_handle(f->task.stack);
 }
 
 void vms_fiber_destroy(vms_fiber *f)
 {
     if (!f) return;
+    FIBER_CHECK_ALIGNED(f, "vms_fiber_destroy");
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_RUNNING) {
@@ -664,7 +683,7 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
         errno = orphan_key_err;
         return NULL;
     }
-    struct vms_stack *st = vms_stack_alloc(stack_size);
+    struct vms_stack *st = vms__stack_alloc(stack_size);
     if (!st) return NULL;
     struct vms__task *t = task_new_place(st);
     t->fn.thread = fn;
@@ -680,7 +699,7 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
 
 void vms__task_thread_discard(struct vms__task *t)
 {
-    if (t->alt) vms_stack_free(t->alt);
+    if (t->alt) vms__stack_free(t->alt);
     task_release_stack(t);
 }
 
@@ -690,7 +709,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     struct vms_stack *alt = t->alt;
     t->alt = NULL;
     if (th->guard_ready) {
-        if (alt) vms_stack_free(alt);
+        if (alt) vms__stack_free(alt);
     } else {
         int e = vms__guard_task_thread_init(alt);
         if (e)
@@ -710,7 +729,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
      * scrubbed at this thread's exit, a system call per thread. */
     struct vms_stack *st = task_drop_stack(t);
-    if (vms__stack_free_at_exit(st) != 0) vms_stack_free(st);
+    if (vms__stack_free_at_exit(st) != 0) vms__stack_free(st);
     return result;
 }
 

@@ -502,7 +502,7 @@ static void alt_release(void *p)
     stack_t ss;
     memset(&ss, 0, sizeof ss);
     ss.ss_flags = SS_DISABLE;
-    if (vms__os_sigaltstack(&ss, NULL) == 0) vms_stack_free(p);
+    if (vms__os_sigaltstack(&ss, NULL) == 0) vms__stack_free(p);
 }
 
 static void make_alt_key(void)
@@ -579,8 +579,8 @@ static int set_alt_stack(vms_stack *st, size_t need)
     stack_t ss, old;
     memset(&ss, 0, sizeof ss);
     memset(&old, 0, sizeof old);
-    ss.ss_sp = vms_stack_base(st);
-    ss.ss_size = vms_stack_size(st);
+    ss.ss_sp = st->base;
+    ss.ss_size = st->size;
     int e = vms__os_sigaltstack(&ss, &old);
     if (e == -EPERM && vms__os_sigaltstack(NULL, &old) == 0 && (old.ss_flags & SS_ONSTACK)) {
         check_own_alt_stack(&old, need);   /* running on it: it cannot change */
@@ -613,7 +613,7 @@ int vms__guard_task_thread_init(struct vms_stack *alt)
         alt = self.given;
         self.given = NULL;
     }
-    if (alt) vms_stack_free(alt);
+    if (alt) vms__stack_free(alt);
     return e;
 }
 
@@ -663,11 +663,11 @@ int vms__guard_thread_init(void)
     if (e < 0) {
         vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
                        "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
-        vms_stack_free(st);
+        vms__stack_free(st);
         goto done;
     }
     if (e == 1) {
-        vms_stack_free(st);   /* the thread keeps its own */
+        vms__stack_free(st);   /* the thread keeps its own */
         e = 0;
     } else {
         pthread_setspecific(alt_key, st);

@@ -143,13 +143,19 @@ VMS_HIDDEN int vms__os_injected(int op);
 #define VMS__CLASSES 32
 
 enum { VMS__SLOT_UNUSED = 0, VMS__SLOT_FREE = 1, VMS__SLOT_LIVE = 2 };
+/* A slot record's state word: the VMS__SLOT_* state in its low byte, above it how many
+ * times the slot was handed out (mod 2^24), which the public handle carries (stack.c). */
+#define VMS__SLOT_STATE_MASK 0xffu
+#define VMS__SLOT_GEN_SHIFT 8
+#define VMS__SLOT_STATE(st) \
+    (atomic_load_explicit(&(st)->state, memory_order_acquire) & VMS__SLOT_STATE_MASK)
 
 /* One record per slot, in the metadata array at the start of its arena. Records are
  * never freed, so a vms_stack pointer stays dereferenceable for the process's life
  * (the fault handler and the double-free check rely on that). 64 bytes: one cache line,
  * so threads freeing neighbouring stacks do not share a line. */
 struct vms_stack {
-    _Atomic uint32_t state;       /* VMS__SLOT_* */
+    _Atomic uint32_t state;       /* VMS__SLOT_* | hand-outs << VMS__SLOT_GEN_SHIFT */
     uint8_t  cls;                 /* size class */
     uint8_t  tasks;               /* task layer: tasks placed on it so far (mod 256) */
     uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded;
@@ -257,17 +263,25 @@ VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
+/* vms_stack_alloc and vms_stack_free inside vmstack, on slot records: the public
+ * functions take and give handles (the record's address plus a tag, stack.c), which
+ * vms__stack_handle and vms__stack_record convert (the latter: NULL unless h is the
+ * current handle of a live stack). */
+VMS_HIDDEN struct vms_stack *vms__stack_alloc(size_t size);   /* NULL + errno */
+VMS_HIDDEN void vms__stack_free(struct vms_stack *st);
+VMS_HIDDEN vms_stack *vms__stack_handle(const struct vms_stack *st);
+VMS_HIDDEN struct vms_stack *vms__stack_record(const vms_stack *h);
 /* vms_stack_alloc for vmstack's own use (alternate signal stacks): not counted in
  * vms_stats.stacks_live nor in the usage histogram, which describe the program's stacks.
  * Taken from a pool of such stacks; when it is empty and reap is true, the stacks of
  * threads that have ended are reaped first (into the caller's cache). Freed with
- * vms_stack_free. */
+ * vms__stack_free. */
 VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
 /* Frees st once the calling thread has ended (its alternate signal stack, which stays
  * installed until then; a stack the thread no longer runs on, to spare its exit the
  * scrubbing system call): 0, or a negative errno when the C library cannot tell
  * (robust mutexes that do not work, as under qemu-user): then free it the usual way. */
-VMS_HIDDEN int vms__stack_free_at_exit(vms_stack *st);
+VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
 VMS_HIDDEN void vms__stack_reap(void);
 /* Whether a grave was seen opened by the kernel in this process (tests). */

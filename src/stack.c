@@ -22,7 +22,64 @@
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
 static VMS_TLS bool thread_ready;
 
+/* ---- handles ------------------------------------------------------------------------
+ *
+ * A vms_stack handle is its slot record's address plus the slot's hand-out count modulo
+ * HANDLE_TAGS (records are HANDLE_TAGS bytes, aligned to it). The count lives in the
+ * record's state word above the slot state and moves on at every hand-out, so a handle
+ * kept after its stack was freed and handed out again is stale: a late vms_stack_free
+ * is reported as the double free it is, instead of freeing the new owner's stack, and
+ * the getters refuse it. Only a slot handed out again a multiple of HANDLE_TAGS times
+ * since goes unnoticed. Inside vmstack, records are used directly. */
+#define HANDLE_TAGS 64u
+_Static_assert(sizeof(struct vms_stack) == HANDLE_TAGS, "a record's bytes are its tags");
+
+static inline uint32_t slot_gen(uint32_t word)
+{
+    return word >> VMS__SLOT_GEN_SHIFT;
+}
+
+vms_stack *vms__stack_handle(const struct vms_stack *rec)
+{
+    if (!rec) return NULL;
+    uint32_t w = atomic_load_explicit(&rec->state, memory_order_relaxed);
+    return (vms_stack *)((uintptr_t)rec + slot_gen(w) % HANDLE_TAGS);
+}
+
+/* The record a handle names (NULL: not one vmstack handed out); *tag_ok tells whether
+ * the handle is the record's current one. */
+static struct vms_stack *handle_record(const vms_stack *h, uint32_t *word, bool *tag_ok)
+{
+    uintptr_t u = (uintptr_t)h;
+    struct vms_stack *rec = vms__arena_record((const void *)(u & ~(uintptr_t)(HANDLE_TAGS - 1)));
+    if (!rec) return NULL;
+    *word = atomic_load_explicit(&rec->state, memory_order_acquire);
+    *tag_ok = slot_gen(*word) % HANDLE_TAGS == u % HANDLE_TAGS;
+    return rec;
+}
+
+struct vms_stack *vms__stack_record(const vms_stack *h)
+{
+    uint32_t w;
+    bool ok;
+    struct vms_stack *rec = h ? handle_record(h, &w, &ok) : NULL;
+    return rec && ok && (w & VMS__SLOT_STATE_MASK) == VMS__SLOT_LIVE ? rec : NULL;
+}
+
+/* A FREE record the caller owns becomes LIVE, its hand-out count one more. */
+static void slot_set_live(struct vms_stack *st)
+{
+    uint32_t w = atomic_load_explicit(&st->state, memory_order_relaxed);
+    w = ((w & ~(uint32_t)VMS__SLOT_STATE_MASK) + (1u << VMS__SLOT_GEN_SHIFT)) | VMS__SLOT_LIVE;
+    atomic_store_explicit(&st->state, w, memory_order_release);
+}
+
 vms_stack *vms_stack_alloc(size_t size)
+{
+    return vms__stack_handle(vms__stack_alloc(size));
+}
+
+struct vms_stack *vms__stack_alloc(size_t size)
 {
     int e = vms__ensure_init();
     if (VMS_UNLIKELY(e)) {
@@ -47,7 +104,7 @@ vms_stack *vms_stack_alloc(size_t size)
     st->max_used = 0;
     if (VMS_UNLIKELY(vms__opt.flags & (VMS_PAINT | VMS_END_CHECK))) vms__debug_stack_alloc(st);
     atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-    atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);
+    slot_set_live(st);
     return st;
 }
 
@@ -265,10 +322,10 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
     if (st) {
         st->max_used = 0;
         atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-        atomic_store_explicit(&st->state, VMS__SLOT_LIVE, memory_order_release);
+        slot_set_live(st);
         return st;
     }
-    st = vms_stack_alloc(size);
+    st = vms__stack_alloc(size);
     if (st) {
         st->internal = 1;
         atomic_fetch_add_explicit(&internal_live, 1, memory_order_relaxed);
@@ -276,24 +333,47 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
     return st;
 }
 
+static void stack_free(struct vms_stack *rec, const vms_stack *h, uint32_t w);
+
 void vms_stack_free(vms_stack *st)
 {
     if (!st) return;
-    struct vms_stack *rec = vms__arena_record(st);
+    uint32_t w;
+    bool tag_ok;
+    struct vms_stack *rec = handle_record(st, &w, &tag_ok);
     if (VMS_UNLIKELY(!rec))
         vms__fatal("vms_stack_free: %p is not a stack that vmstack handed out "
                    "(a foreign or corrupted pointer)", (void *)st);
+    if (VMS_UNLIKELY(!tag_ok))
+        vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it was freed, and "
+                   "its slot handed out again since (this handle is stale), unless %p "
+                   "is a corrupted pointer", (void *)st, (void *)rec->base,
+                   (void *)(rec->base + rec->size), (void *)st);
+    stack_free(rec, st, w);
+}
+
+void vms__stack_free(struct vms_stack *rec)
+{
+    stack_free(rec, vms__stack_handle(rec), atomic_load_explicit(&rec->state,
+                                                                  memory_order_acquire));
+}
+
+/* Frees rec, named h by the caller, whose state word was w. */
+static void stack_free(struct vms_stack *rec, const vms_stack *h, uint32_t w)
+{
+    const void *st = h;
     /* A fiber's or thread's stack (vms_fiber_stack hands it out, const) holds the task's
      * record and, while it runs, its frames: it goes back with the task. */
     if (VMS_UNLIKELY(atomic_load_explicit(&rec->owner, memory_order_relaxed)))
         vms__fatal("vms_stack_free: stack %p [%p-%p) belongs to a fiber or thread; "
-                   "vms_fiber_destroy frees a fiber's stack", (void *)st, (void *)rec->base,
+                   "vms_fiber_destroy frees a fiber's stack", st, (void *)rec->base,
                    (void *)(rec->base + rec->size));
-    uint32_t want = VMS__SLOT_LIVE;
+    uint32_t want = (w & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_LIVE;
     if (VMS_UNLIKELY(!atomic_compare_exchange_strong_explicit(
-            &rec->state, &want, VMS__SLOT_FREE, memory_order_acq_rel, memory_order_relaxed)))
+            &rec->state, &want, (want & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_FREE,
+            memory_order_acq_rel, memory_order_relaxed)))
         vms__fatal("vms_stack_free: double free of stack %p [%p-%p): it is not in use",
-                   (void *)st, (void *)rec->base, (void *)(rec->base + rec->size));
+                   st, (void *)rec->base, (void *)(rec->base + rec->size));
     /* ASan: whoever ran on the stack (a coroutine library, a fiber that never finished)
      * may have left redzones poisoned; the cache's scrubbing and the next owner must not
      * trip over them. Nothing in other builds. */
@@ -385,7 +465,7 @@ static struct grave *grave_new(void)
     return g;
 }
 
-int vms__stack_free_at_exit(vms_stack *st)
+int vms__stack_free_at_exit(struct vms_stack *st)
 {
     if (!st) return 0;
     if (!graves_supported()) return -ENOTSUP;
@@ -465,9 +545,9 @@ void vms__stack_reap(void)
     pthread_mutex_unlock(&deferred_lock);
     if (!dead) return;
     if (vms__stack_reap_hook) vms__stack_reap_hook();
-    /* Outside the lock: an internal stack's vms_stack_free takes it (the pool). */
+    /* Outside the lock: an internal stack's vms__stack_free takes it (the pool). */
     for (struct grave *g = dead; g; g = g->next) {
-        for (unsigned i = 0; i < g->n; i++) vms_stack_free(g->st[i]);
+        for (unsigned i = 0; i < g->n; i++) vms__stack_free(g->st[i]);
         if (!g->orphan) pthread_mutex_destroy(&g->owner);
     }
     pthread_mutex_lock(&deferred_lock);
@@ -481,15 +561,13 @@ void vms__stack_reap(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
-/* The getters accept only live stacks that vmstack handed out; anything else is
- * EINVAL with a neutral result, never a crash. */
+/* The getters accept only live stacks through their current handle; anything else (a
+ * freed stack, a stale handle, a pointer vmstack never handed out) is EINVAL with a
+ * neutral result, never a crash. */
 static const struct vms_stack *live_record(const vms_stack *st)
 {
-    const struct vms_stack *rec = st ? vms__arena_record(st) : NULL;
-    if (!rec || atomic_load_explicit(&rec->state, memory_order_acquire) != VMS__SLOT_LIVE) {
-        errno = EINVAL;
-        return NULL;
-    }
+    const struct vms_stack *rec = vms__stack_record(st);
+    if (!rec) errno = EINVAL;
     return rec;
 }
 

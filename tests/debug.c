@@ -238,7 +238,7 @@ static void paint_lazy_child(void *arg)
         memset(top - 5 * page(), 7, 5 * page());
         ASSERT_WITHIN_PAGE(vms_stack_max_used(st), 5 * page());
         ASSERT_LE(resident_pages(st), 5 + magic);
-        ASSERT_EQ(vms__debug_end_check(st), 0);
+        ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), 0);
         vms_stack_free(st);
     }
 }
@@ -339,7 +339,7 @@ static void task_end_child(void *arg)
         ASSERT_NOT_NULL(st);
         ((char *)vms_stack_top(st))[-(ptrdiff_t)depth[i]] = 1;
         struct vms__task_info ti = { i == 2 ? VMS__TASK_THREAD : VMS__TASK_FIBER, names[i],
-                                     (unsigned long)(7 + i), st };
+                                     (unsigned long)(7 + i), vms__stack_record(st) };
         vms__debug_task_end(&ti);
         /* The depth is final at task end: reading it again gives the same figure. */
         ASSERT_WITHIN_PAGE(vms_stack_max_used(st), depth[i]);
@@ -390,18 +390,18 @@ static void end_magic_child(void *arg)
         uint64_t *w = vms_stack_base(st);
         ASSERT_UEQ(w[0], VMS__END_MAGIC);
         ASSERT_UEQ(w[1], VMS__END_MAGIC);
-        ASSERT_EQ(vms__debug_end_check(st), 0);
+        ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), 0);
         /* Any bit of either word. */
         unsigned char *b = vms_stack_base(st);
         for (int k = 0; k < 16; k++) {
             b[k] ^= (unsigned char)(1u << (k % 8));
-            ASSERT_EQ(vms__debug_end_check(st), -1);
+            ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), -1);
             b[k] ^= (unsigned char)(1u << (k % 8));
-            ASSERT_EQ(vms__debug_end_check(st), 0);
+            ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), 0);
         }
         /* The byte just above is the task's own. */
         b[16] = 0xff;
-        ASSERT_EQ(vms__debug_end_check(st), 0);
+        ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), 0);
         ASSERT_EQ(vms__debug_end_reserve(), 16);
         vms_stack_free(st);
     }
@@ -426,7 +426,7 @@ static void end_magic_off_child(void *arg)
     uint64_t *w = vms_stack_base(st);
     ASSERT_UEQ(w[0], 0);             /* nothing written without the flag */
     w[0] = 12345;
-    ASSERT_EQ(vms__debug_end_check(st), 0);
+    ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), 0);
     ASSERT_EQ(vms__debug_end_reserve(), 0);
     vms_stack_free(st);
 }
@@ -444,9 +444,9 @@ static void end_corrupted_child(void *arg)
     ASSERT_NOT_NULL(st);
     /* An overrun from above reaches the upper word first. */
     ((uint64_t *)vms_stack_base(st))[1] = 0x4141414141414141ull;
-    ASSERT_EQ(vms__debug_end_check(st), -1);
-    struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, st };
-    vms__debug_end_corrupted(&ti, st, NULL);
+    ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), -1);
+    struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, vms__stack_record(st) };
+    vms__debug_end_corrupted(&ti, vms__stack_record(st), NULL);
     /* Only the kill policy returns here; the caller then kills the task. */
     ASSERT_EQ(policy, VMS_KILL_TASK);
     fprintf(stderr, "returned\n");

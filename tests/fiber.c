@@ -207,7 +207,7 @@ TEST(names_ids_stacks)
     ASSERT_NOT_NULL(sa);
     ASSERT_GE(vms_stack_size(sa), 64 * 1024);
     ASSERT_EQ(vms_stack_size(vms_fiber_stack(b)), VMS_DEFAULT_STACK_SIZE);
-    ASSERT_PTR_EQ(sa->owner, a);                  /* the stack record names its task */
+    ASSERT_PTR_EQ(vms__stack_record(sa)->owner, a);                  /* the stack record names its task */
     vms_fiber_destroy(a);
     vms_fiber_destroy(b);
 }
@@ -240,7 +240,7 @@ TEST(task_current)
     ASSERT_EQ(info_rc, 0);
     ASSERT_EQ(info_in_fiber.kind, VMS__TASK_FIBER);
     ASSERT_STR_CONTAINS(info_in_fiber.name, "worker");
-    ASSERT_PTR_EQ(info_in_fiber.stack, vms_fiber_stack(f));
+    ASSERT_PTR_EQ(info_in_fiber.stack, vms__stack_record(vms_fiber_stack(f)));
     unsigned long id_f = info_in_fiber.id;
     ASSERT_EQ(vms_fiber_resume(g), VMS_DONE);
     ASSERT_EQ(info_in_fiber.name[0], '\0');       /* unnamed: "" */
@@ -969,14 +969,14 @@ static void misuse_child(void *arg)
         /* The handle is kept after destroy while new fibers are made on its stack (the
          * thread's cache hands it out again: at once without scrubbing, after its batch
          * with); the last of them is alive. */
-        const vms_stack *old = vms_fiber_stack(f);
+        const struct vms_stack *old = vms__stack_record(vms_fiber_stack(f));
         vms_fiber_destroy(f);
         int on_old = 0;
         for (int i = 0; on_old < m->reuses; i++) {
             vms_fiber *g = vms_fiber_create(body_count, &n, NULL);
             if (!g || i == 100000) exit(14);
             if (vms_fiber_resume(g) != VMS_SUSPENDED) exit(15);
-            if (vms_fiber_stack(g) == old) on_old++;
+            if (vms__stack_record(vms_fiber_stack(g)) == old) on_old++;
             if (on_old < m->reuses) vms_fiber_destroy(g);
         }
         if (m->what == RESUME_AFTER_REUSE)

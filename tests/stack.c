@@ -145,7 +145,7 @@ TEST(trailing_guard)
     }
     ASSERT_LT(n, 128);
     ASSERT_EQ(w.kind, VMS__WHERE_TRAILER);
-    ASSERT_PTR_EQ(w.below, s[n]);
+    ASSERT_PTR_EQ(w.below, vms__stack_record(s[n]));
     assert_guarded_above(s[n]);
     assert_guarded_below(s[n]);
     for (int i = 0; i <= n; i++) vms_stack_free(s[i]);
@@ -158,24 +158,26 @@ TEST(slot_lookup)
     ASSERT_NOT_NULL(a);
     ASSERT_NOT_NULL(b);
     struct vms__where w;
+    struct vms_stack *ra = vms__stack_record(a);   /* the handle's slot record */
+    ASSERT_NOT_NULL(ra);
     char *base = vms_stack_base(a), *top = vms_stack_top(a);
     ASSERT_EQ(vms__arena_where(base, &w), VMS__WHERE_STACK);
-    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_PTR_EQ(w.st, ra);
     ASSERT_EQ(vms__arena_where(top - 1, &w), VMS__WHERE_STACK);
-    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_PTR_EQ(w.st, ra);
     ASSERT_EQ(vms__arena_where(base - 1, &w), VMS__WHERE_GUARD);
-    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_PTR_EQ(w.st, ra);
     ASSERT_EQ(vms__arena_where(base - vms__opt.guard_size, &w), VMS__WHERE_GUARD);
-    ASSERT_PTR_EQ(w.st, a);
+    ASSERT_PTR_EQ(w.st, ra);
     ASSERT_EQ(vms__arena_where(top, &w), VMS__WHERE_GUARD);
-    ASSERT_PTR_EQ(w.below, a);
+    ASSERT_PTR_EQ(w.below, ra);
     int local;
     ASSERT_EQ(vms__arena_where(&local, &w), VMS__WHERE_NONE);
     ASSERT_EQ(vms__arena_where(NULL, &w), VMS__WHERE_NONE);
     ASSERT_EQ(vms__arena_where((void *)~(uintptr_t)0, &w), VMS__WHERE_NONE);
-    ASSERT_PTR_EQ(vms__arena_record(a), a);
+    ASSERT_PTR_EQ(vms__arena_record(ra), ra);
     ASSERT_NULL(vms__arena_record(base));
-    ASSERT_NULL(vms__arena_record((char *)a + 1));
+    ASSERT_NULL(vms__arena_record((char *)ra + 1));
     ASSERT_NULL(vms__arena_record(&local));
     vms_stack_free(a);
     vms_stack_free(b);
@@ -511,6 +513,75 @@ TEST(double_free_aborts)
     int st = tst_fork(double_free_child, NULL, out, sizeof out);
     ASSERT_SIGNALED(st, SIGABRT);
     ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: double free of stack");
+}
+
+/* A handle kept after its stack was freed, while the slot went to new owners 1 to 63
+ * times (the cache hands it out again: at once, or after the scrubbing batch): a late
+ * free is the double free it is, never a free of the new owner's stack; the getters
+ * refuse it; the new owner's stack is untouched. */
+static vms_stack *alloc_on(const char *base, unsigned nth)
+{
+    vms_stack *got = NULL;
+    for (unsigned seen = 0, i = 0; seen < nth && i < 100000; i++) {
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) return NULL;
+        if (vms_stack_base(s) == base && ++seen == nth) got = s;
+        else vms_stack_free(s);
+    }
+    return got;
+}
+
+static void stale_free_child(void *arg)
+{
+    unsigned reuses = (unsigned)(uintptr_t)arg;
+    vms_stack *old = vms_stack_alloc(0);
+    char *base = vms_stack_base(old);
+    vms_stack_free(old);
+    vms_stack *now = alloc_on(base, reuses);
+    if (!now) exit(10);
+    if (now == old) exit(11);
+    errno = 0;
+    if (vms_stack_base(old) || errno != EINVAL || vms_stack_size(old) != 0 ||
+        vms_stack_top(old) || vms_stack_max_used(old) != 0)
+        exit(12);
+    memset((char *)vms_stack_top(now) - 64, 0x5a, 64);
+    printf("live %zu\n", vms_stack_size(now));
+    fflush(stdout);
+    vms_stack_free(old);
+    exit(0);
+}
+
+TEST(stale_handle_free_aborts)
+{
+    for (unsigned reuses = 1; reuses < 64; reuses++) {
+        char out[4096];
+        int st = tst_fork(stale_free_child, (void *)(uintptr_t)reuses, out, sizeof out);
+        if (!WIFSIGNALED(st)) fprintf(stderr, "after %u reuses:\n%s", reuses, out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "live 262144\n");
+        ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: double free of stack");
+        ASSERT_STR_CONTAINS(out, "its slot handed out again since (this handle is stale), unless");
+    }
+}
+
+/* Successive owners of one slot get different handles, and each handle names the stack
+ * while it lives. */
+TEST(handles_of_successive_owners)
+{
+    vms_stack *first = vms_stack_alloc(0), *prev = first;
+    ASSERT_NOT_NULL(first);
+    char *base = vms_stack_base(first);
+    vms_stack_free(first);
+    for (unsigned i = 0; i < 100; i++) {
+        vms_stack *s = alloc_on(base, 1);
+        ASSERT_NOT_NULL(s);
+        ASSERT(s != prev);
+        ASSERT_PTR_EQ(vms_stack_base(s), base);
+        ASSERT_EQ(vms_stack_size(s), 256 * 1024);
+        ASSERT_PTR_EQ(vms_stack_top(s), base + 256 * 1024);
+        prev = s;
+        vms_stack_free(s);
+    }
 }
 
 static void foreign_child(void *arg)
@@ -870,7 +941,7 @@ static void new_classes_child(void *arg)
         }
         struct vms__where w;
         if (vms__arena_where(vms_stack_base(s[i]), &w) != VMS__WHERE_STACK ||
-            w.st != (struct vms_stack *)s[i] || w.arena->cls != cls[i]) {
+            w.st != vms__stack_record(s[i]) || w.arena->cls != cls[i]) {
             printf("stack %d (class %u): the arena lookup finds kind %d, record %p, class %u\n",
                    i, (unsigned)cls[i], w.kind, (void *)w.st, w.arena ? w.arena->cls : 99u);
             exit(13);

@@ -119,7 +119,7 @@ static void *probe_body(void *arg)
     struct vms__task_info info;
     if (vms__task_current(&info) == 0) {
         p->task_kind = info.kind;
-        p->size = vms_stack_size(info.stack);
+        p->size = vms_stack_size(vms__stack_handle(info.stack));
         p->id = info.id;
     }
     return p;
@@ -240,10 +240,10 @@ TEST(many_threads)
     for (int i = 1; i <= NTHREADS; i++) {
         ASSERT_NOT_NULL(thread_stack[i]);
         for (int j = 1; j < i; j++) ASSERT(thread_stack[i] != thread_stack[j] ||
-                                           thread_stack[i]->state == VMS__SLOT_FREE);
+                                           VMS__SLOT_STATE(thread_stack[i]) == VMS__SLOT_FREE);
     }
     for (int i = 1; i <= NTHREADS; i++)
-        ASSERT_EQ(atomic_load(&thread_stack[i]->state), VMS__SLOT_FREE);
+        ASSERT_EQ(VMS__SLOT_STATE(thread_stack[i]), VMS__SLOT_FREE);
 }
 
 static void fib_step(void *arg)
@@ -301,7 +301,7 @@ TEST(pthread_exit_from_body)
     ASSERT_EQ(pthread_join(t, &r), 0);
     ASSERT_PTR_EQ(r, (void *)42);
     ASSERT_NOT_NULL(exit_stack);
-    ASSERT_EQ(atomic_load(&exit_stack->state), VMS__SLOT_FREE);
+    ASSERT_EQ(VMS__SLOT_STATE(exit_stack), VMS__SLOT_FREE);
     ASSERT_NULL(exit_stack->owner);
 }
 
@@ -329,7 +329,7 @@ TEST(cancellation)
     ASSERT_EQ(pthread_join(t, &r), 0);
     ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
     ASSERT_NOT_NULL(cancel_stack);
-    ASSERT_EQ(atomic_load(&cancel_stack->state), VMS__SLOT_FREE);
+    ASSERT_EQ(VMS__SLOT_STATE(cancel_stack), VMS__SLOT_FREE);
 }
 
 /* ---- what a thread leaves behind: graves, the alternate-stack pool --------------- */
