@@ -160,8 +160,10 @@ static void scrub_batch(struct tcache *t)
     struct iovec iov[SCRUB_BATCH];
     size_t n = 0;
     unsigned room = vms__opt.cache_per_thread - t->nclean;
-    size_t warm_budget = WARM_MAX > atomic_load(&shared_warm)
-                             ? WARM_MAX - atomic_load(&shared_warm) : 0;
+    /* One read: another thread may add warm stacks between two, and WARM_MAX minus a
+     * larger second figure would wrap to a budget without bound. */
+    size_t shared_now = atomic_load(&shared_warm);
+    size_t warm_budget = WARM_MAX > shared_now ? WARM_MAX - shared_now : 0;
     /* With VMS_END_CHECK the bottom page holds the magic word, rewritten at every
      * hand-out: it stays resident too (zeroed at free), so a hand-out costs no fault. */
     size_t skip_bottom = (vms__opt.flags & VMS_END_CHECK) ? page : 0;
