@@ -113,6 +113,10 @@ const char *vms__arena_guard_method(void)
 static int arena_create(unsigned cls, struct vms__arena **out)
 {
     if (atomic_load(&narenas) >= MAX_ARENAS) return -ENOMEM;
+    /* Decided before anything is reserved: a probe that failed (ENOMEM, say) fails this
+     * arena, and the next one asks again. */
+    int method = vms__os_guard_method();
+    if (method < 0) return method;
     size_t page = vms__os_page_size();
     size_t guard = vms__opt.guard_size;
     size_t stack = vms__arena_class_size(cls);
@@ -175,7 +179,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         atomic_store_explicit(&table[i], a, memory_order_release);
     atomic_store_explicit(&narenas, n + 1, memory_order_release);
     pthread_mutex_unlock(&pool_lock);
-    if (vms__os_guard_method() == VMS__GUARD_MPROTECT) atomic_fetch_add(&mprotect_maps, 2);
+    if (method == VMS__GUARD_MPROTECT) atomic_fetch_add(&mprotect_maps, 2);
     *out = a;
     return 0;
 }
@@ -208,7 +212,8 @@ static void check_map_budget(unsigned adding)
  * opened (all or a prefix), or a negative errno when none. Caller holds the class lock. */
 static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
 {
-    int method = vms__os_guard_method();
+    int method = vms__os_guard_method();   /* decided: a's arena_create asked first */
+    if (method < 0) return method;
     char *s0 = a->slots + (size_t)first * a->slot_size;
     if (method == VMS__GUARD_MADVISE) {
         /* Guards go in while the range is still PROT_NONE: at no moment is a guard

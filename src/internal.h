@@ -97,7 +97,9 @@ VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n);
  * it can, negative errno when the probe itself failed. Signal-free. */
 VMS_HIDDEN int vms__os_probe_noaccess(const void *addr);
 /* The guard method this process uses: detects MADV_GUARD_INSTALL once (install on a
- * scratch reservation, verify with a probe) unless mprotect is forced. */
+ * scratch reservation, verify with a probe) unless mprotect is forced. A negative errno
+ * while undecided: the probe failed for a reason that says nothing about the kernel
+ * (ENOMEM, EAGAIN, ...); the caller's operation fails and the next caller asks again. */
 VMS_HIDDEN int vms__os_guard_method(void);
 VMS_HIDDEN const char *vms__os_guard_method_name(int method);
 /* vm.max_map_count, or -1 when unreadable. */

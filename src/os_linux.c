@@ -169,14 +169,17 @@ int vms__os_close(void *addr, size_t size)
 int vms__os_guard(void *addr, size_t size, int method)
 {
     if (method == VMS__GUARD_MADVISE) {
-        int e = injected(VMS__OP_MADV_GUARD);
-        if (e) return e;
-        count_syscall();
-        if (madvise(addr, size, MADV_GUARD_INSTALL) == 0) return 0;
+        int e = injected(VMS__OP_MADV_GUARD);   /* an injected errno is read as the kernel's */
+        if (!e) {
+            count_syscall();
+            if (madvise(addr, size, MADV_GUARD_INSTALL) == 0) return 0;
+            e = -errno;
+        }
         /* EINVAL: the kernel does not know the advice (before 6.13); ENOSYS/EPERM:
-         * a seccomp filter or sandbox forbids it. All mean "use mprotect". */
-        if (errno == EINVAL || errno == ENOSYS || errno == EPERM) return -EOPNOTSUPP;
-        return -errno;
+         * a seccomp filter or sandbox forbids it. All mean "use mprotect". Anything
+         * else (ENOMEM, EAGAIN) is a failure of this call only. */
+        if (e == -EINVAL || e == -ENOSYS || e == -EPERM) return -EOPNOTSUPP;
+        return e;
     }
     return vms__os_close(addr, size);
 }
@@ -316,19 +319,28 @@ int vms__os_probe_noaccess(const void *addr)
 
 static atomic_int guard_method; /* VMS__GUARD_*, 0 = not decided */
 
-/* Decides once whether madvise guards work here: install one on a scratch reservation,
- * open the rest read-write, and check with the probe that the guard page is not
- * readable while its neighbour is. */
+/* Decides whether madvise guards work here: install one on a scratch reservation, open
+ * the rest read-write, and check with the probe that the guard page is not readable
+ * while its neighbour is. VMS__GUARD_MADVISE or VMS__GUARD_MPROTECT when the kernel
+ * answered (EINVAL, ENOSYS or EPERM for the advice, or a guard that does not fault);
+ * a negative errno when something else failed (ENOMEM, EAGAIN, EMFILE for the probe's
+ * pipe, ...): that says nothing about the kernel, and the next caller asks again. */
 static int detect_guard_method(void)
 {
     size_t page = vms__os_page_size();
     void *p;
-    if (vms__os_reserve(2 * page, page, &p) != 0) return VMS__GUARD_MPROTECT;
-    int method = VMS__GUARD_MPROTECT;
-    if (vms__os_guard(p, page, VMS__GUARD_MADVISE) == 0 &&
-        vms__os_open(p, 2 * page) == 0 &&
-        vms__os_probe_noaccess(p) == 1 && vms__os_probe_noaccess((char *)p + page) == 0)
-        method = VMS__GUARD_MADVISE;
+    int e = vms__os_reserve(2 * page, page, &p);
+    if (e) return e;
+    int method = vms__os_guard(p, page, VMS__GUARD_MADVISE);
+    if (method == -EOPNOTSUPP) {
+        method = VMS__GUARD_MPROTECT;           /* the kernel lacks it, or forbids it */
+    } else if (method == 0 && (method = vms__os_open(p, 2 * page)) == 0) {
+        int lo = vms__os_probe_noaccess(p), hi = vms__os_probe_noaccess((char *)p + page);
+        if (lo < 0) method = lo;
+        else if (hi < 0) method = hi;
+        /* Accepted without effect (qemu-user 7.2): as if the kernel lacked it. */
+        else method = lo == 1 && hi == 0 ? VMS__GUARD_MADVISE : VMS__GUARD_MPROTECT;
+    }
     vms__os_release(p, 2 * page);
     return method;
 }
@@ -339,6 +351,7 @@ int vms__os_guard_method(void)
     if (VMS_LIKELY(m)) return m;
     m = vms__opt.guard_request == VMS__GUARD_MPROTECT ? VMS__GUARD_MPROTECT
                                                       : detect_guard_method();
+    if (m < 0) return m;   /* undecided: this caller's operation fails, the next asks again */
     int expected = 0;
     if (!atomic_compare_exchange_strong(&guard_method, &expected, m)) m = expected;
     static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

@@ -3,3 +3,5 @@ vms_test(stack LABELS unit memcheck TIMEOUT 300)
 vms_test(stack LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
 vms_test(options LABELS unit memcheck)
 vms_test(cache_nomem LABELS unit)
+# The os layer's one-time decisions about the kernel (guard method, process_madvise).
+vms_test(os_probe LABELS unit)
