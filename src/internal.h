@@ -132,7 +132,10 @@ VMS_HIDDEN unsigned long vms__os_syscalls(void);
 /* Fault injection (compiled in with VMSTACK_FAULT_INJECTION): make the nth next call
  * (1 = the next one) of an operation fail with err, or with "always" every call. */
 enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
-       VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_ROBUST_WALK, VMS__OP_COUNT };
+       VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_ROBUST_WALK,
+       VMS__OP_PMADV_SELF,   /* process_madvise on PIDFD_SELF (before 6.14: EBADF) */
+       VMS__OP_PIDFD_OPEN,   /* pidfd_open (the target of process_madvise before 6.14) */
+       VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
 /* The injected negative errno for this call of op, or 0, for failures the os layer does

@@ -192,16 +192,75 @@ int vms__os_discard(void *addr, size_t size)
     return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
 }
 
-/* process_madvise(2) on our own process: 1 works, -1 does not, 0 not tried yet. */
+/* process_madvise(2) on our own process, decided by the first call that gets to try:
+ * PMADV_UNKNOWN until then; PMADV_PROBING while one thread tries (the others discard
+ * range by range meanwhile: correct, only slower); then PMADV_SELF (PIDFD_SELF, 6.14+),
+ * PMADV_PIDFD (a pidfd of our own, 6.13), or PMADV_NO (one madvise per range). Only
+ * the prober writes pmadv_fd, before it publishes PMADV_PIDFD with a release store, so
+ * two first callers never both open a pidfd, and nobody reads one half-set up. */
+enum { PMADV_NO = -1, PMADV_UNKNOWN = 0, PMADV_PROBING, PMADV_SELF, PMADV_PIDFD };
 static atomic_int pmadv_state;
-static int pmadv_fd = -1;
+static atomic_int pmadv_fd = -1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void);
 
-static int pmadv_target(void)
+/* One process_madvise(MADV_DONTNEED) of iov[0..n) through target: 0 when every byte
+ * was discarded, 1 for a partial result (a later range failed), or a negative errno. */
+static int pmadv_call(int target, const struct iovec *iov, size_t n, size_t want)
 {
-    /* PIDFD_SELF_THREAD_GROUP needs 6.14; a real pidfd works since 5.10 but
-     * MADV_DONTNEED through it only since 6.13 ("unrestrict process_madvise() for the
-     * current process"). Try the cheap form first. */
-    return pmadv_fd >= 0 ? pmadv_fd : VMS_PIDFD_SELF_PROCESS;
+    int e = target == VMS_PIDFD_SELF_PROCESS ? injected(VMS__OP_PMADV_SELF) : 0;
+    if (e) return e;
+    count_syscall();
+    long r = syscall(SYS_process_madvise, target, iov, n, MADV_DONTNEED, 0);
+    if (r < 0) return -errno;
+    return (size_t)r == want ? 0 : 1;
+}
+
+/* Errors that are the kernel's answer "not this way" rather than this call's failure:
+ * ENOSYS (before 5.10), EINVAL (MADV_DONTNEED through process_madvise before 6.13),
+ * EPERM (seccomp, a sandbox), and for PIDFD_SELF EBADF/ESRCH (before 6.14). */
+static bool pmadv_refused(int e)
+{
+    return e == -ENOSYS || e == -EINVAL || e == -EPERM || e == -EBADF || e == -ESRCH;
+}
+
+/* The first call's try, by the one thread that moved the state to PMADV_PROBING: the
+ * cheap form first, then (before 6.14) a pidfd of our own. Decides, or returns the
+ * state to PMADV_UNKNOWN after a failure that says nothing about the kernel (ENOMEM,
+ * EMFILE for the pidfd): the next call tries again. Returns 0 when iov is discarded. */
+static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
+{
+    pthread_once(&atfork_once, register_atfork);   /* a child must not use our pidfd */
+    int state = PMADV_UNKNOWN;
+    int e = pmadv_call(VMS_PIDFD_SELF_PROCESS, iov, n, want);
+    if (e >= 0) {
+        state = PMADV_SELF;
+    } else if (e == -EBADF || e == -ESRCH) {
+        int fd = injected(VMS__OP_PIDFD_OPEN);
+        if (!fd) {
+            count_syscall();
+            fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+            if (fd < 0) fd = -errno;
+        }
+        if (fd >= 0) {
+            /* Kept where a fork child's handler finds it, should we be forked now. */
+            atomic_store_explicit(&pmadv_fd, fd, memory_order_relaxed);
+            e = pmadv_call(fd, iov, n, want);
+            if (e >= 0) {
+                state = PMADV_PIDFD;
+            } else {
+                atomic_store_explicit(&pmadv_fd, -1, memory_order_relaxed);
+                close(fd);
+                if (pmadv_refused(e)) state = PMADV_NO;
+            }
+        } else if (fd == -ENOSYS) {
+            state = PMADV_NO;   /* before 5.3: no pidfd_open, nor process_madvise */
+        }
+    } else if (pmadv_refused(e)) {
+        state = PMADV_NO;
+    }
+    atomic_store_explicit(&pmadv_state, state, memory_order_release);
+    return e;   /* 1 (partial) or an error: the caller finishes range by range */
 }
 
 int vms__os_discard_many(const struct iovec *iov, size_t n)
@@ -209,36 +268,21 @@ int vms__os_discard_many(const struct iovec *iov, size_t n)
     if (n == 0) return 0;
     int e = injected(VMS__OP_MADV_DISCARD);
     if (e) return e;
+    /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++) want += iov[i].iov_len;
     int state = atomic_load_explicit(&pmadv_state, memory_order_acquire);
-    if (state >= 0) {
-        /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
-        size_t want = 0;
-        for (size_t i = 0; i < n; i++) want += iov[i].iov_len;
-        count_syscall();
-        long r = syscall(SYS_process_madvise, pmadv_target(), iov, n, MADV_DONTNEED, 0);
-        if (r >= 0 && (size_t)r == want) {
-            if (state == 0) atomic_store_explicit(&pmadv_state, 1, memory_order_release);
-            return 0;
-        }
-        if (r < 0 && state == 0 && (errno == EBADF || errno == ESRCH) && pmadv_fd < 0) {
-            /* Before 6.14: no PIDFD_SELF; open a real pidfd once and retry. */
-            count_syscall();
-            int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-            if (fd >= 0) {
-                pmadv_fd = fd;
-                count_syscall();
-                r = syscall(SYS_process_madvise, fd, iov, n, MADV_DONTNEED, 0);
-                if (r >= 0 && (size_t)r == want) {
-                    atomic_store_explicit(&pmadv_state, 1, memory_order_release);
-                    return 0;
-                }
-            }
-        }
-        if (r < 0 && state == 0)
-            atomic_store_explicit(&pmadv_state, -1, memory_order_release);
-        /* A partial result or a late failure: fall through and finish range by range
-         * (MADV_DONTNEED is idempotent). */
+    if (VMS_UNLIKELY(state == PMADV_UNKNOWN) &&
+        atomic_compare_exchange_strong(&pmadv_state, &state, PMADV_PROBING)) {
+        if (pmadv_probe(iov, n, want) == 0) return 0;
+    } else if (state == PMADV_SELF || state == PMADV_PIDFD) {
+        int target = state == PMADV_SELF
+                         ? VMS_PIDFD_SELF_PROCESS
+                         : atomic_load_explicit(&pmadv_fd, memory_order_relaxed);
+        if (pmadv_call(target, iov, n, want) == 0) return 0;
     }
+    /* Not decided yet, refused, a partial result or a late failure: range by range
+     * (MADV_DONTNEED is idempotent). */
     for (size_t i = 0; i < n; i++) {
         int err = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
         if (err) return err;
@@ -247,14 +291,18 @@ int vms__os_discard_many(const struct iovec *iov, size_t n)
 }
 
 /* A fork child shares nothing with the parent's pidfd target: the pidfd names the
- * parent. Forget it so the child opens its own. */
+ * parent, and a discard through it would drop the parent's pages. Forget it so the
+ * child decides again; so does a child forked while another thread was probing (that
+ * thread is not in the child to finish). */
 static void forget_pidfd_in_child(void)
 {
-    if (pmadv_fd >= 0) {
-        close(pmadv_fd);
-        pmadv_fd = -1;
-        atomic_store(&pmadv_state, 0);
+    int fd = atomic_load(&pmadv_fd);
+    if (fd >= 0) {
+        close(fd);
+        atomic_store(&pmadv_fd, -1);
     }
+    int state = atomic_load(&pmadv_state);
+    if (state == PMADV_PIDFD || state == PMADV_PROBING) atomic_store(&pmadv_state, PMADV_UNKNOWN);
 }
 
 static void register_atfork(void)
@@ -354,7 +402,6 @@ int vms__os_guard_method(void)
     if (m < 0) return m;   /* undecided: this caller's operation fails, the next asks again */
     int expected = 0;
     if (!atomic_compare_exchange_strong(&guard_method, &expected, m)) m = expected;
-    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
     pthread_once(&atfork_once, register_atfork);
     return m;
 }

@@ -131,3 +131,213 @@ TEST(guard_probe_failure_fails_the_one_call)
     char out[4096];
     tst_run_ok(undecided_child, NULL, out, sizeof out);
 }
+
+/* ---- process_madvise on our own process ------------------------------------------------ */
+
+#include <dirent.h>
+#include <sys/mman.h>
+
+/* pidfds open in this process (/proc/self/fd links to anon_inode:[pidfd]). */
+static int count_pidfds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[300], link[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(path, link, sizeof link - 1);
+        if (k <= 0) continue;
+        link[k] = '\0';
+        if (strstr(link, "pidfd")) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+enum { RACERS = 8, RACE_PAGES = 4 };
+static pthread_barrier_t race_start;
+
+/* Dirties its own pages, then discards them with everyone else at once. */
+static void *discard_racer(void *arg)
+{
+    char *mem = arg;
+    size_t len = RACE_PAGES * vms__os_page_size();
+    memset(mem, 0x5a, len);
+    struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
+    pthread_barrier_wait(&race_start);
+    int e = vms__os_discard_many(iov, 2);
+    if (e) return (void *)(intptr_t)e;
+    for (size_t i = 0; i < len; i++)
+        if (mem[i]) return (void *)(intptr_t)-1000;
+    return NULL;
+}
+
+/* RACERS threads make the process's first discard_many at once, on a kernel without
+ * PIDFD_SELF (injected EBADF): one pidfd must be opened, and every range discarded. */
+static void first_discard_race_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
+    size_t page = vms__os_page_size();
+    char *mem = mmap(NULL, RACERS * RACE_PAGES * page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    int before = count_pidfds();
+    pthread_barrier_init(&race_start, NULL, RACERS);
+    pthread_t t[RACERS];
+    for (int i = 0; i < RACERS; i++)
+        if (pthread_create(&t[i], NULL, discard_racer, mem + (size_t)i * RACE_PAGES * page))
+            exit(10);
+    for (int i = 0; i < RACERS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        if (r) {
+            printf("racer %d: %ld\n", i, (long)(intptr_t)r);
+            exit(11);
+        }
+    }
+    int opened = count_pidfds() - before;
+    if (opened > 1) {
+        printf("%d pidfds opened by the first discards\n", opened);
+        exit(12);
+    }
+}
+
+TEST(first_discards_race_open_one_pidfd)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    /* Each round is a new process: the setup happens once per process. */
+    for (int round = 0; round < 50; round++) {
+        char out[4096];
+        int st = tst_fork(first_discard_race_child, NULL, out, sizeof out);
+        if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+            fprintf(stderr, "round %d:\n%s", round, out);
+            ASSERT_EXITED(st, 0);
+        }
+    }
+}
+
+/* Dirties n_pages of mem, discards them as two ranges, and checks they read as zero;
+ * returns the system calls that took. */
+static unsigned long dirty_and_discard(char *mem, size_t len)
+{
+    memset(mem, 0x5a, len);
+    struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
+    unsigned long before = vms__os_syscalls();
+    int e = vms__os_discard_many(iov, 2);
+    unsigned long calls = vms__os_syscalls() - before;
+    if (e) {
+        printf("discard_many: %s\n", strerror(-e));
+        exit(20);
+    }
+    for (size_t i = 0; i < len; i++)
+        if (mem[i]) {
+            printf("byte %zu not discarded\n", i);
+            exit(21);
+        }
+    return calls;
+}
+
+/* Before 6.14 (EBADF for PIDFD_SELF), pidfd_open fails with arg's errno: ENOSYS (no
+ * pidfds) decides one madvise per range for good; EMFILE decides nothing, and the next
+ * discard opens a pidfd and then makes one call per batch. */
+static void pidfd_open_fails_child(void *arg)
+{
+    int err = (int)(intptr_t)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
+    vms__os_inject(VMS__OP_PIDFD_OPEN, 1, err, false);
+    size_t len = 4 * vms__os_page_size();
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    (void)dirty_and_discard(mem, len);          /* the failed setup: range by range */
+    (void)dirty_and_discard(mem, len);          /* EMFILE: set up now */
+    unsigned long calls = dirty_and_discard(mem, len);
+    printf("calls %lu pidfds %d\n", calls, count_pidfds());
+}
+
+TEST(no_pidfd_discards_range_by_range)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    tst_run_ok(pidfd_open_fails_child, (void *)(intptr_t)ENOSYS, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "calls 2 pidfds 0\n");
+}
+
+static void probe_child(void *arg)
+{
+    (void)arg;
+    size_t len = 4 * vms__os_page_size();
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    (void)dirty_and_discard(mem, len);
+    exit(dirty_and_discard(mem, len) == 1 ? 0 : 1);
+}
+
+/* Skips unless process_madvise(MADV_DONTNEED) works on our own process (6.13+). */
+static void need_pmadv(void)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[512];
+    int st = tst_fork(probe_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st))
+        SKIP("process_madvise(MADV_DONTNEED) on our own process does not work here");
+}
+
+TEST(pidfd_open_emfile_decides_nothing)
+{
+    need_pmadv();
+    char out[4096];
+    tst_run_ok(pidfd_open_fails_child, (void *)(intptr_t)EMFILE, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "calls 1 pidfds 1\n");
+}
+
+/* A fork child must not discard through the parent's pidfd: that would drop the
+ * parent's pages (kernels since 6.13 refuse MADV_DONTNEED on another process, so there
+ * every discard would cost a failed call and then one madvise per range). It decides
+ * again, for itself: one call per batch through a pidfd of its own. */
+static void discard_in_fork_child(void *arg)
+{
+    (void)dirty_and_discard(arg, 4 * vms__os_page_size());
+    unsigned long calls = dirty_and_discard(arg, 4 * vms__os_page_size());
+    if (calls != 1) {
+        printf("a discard of two ranges took %lu calls\n", calls);
+        exit(12);
+    }
+}
+
+static void pidfd_fork_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
+    size_t len = 4 * vms__os_page_size();
+    char *mem = mmap(NULL, 2 * len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    (void)dirty_and_discard(mem + len, len);    /* decided: our own pidfd */
+    memset(mem, 0x77, len);
+    char out[512];
+    int st = tst_fork(discard_in_fork_child, mem, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+        printf("fork child: %s", out);
+        exit(10);
+    }
+    for (size_t i = 0; i < len; i++)
+        if (mem[i] != 0x77) {
+            printf("the fork child discarded the parent's byte %zu\n", i);
+            exit(11);
+        }
+}
+
+TEST(fork_child_discards_its_own_pages)
+{
+    need_pmadv();
+    char out[4096];
+    tst_run_ok(pidfd_fork_child, NULL, out, sizeof out);
+}
