@@ -27,10 +27,11 @@
 /* 64 GiB per arena: room for 200,000 default slots (256 KiB + 64 KiB), so a million
  * stacks take five arenas (ten mappings). When the kernel refuses so large a reservation
  * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
- * tried, down to 4 GiB. The lookup table has one entry per 4 GiB of the 48-bit user
- * address space (x86-64 and aarch64 without 5-level paging; mmap never returns higher
- * addresses unless asked to); an arena fills the entries it spans. 65,536 entries of
- * zero-filled BSS cost no memory until an arena is published in them. */
+ * tried, down to 4 GiB; under RLIMIT_AS, none above half the address space left. The
+ * lookup table has one entry per 4 GiB of the 48-bit user address space (x86-64 and
+ * aarch64 without 5-level paging; mmap never returns higher addresses unless asked to);
+ * an arena fills the entries it spans. 65,536 entries of zero-filled BSS cost no memory
+ * until an arena is published in them. */
 #define ARENA_MAX_SHIFT 36
 #define ARENA_MIN_SHIFT 32
 #define TABLE_SHIFT ARENA_MIN_SHIFT
@@ -125,7 +126,14 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     void *lo = NULL;
     size_t size = 0;
     int e = -ENOMEM;
-    for (unsigned shift = atomic_load(&arena_shift); shift >= ARENA_MIN_SHIFT; shift--) {
+    unsigned start = atomic_load(&arena_shift);
+    /* Under RLIMIT_AS (ulimit -v) an arena takes at most half the address space left
+     * (but never less than the smallest arena): the first arena would otherwise take
+     * the largest size that fits and leave the other size classes, and the program,
+     * without room. */
+    size_t room = vms__os_address_room();
+    while (start > ARENA_MIN_SHIFT && ((size_t)1 << start) > room / 2) start--;
+    for (unsigned shift = start; shift >= ARENA_MIN_SHIFT; shift--) {
         size = (size_t)1 << shift;
         if (size < slot + guard + page + sizeof(struct vms_stack)) break;
         e = vms__os_reserve(size, size, &lo);

@@ -80,8 +80,13 @@ VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format
  * sigaltstack. Every function returns 0 or a negative errno. */
 VMS_HIDDEN size_t vms__os_page_size(void);
 /* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,
- * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. */
+ * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. Holds no
+ * more than size bytes of address space at any moment (RLIMIT_AS), unless the range
+ * below an unaligned first try is taken: then size + align for a moment. */
 VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
+/* Address space the process may still map under RLIMIT_AS (ulimit -v): the limit less
+ * what is mapped now; SIZE_MAX without a limit. */
+VMS_HIDDEN size_t vms__os_address_room(void);
 VMS_HIDDEN int vms__os_release(void *addr, size_t size);          /* munmap */
 VMS_HIDDEN int vms__os_open(void *addr, size_t size);             /* -> read-write */
 VMS_HIDDEN int vms__os_close(void *addr, size_t size);            /* -> PROT_NONE */

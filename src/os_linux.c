@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -26,6 +27,9 @@
  * headers predate it. */
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000   /* Linux 4.17 */
 #endif
 #ifndef PR_SET_VMA
 #define PR_SET_VMA 0x53564d41
@@ -117,31 +121,85 @@ size_t vms__os_page_size(void)
     return v;
 }
 
+#define RESERVE_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+
+/* Reserves [want, want + len) if nothing is mapped there (MAP_FIXED_NOREPLACE, Linux
+ * 4.17; an older kernel takes the address as a hint, and another answer is undone). */
+static bool reserve_at(char *want, size_t len)
+{
+    count_syscall();
+    char *q = mmap(want, len, PROT_NONE, RESERVE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (q == want) return true;
+    if (q != MAP_FAILED) {
+        count_syscall();
+        munmap(q, len);
+    }
+    return false;
+}
+
 int vms__os_reserve(size_t size, size_t align, void **out)
 {
     int e = injected(VMS__OP_MMAP);
     if (e) return e;
+    size_t page = vms__os_page_size();
     if (size == 0 || (align & (align - 1)) || size + align < size) return -EINVAL;
-    /* Over-reserve by align, then cut the unaligned head and tail away, so the arena
-     * starts on an align boundary (arena lookup is then one shift). */
-    size_t len = size + align;
+    if (align < page) align = page;
+    /* The arena starts on an align boundary (arena lookup is then one shift). Reserving
+     * size + align and cutting the unaligned head and tail away would need up to twice
+     * the address space for a moment, and under RLIMIT_AS (ulimit -v) fail where size
+     * alone fits. So: exactly size; if it is not aligned, give back its unaligned top
+     * and take the same length just below it, the address space held never more than
+     * size. Only when that lower part is taken is the over-reservation tried. */
     count_syscall();
-    char *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *p = mmap(NULL, size, PROT_NONE, RESERVE_FLAGS, -1, 0);
     if (p == MAP_FAILED) return -errno;
-    uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = a - (uintptr_t)p, tail = len - head - size;
-    if (head) { count_syscall(); munmap(p, head); }
-    if (tail) { count_syscall(); munmap((char *)a + size, tail); }
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(align - 1);
+    if (lo != (uintptr_t)p) {
+        size_t shift = (uintptr_t)p - lo;
+        count_syscall();
+        munmap(p + size - shift, shift);
+        if (lo && reserve_at((char *)lo, shift)) {
+            p = (char *)lo;
+        } else {
+            count_syscall();
+            munmap(p, size - shift);
+            size_t len = size + align - page;
+            count_syscall();
+            p = mmap(NULL, len, PROT_NONE, RESERVE_FLAGS, -1, 0);
+            if (p == MAP_FAILED) return -errno;
+            uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+            size_t head = a - (uintptr_t)p, tail = len - head - size;
+            if (head) { count_syscall(); munmap(p, head); }
+            if (tail) { count_syscall(); munmap((char *)a + size, tail); }
+            p = (char *)a;
+        }
+    }
     /* A transparent huge page would make a whole 2 MiB of idle stacks resident at the
      * first touch; stacks want 4 KiB granularity. */
     count_syscall();
-    madvise((void *)a, size, MADV_NOHUGEPAGE);
+    madvise(p, size, MADV_NOHUGEPAGE);
     /* Named [anon:vmstack] in /proc/self/maps where the kernel has CONFIG_ANON_VMA_NAME
      * (Linux 5.17+); harmless failure elsewhere. */
     count_syscall();
-    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, a, size, (unsigned long)"vmstack");
-    *out = (void *)a;
+    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)p, size, (unsigned long)"vmstack");
+    *out = p;
     return 0;
+}
+
+size_t vms__os_address_room(void)
+{
+    struct rlimit r;
+    count_syscall();
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+    /* statm's first field: the address space in use, in pages (VmSize). */
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    size_t used = (size_t)pages * vms__os_page_size();
+    return r.rlim_cur > used ? (size_t)(r.rlim_cur - used) : 0;
 }
 
 int vms__os_release(void *addr, size_t size)

@@ -5,3 +5,5 @@ vms_test(options LABELS unit memcheck)
 vms_test(cache_nomem LABELS unit)
 # The os layer's one-time decisions about the kernel (guard method, process_madvise).
 vms_test(os_probe LABELS unit)
+# Arenas under a tight RLIMIT_AS (ulimit -v).
+vms_test(arena_limit LABELS unit)
