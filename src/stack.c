@@ -112,13 +112,17 @@ struct vms_stack *vms__stack_alloc(size_t size)
 static atomic_size_t internal_live;
 
 /* vmstack's own stacks (alternate signal stacks) are recycled among themselves, through
- * this pool rather than the cache: only signal handlers ever run on them, never program
- * code that could be handed another's data, so they skip the cache's scrubbing, and a
- * thread takes one without setting up a per-thread cache. A pooled stack keeps its
- * "internal" mark and counts in neither stacks_live nor stacks_cached. Beyond
- * INTERNAL_POOL stacks, they go to the cache, scrubbed like any other, so no data of
- * theirs can reach a program stack either. */
+ * this pool rather than the cache, so that a thread takes one without setting up a
+ * per-thread cache. A pooled stack keeps its "internal" mark and counts in neither
+ * stacks_live nor stacks_cached. They are scrubbed all the same: the program's own
+ * SA_ONSTACK handlers run on them, and vmstack's reports leave the registers, trace and
+ * name of the task they killed there, none of which the next thread may see. A freed
+ * one waits among the pool's dirty stacks until POOL_SCRUB_BATCH of them are scrubbed
+ * with one system call (vms__os_discard_many); only scrubbed ones are handed out.
+ * Beyond INTERNAL_POOL stacks (dirty, clean or being scrubbed), they go to the cache,
+ * scrubbed there like any other. */
 #define INTERNAL_POOL 64
+#define POOL_SCRUB_BATCH 16
 
 #define GRAVE_STACKS 4
 
@@ -133,8 +137,10 @@ struct grave {
 
 /* Graves (below) and the pool share one lock. */
 static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock */
+static struct vms_stack *pool[INTERNAL_POOL];   /* under deferred_lock: scrubbed */
 static atomic_uint npool;                       /* written under it, peeked without */
+static struct vms_stack *pool_dirty[POOL_SCRUB_BATCH];   /* under deferred_lock */
+static unsigned npool_dirty, npool_scrubbing;           /* under deferred_lock */
 /* Reapers with graves taken off the list whose stacks they are still freeing, and
  * whether the calling thread is one: fork waits for them (under deferred_lock). */
 static unsigned reaping;
@@ -258,6 +264,9 @@ void vms__stack_fork_child(void)
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();
     reaping = reaping_here ? 1 : 0;
+    /* Stacks another thread of the parent was scrubbing are not in the child's pool:
+     * lost there (FREE, never handed out), as are other threads' cached stacks. */
+    npool_scrubbing = 0;
     for (struct grave *g = graves; g; g = g->next)
         if (g != my_grave) g->orphan = true;
     if (my_grave && grave_lock_new(my_grave)) {
@@ -293,19 +302,63 @@ static struct vms_stack *pool_take(unsigned cls)
     return st;
 }
 
-/* Keeps a freed internal stack (state FREE) in the pool; false when it is full. */
+/* Scrubs v[0..n) whole, outside the lock: one system call; zeroed by hand should it
+ * fail (they are small: an alternate stack is 64 KiB and the kernel's minimum). */
+static void pool_scrub(struct vms_stack **v, unsigned n)
+{
+    struct iovec iov[POOL_SCRUB_BATCH];
+    for (unsigned i = 0; i < n; i++) {
+        iov[i].iov_base = v[i]->base;
+        iov[i].iov_len = v[i]->size;
+    }
+    if (vms__os_discard_many(iov, n) != 0)
+        for (unsigned i = 0; i < n; i++) memset(v[i]->base, 0, v[i]->size);
+}
+
+/* Keeps a freed internal stack (state FREE) in the pool, to be handed out once scrubbed
+ * (at once with VMS_NO_SCRUB); false when the pool is full. */
 static bool pool_put(struct vms_stack *st)
 {
-    bool kept = false;
+    bool no_scrub = vms__opt.flags & VMS_NO_SCRUB;
+    struct vms_stack *batch[POOL_SCRUB_BATCH];
+    unsigned nbatch = 0;
     pthread_mutex_lock(&deferred_lock);
     unsigned n = atomic_load_explicit(&npool, memory_order_relaxed);
-    if (n < INTERNAL_POOL) {
+    if (n + npool_dirty + npool_scrubbing >= INTERNAL_POOL) {
+        pthread_mutex_unlock(&deferred_lock);
+        return false;
+    }
+    if (no_scrub) {
         pool[n] = st;
         atomic_store_explicit(&npool, n + 1, memory_order_relaxed);
-        kept = true;
+    } else {
+        pool_dirty[npool_dirty++] = st;
+        if (npool_dirty == POOL_SCRUB_BATCH) {
+            memcpy(batch, pool_dirty, sizeof batch);
+            nbatch = npool_dirty;
+            npool_dirty = 0;
+            npool_scrubbing += nbatch;   /* their places stay taken meanwhile */
+        }
     }
     pthread_mutex_unlock(&deferred_lock);
-    return kept;
+    if (!nbatch) return true;
+    pool_scrub(batch, nbatch);
+    unsigned kept = 0;
+    pthread_mutex_lock(&deferred_lock);
+    n = atomic_load_explicit(&npool, memory_order_relaxed);
+    for (; kept < nbatch && n < INTERNAL_POOL; kept++) pool[n++] = batch[kept];
+    atomic_store_explicit(&npool, n, memory_order_relaxed);
+    /* Only a fork from a signal handler that interrupted the scrubbing can leave this
+     * child's count reset and its pool refilled meanwhile: not below zero, and what
+     * does not fit goes to the cache. */
+    npool_scrubbing -= nbatch < npool_scrubbing ? nbatch : npool_scrubbing;
+    pthread_mutex_unlock(&deferred_lock);
+    for (; kept < nbatch; kept++) {
+        batch[kept]->internal = 0;
+        atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
+        vms__cache_put(batch[kept]);
+    }
+    return true;
 }
 
 struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)

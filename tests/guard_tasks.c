@@ -298,6 +298,69 @@ TEST(thread_killed_alone)
     ASSERT_STR_CONTAINS(out, "join gave VMS_THREAD_KILLED; sibling 500500\n");
 }
 
+/* ---- the report stays with the thread it killed ----------------------------------------- */
+
+/* The report is built on the killed thread's alternate stack: its name, registers and
+ * trace are there when the stack goes back to vmstack. No later thread may find them on
+ * the alternate stack it is given. */
+static const char report_name[] = "oops-name-7f3a";
+
+static void *report_overflow_thread(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), report_name);
+    sink += island_deep(0);
+    return NULL;
+}
+
+/* 0: clean; 1: the killed thread's name is on this thread's alternate stack; 2: the
+ * thread has no alternate stack of vmstack's. */
+static void *look_for_report(void *arg)
+{
+    (void)arg;
+    stack_t cur;
+    struct vms__where w;
+    if (sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_DISABLE) ||
+        vms__arena_where(cur.ss_sp, &w) != VMS__WHERE_STACK)
+        return (void *)2;
+    return (void *)(intptr_t)(memmem(cur.ss_sp, cur.ss_size, report_name,
+                                     sizeof report_name - 1) != NULL);
+}
+
+static void report_reuse_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_t t;
+    void *r;
+    if (vms_thread_create(&t, NULL, report_overflow_thread, NULL) != 0) _exit(10);
+    pthread_join(t, &r);
+    if (r != VMS_THREAD_KILLED) _exit(11);
+    /* More threads than the alternate-stack pool scrubs at once, one at a time, each
+     * after a reap: the killed thread's alternate stack is among those handed out. */
+    for (int i = 0; i < 40; i++) {
+        vms_stats st;
+        if (vms_get_stats(&st) != 0) _exit(12);
+        if (vms_thread_create(&t, NULL, look_for_report, NULL) != 0) _exit(13);
+        pthread_join(t, &r);
+        if (r) {
+            printf("thread %d: %s\n", i, r == (void *)1 ? "found the report" : "no alternate stack");
+            _exit(14);
+        }
+    }
+    printf("40 clean\n");
+}
+
+TEST(report_never_reaches_the_next_thread)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(report_reuse_child);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread \"oops-name-7f3a\"");
+    ASSERT_STR_CONTAINS(out, "40 clean\n");
+}
+
 /* ---- 16 threads at the same moment ----------------------------------------------------- */
 
 #define NTHREADS 16

@@ -351,23 +351,38 @@ static void *join_one(void *(*fn)(void *), void *arg)
     return r;
 }
 
+/* Alternate stacks come back to the pool and are handed out again once scrubbed, which
+ * the pool does 16 at a time: one thread after another, at most 17 distinct ones. */
+#define ALT_ROUNDS 40
+#define ALT_DISTINCT_MAX 17
+
+static int distinct(void *const *v, int n)
+{
+    int d = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < i && v[j] != v[i]) j++;
+        d += j == i;
+    }
+    return d;
+}
+
 /* A thread's stacks wait in its grave until it has ended; vms_get_stats reaps them, so
- * after pthread_join nothing counts as live, and the next thread gets the same alternate
- * stack (the pool), which proves it came back. */
+ * after pthread_join nothing counts as live, and later threads get the same alternate
+ * stacks again (the pool), which proves they came back. */
 TEST(stacks_return_after_join)
 {
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
     size_t live0 = s.stacks_live;
-    void *alt1 = NULL, *alt2 = NULL;
-    ASSERT_PTR_EQ(join_one(alt_of_thread, &alt1), &alt1);
-    ASSERT_EQ(vms_get_stats(&s), 0);
-    ASSERT_EQ(s.stacks_live, live0);
-    ASSERT_PTR_EQ(join_one(alt_of_thread, &alt2), &alt2);
-    ASSERT_NOT_NULL(alt1);
-    ASSERT_PTR_EQ(alt2, alt1);
-    ASSERT_EQ(vms_get_stats(&s), 0);
-    ASSERT_EQ(s.stacks_live, live0);
+    void *alt[ALT_ROUNDS] = { NULL };
+    for (int i = 0; i < ALT_ROUNDS; i++) {
+        ASSERT_PTR_EQ(join_one(alt_of_thread, &alt[i]), &alt[i]);
+        ASSERT_NOT_NULL(alt[i]);
+        ASSERT_EQ(vms_get_stats(&s), 0);
+        ASSERT_EQ(s.stacks_live, live0);
+    }
+    ASSERT_LE(distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
 }
 
 static unsigned long syscalls_at_end;
@@ -707,6 +722,66 @@ TEST(alternate_stack_data_never_reaches_a_program_stack)
     for (int i = 0; i < TAKE; i++) vms_stack_free(st[i]);
 }
 
+/* Each thread looks at the alternate stack it was given before its own signal handler
+ * leaves a secret there: an alternate stack is handed out like any stack, and the
+ * program's SA_ONSTACK handlers run on it (and can read what they did not write), so a
+ * new thread must never find the last owner's data on it. */
+struct alt_look {
+    bool plain;          /* a pthread of the program's own, not vms_thread_create's */
+    int found;           /* 1: the secret was there; -1: no vmstack alternate stack */
+};
+
+static int look_at_own_alt_stack(void)
+{
+    stack_t cur;
+    struct vms__where w;
+    if (sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_DISABLE) ||
+        vms__arena_where(cur.ss_sp, &w) != VMS__WHERE_STACK)
+        return -1;
+    int found = holds_secret(cur.ss_sp, cur.ss_size);
+    raise(SIGUSR1);                      /* leave_secret, on this alternate stack */
+    return found;
+}
+
+static void *alt_looker(void *arg)
+{
+    struct alt_look *l = arg;
+    vms_stack *s = NULL;
+    /* A pthread of the program's own gets its alternate stack from vmstack's pool at its
+     * first call. */
+    if (l->plain && !(s = vms_stack_alloc(0))) return NULL;
+    l->found = look_at_own_alt_stack();
+    vms_stack_free(s);
+    return arg;
+}
+
+TEST(alternate_stack_data_never_reaches_the_next_thread)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = leave_secret;
+    sa.sa_flags = SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    /* One thread at a time, so that each can be given the last one's alternate stack;
+     * more than the pool's scrubbing batches, so that scrubbed ones come back too. */
+    for (int i = 0; i < 100; i++) {
+        struct alt_look l = { .plain = i % 3 == 2, .found = 0 };
+        pthread_t t;
+        if (l.plain) ASSERT_EQ(pthread_create(&t, NULL, alt_looker, &l), 0);
+        else ASSERT_EQ(vms_thread_create(&t, NULL, alt_looker, &l), 0);
+        void *r = NULL;
+        ASSERT_EQ(pthread_join(t, &r), 0);
+        ASSERT_PTR_EQ(r, &l);
+        if (l.found < 0) SKIP("threads keep alternate stacks of their own (ASan)");
+        if (l.found) TST_FAIL("thread %d (%s) found the last owner's data on its alternate stack",
+                              i, l.plain ? "pthread" : "vms thread");
+        vms_stats s;
+        ASSERT_EQ(vms_get_stats(&s), 0);   /* reaps: its stacks go back */
+    }
+    sigaction(SIGUSR1, &old, NULL);
+}
+
 static void fiber_noop(void *arg) { (void)arg; }
 
 /* A pthread of the program's own that runs a fiber (so it gets an alternate stack) and
@@ -720,24 +795,23 @@ static void *plain_thread_with_fiber(void *arg)
 }
 
 /* A program that runs fibers on pthreads of its own never calls vms_thread_create or
- * vms_get_stats: its next thread to start reaps the ended ones, and takes the same
- * alternate stack again. */
+ * vms_get_stats: its next thread to start reaps the ended ones, and later threads take
+ * the same alternate stacks again. */
 TEST(plain_threads_reuse_alternate_stacks)
 {
-    void *alt[3] = { NULL, NULL, NULL };
-    for (int i = 0; i < 3; i++) {
+    void *alt[ALT_ROUNDS] = { NULL };
+    for (int i = 0; i < ALT_ROUNDS; i++) {
         pthread_t t;
         ASSERT_EQ(pthread_create(&t, NULL, plain_thread_with_fiber, &alt[i]), 0);
         void *r = NULL;
         ASSERT_EQ(pthread_join(t, &r), 0);
         ASSERT_PTR_EQ(r, &alt[i]);
+        ASSERT_NOT_NULL(alt[i]);
     }
 #ifdef TST_ASAN
     SKIP("under ASan threads keep the runtime's alternate stacks");
 #endif
-    ASSERT_NOT_NULL(alt[0]);
-    ASSERT_PTR_EQ(alt[1], alt[0]);
-    ASSERT_PTR_EQ(alt[2], alt[0]);
+    ASSERT_LE(distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
 }
 
 /* What runs on a vms thread's small C-library stack: the program's thread-specific-data
