@@ -54,6 +54,9 @@ struct tcache {
 };
 static VMS_TLS struct tcache *tc;
 static pthread_key_t tc_key;
+/* Whether tc_key was made (shared_init). Without it no thread-exit hook would return a
+ * thread's cached stacks: then no thread has a per-thread cache. */
+static bool tc_key_made;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tcache *registry;
 static atomic_ulong retired_gets, retired_puts;   /* of exited threads */
@@ -69,7 +72,13 @@ static void thread_exit(void *p);
 static void shared_init(void)
 {
     for (int i = 0; i < VMS__CLASSES; i++) pthread_mutex_init(&shared[i].lock, NULL);
-    pthread_key_create(&tc_key, thread_exit);
+    int e = pthread_key_create(&tc_key, thread_exit);
+    tc_key_made = e == 0;
+    if (e)
+        vms__log_warn("no thread-exit hook for per-thread stack caches (pthread_key_create: "
+                      "%s): threads free stacks straight to the shared lists, one system "
+                      "call per free; leave a thread-specific-data key for vmstack's "
+                      "first use", strerror(e));
 }
 
 /* fork (stack.c's handlers): the child must not inherit a lock held by another,
@@ -94,6 +103,8 @@ static struct tcache *tcache_get(void)
     struct tcache *t = tc;
     if (VMS_LIKELY(t)) return t;
     pthread_once(&shared_once, shared_init);
+    /* A cache the thread's exit would not give back would lose its stacks. */
+    if (VMS_UNLIKELY(!tc_key_made)) return NULL;
     t = calloc(1, sizeof *t + vms__opt.cache_per_thread * sizeof(struct vms_stack *));
     if (!t) return NULL;
     pthread_mutex_lock(&registry_lock);
@@ -195,13 +206,47 @@ static void scrub_batch(struct tcache *t)
     t->ndirty = 0;
 }
 
-struct vms_stack *vms__cache_get(unsigned cls)
+/* New slots of cls, a few at once so that opening is amortized: the first is returned,
+ * the others wait in the shared list, not in a thread's LIFO (the LIFO is for recycled
+ * stacks with a warm top page, and a class used once, a thread's alternate signal stack
+ * say, must not occupy it). NULL when no slot could be opened. */
+static struct vms_stack *open_fresh(unsigned cls, unsigned want)
 {
-    struct tcache *t = tcache_get();
-    if (VMS_UNLIKELY(!t)) {
+    struct vms_stack *fresh[16];
+    unsigned n = want < 16 ? want : 16;
+    int r = vms__arena_open(cls, fresh, n);
+    if (r <= 0) return NULL;
+    if (r > 1) {
+        size_t warm = fresh[r - 1]->warm != 0;
+        for (int i = 1; i + 1 < r; i++) {
+            fresh[i]->next = fresh[i + 1];
+            warm += fresh[i]->warm != 0;
+        }
+        shared_push(fresh[1], fresh[r - 1], cls, (size_t)r - 1, warm);
+    }
+    return fresh[0];
+}
+
+/* For a thread without a per-thread cache (calloc failed, or no thread-exit hook): one
+ * stack from the shared list, else new slots. Counted with the exited threads' gets, as
+ * vms__cache_put counts such a thread's frees with their puts. */
+static struct vms_stack *get_without_cache(unsigned cls)
+{
+    unsigned got;
+    struct vms_stack *st = shared_take(cls, 1, &got);
+    if (!st) st = open_fresh(cls, vms__opt.cache_per_thread / 2 + 1);
+    if (!st) {
         errno = ENOMEM;
         return NULL;
     }
+    atomic_fetch_add(&retired_gets, 1);
+    return st;
+}
+
+struct vms_stack *vms__cache_get(unsigned cls)
+{
+    struct tcache *t = tcache_get();
+    if (VMS_UNLIKELY(!t)) return get_without_cache(cls);
     /* The LIFO, most recent first; stacks of another class are skipped (rare). */
     for (unsigned i = t->nclean; i-- > 0;) {
         struct vms_stack *st = t->clean[i];
@@ -215,14 +260,12 @@ struct vms_stack *vms__cache_get(unsigned cls)
     unsigned want = vms__opt.cache_per_thread / 2 + 1, got;
     struct vms_stack *chain = shared_take(cls, want, &got);
     if (!chain) {
-        /* New slots, a few at once so that opening is amortized. They cost address
-         * space only until touched; this thread's dirty batch is not scrubbed early,
-         * which keeps the steady state at one system call per SCRUB_BATCH frees (the
-         * slots opened meanwhile are bounded by the batch size). */
-        struct vms_stack *fresh[16];
-        unsigned n = want < 16 ? want : 16;
-        int r = vms__arena_open(cls, fresh, n);
-        if (r <= 0) {
+        /* New slots. They cost address space only until touched; this thread's dirty
+         * batch is not scrubbed early, which keeps the steady state at one system call
+         * per SCRUB_BATCH frees (the slots opened meanwhile are bounded by the batch
+         * size). */
+        struct vms_stack *st = open_fresh(cls, want);
+        if (!st) {
             if (t->ndirty) {
                 /* Out of slots: the dirty batch is all we have. */
                 scrub_batch(t);
@@ -233,19 +276,8 @@ struct vms_stack *vms__cache_get(unsigned cls)
             errno = ENOMEM;
             return NULL;
         }
-        /* The others wait in the shared list, not in this thread's LIFO: the LIFO is
-         * for recycled stacks with a warm top page, and a class used once (a thread's
-         * alternate signal stack, say) must not occupy it. */
-        if (r > 1) {
-            size_t warm = fresh[r - 1]->warm != 0;
-            for (int i = 1; i + 1 < r; i++) {
-                fresh[i]->next = fresh[i + 1];
-                warm += fresh[i]->warm != 0;
-            }
-            shared_push(fresh[1], fresh[r - 1], cls, (size_t)r - 1, warm);
-        }
         bump(&t->gets);
-        return fresh[0];
+        return st;
     }
     struct vms_stack *st = chain;
     chain = chain->next;

@@ -51,6 +51,7 @@ static size_t main_gap;
 static char main_name[16];
 
 static pthread_key_t alt_key;
+static bool alt_key_made;   /* false: no key was left; alt_key names someone else's */
 static pthread_once_t alt_key_once = PTHREAD_ONCE_INIT;
 
 enum { THREAD_NEW = 0, THREAD_INITIALIZING, THREAD_READY };
@@ -507,9 +508,11 @@ static void alt_release(void *p)
 
 static void make_alt_key(void)
 {
-    if (pthread_key_create(&alt_key, alt_release) != 0)
-        vms__log_warn("no thread-exit hook for alternate signal stacks: they are leaked "
-                      "when threads exit");
+    alt_key_made = pthread_key_create(&alt_key, alt_release) == 0;
+    if (!alt_key_made)
+        vms__log_warn("no thread-exit hook for alternate signal stacks (pthread_key_create "
+                      "failed): each is buried when its thread gets it and freed after the "
+                      "thread has ended, or leaked where robust mutexes do not work");
 }
 
 /* Whether the calling thread is the main thread, without a system call when the main
@@ -669,8 +672,12 @@ int vms__guard_thread_init(void)
     if (e == 1) {
         vms__stack_free(st);   /* the thread keeps its own */
         e = 0;
-    } else {
+    } else if (alt_key_made) {
         pthread_setspecific(alt_key, st);
+    } else if (vms__stack_free_at_exit(st) != 0) {
+        /* No exit hook, and no grave to bury it in now (robust mutexes do not work, or
+         * too many graves wait): leaked at the thread's exit rather than freed while
+         * the kernel may still deliver a signal on it. */
     }
 done:
     /* After a failure the next call tries again (the task layer refuses to run tasks

@@ -7,3 +7,4 @@ vms_test(cache_nomem LABELS unit)
 vms_test(os_probe LABELS unit)
 # Arenas under a tight RLIMIT_AS (ulimit -v).
 vms_test(arena_limit LABELS unit)
+vms_test(cache_nokey LABELS unit)

@@ -1,0 +1,121 @@
+/*
+ * cache_nokey.c - vmstack when the process has no thread-specific-data key left for it
+ * (pthread_key_create: EAGAIN at PTHREAD_KEYS_MAX). It then has no thread-exit hook:
+ * threads must get no per-thread cache (whose stacks would be lost at their exit), the
+ * stacks they free must come back to others, vmstack must never store into a key it
+ * did not get (key 0 is someone else's), and it says so once. A program of its own:
+ * every case exhausts the keys in a child before vmstack initializes.
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <vmstack.h>
+
+#if defined(TST_ASAN) || defined(TST_TSAN)
+#define SKIP_IF_SANITIZED() SKIP("the sanitizer's runtime needs thread-specific keys of its own")
+#else
+#define SKIP_IF_SANITIZED() do {} while (0)
+#endif
+
+static pthread_key_t first_key;          /* the program's: vmstack must not touch it */
+static atomic_int first_key_dtor_calls;
+
+static void first_key_dtor(void *p)
+{
+    (void)p;
+    atomic_fetch_add(&first_key_dtor_calls, 1);
+}
+
+/* Takes every key there is; the first one with a destructor that counts its calls. */
+static int exhaust_keys(void)
+{
+    if (pthread_key_create(&first_key, first_key_dtor) != 0) exit(90);
+    int n = 1;
+    pthread_key_t k;
+    while (pthread_key_create(&k, NULL) == 0) n++;
+    return n;
+}
+
+enum { THREADS = 40, PER_THREAD = 4 };
+static void *bases[THREADS * PER_THREAD];
+static void *alts[THREADS];
+static atomic_int clobbered;
+
+static void *alloc_free_thread(void *arg)
+{
+    void **mine = &bases[(intptr_t)arg * PER_THREAD];
+    vms_stack *s[PER_THREAD];
+    for (int i = 0; i < PER_THREAD; i++) {
+        s[i] = vms_stack_alloc(0);
+        if (!s[i]) return NULL;
+        mine[i] = vms_stack_base(s[i]);
+        memset(mine[i], 0x5a, 64);   /* used a little */
+    }
+    for (int i = 0; i < PER_THREAD; i++) vms_stack_free(s[i]);
+    if (pthread_getspecific(first_key)) atomic_fetch_add(&clobbered, 1);
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
+        alts[(intptr_t)arg] = cur.ss_sp;
+    return mine;
+}
+
+static int distinct(void *const *v, int n)
+{
+    int d = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < i && v[j] != v[i]) j++;
+        d += j == i;
+    }
+    return d;
+}
+
+static void no_key_child(void *arg)
+{
+    (void)arg;
+    int keys = exhaust_keys();
+    for (int t = 0; t < THREADS; t++) {
+        pthread_t th;
+        void *r = NULL;
+        if (pthread_create(&th, NULL, alloc_free_thread, (void *)(intptr_t)t) != 0) exit(10);
+        pthread_join(th, &r);
+        if (!r) {
+            printf("thread %d: vms_stack_alloc: %s\n", t, strerror(errno));
+            exit(11);
+        }
+    }
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(12);
+    int d = distinct(bases, THREADS * PER_THREAD), da = distinct(alts, THREADS);
+    printf("keys %d, stacks %d distinct, alternate stacks %d, live %zu, cached %zu\n", keys,
+           d, da, st.stacks_live, st.stacks_cached);
+    if (atomic_load(&clobbered) || atomic_load(&first_key_dtor_calls)) {
+        printf("vmstack stored into the program's key: seen %d times, its destructor ran %d "
+               "times\n", atomic_load(&clobbered), atomic_load(&first_key_dtor_calls));
+        exit(13);
+    }
+    /* One thread after another: the stacks each frees come back to the next. */
+    if (d > 2 * PER_THREAD) exit(14);
+    if (st.stacks_live != 0) exit(15);
+    /* Their alternate stacks come back too (the pool scrubs them 16 at a time), where
+     * dead threads' robust mutexes are marked (graves). */
+    if (vms__os_robust_list_works() == 0 && da > 17) exit(16);
+}
+
+TEST(no_key_left_no_thread_cache)
+{
+    SKIP_IF_SANITIZED();
+    char out[8192];
+    int st = tst_fork(no_key_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    /* Said once, with what it costs. */
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: no thread-exit hook for per-thread stack caches");
+    const char *w = strstr(out, "per-thread stack caches");
+    ASSERT(!strstr(w + 1, "per-thread stack caches"));
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: no thread-exit hook for alternate signal stacks");
+}
