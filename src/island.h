@@ -113,10 +113,17 @@ typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
  * Return the number of frames passed to fn; *complete (when not NULL) tells whether
  * the walk reached the outermost frame (rather than a broken chain, an unwinding
  * error, or max). */
-/* Records the C library's signal restorer from the action installed for sig (the fault
- * handler, just installed), so that the frame-pointer walk can follow a signal frame
- * into the code it interrupted (x86-64; elsewhere a no-op). Normal context. */
+/* Records the return address the kernel gives signal handlers (x86-64: the C library's
+ * restorer, from the action installed for sig, the fault handler just installed;
+ * aarch64: the vDSO's __kernel_rt_sigreturn), so that the frame-pointer walk can follow
+ * a signal frame into the code it interrupted. Normal context. */
 VMS_HIDDEN void vms__trace_note_restorer(int sig);
+/* Adds addr to the restorers the walk knows (at most 2; for tests). Normal context. */
+VMS_HIDDEN void vms__trace_add_restorer(uintptr_t addr);
+/* The address of the vDSO's symbol name, or 0 (no vDSO, or no such symbol); hash
+ * chooses how its symbols are counted: DT_HASH, DT_GNU_HASH, or 0 for either (DT_HASH
+ * first). Normal context. */
+VMS_HIDDEN uintptr_t vms__trace_vdso_symbol(const char *name, int hash);
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                   vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,

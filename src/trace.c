@@ -22,6 +22,7 @@
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -473,43 +474,220 @@ bool vms__trace_in_loader(uintptr_t addr)
  * function keeps its frame. A 0 found deeper is a register value saved by code that
  * uses the frame-pointer register for data (the C library), not the chain's end. */
 #define OUTERMOST_FRAME_SLACK 64
-/* x86-64: the return address of every signal handler the C library installed (glibc's
- * __restore_rt, its sa_restorer), 0 until vms__trace_note_restorer. The kernel's
- * ucontext follows that return address on the stack: a frame record whose return
- * address it is leads to the interrupted code, which the chain of saved frame pointers
- * alone would skip (and with it a lock-taking function the handler interrupted). */
-static _Atomic uintptr_t sig_restorer;
+/* The return addresses the kernel gives signal handlers (their restorers), 0 until
+ * vms__trace_note_restorer. x86-64: glibc's __restore_rt, the sa_restorer of every
+ * handler it installs. aarch64: glibc sets no sa_restorer there, and the kernel returns
+ * to the vDSO's __kernel_rt_sigreturn (arch/arm64/kernel/signal.c, setup_return). A
+ * frame record whose return address is a restorer belongs to a signal handler called
+ * by the kernel, and the kernel's ucontext next to it leads to the interrupted code,
+ * which the chain of saved frame pointers alone would skip (and with it a lock-taking
+ * function the handler interrupted). */
+#define RESTORERS 2
+static _Atomic uintptr_t sig_restorers[RESTORERS];
+
+/* async-signal-safe */
+static bool is_restorer(uintptr_t addr)
+{
+    for (int i = 0; i < RESTORERS; i++)
+        if (addr && atomic_load_explicit(&sig_restorers[i], memory_order_relaxed) == addr)
+            return true;
+    return false;
+}
+
+void vms__trace_add_restorer(uintptr_t addr)
+{
+    for (int i = 0; addr && i < RESTORERS; i++) {
+        uintptr_t cur = 0;
+        if (atomic_compare_exchange_strong(&sig_restorers[i], &cur, addr) || cur == addr)
+            return;
+    }
+}
+
+/* The dynamic symbol table of the vDSO as the kernel maps it (AT_SYSINFO_EHDR): found
+ * through its program headers, as the kernel's tools/testing/selftests/vDSO/parse_vdso.c
+ * does (its dynamic section holds addresses relative to the image, never relocated by
+ * the loader). The number of symbols comes from DT_HASH (its nchain) or, without one,
+ * from DT_GNU_HASH (one past the highest symbol any bucket's chain reaches). */
+struct vdso_syms {
+    uintptr_t bias;
+    const ElfW(Sym) *syms;
+    size_t nsyms;
+    const char *strs;
+    size_t strsz;
+};
+
+/* Normal context (at install), as vdso_syms and vms__trace_vdso_symbol. */
+static size_t gnu_hash_count(const uint32_t *h)
+{
+    uint32_t nbuckets = h[0], symoffset = h[1], bloom_size = h[2];
+    const uint32_t *buckets = h + 4 + bloom_size * (sizeof(ElfW(Addr)) / 4);
+    const uint32_t *chain = buckets + nbuckets;
+    uint32_t last = 0;
+    for (uint32_t b = 0; b < nbuckets; b++)
+        if (buckets[b] > last) last = buckets[b];
+    if (last < symoffset) return symoffset;
+    while (!(chain[last - symoffset] & 1)) last++;
+    return (size_t)last + 1;
+}
+
+static bool vdso_syms(struct vdso_syms *v, int hash)
+{
+    memset(v, 0, sizeof *v);
+    uintptr_t base = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+    if (!base) return false;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != NATIVE_CLASS ||
+        eh->e_phentsize != sizeof(ElfW(Phdr)))
+        return false;
+    const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
+    const ElfW(Dyn) *dyn = NULL;
+    bool have_load = false;
+    for (unsigned i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type == PT_LOAD && !have_load) {
+            v->bias = base + ph[i].p_offset - ph[i].p_vaddr;
+            have_load = true;
+        } else if (ph[i].p_type == PT_DYNAMIC) {
+            dyn = (const ElfW(Dyn) *)(base + ph[i].p_offset);
+        }
+    }
+    if (!have_load || !dyn) return false;
+    const uint32_t *sysv = NULL, *gnu = NULL;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        uintptr_t a = v->bias + dyn->d_un.d_ptr;
+        switch (dyn->d_tag) {
+        case DT_SYMTAB: v->syms = (const ElfW(Sym) *)a; break;
+        case DT_STRTAB: v->strs = (const char *)a; break;
+        case DT_STRSZ: v->strsz = dyn->d_un.d_val; break;
+        case DT_HASH: sysv = (const uint32_t *)a; break;
+        case DT_GNU_HASH: gnu = (const uint32_t *)a; break;
+        default: break;
+        }
+    }
+    if (hash == DT_GNU_HASH) sysv = NULL;
+    if (hash == DT_HASH) gnu = NULL;
+    if (!v->syms || !v->strs || (!sysv && !gnu)) return false;
+    v->nsyms = sysv ? sysv[1] : gnu_hash_count(gnu);
+    return true;
+}
+
+uintptr_t vms__trace_vdso_symbol(const char *name, int hash)
+{
+    struct vdso_syms v;
+    if (!vdso_syms(&v, hash)) return 0;
+    for (size_t i = 0; i < v.nsyms; i++) {
+        const ElfW(Sym) *s = &v.syms[i];
+        if (s->st_shndx == SHN_UNDEF || s->st_name >= v.strsz || !s->st_value) continue;
+        if (strcmp(v.strs + s->st_name, name) == 0) return v.bias + s->st_value;
+    }
+    return 0;
+}
 
 void vms__trace_note_restorer(int sig)
 {
 #if defined(__x86_64__)
     struct sigaction cur;
     if (sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO))
-        atomic_store_explicit(&sig_restorer, (uintptr_t)cur.sa_restorer, memory_order_relaxed);
+        vms__trace_add_restorer((uintptr_t)cur.sa_restorer);
+#elif defined(__aarch64__)
+    (void)sig;
+    /* 0 where there is no vDSO (qemu-user 7.2 has none: its trampoline is a page of
+     * its own); the frame is then recognized by its layout alone (signal_frame_fp). */
+    vms__trace_add_restorer(vms__trace_vdso_symbol("__kernel_rt_sigreturn", 0));
 #else
     (void)sig;
 #endif
 }
 
-/* async-signal-safe: the frame record at fp returns to the signal restorer: the
- * interrupted pc and frame pointer from the kernel's ucontext above it, when it lies
- * inside [lo, hi) with the interrupted stack pointer above it. */
-static bool signal_frame_fp(uintptr_t fp, uintptr_t ret, uintptr_t hi, uintptr_t *pc,
-                            uintptr_t *next)
+#if defined(__aarch64__)
+/* arm64's signal frame (arch/arm64/kernel/signal.c: get_sigframe, setup_sigframe,
+ * setup_return; the same since Linux 4.12, and before that without extra space),
+ * from the handler's first stack pointer upwards, 16-byte aligned:
+ *
+ *   | siginfo_t (128) | ucontext_t (4560) | extra space (SVE, SME) | {fp, lr} | ... sp
+ *
+ * The last piece is a frame record holding the interrupted x29 and x30; the handler
+ * starts with x29 = its address and x30 = the restorer, so the handler's own frame
+ * record is {that record, restorer}. The extra space exists only when the records of
+ * uc_mcontext.__reserved (fpsimd, esr, sve, ...) do not fit there: an EXTRA_MAGIC record
+ * then points at it (datap, size), right behind the records, and it ends at the frame
+ * record. qemu-user (7.2) builds the same frame without extra space. */
+#define A64_EXTRA_MAGIC 0x45585401u
+#define A64_RECORDS_SIZE 4096u   /* sizeof uc_mcontext.__reserved */
+
+/* async-signal-safe: whether the ucontext at u, inside [lo, hi), is the one the kernel
+ * wrote below the frame record at rec (rec[0], rec[1]: the interrupted x29 and x30):
+ * the flags and link it sets (0, NULL), those registers, an interrupted sp above the
+ * record, and a well-formed list of records that ends the frame exactly at rec (through
+ * the extra space, when there is one). */
+static bool a64_sigframe_at(uintptr_t u, uintptr_t rec, uintptr_t hi)
+{
+    const uintptr_t *r = (const uintptr_t *)rec;
+    const ucontext_t *uc = (const ucontext_t *)u;
+    if (uc->uc_mcontext.regs[29] != r[0] || uc->uc_mcontext.regs[30] != r[1] ||
+        uc->uc_flags != 0 || uc->uc_link != NULL || uc->uc_mcontext.sp < rec + 16 ||
+        uc->uc_mcontext.sp > hi)
+        return false;
+    uintptr_t p = (uintptr_t)uc->uc_mcontext.__reserved;
+    uintptr_t end = p + A64_RECORDS_SIZE;
+    while (end - p >= 8) {
+        const uint32_t *head = (const uint32_t *)p;   /* magic, size */
+        if (head[0] == 0) return head[1] == 0 && u + sizeof(ucontext_t) == rec;
+        if (head[1] < 16 || (head[1] & 15) || head[1] > end - p) return false;
+        if (head[0] == A64_EXTRA_MAGIC) {
+            /* struct extra_context: head, datap, size; its data right behind it and
+             * the terminator that follows it, and it ends at the frame record. */
+            uintptr_t datap = *(const uint64_t *)(p + 8);
+            uint32_t size = *(const uint32_t *)(p + 16);
+            return datap == p + head[1] + 16 && datap + size == rec && size <= rec - u;
+        }
+        p += head[1];
+    }
+    return false;
+}
+#endif
+
+/* async-signal-safe: the frame record at fp returns to a signal restorer, or has the
+ * layout of one that does: the interrupted pc and frame pointer from the kernel's
+ * ucontext next to it, when the whole frame lies inside [lo, hi) with the interrupted
+ * stack pointer above it. */
+static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr_t hi,
+                            uintptr_t *pc, uintptr_t *next_fp)
 {
 #if defined(__x86_64__)
-    uintptr_t restorer = atomic_load_explicit(&sig_restorer, memory_order_relaxed);
+    (void)next;
     uintptr_t at = fp + 2 * sizeof(uintptr_t);
-    if (!restorer || ret != restorer || at > hi ||
+    if (!is_restorer(ret) || at > hi ||
         hi - at < offsetof(ucontext_t, uc_mcontext) + sizeof(mcontext_t))
         return false;
     const ucontext_t *uc = (const ucontext_t *)at;
     if ((uintptr_t)uc->uc_mcontext.gregs[REG_RSP] <= at) return false;
     *pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-    *next = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+    *next_fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+    return true;
+#elif defined(__aarch64__)
+    /* next: the kernel's frame record; the frame lies between fp's record and it. */
+    const uintptr_t lowest = fp + 16 + sizeof(siginfo_t);   /* the first ucontext place */
+    if ((next & 15) || next < lowest || next > hi || hi - next < 16 ||
+        next - lowest < sizeof(ucontext_t))
+        return false;
+    uintptr_t u = next - sizeof(ucontext_t);
+    bool found = a64_sigframe_at(u, next, hi);
+    /* A frame with extra space has its ucontext further down, at a distance its
+     * records tell but nothing above it does: searched for, 16 bytes at a time, only
+     * below a known restorer (a frame record of any large frame could look like one). */
+    if (!found && is_restorer(ret)) {
+        while (!found && u - lowest >= 16) {
+            u -= 16;
+            found = a64_sigframe_at(u, next, hi);
+        }
+    }
+    if (!found) return false;
+    const ucontext_t *uc = (const ucontext_t *)u;
+    *pc = (uintptr_t)uc->uc_mcontext.pc;
+    *next_fp = (uintptr_t)uc->uc_mcontext.regs[29];
     return true;
 #else
-    (void)fp; (void)ret; (void)hi; (void)pc; (void)next;
+    (void)fp; (void)next; (void)ret; (void)hi; (void)pc; (void)next_fp;
     return false;
 #endif
 }
@@ -543,7 +721,7 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
             n++;
             if (!fn(ctx, ret)) break;
             uintptr_t spc;
-            if (signal_frame_fp(fp, ret, hi, &spc, &next)) {
+            if (signal_frame_fp(fp, next, ret, hi, &spc, &next)) {
                 /* The interrupted code: its pc, then its frame pointer's chain. */
                 if (n >= max) break;
                 n++;

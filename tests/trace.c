@@ -7,7 +7,11 @@
 #include "island.h"
 #include "test.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <pthread.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
 
 /* The walkers read the frames of these; noinline and a use of the result keep every
  * level a real frame. */
@@ -242,17 +246,14 @@ __attribute__((noinline)) static void on_usr2(int sig, siginfo_t *si, void *uc)
     (void)si;
 #if defined(__x86_64__)
     usr2_pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
-#else
-    (void)uc;
+#elif defined(__aarch64__)
+    usr2_pc = (uintptr_t)((ucontext_t *)uc)->uc_mcontext.pc;
 #endif
     raise(SIGUSR1);
 }
 
 TEST(walk_frame_pointers_through_a_signal_frame)
 {
-#if !defined(__x86_64__)
-    SKIP("the frame-pointer walk follows signal frames on x86-64 only");
-#endif
     NO_TSAN("raise() is TSan's interceptor, which keeps no frame pointer");
     vms_stack_free(vms_stack_alloc(0));   /* installs the fault handler */
     load();
@@ -273,8 +274,9 @@ TEST(walk_frame_pointers_through_a_signal_frame)
     sa.sa_sigaction = on_usr2;
     ASSERT_EQ(sigaction(SIGUSR2, &sa, NULL), 0);
     raise(SIGUSR2);
-    /* raise() keeps no frame pointer: the handler's own frame record holds its return
-     * address, the restorer, and the kernel's context above it the interrupted pc. */
+    /* The handler's own frame record holds its return address, the restorer, and the
+     * kernel's context next to it the interrupted pc (x86-64: right above it; aarch64:
+     * below the frame record the kernel wrote, which the handler's record points at). */
     ASSERT_GT(nseen, 2);
     int found = 0;
     for (int i = 1; i < nseen; i++) found |= seen[i] == usr2_pc;   /* [0]: the same raise() */
@@ -331,6 +333,160 @@ TEST(walk_hybrid_without_range_is_libunwind)
     for (int i = 0; i < nseen; i++) ASSERT_UEQ(seen_hybrid[i], seen[i]);
 }
 
+/* The frame-pointer walk reads nothing outside [lo, hi), however the frames are spaced
+ * (small frames right above lo once made the aarch64 signal-frame check look 4 KiB
+ * below them): frames of 96 bytes from the lowest byte of a page with no-access pages
+ * on both sides. */
+TEST(walk_frame_pointers_reads_only_the_range)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, 3 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT(m != MAP_FAILED);
+    ASSERT_EQ(mprotect(m, (size_t)pg, PROT_NONE), 0);
+    ASSERT_EQ(mprotect(m + 2 * pg, (size_t)pg, PROT_NONE), 0);
+    uintptr_t lo = (uintptr_t)m + (uintptr_t)pg, hi = lo + (uintptr_t)pg;
+    int frames = 0;
+    for (uintptr_t f = lo; f + 16 <= hi; f += 96) {
+        uintptr_t next = f + 96 + 16 <= hi ? f + 96 : 0;
+        ((uintptr_t *)f)[0] = next;
+        ((uintptr_t *)f)[1] = next ? 0x7000a000 + 16 * (uintptr_t)frames : 0;
+        frames++;
+    }
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = 0x7000f000;
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)lo;
+#else
+    uc.uc_mcontext.pc = 0x7000f000;
+    uc.uc_mcontext.regs[29] = lo;
+#endif
+    nseen = 0;
+    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    ASSERT_EQ(nseen, frames);   /* the pc, then every return address but the last 0 */
+    ASSERT_UEQ(seen[1], 0x7000a000);
+    munmap(m, 3 * (size_t)pg);
+}
+
+/* aarch64: a signal frame with extra space (the kernel adds it when the SVE or SME
+ * records do not fit in uc_mcontext.__reserved; qemu-user never does), built by hand as
+ * arch/arm64/kernel/signal.c lays it out: siginfo, ucontext (fpsimd record, extra_context
+ * record pointing right behind its terminator), the extra space up to the kernel's frame
+ * record {interrupted x29, x30}. The handler's frame record points at that record and
+ * returns to the restorer. The walk must find the interrupted pc there. */
+#if defined(__aarch64__)
+#define FAKE_STACK (32 * 1024)
+static _Alignas(16) unsigned char fake_stack[FAKE_STACK];
+static const uintptr_t fake_restorer = 0x7000f000, fake_handler_pc = 0x7000a000,
+                       fake_pc = 0x7000b000, fake_lr = 0x7000c004, fake_ret = 0x7000d008;
+
+/* Lays the frame out in fake_stack; extra_off is added to the extra space's size as
+ * the extra_context record states it (0: as the kernel writes it). Returns the
+ * handler's frame pointer. */
+static uintptr_t fake_signal_frame(uint32_t extra_off)
+{
+    memset(fake_stack, 0, sizeof fake_stack);
+    uintptr_t hi = (uintptr_t)fake_stack + FAKE_STACK;
+    uintptr_t outer = hi - 16;                         /* the interrupted code's record */
+    ((uintptr_t *)outer)[0] = 0;
+    ((uintptr_t *)outer)[1] = fake_ret;
+    uintptr_t rec = outer - 64;                         /* the kernel's frame record */
+    ((uintptr_t *)rec)[0] = outer;
+    ((uintptr_t *)rec)[1] = fake_lr;
+    uintptr_t u = rec - sizeof(ucontext_t) - 4096;     /* 4 KiB of extra space */
+    ucontext_t *uc = (ucontext_t *)u;
+    uc->uc_mcontext.regs[29] = outer;
+    uc->uc_mcontext.regs[30] = fake_lr;
+    uc->uc_mcontext.pc = fake_pc;
+    uc->uc_mcontext.sp = rec + 32;
+    uint32_t *r = (uint32_t *)uc->uc_mcontext.__reserved;
+    r[0] = 0x46508001;                                  /* FPSIMD_MAGIC */
+    r[1] = 528;
+    r += 528 / 4;
+    r[0] = 0x45585401;                                  /* EXTRA_MAGIC */
+    r[1] = 32;
+    uintptr_t datap = (uintptr_t)r + 32 + 16;           /* behind the terminator */
+    memcpy(&r[2], &datap, 8);
+    uint32_t size = (uint32_t)(rec - datap) + extra_off;
+    memcpy(&r[4], &size, 4);
+    uintptr_t fp = u - sizeof(siginfo_t) - 96;          /* the handler's frame record */
+    ((uintptr_t *)fp)[0] = rec;
+    ((uintptr_t *)fp)[1] = fake_restorer;
+    return fp;
+}
+
+static void walk_fake(uintptr_t fp)
+{
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+    uc.uc_mcontext.pc = fake_handler_pc;
+    uc.uc_mcontext.regs[29] = fp;
+    nseen = 0;
+    vms__trace_walk_fp(&uc, (uintptr_t)fake_stack, (uintptr_t)fake_stack + FAKE_STACK,
+                       record, NULL, MAX_SEEN, &walk_complete);
+}
+#endif
+
+TEST(walk_frame_pointers_through_a_signal_frame_with_extra_space)
+{
+#if !defined(__aarch64__)
+    SKIP("aarch64's signal frame");
+#else
+    vms__trace_add_restorer(fake_restorer);
+    walk_fake(fake_signal_frame(0));
+    ASSERT_EQ(nseen, 4);
+    ASSERT_UEQ(seen[0], fake_handler_pc);
+    ASSERT_UEQ(seen[1], fake_restorer);
+    ASSERT_UEQ(seen[2], fake_pc);
+    ASSERT_UEQ(seen[3], fake_ret);
+    ASSERT(walk_complete);
+#endif
+}
+
+/* The same frame is not taken for a signal frame when its extra space does not end at
+ * the kernel's frame record, or when it does not return to a known restorer (only then
+ * is the ucontext searched for below the usual place). */
+TEST(walk_frame_pointers_checks_the_signal_frame)
+{
+#if !defined(__aarch64__)
+    SKIP("aarch64's signal frame");
+#else
+    walk_fake(fake_signal_frame(0));
+    for (int i = 0; i < nseen; i++) ASSERT(seen[i] != fake_pc);
+    ASSERT_GE(nseen, 3);
+    ASSERT_UEQ(seen[2], fake_lr);   /* the kernel's frame record, read as a plain one */
+    vms__trace_add_restorer(fake_restorer);
+    walk_fake(fake_signal_frame(16));
+    for (int i = 0; i < nseen; i++) ASSERT(seen[i] != fake_pc);
+#endif
+}
+
+/* The vDSO's symbols are found through its dynamic section, counted by either hash
+ * table, as the C library's loader finds them. aarch64 needs __kernel_rt_sigreturn. */
+TEST(vdso_symbol_as_the_loader_finds_it)
+{
+    if (!getauxval(AT_SYSINFO_EHDR)) SKIP("no vDSO (qemu-user 7.2 has none)");
+#if defined(__x86_64__)
+    const char *name = "__vdso_clock_gettime";
+#else
+    const char *name = "__kernel_clock_gettime";
+#endif
+    void *h = dlopen("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (!h) SKIP("the loader does not name the vDSO: %s", dlerror());
+    uintptr_t want = (uintptr_t)dlsym(h, name);
+    ASSERT_NE(want, 0);
+    ASSERT_UEQ(vms__trace_vdso_symbol(name, 0), want);
+    ASSERT_UEQ(vms__trace_vdso_symbol("no_such_vdso_symbol", 0), 0);
+    uintptr_t sysv = vms__trace_vdso_symbol(name, DT_HASH);
+    uintptr_t gnu = vms__trace_vdso_symbol(name, DT_GNU_HASH);
+    if (!sysv && !gnu) TST_FAIL("neither hash table finds %s", name);
+    if (sysv) ASSERT_UEQ(sysv, want);
+    if (gnu) ASSERT_UEQ(gnu, want);
+#if defined(__aarch64__)
+    ASSERT_NE(vms__trace_vdso_symbol("__kernel_rt_sigreturn", 0), 0);
+#endif
+}
+
 TEST(walk_respects_bounds)
 {
     load();
@@ -350,7 +506,6 @@ TEST(walk_respects_bounds)
 
 /* ---- objects loaded later --------------------------------------------------------- */
 
-#include <dlfcn.h>
 
 TEST(objects_loaded_later_found_at_next_load)
 {
