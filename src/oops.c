@@ -12,6 +12,7 @@
 #include "island.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -38,40 +39,64 @@
 static atomic_size_t taint_count;
 static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
 
-/* The hook and its argument are published together: the writer fills the slot the
- * handler is not reading and then flips the index with a release store. */
-static struct { vms_oops_hook hook; void *ctx; } hooks[2];
-static atomic_int hook_index;
+/* The hook and its argument, read by reports as one pair without a lock: a hook is
+ * never called with another hook's ctx. A record is never written while a report may
+ * be reading it: vms_set_oops_hook fills the record that is not current, once no report
+ * is reading one (hook_readers is 0, so every report that took that record before the
+ * last switch is done with it), and then makes it current. A report only counts itself
+ * in and out around its two loads: it never waits and never retries. */
+struct hook_rec { vms_oops_hook hook; void *ctx; };
+static struct hook_rec hook_recs[2];
+static _Atomic(struct hook_rec *) hook_current = &hook_recs[0];
+static atomic_int hook_readers;
 static atomic_flag hook_lock = ATOMIC_FLAG_INIT;
 
-/* Not for signal handlers: spins while another thread sets the hook. */
+void (*vms__oops_hook_read_hook)(void);
+
+/* Not for signal handlers: spins while another thread sets the hook, and yields while
+ * a report is reading the hook (a few instructions). */
 void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
 {
     while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
-    int next = 1 - atomic_load_explicit(&hook_index, memory_order_relaxed);
-    hooks[next].hook = hook;
-    hooks[next].ctx = ctx;
-    atomic_store_explicit(&hook_index, next, memory_order_release);
+    struct hook_rec *next =
+        atomic_load_explicit(&hook_current, memory_order_relaxed) == &hook_recs[0]
+            ? &hook_recs[1] : &hook_recs[0];
+    /* Sequentially consistent with the reports' count and load: a report that took
+     * `next` while it was current counted itself in before this reads 0. */
+    while (atomic_load(&hook_readers) > 0) sched_yield();
+    next->hook = hook;
+    next->ctx = ctx;
+    atomic_store(&hook_current, next);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
 /* fork: a child made while another thread held hook_lock would spin for good in its
- * next vms_set_oops_hook; the forking thread takes it (a few instructions' wait). */
+ * next vms_set_oops_hook; the forking thread takes it (a few instructions' wait). So
+ * would a child made while another thread's report was reading the hook: that thread is
+ * not in the child, and the child's count of readers starts again from 0. (A fork from
+ * a signal handler that interrupted this thread's own reading is not covered: that
+ * reading then ends in the child below 0, and vms_set_oops_hook no longer waits.) */
 void vms__oops_fork_lock(void)
 {
     while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
 }
 
-void vms__oops_fork_unlock(void)
+void vms__oops_fork_unlock(bool child)
 {
+    if (child) atomic_store(&hook_readers, 0);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
+/* async-signal-safe: two atomic operations and two loads; the hook runs after them. */
 void vms__oops_call_hook(const vms_oops *oops)
 {
-    int idx = atomic_load_explicit(&hook_index, memory_order_acquire);
-    vms_oops_hook hook = hooks[idx].hook;
-    if (hook) hook(oops, hooks[idx].ctx);
+    atomic_fetch_add(&hook_readers, 1);
+    const struct hook_rec *r = atomic_load(&hook_current);
+    vms_oops_hook hook = r->hook;
+    if (vms__oops_hook_read_hook) vms__oops_hook_read_hook();
+    void *ctx = r->ctx;
+    atomic_fetch_sub_explicit(&hook_readers, 1, memory_order_release);
+    if (hook) hook(oops, ctx);
 }
 
 size_t vms__oops_tainted(void)

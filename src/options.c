@@ -208,14 +208,14 @@ static void fork_prepare(void)
 
 static void fork_parent(void)
 {
-    vms__oops_fork_unlock();
+    vms__oops_fork_unlock(false);
     if (fork_took_all) vms__stack_fork_parent();
     pthread_mutex_unlock(&init_lock);
 }
 
 static void fork_child(void)
 {
-    vms__oops_fork_unlock();
+    vms__oops_fork_unlock(true);
     if (fork_took_all) vms__stack_fork_child();
     pthread_mutex_unlock(&init_lock);
 }

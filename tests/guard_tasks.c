@@ -497,6 +497,129 @@ TEST(null_hook_removes_the_hook)
     ASSERT_STR_CONTAINS(out, want);
 }
 
+/* ---- the hook and its ctx, set while reports read them ------------------------------ */
+
+/* Three hooks, each with its own ctx: a hook that gets another's ctx counts a mismatch. */
+static int hook_tags[3];
+static atomic_int pair_calls, pair_mismatches;
+static atomic_long hook_sets;
+static atomic_int setter_stop;
+
+static void pair_check(const void *ctx, int i)
+{
+    atomic_fetch_add(&pair_calls, 1);
+    if (ctx != &hook_tags[i]) atomic_fetch_add(&pair_mismatches, 1);
+}
+
+static void pair_hook_0(const vms_oops *o, void *ctx) { (void)o; pair_check(ctx, 0); }
+static void pair_hook_1(const vms_oops *o, void *ctx) { (void)o; pair_check(ctx, 1); }
+static void pair_hook_2(const vms_oops *o, void *ctx) { (void)o; pair_check(ctx, 2); }
+static vms_oops_hook const pair_hooks[3] = { pair_hook_0, pair_hook_1, pair_hook_2 };
+
+static void *pair_setter(void *arg)
+{
+    (void)arg;
+    for (long i = 1; !atomic_load(&setter_stop); i++) {
+        vms_set_oops_hook(pair_hooks[i % 3], &hook_tags[i % 3]);
+        atomic_fetch_add(&hook_sets, 1);
+    }
+    return NULL;
+}
+
+/* In each report, between its reads of the hook and of the ctx: room for the setter to
+ * set the hook twice more (at most 1,000 yields, as it may not be able to). */
+static void slow_hook_read(void)
+{
+    long start = atomic_load(&hook_sets);
+    for (int i = 0; i < 1000 && atomic_load(&hook_sets) < start + 2; i++) sched_yield();
+}
+
+static void hook_pairs_child(void *arg)
+{
+    (void)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(pair_hooks[0], &hook_tags[0]);
+    vms__oops_hook_read_hook = slow_hook_read;
+    pthread_t t;
+    if (pthread_create(&t, NULL, pair_setter, NULL) != 0) _exit(10);
+    int killed = 0;
+    for (int i = 0; i < 100; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (!f) _exit(11);
+        killed += vms_fiber_resume(f) == VMS_KILLED;
+        vms_fiber_destroy(f);
+    }
+    atomic_store(&setter_stop, 1);
+    pthread_join(t, NULL);
+    printf("killed %d calls %d mismatches %d\n", killed, atomic_load(&pair_calls),
+           atomic_load(&pair_mismatches));
+}
+
+TEST(oops_hook_gets_its_own_ctx_while_another_thread_sets_the_hook)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(hook_pairs_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "killed 100 calls 100 mismatches 0\n");
+}
+
+/* fork while another thread's report is reading the hook: that thread is not in the
+ * child, whose vms_set_oops_hook must not wait for it. A hang here is caught by ctest's
+ * timeout. */
+static atomic_int reader_parked, fork_done;
+
+static void park_in_hook_read(void)
+{
+    atomic_store(&reader_parked, 1);
+    while (!atomic_load(&fork_done)) sched_yield();
+}
+
+static void *overflow_on_thread(void *arg)
+{
+    (void)arg;
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    if (!f) return NULL;
+    int s = vms_fiber_resume(f);
+    vms_fiber_destroy(f);
+    return (void *)(intptr_t)s;
+}
+
+static void fork_while_reading_child(void *arg)
+{
+    (void)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(pair_hooks[0], &hook_tags[0]);
+    vms__oops_hook_read_hook = park_in_hook_read;
+    pthread_t t;
+    if (pthread_create(&t, NULL, overflow_on_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&reader_parked)) sched_yield();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        vms_set_oops_hook(pair_hooks[1], &hook_tags[1]);
+        _exit(0);
+    }
+    atomic_store(&fork_done, 1);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    void *r = NULL;
+    pthread_join(t, &r);
+    printf("grandchild exit %d, fiber state %d, hook calls %d\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1, (int)(intptr_t)r, atomic_load(&pair_calls));
+}
+
+TEST(fork_while_a_report_reads_the_oops_hook)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(fork_while_reading_child);
+    ASSERT_EXITED(st, 0);
+    char want[80];
+    snprintf(want, sizeof want, "grandchild exit 0, fiber state %d, hook calls 1\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
 /* ---- overflows where locks may be held ------------------------------------------------- */
 
 NOIPA static int island_malloc_deep(int n, size_t pad)
