@@ -686,23 +686,43 @@ done:
     return e;
 }
 
+/* sigaction(2), with fault injection (VMS__OP_SIGACTION): 0 or a negative errno. */
+static int set_action(int sig, const struct sigaction *sa, struct sigaction *old)
+{
+    int e = vms__os_injected(VMS__OP_SIGACTION);
+    if (e) return e;
+    return sigaction(sig, sa, old) == 0 ? 0 : -errno;
+}
+
+/* Called once, under the initialization lock (options.c). Both handlers or neither:
+ * when SIGBUS's cannot be installed, SIGSEGV's previous action is put back, so that a
+ * failure (reported as "overflows will not be reported") leaves no half of vmstack's
+ * handling behind. installed says the handler is in place only once it is. */
 int vms__guard_install(void)
 {
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&installed, &expected, 1)) {
-        vms__trace_load();
-        read_main_stack();
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_fault;
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGSEGV, &sa, &old_actions[0]) != 0 ||
-            sigaction(SIGBUS, &sa, &old_actions[1]) != 0)
-            return -errno;
-        vms__trace_note_restorer(SIGSEGV);
+    if (atomic_load(&installed)) return 0;
+    vms__trace_load();
+    read_main_stack();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    int e = set_action(SIGSEGV, &sa, &old_actions[0]);
+    if (e) return e;
+    e = set_action(SIGBUS, &sa, &old_actions[1]);
+    if (e) {
+        sigaction(SIGSEGV, &old_actions[0], NULL);
+        return e;
     }
+    vms__trace_note_restorer(SIGSEGV);
+    atomic_store(&installed, 1);
     return 0;
+}
+
+bool vms__guard_installed(void)
+{
+    return atomic_load(&installed) != 0;
 }
 
 bool vms__guard_thread_is_task(void)

@@ -140,12 +140,14 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_ROBUST_WALK,
        VMS__OP_PMADV_SELF,   /* process_madvise on PIDFD_SELF (before 6.14: EBADF) */
        VMS__OP_PIDFD_OPEN,   /* pidfd_open (the target of process_madvise before 6.14) */
+       VMS__OP_SIGACTION,
        VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
 /* The injected negative errno for this call of op, or 0, for failures the os layer does
  * not make itself (VMS__OP_ROBUST_WALK: a kernel that keeps the robust list but never
- * walks it, so a dead thread's robust mutex is never marked). */
+ * walks it, so a dead thread's robust mutex is never marked; VMS__OP_SIGACTION: the
+ * fault handler's installation, guard.c). */
 VMS_HIDDEN int vms__os_injected(int op);
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */

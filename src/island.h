@@ -190,5 +190,7 @@ VMS_HIDDEN void vms__oops_line(const char *msg);
  * (called from the task layer's thread start: no foreign-stack record, no alternate
  * stack query). For tests. */
 VMS_HIDDEN bool vms__guard_thread_is_task(void);
+/* Whether vms__guard_install put the fault handler in place (for tests). */
+VMS_HIDDEN bool vms__guard_installed(void);
 
 #endif /* VMSTACK_ISLAND_H */

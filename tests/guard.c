@@ -1033,6 +1033,57 @@ TEST(sigaltstack_failure_is_a_clear_error)
     ASSERT_STR_CONTAINS(out, want);
 }
 
+/* ---- a failing sigaction ------------------------------------------------------------------- */
+
+/* The handler is installed for both signals or for neither: when sigaction fails (the
+ * first call, SIGSEGV's, or the second, SIGBUS's), the warning says overflows will not
+ * be reported, both actions are the ones from before, vmstack does not count itself
+ * installed, and an overflow dies by SIGSEGV unreported, as the warning said. */
+static void install_fails_child(void *arg)
+{
+    unsigned nth = (unsigned)(uintptr_t)arg;
+    struct sigaction segv0, bus0, segv, bus;
+    sigaction(SIGSEGV, NULL, &segv0);
+    sigaction(SIGBUS, NULL, &bus0);
+    vms__os_inject(VMS__OP_SIGACTION, nth, EINVAL, false);
+    init_with(VMS_KILL_TASK, 0);
+    vms__os_inject_clear();
+    sigaction(SIGSEGV, NULL, &segv);
+    sigaction(SIGBUS, NULL, &bus);
+    printf("installed %d, SIGSEGV %s, SIGBUS %s\n", vms__guard_installed(),
+           segv.sa_handler == segv0.sa_handler ? "as before" : "changed",
+           bus.sa_handler == bus0.sa_handler ? "as before" : "changed");
+    fflush(stdout);
+    vms_stack *st = vms_stack_alloc(0);
+    run_on(st, overflow_fn);
+    printf("survived\n");
+}
+
+static void install_fails(unsigned nth)
+{
+#if !defined(VMSTACK_FAULT_INJECTION)
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    NEED_GUARD_FAULTS();
+    int st = run_child(install_fails_child, (void *)(uintptr_t)nth);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: the stack-overflow handler could not be "
+                             "installed (Invalid argument): overflows will not be reported");
+    ASSERT_STR_CONTAINS(out, "installed 0, SIGSEGV as before, SIGBUS as before\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+}
+
+TEST(sigaction_failure_for_sigsegv_installs_nothing)
+{
+    install_fails(1);
+}
+
+TEST(sigaction_failure_for_sigbus_installs_nothing)
+{
+    install_fails(2);
+}
+
 /* ---- a child forked after vmstack started ------------------------------------------------ */
 
 static void forked_main_child(void *arg)
