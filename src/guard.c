@@ -58,7 +58,8 @@ enum { THREAD_NEW = 0, THREAD_INITIALIZING, THREAD_READY };
 /* Per thread, written by the thread itself (initial-exec TLS: readable in the handler). */
 static VMS_TLS struct {
     int state;
-    int depth;                  /* handler nesting on this thread */
+    int depth;                  /* reports in progress on this thread (0 or 1) */
+    int sig;                    /* the signal of the fault being reported */
     bool told;                  /* the missing alternate stack was reported */
     bool task_thread;           /* set up by the task layer's thread start */
     struct vms_stack *given;    /* the alternate stack its creator took for it */
@@ -376,6 +377,27 @@ static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintp
     if (outer) sigandset(out, out, &outer->uc_sigmask);
 }
 
+/* async-signal-safe: a fault raised on this thread while it writes a report (the
+ * report's own reads, such as a symbol table whose file was truncated since it was
+ * mapped, or the program's oops hook), whatever its address: the report is cut short
+ * with a line saying so and "aborting", and the process dies by the signal of the
+ * fault being reported, with the default action (not by the second fault, and never
+ * chained to the program's handler for it, which would run inside vmstack's report).
+ * Does not return. */
+static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
+{
+    int orig = self.sig;
+    vms__oops_nested(sig, (uintptr_t)si->si_addr, context_pc(uc));
+    restore_default(sig);
+    restore_default(orig);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, orig);
+    raise(orig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    _exit(128 + orig);   /* not reached: the default action of SIGSEGV/SIGBUS kills */
+}
+
 /* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
  * return). Returns NOT_OURS, or DIE after a report when the process must die by the
  * signal. */
@@ -387,6 +409,7 @@ static int handle(int sig, siginfo_t *si, void *uctx)
      * holds. */
     if (si->si_code <= 0) return NOT_OURS;
     const ucontext_t *uc = uctx;
+    if (self.depth > 0) nested_fault(sig, si, uc);
     struct vms__fault f;
     memset(&f, 0, sizeof f);
     f.sig = sig;
@@ -403,16 +426,21 @@ static int handle(int sig, siginfo_t *si, void *uctx)
               : false;
     if (!ours) return NOT_OURS;
 
-    if (self.depth > 0) {
-        /* A guard hit while this thread is already reporting one (an oops hook that
-         * overflowed, with the signal unblocked by the program's own handler). */
-        vms__oops_line("fault while reporting a fault; aborting");
-        return DIE;
-    }
+    /* While the report is written, SIGSEGV and SIGBUS are unblocked: a fault of the
+     * report itself or of the oops hook comes back here (nested_fault) rather than
+     * killing the process at once, unreported, as the kernel does with a fault whose
+     * signal is blocked. */
+    sigset_t faults, prev;
+    sigemptyset(&faults);
+    sigaddset(&faults, SIGSEGV);
+    sigaddset(&faults, SIGBUS);
+    self.sig = sig;
     self.depth++;
+    pthread_sigmask(SIG_UNBLOCK, &faults, &prev);
     if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
     vms_oops oops;
     int action = vms__oops_report(&f, &oops);
+    pthread_sigmask(SIG_SETMASK, &prev, NULL);
     self.depth--;
     if (action == VMS__ACT_KILL) {
         sigset_t mask;

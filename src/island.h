@@ -181,9 +181,9 @@ VMS_HIDDEN void vms__oops_fork_unlock(bool child);
 /* Tests only: when set, called by every reader of the hook between reading the hook and
  * reading its ctx (async-signal context). */
 VMS_HIDDEN extern void (*vms__oops_hook_read_hook)(void);
-/* async-signal-safe: a one-line message under the report lock (used for a fault inside
- * the reporter itself). */
-VMS_HIDDEN void vms__oops_line(const char *msg);
+/* async-signal-safe: ends a report cut short by a fault of its own (sig at addr, the
+ * faulting instruction at pc): a line saying so, then "aborting". */
+VMS_HIDDEN void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc);
 
 /* -------------------------------------------------------------------- guard.c ---- */
 /* Whether vms__guard_thread_init set this thread up as one of vmstack's own threads

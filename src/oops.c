@@ -177,13 +177,23 @@ static void emit(struct out *o)
         o->dead = true;
 }
 
-/* async-signal-safe */
-void vms__oops_line(const char *msg)
+/* async-signal-safe: the report's end after a fault raised while writing it (the
+ * thread holds the report lock already: report_lock lets it go on). */
+void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc)
 {
     struct out o;
     out_open(&o);
     bool taken = report_lock(vms__sigsafe_gettid());
-    vms__line_str(start(&o), msg);
+    struct vms__line *l = start(&o);
+    vms__line_str(l, "fault while reporting: ");
+    vms__line_str(l, sig == SIGBUS ? "SIGBUS" : "SIGSEGV");
+    vms__line_str(l, " at ");
+    vms__line_hex(l, addr, 1);
+    vms__line_str(l, " (pc ");
+    vms__line_hex(l, pc, 1);
+    vms__line_str(l, "): the report above is cut short");
+    emit(&o);
+    vms__line_str(start(&o), "aborting");
     emit(&o);
     report_unlock(taken);
     out_close(&o);

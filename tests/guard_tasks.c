@@ -13,6 +13,7 @@
 
 #include <printf.h>
 #include <pthread.h>
+#include <sys/mman.h>
 
 static char out[4 << 20];
 /* Per thread: sixteen threads overflow at once, and one shared sink would be a data race
@@ -618,6 +619,86 @@ TEST(fork_while_a_report_reads_the_oops_hook)
     char want[80];
     snprintf(want, sizeof want, "grandchild exit 0, fiber state %d, hook calls 1\n", VMS_KILLED);
     ASSERT_STR_CONTAINS(out, want);
+}
+
+/* ---- a fault while the report is written ----------------------------------------------- */
+
+/* An oops hook that faults: the report ends with a line saying so and "aborting", and
+ * the process dies by the overflow's signal (SIGSEGV), never by the second fault, never
+ * hanging or looping, even under VMS_KILL_TASK. The SIGBUS is a real one: a read of a
+ * file mapping beyond the end of the file, truncated after it was mapped (as a shared
+ * library rewritten in place would give the report's symbol lookup). */
+static volatile char *bus_addr;
+static volatile int *volatile segv_addr;
+
+static void bus_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    sink += *bus_addr;
+}
+
+static void segv_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    *segv_addr = 1;
+}
+
+static bool hook_fault_bus;
+
+static void hook_fault_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 16 * 1024);
+    if (hook_fault_bus) {
+        char path[] = "/tmp/vmstack-bus-XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0 || ftruncate(fd, 8192) != 0) _exit(10);
+        char *m = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED || ftruncate(fd, 0) != 0) _exit(11);
+        unlink(path);
+        bus_addr = m + 4096;
+        vms_set_oops_hook(bus_hook, NULL);
+        printf("nested fault at %p\n", (void *)bus_addr);
+    } else {
+        segv_addr = (volatile int *)16;
+        vms_set_oops_hook(segv_hook, NULL);
+        printf("nested fault at %p\n", (void *)segv_addr);
+    }
+    fflush(stdout);
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    vms_fiber_resume(f);
+    printf("survived\n");
+}
+
+static void hook_fault_test(bool bus)
+{
+    NEED_GUARD_FAULTS();
+    hook_fault_bus = bus;
+    int st = run_child(hook_fault_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    char addr[64], want[160];
+    const char *at = strstr(out, "nested fault at ");
+    ASSERT_NOT_NULL(at);
+    if (sscanf(at, "nested fault at %63s", addr) != 1) TST_FAIL("no address in:\n%s", out);
+    snprintf(want, sizeof want, "vmstack: fault while reporting: %s at %s", bus ? "SIGBUS" : "SIGSEGV", addr);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "the report above is cut short\n");
+    ASSERT_STR_NOT_CONTAINS(out, "killed fiber");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
+
+TEST(sigbus_in_the_oops_hook_ends_the_report_and_dies_by_sigsegv)
+{
+    hook_fault_test(true);
+}
+
+TEST(sigsegv_in_the_oops_hook_ends_the_report_and_dies_by_sigsegv)
+{
+    hook_fault_test(false);
 }
 
 /* ---- overflows where locks may be held ------------------------------------------------- */
