@@ -11,8 +11,10 @@
 #include "island.h"
 #include "test.h"
 
+#include <alloca.h>
 #include <printf.h>
 #include <pthread.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 
 static char out[4 << 20];
@@ -699,6 +701,63 @@ TEST(sigbus_in_the_oops_hook_ends_the_report_and_dies_by_sigsegv)
 TEST(sigsegv_in_the_oops_hook_ends_the_report_and_dies_by_sigsegv)
 {
     hook_fault_test(false);
+}
+
+/* ---- the alternate stack's budget ------------------------------------------------------- */
+
+/* The program's own SIGSEGV handler runs on the thread's alternate stack (SA_ONSTACK)
+ * and takes all of it but what vmstack promises its reporter and the hook (64 KiB,
+ * docs/oops.md) and a signal frame's worth (the larger of AT_MINSIGSTKSZ and
+ * MINSIGSTKSZ, as vms__guard_alt_size counts it), then calls vms_handle_fault: the
+ * report nested there must still be whole and kill the fiber. (Leaving it 9,000 bytes
+ * instead, the report ends "fault while reporting" and the process dies by SIGSEGV.) */
+#define REPORTER_BUDGET (64 * 1024)
+static size_t onstack_take;
+
+static void onstack_segv(int sig, siginfo_t *si, void *uc)
+{
+    volatile char *p = alloca(onstack_take);
+    p[0] = 1;                       /* its lowest byte: the rest is mapped above it */
+    sink += p[0];
+    vms_handle_fault(sig, si, uc);
+    _exit(20);                      /* not vmstack's fault: not expected here */
+}
+
+static void budget_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 16 * 1024);
+    stack_t ss;
+    if (sigaltstack(NULL, &ss) != 0 || (ss.ss_flags & SS_DISABLE)) _exit(10);
+    size_t frame = getauxval(AT_MINSIGSTKSZ);
+    if (frame < (size_t)MINSIGSTKSZ) frame = (size_t)MINSIGSTKSZ;
+    /* The handler's own frame and vms_handle_fault's way to the report (a few hundred
+     * bytes) come out of the reporter's part. */
+    onstack_take = ss.ss_size - frame - REPORTER_BUDGET;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = onstack_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    int killed = 0;
+    for (int i = 0; i < 2; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        killed += vms_fiber_resume(f) == VMS_KILLED;
+        vms_fiber_destroy(f);
+    }
+    printf("took %zu of %zu bytes; killed %d\n", onstack_take, (size_t)ss.ss_size, killed);
+}
+
+TEST(report_fits_in_what_the_programs_handler_leaves_of_the_alternate_stack)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("the handler runs with SIGSEGV blocked, so the overflow kills the process unreported");
+    int st = run_child(budget_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "killed 2\n");
+    ASSERT_EQ(count(out, "vmstack: killed fiber"), 2);
+    ASSERT_STR_NOT_CONTAINS(out, "fault while reporting");
 }
 
 /* ---- overflows where locks may be held ------------------------------------------------- */
