@@ -1038,7 +1038,9 @@ TEST(thread_exits_keep_the_warm_budget)
     vms_stats st;
     ASSERT_EQ(vms_get_stats(&st), 0);
     /* 2,400 stacks were warm in the LIFOs: at most WARM_BOUND of them stay so, plus the
-     * metadata pages and the alternate signal stacks (a few hundred pages). */
+     * metadata pages and the alternate signal stacks: a few hundred pages, up to about
+     * 660 under Valgrind, which runs the threads one at a time (1,544-1,684 pages in all
+     * there). Without the bound the shared lists kept about 2,010. */
     size_t pages = st.resident_bytes / vms__os_page_size();
-    ASSERT_LT(pages, WARM_BOUND + 512);
+    ASSERT_LT(pages, WARM_BOUND + 768);
 }
