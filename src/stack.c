@@ -48,7 +48,8 @@ vms_stack *vms__stack_handle(const struct vms_stack *rec)
 
 /* The record a handle names (NULL: not one vmstack handed out); *tag_ok tells whether
  * the handle is the record's current one. */
-static struct vms_stack *handle_record(const vms_stack *h, uint32_t *word, bool *tag_ok)
+static inline __attribute__((always_inline)) struct vms_stack *
+handle_record(const vms_stack *h, uint32_t *word, bool *tag_ok)
 {
     uintptr_t u = (uintptr_t)h;
     struct vms_stack *rec = vms__arena_record((const void *)(u & ~(uintptr_t)(HANDLE_TAGS - 1)));
@@ -66,20 +67,35 @@ struct vms_stack *vms__stack_record(const vms_stack *h)
     return rec && ok && (w & VMS__SLOT_STATE_MASK) == VMS__SLOT_LIVE ? rec : NULL;
 }
 
-/* A FREE record the caller owns becomes LIVE, its hand-out count one more. */
-static void slot_set_live(struct vms_stack *st)
+/* A FREE record the caller owns becomes LIVE, its hand-out count one more; returns the
+ * new state word. */
+static inline uint32_t slot_set_live(struct vms_stack *st)
 {
     uint32_t w = atomic_load_explicit(&st->state, memory_order_relaxed);
     w = ((w & ~(uint32_t)VMS__SLOT_STATE_MASK) + (1u << VMS__SLOT_GEN_SHIFT)) | VMS__SLOT_LIVE;
     atomic_store_explicit(&st->state, w, memory_order_release);
+    return w;
 }
 
+static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_t size,
+                                                                            uint32_t *word);
+
+/* The handle is made from the state word just stored, not read back. */
 vms_stack *vms_stack_alloc(size_t size)
 {
-    return vms__stack_handle(vms__stack_alloc(size));
+    uint32_t w;
+    struct vms_stack *st = stack_alloc(size, &w);
+    return st ? (vms_stack *)((uintptr_t)st + slot_gen(w) % HANDLE_TAGS) : NULL;
 }
 
 struct vms_stack *vms__stack_alloc(size_t size)
+{
+    uint32_t w;
+    return stack_alloc(size, &w);
+}
+
+static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_t size,
+                                                                            uint32_t *word)
 {
     int e = vms__ensure_init();
     if (VMS_UNLIKELY(e)) {
@@ -104,7 +120,7 @@ struct vms_stack *vms__stack_alloc(size_t size)
     st->max_used = 0;
     if (VMS_UNLIKELY(vms__opt.flags & (VMS_PAINT | VMS_END_CHECK))) vms__debug_stack_alloc(st);
     atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-    slot_set_live(st);
+    *word = slot_set_live(st);
     return st;
 }
 
@@ -375,7 +391,7 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
     if (st) {
         st->max_used = 0;
         atomic_store_explicit(&st->owner, NULL, memory_order_relaxed);
-        slot_set_live(st);
+        (void)slot_set_live(st);
         return st;
     }
     st = vms__stack_alloc(size);
@@ -386,7 +402,8 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
     return st;
 }
 
-static void stack_free(struct vms_stack *rec, const vms_stack *h, uint32_t w);
+static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
+                                                             const vms_stack *h, uint32_t w);
 
 void vms_stack_free(vms_stack *st)
 {
@@ -412,7 +429,8 @@ void vms__stack_free(struct vms_stack *rec)
 }
 
 /* Frees rec, named h by the caller, whose state word was w. */
-static void stack_free(struct vms_stack *rec, const vms_stack *h, uint32_t w)
+static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
+                                                             const vms_stack *h, uint32_t w)
 {
     const void *st = h;
     /* A fiber's or thread's stack (vms_fiber_stack hands it out, const) holds the task's
