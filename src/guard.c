@@ -377,6 +377,19 @@ static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintp
     if (outer) sigandset(out, out, &outer->uc_sigmask);
 }
 
+/* async-signal-safe: the process dies by sig (SIGSEGV or SIGBUS) with its default
+ * action, so that a core dump and the exit status show the real fault. */
+static _Noreturn void die_by(int sig)
+{
+    restore_default(sig);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    raise(sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    _exit(128 + sig);   /* not reached: the default action of SIGSEGV/SIGBUS kills */
+}
+
 /* async-signal-safe: a fault raised on this thread while it writes a report (the
  * report's own reads, such as a symbol table whose file was truncated since it was
  * mapped, or the program's oops hook), whatever its address: the report is cut short
@@ -389,13 +402,7 @@ static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
     int orig = self.sig;
     vms__oops_nested(sig, (uintptr_t)si->si_addr, context_pc(uc));
     restore_default(sig);
-    restore_default(orig);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, orig);
-    raise(orig);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    _exit(128 + orig);   /* not reached: the default action of SIGSEGV/SIGBUS kills */
+    die_by(orig);
 }
 
 /* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
@@ -460,13 +467,7 @@ int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
         errno = saved;
         return 0;
     }
-    restore_default(sig);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig);
-    raise(sig);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    _exit(128 + sig);   /* not reached: the default action of SIGSEGV/SIGBUS kills */
+    die_by(sig);
 }
 
 /* async-signal-safe: the installed handler. After a report that ends in death it puts

@@ -189,9 +189,9 @@ static int count_frames_of(const char *name)
     return hits;
 }
 
-static void walk_test_depth(int unwind, int depth)
+/* The walks below are bounded by the calling thread's own stack. */
+static void walk_this_thread_stack(void)
 {
-    load();
     pthread_attr_t attr;
     void *addr;
     size_t size;
@@ -200,6 +200,12 @@ static void walk_test_depth(int unwind, int depth)
     pthread_attr_destroy(&attr);
     stack_lo = (uintptr_t)addr;
     stack_hi = (uintptr_t)addr + size;
+}
+
+static void walk_test_depth(int unwind, int depth)
+{
+    load();
+    walk_this_thread_stack();
     use_unwind = unwind;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -257,14 +263,7 @@ TEST(walk_frame_pointers_through_a_signal_frame)
     NO_TSAN("raise() is TSan's interceptor, which keeps no frame pointer");
     vms_stack_free(vms_stack_alloc(0));   /* installs the fault handler */
     load();
-    pthread_attr_t attr;
-    void *addr;
-    size_t size;
-    ASSERT_EQ(pthread_getattr_np(pthread_self(), &attr), 0);
-    ASSERT_EQ(pthread_attr_getstack(&attr, &addr, &size), 0);
-    pthread_attr_destroy(&attr);
-    stack_lo = (uintptr_t)addr;
-    stack_hi = (uintptr_t)addr + size;
+    walk_this_thread_stack();
     use_unwind = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
