@@ -162,6 +162,15 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     return n ? head : NULL;
 }
 
+bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
+{
+    if (vms__os_discard_many(iov, n) == 0) return false;
+    /* The pages could not be dropped: zero them by hand rather than ever hand out old
+     * data (touches every page: slow, but only when madvise fails). */
+    for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
+    return true;
+}
+
 /* Scrubs this thread's dirty batch with one system call and files the stacks: into the
  * LIFO while it has room, the rest to the shared lists. Stacks bound for the shared
  * lists beyond WARM_MAX lose their top page too. */
@@ -191,11 +200,9 @@ static void scrub_batch(struct tcache *t)
             n++;
         }
     }
-    if (vms__os_discard_many(iov, n) != 0) {
-        /* The pages could not be dropped: zero them by hand rather than ever hand out
-         * old data (touches every page: slow, but only when madvise fails). They stay
-         * resident: the debug layer's painting must not take them for used. */
-        for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
+    if (vms__cache_scrub_ranges(iov, n)) {
+        /* Zeroed by hand: resident, which the debug layer's painting must not take for
+         * used. */
         for (unsigned i = 0; i < t->ndirty; i++) t->dirty[i]->warm = 2;
     }
     for (unsigned i = 0; i < t->ndirty; i++) {

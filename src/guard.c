@@ -703,10 +703,12 @@ int vms__guard_thread_init(void)
         e = 0;
     } else if (alt_key_made) {
         pthread_setspecific(alt_key, st);
-    } else if (vms__stack_free_at_exit(st) != 0) {
-        /* No exit hook, and no grave to bury it in now (robust mutexes do not work, or
-         * too many graves wait): leaked at the thread's exit rather than freed while
-         * the kernel may still deliver a signal on it. */
+    } else {
+        /* No exit hook: buried now, freed once the thread has ended. Without a grave
+         * (robust mutexes do not work, or too many graves wait) it is leaked at the
+         * thread's exit rather than freed while the kernel may still deliver a signal
+         * on it. */
+        (void)vms__stack_free_at_exit(st);
     }
 done:
     /* After a failure the next call tries again (the task layer refuses to run tasks

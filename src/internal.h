@@ -267,6 +267,9 @@ static inline unsigned vms__arena_classes_used(void)
  * and trimming. See docs/internals.md. */
 VMS_HIDDEN struct vms_stack *vms__cache_get(unsigned cls);  /* NULL + errno */
 VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FREE */
+/* Scrubs the ranges with one system call, or zeroes them by hand should it fail (then
+ * returns true: the pages stay resident). */
+VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);

@@ -39,11 +39,16 @@ static inline uint32_t slot_gen(uint32_t word)
     return word >> VMS__SLOT_GEN_SHIFT;
 }
 
+/* The handle of rec while its state word is w. */
+static inline vms_stack *handle_of(const struct vms_stack *rec, uint32_t w)
+{
+    return (vms_stack *)((uintptr_t)rec + slot_gen(w) % HANDLE_TAGS);
+}
+
 vms_stack *vms__stack_handle(const struct vms_stack *rec)
 {
-    if (!rec) return NULL;
-    uint32_t w = atomic_load_explicit(&rec->state, memory_order_relaxed);
-    return (vms_stack *)((uintptr_t)rec + slot_gen(w) % HANDLE_TAGS);
+    return rec ? handle_of(rec, atomic_load_explicit(&rec->state, memory_order_relaxed))
+               : NULL;
 }
 
 /* The record a handle names (NULL: not one vmstack handed out); *tag_ok tells whether
@@ -85,7 +90,7 @@ vms_stack *vms_stack_alloc(size_t size)
 {
     uint32_t w;
     struct vms_stack *st = stack_alloc(size, &w);
-    return st ? (vms_stack *)((uintptr_t)st + slot_gen(w) % HANDLE_TAGS) : NULL;
+    return st ? handle_of(st, w) : NULL;
 }
 
 struct vms_stack *vms__stack_alloc(size_t size)
@@ -327,8 +332,7 @@ static void pool_scrub(struct vms_stack **v, unsigned n)
         iov[i].iov_base = v[i]->base;
         iov[i].iov_len = v[i]->size;
     }
-    if (vms__os_discard_many(iov, n) != 0)
-        for (unsigned i = 0; i < n; i++) memset(v[i]->base, 0, v[i]->size);
+    (void)vms__cache_scrub_ranges(iov, n);
 }
 
 /* Keeps a freed internal stack (state FREE) in the pool, to be handed out once scrubbed
@@ -424,8 +428,8 @@ void vms_stack_free(vms_stack *st)
 
 void vms__stack_free(struct vms_stack *rec)
 {
-    stack_free(rec, vms__stack_handle(rec), atomic_load_explicit(&rec->state,
-                                                                  memory_order_acquire));
+    uint32_t w = atomic_load_explicit(&rec->state, memory_order_acquire);
+    stack_free(rec, handle_of(rec, w), w);
 }
 
 /* Frees rec, named h by the caller, whose state word was w. */
