@@ -141,6 +141,27 @@ TEST(folder_skips_empty_su_and_objects)
     ASSERT_STR_CONTAINS(out, "chain_a: worst-case depth ");
 }
 
+/* docs/checkstack.md: a folder gives every .su and .ci file below it; only symlinked
+ * folders are not followed (loops). A symlinked file used to be skipped silently, and a
+ * folder of links was "no .su or .ci files in this folder". */
+TEST(folder_reads_symlinked_files_not_symlinked_folders)
+{
+    need_gcc();
+    char dir[4096], p[4200], q[4200];
+    snprintf(dir, sizeof dir, "%s/links-XXXXXX", CS_INPUTS);
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/chain.ci", dir);
+    ASSERT_EQ(symlink(in("native/chain.ci"), p), 0);
+    snprintf(p, sizeof p, "%s/loop", dir);
+    ASSERT_EQ(symlink(dir, p), 0);
+    snprintf(q, sizeof q, "%s/native", dir);
+    ASSERT_EQ(symlink(in("native"), q), 0);
+    ASSERT_EQ(run("--entry", "chain_a", dir), 0);
+    ASSERT_STR_CONTAINS(out, "chain_a: worst-case depth ");
+    /* Neither the loop nor the linked folder was entered: that one defines big_leaf. */
+    ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
+}
+
 TEST(elf_sorted_and_min)
 {
     need_gcc();

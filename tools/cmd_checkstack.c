@@ -185,8 +185,8 @@ static int cmp_str(const void *a, const void *b)
 
 /* Collects the .su and .ci files below dir (sorted, so the output does not depend on
  * the directory order) and parses them. Symbolic links to folders are not followed:
- * they could form loops. Empty .su files are skipped here: gcc writes them for
- * sources without functions. */
+ * they could form loops; symbolic links to files are read like the files. Empty .su
+ * files are skipped here: gcc writes them for sources without functions. */
 static int scan_dir(struct input *in, const char *dir, int depth)
 {
     DIR *d = opendir(dir);
@@ -216,6 +216,7 @@ static int scan_dir(struct input *in, const char *dir, int depth)
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct stat st;
         if (lstat(names[i], &st) != 0) continue;
+        if (S_ISLNK(st.st_mode) && (stat(names[i], &st) != 0 || S_ISDIR(st.st_mode))) continue;
         if (S_ISDIR(st.st_mode)) {
             if (depth < MAX_DEPTH) rc = scan_dir(in, names[i], depth + 1);
         } else if (S_ISREG(st.st_mode) && (ends_with(names[i], ".su") || ends_with(names[i], ".ci"))) {
