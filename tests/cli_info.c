@@ -176,6 +176,10 @@ TEST(help_of_a_command)
     ASSERT_STR_NOT_CONTAINS(out, "commands:");
     ASSERT_EXITED(tst_fork(help_exec, (void *)"bench", out, sizeof out), 0);
     ASSERT_STR_CONTAINS(out, "usage: vmstack bench");
+    /* help is listed among the commands, so it has help too (it was "unknown command"). */
+    ASSERT_EXITED(tst_fork(help_exec, (void *)"help", out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack <command> [options]\n");
+    ASSERT_STR_NOT_CONTAINS(out, "error");
     ASSERT_EXITED(tst_fork(help_exec, (void *)"frobnicate", out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: unknown command `frobnicate`");
 }

@@ -46,6 +46,11 @@ int main(int argc, char **argv)
             char *sub[] = { argv[2], (char *)"--help", NULL };
             return cmds[i].fn(2, sub);
         }
+        if (!strcmp(argv[2], "help")) {
+            /* help is listed with the commands: its help is this text. */
+            usage(stdout);
+            return 0;
+        }
         return unknown(argv[2]);
     }
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
