@@ -5,6 +5,8 @@
  */
 #include "cli_demo_run.h"
 
+#include <sys/stat.h>
+
 static char out[1 << 20];
 
 /* The guarded behaviour needs the vmapped backend; a VMSTACK_VMAP=OFF build runs the
@@ -138,6 +140,51 @@ TEST(help)
     ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
     ASSERT_STR_CONTAINS(out, "usage: vmstack demo");
     ASSERT_STR_CONTAINS(out, "--direct");
+}
+
+/* Copies the file at from to to, executable. */
+static void copy_exe(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *o = fopen(to, "wb");
+    if (!in || !o) TST_FAIL("copy %s to %s: %s", from, to, strerror(errno));
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) ASSERT_EQ(fwrite(buf, 1, n, o), n);
+    fclose(in);
+    ASSERT_EQ(fclose(o), 0);
+    ASSERT_EQ(chmod(to, 0755), 0);
+}
+
+static void exec_argv(void *argv)
+{
+    execv(((char **)argv)[0], (char **)argv);
+    _exit(127);
+}
+
+/* docs/demo.md: `--direct` exits 2 when vmstack-direct is not next to vmstack or cannot
+ * be run. A vmstack-direct that exec refused (not a program) used to give exit 1, the
+ * status of a direct run that failed. */
+TEST(direct_missing_or_unrunnable_exits_2)
+{
+    need_vmap();
+    char dir[] = "/tmp/vmstack-cli-demo-XXXXXX", cmd[64], direct[64];
+    ASSERT_NOT_NULL(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "%s/vmstack", dir);
+    snprintf(direct, sizeof direct, "%s/vmstack-direct", dir);
+    copy_exe(VMSTACK_CMD, cmd);
+    const char *argv[] = { cmd, "demo", "--direct", "--fibers", "50", "--quiet", NULL };
+    ASSERT_EXITED(tst_fork(exec_argv, (void *)argv, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: --direct needs ");
+    FILE *f = fopen(direct, "wb");
+    ASSERT_NOT_NULL(f);
+    fputs("not a program\n", f);
+    fclose(f);
+    ASSERT_EQ(chmod(direct, 0755), 0);
+    ASSERT_EXITED(tst_fork(exec_argv, (void *)argv, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: cannot run ");
+    unlink(direct);
+    unlink(cmd);
+    rmdir(dir);
 }
 
 /* Checks the direct-mode part of out: deep fibers that went past their stacks with no

@@ -1027,12 +1027,13 @@ static int run_direct_binary(int argc, char **argv)
     if (pid == 0) {
         execv(self, args);
         fprintf(stderr, "vmstack demo: error: cannot run %s: %s\n", self, strerror(errno));
-        _exit(2);
+        _exit(127);   /* as a shell says "cannot run"; vmstack-direct exits 0-2 */
     }
     free(args);
     int status = 0;
     if (pid < 0) return 2;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) return 2;
     /* It exits 1 when it showed damage, which is what it is for. */
     return WIFEXITED(status) && WEXITSTATUS(status) <= 1 ? 0 : 1;
 }
