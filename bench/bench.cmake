@@ -139,7 +139,7 @@ set(VMS_BENCH_IDS stack.warm.default.malloc stack.warm.default.mmap stack.warm.n
   stack.cold stack.scale)
 set(VMS_BENCH_SCENARIOS "stack alloc+touch+free, default" "stack alloc+touch+free, VMS_NO_SCRUB"
   "stack alloc+touch, new slot" "live stacks, top page touched")
-if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/fibers.c)
+if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/fibers.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_FIBERS=1)
   list(APPEND VMS_BENCH_IDS fiber.switch.ucontext fiber.create.default.pooled
     fiber.create.default.protected fiber.create.noscrub.pooled fiber.scale)
@@ -148,7 +148,7 @@ if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/
     "suspended fibers")
 endif()
 if("src/thread.c" IN_LIST VMSTACK_SOURCES AND "src/guard.c" IN_LIST VMSTACK_SOURCES
-   AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/threads.c)
+   AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/threads.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_THREADS=1)
   list(APPEND VMS_BENCH_IDS thread.create)
   list(APPEND VMS_BENCH_SCENARIOS "thread create+join")
@@ -165,7 +165,7 @@ endif()
 # The debug options' costs (debug_opts.c; not debug.c, which src/debug.c would shadow on
 # tools/' include path) need fibers and the debug layer.
 if("src/debug.c" IN_LIST VMSTACK_SOURCES AND VMS_BENCH_DEFS MATCHES "VMS_BENCH_FIBERS"
-   AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/debug_opts.c)
+   AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/debug_opts.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_DEBUG=1)
   list(APPEND VMS_BENCH_IDS debug.switch.endcheck debug.create.paint debug.create.endcheck
     debug.paint_depth.256k.4k debug.paint_depth.256k.64k debug.paint_depth.256k.192k
@@ -175,14 +175,20 @@ if("src/debug.c" IN_LIST VMSTACK_SOURCES AND VMS_BENCH_DEFS MATCHES "VMS_BENCH_F
     "VMS_PAINT, 4 MiB stack, 4 KiB deep")
 endif()
 
+if(TARGET vmstack_cmd AND VMS_BENCH_DEFS)
+  target_compile_definitions(vmstack_cmd PRIVATE ${VMS_BENCH_DEFS})
+endif()
+# Without VMSTACK_BUILD_BENCH the top level includes this file for the definitions above
+# alone: `vmstack bench` has every group whether or not the bench/ programs are built.
+if(NOT VMSTACK_BUILD_BENCH)
+  return()
+endif()
+
 add_executable(vmstack_bench vmstack_bench.c)
 target_link_libraries(vmstack_bench PRIVATE vmstack_static m)
 target_include_directories(vmstack_bench PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 if(VMS_BENCH_DEFS)
   target_compile_definitions(vmstack_bench PRIVATE ${VMS_BENCH_DEFS})
-endif()
-if(TARGET vmstack_cmd AND VMS_BENCH_DEFS)
-  target_compile_definitions(vmstack_cmd PRIVATE ${VMS_BENCH_DEFS})
 endif()
 
 # The Boost comparison (C++, its own program; not part of `vmstack bench`): only when

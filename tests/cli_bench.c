@@ -42,6 +42,21 @@ TEST(quick_json_has_every_group)
 #endif
 }
 
+/* The groups come from bench/bench.cmake, which a build without VMSTACK_BUILD_BENCH did
+ * not read: its `vmstack bench` had the stack groups alone. Checked with --list, which
+ * runs nothing. */
+TEST(list_has_every_kind_of_group)
+{
+    const char *list[] = { "bench", "--list", NULL };
+    ASSERT_EXITED(cli_run(list, out, sizeof out), 0);
+    ASSERT(cli_line(out, "stack.warm "));
+#ifdef VMSTACK_VMAP
+    ASSERT(cli_line(out, "fiber.switch "));
+    ASSERT(cli_line(out, "thread.create "));
+    ASSERT(cli_line(out, "debug."));
+#endif
+}
+
 TEST(table_of_one_group)
 {
     const char *args[] = { "bench", "--quick", "--only", "stack.warm", NULL };
