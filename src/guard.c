@@ -141,6 +141,9 @@ static uintptr_t context_pc(const ucontext_t *uc)
 #endif
 }
 
+/* Not instrumented by ASan: is_signal_frame reads it from candidate contexts on a
+ * task's stack, where suspended frames keep their poisoned redzones. */
+__attribute__((no_sanitize("address")))
 static uintptr_t context_sp(const ucontext_t *uc)
 {
 #if defined(__x86_64__)
@@ -344,7 +347,9 @@ static bool classify_thread(struct vms__fault *f)
 /* async-signal-safe: whether the ucontext at a, below hi, is one the kernel saved on
  * this stack for a signal handler: the thread's alternate stack in uc_stack (as in the
  * fault's own context, alt), no uc_link, only the flags Linux sets, and a saved stack
- * pointer above the whole context and inside the stack. */
+ * pointer above the whole context and inside the stack. Reads the task's stack word by
+ * word, redzones of ASan-instrumented frames included, so it is not instrumented. */
+__attribute__((no_sanitize("address")))
 static bool is_signal_frame(uintptr_t a, uintptr_t hi, const stack_t *alt)
 {
     const size_t need = offsetof(ucontext_t, uc_sigmask) + sizeof(sigset_t) >
