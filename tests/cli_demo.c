@@ -108,6 +108,22 @@ TEST(all_fibers_overflow)
     ASSERT_EQ(f.verified, 0);
 }
 
+/* The default --overflow (3) follows a smaller --fibers instead of refusing it; an
+ * explicit one that does not fit is still refused (bad_options). Counts of one are
+ * singular. */
+TEST(one_fiber_takes_the_default_overflow_down)
+{
+    need_vmap();
+    const char *args[] = { "demo", "--fibers", "1", "--threads", "0", "--quiet", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    struct summary f = summary_of("fibers");
+    ASSERT_EQ(f.run, 1);
+    ASSERT_EQ(f.killed, 1);
+    ASSERT_EQ(f.verified, 0);
+    ASSERT_STR_CONTAINS(out, "(1 planned overflow), 0 wrong");
+    ASSERT_STR_CONTAINS(out, "reports   1 oops report, oops hook called 1 time,");
+}
+
 TEST(bad_options)
 {
     const char *bad[][4] = {

@@ -86,6 +86,7 @@ static int parse_count(const char *s, long lo, long hi, long *out)
 /* Parses argv into o; returns -1 when done (run), or an exit status. */
 static int parse_args(int argc, char **argv, struct demo_opts *o)
 {
+    bool overflow_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
@@ -131,6 +132,7 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
         case 4:
             if (parse_count(val, 0, 1000000, &v)) return bad_option("--overflow wants a count from 0 to 1000000, not `%s`", val);
             o->overflow = v;
+            overflow_given = true;
             break;
         case 5:
             if (parse_count(val, 0, LONG_MAX, &v)) return bad_option("--seed wants a non-negative number, not `%s`", val);
@@ -138,6 +140,8 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
             break;
         }
     }
+    /* The default (3) is for the default 2000 fibers: fewer fibers, fewer deep ones. */
+    if (!overflow_given && o->overflow > o->fibers) o->overflow = o->fibers;
     if (o->overflow > o->fibers)
         return bad_option("--overflow cannot exceed --fibers (%s)", "there are not that many fibers");
     return -1;
@@ -827,12 +831,13 @@ static int print_guarded(const struct run *r)
     pthread_mutex_unlock(&rep.mu);
 
     char a[32], b[32], c[32];
-    printf("fibers    %ld run, %ld verified, %ld killed (%ld planned overflows), %ld wrong\n",
-           f.run, f.verified, f.killed, f.deep, f.wrong);
+    printf("fibers    %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
+           f.run, f.verified, f.killed, f.deep, f.deep == 1 ? "" : "s", f.wrong);
     printf("threads   %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
            t.run, t.verified, t.killed, t.deep, t.deep == 1 ? "" : "s", t.wrong);
-    printf("reports   %ld oops reports, oops hook called %ld times, vms_get_stats overflows %zu\n",
-           reports, atomic_load(&hook_calls), r->end.overflows);
+    long hooks = atomic_load(&hook_calls);
+    printf("reports   %ld oops report%s, oops hook called %ld time%s, vms_get_stats overflows %zu\n",
+           reports, reports == 1 ? "" : "s", hooks, hooks == 1 ? "" : "s", r->end.overflows);
     printf("time      %.2f s wall for the fibers (create, run, destroy)\n", r->wall);
     if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0) {
         double delta = (double)(r->rss_peak - r->rss_before);
