@@ -112,6 +112,15 @@ TEST(elf_shared_object_and_stripped)
     ASSERT_EQ(listed_frame(out, "big_leaf"), su);
 }
 
+/* An ELF file without functions (data only; a stripped program that exports none, such
+ * as /bin/true) has nothing to check: exit 2 with a reason, not an empty success. */
+TEST(elf_without_functions_exit_2)
+{
+    need_gcc();
+    ASSERT_EQ(run("--stack-size", "256k", in("data/nofunc.o")), 2);
+    ASSERT_STR_CONTAINS(out, "nofunc.o: no function with code in its symbol tables");
+}
+
 TEST(folder_skips_empty_su_and_objects)
 {
     need_gcc();

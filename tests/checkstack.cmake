@@ -46,6 +46,14 @@ if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
     DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/leaf.c
     COMMENT "checkstack test input libleaf.so" VERBATIM)
   list(APPEND CS_OUTPUTS ${o}-stripped.so)
+  # An object with data and no function: nothing to report, which is an error.
+  set(o ${CS_INPUT_DIR}/data/nofunc)
+  add_custom_command(OUTPUT ${o}.o
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/data
+    COMMAND ${CMAKE_C_COMPILER} -O1 -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/nofunc.c -o ${o}.o
+    DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/nofunc.c
+    COMMENT "checkstack test input nofunc.c" VERBATIM)
+  list(APPEND CS_OUTPUTS ${o}.o)
   # An aarch64 object for the ELF decoder of the other architecture, when the cross
   # compiler is installed (Debian: gcc-aarch64-linux-gnu).
   find_program(CS_AARCH64_GCC aarch64-linux-gnu-gcc)

@@ -159,7 +159,14 @@ static int parse_file(struct input *in, const char *path)
         rc = cs_parse_ci(&in->g, (const char *)data, len, path, err, sizeof err);
         in->have_gcc = 1;
     } else if (len >= 4 && !memcmp(data, "\177ELF", 4)) {
+        size_t before = in->elf.n;
         rc = cs_parse_elf(&in->elf, data, len, path, err, sizeof err);
+        /* Nothing to check is not "everything fits": as for an empty folder. */
+        if (rc == 0 && in->elf.n == before) {
+            snprintf(err, sizeof err, "%s: no function with code in its symbol tables (a "
+                     "stripped program keeps only the functions it exports)", path);
+            rc = -1;
+        }
     } else if (len >= 8 && !memcmp(data, "!<arch>\n", 8)) {
         snprintf(err, sizeof err, "%s: an ar archive: extract its objects first (ar x) and "
                  "pass them", path);
