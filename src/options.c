@@ -41,8 +41,9 @@ int vms__parse_size(const char *s, size_t *out)
     case 'g': case 'G': mul = VMS_GIB; p++; break;
     default: break;
     }
-    /* Accept an optional "b"/"iB" after the suffix ("64k", "64KiB", "64kb"). */
-    if (mul != 1 && (*p == 'i' || *p == 'I')) p++;
+    /* Accept an optional "b" or "iB" after the suffix ("64k", "64KiB", "64kb"; not
+     * "64ki"). */
+    if (mul != 1 && (*p == 'i' || *p == 'I') && (p[1] == 'b' || p[1] == 'B')) p++;
     if (mul != 1 && (*p == 'b' || *p == 'B')) p++;
     if (*p != '\0') return -EINVAL;
     if (v > SIZE_MAX / mul) return -EINVAL;
@@ -56,7 +57,8 @@ static size_t page_round(size_t v)
     return (v + page - 1) & ~(page - 1);
 }
 
-/* Each malformed variable is reported once per process (options are read once). */
+/* Each malformed variable is reported once per process (options are read once); the
+ * sizes' own warning is in env_size. */
 static void bad_env(const char *name, const char *value, const char *want)
 {
     vms__log_warn("%s=\"%s\" is not %s; using the default", name, value, want);
@@ -68,7 +70,9 @@ static void env_size(const char *name, size_t *field, size_t min, size_t max)
     if (!v) return;
     size_t n;
     if (vms__parse_size(v, &n) != 0 || n < min || n > max) {
-        bad_env(name, v, "a size between the limits (digits with an optional k, m or g suffix)");
+        vms__log_warn("%s=\"%s\" is not a size from %zu to %zu bytes (digits with an "
+                      "optional k, m or g suffix, such as 64k); using the default",
+                      name, v, min, max);
         return;
     }
     *field = n;
@@ -81,7 +85,7 @@ static void env_bool_flag(const char *name, unsigned flag, bool set_when_true)
     bool on;
     if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) on = true;
     else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "false")) on = false;
-    else { bad_env(name, v, "0 or 1"); return; }
+    else { bad_env(name, v, "0 or 1 (or no/yes, off/on, false/true)"); return; }
     if (on == set_when_true) vms__opt.flags |= flag;
     else vms__opt.flags &= ~flag;
 }

@@ -144,6 +144,14 @@ TEST(malformed_values_warn_and_use_defaults)
         char *w = strstr(out, "vmstack: warning:");
         ASSERT(!strstr(w + 1, "vmstack: warning:"));
     }
+    /* The warning says what would be accepted: the limits of a size, every boolean. */
+    char out[2048];
+    run_env("VMSTACK_STACK_SIZE", "2g", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "is not a size from 1 to 1073741824 bytes");
+    run_env("VMSTACK_GUARD_SIZE", "0", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "is not a size from 1 to 1073741824 bytes");
+    run_env("VMSTACK_PAINT", "maybe", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "is not 0 or 1 (or no/yes, off/on, false/true)");
 }
 
 static void init_child(void *arg)
@@ -235,6 +243,10 @@ TEST(parse_size)
     ASSERT_EQ(vms__parse_size("k", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size("12x", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size("1kk", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("64ki", &v), -EINVAL);
+    ASSERT_EQ(vms__parse_size("64kib", &v), 0); ASSERT_EQ(v, 65536);
+    ASSERT_EQ(vms__parse_size("64kB", &v), 0); ASSERT_EQ(v, 65536);
+    ASSERT_EQ(vms__parse_size("64i", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size(" 1", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size("99999999999999999999g", &v), -EINVAL);
     ASSERT_EQ(vms__parse_size("17179869184g", &v), -EINVAL);
