@@ -82,6 +82,28 @@ TEST(malformed_variable_warns_and_runs)
     ASSERT_EQ(cli_count(out, "vmstack: warning: VMSTACK_CACHE=\"many\" is not a count"), 1);
 }
 
+/* The environment of a program that runs with VMSTACK_ON_OVERFLOW=abort and mprotect
+ * guards: the checks still test the kill (they all failed, the child aborting), and the
+ * header says where the method came from instead of "vmstack's choice". */
+static void abort_env_exec(void *arg)
+{
+    (void)arg;
+    setenv("VMSTACK_ON_OVERFLOW", "abort", 1);
+    setenv("VMSTACK_GUARD_METHOD", "mprotect", 1);
+    const char *argv[] = { VMSTACK_CMD, "selftest", NULL };
+    cli_exec((void *)argv);
+}
+
+TEST(abort_in_the_environment_still_checks_the_kill)
+{
+    need_vmap();
+    int st = tst_fork(abort_env_exec, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("selftest failed:\n%s", out);
+    expect_all_ok("mprotect (VMSTACK_GUARD_METHOD in the environment)");
+    ASSERT_STR_CONTAINS(out, "  on overflow       kill, for the checks "
+                             "(VMSTACK_ON_OVERFLOW=abort in the environment is not used here)");
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "selftest", "--guard-method", "mmap", NULL };

@@ -197,6 +197,10 @@ static _Noreturn void child_main(const struct st_opts *o, int fd, const struct c
     if (o->method == VMS__GUARD_MPROTECT) cfg.flags |= VMS_FORCE_MPROTECT;
     /* vms_config can force mprotect but not madvise: the environment can. */
     if (o->method == VMS__GUARD_MADVISE) setenv("VMSTACK_GUARD_METHOD", "madvise", 1);
+    /* The checks are of the kill: VMSTACK_ON_OVERFLOW=abort in the environment would
+     * fail every one of them (the header says it was overridden). vms_config cannot ask
+     * for the kill over the environment (0 is "the default"). */
+    setenv("VMSTACK_ON_OVERFLOW", "kill", 1);
     if (c && c->end_check) cfg.flags |= VMS_END_CHECK;
     int e = vms_init(&cfg);
     if (e) {
@@ -405,6 +409,8 @@ int vms_cmd_selftest(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "%.*s", (int)(cfg - out), out);
+    const char *env_method = getenv("VMSTACK_GUARD_METHOD");
+    const char *env_overflow = getenv("VMSTACK_ON_OVERFLOW");
     struct utsname u;
     uname(&u);
     sysfs_choice("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
@@ -414,7 +420,12 @@ int vms_cmd_selftest(int argc, char **argv)
                ? " (the direct backend, VMSTACK_VMAP=OFF: no guards, so the checks below fail)"
            : o.method == VMS__GUARD_MADVISE && strcmp(method, "madvise") != 0
                ? " (madvise was asked for: this kernel cannot install or verify madvise guards)"
-               : o.method ? " (as asked)" : " (vmstack's choice)");
+               : o.method ? " (as asked)"
+               : env_method ? " (VMSTACK_GUARD_METHOD in the environment)"
+                            : " (vmstack's choice)");
+    if (env_overflow && strcmp(env_overflow, "kill") != 0)
+        printf("  on overflow       kill, for the checks (VMSTACK_ON_OVERFLOW=%s in the "
+               "environment is not used here)\n", env_overflow);
     printf("  guard, stack      %zu bytes below each stack, %zu bytes default stack\n", guard, stack);
     printf("  sigaltstack       %zu bytes (AT_MINSIGSTKSZ %lu)\n", alt, getauxval(AT_MINSIGSTKSZ));
     printf("  transparent huge pages  %s, vm.max_map_count %ld\n", thp,
