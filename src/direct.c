@@ -65,26 +65,6 @@ void vms__arena_fork_unlock(void)
         pthread_mutex_unlock(&classes[i].lock);
 }
 
-static unsigned page_shift(void)
-{
-    return (unsigned)__builtin_ctzl(vms__os_page_size());
-}
-
-int vms__arena_class(size_t size, unsigned *cls)
-{
-    if (size == 0 || size > VMS_MAX_STACK_SIZE) return -EINVAL;
-    size_t pages = (size - 1) >> page_shift();   /* whole pages beyond the first */
-    unsigned c = pages ? (unsigned)(64 - __builtin_clzl(pages)) : 0;
-    if (c >= VMS__CLASSES) return -EINVAL;
-    *cls = c;
-    return 0;
-}
-
-size_t vms__arena_class_size(unsigned cls)
-{
-    return (size_t)1 << (page_shift() + cls);
-}
-
 const char *vms__arena_guard_method(void)
 {
     return "none";

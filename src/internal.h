@@ -15,6 +15,7 @@
 
 #include "vmstack.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -232,9 +233,22 @@ VMS_HIDDEN int vms__arena_where(const void *addr, struct vms__where *out);
  * async-signal-safe. */
 VMS_HIDDEN struct vms_stack *vms__arena_record(const void *p);
 /* Class of a usable size (page-rounded, then up to a power of two); -EINVAL beyond
- * VMS_MAX_STACK_SIZE. */
-VMS_HIDDEN int vms__arena_class(size_t size, unsigned *cls);
-VMS_HIDDEN size_t vms__arena_class_size(unsigned cls);
+ * VMS_MAX_STACK_SIZE. The same classes for both backends (arena.c, direct.c). */
+static inline int vms__arena_class(size_t size, unsigned *cls)
+{
+    if (size == 0 || size > VMS_MAX_STACK_SIZE) return -EINVAL;
+    unsigned shift = (unsigned)__builtin_ctzl(vms__os_page_size());
+    size_t pages = (size - 1) >> shift;   /* whole pages beyond the first */
+    unsigned c = pages ? (unsigned)(64 - __builtin_clzl(pages)) : 0;
+    if (c >= VMS__CLASSES) return -EINVAL;
+    *cls = c;
+    return 0;
+}
+/* The usable size of class cls's stacks. */
+static inline size_t vms__arena_class_size(unsigned cls)
+{
+    return (size_t)1 << ((unsigned)__builtin_ctzl(vms__os_page_size()) + cls);
+}
 /* Opens up to want new slots of class cls (guards first, then read-write) and returns
  * their records in out[] (state FREE, all pages zero, not resident; or, direct backend
  * when discarding failed, all resident and warm = 2). Returns how many,

@@ -923,8 +923,8 @@ static void new_classes_child(void *arg)
     vms_stack *s[NEW_CLASS_THREADS];
     /* Classes 0..7 (4 KiB to 512 KiB with 4 KiB pages) but not the default's (256 KiB). */
     uintptr_t cls[NEW_CLASS_THREADS];
-    unsigned def;
-    vms__arena_class(vms__opt.stack_size, &def);
+    unsigned def = 0;
+    if (vms__arena_class(vms__opt.stack_size, &def) != 0) exit(12);
     for (uintptr_t i = 0, c = 0; i < NEW_CLASS_THREADS; c++)
         if (c != def) cls[i++] = c;
     for (int i = 0; i < NEW_CLASS_THREADS; i++)
