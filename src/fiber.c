@@ -666,11 +666,20 @@ static int orphan_key_err;
 
 /* Thread exit after pthread_exit or cancellation inside the task: glibc unwound the
  * task's stack and long-jumped back to its own thread start, so nothing runs on the
- * vmstack stack any more and it can be freed. */
+ * vmstack stack any more and it can be freed. When it began in a fiber that the body
+ * resumed (at any depth), the fibers between it and the body were unwound too: they
+ * never run again, so they become DONE, which lets vms_fiber_destroy free them (left
+ * RUNNING, they could never be destroyed and their stacks would leak). */
 static void orphan_destructor(void *p)
 {
     struct vms__task *t = p;
-    if (self_thread.cur == t) self_thread.cur = NULL;
+    for (struct vms__task *f = self_thread.cur; f && f != t;) {
+        struct vms__task *parent = f->parent;   /* read first: once DONE, f may be freed */
+        vms__track_abandoned(&f->track);
+        atomic_store_explicit(&f->state, VMS_DONE, memory_order_release);
+        f = parent;
+    }
+    self_thread.cur = NULL;
     vms__track_abandoned(&t->track);
     task_release_stack(t);
 }

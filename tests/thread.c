@@ -332,6 +332,53 @@ TEST(cancellation)
     ASSERT_EQ(VMS__SLOT_STATE(cancel_stack), VMS__SLOT_FREE);
 }
 
+/* pthread_exit from a fiber that the body resumed (through another fiber) unwinds those
+ * fibers with the body: they never run again, so they are DONE afterwards and can be
+ * destroyed, and every stack comes back. Before, they stayed RUNNING for good:
+ * vms_fiber_destroy refused them (EBUSY) and their stacks leaked. */
+static vms_fiber *unwound[2];
+
+static void fiber_exits_thread(void *arg)
+{
+    pthread_exit(arg);
+}
+
+static void fiber_resumes_exiting(void *arg)
+{
+    unwound[1] = vms_fiber_create(fiber_exits_thread, arg, NULL);
+    if (unwound[1]) vms_fiber_resume(unwound[1]);
+}
+
+static void *body_resumes_exiting(void *arg)
+{
+    unwound[0] = vms_fiber_create(fiber_resumes_exiting, arg, NULL);
+    if (unwound[0]) vms_fiber_resume(unwound[0]);
+    return NULL;
+}
+
+TEST(pthread_exit_from_a_fiber_in_the_body)
+{
+    NO_TSAN("the body runs in a TSan fiber (src/track.h), from which TSan forbids pthread_exit");
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, body_resumes_exiting, (void *)42), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)42);
+    for (int i = 1; i >= 0; i--) {
+        ASSERT_NOT_NULL(unwound[i]);
+        ASSERT_EQ(vms_fiber_state(unwound[i]), VMS_DONE);
+        ASSERT_EQ(vms_fiber_resume(unwound[i]), -EINVAL);
+        errno = 0;
+        vms_fiber_destroy(unwound[i]);
+        ASSERT_EQ(errno, 0);
+    }
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
 /* ---- what a thread leaves behind: graves, the alternate-stack pool --------------- */
 
 static void *alt_of_thread(void *arg)
