@@ -495,6 +495,50 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     vms__ctx_jump_call(&t->back, task_back, t);
 }
 
+/* ---- thread exit ------------------------------------------------------------------- */
+
+static pthread_key_t orphan_key;
+static pthread_once_t orphan_once = PTHREAD_ONCE_INIT;
+static int orphan_key_err;
+
+/* Thread exit after pthread_exit or cancellation inside a task: glibc unwound the
+ * task's stack and long-jumped back to its own thread start, so nothing runs on the
+ * vmstack stack any more and it can be freed. p is a vms thread's task, or the thread's
+ * own vms__thread for a thread that resumed fibers on its own stack (fiber_thread_hook).
+ * When the unwinding began in a fiber (at any depth), every fiber between it and the
+ * thread's body or own stack was unwound too: they never run again, so they become
+ * DONE, which lets vms_fiber_destroy free them (left RUNNING, they could never be
+ * destroyed and their stacks would leak). */
+static void orphan_destructor(void *p)
+{
+    struct vms__thread *th = &self_thread;
+    struct vms__task *t = p == (void *)th ? NULL : p;
+    for (struct vms__task *f = th->cur; f && f != t;) {
+        struct vms__task *parent = f->parent;   /* read first: once DONE, f may be freed */
+        vms__track_abandoned(&f->track);
+        atomic_store_explicit(&f->state, VMS_DONE, memory_order_release);
+        f = parent;
+    }
+    th->cur = NULL;
+    if (!t) return;
+    vms__track_abandoned(&t->track);
+    task_release_stack(t);
+}
+
+static void orphan_key_create(void)
+{
+    orphan_key_err = pthread_key_create(&orphan_key, orphan_destructor);
+}
+
+/* Once per thread, at its first resume of a fiber: the thread-exit hook above, for a
+ * thread that runs fibers on its own stack (a vms thread's body has its own from its
+ * start). No system call. Without the key, unwound fibers stay RUNNING, as before. */
+static void fiber_thread_hook(struct vms__thread *th)
+{
+    pthread_once(&orphan_once, orphan_key_create);
+    if (!orphan_key_err && !pthread_getspecific(orphan_key)) pthread_setspecific(orphan_key, th);
+}
+
 /* ---- fibers ------------------------------------------------------------------------- */
 
 vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr *attr)
@@ -534,6 +578,7 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
             int e = vms__guard_thread_init();
             if (e) return e;
             th->guard_ready = true;
+            fiber_thread_hook(th);
         }
         unsigned long mine = thread_token(th);
         if (vms__opt.flags & VMS_END_CHECK) mine |= HOME_CHECKED;
@@ -659,35 +704,6 @@ void vms_fiber_destroy(vms_fiber *f)
 }
 
 /* ---- threads (thread.c) ------------------------------------------------------------- */
-
-static pthread_key_t orphan_key;
-static pthread_once_t orphan_once = PTHREAD_ONCE_INIT;
-static int orphan_key_err;
-
-/* Thread exit after pthread_exit or cancellation inside the task: glibc unwound the
- * task's stack and long-jumped back to its own thread start, so nothing runs on the
- * vmstack stack any more and it can be freed. When it began in a fiber that the body
- * resumed (at any depth), the fibers between it and the body were unwound too: they
- * never run again, so they become DONE, which lets vms_fiber_destroy free them (left
- * RUNNING, they could never be destroyed and their stacks would leak). */
-static void orphan_destructor(void *p)
-{
-    struct vms__task *t = p;
-    for (struct vms__task *f = self_thread.cur; f && f != t;) {
-        struct vms__task *parent = f->parent;   /* read first: once DONE, f may be freed */
-        vms__track_abandoned(&f->track);
-        atomic_store_explicit(&f->state, VMS_DONE, memory_order_release);
-        f = parent;
-    }
-    self_thread.cur = NULL;
-    vms__track_abandoned(&t->track);
-    task_release_stack(t);
-}
-
-static void orphan_key_create(void)
-{
-    orphan_key_err = pthread_key_create(&orphan_key, orphan_destructor);
-}
 
 struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t stack_size)
 {

@@ -12,6 +12,7 @@
 
 #include <fenv.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -558,6 +559,62 @@ TEST(resume_after_home_thread_ended)
     ASSERT_EQ(vms_fiber_resume(f), -EINVAL);
     ASSERT_EQ(n, 1);
     vms_fiber_destroy(f);
+}
+
+/* A thread of the program's own, cancelled while a fiber it resumed (through another)
+ * waits at a cancellation point: the cancellation unwinds the fibers with the thread,
+ * so they never run again. They are DONE afterwards and can be destroyed; before, they
+ * stayed RUNNING for good, vms_fiber_destroy refused them (EBUSY) and their stacks
+ * leaked. */
+static vms_fiber *cancelled[2];
+static sem_t cancel_waits;
+
+static void body_waits_for_cancel(void *arg)
+{
+    (void)arg;
+    sem_post(&cancel_waits);
+    for (;;) pause();                             /* a cancellation point */
+}
+
+static void body_resumes_waiter(void *arg)
+{
+    cancelled[1] = vms_fiber_create(body_waits_for_cancel, arg, NULL);
+    if (cancelled[1]) vms_fiber_resume(cancelled[1]);
+}
+
+static void *plain_thread_resumes_waiter(void *arg)
+{
+    cancelled[0] = vms_fiber_create(body_resumes_waiter, arg, NULL);
+    if (cancelled[0]) vms_fiber_resume(cancelled[0]);
+    sem_post(&cancel_waits);                      /* not reached unless creation failed */
+    return NULL;
+}
+
+TEST(thread_cancelled_inside_a_fiber)
+{
+    NO_TSAN("the fiber runs in a TSan fiber (src/track.h), from which TSan forbids "
+            "pthread_exit and so the cancellation's unwinding");
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    ASSERT_EQ(sem_init(&cancel_waits, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, plain_thread_resumes_waiter, NULL), 0);
+    while (sem_wait(&cancel_waits) != 0) {}
+    ASSERT_EQ(pthread_cancel(t), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
+    for (int i = 1; i >= 0; i--) {
+        ASSERT_NOT_NULL(cancelled[i]);
+        ASSERT_EQ(vms_fiber_state(cancelled[i]), VMS_DONE);
+        ASSERT_EQ(vms_fiber_resume(cancelled[i]), -EINVAL);
+        errno = 0;
+        vms_fiber_destroy(cancelled[i]);
+        ASSERT_EQ(errno, 0);
+    }
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
 }
 
 #define FORK_FIBERS 16
