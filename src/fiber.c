@@ -193,6 +193,27 @@ static unsigned long thread_token(struct vms__thread *th)
     return th->token;
 }
 
+/* After fork(), the child has only the thread that forked: the fibers that other threads
+ * ran at the fork stay RUNNING there but run nowhere, and must be destroyable like every
+ * other fiber of those threads (docs/api.md). Their homes are the tokens handed out
+ * before the fork, but for the forking thread's. Set in the child by fork_child
+ * (pthread_atfork), while it has only one thread; 0 in a process that never forked. */
+static unsigned long fork_tokens;    /* tokens [1, fork_tokens] existed at the last fork */
+static unsigned long fork_survivor;  /* of those, the forking thread's (0: it had none) */
+
+static void fork_child(void)
+{
+    fork_tokens = atomic_load_explicit(&next_token, memory_order_relaxed);
+    fork_survivor = self_thread.token;
+}
+
+/* Whether home (a fiber's) names a thread that a fork left behind. */
+static bool home_gone(unsigned long home)
+{
+    unsigned long token = home & ~HOME_CHECKED;
+    return home != HOME_NONE && token <= fork_tokens && token != fork_survivor;
+}
+
 /* Task ids come from the shared counter in blocks, so creating a task costs no locked
  * read-modify-write on a shared line (only one per ID_BLOCK tasks of a thread). Ids are
  * unique, not ordered across threads. */
@@ -525,9 +546,13 @@ static void orphan_destructor(void *p)
     task_release_stack(t);
 }
 
+/* Also registers fork_child: this runs before any fiber can run on a thread (at its
+ * first resume, or at the creation of a vms thread), so before any fiber can be left
+ * RUNNING by a fork. Without it (ENOMEM), such fibers stay undestroyable. */
 static void orphan_key_create(void)
 {
     orphan_key_err = pthread_key_create(&orphan_key, orphan_destructor);
+    (void)pthread_atfork(NULL, NULL, fork_child);
 }
 
 /* Once per thread, at its first resume of a fiber: the thread-exit hook above, for a
@@ -690,12 +715,15 @@ void vms_fiber_destroy(vms_fiber *f)
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_RUNNING) {
-        /* Its stack is in use by the caller (or by a fiber that resumed the caller):
-         * freeing it now would be a use-after-free. */
-        vms__log_error("vms_fiber_destroy: fiber %lu \"%s\" is running (the caller or "
-                       "one of its resumers); nothing was freed", t->id, t->name);
-        errno = EBUSY;
-        return;
+        if (!home_gone(atomic_load_explicit(&t->home, memory_order_relaxed))) {
+            /* Its stack is in use by the caller (or by a fiber that resumed the
+             * caller): freeing it now would be a use-after-free. */
+            vms__log_error("vms_fiber_destroy: fiber %lu \"%s\" is running (the caller "
+                           "or one of its resumers); nothing was freed", t->id, t->name);
+            errno = EBUSY;
+            return;
+        }
+        vms__track_forsaken(&t->track);        /* it ran on a thread a fork left behind */
     }
     /* A later resume or destroy through f finds it destroyed, also with VMS_NO_SCRUB
      * (which leaves the record as it was) while the stack waits in the cache. */

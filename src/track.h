@@ -11,7 +11,8 @@
  *             vms__ctx_switch_call, only when VMS__TRACK_RESUMER_HOOK is 1)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t
- *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch
+ *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
+ *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
  * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
  * stack frames are released instead of kept for a resume that will never come.
@@ -172,6 +173,17 @@ static inline void vms__track_abandoned(struct vms__track *tr)
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber && __tsan_get_current_fiber() != tr->tsan_back)
         __tsan_switch_to_fiber(tr->tsan_back, 0);
+#endif
+}
+
+/* A task that was running on a thread that a fork left behind (it runs nowhere in the
+ * child), before vms__track_destroy: TSan still has its fiber running on that thread's
+ * processor and CHECK-fails when such a fiber is destroyed, so the child forgets it. */
+static inline void vms__track_forsaken(struct vms__track *tr)
+{
+    (void)tr;
+#if defined(VMSTACK_TSAN)
+    tr->tsan_fiber = NULL;
 #endif
 }
 

@@ -662,6 +662,76 @@ TEST(fork_with_live_fibers)
     }
 }
 
+/* A fiber that another thread runs at the fork runs nowhere in the child: like every
+ * fiber of another thread it cannot be resumed there but can be destroyed (docs/api.md),
+ * which gives its stack back. Before, the child refused it as RUNNING (EBUSY) and its
+ * stack leaked. The fibers the forking thread runs are still running in the child. */
+static vms_fiber *elsewhere, *forker;
+static sem_t elsewhere_runs;
+
+static void body_runs_elsewhere(void *arg)
+{
+    (void)arg;
+    sem_post(&elsewhere_runs);
+    for (;;) pause();                             /* a cancellation point */
+}
+
+static void *thread_runs_elsewhere(void *arg)
+{
+    (void)arg;
+    vms_fiber_resume(elsewhere);
+    return NULL;
+}
+
+static void child_destroys_elsewhere(void *arg)
+{
+    (void)arg;
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    ASSERT_EQ(vms_fiber_resume(elsewhere), -EINVAL);
+    errno = 0;
+    vms_fiber_destroy(elsewhere);
+    ASSERT_EQ(errno, 0);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0 - 1);
+    errno = 0;
+    vms_fiber_destroy(forker);                    /* the caller: refused */
+    ASSERT_EQ(errno, EBUSY);
+    ASSERT_EQ(vms_fiber_state(forker), VMS_RUNNING);
+    printf("child done\n");
+}
+
+static void body_forks(void *arg)
+{
+    char out[4096];
+    *(int *)arg = tst_fork(child_destroys_elsewhere, NULL, out, sizeof out);
+    if (!strstr(out, "child done")) fprintf(stderr, "child's output:\n%s", out);
+}
+
+TEST(fork_destroys_fibers_other_threads_run)
+{
+    ASSERT_EQ(sem_init(&elsewhere_runs, 0, 0), 0);
+    elsewhere = vms_fiber_create(body_runs_elsewhere, NULL, NULL);
+    ASSERT_NOT_NULL(elsewhere);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, thread_runs_elsewhere, NULL), 0);
+    while (sem_wait(&elsewhere_runs) != 0) {}
+    int status = -1;
+    forker = vms_fiber_create(body_forks, &status, NULL);
+    ASSERT_NOT_NULL(forker);
+    ASSERT_EQ(vms_fiber_resume(forker), VMS_DONE);
+    ASSERT_EXITED(status, 0);
+    vms_fiber_destroy(forker);
+    /* In this process it still runs on t: refused until t is gone. */
+    errno = 0;
+    vms_fiber_destroy(elsewhere);
+    ASSERT_EQ(errno, EBUSY);
+    ASSERT_EQ(pthread_cancel(t), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms_fiber_destroy(elsewhere);                 /* unwound by the cancellation: DONE */
+}
+
 /* ---- scrubbing ------------------------------------------------------------------- */
 
 #define SECRET_WORD 0x5ec7e75ec7e7a5a5ull
