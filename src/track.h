@@ -83,7 +83,8 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
     tr->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if defined(VMSTACK_VALGRIND)
-    tr->vg_id = VALGRIND_STACK_REGISTER(lo, hi);
+    /* Valgrind wants the lowest and the highest addressable byte: hi is one past. */
+    tr->vg_id = VALGRIND_STACK_REGISTER(lo, (char *)hi - 1);
 #endif
 }
 
