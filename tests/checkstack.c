@@ -424,6 +424,11 @@ TEST(usage_errors_exit_2)
     ASSERT_EQ(run("--stack-size", "12q", "x.su"), 2);
     ASSERT_STR_CONTAINS(out, "--stack-size `12q` is not a size");
     ASSERT_EQ(run("--stack-size", "99999999999999999999", "x.su"), 2);
+    ASSERT_EQ(run("--stack-size", "18446744073709551616", "x.su"), 2);   /* 2^64 */
+    ASSERT_STR_CONTAINS(out, "is not a size");
+    /* 2^64 - 1 is a size: the run gets as far as the missing file. */
+    ASSERT_EQ(run("--stack-size", "18446744073709551615", "/nonexistent/x.su"), 2);
+    ASSERT_STR_CONTAINS(out, "/nonexistent/x.su: No such file or directory");
     ASSERT_EQ(run("--stack-size"), 2);
     ASSERT_STR_CONTAINS(out, "--stack-size needs a value");
     ASSERT_EQ(run("--help"), 0);

@@ -121,6 +121,7 @@ TEST(su_parsing)
         "x.c:1:5:\t16\tstatic\n",            /* no name */
         "x.c:1:5:f\t\tstatic\n",             /* no number */
         "x.c:1:5:f\t99999999999999999999\tstatic\n", /* overflow */
+        "x.c:1:5:f\t9223372036854775808\tstatic\n",  /* 2^63: one beyond the limit */
         "x.c:1:5:f\t16\tStatic\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -131,6 +132,17 @@ TEST(su_parsing)
         ASSERT_STR_CONTAINS(err, "b.su:2: ");
         cs_graph_free(&g);
     }
+}
+
+/* The largest frame a .su line may give is 2^63 - 1, exactly (one more is refused
+ * above, as an overflow). */
+TEST(su_frame_limit_is_exact)
+{
+    struct cs_graph g = { 0 };
+    static const char su[] = "x.c:1:5:f\t9223372036854775807\tstatic\n";
+    ASSERT_EQ(cs_parse_su(&g, su, sizeof su - 1, "x.su", err, sizeof err), 0);
+    ASSERT_EQ(g.su[0].frame, 9223372036854775807ULL);
+    cs_graph_free(&g);
 }
 
 TEST(ci_parsing)

@@ -19,15 +19,16 @@
         goto fail;                                                  \
     } while (0)
 
-/* Parses a decimal byte count in [s, e); -1 when not all digits or above 2^63. */
+/* Parses a decimal byte count in [s, e); -1 when not all digits or above 2^63 - 1. */
 static int parse_u64(const char *s, const char *e, uint64_t *out)
 {
     uint64_t v = 0;
     if (s == e) return -1;
     for (; s < e; s++) {
         if (*s < '0' || *s > '9') return -1;
-        if (v > (UINT64_MAX / 2 - 9) / 10) return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX / 2 - d) / 10) return -1;
+        v = v * 10 + d;
     }
     *out = v;
     return 0;

@@ -71,8 +71,9 @@ static int parse_size(const char *s, uint64_t *out)
     const char *p = s;
     if (*p < '0' || *p > '9') return -1;
     for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > (UINT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (uint64_t)(*p - '0');
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
     }
     unsigned shift = 0;
     if (*p == 'k' || *p == 'K') shift = 10;
