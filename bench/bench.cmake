@@ -101,6 +101,15 @@ if(CMAKE_SCRIPT_MODE_FILE)
         message(FATAL_ERROR "row ${id}: the options-off side made ${bsc} syscalls per op")
       endif()
     endif()
+    # the resident fiber-overflow floor keeps its stack's pages from one overflow to the
+    # next (its own stack, not the dropping floor's): the recursion's faults (about 60
+    # per overflow) never come back, once per round or otherwise.
+    if(id STREQUAL "fiber.overflow" AND NOT SANITIZE)
+      string(JSON bflt GET "${out}" rows ${i} base faults_per_op)
+      if(bflt GREATER 0.5)
+        message(FATAL_ERROR "row ${id}: the resident floor took ${bflt} page faults per overflow")
+      endif()
+    endif()
     # mmap+mprotect costs two mappings per live stack, and vmstack's madvise guards do not
     # add a mapping per stack.
     if(id MATCHES "^(stack|fiber|boost)\\.scale$")

@@ -300,17 +300,22 @@ static void th_group_fiber_overflow(const struct bench_opts *o)
 {
     th_init_quiet();
     if (!th_guarded("fiber.overflow")) return;
-    struct th_ufloor u;
-    memset(&u, 0, sizeof u);
-    char *p = (char *)mmap(NULL, TH_GUARD + TH_SIZE, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED || mprotect(p, TH_GUARD, PROT_NONE) != 0)
-        bench_die("mmap+mprotect: %s", strerror(errno));
-    u.stack = p + TH_GUARD;
+    /* One guarded stack per floor: a stack shared with the dropping floor would start
+     * every round of the resident floor with its pages given back, and the resident
+     * floor would pay the recursion's page faults once per round after all. */
+    struct th_ufloor u[2];
+    memset(u, 0, sizeof u);
+    for (int i = 0; i < 2; i++) {
+        char *p = (char *)mmap(NULL, TH_GUARD + TH_SIZE, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED || mprotect(p, TH_GUARD, PROT_NONE) != 0)
+            bench_die("mmap+mprotect: %s", strerror(errno));
+        u[i].stack = p + TH_GUARD;
+    }
     struct bench_case c[3];
     bench_case_init(&c[0], "vmstack", th_vms_fiber_overflow, NULL, bench_ops(o, 200, 4));
-    bench_case_init(&c[1], "floor", th_ufloor_overflow, &u, bench_ops(o, 200, 4));
-    bench_case_init(&c[2], "floor-dropped", th_ufloor_overflow_dropped, &u,
+    bench_case_init(&c[1], "floor", th_ufloor_overflow, &u[0], bench_ops(o, 200, 4));
+    bench_case_init(&c[2], "floor-dropped", th_ufloor_overflow_dropped, &u[1],
                     bench_ops(o, 200, 4));
     for (int i = 1; i < 3; i++) {
         c[i].pre = th_ufloor_install;
@@ -329,7 +334,7 @@ static void th_group_fiber_overflow(const struct bench_opts *o)
     bench_note(&r, "the floor gives its stack's pages back after each overflow: both "
                "sides fault them in again");
     bench_emit(&r);
-    munmap(p, TH_GUARD + TH_SIZE);
+    for (int i = 0; i < 2; i++) munmap(u[i].stack - TH_GUARD, TH_GUARD + TH_SIZE);
 }
 #endif
 
