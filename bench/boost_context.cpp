@@ -211,8 +211,10 @@ static void bb_group_scale(const struct bench_opts *o)
      * allocator throws (mmap refused at the mapping limit). Note that Boost ignores a
      * failed mprotect in release builds (BOOST_ASSERT only), so the last stacks before
      * the limit may have no guard. */
-    std::vector<ctx::continuation> conts;
-    conts.reserve((std::size_t)count);
+    /* Constructed (empty), so the array is resident before the first snapshot, as the
+     * vmstack side's is: reserve() alone would leave its pages to be faulted in, and
+     * counted, inside the baseline's window. */
+    std::vector<ctx::continuation> conts((std::size_t)count);
     ctx::protected_fixedsize_stack prot(BB_SIZE);
     made = 0;
     bool stopped = false;
@@ -220,12 +222,12 @@ static void bb_group_scale(const struct bench_opts *o)
     bench_begin(&w);
     try {
         for (; made < count; made++) {
-            conts.emplace_back(ctx::callcc(std::allocator_arg, prot,
+            conts[(std::size_t)made] = ctx::callcc(std::allocator_arg, prot,
                                            [](ctx::continuation &&caller) {
                                                bb_shallow(1);
                                                caller = caller.resume();
                                                return std::move(caller);
-                                           }));
+                                           });
         }
     } catch (const std::bad_alloc &) {
         stopped = true;
