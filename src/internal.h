@@ -96,6 +96,9 @@ VMS_HIDDEN int vms__os_close(void *addr, size_t size);            /* -> PROT_NON
 VMS_HIDDEN int vms__os_guard(void *addr, size_t size, int method);
 /* Gives the pages back (MADV_DONTNEED): they read as zero afterwards; guards stay. */
 VMS_HIDDEN int vms__os_discard(void *addr, size_t size);
+/* The same, for memory that is not vmstack's (a sanitizer's shadow): no fault injection,
+ * not counted among vmstack's system calls. */
+VMS_HIDDEN int vms__os_discard_foreign(void *addr, size_t size);
 /* The same for n ranges in one system call where the kernel allows process_madvise on
  * its own process (Linux 6.13+); one madvise per range otherwise. */
 VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n);

@@ -250,6 +250,11 @@ int vms__os_discard(void *addr, size_t size)
     return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
 }
 
+int vms__os_discard_foreign(void *addr, size_t size)
+{
+    return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
 /* process_madvise(2) on our own process, decided by the first call that gets to try:
  * PMADV_UNKNOWN until then; PMADV_PROBING while one thread tries (the others discard
  * range by range meanwhile: correct, only slower); then PMADV_SELF (PIDFD_SELF, 6.14+),

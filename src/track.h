@@ -107,7 +107,24 @@ static inline void vms__track_stack_release(void *lo, size_t size)
 {
     (void)lo; (void)size;
 #if defined(VMSTACK_ASAN)
-    __asan_unpoison_memory_region(lo, size);
+    /* __asan_unpoison_memory_region writes the whole shadow (size / 8 bytes: 128 MiB for
+     * a 1 GiB stack, resident from then on, even for a stack that was barely used).
+     * Where the shadow spans whole pages, they are given back instead (they read as
+     * zero, "unpoisoned"), as ASan itself clears large ranges; the API writes the
+     * edges, and all of it should the discard fail. */
+    size_t scale = 0, offset = 0, page = vms__os_page_size();
+    __asan_get_shadow_mapping(&scale, &offset);
+    uintptr_t s_lo = ((uintptr_t)lo >> scale) + offset;
+    uintptr_t s_hi = (((uintptr_t)lo + size) >> scale) + offset;
+    uintptr_t p_lo = (s_lo + page - 1) & ~(uintptr_t)(page - 1), p_hi = s_hi & ~(uintptr_t)(page - 1);
+    if (p_hi > p_lo && p_hi - p_lo >= 16 * page &&
+        vms__os_discard_foreign((void *)p_lo, p_hi - p_lo) == 0) {
+        uintptr_t a_lo = (p_lo - offset) << scale, a_hi = (p_hi - offset) << scale;
+        __asan_unpoison_memory_region(lo, a_lo - (uintptr_t)lo);
+        __asan_unpoison_memory_region((void *)a_hi, (uintptr_t)lo + size - a_hi);
+    } else {
+        __asan_unpoison_memory_region(lo, size);
+    }
 #endif
 #if defined(VMSTACK_VALGRIND)
     /* Memcheck marks what lay below a registered stack's pointer as inaccessible when

@@ -27,6 +27,17 @@
 #define PROBE_END() ((void)0)
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifdef TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 /* Signal-free probes: the kernel reads (write(2) from addr) or writes (read(2) into addr)
  * the byte; an inaccessible byte makes the call fail with EFAULT. */
 static int can_read(const void *addr)
@@ -149,6 +160,31 @@ TEST(trailing_guard)
     assert_guarded_above(s[n]);
     assert_guarded_below(s[n]);
     for (int i = 0; i <= n; i++) vms_stack_free(s[i]);
+}
+
+/* AddressSanitizer builds: whatever a stack's owner left poisoned (redzones of frames
+ * that never returned) is clean when the stack is freed, at its edges and inside; for a
+ * large stack the whole pages of its shadow are given back instead of written (a 1 GiB
+ * stack's 128 MiB of shadow stayed resident, and trailing_guard ran out of memory). */
+TEST(asan_shadow_clean_after_free)
+{
+#ifndef TEST_ASAN
+    SKIP("not an AddressSanitizer build");
+#else
+    const size_t sizes[] = { 256 * VMS_KIB, 4 * VMS_MIB, VMS_GIB };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        vms_stack *s = vms_stack_alloc(sizes[i]);
+        ASSERT_NOT_NULL(s);
+        char *b = vms_stack_base(s);
+        size_t n = vms_stack_size(s);
+        __asan_poison_memory_region(b, 64);
+        __asan_poison_memory_region(b + n / 2 + 8, 4096);
+        __asan_poison_memory_region(b + n - 64, 64);
+        ASSERT_PTR_EQ(__asan_region_is_poisoned(b, n), b);
+        vms_stack_free(s);
+        ASSERT_NULL(__asan_region_is_poisoned(b, n));
+    }
+#endif
 }
 
 TEST(slot_lookup)
