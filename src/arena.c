@@ -1,7 +1,7 @@
 /*
  * arena.c - the vmalloc range of vmstack: reserved virtual ranges split into slots.
  *
- * An arena is one reservation of 64 GiB (smaller where the kernel refuses that much), PROT_NONE
+ * An arena is one reservation of 256 GiB (smaller where the kernel refuses that much), PROT_NONE
  * and MAP_NORESERVE, aligned to its size, for one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
  * then slots of guard + stack, then a trailing guard that is never opened:
  *
@@ -24,15 +24,17 @@
 #include <pthread.h>
 #include <string.h>
 
-/* 64 GiB per arena: room for 200,000 default slots (256 KiB + 64 KiB), so a million
- * stacks take five arenas (ten mappings). When the kernel refuses so large a reservation
+/* 256 GiB per arena: room for 838,000 default slots (256 KiB + 64 KiB), so a million
+ * stacks take two arenas (four mappings). Address space only: x86-64 and aarch64 give
+ * a process 128 TiB, and a program uses a few size classes (its stacks' and the
+ * alternate signal stacks'). When the kernel refuses so large a reservation
  * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
  * tried, down to 4 GiB; under RLIMIT_AS, none above half the address space left. The
  * lookup table has one entry per 4 GiB of the 48-bit user address space (x86-64 and
  * aarch64 without 5-level paging; mmap never returns higher addresses unless asked to);
  * an arena fills the entries it spans. 65,536 entries of zero-filled BSS cost no memory
  * until an arena is published in them. */
-#define ARENA_MAX_SHIFT 36
+#define ARENA_MAX_SHIFT VMS__ARENA_MAX_SHIFT
 #define ARENA_MIN_SHIFT 32
 #define TABLE_SHIFT ARENA_MIN_SHIFT
 #define TABLE_SIZE  ((size_t)1 << (48 - TABLE_SHIFT))

@@ -44,6 +44,8 @@
 #define VMS_MAX_STACK_SIZE     VMS_GIB
 /* The largest guard: 1 GiB, for the same reason. */
 #define VMS_MAX_GUARD_SIZE     VMS_GIB
+/* The size of an arena, log2, where the kernel grants it (arena.c). */
+#define VMS__ARENA_MAX_SHIFT   38
 
 /* ------------------------------------------------------------------ options.c ---- */
 enum { VMS__GUARD_NONE = 0, VMS__GUARD_MADVISE = 1, VMS__GUARD_MPROTECT = 2 };

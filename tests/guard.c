@@ -611,7 +611,8 @@ static void trailer_child(void *arg)
     (void)arg;
     init_with(VMS_KILL_TASK, 0);
     struct vms__where w;
-    for (int n = 0; n < 128; n++) {
+    /* 1 GiB stacks: an arena holds fewer than its size in GiB. */
+    for (int n = 0; n <= 1 << (VMS__ARENA_MAX_SHIFT - 30); n++) {
         vms_stack *s = vms_stack_alloc(VMS_GIB);
         if (!s) break;
         vms__arena_where(vms_stack_top(s), &w);

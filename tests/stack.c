@@ -143,18 +143,19 @@ TEST(guards_below_and_above)
 TEST(trailing_guard)
 {
     need_guards();
-    /* 1 GiB stacks: an arena holds fewer than 64, so we can open all of them (address
-     * space only) and look above the last one. */
-    vms_stack *s[128];
+    /* 1 GiB stacks: an arena holds fewer than its size in GiB, so we can open all of them
+     * (address space only) and look above the last one. */
+    enum { MAX = (1 << (VMS__ARENA_MAX_SHIFT - 30)) + 1 };
+    vms_stack *s[MAX];
     int n = 0;
     struct vms__where w;
-    for (; n < 128; n++) {
+    for (; n < MAX; n++) {
         s[n] = vms_stack_alloc(VMS_GIB);
         ASSERT_NOT_NULL(s[n]);
         vms__arena_where(vms_stack_top(s[n]), &w);
         if (w.kind == VMS__WHERE_TRAILER) break;
     }
-    ASSERT_LT(n, 128);
+    ASSERT_LT(n, MAX);
     ASSERT_EQ(w.kind, VMS__WHERE_TRAILER);
     ASSERT_PTR_EQ(w.below, vms__stack_record(s[n]));
     assert_guarded_above(s[n]);
