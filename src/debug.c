@@ -124,7 +124,8 @@ void vms__debug_stack_alloc(struct vms_stack *st)
  * non-zero byte, since it was resident before the owner began.
  * Cost: proportional to the depth used, not to the stack size. The scan goes down from the
  * top in windows that double (a guard plus 16 pages, then twice that ..., one mincore each) and stops once a
- * guard's worth of pages below the deepest touched page was found untouched: a stack is
+ * guard's worth of pages below the deepest touched page (or the deepest painted page,
+ * which may hold the owner's zeros) was found untouched: a stack is
  * used contiguously from its top, and a frame that skips more than a guard without
  * touching it would jump the guard as well, which vmstack already asks programs to
  * prevent (-fstack-clash-protection probes every page). */
@@ -162,11 +163,12 @@ static long long measure(const struct vms_stack *st)
             if ((long long)(top - a) > best) best = (long long)(top - a);
             lowest = p;
         }
-        /* Stop after a guard's worth of untouched pages below the deepest touched one
-         * (below the top, when nothing was touched yet). */
-        size_t from = lowest < n ? lowest : n;
-        if (from >= lo + gap && lowest < n) break;
-        if (lowest == n && n - lo >= gap + p_pages) break;
+        /* Stop after a guard's worth of untouched pages below the deepest page the
+         * owner may have used: the deepest touched one, or the deepest painted one when
+         * that is lower, since a zero the owner wrote into a painted page (a zeroed local
+         * array, say) looks like the paint and must not end the scan early. */
+        size_t from = lowest < painted ? lowest : painted;
+        if (from >= lo + gap) break;
         hi = lo;
         w *= 2;
     }

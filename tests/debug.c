@@ -173,6 +173,51 @@ TEST(paint_reuse_discard_fails)
     run(paint_reuse_discard_fails_child, &flags);
 }
 
+/* A stack handed out with painted pages below its top page (with VMS_NO_SCRUB, the
+ * pages the previous owner used; when discarding failed, every page) whose owner zeroes
+ * a buffer of more than a guard's worth of those pages and uses the stack below it: a
+ * zeroed local array is ordinary stack use, and the scan must go past it. */
+static void paint_zero_run_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(flags, 0);
+#ifdef VMSTACK_FAULT_INJECTION
+    if (!(flags & VMS_NO_SCRUB)) vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
+#endif
+    void *seen[64];
+    int reused = 0;
+    size_t d = 160000;
+    for (int i = 0; i < 64; i++) {
+        vms_stack *st = vms_stack_alloc(256 * 1024);
+        ASSERT_NOT_NULL(st);
+        char *top = vms_stack_top(st);
+        seen[i] = top;
+        for (int j = 0; j < i; j++) reused += seen[j] == top;
+        ASSERT_EQ(vms_stack_max_used(st), 0);
+        memset(top - page(), 0x5a, page());                /* the frames above it */
+        memset(top - d + page(), 0, d - 2 * page());       /* the zeroed buffer */
+        memset(top - d, 0x5a, page());                     /* the frames below it */
+        ASSERT_WITHIN_PAGE(vms_stack_max_used(st), d);
+        vms_stack_free(st);
+    }
+    ASSERT_GT(reused, 0);
+}
+
+TEST(paint_zero_run_no_scrub)
+{
+    unsigned flags = VMS_PAINT | VMS_NO_SCRUB;
+    run(paint_zero_run_child, &flags);
+}
+
+TEST(paint_zero_run_discard_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    unsigned flags = VMS_PAINT;
+    run(paint_zero_run_child, &flags);
+}
+
 static void paint_off_child(void *arg)
 {
     (void)arg;
