@@ -98,6 +98,9 @@ static void paint(struct vms_stack *st)
         return;
     }
     size_t painted = painted_pages(st), dirty = dirty_pages(st);
+    /* warm == 2 here too: a batch bound for trimming could not be discarded and was
+     * zeroed by hand, every page resident. */
+    if (st->warm == 2) painted = n;
     if (dirty > n) dirty = n;
     if (dirty) memset(st->base + st->size - dirty * page, 0, dirty * page);
     if (painted < dirty) painted = dirty;

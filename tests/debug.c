@@ -218,6 +218,39 @@ TEST(paint_zero_run_discard_fails)
     run(paint_zero_run_child, &flags);
 }
 
+/* With VMS_NO_SCRUB too, stacks that a failed discard left zeroed by hand (every page
+ * resident) are handed out as unused: many freed at once, so that they overflow the
+ * per-thread cache into a batch whose discard fails. */
+static void paint_no_scrub_discard_fails_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT | VMS_NO_SCRUB, 0);
+#ifdef VMSTACK_FAULT_INJECTION
+    vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
+#endif
+    enum { N = 80 };
+    static vms_stack *st[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            st[i] = vms_stack_alloc(256 * 1024);
+            ASSERT_NOT_NULL(st[i]);
+            ASSERT_EQ(vms_stack_max_used(st[i]), 0);
+            char *top = vms_stack_top(st[i]);
+            memset(top - 5000, 0x5a, 5000);
+            ASSERT_WITHIN_PAGE(vms_stack_max_used(st[i]), 5000);
+        }
+        for (int i = 0; i < N; i++) vms_stack_free(st[i]);
+    }
+}
+
+TEST(paint_no_scrub_discard_fails)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    run(paint_no_scrub_discard_fails_child, NULL);
+}
+
 static void paint_off_child(void *arg)
 {
     (void)arg;
