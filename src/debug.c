@@ -206,9 +206,10 @@ static bool raise_max(atomic_size_t *m, size_t v)
     return false;
 }
 
-void vms__debug_stack_free(struct vms_stack *st)
+/* Records the depth of st's use at its free in st->max_used and how many pages from the
+ * top the next hand-out must repaint (with VMS_NO_SCRUB); returns the depth. */
+static size_t settle(struct vms_stack *st)
 {
-    if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
     size_t page = page_size(), n = st->size / page;
     size_t d;
     size_t dirty;
@@ -223,9 +224,21 @@ void vms__debug_stack_free(struct vms_stack *st)
     /* Remembered for the next hand-out (VMS_NO_SCRUB repaints just that much). */
     set_state(st, painted_pages(st), dirty, false);
     st->max_used = d;
+    return d;
+}
+
+void vms__debug_stack_free(struct vms_stack *st)
+{
+    if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
+    size_t d = settle(st);
     atomic_fetch_add_explicit(&hist[st->cls].stacks, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&hist[st->cls].buckets[bucket_of(d)], 1, memory_order_relaxed);
     raise_max(&hist[st->cls].max_used, d);
+}
+
+void vms__debug_stack_reclaim(struct vms_stack *st)
+{
+    if ((vms__opt.flags & VMS_PAINT) && st->cls < VMS__CLASSES) (void)settle(st);
 }
 
 int vms_stack_usage(vms_usage *out, size_t n)

@@ -398,6 +398,11 @@ VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
 /* Called by vms_stack_free (after the state change, before the cache): adds the stack's
  * final depth to the usage histogram (VMS_PAINT). */
 VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
+/* Called by vms_stack_free when one of vmstack's own stacks (an alternate signal stack,
+ * used by signal handlers) leaves them for the cache: with VMS_PAINT, records how deep it
+ * was used, so that the next owner's painting covers it (VMS_NO_SCRUB), without counting
+ * it in the histogram. */
+VMS_HIDDEN void vms__debug_stack_reclaim(struct vms_stack *st);
 /* The deepest use since hand-out, within one page; 0 without VMS_PAINT. */
 VMS_HIDDEN size_t vms__debug_max_used(const struct vms_stack *st);
 /* Task layer, when a fiber or thread ends (before it frees the stack): with VMS_PAINT,

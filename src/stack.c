@@ -457,6 +457,7 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
         if (pool_put(rec)) return;
         rec->internal = 0;
         atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
+        if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_reclaim(rec);
     } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
         vms__debug_stack_free(rec);
     }

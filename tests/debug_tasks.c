@@ -307,3 +307,59 @@ TEST(greatest_depth_line_of_real_tasks)
     ASSERT_LT(used, 100000);
     ASSERT_EQ(used + left, 256 * 1024);
 }
+
+/* With VMS_NO_SCRUB, the alternate signal stacks of threads that ended, beyond what
+ * vmstack keeps for later threads, go back to the cache and may be handed out to the
+ * program. What signal handlers left on them (an oops report, a handler of the
+ * program's own) is not use by the new owner: its high-water mark starts at 0. */
+enum { ALT_THREADS = 80 };
+static pthread_barrier_t alt_barrier;
+
+static void alt_handler(int sig)
+{
+    (void)sig;
+    volatile char buf[20000];
+    memset((char *)buf, 0x5a, sizeof buf);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+}
+
+static void *alt_thread(void *arg)
+{
+    (void)arg;
+    raise(SIGUSR1);                        /* runs on this thread's alternate stack */
+    pthread_barrier_wait(&alt_barrier);    /* every thread's alternate stack is live */
+    return NULL;
+}
+
+static void alt_reuse_child(void *arg)
+{
+    (void)arg;
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = VMS_PAINT | VMS_NO_SCRUB;
+    c.cache_per_thread = 1024;             /* freed stacks keep their pages */
+    ASSERT_EQ(vms_init(&c), 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = alt_handler;
+    sa.sa_flags = SA_ONSTACK;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    ASSERT_EQ(pthread_barrier_init(&alt_barrier, NULL, ALT_THREADS), 0);
+    static pthread_t t[ALT_THREADS];
+    for (int i = 0; i < ALT_THREADS; i++)
+        ASSERT_EQ(vms_thread_create(&t[i], NULL, alt_thread, NULL), 0);
+    for (int i = 0; i < ALT_THREADS; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);       /* reaps the threads' stacks */
+    size_t size = vms__guard_alt_size();
+    for (int i = 0; i < 16; i++) {
+        vms_stack *st = vms_stack_alloc(size);
+        ASSERT_NOT_NULL(st);
+        ASSERT_EQ(vms_stack_max_used(st), 0);
+    }
+}
+
+TEST(paint_no_scrub_after_alt_stacks)
+{
+    run(alt_reuse_child, NULL);
+}
