@@ -334,6 +334,8 @@ static void task_release_stack(struct vms__task *t)
     vms__stack_free(task_drop_stack(t));
 }
 
+static void thread_name_refresh(struct vms__task *t);
+
 static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
 {
     out->kind = t->kind;
@@ -352,7 +354,10 @@ static int task_back(void *arg)
     vms__track_entered_back(&t->track);
     int state = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (state == VMS_DONE || state == VMS_KILLED) {
-        /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack. */
+        /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack.
+         * A thread task's resumer runs on the same thread: its line names the thread
+         * as an oops would. */
+        if (t->kind == VMS__TASK_THREAD && (vms__opt.flags & VMS_PAINT)) thread_name_refresh(t);
         struct vms__task_info ti;
         task_info_of(t, &ti);
         vms__debug_task_end(&ti);
@@ -380,6 +385,7 @@ static _Noreturn __attribute__((noinline, cold)) void
 task_end_corrupted(struct vms__thread *th, struct vms__task *t)
 {
     struct vms__task_info ti;
+    if (t->kind == VMS__TASK_THREAD) thread_name_refresh(t);   /* named as in an oops */
     task_info_of(t, &ti);
     memset(&t->oops, 0, sizeof t->oops);
     t->oops.kind = VMS_OVERFLOW;

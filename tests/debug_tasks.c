@@ -363,3 +363,44 @@ TEST(paint_no_scrub_after_alt_stacks)
 {
     run(alt_reuse_child, NULL);
 }
+
+/* A vms thread is named as the oops names it: by the name it was given
+ * (pthread_setname_np), in the "used greatest stack depth" line and in the end-magic
+ * report alike. */
+static void *named_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), "worker");
+    if (arg) {
+        /* Over the lowest word of this thread's own stack, as an overrun would. */
+        struct vms__where w;
+        ASSERT_EQ(vms__arena_where(__builtin_frame_address(0), &w), VMS__WHERE_STACK);
+        ((volatile uint64_t *)(void *)w.st->base)[1] = 0x4343434343434343ull;
+    }
+    deep(10);
+    return NULL;
+}
+
+static void named_thread_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(flags, 0);
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(vms_thread_create(&t, NULL, named_thread, (flags & VMS_END_CHECK) ? (void *)1 : NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+}
+
+TEST(thread_named_in_depth_line)
+{
+    unsigned flags = VMS_PAINT;
+    const char *o = run(named_thread_child, &flags);
+    ASSERT_STR_CONTAINS(o, "vmstack: thread \"worker\" (id ");
+}
+
+TEST(thread_named_in_end_report)
+{
+    unsigned flags = VMS_END_CHECK;
+    const char *o = run(named_thread_child, &flags);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in thread \"worker\" (id ");
+    ASSERT_STR_CONTAINS(o, "vmstack: killed thread \"worker\" (id ");
+}
