@@ -260,6 +260,9 @@ static inline size_t vms__arena_class_size(unsigned cls)
  * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
  * no lock; the arena layer serializes. */
 VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
+/* trace.c: the loaded objects' files mapped read-only for the symbols of call traces (one
+ * mapping each, kept for the process's life). */
+VMS_HIDDEN size_t vms__trace_views(void);
 /* Totals for vms_get_stats. */
 VMS_HIDDEN void vms__arena_totals(size_t *arenas, size_t *reserved, size_t *mappings,
                                   size_t *resident);

@@ -691,6 +691,7 @@ int vms_get_stats(vms_stats *out)
     out->stacks_cached = opened > live ? opened - live : 0;
     vms__arena_totals(&out->arenas, &out->reserved_bytes, &out->mappings,
                       &out->resident_bytes);
+    out->mappings += vms__trace_views();   /* vmstack's mappings, not only its arenas' */
     out->overflows = vms__guard_overflows();
     out->tainted = vms__guard_tainted();
     out->guard_method = vms__arena_guard_method();

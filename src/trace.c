@@ -61,6 +61,8 @@ struct object {
 
 static struct object objects[MAX_OBJECTS];
 static atomic_int nobjects;
+/* Files mapped for their symbols and kept (one mapping each, for vms_get_stats). */
+static atomic_size_t views;
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Appends to the table come from vms__trace_load (normal context, which waits for this
  * flag) and from the fault handler's adopt (which only tries it: it never waits for a
@@ -119,6 +121,12 @@ static void load_symbols(struct object *o, const char *path)
 out:
     /* The mapping stays for the process's life when it has symbols: the handler reads it. */
     if (!keep) munmap((void *)map, filesz);
+    else atomic_fetch_add_explicit(&views, 1, memory_order_relaxed);
+}
+
+size_t vms__trace_views(void)
+{
+    return atomic_load_explicit(&views, memory_order_relaxed);
 }
 
 /* async-signal-safe: fills objects[n] (the caller holds table_busy) and publishes it:
