@@ -24,10 +24,13 @@
 #include <pthread.h>
 #include <string.h>
 
-/* 256 GiB per arena: room for 838,000 default slots (256 KiB + 64 KiB), so a million
- * stacks take two arenas (four mappings). Address space only: x86-64 and aarch64 give
- * a process 128 TiB, and a program uses a few size classes (its stacks' and the
- * alternate signal stacks'). When the kernel refuses so large a reservation
+/* A class's first arena is 16 GiB, room for 52,000 default slots (256 KiB + 64 KiB);
+ * each one after it four times its predecessor, up to 256 GiB (838,000 slots): a million
+ * stacks take three arenas (16 + 64 + 256 GiB, six mappings). Address space only: x86-64
+ * and aarch64 give a process 128 TiB. They start small because emulators pay for
+ * reserved space: qemu-user keeps flags for every guest page of every mapping (64 GiB
+ * per class cost each test process there 2 s and 2 GiB, 256 GiB four times that).
+ * When the kernel refuses so large a reservation
  * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
  * tried, down to 4 GiB; under RLIMIT_AS, none above half the address space left. The
  * lookup table has one entry per 4 GiB of the 48-bit user address space (x86-64 and
@@ -35,6 +38,8 @@
  * an arena fills the entries it spans. 65,536 entries of zero-filled BSS cost no memory
  * until an arena is published in them. */
 #define ARENA_MAX_SHIFT VMS__ARENA_MAX_SHIFT
+#define ARENA_FIRST_SHIFT 34
+#define ARENA_GROWTH_SHIFT 2
 #define ARENA_MIN_SHIFT 32
 #define TABLE_SHIFT ARENA_MIN_SHIFT
 #define TABLE_SIZE  ((size_t)1 << (48 - TABLE_SHIFT))
@@ -44,7 +49,8 @@ static struct vms__arena *_Atomic table[TABLE_SIZE];
 /* Every arena ever published, in creation order (for stats and iteration). */
 static struct vms__arena *_Atomic arenas[MAX_ARENAS];
 static atomic_size_t narenas;
-/* The arena size that last worked: later arenas do not retry larger ones. */
+/* The largest arena size not refused: after a refusal, later arenas do not retry
+ * larger ones. */
 static atomic_uint arena_shift = ARENA_MAX_SHIFT;
 
 /* Per class: the arena being opened, serialized by its lock. */
@@ -108,6 +114,11 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     size_t size = 0;
     int e = -ENOMEM;
     unsigned start = atomic_load(&arena_shift);
+    struct vms__arena *prev = classes[cls].current;
+    unsigned want = prev ? (unsigned)__builtin_ctzl((size_t)(prev->hi - prev->lo)) +
+                           ARENA_GROWTH_SHIFT
+                         : ARENA_FIRST_SHIFT;
+    if (start > want) start = want;
     /* Under RLIMIT_AS (ulimit -v) an arena takes at most half the address space left
      * (but never less than the smallest arena): the first arena would otherwise take
      * the largest size that fits and leave the other size classes, and the program,
@@ -119,7 +130,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         if (size < slot + guard + page + sizeof(struct vms_stack)) break;
         e = vms__os_reserve(size, size, &lo);
         if (e == 0) {
-            atomic_store(&arena_shift, shift);
+            if (shift < start) atomic_store(&arena_shift, shift);   /* larger was refused */
             break;
         }
         /* ENOMEM from the kernel; EINVAL from Valgrind, which refuses large maps. */
