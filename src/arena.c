@@ -1,7 +1,7 @@
 /*
  * arena.c - the vmalloc range of vmstack: reserved virtual ranges split into slots.
  *
- * An arena is one reservation of 256 GiB (smaller where the kernel refuses that much), PROT_NONE
+ * An arena is one reservation of 16 to 256 GiB (smaller where the kernel refuses that much), PROT_NONE
  * and MAP_NORESERVE, aligned to its size, for one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
  * then slots of guard + stack, then a trailing guard that is never opened:
  *
