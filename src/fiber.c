@@ -377,12 +377,15 @@ static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
     vms__ctx_jump(&t->back, state);
 }
 
+/* A task overwrote its stack's end magic (VMS_END_CHECK): its oops is filled in and
+ * the report written; under VMS_ABORT the debug layer kills the process here. */
+static void end_corrupted_report(struct vms__task *t);
+
 /* The current task t overwrote its stack's end magic (VMS_END_CHECK): report it and
  * handle it like an overflow. Under VMS_ABORT the debug layer kills the process; under
  * VMS_KILL_TASK t is killed here: its resumer sees VMS_KILLED (or VMS_THREAD_KILLED).
  * Runs on t's stack, above the damaged bottom, which it never touches again. */
-static _Noreturn __attribute__((noinline, cold)) void
-task_end_corrupted(struct vms__thread *th, struct vms__task *t)
+static __attribute__((noinline, cold)) void end_corrupted_report(struct vms__task *t)
 {
     struct vms__task_info ti;
     if (t->kind == VMS__TASK_THREAD) thread_name_refresh(t);   /* named as in an oops */
@@ -395,6 +398,12 @@ task_end_corrupted(struct vms__thread *th, struct vms__task *t)
     t->oops.tid = (long)gettid();
     t->oops.name = t->name;
     vms__debug_end_corrupted(&ti, t->stack, &t->oops);
+}
+
+static _Noreturn __attribute__((noinline, cold)) void
+task_end_corrupted(struct vms__thread *th, struct vms__task *t)
+{
+    end_corrupted_report(t);
     atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
@@ -535,19 +544,28 @@ static int orphan_key_err;
  * When the unwinding began in a fiber (at any depth), every fiber between it and the
  * thread's body or own stack was unwound too: they never run again, so they become
  * DONE, which lets vms_fiber_destroy free them (left RUNNING, they could never be
- * destroyed and their stacks would leak). */
+ * destroyed and their stacks would leak). With VMS_END_CHECK each unwound task's end
+ * magic is checked, as at any task's end: a fiber that overwrote it is reported and
+ * becomes KILLED (a thread's body is reported: its join already has pthread_exit's
+ * value). */
 static void orphan_destructor(void *p)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = p == (void *)th ? NULL : p;
     for (struct vms__task *f = th->cur; f && f != t;) {
         struct vms__task *parent = f->parent;   /* read first: once DONE, f may be freed */
+        int end = VMS_DONE;
+        if (VMS_UNLIKELY(vms__debug_end_check(f->stack) != 0)) {
+            end_corrupted_report(f);
+            end = VMS_KILLED;
+        }
         vms__track_abandoned(&f->track);
-        atomic_store_explicit(&f->state, VMS_DONE, memory_order_release);
+        atomic_store_explicit(&f->state, end, memory_order_release);
         f = parent;
     }
     th->cur = NULL;
     if (!t) return;
+    if (VMS_UNLIKELY(vms__debug_end_check(t->stack) != 0)) end_corrupted_report(t);
     vms__track_abandoned(&t->track);
     task_release_stack(t);
 }

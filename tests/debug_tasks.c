@@ -211,6 +211,89 @@ TEST(end_corruption_in_thread)
     ASSERT_STR_CONTAINS(o, "end word 0x0000000000000000 (expected 0x57ac6e9d57ac6e9d)");
 }
 
+/* pthread_exit inside a fiber that overwrote its end magic: the thread's exit unwinds
+ * the fiber without a switch, and the check is made there, as at any task's end: the
+ * report, the count, and the fiber KILLED (not DONE). */
+static void corrupt_exit_fn(void *arg)
+{
+    (void)arg;
+    const vms_stack *st = vms_fiber_stack(vms_fiber_self());
+    ((volatile uint64_t *)vms_stack_base(st))[0] = 0x4444444444444444ull;
+    pthread_exit((void *)7);
+}
+
+static vms_fiber *exit_victim;
+
+static void *exit_thread(void *arg)
+{
+    (void)arg;
+    vms_fiber_attr a = { 0, "exiter" };
+    exit_victim = vms_fiber_create(corrupt_exit_fn, NULL, &a);
+    ASSERT_NOT_NULL(exit_victim);
+    vms_fiber_resume(exit_victim);
+    return NULL;   /* not reached: the fiber ends the thread */
+}
+
+static void exit_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK, VMS_KILL_TASK);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, exit_thread, NULL), 0);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)7);
+    ASSERT_EQ(vms_fiber_state(exit_victim), VMS_KILLED);
+    vms_stats stats;
+    ASSERT_EQ(vms_get_stats(&stats), 0);
+    ASSERT_EQ(stats.overflows, 1);
+    vms_fiber_destroy(exit_victim);
+    fprintf(stderr, "joined\n");
+}
+
+TEST(end_corruption_caught_at_pthread_exit)
+{
+    NO_TSAN("the fiber runs in a TSan fiber (src/track.h), from which TSan forbids pthread_exit");
+    const char *o = run(exit_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in fiber \"exiter\" (id ");
+    ASSERT_STR_CONTAINS(o, "end word 0x4444444444444444");
+    ASSERT_STR_CONTAINS(o, "joined\n");
+}
+
+/* The same for a vms thread's body that leaves by pthread_exit: reported and counted
+ * (its join has pthread_exit's value). */
+static void *corrupt_exit_body(void *arg)
+{
+    (void)arg;
+    volatile char here = 0;
+    struct vms__where w;
+    ASSERT_EQ(vms__arena_where((const void *)&here, &w), VMS__WHERE_STACK);
+    ((volatile uint64_t *)(void *)w.st->base)[0] = 0x4545454545454545ull;
+    pthread_exit((void *)9);
+}
+
+static void exit_body_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK, VMS_KILL_TASK);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, corrupt_exit_body, NULL), 0);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)9);
+    vms_stats stats;
+    ASSERT_EQ(vms_get_stats(&stats), 0);
+    ASSERT_EQ(stats.overflows, 1);
+}
+
+TEST(end_corruption_caught_at_pthread_exit_of_a_body)
+{
+    NO_TSAN("the body runs in a TSan fiber (src/track.h), from which TSan forbids pthread_exit");
+    const char *o = run(exit_body_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in thread ");
+    ASSERT_STR_CONTAINS(o, "end word 0x4545454545454545");
+}
+
 /* The magic's bytes are not room the task may plan to use. */
 struct room { size_t remaining, below_sp; };
 static void room_fn(void *arg)
