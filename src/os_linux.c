@@ -242,17 +242,17 @@ int vms__os_guard(void *addr, size_t size, int method)
     return vms__os_close(addr, size);
 }
 
+int vms__os_discard_foreign(void *addr, size_t size)
+{
+    return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
 int vms__os_discard(void *addr, size_t size)
 {
     int e = injected(VMS__OP_MADV_DISCARD);
     if (e) return e;
     count_syscall();
-    return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
-}
-
-int vms__os_discard_foreign(void *addr, size_t size)
-{
-    return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+    return vms__os_discard_foreign(addr, size);
 }
 
 /* process_madvise(2) on our own process, decided by the first call that gets to try:
