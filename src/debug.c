@@ -314,9 +314,12 @@ void vms__debug_task_end(const struct vms__task_info *ti)
     if (!raise_max(&task_max[st->cls], d)) return;
     char who[128], line[256];
     describe(ti, who, sizeof who);
+    /* Left: what the task could still have used, as vms_stack_remaining counts it (the
+     * end magic's bytes are not the task's). */
+    size_t usable = st->size - vms__debug_end_reserve();
     int len = snprintf(line, sizeof line,
                        "vmstack: %s used greatest stack depth: %zu bytes, %zu bytes left\n",
-                       who, d, st->size - d);
+                       who, d, usable > d ? usable - d : 0);
     if (len > 0) report_line(line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
 }
 

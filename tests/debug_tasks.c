@@ -353,8 +353,7 @@ static void *deep_thread(void *arg)
 
 static void depth_line_child(void *arg)
 {
-    (void)arg;
-    init_flags(VMS_PAINT, 0);
+    init_flags(*(unsigned *)arg, 0);
     int levels[] = { 20, 5, 40 };
     for (int i = 0; i < 3; i++) {
         vms_fiber_attr a = { 0, i == 1 ? "shallow" : "deep" };
@@ -369,26 +368,32 @@ static void depth_line_child(void *arg)
     ASSERT_EQ(pthread_join(t, NULL), 0);
 }
 
+/* With and without VMS_END_CHECK: "bytes left" leaves the end magic's 16 bytes out, as
+ * vms_stack_remaining does (it counted them as room). */
 TEST(greatest_depth_line_of_real_tasks)
 {
-    const char *o = run(depth_line_child, NULL);
-    ASSERT_STR_CONTAINS(o, "vmstack: fiber \"deep\" (id ");
-    ASSERT_STR_CONTAINS(o, "used greatest stack depth: ");
-    ASSERT_STR_NOT_CONTAINS(o, "\"shallow\"");
-    ASSERT_STR_CONTAINS(o, "vmstack: thread ");
-    /* Two fibers with new maxima (20 and 40 levels), one thread. */
-    int lines = 0;
-    for (const char *p = o; (p = strstr(p, "used greatest stack depth")) != NULL; p++) lines++;
-    ASSERT_EQ(lines, 3);
-    /* 40 levels of 2000-byte frames: more than 80000 bytes, and the left figure adds up. */
-    const char *p = strstr(o, "fiber \"deep\"");
-    p = strstr(p + 1, "fiber \"deep\"");
-    ASSERT_NOT_NULL(p);
-    size_t used = 0, left = 0;
-    ASSERT_EQ(sscanf(strstr(p, "depth: "), "depth: %zu bytes, %zu bytes left", &used, &left), 2);
-    ASSERT_GT(used, 80000);
-    ASSERT_LT(used, 100000);
-    ASSERT_EQ(used + left, 256 * 1024);
+    const unsigned configs[] = { VMS_PAINT, VMS_PAINT | VMS_END_CHECK };
+    for (size_t c = 0; c < 2; c++) {
+        unsigned flags = configs[c];
+        const char *o = run(depth_line_child, &flags);
+        ASSERT_STR_CONTAINS(o, "vmstack: fiber \"deep\" (id ");
+        ASSERT_STR_CONTAINS(o, "used greatest stack depth: ");
+        ASSERT_STR_NOT_CONTAINS(o, "\"shallow\"");
+        ASSERT_STR_CONTAINS(o, "vmstack: thread ");
+        /* Two fibers with new maxima (20 and 40 levels), one thread. */
+        int lines = 0;
+        for (const char *p = o; (p = strstr(p, "used greatest stack depth")) != NULL; p++) lines++;
+        ASSERT_EQ(lines, 3);
+        /* 40 levels of 2000-byte frames: more than 80000 bytes, and the left figure adds up. */
+        const char *p = strstr(o, "fiber \"deep\"");
+        p = strstr(p + 1, "fiber \"deep\"");
+        ASSERT_NOT_NULL(p);
+        size_t used = 0, left = 0;
+        ASSERT_EQ(sscanf(strstr(p, "depth: "), "depth: %zu bytes, %zu bytes left", &used, &left), 2);
+        ASSERT_GT(used, 80000);
+        ASSERT_LT(used, 100000);
+        ASSERT_EQ(used + left, 256 * 1024 - ((flags & VMS_END_CHECK) ? 16 : 0));
+    }
 }
 
 /* With VMS_NO_SCRUB, the alternate signal stacks of threads that ended, beyond what
