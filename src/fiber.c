@@ -53,6 +53,7 @@ struct vms__task {
     struct vms_stack *alt;        /* a thread task, until it starts: its alternate stack */
     struct vms__track track;      /* sanitizer and Valgrind state */
     char name[TASK_NAME_MAX];
+    char inherited[16];           /* a thread task: the name its creator had (kernel's) */
 };
 
 /* A write that runs upwards from the task's first frame (a buffer overflow towards
@@ -459,16 +460,20 @@ _Noreturn void vms__task_exit(void *arg)
 
 /* ---- for the fault handler ---------------------------------------------------------- */
 
-/* The kernel name a new thread inherits from its creator: read once, from the first
- * thread that creates a vms thread (usually the main thread, whose name every thread
- * inherits unless renamed). */
-static char inherited_name[16];
-static pthread_once_t inherited_once = PTHREAD_ONCE_INIT;
+/* The kernel name a new thread inherits from its creator: the creating thread reads its
+ * own once (one system call in its life, none per thread it creates) and each thread
+ * task keeps a copy. A creator renamed after its first vms_thread_create is not seen. */
+static VMS_TLS char creator_name[16];
+static VMS_TLS bool creator_name_read;
 
-static void read_inherited_name(void)
+static void note_inherited_name(struct vms__task *t)
 {
-    if (prctl(PR_GET_NAME, (unsigned long)inherited_name, 0, 0, 0) != 0)
-        inherited_name[0] = '\0';
+    if (!creator_name_read) {
+        if (prctl(PR_GET_NAME, (unsigned long)creator_name, 0, 0, 0) != 0)
+            creator_name[0] = '\0';
+        creator_name_read = true;
+    }
+    memcpy(t->inherited, creator_name, sizeof t->inherited);
 }
 
 /* async-signal-safe: prctl(2) is a plain system call. A thread task's name is the one
@@ -480,8 +485,8 @@ static void thread_name_refresh(struct vms__task *t)
     char now[16] = { 0 };
     if (prctl(PR_GET_NAME, (unsigned long)now, 0, 0, 0) != 0) return;
     int same = 1;
-    for (int i = 0; i < 16 && (now[i] || inherited_name[i]); i++)
-        if (now[i] != inherited_name[i]) { same = 0; break; }
+    for (int i = 0; i < 16 && (now[i] || t->inherited[i]); i++)
+        if (now[i] != t->inherited[i]) { same = 0; break; }
     if (same)
         t->name[0] = '\0';
     else
@@ -760,7 +765,6 @@ void vms_fiber_destroy(vms_fiber *f)
 struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t stack_size)
 {
     pthread_once(&orphan_once, orphan_key_create);
-    pthread_once(&inherited_once, read_inherited_name);
     if (orphan_key_err) {
         errno = orphan_key_err;
         return NULL;
@@ -771,6 +775,7 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
     t->fn.thread = fn;
     t->arg = arg;
     task_init(t, VMS__TASK_THREAD, st, "");
+    note_inherited_name(t);
     /* Its alternate signal stack, taken here (from the pool of those, or new; never by
      * reaping, which vms_thread_create does after the thread has started): a thread
      * that had to reap for one would also scrub at its exit, a system call. Without

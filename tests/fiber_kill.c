@@ -241,6 +241,44 @@ TEST(thread_overflow_joins_as_killed)
     ASSERT_STR_CONTAINS(out, "child: threads ok");
 }
 
+/* A vms thread created by a thread of another name carries that name until it names
+ * itself: the report says "" (not the creator's name, which only the first creator's
+ * name used to be told apart from). */
+static void *creator_thread(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "the-creator");
+    pthread_t bad;
+    void *r;
+    ASSERT_EQ(vms_thread_create(&bad, NULL, overflowing_thread, NULL), 0);
+    ASSERT_EQ(pthread_join(bad, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    return NULL;
+}
+
+static void child_thread_by_named_creator(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    void *r;
+    /* The main thread creates one first, so that the creator is not the first. */
+    ASSERT_EQ(vms_thread_create(&t, NULL, good_thread, (void *)1), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ(pthread_create(&t, NULL, creator_thread, NULL), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    printf("child: named creator ok\n");
+}
+
+TEST(thread_of_a_named_creator_is_unnamed)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_thread_by_named_creator, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"\" (id");
+    ASSERT_STR_NOT_CONTAINS(out, "the-creator");
+    ASSERT_STR_CONTAINS(out, "child: named creator ok");
+}
+
 /* ---- 10,000 overflows: nothing accumulates ------------------------------------------ */
 
 static long count_fds(void)
