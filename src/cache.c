@@ -305,12 +305,8 @@ void vms__cache_put(struct vms_stack *st)
         atomic_fetch_add(&retired_puts, 1);
         /* No per-thread cache (out of memory): scrub this one alone. */
         size_t page = vms__os_page_size();
-        st->warm = 1;
-        if (st->size > page && vms__os_discard(st->base, st->size - page) != 0) {
-            /* As for a batch: zeroed by hand rather than ever hand out old data. */
-            memset(st->base, 0, st->size - page);
-            st->warm = 2;
-        }
+        struct iovec below = { st->base, st->size - page };
+        st->warm = st->size > page && vms__cache_scrub_ranges(&below, 1) ? 2 : 1;
         if (!(vms__opt.flags & VMS_NO_SCRUB)) memset(st->base + st->size - page, 0, page);
         shared_put(st);
         return;

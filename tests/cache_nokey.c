@@ -63,17 +63,6 @@ static void *alloc_free_thread(void *arg)
     return mine;
 }
 
-static int distinct(void *const *v, int n)
-{
-    int d = 0;
-    for (int i = 0; i < n; i++) {
-        int j = 0;
-        while (j < i && v[j] != v[i]) j++;
-        d += j == i;
-    }
-    return d;
-}
-
 static void no_key_child(void *arg)
 {
     (void)arg;
@@ -90,7 +79,7 @@ static void no_key_child(void *arg)
     }
     vms_stats st;
     if (vms_get_stats(&st) != 0) exit(12);
-    int d = distinct(bases, THREADS * PER_THREAD), da = distinct(alts, THREADS);
+    int d = tst_distinct(bases, THREADS * PER_THREAD), da = tst_distinct(alts, THREADS);
     printf("keys %d, stacks %d distinct, alternate stacks %d, live %zu, cached %zu\n", keys,
            d, da, st.stacks_live, st.stacks_cached);
     if (atomic_load(&clobbered) || atomic_load(&first_key_dtor_calls)) {

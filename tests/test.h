@@ -155,6 +155,18 @@ static inline void need_guards(void)
 }
 #define NEED_GUARD_FAULTS() do { NO_ASAN(); need_guards(); } while (0)
 
+/* How many different pointers v[0..n) holds. */
+static inline int tst_distinct(void *const *v, int n)
+{
+    int d = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < i && v[j] != v[i]) j++;
+        d += j == i;
+    }
+    return d;
+}
+
 /* Runs fn(arg) in a child process whose stdout and stderr go to a pipe; returns the
  * child's wait status and fills out (NUL-terminated, truncated to outsz). The child
  * exits 0 when fn returns. */

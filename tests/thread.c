@@ -403,17 +403,6 @@ static void *join_one(void *(*fn)(void *), void *arg)
 #define ALT_ROUNDS 40
 #define ALT_DISTINCT_MAX 17
 
-static int distinct(void *const *v, int n)
-{
-    int d = 0;
-    for (int i = 0; i < n; i++) {
-        int j = 0;
-        while (j < i && v[j] != v[i]) j++;
-        d += j == i;
-    }
-    return d;
-}
-
 /* A thread's stacks wait in its grave until it has ended; vms_get_stats reaps them, so
  * after pthread_join nothing counts as live, and later threads get the same alternate
  * stacks again (the pool), which proves they came back. */
@@ -429,7 +418,7 @@ TEST(stacks_return_after_join)
         ASSERT_EQ(vms_get_stats(&s), 0);
         ASSERT_EQ(s.stacks_live, live0);
     }
-    ASSERT_LE(distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
+    ASSERT_LE(tst_distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
 }
 
 static unsigned long syscalls_at_end;
@@ -858,7 +847,7 @@ TEST(plain_threads_reuse_alternate_stacks)
 #ifdef TST_ASAN
     SKIP("under ASan threads keep the runtime's alternate stacks");
 #endif
-    ASSERT_LE(distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
+    ASSERT_LE(tst_distinct(alt, ALT_ROUNDS), ALT_DISTINCT_MAX);
 }
 
 /* What runs on a vms thread's small C-library stack: the program's thread-specific-data
