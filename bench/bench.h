@@ -753,6 +753,35 @@ static inline void bench_json_side(FILE *f, const char *key, const struct bench_
     fprintf(f, "}");
 }
 
+/* The VMSTACK_* variables of the environment, which every group's process inherits and
+ * the library reads at its first use: a run with VMSTACK_PAINT=1 exported measures
+ * painting, and the table must say so. Calls fn(entry, ctx) for each "NAME=value". */
+extern char **environ;
+static inline int bench_env_each(void (*fn)(const char *entry, void *ctx), void *ctx)
+{
+    int n = 0;
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "VMSTACK_", 8)) continue;
+        if (fn) fn(*e, ctx);
+        n++;
+    }
+    return n;
+}
+
+struct bench_env_out { FILE *f; int n; };
+
+static inline void bench_env_json(const char *entry, void *ctx)
+{
+    struct bench_env_out *o = (struct bench_env_out *)ctx;
+    if (o->n++) fprintf(o->f, ", ");
+    bench_json_str(o->f, entry);
+}
+
+static inline void bench_env_text(const char *entry, void *ctx)
+{
+    fprintf(((struct bench_env_out *)ctx)->f, " %s", entry);
+}
+
 static inline void bench_print_json(FILE *f, const struct bench_row *rows, int n,
                                     const struct bench_opts *o, const char *tool,
                                     const char *syscall_counter)
@@ -762,6 +791,10 @@ static inline void bench_print_json(FILE *f, const struct bench_row *rows, int n
     fprintf(f, ",\n  \"rounds\": %d, \"quick\": %s, \"syscall_counter\": ", o->rounds,
             o->quick ? "true" : "false");
     bench_json_str(f, syscall_counter);
+    fprintf(f, ",\n  \"environment\": [");
+    struct bench_env_out eo = { f, 0 };
+    bench_env_each(bench_env_json, &eo);
+    fprintf(f, "]");
     fprintf(f, ",\n  \"rows\": [\n");
     for (int i = 0; i < n; i++) {
         const struct bench_row *r = &rows[i];
@@ -1082,11 +1115,22 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         bench_print_json(stdout, bench_rows, bench_nrows, &o, prog,
                          sc_ok ? counter : "n/a");
     } else {
-        char header[512];
+        char header[1024];
         snprintf(header, sizeof header,
                  "%s: median of %d interleaved rounds per case, same process as its baseline\n"
                  "system calls: %s%s%s; page faults: getrusage minflt+majflt\n",
                  prog, o.rounds, sc_ok ? "" : "n/a (", counter, sc_ok ? "" : ")");
+        if (bench_env_each(NULL, NULL)) {
+            size_t len = strlen(header);
+            FILE *h = fmemopen(header + len, sizeof header - len, "w");
+            if (h) {
+                struct bench_env_out eo = { h, 0 };
+                fprintf(h, "environment:");
+                bench_env_each(bench_env_text, &eo);
+                fprintf(h, " (rows measure this configuration; targets are for the defaults)\n");
+                fclose(h);
+            }
+        }
         bench_print_table(stdout, bench_rows, bench_nrows, header);
     }
     fflush(stdout);
