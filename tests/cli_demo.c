@@ -83,6 +83,26 @@ TEST(shows_one_oops)
     ASSERT_STR_CONTAINS(out, "size 65536");
 }
 
+/* VMSTACK_ON_OVERFLOW=abort, exported for the user's own programs, ended the demo at its
+ * first planned overflow by SIGSEGV with nothing shown: the demo runs with the kill and
+ * says the variable was not used. */
+TEST(abort_in_the_environment_is_not_used)
+{
+    need_vmap();
+    setenv("VMSTACK_ON_OVERFLOW", "abort", 1);
+    const char *args[] = { "demo", "--fibers", "100", "--overflow", "2", "--threads", "2", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    struct summary f = summary_of("fibers"), t = summary_of("threads");
+    ASSERT_EQ(f.killed, 2);
+    ASSERT_EQ(f.verified, 98);
+    ASSERT_EQ(t.killed, 1);
+    ASSERT_STR_CONTAINS(out, "overflow  kill the task: the demo shows the kill "
+                             "(VMSTACK_ON_OVERFLOW=abort in the\n          environment is not used here)");
+    setenv("VMSTACK_ON_OVERFLOW", "kill", 1);
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    ASSERT(!cli_line(out, "overflow  "));
+}
+
 TEST(no_overflow)
 {
     need_vmap();

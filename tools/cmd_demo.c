@@ -655,6 +655,7 @@ struct run {
     long resuming[WORKERS];     /* see struct worker */
     atomic_long resumes;
     bool thread_phase;          /* the vmstack threads are running */
+    char env_overflow[64];      /* VMSTACK_ON_OVERFLOW of the environment, when not used */
 };
 
 static struct job *jobs_alloc(long n)
@@ -800,6 +801,9 @@ static void print_header(const struct run *r, const char *method)
     printf("vmstack demo: %ld fibers on %d threads, then %ld vmstack threads; seed %" PRIu64 "\n"
            "stacks    %s usable each; guards: %s\n", r->o.fibers, WORKERS, r->o.threads,
            r->o.seed, ss, method);
+    if (r->env_overflow[0])
+        printf("overflow  kill the task: the demo shows the kill (VMSTACK_ON_OVERFLOW=%s in the\n"
+               "          environment is not used here)\n", r->env_overflow);
     if (r->o.quiet) return;
     printf("Each task parses a generated nested array %ld levels deep with a recursive-descent\n"
            "parser and compares the result with a checksum computed beforehand by an\n"
@@ -1054,6 +1058,15 @@ int vms_cmd_demo(int argc, char **argv)
     r->o = (struct demo_opts){ .fibers = 2000, .threads = 4, .depth = 48, .overflow = 3, .seed = 1 };
     int st = parse_args(argc, argv, &r->o);
     if (st >= 0) return st;
+    /* The demo is of the kill: VMSTACK_ON_OVERFLOW=abort, exported for the user's own
+     * programs, would end it at the first planned overflow with no summary. vms_config
+     * cannot ask for the kill over the environment (0 is "the default"), so the
+     * environment is changed, and the header says so. */
+    const char *ov = getenv("VMSTACK_ON_OVERFLOW");
+    if (ov && strcmp(ov, "kill") != 0) {
+        snprintf(r->env_overflow, sizeof r->env_overflow, "%s", ov);
+        setenv("VMSTACK_ON_OVERFLOW", "kill", 1);
+    }
     r->jobs = jobs_alloc(r->o.fibers + r->o.threads);
     if (!r->jobs) {
         fprintf(stderr, "vmstack demo: error: out of memory for %ld jobs\n", r->o.fibers);
