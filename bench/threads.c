@@ -168,8 +168,15 @@ static void th_floor_overflow(void *ctx, long n)
     }
 }
 
-static void th_init_quiet(void)
+/* vmstack for the overflow groups: reports to /dev/null. They measure the kill, which
+ * VMSTACK_ON_OVERFLOW=abort in the environment would turn into the group's death by
+ * SIGSEGV at its first overflow: an error that says why instead. */
+static void th_init_quiet(const char *group)
 {
+    const char *ov = getenv("VMSTACK_ON_OVERFLOW");
+    if (ov && strcmp(ov, "kill") != 0)
+        bench_die("%s measures the kill of the task that overflows: VMSTACK_ON_OVERFLOW=%s in "
+                  "the environment would end the group at its first overflow (unset it)", group, ov);
     vms_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.report_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -194,7 +201,7 @@ static int th_guarded(const char *group)
 
 static void th_group_overflow(const struct bench_opts *o)
 {
-    th_init_quiet();
+    th_init_quiet("thread.overflow");
     if (!th_guarded("thread.overflow")) return;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -298,7 +305,7 @@ static void th_ufloor_overflow_dropped(void *ctx, long n)
 
 static void th_group_fiber_overflow(const struct bench_opts *o)
 {
-    th_init_quiet();
+    th_init_quiet("fiber.overflow");
     if (!th_guarded("fiber.overflow")) return;
     /* One guarded stack per floor: a stack shared with the dropping floor would start
      * every round of the resident floor with its pages given back, and the resident

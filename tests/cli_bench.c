@@ -113,6 +113,23 @@ TEST(environment_is_named)
            strstr(out, "\"environment\": [\"VMSTACK_SCRUB=0\", \"VMSTACK_CACHE=4\"]"));
 }
 
+/* The overflow groups measure the kill: with VMSTACK_ON_OVERFLOW=abort exported they died
+ * by SIGSEGV, reported as "died by signal 11"; now the error names the variable. */
+TEST(overflow_groups_refuse_abort_from_the_environment)
+{
+#ifdef VMSTACK_VMAP
+    clear_vmstack_env();
+    setenv("VMSTACK_ON_OVERFLOW", "abort", 1);
+    const char *args[] = { "bench", "--quick", "--rounds", "1", "--only", "thread.overflow", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "vmstack bench: error: thread.overflow measures the kill of the task "
+                             "that overflows: VMSTACK_ON_OVERFLOW=abort in the environment");
+    ASSERT_STR_NOT_CONTAINS(out, "signal 11");
+#else
+    SKIP("no overflow groups without guards (direct backend)");
+#endif
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "bench", "--only", "nosuch", NULL };
