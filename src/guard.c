@@ -212,9 +212,12 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
         if (f->have_task && ti.stack == st) under = NULL;
         else over = NULL;
     }
-    /* A frame larger than the guard leaves sp inside the stack below while the write
-     * lands in the guard: the running task's own stack settles which one it was. */
-    if (!over && under && f->have_task && ti.stack == st && st) {
+    /* A frame larger than the guard leaves sp below it while the write lands in the
+     * guard: the running task's own stack settles which one it was. sp is then inside
+     * the stack below, or, below an arena's first slot, outside the arena (within a
+     * stack-clash probe's reach of the fault). */
+    if (!over && st && f->have_task && ti.stack == st &&
+        (under || (f->sp < g_lo && sp_near(f->addr, f->sp)))) {
         over = st;
         under = NULL;
     }

@@ -1000,6 +1000,55 @@ TEST(huge_frame_caught_in_own_guard)
     assert_in_order(out, order, 5);
 }
 
+/* The same in a fiber on the first slot of an arena, with a guard of one page: the probed
+ * frame leaves sp below the guard and so below the arena, where no stack is. It was
+ * reported as a wild guard access and the process aborted; it is the fiber's overflow. */
+NOIPA static void huge_fiber_fn(void *arg)
+{
+    (void)arg;
+    volatile char *pad = alloca(vms_stack_remaining() - 2 * 1024);
+    pad[0] = 0;
+    huge_frame();
+    sink += pad[0];
+}
+
+static void huge_fiber_child(void *arg)
+{
+    (void)arg;
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.guard_size = 4096;
+    if (vms_init(&cfg) != 0) _exit(3);
+    guard_size = vms__opt.guard_size;
+    /* 32 KiB: a size class of its own in this process, so the stack is its arena's first. */
+    vms_fiber_attr a = { .stack_size = 32 * 1024, .name = "huge" };
+    vms_fiber *f = vms_fiber_create(huge_fiber_fn, NULL, &a);
+    if (!f) _exit(4);
+    const vms_stack *st = vms_fiber_stack(f);
+    struct vms__where w;
+    if (vms__arena_where((const char *)vms_stack_base(st) - 1, &w) != VMS__WHERE_GUARD || w.below) {
+        printf("not the first slot\n");
+        fflush(stdout);
+        _exit(5);
+    }
+    int r = vms_fiber_resume(f);
+    printf("resume %d\n", r);
+    fflush(stdout);
+    vms_fiber_destroy(f);
+    _exit(r == VMS_KILLED ? 0 : 6);
+}
+
+TEST(huge_frame_in_a_fiber_below_an_arena)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(huge_fiber_child, NULL);
+    ASSERT_EXITED(st, 0);
+    const char *order[] = { "vmstack: stack overflow in fiber \"huge\"", "vmstack: Call Trace:\n",
+                            "vmstack:  huge_frame+0x", "vmstack: killed fiber \"huge\"",
+                            "resume 4\n" };
+    assert_in_order(out, order, 5);
+}
+
 /* ---- a failing sigaltstack -------------------------------------------------------------- */
 
 static void *altstack_fails_thread(void *arg)
