@@ -125,14 +125,19 @@ void vms__debug_stack_alloc(struct vms_stack *st)
  * it, the first non-zero byte makes the figure exact for ordinary stack contents. A
  * painted page (and, with the magic, the bottom page) counts only when it holds a
  * non-zero byte, since it was resident before the owner began.
- * Cost: proportional to the depth used, not to the stack size. The scan goes down from the
- * top in windows that double (a guard plus 16 pages, then twice that ..., one mincore each) and stops once a
- * guard's worth of pages below the deepest touched page (or the deepest painted page,
- * which may hold the owner's zeros) was found untouched: a stack is
- * used contiguously from its top, and a frame that skips more than a guard without
- * touching it would jump the guard as well, which vmstack already asks programs to
- * prevent (-fstack-clash-protection probes every page). */
-static long long measure(const struct vms_stack *st)
+ * whole: every page of the stack is looked at, so a byte written anywhere counts, at a
+ * cost that grows with the stack size (one mincore per VEC_CHUNK pages: one call up to
+ * 4 MiB); vms_stack_max_used, whose contract is "the deepest use", measures so.
+ * Otherwise (the measurement at a task's end or a stack's free, for the histogram and
+ * the greatest-depth line) the cost is proportional to the depth used, not to the stack
+ * size: the scan goes down from the top in windows that double (a guard plus 16 pages,
+ * then twice that ..., one mincore each) and stops once a guard's worth of pages below
+ * the deepest touched page (or the deepest painted page, which may hold the owner's
+ * zeros) was found untouched. That assumes the stack was used from its top down, as code
+ * uses it: a frame that skips more than a guard without touching it would jump the guard
+ * as well, which vmstack already asks programs to prevent (-fstack-clash-protection
+ * probes every page). */
+static long long measure(const struct vms_stack *st, bool whole)
 {
     size_t page = page_size(), n = st->size / page;
     size_t p_pages = painted_pages(st);
@@ -146,7 +151,7 @@ static long long measure(const struct vms_stack *st)
     size_t lowest = n;          /* the deepest page found touched; n: none yet */
     /* The first window covers a guard's worth below a shallow use, so a shallow stack
      * takes one system call. */
-    size_t hi = n, w = gap + 16;
+    size_t hi = n, w = whole ? VEC_CHUNK : gap + 16;
     while (hi > 0) {
         if (w > VEC_CHUNK) w = VEC_CHUNK;
         size_t lo = hi > w ? hi - w : 0, k = hi - lo;
@@ -171,18 +176,18 @@ static long long measure(const struct vms_stack *st)
          * that is lower, since a zero the owner wrote into a painted page (a zeroed local
          * array, say) looks like the paint and must not end the scan early. */
         size_t from = lowest < painted ? lowest : painted;
-        if (from >= lo + gap) break;
+        if (!whole && from >= lo + gap) break;
         hi = lo;
         w *= 2;
     }
     return best;
 }
 
-size_t vms__debug_max_used(const struct vms_stack *st)
+size_t vms__debug_max_used(const struct vms_stack *st, bool whole)
 {
     if (!(vms__opt.flags & VMS_PAINT)) return 0;
     if ((uint64_t)st->debug & DEPTH_FINAL) return st->max_used;
-    long long d = measure(st);
+    long long d = measure(st, whole);
     return d < 0 ? st->max_used : (size_t)d;
 }
 
@@ -217,7 +222,7 @@ static size_t settle(struct vms_stack *st)
         d = st->max_used;
         dirty = (d + page - 1) / page;
     } else {
-        long long m = measure(st);
+        long long m = measure(st, false);
         d = m < 0 ? st->max_used : (size_t)m;
         dirty = m < 0 ? n : (d + page - 1) / page;   /* unknown: all of it */
     }
@@ -305,7 +310,7 @@ void vms__debug_task_end(const struct vms__task_info *ti)
     if (!(vms__opt.flags & VMS_PAINT) || !ti || !ti->stack) return;
     const struct vms_stack *st = ti->stack;
     if (st->cls >= VMS__CLASSES) return;
-    size_t d = vms__debug_max_used(st);
+    size_t d = vms__debug_max_used(st, false);
     /* The task has ended: its depth is final, and freeing the stack reuses it. The
      * record is ours (the task layer hands it over before freeing it). */
     struct vms_stack *w = (struct vms_stack *)st;

@@ -406,8 +406,10 @@ VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
  * was used, so that the next owner's painting covers it (VMS_NO_SCRUB), without counting
  * it in the histogram. */
 VMS_HIDDEN void vms__debug_stack_reclaim(struct vms_stack *st);
-/* The deepest use since hand-out, within one page; 0 without VMS_PAINT. */
-VMS_HIDDEN size_t vms__debug_max_used(const struct vms_stack *st);
+/* The deepest use since hand-out, within one page; 0 without VMS_PAINT. whole: every
+ * page is looked at (vms_stack_max_used); otherwise the scan assumes use from the top
+ * down and stops a guard's worth of untouched pages below it (cost by depth). */
+VMS_HIDDEN size_t vms__debug_max_used(const struct vms_stack *st, bool whole);
 /* Task layer, when a fiber or thread ends (before it frees the stack): with VMS_PAINT,
  * writes "vmstack: fiber "x" (id N) used greatest stack depth: U bytes, L bytes left"
  * to the report fd when U is a new maximum for the stack's size. */

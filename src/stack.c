@@ -668,7 +668,7 @@ size_t vms_stack_size(const vms_stack *st)
 size_t vms_stack_max_used(const vms_stack *st)
 {
     const struct vms_stack *r = live_record(st);
-    return r ? vms__debug_max_used(r) : 0;
+    return r ? vms__debug_max_used(r, true) : 0;
 }
 
 static void add_opened(struct vms__arena *a, void *ctx)

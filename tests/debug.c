@@ -108,6 +108,40 @@ TEST(paint_zero_writes)
     run(paint_zero_writes_child, NULL);
 }
 
+/* vms_stack_max_used is the deepest use however the stack was used: a single byte
+ * written far below untouched pages counts (a raw stack poked through a pointer, say).
+ * The scan at a task's end assumes use from the top down; this public call does not. It
+ * reported 0 for one byte 150,000 bytes deep in a 256 KiB stack. */
+static void paint_single_deep_byte_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    init_flags(VMS_PAINT | flags, 0);
+    static const size_t sizes[] = { 256 * 1024, 4u << 20, 16u << 20 };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        for (int i = 1; i <= 4; i++) {
+            vms_stack *st = vms_stack_alloc(sizes[k]);
+            ASSERT_NOT_NULL(st);
+            char *top = vms_stack_top(st);
+            size_t d = sizes[k] / 5 * (size_t)i;
+            top[-(ptrdiff_t)d] = 1;
+            ASSERT_WITHIN_PAGE(vms_stack_max_used(st), d);
+            vms_stack_free(st);
+        }
+    }
+}
+
+TEST(paint_single_deep_byte)
+{
+    unsigned flags = 0;
+    run(paint_single_deep_byte_child, &flags);
+}
+
+TEST(paint_single_deep_byte_no_scrub)
+{
+    unsigned flags = VMS_NO_SCRUB;
+    run(paint_single_deep_byte_child, &flags);
+}
+
 /* Stacks that come back from the cache read as unused, whether they were scrubbed
  * (default) or handed back with the old owner's data (VMS_NO_SCRUB, repainted). */
 static void paint_reuse_child(void *arg)
