@@ -28,6 +28,7 @@ struct vms__line {
 VMS_HIDDEN void vms__line_reset(struct vms__line *l);
 VMS_HIDDEN void vms__line_str(struct vms__line *l, const char *s);
 VMS_HIDDEN void vms__line_strn(struct vms__line *l, const char *s, size_t n);
+VMS_HIDDEN void vms__line_name(struct vms__line *l, const char *s);
 VMS_HIDDEN void vms__line_char(struct vms__line *l, char c);
 /* "0x" and the hexadecimal digits of v, zero-padded to at least width digits. */
 VMS_HIDDEN void vms__line_hex(struct vms__line *l, uintptr_t v, unsigned width);

@@ -524,7 +524,7 @@ static void register_lines(struct out *o, const ucontext_t *uc)
 static void task_words(struct vms__line *l, const struct vms__fault *f)
 {
     vms__line_str(l, f->task.kind == VMS__TASK_FIBER ? "fiber \"" : "thread \"");
-    vms__line_str(l, f->task.name ? f->task.name : "");
+    vms__line_name(l, f->task.name);
     vms__line_str(l, "\" (id ");
     vms__line_udec(l, f->task.id);
     vms__line_char(l, ')');
@@ -547,14 +547,14 @@ static void first_line(struct out *o, const struct vms__fault *f)
         break;
     case VMS__FAULT_THREAD:
         vms__line_str(l, "stack overflow in thread \"");
-        vms__line_str(l, f->name ? f->name : "");
+        vms__line_name(l, f->name);
         vms__line_str(l, "\" (tid ");
         vms__line_dec(l, f->tid);
         vms__line_str(l, "), not a vmstack thread");
         break;
     case VMS__FAULT_CLIB:
         vms__line_str(l, "stack overflow in thread \"");
-        vms__line_str(l, f->name ? f->name : "");
+        vms__line_name(l, f->name);
         vms__line_str(l, "\" (tid ");
         vms__line_dec(l, f->tid);
         vms__line_str(l, ") on its C library stack, outside its body (thread start, or "

@@ -47,6 +47,18 @@ void vms__line_str(struct vms__line *l, const char *s)
     while (*s) vms__line_char(l, *s++);
 }
 
+/* async-signal-safe: a task or thread name, quoted by the caller. Control characters
+ * and quotes become '?' (as in debug.c's one-line reports), so that a name can neither
+ * end a report line early nor forge one. */
+void vms__line_name(struct vms__line *l, const char *s)
+{
+    if (!s) s = "";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        vms__line_char(l, (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c);
+    }
+}
+
 /* async-signal-safe */
 void vms__line_hex(struct vms__line *l, uintptr_t v, unsigned width)
 {

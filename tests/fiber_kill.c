@@ -279,6 +279,48 @@ TEST(thread_of_a_named_creator_is_unnamed)
     ASSERT_STR_CONTAINS(out, "child: named creator ok");
 }
 
+/* A name with a newline and quotes cannot cut a report line or forge one: every line of
+ * the report starts with "vmstack:", and the name is shown with '?' for those bytes (as
+ * the "used greatest stack depth" line does); vms_oops.name keeps the name as given. */
+static void overflowing_fiber(void *arg)
+{
+    (void)arg;
+    sink += recurse(0, 0);
+}
+
+static void child_hostile_names(void *arg)
+{
+    (void)arg;
+    const char *evil = "ev\"il\nforged line";
+    vms_fiber *f = vms_fiber_create(overflowing_fiber, NULL, &(vms_fiber_attr){ .name = evil });
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+    ASSERT(strcmp(vms_fiber_oops(f)->name, evil) == 0);
+    vms_fiber_destroy(f);
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(vms_thread_create(&t, NULL, named_overflowing_thread, "t\"x\ny"), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+}
+
+TEST(hostile_names_cannot_forge_report_lines)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_hostile_names, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"ev?il?forged line\" (id");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"ev?il?forged line\" (id");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"t?x?y\" (id");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread \"t?x?y\" (id");
+    for (const char *line = out; *line;) {
+        if (strncmp(line, "vmstack:", 8) != 0) TST_FAIL("a line not from vmstack: %.60s", line);
+        const char *nl = strchr(line, '\n');
+        if (!nl) break;
+        line = nl + 1;
+    }
+}
+
 /* ---- 10,000 overflows: nothing accumulates ------------------------------------------ */
 
 static long count_fds(void)
