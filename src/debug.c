@@ -286,21 +286,11 @@ static void report_line(const char *buf, size_t len)
 
 /* Copies a task name for a one-line report: at most 63 bytes, control characters and
  * quotes replaced, so that a hostile name cannot forge report lines. */
-static void clean_name(const char *name, char out[64])
-{
-    size_t i = 0;
-    for (; name && name[i] && i < 63; i++) {
-        unsigned char c = (unsigned char)name[i];
-        out[i] = (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c;
-    }
-    out[i] = '\0';
-}
-
 /* "fiber "name" (id N)" or "thread "name" (id N)". */
 static void describe(const struct vms__task_info *ti, char *buf, size_t sz)
 {
-    char name[64];
-    clean_name(ti->name, name);
+    char name[VMS__CLEAN_NAME];
+    vms__clean_name(ti->name, name);
     snprintf(buf, sz, "%s \"%s\" (id %lu)", ti->kind == VMS__TASK_THREAD ? "thread" : "fiber",
              name, ti->id);
 }

@@ -747,8 +747,10 @@ void vms_fiber_destroy(vms_fiber *f)
         if (!home_gone(atomic_load_explicit(&t->home, memory_order_relaxed))) {
             /* Its stack is in use by the caller (or by a fiber that resumed the
              * caller): freeing it now would be a use-after-free. */
+            char name[VMS__CLEAN_NAME];
+            vms__clean_name(t->name, name);
             vms__log_error("vms_fiber_destroy: fiber %lu \"%s\" is running (the caller "
-                           "or one of its resumers); nothing was freed", t->id, t->name);
+                           "or one of its resumers); nothing was freed", t->id, name);
             errno = EBUSY;
             return;
         }

@@ -75,6 +75,11 @@ VMS_HIDDEN void vms__log_warn(const char *fmt, ...) __attribute__((format(printf
 /* Each warning once per process: *once is a flag owned by the caller. */
 VMS_HIDDEN void vms__log_warn_once(atomic_int *once, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A task name for a quoted one-line message: control characters and '"' become '?' (so a
+ * name can neither end the line nor forge one), cut to VMS__CLEAN_NAME - 1 bytes. The
+ * fault handler's reports do the same with vms__line_name. */
+#define VMS__CLEAN_NAME 64
+VMS_HIDDEN void vms__clean_name(const char *name, char out[VMS__CLEAN_NAME]);
 /* Reports a memory-safety violation by the caller and aborts (SIGABRT). */
 VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -57,6 +57,16 @@ void vms__log_warn_once(atomic_int *once, const char *fmt, ...)
     va_end(ap);
 }
 
+void vms__clean_name(const char *name, char out[VMS__CLEAN_NAME])
+{
+    size_t i = 0;
+    for (; name && name[i] && i < VMS__CLEAN_NAME - 1; i++) {
+        unsigned char c = (unsigned char)name[i];
+        out[i] = (c < 0x20 || c == 0x7f || c == '"') ? '?' : (char)c;
+    }
+    out[i] = '\0';
+}
+
 void vms__fatal(const char *fmt, ...)
 {
     va_list ap;

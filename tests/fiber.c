@@ -153,6 +153,28 @@ TEST(destroy_running_refused)
     ASSERT_STR_CONTAINS(out, "is running");
 }
 
+/* The error names the fiber on one line: a newline or quote in its name is shown as '?'
+ * (it split the line, the second part not starting with "vmstack:"). */
+static void child_destroy_running_named(void *arg)
+{
+    (void)arg;
+    int after = 0;
+    vms_fiber_attr a = { .stack_size = 0, .name = "two\nlines \"q\"" };
+    vms_fiber *f = vms_fiber_create(body_destroy_self, &after, &a);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    vms_fiber_destroy(f);
+}
+
+TEST(destroy_running_error_is_one_line)
+{
+    char out[4096];
+    int status = tst_fork(child_destroy_running_named, NULL, out, sizeof out);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "\"two?lines ?q?\" is running (the caller or one of its resumers); "
+                             "nothing was freed\n");
+}
+
 /* A fiber that resumed the caller is RUNNING too: destroying it from the nested fiber
  * would free the stack the resume returns to. */
 static vms_fiber *resumer;
