@@ -1115,11 +1115,18 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         bench_print_json(stdout, bench_rows, bench_nrows, &o, prog,
                          sc_ok ? counter : "n/a");
     } else {
+        /* The debug.* rows compare configurations that cannot share a process: their
+         * sides run in sibling processes, in the same rounds, and say "(own process)". */
+        int siblings = 0;
+        for (int i = 0; i < bench_nrows; i++)
+            siblings |= strstr(bench_rows[i].baseline, "(own process)") != NULL;
         char header[1024];
         snprintf(header, sizeof header,
-                 "%s: median of %d interleaved rounds per case, same process as its baseline\n"
+                 "%s: median of %d interleaved rounds per case, same process as its baseline%s\n"
                  "system calls: %s%s%s; page faults: getrusage minflt+majflt\n",
-                 prog, o.rounds, sc_ok ? "" : "n/a (", counter, sc_ok ? "" : ")");
+                 prog, o.rounds,
+                 siblings ? " (a baseline marked \"own process\": a sibling process, same rounds)" : "",
+                 sc_ok ? "" : "n/a (", counter, sc_ok ? "" : ")");
         if (bench_env_each(NULL, NULL)) {
             size_t len = strlen(header);
             FILE *h = fmemopen(header + len, sizeof header - len, "w");

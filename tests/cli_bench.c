@@ -130,6 +130,26 @@ TEST(overflow_groups_refuse_abort_from_the_environment)
 #endif
 }
 
+/* The header said "same process as its baseline" over the debug.* rows too, whose sides
+ * run in sibling processes (baselines marked "own process"): it now says so when such a
+ * row is in the table, and only then. */
+TEST(header_names_sibling_processes)
+{
+#ifdef VMSTACK_VMAP
+    clear_vmstack_env();
+    const char *dbg[] = { "bench", "--quick", "--rounds", "1", "--only", "debug.switch", NULL };
+    ASSERT_EXITED(cli_run(dbg, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "same process as its baseline (a baseline marked \"own process\": "
+                             "a sibling process, same rounds)\n");
+    ASSERT_STR_CONTAINS(out, "(own process)");
+    const char *st[] = { "bench", "--quick", "--rounds", "1", "--only", "stack.warm", NULL };
+    ASSERT_EXITED(cli_run(st, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "same process as its baseline\n");
+#else
+    SKIP("no debug.* groups without guards (direct backend)");
+#endif
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "bench", "--only", "nosuch", NULL };
