@@ -109,7 +109,8 @@ VMS_HIDDEN bool vms__trace_in_loader(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */
 typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
 /* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
- * first frame is the pc), calling fn for each frame, at most max frames. The
+ * first frame is the pc), calling fn for each frame, at most max frames. Return
+ * addresses reach fn without a pointer authentication code (aarch64's pac-ret). The
  * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
  * Return the number of frames passed to fn; *complete (when not NULL) tells whether
  * the walk reached the outermost frame (rather than a broken chain, an unwinding

@@ -474,6 +474,26 @@ bool vms__trace_in_loader(uintptr_t addr)
     return o && o->in_loader;
 }
 
+/* async-signal-safe: a return address read from a frame record (or given by libunwind)
+ * without its pointer authentication code. Code built with -mbranch-protection=pac-ret
+ * or =standard signs x30 (paciasp) before its prologue stores it, so on a CPU with
+ * FEAT_PAuth (Armv8.3; qemu-user's default cpu has it) the saved value carries a
+ * signature in its upper bits: unstripped, it names no function, lies in no object (the
+ * C library's lock-taking functions go unseen by the unsafe-kill rule) and differs for
+ * every frame of a recursion. xpaclri clears those bits by the CPU's own address size
+ * and tagging rules (the kernel's mask is readable only through ptrace); it lies in the
+ * hint space, a no-op on a CPU without FEAT_PAuth. x86-64 signs nothing. */
+static inline uintptr_t strip_pac(uintptr_t addr)
+{
+#if defined(__aarch64__)
+    register uintptr_t x30 __asm__("x30") = addr;
+    __asm__("hint #7" : "+r"(x30));   /* xpaclri: x30 without its signature */
+    return x30;
+#else
+    return addr;
+#endif
+}
+
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against
  * [lo, hi) first, and frames must move strictly towards hi, so a corrupted chain ends
  * the walk instead of faulting or looping. The walk is complete when it reaches the
@@ -720,7 +740,7 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                 (fp & (sizeof(uintptr_t) - 1)))
                 break;
             const uintptr_t *frame = (const uintptr_t *)fp;
-            uintptr_t next = frame[0], ret = frame[1];
+            uintptr_t next = frame[0], ret = strip_pac(frame[1]);
             bool outermost = next == 0 && hi - fp <= OUTERMOST_FRAME_SLACK;
             if (ret < 4096) {
                 done = outermost && ret == 0;
@@ -767,7 +787,7 @@ int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, in
             unw_word_t ip = 0;
             if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || ip == 0) break;
             n++;
-            if (!fn(ctx, (uintptr_t)ip) || n >= max) break;
+            if (!fn(ctx, strip_pac((uintptr_t)ip)) || n >= max) break;
             int r = unw_step(&cur);
             if (r <= 0) {
                 done = r == 0;
@@ -824,7 +844,7 @@ static bool fp_record(uintptr_t fp, uintptr_t lo, uintptr_t hi, uintptr_t *next_
         return false;
     const uintptr_t *frame = (const uintptr_t *)fp;
     *next_fp = frame[0];
-    *ret = frame[1];
+    *ret = strip_pac(frame[1]);
     return true;
 }
 
@@ -898,7 +918,7 @@ static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__fr
                 unw_get_reg(&cur, UNW_REG_SP, &v[1]) < 0 ||
                 unw_get_reg(&cur, UNW_FP_REG, &v[2]) < 0)
                 break;
-            ip = (uintptr_t)v[0];
+            ip = strip_pac((uintptr_t)v[0]);
             sp = (uintptr_t)v[1];
             fp = (uintptr_t)v[2];
         }
@@ -930,8 +950,8 @@ static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__fr
             if (unw_get_reg(&cur, UNW_REG_IP, &v[0]) == 0 &&
                 unw_get_reg(&cur, UNW_REG_SP, &v[1]) == 0 &&
                 unw_get_reg(&cur, UNW_FP_REG, &v[2]) == 0)
-                learn(rules, &nrules, ip, sp, fp, (uintptr_t)v[0], (uintptr_t)v[1],
-                      (uintptr_t)v[2], lo, hi);
+                learn(rules, &nrules, ip, sp, fp, strip_pac((uintptr_t)v[0]),
+                      (uintptr_t)v[1], (uintptr_t)v[2], lo, hi);
         }
     }
 out:

@@ -365,12 +365,24 @@ static unsigned short x87_cw(void)
     return cw;
 }
 static void set_x87_cw(unsigned short cw) { __asm__ volatile("fldcw %0" : : "m"(cw)); }
+#elif defined(__aarch64__)
+/* FPCR's flush-to-zero (FZ, bit 24) and default-NaN (DN, bit 25) bits: FPCR holds them
+ * beside the rounding mode, and fesetround alone does not show that all of it moves. */
+#define FPCR_FZ_DN (3ul << 24)
+static unsigned long fpcr(void)
+{
+    unsigned long v;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+static void set_fpcr(unsigned long v) { __asm__ volatile("msr fpcr, %0" : : "r"(v)); }
 #endif
 
 struct fp_log { int rounds_ok; int fail_line; };
 
 /* The fiber keeps its own rounding mode (and on x86-64 its own MXCSR FTZ/DAZ bits and x87
- * precision) across yields, while the resumer changes its own in between. */
+ * precision, on aarch64 its FPCR FZ/DN bits) across yields, while the resumer changes its
+ * own in between. */
 static void body_fp(void *arg)
 {
     struct fp_log *log = arg;
@@ -378,6 +390,8 @@ static void body_fp(void *arg)
 #if defined(__x86_64__)
     _mm_setcsr(_mm_getcsr() | 0x8040);            /* FTZ | DAZ */
     set_x87_cw((unsigned short)((x87_cw() & ~0x300) | 0x000)); /* single precision */
+#elif defined(__aarch64__)
+    set_fpcr(fpcr() | FPCR_FZ_DN);
 #endif
     volatile double one = 1.0, three = 3.0;
     double third_up = one / three;
@@ -388,6 +402,8 @@ static void body_fp(void *arg)
 #if defined(__x86_64__)
         if ((_mm_getcsr() & 0x8040) != 0x8040) { log->fail_line = __LINE__; return; }
         if ((x87_cw() & 0x300) != 0) { log->fail_line = __LINE__; return; }
+#elif defined(__aarch64__)
+        if ((fpcr() & FPCR_FZ_DN) != FPCR_FZ_DN) { log->fail_line = __LINE__; return; }
 #endif
         log->rounds_ok++;
     }
@@ -417,6 +433,8 @@ TEST(floating_point_control)
 #if defined(__x86_64__)
         ASSERT_EQ(_mm_getcsr() & 0x8040, csr0 & 0x8040);
         ASSERT_EQ(x87_cw() & 0x300, cw0 & 0x300);
+#elif defined(__aarch64__)
+        ASSERT_UEQ(fpcr() & FPCR_FZ_DN, 0);
 #endif
         /* Change ours in between: the fiber must not see it. */
         mine = i++ % 2 ? FE_DOWNWARD : FE_TONEAREST;

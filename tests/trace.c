@@ -240,6 +240,48 @@ TEST(walk_libunwind)
     ASSERT_GE(count_frames_of("walk_test_depth"), 1);
 }
 
+/* aarch64: code built with -mbranch-protection=pac-ret (or =standard) signs its return
+ * address (paciasp, with sp as the modifier) before its frame record stores it. On a CPU
+ * with pointer authentication (qemu-user's default cpu has it) the walk must strip the
+ * signature: signed, a recursion's return addresses name no function and each level's
+ * differs, though every level returns to the same call site. */
+#if defined(__aarch64__)
+__attribute__((noinline, target("branch-protection=pac-ret"))) static int island_signed(int n)
+{
+    if (n == 0) {
+        raise(SIGUSR1);
+        return depth_sink;
+    }
+    int r = island_signed(n - 1);
+    depth_sink += r;
+    return r + 1;
+}
+#endif
+
+TEST(walk_frame_pointers_strips_pointer_authentication)
+{
+#if !defined(__aarch64__)
+    SKIP("aarch64's pointer authentication");
+#else
+    NO_TSAN("raise() is TSan's interceptor, which keeps no frame pointer");
+    if (!(getauxval(AT_HWCAP) & HWCAP_PACA)) SKIP("this CPU has no pointer authentication");
+    walk_test_depth(0, 1);   /* sets up the handler and the range */
+    island_signed(20);
+    ASSERT_GE(count_frames_of("island_signed"), 20);
+    /* The outermost of them returns to the recursive call site, as the 19 above it do
+     * (the innermost one is raise()'s return address, elsewhere in the function). */
+    uintptr_t site = 0;
+    for (int i = 1; i < nseen; i++) {
+        struct vms__sym s;
+        if (vms__trace_symbolize(seen[i] - 1, &s) == 2 && strcmp(s.name, "island_signed") == 0)
+            site = seen[i];
+    }
+    int same = 0;
+    for (int i = 1; i < nseen; i++) same += seen[i] == site;
+    ASSERT_GE(same, 20);
+#endif
+}
+
 /* A frame-pointer walk from inside the program's own signal handler (running on the
  * same stack) goes through the handler's signal frame into the code it interrupted:
  * that code's pc is a frame, not skipped for the chain of frame pointers alone (a

@@ -172,10 +172,15 @@ vms__ctx_trampoline:
     .cfi_endproc
     .size   vms__ctx_trampoline, .-vms__ctx_trampoline
 
-/* When built with -mbranch-protection=bti (or standard), say that this object is
- * BTI-ready; every indirect call target above has `bti c`. PAC needs nothing here: we
- * never sign x30, and every C function signs and checks its own on its own stack. */
-#if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
+/* This object is BTI- and PAC-ready whatever it is assembled with: every indirect
+ * branch target above starts with `bti c` (a hint, a no-op before Armv8.5), and PAC
+ * needs nothing here (we never sign x30; every C function signs and checks its own on
+ * its own stack). So the note is always there: the linker ANDs the notes of all inputs,
+ * and one input without it takes BTI away from the whole output. It must not depend on
+ * __ARM_FEATURE_BTI_DEFAULT: CMake assembles this file with CMAKE_ASM_FLAGS, which do
+ * not hold the -mbranch-protection=standard of CMAKE_C_FLAGS (or dpkg-buildflags'
+ * CFLAGS), and libvmstack.so built so lost its BTI marking. Without branch protection
+ * in the C code the output has no marking, as before. */
     .section .note.gnu.property, "a"
     .p2align 3
     .long   4                               /* name size: "GNU\0" */
@@ -184,9 +189,8 @@ vms__ctx_trampoline:
     .asciz  "GNU"                           /* owner */
     .long   0xc0000000                      /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
     .long   4                               /* its data size */
-    .long   1                               /* GNU_PROPERTY_AARCH64_FEATURE_1_BTI */
+    .long   3                               /* FEATURE_1_BTI (1) | FEATURE_1_PAC (2) */
     .long   0                               /* padding to 8 bytes */
-#endif
 
 /* The stack is not executable (without this note, ld makes it executable). */
     .section .note.GNU-stack, "", %progbits
