@@ -196,10 +196,14 @@ vms__ctx_trampoline:
     .cfi_endproc
     .size   vms__ctx_trampoline, .-vms__ctx_trampoline
 
-/* When built with -fcf-protection=branch (or full), say that this object is IBT-ready:
- * every call target has endbr64 and every other indirect jump is notrack. Only the IBT
- * bit (1) is claimed, never SHSTK (2): see the top of this file. */
-#if defined(__CET__) && (__CET__ & 1)
+/* This object is IBT-ready whatever it is assembled with: every call target has
+ * endbr64 (a no-op without CET) and every other indirect jump is notrack. So the note
+ * is always there, as in the aarch64 switch.S: the linker ANDs the notes of all inputs,
+ * and CMake assembles this file with CMAKE_ASM_FLAGS, which do not hold an
+ * -fcf-protection of CMAKE_C_FLAGS, so a note conditional on __CET__ took IBT away from
+ * a library whose C code was built for it. Without IBT in the C code the output has no
+ * marking, as before. Only the IBT bit (1) is claimed, never SHSTK (2): see the top of
+ * this file. */
     .section .note.gnu.property, "a"
     .p2align 3
     .long   4                           /* name size: "GNU\0" */
@@ -210,7 +214,6 @@ vms__ctx_trampoline:
     .long   4                           /* its data size */
     .long   1                           /* GNU_PROPERTY_X86_FEATURE_1_IBT only */
     .long   0                           /* padding to 8 bytes */
-#endif
 
 /* The stack is not executable (without this note, ld makes it executable). */
     .section .note.GNU-stack, "", @progbits
