@@ -20,15 +20,10 @@ total_fail=0
 
 note() { printf '\n==== %s ====\n' "$*"; }
 
-# ctest wrapper: runs, echoes, and adds its counts to the totals.
-run_ctest() {
-  local dir=$1; shift
-  local log
-  log=$(mktemp)
-  (cd "$dir" && ctest --output-on-failure -j"$jobs" "$@") 2>&1 | tee "$log"
-  local rc=${PIPESTATUS[0]}
+# Adds the counts of the last ctest summary line in log to the totals.
+count_ctest() {
   local line
-  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$1" | tail -1)
   if [ -n "$line" ]; then
     local f n
     f=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
@@ -36,6 +31,16 @@ run_ctest() {
     total_fail=$((total_fail + f))
     total_pass=$((total_pass + n - f))
   fi
+}
+
+# ctest wrapper: runs, echoes, and adds its counts to the totals.
+run_ctest() {
+  local dir=$1; shift
+  local log
+  log=$(mktemp)
+  (cd "$dir" && ctest --output-on-failure -j"$jobs" "$@") 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  count_ctest "$log"
   rm -f "$log"
   return "$rc"
 }
@@ -69,7 +74,8 @@ s_tsan()     { CC=clang configure_build out/tsan -DCMAKE_BUILD_TYPE=Debug -DVMST
                  -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/tsan -L "unit|death|cli"; }
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli"; }
 s_release()  { CC=gcc configure_build out/release -DCMAKE_BUILD_TYPE=Release; }
-s_cross()    { if [ -x scripts/cross-aarch64.sh ]; then bash scripts/cross-aarch64.sh; else echo "no aarch64 script yet"; fi; }
+s_cross()    { local log rc; log=$(mktemp); bash scripts/cross-aarch64.sh 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}
+               count_ctest "$log"; rm -f "$log"; return "$rc"; }
 s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
                  -DVMSTACK_BUILD_BENCH=OFF "-DVMSTACK_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=no" \
                && run_ctest out/valgrind -L memcheck; }
