@@ -49,10 +49,32 @@ struct symtab {
     size_t strsz;
 };
 
+/* Where an object is loaded, from its program headers. */
+struct extent {
+    uintptr_t bias;                /* dlpi_addr: symbol values are relative to it */
+    uintptr_t lo, hi;              /* its loaded segments */
+    uintptr_t text_lo, text_hi;    /* its readable and executable segments (0, 0: none) */
+};
+
+/* async-signal-safe: adds one program header to e (bias set; e->lo = UINTPTR_MAX and
+ * the rest 0 at the start). */
+static void extent_add(struct extent *e, const ElfW(Phdr) *ph)
+{
+    if (ph->p_type != PT_LOAD) return;
+    uintptr_t a = e->bias + ph->p_vaddr, b = a + ph->p_memsz;
+    if (a < e->lo) e->lo = a;
+    if (b > e->hi) e->hi = b;
+    if ((ph->p_flags & (PF_R | PF_X)) == (PF_R | PF_X)) {
+        if (!e->text_hi || a < e->text_lo) e->text_lo = a;
+        if (b > e->text_hi) e->text_hi = b;
+    }
+}
+
 struct object {
     uintptr_t bias;                /* dlpi_addr: symbol values are relative to it */
     uintptr_t lo;                  /* the object's loaded segments [lo, hi) */
     _Atomic uintptr_t hi;          /* set to lo when the object was unloaded */
+    uintptr_t text_lo, text_hi;    /* its code: readable and executable segments */
     struct symtab tab[2];          /* .symtab first (has static functions), .dynsym */
     bool in_libc;
     bool in_loader;
@@ -131,14 +153,15 @@ size_t vms__trace_views(void)
 
 /* async-signal-safe: fills objects[n] (the caller holds table_busy) and publishes it:
  * its symbols from file (NULL: none), its name from path's base name. */
-static void publish_object(int n, uintptr_t bias, uintptr_t lo, uintptr_t hi,
-                           const char *path, const char *file)
+static void publish_object(int n, const struct extent *e, const char *path, const char *file)
 {
     struct object *o = &objects[n];
     memset(o, 0, sizeof *o);
-    o->bias = bias;
-    o->lo = lo;
-    atomic_store_explicit(&o->hi, hi, memory_order_relaxed);
+    o->bias = e->bias;
+    o->lo = e->lo;
+    o->text_lo = e->text_lo;
+    o->text_hi = e->text_hi;
+    atomic_store_explicit(&o->hi, e->hi, memory_order_relaxed);
     if (file) load_symbols(o, file);
     const char *b = base_name(path);
     size_t len = vms__sigsafe_strlen(b);
@@ -181,14 +204,9 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
                 return 1;   /* nothing was loaded or unloaded since */
         }
     }
-    uintptr_t lo = UINTPTR_MAX, hi = 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD) continue;
-        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
-        if (a < lo) lo = a;
-        if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
-    }
+    struct extent e = { .bias = info->dlpi_addr, .lo = UINTPTR_MAX };
+    for (int i = 0; i < info->dlpi_phnum; i++) extent_add(&e, &info->dlpi_phdr[i]);
+    uintptr_t lo = e.lo, hi = e.hi;
     if (lo >= hi) return 0;
     int n = atomic_load_explicit(&nobjects, memory_order_relaxed);
     for (int i = 0; i < n; i++) {
@@ -215,7 +233,7 @@ static int add_object(struct dl_phdr_info *info, size_t size, void *arg)
     }
     /* Any other name is a path (relative ones are resolved from the current directory,
      * which may have changed: then no symbols). */
-    publish_object(n, info->dlpi_addr, lo, hi, path, file);
+    publish_object(n, &e, path, file);
     return 0;
 }
 
@@ -362,8 +380,7 @@ static bool maps_find(uintptr_t addr, struct maps_hit *hit)
 /* async-signal-safe: the load bias and extent [lo, hi) of the ELF object whose first
  * page is mapped at [base, base_end), from its program headers in memory, as the loader
  * would report them (dl_iterate_phdr). */
-static bool object_extent(uintptr_t base, uintptr_t base_end, uintptr_t *bias,
-                          uintptr_t *lo, uintptr_t *hi)
+static bool object_extent(uintptr_t base, uintptr_t base_end, struct extent *e)
 {
     if (base_end - base < sizeof(ElfW(Ehdr))) return false;
     const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)base;
@@ -374,21 +391,17 @@ static bool object_extent(uintptr_t base, uintptr_t base_end, uintptr_t *bias,
     const ElfW(Phdr) *ph = (const ElfW(Phdr) *)(base + eh->e_phoff);
     size_t page = vms__os_page_size();
     bool first = true;
-    uintptr_t b = 0, l = UINTPTR_MAX, h = 0;
+    memset(e, 0, sizeof *e);
+    e->lo = UINTPTR_MAX;
     for (unsigned i = 0; i < eh->e_phnum; i++) {
         if (ph[i].p_type != PT_LOAD) continue;
         if (first) {
-            b = eh->e_type == ET_DYN ? base - (ph[i].p_vaddr & ~(uintptr_t)(page - 1)) : 0;
+            e->bias = eh->e_type == ET_DYN ? base - (ph[i].p_vaddr & ~(uintptr_t)(page - 1)) : 0;
             first = false;
         }
-        if (b + ph[i].p_vaddr < l) l = b + ph[i].p_vaddr;
-        if (b + ph[i].p_vaddr + ph[i].p_memsz > h) h = b + ph[i].p_vaddr + ph[i].p_memsz;
+        extent_add(e, &ph[i]);
     }
-    if (first || l >= h) return false;
-    *bias = b;
-    *lo = l;
-    *hi = h;
-    return true;
+    return !first && e->lo < e->hi;
 }
 
 static const struct object *object_of(uintptr_t addr);
@@ -403,14 +416,13 @@ static bool adopt(uintptr_t addr)
     if (atomic_fetch_add_explicit(&adopt_scans, 1, memory_order_relaxed) >= ADOPT_SCANS_MAX)
         return false;
     struct maps_hit hit;
-    uintptr_t bias, lo, hi;
+    struct extent e;
     if (!maps_find(addr, &hit)) {
         size_t page = vms__os_page_size();
         no_object_add(addr & ~(uintptr_t)(page - 1), (addr | (page - 1)) + 1);
         return false;
     }
-    if (!hit.file || !object_extent(hit.base, hit.base_end, &bias, &lo, &hi) || addr < lo ||
-        addr >= hi) {
+    if (!hit.file || !object_extent(hit.base, hit.base_end, &e) || addr < e.lo || addr >= e.hi) {
         no_object_add(hit.lo, hit.hi);
         return false;
     }
@@ -419,7 +431,7 @@ static bool adopt(uintptr_t addr)
     bool added = false;
     /* Another thread's report may have adopted it meanwhile. */
     if (n < MAX_OBJECTS && !object_of(addr)) {
-        publish_object(n, bias, lo, hi, hit.base_path, hit.base_path);
+        publish_object(n, &e, hit.base_path, hit.base_path);
         added = true;
     }
     atomic_flag_clear_explicit(&table_busy, memory_order_release);
@@ -492,6 +504,71 @@ static inline uintptr_t strip_pac(uintptr_t addr)
 #else
     return addr;
 #endif
+}
+
+/* async-signal-safe: whether addr lies in the code (a readable and executable segment)
+ * of an object of the table. */
+static bool in_code(uintptr_t addr)
+{
+    const struct object *o = object_of(addr);
+    return o && addr >= o->text_lo && addr < o->text_hi;
+}
+
+/* async-signal-safe: whether ret follows a call instruction (read only inside code). */
+static bool after_call(uintptr_t ret)
+{
+#if defined(__x86_64__)
+    if (!in_code(ret - 1) || !in_code(ret - 7)) return false;
+    const unsigned char *b = (const unsigned char *)ret;
+    if (b[-5] == 0xe8) return true;                           /* call rel32 */
+    /* call ff /2 (ModRM reg field 2): register (2 bytes, 3 with a REX prefix), memory
+     * with a byte displacement or SIB (3-4), RIP-relative or a 32-bit displacement (6-7). */
+    static const signed char at[] = { -2, -3, -4, -6, -7 };
+    for (unsigned i = 0; i < sizeof at; i++)
+        if (b[at[i]] == 0xff && ((b[at[i] + 1] >> 3) & 7) == 2) return true;
+    return false;
+#elif defined(__aarch64__)
+    if ((ret & 3) || !in_code(ret - 4)) return false;
+    uint32_t insn = *(const uint32_t *)(ret - 4);
+    return (insn & 0xfc000000u) == 0x94000000u ||             /* bl */
+           (insn & 0xfffffc1fu) == 0xd63f0000u ||             /* blr */
+           (insn & 0xfefff800u) == 0xd63f0800u;               /* blraa, blrab, ...z */
+#else
+    (void)ret;
+    return false;
+#endif
+}
+
+/* async-signal-safe: the return address of a function that faulted while storing its
+ * frame record, or 0. An overflow usually faults right there, at the function's first
+ * store below the stack: x86-64's `push %rbp`, aarch64's `stp x29, x30, [sp, ...]`. Its
+ * record is not written yet, so the frame pointer still names its caller's record, whose
+ * return address is the caller's caller's: without this, the walk leaves the caller out.
+ * The return address is at [sp] on x86-64 (the call pushed it) and in x30 on aarch64.
+ * Instructions are read only inside the code of a known object, and the address is taken
+ * only when it follows a call there. */
+static uintptr_t prologue_return(const ucontext_t *uc, uintptr_t pc, uintptr_t lo, uintptr_t hi)
+{
+    if (!in_code(pc)) return 0;
+#if defined(__x86_64__)
+    if (*(const unsigned char *)pc != 0x55) return 0;           /* push %rbp */
+    uintptr_t sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+    if (sp < lo || sp >= hi || hi - sp < sizeof(uintptr_t) || (sp & (sizeof(uintptr_t) - 1)))
+        return 0;
+    uintptr_t ret = *(const uintptr_t *)sp;
+#elif defined(__aarch64__)
+    (void)lo;
+    (void)hi;
+    if (pc & 3) return 0;
+    /* stp x29, x30, [sp, #imm]! (pre-index) or [sp, #imm] (signed offset) */
+    uint32_t insn = *(const uint32_t *)pc & 0xffc07fffu;
+    if (insn != 0xa9807bfdu && insn != 0xa9007bfdu) return 0;
+    uintptr_t ret = strip_pac((uintptr_t)uc->uc_mcontext.regs[30]);
+#else
+    (void)uc; (void)lo; (void)hi;
+    uintptr_t ret = 0;
+#endif
+    return ret >= 4096 && in_code(ret) && after_call(ret) ? ret : 0;
 }
 
 /* async-signal-safe: walks the frame-pointer chain. Every read is checked against
@@ -735,6 +812,11 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
     bool done = false;
     int n = 0;
     if (max > 0 && (n = 1, fn(ctx, pc))) {
+        uintptr_t caller = prologue_return(uc, pc, lo, hi);
+        if (caller && n < max) {
+            n++;
+            if (!fn(ctx, caller)) goto out;
+        }
         while (n < max) {
             if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) ||
                 (fp & (sizeof(uintptr_t) - 1)))
@@ -766,6 +848,7 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
             fp = next;
         }
     }
+out:
     if (complete) *complete = done;
     return n;
 }

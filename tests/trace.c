@@ -378,6 +378,91 @@ TEST(walk_hybrid_without_range_is_libunwind)
  * (small frames right above lo once made the aarch64 signal-frame check look 4 KiB
  * below them): frames of 96 bytes from the lowest byte of a page with no-access pages
  * on both sides. */
+/* A function that faults at its first frame-record store (an overflow usually faults
+ * right there: x86-64's push %rbp, aarch64's stp x29, x30) has not written its record
+ * yet: the frame pointer still names its caller's record, which holds the caller's
+ * caller. The walk takes the caller's return address from [sp] (x86-64) or x30
+ * (aarch64); before, the caller was left out. Built as the fault leaves things: pc at
+ * that store in prologue_callee, a return address into prologue_caller, and the frame
+ * pointer at an outermost record. */
+static volatile uintptr_t ret_into_caller;
+
+__attribute__((noinline)) static int prologue_callee(int x)
+{
+    ret_into_caller = (uintptr_t)__builtin_return_address(0);
+    return x + depth_sink;
+}
+
+__attribute__((noinline)) static int prologue_caller(int x)
+{
+    int r = prologue_callee(x);
+    depth_sink += r;
+    return r + 1;
+}
+
+/* The address of prologue_callee's frame-record store, or 0. */
+static uintptr_t record_store_of(uintptr_t fn)
+{
+    for (int i = 0; i < 16; i++) {
+#if defined(__x86_64__)
+        if (((const unsigned char *)fn)[i] == 0x55) return fn + (uintptr_t)i;   /* push %rbp */
+#elif defined(__aarch64__)
+        uint32_t insn = ((const uint32_t *)fn)[i] & 0xffc07fffu;
+        if (insn == 0xa9807bfdu || insn == 0xa9007bfdu) return fn + 4 * (uintptr_t)i;
+#endif
+    }
+    return 0;
+}
+
+static int walk_from_record_store(uintptr_t pc, uintptr_t ret)
+{
+    uintptr_t cells[8] = { 0 };
+    uintptr_t lo = (uintptr_t)cells, hi = (uintptr_t)(cells + 8);
+    cells[2] = ret;              /* x86-64: what the call pushed, at sp */
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
+    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(uintptr_t)&cells[2];
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)(uintptr_t)&cells[6];   /* {0, 0}: outermost */
+#else
+    uc.uc_mcontext.pc = pc;
+    uc.uc_mcontext.sp = (uintptr_t)&cells[2];
+    uc.uc_mcontext.regs[30] = ret;
+    uc.uc_mcontext.regs[29] = (uintptr_t)&cells[6];
+#endif
+    nseen = 0;
+    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    return nseen;
+}
+
+TEST(walk_frame_pointers_from_a_prologue)
+{
+    load();
+    ASSERT_GT(prologue_caller(1), 0);
+    ASSERT(ret_into_caller != 0);
+    uintptr_t pc = record_store_of((uintptr_t)prologue_callee);
+    if (!pc) SKIP("prologue_callee does not start by storing its frame record here");
+    /* The caller shows, and the walk still reaches the outermost record. */
+    ASSERT_EQ(walk_from_record_store(pc, ret_into_caller), 2);
+    ASSERT_UEQ(seen[0], pc);
+    ASSERT_UEQ(seen[1], ret_into_caller);
+    ASSERT(walk_complete);
+    struct vms__sym sym;
+    ASSERT_EQ(vms__trace_symbolize(seen[1] - 1, &sym), 2);
+    ASSERT(strcmp(sym.name, "prologue_caller") == 0);
+    /* Not a return address (no call before it): left out. */
+    ASSERT_EQ(walk_from_record_store(pc, (uintptr_t)prologue_caller), 1);
+    /* At the next instruction (x86-64: mov %rsp, %rbp; aarch64: mov x29, sp) the record
+     * is written: the walk takes it as it is, with no extra frame. */
+#if defined(__x86_64__)
+    uintptr_t next = pc + 1;
+#else
+    uintptr_t next = pc + 4;
+#endif
+    ASSERT_EQ(walk_from_record_store(next, ret_into_caller), 1);
+}
+
 TEST(walk_frame_pointers_reads_only_the_range)
 {
     long pg = sysconf(_SC_PAGESIZE);
