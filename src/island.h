@@ -176,10 +176,14 @@ VMS_HIDDEN size_t vms__oops_tainted(void);
 /* Calls the oops hook, if one is set, with oops (the end magic's report; an oops report
  * calls it itself). */
 VMS_HIDDEN void vms__oops_call_hook(const vms_oops *oops);
-/* fork: takes the lock of vms_set_oops_hook and releases it (parent and child; the
- * child also forgets the reports that were reading the hook on other threads). */
+/* fork: takes the lock of vms_set_oops_hook and the report lock (waiting, at most
+ * vms__oops_fork_wait_ms, for a report in flight on another thread) and releases them
+ * (parent and child; the child also forgets the reports that were reading the hook on
+ * other threads). */
 VMS_HIDDEN void vms__oops_fork_lock(void);
 VMS_HIDDEN void vms__oops_fork_unlock(bool child);
+/* How long fork waits for another thread's report (20 s); tests shorten it. */
+VMS_HIDDEN extern long vms__oops_fork_wait_ms;
 /* Tests only: when set, called by every reader of the hook between reading the hook and
  * reading its ctx (async-signal context). */
 VMS_HIDDEN extern void (*vms__oops_hook_read_hook)(void);

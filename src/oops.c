@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A line that cannot be written within this time ends the report: a reader that does
@@ -70,6 +71,53 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
+static bool fork_took_report;   /* written by the forking thread between its handlers */
+long vms__oops_fork_wait_ms = LOCK_WAIT_MS;
+
+static long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* fork also waits for a report in flight on another thread and holds the report lock
+ * until the fork is done: a report takes locks that are not vmstack's while it walks
+ * the stack (libunwind's cache lock, the C library's dl_iterate_phdr lock), and a child
+ * made meanwhile inherited them held by a thread it does not have: its own first report
+ * hung in libunwind (seen in a soak forking from several threads while others
+ * overflowed). The wait is bounded as a reporter's wait for another report is (a
+ * reporter stuck in the program's oops hook must not hang fork for good); after it, or
+ * when this thread is the reporter (fork from the oops hook), the fork goes on without
+ * the lock and the child takes it over from the vanished owner, as before. Taken after
+ * every other lock of vmstack: a report needs none of them, so the wait ends. Polls with
+ * sched_yield, as the wait for a reap does: nanosleep is a cancellation point. */
+static void fork_report_lock(void)
+{
+    long tid = vms__sigsafe_gettid();
+    long start = -1;
+    fork_took_report = false;
+    for (;;) {
+        long owner = 0;
+        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+            fork_took_report = true;
+            return;
+        }
+        if (owner == tid) return;
+        if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
+            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+                fork_took_report = true;
+                return;
+            }
+            continue;
+        }
+        long now = mono_ms();
+        if (start < 0) start = now;
+        else if (now - start > vms__oops_fork_wait_ms) return;
+        sched_yield();
+    }
+}
+
 /* fork: a child made while another thread held hook_lock would spin for good in its
  * next vms_set_oops_hook; the forking thread takes it (a few instructions' wait). So
  * would a child made while another thread's report was reading the hook: that thread is
@@ -79,10 +127,13 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
 void vms__oops_fork_lock(void)
 {
     while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
+    fork_report_lock();
 }
 
 void vms__oops_fork_unlock(bool child)
 {
+    if (fork_took_report) atomic_store(&report_owner, 0);
+    fork_took_report = false;
     if (child) atomic_store(&hook_readers, 0);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }

@@ -595,6 +595,9 @@ static void fork_while_reading_child(void *arg)
     init_with(VMS_KILL_TASK, devnull, 16 * 1024);
     vms_set_oops_hook(pair_hooks[0], &hook_tags[0]);
     vms__oops_hook_read_hook = park_in_hook_read;
+    /* fork waits for a report in flight (the next test); this one is parked until the
+     * fork is done, so the fork goes on after the wait, without the report lock. */
+    vms__oops_fork_wait_ms = 100;
     pthread_t t;
     if (pthread_create(&t, NULL, overflow_on_thread, NULL) != 0) _exit(10);
     while (!atomic_load(&reader_parked)) sched_yield();
@@ -620,6 +623,78 @@ TEST(fork_while_a_report_reads_the_oops_hook)
     ASSERT_EXITED(st, 0);
     char want[80];
     snprintf(want, sizeof want, "grandchild exit 0, fiber state %d, hook calls 1\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+/* fork while another thread writes a report: the fork waits until the report has ended
+ * (its hook has run), so that the child inherits no lock the report holds: a report
+ * walking the stack holds libunwind's cache lock, and a child forked then used to hang
+ * in its own first report (a soak forking from several threads while others overflowed
+ * left such children hanging in _ULx86_64_step). The report is parked in its read of the
+ * hook until the fork has begun, then 50 ms more. */
+static atomic_int report_parked, fork_began, hook_runs;
+
+static void hook_counting(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    atomic_fetch_add(&hook_runs, 1);
+}
+
+static void park_until_fork(void)
+{
+    atomic_store(&report_parked, 1);
+    while (!atomic_load(&fork_began)) sched_yield();
+    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+}
+
+static void note_fork_began(void)
+{
+    atomic_store(&fork_began, 1);
+}
+
+static void fork_during_report_child(void *arg)
+{
+    (void)arg;
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(hook_counting, NULL);
+    vms__oops_hook_read_hook = park_until_fork;
+    pthread_t t;
+    if (pthread_create(&t, NULL, overflow_on_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&report_parked)) sched_yield();
+    vms__fork_hook = note_fork_began;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        vms__oops_hook_read_hook = NULL;
+        alarm(60);
+        /* The report in flight had ended: its hook ran before the fork. This child's own
+         * overflow is reported and killed as in any process. */
+        int before = atomic_load(&hook_runs);
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (!f) _exit(11);
+        int s = vms_fiber_resume(f);
+        _exit(before == 1 && s == VMS_KILLED && atomic_load(&hook_runs) == 2 ? 0 : 12);
+    }
+    vms__fork_hook = NULL;
+    int at_fork = atomic_load(&hook_runs);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    void *r = NULL;
+    pthread_join(t, &r);
+    printf("hook runs at fork %d, grandchild exit %d, fiber state %d\n", at_fork,
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1, (int)(intptr_t)r);
+}
+
+TEST(fork_waits_for_a_report_in_flight)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(fork_during_report_child);
+    ASSERT_EXITED(st, 0);
+    char want[80];
+    snprintf(want, sizeof want, "hook runs at fork 1, grandchild exit 0, fiber state %d\n",
+             VMS_KILLED);
     ASSERT_STR_CONTAINS(out, want);
 }
 
