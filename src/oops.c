@@ -435,6 +435,23 @@ static bool is_vmstack(const struct vms__sym *s)
            (s->object && vms__sigsafe_prefix(s->object, "libvmstack"));
 }
 
+/* async-signal-safe: whether the program's call into vmstack at s (the outermost
+ * vmstack frame above the program's code) can hold no lock of vmstack's: the getters
+ * and vms_stack_remaining, which a program calls to check its depth near the end of its
+ * stack, where an overflow inside the call is likely. What they call inside vmstack
+ * (the arena lookup) takes no lock either: it serves the fault handler. */
+static bool lock_free_entry(const struct vms__sym *s)
+{
+    static const char *const names[] = {
+        "vms_stack_remaining", "vms_fiber_self", "vms_fiber_state", "vms_fiber_oops",
+        "vms_fiber_stack", "vms_stack_base", "vms_stack_top", "vms_stack_size",
+    };
+    if (!s->name) return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (vms__sigsafe_streq(s->name, names[i])) return true;
+    return false;
+}
+
 /* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
  * after a collapsed recursion, then the outermost ones); false past the end. */
 static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
@@ -471,7 +488,7 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
     static const char loader_why[] =
         "the dynamic loader may hold its lock or have the thread marked inside it";
     bool in_vmstack = false;
-    struct vms__sym vms_frame;
+    struct vms__sym vms_frame, vms_entry = { 0 };
     uintptr_t addr, prev = 0;
     for (long i = 0; kept_frame(f, i, &addr); i++) {
         /* A return address equal to the one before (a recursion kept in the head) gets
@@ -497,8 +514,13 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         }
         if (r >= 1 && is_vmstack(&s)) {
             if (!in_vmstack) vms_frame = s;
+            vms_entry = s;
             in_vmstack = true;
         } else if ((r == 0 || !s.in_libc) && in_vmstack) {
+            if (lock_free_entry(&vms_entry)) {
+                in_vmstack = false;   /* the program called a lock-free function */
+                continue;
+            }
             *culprit = vms_frame;
             return "vmstack itself may hold one of its locks";
         }

@@ -10,6 +10,7 @@
 #include "test.h"
 #include "internal.h"
 
+#include <alloca.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -503,4 +504,56 @@ TEST(end_check_reserve_and_usage_line)
     /* With VMS_PAINT the task layer hands the finished fiber to the debug layer. */
     ASSERT_STR_CONTAINS(out, "vmstack: fiber \"painted\"");
     ASSERT_STR_CONTAINS(out, "used greatest stack depth");
+}
+
+/* A program checks its depth with vms_stack_remaining near the end of its stack, where
+ * the call itself may overflow: that is the fiber's overflow, killed alone. It was taken
+ * for a fault inside vmstack, which "may hold one of its locks", and aborted the
+ * process. The fiber leaves itself from 96 bytes below its end to 160 bytes above it
+ * (alloca), then calls vms_stack_remaining: every case must end with the fiber killed
+ * or done, never the process. */
+static volatile long edge_leave;
+
+static NOIPA void at_the_edge(void)
+{
+    sink += vms_stack_remaining();
+}
+
+static void edge_fiber(void *arg)
+{
+    (void)arg;
+    size_t rem = vms_stack_remaining();
+    volatile char *p = alloca(rem - (size_t)(edge_leave + 64));
+    p[0] = 1;
+    sink += (unsigned long)p[0];
+    at_the_edge();
+}
+
+static void edge_child(void *arg)
+{
+    edge_leave = *(long *)arg;
+    init_report_fd(1);
+    vms_fiber *f = vms_fiber_create(edge_fiber, NULL, NULL);
+    if (!f) _exit(3);
+    int st = vms_fiber_resume(f);
+    printf("state %d\n", st);
+    fflush(stdout);
+    _exit(st == VMS_KILLED ? 4 : st == VMS_DONE ? 5 : 6);
+}
+
+TEST(overflow_inside_vms_stack_remaining_kills_the_fiber)
+{
+    NO_ASAN();
+    int killed = 0;
+    for (long leave = -96; leave <= 160; leave += 8) {
+        int st = run_child(edge_child, &leave);
+        if (!WIFEXITED(st) || (WEXITSTATUS(st) != 4 && WEXITSTATUS(st) != 5))
+            TST_FAIL("leaving %ld bytes: the process died or failed (status 0x%x):\n%.3000s",
+                     leave, st, out);
+        if (WEXITSTATUS(st) == 4) {
+            killed++;
+            ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
+        }
+    }
+    ASSERT_GT(killed, 0);   /* some cases did overflow: the test means something */
 }
