@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 /* A class's first arena is 16 GiB, room for 52,000 default slots (256 KiB + 64 KiB);
  * each one after it four times its predecessor, up to 256 GiB (838,000 slots): a million
@@ -184,28 +185,54 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     return 0;
 }
 
-/* mprotect method: every opened slot splits a mapping in two. Warn once before the
- * process reaches vm.max_map_count (the kernel then fails mprotect with ENOMEM). */
-static void check_map_budget(unsigned adding)
+/* mprotect method: every opened slot splits a mapping in two. At vm.max_map_count the
+ * kernel fails every new mapping of the process, not only vmstack's: malloc's large
+ * blocks, thread stacks, dlopen. So vmstack warns once at nine tenths of the limit and
+ * stops opening slots where fewer than a sixteenth of it would be left to the rest of
+ * the program: stack allocation fails with ENOMEM there (freed stacks are still handed
+ * out again). Counting reads /proc/self/maps, so it is done again only after a tenth of
+ * the remaining budget, or, after a refusal, once REFUSED_RECHECK_MS have passed (the
+ * program may have unmapped something meanwhile). Returns how many of `adding` slots
+ * may be opened. */
+#define MAP_RESERVE_DIV 16
+#define REFUSED_RECHECK_MS 100
+static long now_ms(void)
 {
-    static atomic_long next_check;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static unsigned check_map_budget(unsigned adding)
+{
+    static atomic_long next_check, refused_ms = -1;
     long ours = atomic_load(&mprotect_maps) + 2L * adding;
-    if (ours < atomic_load(&next_check)) return;
+    long refused = atomic_load(&refused_ms);
+    if (refused >= 0 && now_ms() - refused < REFUSED_RECHECK_MS) return 0;
+    if (refused < 0 && ours < atomic_load(&next_check)) return adding;
     long max = vms__os_max_map_count();
     long now = vms__os_map_count(0, 0);
     if (max <= 0 || now < 0) {
+        atomic_store(&refused_ms, -1);
         atomic_store(&next_check, ours + 4096);
-        return;
+        return adding;
     }
     if (now + 2L * adding >= max - max / 10)
         vms__log_warn_once(&warned_maps,
             "%ld of vm.max_map_count=%ld mappings in use: mprotect guards cost two mappings "
-            "per stack, and stack allocation fails with ENOMEM at the limit; raise "
-            "vm.max_map_count, or run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise "
-            "(one mapping per arena)", now, max);
-    /* Count again when we have made a tenth of the remaining budget. */
-    long left = max - now;
-    atomic_store(&next_check, ours + (left > 40 ? left / 10 : 2));
+            "per stack, and stack allocation fails with ENOMEM when fewer than %ld would be "
+            "left to the rest of the program; raise vm.max_map_count, or run on Linux 6.13+ "
+            "with VMSTACK_GUARD_METHOD=madvise (one mapping per arena)",
+            now, max, max / MAP_RESERVE_DIV);
+    long room = (max - max / MAP_RESERVE_DIV - now) / 2;   /* slots that still fit */
+    if (room <= 0) {
+        atomic_store(&refused_ms, now_ms());
+        return 0;
+    }
+    atomic_store(&refused_ms, -1);
+    long left = 2 * room;
+    atomic_store(&next_check, atomic_load(&mprotect_maps) + (left > 40 ? left / 10 : 2));
+    return room < (long)adding ? (unsigned)room : adding;
 }
 
 /* Opens slots [first, first + k) of a: guards, then read-write. Returns how many were
@@ -230,7 +257,8 @@ static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
         return (int)done;
     }
     /* mprotect: the guards are the PROT_NONE gaps left between opened stacks. */
-    check_map_budget(k);
+    k = check_map_budget(k);
+    if (k == 0) return -ENOMEM;
     unsigned done = 0;
     int e = 0;
     for (; done < k; done++) {
