@@ -543,7 +543,7 @@ static void edge_child(void *arg)
 
 TEST(overflow_inside_vms_stack_remaining_kills_the_fiber)
 {
-    NO_ASAN();
+    NEED_GUARD_FAULTS();
     int killed = 0;
     for (long leave = -96; leave <= 160; leave += 8) {
         int st = run_child(edge_child, &leave);
