@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 /* A class's first arena is 16 GiB, room for 52,000 default slots (256 KiB + 64 KiB);
  * each one after it four times its predecessor, up to 256 GiB (838,000 slots): a million
@@ -196,19 +195,12 @@ static int arena_create(unsigned cls, struct vms__arena **out)
  * may be opened. */
 #define MAP_RESERVE_DIV 16
 #define REFUSED_RECHECK_MS 100
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static unsigned check_map_budget(unsigned adding)
 {
     static atomic_long next_check, refused_ms = -1;
     long ours = atomic_load(&mprotect_maps) + 2L * adding;
     long refused = atomic_load(&refused_ms);
-    if (refused >= 0 && now_ms() - refused < REFUSED_RECHECK_MS) return 0;
+    if (refused >= 0 && vms__os_now_ns() / 1000000L - refused < REFUSED_RECHECK_MS) return 0;
     if (refused < 0 && ours < atomic_load(&next_check)) return adding;
     long max = vms__os_max_map_count();
     long now = vms__os_map_count(0, 0);
@@ -226,7 +218,7 @@ static unsigned check_map_budget(unsigned adding)
             now, max, max / MAP_RESERVE_DIV);
     long room = (max - max / MAP_RESERVE_DIV - now) / 2;   /* slots that still fit */
     if (room <= 0) {
-        atomic_store(&refused_ms, now_ms());
+        atomic_store(&refused_ms, vms__os_now_ns() / 1000000L);
         return 0;
     }
     atomic_store(&refused_ms, -1);

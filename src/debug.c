@@ -284,8 +284,6 @@ static void report_line(const char *buf, size_t len)
     errno = saved;
 }
 
-/* Copies a task name for a one-line report: at most 63 bytes, control characters and
- * quotes replaced, so that a hostile name cannot forge report lines. */
 /* "fiber "name" (id N)" or "thread "name" (id N)". */
 static void describe(const struct vms__task_info *ti, char *buf, size_t sz)
 {

@@ -87,6 +87,8 @@ VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format
 /* The only file that calls mmap, munmap, mprotect, madvise, process_madvise, prctl and
  * sigaltstack. Every function returns 0 or a negative errno. */
 VMS_HIDDEN size_t vms__os_page_size(void);
+/* async-signal-safe: CLOCK_MONOTONIC in nanoseconds, for the bounded waits. */
+VMS_HIDDEN long vms__os_now_ns(void);
 /* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,
  * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. Holds no
  * more than size bytes of address space at any moment (RLIMIT_AS), unless the range

@@ -16,7 +16,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 /* A line that cannot be written within this time ends the report: a reader that does
@@ -74,13 +73,6 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
 static bool fork_took_report;   /* written by the forking thread between its handlers */
 long vms__oops_fork_wait_ms = LOCK_WAIT_MS;
 
-static long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 /* fork also waits for a report in flight on another thread and holds the report lock
  * until the fork is done: a report takes locks that are not vmstack's while it walks
  * the stack (libunwind's cache lock, the C library's dl_iterate_phdr lock), and a child
@@ -111,7 +103,7 @@ static void fork_report_lock(void)
             }
             continue;
         }
-        long now = mono_ms();
+        long now = vms__os_now_ns() / 1000000L;
         if (start < 0) start = now;
         else if (now - start > vms__oops_fork_wait_ms) return;
         sched_yield();

@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* MADV_GUARD_INSTALL: Linux 6.13 (include/uapi/asm-generic/mman-common.h). Debian 12's
@@ -119,6 +120,13 @@ size_t vms__os_page_size(void)
         atomic_store_explicit(&page, v, memory_order_relaxed);
     }
     return v;
+}
+
+long vms__os_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
 #define RESERVE_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)

@@ -17,7 +17,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Set once a thread has asked the guard layer for its alternate signal stack. */
 static VMS_TLS bool thread_ready;
@@ -229,13 +228,6 @@ static bool grave_lock_new(struct grave *g);
  * child loses that reap's graves (their stacks stay live there) rather than hang. */
 #define FORK_REAP_WAIT_NS 1000000000L
 
-static long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
  * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
@@ -251,7 +243,7 @@ void vms__stack_fork_prepare(void)
          * whose waiters would be phantoms in the child, and yield rather than sleep:
          * nanosleep is a cancellation point, and a thread cancelled inside fork would
          * leave the C library's fork lock held. */
-        long now = mono_ns();
+        long now = vms__os_now_ns();
         if (!start) start = now;
         else if (now - start > FORK_REAP_WAIT_NS) break;
         pthread_mutex_unlock(&deferred_lock);
