@@ -58,6 +58,7 @@ struct vms__options {
     int      report_fd;         /* resolved: 2 when the user said 0 */
     unsigned flags;             /* VMS_* flags */
     int      guard_request;     /* VMS__GUARD_MADVISE (try it) or VMS__GUARD_MPROTECT (forced) */
+    bool     guard_valgrind;    /* mprotect chosen because the process runs under Valgrind */
 };
 /* Valid once vms__ensure_init() has returned 0; never changes afterwards. */
 VMS_HIDDEN extern struct vms__options vms__opt;
@@ -120,6 +121,14 @@ VMS_HIDDEN int vms__os_probe_noaccess(const void *addr);
  * (ENOMEM, EAGAIN, ...); the caller's operation fails and the next caller asks again. */
 VMS_HIDDEN int vms__os_guard_method(void);
 VMS_HIDDEN const char *vms__os_guard_method_name(int method);
+/* True when this process runs under Valgrind: its client request (RUNNING_ON_VALGRIND)
+ * where valgrind.h was found at configure time, or Valgrind's preload libraries in
+ * LD_PRELOAD (Valgrind removes them from the environment of the programs a program
+ * under it starts). Valgrind does not know madvise guards (docs/api.md, "Tools"). */
+VMS_HIDDEN bool vms__os_under_valgrind(void);
+/* The preload test of vms__os_under_valgrind: an entry of an LD_PRELOAD value (':' or
+ * space separated; NULL for none) whose file name starts with "vgpreload_". */
+VMS_HIDDEN bool vms__os_valgrind_preload(const char *ld_preload);
 /* vm.max_map_count, or -1 when unreadable. */
 VMS_HIDDEN long vms__os_max_map_count(void);
 /* Number of mappings of this process (lines of /proc/self/maps); with lo < hi, only

@@ -148,7 +148,8 @@ static void decide(const vms_config *cfg)
     vms__opt.on_overflow = VMS_KILL_TASK;
     vms__opt.report_fd = 2;
     vms__opt.flags = 0;
-    vms__opt.guard_request = VMS__GUARD_MADVISE;
+    vms__opt.guard_request = VMS__GUARD_NONE;   /* not asked for: decided below */
+    vms__opt.guard_valgrind = false;
 
     load_env();
 
@@ -162,7 +163,18 @@ static void decide(const vms_config *cfg)
         if (cfg->flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
     }
     if (vms__opt.flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
-    if (vms__opt.guard_request == VMS__GUARD_MPROTECT) vms__opt.flags |= VMS_FORCE_MPROTECT;
+    if (vms__opt.guard_request == VMS__GUARD_NONE) {
+        /* Valgrind takes madvise guards for readable memory, and its leak check at exit
+         * reads every guard word by word, each read a caught fault (seconds for a few
+         * hundred stacks). mprotect guards it knows. VMSTACK_GUARD_METHOD=madvise still
+         * asks for madvise guards. */
+        vms__opt.guard_valgrind = vms__os_under_valgrind();
+        vms__opt.guard_request = vms__opt.guard_valgrind ? VMS__GUARD_MPROTECT
+                                                          : VMS__GUARD_MADVISE;
+    }
+    /* The flag says what was asked for: not set by the Valgrind choice. */
+    if (vms__opt.guard_request == VMS__GUARD_MPROTECT && !vms__opt.guard_valgrind)
+        vms__opt.flags |= VMS_FORCE_MPROTECT;
 
     /* Sizes: the guard is whole pages (at least one); the default stack size is that of
      * its size class, so vms_stack_size() of a default stack equals it. */

@@ -302,6 +302,12 @@ static bool pmadv_refused(int e)
 static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
 {
     pthread_once(&atfork_once, register_atfork);   /* a child must not use our pidfd */
+    if (vms__os_under_valgrind()) {
+        /* Valgrind 3.19 (Debian 12) fails process_madvise with ENOSYS after printing a
+         * warning that asks users to report a bug: range by range, without the noise. */
+        atomic_store_explicit(&pmadv_state, PMADV_NO, memory_order_release);
+        return -ENOSYS;
+    }
     int state = PMADV_UNKNOWN;
     int e = pmadv_call(VMS_PIDFD_SELF_PROCESS, iov, n, want);
     if (e >= 0) {
@@ -484,6 +490,34 @@ const char *vms__os_guard_method_name(int method)
     case VMS__GUARD_MPROTECT: return "mprotect";
     default: return "none";
     }
+}
+
+#if defined(VMSTACK_HAVE_VALGRIND_H)
+#include <valgrind/valgrind.h>
+#endif
+
+bool vms__os_valgrind_preload(const char *ld_preload)
+{
+    static const char mark[] = "vgpreload_";
+    for (const char *s = ld_preload; s && *s;) {
+        size_t n = strcspn(s, ": ");
+        const char *name = s;                       /* the file name of entry [s, s + n) */
+        for (const char *c = s; c < s + n; c++)
+            if (*c == '/') name = c + 1;
+        if ((size_t)(s + n - name) >= sizeof mark - 1 && !memcmp(name, mark, sizeof mark - 1))
+            return true;
+        s += n;
+        s += strspn(s, ": ");
+    }
+    return false;
+}
+
+bool vms__os_under_valgrind(void)
+{
+#if defined(VMSTACK_HAVE_VALGRIND_H)
+    if (RUNNING_ON_VALGRIND) return true;
+#endif
+    return vms__os_valgrind_preload(getenv("LD_PRELOAD"));
 }
 
 /* ---- residency (debug layer, direct backend) ------------------------------------------ */

@@ -14,6 +14,7 @@ static char out[1 << 16];
 struct info_run {
     const char *const *env;
     const char *const *args;
+    const char *valgrind;   /* run `vmstack info` under this valgrind, or NULL */
 };
 
 static void info_exec(void *arg)
@@ -33,6 +34,13 @@ static void info_exec(void *arg)
         }
     }
     for (const char *const *e = r->env; e && *e; e++) putenv((char *)*e);
+    if (r->valgrind) {
+        const char *argv[] = { r->valgrind, "-q", "--error-exitcode=99", VMSTACK_CMD, "info",
+                               NULL };
+        execv(r->valgrind, (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s\n", r->valgrind, strerror(errno));
+        _exit(127);
+    }
     const char *argv[8] = { VMSTACK_CMD, "info" };
     int n = 2;
     for (const char *const *a = r->args; a && *a && n < 7; a++) argv[n++] = *a;
@@ -42,9 +50,30 @@ static void info_exec(void *arg)
 
 static int info(const char *const *env, const char *const *args)
 {
-    struct info_run r = { env, args };
+    struct info_run r = { env, args, NULL };
     return tst_fork(info_exec, &r, out, sizeof out);
 }
+
+/* Guards, and no sanitizer runtime (which refuses to run under Valgrind). */
+#if defined(VMSTACK_VMAP) && !defined(TST_ASAN) && !defined(TST_TSAN)
+#define VALGRIND_RUNS_INFO 1
+/* `vmstack info` under valgrind (found in PATH) with env: the wait status, or -1 when
+ * there is no valgrind. */
+static int info_under_valgrind(const char *const *env)
+{
+    static char path[4096];
+    const char *p = getenv("PATH");
+    for (path[0] = '\0'; p && *p && !path[0];) {
+        size_t n = strcspn(p, ":");
+        snprintf(path, sizeof path, "%.*s/valgrind", (int)n, p);
+        if (access(path, X_OK) != 0) path[0] = '\0';
+        p += n + (p[n] == ':');
+    }
+    if (!path[0]) return -1;
+    struct info_run r = { env, NULL, path };
+    return tst_fork(info_exec, &r, out, sizeof out);
+}
+#endif
 
 /* The value after the label of a "  label   value" line, or a failure. */
 static const char *value_of(const char *label)
@@ -149,6 +178,31 @@ TEST(forced_mprotect)
     assert_value("guard method", "mprotect (forced by configuration; two mappings per stack)");
     /* The limit the mprotect method runs into, in stacks. */
     ASSERT_GT(atol(value_of("stacks before the limit") + strlen("about ")), 0);
+#endif
+}
+
+/* Valgrind takes madvise guards for readable memory (its leak check then reads them all,
+ * fault by fault): under it the library chooses mprotect guards, unless the environment
+ * asks for madvise. */
+TEST(valgrind_gets_mprotect_guards)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("this build has the direct backend (VMSTACK_VMAP=OFF): no guard method is used");
+#elif defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("a sanitizer's runtime refuses to run under Valgrind");
+#else
+    int st = info_under_valgrind(NULL);
+    if (st == -1) SKIP("valgrind is not installed (CI installs it)");
+    if (strstr(out, "debuginfo reader"))    /* clang 14's DWARF 5, under Valgrind 3.19 */
+        SKIP("this Valgrind cannot read the debug information of this build");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info under valgrind failed:\n%s", out);
+    assert_value("guard method", "mprotect (chosen under Valgrind, which does not know "
+                                 "madvise guards; VMSTACK_GUARD_METHOD=madvise overrides;");
+    const char *env[] = { "VMSTACK_GUARD_METHOD=madvise", NULL };
+    st = info_under_valgrind(env);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info under valgrind failed:\n%s", out);
+    const char *m = value_of("guard method");
+    ASSERT(!strncmp(m, "madvise (", 9) || !strncmp(m, "mprotect (MADV_GUARD_INSTALL missing", 36));
 #endif
 }
 

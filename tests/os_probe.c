@@ -341,3 +341,21 @@ TEST(fork_child_discards_its_own_pages)
     char out[4096];
     tst_run_ok(pidfd_fork_child, NULL, out, sizeof out);
 }
+
+/* The LD_PRELOAD half of the Valgrind test: Valgrind's preloads are named by file name
+ * in a ':' or space separated list; other libraries, or the word elsewhere in a path,
+ * are not Valgrind. */
+TEST(valgrind_preload_is_recognized)
+{
+    ASSERT(vms__os_valgrind_preload("/usr/libexec/valgrind/vgpreload_core-amd64-linux.so:"
+                                    "/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so"));
+    ASSERT(vms__os_valgrind_preload("libfoo.so vgpreload_memcheck-arm64-linux.so"));
+    ASSERT(vms__os_valgrind_preload("libfoo.so::/x/vgpreload_helgrind-amd64-linux.so"));
+    ASSERT(!vms__os_valgrind_preload(NULL));
+    ASSERT(!vms__os_valgrind_preload(""));
+    ASSERT(!vms__os_valgrind_preload(":: "));
+    ASSERT(!vms__os_valgrind_preload("/usr/lib/libjemalloc.so.2"));
+    ASSERT(!vms__os_valgrind_preload("/opt/vgpreload_x/libfoo.so"));
+    ASSERT(!vms__os_valgrind_preload("/lib/libvgpreload_core.so"));
+    ASSERT(!vms__os_valgrind_preload("vgpreload"));
+}

@@ -68,9 +68,12 @@ int vms_cmd_info(int argc, char **argv)
     printf("  %-26s %s%s\n", "guard method", vms__os_guard_method_name(method),
            method == VMS__GUARD_MADVISE
                ? " (MADV_GUARD_INSTALL, verified: no mapping per guard)"
-               : (vms__opt.guard_request == VMS__GUARD_MPROTECT
-                      ? " (forced by configuration; two mappings per stack)"
-                      : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)"));
+               : vms__opt.guard_valgrind
+                   ? " (chosen under Valgrind, which does not know madvise guards; "
+                     "VMSTACK_GUARD_METHOD=madvise overrides; two mappings per stack)"
+               : vms__opt.guard_request == VMS__GUARD_MPROTECT
+                   ? " (forced by configuration; two mappings per stack)"
+                   : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)");
     printf("  %-26s %s (vmstack arenas are MADV_NOHUGEPAGE)\n", "transparent huge pages",
            thp_mode(thp, sizeof thp));
     printf("  %-26s %ld\n", "vm.max_map_count", maxmap);
@@ -118,6 +121,13 @@ int vms_cmd_info(int argc, char **argv)
            "ON"
 #else
            "OFF"
+#endif
+    );
+    printf("  %-26s %s\n", "Valgrind detection",
+#ifdef VMSTACK_HAVE_VALGRIND_H
+           "RUNNING_ON_VALGRIND and LD_PRELOAD"
+#else
+           "LD_PRELOAD only (valgrind.h was not found at configure time)"
 #endif
     );
     printf("  %-26s %s\n", "VMSTACK_FAULT_INJECTION",
