@@ -40,34 +40,59 @@ static atomic_size_t taint_count;
 static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
 
 /* The hook and its argument, read by reports as one pair without a lock: a hook is
- * never called with another hook's ctx. A record is never written while a report may
- * be reading it: vms_set_oops_hook fills the record that is not current, once no report
- * is reading one (hook_readers is 0, so every report that took that record before the
- * last switch is done with it), and then makes it current. A report only counts itself
- * in and out around its two loads: it never waits and never retries. */
+ * never called with another hook's ctx, and once vms_set_oops_hook has returned the
+ * hook it replaced is running nowhere (its ctx may be freed), save in a call on the
+ * setting thread itself (a hook that sets the hook cannot wait for its own end).
+ *
+ * hook_readers[i] counts the reports that took hook_recs[i] and have not returned from
+ * its hook; hook_mine[i] is this thread's share of them. A report counts itself in on
+ * the current record and checks that it is still current (else it counts itself out
+ * and tries again: a set came in between); it counts itself out when its hook returns.
+ * vms_set_oops_hook fills the record that is not current once no report of another
+ * thread holds it, makes it current, and then waits until no report of another thread
+ * holds the one it replaced. It holds hook_lock only while no report holds the record
+ * it fills, never while it waits for a hook: fork takes hook_lock, and a hook may fork. */
 struct hook_rec { vms_oops_hook hook; void *ctx; };
 static struct hook_rec hook_recs[2];
 static _Atomic(struct hook_rec *) hook_current = &hook_recs[0];
-static atomic_int hook_readers;
+static atomic_int hook_readers[2];
+static VMS_TLS int hook_mine[2];
 static atomic_flag hook_lock = ATOMIC_FLAG_INIT;
 
 void (*vms__oops_hook_read_hook)(void);
 
-/* Not for signal handlers: spins while another thread sets the hook, and yields while
- * a report is reading the hook (a few instructions). */
+/* Reports of other threads that hold hook_recs[i]. */
+static int hook_others(int i)
+{
+    return atomic_load(&hook_readers[i]) - hook_mine[i];
+}
+
+static void hook_lock_take(void)
+{
+    while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) sched_yield();
+}
+
+/* Not for signal handlers other than the oops hook: yields while another thread sets
+ * the hook and while reports of other threads run the hook being replaced. */
 void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
 {
-    while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
-    struct hook_rec *next =
-        atomic_load_explicit(&hook_current, memory_order_relaxed) == &hook_recs[0]
-            ? &hook_recs[1] : &hook_recs[0];
-    /* Sequentially consistent with the reports' count and load: a report that took
-     * `next` while it was current counted itself in before this reads 0. */
-    while (atomic_load(&hook_readers) > 0) sched_yield();
+    int old;
+    for (;;) {
+        hook_lock_take();
+        old = atomic_load_explicit(&hook_current, memory_order_relaxed) == &hook_recs[0] ? 0 : 1;
+        /* Sequentially consistent with the reports' count and check: a report that took
+         * the record being filled while it was current is counted here until its hook
+         * returns. This thread's own are past their reads of it. */
+        if (hook_others(1 - old) <= 0) break;
+        atomic_flag_clear_explicit(&hook_lock, memory_order_release);
+        sched_yield();
+    }
+    struct hook_rec *next = &hook_recs[1 - old];
     next->hook = hook;
     next->ctx = ctx;
     atomic_store(&hook_current, next);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
+    while (hook_others(old) > 0) sched_yield();
 }
 
 static bool fork_took_report;   /* written by the forking thread between its handlers */
@@ -110,15 +135,14 @@ static void fork_report_lock(void)
     }
 }
 
-/* fork: a child made while another thread held hook_lock would spin for good in its
- * next vms_set_oops_hook; the forking thread takes it (a few instructions' wait). So
- * would a child made while another thread's report was reading the hook: that thread is
- * not in the child, and the child's count of readers starts again from 0. (A fork from
- * a signal handler that interrupted this thread's own reading is not covered: that
- * reading then ends in the child below 0, and vms_set_oops_hook no longer waits.) */
+/* fork: a child made while another thread held hook_lock would wait for good in its
+ * next vms_set_oops_hook; the forking thread takes it (held for a few instructions at a
+ * time). So would a child made while another thread's report held a record: that thread
+ * is not in the child, whose counts start again from the forking thread's own (a fork
+ * from the oops hook, or from a handler that interrupted this thread's report). */
 void vms__oops_fork_lock(void)
 {
-    while (atomic_flag_test_and_set_explicit(&hook_lock, memory_order_acquire)) {}
+    hook_lock_take();
     fork_report_lock();
 }
 
@@ -126,20 +150,32 @@ void vms__oops_fork_unlock(bool child)
 {
     if (fork_took_report) atomic_store(&report_owner, 0);
     fork_took_report = false;
-    if (child) atomic_store(&hook_readers, 0);
+    if (child)
+        for (int i = 0; i < 2; i++) atomic_store(&hook_readers[i], hook_mine[i]);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
 }
 
-/* async-signal-safe: two atomic operations and two loads; the hook runs after them. */
+/* async-signal-safe: atomic operations, loads and thread-local (initial-exec) counts
+ * around the hook; no lock, no wait. It retries only when vms_set_oops_hook switched
+ * the record between its two loads of the current one. */
 void vms__oops_call_hook(const vms_oops *oops)
 {
-    atomic_fetch_add(&hook_readers, 1);
-    const struct hook_rec *r = atomic_load(&hook_current);
+    struct hook_rec *r;
+    int i;
+    for (;;) {
+        r = atomic_load(&hook_current);
+        i = (int)(r - hook_recs);
+        atomic_fetch_add(&hook_readers[i], 1);
+        if (atomic_load(&hook_current) == r) break;
+        atomic_fetch_sub(&hook_readers[i], 1);
+    }
+    hook_mine[i]++;
     vms_oops_hook hook = r->hook;
     if (vms__oops_hook_read_hook) vms__oops_hook_read_hook();
     void *ctx = r->ctx;
-    atomic_fetch_sub_explicit(&hook_readers, 1, memory_order_release);
     if (hook) hook(oops, ctx);
+    hook_mine[i]--;
+    atomic_fetch_sub_explicit(&hook_readers[i], 1, memory_order_release);
 }
 
 size_t vms__oops_tainted(void)

@@ -530,7 +530,8 @@ static void *pair_setter(void *arg)
 }
 
 /* In each report, between its reads of the hook and of the ctx: room for the setter to
- * set the hook twice more (at most 1,000 yields, as it may not be able to). */
+ * set the hook twice more, which would rewrite the record being read. It cannot: the
+ * second set waits for this report's hook to return. So this waits 1,000 yields. */
 static void slow_hook_read(void)
 {
     long start = atomic_load(&hook_sets);
@@ -623,6 +624,165 @@ TEST(fork_while_a_report_reads_the_oops_hook)
     ASSERT_EXITED(st, 0);
     char want[80];
     snprintf(want, sizeof want, "grandchild exit 0, fiber state %d, hook calls 1\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+/* ---- replacing a hook that is running ---------------------------------------------- */
+
+/* A hook that runs until released, in the report of an overflow on another thread. */
+struct gate {
+    atomic_int in, release, out;
+};
+
+static void gated_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    struct gate *g = ctx;
+    atomic_store(&g->in, 1);
+    while (!atomic_load(&g->release)) sched_yield();
+    atomic_store(&g->out, 1);
+}
+
+static struct gate gate;
+static atomic_int set_returned, out_when_set_returned;
+
+static void *set_while_gated(void *arg)
+{
+    (void)arg;
+    vms_set_oops_hook(count_hook, NULL);
+    atomic_store(&out_when_set_returned, atomic_load(&gate.out));
+    atomic_store(&set_returned, 1);
+    return NULL;
+}
+
+/* Once vms_set_oops_hook has returned, the hook it replaced runs nowhere: its ctx may be
+ * freed. The setter is given 200 ms while the old hook is held; it must still be waiting
+ * (an early return is the defect; a slow machine can only make the setter later). */
+static void set_waits_child(void *arg)
+{
+    (void)arg;
+    alarm(60);
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(gated_hook, &gate);
+    pthread_t r, w;
+    if (pthread_create(&r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&gate.in)) sched_yield();
+    if (pthread_create(&w, NULL, set_while_gated, NULL) != 0) _exit(11);
+    for (int i = 0; i < 200 && !atomic_load(&set_returned); i++)
+        nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
+    int early = atomic_load(&set_returned);
+    atomic_store(&gate.release, 1);
+    void *st = NULL;
+    pthread_join(w, NULL);
+    pthread_join(r, &st);
+    /* The new hook is the one that runs now. */
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    if (!f) _exit(12);
+    int s2 = vms_fiber_resume(f);
+    vms_fiber_destroy(f);
+    printf("early %d, old hook done at return %d, states %d %d, new hook calls %d\n", early,
+           atomic_load(&out_when_set_returned), (int)(intptr_t)st, s2, atomic_load(&hook_calls));
+}
+
+TEST(set_oops_hook_returns_after_the_replaced_hook)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(set_waits_child);
+    ASSERT_EXITED(st, 0);
+    char want[96];
+    snprintf(want, sizeof want, "early 0, old hook done at return 1, states %d %d, new hook calls 1\n",
+             VMS_KILLED, VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+/* A hook may set the hook: the setter does not wait for the call it is made from. */
+static atomic_int self_set_done;
+
+static void hook_setting_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    vms_set_oops_hook(count_hook, NULL);
+    atomic_store(&self_set_done, 1);
+}
+
+static void hook_sets_hook_child(void *arg)
+{
+    (void)arg;
+    alarm(60);
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(hook_setting_hook, NULL);
+    int states[2];
+    for (int i = 0; i < 2; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (!f) _exit(10);
+        states[i] = vms_fiber_resume(f);
+        vms_fiber_destroy(f);
+    }
+    printf("states %d %d, set from the hook %d, new hook calls %d\n", states[0], states[1],
+           atomic_load(&self_set_done), atomic_load(&hook_calls));
+}
+
+TEST(hook_that_sets_the_hook_does_not_wait_for_itself)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(hook_sets_hook_child);
+    ASSERT_EXITED(st, 0);
+    char want[80];
+    snprintf(want, sizeof want, "states %d %d, set from the hook 1, new hook calls 1\n",
+             VMS_KILLED, VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
+/* A hook that forks while another thread waits in vms_set_oops_hook for that hook: the
+ * setter holds no lock while it waits, so the fork goes on, and in the child (where the
+ * hook's own call still counts, made by the forking thread) setting the hook returns. */
+static void forking_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    struct gate *g = ctx;
+    atomic_store(&g->in, 1);
+    while (!atomic_load(&g->release)) sched_yield();    /* the setter is waiting now */
+    pid_t pid = fork();
+    if (pid == 0) {
+        vms_set_oops_hook(NULL, NULL);
+        _exit(0);
+    }
+    int st = -1;
+    while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    atomic_store(&g->out, pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 1 : 2);
+}
+
+static void hook_forks_child(void *arg)
+{
+    (void)arg;
+    alarm(60);
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(forking_hook, &gate);
+    pthread_t r, w;
+    if (pthread_create(&r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&gate.in)) sched_yield();
+    if (pthread_create(&w, NULL, set_while_gated, NULL) != 0) _exit(11);
+    nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+    atomic_store(&gate.release, 1);
+    void *st = NULL;
+    pthread_join(w, NULL);
+    pthread_join(r, &st);
+    printf("fork child %s, old hook done at return %d, state %d\n",
+           atomic_load(&gate.out) == 1 ? "ok" : "failed", atomic_load(&out_when_set_returned),
+           (int)(intptr_t)st);
+}
+
+TEST(hook_forks_while_another_thread_replaces_it)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(hook_forks_child);
+    ASSERT_EXITED(st, 0);
+    char want[80];
+    snprintf(want, sizeof want, "fork child ok, old hook done at return 1, state %d\n", VMS_KILLED);
     ASSERT_STR_CONTAINS(out, want);
 }
 
