@@ -163,15 +163,24 @@ static void decide(const vms_config *cfg)
         if (cfg->flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
     }
     if (vms__opt.flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
+    bool valgrind = vms__os_under_valgrind();
     if (vms__opt.guard_request == VMS__GUARD_NONE) {
         /* Valgrind takes madvise guards for readable memory, and its leak check at exit
          * reads every guard word by word, each read a caught fault (seconds for a few
          * hundred stacks). mprotect guards it knows. VMSTACK_GUARD_METHOD=madvise still
          * asks for madvise guards. */
-        vms__opt.guard_valgrind = vms__os_under_valgrind();
-        vms__opt.guard_request = vms__opt.guard_valgrind ? VMS__GUARD_MPROTECT
-                                                          : VMS__GUARD_MADVISE;
+        vms__opt.guard_valgrind = valgrind;
+        vms__opt.guard_request = valgrind ? VMS__GUARD_MPROTECT : VMS__GUARD_MADVISE;
     }
+#if !defined(VMSTACK_VALGRIND)
+    /* Without VALGRIND_STACK_REGISTER memcheck takes a switch to a fiber's stack for a
+     * huge frame and the stack's memory, once left, for freed: every fiber's first
+     * writes after a switch become "invalid write" errors. */
+    if (valgrind)
+        vms__log_warn("running under Valgrind, but this vmstack was built without "
+                      "-DVMSTACK_VALGRIND=ON: memcheck does not know about fiber switches "
+                      "and will report false errors on fiber and thread stacks");
+#endif
     /* The flag says what was asked for: not set by the Valgrind choice. */
     if (vms__opt.guard_request == VMS__GUARD_MPROTECT && !vms__opt.guard_valgrind)
         vms__opt.flags |= VMS_FORCE_MPROTECT;

@@ -198,6 +198,11 @@ TEST(valgrind_gets_mprotect_guards)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info under valgrind failed:\n%s", out);
     assert_value("guard method", "mprotect (chosen under Valgrind, which does not know "
                                  "madvise guards; VMSTACK_GUARD_METHOD=madvise overrides;");
+    /* The tool is built as the library is: a build without Valgrind's hooks says so. */
+    const char *warning = "vmstack: warning: running under Valgrind, but this vmstack was "
+                          "built without -DVMSTACK_VALGRIND=ON";
+    if (strstr(value_of("VMSTACK_VALGRIND"), "OFF")) ASSERT_STR_CONTAINS(out, warning);
+    else ASSERT(!strstr(out, warning));
     const char *env[] = { "VMSTACK_GUARD_METHOD=madvise", NULL };
     st = info_under_valgrind(env);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info under valgrind failed:\n%s", out);
