@@ -208,28 +208,16 @@ void vms__arena_each(void (*fn)(struct vms__arena *a, void *ctx), void *ctx)
 
 struct totals { size_t reserved, mappings, resident; };
 
-/* Resident bytes of a block, from mincore in chunks (the block shares its mapping with
- * the rest of the heap, so /proc/self/smaps would count too much). */
-static size_t block_resident(const struct vms__arena *a)
-{
-    size_t page = vms__os_page_size(), total = 0;
-    size_t pages = (size_t)(a->hi - a->lo) / page;
-    unsigned char vec[1024];
-    for (size_t i = 0; i < pages; i += sizeof vec) {
-        size_t k = pages - i < sizeof vec ? pages - i : sizeof vec;
-        if (vms__os_resident_pages(a->lo + i * page, k * page, vec) != 0) break;
-        for (size_t j = 0; j < k; j++) total += (vec[j] & 1) * page;
-    }
-    return total;
-}
-
 static void add_totals(struct vms__arena *a, void *ctx)
 {
     struct totals *t = ctx;
     t->reserved += (size_t)(a->hi - a->lo);
     long m = vms__os_map_count((uintptr_t)a->lo, (uintptr_t)a->hi);
     if (m > 0) t->mappings += (size_t)m;
-    t->resident += block_resident(a);
+    /* mincore: the block shares its mapping with the rest of the heap, so the mapping's
+     * own figures would count too much. */
+    long long r = vms__os_resident((uintptr_t)a->lo, (uintptr_t)a->hi);
+    if (r > 0) t->resident += (size_t)r;
 }
 
 void vms__arena_totals(size_t *narena, size_t *reserved, size_t *mappings, size_t *resident)

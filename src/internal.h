@@ -134,7 +134,12 @@ VMS_HIDDEN long vms__os_max_map_count(void);
 /* Number of mappings of this process (lines of /proc/self/maps); with lo < hi, only
  * those that overlap [lo, hi). Negative errno when /proc is not readable. */
 VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
-/* Resident bytes of [lo, hi) from /proc/self/smaps. */
+/* The same for the mappings that overlap any of n ranges [r[i][0], r[i][1]), in one
+ * read of /proc/self/maps; n == 0 counts them all. */
+VMS_HIDDEN long vms__os_map_count_ranges(const uintptr_t (*r)[2], size_t n);
+/* Resident bytes of [lo, hi) (page-aligned lo, mapped throughout), from mincore in
+ * 16 MiB steps: a page counts when it is in memory, the shared zero page included.
+ * Negative errno when mincore fails. */
 VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
 /* Whether the kernel keeps the calling thread's robust-futex list (and so marks a
  * robust mutex "owner died" when its thread ends): 0 or a negative errno. One system

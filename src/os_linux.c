@@ -549,43 +549,66 @@ long vms__os_max_map_count(void)
     return v;
 }
 
-long vms__os_map_count(uintptr_t lo, uintptr_t hi)
+/* The start and end of a maps line ("lo-hi perms ..."), parsed by hand: the file can
+ * have 65,000 lines (mprotect guards near vm.max_map_count), and sscanf per line cost
+ * more than the kernel's formatting of them. False for a malformed line. */
+static bool maps_range(const char *line, uintptr_t *lo, uintptr_t *hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long a = strtoul(line, &end, 16);
+    if (end == line || *end != '-') return false;
+    const char *h = end + 1;
+    unsigned long b = strtoul(h, &end, 16);
+    if (end == h || errno) return false;
+    *lo = a;
+    *hi = b;
+    return true;
+}
+
+long vms__os_map_count_ranges(const uintptr_t (*ranges)[2], size_t n)
 {
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f) return -errno;
-    long n = 0;
+    long count = 0;
     char line[512];
     while (fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
         /* A line longer than the buffer continues: count each mapping once. */
         bool complete = len > 0 && line[len - 1] == '\n';
-        unsigned long a, b;
-        if (sscanf(line, "%lx-%lx", &a, &b) == 2 && (lo >= hi || (a < hi && b > lo))) n++;
+        uintptr_t a, b;
+        if (maps_range(line, &a, &b)) {
+            bool in = n == 0;
+            for (size_t i = 0; i < n && !in; i++) in = a < ranges[i][1] && b > ranges[i][0];
+            count += in;
+        }
         while (!complete && fgets(line, sizeof line, f)) {
             len = strlen(line);
             complete = len > 0 && line[len - 1] == '\n';
         }
     }
     fclose(f);
-    return n;
+    return count;
+}
+
+long vms__os_map_count(uintptr_t lo, uintptr_t hi)
+{
+    const uintptr_t r[1][2] = { { lo, hi } };
+    return vms__os_map_count_ranges(r, lo < hi ? 1 : 0);
 }
 
 long long vms__os_resident(uintptr_t lo, uintptr_t hi)
 {
-    FILE *f = fopen("/proc/self/smaps", "re");
-    if (!f) return -errno;
+    size_t page = vms__os_page_size();
+    unsigned char vec[4096];            /* 16 MiB of 4 KiB pages per call */
     long long total = 0;
-    bool in = false;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        unsigned long a, b;
-        long long kb;
-        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = a < hi && b > lo;
-        } else if (in && sscanf(line, "Rss: %lld kB", &kb) == 1) {
-            total += kb * 1024;
-        }
+    for (uintptr_t p = lo; p < hi;) {
+        size_t pages = (hi - p + page - 1) / page;
+        size_t k = pages < sizeof vec ? pages : sizeof vec;
+        int e = vms__os_resident_pages((const void *)p, k * page, vec);
+        if (e) return e;
+        for (size_t j = 0; j < k; j++) total += vec[j] & 1;
+        p += k * page;
     }
-    fclose(f);
-    return total;
+    return total * (long long)page;
 }

@@ -359,3 +359,45 @@ TEST(valgrind_preload_is_recognized)
     ASSERT(!vms__os_valgrind_preload("/lib/libvgpreload_core.so"));
     ASSERT(!vms__os_valgrind_preload("vgpreload"));
 }
+
+/* Residency from mincore, in steps of 4,096 pages: touched pages on both sides of a step
+ * and at the very end count, untouched and discarded ones do not. */
+TEST(resident_counts_touched_pages_across_steps)
+{
+    size_t page = vms__os_page_size(), pages = 4096 + 100;
+    char *p = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT(p != MAP_FAILED);
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + pages * page)), 0);
+    size_t touch[] = { 0, 4095, 4096, pages - 1 };
+    for (size_t i = 0; i < 4; i++) p[touch[i] * page] = 1;
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + pages * page)), (long long)(4 * page));
+    /* A range that starts and ends inside: only what it covers. */
+    ASSERT_EQ(vms__os_resident((uintptr_t)(p + page), (uintptr_t)(p + 4096 * page)), (long long)page);
+    ASSERT_EQ(madvise(p + 4095 * page, 2 * page, MADV_DONTNEED), 0);
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + pages * page)), (long long)(2 * page));
+    munmap(p, pages * page);
+    /* Unmapped memory is an error, not a count. */
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + page)), -ENOMEM);
+}
+
+/* Mappings overlapping any of several ranges, from one read of /proc/self/maps: a
+ * reservation split into five by two read-write holes counts five, a range of it only
+ * what it overlaps, two ranges their union, and no range every mapping. */
+TEST(map_count_ranges)
+{
+    size_t page = vms__os_page_size();
+    char *p = mmap(NULL, 16 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT(p != MAP_FAILED);
+    ASSERT_EQ(mprotect(p + 4 * page, page, PROT_READ | PROT_WRITE), 0);
+    ASSERT_EQ(mprotect(p + 10 * page, page, PROT_READ | PROT_WRITE), 0);
+    uintptr_t lo = (uintptr_t)p, hi = (uintptr_t)(p + 16 * page);
+    ASSERT_EQ(vms__os_map_count(lo, hi), 5);
+    const uintptr_t one[1][2] = { { lo, lo + 5 * page } };       /* [0,4) and [4,5) */
+    ASSERT_EQ(vms__os_map_count_ranges(one, 1), 2);
+    const uintptr_t two[2][2] = { { lo, lo + page }, { lo + 10 * page, lo + 12 * page } };
+    ASSERT_EQ(vms__os_map_count_ranges(two, 2), 3);
+    long all = vms__os_map_count_ranges(NULL, 0);
+    ASSERT_GE(all, 5);
+    ASSERT_EQ(all, vms__os_map_count(0, 0));
+    munmap(p, 16 * page);
+}
