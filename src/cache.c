@@ -329,6 +329,12 @@ void vms__cache_put(struct vms_stack *st)
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
 }
 
+void vms__cache_flush(void)
+{
+    struct tcache *t = tc;
+    if (t && t->ndirty) scrub_batch(t);
+}
+
 size_t vms__cache_live(void)
 {
     /* The retired counts are read under the lock too: a thread that retires its cache

@@ -310,6 +310,9 @@ static inline unsigned vms__arena_classes_used(void)
  * and trimming. See docs/internals.md. */
 VMS_HIDDEN struct vms_stack *vms__cache_get(unsigned cls);  /* NULL + errno */
 VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FREE */
+/* Scrubs this thread's dirty stacks now instead of at its next batch: after the free of a
+ * stack known to be resident to its end (a killed fiber's). */
+VMS_HIDDEN void vms__cache_flush(void);
 /* Scrubs the ranges with one system call, or zeroes them by hand should it fail (then
  * returns true: the pages stay resident). */
 VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);

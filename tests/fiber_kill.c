@@ -404,6 +404,37 @@ TEST(ten_thousand_overflows_bounded)
     ASSERT_STR_CONTAINS(out, "child: loop ok");
 }
 
+/* A killed fiber filled its stack: destroying it gives the pages back at once (the top
+ * page stays, zeroed, for the next owner), not with the thread's next batch of frees. */
+static void child_killed_stack_returned(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    struct job j = { .index = 0 };
+    vms_fiber *f = vms_fiber_create(bad_fiber, &j, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+    const vms_stack *st = vms_fiber_stack(f);
+    uintptr_t lo = (uintptr_t)vms_stack_base(st), hi = lo + vms_stack_size(st);
+    long long before = vms__os_resident(lo, hi);
+    vms_fiber_destroy(f);
+    long long after = vms__os_resident(lo, hi);
+    long long page = (long long)vms__os_page_size();
+    printf("resident before %lld, after %lld (pages of %lld)\n", before, after, page);
+    ASSERT_GE(before, (long long)(hi - lo) / 2);
+    ASSERT_LE(after, page);
+    printf("child: killed stack returned\n");
+}
+
+TEST(killed_fibers_stack_pages_go_back_at_destroy)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_killed_stack_returned, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: killed stack returned");
+}
+
 /* ---- the end-of-stack magic (VMS_END_CHECK) and usage lines (VMS_PAINT) ---------- */
 
 static void init_flags(unsigned flags, int on_overflow)
