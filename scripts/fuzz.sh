@@ -17,7 +17,7 @@ runs=${RUNS:-200000}
 cc=${FUZZ_CC:-clang}
 
 CC=$cc cmake -S "$root" -B "$build" -DVMSTACK_BUILD_FUZZ=ON -DVMSTACK_BUILD_TESTS=OFF \
-    -DVMSTACK_BUILD_BENCH=OFF -DVMSTACK_BUILD_TOOLS=OFF >/dev/null
+    -DVMSTACK_BUILD_BENCH=OFF -DVMSTACK_BUILD_TOOLS=OFF -DVMSTACK_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$build" -j2 --target fuzz_checkstack_su fuzz_checkstack_ci fuzz_checkstack_elf
 
 # Seeds compiled from the test inputs: real gcc output for every format.

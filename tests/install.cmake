@@ -45,4 +45,6 @@ endif()
 
 add_test(NAME install.prefix COMMAND ${CMAKE_COMMAND} -DBUILD=${PROJECT_BINARY_DIR}
   -DDIR=${CMAKE_CURRENT_BINARY_DIR}/install-prefix -P ${CMAKE_CURRENT_SOURCE_DIR}/install.cmake)
-set_tests_properties(install.prefix PROPERTIES LABELS unit)
+# One install at a time: examples.installed installs too, and every install rewrites the
+# build directory's install_manifest.txt.
+set_tests_properties(install.prefix PROPERTIES LABELS unit RESOURCE_LOCK vmstack_install)
