@@ -12,6 +12,7 @@
  * Calls only the layers below (os, options, log); called by stack.c and the task layer.
  */
 #include "internal.h"
+#include "track.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -161,13 +162,13 @@ static long long measure(const struct vms_stack *st, bool whole)
             size_t p = lo + j;
             const char *plo = st->base + p * page, *phi = plo + page;
             const char *a;
-            if (p >= painted || (magic && p == 0)) {
+            vms__track_raw_reads_begin();
+            if (p >= painted || (magic && p == 0))
                 a = first_nonzero(p == 0 && magic ? plo + VMS__END_MAGIC_SIZE : plo, phi);
-                if (!a) continue;
-            } else {
-                a = first_nonzero(plo, phi);
-                if (!a) a = plo;
-            }
+            else if (!(a = first_nonzero(plo, phi)))
+                a = plo;
+            vms__track_raw_reads_end();
+            if (!a) continue;
             if ((long long)(top - a) > best) best = (long long)(top - a);
             lowest = p;
         }

@@ -13,6 +13,7 @@
  * vmstack stack.
  */
 #include "island.h"
+#include "track.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -380,9 +381,11 @@ static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintp
     uintptr_t a = sp > lo ? sp : lo;
     a = (a + sizeof(uintptr_t) - 1) & ~(uintptr_t)(sizeof(uintptr_t) - 1);
     const ucontext_t *outer = NULL;
+    vms__track_raw_reads_begin();
     for (; a < hi; a += sizeof(uintptr_t))
         if (is_signal_frame(a, hi, &uc->uc_stack)) outer = (const ucontext_t *)a;
     if (outer) sigandset(out, out, &outer->uc_sigmask);
+    vms__track_raw_reads_end();
 }
 
 /* async-signal-safe: the process dies by sig (SIGSEGV or SIGBUS) with its default

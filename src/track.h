@@ -100,6 +100,27 @@ static inline void vms__track_destroy(struct vms__track *tr)
 #endif
 }
 
+/* Around vmstack's reads of words of a task's stack that the task's code does not
+ * hold (painting's scan at a task's end; the kill's search of the killed task's stack
+ * for signal frames): memcheck takes what lies below a stack pointer for inaccessible
+ * and old frames' words for undefined, and would report each read, or each branch on
+ * what was read. Its error reporting is off for this thread in between; nothing in
+ * other builds. async-signal-safe: a client request is a few instructions that only
+ * Valgrind gives a meaning to. */
+static inline void vms__track_raw_reads_begin(void)
+{
+#if defined(VMSTACK_VALGRIND)
+    VALGRIND_DISABLE_ERROR_REPORTING;
+#endif
+}
+
+static inline void vms__track_raw_reads_end(void)
+{
+#if defined(VMSTACK_VALGRIND)
+    VALGRIND_ENABLE_ERROR_REPORTING;
+#endif
+}
+
 /* Before a task's stack goes back to the cache: a task that did not return normally
  * (suspended, killed, unwound by pthread_exit) leaves ASan redzones of its live frames
  * poisoned, which the next owner (or the cache's scrubbing) would trip over. */
