@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <vmstack.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
@@ -812,6 +813,86 @@ TEST(kernel_without_madv_guard_install)
     char out[4096];
     int st = tst_fork(no_guard_install_child, NULL, out, sizeof out);
     ASSERT_EXITED(st, 0);
+}
+
+/* madvise guards: the second guard of a batch cannot be installed (ENOMEM). The batch
+ * opens only the slot before it, the slot whose guard failed stays reserved (PROT_NONE:
+ * it still guards the top of the slot below), and the next batch installs that guard
+ * before it opens the slot: no stack is ever handed out without its guard. */
+static void partial_guards_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized, sigaltstack allocated */
+    if (!warm) exit(10);
+    /* A class no one used: its first batch installs the guards. */
+    vms__os_inject(VMS__OP_MADV_GUARD, 2, ENOMEM, false);
+    enum { N = 12 };
+    vms_stack *s[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = vms_stack_alloc(8 * VMS_MIB);
+        if (!s[i]) {
+            printf("stack %d: %s\n", i, strerror(errno));
+            exit(11);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        assert_guarded_below(s[i]);
+        assert_guarded_above(s[i]);
+    }
+    printf("%d stacks guarded\n", N);
+}
+
+TEST(guard_install_fails_inside_a_batch)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    const char *forced = getenv("VMSTACK_GUARD_METHOD");
+    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
+        SKIP("the madvise method is not in use");
+    char out[4096];
+    tst_run_ok(partial_guards_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "12 stacks guarded\n");
+}
+
+/* mprotect guards where /proc/self/maps cannot be read (no file descriptor left; a
+ * chroot without /proc): the mappings cannot be counted, and stacks are handed out all
+ * the same (the kernel's ENOMEM at the limit still stops them). */
+static void budget_without_proc_child(void *arg)
+{
+    (void)arg;
+    struct rlimit old, lim;
+    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
+    int lowest = dup(0);                     /* the lowest free descriptor */
+    if (lowest < 0) exit(11);
+    close(lowest);
+    lim = old;
+    lim.rlim_cur = (rlim_t)lowest;           /* no open() can succeed now */
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    if (open("/proc/self/maps", O_RDONLY) >= 0) exit(13);
+    vms_config c = { .flags = VMS_FORCE_MPROTECT };
+    int ie = vms_init(&c);
+    vms_stack *s = vms_stack_alloc(0);
+    int e = errno;
+    if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(14);
+    if (ie != 0 || !s) {
+        printf("vms_init %d, vms_stack_alloc: %s\n", ie, s ? "ok" : strerror(e));
+        exit(15);
+    }
+    assert_guarded_below(s);
+    assert_guarded_above(s);
+    printf("guarded without /proc\n");
+}
+
+TEST(mprotect_budget_without_proc)
+{
+    need_guards();
+    char out[8192];
+    tst_run_ok(budget_without_proc_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "guarded without /proc\n");
+    /* Nor did the thread's alternate signal stack, the first stack, go without. */
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: error:");
 }
 
 /* ---- the mapping limit with mprotect guards --------------------------------------- */
