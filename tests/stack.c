@@ -856,6 +856,52 @@ TEST(guard_install_fails_inside_a_batch)
     ASSERT_STR_CONTAINS(out, "12 stacks guarded\n");
 }
 
+/* mprotect guards: a new class's arena is made (its metadata opened, the first mprotect)
+ * but its first slot cannot be opened (the second). The allocation fails with ENOMEM,
+ * the warning is given once, and the next allocation opens the slot. */
+static void slot_open_fails_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .flags = VMS_FORCE_MPROTECT };
+    if (vms_init(&c) != 0) exit(10);
+    vms_stack *warm = vms_stack_alloc(0);
+    if (!warm) exit(11);
+    for (int round = 0; round < 2; round++) {
+        size_t size = round ? 16 * VMS_MIB : 8 * VMS_MIB;   /* a class no one used */
+        vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+        errno = 0;
+        vms_stack *s = vms_stack_alloc(size);
+        int e = errno;
+        vms__os_inject_clear();
+        if (s || e != ENOMEM) {
+            printf("round %d: %p, %s\n", round, (void *)s, strerror(e));
+            exit(12);
+        }
+        s = vms_stack_alloc(size);
+        if (!s) exit(13);
+        assert_guarded_below(s);
+        assert_guarded_above(s);
+    }
+    printf("both rounds ok\n");
+}
+
+TEST(mprotect_slot_open_fails)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[8192];
+    tst_run_ok(slot_open_fails_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "both rounds ok\n");
+    /* The process is far from vm.max_map_count: the warning must not blame it. */
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: mprotect failed with ENOMEM with ");
+    ASSERT_STR_CONTAINS(out, "mappings in use: out of memory, over the commit limit");
+    ASSERT_STR_NOT_CONTAINS(out, "has reached vm.max_map_count");
+    const char *w = strstr(out, "mprotect failed");
+    ASSERT(!strstr(w + 1, "mprotect failed"));   /* once */
+}
+
 /* mprotect guards where /proc/self/maps cannot be read (no file descriptor left; a
  * chroot without /proc): the mappings cannot be counted, and stacks are handed out all
  * the same (the kernel's ENOMEM at the limit still stops them). */
