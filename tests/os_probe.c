@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <vmstack.h>
 
@@ -130,6 +131,46 @@ TEST(guard_probe_failure_fails_the_one_call)
     need_madvise_guards();
     char out[4096];
     tst_run_ok(undecided_child, NULL, out, sizeof out);
+}
+
+/* The probe's pipe cannot be made (no file descriptor left: RLIMIT_NOFILE), which says
+ * nothing about the kernel: the allocation that probed fails with ENOMEM, nothing is
+ * decided, and once descriptors are back the next allocation probes again, decides
+ * madvise and hands out a guarded stack. */
+static void probe_without_fds_child(void *arg)
+{
+    (void)arg;
+    struct rlimit old, lim;
+    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
+    int lowest = dup(0);                     /* the lowest free descriptor */
+    if (lowest < 0) exit(11);
+    close(lowest);
+    lim = old;
+    lim.rlim_cur = (rlim_t)lowest;           /* pipe2 fails with EMFILE now */
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(0);
+    int e = errno;
+    if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(13);
+    printf("without descriptors: %s\n", s ? "a stack" : strerror(e));
+    if (!s) s = vms_stack_alloc(0);
+    if (!s) {
+        printf("vms_stack_alloc: %s\n", strerror(errno));
+        exit(14);
+    }
+    assert_guarded(s);
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(15);
+    printf("method %s\n", st.guard_method);
+}
+
+TEST(guard_probe_without_file_descriptors_decides_nothing)
+{
+    need_madvise_guards();
+    char out[4096];
+    tst_run_ok(probe_without_fds_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "without descriptors: Cannot allocate memory\n");
+    ASSERT_STR_CONTAINS(out, "method madvise\n");
 }
 
 /* ---- process_madvise on our own process ------------------------------------------------ */
