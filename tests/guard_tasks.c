@@ -301,6 +301,37 @@ TEST(thread_killed_alone)
     ASSERT_STR_CONTAINS(out, "join gave VMS_THREAD_KILLED; sibling 500500\n");
 }
 
+/* A vms thread that could not install its alternate signal stack was warned about: "a
+ * stack overflow in it will kill the process". So it does: by SIGSEGV, unreported (the
+ * kernel has nowhere to deliver the signal), not by a hang or a report from nowhere. */
+static void no_altstack_overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, sum_thread, NULL) != 0) _exit(10);
+    pthread_join(t, NULL);
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, ENOMEM, true);
+    if (vms_thread_create(&t, NULL, overflow_thread, NULL) != 0) _exit(11);
+    void *r = NULL;
+    pthread_join(t, &r);
+    printf("joined %p\n", r);
+}
+
+TEST(thread_without_alternate_stack_dies_by_its_overflow)
+{
+    NEED_GUARD_FAULTS();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    int st = run_child(no_altstack_overflow_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "has no alternate signal stack (Cannot allocate memory): a stack "
+                             "overflow in it will kill the process\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_NOT_CONTAINS(out, "joined");
+}
+
 /* ---- the report stays with the thread it killed ----------------------------------------- */
 
 /* The report is built on the killed thread's alternate stack: its name, registers and
