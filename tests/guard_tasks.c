@@ -259,6 +259,48 @@ TEST(irregular_recursion_collapsed)
 
 /* ---- threads ---------------------------------------------------------------------- */
 
+/* A walk is cut after 4,000,000 frames (oops.c, MAX_WALK_FRAMES): the frames below the
+ * cut are unseen and one of them could hold a lock, so the fiber is not killed alone:
+ * the report says where the trace was cut, and the process dies by SIGSEGV. Frames of
+ * 32 bytes fill a 256 MiB stack with 8,000,000 (touched: 256 MiB resident in the
+ * child for a moment). */
+NOIPA static int tiny_frames(int n)
+{
+    volatile char buf[8];
+    if (never) return 0;
+    buf[0] = (char)n;
+    return tiny_frames(n + 1) + buf[1];
+}
+
+static void endless_fiber(void *arg)
+{
+    (void)arg;
+    sink += tiny_frames(0);
+}
+
+static void cut_trace_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber_attr attr = { 256 * VMS_MIB, "endless" };
+    vms_fiber *f = vms_fiber_create(endless_fiber, NULL, &attr);
+    if (!f) _exit(10);
+    printf("resumed: %d\n", vms_fiber_resume(f));
+}
+
+TEST(trace_cut_after_its_limit_is_not_killed_alone)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("its shadow call stack does not follow 8,000,000 nested calls");
+    int st = run_child(cut_trace_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"endless\"");
+    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the call trace was cut after 4000000 "
+                             "frames, so a lock held below them cannot be ruled out\n");
+    assert_last_line_starts(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "resumed:");
+}
+
 static void *overflow_thread(void *arg)
 {
     (void)arg;
