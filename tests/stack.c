@@ -921,11 +921,24 @@ static void budget_without_proc_child(void *arg)
     int ie = vms_init(&c);
     vms_stack *s = vms_stack_alloc(0);
     int e = errno;
+    /* A slot's mprotect fails with ENOMEM (fault injection) where the mappings cannot
+     * be counted: the warning names vm.max_map_count, the likely cause. */
+    vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+    errno = 0;
+    vms_stack *none = vms_stack_alloc(8 * VMS_MIB);   /* a new class: its arena, its slot */
+    int none_err = errno;
+    vms__os_inject_clear();
     if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(14);
     if (ie != 0 || !s) {
         printf("vms_init %d, vms_stack_alloc: %s\n", ie, s ? "ok" : strerror(e));
         exit(15);
     }
+#ifdef VMSTACK_FAULT_INJECTION
+    if (none || none_err != ENOMEM) exit(16);
+#else
+    (void)none;
+    (void)none_err;
+#endif
     assert_guarded_below(s);
     assert_guarded_above(s);
     printf("guarded without /proc\n");
@@ -939,6 +952,10 @@ TEST(mprotect_budget_without_proc)
     ASSERT_STR_CONTAINS(out, "guarded without /proc\n");
     /* Nor did the thread's alternate signal stack, the first stack, go without. */
     ASSERT_STR_NOT_CONTAINS(out, "vmstack: error:");
+#ifdef VMSTACK_FAULT_INJECTION
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: mprotect failed with ENOMEM: the process has "
+                             "reached vm.max_map_count");
+#endif
 }
 
 /* ---- the mapping limit with mprotect guards --------------------------------------- */
