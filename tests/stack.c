@@ -856,6 +856,48 @@ TEST(guard_install_fails_inside_a_batch)
     ASSERT_STR_CONTAINS(out, "12 stacks guarded\n");
 }
 
+/* madvise guards: a new class's batch has its guards installed, but making it
+ * read-write fails (ENOMEM: the commit limit, RLIMIT_DATA). No stack is handed out, and
+ * the next allocation installs the guards again (markers already there) and opens the
+ * batch. */
+static void batch_open_fails_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);
+    if (!warm) exit(10);
+    /* The arena's metadata is the first mprotect, the batch the second. */
+    vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(8 * VMS_MIB);
+    int e = errno;
+    vms__os_inject_clear();
+    if (s || e != ENOMEM) {
+        printf("%p, %s\n", (void *)s, strerror(e));
+        exit(11);
+    }
+    for (int i = 0; i < 3; i++) {
+        s = vms_stack_alloc(8 * VMS_MIB);
+        if (!s) exit(12);
+        assert_guarded_below(s);
+        assert_guarded_above(s);
+    }
+    printf("opened on the second try\n");
+}
+
+TEST(madvise_batch_open_fails)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    const char *forced = getenv("VMSTACK_GUARD_METHOD");
+    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
+        SKIP("the madvise method is not in use");
+    char out[4096];
+    tst_run_ok(batch_open_fails_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "opened on the second try\n");
+}
+
 /* mprotect guards: a new class's arena is made (its metadata opened, the first mprotect)
  * but its first slot cannot be opened (the second). The allocation fails with ENOMEM,
  * the warning is given once, and the next allocation opens the slot. */
