@@ -98,7 +98,10 @@ void vms__cache_fork_unlock(void)
         pthread_mutex_unlock(&shared[i].lock);
 }
 
-static struct tcache *tcache_get(void)
+/* The calling thread's cache, made at its first use. Not named tcache_*: a report
+ * takes a frame of a function so named for glibc's malloc (trace.c's unsafe names) and
+ * would blame the C library's allocator for a fault in vmstack. */
+static struct tcache *thread_cache_get(void)
 {
     struct tcache *t = tc;
     if (VMS_LIKELY(t)) return t;
@@ -252,7 +255,7 @@ static struct vms_stack *get_without_cache(unsigned cls)
 
 struct vms_stack *vms__cache_get(unsigned cls)
 {
-    struct tcache *t = tcache_get();
+    struct tcache *t = thread_cache_get();
     if (VMS_UNLIKELY(!t)) return get_without_cache(cls);
     /* The LIFO, most recent first; stacks of another class are skipped (rare). */
     for (unsigned i = t->nclean; i-- > 0;) {
@@ -300,7 +303,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
 
 void vms__cache_put(struct vms_stack *st)
 {
-    struct tcache *t = tcache_get();
+    struct tcache *t = thread_cache_get();
     if (VMS_UNLIKELY(!t)) {
         atomic_fetch_add(&retired_puts, 1);
         /* No per-thread cache (out of memory): scrub this one alone. */

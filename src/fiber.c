@@ -577,10 +577,17 @@ static void orphan_destructor(void *p)
 
 /* Also registers fork_child: this runs before any fiber can run on a thread (at its
  * first resume, or at the creation of a vms thread), so before any fiber can be left
- * RUNNING by a fork. Without it (ENOMEM), such fibers stay undestroyable. */
+ * RUNNING by a fork. Without it (ENOMEM), such fibers stay undestroyable. Without the
+ * key (EAGAIN: the program took every key), vms_thread_create fails: said once here,
+ * since its bare EAGAIN reads as a thread limit. */
 static void orphan_key_create(void)
 {
     orphan_key_err = pthread_key_create(&orphan_key, orphan_destructor);
+    if (orphan_key_err)
+        vms__log_warn("no thread-exit hook for tasks (pthread_key_create: %s): "
+                      "vms_thread_create fails with EAGAIN, and fibers that pthread_exit or "
+                      "cancellation unwinds cannot be destroyed; leave a thread-specific-data "
+                      "key for vmstack's first thread or fiber", strerror(orphan_key_err));
     (void)pthread_atfork(NULL, NULL, fork_child);
 }
 

@@ -167,6 +167,7 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_SIGALTSTACK, VMS__OP_ROBUST_MUTEX, VMS__OP_ROBUST_WALK,
        VMS__OP_PMADV_SELF,   /* process_madvise on PIDFD_SELF (before 6.14: EBADF) */
        VMS__OP_PIDFD_OPEN,   /* pidfd_open (the target of process_madvise before 6.14) */
+       VMS__OP_PMADV_PIDFD,  /* process_madvise through that pidfd (5.10-6.12: EINVAL) */
        VMS__OP_SIGACTION,
        VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);

@@ -279,7 +279,7 @@ static void register_atfork(void);
  * was discarded, 1 for a partial result (a later range failed), or a negative errno. */
 static int pmadv_call(int target, const struct iovec *iov, size_t n, size_t want)
 {
-    int e = target == VMS_PIDFD_SELF_PROCESS ? injected(VMS__OP_PMADV_SELF) : 0;
+    int e = injected(target == VMS_PIDFD_SELF_PROCESS ? VMS__OP_PMADV_SELF : VMS__OP_PMADV_PIDFD);
     if (e) return e;
     count_syscall();
     long r = syscall(SYS_process_madvise, target, iov, n, MADV_DONTNEED, 0);

@@ -82,36 +82,43 @@ static inline uint32_t slot_set_live(struct vms_stack *st)
 }
 
 static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_t size,
-                                                                            uint32_t *word);
+                                                                            uint32_t *word,
+                                                                            bool setup);
 
 /* The handle is made from the state word just stored, not read back. */
 vms_stack *vms_stack_alloc(size_t size)
 {
     uint32_t w;
-    struct vms_stack *st = stack_alloc(size, &w);
+    struct vms_stack *st = stack_alloc(size, &w, true);
     return st ? handle_of(st, w) : NULL;
 }
 
 struct vms_stack *vms__stack_alloc(size_t size)
 {
     uint32_t w;
-    return stack_alloc(size, &w);
+    return stack_alloc(size, &w, true);
 }
 
+/* setup: the calling thread is given its alternate signal stack first, unless it has
+ * one; false for that alternate stack itself (vms__stack_alloc_internal). */
 static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_t size,
-                                                                            uint32_t *word)
+                                                                            uint32_t *word,
+                                                                            bool setup)
 {
     int e = vms__ensure_init();
     if (VMS_UNLIKELY(e)) {
         errno = -e;
         return NULL;
     }
-    if (VMS_UNLIKELY(!thread_ready)) {
+    if (setup && VMS_UNLIKELY(!thread_ready)) {
         /* A thread that allocates stacks may run on them (a coroutine library of its
          * own): it needs an alternate signal stack for an overflow there to be reported
-         * rather than kill the process silently. Set first: that stack comes from here. */
+         * rather than kill the process silently. Set first (that stack is allocated
+         * inside), and cleared again when it could not be had (ENOMEM at that moment,
+         * say): the next allocation tries again, as the task layer does before a
+         * thread's first resume. */
         thread_ready = true;
-        (void)vms__guard_thread_init();
+        if (vms__guard_thread_init() != 0) thread_ready = false;
     }
     if (size == 0) size = vms__opt.stack_size;
     unsigned cls;
@@ -390,7 +397,8 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
         (void)slot_set_live(st);
         return st;
     }
-    st = vms__stack_alloc(size);
+    uint32_t w;
+    st = stack_alloc(size, &w, false);   /* the alternate stack being set up, say */
     if (st) {
         st->internal = 1;
         atomic_fetch_add_explicit(&internal_live, 1, memory_order_relaxed);

@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <vmstack.h>
 
@@ -85,4 +86,124 @@ TEST(two_arenas_fit_under_ulimit_v)
     char out[4096];
     tst_run_ok(two_classes_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "arenas 2 reserved 8 GiB");
+}
+
+/* ---- address space exhausted -------------------------------------------------------- */
+
+static const char SECRET[] = "vmstack-secret-0123456789";
+
+/* Stacks of 64 MiB until the address space under the limit is gone: ENOMEM, never a
+ * crash; the stacks handed out stay usable; a stack freed then is handed out again
+ * (its scrubbing done early: no new slot can be opened), zeroed, and nothing else is. */
+static void exhaust_child(void *arg)
+{
+    (void)arg;
+    enum { MAX = 1000 };
+    static vms_stack *s[MAX];
+    vms_stack *warm = vms_stack_alloc(0);    /* initialized: alternate signal stack */
+    if (!warm) exit(9);
+    limit_address_space(10 * GIB);
+    int n = 0;
+    for (;;) {
+        if (n == MAX) exit(10);              /* never ran out? */
+        errno = 0;
+        s[n] = vms_stack_alloc(64 * VMS_MIB);
+        if (!s[n]) break;
+        n++;
+    }
+    if (errno != ENOMEM) {
+        printf("after %d stacks: %s, want ENOMEM\n", n, strerror(errno));
+        exit(11);
+    }
+    if (n < 2) exit(12);
+    for (int i = 0; i < n; i++) {           /* each still usable, top and bottom */
+        ((volatile char *)vms_stack_top(s[i]))[-1] = 1;
+        ((volatile char *)vms_stack_base(s[i]))[0] = 1;
+    }
+    /* The owner of the last one leaves its data all over it, then frees it. */
+    char *base = vms_stack_base(s[n - 1]);
+    size_t size = vms_stack_size(s[n - 1]);
+    for (size_t off = 0; off < size; off += 64 * 1024) memcpy(base + off, SECRET, sizeof SECRET);
+    memcpy(base + size - sizeof SECRET, SECRET, sizeof SECRET);
+    vms_stack_free(s[n - 1]);
+    vms_stack *again = vms_stack_alloc(64 * VMS_MIB);
+    if (!again) {
+        printf("a freed stack was not handed out again: %s\n", strerror(errno));
+        exit(13);
+    }
+    if (vms_stack_base(again) != base) exit(14);
+    if (memmem(base, size, SECRET, sizeof SECRET - 1)) {
+        printf("the freed stack shows its previous owner's data\n");
+        exit(15);
+    }
+    errno = 0;
+    if (vms_stack_alloc(64 * VMS_MIB) || errno != ENOMEM) exit(16);
+    printf("%d stacks, then ENOMEM; a freed one came back scrubbed\n", n);
+}
+
+TEST(address_space_exhausted)
+{
+    no_sanitizer();
+    char out[4096];
+    tst_run_ok(exhaust_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "then ENOMEM; a freed one came back scrubbed\n");
+}
+
+/* ---- the range below an unaligned reservation is taken ---------------------------------- */
+
+/* The kernel gives an unaligned range and the aligned start below it is someone else's
+ * (MAP_FIXED_NOREPLACE fails): the os layer reserves size + align - page instead and
+ * cuts it down to an aligned size bytes, leaving the other mapping alone. Exits 77 when
+ * the kernel did not place the reservation where it had just placed the same size. */
+static void reserve_below_taken_child(void *arg)
+{
+    (void)arg;
+    size_t size = 4 * GIB, align = 4 * GIB, page = vms__os_page_size();
+    char *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) exit(10);
+    munmap(p, size);
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(align - 1);
+    if (lo == (uintptr_t)p || lo == 0) exit(77);
+    /* A page of the program's at the aligned start below where the arena will go. */
+    char *blocker = mmap((void *)lo, page, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (blocker != (char *)lo) exit(11);
+    blocker[0] = 42;
+    unsigned long calls = vms__os_syscalls();
+    void *q = NULL;
+    int e = vms__os_reserve(size, align, &q);
+    calls = vms__os_syscalls() - calls;
+    if (e) {
+        printf("vms__os_reserve: %s\n", strerror(-e));
+        exit(12);
+    }
+    /* The first try, its unaligned top given back, the failed try below it, the rest
+     * given back, the larger reservation and its trimming, MADV_NOHUGEPAGE, the name. */
+    if (calls < 7) exit(77);
+    if ((uintptr_t)q % align) exit(13);
+    if ((char *)q <= blocker && blocker < (char *)q + size) exit(14);
+    if (blocker[0] != 42) exit(15);          /* still there, still the program's */
+    /* Exactly [q, q + size): one mapping, no access; the parts of the larger
+     * reservation around it were given back (this child maps nothing else without
+     * access, so a no-access page next to it would be a leftover). */
+    if (vms__os_map_count((uintptr_t)q, (uintptr_t)q + size) != 1) exit(16);
+    if (vms__os_probe_noaccess(q) != 1) exit(17);
+    unsigned char vec;
+    char *around[2] = { (char *)q - page, (char *)q + size };
+    for (int i = 0; i < 2; i++)
+        if (mincore(around[i], page, &vec) == 0 && vms__os_probe_noaccess(around[i]) == 1)
+            exit(18 + i);
+    printf("aligned, %lu system calls\n", calls);
+}
+
+TEST(aligned_reserve_when_the_range_below_is_taken)
+{
+    no_sanitizer();
+    char out[4096];
+    int st = tst_fork(reserve_below_taken_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        SKIP("the kernel placed the reservation elsewhere: the fallback was not reached");
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "aligned, ");
 }

@@ -108,3 +108,63 @@ TEST(no_key_left_no_thread_cache)
     ASSERT(!strstr(w + 1, "per-thread stack caches"));
     ASSERT_STR_CONTAINS(out, "vmstack: warning: no thread-exit hook for alternate signal stacks");
 }
+
+/* ---- no key for the task layer's thread-exit hook ------------------------------------ */
+
+static void *echo(void *arg)
+{
+    return arg;
+}
+
+static void count_fiber(void *arg)
+{
+    int *n = arg;
+    ++*n;
+    vms_fiber_yield();
+    ++*n;
+}
+
+/* vmstack is in use (its cache and alternate-stack keys made) when the program takes
+ * every key left; then the first vms_thread_create needs the task layer's key, which
+ * returns a thread's stack when its body ends by pthread_exit or cancellation. It fails
+ * with EAGAIN, and a warning says why (a bare EAGAIN reads as a thread limit); fibers
+ * still run and are destroyed. */
+static void no_task_key_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);
+    if (!s) exit(10);
+    vms_stack_free(s);
+    exhaust_keys();
+    pthread_t t;
+    int e = vms_thread_create(&t, NULL, echo, NULL);
+    int again = vms_thread_create(&t, NULL, echo, NULL);
+    printf("vms_thread_create: %d then %d\n", e, again);
+    int n = 0;
+    vms_fiber *f = vms_fiber_create(count_fiber, &n, NULL);
+    if (!f) exit(11);
+    int r1 = vms_fiber_resume(f), r2 = vms_fiber_resume(f);
+    vms_fiber_destroy(f);
+    printf("fiber: %d %d, count %d\n", r1, r2, n);
+}
+
+TEST(no_key_left_for_threads)
+{
+    SKIP_IF_SANITIZED();
+    char out[8192];
+    int st = tst_fork(no_task_key_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    char want[64];
+    snprintf(want, sizeof want, "vms_thread_create: %d then %d\n", -EAGAIN, -EAGAIN);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "fiber: 2 3, count 2\n");
+    /* Said once, naming the cause and the way out. */
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: no thread-exit hook for tasks (pthread_key_create: ");
+    ASSERT_STR_CONTAINS(out, "vms_thread_create fails with EAGAIN");
+    ASSERT_STR_CONTAINS(out, "leave a thread-specific-data key for vmstack's first thread or fiber");
+    const char *w = strstr(out, "hook for tasks");
+    ASSERT(!strstr(w + 1, "hook for tasks"));
+    /* The other keys were made before the program took the rest. */
+    ASSERT_STR_NOT_CONTAINS(out, "per-thread stack caches");
+}

@@ -100,3 +100,50 @@ TEST(scrub_without_thread_cache_when_discard_fails)
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
     ASSERT_EXITED(st, 0);
 }
+
+/* A thread without its per-thread cache (calloc fails) asks for a stack of a class no
+ * one used while no slot can be opened (every mmap fails): NULL with ENOMEM, and the
+ * same thread gets one once mmap works again. */
+static void *alloc_without_cache(void *arg)
+{
+    (void)arg;
+    calloc_fails = true;
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, true);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(8 * 1024 * 1024);
+    intptr_t r = s ? -1 : errno;
+    vms__os_inject_clear();
+    vms_stack *t = vms_stack_alloc(8 * 1024 * 1024);
+    calloc_fails = false;
+    if (!t) r = -2;
+    else vms_stack_free(t);
+    return (void *)r;
+}
+
+static void no_cache_no_slot_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized */
+    if (!warm) exit(10);
+    pthread_t t;
+    void *r = NULL;
+    pthread_create(&t, NULL, alloc_without_cache, NULL);
+    pthread_join(t, &r);
+    printf("without a thread cache: %ld\n", (long)(intptr_t)r);
+}
+
+TEST(alloc_without_thread_cache_when_no_slot_opens)
+{
+    SKIP_IF_SANITIZED();
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend takes its slots from malloc, which mmap injection does not fail");
+#endif
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    tst_run_ok(no_cache_no_slot_child, NULL, out, sizeof out);
+    char want[64];
+    snprintf(want, sizeof want, "without a thread cache: %d\n", ENOMEM);
+    ASSERT_STR_CONTAINS(out, want);
+}

@@ -201,3 +201,38 @@ TEST(many_stacks)
     require_direct();
     run(many_child, NULL);
 }
+
+/* The direct backend keeps at most 1,024 blocks (direct.c, MAX_BLOCKS). Stacks of
+ * 1 GiB, one per block (address space only: glibc maps each lazily), until ENOMEM: it
+ * comes when the table is full (vms_get_stats counts 1,024 blocks), the block that did
+ * not fit is given back, and a freed stack is handed out again. */
+static void block_limit_child(void *arg)
+{
+    (void)arg;
+    static vms_stack *s[1100];
+    int n = 0;
+    for (;;) {
+        if (n == 1100) exit(10);
+        errno = 0;
+        s[n] = vms_stack_alloc(VMS_MAX_STACK_SIZE);
+        if (!s[n]) break;
+        n++;
+    }
+    int e = errno;
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(11);
+    printf("%d stacks of 1 GiB, then %s; %zu blocks\n", n, strerror(e), st.arenas);
+    if (e != ENOMEM || st.arenas != 1024) exit(12);
+    char *base = vms_stack_base(s[n - 1]);
+    vms_stack_free(s[n - 1]);
+    vms_stack *again = vms_stack_alloc(VMS_MAX_STACK_SIZE);
+    if (!again || vms_stack_base(again) != base) exit(13);
+    ((volatile char *)vms_stack_top(again))[-1] = 1;
+}
+
+TEST(block_limit)
+{
+    require_direct();
+    run(block_limit_child, NULL);
+    ASSERT_STR_CONTAINS(out, ", then Cannot allocate memory; 1024 blocks\n");
+}

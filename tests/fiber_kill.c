@@ -588,3 +588,68 @@ TEST(overflow_inside_vms_stack_remaining_kills_the_fiber)
     }
     ASSERT_GT(killed, 0);   /* some cases did overflow: the test means something */
 }
+
+/* The same near the end of the stack with a call that may take vmstack's locks:
+ * vms_stack_alloc (here from the per-thread cache, no lock, but the report cannot tell).
+ * An overflow inside it is not the fiber's alone to die of: the report says "cannot kill
+ * safely ... vmstack itself may hold one of its locks" and the process dies by SIGSEGV
+ * after "aborting". A fault in the fiber's own frame, at the call, kills the fiber as
+ * usual; enough room, and the call returns. */
+static NOIPA void alloc_at_the_edge(void)
+{
+    vms_stack *s = vms_stack_alloc(0);
+    sink += (unsigned long)(uintptr_t)s;
+    vms_stack_free(s);
+}
+
+static void alloc_edge_fiber(void *arg)
+{
+    (void)arg;
+    size_t rem = vms_stack_remaining();
+    volatile char *p = alloca(rem - (size_t)(edge_leave + 64));
+    p[0] = 1;
+    sink += (unsigned long)p[0];
+    alloc_at_the_edge();
+}
+
+static void alloc_edge_child(void *arg)
+{
+    edge_leave = *(long *)arg;
+    init_report_fd(1);
+    vms_stack_free(vms_stack_alloc(0));    /* a stack waits in this thread's cache */
+    vms_fiber *f = vms_fiber_create(alloc_edge_fiber, NULL, NULL);
+    if (!f) _exit(3);
+    int st = vms_fiber_resume(f);
+    printf("state %d\n", st);
+    fflush(stdout);
+    _exit(st == VMS_KILLED ? 4 : st == VMS_DONE ? 5 : 6);
+}
+
+TEST(overflow_inside_vms_stack_alloc_aborts)
+{
+    NEED_GUARD_FAULTS();
+    /* vms_stack_alloc's first hand-out of a slot makes TSan create the sync object of
+     * its state word on the fiber's stack, under TSan's slot lock; an overflow there
+     * sends the fault handler, whose atomics TSan intercepts, into that lock: a hang. */
+    NO_TSAN("an overflow inside the runtime's locked code hangs the handler's atomics");
+    int aborted = 0;
+    for (long leave = -96; leave <= 512; leave += 8) {
+        int st = run_child(alloc_edge_child, &leave);
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV) {
+            aborted++;
+            ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside vms_");
+            ASSERT_STR_CONTAINS(out, ": vmstack itself may hold one of its locks\n");
+            ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
+            ASSERT_STR_NOT_CONTAINS(out, "vmstack: killed");
+            continue;
+        }
+        if (!WIFEXITED(st) || (WEXITSTATUS(st) != 4 && WEXITSTATUS(st) != 5))
+            TST_FAIL("leaving %ld bytes: the process failed (status 0x%x):\n%.3000s",
+                     leave, st, out);
+        if (WEXITSTATUS(st) == 4) {
+            ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
+            ASSERT_STR_NOT_CONTAINS(out, "vmstack itself may hold");
+        }
+    }
+    ASSERT_GT(aborted, 0);   /* some cases did overflow inside vmstack */
+}

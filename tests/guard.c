@@ -1083,6 +1083,44 @@ TEST(sigaltstack_failure_is_a_clear_error)
     ASSERT_STR_CONTAINS(out, want);
 }
 
+/* The first vms_stack_alloc of a thread also gives it its alternate signal stack. When
+ * that fails (no memory at that moment: the error line says overflows on the thread
+ * cannot be reported), a later vms_stack_alloc that succeeds must try again: this
+ * thread runs its own coroutines on raw stacks, and their overflows are to be reported.
+ * It used to mark the thread ready at the first try, so the thread never got one and
+ * such an overflow killed the process unreported. */
+static void first_alloc_fails_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, true);
+    init_with(VMS_KILL_TASK, 0);             /* its alternate stack fails here */
+    errno = 0;
+    vms_stack *st = vms_stack_alloc(0);
+    int e = errno;
+    vms__os_inject_clear();
+    printf("first: %s\n", st ? "a stack" : strerror(e));
+    fflush(stdout);
+    if (!st) st = vms_stack_alloc(0);
+    if (!st) exit(10);
+    run_on(st, overflow_fn);
+    printf("survived\n");
+}
+
+TEST(first_allocation_failure_leaves_later_overflows_reported)
+{
+#if !defined(VMSTACK_FAULT_INJECTION)
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    NEED_GUARD_FAULTS();
+    int st = run_child(first_alloc_fails_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: no alternate signal stack for thread ");
+    ASSERT_STR_CONTAINS(out, "first: Cannot allocate memory\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_CONTAINS(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+}
+
 /* ---- a failing sigaction ------------------------------------------------------------------- */
 
 /* The handler is installed for both signals or for neither: when sigaction fails (the

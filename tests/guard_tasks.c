@@ -259,6 +259,48 @@ TEST(irregular_recursion_collapsed)
 
 /* ---- threads ---------------------------------------------------------------------- */
 
+/* A walk is cut after 4,000,000 frames (oops.c, MAX_WALK_FRAMES): the frames below the
+ * cut are unseen and one of them could hold a lock, so the fiber is not killed alone:
+ * the report says where the trace was cut, and the process dies by SIGSEGV. Frames of
+ * 32 bytes fill a 256 MiB stack with 8,000,000 (touched: 256 MiB resident in the
+ * child for a moment). */
+NOIPA static int tiny_frames(int n)
+{
+    volatile char buf[8];
+    if (never) return 0;
+    buf[0] = (char)n;
+    return tiny_frames(n + 1) + buf[1];
+}
+
+static void endless_fiber(void *arg)
+{
+    (void)arg;
+    sink += tiny_frames(0);
+}
+
+static void cut_trace_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber_attr attr = { 256 * VMS_MIB, "endless" };
+    vms_fiber *f = vms_fiber_create(endless_fiber, NULL, &attr);
+    if (!f) _exit(10);
+    printf("resumed: %d\n", vms_fiber_resume(f));
+}
+
+TEST(trace_cut_after_its_limit_is_not_killed_alone)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("its shadow call stack does not follow 8,000,000 nested calls");
+    int st = run_child(cut_trace_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"endless\"");
+    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the call trace was cut after 4000000 "
+                             "frames, so a lock held below them cannot be ruled out\n");
+    assert_last_line_starts(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "resumed:");
+}
+
 static void *overflow_thread(void *arg)
 {
     (void)arg;
@@ -299,6 +341,37 @@ TEST(thread_killed_alone)
     ASSERT_STR_CONTAINS(out, "vmstack:  overflow_thread+0x");
     ASSERT_STR_CONTAINS(out, "vmstack: killed thread \"deep-worker\" (id ");
     ASSERT_STR_CONTAINS(out, "join gave VMS_THREAD_KILLED; sibling 500500\n");
+}
+
+/* A vms thread that could not install its alternate signal stack was warned about: "a
+ * stack overflow in it will kill the process". So it does: by SIGSEGV, unreported (the
+ * kernel has nowhere to deliver the signal), not by a hang or a report from nowhere. */
+static void no_altstack_overflow_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, sum_thread, NULL) != 0) _exit(10);
+    pthread_join(t, NULL);
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, ENOMEM, true);
+    if (vms_thread_create(&t, NULL, overflow_thread, NULL) != 0) _exit(11);
+    void *r = NULL;
+    pthread_join(t, &r);
+    printf("joined %p\n", r);
+}
+
+TEST(thread_without_alternate_stack_dies_by_its_overflow)
+{
+    NEED_GUARD_FAULTS();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    int st = run_child(no_altstack_overflow_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "has no alternate signal stack (Cannot allocate memory): a stack "
+                             "overflow in it will kill the process\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+    ASSERT_STR_NOT_CONTAINS(out, "joined");
 }
 
 /* ---- the report stays with the thread it killed ----------------------------------------- */

@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <vmstack.h>
 
@@ -130,6 +131,46 @@ TEST(guard_probe_failure_fails_the_one_call)
     need_madvise_guards();
     char out[4096];
     tst_run_ok(undecided_child, NULL, out, sizeof out);
+}
+
+/* The probe's pipe cannot be made (no file descriptor left: RLIMIT_NOFILE), which says
+ * nothing about the kernel: the allocation that probed fails with ENOMEM, nothing is
+ * decided, and once descriptors are back the next allocation probes again, decides
+ * madvise and hands out a guarded stack. */
+static void probe_without_fds_child(void *arg)
+{
+    (void)arg;
+    struct rlimit old, lim;
+    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
+    int lowest = dup(0);                     /* the lowest free descriptor */
+    if (lowest < 0) exit(11);
+    close(lowest);
+    lim = old;
+    lim.rlim_cur = (rlim_t)lowest;           /* pipe2 fails with EMFILE now */
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(0);
+    int e = errno;
+    if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(13);
+    printf("without descriptors: %s\n", s ? "a stack" : strerror(e));
+    if (!s) s = vms_stack_alloc(0);
+    if (!s) {
+        printf("vms_stack_alloc: %s\n", strerror(errno));
+        exit(14);
+    }
+    assert_guarded(s);
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(15);
+    printf("method %s\n", st.guard_method);
+}
+
+TEST(guard_probe_without_file_descriptors_decides_nothing)
+{
+    need_madvise_guards();
+    char out[4096];
+    tst_run_ok(probe_without_fds_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "without descriptors: Cannot allocate memory\n");
+    ASSERT_STR_CONTAINS(out, "method madvise\n");
 }
 
 /* ---- process_madvise on our own process ------------------------------------------------ */
@@ -297,6 +338,63 @@ TEST(pidfd_open_emfile_decides_nothing)
     char out[4096];
     tst_run_ok(pidfd_open_fails_child, (void *)(intptr_t)EMFILE, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "calls 1 pidfds 1\n");
+}
+
+/* The kernel's "not this way": process_madvise on PIDFD_SELF refused with err (ENOSYS
+ * before 5.10, EPERM from a seccomp filter), once. Decided for good: every later discard
+ * is one madvise per range, without asking again (the injection fails only the first
+ * call, so asking again would take one call for two ranges here). */
+static void self_refused_child(void *arg)
+{
+    int err = (int)(intptr_t)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, err, false);
+    size_t len = 4 * vms__os_page_size();
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    unsigned long first = dirty_and_discard(mem, len);
+    unsigned long later = dirty_and_discard(mem, len);
+    printf("calls %lu then %lu pidfds %d\n", first, later, count_pidfds());
+}
+
+TEST(process_madvise_enosys_means_range_by_range)
+{
+    need_pmadv();
+    char out[4096];
+    tst_run_ok(self_refused_child, (void *)(intptr_t)ENOSYS, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "calls 2 then 2 pidfds 0\n");
+}
+
+TEST(process_madvise_eperm_means_range_by_range)
+{
+    need_pmadv();
+    char out[4096];
+    tst_run_ok(self_refused_child, (void *)(intptr_t)EPERM, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "calls 2 then 2 pidfds 0\n");
+}
+
+/* Linux 5.10 to 6.12 (Debian 12's 6.1 among them): no PIDFD_SELF (EBADF), and
+ * process_madvise through a pidfd of our own refuses MADV_DONTNEED (EINVAL). The pidfd
+ * is closed again, and every discard is one madvise per range for good: the first
+ * takes pidfd_open and two madvise calls, the later ones two calls and no pidfd. */
+static void pidfd_refused_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
+    vms__os_inject(VMS__OP_PMADV_PIDFD, 1, EINVAL, false);
+    size_t len = 4 * vms__os_page_size();
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    unsigned long first = dirty_and_discard(mem, len);
+    unsigned long later = dirty_and_discard(mem, len);
+    printf("calls %lu then %lu pidfds %d\n", first, later, count_pidfds());
+}
+
+TEST(process_madvise_through_a_pidfd_refused)
+{
+    need_pmadv();
+    char out[4096];
+    tst_run_ok(pidfd_refused_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "calls 3 then 2 pidfds 0\n");
 }
 
 /* A fork child must not discard through the parent's pidfd: that would drop the

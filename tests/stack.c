@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <vmstack.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
@@ -812,6 +813,191 @@ TEST(kernel_without_madv_guard_install)
     char out[4096];
     int st = tst_fork(no_guard_install_child, NULL, out, sizeof out);
     ASSERT_EXITED(st, 0);
+}
+
+/* madvise guards: the second guard of a batch cannot be installed (ENOMEM). The batch
+ * opens only the slot before it, the slot whose guard failed stays reserved (PROT_NONE:
+ * it still guards the top of the slot below), and the next batch installs that guard
+ * before it opens the slot: no stack is ever handed out without its guard. */
+static void partial_guards_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized, sigaltstack allocated */
+    if (!warm) exit(10);
+    /* A class no one used: its first batch installs the guards. */
+    vms__os_inject(VMS__OP_MADV_GUARD, 2, ENOMEM, false);
+    enum { N = 12 };
+    vms_stack *s[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = vms_stack_alloc(8 * VMS_MIB);
+        if (!s[i]) {
+            printf("stack %d: %s\n", i, strerror(errno));
+            exit(11);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        assert_guarded_below(s[i]);
+        assert_guarded_above(s[i]);
+    }
+    printf("%d stacks guarded\n", N);
+}
+
+TEST(guard_install_fails_inside_a_batch)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    const char *forced = getenv("VMSTACK_GUARD_METHOD");
+    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
+        SKIP("the madvise method is not in use");
+    char out[4096];
+    tst_run_ok(partial_guards_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "12 stacks guarded\n");
+}
+
+/* madvise guards: a new class's batch has its guards installed, but making it
+ * read-write fails (ENOMEM: the commit limit, RLIMIT_DATA). No stack is handed out, and
+ * the next allocation installs the guards again (markers already there) and opens the
+ * batch. */
+static void batch_open_fails_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);
+    if (!warm) exit(10);
+    /* The arena's metadata is the first mprotect, the batch the second. */
+    vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+    errno = 0;
+    vms_stack *s = vms_stack_alloc(8 * VMS_MIB);
+    int e = errno;
+    vms__os_inject_clear();
+    if (s || e != ENOMEM) {
+        printf("%p, %s\n", (void *)s, strerror(e));
+        exit(11);
+    }
+    for (int i = 0; i < 3; i++) {
+        s = vms_stack_alloc(8 * VMS_MIB);
+        if (!s) exit(12);
+        assert_guarded_below(s);
+        assert_guarded_above(s);
+    }
+    printf("opened on the second try\n");
+}
+
+TEST(madvise_batch_open_fails)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    const char *forced = getenv("VMSTACK_GUARD_METHOD");
+    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
+        SKIP("the madvise method is not in use");
+    char out[4096];
+    tst_run_ok(batch_open_fails_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "opened on the second try\n");
+}
+
+/* mprotect guards: a new class's arena is made (its metadata opened, the first mprotect)
+ * but its first slot cannot be opened (the second). The allocation fails with ENOMEM,
+ * the warning is given once, and the next allocation opens the slot. */
+static void slot_open_fails_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .flags = VMS_FORCE_MPROTECT };
+    if (vms_init(&c) != 0) exit(10);
+    vms_stack *warm = vms_stack_alloc(0);
+    if (!warm) exit(11);
+    for (int round = 0; round < 2; round++) {
+        size_t size = round ? 16 * VMS_MIB : 8 * VMS_MIB;   /* a class no one used */
+        vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+        errno = 0;
+        vms_stack *s = vms_stack_alloc(size);
+        int e = errno;
+        vms__os_inject_clear();
+        if (s || e != ENOMEM) {
+            printf("round %d: %p, %s\n", round, (void *)s, strerror(e));
+            exit(12);
+        }
+        s = vms_stack_alloc(size);
+        if (!s) exit(13);
+        assert_guarded_below(s);
+        assert_guarded_above(s);
+    }
+    printf("both rounds ok\n");
+}
+
+TEST(mprotect_slot_open_fails)
+{
+    need_guards();
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[8192];
+    tst_run_ok(slot_open_fails_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "both rounds ok\n");
+    /* The process is far from vm.max_map_count: the warning must not blame it. */
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: mprotect failed with ENOMEM with ");
+    ASSERT_STR_CONTAINS(out, "mappings in use: out of memory, over the commit limit");
+    ASSERT_STR_NOT_CONTAINS(out, "has reached vm.max_map_count");
+    const char *w = strstr(out, "mprotect failed");
+    ASSERT(!strstr(w + 1, "mprotect failed"));   /* once */
+}
+
+/* mprotect guards where /proc/self/maps cannot be read (no file descriptor left; a
+ * chroot without /proc): the mappings cannot be counted, and stacks are handed out all
+ * the same (the kernel's ENOMEM at the limit still stops them). */
+static void budget_without_proc_child(void *arg)
+{
+    (void)arg;
+    struct rlimit old, lim;
+    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
+    int lowest = dup(0);                     /* the lowest free descriptor */
+    if (lowest < 0) exit(11);
+    close(lowest);
+    lim = old;
+    lim.rlim_cur = (rlim_t)lowest;           /* no open() can succeed now */
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    if (open("/proc/self/maps", O_RDONLY) >= 0) exit(13);
+    vms_config c = { .flags = VMS_FORCE_MPROTECT };
+    int ie = vms_init(&c);
+    vms_stack *s = vms_stack_alloc(0);
+    int e = errno;
+    /* A slot's mprotect fails with ENOMEM (fault injection) where the mappings cannot
+     * be counted: the warning names vm.max_map_count, the likely cause. */
+    vms__os_inject(VMS__OP_MPROTECT, 2, ENOMEM, false);
+    errno = 0;
+    vms_stack *none = vms_stack_alloc(8 * VMS_MIB);   /* a new class: its arena, its slot */
+    int none_err = errno;
+    vms__os_inject_clear();
+    if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(14);
+    if (ie != 0 || !s) {
+        printf("vms_init %d, vms_stack_alloc: %s\n", ie, s ? "ok" : strerror(e));
+        exit(15);
+    }
+#ifdef VMSTACK_FAULT_INJECTION
+    if (none || none_err != ENOMEM) exit(16);
+#else
+    (void)none;
+    (void)none_err;
+#endif
+    assert_guarded_below(s);
+    assert_guarded_above(s);
+    printf("guarded without /proc\n");
+}
+
+TEST(mprotect_budget_without_proc)
+{
+    need_guards();
+    char out[8192];
+    tst_run_ok(budget_without_proc_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "guarded without /proc\n");
+    /* Nor did the thread's alternate signal stack, the first stack, go without. */
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: error:");
+#ifdef VMSTACK_FAULT_INJECTION
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: mprotect failed with ENOMEM: the process has "
+                             "reached vm.max_map_count");
+#endif
 }
 
 /* ---- the mapping limit with mprotect guards --------------------------------------- */

@@ -79,6 +79,38 @@ TEST(no_memory_is_enomem)
     tst_run_ok(no_memory_child, NULL, out, sizeof out);
 }
 
+/* The new thread cannot install its alternate signal stack (sigaltstack fails in it):
+ * it says so, once, with what it means, and runs all the same; its result comes back
+ * through pthread_join and its stacks go back (guard_tasks.c checks the consequence). */
+static void no_altstack_child(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, echo, NULL) != 0 || pthread_join(t, NULL) != 0) exit(10);
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, ENOMEM, true);
+    void *r = NULL;
+    if (vms_thread_create(&t, NULL, echo, (void *)0x1234) != 0) exit(11);
+    if (pthread_join(t, &r) != 0) exit(12);
+    vms__os_inject_clear();
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(13);
+    printf("joined %p, stacks live %zu\n", r, st.stacks_live);
+}
+
+TEST(thread_without_alternate_stack_warns_and_runs)
+{
+#ifndef VMSTACK_FAULT_INJECTION
+    SKIP("built without VMSTACK_FAULT_INJECTION");
+#endif
+    char out[4096];
+    tst_run_ok(no_altstack_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "joined 0x1234, stacks live 0\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: error: sigaltstack failed for thread ");
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: thread ");
+    ASSERT_STR_CONTAINS(out, " has no alternate signal stack (Cannot allocate memory): a stack "
+                             "overflow in it will kill the process\n");
+}
+
 /* pthread_create's own error comes back negated, and the stacks taken for the thread
  * go back: an affinity naming no CPU of this machine makes glibc's pthread_create fail
  * with EINVAL after the attributes were copied. */
