@@ -704,8 +704,10 @@ int vms__guard_thread_init(void)
     }
     e = set_alt_stack(st, need);
     if (e < 0) {
-        vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
-                       "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        if (!self.told)
+            vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
+                           "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
+        self.told = true;
         vms__stack_free(st);
         goto done;
     }
