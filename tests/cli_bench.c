@@ -7,13 +7,6 @@
 
 static char out[1 << 20];
 
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
-
 TEST(quick_json_has_every_group)
 {
     const char *list[] = { "bench", "--list", NULL };
@@ -31,10 +24,10 @@ TEST(quick_json_has_every_group)
     ASSERT_STR_CONTAINS(out, "\"tool\": \"vmstack bench\"");
     ASSERT_STR_CONTAINS(out, "\"quick\": true");
     /* Every group makes at least one row, and every row is judged (or has no target). */
-    int rows = count_of(out, "{\"id\": ");
+    int rows = tst_count(out, "{\"id\": ");
     ASSERT_GE(rows, groups);
-    ASSERT_EQ(count_of(out, "\"result\": \"met\"") + count_of(out, "\"result\": \"MISSED\"") +
-                  count_of(out, "\"result\": \"-\"") + count_of(out, "\"result\": \"n/a\""),
+    ASSERT_EQ(tst_count(out, "\"result\": \"met\"") + tst_count(out, "\"result\": \"MISSED\"") +
+                  tst_count(out, "\"result\": \"-\"") + tst_count(out, "\"result\": \"n/a\""),
               rows);
     ASSERT_STR_CONTAINS(out, "{\"id\": \"stack.warm.default.mmap\"");
     ASSERT_STR_CONTAINS(out, "{\"id\": \"stack.scale\"");

@@ -34,13 +34,6 @@ static void init_flags(unsigned flags, int on_overflow)
     ASSERT_EQ(e, 0);
 }
 
-static int count(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++) n++;
-    return n;
-}
-
 /* Asserts that the mark m is within one page of the true depth d, and not below it. */
 #define ASSERT_WITHIN_PAGE(m, d)                                                    \
     do {                                                                            \
@@ -484,7 +477,7 @@ TEST(task_end_line)
              "vmstack: thread \"deep?fake\" (id 9) used greatest stack depth: %zu bytes, "
              "%zu bytes left\n", 7 * p + 1, 256 * 1024 - (7 * p + 1));
     ASSERT_STR_CONTAINS(o, want);
-    ASSERT_EQ(count(o, "greatest stack depth"), 2);
+    ASSERT_EQ(tst_count(o, "greatest stack depth"), 2);
 }
 
 /* ---- the end magic --------------------------------------------------------------------- */

@@ -126,13 +126,6 @@ static void corrupt_then_resume_fn(void *arg)
     fprintf(stderr, "corrupted fiber ran on\n");
 }
 
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
-    return n;
-}
-
 static void caught_at_resume_child(void *arg)
 {
     (void)arg;
@@ -156,10 +149,10 @@ static void caught_at_resume_child(void *arg)
 TEST(end_corruption_caught_when_resuming_another)
 {
     const char *o = run(caught_at_resume_child, NULL);
-    ASSERT_EQ(count_of(o, "vmstack: corrupted stack end detected in fiber \"outer\""), 2);
+    ASSERT_EQ(tst_count(o, "vmstack: corrupted stack end detected in fiber \"outer\""), 2);
     ASSERT_STR_CONTAINS(o, "end word 0x4343434343434343");
     ASSERT_STR_NOT_CONTAINS(o, "corrupted fiber ran on");
-    ASSERT_EQ(count_of(o, "inner ran"), 1);
+    ASSERT_EQ(tst_count(o, "inner ran"), 1);
     ASSERT_STR_CONTAINS(o, "main went on");
 }
 

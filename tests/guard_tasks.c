@@ -85,13 +85,6 @@ static void assert_last_line_starts(char *s, const char *want)
         TST_FAIL("the last line should start \"%s\" in:\n----\n%s\n----", want, s);
 }
 
-static int count(const char *s, const char *needle)
-{
-    int n = 0;
-    for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle)) n++;
-    return n;
-}
-
 /* ---- a fiber is killed alone ------------------------------------------------------- */
 
 static void fiber_kill_child(void *arg)
@@ -252,8 +245,8 @@ TEST(irregular_recursion_collapsed)
     ASSERT_STR_CONTAINS(out, " frames of island_two_sites left out ...\nvmstack:  two_sites_fiber+0x");
     /* Printed: the pc and the frames until both call sites were seen; the thousands
      * of others are left out. */
-    ASSERT_GE(count(out, "vmstack:  island_two_sites+0x"), 3);
-    ASSERT_LE(count(out, "vmstack:  island_two_sites+0x"), 64);
+    ASSERT_GE(tst_count(out, "vmstack:  island_two_sites+0x"), 3);
+    ASSERT_LE(tst_count(out, "vmstack:  island_two_sites+0x"), 64);
     ASSERT_STR_CONTAINS(out, "state 4\n");
 }
 
@@ -476,9 +469,9 @@ TEST(sixteen_threads_at_once)
     int st = run_child(sixteen_child);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "killed 16\n");
-    ASSERT_EQ(count(out, "vmstack: stack overflow in thread \"worker-"), NTHREADS);
-    ASSERT_EQ(count(out, "vmstack: killed thread \"worker-"), NTHREADS);
-    ASSERT_EQ(count(out, "vmstack: Call Trace:\n"), NTHREADS);
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in thread \"worker-"), NTHREADS);
+    ASSERT_EQ(tst_count(out, "vmstack: killed thread \"worker-"), NTHREADS);
+    ASSERT_EQ(tst_count(out, "vmstack: Call Trace:\n"), NTHREADS);
     /* Reports never interleave: each runs from its first line to its last without a
      * line of another report, and names one worker throughout. */
     char name[16] = "";
@@ -1064,7 +1057,7 @@ TEST(report_fits_in_what_the_programs_handler_leaves_of_the_alternate_stack)
     int st = run_child(budget_child);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "killed 2\n");
-    ASSERT_EQ(count(out, "vmstack: killed fiber"), 2);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 2);
     ASSERT_STR_NOT_CONTAINS(out, "fault while reporting");
 }
 
@@ -1111,7 +1104,7 @@ TEST(overflow_in_malloc_never_deadlocks)
         ASSERT_EXITED(st, 0);
         ASSERT_STR_CONTAINS(out, "all 64 killed safely\n");
         ASSERT_STR_NOT_CONTAINS(out, "cannot kill safely");
-        ASSERT_EQ(count(out, "vmstack: killed fiber"), 64);
+        ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 64);
     } else {
         ASSERT_SIGNALED(st, SIGSEGV);
         /* The reason names the function (or, under the frame-pointer walk, an unnamed
@@ -1258,7 +1251,7 @@ TEST(overflow_inside_signal_handler)
     NO_TSAN("the handler runs with SIGSEGV blocked, so the overflow kills the process unreported");
     int st = run_child(handler_child);
     ASSERT_EXITED(st, 0);
-    ASSERT_EQ(count(out, "vmstack: killed thread"), 2);
+    ASSERT_EQ(tst_count(out, "vmstack: killed thread"), 2);
     ASSERT_STR_CONTAINS(out, "vmstack:  deep_handler+0x");
     ASSERT_STR_CONTAINS(out, "both killed\n");
 }
@@ -1299,7 +1292,7 @@ TEST(fiber_killed_in_signal_handler_leaves_resumer_mask)
     NO_TSAN("the handler runs with SIGSEGV blocked, so the overflow kills the process unreported");
     int st = run_child(handler_fiber_child);
     ASSERT_EXITED(st, 0);
-    ASSERT_EQ(count(out, "vmstack: killed fiber"), 2);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 2);
     ASSERT_STR_CONTAINS(out, "after kill 0: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
     ASSERT_STR_CONTAINS(out, "after kill 1: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
 }

@@ -167,6 +167,14 @@ static inline int tst_distinct(void *const *v, int n)
     return d;
 }
 
+/* How many times needle occurs in hay, not overlapping. */
+static inline int tst_count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
 /* Runs fn(arg) in a child process whose stdout and stderr go to a pipe; returns the
  * child's wait status and fills out (NUL-terminated, truncated to outsz). The child
  * exits 0 when fn returns. */
