@@ -227,25 +227,32 @@ static unsigned check_map_budget(unsigned adding)
     return room < (long)adding ? (unsigned)room : adding;
 }
 
-/* mprotect of a slot failed with ENOMEM. At vm.max_map_count, or short of it: then the
- * kernel refused to make the slot writable (mm/mprotect.c: RLIMIT_DATA, or with
- * vm.overcommit_memory=2 the commit charge of the slot's whole size), and naming the
- * mapping limit would send the user the wrong way. */
-static void warn_mprotect_enomem(void)
+/* Making slots read-write (mprotect) failed with ENOMEM. At vm.max_map_count, or short
+ * of it: then the kernel refused to commit the memory (mm/mprotect.c: RLIMIT_DATA, or
+ * with vm.overcommit_memory=2 the commit charge of the whole range), and naming the
+ * mapping limit would send the user the wrong way. Near the limit the advice depends on
+ * the method: mprotect guards take two mappings per stack, madvise guards two per
+ * arena (so the rest of the program took the others). Said once each. */
+static void warn_open_enomem(int method)
 {
-    static atomic_int warned_commit;
+    static atomic_int warned_commit, warned_limit;
     long max = vms__os_max_map_count(), now = vms__os_map_count(0, 0);
     if (max > 0 && now >= 0 && now < max - max / MAP_RESERVE_DIV) {
         vms__log_warn_once(&warned_commit,
             "mprotect failed with ENOMEM with %ld of vm.max_map_count=%ld mappings in use: "
             "out of memory, over the commit limit (vm.overcommit_memory=2 charges a stack's "
             "whole size when it is opened) or over RLIMIT_DATA (ulimit -d)", now, max);
-        return;
+    } else if (method == VMS__GUARD_MPROTECT) {
+        vms__log_warn_once(&warned_maps,
+            "mprotect failed with ENOMEM: the process has reached vm.max_map_count "
+            "(mprotect guards cost two mappings per stack); raise vm.max_map_count, or "
+            "run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise");
+    } else {
+        vms__log_warn_once(&warned_limit,
+            "mprotect failed with ENOMEM: the process has reached vm.max_map_count "
+            "(%ld of %ld mappings in use; vmstack's arenas take two each); raise "
+            "vm.max_map_count", now, max);
     }
-    vms__log_warn_once(&warned_maps,
-        "mprotect failed with ENOMEM: the process has reached vm.max_map_count "
-        "(mprotect guards cost two mappings per stack); raise vm.max_map_count, or "
-        "run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise");
 }
 
 /* Opens slots [first, first + k) of a: guards, then read-write. Returns how many were
@@ -266,6 +273,7 @@ static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
         }
         if (done == 0) return e;
         e = vms__os_open(s0, (size_t)done * a->slot_size);
+        if (e == -ENOMEM) warn_open_enomem(method);
         if (e) return e;
         return (int)done;
     }
@@ -281,7 +289,7 @@ static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
         atomic_fetch_add(&mprotect_maps, 2);
     }
     if (done == 0) {
-        if (e == -ENOMEM) warn_mprotect_enomem();
+        if (e == -ENOMEM) warn_open_enomem(method);
         return e;
     }
     return (int)done;

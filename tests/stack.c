@@ -900,6 +900,9 @@ TEST(madvise_batch_open_fails)
     char out[4096];
     tst_run_ok(batch_open_fails_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "opened on the second try\n");
+    /* Far from vm.max_map_count: the likely cause is said, once. */
+    ASSERT_EQ(tst_count(out, "vmstack: warning: mprotect failed with ENOMEM with "), 1);
+    ASSERT_STR_CONTAINS(out, "over the commit limit");
 }
 
 /* mprotect guards: a new class's arena is made (its metadata opened, the first mprotect)
