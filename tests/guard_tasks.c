@@ -721,20 +721,27 @@ static void *set_while_gated(void *arg)
     return NULL;
 }
 
+/* Both cases' start: hook (which opens the gate) runs in the report of an overflow on
+ * thread r, and thread w sets another hook meanwhile. */
+static void gated_start(vms_oops_hook hook, pthread_t *r, pthread_t *w)
+{
+    alarm(60);
+    int devnull = open("/dev/null", O_WRONLY);
+    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
+    vms_set_oops_hook(hook, &gate);
+    if (pthread_create(r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&gate.in)) sched_yield();
+    if (pthread_create(w, NULL, set_while_gated, NULL) != 0) _exit(11);
+}
+
 /* Once vms_set_oops_hook has returned, the hook it replaced runs nowhere: its ctx may be
  * freed. The setter is given 200 ms while the old hook is held; it must still be waiting
  * (an early return is the defect; a slow machine can only make the setter later). */
 static void set_waits_child(void *arg)
 {
     (void)arg;
-    alarm(60);
-    int devnull = open("/dev/null", O_WRONLY);
-    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
-    vms_set_oops_hook(gated_hook, &gate);
     pthread_t r, w;
-    if (pthread_create(&r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
-    while (!atomic_load(&gate.in)) sched_yield();
-    if (pthread_create(&w, NULL, set_while_gated, NULL) != 0) _exit(11);
+    gated_start(gated_hook, &r, &w);
     for (int i = 0; i < 200 && !atomic_load(&set_returned); i++)
         nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
     int early = atomic_load(&set_returned);
@@ -824,14 +831,8 @@ static void forking_hook(const vms_oops *o, void *ctx)
 static void hook_forks_child(void *arg)
 {
     (void)arg;
-    alarm(60);
-    int devnull = open("/dev/null", O_WRONLY);
-    init_with(VMS_KILL_TASK, devnull, 16 * 1024);
-    vms_set_oops_hook(forking_hook, &gate);
     pthread_t r, w;
-    if (pthread_create(&r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
-    while (!atomic_load(&gate.in)) sched_yield();
-    if (pthread_create(&w, NULL, set_while_gated, NULL) != 0) _exit(11);
+    gated_start(forking_hook, &r, &w);
     nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
     atomic_store(&gate.release, 1);
     void *st = NULL;
