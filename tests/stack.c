@@ -754,6 +754,16 @@ static void inject_child(void *arg)
     exit(0);
 }
 
+/* Skips unless this process uses madvise guards. Asked through the library, so that
+ * what decides it counts (VMSTACK_GUARD_METHOD, Valgrind): the os layer asked before
+ * initialization would only probe the kernel, and keep that answer. */
+static void need_madvise_method(void)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    if (strcmp(s.guard_method, "madvise") != 0) SKIP("the madvise method is not in use");
+}
+
 TEST(mmap_fails)
 {
     need_guards();
@@ -782,11 +792,7 @@ TEST(guard_install_fails)
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
-    /* Asked through the library, so that VMSTACK_GUARD_METHOD (the mprotect variant)
-     * counts: before initialization the os layer would only probe the kernel. */
-    vms_stats s;
-    ASSERT_EQ(vms_get_stats(&s), 0);
-    if (strcmp(s.guard_method, "madvise") != 0) SKIP("the madvise method is not in use");
+    need_madvise_method();
     char out[4096];
     int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MADV_GUARD, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -852,9 +858,7 @@ TEST(guard_install_fails_inside_a_batch)
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
-    const char *forced = getenv("VMSTACK_GUARD_METHOD");
-    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
-        SKIP("the madvise method is not in use");
+    need_madvise_method();
     char out[4096];
     tst_run_ok(partial_guards_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "12 stacks guarded\n");
@@ -894,9 +898,7 @@ TEST(madvise_batch_open_fails)
 #ifndef VMSTACK_FAULT_INJECTION
     SKIP("built without VMSTACK_FAULT_INJECTION");
 #endif
-    const char *forced = getenv("VMSTACK_GUARD_METHOD");
-    if ((forced && !strcmp(forced, "mprotect")) || vms__os_guard_method() != VMS__GUARD_MADVISE)
-        SKIP("the madvise method is not in use");
+    need_madvise_method();
     char out[4096];
     tst_run_ok(batch_open_fails_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "opened on the second try\n");
@@ -1082,7 +1084,7 @@ TEST(many_stacks_few_mappings)
     /* Tens of thousands of mappings exceed Valgrind's segment table (VG_N_SEGMENTS). */
     if (RUNNING_ON_VALGRIND) SKIP("too many mappings for Valgrind");
 #endif
-    if (vms__os_guard_method() != VMS__GUARD_MADVISE) SKIP("needs the madvise method");
+    need_madvise_method();
     enum { N = 100000 };
     vms_stack **s = malloc(N * sizeof *s);
     vms_stats before, after;
