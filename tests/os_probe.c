@@ -140,14 +140,8 @@ TEST(guard_probe_failure_fails_the_one_call)
 static void probe_without_fds_child(void *arg)
 {
     (void)arg;
-    struct rlimit old, lim;
-    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
-    int lowest = dup(0);                     /* the lowest free descriptor */
-    if (lowest < 0) exit(11);
-    close(lowest);
-    lim = old;
-    lim.rlim_cur = (rlim_t)lowest;           /* pipe2 fails with EMFILE now */
-    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    struct rlimit old;
+    tst_use_up_descriptors(&old);            /* pipe2 fails with EMFILE now */
     errno = 0;
     vms_stack *s = vms_stack_alloc(0);
     int e = errno;

@@ -959,14 +959,8 @@ TEST(mprotect_slot_open_fails)
 static void budget_without_proc_child(void *arg)
 {
     (void)arg;
-    struct rlimit old, lim;
-    if (getrlimit(RLIMIT_NOFILE, &old) != 0) exit(10);
-    int lowest = dup(0);                     /* the lowest free descriptor */
-    if (lowest < 0) exit(11);
-    close(lowest);
-    lim = old;
-    lim.rlim_cur = (rlim_t)lowest;           /* no open() can succeed now */
-    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+    struct rlimit old;
+    tst_use_up_descriptors(&old);            /* no open() can succeed now */
     if (open("/proc/self/maps", O_RDONLY) >= 0) exit(13);
     vms_config c = { .flags = VMS_FORCE_MPROTECT };
     int ie = vms_init(&c);

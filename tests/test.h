@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +166,20 @@ static inline int tst_distinct(void *const *v, int n)
         d += j == i;
     }
     return d;
+}
+
+/* Leaves the process no file descriptor to open (RLIMIT_NOFILE lowered to the lowest
+ * free one: open, pipe and dup fail with EMFILE); *old gets the limit to put back with
+ * setrlimit. For a child: exits 10 to 12 when it cannot. */
+static inline void tst_use_up_descriptors(struct rlimit *old)
+{
+    if (getrlimit(RLIMIT_NOFILE, old) != 0) exit(10);
+    int lowest = dup(0);
+    if (lowest < 0) exit(11);
+    close(lowest);
+    struct rlimit lim = *old;
+    lim.rlim_cur = (rlim_t)lowest;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
 }
 
 /* How many times needle occurs in hay, not overlapping. */
