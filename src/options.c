@@ -13,6 +13,7 @@
 #include "island.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,12 @@ static int check_config(const vms_config *cfg)
     if (cfg->cache_per_thread > 1024) return -EINVAL;
     if (cfg->on_overflow != VMS_KILL_TASK && cfg->on_overflow != VMS_ABORT) return -EINVAL;
     if (cfg->report_fd < 0) return -EINVAL;
+    /* A descriptor that is not open, or not open for writing, would lose every report
+     * without a word: said now rather than at the first overflow. */
+    if (cfg->report_fd > 0) {
+        int fl = fcntl(cfg->report_fd, F_GETFL);
+        if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY) return -EINVAL;
+    }
     if (cfg->flags & ~(unsigned)(VMS_PAINT | VMS_END_CHECK | VMS_FORCE_MPROTECT | VMS_NO_SCRUB))
         return -EINVAL;
     return 0;

@@ -221,6 +221,15 @@ static void bad_init_child(void *arg)
     if (vms_init(&c) != -EINVAL) exit(21);
     c = (vms_config){ .flags = VMS_NO_SCRUB << 1 };
     if (vms_init(&c) != -EINVAL) exit(22);
+    /* A report_fd that is not open, or open only for reading: reports would be lost. */
+    int fd = open("/dev/null", O_WRONLY);
+    close(fd);
+    c = (vms_config){ .report_fd = fd };
+    if (vms_init(&c) != -EINVAL) exit(23);
+    fd = open("/dev/null", O_RDONLY);
+    c = (vms_config){ .report_fd = fd };
+    if (vms_init(&c) != -EINVAL) exit(24);
+    close(fd);
     /* Rejected calls leave vmstack uninitialized: a good one still works. */
     c = (vms_config){ .flags = VMS_PAINT };
     if (vms_init(&c) != 0) exit(17);
