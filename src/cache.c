@@ -332,6 +332,12 @@ void vms__cache_put(struct vms_stack *st)
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
 }
 
+void vms__cache_drop_pages(struct vms_stack *st)
+{
+    size_t page = vms__os_page_size();
+    if (st->size > page) (void)vms__os_discard(st->base, st->size - page);
+}
+
 void vms__cache_flush(void)
 {
     struct tcache *t = tc;

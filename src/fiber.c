@@ -831,6 +831,10 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
      * scrubbed at this thread's exit, a system call per thread. */
     struct vms_stack *st = task_drop_stack(t);
+    /* A killed thread filled its stack to the guard, and the reaper's batch may be far
+     * off: its pages go back now, one system call added to a kill (t, in the top page,
+     * is not read again). */
+    if (s == VMS_KILLED) vms__cache_drop_pages(st);
     if (vms__stack_free_at_exit(st) != 0) vms__stack_free(st);
     return result;
 }

@@ -314,6 +314,10 @@ VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FRE
 /* Scrubs this thread's dirty stacks now instead of at its next batch: after the free of a
  * stack known to be resident to its end (a killed fiber's). */
 VMS_HIDDEN void vms__cache_flush(void);
+/* Gives st's pages below its top page back to the kernel, without filing st anywhere
+ * (its scrubbing stays due when it is freed): for a stack that stays taken until its
+ * thread has ended, a killed thread's. A failure is ignored: the scrubbing remains. */
+VMS_HIDDEN void vms__cache_drop_pages(struct vms_stack *st);
 /* Scrubs the ranges with one system call, or zeroes them by hand should it fail (then
  * returns true: the pages stay resident). */
 VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);

@@ -435,6 +435,46 @@ TEST(killed_fibers_stack_pages_go_back_at_destroy)
     ASSERT_STR_CONTAINS(out, "child: killed stack returned");
 }
 
+/* The same for a killed vms thread, whose stack is freed only once the thread has ended
+ * (by a later reaper): its pages go back when the kill returns to the thread's start,
+ * so after the join only the top page can be resident. The stack's range comes from
+ * the oops, through the hook. */
+static void *stack_of_killed;
+static size_t size_of_killed;
+
+static void note_killed_stack(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    stack_of_killed = o->stack_base;
+    size_of_killed = o->stack_size;
+}
+
+static void child_killed_thread_stack_returned(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    vms_set_oops_hook(note_killed_stack, NULL);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, overflowing_thread, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    ASSERT_NOT_NULL(stack_of_killed);
+    uintptr_t lo = (uintptr_t)stack_of_killed, hi = lo + size_of_killed;
+    long long after = vms__os_resident(lo, hi);
+    printf("resident after the join %lld of %zu\n", after, size_of_killed);
+    ASSERT_LE(after, (long long)vms__os_page_size());
+    printf("child: killed thread's stack returned\n");
+}
+
+TEST(killed_threads_stack_pages_go_back_at_its_end)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_killed_thread_stack_returned, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: killed thread's stack returned");
+}
+
 /* ---- the end-of-stack magic (VMS_END_CHECK) and usage lines (VMS_PAINT) ---------- */
 
 static void init_flags(unsigned flags, int on_overflow)
