@@ -53,9 +53,7 @@ static void no_cache_child(void *arg)
         for (size_t off = 0; off < vms_stack_size(s[i]); off += 1024)
             memcpy(base + off, SECRET, sizeof SECRET);
     }
-#ifdef VMSTACK_FAULT_INJECTION
     if (discard_fails) vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
-#endif
     for (int i = 0; i < N; i++) {
         pthread_t t;
         pthread_create(&t, NULL, free_without_cache, s[i]);
@@ -92,9 +90,7 @@ TEST(scrub_without_thread_cache)
 TEST(scrub_without_thread_cache_when_discard_fails)
 {
     SKIP_IF_SANITIZED();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     int st = tst_fork(no_cache_child, (void *)1, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
@@ -138,9 +134,7 @@ TEST(alloc_without_thread_cache_when_no_slot_opens)
 #ifndef VMSTACK_VMAP
     SKIP("the direct backend takes its slots from malloc, which mmap injection does not fail");
 #endif
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     tst_run_ok(no_cache_no_slot_child, NULL, out, sizeof out);
     char want[64];

@@ -191,9 +191,7 @@ static void paint_reuse_discard_fails_child(void *arg)
 
 TEST(paint_reuse_discard_fails)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     unsigned flags = VMS_PAINT;
     run(paint_reuse_discard_fails_child, &flags);
     flags = VMS_PAINT | VMS_END_CHECK;
@@ -238,9 +236,7 @@ TEST(paint_zero_run_no_scrub)
 
 TEST(paint_zero_run_discard_fails)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     unsigned flags = VMS_PAINT;
     run(paint_zero_run_child, &flags);
 }
@@ -272,9 +268,7 @@ static void paint_no_scrub_discard_fails_child(void *arg)
 
 TEST(paint_no_scrub_discard_fails)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     run(paint_no_scrub_discard_fails_child, NULL);
 }
 

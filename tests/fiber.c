@@ -1010,9 +1010,7 @@ static void child_no_altstack(void *arg)
 
 TEST(no_alternate_stack_no_fiber)
 {
-#if !defined(VMSTACK_FAULT_INJECTION)
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     int status = tst_fork(child_no_altstack, NULL, out, sizeof out);
     ASSERT_EXITED(status, 0);

@@ -1112,9 +1112,7 @@ static void first_alloc_fails_child(void *arg)
 
 TEST(first_allocation_failure_leaves_later_overflows_reported)
 {
-#if !defined(VMSTACK_FAULT_INJECTION)
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     NEED_GUARD_FAULTS();
     int st = run_child(first_alloc_fails_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
@@ -1153,9 +1151,7 @@ static void install_fails_child(void *arg)
 
 static void install_fails(unsigned nth)
 {
-#if !defined(VMSTACK_FAULT_INJECTION)
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     NEED_GUARD_FAULTS();
     int st = run_child(install_fails_child, (void *)(uintptr_t)nth);
     ASSERT_SIGNALED(st, SIGSEGV);

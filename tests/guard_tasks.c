@@ -356,9 +356,7 @@ static void no_altstack_overflow_child(void *arg)
 TEST(thread_without_alternate_stack_dies_by_its_overflow)
 {
     NEED_GUARD_FAULTS();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     int st = run_child(no_altstack_overflow_child);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "has no alternate signal stack (Cannot allocate memory): a stack "

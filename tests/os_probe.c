@@ -30,9 +30,7 @@ static void method_child(void *arg)
 static void need_madvise_guards(void)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     if (guard_madvise_forced_off()) SKIP("VMSTACK_GUARD_METHOD=mprotect");
     char out[256];
     int st = tst_fork(method_child, NULL, out, sizeof out);
@@ -242,9 +240,7 @@ static void first_discard_race_child(void *arg)
 
 TEST(first_discards_race_open_one_pidfd)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     /* Each round is a new process: the setup happens once per process. */
     for (int round = 0; round < 50; round++) {
         char out[4096];
@@ -296,9 +292,7 @@ static void pidfd_open_fails_child(void *arg)
 
 TEST(no_pidfd_discards_range_by_range)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     tst_run_ok(pidfd_open_fails_child, (void *)(intptr_t)ENOSYS, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "calls 2 pidfds 0\n");
@@ -317,9 +311,7 @@ static void probe_child(void *arg)
 /* Skips unless process_madvise(MADV_DONTNEED) works on our own process (6.13+). */
 static void need_pmadv(void)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[512];
     int st = tst_fork(probe_child, NULL, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st))

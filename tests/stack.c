@@ -767,9 +767,7 @@ static void need_madvise_method(void)
 TEST(mmap_fails)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MMAP, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -778,9 +776,7 @@ TEST(mmap_fails)
 TEST(mprotect_fails)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MPROTECT, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -789,9 +785,7 @@ TEST(mprotect_fails)
 TEST(guard_install_fails)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     need_madvise_method();
     char out[4096];
     int st = tst_fork(inject_child, (void *)(intptr_t)VMS__OP_MADV_GUARD, out, sizeof out);
@@ -817,9 +811,7 @@ static void no_guard_install_child(void *arg)
 TEST(kernel_without_madv_guard_install)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     int st = tst_fork(no_guard_install_child, NULL, out, sizeof out);
     ASSERT_EXITED(st, 0);
@@ -855,9 +847,7 @@ static void partial_guards_child(void *arg)
 TEST(guard_install_fails_inside_a_batch)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     need_madvise_method();
     char out[4096];
     tst_run_ok(partial_guards_child, NULL, out, sizeof out);
@@ -895,9 +885,7 @@ static void batch_open_fails_child(void *arg)
 TEST(madvise_batch_open_fails)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     need_madvise_method();
     char out[4096];
     tst_run_ok(batch_open_fails_child, NULL, out, sizeof out);
@@ -939,9 +927,7 @@ static void slot_open_fails_child(void *arg)
 TEST(mprotect_slot_open_fails)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[8192];
     tst_run_ok(slot_open_fails_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "both rounds ok\n");

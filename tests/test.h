@@ -156,6 +156,14 @@ static inline void need_guards(void)
 }
 #define NEED_GUARD_FAULTS() do { NO_ASAN(); need_guards(); } while (0)
 
+/* Skips a case that forces failures through the os layer's fault injection, in a build
+ * without it (-DVMSTACK_FAULT_INJECTION=OFF). */
+#ifdef VMSTACK_FAULT_INJECTION
+#define NEED_FAULT_INJECTION() do {} while (0)
+#else
+#define NEED_FAULT_INJECTION() SKIP("built without VMSTACK_FAULT_INJECTION")
+#endif
+
 /* How many different pointers v[0..n) holds. */
 static inline int tst_distinct(void *const *v, int n)
 {

@@ -72,9 +72,7 @@ static void no_memory_child(void *arg)
 TEST(no_memory_is_enomem)
 {
     need_guards();
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     tst_run_ok(no_memory_child, NULL, out, sizeof out);
 }
@@ -99,9 +97,7 @@ static void no_altstack_child(void *arg)
 
 TEST(thread_without_alternate_stack_warns_and_runs)
 {
-#ifndef VMSTACK_FAULT_INJECTION
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[4096];
     tst_run_ok(no_altstack_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "joined 0x1234, stacks live 0\n");
@@ -683,9 +679,7 @@ static void unwalked_list_child(void *arg)
  * locked forever: the first one seen locked after its thread is gone turns graves off. */
 TEST(robust_list_never_walked)
 {
-#if !defined(VMSTACK_FAULT_INJECTION)
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     if (vms__os_robust_list_works() != 0) SKIP("no robust lists here at all");
     /* Once a grave has been seen open, graves no longer check themselves, in the child
      * too: only a process that has not proven them yet (as under ctest, one case per
@@ -700,9 +694,7 @@ TEST(robust_list_never_walked)
  * usual way: disable the alternate stack, then free. Nothing leaks. */
 TEST(without_robust_mutexes)
 {
-#if !defined(VMSTACK_FAULT_INJECTION)
-    SKIP("built without VMSTACK_FAULT_INJECTION");
-#endif
+    NEED_FAULT_INJECTION();
     char out[512];
     tst_run_ok(no_robust_child, NULL, out, sizeof out);
 }
