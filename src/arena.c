@@ -295,9 +295,22 @@ static int open_slots(struct vms__arena *a, uint32_t first, unsigned k)
     return (int)done;
 }
 
+static int open_locked(unsigned cls, struct vms_stack **out, unsigned want);
+
 int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
 {
     if (cls >= VMS__CLASSES || want == 0) return -EINVAL;
+    /* The system calls below may fail on the way to a success (an aligned reservation
+     * tried first, the mapping name where the kernel has none, the guard probe's EFAULT):
+     * errno is the caller's again on return; failures come back as the result. */
+    int saved = errno;
+    int r = open_locked(cls, out, want);
+    errno = saved;
+    return r;
+}
+
+static int open_locked(unsigned cls, struct vms_stack **out, unsigned want)
+{
     pthread_once(&classes_once, classes_init);
     pthread_mutex_lock(&classes[cls].lock);
     int e = 0;

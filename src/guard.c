@@ -665,6 +665,7 @@ int vms__guard_thread_init(void)
     /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
     if (self.state != THREAD_NEW) return 0;
     self.state = THREAD_INITIALIZING;
+    int saved_errno = errno;   /* the caller's, whatever the calls below leave */
     /* vmstack's own threads come through vms__guard_task_thread_init (the task layer's
      * thread start) before any program code ran on them: they have no alternate stack to
      * ask about, and their own glibc stack runs only vmstack's start routine and, at
@@ -727,6 +728,7 @@ done:
     /* After a failure the next call tries again (the task layer refuses to run tasks
      * on a thread without an alternate stack, so it will ask again). */
     self.state = e ? THREAD_NEW : THREAD_READY;
+    errno = saved_errno;
     return e;
 }
 

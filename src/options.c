@@ -261,11 +261,13 @@ int vms__ensure_init(void)
 {
     if (VMS_LIKELY(atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE))
         return 0;
+    int saved = errno;   /* a first use that succeeds leaves the program's errno alone */
     pthread_mutex_lock(&init_lock);
     int e = 0;
     if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_DONE)
         e = finish_init(NULL);
     pthread_mutex_unlock(&init_lock);
+    errno = saved;
     return e;
 }
 

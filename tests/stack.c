@@ -536,6 +536,32 @@ TEST(fork_waits_for_a_thread_holding_our_locks)
 }
 
 /* ---- bad input --------------------------------------------------------------------- */
+/* A success leaves errno as the program had it, also the first use (initialization,
+ * the guard probe, reservations and the mapping name, whose failures on the way are
+ * expected: PR_SET_VMA_ANON_NAME without CONFIG_ANON_VMA_NAME, say). */
+static void errno_kept_child(void *arg)
+{
+    (void)arg;
+    errno = EDOM;
+    vms_stack *a = vms_stack_alloc(0);
+    int e1 = errno;
+    vms_stack *b = vms_stack_alloc(300 * 1024);           /* a class of its own */
+    int e2 = errno;
+    vms_stack_free(a);
+    vms_stack_free(b);
+    int e3 = errno;
+    printf("stacks %d %d, errno %d %d %d (EDOM %d)\n", a != NULL, b != NULL, e1, e2, e3, EDOM);
+}
+
+TEST(success_leaves_errno_alone)
+{
+    char out[512];
+    tst_run_ok(errno_kept_child, NULL, out, sizeof out);
+    char want[96];
+    snprintf(want, sizeof want, "stacks 1 1, errno %d %d %d (EDOM %d)\n", EDOM, EDOM, EDOM, EDOM);
+    ASSERT_STR_CONTAINS(out, want);
+}
+
 TEST(sizes)
 {
     errno = 0;
