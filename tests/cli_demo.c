@@ -211,6 +211,9 @@ TEST(direct_missing_or_unrunnable_exits_2)
     const char *argv[] = { cmd, "demo", "--direct", "--fibers", "50", "--quiet", NULL };
     ASSERT_EXITED(tst_fork(exec_argv, (void *)argv, out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "vmstack demo: error: --direct needs ");
+    /* The guarded run's summary, buffered on a pipe, comes before the error. */
+    const char *result = strstr(out, "\nresult "), *error = strstr(out, "vmstack demo: error:");
+    ASSERT(result && result < error);
     FILE *f = fopen(direct, "wb");
     ASSERT_NOT_NULL(f);
     fputs("not a program\n", f);

@@ -1009,6 +1009,7 @@ static int run_direct(struct run *r)
  * direct backend, see tools/demo.cmake) from the folder of this executable. */
 static int run_direct_binary(int argc, char **argv)
 {
+    fflush(stdout);   /* what the demo printed comes before any error below */
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 32);
     if (n <= 0) {
