@@ -171,7 +171,7 @@ static const struct check checks[] = {
       "vmstack: stack overflow in thread", "vmstack: killed thread", true, 1, false, NULL },
     { "touch the leading guard (write 16 bytes below the base)", child_leading,
       "vmstack: stack overflow in fiber", "vmstack: killed fiber", true, 1, false, NULL },
-    { "touch the trailing guard (write 16 bytes above the top)", child_trailing,
+    { "touch the trailing guard (write a byte 16 bytes above the top)", child_trailing,
       "vmstack: stack underflow in fiber", "vmstack: killed fiber", true, 1, false, NULL },
     { "jump the guard with a frame of guard + 1 page (stack-clash probes)", child_clash,
       "vmstack: stack overflow in fiber", "vmstack: killed fiber", true, 1, false, clash_skip },
