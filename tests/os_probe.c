@@ -252,6 +252,14 @@ TEST(first_discards_race_open_one_pidfd)
     }
 }
 
+/* len bytes of fresh read-write memory for a child's discards; exits 9 without. */
+static char *scratch(size_t len)
+{
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) exit(9);
+    return mem;
+}
+
 /* Dirties n_pages of mem, discards them as two ranges, and checks they read as zero;
  * returns the system calls that took. */
 static unsigned long dirty_and_discard(char *mem, size_t len)
@@ -273,6 +281,17 @@ static unsigned long dirty_and_discard(char *mem, size_t len)
     return calls;
 }
 
+/* Two discards of two ranges each: prints the system calls of each and the pidfds left
+ * open, for the cases that decide how to discard. */
+static void print_two_discards(void)
+{
+    size_t len = 4 * vms__os_page_size();
+    char *mem = scratch(len);
+    unsigned long first = dirty_and_discard(mem, len);
+    unsigned long later = dirty_and_discard(mem, len);
+    printf("calls %lu then %lu pidfds %d\n", first, later, count_pidfds());
+}
+
 /* Before 6.14 (EBADF for PIDFD_SELF), pidfd_open fails with arg's errno: ENOSYS (no
  * pidfds) decides one madvise per range for good; EMFILE decides nothing, and the next
  * discard opens a pidfd and then makes one call per batch. */
@@ -282,8 +301,7 @@ static void pidfd_open_fails_child(void *arg)
     vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
     vms__os_inject(VMS__OP_PIDFD_OPEN, 1, err, false);
     size_t len = 4 * vms__os_page_size();
-    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) exit(9);
+    char *mem = scratch(len);
     (void)dirty_and_discard(mem, len);          /* the failed setup: range by range */
     (void)dirty_and_discard(mem, len);          /* EMFILE: set up now */
     unsigned long calls = dirty_and_discard(mem, len);
@@ -302,8 +320,7 @@ static void probe_child(void *arg)
 {
     (void)arg;
     size_t len = 4 * vms__os_page_size();
-    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) exit(9);
+    char *mem = scratch(len);
     (void)dirty_and_discard(mem, len);
     exit(dirty_and_discard(mem, len) == 1 ? 0 : 1);
 }
@@ -334,12 +351,7 @@ static void self_refused_child(void *arg)
 {
     int err = (int)(intptr_t)arg;
     vms__os_inject(VMS__OP_PMADV_SELF, 1, err, false);
-    size_t len = 4 * vms__os_page_size();
-    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) exit(9);
-    unsigned long first = dirty_and_discard(mem, len);
-    unsigned long later = dirty_and_discard(mem, len);
-    printf("calls %lu then %lu pidfds %d\n", first, later, count_pidfds());
+    print_two_discards();
 }
 
 TEST(process_madvise_enosys_means_range_by_range)
@@ -367,12 +379,7 @@ static void pidfd_refused_child(void *arg)
     (void)arg;
     vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
     vms__os_inject(VMS__OP_PMADV_PIDFD, 1, EINVAL, false);
-    size_t len = 4 * vms__os_page_size();
-    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) exit(9);
-    unsigned long first = dirty_and_discard(mem, len);
-    unsigned long later = dirty_and_discard(mem, len);
-    printf("calls %lu then %lu pidfds %d\n", first, later, count_pidfds());
+    print_two_discards();
 }
 
 TEST(process_madvise_through_a_pidfd_refused)
@@ -402,8 +409,7 @@ static void pidfd_fork_child(void *arg)
     (void)arg;
     vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
     size_t len = 4 * vms__os_page_size();
-    char *mem = mmap(NULL, 2 * len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) exit(9);
+    char *mem = scratch(2 * len);
     (void)dirty_and_discard(mem + len, len);    /* decided: our own pidfd */
     memset(mem, 0x77, len);
     char out[512];
