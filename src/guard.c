@@ -416,17 +416,10 @@ static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
     die_by(orig);
 }
 
-/* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
- * return). Returns NOT_OURS, or DIE after a report when the process must die by the
- * signal. */
-static int handle(int sig, siginfo_t *si, void *uctx)
+/* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
+ * put back before a kill. */
+static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel)
 {
-    if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
-    /* Only a fault the kernel generated (si_code > 0) can be a guard hit; SI_USER,
-     * SI_TKILL and SI_QUEUE are sent by a program and are not ours whatever si_addr
-     * holds. */
-    if (si->si_code <= 0) return NOT_OURS;
-    const ucontext_t *uc = uctx;
     if (self.depth > 0) nested_fault(sig, si, uc);
     struct vms__fault f;
     memset(&f, 0, sizeof f);
@@ -463,9 +456,37 @@ static int handle(int sig, siginfo_t *si, void *uctx)
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
+        pthread_setcancelstate(cancel, NULL);
         vms__task_kill_current(&oops, &mask);
     }
     return DIE;
+}
+
+/* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
+ * return). Returns NOT_OURS, or DIE after a report when the process must die by the
+ * signal. Cancellation is disabled meanwhile: the calls below include cancellation
+ * points (open, read and close of /proc/self/maps and of an object file to adopt,
+ * sigtimedwait, and libunwind's read of its validation pipe), and a request pending on
+ * a thread that overflowed before reaching one of its own would otherwise act inside
+ * the handler: the thread unwound from the middle of the report, the rest of the report
+ * lost and the task never killed. The request acts at the thread's next cancellation
+ * point instead, after the kill (the state is put back just before it, where a pending
+ * request acts only under asynchronous cancellation, which the code that overflowed
+ * could not have used safely anyway). pthread_setcancelstate is not on POSIX's list,
+ * but POSIX requires it to be async-cancel-safe, and glibc's is one atomic update of
+ * the calling thread's own word. */
+static int handle(int sig, siginfo_t *si, void *uctx)
+{
+    if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
+    /* Only a fault the kernel generated (si_code > 0) can be a guard hit; SI_USER,
+     * SI_TKILL and SI_QUEUE are sent by a program and are not ours whatever si_addr
+     * holds. */
+    if (si->si_code <= 0) return NOT_OURS;
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    int r = handle_fault(sig, si, uctx, cancel);
+    pthread_setcancelstate(cancel, NULL);
+    return r;
 }
 
 /* async-signal-safe: for programs that own SIGSEGV. Dying from inside the program's
