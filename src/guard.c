@@ -142,8 +142,8 @@ static uintptr_t context_pc(const ucontext_t *uc)
 #endif
 }
 
-/* Not instrumented by ASan: is_signal_frame reads it from candidate contexts on a
- * task's stack, where suspended frames keep their poisoned redzones. */
+/* async-signal-safe. Not instrumented by ASan: is_signal_frame reads it from candidate
+ * contexts on a task's stack, where suspended frames keep their poisoned redzones. */
 __attribute__((no_sanitize("address")))
 static uintptr_t context_sp(const ucontext_t *uc)
 {
@@ -372,7 +372,9 @@ static bool is_signal_frame(uintptr_t a, uintptr_t hi, const stack_t *alt)
  * signal handlers running on the task's stack (installed without SA_ONSTACK): the kill
  * skips their returns, which would have put back the mask of the code they
  * interrupted, so the outermost one's saved mask is taken (never blocking more than
- * uc's: a stale copy found by mistake can only unblock what a handler blocked). */
+ * uc's: a stale copy found by mistake can only unblock what a handler blocked).
+ * sigandset is a GNU extension, not on POSIX's list: glibc's only ANDs the words of
+ * two sets in memory. */
 static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintptr_t hi,
                          sigset_t *out)
 {

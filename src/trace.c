@@ -91,6 +91,7 @@ static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
  * lock that the code it interrupted may hold). */
 static atomic_flag table_busy = ATOMIC_FLAG_INIT;
 
+/* async-signal-safe (publish_object, from the fault handler's adopt) */
 static const char *base_name(const char *path)
 {
     const char *b = path;
@@ -99,14 +100,17 @@ static const char *base_name(const char *path)
     return b;
 }
 
-/* Checks that the section header table and one section lie inside the mapped file. */
+/* async-signal-safe: checks that one section lies inside the mapped file. */
 static bool section_ok(const ElfW(Shdr) *sh, size_t filesz)
 {
     return sh->sh_offset <= filesz && sh->sh_size <= filesz - sh->sh_offset;
 }
 
-/* Maps path read-only and records its .symtab and .dynsym. A file that is missing,
- * truncated or not a native ELF file simply has no symbols: never an error. */
+/* async-signal-safe (the fault handler's adopt calls it through publish_object): open,
+ * fstat and close are on POSIX's list; mmap and munmap are not, but glibc's are plain
+ * system calls (no lock, no allocation). Maps path read-only and records its .symtab and
+ * .dynsym. A file that is missing, truncated or not a native ELF file simply has no
+ * symbols: never an error. */
 static void load_symbols(struct object *o, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -797,6 +801,7 @@ static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr
 #endif
 }
 
+/* async-signal-safe: the frame-pointer walk described above OUTERMOST_FRAME_SLACK. */
 int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                        vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
@@ -885,6 +890,7 @@ int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, in
     return n;
 }
 
+/* async-signal-safe: a constant of the build. */
 bool vms__trace_have_unwind(void)
 {
 #ifdef VMSTACK_HAVE_LIBUNWIND
