@@ -229,6 +229,7 @@ static unsigned long task_new_id(struct vms__thread *th)
     return th->id_next++;
 }
 
+/* async-signal-safe: a byte loop (thread_name_refresh calls it in the fault handler). */
 static void copy_name(char *dst, size_t cap, const char *src)
 {
     size_t i = 0;
@@ -337,6 +338,7 @@ static void task_release_stack(struct vms__task *t)
 
 static void thread_name_refresh(struct vms__task *t);
 
+/* async-signal-safe: copies four fields of t's record. */
 static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
 {
     out->kind = t->kind;

@@ -142,8 +142,8 @@ static uintptr_t context_pc(const ucontext_t *uc)
 #endif
 }
 
-/* Not instrumented by ASan: is_signal_frame reads it from candidate contexts on a
- * task's stack, where suspended frames keep their poisoned redzones. */
+/* async-signal-safe. Not instrumented by ASan: is_signal_frame reads it from candidate
+ * contexts on a task's stack, where suspended frames keep their poisoned redzones. */
 __attribute__((no_sanitize("address")))
 static uintptr_t context_sp(const ucontext_t *uc)
 {
@@ -372,7 +372,9 @@ static bool is_signal_frame(uintptr_t a, uintptr_t hi, const stack_t *alt)
  * signal handlers running on the task's stack (installed without SA_ONSTACK): the kill
  * skips their returns, which would have put back the mask of the code they
  * interrupted, so the outermost one's saved mask is taken (never blocking more than
- * uc's: a stale copy found by mistake can only unblock what a handler blocked). */
+ * uc's: a stale copy found by mistake can only unblock what a handler blocked).
+ * sigandset is a GNU extension, not on POSIX's list: glibc's only ANDs the words of
+ * two sets in memory. */
 static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintptr_t hi,
                          sigset_t *out)
 {
@@ -416,17 +418,10 @@ static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
     die_by(orig);
 }
 
-/* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
- * return). Returns NOT_OURS, or DIE after a report when the process must die by the
- * signal. */
-static int handle(int sig, siginfo_t *si, void *uctx)
+/* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
+ * put back before a kill. */
+static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel)
 {
-    if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
-    /* Only a fault the kernel generated (si_code > 0) can be a guard hit; SI_USER,
-     * SI_TKILL and SI_QUEUE are sent by a program and are not ours whatever si_addr
-     * holds. */
-    if (si->si_code <= 0) return NOT_OURS;
-    const ucontext_t *uc = uctx;
     if (self.depth > 0) nested_fault(sig, si, uc);
     struct vms__fault f;
     memset(&f, 0, sizeof f);
@@ -463,9 +458,37 @@ static int handle(int sig, siginfo_t *si, void *uctx)
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
+        pthread_setcancelstate(cancel, NULL);
         vms__task_kill_current(&oops, &mask);
     }
     return DIE;
+}
+
+/* async-signal-safe: classifies, reports and, for a task to kill, kills it (no
+ * return). Returns NOT_OURS, or DIE after a report when the process must die by the
+ * signal. Cancellation is disabled meanwhile: the calls below include cancellation
+ * points (open, read and close of /proc/self/maps and of an object file to adopt,
+ * sigtimedwait, and libunwind's read of its validation pipe), and a request pending on
+ * a thread that overflowed before reaching one of its own would otherwise act inside
+ * the handler: the thread unwound from the middle of the report, the rest of the report
+ * lost and the task never killed. The request acts at the thread's next cancellation
+ * point instead, after the kill (the state is put back just before it, where a pending
+ * request acts only under asynchronous cancellation, which the code that overflowed
+ * could not have used safely anyway). pthread_setcancelstate is not on POSIX's list,
+ * but POSIX requires it to be async-cancel-safe, and glibc's is one atomic update of
+ * the calling thread's own word. */
+static int handle(int sig, siginfo_t *si, void *uctx)
+{
+    if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
+    /* Only a fault the kernel generated (si_code > 0) can be a guard hit; SI_USER,
+     * SI_TKILL and SI_QUEUE are sent by a program and are not ours whatever si_addr
+     * holds. */
+    if (si->si_code <= 0) return NOT_OURS;
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    int r = handle_fault(sig, si, uctx, cancel);
+    pthread_setcancelstate(cancel, NULL);
+    return r;
 }
 
 /* async-signal-safe: for programs that own SIGSEGV. Dying from inside the program's

@@ -87,6 +87,7 @@ VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format
 /* ---------------------------------------------------------------- os_linux.c ---- */
 /* The only file that calls mmap, munmap, mprotect, madvise, process_madvise, prctl and
  * sigaltstack. Every function returns 0 or a negative errno. */
+/* async-signal-safe once set (vms__guard_install sets it before installing the handler). */
 VMS_HIDDEN size_t vms__os_page_size(void);
 /* async-signal-safe: CLOCK_MONOTONIC in nanoseconds, for the bounded waits. */
 VMS_HIDDEN long vms__os_now_ns(void);

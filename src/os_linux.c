@@ -107,6 +107,10 @@ int vms__os_injected(int op)
 }
 
 /* ---- basics ----------------------------------------------------------------------- */
+/* async-signal-safe: a relaxed load once set, and vms__guard_install sets it before it
+ * installs the fault handler; a first call (vms_handle_fault before vms_init) asks
+ * sysconf(_SC_PAGESIZE), not on POSIX's list, which in glibc returns the loader's copy
+ * of AT_PAGESZ (no lock, no allocation). */
 size_t vms__os_page_size(void)
 {
     /* Asked by any thread, also before initialization (vms_thread_create sizes its own

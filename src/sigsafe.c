@@ -196,7 +196,9 @@ void vms__sigsafe_block_sigpipe(struct vms__sigpipe_state *s)
 
 /* async-signal-safe: a SIGPIPE our writes raised is thread-directed and pending now;
  * taking it with a zero-timeout sigtimedwait keeps it from killing the process when the
- * mask is restored. One that was pending before us belongs to the program: left alone. */
+ * mask is restored. One that was pending before us belongs to the program: left alone.
+ * sigtimedwait is not on POSIX's list: glibc's is the rt_sigtimedwait system call, and
+ * a cancellation point, which the fault handler has disabled. */
 void vms__sigsafe_unblock_sigpipe(struct vms__sigpipe_state *s)
 {
     sigset_t pipe_set, pending;
@@ -285,8 +287,9 @@ static void parse_map(const char *p, const char *end, struct vms__map *m)
     m->path_len = (size_t)(end - p);
 }
 
-/* async-signal-safe: open, read and close only; lines longer than the buffer (a path
- * of more than about 2,000 bytes) are skipped. */
+/* async-signal-safe: open, read and close only (on POSIX's list; cancellation points,
+ * which the fault handler has disabled); lines longer than the buffer (a path of more
+ * than about 2,000 bytes) are skipped. */
 bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void *ctx), void *ctx)
 {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);

@@ -91,6 +91,7 @@ static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
  * lock that the code it interrupted may hold). */
 static atomic_flag table_busy = ATOMIC_FLAG_INIT;
 
+/* async-signal-safe (publish_object, from the fault handler's adopt) */
 static const char *base_name(const char *path)
 {
     const char *b = path;
@@ -99,14 +100,17 @@ static const char *base_name(const char *path)
     return b;
 }
 
-/* Checks that the section header table and one section lie inside the mapped file. */
+/* async-signal-safe: checks that one section lies inside the mapped file. */
 static bool section_ok(const ElfW(Shdr) *sh, size_t filesz)
 {
     return sh->sh_offset <= filesz && sh->sh_size <= filesz - sh->sh_offset;
 }
 
-/* Maps path read-only and records its .symtab and .dynsym. A file that is missing,
- * truncated or not a native ELF file simply has no symbols: never an error. */
+/* async-signal-safe (the fault handler's adopt calls it through publish_object): open,
+ * fstat and close are on POSIX's list; mmap and munmap are not, but glibc's are plain
+ * system calls (no lock, no allocation). Maps path read-only and records its .symtab and
+ * .dynsym. A file that is missing, truncated or not a native ELF file simply has no
+ * symbols: never an error. */
 static void load_symbols(struct object *o, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -266,8 +270,11 @@ int vms__trace_load(void)
     last_adds = ctx.adds;
     last_subs = ctx.subs;
 #ifdef VMSTACK_HAVE_LIBUNWIND
-    /* A per-thread cache keeps concurrent reports on different threads from sharing
-     * (and locking) one cache. Set once: setting it flushes the cache. */
+    /* A per-thread cache would keep concurrent reports on different threads from
+     * sharing (and locking) one cache. Only a libunwind configured with
+     * --enable-per-thread-cache has one: Debian 12's 1.6.2 is not, and takes the
+     * request for UNW_CACHE_GLOBAL (seen in its unw_set_caching_policy), whose lock it
+     * takes with every signal blocked. Set once: setting it flushes the cache. */
     if (!again) unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
 #else
     (void)again;
@@ -797,6 +804,7 @@ static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr
 #endif
 }
 
+/* async-signal-safe: the frame-pointer walk described above OUTERMOST_FRAME_SLACK. */
 int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                        vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
@@ -853,10 +861,16 @@ out:
     return n;
 }
 
-/* async-signal-safe: libunwind's local unwinder is documented signal-safe; it reads
- * the unwind tables of the objects, and UNW_INIT_SIGNAL_FRAME tells it that the first
- * pc is exact (the faulting instruction), not a return address. The walk is complete
- * when unw_step reports the outermost frame (0), not an error. */
+/* async-signal-safe: libunwind's local unwinder is documented signal-safe
+ * (unw_init_local(3), unw_step(3) and unw_get_reg(3) of 1.6.2, Debian 12's): it takes
+ * its locks (the unwind cache, its memory pool, and glibc's dl_iterate_phdr lock, which
+ * is recursive) with every signal blocked, so a handler never interrupts their holder
+ * on its own thread (a fault there kills the process: the kernel does not deliver a
+ * blocked SIGSEGV), and it validates addresses with mincore and a pipe it reads and
+ * writes (read is a cancellation point: the fault handler disables cancellation). It
+ * reads the unwind tables of the objects, and UNW_INIT_SIGNAL_FRAME tells it that the
+ * first pc is exact (the faulting instruction), not a return address. The walk is
+ * complete when unw_step reports the outermost frame (0), not an error. */
 int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, int max,
                            bool *complete)
 {
@@ -885,6 +899,7 @@ int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx, in
     return n;
 }
 
+/* async-signal-safe: a constant of the build. */
 bool vms__trace_have_unwind(void)
 {
 #ifdef VMSTACK_HAVE_LIBUNWIND

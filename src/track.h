@@ -100,13 +100,13 @@ static inline void vms__track_destroy(struct vms__track *tr)
 #endif
 }
 
-/* Around vmstack's reads of words of a task's stack that the task's code does not
- * hold (painting's scan at a task's end; the kill's search of the killed task's stack
- * for signal frames): memcheck takes what lies below a stack pointer for inaccessible
- * and old frames' words for undefined, and would report each read, or each branch on
- * what was read. Its error reporting is off for this thread in between; nothing in
- * other builds. async-signal-safe: a client request is a few instructions that only
- * Valgrind gives a meaning to. */
+/* async-signal-safe: a client request is a few instructions that only Valgrind gives a
+ * meaning to. Around vmstack's reads of words of a task's stack that the task's code
+ * does not hold (painting's scan at a task's end; the kill's search of the killed task's
+ * stack for signal frames): memcheck takes what lies below a stack pointer for
+ * inaccessible and old frames' words for undefined, and would report each read, or each
+ * branch on what was read. Its error reporting is off for this thread in between;
+ * nothing in other builds. */
 static inline void vms__track_raw_reads_begin(void)
 {
 #if defined(VMSTACK_VALGRIND)
@@ -114,6 +114,7 @@ static inline void vms__track_raw_reads_begin(void)
 #endif
 }
 
+/* async-signal-safe: as vms__track_raw_reads_begin. */
 static inline void vms__track_raw_reads_end(void)
 {
 #if defined(VMSTACK_VALGRIND)
@@ -188,9 +189,10 @@ static inline void vms__track_arrived(struct vms__track *tr)
 #endif
 }
 
-/* The task, right before switching back to its resumer. dying: it never runs again.
- * Also called on the kill path (from the fault handler), where the tools are the only
- * non-async-signal-safe code, and only in sanitizer or Valgrind builds. */
+/* async-signal-safe in a build without ASan and TSan (it is empty): the kill path calls
+ * it from the fault handler, where the sanitizers' fiber calls are the only code that is
+ * not, and only in those builds. The task, right before switching back to its resumer.
+ * dying: it never runs again. */
 VMS__TRACK_SWITCH void vms__track_leave(struct vms__track *tr, bool dying)
 {
     (void)tr; (void)dying;

@@ -4,9 +4,9 @@
  * report names the task; the taint and overflow counters grow; VMS_ABORT dies by
  * SIGSEGV; 16 threads overflowing at once give 16 whole reports that never interleave;
  * 1,000 overflows in a row on one thread; overflows inside malloc or inside a printf
- * callback never deadlock (killed, or aborted with the unsafe-kill reason); an
- * overflow inside a signal handler; a wild access from a fiber; which threads are set
- * up as vmstack's own.
+ * callback never deadlock (killed, or aborted with the unsafe-kill reason); a pending
+ * cancellation request waits until after the kill; an overflow inside a signal
+ * handler; a wild access from a fiber; which threads are set up as vmstack's own.
  */
 #include "island.h"
 #include "test.h"
@@ -1211,6 +1211,62 @@ TEST(overflow_in_lazy_binding_is_not_killed_alone)
                              "marked inside it\n");
     ASSERT_STR_NOT_CONTAINS(out, "survived");
     assert_last_line_starts(out, "vmstack: aborting");
+}
+
+/* ---- a pending cancellation request ----------------------------------------------- */
+
+/* A thread asked to cancel itself (deferred cancellation, the default) and has not yet
+ * reached a cancellation point when a fiber it resumed overflows. The request must not
+ * act inside the fault handler: there, unwinding would leave the report cut short and the
+ * fiber RUNNING for good (its resume would never return). It acts at the thread's next
+ * cancellation point, after the kill. */
+static atomic_int cancel_resume_result = -1;
+
+static void nothing_fiber(void *arg)
+{
+    (void)arg;
+}
+
+static void *cancel_pending_thread(void *arg)
+{
+    (void)arg;
+    /* The thread is set up for fibers first (that may pass cancellation points). */
+    vms_fiber *warm = vms_fiber_create(nothing_fiber, NULL, NULL);
+    if (!warm || vms_fiber_resume(warm) != VMS_DONE) return NULL;
+    vms_fiber_destroy(warm);
+    vms_fiber_attr attr = { 0, "cancel-pending" };
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
+    if (!f) return NULL;
+    pthread_cancel(pthread_self());   /* pending until a cancellation point */
+    int s = vms_fiber_resume(f);
+    atomic_store(&cancel_resume_result, s);
+    vms_fiber_destroy(f);
+    pthread_testcancel();
+    return (void *)1;
+}
+
+static void cancel_pending_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    pthread_t t;
+    if (pthread_create(&t, NULL, cancel_pending_thread, NULL) != 0) _exit(10);
+    void *r = NULL;
+    pthread_join(t, &r);
+    printf("resume gave %d; join gave %s\n", atomic_load(&cancel_resume_result),
+           r == PTHREAD_CANCELED ? "PTHREAD_CANCELED" : "something else");
+}
+
+TEST(pending_cancellation_waits_until_after_the_kill)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(cancel_pending_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"cancel-pending\" (id ");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"cancel-pending\" (id ");
+    char want[64];
+    snprintf(want, sizeof want, "resume gave %d; join gave PTHREAD_CANCELED\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
 }
 
 /* ---- an overflow inside a signal handler ---------------------------------------------- */
