@@ -184,6 +184,9 @@ VMS_HIDDEN void vms__oops_fork_lock(void);
 VMS_HIDDEN void vms__oops_fork_unlock(bool child);
 /* How long fork waits for another thread's report (20 s); tests shorten it. */
 VMS_HIDDEN extern long vms__oops_fork_wait_ms;
+/* How long a report waits for another thread's report (20 s) before it goes on with a
+ * call trace by frame pointers only; tests shorten it. */
+VMS_HIDDEN extern long vms__oops_lock_wait_ms;
 /* Tests only: when set, called by every reader of the hook between reading the hook and
  * reading its ctx (async-signal context). */
 VMS_HIDDEN extern void (*vms__oops_hook_read_hook)(void);

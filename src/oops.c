@@ -23,8 +23,9 @@
  * every other faulting thread. */
 #define WRITE_TIMEOUT_MS 500
 /* How long a thread waits for another thread's report to finish before writing its own
- * anyway. A report takes milliseconds; only a reporter stuck far beyond its own write
- * timeouts can hold the lock this long. */
+ * anyway (with a call trace by frame pointers only: see vms__oops_report). A report
+ * takes milliseconds; only a reporter stuck far beyond its own write timeouts can hold
+ * the lock this long. */
 #define LOCK_WAIT_MS 20000
 /* Frames kept from the innermost end of the walk, and from the far end. */
 #define HEAD_FRAMES 64
@@ -185,29 +186,37 @@ size_t vms__oops_tainted(void)
 
 /* ---- the report lock ----------------------------------------------------------- */
 
-/* async-signal-safe: returns true when this call took the lock (and must release it),
- * false when it proceeds without it: the thread already holds it (a fault inside the
- * report) or the wait timed out. An owner that no longer exists (it died, or this is a
- * child forked during a report) is replaced. */
-static bool report_lock(long tid)
+long vms__oops_lock_wait_ms = LOCK_WAIT_MS;
+
+/* What report_lock did: took the lock (the caller releases it), found it held by this
+ * thread already (a fault inside the report), or gave up waiting for another thread's
+ * report, which may be stuck holding locks the walk would need (see vms__oops_report). */
+enum { LOCK_TAKEN, LOCK_MINE, LOCK_WAITED_OUT };
+
+/* async-signal-safe: an owner that no longer exists (it died, or this is a child forked
+ * during a report) is replaced. *owner_out is the owner waited for (LOCK_WAITED_OUT). */
+static int report_lock(long tid, long *owner_out)
 {
-    for (unsigned waited = 0;; waited++) {
+    for (long waited = 0;; waited++) {
         long owner = 0;
-        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return true;
-        if (owner == tid) return false;
+        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
+        if (owner == tid) return LOCK_MINE;
         if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
-            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return true;
+            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
             continue;
         }
-        if (waited >= LOCK_WAIT_MS) return false;
+        if (waited >= vms__oops_lock_wait_ms) {
+            if (owner_out) *owner_out = owner;
+            return LOCK_WAITED_OUT;
+        }
         vms__sigsafe_sleep_ms(1);
     }
 }
 
 /* async-signal-safe */
-static void report_unlock(bool taken)
+static void report_unlock(int how)
 {
-    if (taken) atomic_store(&report_owner, 0);
+    if (how == LOCK_TAKEN) atomic_store(&report_owner, 0);
 }
 
 /* ---- output -------------------------------------------------------------------- */
@@ -262,7 +271,7 @@ void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc)
 {
     struct out o;
     out_open(&o);
-    bool taken = report_lock(vms__sigsafe_gettid());
+    int taken = report_lock(vms__sigsafe_gettid(), NULL);
     struct vms__line *l = start(&o);
     vms__line_str(l, "fault while reporting: ");
     vms__line_str(l, sig == SIGBUS ? "SIGBUS" : "SIGSEGV");
@@ -697,17 +706,28 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     struct out o;
     out_open(&o);
     size_t tainted = atomic_fetch_add(&taint_count, 1);
-    bool taken = report_lock(f->tid);
+    long stuck = 0;
+    int taken = report_lock(f->tid, &stuck);
     vms__trace_report_begin();
 
     /* The walk comes first: the unsafe-kill decision needs it, and its frames fill
-     * oops->trace. */
+     * oops->trace. After a wait for another report that did not end, the walk follows
+     * frame pointers only: that report may be stuck inside libunwind holding its cache
+     * lock (waiting for the loader's lock, which this thread may hold: a fault inside a
+     * dl_iterate_phdr callback, as in a C++ exception's unwinding), and libunwind's
+     * walk here would wait for that lock for good. The frame-pointer walk takes no lock;
+     * where it cannot see every frame, the task is not killed alone. */
     struct frames frames;   /* about 1 KiB of the alternate stack */
     struct frames *fr = &frames;
     memset(fr, 0, sizeof *fr);
     fr->oops = oops;
     bool complete = false;
-    vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES, &complete);
+    if (taken == LOCK_WAITED_OUT)
+        vms__trace_walk_fp(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
+                           &complete);
+    else
+        vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
+                        &complete);
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 
     first_line(&o, f);
@@ -755,6 +775,15 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     emit(&o);
 
     register_lines(&o, f->uc);
+    if (taken == LOCK_WAITED_OUT) {
+        l = start(&o);
+        vms__line_str(l, " the report of thread ");
+        vms__line_dec(l, stuck);
+        vms__line_str(l, " did not end within ");
+        vms__line_dec(l, vms__oops_lock_wait_ms);
+        vms__line_str(l, " ms: call trace by frame pointers only");
+        emit(&o);
+    }
     vms__line_str(start(&o), "Call Trace:");
     emit(&o);
     trace_lines(&o, fr);

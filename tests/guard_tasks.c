@@ -5,17 +5,21 @@
  * SIGSEGV; 16 threads overflowing at once give 16 whole reports that never interleave;
  * 1,000 overflows in a row on one thread; overflows inside malloc or inside a printf
  * callback never deadlock (killed, or aborted with the unsafe-kill reason); a pending
- * cancellation request waits until after the kill; an overflow inside a signal
+ * cancellation request waits until after the kill; a report that waited in vain for
+ * another walks by frame pointers; an overflow inside a signal
  * handler; a wild access from a fiber; which threads are set up as vmstack's own.
  */
 #include "island.h"
 #include "test.h"
 
 #include <alloca.h>
+#include <fcntl.h>
+#include <link.h>
 #include <printf.h>
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
 static char out[4 << 20];
 /* Per thread: sixteen threads overflow at once, and one shared sink would be a data race
@@ -1267,6 +1271,107 @@ TEST(pending_cancellation_waits_until_after_the_kill)
     char want[64];
     snprintf(want, sizeof want, "resume gave %d; join gave PTHREAD_CANCELED\n", VMS_KILLED);
     ASSERT_STR_CONTAINS(out, want);
+}
+
+/* ---- a report stuck behind the loader's lock ------------------------------------------ */
+
+/* Thread A's report walks with libunwind, which holds its cache lock while it waits in
+ * dl_iterate_phdr for the loader's lock. Thread B holds that lock: its fiber overflows
+ * inside a dl_iterate_phdr callback (as a C++ exception's unwinding can). B's report
+ * waits for A's, which cannot end; after the wait B must not walk with libunwind (it
+ * would wait for A's cache lock for good) but by frame pointers, and say so. B's fault
+ * is inside the loader, so the process then dies by the signal, after a whole report:
+ * before, it hung. */
+static atomic_int loader_held, loader_go, a_overflows;
+static atomic_long a_tid;
+
+NOIPA static int overflow_in_loader(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)info;
+    (void)size;
+    (void)data;
+    atomic_store(&loader_held, 1);
+    while (!atomic_load(&loader_go)) sched_yield();
+    sink += island_deep(0);
+    return 1;
+}
+
+static void loader_fiber(void *arg)
+{
+    (void)arg;
+    dl_iterate_phdr(overflow_in_loader, NULL);
+}
+
+static void *loader_thread(void *arg)
+{
+    (void)arg;
+    vms_fiber_attr attr = { 0, "in-loader" };
+    vms_fiber *f = vms_fiber_create(loader_fiber, NULL, &attr);
+    if (f) vms_fiber_resume(f);
+    return NULL;
+}
+
+static atomic_int a_ready;
+
+static void *announced_overflow_thread(void *arg)
+{
+    (void)arg;
+    /* Set up (thread setup reads the loaded objects with dl_iterate_phdr) before B
+     * takes the loader's lock. */
+    vms_fiber_attr attr = { 0, "walker" };
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
+    if (!f) return NULL;
+    atomic_store(&a_tid, (long)syscall(SYS_gettid));
+    atomic_store(&a_ready, 1);
+    while (!atomic_load(&loader_held)) sched_yield();
+    atomic_store(&a_overflows, 1);
+    vms_fiber_resume(f);
+    return NULL;
+}
+
+/* Whether thread tid waits in futex(2) now. */
+static bool in_futex(long tid)
+{
+    char path[64], buf[64], want[16];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", tid);
+    snprintf(want, sizeof want, "%d ", (int)SYS_futex);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    return strncmp(buf, want, strlen(want)) == 0;
+}
+
+static void loader_lock_child(void *arg)
+{
+    (void)arg;
+    alarm(60);
+    init_with(VMS_KILL_TASK, 0, 16 * 1024);
+    vms__oops_lock_wait_ms = 200;
+    pthread_t a, b;
+    if (pthread_create(&a, NULL, announced_overflow_thread, NULL) != 0) _exit(11);
+    while (!atomic_load(&a_ready)) sched_yield();
+    if (pthread_create(&b, NULL, loader_thread, NULL) != 0) _exit(10);
+    while (!atomic_load(&a_overflows)) sched_yield();
+    /* A's report is in libunwind, waiting for the loader's lock. */
+    while (!in_futex(atomic_load(&a_tid))) sched_yield();
+    fflush(NULL);
+    atomic_store(&loader_go, 1);
+    pthread_join(b, NULL);
+    _exit(12);   /* B's report must end the process */
+}
+
+TEST(report_waiting_in_vain_walks_by_frame_pointers)
+{
+    NEED_GUARD_FAULTS();
+    if (!vms__trace_have_unwind()) SKIP("built without libunwind: no walk waits for the loader");
+    int st = run_child(loader_lock_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber \"in-loader\"");
+    ASSERT_STR_CONTAINS(out, " did not end within 200 ms: call trace by frame pointers only\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: ");
+    assert_last_line_starts(out, "vmstack: aborting");
 }
 
 /* ---- an overflow inside a signal handler ---------------------------------------------- */
