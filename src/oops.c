@@ -521,7 +521,8 @@ static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
 static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
 {
     static const char libc_why[] =
-        "the C library's allocator or stdio may hold a process-wide lock";
+        "the C library may hold a process-wide lock there (its allocator, stdio, the "
+        "loaded objects' list, exit handlers or the environment)";
     static const char loader_why[] =
         "the dynamic loader may hold its lock or have the thread marked inside it";
     bool in_vmstack = false;
