@@ -368,6 +368,12 @@ VMS_HIDDEN extern void (*vms__fork_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);
+/* Tests only: when set, called by the forking thread before each yield of its wait for
+ * a reap in flight on another thread. */
+VMS_HIDDEN extern void (*vms__stack_fork_wait_hook)(void);
+/* How long fork waits for a reap in flight (1 s); a test that holds a reaper on purpose
+ * while fork waits for it raises it. */
+VMS_HIDDEN extern long vms__stack_fork_reap_wait_ns;
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 
