@@ -11,7 +11,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
-#include <time.h>
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -474,12 +473,16 @@ TEST(fork_child_inherits_and_allocates)
  * opening slots, registering its cache or loading symbols does for a moment): fork waits
  * for them, and the child, whose one thread could never get a lock held by a thread it
  * does not have, uses every one of them. The holder keeps them until the fork has begun
- * (the fork hook says so) and 50 ms more; without the wait the child hangs (alarm). */
+ * (the fork hook says so) and the forking thread sleeps, blocked on one of them; without
+ * the wait the child hangs (alarm). (It used to keep them 50 ms after the fork hook,
+ * which on a busy machine could end before the fork got to the locks.) */
 static sem_t locks_held, child_done;
 static atomic_bool fork_began;
+static atomic_int fork_tid;
 
 static void note_fork(void)
 {
+    atomic_store(&fork_tid, tst_gettid());
     atomic_store(&fork_began, true);
 }
 
@@ -491,7 +494,7 @@ static void *hold_locks(void *arg)
     vms__trace_fork_lock();
     sem_post(&locks_held);
     while (!atomic_load(&fork_began)) sched_yield();
-    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+    tst_wait_until_asleep(atomic_load(&fork_tid));
     vms__trace_fork_unlock(false);
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();
