@@ -324,6 +324,11 @@ VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
+/* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
+ * about to join them), bounded by 1,024; and a hook called by vms__cache_flush_thread
+ * between deciding which stacks stay warm and pushing them. */
+VMS_HIDDEN size_t vms__cache_shared_warm(void);
+VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
 /* fork: takes every lock of the cache (shared lists, thread registry) and releases them. */
 VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
