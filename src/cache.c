@@ -138,6 +138,32 @@ static void shared_put(struct vms_stack *st)
     shared_push(st, st, st->cls, 1, st->warm != 0);
 }
 
+/* Claims up to want of the shared lists' warm budget (WARM_MAX stacks in all) for stacks
+ * about to be pushed warm: counts them in shared_warm at once, so that threads deciding
+ * at the same moment cannot keep more than WARM_MAX warm together. (A read of the room
+ * and an add at the push could: each saw the same room. 300 threads exiting together
+ * kept up to 1,691 pages resident for a budget of 1,024 stacks under Valgrind, which
+ * switches threads at the discard between the two.) The push counts the stacks again:
+ * the caller gives the claim back with warm_release once they are pushed, so that
+ * shared_warm is never below the warm stacks in the lists. */
+static size_t warm_claim(size_t want)
+{
+    size_t cur = atomic_load_explicit(&shared_warm, memory_order_relaxed);
+    for (;;) {
+        size_t room = WARM_MAX > cur ? WARM_MAX - cur : 0;
+        size_t take = want < room ? want : room;
+        if (!take) return 0;
+        if (atomic_compare_exchange_weak_explicit(&shared_warm, &cur, cur + take,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return take;
+    }
+}
+
+static void warm_release(size_t claimed)
+{
+    if (claimed) atomic_fetch_sub_explicit(&shared_warm, claimed, memory_order_relaxed);
+}
+
 /* Takes up to max stacks of cls from the shared list; returns the chain. */
 static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
 {
@@ -183,10 +209,10 @@ static void scrub_batch(struct tcache *t)
     struct iovec iov[SCRUB_BATCH];
     size_t n = 0;
     unsigned room = vms__opt.cache_per_thread - t->nclean;
-    /* One read: another thread may add warm stacks between two, and WARM_MAX minus a
-     * larger second figure would wrap to a budget without bound. */
-    size_t shared_now = atomic_load(&shared_warm);
-    size_t warm_budget = WARM_MAX > shared_now ? WARM_MAX - shared_now : 0;
+    /* The stacks beyond the LIFO's room go to the shared lists: warm only within the
+     * budget claimed for them. */
+    size_t claimed = warm_claim(t->ndirty > room ? t->ndirty - room : 0);
+    size_t warm_budget = claimed;
     /* With VMS_END_CHECK the bottom page holds the magic word, rewritten at every
      * hand-out: it stays resident too (zeroed at free), so a hand-out costs no fault. */
     size_t skip_bottom = (vms__opt.flags & VMS_END_CHECK) ? page : 0;
@@ -213,6 +239,7 @@ static void scrub_batch(struct tcache *t)
         if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = st;
         else shared_put(st);
     }
+    warm_release(claimed);
     t->ndirty = 0;
 }
 
@@ -361,11 +388,14 @@ size_t vms__cache_live(void)
 /* Drops every page of the warm stacks among v[0..n) beyond the shared lists' warm budget,
  * before they join the shared lists (a thread's LIFO, at its exit): as a batch bound for
  * the shared lists does, so that threads exiting together do not hold WARM_MAX warm pages
- * each. Their bytes are zero already: should the discard fail, they just stay warm. */
-static void trim_for_shared(struct vms_stack **v, unsigned n)
+ * each. Their bytes are zero already: should the discard fail, they just stay warm.
+ * Returns the budget claimed, for warm_release once they are pushed. */
+static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 {
-    size_t warm = atomic_load(&shared_warm);
-    size_t budget = WARM_MAX > warm ? WARM_MAX - warm : 0;
+    size_t nwarm = 0;
+    for (unsigned i = 0; i < n; i++) nwarm += v[i]->warm != 0;
+    size_t claimed = warm_claim(nwarm);
+    size_t budget = claimed;
     struct iovec iov[SCRUB_BATCH];
     struct vms_stack *cold[SCRUB_BATCH];
     size_t k = 0;
@@ -387,6 +417,14 @@ static void trim_for_shared(struct vms_stack **v, unsigned n)
             k = 0;
         }
     }
+    return claimed;
+}
+
+void (*vms__cache_flush_hook)(void);
+
+size_t vms__cache_shared_warm(void)
+{
+    return atomic_load(&shared_warm);
 }
 
 void vms__cache_flush_thread(void)
@@ -394,8 +432,10 @@ void vms__cache_flush_thread(void)
     struct tcache *t = tc;
     if (!t) return;
     if (t->ndirty) scrub_batch(t);
-    trim_for_shared(t->clean, t->nclean);
+    size_t claimed = trim_for_shared(t->clean, t->nclean);
+    if (vms__cache_flush_hook) vms__cache_flush_hook();
     while (t->nclean) shared_put(t->clean[--t->nclean]);
+    warm_release(claimed);
 }
 
 static void thread_exit(void *p)

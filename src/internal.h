@@ -325,6 +325,11 @@ VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
+/* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
+ * about to join them), bounded by 1,024; and a hook called by vms__cache_flush_thread
+ * between deciding which stacks stay warm and pushing them. */
+VMS_HIDDEN size_t vms__cache_shared_warm(void);
+VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
 /* fork: takes every lock of the cache (shared lists, thread registry) and releases them. */
 VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
@@ -369,6 +374,12 @@ VMS_HIDDEN extern void (*vms__fork_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);
+/* Tests only: when set, called by the forking thread before each yield of its wait for
+ * a reap in flight on another thread. */
+VMS_HIDDEN extern void (*vms__stack_fork_wait_hook)(void);
+/* How long fork waits for a reap in flight (1 s); a test that holds a reaper on purpose
+ * while fork waits for it raises it. */
+VMS_HIDDEN extern long vms__stack_fork_reap_wait_ns;
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

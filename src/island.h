@@ -190,6 +190,11 @@ VMS_HIDDEN extern long vms__oops_lock_wait_ms;
 /* Tests only: when set, called by every reader of the hook between reading the hook and
  * reading its ctx (async-signal context). */
 VMS_HIDDEN extern void (*vms__oops_hook_read_hook)(void);
+/* Tests only: when set, called before each yield of a wait for another thread's report:
+ * vms_set_oops_hook's for the record it fills or the one it replaced, fork's for the
+ * report lock. A test learns from it that the waiter is waiting, instead of guessing
+ * with a sleep. */
+VMS_HIDDEN extern void (*vms__oops_wait_hook)(void);
 /* async-signal-safe: ends a report cut short by a fault of its own (sig at addr, the
  * faulting instruction at pc): a line saying so, then "aborting". */
 VMS_HIDDEN void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc);

@@ -61,6 +61,7 @@ static VMS_TLS int hook_mine[2];
 static atomic_flag hook_lock = ATOMIC_FLAG_INIT;
 
 void (*vms__oops_hook_read_hook)(void);
+void (*vms__oops_wait_hook)(void);
 
 /* Reports of other threads that hold hook_recs[i]. */
 static int hook_others(int i)
@@ -86,6 +87,7 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
          * returns. This thread's own are past their reads of it. */
         if (hook_others(1 - old) <= 0) break;
         atomic_flag_clear_explicit(&hook_lock, memory_order_release);
+        if (vms__oops_wait_hook) vms__oops_wait_hook();
         sched_yield();
     }
     struct hook_rec *next = &hook_recs[1 - old];
@@ -93,7 +95,10 @@ void vms_set_oops_hook(vms_oops_hook hook, void *ctx)
     next->ctx = ctx;
     atomic_store(&hook_current, next);
     atomic_flag_clear_explicit(&hook_lock, memory_order_release);
-    while (hook_others(old) > 0) sched_yield();
+    while (hook_others(old) > 0) {
+        if (vms__oops_wait_hook) vms__oops_wait_hook();
+        sched_yield();
+    }
 }
 
 static bool fork_took_report;   /* written by the forking thread between its handlers */
@@ -132,6 +137,7 @@ static void fork_report_lock(void)
         long now = vms__os_now_ns() / 1000000L;
         if (start < 0) start = now;
         else if (now - start > vms__oops_fork_wait_ms) return;
+        if (vms__oops_wait_hook) vms__oops_wait_hook();
         sched_yield();
     }
 }

@@ -233,7 +233,8 @@ static bool grave_lock_new(struct grave *g);
  * a reaper that cannot finish while fork runs: one blocked in malloc on a lock that a
  * replacement allocator's own fork handler, run before ours, already holds. Then the
  * child loses that reap's graves (their stacks stay live there) rather than hang. */
-#define FORK_REAP_WAIT_NS 1000000000L
+long vms__stack_fork_reap_wait_ns = 1000000000L;
+void (*vms__stack_fork_wait_hook)(void);
 
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
@@ -252,8 +253,9 @@ void vms__stack_fork_prepare(void)
          * leave the C library's fork lock held. */
         long now = vms__os_now_ns();
         if (!start) start = now;
-        else if (now - start > FORK_REAP_WAIT_NS) break;
+        else if (now - start > vms__stack_fork_reap_wait_ns) break;
         pthread_mutex_unlock(&deferred_lock);
+        if (vms__stack_fork_wait_hook) vms__stack_fork_wait_hook();
         sched_yield();
         pthread_mutex_lock(&deferred_lock);
     }

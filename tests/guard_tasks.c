@@ -597,13 +597,30 @@ static void *pair_setter(void *arg)
     return NULL;
 }
 
+/* Rounds of waits for another thread's report (vms__oops_wait_hook): vms_set_oops_hook's
+ * for a record that a report holds, or fork's for the report lock. In each child that
+ * counts them, one thread can wait so: the setter, or the forking thread. */
+static atomic_long report_waits;
+
+static void note_report_wait(void)
+{
+    atomic_fetch_add(&report_waits, 1);
+}
+
 /* In each report, between its reads of the hook and of the ctx: room for the setter to
- * set the hook twice more, which would rewrite the record being read. It cannot: the
- * second set waits for this report's hook to return. So this waits 1,000 yields. */
+ * set the hook twice more, which would rewrite the record being read. It cannot: a set
+ * waits for this report's hook to return. So this holds the report until the setter has
+ * set twice (the defect) or is seen waiting for this report: two rounds of its wait
+ * counted after the hook was read (one round may be left from a wait for the previous
+ * report, which has ended; a second means the setter looked again and found this one).
+ * It used to wait 1,000 yields instead, a window that a busy machine stretched: the
+ * case took 40-50 s with two CPU hogs on the 2-core VM (3 s idle), and its time grew
+ * with every other runnable task, towards its 300 s timeout. */
 static void slow_hook_read(void)
 {
-    long start = atomic_load(&hook_sets);
-    for (int i = 0; i < 1000 && atomic_load(&hook_sets) < start + 2; i++) sched_yield();
+    long start = atomic_load(&hook_sets), waits = atomic_load(&report_waits);
+    while (atomic_load(&hook_sets) < start + 2 && atomic_load(&report_waits) < waits + 2)
+        sched_yield();
 }
 
 static void hook_pairs_child(void *arg)
@@ -613,6 +630,7 @@ static void hook_pairs_child(void *arg)
     init_with(VMS_KILL_TASK, devnull, 16 * 1024);
     vms_set_oops_hook(pair_hooks[0], &hook_tags[0]);
     vms__oops_hook_read_hook = slow_hook_read;
+    vms__oops_wait_hook = note_report_wait;
     pthread_t t;
     if (pthread_create(&t, NULL, pair_setter, NULL) != 0) _exit(10);
     int killed = 0;
@@ -724,28 +742,30 @@ static void *set_while_gated(void *arg)
 }
 
 /* Both cases' start: hook (which opens the gate) runs in the report of an overflow on
- * thread r, and thread w sets another hook meanwhile. */
+ * thread r, and thread w sets another hook meanwhile (it counts its waits for that
+ * report in report_waits). */
 static void gated_start(vms_oops_hook hook, pthread_t *r, pthread_t *w)
 {
     alarm(60);
     int devnull = open("/dev/null", O_WRONLY);
     init_with(VMS_KILL_TASK, devnull, 16 * 1024);
     vms_set_oops_hook(hook, &gate);
+    vms__oops_wait_hook = note_report_wait;
     if (pthread_create(r, NULL, overflow_on_thread, NULL) != 0) _exit(10);
     while (!atomic_load(&gate.in)) sched_yield();
     if (pthread_create(w, NULL, set_while_gated, NULL) != 0) _exit(11);
 }
 
 /* Once vms_set_oops_hook has returned, the hook it replaced runs nowhere: its ctx may be
- * freed. The setter is given 200 ms while the old hook is held; it must still be waiting
- * (an early return is the defect; a slow machine can only make the setter later). */
+ * freed. The old hook is held until the setter has returned (the defect) or is seen
+ * waiting for it. (It used to be held 200 ms, which on a busy machine could pass before
+ * the setter had even started, and then tested nothing.) */
 static void set_waits_child(void *arg)
 {
     (void)arg;
     pthread_t r, w;
     gated_start(gated_hook, &r, &w);
-    for (int i = 0; i < 200 && !atomic_load(&set_returned); i++)
-        nanosleep(&(struct timespec){ .tv_nsec = 1000 * 1000 }, NULL);
+    while (!atomic_load(&set_returned) && atomic_load(&report_waits) == 0) sched_yield();
     int early = atomic_load(&set_returned);
     atomic_store(&gate.release, 1);
     void *st = NULL;
@@ -835,7 +855,9 @@ static void hook_forks_child(void *arg)
     (void)arg;
     pthread_t r, w;
     gated_start(forking_hook, &r, &w);
-    nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+    /* The hook forks once the setter waits for it (it used to sleep 20 ms for that,
+     * which a busy machine could pass before the setter had started). */
+    while (atomic_load(&report_waits) == 0 && !atomic_load(&set_returned)) sched_yield();
     atomic_store(&gate.release, 1);
     void *st = NULL;
     pthread_join(w, NULL);
@@ -860,8 +882,8 @@ TEST(hook_forks_while_another_thread_replaces_it)
  * walking the stack holds libunwind's cache lock, and a child forked then used to hang
  * in its own first report (a soak forking from several threads while others overflowed
  * left such children hanging in _ULx86_64_step). The report is parked in its read of the
- * hook until the fork has begun, then 50 ms more. */
-static atomic_int report_parked, fork_began, hook_runs;
+ * hook until the fork has begun and waits for it. */
+static atomic_int report_parked, fork_began, fork_returned, hook_runs;
 
 static void hook_counting(const vms_oops *o, void *ctx)
 {
@@ -874,7 +896,10 @@ static void park_until_fork(void)
 {
     atomic_store(&report_parked, 1);
     while (!atomic_load(&fork_began)) sched_yield();
-    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+    /* Until the fork waits for this report, or (the defect) has returned without waiting.
+     * It used to sleep 50 ms, which a busy machine could pass before the fork got there:
+     * then the report ended first and the case tested nothing. */
+    while (atomic_load(&report_waits) == 0 && !atomic_load(&fork_returned)) sched_yield();
 }
 
 static void note_fork_began(void)
@@ -889,6 +914,7 @@ static void fork_during_report_child(void *arg)
     init_with(VMS_KILL_TASK, devnull, 16 * 1024);
     vms_set_oops_hook(hook_counting, NULL);
     vms__oops_hook_read_hook = park_until_fork;
+    vms__oops_wait_hook = note_report_wait;
     pthread_t t;
     if (pthread_create(&t, NULL, overflow_on_thread, NULL) != 0) _exit(10);
     while (!atomic_load(&report_parked)) sched_yield();
@@ -908,6 +934,7 @@ static void fork_during_report_child(void *arg)
     }
     vms__fork_hook = NULL;
     int at_fork = atomic_load(&hook_runs);
+    atomic_store(&fork_returned, 1);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     void *r = NULL;

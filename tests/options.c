@@ -11,7 +11,6 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <stdatomic.h>
-#include <time.h>
 #include <vmstack.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/valgrind.h>
@@ -306,14 +305,24 @@ TEST(init_accepts_the_limits)
 
 /* fork while another thread is initializing vmstack: the child must not inherit the init
  * lock held by that thread (its first vmstack call would wait for it for good). fork
- * waits for the initialization. The hook holds the initializing thread 100 ms inside it,
- * so that without that wait the child is made in between. */
-static atomic_int init_entered;
+ * waits for the initialization. The hook holds the initializing thread inside it until
+ * the fork has begun (the fork hook says so) and the forking thread sleeps, blocked on
+ * the init lock, so that without that wait the child is made in between. (It used to
+ * hold it 100 ms, which on a busy machine could end before the fork had begun: then the
+ * case tested nothing.) */
+static atomic_int init_entered, fork_began, fork_tid;
+
+static void note_fork(void)
+{
+    atomic_store(&fork_tid, tst_gettid());
+    atomic_store(&fork_began, 1);
+}
 
 static void slow_init(void)
 {
     atomic_store(&init_entered, 1);
-    nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
+    while (!atomic_load(&fork_began)) sched_yield();
+    tst_wait_until_asleep(atomic_load(&fork_tid));
 }
 
 static sem_t init_child_done;
@@ -336,9 +345,11 @@ static void fork_during_init_child(void *arg)
     pthread_t t;
     if (pthread_create(&t, NULL, first_user, &init_entered) != 0) exit(10);
     while (!atomic_load(&init_entered)) sched_yield();
+    vms__fork_hook = note_fork;
     pid_t pid = fork();
     if (pid < 0) exit(11);
     if (pid == 0) {
+        vms__fork_hook = NULL;
         alarm(60);   /* a hang guard, not a time limit: far above any run on a loaded VM */
         vms_stack *s = vms_stack_alloc(0);
         if (!s) _exit(2);

@@ -14,11 +14,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -188,6 +190,37 @@ static inline void tst_use_up_descriptors(struct rlimit *old)
     struct rlimit lim = *old;
     lim.rlim_cur = (rlim_t)lowest;
     if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
+}
+
+/* The calling thread's kernel thread ID. */
+static inline pid_t tst_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Waits until thread tid of this process sleeps in the kernel (state S or D in
+ * /proc/self/task/<tid>/stat), as a thread blocked on a mutex that the caller holds
+ * does. For a case that must hold a lock until another thread waits for it: a sleep
+ * only guesses, and a busy machine can end it before the other thread got there (the
+ * case then passes without testing the wait). Returns at once when /proc cannot tell,
+ * or when the thread is neither running nor sleeping: then the case tests less, never
+ * wrongly. Makes no call into vmstack and allocates nothing. */
+static inline void tst_wait_until_asleep(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (;;) {
+        char buf[512];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) return;
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');     /* the name in parentheses may hold any byte */
+        if (!p || p[1] != ' ' || p[2] != 'R') return;
+        sched_yield();
+    }
 }
 
 /* How many times needle occurs in hay, not overlapping. */

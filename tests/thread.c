@@ -523,21 +523,25 @@ TEST(fork_with_a_pending_grave)
 /* fork while another thread reaps: graves it has taken off the list but whose stacks it
  * has not freed yet would be lost to the child, their stacks live there for good. fork
  * waits for the reap. The reap hook holds the reaper between the two steps until the
- * fork has begun (the fork hook says so) and 50 ms more, so without that wait the child
- * is made in between. */
+ * fork waits for it (the fork's wait hook says so), so without that wait the child is
+ * made in between. It used to hold it until the fork hook and 50 ms more: on a busy
+ * machine the fork could still be short of its wait then (the case tested nothing), and
+ * the reaper, once let go, had to finish within fork's bound of 1 s, which this case
+ * raises to 60 s: a bound for a reaper that cannot finish, not for a slow one. */
 static atomic_int reap_phase;
-static atomic_bool fork_began;
+static atomic_bool fork_waits;
 
-static void note_fork(void)
+static void note_fork_wait(void)
 {
-    atomic_store(&fork_began, true);
+    atomic_store(&fork_waits, true);
 }
 
 static void slow_reap(void)
 {
     atomic_store(&reap_phase, 1);                /* graves taken, stacks not freed */
-    while (!atomic_load(&fork_began)) sched_yield();
-    nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+    /* Without the wait (the defect) the fork goes on and the child fails, ending the
+     * case; this thread is never let go then. */
+    while (!atomic_load(&fork_waits)) sched_yield();
 }
 
 static sem_t reaper_may_end;
@@ -564,7 +568,7 @@ static void *wait_then_end(void *arg)
 static void live_in_child(void *arg)
 {
     vms__stack_reap_hook = NULL;
-    vms__fork_hook = NULL;
+    vms__stack_fork_wait_hook = NULL;
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);
     if (s.stacks_live != *(size_t *)arg) {
@@ -601,7 +605,7 @@ static void fork_during_reap(void (*hook)(void), size_t child_extra)
     ASSERT_EQ(pthread_join(t, NULL), 0);
     sem_destroy(&go);
     atomic_store(&reap_phase, 0);
-    atomic_store(&fork_began, false);
+    atomic_store(&fork_waits, false);
     atomic_store(&reaper_released, false);
     ASSERT_EQ(sem_init(&reaper_may_end, 0, 0), 0);
     vms__stack_reap_hook = hook;
@@ -614,11 +618,14 @@ static void fork_during_reap(void (*hook)(void), size_t child_extra)
         vms__stack_reap_hook = NULL;
         SKIP("the thread left no grave (graves do not work here)");
     }
-    vms__fork_hook = note_fork;
+    vms__stack_fork_wait_hook = note_fork_wait;
+    long bound = vms__stack_fork_reap_wait_ns;
+    if (hook == slow_reap) vms__stack_fork_reap_wait_ns = 60 * 1000000000L;
     char out[512];
     size_t want = live0 + child_extra;
     tst_run_ok(live_in_child, &want, out, sizeof out);
-    vms__fork_hook = NULL;
+    vms__stack_fork_reap_wait_ns = bound;
+    vms__stack_fork_wait_hook = NULL;
     atomic_store(&reaper_released, true);
     sem_post(&reaper_may_end);
     pthread_join(r, NULL);
