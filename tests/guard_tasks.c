@@ -1348,7 +1348,7 @@ static void *announced_overflow_thread(void *arg)
     vms_fiber_attr attr = { 0, "walker" };
     vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
     if (!f) return NULL;
-    atomic_store(&a_tid, (long)syscall(SYS_gettid));
+    atomic_store(&a_tid, (long)tst_gettid());
     atomic_store(&a_ready, 1);
     while (!atomic_load(&loader_held)) sched_yield();
     atomic_store(&a_overflows, 1);
