@@ -721,7 +721,8 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
      * oops->trace. After a wait for another report that did not end, the walk follows
      * frame pointers only: that report may be stuck inside libunwind holding its cache
      * lock (waiting for the loader's lock, which this thread may hold: a fault inside a
-     * dl_iterate_phdr callback, as in a C++ exception's unwinding), and libunwind's
+     * dl_iterate_phdr callback, such as libunwind's own, or libgcc's C++ exception
+     * unwinding before glibc 2.35 gave it _dl_find_object), and libunwind's
      * walk here would wait for that lock for good. The frame-pointer walk takes no lock;
      * where it cannot see every frame, the task is not killed alone. */
     struct frames frames;   /* about 1 KiB of the alternate stack */

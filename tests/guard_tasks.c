@@ -1304,7 +1304,8 @@ TEST(pending_cancellation_waits_until_after_the_kill)
 
 /* Thread A's report walks with libunwind, which holds its cache lock while it waits in
  * dl_iterate_phdr for the loader's lock. Thread B holds that lock: its fiber overflows
- * inside a dl_iterate_phdr callback (as a C++ exception's unwinding can). B's report
+ * inside a dl_iterate_phdr callback (as in libunwind's walk, or libgcc's unwinding
+ * before glibc 2.35). B's report
  * waits for A's, which cannot end; after the wait B must not walk with libunwind (it
  * would wait for A's cache lock for good) but by frame pointers, and say so. B's fault
  * is inside the loader, so the process then dies by the signal, after a whole report:
