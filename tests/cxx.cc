@@ -32,8 +32,6 @@ static int run_child(void (*fn)(void *), void *arg)
     return status;
 }
 
-static volatile int never;
-static volatile unsigned long sink;
 static int dtors;   /* destructors of Counted run so far (on this thread's fibers) */
 
 struct Counted {
@@ -259,6 +257,44 @@ TEST(thread_local_is_the_running_threads_and_destroyed_at_its_exit)
     vms_fiber_destroy(f);
     ASSERT_EQ(tl_constructed, 2);
     ASSERT_EQ(tl_destroyed, 1);             /* the main thread's: at exit */
+}
+
+static volatile int never;
+static volatile unsigned long sink;
+
+NOIPA static unsigned long plain_deep(unsigned long n)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (never) return 0;
+    return plain_deep(n + 1) + buf[(n * 7) % sizeof buf];
+}
+
+static void *overflowing_body_tl(void *)
+{
+    tl.value++;
+    sink += plain_deep(0);
+    return NULL;
+}
+
+static void child_killed_thread_tl(void *)
+{
+    pthread_t t;
+    void *res = NULL;
+    if (vms_thread_create(&t, NULL, overflowing_body_tl, NULL) != 0) exit(2);
+    pthread_join(t, &res);
+    printf("joined %s, thread_local destroyed %d\n",
+           res == VMS_THREAD_KILLED ? "killed" : "alive", tl_destroyed);
+    exit(0);
+}
+
+TEST(a_killed_threads_thread_local_objects_are_destroyed_at_its_exit)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(child_killed_thread_tl, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread");
+    ASSERT_STR_CONTAINS(out, "joined killed, thread_local destroyed 1");
 }
 
 /* ---- pthread_exit and cancellation: the forced unwind -------------------------------- */
