@@ -67,10 +67,10 @@ step() {
 s_deps()     { bash scripts/deps.sh; }
 s_gcc()      { CC=gcc configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo && run_ctest build; }
 s_mprotect() { VMSTACK_GUARD_METHOD=mprotect run_ctest build -L "unit|death|examples" -E '^[a-z_]+-mprotect\.'; }
-s_clang()    { CC=clang configure_build out/clang -DCMAKE_BUILD_TYPE=Debug && run_ctest out/clang -L "unit|death|examples"; }
+s_clang()    { CC=clang CXX=clang++ configure_build out/clang -DCMAKE_BUILD_TYPE=Debug && run_ctest out/clang -L "unit|death|examples"; }
 s_asan()     { CC=gcc configure_build out/asan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=address,undefined \
                  -DVMSTACK_BUILD_BENCH=OFF && ASAN_OPTIONS=detect_leaks=0 run_ctest out/asan -L "unit|death|cli|examples"; }
-s_tsan()     { CC=clang configure_build out/tsan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=thread \
+s_tsan()     { CC=clang CXX=clang++ configure_build out/tsan -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_SANITIZE=thread \
                  -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/tsan -L "unit|death|cli|examples"; }
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli|examples"; }
 s_release()  { CC=gcc configure_build out/release -DCMAKE_BUILD_TYPE=Release; }

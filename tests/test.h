@@ -135,7 +135,13 @@ static const char *tst_current = "";
 #endif
 #endif
 #ifdef TST_TSAN
+#ifdef __cplusplus
+extern "C" {
+#endif
 const char *__tsan_default_options(void);
+#ifdef __cplusplus
+}
+#endif
 const char *__tsan_default_options(void)
 {
     return "handle_segv=0:use_sigaltstack=0";
