@@ -1093,7 +1093,7 @@ static const char *const unsafe_prefixes[] = {
     "__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__malloc_",
     "tcache_", "__vf", "__vsn", "__vsp", "__vas", "__printf", "__fprintf", "__sprintf",
     "__snprintf", "__vprintf", "__isoc99_", "__isoc23_", "_dl_", "__libc_dl", "__cxa_atexit",
-    "__cxa_finalize", "__new_fopen", "__fopen_internal", "__strdup",
+    "__cxa_thread_atexit", "__cxa_finalize", "__new_fopen", "__fopen_internal", "__strdup",
 };
 
 /* Sanitizer runtimes intercept these functions under their own names

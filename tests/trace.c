@@ -85,6 +85,9 @@ TEST(unsafe_names)
     const char *unsafe[] = { "malloc", "free", "_int_malloc", "realloc", "calloc",
                              "_IO_file_xsputn", "vfprintf", "printf", "__vfprintf_internal",
                              "fwrite", "dl_iterate_phdr", "_dl_open",
+                             /* registers a thread_local's destructor under the
+                              * loader's lock */
+                             "__cxa_thread_atexit_impl", "__cxa_thread_atexit",
                              /* sanitizer interceptors of the same functions */
                              "__interceptor_snprintf", "___interceptor_malloc" };
     for (size_t i = 0; i < sizeof unsafe / sizeof *unsafe; i++)
