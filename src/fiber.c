@@ -33,6 +33,20 @@
 
 struct vms__thread;
 
+/* The C++ runtime's per-thread exception-handling record (the Itanium C++ ABI's
+ * __cxa_eh_globals, the same in libstdc++ and libc++abi on x86-64 and aarch64): the
+ * exceptions being handled, innermost first (what `throw;` rethrows and the end of a
+ * handler pops), and the number of exceptions propagating (std::uncaught_exceptions).
+ * It describes the frames of the code that runs, so each task has its own, switched
+ * with its registers: with one per thread, a fiber that yields inside a handler leaves
+ * its exception on top of the record, where its resumer's `throw;` rethrows it and the
+ * end of the resumer's handler destroys it while the fiber still uses it (and the other
+ * way round). Copied as two words, whatever their types. */
+struct vms__eh {
+    void *caught;
+    uintptr_t uncaught;           /* an unsigned int, padded to a word */
+};
+
 /* Laid out for the switch: back, parent, stack, state, kind and home, which every
  * resume and yield touch, share as few cache lines as they can. */
 struct vms__task {
@@ -40,6 +54,8 @@ struct vms__task {
     vms_oops oops;                /* valid once KILLED (see TASK_FOOTPRINT) */
     struct vms__ctx ctx;          /* the task's registers while it is not running */
     struct vms__ctx back;         /* its resumer's registers while it runs */
+    struct vms__eh eh;            /* its C++ exception state while it is not running */
+    struct vms__eh back_eh;       /* its resumer's while it runs */
     struct vms__task *parent;     /* the task that resumed it; NULL: the thread's stack */
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
@@ -167,11 +183,26 @@ struct vms__thread {
     bool guard_ready;             /* vms__guard_thread_init succeeded on this thread */
     unsigned long id_next, id_end; /* task ids this thread may hand out: [next, end) */
     unsigned long token;          /* this thread as a fiber's home; 0 until it is one */
+    struct vms__eh *eh;           /* the C++ runtime's record of this thread (NULL: no
+                                   * C++ runtime); set before the thread's first switch */
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
  * locks) that the general-dynamic model may need on first access. */
 static VMS_TLS struct vms__thread self_thread;
+
+/* The C++ runtime's accessor of its per-thread record, when the program has a C++
+ * runtime: a weak reference, resolved when libvmstack is loaded (or linked), so that a C
+ * program pays one predictable test per switch and needs no C++ library. A C++ runtime
+ * that a program loads later with dlopen, after libvmstack, is not seen: its fibers then
+ * share their thread's record (docs/api.md, C++). */
+extern void *__cxa_get_globals(void) __attribute__((weak));
+
+/* Before the thread's first switch into a task (tasks start with an empty record). */
+static void thread_eh_init(struct vms__thread *th)
+{
+    if (!th->eh && __cxa_get_globals) th->eh = __cxa_get_globals();
+}
 
 static atomic_ulong next_id;
 
@@ -297,6 +328,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     atomic_init(&t->home, HOME_NONE);
     t->result = NULL;
     t->alt = NULL;
+    t->eh = (struct vms__eh){ NULL, 0 };
     copy_name(t->name, sizeof t->name, name);
     vms__track_create(&t->track, st->base, vms__stack_top_of(st));
     vms__ctx_make(&t->ctx, t, task_main, t);
@@ -373,6 +405,8 @@ static int task_back(void *arg)
  * resumer, straight to the resumer's caller when nothing needs to run in between. */
 static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
 {
+    struct vms__eh *eh = self_thread.eh;
+    if (eh) *eh = t->back_eh;     /* what is left of t's (a killed task's) is leaked */
     vms__track_leave(&t->track, true);
     if (VMS__TRACK_RESUMER_HOOK || VMS_UNLIKELY(vms__opt.flags & VMS_PAINT) ||
         state == VMS_KILLED)
@@ -441,6 +475,11 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
     struct vms__task *cur = th->cur;
     t->parent = cur;
     STORE_RELAXED(&t->state, VMS_RUNNING);
+    struct vms__eh *eh = th->eh;
+    if (eh) {
+        t->back_eh = *eh;
+        *eh = t->eh;
+    }
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
      * the switch starts pushing onto t's stack. A compiler barrier is enough (the
@@ -526,6 +565,9 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     }
     t->oops.name = t->name;
     atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
+    /* Its resumer's C++ exception state back (two stores through a pointer read at the
+     * thread's first switch); the exceptions the task was handling or throwing leak. */
+    if (th->eh) *th->eh = t->back_eh;
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, true);
@@ -642,6 +684,7 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
             if (e) return e;
             th->guard_ready = true;
             fiber_thread_hook(th);
+            thread_eh_init(th);
         }
         unsigned long mine = thread_token(th);
         if (vms__opt.flags & VMS_END_CHECK) mine |= HOME_CHECKED;
@@ -701,6 +744,11 @@ void vms_fiber_yield(void)
         task_check_end(th, t);
     }
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
+    struct vms__eh *eh = th->eh;
+    if (eh) {
+        t->eh = *eh;
+        *eh = t->back_eh;
+    }
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, false);
@@ -824,6 +872,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     }
     STORE_RELAXED(&t->home, thread_token(th));
     pthread_setspecific(orphan_key, t);
+    thread_eh_init(th);
     task_switch_in(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
      * with the task's final state. */

@@ -2,8 +2,10 @@
  * cxx.cc - C++ on vmstack fibers and threads (built only where CMake finds a C++
  * compiler for the library's target: tests/cxx.cmake). What docs/api.md's "C++"
  * section promises: exceptions thrown and caught inside a fiber, across its yields and
- * inside nested fibers; an exception escaping a fiber's fn or a vms thread's body ends in
- * std::terminate (the entry trampoline ends every unwinder's walk), never in a resumer's
+ * inside nested fibers; each fiber's own record of the exceptions it handles and throws
+ * (`throw;`, std::current_exception, std::uncaught_exceptions, the end of a handler),
+ * also while its resumer handles others; an exception escaping a fiber's fn or a vms
+ * thread's body ends in std::terminate (the entry trampoline ends every unwinder's walk), never in a resumer's
  * catch block; thread_local objects belong to the thread that runs the fiber and their
  * destructors run at that thread's exit; pthread_exit and cancellation unwind the
  * fiber's own C++ frames (destructors, catch blocks: a catch (...) that swallows the
@@ -145,6 +147,162 @@ TEST(exception_ptr_survives_yields_while_resumer_handles_its_own)
     }
     ASSERT(p == nullptr);
     vms_fiber_destroy(f);
+}
+
+/* ---- each fiber's own exception state ------------------------------------------- */
+
+/* An exception whose destruction is recorded: bit id of `destroyed`. */
+static unsigned destroyed;
+
+struct Tagged {
+    int id;
+    explicit Tagged(int i) : id(i) {}
+    Tagged(const Tagged &o) : id(o.id) {}
+    ~Tagged() { destroyed |= 1u << id; }
+};
+
+/* Inside its handler of Tagged(1), yields twice: its `throw;`, std::current_exception
+ * and the end of its handler must act on its own exception, whatever its resumer
+ * handles meanwhile. */
+static void handles_one(void *arg)
+{
+    int *rethrown = static_cast<int *>(arg);
+    try {
+        throw Tagged(1);
+    } catch (const Tagged &e) {
+        vms_fiber_yield();                    /* the resumer enters its own handler */
+        ASSERT_EQ(e.id, 1);
+        try {
+            throw;
+        } catch (const Tagged &r) {
+            *rethrown = r.id;
+        }
+        vms_fiber_yield();                    /* ends its handler while the resumer's runs */
+        ASSERT_EQ(std::uncaught_exceptions(), 0);
+    }
+    ASSERT(destroyed & 2u);                   /* its exception ended with its handler */
+    ASSERT(std::current_exception() == nullptr);
+}
+
+/* The resumer's side, run on the thread's own stack or in a fiber: inside its handler
+ * of Tagged(2) it resumes handles_one, rethrows its own exception, and lets the fiber
+ * end its handler; its exception lives on until its own handler ends. */
+static void resumer_side(void *)
+{
+    destroyed = 0;
+    int fiber_rethrew = 0;
+    vms_fiber *f = make_fiber(handles_one, &fiber_rethrew, "handler");
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT(std::current_exception() == nullptr);   /* the fiber's is not ours */
+    try {
+        throw Tagged(2);
+    } catch (const Tagged &e) {
+        ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+        ASSERT_EQ(fiber_rethrew, 1);          /* the fiber's `throw;` threw its own */
+        int we_rethrew = 0;
+        try {
+            throw;
+        } catch (const Tagged &r) {
+            we_rethrew = r.id;
+        }
+        ASSERT_EQ(we_rethrew, 2);
+        ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+        ASSERT(destroyed & 2u);               /* the fiber's handler ended: Tagged(1) */
+        ASSERT(!(destroyed & 4u));            /* ours still lives */
+        ASSERT_EQ(e.id, 2);
+        try {
+            std::rethrow_exception(std::current_exception());
+        } catch (const Tagged &r) {
+            ASSERT_EQ(r.id, 2);
+        }
+    }
+    ASSERT(destroyed & 4u);
+    ASSERT(std::current_exception() == nullptr);
+    vms_fiber_destroy(f);
+}
+
+TEST(each_fiber_handles_its_own_exceptions)
+{
+    resumer_side(NULL);                       /* from the thread's own stack */
+    vms_fiber *outer = make_fiber(resumer_side, NULL, "resumer");   /* from a fiber */
+    ASSERT_EQ(vms_fiber_resume(outer), VMS_DONE);
+    vms_fiber_destroy(outer);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);
+}
+
+/* A destructor that the unwinding of its fiber runs, and that yields there: the fiber's
+ * exception is propagating, its resumer's count is its own. */
+struct YieldsWhileUnwinding {
+    int *seen;
+    ~YieldsWhileUnwinding()
+    {
+        seen[0] = std::uncaught_exceptions();
+        vms_fiber_yield();
+        seen[1] = std::uncaught_exceptions();
+    }
+};
+
+static void unwinds_across_a_yield(void *arg)
+{
+    int *seen = static_cast<int *>(arg);
+    try {
+        YieldsWhileUnwinding y{ seen };
+        throw Tagged(3);
+    } catch (const Tagged &e) {
+        seen[2] = e.id;
+    }
+    seen[3] = std::uncaught_exceptions();
+}
+
+TEST(uncaught_exceptions_are_counted_per_fiber)
+{
+    destroyed = 0;
+    int seen[4] = { -1, -1, -1, -1 };
+    vms_fiber *f = make_fiber(unwinds_across_a_yield, seen, "unwinder");
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);   /* in the destructor, unwinding */
+    ASSERT_EQ(seen[0], 1);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);        /* the fiber's throw is not ours */
+    try {
+        throw Tagged(4);
+    } catch (const Tagged &) {
+        ASSERT_EQ(std::uncaught_exceptions(), 0);
+    }
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(seen[1], 1);
+    ASSERT_EQ(seen[2], 3);
+    ASSERT_EQ(seen[3], 0);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);
+    vms_fiber_destroy(f);
+}
+
+/* Destroyed while suspended inside a handler: the fiber's exception is never destroyed
+ * (a destroy runs nothing on the fiber's stack), and its destroyer's state is untouched. */
+static void suspends_in_a_handler(void *)
+{
+    try {
+        throw Tagged(5);
+    } catch (const Tagged &) {
+        vms_fiber_yield();
+    }
+    TST_FAIL("a destroyed fiber ran on");
+}
+
+TEST(destroying_a_fiber_inside_a_handler_leaves_the_destroyer_alone)
+{
+    destroyed = 0;
+    vms_fiber *f = make_fiber(suspends_in_a_handler, NULL, "leaker");
+    try {
+        throw Tagged(6);
+    } catch (const Tagged &e) {
+        ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+        vms_fiber_destroy(f);
+        ASSERT_EQ(e.id, 6);
+        ASSERT(!(destroyed & (1u << 6)));
+    }
+    ASSERT(destroyed & (1u << 6));
+    ASSERT(!(destroyed & (1u << 5)));         /* leaked, as a kill leaks it */
+    ASSERT(std::current_exception() == nullptr);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);
 }
 
 /* ---- exceptions escaping --------------------------------------------------------- */
@@ -516,9 +674,9 @@ TEST(an_overflow_while_throwing_is_reported_and_kills_the_fiber)
             killed++;
             if (strstr(out, "_Unwind_RaiseException") || strstr(out, "__cxa_throw")) {
                 killed_unwinding++;
-                /* A fiber killed while its exception propagated still counts as an
-                 * uncaught exception of its thread (docs/api.md). */
-                ASSERT_STR_CONTAINS(out, "uncaught exceptions 1");
+                /* The exception propagating was the fiber's: killed, it leaks with
+                 * the fiber's exception state, and its resumer's is as before. */
+                ASSERT_STR_CONTAINS(out, "uncaught exceptions 0");
             }
             continue;
         }
@@ -573,6 +731,6 @@ TEST(an_overflow_in_a_destructor_during_unwinding_kills_the_fiber)
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "_ZN4cxxt6HungryD");   /* cxxt::Hungry::~Hungry() (D1 or D2) */
     ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"hungry\"");
-    ASSERT_STR_CONTAINS(out, "state 4, uncaught exceptions 1");
+    ASSERT_STR_CONTAINS(out, "state 4, uncaught exceptions 0");   /* the fiber's, gone */
     ASSERT_STR_NOT_CONTAINS(out, "caught\n");
 }
