@@ -137,9 +137,12 @@ VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, vo
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN bool vms__trace_have_unwind(void);
-/* async-signal-safe: whether name is a C library allocator, stdio or loader function
- * that a task may be stopped inside with a process-wide lock held. */
-VMS_HIDDEN bool vms__trace_name_unsafe(const char *name);
+/* async-signal-safe: whether name is a function that a task may be stopped inside with
+ * a process-wide lock held: VMS__UNSAFE_LIBC for the C library's allocator, stdio,
+ * loader, exit-handler and environment functions, VMS__UNSAFE_CXX for the C++ runtime's
+ * allocation of exception objects, 0 for any other. */
+enum { VMS__UNSAFE_LIBC = 1, VMS__UNSAFE_CXX = 2 };
+VMS_HIDDEN int vms__trace_name_unsafe(const char *name);
 
 /* --------------------------------------------------------------------- oops.c ---- */
 enum { VMS__FAULT_OVERFLOW = VMS_OVERFLOW, VMS__FAULT_UNDERFLOW = VMS_UNDERFLOW,

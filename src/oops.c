@@ -360,7 +360,7 @@ static void find_run(struct frames *f)
 static bool frame_unsafe(uintptr_t addr, bool exact, struct vms__sym *s)
 {
     return vms__trace_symbolize(exact ? addr : addr - 1, s) == 2 &&
-           vms__trace_name_unsafe(s->name);
+           vms__trace_name_unsafe(s->name) != 0;
 }
 
 /* async-signal-safe: the walk's per-frame callback. Frames that will not be kept (past
@@ -529,6 +529,9 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
     static const char libc_why[] =
         "the C library may hold a process-wide lock there (its allocator, stdio, the "
         "loaded objects' list, exit handlers or the environment)";
+    static const char cxx_why[] =
+        "the C++ runtime may hold a process-wide lock there (its emergency pool of "
+        "exception objects)";
     static const char loader_why[] =
         "the dynamic loader may hold its lock or have the thread marked inside it";
     bool in_vmstack = false;
@@ -545,9 +548,10 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
             *culprit = s;
             return loader_why;
         }
-        if (r == 2 && vms__trace_name_unsafe(s.name)) {
+        int kind = r == 2 ? vms__trace_name_unsafe(s.name) : 0;
+        if (kind) {
             *culprit = s;
-            return libc_why;
+            return kind == VMS__UNSAFE_CXX ? cxx_why : libc_why;
         }
         /* Without libunwind the frame-pointer walk cannot see through the C library
          * (built without frame pointers): an unnamed C library function at the fault

@@ -1088,6 +1088,14 @@ static const char *const unsafe_names[] = {
     "dlerror", "exit", "atexit", "on_exit", "setenv", "unsetenv", "putenv", "clearenv",
     "syslog", "vsyslog", "openlog", "closelog", "fork", "strdup", "strndup",
 };
+
+/* The C++ runtime's allocation of exception objects: when malloc fails, libstdc++ takes
+ * them from its emergency pool under the pool's mutex, in a function its stripped
+ * library does not name (possibly inlined), so its callers count. */
+static const char *const cxx_unsafe_names[] = {
+    "__cxa_allocate_exception", "__cxa_free_exception",
+    "__cxa_allocate_dependent_exception", "__cxa_free_dependent_exception",
+};
 static const char *const unsafe_prefixes[] = {
     "_IO_", "__GI__IO_", "_int_", "__libc_malloc", "__libc_free", "__libc_calloc",
     "__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__malloc_",
@@ -1102,17 +1110,19 @@ static const char *const unsafe_prefixes[] = {
 static const char *const interceptor_prefixes[] = { "___interceptor_", "__interceptor_" };
 
 /* async-signal-safe */
-bool vms__trace_name_unsafe(const char *name)
+int vms__trace_name_unsafe(const char *name)
 {
-    if (!name) return false;
+    if (!name) return 0;
     for (size_t i = 0; i < sizeof interceptor_prefixes / sizeof *interceptor_prefixes; i++)
         if (vms__sigsafe_prefix(name, interceptor_prefixes[i])) {
             name += vms__sigsafe_strlen(interceptor_prefixes[i]);
             break;
         }
     for (size_t i = 0; i < sizeof unsafe_names / sizeof *unsafe_names; i++)
-        if (vms__sigsafe_streq(name, unsafe_names[i])) return true;
+        if (vms__sigsafe_streq(name, unsafe_names[i])) return VMS__UNSAFE_LIBC;
     for (size_t i = 0; i < sizeof unsafe_prefixes / sizeof *unsafe_prefixes; i++)
-        if (vms__sigsafe_prefix(name, unsafe_prefixes[i])) return true;
-    return false;
+        if (vms__sigsafe_prefix(name, unsafe_prefixes[i])) return VMS__UNSAFE_LIBC;
+    for (size_t i = 0; i < sizeof cxx_unsafe_names / sizeof *cxx_unsafe_names; i++)
+        if (vms__sigsafe_streq(name, cxx_unsafe_names[i])) return VMS__UNSAFE_CXX;
+    return 0;
 }

@@ -97,6 +97,16 @@ TEST(unsafe_names)
     for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
         if (vms__trace_name_unsafe(safe[i])) TST_FAIL("%s should be safe", safe[i]);
     ASSERT(!vms__trace_name_unsafe(NULL));
+    ASSERT_EQ(vms__trace_name_unsafe("malloc"), VMS__UNSAFE_LIBC);
+    /* the C++ runtime's exception allocation: its emergency pool's mutex */
+    const char *cxx[] = { "__cxa_allocate_exception", "__cxa_free_exception",
+                          "__cxa_allocate_dependent_exception",
+                          "__cxa_free_dependent_exception" };
+    for (size_t i = 0; i < sizeof cxx / sizeof *cxx; i++)
+        if (vms__trace_name_unsafe(cxx[i]) != VMS__UNSAFE_CXX)
+            TST_FAIL("%s should be unsafe (C++ runtime)", cxx[i]);
+    ASSERT(!vms__trace_name_unsafe("__cxa_begin_catch"));   /* no lock */
+    ASSERT(!vms__trace_name_unsafe("__cxa_allocate_exceptional"));
 }
 
 /* ---- walks through a signal frame ---------------------------------------------- */
