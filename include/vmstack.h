@@ -57,9 +57,10 @@ typedef struct vms_config {     /* zero in any field means "default"; fields are
     unsigned flags;             /* VMS_PAINT | VMS_END_CHECK | VMS_FORCE_MPROTECT | VMS_NO_SCRUB */
 } vms_config;
 
-/* Sets the configuration before first use. -EBUSY once vmstack is in use (any other
- * call initializes it with defaults and VMSTACK_* variables), -EINVAL for NULL or a
- * field out of range. */
+/* Sets the configuration before first use. -EBUSY once vmstack is in use (the first
+ * stack, fiber or thread made, or vms_get_stats or vms_stack_usage, initializes it with
+ * defaults and VMSTACK_* variables; vms_set_oops_hook and calls given NULL do not),
+ * -EINVAL for NULL or a field out of range. */
 VMS_API int vms_init(const vms_config *cfg);
 
 /* ---- stacks: usable by any coroutine library ---------------------------------- */
