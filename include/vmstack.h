@@ -78,7 +78,10 @@ typedef struct vms_fiber_attr { size_t stack_size; const char *name; } vms_fiber
 enum { VMS_READY = 0, VMS_RUNNING = 1, VMS_SUSPENDED = 2, VMS_DONE = 3, VMS_KILLED = 4 };
 VMS_API vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr *attr);
 /* Runs f until it yields, returns or is killed; returns the new state (>= 0), or -EINVAL
- * for a fiber that cannot be resumed (RUNNING, DONE, KILLED, NULL). */
+ * for a fiber that cannot be resumed (RUNNING, DONE, KILLED, NULL, or another thread's),
+ * or another negative errno (-ENOMEM) when this thread's alternate signal stack cannot
+ * be set up at its first resume: a fiber never runs where its overflow could not be
+ * caught. */
 VMS_API int        vms_fiber_resume(vms_fiber *f);
 VMS_API void       vms_fiber_yield(void);
 VMS_API vms_fiber *vms_fiber_self(void);            /* NULL outside a fiber */
