@@ -57,9 +57,10 @@ typedef struct vms_config {     /* zero in any field means "default"; fields are
     unsigned flags;             /* VMS_PAINT | VMS_END_CHECK | VMS_FORCE_MPROTECT | VMS_NO_SCRUB */
 } vms_config;
 
-/* Sets the configuration before first use. -EBUSY once vmstack is in use (any other
- * call initializes it with defaults and VMSTACK_* variables), -EINVAL for NULL or a
- * field out of range. */
+/* Sets the configuration before first use. -EBUSY once vmstack is in use (the first
+ * stack, fiber or thread made, or vms_get_stats or vms_stack_usage, initializes it with
+ * defaults and VMSTACK_* variables; vms_set_oops_hook and calls given NULL do not),
+ * -EINVAL for NULL or a field out of range. */
 VMS_API int vms_init(const vms_config *cfg);
 
 /* ---- stacks: usable by any coroutine library ---------------------------------- */
@@ -77,7 +78,10 @@ typedef struct vms_fiber_attr { size_t stack_size; const char *name; } vms_fiber
 enum { VMS_READY = 0, VMS_RUNNING = 1, VMS_SUSPENDED = 2, VMS_DONE = 3, VMS_KILLED = 4 };
 VMS_API vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr *attr);
 /* Runs f until it yields, returns or is killed; returns the new state (>= 0), or -EINVAL
- * for a fiber that cannot be resumed (RUNNING, DONE, KILLED, NULL). */
+ * for a fiber that cannot be resumed (RUNNING, DONE, KILLED, NULL, or another thread's),
+ * or another negative errno (-ENOMEM) when this thread's alternate signal stack cannot
+ * be set up at its first resume: a fiber never runs where its overflow could not be
+ * caught. */
 VMS_API int        vms_fiber_resume(vms_fiber *f);
 VMS_API void       vms_fiber_yield(void);
 VMS_API vms_fiber *vms_fiber_self(void);            /* NULL outside a fiber */

@@ -9,7 +9,8 @@
  * not resident at hand-out reads as zero until this owner touches it. So the deepest
  * use is found with a few mincore(2) calls from the top down (cost proportional to the
  * depth used) and a scan of a few pages, and handing a stack out costs no system call.
- * Calls only the layers below (os, options, log); called by stack.c and the task layer.
+ * Calls only the layers below (os, options, log; stack.c's reap before the histogram
+ * is read); called by stack.c and the task layer.
  */
 #include "internal.h"
 #include "track.h"
@@ -252,6 +253,9 @@ int vms_stack_usage(vms_usage *out, size_t n)
     if (!out && n > 0) return -EINVAL;
     int e = vms__ensure_init();
     if (e) return e;
+    /* A joined thread's stack is freed (and its depth counted) only by a reap: reaped
+     * first, as vms_get_stats does, so that threads joined before the call count. */
+    vms__stack_reap();
     int count = 0;
     for (unsigned c = 0; c < VMS__CLASSES; c++) {
         size_t stacks = atomic_load_explicit(&hist[c].stacks, memory_order_relaxed);

@@ -20,7 +20,8 @@
 #include <string.h>
 
 /* At most this many blocks in the process. Blocks of a class double in size (up to 64x
- * the first), so 1,024 blocks hold over 60,000 default stacks (16 GiB of them). */
+ * the first, and BLOCK_SLOTS_MAX stacks), so 1,024 blocks hold about four million
+ * default stacks (4,096 in each 1 GiB block from the seventh on). */
 #define MAX_BLOCKS 1024
 /* The first block of a class holds 16 MiB of stacks (64 default stacks), or one stack
  * when a stack is larger; later blocks double, up to 64 times that. */

@@ -546,6 +546,13 @@ static bool after_call(uintptr_t ret)
 #endif
 }
 
+/* The frame-pointer readers below load words of the faulting stack that the compiler
+ * never stored as such: in a program built with AddressSanitizer a frame pointer or a
+ * guessed record may point into a local array's redzone, and an instrumented load there
+ * is reported by ASan (and ends the process) in the middle of the oops. They are not
+ * instrumented, as libunwind's own reads are not. */
+#define STACK_READER __attribute__((no_sanitize("address")))
+
 /* async-signal-safe: the return address of a function that faulted while storing its
  * frame record, or 0. An overflow usually faults right there, at the function's first
  * store below the stack: x86-64's `push %rbp`, aarch64's `stp x29, x30, [sp, ...]`. Its
@@ -554,6 +561,7 @@ static bool after_call(uintptr_t ret)
  * The return address is at [sp] on x86-64 (the call pushed it) and in x30 on aarch64.
  * Instructions are read only inside the code of a known object, and the address is taken
  * only when it follows a call there. */
+STACK_READER
 static uintptr_t prologue_return(const ucontext_t *uc, uintptr_t pc, uintptr_t lo, uintptr_t hi)
 {
     if (!in_code(pc)) return 0;
@@ -731,6 +739,7 @@ void vms__trace_note_restorer(int sig)
  * the flags and link it sets (0, NULL), those registers, an interrupted sp above the
  * record, and a well-formed list of records that ends the frame exactly at rec (through
  * the extra space, when there is one). */
+STACK_READER
 static bool a64_sigframe_at(uintptr_t u, uintptr_t rec, uintptr_t hi)
 {
     const uintptr_t *r = (const uintptr_t *)rec;
@@ -762,6 +771,7 @@ static bool a64_sigframe_at(uintptr_t u, uintptr_t rec, uintptr_t hi)
  * layout of one that does: the interrupted pc and frame pointer from the kernel's
  * ucontext next to it, when the whole frame lies inside [lo, hi) with the interrupted
  * stack pointer above it. */
+STACK_READER
 static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr_t hi,
                             uintptr_t *pc, uintptr_t *next_fp)
 {
@@ -805,6 +815,7 @@ static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr
 }
 
 /* async-signal-safe: the frame-pointer walk described above OUTERMOST_FRAME_SLACK. */
+STACK_READER
 int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                        vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
@@ -934,6 +945,7 @@ struct fp_rule {
 #endif
 
 /* async-signal-safe: the frame record at fp, when it lies inside [lo, hi). */
+STACK_READER
 static bool fp_record(uintptr_t fp, uintptr_t lo, uintptr_t hi, uintptr_t *next_fp,
                       uintptr_t *ret)
 {

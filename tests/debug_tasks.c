@@ -389,6 +389,32 @@ TEST(greatest_depth_line_of_real_tasks)
     }
 }
 
+/* vmstack.h: with VMS_PAINT a thread's stack counts in the histogram once the thread is
+ * joined. Its stack is freed only by a reap (docs/internals.md), so vms_stack_usage
+ * reaps first, as vms_get_stats does: without that a program that joined its threads
+ * and asked at once found none of them counted. */
+static void histogram_thread_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    pthread_t t;
+    int n = 10;   /* 10 frames of 2000 bytes: about 20 KB, in the 8-page bucket */
+    ASSERT_EQ(vms_thread_create(&t, NULL, deep_thread, &n), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms_usage u;
+    memset(&u, 0, sizeof u);
+    ASSERT_EQ(vms_stack_usage(&u, 1), 1);
+    ASSERT_EQ(u.stack_size, 256 * 1024);
+    ASSERT_EQ(u.stacks, 1);
+    ASSERT_GT(u.max_used, 20000);
+    ASSERT_LT(u.max_used, 32768);
+}
+
+TEST(histogram_counts_a_joined_thread)
+{
+    run(histogram_thread_child, NULL);
+}
+
 /* With VMS_NO_SCRUB, the alternate signal stacks of threads that ended, beyond what
  * vmstack keeps for later threads, go back to the cache and may be handed out to the
  * program. What signal handlers left on them (an oops report, a handler of the

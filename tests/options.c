@@ -193,6 +193,37 @@ TEST(init_after_first_use_is_busy)
     ASSERT_EXITED(tst_fork(init_after_use_child, NULL, out, sizeof out), 0);
 }
 
+/* vmstack.h: only a stack, fiber or thread made, vms_get_stats or vms_stack_usage puts
+ * vmstack in use; a hook set first, and calls given NULL, leave vms_init its say. */
+static void hook_then_init_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+}
+
+static void init_after_hook_child(void *arg)
+{
+    (void)arg;
+    vms_set_oops_hook(hook_then_init_hook, NULL);
+    (void)vms_fiber_self();
+    (void)vms_stack_remaining();
+    vms_stack_free(NULL);
+    vms_fiber_destroy(NULL);
+    (void)vms_fiber_resume(NULL);
+    (void)vms_get_stats(NULL);
+    (void)vms_stack_usage(NULL, 1);
+    vms_config c = { .stack_size = 64 * 1024 };
+    if (vms_init(&c) != 0) exit(1);
+    vms_stack *s = vms_stack_alloc(0);
+    exit(s && vms_stack_size(s) == 64 * 1024 ? 0 : 2);
+}
+
+TEST(init_after_hook_and_null_calls)
+{
+    char out[2048];
+    ASSERT_EXITED(tst_fork(init_after_hook_child, NULL, out, sizeof out), 0);
+}
+
 static void bad_init_child(void *arg)
 {
     (void)arg;

@@ -12,6 +12,9 @@
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#ifdef TST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 /* The walkers read the frames of these; noinline and a use of the result keep every
  * level a real frame. */
@@ -507,6 +510,38 @@ TEST(walk_frame_pointers_reads_only_the_range)
     ASSERT_EQ(nseen, frames);   /* the pc, then every return address but the last 0 */
     ASSERT_UEQ(seen[1], 0x7000a000);
     munmap(m, 3 * (size_t)pg);
+}
+
+/* In a program built with ASan, a frame pointer may point into a local array's redzone
+ * (code without frame pointers uses the register for data) or at a frame whose redzones
+ * are still poisoned: the walk's reads of the stack are not instrumented, so a report
+ * goes on rather than end in an ASan error (it did, in an -O1 program's overflow). */
+TEST(walk_frame_pointers_reads_poisoned_words)
+{
+#ifndef TST_ASAN
+    SKIP("only an ASan build instruments the walk's reads");
+#else
+    static uintptr_t cells[32] __attribute__((aligned(64)));
+    memset(cells, 0, sizeof cells);
+    cells[0] = (uintptr_t)&cells[8];      /* a record, then the outermost one */
+    cells[1] = 0x7000a000;
+    uintptr_t lo = (uintptr_t)cells, hi = (uintptr_t)(cells + 32);
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = 0x7000f000;
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)lo;
+#else
+    uc.uc_mcontext.pc = 0x7000f000;
+    uc.uc_mcontext.regs[29] = lo;
+#endif
+    __asan_poison_memory_region(cells, sizeof cells);
+    nseen = 0;
+    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    __asan_unpoison_memory_region(cells, sizeof cells);
+    ASSERT_EQ(nseen, 2);                  /* the pc and the record's return address */
+    ASSERT_UEQ(seen[1], 0x7000a000);
+#endif
 }
 
 /* aarch64: a signal frame with extra space (the kernel adds it when the SVE or SME

@@ -54,7 +54,7 @@ static void usage(FILE *f)
             "depth over the call graph and the path that reaches it.\n"
             "\n"
             "  --entry FN       entry point to analyse (repeatable; default: every function\n"
-            "                   nobody calls)\n"
+            "                   nobody calls, and one of each recursion nobody enters)\n"
             "  --stack-size N   exit 1 if a worst case exceeds N bytes or is unbounded\n"
             "                   (suffixes k, m, g)\n"
             "  --min N          list frames of at least N bytes (default %d)\n"
