@@ -8,6 +8,12 @@ set(CMAKE_SYSTEM_PROCESSOR aarch64)
 
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
 set(CMAKE_ASM_COMPILER aarch64-linux-gnu-gcc)
+# The C++ tests (tests/cxx.cmake) need g++-aarch64-linux-gnu; without it they are left
+# out, as in a native build without a C++ compiler.
+find_program(VMS_AARCH64_CXX aarch64-linux-gnu-g++)
+if(VMS_AARCH64_CXX)
+  set(CMAKE_CXX_COMPILER ${VMS_AARCH64_CXX})
+endif()
 
 set(CMAKE_FIND_ROOT_PATH /usr/aarch64-linux-gnu)
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)

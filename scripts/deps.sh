@@ -6,7 +6,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake clang libclang-rt-14-dev libunwind-dev valgrind
       libboost-context-dev libboost-fiber-dev
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user)
+      gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
+      qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

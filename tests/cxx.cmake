@@ -1,8 +1,9 @@
 # C++ on vmstack fibers and threads (tests/cxx.cc; docs/api.md, "C++"): exceptions,
 # thread_local, pthread_exit and cancellation through C++ frames, kills of C++ code.
-# Only where a C++ compiler for the library's own target is found: in the aarch64 cross
-# build check_language finds the host's c++, which cannot link with an aarch64 library,
-# so the case is left out there, as it is without any C++ compiler. With sanitizers the
+# Only where a C++ compiler for the library's own target is found: the aarch64 cross
+# build uses aarch64-linux-gnu-g++ when it is installed (cmake/aarch64-linux-gnu.cmake;
+# label cross); a C++ compiler for another target (the host's c++, say) cannot link
+# with the library, so the cases are left out then, as without any C++ compiler. With sanitizers the
 # C++ compiler must also be the C compiler's (their runtimes do not mix: the clang and
 # TSan steps of scripts/test-all.sh set CXX=clang++).
 include(CheckLanguage)
@@ -28,7 +29,10 @@ if(CMAKE_CXX_COMPILER)
   endif()
 endif()
 if(VMS_CXX_TESTS)
-  vms_test(cxx EXT cc LABELS unit death memcheck)
+  vms_test(cxx EXT cc LABELS unit death memcheck cross)
   set_target_properties(test_cxx PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON)
+  if(CMAKE_CROSSCOMPILING_EMULATOR)
+    target_compile_definitions(test_cxx PRIVATE TST_EMULATED=1)   # fewer children
+  endif()
   vms_test(cxx EXT cc LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
 endif()
