@@ -8,8 +8,10 @@ if(TARGET vmstack_cmd)
     add_dependencies(test_${stem} vmstack_cmd)
   endforeach()
   if(TARGET vmstack_direct_cmd)
-    target_compile_definitions(test_cli_demo PRIVATE
-      VMSTACK_DIRECT_CMD="$<TARGET_FILE:vmstack_direct_cmd>")
-    add_dependencies(test_cli_demo vmstack_direct_cmd)
+    foreach(stem cli_demo cli_info)
+      target_compile_definitions(test_${stem} PRIVATE
+        VMSTACK_DIRECT_CMD="$<TARGET_FILE:vmstack_direct_cmd>")
+      add_dependencies(test_${stem} vmstack_direct_cmd)
+    endforeach()
   endif()
 endif()

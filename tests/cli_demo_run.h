@@ -8,11 +8,13 @@
 
 #include "test.h"
 
-/* tst_fork's child: becomes VMSTACK_CMD with argv. */
+/* tst_fork's child: becomes the command argv[0] names (VMSTACK_CMD, or another built
+ * command). */
 static inline void cli_exec(void *argv)
 {
-    execv(VMSTACK_CMD, (char *const *)argv);
-    fprintf(stderr, "cannot run %s: %s\n", VMSTACK_CMD, strerror(errno));
+    const char *cmd = ((const char *const *)argv)[0];
+    execv(cmd, (char *const *)argv);
+    fprintf(stderr, "cannot run %s: %s\n", cmd, strerror(errno));
     _exit(127);
 }
 

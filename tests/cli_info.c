@@ -15,6 +15,7 @@ struct info_run {
     const char *const *env;
     const char *const *args;
     const char *valgrind;   /* run `vmstack info` under this valgrind, or NULL */
+    const char *cmd;        /* the command to run: NULL for VMSTACK_CMD */
 };
 
 static void info_exec(void *arg)
@@ -41,7 +42,7 @@ static void info_exec(void *arg)
         fprintf(stderr, "cannot run %s: %s\n", r->valgrind, strerror(errno));
         _exit(127);
     }
-    const char *argv[8] = { VMSTACK_CMD, "info" };
+    const char *argv[8] = { r->cmd ? r->cmd : VMSTACK_CMD, "info" };
     int n = 2;
     for (const char *const *a = r->args; a && *a && n < 7; a++) argv[n++] = *a;
     argv[n] = NULL;
@@ -50,7 +51,7 @@ static void info_exec(void *arg)
 
 static int info(const char *const *env, const char *const *args)
 {
-    struct info_run r = { env, args, NULL };
+    struct info_run r = { env, args, NULL, NULL };
     return tst_fork(info_exec, &r, out, sizeof out);
 }
 
@@ -70,7 +71,7 @@ static int info_under_valgrind(const char *const *env)
         p += n + (p[n] == ':');
     }
     if (!path[0]) return -1;
-    struct info_run r = { env, NULL, path };
+    struct info_run r = { env, NULL, path, NULL };
     return tst_fork(info_exec, &r, out, sizeof out);
 }
 #endif
@@ -219,6 +220,29 @@ TEST(options)
     const char *bad[] = { "--frobnicate", NULL };
     ASSERT_EXITED(info(NULL, bad), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: info: unknown option `--frobnicate`");
+}
+
+/* vmstack-direct (the command on the direct backend, for `vmstack demo --direct`) is
+ * built from the library's sources with its own definitions: it detects Valgrind as the
+ * library does (it said "LD_PRELOAD only" where valgrind.h was found). */
+TEST(direct_command_has_the_same_build_options)
+{
+#ifndef VMSTACK_DIRECT_CMD
+    SKIP("no vmstack-direct in this build");
+#else
+    static const char *const labels[] = { "Valgrind detection", "VMSTACK_FAULT_INJECTION",
+                                          "call traces" };
+    char want[3][256];
+    ASSERT_EXITED(info(NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        const char *v = value_of(labels[i]);
+        snprintf(want[i], sizeof want[i], "%.*s", (int)strcspn(v, "\n"), v);
+    }
+    struct info_run r = { NULL, NULL, NULL, VMSTACK_DIRECT_CMD };
+    ASSERT_EXITED(tst_fork(info_exec, &r, out, sizeof out), 0);
+    assert_value("guards used", "none: this build is the direct backend");
+    for (int i = 0; i < 3; i++) assert_value(labels[i], want[i]);
+#endif
 }
 
 /* `vmstack help CMD` is `vmstack CMD --help`; an unknown CMD is a usage error. */
