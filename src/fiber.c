@@ -54,8 +54,8 @@ struct vms__task {
     vms_oops oops;                /* valid once KILLED (see TASK_FOOTPRINT) */
     struct vms__ctx ctx;          /* the task's registers while it is not running */
     struct vms__ctx back;         /* its resumer's registers while it runs */
-    struct vms__eh eh;            /* its C++ exception state while it is not running */
-    struct vms__eh back_eh;       /* its resumer's while it runs */
+    struct vms__eh eh;            /* its C++ exception state while it is not running,
+                                   * its resumer's while it runs (swapped at switches) */
     struct vms__task *parent;     /* the task that resumed it; NULL: the thread's stack */
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
@@ -406,7 +406,7 @@ static int task_back(void *arg)
 static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
 {
     struct vms__eh *eh = self_thread.eh;
-    if (eh) *eh = t->back_eh;     /* what is left of t's (a killed task's) is leaked */
+    if (eh) *eh = t->eh;          /* what is left of t's (a killed task's) is leaked */
     vms__track_leave(&t->track, true);
     if (VMS__TRACK_RESUMER_HOOK || VMS_UNLIKELY(vms__opt.flags & VMS_PAINT) ||
         state == VMS_KILLED)
@@ -477,8 +477,9 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
     STORE_RELAXED(&t->state, VMS_RUNNING);
     struct vms__eh *eh = th->eh;
     if (eh) {
-        t->back_eh = *eh;
-        *eh = t->eh;
+        struct vms__eh mine = t->eh;
+        t->eh = *eh;
+        *eh = mine;
     }
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
@@ -567,7 +568,7 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
     /* Its resumer's C++ exception state back (two stores through a pointer read at the
      * thread's first switch); the exceptions the task was handling or throwing leak. */
-    if (th->eh) *th->eh = t->back_eh;
+    if (th->eh) *th->eh = t->eh;
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, true);
@@ -746,8 +747,9 @@ void vms_fiber_yield(void)
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
     struct vms__eh *eh = th->eh;
     if (eh) {
-        t->eh = *eh;
-        *eh = t->back_eh;
+        struct vms__eh mine = *eh;
+        *eh = t->eh;
+        t->eh = mine;
     }
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
