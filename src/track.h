@@ -50,15 +50,25 @@
  * __tsan_func_entry), or leave one entry behind on the old one at every switch. */
 #define VMS__TRACK_SWITCH static inline __attribute__((always_inline))
 
-/* Per-task tool state; all members unused when the tools are off. */
+/* Per-task tool state: only the built-in tools' members, so that the task record (at
+ * the top of every task's stack) carries none in the plain build. */
 struct vms__track {
+#if defined(VMSTACK_ASAN)
     void *asan_fake;            /* ASan: the task's fake stack while it is switched out */
     void *asan_back_fake;       /* ASan: the resumer's fake stack while the task runs */
     const void *back_bottom;    /* ASan: the resumer's stack, learned on arrival */
     size_t back_size;
+#endif
+#if defined(VMSTACK_TSAN)
     void *tsan_fiber;           /* TSan: the task's fiber */
     void *tsan_back;            /* TSan: the resumer's fiber */
+#endif
+#if defined(VMSTACK_VALGRIND)
     unsigned vg_id;             /* Valgrind: the registered stack's id */
+#endif
+#if !defined(VMSTACK_ASAN) && !defined(VMSTACK_TSAN) && !defined(VMSTACK_VALGRIND)
+    char none;                  /* no tool (ISO C has no empty structure) */
+#endif
 };
 
 /* Every task gets a TSan fiber of its own, a thread's body too: a task killed from
@@ -71,15 +81,15 @@ struct vms__track {
  * state), so a vms thread's body cannot call pthread_exit under TSan. */
 static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
 {
+    (void)tr; (void)lo; (void)hi;
+#if defined(VMSTACK_ASAN)
     tr->asan_fake = NULL;
     tr->asan_back_fake = NULL;
     tr->back_bottom = NULL;
     tr->back_size = 0;
-    tr->tsan_fiber = NULL;
-    tr->tsan_back = NULL;
-    tr->vg_id = 0;
-    (void)lo; (void)hi;
+#endif
 #if defined(VMSTACK_TSAN)
+    tr->tsan_back = NULL;
     tr->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #if defined(VMSTACK_VALGRIND)
