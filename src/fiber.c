@@ -185,6 +185,11 @@ struct vms__thread {
     unsigned long token;          /* this thread as a fiber's home; 0 until it is one */
     struct vms__eh *eh;           /* the C++ runtime's record of this thread (NULL: no
                                    * C++ runtime); set before the thread's first switch */
+    /* A kill that left an SS_AUTODISARM alternate stack disabled: task_back puts it back
+     * and then the mask, on the resumer's stack (vms__task_kill_current). */
+    bool rearm_pending;
+    stack_t rearm;
+    sigset_t rearm_mask;
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
@@ -386,6 +391,14 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
 static int task_back(void *arg)
 {
     struct vms__task *t = arg;
+    struct vms__thread *th = &self_thread;
+    if (VMS_UNLIKELY(th->rearm_pending)) {
+        /* Off the alternate stack now: it can be enabled again, and then the signals
+         * unblocked that vms__task_kill_current kept blocked until here. */
+        th->rearm_pending = false;
+        (void)vms__os_sigaltstack(&th->rearm, NULL);
+        pthread_sigmask(SIG_SETMASK, &th->rearm_mask, NULL);
+    }
     vms__track_entered_back(&t->track);
     int state = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (state == VMS_DONE || state == VMS_KILLED) {
@@ -547,7 +560,8 @@ int vms__task_current(struct vms__task_info *out)
 /* async-signal-safe: runs on the alternate signal stack. The dying stack is never
  * touched again: we jump straight to the resumer's saved context, whose stack is
  * intact (it is another task's or the thread's own). */
-_Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask)
+_Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
+                                      const stack_t *rearm)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
@@ -574,7 +588,22 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     /* The kernel blocked the signal (and sa_mask) for the handler; since we never
      * return through sigreturn, put back the mask of the interrupted code ourselves (the
      * fault handler found it) so that the next overflow on this thread is caught too. */
-    if (mask) pthread_sigmask(SIG_SETMASK, mask, NULL);
+    if (VMS_UNLIKELY(rearm)) {
+        /* An SS_AUTODISARM alternate stack (the program's, which vmstack keeps): the
+         * kernel disabled it for this handler, and sigreturn would have enabled it
+         * again; left disabled, the next overflow on this thread could not be delivered
+         * and would kill the process unreported. It is enabled once off it (task_back):
+         * enabled while we still run on it, a signal would start its frame at its top,
+         * over ours. Until then every signal stays blocked. */
+        sigset_t all;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, mask ? NULL : &th->rearm_mask);
+        if (mask) th->rearm_mask = *mask;
+        th->rearm = *rearm;
+        th->rearm_pending = true;
+    } else if (mask) {
+        pthread_sigmask(SIG_SETMASK, mask, NULL);
+    }
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
     vms__ctx_jump_call(&t->back, task_back, t);

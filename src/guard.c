@@ -25,6 +25,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1U << 31)   /* linux/signal.h, Linux 4.7; glibc 2.36 lacks it */
+#endif
+
 /* The reporter's own needs on the alternate stack, beyond the kernel's signal frame
  * (AT_MINSIGSTKSZ): libunwind's cursor and its DWARF interpreter (a few KiB), the
  * report's line and frame buffers (about 2 KiB), the oops hook the program installed,
@@ -390,6 +394,16 @@ static void resumer_mask(const ucontext_t *uc, uintptr_t sp, uintptr_t lo, uintp
     vms__track_raw_reads_end();
 }
 
+/* async-signal-safe: the alternate stack the kernel disabled for this handler, to be
+ * enabled again after a kill (which skips the sigreturn that would have done it), or
+ * NULL. A stack set up with SS_AUTODISARM (Linux 4.7, a program's own, which vmstack
+ * keeps) is disabled at each delivery on it; the saved uc_stack holds it with that flag
+ * (kernel/signal.c, __save_altstack and restore_altstack). */
+static const stack_t *autodisarmed(const ucontext_t *uc)
+{
+    return (uc->uc_stack.ss_flags & SS_AUTODISARM) ? &uc->uc_stack : NULL;
+}
+
 /* async-signal-safe: the process dies by sig (SIGSEGV or SIGBUS) with its default
  * action, so that a core dump and the exit status show the real fault. */
 static _Noreturn void die_by(int sig)
@@ -459,7 +473,7 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
         pthread_setcancelstate(cancel, NULL);
-        vms__task_kill_current(&oops, &mask);
+        vms__task_kill_current(&oops, &mask, autodisarmed(uc));
     }
     return DIE;
 }

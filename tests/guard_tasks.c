@@ -1485,6 +1485,54 @@ TEST(fiber_killed_in_signal_handler_leaves_resumer_mask)
     ASSERT_STR_CONTAINS(out, "after kill 1: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
 }
 
+/* ---- the program's own SS_AUTODISARM alternate stack ------------------------------------ */
+
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1U << 31)   /* linux/signal.h, Linux 4.7 */
+#endif
+
+/* A thread that set up its own alternate stack with SS_AUTODISARM (vmstack keeps it):
+ * the kernel disables it for every handler that runs on it and enables it again at
+ * sigreturn, which a kill skips. The kill puts it back itself, so the second and third
+ * overflows on the thread are caught too (left disabled, the second killed the process
+ * unreported: the kernel had no stack to deliver its SIGSEGV on). */
+static void autodisarm_child(void *arg)
+{
+    (void)arg;
+    static char alt[512 * 1024];
+    stack_t ss = { .ss_sp = alt, .ss_size = sizeof alt, .ss_flags = SS_AUTODISARM };
+    if (sigaltstack(&ss, NULL) != 0) {
+        printf("no SS_AUTODISARM here\n");
+        return;
+    }
+    init_with(VMS_KILL_TASK, 0, 0);
+    for (int i = 0; i < 3; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        int s = vms_fiber_resume(f);
+        vms_fiber_destroy(f);
+        stack_t now;
+        sigaltstack(NULL, &now);
+        sigset_t mask;
+        pthread_sigmask(SIG_BLOCK, NULL, &mask);
+        printf("round %d: state %d, own stack %s, SIGSEGV blocked %d\n", i, s,
+               now.ss_sp == alt && now.ss_size == sizeof alt && !(now.ss_flags & SS_DISABLE)
+                   ? "enabled" : "disabled",
+               sigismember(&mask, SIGSEGV));
+        fflush(stdout);
+    }
+}
+
+TEST(kill_enables_the_programs_autodisarm_alternate_stack_again)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(autodisarm_child);
+    if (strstr(out, "no SS_AUTODISARM here\n")) SKIP("sigaltstack refuses SS_AUTODISARM");
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 3);
+    ASSERT_STR_CONTAINS(out, "round 0: state 4, own stack enabled, SIGSEGV blocked 0\n");
+    ASSERT_STR_CONTAINS(out, "round 2: state 4, own stack enabled, SIGSEGV blocked 0\n");
+}
+
 /* ---- a wild access from a fiber ---------------------------------------------------------- */
 
 static char *volatile wild_target;
