@@ -34,6 +34,13 @@
  * report's line and frame buffers (about 2 KiB), the oops hook the program installed,
  * and the task layer's kill path. 64 KiB leaves room for a hook that formats text. */
 #define REPORTER_STACK (64 * VMS_KIB)
+/* The least room a report is written in on a thread's own alternate stack, which no
+ * guard of vmstack's protects (the program's, or a sanitizer's): about twice what a
+ * report itself uses with libunwind (13 KiB on x86-64), leaving the rest to the hook.
+ * With less, a report ran off such a stack and overwrote the memory below it (an 8 KiB
+ * stack in a static array: 3 KiB of it), and then the task was killed and the process
+ * went on with that damage. */
+#define OWN_ALT_MIN_ROOM (32 * VMS_KIB)
 /* How far the stack pointer may be from the fault address for a main-thread or
  * foreign-thread fault to count as an overflow: a push writes just below sp, a large
  * frame is written upwards from its lowest byte, and stack-clash probes stay within a
@@ -443,6 +450,23 @@ static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
     die_by(orig);
 }
 
+/* async-signal-safe: the bytes left below the caller's frame on the thread's
+ * alternate stack when the handler runs on one that is not vmstack's own (those have a
+ * guard: a report that runs out of one ends with "fault while reporting"); SIZE_MAX
+ * otherwise. uc_stack is the alternate stack as it was when the signal was delivered
+ * (with SS_AUTODISARM, also when it has been disabled since). */
+static size_t own_alt_room(const ucontext_t *uc, uintptr_t here)
+{
+    uintptr_t lo = (uintptr_t)uc->uc_stack.ss_sp;
+    size_t size = uc->uc_stack.ss_size;
+    if (!lo || here < lo || here - lo >= size) return SIZE_MAX;
+    struct vms__where w;
+    if (vms__arena_where((const void *)lo, &w) == VMS__WHERE_STACK && w.st &&
+        (uintptr_t)w.st->base == lo)
+        return SIZE_MAX;
+    return here - lo;
+}
+
 /* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
  * put back before a kill. */
 static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel)
@@ -463,6 +487,18 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
               : kind == VMS__WHERE_NONE ? classify_thread(&f)
               : false;
     if (!ours) return NOT_OURS;
+
+    /* On the thread's own alternate stack, a report that does not fit would write below
+     * it, into memory that may be anyone's: then a short report, and the process dies. */
+    size_t room = own_alt_room(uc, (uintptr_t)__builtin_frame_address(0));
+    if (room < OWN_ALT_MIN_ROOM) {
+        if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
+        self.sig = sig;
+        self.depth++;
+        vms__oops_report_no_room(&f, room, uc->uc_stack.ss_size, OWN_ALT_MIN_ROOM);
+        self.depth--;
+        return DIE;
+    }
 
     /* While the report is written, SIGSEGV and SIGBUS are unblocked: a fault of the
      * report itself or of the oops hook comes back here (nested_fault) rather than
@@ -646,8 +682,9 @@ static void check_own_alt_stack(const stack_t *own, size_t need)
     if (small)
         vms__log_warn_once(&warned_small, "a thread's own alternate signal stack "
                            "(%zu bytes) is smaller than vmstack's reporter needs (%zu "
-                           "bytes): an overflow report may crash instead",
-                           (size_t)own->ss_size, need);
+                           "bytes): an overflow report may be cut short, or with less "
+                           "than %zu bytes free on it left out (the process then dies)",
+                           (size_t)own->ss_size, need, (size_t)OWN_ALT_MIN_ROOM);
 }
 
 /* Whether the thread already has an alternate stack (the program's or a sanitizer
