@@ -488,33 +488,35 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
               : false;
     if (!ours) return NOT_OURS;
 
+    /* While the report is written, SIGSEGV and SIGBUS are unblocked: a fault of the
+     * report itself or of the oops hook comes back here (nested_fault) rather than
+     * killing the process at once, unreported, as the kernel does with a fault whose
+     * signal is blocked. Every other signal is blocked from here on: a handler of the
+     * program's that ran inside the report and left it by longjmp (a timeout on an
+     * interval timer, say) left the task RUNNING and never killed, the thread marked
+     * as reporting (its next overflow became a "fault while reporting" and killed the
+     * process) and the report lock held. Such a signal waits for the kill (the
+     * resumer's stack) or for death; the mask is not put back here. */
+    sigset_t quiet;
+    sigfillset(&quiet);   /* glibc's leaves out its own SIGCANCEL and SIGSETXID */
+    sigdelset(&quiet, SIGSEGV);
+    sigdelset(&quiet, SIGBUS);
+    self.sig = sig;
+    self.depth++;
+    pthread_sigmask(SIG_SETMASK, &quiet, NULL);
+    if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
+
     /* On the thread's own alternate stack, a report that does not fit would write below
      * it, into memory that may be anyone's: then a short report, and the process dies. */
     size_t room = own_alt_room(uc, (uintptr_t)__builtin_frame_address(0));
     if (room < OWN_ALT_MIN_ROOM) {
-        if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
-        self.sig = sig;
-        self.depth++;
         vms__oops_report_no_room(&f, room, uc->uc_stack.ss_size, OWN_ALT_MIN_ROOM);
         self.depth--;
         return DIE;
     }
 
-    /* While the report is written, SIGSEGV and SIGBUS are unblocked: a fault of the
-     * report itself or of the oops hook comes back here (nested_fault) rather than
-     * killing the process at once, unreported, as the kernel does with a fault whose
-     * signal is blocked. */
-    sigset_t faults, prev;
-    sigemptyset(&faults);
-    sigaddset(&faults, SIGSEGV);
-    sigaddset(&faults, SIGBUS);
-    self.sig = sig;
-    self.depth++;
-    pthread_sigmask(SIG_UNBLOCK, &faults, &prev);
-    if (f.kind != VMS__FAULT_WILD) atomic_fetch_add(&overflow_count, 1);
     vms_oops oops;
     int action = vms__oops_report(&f, &oops);
-    pthread_sigmask(SIG_SETMASK, &prev, NULL);
     self.depth--;
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
@@ -571,8 +573,18 @@ int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
-    if (handle(sig, si, uc) == DIE) restore_default(sig);
-    else chain(sig, si, uc);
+    if (handle(sig, si, uc) == DIE) {
+        restore_default(sig);
+        /* The mask sigreturn puts back for the faulting instruction blocks every other
+         * signal too: one that arrived during the report, delivered first, could leave
+         * by longjmp and the process would go on past its overflow. */
+        sigset_t *m = &((ucontext_t *)uc)->uc_sigmask;
+        sigfillset(m);
+        sigdelset(m, SIGSEGV);
+        sigdelset(m, SIGBUS);
+    } else {
+        chain(sig, si, uc);
+    }
     errno = saved;
 }
 

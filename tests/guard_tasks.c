@@ -17,6 +17,7 @@
 #include <link.h>
 #include <printf.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -1519,6 +1520,78 @@ TEST(overflow_with_sigsegv_blocked_kills_the_process_unreported)
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
     ASSERT_STR_NOT_CONTAINS(out, "joined");
+}
+
+/* ---- a signal that arrives during a report ------------------------------------------------ */
+
+/* The program's handler of an asynchronous signal leaves by siglongjmp (a timeout), and
+ * the signal arrives while vmstack writes a report (the oops hook sends it, as a timer
+ * could fire then). Before, the handler ran inside the report and jumped out of it: the
+ * fiber stayed RUNNING, never killed, vms_fiber_self() still named it on the main
+ * stack, and the thread's next overflow was taken for a fault of that report ("fault
+ * while reporting") and killed the process. Now the signal waits until the fiber is
+ * killed and runs on the resumer's stack; under VMS_ABORT it never runs, and the
+ * process dies of its overflow. */
+static sigjmp_buf timeout_jmp;
+static volatile sig_atomic_t timeout_armed;
+
+static void timeout_handler(int sig)
+{
+    (void)sig;
+    siglongjmp(timeout_jmp, 1);
+}
+
+static void timer_fires_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    if (timeout_armed) {
+        timeout_armed = 0;
+        raise(SIGALRM);
+    }
+}
+
+static void signal_in_report_child(void *arg)
+{
+    int policy = (int)(intptr_t)arg;
+    init_with(policy, 0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = timeout_handler;
+    sa.sa_flags = SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    vms_set_oops_hook(timer_fires_hook, NULL);
+    timeout_armed = 1;
+    for (int i = 0; i < 3; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (sigsetjmp(timeout_jmp, 1) == 0)
+            printf("round %d: state %d", i, vms_fiber_resume(f));
+        else
+            printf("round %d: timed out, state %d", i, vms_fiber_state(f));
+        printf(", self %s\n", vms_fiber_self() ? "a fiber" : "none");
+        fflush(stdout);
+    }
+}
+
+TEST(signal_during_a_report_waits_for_the_kill)
+{
+    NEED_GUARD_FAULTS();
+    int st = tst_fork(signal_in_report_child, (void *)(intptr_t)VMS_KILL_TASK, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 3);
+    ASSERT_STR_CONTAINS(out, "round 0: timed out, state 4, self none\n");
+    ASSERT_STR_CONTAINS(out, "round 2: state 4, self none\n");
+    ASSERT_STR_NOT_CONTAINS(out, "fault while reporting");
+}
+
+TEST(signal_during_a_report_does_not_save_an_aborting_process)
+{
+    NEED_GUARD_FAULTS();
+    int st = tst_fork(signal_in_report_child, (void *)(intptr_t)VMS_ABORT, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "round 0");
+    assert_last_line_starts(out, "vmstack: aborting");
 }
 
 /* ---- the program's own SS_AUTODISARM alternate stack ------------------------------------ */
