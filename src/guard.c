@@ -264,8 +264,22 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
     f->walk_lo = f->lo;
     f->walk_hi = f->hi;
     if (f->have_task && ti.stack != blamed) f->have_task = false;
+    bool alt = (uintptr_t)f->uc->uc_stack.ss_sp == f->lo;
+    if (alt) {
+        /* A handler of the program's (SA_ONSTACK) ran off the thread's alternate stack:
+         * its stack pointer was below the stack, so the kernel put this fault's frame at
+         * the stack's top, and this handler runs there, over the handler's outer frames.
+         * The walk stops below our own frame: above it nothing is left to read. */
+        uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+        if (here > f->lo && here < f->walk_hi) f->walk_hi = here;
+    }
     if (vms__opt.on_overflow == VMS_ABORT) {
         f->action = VMS__ACT_ABORT;
+    } else if (alt) {
+        f->action = VMS__ACT_ABORT;
+        f->why_no_kill = "the stack is this thread's alternate signal stack: a signal handler "
+                         "installed with SA_ONSTACK ran out of it, and the kernel wrote this "
+                         "fault's frame over the handler's outer frames";
     } else if (!f->have_task) {
         f->action = VMS__ACT_ABORT;
         f->why_no_kill = "no vmstack fiber or thread runs on this stack: nothing can be "

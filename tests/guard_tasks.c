@@ -1684,6 +1684,47 @@ TEST(report_that_does_not_fit_the_threads_own_alternate_stack_is_left_out)
     assert_last_line_starts(out, "vmstack: aborting");
 }
 
+/* ---- an overflow of the alternate stack itself -------------------------------------------- */
+
+/* The program's SA_ONSTACK handler recurses until it runs off vmstack's alternate stack.
+ * The kernel puts that fault's frame at the stack's top, over the handler's outer
+ * frames: the report says what happened instead of only "not a vmstack task's", its
+ * trace ends below the handler's own frame instead of reading the overwritten ones as
+ * frames, and the process dies. */
+static void onstack_fiber(void *arg)
+{
+    (void)arg;
+    raise(SIGUSR1);
+}
+
+static void onstack_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = deep_handler;
+    sa.sa_flags = SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    vms_fiber *f = vms_fiber_create(onstack_fiber, NULL, NULL);
+    printf("went on: state %d\n", vms_fiber_resume(f));
+}
+
+TEST(overflow_of_the_alternate_stack_is_named)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("TSan's own alternate stack is the one used");
+    int st = run_child(onstack_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "(the stack is not a vmstack task's)\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: the stack is this thread's alternate signal stack: a "
+                             "signal handler installed with SA_ONSTACK ran out of it");
+    ASSERT_STR_CONTAINS(out, "island_deep+0x");
+    ASSERT_STR_NOT_CONTAINS(out, "went on");
+    assert_last_line_starts(out, "vmstack: aborting");
+}
+
 /* ---- a wild access from a fiber ---------------------------------------------------------- */
 
 static char *volatile wild_target;
