@@ -1642,6 +1642,39 @@ TEST(kill_enables_the_programs_autodisarm_alternate_stack_again)
     ASSERT_STR_CONTAINS(out, "round 2: state 4, own stack enabled, SIGSEGV blocked 0\n");
 }
 
+/* ---- a thread that disables its alternate stack ------------------------------------------ */
+
+/* After vmstack gave the thread its alternate stack (at the first resume), the program
+ * disables it: the kernel has no stack to deliver the overflow's SIGSEGV on and kills the
+ * process at once, unreported (docs/oops.md). Pinned here. */
+static void noop_fiber(void *arg)
+{
+    (void)arg;
+}
+
+static void disabled_alt_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *g = vms_fiber_create(noop_fiber, NULL, NULL);
+    if (vms_fiber_resume(g) != VMS_DONE) _exit(10);
+    stack_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_flags = SS_DISABLE;
+    if (sigaltstack(&ss, NULL) != 0) _exit(11);
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    printf("went on: state %d\n", vms_fiber_resume(f));
+}
+
+TEST(overflow_with_the_alternate_stack_disabled_kills_the_process_unreported)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(disabled_alt_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
+    ASSERT_STR_NOT_CONTAINS(out, "went on");
+}
+
 /* ---- a thread's own alternate stack with little room ------------------------------------- */
 
 /* A thread set up its own alternate stack of 8 KiB (more where the kernel's signal frame
