@@ -25,6 +25,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#ifndef SEGV_MTEAERR
+#define SEGV_MTEAERR 8   /* asm-generic/siginfo.h, Linux 5.10; older C libraries lack it */
+#endif
 #ifndef SS_AUTODISARM
 #define SS_AUTODISARM (1U << 31)   /* linux/signal.h, Linux 4.7; glibc 2.36 lacks it */
 #endif
@@ -95,10 +98,13 @@ static const struct sigaction *old_action(int sig)
  * SI_TKILL and SI_QUEUE are sent by a program, whatever si_addr holds), and not the
  * kernel's asynchronous SIGBUS: BUS_MCEERR_AO reports a hardware memory error found in
  * some page of the process (sent early under PR_MCE_KILL_EARLY or
- * vm.memory_failure_early_kill; mm/memory-failure.c), not at the instruction. */
+ * vm.memory_failure_early_kill; mm/memory-failure.c), not at the instruction; nor
+ * aarch64's asynchronous tag-check fault (SEGV_MTEAERR, Linux 5.10: found some time
+ * after the access, reported at the next entry into the kernel, si_addr 0). */
 static bool is_fault(int sig, const siginfo_t *si)
 {
-    return si->si_code > 0 && !(sig == SIGBUS && si->si_code == BUS_MCEERR_AO);
+    return si->si_code > 0 && !(sig == SIGBUS && si->si_code == BUS_MCEERR_AO) &&
+           !(sig == SIGSEGV && si->si_code == SEGV_MTEAERR);
 }
 
 /* async-signal-safe: sigaction(2) is on POSIX's list. */
