@@ -857,6 +857,19 @@ static int set_action(int sig, const struct sigaction *sa, struct sigaction *old
     return sigaction(sig, sa, old) == 0 ? 0 : -errno;
 }
 
+/* SA_RESTART for vmstack's action on sig as the action before it has it: a signal that
+ * is not a fault (sent with kill, or the kernel's asynchronous SIGBUS) can interrupt a
+ * blocking system call, which then goes on or fails with EINTR as the predecessor's
+ * flags say (without SA_RESTART here, it failed under an SA_RESTART handler). SIG_DFL
+ * and SIG_IGN never make a call fail with EINTR: SA_RESTART. Faults interrupt no call. */
+static int restart_flag(int sig)
+{
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) != 0) return SA_RESTART;
+    bool plain = cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN;
+    return plain || (cur.sa_flags & SA_RESTART) ? SA_RESTART : 0;
+}
+
 /* Called once, under the initialization lock (options.c). Both handlers or neither:
  * when SIGBUS's cannot be installed, SIGSEGV's previous action is put back, so that a
  * failure (reported as "overflows will not be reported") leaves no half of vmstack's
@@ -869,10 +882,11 @@ int vms__guard_install(void)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | restart_flag(SIGSEGV);
     int e = set_action(SIGSEGV, &sa, &old_actions[0]);
     if (e) return e;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | restart_flag(SIGBUS);
     e = set_action(SIGBUS, &sa, &old_actions[1]);
     if (e) {
         sigaction(SIGSEGV, &old_actions[0], NULL);

@@ -364,6 +364,79 @@ TEST(kill_sent_segv_ignored_with_siginfo_flag_stays_ignored)
     ASSERT_STR_CONTAINS(out, "survived an ignored kill");
 }
 
+/* ---- SA_RESTART --------------------------------------------------------------------- */
+
+/* A sent SIGSEGV that interrupts a blocking read on another thread: under the program's
+ * own SA_RESTART handler the read goes on, as without vmstack; vmstack's handler, which
+ * receives it first, did not restart it, so the read failed with EINTR. */
+static volatile sig_atomic_t restart_seen;
+static int restart_pipe[2];
+
+static void restart_handler(int sig)
+{
+    (void)sig;
+    restart_seen = 1;
+}
+
+static void *restart_reader(void *arg)
+{
+    (void)arg;
+    char c;
+    ssize_t n = read(restart_pipe[0], &c, 1);
+    return (void *)(intptr_t)(n == 1 ? 1 : -errno);
+}
+
+/* Whether thread tid is blocked in read(2): its /proc syscall line starts with read's
+ * number. */
+static bool in_read(pid_t tid)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10) == SYS_read;
+}
+
+static pid_t restart_tid;
+static void *restart_reader_tid(void *arg)
+{
+    restart_tid = (pid_t)vms__sigsafe_gettid();
+    return restart_reader(arg);
+}
+
+static void restart_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = restart_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    if (pipe(restart_pipe) != 0) _exit(10);
+    pthread_t t;
+    pthread_create(&t, NULL, restart_reader_tid, NULL);
+    while (!restart_tid || !in_read(restart_tid)) sched_yield();
+    pthread_kill(t, SIGSEGV);
+    while (!restart_seen) sched_yield();
+    if (write(restart_pipe[1], "x", 1) != 1) _exit(11);
+    void *r;
+    pthread_join(t, &r);
+    printf("read: %ld\n", (long)(intptr_t)r);
+}
+
+TEST(sent_segv_keeps_the_predecessors_sa_restart)
+{
+    int st = run_child(restart_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "read: 1\n");
+}
+
 /* ---- chaining ------------------------------------------------------------------------ */
 
 static sigjmp_buf chain_jmp;
