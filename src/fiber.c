@@ -185,6 +185,12 @@ struct vms__thread {
     unsigned long token;          /* this thread as a fiber's home; 0 until it is one */
     struct vms__eh *eh;           /* the C++ runtime's record of this thread (NULL: no
                                    * C++ runtime); set before the thread's first switch */
+    /* After a kill (vms__task_kill_current), what task_back puts back on the resumer's
+     * stack: an SS_AUTODISARM alternate stack the kernel disabled (has_rearm), then the
+     * signal mask. */
+    bool kill_pending, has_rearm;
+    stack_t rearm;
+    sigset_t kill_mask;
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
@@ -386,6 +392,16 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
 static int task_back(void *arg)
 {
     struct vms__task *t = arg;
+    struct vms__thread *th = &self_thread;
+    if (VMS_UNLIKELY(th->kill_pending)) {
+        /* Off the alternate stack now, with t's kill done: it can be enabled again, and
+         * then the signals unblocked that vms__task_kill_current kept blocked until
+         * here. A signal pending since the report runs now, on the resumer's stack. */
+        th->kill_pending = false;
+        if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
+        th->has_rearm = false;
+        pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
+    }
     vms__track_entered_back(&t->track);
     int state = atomic_load_explicit(&t->state, memory_order_relaxed);
     if (state == VMS_DONE || state == VMS_KILLED) {
@@ -548,7 +564,8 @@ int vms__task_current(struct vms__task_info *out)
 /* async-signal-safe: runs on the alternate signal stack. The dying stack is never
  * touched again: we jump straight to the resumer's saved context, whose stack is
  * intact (it is another task's or the thread's own). */
-_Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask)
+_Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
+                                      const stack_t *rearm)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
@@ -572,10 +589,25 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, true);
-    /* The kernel blocked the signal (and sa_mask) for the handler; since we never
-     * return through sigreturn, put back the mask of the interrupted code ourselves (the
-     * fault handler found it) so that the next overflow on this thread is caught too. */
-    if (mask) pthread_sigmask(SIG_SETMASK, mask, NULL);
+    /* Every signal stays blocked until the resumer's stack is reached (task_back puts
+     * the mask back there): a handler that ran here, on the alternate stack, between
+     * the mask and the jump, and left by longjmp (a timeout, say) would skip the
+     * resumer's bookkeeping. The kernel blocked the fault's signal (and sa_mask) for the
+     * handler; since we never return through sigreturn, the mask of the interrupted code
+     * (which the fault handler found) is put back by us, so that the next overflow on
+     * this thread is caught too. An SS_AUTODISARM alternate stack (the program's, which
+     * vmstack keeps) was disabled by the kernel for this handler, and sigreturn would
+     * have enabled it again; left disabled, the next overflow on this thread could not
+     * be delivered and would kill the process unreported. It too is put back there:
+     * enabled while we still run on it, a signal would start its frame at its top, over
+     * ours. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, mask ? NULL : &th->kill_mask);
+    if (mask) th->kill_mask = *mask;
+    th->has_rearm = rearm != NULL;
+    if (rearm) th->rearm = *rearm;
+    th->kill_pending = true;
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
     vms__ctx_jump_call(&t->back, task_back, t);

@@ -201,6 +201,12 @@ VMS_HIDDEN extern void (*vms__oops_wait_hook)(void);
 /* async-signal-safe: ends a report cut short by a fault of its own (sig at addr, the
  * faulting instruction at pc): a line saying so, then "aborting". */
 VMS_HIDDEN void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc);
+/* async-signal-safe: the short report for a fault whose full report does not fit in the
+ * room left on the thread's own alternate stack (room of its size bytes; need: what the
+ * full report asks for): the first line, the fault address, a line saying why there is
+ * no more, and "aborting". Counts the taint; calls no hook. */
+VMS_HIDDEN void vms__oops_report_no_room(const struct vms__fault *f, size_t room, size_t size,
+                                         size_t need);
 
 /* -------------------------------------------------------------------- guard.c ---- */
 /* Whether vms__guard_thread_init set this thread up as one of vmstack's own threads

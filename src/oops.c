@@ -698,6 +698,84 @@ static void first_line(struct out *o, const struct vms__fault *f)
     emit(o);
 }
 
+/* async-signal-safe: the lines after the first: the fault address, the stack, pc and sp. */
+static void where_lines(struct out *o, const struct vms__fault *f, size_t overrun, bool below,
+                        size_t tainted)
+{
+    struct vms__line *l = start(o);
+    vms__line_str(l, " fault at ");
+    vms__line_hex(l, f->addr, 1);
+    if (f->addr >= f->lo && f->addr < f->hi) {
+        /* The main thread's or a foreign thread's stack could not grow down to it (the
+         * mapping below, or a limit that changed since vmstack looked). */
+        vms__line_str(l, ", inside the stack's range, where it could not grow");
+    } else {
+        vms__line_str(l, ", ");
+        vms__line_udec(l, overrun);
+        vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
+    }
+    emit(o);
+
+    l = start(o);
+    vms__line_str(l, " stack [");
+    vms__line_hex(l, f->lo, 1);
+    vms__line_char(l, '-');
+    vms__line_hex(l, f->hi, 1);
+    vms__line_str(l, ") size ");
+    vms__line_udec(l, f->hi - f->lo);
+    vms__line_str(l, ", guard ");
+    vms__line_udec(l, f->guard);
+    if (f->kind == VMS__FAULT_WILD) {
+        vms__line_str(l, "; its owner");
+        if (f->have_task) {
+            vms__line_str(l, " (not the faulting ");
+            task_words(l, f);
+            vms__line_char(l, ')');
+        }
+        vms__line_str(l, " is not blamed");
+    }
+    emit(o);
+
+    l = start(o);
+    vms__line_str(l, " pc ");
+    vms__line_hex(l, f->pc, 1);
+    vms__line_str(l, " sp ");
+    vms__line_hex(l, f->sp, 1);
+    vms__line_str(l, " tainted ");
+    vms__line_udec(l, tainted);
+    emit(o);
+}
+
+/* async-signal-safe: a report without registers and call trace, which uses a few hundred
+ * bytes of stack (no walk, no symbols, no hook): the fault happened where the full
+ * report would run off the thread's own alternate stack, into whatever memory lies
+ * below it. */
+void vms__oops_report_no_room(const struct vms__fault *f, size_t room, size_t size,
+                              size_t need)
+{
+    struct out o;
+    out_open(&o);
+    int taken = report_lock(f->tid, NULL);
+    size_t tainted = atomic_fetch_add(&taint_count, 1);
+    bool below = f->addr < f->lo;
+    first_line(&o, f);
+    where_lines(&o, f, below ? f->lo - f->addr : f->addr >= f->hi ? f->addr - f->hi + 1 : 0,
+                below, tainted);
+    struct vms__line *l = start(&o);
+    vms__line_str(l, " no room for the report: the thread's own alternate signal stack has ");
+    vms__line_udec(l, room);
+    vms__line_str(l, " of its ");
+    vms__line_udec(l, size);
+    vms__line_str(l, " bytes left, a report needs ");
+    vms__line_udec(l, need);
+    vms__line_str(l, ", and nothing vmstack knows of guards the memory below it");
+    emit(&o);
+    vms__line_str(start(&o), "aborting");
+    emit(&o);
+    report_unlock(taken);
+    out_close(&o);
+}
+
 /* async-signal-safe: the report, in the order of docs/oops.md. */
 int vms__oops_report(struct vms__fault *f, vms_oops *oops)
 {
@@ -743,49 +821,8 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 
     first_line(&o, f);
-    struct vms__line *l = start(&o);
-    vms__line_str(l, " fault at ");
-    vms__line_hex(l, f->addr, 1);
-    if (f->addr >= f->lo && f->addr < f->hi) {
-        /* The main thread's or a foreign thread's stack could not grow down to it (the
-         * mapping below, or a limit that changed since vmstack looked). */
-        vms__line_str(l, ", inside the stack's range, where it could not grow");
-    } else {
-        vms__line_str(l, ", ");
-        vms__line_udec(l, oops->overrun);
-        vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
-    }
-    emit(&o);
-
-    l = start(&o);
-    vms__line_str(l, " stack [");
-    vms__line_hex(l, f->lo, 1);
-    vms__line_char(l, '-');
-    vms__line_hex(l, f->hi, 1);
-    vms__line_str(l, ") size ");
-    vms__line_udec(l, f->hi - f->lo);
-    vms__line_str(l, ", guard ");
-    vms__line_udec(l, f->guard);
-    if (f->kind == VMS__FAULT_WILD) {
-        vms__line_str(l, "; its owner");
-        if (f->have_task) {
-            vms__line_str(l, " (not the faulting ");
-            task_words(l, f);
-            vms__line_char(l, ')');
-        }
-        vms__line_str(l, " is not blamed");
-    }
-    emit(&o);
-
-    l = start(&o);
-    vms__line_str(l, " pc ");
-    vms__line_hex(l, f->pc, 1);
-    vms__line_str(l, " sp ");
-    vms__line_hex(l, f->sp, 1);
-    vms__line_str(l, " tainted ");
-    vms__line_udec(l, tainted);
-    emit(&o);
-
+    where_lines(&o, f, oops->overrun, below, tainted);
+    struct vms__line *l;
     register_lines(&o, f->uc);
     if (taken == LOCK_WAITED_OUT) {
         l = start(&o);

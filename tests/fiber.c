@@ -463,6 +463,43 @@ TEST(fp_state_inherited_at_create)
     vms_fiber_destroy(f);
 }
 
+/* The signal mask is the thread's, not the fiber's: a switch leaves it alone (no system
+ * call), so what a fiber blocks stays blocked in its resumer after it yields, and the
+ * fiber resumed later runs with the mask its thread has then (docs/api.md). */
+static int mask_seen;
+static void body_mask(void *arg)
+{
+    (void)arg;
+    sigset_t s, now;
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    vms_fiber_yield();
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    mask_seen = sigismember(&now, SIGUSR1) * 10 + sigismember(&now, SIGUSR2);
+}
+
+TEST(signal_mask_is_the_threads)
+{
+    sigset_t orig, now, s;
+    pthread_sigmask(SIG_BLOCK, NULL, &orig);
+    vms_fiber *f = vms_fiber_create(body_mask, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    ASSERT_EQ(sigismember(&now, SIGUSR1), 1);
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+    sigemptyset(&s);
+    sigaddset(&s, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(mask_seen, 1);   /* SIGUSR1 unblocked, SIGUSR2 blocked: the resumer's */
+    vms_fiber_destroy(f);
+    pthread_sigmask(SIG_SETMASK, &orig, NULL);
+}
+
 /* Vector values live in spill slots across a yield and must survive (the switch keeps
  * the stack intact; with AVX, upper halves are caller-saved and spilled by the caller). */
 typedef double v4d __attribute__((vector_size(32)));
