@@ -143,6 +143,16 @@ VMS_HIDDEN bool vms__trace_have_unwind(void);
  * allocation of exception objects, 0 for any other. */
 enum { VMS__UNSAFE_LIBC = 1, VMS__UNSAFE_CXX = 2 };
 VMS_HIDDEN int vms__trace_name_unsafe(const char *name);
+/* async-signal-safe: name as C++ source spells it ("ns::f(int)") in out (cap bytes, a
+ * name cut to fit ends in "..."), when it is a mangled C++ name (_Z...) that the
+ * demangler (libiberty, VMSTACK_DEMANGLE) understands and room bytes of the caller's
+ * stack are enough for it (VMS__DEMANGLE_ROOM). Returns the length written, or 0: then
+ * print name as it is. */
+VMS_HIDDEN size_t vms__trace_demangle(const char *name, size_t room, char *out, size_t cap);
+/* The stack the demangler may use for a name of len bytes: its work arrays and
+ * recursion grow with the name (measured here: at most 430 bytes per byte of the name,
+ * for chains of const pointers, 90 for the longest names in libstdc++ and Boost). */
+#define VMS__DEMANGLE_ROOM(len) (16 * 1024 + 512 * (size_t)(len))
 
 /* --------------------------------------------------------------------- oops.c ---- */
 enum { VMS__FAULT_OVERFLOW = VMS_OVERFLOW, VMS__FAULT_UNDERFLOW = VMS_UNDERFLOW,

@@ -234,6 +234,8 @@ struct out {
     bool pipe_blocked;          /* SIGPIPE is blocked for the writes (ps is valid) */
     struct vms__sigpipe_state ps;
     struct vms__line line;
+    uintptr_t stack_lo;         /* the lowest byte of the stack we run on: 0 unknown,
+                                 * 1 not looked up yet (name_words) */
 };
 
 /* async-signal-safe: starts the output to the report fd. SIGPIPE is blocked only for
@@ -245,6 +247,7 @@ static void out_open(struct out *o)
     o->mode = vms__sigsafe_fd_mode(o->fd);
     o->dead = o->mode < 0;
     o->pipe_blocked = !o->dead && o->mode != VMS__FD_DIRECT;
+    o->stack_lo = 1;
     if (o->pipe_blocked) vms__sigsafe_block_sigpipe(&o->ps);
 }
 
@@ -401,6 +404,8 @@ static bool collect(void *ctx, uintptr_t addr)
 /* async-signal-safe: one Call Trace line, "name+0xoff/0xsize [object]". The innermost
  * frame's address is exact; the others are return addresses, looked up one byte back
  * so that a call ending its function still names that function. */
+static void name_words(struct out *o, struct vms__line *l, const char *name);
+
 static void frame_line(struct out *o, uintptr_t addr, bool exact)
 {
     struct vms__line *l = start(o);
@@ -408,7 +413,7 @@ static void frame_line(struct out *o, uintptr_t addr, bool exact)
     int r = vms__trace_symbolize(exact ? addr : addr - 1, &s);
     vms__line_char(l, ' ');
     if (r == 2) {
-        vms__line_str(l, s.name);
+        name_words(o, l, s.name);
         vms__line_char(l, '+');
         vms__line_hex(l, addr - s.start, 1);
         vms__line_char(l, '/');
@@ -422,6 +427,43 @@ static void frame_line(struct out *o, uintptr_t addr, bool exact)
         vms__line_char(l, ']');
     }
     emit(o);
+}
+
+/* async-signal-safe: the lowest byte of the stack the report runs on, which bounds what
+ * the demangler may use of it: the thread's alternate signal stack (the fault handler's)
+ * or a vmstack stack (a report at a task's end), else 0. Looked up at the first C++ name
+ * of a report: one system call, none in reports without one. */
+static uintptr_t report_stack_lo(void)
+{
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    stack_t ss;
+    if (vms__os_sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK) &&
+        here > (uintptr_t)ss.ss_sp && here - (uintptr_t)ss.ss_sp < ss.ss_size)
+        return (uintptr_t)ss.ss_sp;
+    struct vms__where w;
+    if (vms__arena_where((const void *)here, &w) == VMS__WHERE_STACK && w.st)
+        return (uintptr_t)w.st->base;
+    return 0;
+}
+
+/* The longest demangled name shown; a longer one is cut with "...". */
+#define DEMANGLED_MAX 256
+
+/* async-signal-safe: a function's name, as C++ source spells it when it is a C++ name
+ * the demangler can handle in the stack room left (docs/oops.md), else as it is. */
+static void name_words(struct out *o, struct vms__line *l, const char *name)
+{
+    char buf[DEMANGLED_MAX];
+    if (name[0] == '_' && name[1] == 'Z') {
+        if (o->stack_lo == 1) o->stack_lo = report_stack_lo();
+        uintptr_t below = (uintptr_t)buf;
+        size_t room = o->stack_lo && below > o->stack_lo ? below - o->stack_lo : 0;
+        if (vms__trace_demangle(name, room, buf, sizeof buf)) {
+            vms__line_str(l, buf);
+            return;
+        }
+    }
+    vms__line_str(l, name);
 }
 
 /* async-signal-safe: "... N frames left out ..." or "... N frames of a/b left out ...",
@@ -443,7 +485,7 @@ static void left_out_line(struct out *o, long n, const struct frames *f)
             for (int j = 0; j < nseen; j++) dup |= vms__sigsafe_streq(seen[j], name);
             if (dup || nseen == RUN_SITES) continue;
             if (nseen) vms__line_char(l, '/');
-            vms__line_str(l, name);
+            name_words(o, l, name);
             seen[nseen++] = name;
         }
     }
@@ -583,9 +625,10 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
 /* ---- the report ---------------------------------------------------------------- */
 
 /* async-signal-safe: "name [object]", or the address when the symbol is unknown. */
-static void sym_words(struct vms__line *l, const struct vms__sym *s, uintptr_t addr)
+static void sym_words(struct out *o, struct vms__line *l, const struct vms__sym *s,
+                      uintptr_t addr)
 {
-    if (s->name) vms__line_str(l, s->name);
+    if (s->name) name_words(o, l, s->name);
     else vms__line_hex(l, addr, 1);
     if (s->object) {
         vms__line_str(l, " [");
@@ -843,7 +886,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
         if (why) {
             l = start(&o);
             vms__line_str(l, "cannot kill safely: the fault happened inside ");
-            sym_words(l, &culprit, f->pc);
+            sym_words(&o, l, &culprit, f->pc);
             vms__line_str(l, ": ");
             vms__line_str(l, why);
             emit(&o);
@@ -862,7 +905,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
                 vms__line_str(l, " frames, so a lock held below them cannot be ruled out");
             } else {
                 vms__line_str(l, "cannot kill safely: the call trace ends early at ");
-                sym_words(l, &culprit, at);
+                sym_words(&o, l, &culprit, at);
                 vms__line_str(l, ", so a lock held below it cannot be ruled out");
             }
             emit(&o);

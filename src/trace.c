@@ -26,6 +26,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef VMSTACK_HAVE_LIBIBERTY
+#include <libiberty/demangle.h>
+#endif
 
 #ifdef VMSTACK_HAVE_LIBUNWIND
 #define UNW_LOCAL_ONLY
@@ -1137,4 +1140,57 @@ int vms__trace_name_unsafe(const char *name)
     for (size_t i = 0; i < sizeof cxx_unsafe_names / sizeof *cxx_unsafe_names; i++)
         if (vms__sigsafe_streq(name, cxx_unsafe_names[i])) return VMS__UNSAFE_CXX;
     return 0;
+}
+
+/* ---- C++ names -------------------------------------------------------------------- */
+
+#ifdef VMSTACK_HAVE_LIBIBERTY
+struct demangled {
+    char *out;
+    size_t cap, len;
+    bool cut;
+};
+
+/* async-signal-safe: the demangler's output callback, a piece at a time. */
+static void demangled_piece(const char *s, size_t n, void *opaque)
+{
+    struct demangled *d = opaque;
+    for (size_t i = 0; i < n; i++) {
+        if (d->len + 1 >= d->cap) {
+            d->cut = true;
+            return;
+        }
+        d->out[d->len++] = s[i];
+    }
+}
+#endif
+
+/* async-signal-safe: libiberty's cplus_demangle_v3_callback allocates nothing (its work
+ * arrays are variable-length arrays on the stack, hence the room check) and takes no
+ * lock; it formats numbers (template arguments, lambda counters) with sprintf into a
+ * buffer of its own, which in glibc takes no lock and allocates nothing for them. */
+size_t vms__trace_demangle(const char *name, size_t room, char *out, size_t cap)
+{
+#ifdef VMSTACK_HAVE_LIBIBERTY
+    if (!name || name[0] != '_' || name[1] != 'Z' || cap < 8) return 0;
+    size_t len = vms__sigsafe_strlen(name);
+    if (room < VMS__DEMANGLE_ROOM(len)) return 0;
+    struct demangled d = { out, cap, 0, false };
+    if (!cplus_demangle_v3_callback(name, DMGL_PARAMS | DMGL_TYPES, demangled_piece, &d) ||
+        d.len == 0)
+        return 0;
+    if (d.cut) {
+        d.len = cap - 4;
+        memcpy(out + d.len, "...", 3);
+        d.len += 3;
+    }
+    out[d.len] = '\0';
+    return d.len;
+#else
+    (void)name;
+    (void)room;
+    (void)out;
+    (void)cap;
+    return 0;
+#endif
 }

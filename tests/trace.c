@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #ifdef TST_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
@@ -110,6 +111,140 @@ TEST(unsafe_names)
             TST_FAIL("%s should be unsafe (C++ runtime)", cxx[i]);
     ASSERT(!vms__trace_name_unsafe("__cxa_begin_catch"));   /* no lock */
     ASSERT(!vms__trace_name_unsafe("__cxa_allocate_exceptional"));
+}
+
+/* ---- C++ names ----------------------------------------------------------------- */
+
+#define DEEP_MANGLED "_ZN4cxxt4deepEmm"
+#define DEEP_PLAIN "cxxt::deep(unsigned long, unsigned long)"
+
+TEST(demangle_cxx_names)
+{
+    char b[256];
+#ifndef VMSTACK_HAVE_LIBIBERTY
+    ASSERT_EQ(vms__trace_demangle(DEEP_MANGLED, SIZE_MAX, b, sizeof b), 0);
+    SKIP("built without libiberty (VMSTACK_DEMANGLE): C++ names stay mangled");
+#else
+    ASSERT_EQ(vms__trace_demangle(DEEP_MANGLED, SIZE_MAX, b, sizeof b), strlen(DEEP_PLAIN));
+    ASSERT(strcmp(b, DEEP_PLAIN) == 0);
+    ASSERT(vms__trace_demangle("_ZNSt6vectorIiSaIiEE9push_backERKi", SIZE_MAX, b, sizeof b) > 0);
+    ASSERT(strcmp(b, "std::vector<int, std::allocator<int> >::push_back(int const&)") == 0);
+    /* exactly the room it asks for, and a byte less */
+    size_t need = VMS__DEMANGLE_ROOM(strlen(DEEP_MANGLED));
+    ASSERT(vms__trace_demangle(DEEP_MANGLED, need, b, sizeof b) > 0);
+    ASSERT_EQ(vms__trace_demangle(DEEP_MANGLED, need - 1, b, sizeof b), 0);
+    /* cut to fit, with "..." */
+    ASSERT_EQ(vms__trace_demangle(DEEP_MANGLED, SIZE_MAX, b, 16), 15);
+    ASSERT(strcmp(b, "cxxt::deep(u...") == 0);
+    /* not C++ names, or not ones the demangler understands: 0 (printed as they are) */
+    const char *no[] = { "main", "_Z", "_Zx", "_ZN4cxxt", "Z1fv", "_GLOBAL__sub_I_x" };
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        if (vms__trace_demangle(no[i], SIZE_MAX, b, sizeof b) != 0)
+            TST_FAIL("%s demangled to \"%s\"", no[i], b);
+    ASSERT_EQ(vms__trace_demangle(NULL, SIZE_MAX, b, sizeof b), 0);
+#endif
+}
+
+#ifdef VMSTACK_HAVE_LIBIBERTY
+/* The demangler runs on a painted stack of its own; the bytes it changed are its use. */
+#define DM_STACK (1u << 20)
+static unsigned char *dm_stack;
+static ucontext_t dm_main, dm_ctx;
+static const char *dm_name;
+static size_t dm_len;
+
+static void dm_run(void)
+{
+    char b[256];
+    dm_len = vms__trace_demangle(dm_name, SIZE_MAX, b, sizeof b);
+}
+
+static size_t dm_stack_used(const char *name)
+{
+    memset(dm_stack, 0xa5, DM_STACK);
+    dm_name = name;
+    ASSERT_EQ(getcontext(&dm_ctx), 0);
+    dm_ctx.uc_stack.ss_sp = dm_stack;
+    dm_ctx.uc_stack.ss_size = DM_STACK;
+    dm_ctx.uc_link = &dm_main;
+    makecontext(&dm_ctx, dm_run, 0);
+    ASSERT_EQ(swapcontext(&dm_main, &dm_ctx), 0);
+    size_t i = 0;
+    while (i < DM_STACK && dm_stack[i] == 0xa5) i++;
+    return DM_STACK - i;
+}
+
+static char *repeat(const char *head, const char *unit, int n, const char *mid,
+                    const char *tail_unit, int m, const char *tail)
+{
+    size_t len = strlen(head) + strlen(unit) * n + strlen(mid) + strlen(tail_unit) * m +
+                 strlen(tail) + 1;
+    char *s = malloc(len);
+    ASSERT_NOT_NULL(s);
+    strcpy(s, head);
+    for (int i = 0; i < n; i++) strcat(s, unit);
+    strcat(s, mid);
+    for (int i = 0; i < m; i++) strcat(s, tail_unit);
+    strcat(s, tail);
+    return s;
+}
+#endif
+
+/* VMS__DEMANGLE_ROOM, what a report leaves the demangler of its stack, holds for the
+ * names that use the most per byte (measured: chains of const pointers, function
+ * pointers, nested templates, nested names, expressions) and for long real ones. */
+TEST(demangler_stays_within_its_room)
+{
+#ifndef VMSTACK_HAVE_LIBIBERTY
+    SKIP("built without libiberty (VMSTACK_DEMANGLE)");
+#else
+    dm_stack = malloc(DM_STACK);
+    ASSERT_NOT_NULL(dm_stack);
+    static const char *const real[] = {
+        "_ZNSt17_Function_handlerIFvvESt5_BindIFM4GameFviEPS2_iEEE9_M_invokeERKSt9_Any_data",
+        "_ZNSt8_Rb_treeINSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEESt4pairIKS5_"
+        "St6vectorIiSaIiEEESt10_Select1stISB_ESt4lessIS5_ESaISB_EE8_M_eraseEPSt13_Rb_tree_nodeISB_E",
+        "_ZN5boost6fibers9scheduler10wait_untilEPNS0_7contextERKNSt6chrono10time_pointINS4_"
+        "3_V212steady_clockENS4_8durationIlSt5ratioILl1ELl1000000000EEEEEERSt11unique_lock"
+        "INS0_6detail13spinlock_ttasEE",
+        /* the longest name of libLLVM-14, 604 bytes */
+        "_ZN15LiveDebugValues16InstrRefBasedLDV21depthFirstVLocAndEmitEjRKN4llvm8DenseMapIPKNS"
+        "1_12LexicalScopeEPKNS1_10DILocationENS1_12DenseMapInfoIS5_vEENS1_6detail12DenseMapPai"
+        "rIS5_S8_EEEERKNS2_IS5_NS1_8SmallSetINS1_13DebugVariableELj4ESt4lessISI_EEESA_NSC_IS5_"
+        "SL_EEEERNS2_IS5_NS1_11SmallPtrSetIPNS1_17MachineBasicBlockELj4EEESA_NSC_IS5_ST_EEEERN"
+        "S1_11SmallVectorINSX_ISt4pairISI_NS_8DbgValueEELj8EEELj8EEERSt10unique_ptrIA_S14_IA_N"
+        "S_10ValueIDNumESt14default_deleteIS16_EES17_IS1A_EES1D_RNS1_15SmallVectorImplINS_11VL"
+        "ocTrackerEEERNS1_15MachineFunctionERNS2_ISI_jNS9_ISI_vEENSC_ISI_jEEEERKNS1_16TargetPa"
+        "ssConfigE",
+    };
+    for (size_t i = 0; i < sizeof real / sizeof *real; i++) {
+        size_t used = dm_stack_used(real[i]), len = strlen(real[i]);
+        if (!dm_len) TST_FAIL("%s was not demangled", real[i]);
+        if (used > VMS__DEMANGLE_ROOM(len))
+            TST_FAIL("%zu bytes of stack for a name of %zu: more than %zu", used, len,
+                     VMS__DEMANGLE_ROOM(len));
+    }
+    static const int depths[] = { 10, 50, 150 };
+    for (size_t i = 0; i < sizeof depths / sizeof *depths; i++) {
+        int d = depths[i];
+        char *worst[] = {
+            repeat("_Z1f", "PK", d, "i", "", 0, ""),
+            repeat("_Z1f", "PFv", d, "", "vE", d, ""),
+            repeat("_Z1f", "I1A", d, "", "E", d, "v"),
+            repeat("_ZN", "1a", d, "1fEv", "", 0, ""),
+            repeat("_Z1fIiEDT", "ng", d, "fp_", "", 0, "ET_"),
+            repeat("_Z1f", "A_", d, "i", "", 0, ""),
+        };
+        for (size_t k = 0; k < sizeof worst / sizeof *worst; k++) {
+            size_t used = dm_stack_used(worst[k]), len = strlen(worst[k]);
+            if (used > VMS__DEMANGLE_ROOM(len))
+                TST_FAIL("%zu bytes of stack for %s (%zu bytes): more than %zu", used,
+                         worst[k], len, VMS__DEMANGLE_ROOM(len));
+            free(worst[k]);
+        }
+    }
+    free(dm_stack);
+#endif
 }
 
 /* ---- walks through a signal frame ---------------------------------------------- */

@@ -115,6 +115,13 @@ int vms_cmd_info(int argc, char **argv)
            "frame-pointer walk"
 #endif
     );
+    printf("  %-26s %s\n", "C++ names in call traces",
+#ifdef VMSTACK_HAVE_LIBIBERTY
+           "demangled (libiberty)"
+#else
+           "mangled (libiberty was not found at configure time)"
+#endif
+    );
     printf("  %-26s %s\n", "VMSTACK_SANITIZE", VMSTACK_SANITIZE_STRING[0] ? VMSTACK_SANITIZE_STRING : "(none)");
     printf("  %-26s %s\n", "VMSTACK_VALGRIND",
 #ifdef VMSTACK_VALGRIND
