@@ -43,8 +43,8 @@ struct vms__thread;
  * end of the resumer's handler destroys it while the fiber still uses it (and the other
  * way round). Copied as two words, whatever their types. */
 struct vms__eh {
-    void *caught;
-    uintptr_t uncaught;           /* an unsigned int, padded to a word */
+    uintptr_t w[2];               /* the exceptions caught (a pointer), and the number
+                                   * propagating (an unsigned int, padded to a word) */
 };
 
 /* Laid out for the switch: back, parent, stack, state, kind and home, which every
@@ -60,8 +60,10 @@ struct vms__task {
     struct vms_stack *stack;      /* the stack this record lives on */
     _Atomic int state;            /* VMS_READY ... VMS_KILLED */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
-    bool fast_yield;              /* a fiber, and no end check: yield tests only this */
-    _Atomic unsigned long home;   /* its thread's token (| HOME_CHECKED), or HOME_NONE */
+    bool fast_yield;              /* a fiber, no end check, no C++ runtime: yield tests
+                                   * only this */
+    _Atomic unsigned long home;   /* its thread's token (| HOME_CHECKED | HOME_EH), or
+                                   * HOME_NONE */
     unsigned long id;
     union { void (*fiber)(void *); void *(*thread)(void *); } fn;
     void *arg;
@@ -199,15 +201,40 @@ static VMS_TLS struct vms__thread self_thread;
 
 /* The C++ runtime's accessor of its per-thread record, when the program has a C++
  * runtime: a weak reference, resolved when libvmstack is loaded (or linked), so that a C
- * program pays one predictable test per switch and needs no C++ library. A C++ runtime
- * that a program loads later with dlopen, after libvmstack, is not seen: its fibers then
- * share their thread's record (docs/api.md, C++). */
+ * program needs no C++ library. A C++ runtime that a program loads later with dlopen,
+ * after libvmstack, is not seen: its fibers then share their thread's record
+ * (docs/api.md, C++). In a process with one, fibers take the resume and yield paths
+ * that switch the record (HOME_EH, fast_yield off): the usual ones, a C program's, do
+ * not even test for it. */
 extern void *__cxa_get_globals(void) __attribute__((weak));
+
+static inline bool have_cxx_runtime(void)
+{
+    return __cxa_get_globals != NULL;
+}
 
 /* Before the thread's first switch into a task (tasks start with an empty record). */
 static void thread_eh_init(struct vms__thread *th)
 {
-    if (!th->eh && __cxa_get_globals) th->eh = __cxa_get_globals();
+    if (!th->eh && have_cxx_runtime()) th->eh = __cxa_get_globals();
+}
+
+/* Exchanges the C++ runtime's record of this thread with t's: at a switch into t (the
+ * resumer's record goes into t's field while t runs) and out of it (t's own goes back
+ * there). Each side moves as one 16-byte vector, loaded and stored alike: a load as
+ * wide as the store before it takes its value from the store buffer (a 16-byte load of
+ * what two 8-byte stores wrote waits for them). Always inlined, for TSan's sake
+ * (task_switch_in). */
+typedef uintptr_t eh_vec __attribute__((vector_size(16), aligned(8), may_alias));
+static inline __attribute__((always_inline)) void eh_swap(struct vms__thread *th,
+                                                          struct vms__task *t)
+{
+    struct vms__eh *eh = th->eh;
+    if (eh) {
+        eh_vec mine = *(eh_vec *)(void *)t->eh.w;
+        *(eh_vec *)(void *)t->eh.w = *(eh_vec *)(void *)eh->w;
+        *(eh_vec *)(void *)eh->w = mine;
+    }
 }
 
 static atomic_ulong next_id;
@@ -221,6 +248,10 @@ static atomic_ulong next_id;
  * the usual resume's one compare (home against this thread's token) sends it to the
  * resume that checks: the check costs nothing on the fast path when it is off. */
 #define HOME_CHECKED (1UL << 62)
+/* In a process with a C++ runtime, a fiber's home carries this bit too: its resume
+ * takes the path that switches the runtime's exception record (vms_fiber_resume). */
+#define HOME_EH (1UL << 61)
+#define HOME_TOKEN(home) ((home) & ~(HOME_CHECKED | HOME_EH))
 _Static_assert(sizeof(unsigned long) == 8, "tokens and HOME_CHECKED assume LP64");
 static atomic_ulong next_token;
 
@@ -248,7 +279,7 @@ static void fork_child(void)
 /* Whether home (a fiber's) names a thread that a fork left behind. */
 static bool home_gone(unsigned long home)
 {
-    unsigned long token = home & ~HOME_CHECKED;
+    unsigned long token = HOME_TOKEN(home);
     return home != HOME_NONE && token <= fork_tokens && token != fork_survivor;
 }
 
@@ -329,12 +360,13 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     t->stack = st;
     atomic_init(&t->state, VMS_READY);
     t->kind = kind;
-    t->fast_yield = kind == VMS__TASK_FIBER && !(vms__opt.flags & VMS_END_CHECK);
+    t->fast_yield = kind == VMS__TASK_FIBER && !(vms__opt.flags & VMS_END_CHECK) &&
+                    !have_cxx_runtime();
     t->id = task_new_id(&self_thread);
     atomic_init(&t->home, HOME_NONE);
     t->result = NULL;
     t->alt = NULL;
-    t->eh = (struct vms__eh){ NULL, 0 };
+    t->eh = (struct vms__eh){ { 0, 0 } };
     copy_name(t->name, sizeof t->name, name);
     vms__track_create(&t->track, st->base, vms__stack_top_of(st));
     vms__ctx_make(&t->ctx, t, task_main, t);
@@ -491,12 +523,6 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
     struct vms__task *cur = th->cur;
     t->parent = cur;
     STORE_RELAXED(&t->state, VMS_RUNNING);
-    struct vms__eh *eh = th->eh;
-    if (eh) {
-        struct vms__eh mine = t->eh;
-        t->eh = *eh;
-        *eh = mine;
-    }
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
      * the switch starts pushing onto t's stack. A compiler barrier is enough (the
@@ -721,16 +747,18 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
         }
         unsigned long mine = thread_token(th);
         if (vms__opt.flags & VMS_END_CHECK) mine |= HOME_CHECKED;
+        if (th->eh) mine |= HOME_EH;
         if (!atomic_compare_exchange_strong_explicit(&t->home, &home, mine,
                                                      memory_order_acq_rel,
                                                      memory_order_acquire))
             return -EINVAL;                    /* another thread claimed it first */
-    } else if (home != (th->token | HOME_CHECKED)) {
+    } else if ((home & ~HOME_EH) != (th->token | HOME_CHECKED)) {
         return -EINVAL;                        /* it belongs to another thread */
     }
     /* VMS_END_CHECK: the task we leave (a task resuming another) is checked. */
     task_check_end(th, th->cur);
     task_switch_in(th, t);
+    eh_swap(th, t);
     return TASK_SWITCH_TO(t);
 }
 
@@ -763,7 +791,13 @@ int vms_fiber_resume(vms_fiber *f)
     if (VMS_UNLIKELY(s != VMS_READY && s != VMS_SUSPENDED)) return resume_bad_state(t);
     if (VMS_UNLIKELY(!task_record_ok(t))) return resume_bad_record(t);
     unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
-    if (VMS_UNLIKELY(home != th->token)) return fiber_resume_slow(th, t, home);
+    if (VMS_UNLIKELY(home != th->token)) {
+        if (home != (th->token | HOME_EH)) return fiber_resume_slow(th, t, home);
+        /* A program with a C++ runtime: the fiber's exception record goes in with it. */
+        task_switch_in(th, t);
+        eh_swap(th, t);
+        return TASK_SWITCH_TO(t);
+    }
     task_switch_in(th, t);
     return TASK_SWITCH_TO(t);
 }
@@ -775,14 +809,9 @@ void vms_fiber_yield(void)
     if (VMS_UNLIKELY(!t || !t->fast_yield)) {
         if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
         task_check_end(th, t);
+        eh_swap(th, t);   /* its own exception record back into t, the resumer's out */
     }
     atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
-    struct vms__eh *eh = th->eh;
-    if (eh) {
-        struct vms__eh mine = *eh;
-        *eh = t->eh;
-        t->eh = mine;
-    }
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, false);
@@ -908,6 +937,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     pthread_setspecific(orphan_key, t);
     thread_eh_init(th);
     task_switch_in(th, t);
+    eh_swap(th, t);
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
      * with the task's final state. */
     int s = vms__ctx_switch(&t->back, &t->ctx, 0);   /* not a tail call: we go on */
