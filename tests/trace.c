@@ -616,6 +616,19 @@ TEST(walk_frame_pointers_from_a_prologue)
     ASSERT_EQ(walk_from_record_store(next, ret_into_caller), 1);
 }
 
+/* A context interrupted at a made-up pc with its frame pointer at fp. */
+static void fp_context(ucontext_t *uc, uintptr_t fp)
+{
+    memset(uc, 0, sizeof *uc);
+#if defined(__x86_64__)
+    uc->uc_mcontext.gregs[REG_RIP] = 0x7000f000;
+    uc->uc_mcontext.gregs[REG_RBP] = (greg_t)fp;
+#else
+    uc->uc_mcontext.pc = 0x7000f000;
+    uc->uc_mcontext.regs[29] = fp;
+#endif
+}
+
 TEST(walk_frame_pointers_reads_only_the_range)
 {
     long pg = sysconf(_SC_PAGESIZE);
@@ -632,14 +645,7 @@ TEST(walk_frame_pointers_reads_only_the_range)
         frames++;
     }
     ucontext_t uc;
-    memset(&uc, 0, sizeof uc);
-#if defined(__x86_64__)
-    uc.uc_mcontext.gregs[REG_RIP] = 0x7000f000;
-    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)lo;
-#else
-    uc.uc_mcontext.pc = 0x7000f000;
-    uc.uc_mcontext.regs[29] = lo;
-#endif
+    fp_context(&uc, lo);
     nseen = 0;
     vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
     ASSERT_EQ(nseen, frames);   /* the pc, then every return address but the last 0 */
@@ -662,14 +668,7 @@ TEST(walk_frame_pointers_reads_poisoned_words)
     cells[1] = 0x7000a000;
     uintptr_t lo = (uintptr_t)cells, hi = (uintptr_t)(cells + 32);
     ucontext_t uc;
-    memset(&uc, 0, sizeof uc);
-#if defined(__x86_64__)
-    uc.uc_mcontext.gregs[REG_RIP] = 0x7000f000;
-    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)lo;
-#else
-    uc.uc_mcontext.pc = 0x7000f000;
-    uc.uc_mcontext.regs[29] = lo;
-#endif
+    fp_context(&uc, lo);
     __asan_poison_memory_region(cells, sizeof cells);
     nseen = 0;
     vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
