@@ -330,6 +330,7 @@ TEST(asynchronous_tag_check_fault_is_passed_on)
 TEST(memory_error_sigbus_is_passed_on)
 {
     NO_ASAN();   /* ASan's own SIGBUS handler would be the one it goes to */
+    NO_TSAN("TSan's own SIGBUS handler would be the one it goes to");
     NO_QEMU_QUEUED_FAULTS();
     int st = run_child(mce_child, NULL);
     if (strstr(out, "cannot queue")) SKIP("%s", out);
@@ -381,7 +382,7 @@ TEST(kill_sent_segv_ignored_with_siginfo_flag_stays_ignored)
 /* A sent SIGSEGV that interrupts a blocking read on another thread: under the program's
  * own SA_RESTART handler the read goes on, as without vmstack; vmstack's handler, which
  * receives it first, did not restart it, so the read failed with EINTR. */
-static volatile sig_atomic_t restart_seen;
+static _Atomic int restart_seen;   /* set by the handler on the reader thread */
 static int restart_pipe[2];
 
 static void restart_handler(int sig)
@@ -413,7 +414,7 @@ static bool in_read(pid_t tid)
     return strtol(buf, NULL, 10) == SYS_read;
 }
 
-static pid_t restart_tid;
+static _Atomic pid_t restart_tid;
 static void *restart_reader_tid(void *arg)
 {
     restart_tid = (pid_t)vms__sigsafe_gettid();
