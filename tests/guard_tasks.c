@@ -36,7 +36,7 @@ static int run_child(void (*fn)(void *))
     return st;
 }
 
-static void init_with(int on_overflow, int report_fd, size_t stack_size)
+NOIPA static void init_with(int on_overflow, int report_fd, size_t stack_size)
 {
     vms_config cfg;
     memset(&cfg, 0, sizeof cfg);
