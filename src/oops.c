@@ -401,34 +401,6 @@ static bool collect(void *ctx, uintptr_t addr)
     return true;
 }
 
-/* async-signal-safe: one Call Trace line, "name+0xoff/0xsize [object]". The innermost
- * frame's address is exact; the others are return addresses, looked up one byte back
- * so that a call ending its function still names that function. */
-static void name_words(struct out *o, struct vms__line *l, const char *name);
-
-static void frame_line(struct out *o, uintptr_t addr, bool exact)
-{
-    struct vms__line *l = start(o);
-    struct vms__sym s;
-    int r = vms__trace_symbolize(exact ? addr : addr - 1, &s);
-    vms__line_char(l, ' ');
-    if (r == 2) {
-        name_words(o, l, s.name);
-        vms__line_char(l, '+');
-        vms__line_hex(l, addr - s.start, 1);
-        vms__line_char(l, '/');
-        vms__line_hex(l, s.size, 1);
-    } else {
-        vms__line_hex(l, addr, 1);
-    }
-    if (r >= 1) {
-        vms__line_str(l, " [");
-        vms__line_str(l, s.object);
-        vms__line_char(l, ']');
-    }
-    emit(o);
-}
-
 /* async-signal-safe: the lowest byte of the stack the report runs on, which bounds what
  * the demangler may use of it: the thread's alternate signal stack (the fault handler's)
  * or a vmstack stack (a report at a task's end), else 0. Looked up at the first C++ name
@@ -464,6 +436,32 @@ static void name_words(struct out *o, struct vms__line *l, const char *name)
         }
     }
     vms__line_str(l, name);
+}
+
+/* async-signal-safe: one Call Trace line, "name+0xoff/0xsize [object]". The innermost
+ * frame's address is exact; the others are return addresses, looked up one byte back
+ * so that a call ending its function still names that function. */
+static void frame_line(struct out *o, uintptr_t addr, bool exact)
+{
+    struct vms__line *l = start(o);
+    struct vms__sym s;
+    int r = vms__trace_symbolize(exact ? addr : addr - 1, &s);
+    vms__line_char(l, ' ');
+    if (r == 2) {
+        name_words(o, l, s.name);
+        vms__line_char(l, '+');
+        vms__line_hex(l, addr - s.start, 1);
+        vms__line_char(l, '/');
+        vms__line_hex(l, s.size, 1);
+    } else {
+        vms__line_hex(l, addr, 1);
+    }
+    if (r >= 1) {
+        vms__line_str(l, " [");
+        vms__line_str(l, s.object);
+        vms__line_char(l, ']');
+    }
+    emit(o);
 }
 
 /* async-signal-safe: "... N frames left out ..." or "... N frames of a/b left out ...",
@@ -741,9 +739,14 @@ static void first_line(struct out *o, const struct vms__fault *f)
     emit(o);
 }
 
+/* async-signal-safe: how far beyond the stack the fault is (0 inside it). */
+static size_t fault_overrun(const struct vms__fault *f)
+{
+    return f->addr < f->lo ? f->lo - f->addr : f->addr >= f->hi ? f->addr - f->hi + 1 : 0;
+}
+
 /* async-signal-safe: the lines after the first: the fault address, the stack, pc and sp. */
-static void where_lines(struct out *o, const struct vms__fault *f, size_t overrun, bool below,
-                        size_t tainted)
+static void where_lines(struct out *o, const struct vms__fault *f, size_t tainted)
 {
     struct vms__line *l = start(o);
     vms__line_str(l, " fault at ");
@@ -754,8 +757,8 @@ static void where_lines(struct out *o, const struct vms__fault *f, size_t overru
         vms__line_str(l, ", inside the stack's range, where it could not grow");
     } else {
         vms__line_str(l, ", ");
-        vms__line_udec(l, overrun);
-        vms__line_str(l, below ? " bytes below the stack" : " bytes above the stack");
+        vms__line_udec(l, fault_overrun(f));
+        vms__line_str(l, f->addr < f->lo ? " bytes below the stack" : " bytes above the stack");
     }
     emit(o);
 
@@ -800,10 +803,8 @@ void vms__oops_report_no_room(const struct vms__fault *f, size_t room, size_t si
     out_open(&o);
     int taken = report_lock(f->tid, NULL);
     size_t tainted = atomic_fetch_add(&taint_count, 1);
-    bool below = f->addr < f->lo;
     first_line(&o, f);
-    where_lines(&o, f, below ? f->lo - f->addr : f->addr >= f->hi ? f->addr - f->hi + 1 : 0,
-                below, tainted);
+    where_lines(&o, f, tainted);
     struct vms__line *l = start(&o);
     vms__line_str(l, " no room for the report: the thread's own alternate signal stack has ");
     vms__line_udec(l, room);
@@ -831,7 +832,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     oops->sp = (void *)f->sp;
     oops->stack_base = (void *)f->lo;
     oops->stack_size = f->hi - f->lo;
-    oops->overrun = below ? f->lo - f->addr : f->addr >= f->hi ? f->addr - f->hi + 1 : 0;
+    oops->overrun = fault_overrun(f);
     oops->tid = f->tid;
     oops->name = f->have_task ? (f->task.name ? f->task.name : "") : (f->name ? f->name : "");
 
@@ -864,7 +865,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 
     first_line(&o, f);
-    where_lines(&o, f, oops->overrun, below, tainted);
+    where_lines(&o, f, tainted);
     struct vms__line *l;
     register_lines(&o, f->uc);
     if (taken == LOCK_WAITED_OUT) {
