@@ -244,6 +244,22 @@ TEST(kill_sent_segv_is_passed_on)
     ASSERT_STR_NOT_CONTAINS(out, "vmstack");
 }
 
+/* Queues sig with si_code code and si_addr addr to this thread, as the kernel would send
+ * it; false (said in the output) when the kernel refuses. */
+static bool queue_to_self(int sig, int code, void *addr)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = sig;
+    si.si_code = code;
+    si.si_addr = addr;
+    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)vms__sigsafe_gettid(), sig, &si) != 0) {
+        printf("cannot queue: %s\n", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 /* A program can queue a SIGSEGV naming any address; only si_code tells it from a real
  * fault, and a guard address must not make it ours. */
 static void queued_child(void *arg)
@@ -251,12 +267,7 @@ static void queued_child(void *arg)
     (void)arg;
     init_with(VMS_KILL_TASK, 0);
     vms_stack *st = vms_stack_alloc(0);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = SIGSEGV;
-    si.si_code = SI_QUEUE;
-    si.si_addr = (char *)vms_stack_base(st) - 64;
-    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)vms__sigsafe_gettid(), SIGSEGV, &si);
+    (void)queue_to_self(SIGSEGV, SI_QUEUE, (char *)vms_stack_base(st) - 64);
     sleep(5);
 }
 
@@ -287,15 +298,8 @@ static void mce_child(void *arg)
 {
     (void)arg;
     init_with(VMS_KILL_TASK, 0);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = SIGBUS;
-    si.si_code = BUS_MCEERR_AO;
-    si.si_addr = (char *)__builtin_frame_address(0) - 4096;
-    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)vms__sigsafe_gettid(), SIGBUS, &si) != 0) {
-        printf("cannot queue: %s\n", strerror(errno));
+    if (!queue_to_self(SIGBUS, BUS_MCEERR_AO, (char *)__builtin_frame_address(0) - 4096))
         return;
-    }
     printf("survived a memory-error SIGBUS\n");
 }
 
@@ -306,14 +310,7 @@ static void mte_async_child(void *arg)
 {
     (void)arg;
     init_with(VMS_KILL_TASK, 0);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = SIGSEGV;
-    si.si_code = 8;   /* SEGV_MTEAERR */
-    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)vms__sigsafe_gettid(), SIGSEGV, &si) != 0) {
-        printf("cannot queue: %s\n", strerror(errno));
-        return;
-    }
+    if (!queue_to_self(SIGSEGV, 8 /* SEGV_MTEAERR */, NULL)) return;
     printf("survived an asynchronous tag-check fault\n");
 }
 
