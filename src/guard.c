@@ -37,6 +37,14 @@
  * report's line and frame buffers (about 2 KiB), the oops hook the program installed,
  * and the task layer's kill path. 64 KiB leaves room for a hook that formats text. */
 #define REPORTER_STACK (64 * VMS_KIB)
+/* And room for the demangler (VMS__DEMANGLE_ROOM) on the alternate stacks vmstack gives
+ * threads, for mangled C++ names of up to 760 characters (a longer one is shown mangled):
+ * of the 45,876 C++ names libstdc++, Boost and LLVM 14 export, 1,174 are longer than the
+ * 190 that fitted without it, 7 longer than 440, none longer than 760. That makes the
+ * stack one of the 512 KiB class rather than 128 KiB: address space, as only the pages a
+ * signal handler or a report touches are ever backed. A thread's own alternate stack
+ * needs only REPORTER_STACK: names that do not fit it stay mangled. */
+#define DEMANGLER_STACK VMS__DEMANGLE_ROOM(760)
 /* The least room a report is written in on a thread's own alternate stack, which no
  * guard of vmstack's protects (the program's, or a sanitizer's): about twice what a
  * report itself uses with libunwind (13 KiB on x86-64), leaving the rest to the hook.
@@ -753,11 +761,17 @@ static int set_alt_stack(vms_stack *st, size_t need)
     return 1;
 }
 
-size_t vms__guard_alt_size(void)
+/* What a report needs of an alternate stack: a signal frame's worth and REPORTER_STACK. */
+static size_t report_alt_size(void)
 {
     size_t min = getauxval(AT_MINSIGSTKSZ);
     if (min < (size_t)MINSIGSTKSZ) min = (size_t)MINSIGSTKSZ;
     return min + REPORTER_STACK;
+}
+
+size_t vms__guard_alt_size(void)
+{
+    return report_alt_size() + DEMANGLER_STACK;
 }
 
 int vms__guard_task_thread_init(struct vms_stack *alt)
@@ -797,7 +811,7 @@ int vms__guard_thread_init(void)
      * thread's name is read when a report needs it. */
     if (!task_thread && !on_main_thread()) read_thread_stack();
 
-    size_t need = vms__guard_alt_size();
+    size_t need = report_alt_size();
     /* Any other thread may have one: asked first, so that no stack is allocated (and
      * counted in the usage statistics) only to be freed. So do vmstack's own threads
      * under ASan, whose runtime gives every thread one (the stack their creator took
@@ -810,7 +824,7 @@ int vms__guard_thread_init(void)
     if (ask_first && has_own_alt_stack(need)) goto done;
     vms_stack *st = self.given;
     self.given = NULL;
-    if (!st) st = vms__stack_alloc_internal(need, true);
+    if (!st) st = vms__stack_alloc_internal(vms__guard_alt_size(), true);
     if (!st) {
         e = -errno;
         /* Once per thread: the task layer asks again before every resume. */

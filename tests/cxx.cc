@@ -752,3 +752,69 @@ TEST(an_overflow_in_a_destructor_during_unwinding_kills_the_fiber)
     ASSERT_STR_CONTAINS(out, "state 4, uncaught exceptions 0");   /* the fiber's, gone */
     ASSERT_STR_NOT_CONTAINS(out, "caught\n");
 }
+
+/* A C++ name much longer than the 190 characters that used to fit the demangler's room
+ * on vmstack's alternate stack (guard.c, DEMANGLER_STACK): a function template
+ * instantiated with a pack of long type names, mangled in 553 characters. */
+namespace cxxt {
+
+template <class... T> struct pack {};
+struct the_first_rather_long_type_name_of_the_pack_a {};
+struct the_second_rather_long_type_name_of_the_pack_b {};
+struct the_third_rather_long_type_name_of_the_pack_c {};
+struct the_fourth_rather_long_type_name_of_the_pack_d {};
+struct the_fifth_rather_long_type_name_of_the_pack_e {};
+struct the_sixth_rather_long_type_name_of_the_pack_f {};
+struct the_seventh_rather_long_type_name_of_the_pack_g {};
+struct the_eighth_rather_long_type_name_of_the_pack_h {};
+struct the_ninth_rather_long_type_name_of_the_pack_i {};
+struct the_tenth_rather_long_type_name_of_the_pack_j {};
+typedef pack<the_first_rather_long_type_name_of_the_pack_a,
+             the_second_rather_long_type_name_of_the_pack_b,
+             the_third_rather_long_type_name_of_the_pack_c,
+             the_fourth_rather_long_type_name_of_the_pack_d,
+             the_fifth_rather_long_type_name_of_the_pack_e,
+             the_sixth_rather_long_type_name_of_the_pack_f,
+             the_seventh_rather_long_type_name_of_the_pack_g,
+             the_eighth_rather_long_type_name_of_the_pack_h,
+             the_ninth_rather_long_type_name_of_the_pack_i,
+             the_tenth_rather_long_type_name_of_the_pack_j> long_pack;
+
+template <class P> NOIPA unsigned long deep_named(unsigned long n)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (never) return 0;
+    return deep_named<P>(n + 1) + buf[(n * 7) % sizeof buf];
+}
+
+}  // namespace cxxt
+
+static void long_name_fiber(void *)
+{
+    sink += cxxt::deep_named<cxxt::long_pack>(0);
+}
+
+static void child_long_name(void *)
+{
+    vms_fiber *f = make_fiber(long_name_fiber, NULL, "long");
+    int st = vms_fiber_resume(f);
+    vms_fiber_destroy(f);
+    exit(st == VMS_KILLED ? 0 : 4);
+}
+
+TEST(a_long_cxx_name_is_demangled_in_the_report)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(child_long_name, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"long\"");
+#ifdef VMSTACK_HAVE_LIBIBERTY
+    /* cut at 255 characters: the name spelled out is about 590 */
+    ASSERT_STR_CONTAINS(out, "vmstack:  unsigned long cxxt::deep_named<cxxt::pack<"
+                             "cxxt::the_first_rather_long_type_name_of_the_pack_a, ");
+    ASSERT_STR_CONTAINS(out, "...+0x");
+#else
+    ASSERT_STR_CONTAINS(out, "vmstack:  _ZN4cxxt10deep_namedINS_4packIJNS_");
+#endif
+}
