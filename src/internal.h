@@ -138,10 +138,14 @@ VMS_HIDDEN long vms__os_map_count(uintptr_t lo, uintptr_t hi);
 /* The same for the mappings that overlap any of n ranges [r[i][0], r[i][1]), in one
  * read of /proc/self/maps; n == 0 counts them all. */
 VMS_HIDDEN long vms__os_map_count_ranges(const uintptr_t (*r)[2], size_t n);
-/* Resident bytes of [lo, hi) (page-aligned lo, mapped throughout), from mincore in
- * 16 MiB steps: a page counts when it is in memory, the shared zero page included.
- * Negative errno when mincore fails. */
+/* Resident bytes of [lo, hi) (page-aligned lo, mapped throughout): a page counts when it
+ * is in memory, the shared zero page included. From the kernel's PAGEMAP_SCAN (Linux
+ * 6.7), else from mincore in 16 MiB steps. Negative errno when neither can tell (mincore
+ * fails for unmapped memory; PAGEMAP_SCAN counts none there). */
 VMS_HIDDEN long long vms__os_resident(uintptr_t lo, uintptr_t hi);
+/* How vms__os_resident counts: 1 by PAGEMAP_SCAN, -1 by mincore (refused, or under
+ * Valgrind), 0 not decided yet (no call so far). */
+VMS_HIDDEN int vms__os_resident_method(void);
 /* Whether the kernel keeps the calling thread's robust-futex list (and so marks a
  * robust mutex "owner died" when its thread ends): 0 or a negative errno. One system
  * call; fault injection: VMS__OP_ROBUST_MUTEX. */
@@ -170,6 +174,7 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_PIDFD_OPEN,   /* pidfd_open (the target of process_madvise before 6.14) */
        VMS__OP_PMADV_PIDFD,  /* process_madvise through that pidfd (5.10-6.12: EINVAL) */
        VMS__OP_SIGACTION,
+       VMS__OP_PAGEMAP_SCAN, /* residency by PAGEMAP_SCAN (before 6.7: ENOTTY) */
        VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -601,8 +602,90 @@ long vms__os_map_count(uintptr_t lo, uintptr_t hi)
     return vms__os_map_count_ranges(r, lo < hi ? 1 : 0);
 }
 
+/* PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h; Debian 12's headers lack it): one
+ * ioctl on /proc/self/pagemap lists the present pages of a range as runs. It counts what
+ * mincore counts, about 4.5x faster, as it hands back runs instead of a byte per page
+ * (vms_get_stats, best of 5 calls, with 300,000 touched default stacks: 0.19 s against
+ * 0.89 s by mincore; docs/api.md). */
+struct vms__page_region { uint64_t start, end, categories; };
+struct vms__pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define VMS_PAGEMAP_SCAN _IOWR('f', 16, struct vms__pm_scan_arg)
+#define VMS_PAGE_IS_PRESENT (1ULL << 3)
+
+enum { SCAN_UNKNOWN = 0, SCAN_YES = 1, SCAN_NO = -1 };
+static atomic_int scan_state;
+
+int vms__os_resident_method(void)
+{
+    return atomic_load_explicit(&scan_state, memory_order_relaxed);
+}
+
+/* Resident bytes of [lo, hi) by PAGEMAP_SCAN, or a negative errno. */
+static long long resident_scan(uintptr_t lo, uintptr_t hi)
+{
+    int e = injected(VMS__OP_PAGEMAP_SCAN);
+    if (e) return e;
+    count_syscall();
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct vms__page_region vec[128];   /* 3 KiB: the caller may be on a small stack */
+    long long total = 0;
+    for (uint64_t p = lo; p < hi;) {
+        struct vms__pm_scan_arg a;
+        memset(&a, 0, sizeof a);
+        a.size = sizeof a;
+        a.start = p;
+        a.end = hi;
+        a.vec = (uintptr_t)vec;
+        a.vec_len = sizeof vec / sizeof vec[0];
+        a.category_mask = VMS_PAGE_IS_PRESENT;
+        a.return_mask = VMS_PAGE_IS_PRESENT;
+        count_syscall();
+        long n = ioctl(fd, VMS_PAGEMAP_SCAN, &a);
+        if (n < 0 || a.walk_end <= p) {
+            total = n < 0 ? -errno : -EIO;   /* no progress: never loop for ever */
+            break;
+        }
+        for (long i = 0; i < n; i++) total += (long long)(vec[i].end - vec[i].start);
+        p = a.walk_end;
+    }
+    count_syscall();
+    close(fd);
+    return total;
+}
+
+/* Errors that say "no PAGEMAP_SCAN here" rather than "not this time": ENOTTY (before
+ * 6.7), EINVAL (an older layout of the argument), ENOENT, EACCES and EPERM (no /proc, or
+ * a sandbox), ENOSYS. */
+static bool scan_refused(long long e)
+{
+    return e == -ENOTTY || e == -EINVAL || e == -ENOENT || e == -EACCES || e == -EPERM ||
+           e == -ENOSYS;
+}
+
 long long vms__os_resident(uintptr_t lo, uintptr_t hi)
 {
+    int state = atomic_load_explicit(&scan_state, memory_order_relaxed);
+    if (state == SCAN_UNKNOWN && vms__os_under_valgrind()) {
+        /* Valgrind does not know the ioctl: it warns, and memcheck takes the regions
+         * the kernel wrote for undefined. */
+        atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
+        state = SCAN_NO;
+    }
+    if (state != SCAN_NO) {
+        long long r = resident_scan(lo, hi);
+        if (r >= 0) {
+            if (state == SCAN_UNKNOWN) atomic_store_explicit(&scan_state, SCAN_YES, memory_order_relaxed);
+            return r;
+        }
+        /* Refused on the first try: mincore from now on. Any other failure (ENOMEM,
+         * EMFILE): mincore this time. */
+        if (state == SCAN_UNKNOWN && scan_refused(r))
+            atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
+    }
     size_t page = vms__os_page_size();
     unsigned char vec[4096];            /* 16 MiB of 4 KiB pages per call */
     long long total = 0;

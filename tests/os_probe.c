@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/utsname.h>
 #include <stdint.h>
 #include <vmstack.h>
 
@@ -450,9 +451,10 @@ TEST(valgrind_preload_is_recognized)
     ASSERT(!vms__os_valgrind_preload("vgpreload"));
 }
 
-/* Residency from mincore, in steps of 4,096 pages: touched pages on both sides of a step
- * and at the very end count, untouched and discarded ones do not. */
-TEST(resident_counts_touched_pages_across_steps)
+/* Residency, over 4,196 pages: touched pages on both sides of mincore's 4,096-page step
+ * and at the very end count, untouched and discarded ones do not, the shared zero page
+ * does (as mincore counts it). The same whichever way the count is taken. */
+static void check_resident_counts(void)
 {
     size_t page = vms__os_page_size(), pages = 4096 + 100;
     char *p = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -465,9 +467,61 @@ TEST(resident_counts_touched_pages_across_steps)
     ASSERT_EQ(vms__os_resident((uintptr_t)(p + page), (uintptr_t)(p + 4096 * page)), (long long)page);
     ASSERT_EQ(madvise(p + 4095 * page, 2 * page, MADV_DONTNEED), 0);
     ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + pages * page)), (long long)(2 * page));
+    /* Read, never written: the shared zero page, present. */
+    (void)((volatile char *)p)[10 * page];
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + pages * page)), (long long)(3 * page));
     munmap(p, pages * page);
-    /* Unmapped memory is an error, not a count. */
+}
+
+/* Linux 6.7 or later: the kernel has PAGEMAP_SCAN. */
+static bool kernel_has_pagemap_scan(void)
+{
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+    return major > 6 || (major == 6 && minor >= 7);
+}
+
+TEST(resident_counts_touched_pages)
+{
+    check_resident_counts();
+    /* This kernel's PAGEMAP_SCAN was used, or it has none. */
+    ASSERT_EQ(vms__os_resident_method(), kernel_has_pagemap_scan() ? 1 : -1);
+}
+
+TEST(resident_by_mincore_when_pagemap_scan_is_refused)
+{
+    vms__os_inject(VMS__OP_PAGEMAP_SCAN, 1, ENOTTY, true);   /* a kernel before 6.7 */
+    check_resident_counts();
+    ASSERT_EQ(vms__os_resident_method(), -1);
+    vms__os_inject_clear();
+    /* Decided once: mincore from now on, and unmapped memory is an error, not a count. */
+    size_t page = vms__os_page_size();
+    char *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT(p != MAP_FAILED);
+    munmap(p, page);
     ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + page)), -ENOMEM);
+    ASSERT_EQ(vms__os_resident_method(), -1);
+}
+
+TEST(resident_after_a_passing_pagemap_scan_failure)
+{
+    if (!kernel_has_pagemap_scan()) SKIP("no PAGEMAP_SCAN before Linux 6.7");
+    size_t page = vms__os_page_size();
+    char *p = mmap(NULL, 8 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT(p != MAP_FAILED);
+    p[page] = p[5 * page] = 1;
+    /* Out of descriptors once: this count is mincore's, and the next tries again. */
+    vms__os_inject(VMS__OP_PAGEMAP_SCAN, 1, EMFILE, false);
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + 8 * page)), (long long)(2 * page));
+    ASSERT_EQ(vms__os_resident_method(), 0);
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + 8 * page)), (long long)(2 * page));
+    ASSERT_EQ(vms__os_resident_method(), 1);
+    /* Once it worked, a failure falls back for that call only. */
+    vms__os_inject(VMS__OP_PAGEMAP_SCAN, 1, ENOTTY, false);
+    ASSERT_EQ(vms__os_resident((uintptr_t)p, (uintptr_t)(p + 8 * page)), (long long)(2 * page));
+    ASSERT_EQ(vms__os_resident_method(), 1);
+    munmap(p, 8 * page);
 }
 
 /* Mappings overlapping any of several ranges, from one read of /proc/self/maps: a
