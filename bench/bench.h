@@ -1054,6 +1054,16 @@ static inline long bench_ops(const struct bench_opts *o, long base, long quick_d
     return n < 1 ? 1 : (long)n;
 }
 
+/* The same for a case that runs its operations in pairs (a resume + yield pair is two
+ * switches, and its time is divided by the switches): rounded up to an even number, so
+ * that the n / 2 pairs it runs are n operations (an odd n, from --ops-factor, ran one
+ * switch fewer than it divided by, and n = 1 ran none). */
+static inline long bench_ops_pairs(const struct bench_opts *o, long base, long quick_div)
+{
+    long n = bench_ops(o, base, quick_div);
+    return n + (n & 1);
+}
+
 /* ---- the command line ------------------------------------------------------------------ */
 static inline void bench_usage(FILE *f, const char *prog)
 {

@@ -229,3 +229,20 @@ TEST(worker_processes_count_their_own)
     if (!counted) SKIP("syscall counter unavailable: %s", bench_sc_why);
     ASSERT(bench_case_sc(&c[0]) == 2.0);
 }
+
+/* Cases that run their operations in pairs (switches) get an even count. */
+TEST(paired_operations_are_even)
+{
+    struct bench_opts o;
+    memset(&o, 0, sizeof o);
+    for (int q = 0; q < 2; q++) {
+        o.quick = q;
+        for (double f = 0.0000001; f < 2; f *= 1.7) {
+            o.ops_factor = f;
+            long n = bench_ops_pairs(&o, 2000000, 20);
+            if (n < 2 || n % 2) TST_FAIL("factor %g, quick %d: %ld", f, q, n);
+            long m = bench_ops(&o, 2000000, 20);
+            ASSERT(n == m || n == m + 1);
+        }
+    }
+}

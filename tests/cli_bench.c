@@ -143,6 +143,35 @@ TEST(header_names_sibling_processes)
 #endif
 }
 
+/* A switch case runs n / 2 resume+yield pairs and divides its time by n: an odd n (from
+ * --ops-factor) ran one switch fewer than it divided by, and n = 1 ran none at all and
+ * reported the clock's cost as a switch. The switch rows' operations are even. */
+TEST(switch_rows_run_whole_pairs)
+{
+#ifdef VMSTACK_VMAP
+    clear_vmstack_env();
+    /* 2,000,000 / 20 (quick) x 0.00003 = 3 operations, and 1 with 0.000003. */
+    const char *factors[] = { "0.00003", "0.000003" };
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = { "bench", "--quick", "--json", "--rounds", "1", "--ops-factor",
+                               factors[k], "--only", "fiber.switch,debug.switch", NULL };
+        int st = cli_run(args, out, sizeof out);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+        const char *ids[] = { "{\"id\": \"fiber.switch.ucontext\"", "{\"id\": \"debug.switch.endcheck\"" };
+        for (int i = 0; i < 2; i++) {
+            const char *row = strstr(out, ids[i]);
+            if (!row) TST_FAIL("no row %s in:\n%.4000s", ids[i], out);
+            const char *ops = strstr(row, "\"ops_per_round\": ");
+            ASSERT(ops);
+            long n = strtol(ops + strlen("\"ops_per_round\": "), NULL, 10);
+            if (n < 2 || n % 2) TST_FAIL("%s: %ld switches per round (factor %s)", ids[i], n, factors[k]);
+        }
+    }
+#else
+    SKIP("no fibers without guards (direct backend)");
+#endif
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "bench", "--only", "nosuch", NULL };
