@@ -551,6 +551,7 @@ struct bench_side {
 struct bench_row {
     int kind;               /* BENCH_ROW_TIME or BENCH_ROW_MEM */
     char id[48];            /* stable identifier for scripts and tests */
+    char group[32];         /* the group that made it (set by bench_run_child) */
     char scenario[64];      /* what vmstack did */
     char baseline[48];      /* what it is compared with */
     char note[192];         /* e.g. where a baseline stopped */
@@ -697,6 +698,7 @@ static inline int bench_run_child(const char *group, void (*fn)(const struct ben
         if (n <= 0) break;
         got += (size_t)n;
         if (got == sizeof r) {
+            snprintf(r.group, sizeof r.group, "%s", group);
             if (bench_nrows < BENCH_MAX_ROWS) bench_rows[bench_nrows++] = r;
             got = 0;
         }
@@ -858,6 +860,8 @@ static inline void bench_print_json(FILE *f, const struct bench_row *rows, int n
         int mem = r->kind == BENCH_ROW_MEM;
         fprintf(f, "    {\"id\": ");
         bench_json_str(f, r->id);
+        fprintf(f, ", \"group\": ");
+        bench_json_str(f, r->group);
         fprintf(f, ", \"kind\": \"%s\", \"scenario\": ", mem ? "memory" : "time");
         bench_json_str(f, r->scenario);
         fprintf(f, ", \"baseline\": ");
