@@ -184,6 +184,9 @@ static void fault_ops(void *ctx, long n)
 
 TEST(faults_per_operation)
 {
+#ifdef TST_TSAN
+    NO_TSAN("its shadow of each fresh mapping is faulted in too: 3 faults per page");
+#endif
     struct bench_case c;
     bench_case_init(&c, "fault", fault_ops, NULL, 500);
     bench_interleave(&c, 1, 3);
