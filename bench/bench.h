@@ -407,7 +407,8 @@ static inline void bench_proc_worker(const struct bench_procs *pr, int w, int nc
      * counting round of case t - ncases (bench_count_round). */
     while (bench_proc_read(cmd, &t, sizeof t) == 0) {
         int i = t >= ncases ? t - ncases : t;
-        if (t < 0 || i >= ncases || pr->worker_of[i] != w) bench_die("worker %d: bad turn %d", w, t);
+        if (t < 0 || i >= ncases || pr->worker_of[i] != w)
+            bench_die("worker %d: bad turn %d", w, t);
         struct bench_case *c = &cs[i];
         memset(&m, 0, sizeof m);
         m.i = t;

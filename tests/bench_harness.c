@@ -175,7 +175,8 @@ static void fault_ops(void *ctx, long n)
 {
     (void)ctx;
     for (long i = 0; i < n; i++) {
-        char *p = (char *)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char *p = (char *)mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) TST_FAIL("mmap: %s", strerror(errno));
         ((volatile char *)p)[0] = 1;
         munmap(p, 4096);

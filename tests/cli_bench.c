@@ -170,14 +170,16 @@ TEST(switch_rows_run_whole_pairs)
                                factors[k], "--only", "fiber.switch,debug.switch", NULL };
         int st = cli_run(args, out, sizeof out);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
-        const char *ids[] = { "{\"id\": \"fiber.switch.ucontext\"", "{\"id\": \"debug.switch.endcheck\"" };
+        const char *ids[] = { "{\"id\": \"fiber.switch.ucontext\"",
+                              "{\"id\": \"debug.switch.endcheck\"" };
         for (int i = 0; i < 2; i++) {
             const char *row = strstr(out, ids[i]);
             if (!row) TST_FAIL("no row %s in:\n%.4000s", ids[i], out);
             const char *ops = strstr(row, "\"ops_per_round\": ");
             ASSERT(ops);
             long n = strtol(ops + strlen("\"ops_per_round\": "), NULL, 10);
-            if (n < 2 || n % 2) TST_FAIL("%s: %ld switches per round (factor %s)", ids[i], n, factors[k]);
+            if (n < 2 || n % 2)
+                TST_FAIL("%s: %ld switches per round (factor %s)", ids[i], n, factors[k]);
         }
     }
 #else
