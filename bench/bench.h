@@ -54,13 +54,18 @@ static inline uint64_t bench_now_ns(void)
 }
 
 /* ---- counters ------------------------------------------------------------------------ */
-/* The syscall counter is one perf event per process, opened lazily in the process that
- * measures (every group runs in a fresh child, so a child never inherits a parent's
- * counter). inherit=1 makes threads created afterwards count too, which the thread
- * scenarios need (the kernel adds an exited thread's count to its parent event). The
- * tracefs path is only read: mounting tracefs is the job of whoever runs the benchmark
- * (CI does it as root), never of the benchmark. */
-static int bench_sc_fd = -2;              /* -2: not tried yet; -1: unavailable */
+/* The syscall counter is one perf event per process, opened in the process that
+ * measures and only around the windows that count system calls (every group runs in a
+ * fresh child, so a child never inherits a parent's counter). It is never open during a
+ * timed round: while a raw_syscalls event exists, every system call of the process takes
+ * the kernel's tracing path (here about 300 ns more each, twice a getppid), and with
+ * inherit=1 every thread created gets a copy of the event (thread create + join took
+ * twice as long), so an open counter slows the very operations it counts, the baselines
+ * that make more system calls the most. inherit=1 makes threads created while it is open
+ * count too, which the thread scenarios need (the kernel adds an exited thread's count
+ * to its parent event). The tracefs path is only read: mounting tracefs is the job of
+ * whoever runs the benchmark (CI does it as root), never of the benchmark. */
+static int bench_sc_fd = -2;              /* -2: closed (or not tried yet); -1: unavailable */
 static char bench_sc_why[160] = "not tried";
 static int bench_sc_disabled;             /* --no-syscalls: behave as if unavailable */
 
@@ -117,7 +122,16 @@ static inline const char *bench_syscalls_probe(int *ok)
     return bench_sc_why;
 }
 
-/* The syscall count so far, or -1 when the counter is unavailable. */
+/* Closes the counter after a counting window (it stays unavailable if it was). */
+static inline void bench_syscalls_close(void)
+{
+    if (bench_sc_fd >= 0) {
+        close(bench_sc_fd);
+        bench_sc_fd = -2;
+    }
+}
+
+/* The syscall count so far, or -1 when the counter is unavailable or closed. */
 static inline long long bench_syscalls_read(void)
 {
     if (bench_sc_fd < 0) return -1;
@@ -167,12 +181,14 @@ static inline void bench_end(struct bench_window *w)
     if (w->flt < 0) w->flt = 0;
 }
 
-/* Opens the counters and measures the empty window's own cost: the minimum over a few
- * windows (the minimum, because a stray fault or interrupt only ever adds). */
+/* Measures the empty window's own cost with the syscall counter open: the minimum over
+ * a few windows (the minimum, because a stray fault or interrupt only ever adds); then
+ * closes the counter again, so that timed windows run without it (bench_count_round
+ * opens it around each counting window). */
 static inline void bench_counters_init(void)
 {
-    bench_syscalls_open();
     if (bench_overhead_done) return;
+    bench_syscalls_open();
     struct bench_window best;
     best.ns = 0; best.sc = -1; best.flt = -1;
     for (int i = 0; i < 9; i++) {
@@ -185,6 +201,7 @@ static inline void bench_counters_init(void)
     bench_overhead.sc = best.sc < 0 ? 0 : best.sc;
     bench_overhead.flt = best.flt < 0 ? 0 : best.flt;
     bench_overhead_done = 1;
+    bench_syscalls_close();
 }
 
 /* ---- cases: interleaved rounds --------------------------------------------------------- */
@@ -203,9 +220,10 @@ struct bench_case {
     /* results */
     double ns_per_op[BENCH_MAX_ROUNDS];
     int rounds;
-    long long sc;                        /* total over recorded rounds; -1: n/a */
-    long long flt;
-    long long ops;
+    long long sc;                        /* in the counting round; -1: n/a */
+    long long sc_ops;                    /* operations of the counting round */
+    long long flt;                       /* total over recorded rounds */
+    long long ops;                       /* operations of the recorded rounds */
 };
 
 static inline void bench_case_init(struct bench_case *c, const char *name, bench_fn fn,
@@ -239,17 +257,37 @@ static inline double bench_case_ns(const struct bench_case *c)
 }
 static inline double bench_case_sc(const struct bench_case *c)
 {
-    return c->sc < 0 || c->ops == 0 ? NAN : (double)c->sc / (double)c->ops;
+    return c->sc < 0 || c->sc_ops <= 0 ? NAN : (double)c->sc / (double)c->sc_ops;
 }
 static inline double bench_case_flt(const struct bench_case *c)
 {
     return c->ops == 0 ? NAN : (double)c->flt / (double)c->ops;
 }
 
+/* The counting round of one case: n more operations with the syscall counter open
+ * around them alone (its pre and post hooks outside), after the timed rounds. Returns the
+ * system calls they made, or -1 (and runs nothing) when the counter is unavailable. */
+static inline long long bench_count_round(struct bench_case *c)
+{
+    bench_counters_init();
+    if (bench_syscalls_open() < 0) return -1;
+    if (c->pre) c->pre(c->ctx);
+    struct bench_window w;
+    bench_begin(&w);
+    c->fn(c->ctx, c->n);
+    bench_end(&w);
+    bench_syscalls_close();
+    if (c->post) c->post(c->ctx);
+    return w.sc;
+}
+
 /* Runs every case for one unrecorded warm-up round (a tenth of its operations), then
- * `rounds` recorded rounds. Within a round the cases take turns, starting one later each
- * round, so a slow drift of the machine (frequency, other load) spreads over all cases
- * instead of favouring whichever always runs first. */
+ * `rounds` recorded rounds, timed with the syscall counter closed: their medians are the
+ * times, and their page faults (getrusage, which slows nothing) the faults. Within a round
+ * the cases take turns, starting one later each round, so a slow drift of the machine
+ * (frequency, other load) spreads over all cases instead of favouring whichever always
+ * runs first. Then one counting round per case (bench_count_round) gives the system
+ * calls per operation. */
 static inline void bench_interleave(struct bench_case *cs, int ncases, int rounds)
 {
     bench_counters_init();
@@ -259,7 +297,8 @@ static inline void bench_interleave(struct bench_case *cs, int ncases, int round
         cs[i].fn(cs[i].ctx, cs[i].n / 10 > 0 ? cs[i].n / 10 : 1);
         if (cs[i].post) cs[i].post(cs[i].ctx);
         cs[i].rounds = 0;
-        cs[i].sc = bench_sc_fd >= 0 ? 0 : -1;
+        cs[i].sc = -1;
+        cs[i].sc_ops = 0;
         cs[i].flt = 0;
         cs[i].ops = 0;
     }
@@ -273,11 +312,13 @@ static inline void bench_interleave(struct bench_case *cs, int ncases, int round
             bench_end(&w);
             if (c->post) c->post(c->ctx);
             c->ns_per_op[c->rounds++] = (double)w.ns / (double)c->n;
-            if (w.sc < 0) c->sc = -1;
-            else if (c->sc >= 0) c->sc += w.sc;
             c->flt += w.flt;
             c->ops += c->n;
         }
+    }
+    for (int i = 0; i < ncases; i++) {
+        cs[i].sc = bench_count_round(&cs[i]);
+        cs[i].sc_ops = cs[i].sc < 0 ? 0 : cs[i].n;
     }
 }
 
@@ -361,21 +402,30 @@ static inline void bench_proc_worker(const struct bench_procs *pr, int w, int nc
     memset(&m, 0, sizeof m);
     m.i = -1;                              /* ready */
     bench_proc_write(res, &m, sizeof m);
-    int i;
-    while (bench_proc_read(cmd, &i, sizeof i) == 0) {
-        if (i < 0 || i >= ncases || pr->worker_of[i] != w) bench_die("worker %d: bad turn %d", w, i);
+    int t;
+    /* Turn t < ncases: a timed round of case t (the counter closed); t >= ncases: the
+     * counting round of case t - ncases (bench_count_round). */
+    while (bench_proc_read(cmd, &t, sizeof t) == 0) {
+        int i = t >= ncases ? t - ncases : t;
+        if (t < 0 || i >= ncases || pr->worker_of[i] != w)
+            bench_die("worker %d: bad turn %d", w, t);
         struct bench_case *c = &cs[i];
-        struct bench_window win;
-        if (c->pre) c->pre(c->ctx);
-        bench_begin(&win);
-        c->fn(c->ctx, c->n);
-        bench_end(&win);
-        if (c->post) c->post(c->ctx);
-        m.i = i;
+        memset(&m, 0, sizeof m);
+        m.i = t;
         m.n = c->n;
-        m.ns = win.ns;
-        m.sc = win.sc;
-        m.flt = win.flt;
+        if (t >= ncases) {
+            m.sc = bench_count_round(c);
+        } else {
+            struct bench_window win;
+            if (c->pre) c->pre(c->ctx);
+            bench_begin(&win);
+            c->fn(c->ctx, c->n);
+            bench_end(&win);
+            if (c->post) c->post(c->ctx);
+            m.ns = win.ns;
+            m.sc = -1;
+            m.flt = win.flt;
+        }
         bench_proc_write(res, &m, sizeof m);
     }
     fflush(NULL);
@@ -426,7 +476,8 @@ static inline void bench_interleave_procs(struct bench_case *cs, int ncases, int
             bench_die("worker %d failed before its first round", w);
     for (int i = 0; i < ncases; i++) {
         cs[i].rounds = 0;
-        cs[i].sc = 0;
+        cs[i].sc = -1;
+        cs[i].sc_ops = 0;
         cs[i].flt = 0;
         cs[i].ops = 0;
     }
@@ -440,11 +491,18 @@ static inline void bench_interleave_procs(struct bench_case *cs, int ncases, int
                 bench_die("worker %d failed in round %d", w, r + 1);
             c->n = m.n < 1 ? 1 : m.n;
             c->ns_per_op[c->rounds++] = (double)m.ns / (double)c->n;
-            if (m.sc < 0) c->sc = -1;
-            else if (c->sc >= 0) c->sc += m.sc;
             c->flt += m.flt;
             c->ops += c->n;
         }
+    }
+    /* The counting rounds, as bench_interleave's: one per case, in its worker. */
+    for (int i = 0; i < ncases; i++) {
+        int w = pr->worker_of[i], t = ncases + i;
+        bench_proc_write(cmd[w], &t, sizeof t);
+        if (bench_proc_read(res[w], &m, sizeof m) != 0 || m.i != t)
+            bench_die("worker %d failed in its counting round", w);
+        cs[i].sc = m.sc;
+        cs[i].sc_ops = m.sc < 0 ? 0 : m.n;
     }
     int failed = 0;
     for (int w = 0; w < pr->nworkers; w++) {
@@ -494,6 +552,7 @@ struct bench_side {
 struct bench_row {
     int kind;               /* BENCH_ROW_TIME or BENCH_ROW_MEM */
     char id[48];            /* stable identifier for scripts and tests */
+    char group[32];         /* the group that made it (set by bench_run_child) */
     char scenario[64];      /* what vmstack did */
     char baseline[48];      /* what it is compared with */
     char note[192];         /* e.g. where a baseline stopped */
@@ -640,6 +699,7 @@ static inline int bench_run_child(const char *group, void (*fn)(const struct ben
         if (n <= 0) break;
         got += (size_t)n;
         if (got == sizeof r) {
+            snprintf(r.group, sizeof r.group, "%s", group);
             if (bench_nrows < BENCH_MAX_ROWS) bench_rows[bench_nrows++] = r;
             got = 0;
         }
@@ -801,6 +861,8 @@ static inline void bench_print_json(FILE *f, const struct bench_row *rows, int n
         int mem = r->kind == BENCH_ROW_MEM;
         fprintf(f, "    {\"id\": ");
         bench_json_str(f, r->id);
+        fprintf(f, ", \"group\": ");
+        bench_json_str(f, r->group);
         fprintf(f, ", \"kind\": \"%s\", \"scenario\": ", mem ? "memory" : "time");
         bench_json_str(f, r->scenario);
         fprintf(f, ", \"baseline\": ");
@@ -936,7 +998,9 @@ static inline long bench_scale_limit(long count, double each, char *note, size_t
 /* Starts the row of a scale scenario (memory per object, one round): its id, what
  * vmstack and the baseline do; the scenario names the object count, and the count is
  * bench_scale_limit's (a touched stack page, its page-table share and the records:
- * about 6 KiB each). Resets the counters. Returns the count. */
+ * about 6 KiB each). Readies the counters: faults only, the syscall counter stays closed
+ * (the creation loop is the row's one timed window, and an open counter would slow every
+ * system call in it), so memory rows report no system calls. Returns the count. */
 static inline long bench_scale_row(struct bench_row *r, const struct bench_opts *o,
                                    const char *id, const char *what, const char *baseline)
 {
@@ -993,6 +1057,16 @@ static inline long bench_ops(const struct bench_opts *o, long base, long quick_d
 {
     double n = (double)base * (o->quick ? 1.0 / (double)quick_div : 1.0) * o->ops_factor;
     return n < 1 ? 1 : (long)n;
+}
+
+/* The same for a case that runs its operations in pairs (a resume + yield pair is two
+ * switches, and its time is divided by the switches): rounded up to an even number, so
+ * that the n / 2 pairs it runs are n operations (an odd n, from --ops-factor, ran one
+ * switch fewer than it divided by, and n = 1 ran none). */
+static inline long bench_ops_pairs(const struct bench_opts *o, long base, long quick_div)
+{
+    long n = bench_ops(o, base, quick_div);
+    return n + (n & 1);
 }
 
 /* ---- the command line ------------------------------------------------------------------ */
@@ -1126,7 +1200,9 @@ static inline int bench_main(int argc, char **argv, const char *prog,
                  "system calls: %s%s%s; page faults: getrusage minflt+majflt\n",
                  prog, o.rounds,
                  siblings ? " (a baseline marked \"own process\": a sibling process, same rounds)" : "",
-                 sc_ok ? "" : "n/a (", counter, sc_ok ? "" : ")");
+                 sc_ok ? "" : "n/a (", counter,
+                 sc_ok ? ", in one more round per case after the timed ones (never open while "
+                         "timing: it slows every system call)" : ")");
         if (bench_env_each(NULL, NULL)) {
             size_t len = strlen(header);
             FILE *h = fmemopen(header + len, sizeof header - len, "w");

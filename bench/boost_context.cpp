@@ -77,8 +77,8 @@ static void bb_group_switch(const struct bench_opts *o)
     fc::fcontext_t fctx = fc::make_fcontext(sctx.sp, sctx.size, bb_fc_loop);
     fctx = fc::jump_fcontext(fctx, nullptr).fctx;   /* now waiting in its loop */
     struct bench_case c[2];
-    bench_case_init(&c[0], "vmstack", bb_vms_switch, f, bench_ops(o, 2000000, 20));
-    bench_case_init(&c[1], "fcontext", bb_fc_switch, &fctx, bench_ops(o, 2000000, 20));
+    bench_case_init(&c[0], "vmstack", bb_vms_switch, f, bench_ops_pairs(o, 2000000, 20));
+    bench_case_init(&c[1], "fcontext", bb_fc_switch, &fctx, bench_ops_pairs(o, 2000000, 20));
     bench_interleave(c, 2, o->rounds);
     struct bench_row r;
     struct bench_target t = bench_no_target();

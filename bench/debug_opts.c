@@ -57,7 +57,7 @@ static void dbg_switch_make(int i, struct bench_case *c, void *arg)
     vms_fiber *f = vms_fiber_create(dbg_yield_loop, NULL, NULL);
     if (!f) bench_die("vms_fiber_create: %s", strerror(errno));
     bench_case_init(c, i == 0 ? "end check" : i == 1 ? "off" : "off, control", dbg_switch, f,
-                    bench_ops(dbg_opts, 2000000, 20));
+                    bench_ops_pairs(dbg_opts, 2000000, 20));
 }
 
 static void dbg_group_switch(const struct bench_opts *o)

@@ -152,8 +152,8 @@ static void fb_group_switch(const struct bench_opts *o)
     if (!s) bench_die("mmap+mprotect: %s", strerror(errno));
     fb_uc_run(&fb_loop_uc, s, fb_uc_yield_loop);    /* now suspended in its loop */
     struct bench_case c[2];
-    bench_case_init(&c[0], "vmstack", fb_vms_switch, f, bench_ops(o, 2000000, 20));
-    bench_case_init(&c[1], "ucontext", fb_uc_switch, NULL, bench_ops(o, 2000000, 20));
+    bench_case_init(&c[0], "vmstack", fb_vms_switch, f, bench_ops_pairs(o, 2000000, 20));
+    bench_case_init(&c[1], "ucontext", fb_uc_switch, NULL, bench_ops_pairs(o, 2000000, 20));
     bench_interleave(c, 2, o->rounds);
     struct bench_row r;
     bench_row_time(&r, "fiber.switch.ucontext", "fiber switch (resume+yield / 2)", &c[0],

@@ -177,8 +177,9 @@ static void bs_group_cold(const struct bench_opts *o)
      * inside vm.max_map_count (65530 by default), so that the baseline measures mmap and
      * not the limit; more rounds mean fewer operations per round. */
     long n = bench_ops(o, 1000, 10);
-    if (n > 24000 / (o->rounds + 1)) n = 24000 / (o->rounds + 1);
-    long cap = n / 10 + 1 + n * (long)o->rounds;   /* warm-up round + recorded rounds */
+    if (n > 24000 / (o->rounds + 2)) n = 24000 / (o->rounds + 2);
+    /* warm-up round + recorded rounds + the counting round (bench_interleave) */
+    long cap = n / 10 + 1 + n * ((long)o->rounds + 1);
     struct bs_keep kv, km;
     bs_keep_init(&kv, cap);
     bs_keep_init(&km, cap);

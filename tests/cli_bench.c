@@ -15,6 +15,8 @@ TEST(quick_json_has_every_group)
     for (const char *l = out; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
         if (*l != '\n' && *l != ' ') groups++;
     ASSERT_GT(groups, 3);
+    static char listed[sizeof out];
+    memcpy(listed, out, sizeof listed);
     /* 2,000 live stacks in the scale groups, not --quick's 20,000: the mmap+mprotect
      * baseline's two mappings per stack plus ThreadSanitizer's own mappings came near
      * vm.max_map_count, and TSan failed to map its metadata. */
@@ -23,9 +25,20 @@ TEST(quick_json_has_every_group)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
     ASSERT_STR_CONTAINS(out, "\"tool\": \"vmstack bench\"");
     ASSERT_STR_CONTAINS(out, "\"quick\": true");
-    /* Every group makes at least one row, and every row is judged (or has no target). */
+    /* Every group makes at least one row (its name in the row's "group"), or says why it
+     * skipped (the overflow groups on the direct backend, which has no guards), and every
+     * row is judged (or has no target). */
     int rows = tst_count(out, "{\"id\": ");
     ASSERT_GE(rows, groups);
+    for (const char *l = listed; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        if (*l == '\n' || *l == ' ') continue;
+        int len = (int)strcspn(l, " \n");
+        char want[96], skipped[96];
+        snprintf(want, sizeof want, "\"group\": \"%.*s\"", len, l);
+        snprintf(skipped, sizeof skipped, "vmstack bench: %.*s skipped: ", len, l);
+        if (!strstr(out, want) && !strstr(out, skipped))
+            TST_FAIL("no row of group %.*s in:\n%.4000s", len, l, out);
+    }
     ASSERT_EQ(tst_count(out, "\"result\": \"met\"") + tst_count(out, "\"result\": \"MISSED\"") +
                   tst_count(out, "\"result\": \"-\"") + tst_count(out, "\"result\": \"n/a\""),
               rows);
@@ -140,6 +153,37 @@ TEST(header_names_sibling_processes)
     ASSERT_STR_CONTAINS(out, "same process as its baseline\n");
 #else
     SKIP("no debug.* groups without guards (direct backend)");
+#endif
+}
+
+/* A switch case runs n / 2 resume+yield pairs and divides its time by n: an odd n (from
+ * --ops-factor) ran one switch fewer than it divided by, and n = 1 ran none at all and
+ * reported the clock's cost as a switch. The switch rows' operations are even. */
+TEST(switch_rows_run_whole_pairs)
+{
+#ifdef VMSTACK_VMAP
+    clear_vmstack_env();
+    /* 2,000,000 / 20 (quick) x 0.00003 = 3 operations, and 1 with 0.000003. */
+    const char *factors[] = { "0.00003", "0.000003" };
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = { "bench", "--quick", "--json", "--rounds", "1", "--ops-factor",
+                               factors[k], "--only", "fiber.switch,debug.switch", NULL };
+        int st = cli_run(args, out, sizeof out);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+        const char *ids[] = { "{\"id\": \"fiber.switch.ucontext\"",
+                              "{\"id\": \"debug.switch.endcheck\"" };
+        for (int i = 0; i < 2; i++) {
+            const char *row = strstr(out, ids[i]);
+            if (!row) TST_FAIL("no row %s in:\n%.4000s", ids[i], out);
+            const char *ops = strstr(row, "\"ops_per_round\": ");
+            ASSERT(ops);
+            long n = strtol(ops + strlen("\"ops_per_round\": "), NULL, 10);
+            if (n < 2 || n % 2)
+                TST_FAIL("%s: %ld switches per round (factor %s)", ids[i], n, factors[k]);
+        }
+    }
+#else
+    SKIP("no fibers without guards (direct backend)");
 #endif
 }
 
