@@ -520,9 +520,17 @@ static void *worker_main(void *arg)
         j->hi = j->lo + vms_stack_size(st);
     }
     /* Pass 1: every fiber descends to its deepest point and yields there (a deep one is
-     * killed on the way down). Then the main thread measures memory. */
-    for (long i = 0; i < w->njobs && !w->resume_failed; i++)
-        if (w->jobs[i].fiber) resume_job(w, &w->jobs[i]);
+     * killed on the way down). Then the main thread measures memory. A fiber that ended
+     * (killed) is destroyed at once, which gives its stack's pages back: the memory
+     * measured is then that of the live fibers, which it is divided by. */
+    for (long i = 0; i < w->njobs && !w->resume_failed; i++) {
+        struct job *j = &w->jobs[i];
+        if (!j->fiber) continue;
+        resume_job(w, j);
+        if (j->outcome == JOB_NOT_RUN) continue;
+        vms_fiber_destroy(j->fiber);
+        j->fiber = NULL;
+    }
     if (w->resume_failed) give_up(w);
     pthread_barrier_wait(w->barrier);
     pthread_barrier_wait(w->barrier);
