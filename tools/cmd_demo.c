@@ -556,15 +556,19 @@ static void *thread_main(void *arg)
 
 /* ---- measurements -------------------------------------------------------------------- */
 
-static long long rss_bytes(void)
+/* A "Name:   value kB" field of /proc/self/status (VmRSS, VmPTE) in bytes, or -1. */
+static long long status_bytes(const char *field)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long long size = 0, res = -1;
-    if (f) {
-        if (fscanf(f, "%lld %lld", &size, &res) != 2) res = -1;
-        fclose(f);
-    }
-    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    size_t n = strlen(field);
+    long long kb = -1;
+    while (kb < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':' && sscanf(line + n + 1, "%lld", &kb) != 1)
+            kb = -1;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
 }
 
 #ifdef VMSTACK_VMAP
@@ -652,7 +656,8 @@ struct run {
     size_t stack_usable, per_level;
     long deep_depth;
     double wall;
-    long long rss_before, rss_peak;
+    long long rss_before, rss_peak;  /* VmRSS */
+    long long pte_before, pte_peak;  /* VmPTE: the page tables, not in the RSS */
     vms_stats peak, end;
     long live_at_peak;
     long create_failed;
@@ -737,7 +742,8 @@ static int run_workload(struct run *r, bool end_check)
     pthread_barrier_init(&barrier, NULL, WORKERS + 1);
     struct worker w[WORKERS];
     pthread_t th[WORKERS];
-    r->rss_before = rss_bytes();
+    r->rss_before = status_bytes("VmRSS");
+    r->pte_before = status_bytes("VmPTE");
     double t0 = now();
     for (int k = 0; k < WORKERS; k++) {
         long lo = k * r->o.fibers / WORKERS, hi = (k + 1) * r->o.fibers / WORKERS;
@@ -753,7 +759,8 @@ static int run_workload(struct run *r, bool end_check)
     }
     pthread_barrier_wait(&barrier);
     /* Every fiber that is still alive is suspended at its deepest point now. */
-    r->rss_peak = rss_bytes();
+    r->rss_peak = status_bytes("VmRSS");
+    r->pte_peak = status_bytes("VmPTE");
     vms_get_stats(&r->peak);
     r->live_at_peak = 0;
     for (long i = 0; i < r->o.fibers; i++)
@@ -851,14 +858,19 @@ static int print_guarded(const struct run *r)
     printf("reports   %ld oops report%s, oops hook called %ld time%s, vms_get_stats overflows %zu\n",
            reports, reports == 1 ? "" : "s", hooks, hooks == 1 ? "" : "s", r->end.overflows);
     printf("time      %.2f s wall for the fibers (create, run, destroy)\n", r->wall);
-    if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0) {
-        double delta = (double)(r->rss_peak - r->rss_before);
-        human(a, sizeof a, delta / (double)r->live_at_peak);
-        human(b, sizeof b, delta);
+    if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0 && r->pte_before >= 0 &&
+        r->pte_peak >= 0) {
+        /* What the fibers cost the machine: their resident pages and the page tables
+         * that map them (as the benchmarks count memory per stack). */
+        double rss = (double)(r->rss_peak - r->rss_before), pte = (double)(r->pte_peak - r->pte_before);
+        char d[32];
+        human(a, sizeof a, (rss + pte) / (double)r->live_at_peak);
+        human(b, sizeof b, rss);
+        human(d, sizeof d, pte);
         human(c, sizeof c, (double)r->peak.resident_bytes);
-        printf("memory    %s per fiber at its deepest point (RSS delta %s / %ld live fibers);\n"
-               "          vmstack resident %s for %zu stacks\n",
-               a, b, r->live_at_peak, c, r->peak.stacks_live);
+        printf("memory    %s per fiber at its deepest point: (RSS delta %s + page tables %s)\n"
+               "          / %ld live fibers; vmstack resident %s for %zu stacks\n",
+               a, b, d, r->live_at_peak, c, r->peak.stacks_live);
     }
     if (r->create_failed)
         printf("error     %ld fibers could not be created: %s\n", r->create_failed,
