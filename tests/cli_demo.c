@@ -5,6 +5,7 @@
  */
 #include "cli_demo_run.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 static char out[1 << 20];
@@ -209,6 +210,37 @@ TEST(memory_per_fiber_includes_page_tables)
     double want = (r + p) / (double)n;
     if (per < want * 0.97 - 0.1 || per > want * 1.03 + 0.1)
         TST_FAIL("%.2f KiB per fiber, but (%.1f + %.1f) / %ld = %.2f KiB", per, r, p, n, want);
+}
+
+/* tst_fork's child: `vmstack demo --fibers 10` with 4 GiB of address space, less than
+ * the first arena of stacks needs. */
+static __attribute__((unused)) void small_address_space_exec(void *arg)
+{
+    (void)arg;
+    struct rlimit rl = { 4ul << 30, 4ul << 30 };
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "10", NULL };
+    cli_exec((void *)argv);
+}
+
+/* The deep inputs' depth comes from a calibration fiber that measures the stack a level
+ * takes. When that fiber could not be made, the demo went on with 64 bytes per level,
+ * and its header said "at 64 bytes per level that is 1.25 times their stack" as if it
+ * had measured it: now it stops and says why. */
+TEST(calibration_failure_is_an_error_not_a_guess)
+{
+    need_vmap();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("a sanitizer's runtime needs more address space than the limit this test sets");
+#else
+    int st = tst_fork(small_address_space_exec, NULL, out, sizeof out);
+    if (strstr(out, "vms_init:")) SKIP("vmstack does not initialize in 4 GiB of address space here");
+    ASSERT_EXITED(st, 1);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: cannot measure the stack a nesting level "
+                             "takes (on a calibration fiber): vms_fiber_create: ");
+    ASSERT_STR_NOT_CONTAINS(out, "bytes per\nlevel");
+    ASSERT_STR_NOT_CONTAINS(out, "result ");
+#endif
 }
 
 TEST(bad_options)

@@ -605,18 +605,29 @@ static void calibrate_main(void *arg)
 }
 
 /* Bytes of stack one nesting level costs (a parse_array and a parse_value frame),
- * measured on a fiber, and that fiber's usable stack size. 0 when unmeasurable. */
-static size_t bytes_per_level(size_t stack_size, size_t *usable)
+ * measured on a fiber, and that fiber's usable stack size. 0 when unmeasurable, with
+ * the reason in why. */
+static size_t bytes_per_level(size_t stack_size, size_t *usable, char *why, size_t cap)
 {
     struct parse ps = { .p = "[[[[1]]]]" };
     vms_fiber_attr a = { .stack_size = stack_size, .name = "calibrate" };
     vms_fiber *f = vms_fiber_create(calibrate_main, &ps, &a);
-    if (!f) return 0;
+    if (!f) {
+        snprintf(why, cap, "vms_fiber_create: %s", strerror(errno));
+        return 0;
+    }
     *usable = vms_stack_size(vms_fiber_stack(f));
     int st = vms_fiber_resume(f);
     vms_fiber_destroy(f);
-    if (st != VMS_DONE || ps.remaining[1] == SIZE_MAX || ps.remaining[1] <= ps.remaining[2])
+    if (st != VMS_DONE) {
+        snprintf(why, cap, "vms_fiber_resume gave %d, not VMS_DONE", st);
         return 0;
+    }
+    if (ps.remaining[1] == SIZE_MAX || ps.remaining[1] <= ps.remaining[2]) {
+        snprintf(why, cap, "vms_stack_remaining gave %zu at level 1 and %zu at level 2",
+                 ps.remaining[1], ps.remaining[2]);
+        return 0;
+    }
     return ps.remaining[1] - ps.remaining[2];
 }
 
@@ -719,9 +730,15 @@ static int run_workload(struct run *r, bool end_check)
     vms_set_oops_hook(count_oops, NULL);
 
     /* A deep input needs 1.25 stacks: whatever the frame sizes of this build. */
-    r->per_level = bytes_per_level(r->o.stack_size, &r->stack_usable);
-    if (!r->per_level) r->per_level = 64;
-    if (!r->stack_usable) r->stack_usable = r->o.stack_size ? r->o.stack_size : 256 * VMS_KIB;
+    /* Without the measurement the deep inputs' depth, and the header's "bytes per
+     * level", would be guesses. */
+    char why[128];
+    r->per_level = bytes_per_level(r->o.stack_size, &r->stack_usable, why, sizeof why);
+    if (!r->per_level) {
+        fprintf(stderr, "vmstack demo: error: cannot measure the stack a nesting level takes "
+                "(on a calibration fiber): %s\n", why);
+        return -1;
+    }
     r->deep_depth = (long)(r->stack_usable + r->stack_usable / 4) / (long)r->per_level + 16;
     /* A normal input must fit with room to spare (the C library and the switch need some
      * too), or every task would overflow and the demo would show nothing. */
