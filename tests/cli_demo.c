@@ -243,6 +243,39 @@ TEST(calibration_failure_is_an_error_not_a_guess)
 #endif
 }
 
+/* tst_fork's child: a demo whose options each make sense but which together would need
+ * terabytes: 1,000,000 fibers holding 100,000 levels of 64 MiB stacks. Outside the
+ * sanitizers (whose runtimes need more address space) with RLIMIT_AS at 12 GiB, so that
+ * a demo that tried anyway would fail its allocations instead of filling the machine. */
+static void too_big_exec(void *arg)
+{
+    (void)arg;
+#if !defined(TST_ASAN) && !defined(TST_TSAN)
+    struct rlimit rl = { 12ul << 30, 12ul << 30 };
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+#endif
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "1000000", "--depth", "100000",
+                           "--stack-size", "64m", "--quiet", NULL };
+    cli_exec((void *)argv);
+}
+
+/* Such a run started making its inputs and stacks and ended in the OOM killer, or a
+ * thrashing machine (--fibers 1000000 --overflow 1000000 wants 41 GiB): now the demo
+ * estimates its peak first and refuses, with exit 2, what the machine cannot give it. */
+TEST(more_memory_than_the_machine_has_is_refused)
+{
+    need_vmap();
+    int st = tst_fork(too_big_exec, NULL, out, sizeof out);
+    if (strstr(out, "vms_init:") || strstr(out, "cannot measure the stack"))
+        SKIP("vmstack cannot make a 64 MiB stack in 12 GiB of address space here");
+    ASSERT_EXITED(st, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: --fibers 1000000 at --depth 100000 (and 4 "
+                             "deep inputs of ");
+    ASSERT_STR_CONTAINS(out, " TiB of memory, more than the ");
+    ASSERT_STR_CONTAINS(out, "; lower --fibers, --depth or --overflow");
+    ASSERT_STR_NOT_CONTAINS(out, "result ");
+}
+
 TEST(bad_options)
 {
     const char *bad[][4] = {

@@ -593,7 +593,9 @@ static double now(void)
 
 static void human(char *buf, size_t n, double bytes)
 {
-    if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, n, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
+    if (bytes >= 1024.0 * 1024 * 1024 * 1024)
+        snprintf(buf, n, "%.1f TiB", bytes / (1024.0 * 1024 * 1024 * 1024));
+    else if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, n, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
     else if (bytes >= 1024.0 * 1024) snprintf(buf, n, "%.1f MiB", bytes / (1024.0 * 1024));
     else snprintf(buf, n, "%.1f KiB", bytes / 1024.0);
 }
@@ -716,6 +718,60 @@ static int make_inputs(struct run *r)
     return 0;
 }
 
+/* MemAvailable of /proc/meminfo (what can be had without swapping), or the machine's
+ * memory when that cannot be read; 0 when neither is known. */
+static double memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    long long kb = -1;
+    if (f) {
+        char line[256];
+        while (kb < 0 && fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lld kB", &kb) != 1) kb = -1;
+        fclose(f);
+    }
+    if (kb >= 0) return (double)kb * 1024;
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    return ram > 0 ? ram : 0;
+}
+
+/* The memory an input `depth` levels deep holds: gen_text's buffer, all of it for a
+ * small one (malloc carves it out of pages it touches), the written part (about 14
+ * bytes a level) for one large enough to get pages of its own. */
+static double text_bytes(long depth)
+{
+    double cap = (double)depth * 32 + 64;
+    return cap < 128 * 1024 ? cap + 16 : 14.0 * (double)depth;
+}
+
+/* About how much memory the run holds at its peak, once r->per_level and r->deep_depth
+ * are known: every input and the job array, and the larger of the two phases. In the
+ * fibers' phase every normal fiber holds its deepest stack (its frames and its record,
+ * in whole pages) and the page tables that map it, and at most two deep stacks are
+ * resident (the deep runs are serialized, and a killed fiber's pages are given back
+ * when it is destroyed); in the threads' phase, each thread's stack. Used only to refuse
+ * runs that cannot fit, so it need not be exact. */
+static double memory_needed(const struct run *r)
+{
+    double page = (double)vms__os_page_size();
+    double deep_jobs = (double)(r->o.overflow + (r->o.threads && r->o.overflow));
+    double jobs = (double)(r->o.fibers + r->o.threads);
+    double inputs = jobs * (double)sizeof(struct job) + (jobs - deep_jobs) * text_bytes(r->o.depth) +
+                    deep_jobs * text_bytes(r->deep_depth);
+    double held = (double)r->o.depth * (double)r->per_level + 1024;   /* frames + record */
+    held = (double)(long long)((held + page - 1) / page) * page;
+    /* A page-table page maps page/8 pages, and a page of the level above maps page/8
+     * of those; slots are stack + guard apart. */
+    double slot = (double)(r->stack_usable + vms__opt.guard_size), span = page / 8 * page;
+    double pt = (slot >= span ? page : page * slot / span) +
+                (slot >= span * (page / 8) ? page : page * slot / (span * (page / 8)));
+    double fibers = (double)(r->o.fibers - r->o.overflow) * (held + pt) +
+                    (r->o.overflow ? 2.0 : 0.0) * (double)r->stack_usable;
+    double threads = (double)r->o.threads * held +
+                     (r->o.threads && r->o.overflow ? (double)r->stack_usable : 0);
+    return inputs + (fibers > threads ? fibers : threads);
+}
+
 /* Runs the fibers, then the threads; fills r. Returns 0, -1 after a message when the run
  * could not be set up, or 2 after a message when the options do not fit together. */
 static int run_workload(struct run *r, bool end_check)
@@ -746,6 +802,21 @@ static int run_workload(struct run *r, bool end_check)
         fprintf(stderr, "vmstack demo: error: --depth %ld needs about %zu bytes of stack, more than "
                 "3/4 of the %zu-byte stacks; lower --depth or raise --stack-size\n",
                 r->o.depth, (size_t)r->o.depth * r->per_level, r->stack_usable);
+        return 2;
+    }
+
+    /* Options that each make sense can together need more memory than the machine has,
+     * and such a run would end in the OOM killer (or a thrashing machine) instead of a
+     * message. */
+    double need = memory_needed(r), avail = memory_available();
+    if (avail > 0 && need > avail) {
+        char a[32], b[32];
+        human(a, sizeof a, need);
+        human(b, sizeof b, avail);
+        fprintf(stderr, "vmstack demo: error: --fibers %ld at --depth %ld (and %ld deep inputs of %ld "
+                "levels) need about %s of memory, more than the %s available on this machine "
+                "(MemAvailable); lower --fibers, --depth or --overflow\n", r->o.fibers, r->o.depth,
+                r->o.overflow + (r->o.threads && r->o.overflow), r->deep_depth, a, b);
         return 2;
     }
 
