@@ -276,6 +276,22 @@ TEST(more_memory_than_the_machine_has_is_refused)
     ASSERT_STR_NOT_CONTAINS(out, "result ");
 }
 
+/* The header and the memory and mappings lines said "1 fibers on 2 threads, then 1
+ * vmstack threads", "/ 1 live fibers", "for 1 stacks"; a single fiber runs on one of the
+ * two worker threads. */
+TEST(one_fiber_and_one_thread_are_singular_everywhere)
+{
+    need_vmap();
+    const char *args[] = { "demo", "--fibers", "1", "--overflow", "0", "--threads", "1",
+                           "--quiet", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: 1 fiber on 1 thread, then 1 vmstack thread; seed 1\n");
+    ASSERT_STR_CONTAINS(out, "\n          / 1 live fiber; vmstack resident ");
+    ASSERT_STR_CONTAINS(out, " for 1 stack\n");
+    ASSERT_STR_CONTAINS(out, "mappings  ");
+    ASSERT_STR_CONTAINS(out, " used by vmstack for 1 live stack; ");
+}
+
 TEST(bad_options)
 {
     const char *bad[][4] = {

@@ -897,13 +897,18 @@ static int run_workload(struct run *r, bool end_check)
 
 /* ---- output ---------------------------------------------------------------------------- */
 
+/* The plural ending for a count. */
+static const char *plural(long n) { return n == 1 ? "" : "s"; }
+
 static void print_header(const struct run *r, const char *method)
 {
     char ss[32];
     human(ss, sizeof ss, (double)r->stack_usable);
-    printf("vmstack demo: %ld fibers on %d threads, then %ld vmstack threads; seed %" PRIu64 "\n"
-           "stacks    %s usable each; guards: %s\n", r->o.fibers, WORKERS, r->o.threads,
-           r->o.seed, ss, method);
+    /* The fibers are shared out among the workers: a single fiber runs on one of them. */
+    long on = r->o.fibers < WORKERS ? r->o.fibers : WORKERS;
+    printf("vmstack demo: %ld fiber%s on %ld thread%s, then %ld vmstack thread%s; seed %" PRIu64 "\n"
+           "stacks    %s usable each; guards: %s\n", r->o.fibers, plural(r->o.fibers), on,
+           plural(on), r->o.threads, plural(r->o.threads), r->o.seed, ss, method);
     if (r->env_overflow[0])
         printf("overflow  kill the task: the demo shows the kill (VMSTACK_ON_OVERFLOW=%s in the\n"
                "          environment is not used here)\n", r->env_overflow);
@@ -912,7 +917,7 @@ static void print_header(const struct run *r, const char *method)
            "parser and compares the result with a checksum computed beforehand by an\n"
            "iterative scanner. %ld fiber%s%s get input %ld levels deep: at %zu bytes per\n"
            "level that is 1.25 times their stack.\n\n",
-           r->o.depth, r->o.overflow, r->o.overflow == 1 ? "" : "s",
+           r->o.depth, r->o.overflow, plural(r->o.overflow),
            r->o.threads && r->o.overflow ? " and 1 thread" : "", r->deep_depth, r->per_level);
 }
 
@@ -939,12 +944,12 @@ static int print_guarded(const struct run *r)
 
     char a[32], b[32], c[32];
     printf("fibers    %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
-           f.run, f.verified, f.killed, f.deep, f.deep == 1 ? "" : "s", f.wrong);
+           f.run, f.verified, f.killed, f.deep, plural(f.deep), f.wrong);
     printf("threads   %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
-           t.run, t.verified, t.killed, t.deep, t.deep == 1 ? "" : "s", t.wrong);
+           t.run, t.verified, t.killed, t.deep, plural(t.deep), t.wrong);
     long hooks = atomic_load(&hook_calls);
     printf("reports   %ld oops report%s, oops hook called %ld time%s, vms_get_stats overflows %zu\n",
-           reports, reports == 1 ? "" : "s", hooks, hooks == 1 ? "" : "s", r->end.overflows);
+           reports, plural(reports), hooks, plural(hooks), r->end.overflows);
     printf("time      %.2f s wall for the fibers (create, run, destroy)\n", r->wall);
     if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0 && r->pte_before >= 0 &&
         r->pte_peak >= 0) {
@@ -957,8 +962,9 @@ static int print_guarded(const struct run *r)
         human(d, sizeof d, pte);
         human(c, sizeof c, (double)r->peak.resident_bytes);
         printf("memory    %s per fiber at its deepest point: (RSS delta %s + page tables %s)\n"
-               "          / %ld live fibers; vmstack resident %s for %zu stacks\n",
-               a, b, d, r->live_at_peak, c, r->peak.stacks_live);
+               "          / %ld live fiber%s; vmstack resident %s for %zu stack%s\n",
+               a, b, d, r->live_at_peak, plural(r->live_at_peak), c, r->peak.stacks_live,
+               plural((long)r->peak.stacks_live));
     }
     if (r->create_failed)
         printf("error     %ld fibers could not be created: %s\n", r->create_failed,
@@ -967,8 +973,8 @@ static int print_guarded(const struct run *r)
         printf("error     %ld fibers could not be run: %s\n", r->resume_failed,
                strerror(r->resume_err));
     long maxmap = max_map_count();
-    printf("mappings  %zu used by vmstack for %zu live stacks; vm.max_map_count is %ld\n",
-           r->peak.mappings, r->peak.stacks_live, maxmap);
+    printf("mappings  %zu used by vmstack for %zu live stack%s; vm.max_map_count is %ld\n",
+           r->peak.mappings, r->peak.stacks_live, plural((long)r->peak.stacks_live), maxmap);
 
     bool ok = f.verified == f.run - f.killed && f.killed == f.deep && f.killed_deep == f.deep &&
               f.killed_not_overflow == 0 && f.failed == 0 && f.wrong == 0 &&
@@ -1081,7 +1087,7 @@ static int run_direct(struct run *r)
         const char *line = rep.first_end_check, *cut = strstr(line, ": stack [");
         int head = cut ? (int)(cut - line) + 1 : (int)strlen(line);
         printf("end check %ld report%s, each at a switch or exit after the damage was done:\n"
-               "          %.*s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", head, line);
+               "          %.*s\n", rep.end_checks, plural(rep.end_checks), head, line);
         if (cut) printf("          %s\n", cut + 2);
     }
     else
