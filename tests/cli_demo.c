@@ -292,6 +292,31 @@ TEST(one_fiber_and_one_thread_are_singular_everywhere)
     ASSERT_STR_CONTAINS(out, " used by vmstack for 1 live stack; ");
 }
 
+/* tst_fork's child: the demo where /proc/sys/vm/max_map_count and /proc/self/maps read
+ * as empty (a sandbox). */
+static void hidden_proc_exec(void *arg)
+{
+    (void)arg;
+    static const char *const files[] = { "/proc/sys/vm/max_map_count", "/proc/self/maps", NULL };
+    cli_hide(files, NULL);
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "20", "--quiet", NULL };
+    cli_exec((void *)argv);
+}
+
+/* The mappings line said "vm.max_map_count is -1" where that file cannot be read, and
+ * counted only vmstack's views for call traces as its mappings where /proc/self/maps
+ * cannot be read (vms_stats.mappings counts its lines). */
+TEST(unreadable_proc_files_are_unknown)
+{
+    need_vmap();
+    int st = tst_fork(hidden_proc_exec, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == CLI_CANNOT_HIDE)
+        SKIP("no user and mount namespace to hide /proc files in");
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "\nmappings  unknown (cannot read /proc/self/maps); vm.max_map_count "
+                             "is unknown\n          (cannot read /proc/sys/vm/max_map_count)\n");
+}
+
 TEST(bad_options)
 {
     const char *bad[][4] = {

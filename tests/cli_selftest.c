@@ -104,6 +104,37 @@ TEST(abort_in_the_environment_still_checks_the_kill)
                              "(VMSTACK_ON_OVERFLOW=abort in the environment is not used here)");
 }
 
+/* tst_fork's child: the selftest where /proc/sys/vm/max_map_count reads as empty, with
+ * a getauxval that has no AT_MINSIGSTKSZ (as before Linux 5.14 on x86) where the build
+ * has one to preload. */
+static void unknowns_exec(void *arg)
+{
+    (void)arg;
+    static const char *const files[] = { "/proc/sys/vm/max_map_count", NULL };
+    cli_hide(files, NULL);
+#ifdef VMSTACK_NOAUXV_LIB
+    setenv("LD_PRELOAD", VMSTACK_NOAUXV_LIB, 1);
+#endif
+    const char *argv[] = { VMSTACK_CMD, "selftest", NULL };
+    cli_exec((void *)argv);
+}
+
+/* The header said "vm.max_map_count -1" and "AT_MINSIGSTKSZ 0" for what it could not
+ * find; the checks do not depend on either. */
+TEST(unknowns_in_the_header_are_said_to_be)
+{
+    need_vmap();
+    int st = tst_fork(unknowns_exec, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == CLI_CANNOT_HIDE)
+        SKIP("no user and mount namespace to hide /proc files in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("selftest failed:\n%s", out);
+    expect_all_ok(NULL);
+    ASSERT_STR_CONTAINS(out, ", vm.max_map_count unknown\n");
+#ifdef VMSTACK_NOAUXV_LIB
+    ASSERT_STR_CONTAINS(out, " bytes (AT_MINSIGSTKSZ not given by this kernel)\n");
+#endif
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "selftest", "--guard-method", "mmap", NULL };

@@ -582,6 +582,15 @@ static long max_map_count(void)
     }
     return v;
 }
+
+/* Whether /proc/self/maps has anything to read. */
+static bool maps_readable(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int c = f ? fgetc(f) : EOF;
+    if (f) fclose(f);
+    return c != EOF;
+}
 #endif
 
 static double now(void)
@@ -972,9 +981,17 @@ static int print_guarded(const struct run *r)
     if (r->resume_failed)
         printf("error     %ld fibers could not be run: %s\n", r->resume_failed,
                strerror(r->resume_err));
+    /* vms_stats.mappings counts lines of /proc/self/maps: where that cannot be read (a
+     * sandbox), it holds only the views vmstack mapped for call traces. */
     long maxmap = max_map_count();
-    printf("mappings  %zu used by vmstack for %zu live stack%s; vm.max_map_count is %ld\n",
-           r->peak.mappings, r->peak.stacks_live, plural((long)r->peak.stacks_live), maxmap);
+    char limit[64];
+    if (maxmap > 0) snprintf(limit, sizeof limit, "%ld", maxmap);
+    else snprintf(limit, sizeof limit, "unknown\n          (cannot read /proc/sys/vm/max_map_count)");
+    if (maps_readable())
+        printf("mappings  %zu used by vmstack for %zu live stack%s; vm.max_map_count is %s\n",
+               r->peak.mappings, r->peak.stacks_live, plural((long)r->peak.stacks_live), limit);
+    else
+        printf("mappings  unknown (cannot read /proc/self/maps); vm.max_map_count is %s\n", limit);
 
     bool ok = f.verified == f.run - f.killed && f.killed == f.deep && f.killed_deep == f.deep &&
               f.killed_not_overflow == 0 && f.failed == 0 && f.wrong == 0 &&
