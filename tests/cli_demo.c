@@ -334,6 +334,34 @@ TEST(bad_options)
         ASSERT_STR_CONTAINS(out, "vmstack demo: error: ");
         ASSERT_STR_CONTAINS(out, want[i]);
     }
+    /* One past each end of the ranges --help and docs/demo.md give, and values that are
+     * not plain decimal counts. */
+    const char *edges[][3] = {
+        { "--fibers", "1000001", "--fibers wants a count from 1 to 1000000" },
+        { "--fibers", "1e3", "--fibers wants a count" },
+        { "--fibers", "+5", "--fibers wants a count" },
+        { "--fibers=", "", "--fibers wants a count" },
+        { "--threads", "257", "--threads wants a count from 0 to 256" },
+        { "--threads", "-1", "--threads wants a count" },
+        { "--depth", "0", "--depth wants a count from 1 to 100000" },
+        { "--depth", "100001", "--depth wants a count from 1 to 100000" },
+        { "--overflow", "-1", "--overflow wants a count" },
+        { "--stack-size", "15k", "--stack-size wants a size from 16k to 64m" },
+        { "--stack-size", "65m", "--stack-size wants a size from 16k to 64m" },
+        { "--stack-size", "18446744073709551616", "--stack-size wants a size" },
+        { "--seed", "9223372036854775808", "--seed wants a non-negative number" },
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        char joined[64];
+        const char *a[4] = { "demo", edges[i][0], edges[i][1], NULL };
+        if (!strcmp(edges[i][0], "--fibers=")) {
+            snprintf(joined, sizeof joined, "%s%s", edges[i][0], edges[i][1]);
+            a[1] = joined;
+            a[2] = NULL;
+        }
+        ASSERT_EXITED(cli_run(a, out, sizeof out), 2);
+        ASSERT_STR_CONTAINS(out, edges[i][2]);
+    }
     const char *more[] = { "demo", "--fibers", "2", "--overflow", "3", NULL };
     ASSERT_EXITED(cli_run(more, out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "--overflow cannot exceed --fibers");

@@ -50,14 +50,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: vmstack demo [options]\n"
-        "  --fibers N      fibers in all, run on %d threads (default 2000)\n"
+        "  --fibers N      fibers in all, run on %d threads (default 2000; 1 to 1000000)\n"
         "  --threads N     vmstack threads doing the same work; the last overflows when\n"
-        "                  --overflow is not 0 (default 4, 0 for none)\n"
-        "  --stack-size N  usable bytes per stack, k/m suffix (default: vmstack's, 256k)\n"
-        "  --depth N       nesting of a normal task's input (default 48)\n"
-        "  --overflow N    fibers whose input is deep enough to overflow (default 3)\n"
+        "                  --overflow is not 0 (default 4; 0 to 256)\n"
+        "  --stack-size N  bytes per stack, k/m suffix, 16k to 64m, rounded up to a power\n"
+        "                  of two (default: vmstack's, 256k)\n"
+        "  --depth N       nesting of a normal task's input (default 48; 1 to 100000)\n"
+        "  --overflow N    fibers whose input is deep enough to overflow (default 3;\n"
+        "                  0 to --fibers)\n"
         "  --seed N        seed of the generated inputs (default 1)\n"
-        "  --quiet         no oops report and no explanations: only the summary\n"
+        "  --quiet         no oops report and no explanations: the header and the summary\n"
         "  --direct        run the same on the direct backend (no guards) to show what an\n"
         "                  overflow does there; needs vmstack-direct next to vmstack\n",
         WORKERS);
