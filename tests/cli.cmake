@@ -21,7 +21,7 @@ if(TARGET vmstack_cmd)
     endforeach()
   endif()
   if(TARGET vmstack_direct_cmd)
-    foreach(stem cli_demo cli_info)
+    foreach(stem cli_demo cli_info cli_selftest)
       target_compile_definitions(test_${stem} PRIVATE
         VMSTACK_DIRECT_CMD="$<TARGET_FILE:vmstack_direct_cmd>")
       add_dependencies(test_${stem} vmstack_direct_cmd)
