@@ -7,8 +7,21 @@ if(TARGET vmstack_cmd)
     target_compile_definitions(test_${stem} PRIVATE VMSTACK_CMD="$<TARGET_FILE:vmstack_cmd>")
     add_dependencies(test_${stem} vmstack_cmd)
   endforeach()
+  # A getauxval without AT_MINSIGSTKSZ, preloaded into the command to show what info and
+  # selftest say on older kernels. Not with a sanitizer, whose runtime must be the first
+  # library loaded.
+  if(NOT VMSTACK_SANITIZE)
+    add_library(vms_test_noauxv MODULE cli_noauxv.c)
+    set_target_properties(vms_test_noauxv PROPERTIES PREFIX "lib" OUTPUT_NAME vms_test_noauxv)
+    target_link_libraries(vms_test_noauxv PRIVATE ${CMAKE_DL_LIBS})
+    foreach(stem cli_info cli_selftest)
+      target_compile_definitions(test_${stem} PRIVATE
+        VMSTACK_NOAUXV_LIB="$<TARGET_FILE:vms_test_noauxv>")
+      add_dependencies(test_${stem} vms_test_noauxv)
+    endforeach()
+  endif()
   if(TARGET vmstack_direct_cmd)
-    foreach(stem cli_demo cli_info)
+    foreach(stem cli_demo cli_info cli_selftest)
       target_compile_definitions(test_${stem} PRIVATE
         VMSTACK_DIRECT_CMD="$<TARGET_FILE:vmstack_direct_cmd>")
       add_dependencies(test_${stem} vmstack_direct_cmd)

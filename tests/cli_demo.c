@@ -5,6 +5,7 @@
  */
 #include "cli_demo_run.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 static char out[1 << 20];
@@ -144,6 +145,178 @@ TEST(one_fiber_takes_the_default_overflow_down)
     ASSERT_STR_CONTAINS(out, "reports   1 oops report, oops hook called 1 time,");
 }
 
+/* A size printed by the demo ("8.5 KiB", "16.6 MiB"), in KiB. */
+static double kib_of(const char *s)
+{
+    double v = 0;
+    char unit[4] = "";
+    if (sscanf(s, "%lf %3s", &v, unit) != 2) TST_FAIL("not a size: %.40s", s);
+    if (!strcmp(unit, "MiB")) return v * 1024;
+    if (!strcmp(unit, "GiB")) return v * 1024 * 1024;
+    if (strcmp(unit, "KiB") != 0) TST_FAIL("not a size: %.40s", s);
+    return v;
+}
+
+/* The memory line divides the growth of the resident set by the fibers alive at their
+ * deepest point. The killed fibers' stacks, touched down to the guard, used to stay
+ * resident (the fibers were destroyed in the second pass) and were counted in the growth
+ * but not in the divisor: with half of 200 fibers deep, 266 KiB "per fiber" for fibers
+ * that use a few KiB each, and "for 200 stacks" of 100 live ones. */
+TEST(memory_per_fiber_counts_only_live_fibers)
+{
+    need_vmap();
+    const char *args[] = { "demo", "--fibers", "200", "--overflow", "100", "--threads", "0",
+                           "--quiet", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    const char *m = cli_line(out, "memory    ");
+    ASSERT_NOT_NULL(m);
+    const char *live = strstr(m, " live fibers"), *stacks = strstr(m, "vmstack resident ");
+    ASSERT(live && stacks);
+    while (live > m && live[-1] != ' ') live--;
+    ASSERT_EQ(atol(live), 100);
+    stacks = strstr(stacks, " for ");
+    ASSERT_NOT_NULL(stacks);
+    ASSERT_EQ(atol(stacks + 5), 100);
+    /* A normal fiber holds 48 levels of the parser and its record, a few KiB (about 67
+     * with ASan's shadow and fake stacks); with the killed ones' 256 KiB each counted it
+     * was over 256. Not under TSan: its shadow of the killed fibers' stacks (about 0.8 MiB
+     * each) stays resident when vmstack gives the stacks' pages back. */
+#ifndef TST_TSAN
+    ASSERT_LT(kib_of(m + strlen("memory    ")), 128.0);
+#endif
+}
+
+/* What a fiber costs includes the page tables that map its pages (about 0.6 KiB of the
+ * 8-9 KiB of a default fiber, as the benchmarks count memory per stack), which are not
+ * in the resident set: the memory line adds their growth to the RSS delta before it
+ * divides. It used to give the RSS delta alone as the fibers' cost. */
+TEST(memory_per_fiber_includes_page_tables)
+{
+    need_vmap();
+    const char *args[] = { "demo", "--fibers", "500", "--threads", "0", "--quiet", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    const char *m = cli_line(out, "memory    ");
+    ASSERT_NOT_NULL(m);
+    const char *rss = strstr(m, "(RSS delta "), *pt = strstr(m, " + page tables "),
+               *live = strstr(m, "\n          / ");
+    if (!rss || !pt || !live) TST_FAIL("no RSS delta + page tables / live fibers in:\n%.300s", m);
+    double per = kib_of(m + strlen("memory    ")), r = kib_of(rss + strlen("(RSS delta ")),
+           p = kib_of(pt + strlen(" + page tables "));
+    long n = atol(live + strlen("\n          / "));
+    ASSERT_EQ(n, 497);
+    /* 500 stacks span 160 MiB of address space: at least one page-table page per 2 MiB. */
+    ASSERT_GT(p, 0.0);
+    /* The printed figures are rounded to one decimal of their unit. */
+    double want = (r + p) / (double)n;
+    if (per < want * 0.97 - 0.1 || per > want * 1.03 + 0.1)
+        TST_FAIL("%.2f KiB per fiber, but (%.1f + %.1f) / %ld = %.2f KiB", per, r, p, n, want);
+}
+
+/* tst_fork's child: `vmstack demo --fibers 10` with 4 GiB of address space, less than
+ * the first arena of stacks needs. */
+static __attribute__((unused)) void small_address_space_exec(void *arg)
+{
+    (void)arg;
+    struct rlimit rl = { 4ul << 30, 4ul << 30 };
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "10", NULL };
+    cli_exec((void *)argv);
+}
+
+/* The deep inputs' depth comes from a calibration fiber that measures the stack a level
+ * takes. When that fiber could not be made, the demo went on with 64 bytes per level,
+ * and its header said "at 64 bytes per level that is 1.25 times their stack" as if it
+ * had measured it: now it stops and says why. */
+TEST(calibration_failure_is_an_error_not_a_guess)
+{
+    need_vmap();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("a sanitizer's runtime needs more address space than the limit this test sets");
+#else
+    int st = tst_fork(small_address_space_exec, NULL, out, sizeof out);
+    if (strstr(out, "vms_init:")) SKIP("vmstack does not initialize in 4 GiB of address space here");
+    ASSERT_EXITED(st, 1);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: cannot measure the stack a nesting level "
+                             "takes (on a calibration fiber): vms_fiber_create: ");
+    ASSERT_STR_NOT_CONTAINS(out, "bytes per\nlevel");
+    ASSERT_STR_NOT_CONTAINS(out, "result ");
+#endif
+}
+
+/* tst_fork's child: a demo whose options each make sense but which together would need
+ * terabytes: 1,000,000 fibers holding 100,000 levels of 64 MiB stacks. Outside the
+ * sanitizers (whose runtimes need more address space) with RLIMIT_AS at 12 GiB, so that
+ * a demo that tried anyway would fail its allocations instead of filling the machine. */
+static void too_big_exec(void *arg)
+{
+    (void)arg;
+#if !defined(TST_ASAN) && !defined(TST_TSAN)
+    struct rlimit rl = { 12ul << 30, 12ul << 30 };
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+#endif
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "1000000", "--depth", "100000",
+                           "--stack-size", "64m", "--quiet", NULL };
+    cli_exec((void *)argv);
+}
+
+/* Such a run started making its inputs and stacks and ended in the OOM killer, or a
+ * thrashing machine (--fibers 1000000 --overflow 1000000 wants 41 GiB): now the demo
+ * estimates its peak first and refuses, with exit 2, what the machine cannot give it. */
+TEST(more_memory_than_the_machine_has_is_refused)
+{
+    need_vmap();
+    int st = tst_fork(too_big_exec, NULL, out, sizeof out);
+    if (strstr(out, "vms_init:") || strstr(out, "cannot measure the stack"))
+        SKIP("vmstack cannot make a 64 MiB stack in 12 GiB of address space here");
+    ASSERT_EXITED(st, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: error: --fibers 1000000 at --depth 100000 (and 4 "
+                             "deep inputs of ");
+    ASSERT_STR_CONTAINS(out, " TiB of memory, more than the ");
+    ASSERT_STR_CONTAINS(out, "; lower --fibers, --depth or --overflow");
+    ASSERT_STR_NOT_CONTAINS(out, "result ");
+}
+
+/* The header and the memory and mappings lines said "1 fibers on 2 threads, then 1
+ * vmstack threads", "/ 1 live fibers", "for 1 stacks"; a single fiber runs on one of the
+ * two worker threads. */
+TEST(one_fiber_and_one_thread_are_singular_everywhere)
+{
+    need_vmap();
+    const char *args[] = { "demo", "--fibers", "1", "--overflow", "0", "--threads", "1",
+                           "--quiet", NULL };
+    ASSERT_EXITED(cli_run(args, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "vmstack demo: 1 fiber on 1 thread, then 1 vmstack thread; seed 1\n");
+    ASSERT_STR_CONTAINS(out, "\n          / 1 live fiber; vmstack resident ");
+    ASSERT_STR_CONTAINS(out, " for 1 stack\n");
+    ASSERT_STR_CONTAINS(out, "mappings  ");
+    ASSERT_STR_CONTAINS(out, " used by vmstack for 1 live stack; ");
+}
+
+/* tst_fork's child: the demo where /proc/sys/vm/max_map_count and /proc/self/maps read
+ * as empty (a sandbox). */
+static void hidden_proc_exec(void *arg)
+{
+    (void)arg;
+    static const char *const files[] = { "/proc/sys/vm/max_map_count", "/proc/self/maps", NULL };
+    cli_hide(files, NULL);
+    const char *argv[] = { VMSTACK_CMD, "demo", "--fibers", "20", "--quiet", NULL };
+    cli_exec((void *)argv);
+}
+
+/* The mappings line said "vm.max_map_count is -1" where that file cannot be read, and
+ * counted only vmstack's views for call traces as its mappings where /proc/self/maps
+ * cannot be read (vms_stats.mappings counts its lines). */
+TEST(unreadable_proc_files_are_unknown)
+{
+    need_vmap();
+    int st = tst_fork(hidden_proc_exec, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == CLI_CANNOT_HIDE)
+        SKIP("no user and mount namespace to hide /proc files in");
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "\nmappings  unknown (cannot read /proc/self/maps); vm.max_map_count "
+                             "is unknown\n          (cannot read /proc/sys/vm/max_map_count)\n");
+}
+
 TEST(bad_options)
 {
     const char *bad[][4] = {
@@ -160,6 +333,34 @@ TEST(bad_options)
         ASSERT_EXITED(st, 2);
         ASSERT_STR_CONTAINS(out, "vmstack demo: error: ");
         ASSERT_STR_CONTAINS(out, want[i]);
+    }
+    /* One past each end of the ranges --help and docs/demo.md give, and values that are
+     * not plain decimal counts. */
+    const char *edges[][3] = {
+        { "--fibers", "1000001", "--fibers wants a count from 1 to 1000000" },
+        { "--fibers", "1e3", "--fibers wants a count" },
+        { "--fibers", "+5", "--fibers wants a count" },
+        { "--fibers=", "", "--fibers wants a count" },
+        { "--threads", "257", "--threads wants a count from 0 to 256" },
+        { "--threads", "-1", "--threads wants a count" },
+        { "--depth", "0", "--depth wants a count from 1 to 100000" },
+        { "--depth", "100001", "--depth wants a count from 1 to 100000" },
+        { "--overflow", "-1", "--overflow wants a count" },
+        { "--stack-size", "15k", "--stack-size wants a size from 16k to 64m" },
+        { "--stack-size", "65m", "--stack-size wants a size from 16k to 64m" },
+        { "--stack-size", "18446744073709551616", "--stack-size wants a size" },
+        { "--seed", "9223372036854775808", "--seed wants a non-negative number" },
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        char joined[64];
+        const char *a[4] = { "demo", edges[i][0], edges[i][1], NULL };
+        if (!strcmp(edges[i][0], "--fibers=")) {
+            snprintf(joined, sizeof joined, "%s%s", edges[i][0], edges[i][1]);
+            a[1] = joined;
+            a[2] = NULL;
+        }
+        ASSERT_EXITED(cli_run(a, out, sizeof out), 2);
+        ASSERT_STR_CONTAINS(out, edges[i][2]);
     }
     const char *more[] = { "demo", "--fibers", "2", "--overflow", "3", NULL };
     ASSERT_EXITED(cli_run(more, out, sizeof out), 2);

@@ -8,6 +8,9 @@
 
 #include "test.h"
 
+#include <stdbool.h>
+#include <sys/mount.h>
+
 /* tst_fork's child: becomes the command argv[0] names (VMSTACK_CMD, or another built
  * command). */
 static inline void cli_exec(void *argv)
@@ -53,6 +56,42 @@ static inline int cli_count(const char *out, const char *prefix)
         if (l) l++;
     }
     return k;
+}
+
+/* Writes s to the file at path; false on failure. */
+static inline bool cli_write_file(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = write(fd, s, strlen(s)) == (ssize_t)strlen(s);
+    return close(fd) == 0 && ok;
+}
+
+/* Exit status of a tst_fork child that could not hide files (cli_hide): the test skips. */
+#define CLI_CANNOT_HIDE 77
+
+/* In a tst_fork child, before it runs a command: a user and mount namespace of the
+ * child's own in which each file of the NULL-terminated list reads as empty (/dev/null
+ * bound over it) and each directory of the other list is empty (a tmpfs mounted on it),
+ * as in a sandbox that hides them. /proc/self/... names the child, which the command
+ * it execs stays. Exits CLI_CANNOT_HIDE where unprivileged user namespaces are not
+ * allowed. */
+static inline void cli_hide(const char *const *files, const char *const *dirs)
+{
+    char map[64];
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) _exit(CLI_CANNOT_HIDE);
+    cli_write_file("/proc/self/setgroups", "deny");
+    snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
+    if (!cli_write_file("/proc/self/uid_map", map)) _exit(CLI_CANNOT_HIDE);
+    snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
+    if (!cli_write_file("/proc/self/gid_map", map)) _exit(CLI_CANNOT_HIDE);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(CLI_CANNOT_HIDE);
+    for (const char *const *f = files; f && *f; f++)
+        if (mount("/dev/null", *f, NULL, MS_BIND, NULL) != 0) _exit(CLI_CANNOT_HIDE);
+    for (const char *const *d = dirs; d && *d; d++)
+        if (mount("none", *d, "tmpfs", 0, NULL) != 0) _exit(CLI_CANNOT_HIDE);
 }
 
 #endif

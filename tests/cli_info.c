@@ -7,6 +7,12 @@
 
 #include <vmstack.h>
 
+#include <sys/auxv.h>
+
+#ifndef AT_MINSIGSTKSZ
+#define AT_MINSIGSTKSZ 51
+#endif
+
 static char out[1 << 16];
 
 /* tst_fork's child: clears every VMSTACK_* variable it inherited (a CI step may set
@@ -220,6 +226,69 @@ TEST(options)
     const char *bad[] = { "--frobnicate", NULL };
     ASSERT_EXITED(info(NULL, bad), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: info: unknown option `--frobnicate`");
+}
+
+/* tst_fork's child: `vmstack info` where /proc/sys/vm/max_map_count and /proc/self/maps
+ * read as empty and /sys/kernel/mm/transparent_hugepage is empty, with the environment
+ * given (NULL-terminated "NAME=value" list). */
+static void hidden_proc_exec(void *env)
+{
+    static const char *const files[] = { "/proc/sys/vm/max_map_count", "/proc/self/maps", NULL };
+    static const char *const dirs[] = { "/sys/kernel/mm/transparent_hugepage", NULL };
+    cli_hide(files, dirs);
+    struct info_run r = { env, NULL, NULL, NULL };
+    info_exec(&r);
+}
+
+/* Where /proc or /sys cannot be read (a sandbox), info said "vm.max_map_count -1" and
+ * "mappings in this process 0" (a negative errno when the file could not be opened), and
+ * with mprotect guards "stacks limited by address space, not by vm.max_map_count": the
+ * opposite of the truth. It says what it could not read. */
+TEST(unreadable_proc_files_are_unknown)
+{
+    const char *env[] = { "VMSTACK_GUARD_METHOD=mprotect", NULL };
+    int st = tst_fork(hidden_proc_exec, (void *)env, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == CLI_CANNOT_HIDE)
+        SKIP("no user and mount namespace to hide /proc files in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    assert_value("vm.max_map_count", "unknown (cannot read /proc/sys/vm/max_map_count)\n");
+    assert_value("mappings in this process", "unknown (cannot read /proc/self/maps)\n");
+    assert_value("transparent huge pages",
+                 "unknown (cannot read /sys/kernel/mm/transparent_hugepage/enabled);\n");
+#ifdef VMSTACK_VMAP
+    assert_value("stacks", "limited by vm.max_map_count (two mappings each), unknown here\n");
+    ASSERT_NULL(cli_line(out, "  stacks before the limit"));
+#endif
+}
+
+/* tst_fork's child: `vmstack info` with a getauxval that has no AT_MINSIGSTKSZ. */
+static __attribute__((unused)) void noauxv_exec(void *arg)
+{
+    (void)arg;
+#ifdef VMSTACK_NOAUXV_LIB
+    setenv("LD_PRELOAD", VMSTACK_NOAUXV_LIB, 1);
+#endif
+    struct info_run r = { NULL, NULL, NULL, NULL };
+    info_exec(&r);
+}
+
+/* Before Linux 5.14 (x86) the kernel gives no AT_MINSIGSTKSZ, and getauxval gives 0:
+ * info said "AT_MINSIGSTKSZ 0 bytes". Here the value the kernel gives is shown, and a
+ * getauxval without it (preloaded) stands for an older kernel. */
+TEST(minsigstksz_is_the_kernel_s_or_not_given)
+{
+    ASSERT_EXITED(info(NULL, NULL), 0);
+    unsigned long v = getauxval(AT_MINSIGSTKSZ);
+    char want[64];
+    if (v) snprintf(want, sizeof want, "%lu bytes\n", v);
+    else snprintf(want, sizeof want, "not given by this kernel");
+    assert_value("AT_MINSIGSTKSZ", want);
+#ifndef VMSTACK_NOAUXV_LIB
+    SKIP("no preloadable getauxval in this build (sanitizer builds)");
+#else
+    ASSERT_EXITED(tst_fork(noauxv_exec, NULL, out, sizeof out), 0);
+    assert_value("AT_MINSIGSTKSZ", "not given by this kernel (getauxval gives 0)\n");
+#endif
 }
 
 /* vmstack-direct (the command on the direct backend, for `vmstack demo --direct`) is

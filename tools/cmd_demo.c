@@ -50,14 +50,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: vmstack demo [options]\n"
-        "  --fibers N      fibers in all, run on %d threads (default 2000)\n"
+        "  --fibers N      fibers in all, run on %d threads (default 2000; 1 to 1000000)\n"
         "  --threads N     vmstack threads doing the same work; the last overflows when\n"
-        "                  --overflow is not 0 (default 4, 0 for none)\n"
-        "  --stack-size N  usable bytes per stack, k/m suffix (default: vmstack's, 256k)\n"
-        "  --depth N       nesting of a normal task's input (default 48)\n"
-        "  --overflow N    fibers whose input is deep enough to overflow (default 3)\n"
+        "                  --overflow is not 0 (default 4; 0 to 256)\n"
+        "  --stack-size N  bytes per stack, k/m suffix, 16k to 64m, rounded up to a power\n"
+        "                  of two (default: vmstack's, 256k)\n"
+        "  --depth N       nesting of a normal task's input (default 48; 1 to 100000)\n"
+        "  --overflow N    fibers whose input is deep enough to overflow (default 3;\n"
+        "                  0 to --fibers)\n"
         "  --seed N        seed of the generated inputs (default 1)\n"
-        "  --quiet         no oops report and no explanations: only the summary\n"
+        "  --quiet         no oops report and no explanations: the header and the summary\n"
         "  --direct        run the same on the direct backend (no guards) to show what an\n"
         "                  overflow does there; needs vmstack-direct next to vmstack\n",
         WORKERS);
@@ -520,9 +522,17 @@ static void *worker_main(void *arg)
         j->hi = j->lo + vms_stack_size(st);
     }
     /* Pass 1: every fiber descends to its deepest point and yields there (a deep one is
-     * killed on the way down). Then the main thread measures memory. */
-    for (long i = 0; i < w->njobs && !w->resume_failed; i++)
-        if (w->jobs[i].fiber) resume_job(w, &w->jobs[i]);
+     * killed on the way down). Then the main thread measures memory. A fiber that ended
+     * (killed) is destroyed at once, which gives its stack's pages back: the memory
+     * measured is then that of the live fibers, which it is divided by. */
+    for (long i = 0; i < w->njobs && !w->resume_failed; i++) {
+        struct job *j = &w->jobs[i];
+        if (!j->fiber) continue;
+        resume_job(w, j);
+        if (j->outcome == JOB_NOT_RUN) continue;
+        vms_fiber_destroy(j->fiber);
+        j->fiber = NULL;
+    }
     if (w->resume_failed) give_up(w);
     pthread_barrier_wait(w->barrier);
     pthread_barrier_wait(w->barrier);
@@ -548,15 +558,19 @@ static void *thread_main(void *arg)
 
 /* ---- measurements -------------------------------------------------------------------- */
 
-static long long rss_bytes(void)
+/* A "Name:   value kB" field of /proc/self/status (VmRSS, VmPTE) in bytes, or -1. */
+static long long status_bytes(const char *field)
 {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long long size = 0, res = -1;
-    if (f) {
-        if (fscanf(f, "%lld %lld", &size, &res) != 2) res = -1;
-        fclose(f);
-    }
-    return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    size_t n = strlen(field);
+    long long kb = -1;
+    while (kb < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':' && sscanf(line + n + 1, "%lld", &kb) != 1)
+            kb = -1;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
 }
 
 #ifdef VMSTACK_VMAP
@@ -570,6 +584,15 @@ static long max_map_count(void)
     }
     return v;
 }
+
+/* Whether /proc/self/maps has anything to read. */
+static bool maps_readable(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int c = f ? fgetc(f) : EOF;
+    if (f) fclose(f);
+    return c != EOF;
+}
 #endif
 
 static double now(void)
@@ -581,7 +604,9 @@ static double now(void)
 
 static void human(char *buf, size_t n, double bytes)
 {
-    if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, n, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
+    if (bytes >= 1024.0 * 1024 * 1024 * 1024)
+        snprintf(buf, n, "%.1f TiB", bytes / (1024.0 * 1024 * 1024 * 1024));
+    else if (bytes >= 1024.0 * 1024 * 1024) snprintf(buf, n, "%.1f GiB", bytes / (1024.0 * 1024 * 1024));
     else if (bytes >= 1024.0 * 1024) snprintf(buf, n, "%.1f MiB", bytes / (1024.0 * 1024));
     else snprintf(buf, n, "%.1f KiB", bytes / 1024.0);
 }
@@ -593,18 +618,29 @@ static void calibrate_main(void *arg)
 }
 
 /* Bytes of stack one nesting level costs (a parse_array and a parse_value frame),
- * measured on a fiber, and that fiber's usable stack size. 0 when unmeasurable. */
-static size_t bytes_per_level(size_t stack_size, size_t *usable)
+ * measured on a fiber, and that fiber's usable stack size. 0 when unmeasurable, with
+ * the reason in why. */
+static size_t bytes_per_level(size_t stack_size, size_t *usable, char *why, size_t cap)
 {
     struct parse ps = { .p = "[[[[1]]]]" };
     vms_fiber_attr a = { .stack_size = stack_size, .name = "calibrate" };
     vms_fiber *f = vms_fiber_create(calibrate_main, &ps, &a);
-    if (!f) return 0;
+    if (!f) {
+        snprintf(why, cap, "vms_fiber_create: %s", strerror(errno));
+        return 0;
+    }
     *usable = vms_stack_size(vms_fiber_stack(f));
     int st = vms_fiber_resume(f);
     vms_fiber_destroy(f);
-    if (st != VMS_DONE || ps.remaining[1] == SIZE_MAX || ps.remaining[1] <= ps.remaining[2])
+    if (st != VMS_DONE) {
+        snprintf(why, cap, "vms_fiber_resume gave %d, not VMS_DONE", st);
         return 0;
+    }
+    if (ps.remaining[1] == SIZE_MAX || ps.remaining[1] <= ps.remaining[2]) {
+        snprintf(why, cap, "vms_stack_remaining gave %zu at level 1 and %zu at level 2",
+                 ps.remaining[1], ps.remaining[2]);
+        return 0;
+    }
     return ps.remaining[1] - ps.remaining[2];
 }
 
@@ -644,7 +680,8 @@ struct run {
     size_t stack_usable, per_level;
     long deep_depth;
     double wall;
-    long long rss_before, rss_peak;
+    long long rss_before, rss_peak;  /* VmRSS */
+    long long pte_before, pte_peak;  /* VmPTE: the page tables, not in the RSS */
     vms_stats peak, end;
     long live_at_peak;
     long create_failed;
@@ -692,6 +729,60 @@ static int make_inputs(struct run *r)
     return 0;
 }
 
+/* MemAvailable of /proc/meminfo (what can be had without swapping), or the machine's
+ * memory when that cannot be read; 0 when neither is known. */
+static double memory_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    long long kb = -1;
+    if (f) {
+        char line[256];
+        while (kb < 0 && fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %lld kB", &kb) != 1) kb = -1;
+        fclose(f);
+    }
+    if (kb >= 0) return (double)kb * 1024;
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    return ram > 0 ? ram : 0;
+}
+
+/* The memory an input `depth` levels deep holds: gen_text's buffer, all of it for a
+ * small one (malloc carves it out of pages it touches), the written part (about 14
+ * bytes a level) for one large enough to get pages of its own. */
+static double text_bytes(long depth)
+{
+    double cap = (double)depth * 32 + 64;
+    return cap < 128 * 1024 ? cap + 16 : 14.0 * (double)depth;
+}
+
+/* About how much memory the run holds at its peak, once r->per_level and r->deep_depth
+ * are known: every input and the job array, and the larger of the two phases. In the
+ * fibers' phase every normal fiber holds its deepest stack (its frames and its record,
+ * in whole pages) and the page tables that map it, and at most two deep stacks are
+ * resident (the deep runs are serialized, and a killed fiber's pages are given back
+ * when it is destroyed); in the threads' phase, each thread's stack. Used only to refuse
+ * runs that cannot fit, so it need not be exact. */
+static double memory_needed(const struct run *r)
+{
+    double page = (double)vms__os_page_size();
+    double deep_jobs = (double)(r->o.overflow + (r->o.threads && r->o.overflow));
+    double jobs = (double)(r->o.fibers + r->o.threads);
+    double inputs = jobs * (double)sizeof(struct job) + (jobs - deep_jobs) * text_bytes(r->o.depth) +
+                    deep_jobs * text_bytes(r->deep_depth);
+    double held = (double)r->o.depth * (double)r->per_level + 1024;   /* frames + record */
+    held = (double)(long long)((held + page - 1) / page) * page;
+    /* A page-table page maps page/8 pages, and a page of the level above maps page/8
+     * of those; slots are stack + guard apart. */
+    double slot = (double)(r->stack_usable + vms__opt.guard_size), span = page / 8 * page;
+    double pt = (slot >= span ? page : page * slot / span) +
+                (slot >= span * (page / 8) ? page : page * slot / (span * (page / 8)));
+    double fibers = (double)(r->o.fibers - r->o.overflow) * (held + pt) +
+                    (r->o.overflow ? 2.0 : 0.0) * (double)r->stack_usable;
+    double threads = (double)r->o.threads * held +
+                     (r->o.threads && r->o.overflow ? (double)r->stack_usable : 0);
+    return inputs + (fibers > threads ? fibers : threads);
+}
+
 /* Runs the fibers, then the threads; fills r. Returns 0, -1 after a message when the run
  * could not be set up, or 2 after a message when the options do not fit together. */
 static int run_workload(struct run *r, bool end_check)
@@ -706,9 +797,15 @@ static int run_workload(struct run *r, bool end_check)
     vms_set_oops_hook(count_oops, NULL);
 
     /* A deep input needs 1.25 stacks: whatever the frame sizes of this build. */
-    r->per_level = bytes_per_level(r->o.stack_size, &r->stack_usable);
-    if (!r->per_level) r->per_level = 64;
-    if (!r->stack_usable) r->stack_usable = r->o.stack_size ? r->o.stack_size : 256 * VMS_KIB;
+    /* Without the measurement the deep inputs' depth, and the header's "bytes per
+     * level", would be guesses. */
+    char why[128];
+    r->per_level = bytes_per_level(r->o.stack_size, &r->stack_usable, why, sizeof why);
+    if (!r->per_level) {
+        fprintf(stderr, "vmstack demo: error: cannot measure the stack a nesting level takes "
+                "(on a calibration fiber): %s\n", why);
+        return -1;
+    }
     r->deep_depth = (long)(r->stack_usable + r->stack_usable / 4) / (long)r->per_level + 16;
     /* A normal input must fit with room to spare (the C library and the switch need some
      * too), or every task would overflow and the demo would show nothing. */
@@ -716,6 +813,21 @@ static int run_workload(struct run *r, bool end_check)
         fprintf(stderr, "vmstack demo: error: --depth %ld needs about %zu bytes of stack, more than "
                 "3/4 of the %zu-byte stacks; lower --depth or raise --stack-size\n",
                 r->o.depth, (size_t)r->o.depth * r->per_level, r->stack_usable);
+        return 2;
+    }
+
+    /* Options that each make sense can together need more memory than the machine has,
+     * and such a run would end in the OOM killer (or a thrashing machine) instead of a
+     * message. */
+    double need = memory_needed(r), avail = memory_available();
+    if (avail > 0 && need > avail) {
+        char a[32], b[32];
+        human(a, sizeof a, need);
+        human(b, sizeof b, avail);
+        fprintf(stderr, "vmstack demo: error: --fibers %ld at --depth %ld (and %ld deep inputs of %ld "
+                "levels) need about %s of memory, more than the %s available on this machine "
+                "(MemAvailable); lower --fibers, --depth or --overflow\n", r->o.fibers, r->o.depth,
+                r->o.overflow + (r->o.threads && r->o.overflow), r->deep_depth, a, b);
         return 2;
     }
 
@@ -729,7 +841,8 @@ static int run_workload(struct run *r, bool end_check)
     pthread_barrier_init(&barrier, NULL, WORKERS + 1);
     struct worker w[WORKERS];
     pthread_t th[WORKERS];
-    r->rss_before = rss_bytes();
+    r->rss_before = status_bytes("VmRSS");
+    r->pte_before = status_bytes("VmPTE");
     double t0 = now();
     for (int k = 0; k < WORKERS; k++) {
         long lo = k * r->o.fibers / WORKERS, hi = (k + 1) * r->o.fibers / WORKERS;
@@ -745,7 +858,8 @@ static int run_workload(struct run *r, bool end_check)
     }
     pthread_barrier_wait(&barrier);
     /* Every fiber that is still alive is suspended at its deepest point now. */
-    r->rss_peak = rss_bytes();
+    r->rss_peak = status_bytes("VmRSS");
+    r->pte_peak = status_bytes("VmPTE");
     vms_get_stats(&r->peak);
     r->live_at_peak = 0;
     for (long i = 0; i < r->o.fibers; i++)
@@ -794,13 +908,18 @@ static int run_workload(struct run *r, bool end_check)
 
 /* ---- output ---------------------------------------------------------------------------- */
 
+/* The plural ending for a count. */
+static const char *plural(long n) { return n == 1 ? "" : "s"; }
+
 static void print_header(const struct run *r, const char *method)
 {
     char ss[32];
     human(ss, sizeof ss, (double)r->stack_usable);
-    printf("vmstack demo: %ld fibers on %d threads, then %ld vmstack threads; seed %" PRIu64 "\n"
-           "stacks    %s usable each; guards: %s\n", r->o.fibers, WORKERS, r->o.threads,
-           r->o.seed, ss, method);
+    /* The fibers are shared out among the workers: a single fiber runs on one of them. */
+    long on = r->o.fibers < WORKERS ? r->o.fibers : WORKERS;
+    printf("vmstack demo: %ld fiber%s on %ld thread%s, then %ld vmstack thread%s; seed %" PRIu64 "\n"
+           "stacks    %s usable each; guards: %s\n", r->o.fibers, plural(r->o.fibers), on,
+           plural(on), r->o.threads, plural(r->o.threads), r->o.seed, ss, method);
     if (r->env_overflow[0])
         printf("overflow  kill the task: the demo shows the kill (VMSTACK_ON_OVERFLOW=%s in the\n"
                "          environment is not used here)\n", r->env_overflow);
@@ -809,7 +928,7 @@ static void print_header(const struct run *r, const char *method)
            "parser and compares the result with a checksum computed beforehand by an\n"
            "iterative scanner. %ld fiber%s%s get input %ld levels deep: at %zu bytes per\n"
            "level that is 1.25 times their stack.\n\n",
-           r->o.depth, r->o.overflow, r->o.overflow == 1 ? "" : "s",
+           r->o.depth, r->o.overflow, plural(r->o.overflow),
            r->o.threads && r->o.overflow ? " and 1 thread" : "", r->deep_depth, r->per_level);
 }
 
@@ -836,21 +955,27 @@ static int print_guarded(const struct run *r)
 
     char a[32], b[32], c[32];
     printf("fibers    %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
-           f.run, f.verified, f.killed, f.deep, f.deep == 1 ? "" : "s", f.wrong);
+           f.run, f.verified, f.killed, f.deep, plural(f.deep), f.wrong);
     printf("threads   %ld run, %ld verified, %ld killed (%ld planned overflow%s), %ld wrong\n",
-           t.run, t.verified, t.killed, t.deep, t.deep == 1 ? "" : "s", t.wrong);
+           t.run, t.verified, t.killed, t.deep, plural(t.deep), t.wrong);
     long hooks = atomic_load(&hook_calls);
     printf("reports   %ld oops report%s, oops hook called %ld time%s, vms_get_stats overflows %zu\n",
-           reports, reports == 1 ? "" : "s", hooks, hooks == 1 ? "" : "s", r->end.overflows);
+           reports, plural(reports), hooks, plural(hooks), r->end.overflows);
     printf("time      %.2f s wall for the fibers (create, run, destroy)\n", r->wall);
-    if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0) {
-        double delta = (double)(r->rss_peak - r->rss_before);
-        human(a, sizeof a, delta / (double)r->live_at_peak);
-        human(b, sizeof b, delta);
+    if (r->live_at_peak > 0 && r->rss_before >= 0 && r->rss_peak >= 0 && r->pte_before >= 0 &&
+        r->pte_peak >= 0) {
+        /* What the fibers cost the machine: their resident pages and the page tables
+         * that map them (as the benchmarks count memory per stack). */
+        double rss = (double)(r->rss_peak - r->rss_before), pte = (double)(r->pte_peak - r->pte_before);
+        char d[32];
+        human(a, sizeof a, (rss + pte) / (double)r->live_at_peak);
+        human(b, sizeof b, rss);
+        human(d, sizeof d, pte);
         human(c, sizeof c, (double)r->peak.resident_bytes);
-        printf("memory    %s per fiber at its deepest point (RSS delta %s / %ld live fibers);\n"
-               "          vmstack resident %s for %zu stacks\n",
-               a, b, r->live_at_peak, c, r->peak.stacks_live);
+        printf("memory    %s per fiber at its deepest point: (RSS delta %s + page tables %s)\n"
+               "          / %ld live fiber%s; vmstack resident %s for %zu stack%s\n",
+               a, b, d, r->live_at_peak, plural(r->live_at_peak), c, r->peak.stacks_live,
+               plural((long)r->peak.stacks_live));
     }
     if (r->create_failed)
         printf("error     %ld fibers could not be created: %s\n", r->create_failed,
@@ -858,9 +983,17 @@ static int print_guarded(const struct run *r)
     if (r->resume_failed)
         printf("error     %ld fibers could not be run: %s\n", r->resume_failed,
                strerror(r->resume_err));
+    /* vms_stats.mappings counts lines of /proc/self/maps: where that cannot be read (a
+     * sandbox), it holds only the views vmstack mapped for call traces. */
     long maxmap = max_map_count();
-    printf("mappings  %zu used by vmstack for %zu live stacks; vm.max_map_count is %ld\n",
-           r->peak.mappings, r->peak.stacks_live, maxmap);
+    char limit[64];
+    if (maxmap > 0) snprintf(limit, sizeof limit, "%ld", maxmap);
+    else snprintf(limit, sizeof limit, "unknown\n          (cannot read /proc/sys/vm/max_map_count)");
+    if (maps_readable())
+        printf("mappings  %zu used by vmstack for %zu live stack%s; vm.max_map_count is %s\n",
+               r->peak.mappings, r->peak.stacks_live, plural((long)r->peak.stacks_live), limit);
+    else
+        printf("mappings  unknown (cannot read /proc/self/maps); vm.max_map_count is %s\n", limit);
 
     bool ok = f.verified == f.run - f.killed && f.killed == f.deep && f.killed_deep == f.deep &&
               f.killed_not_overflow == 0 && f.failed == 0 && f.wrong == 0 &&
@@ -973,7 +1106,7 @@ static int run_direct(struct run *r)
         const char *line = rep.first_end_check, *cut = strstr(line, ": stack [");
         int head = cut ? (int)(cut - line) + 1 : (int)strlen(line);
         printf("end check %ld report%s, each at a switch or exit after the damage was done:\n"
-               "          %.*s\n", rep.end_checks, rep.end_checks == 1 ? "" : "s", head, line);
+               "          %.*s\n", rep.end_checks, plural(rep.end_checks), head, line);
         if (cut) printf("          %s\n", cut + 2);
     }
     else

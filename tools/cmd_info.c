@@ -24,14 +24,16 @@ static void size_line(const char *what, size_t v)
     else printf("  %-26s %zu bytes\n", what, v);
 }
 
+/* The bracketed mode of the THP sysfs file ("always [madvise] never"), or NULL when it
+ * cannot be read (a kernel without THP, a sandbox). */
 static const char *thp_mode(char *buf, size_t n)
 {
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f) return "unknown";
+    if (!f) return NULL;
     if (!fgets(buf, (int)n, f)) buf[0] = '\0';
     fclose(f);
     char *l = strchr(buf, '['), *r = l ? strchr(l, ']') : NULL;
-    if (!l || !r) return "unknown";
+    if (!l || !r) return NULL;
     *r = '\0';
     return l + 1;
 }
@@ -74,23 +76,36 @@ int vms_cmd_info(int argc, char **argv)
                : vms__opt.guard_request == VMS__GUARD_MPROTECT
                    ? " (forced by configuration; two mappings per stack)"
                    : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)");
-    printf("  %-26s %s (vmstack arenas are MADV_NOHUGEPAGE)\n", "transparent huge pages",
-           thp_mode(thp, sizeof thp));
-    printf("  %-26s %ld\n", "vm.max_map_count", maxmap);
-    printf("  %-26s %ld\n", "mappings in this process", maps);
+    const char *mode = thp_mode(thp, sizeof thp);
+    if (mode)
+        printf("  %-26s %s (vmstack arenas are MADV_NOHUGEPAGE)\n", "transparent huge pages", mode);
+    else
+        printf("  %-26s unknown (cannot read /sys/kernel/mm/transparent_hugepage/enabled);\n"
+               "  %-26s vmstack arenas are MADV_NOHUGEPAGE\n", "transparent huge pages", "");
+    /* Unreadable files (a sandbox, a /proc without sysctls) are said to be, not shown as
+     * -1 or a negative errno; every process has mappings, so 0 means unread too. */
+    if (maxmap > 0) printf("  %-26s %ld\n", "vm.max_map_count", maxmap);
+    else printf("  %-26s unknown (cannot read /proc/sys/vm/max_map_count)\n", "vm.max_map_count");
+    if (maps > 0) printf("  %-26s %ld\n", "mappings in this process", maps);
+    else printf("  %-26s unknown (cannot read /proc/self/maps)\n", "mappings in this process");
 #ifndef VMSTACK_VMAP
     /* The line above says what the kernel supports; this build uses none of it. */
     printf("  %-26s none: this build is the direct backend (VMSTACK_VMAP=OFF), whose "
            "stacks have no guards\n", "guards used");
     printf("  %-26s carved from heap blocks, limited by memory\n", "stacks");
 #else
-    if (method == VMS__GUARD_MPROTECT && maxmap > 0)
+    if (method == VMS__GUARD_MPROTECT && maxmap > 0 && maps > 0)
         printf("  %-26s about %ld (two mappings each)\n", "stacks before the limit",
                (maxmap - maps) / 2);
+    else if (method == VMS__GUARD_MPROTECT)
+        printf("  %-26s limited by vm.max_map_count (two mappings each), unknown here\n",
+               "stacks");
     else
         printf("  %-26s limited by address space, not by vm.max_map_count\n", "stacks");
 #endif
-    printf("  %-26s %lu bytes\n", "AT_MINSIGSTKSZ", minsig);
+    /* The kernel puts it in the auxiliary vector since Linux 4.18 on arm64, 5.14 on x86. */
+    if (minsig) printf("  %-26s %lu bytes\n", "AT_MINSIGSTKSZ", minsig);
+    else printf("  %-26s not given by this kernel (getauxval gives 0)\n", "AT_MINSIGSTKSZ");
     printf("defaults (after VMSTACK_* variables):\n");
     size_line("stack size", vms__opt.stack_size);
     size_line("guard size", vms__opt.guard_size);

@@ -427,9 +427,15 @@ int vms_cmd_selftest(int argc, char **argv)
         printf("  on overflow       kill, for the checks (VMSTACK_ON_OVERFLOW=%s in the "
                "environment is not used here)\n", env_overflow);
     printf("  guard, stack      %zu bytes below each stack, %zu bytes default stack\n", guard, stack);
-    printf("  sigaltstack       %zu bytes (AT_MINSIGSTKSZ %lu)\n", alt, getauxval(AT_MINSIGSTKSZ));
-    printf("  transparent huge pages  %s, vm.max_map_count %ld\n", thp,
-           read_long("/proc/sys/vm/max_map_count"));
+    unsigned long minsig = getauxval(AT_MINSIGSTKSZ);
+    long maxmap = read_long("/proc/sys/vm/max_map_count");
+    char minsig_s[48], maxmap_s[32];
+    if (minsig) snprintf(minsig_s, sizeof minsig_s, "%lu", minsig);
+    else snprintf(minsig_s, sizeof minsig_s, "not given by this kernel");
+    if (maxmap > 0) snprintf(maxmap_s, sizeof maxmap_s, "%ld", maxmap);
+    else snprintf(maxmap_s, sizeof maxmap_s, "unknown");
+    printf("  sigaltstack       %zu bytes (AT_MINSIGSTKSZ %s)\n", alt, minsig_s);
+    printf("  transparent huge pages  %s, vm.max_map_count %s\n", thp, maxmap_s);
 
     int failed = 0, skipped = 0;
     for (size_t i = 0; i < NCHECKS; i++) {
