@@ -44,7 +44,8 @@ static atomic_size_t shared_warm;    /* warm stacks in all shared lists */
 
 /* Per-thread counters instead of shared atomics: the alloc/free fast path makes no
  * locked read-modify-write for statistics. Only the owning thread writes its counters
- * (relaxed load + store: plain moves); vms_get_stats sums the registered caches. */
+ * (a load + store: plain moves; puts with a release store, see vms__cache_live);
+ * vms_get_stats sums the registered caches. */
 struct tcache {
     struct tcache *prev, *nextc;     /* the registry */
     _Atomic unsigned long gets, puts;
@@ -65,6 +66,14 @@ static inline void bump(_Atomic unsigned long *c)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+}
+
+/* A free's count: published with a release store (a plain move on x86-64), so that a sum
+ * that sees it also sees the count of the stack's allocation (vms__cache_live). */
+static inline void bump_put(_Atomic unsigned long *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_release);
 }
 
 static void thread_exit(void *p);
@@ -341,7 +350,7 @@ void vms__cache_put(struct vms_stack *st)
         shared_put(st);
         return;
     }
-    bump(&t->puts);
+    bump_put(&t->puts);
     if (vms__opt.flags & VMS_NO_SCRUB) {
         if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
             t->clean[t->nclean++] = st;
@@ -371,15 +380,48 @@ void vms__cache_flush(void)
     if (t && t->ndirty) scrub_batch(t);
 }
 
+/* The sums of every thread's frees and allocations, under registry_lock. */
+static unsigned long sum_puts(void)
+{
+    unsigned long n = atomic_load(&retired_puts);
+    for (struct tcache *t = registry; t; t = t->nextc)
+        n += atomic_load_explicit(&t->puts, memory_order_acquire);
+    return n;
+}
+
+static unsigned long sum_gets(void)
+{
+    unsigned long n = atomic_load(&retired_gets);
+    for (struct tcache *t = registry; t; t = t->nextc)
+        n += atomic_load_explicit(&t->gets, memory_order_acquire);
+    return n;
+}
+
+/* Stacks handed out and not freed: the sum of the threads' allocations less the sum of
+ * their frees. A stack allocated on one thread and freed on another is counted by both,
+ * and the counts are read one after the other while the threads go on: read in the
+ * same pass, the allocating thread's count from before an allocation and the freeing
+ * thread's from after its free made the stack freed and never allocated (stacks_live
+ * fell below the stacks live all along, to 0 when the reader was descheduled between
+ * the two). So the frees are summed first: a free's count is stored (release) after its
+ * stack was seen LIVE (the state word's acquire load in vms_stack_free), which its
+ * allocation stored (release) after counting it, so every free summed has its
+ * allocation in the later sum of allocations. When no free was counted while the
+ * allocations were summed (the frees summed again are the same: each count only grows),
+ * the result is exact at some moment of the call; after RETRIES tries it is at least the
+ * stacks live throughout the call, and may include stacks allocated and freed during it.
+ * The retired counts are read under the lock too: a thread that retires its cache moves
+ * its counts from the registry to them under it. */
+#define LIVE_RETRIES 8
 size_t vms__cache_live(void)
 {
-    /* The retired counts are read under the lock too: a thread that retires its cache
-     * meanwhile moves its counts from the registry to them under it. */
     pthread_mutex_lock(&registry_lock);
-    unsigned long gets = atomic_load(&retired_gets), puts = atomic_load(&retired_puts);
-    for (struct tcache *t = registry; t; t = t->nextc) {
-        gets += atomic_load_explicit(&t->gets, memory_order_relaxed);
-        puts += atomic_load_explicit(&t->puts, memory_order_relaxed);
+    unsigned long puts = sum_puts(), gets;
+    for (int i = 1;; i++) {
+        gets = sum_gets();   /* after puts, always */
+        unsigned long again = sum_puts();
+        if (again == puts || i == LIVE_RETRIES) break;
+        puts = again;
     }
     pthread_mutex_unlock(&registry_lock);
     return gets >= puts ? gets - puts : 0;

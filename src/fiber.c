@@ -10,10 +10,12 @@
  * the fault handler reads (vms__task_current) and which is only written by the thread
  * itself, before a switch, so it always names the task whose stack the thread is about
  * to run on. Invariants: a fiber runs only on its home thread (the first to resume it);
- * a task's `back` context is valid exactly while it is RUNNING; the create, resume,
- * yield and destroy paths make no system call and take no lock, and the task layer adds
- * no locked read-modify-write to them (ids come in per-thread blocks; vms_stack_free's
- * double-free check is the one compare-and-swap of a create + destroy).
+ * a task's `back` context is valid exactly while it is RUNNING, and its state leaves
+ * RUNNING only once its thread is done with its record (see above task_back); the
+ * create, resume, yield and destroy paths make no system call and take no lock, and
+ * the task layer adds no locked read-modify-write to them (ids come in per-thread
+ * blocks; vms_stack_free's double-free check is the one compare-and-swap of a create +
+ * destroy).
  */
 #include "internal.h"
 #include "arch/context.h"
@@ -58,10 +60,11 @@ struct vms__task {
                                    * its resumer's while it runs (swapped at switches) */
     struct vms__task *parent;     /* the task that resumed it; NULL: the thread's stack */
     struct vms_stack *stack;      /* the stack this record lives on */
-    _Atomic int state;            /* VMS_READY ... VMS_KILLED */
+    _Atomic int state;            /* VMS_READY ... VMS_KILLED (publishing: above task_back) */
     int kind;                     /* VMS__TASK_FIBER or VMS__TASK_THREAD */
     bool fast_yield;              /* a fiber, no end check, no C++ runtime: yield tests
                                    * only this */
+    int leaving;                  /* the state task_back publishes once it is done */
     _Atomic unsigned long home;   /* its thread's token (| HOME_CHECKED | HOME_EH), or
                                    * HOME_NONE */
     unsigned long id;
@@ -417,7 +420,19 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
     out->stack = t->stack;
 }
 
-/* Runs on the resumer's stack once t switched back to it for good (finished or
+/* Publishing a task's state. Any thread may destroy a fiber that is not RUNNING, and
+ * vms_fiber_state tells it so: a fiber's state leaves RUNNING only once its thread is
+ * done with its record and stack (which the destroyer scrubs and hands to the next
+ * owner), with a release store that pairs with the acquire loads of vms_fiber_state,
+ * vms_fiber_oops and vms_fiber_destroy. A yield or an exit that goes straight to the
+ * resumer stores it in the context switch, after its last access to the record
+ * (vms__ctx_switch_leave, vms__ctx_jump_leave); one that runs task_back on the
+ * resumer's stack first leaves it in t->leaving, and task_back stores it as its last
+ * access to t. Stored before the switch, a destroyer could scrub the record while the
+ * switch still saved registers into it and loaded the resumer's from it (a resumer
+ * that resumed at address 0: tests/fiber.c, destroy_from_another_thread_...).
+ *
+ * Runs on the resumer's stack once t switched back to it for good (finished or
  * killed; vms__ctx_jump_call), or after any switch back when a tool has a hook there
  * (VMS__TRACK_RESUMER_HOOK; vms__ctx_switch_call): the work the resumer does before its
  * resume returns. Returns t's state, which becomes the resume's result. */
@@ -425,17 +440,8 @@ static int task_back(void *arg)
 {
     struct vms__task *t = arg;
     struct vms__thread *th = &self_thread;
-    if (VMS_UNLIKELY(th->kill_pending)) {
-        /* Off the alternate stack now, with t's kill done: it can be enabled again, and
-         * then the signals unblocked that vms__task_kill_current kept blocked until
-         * here. A signal pending since the report runs now, on the resumer's stack. */
-        th->kill_pending = false;
-        if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
-        th->has_rearm = false;
-        pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
-    }
     vms__track_entered_back(&t->track);
-    int state = atomic_load_explicit(&t->state, memory_order_relaxed);
+    int state = t->leaving;
     if (state == VMS_DONE || state == VMS_KILLED) {
         /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack.
          * A thread task's resumer runs on the same thread: its line names the thread
@@ -445,21 +451,35 @@ static int task_back(void *arg)
         task_info_of(t, &ti);
         vms__debug_task_end(&ti);
     }
+    /* The last access to t: from here on another thread may destroy it. */
+    atomic_store_explicit(&t->state, state, memory_order_release);
+    if (VMS_UNLIKELY(th->kill_pending)) {
+        /* Off the alternate stack now, with t's kill done: it can be enabled again, and
+         * then the signals unblocked that vms__task_kill_current kept blocked until
+         * here. A signal pending since the report runs now, on the resumer's stack. */
+        th->kill_pending = false;
+        if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
+        th->has_rearm = false;
+        pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
+    }
     return state;
 }
 
-/* Leaves the current task t for good (state already DONE or KILLED, th->cur already its
+/* Leaves the current task t for good with state DONE or KILLED (th->cur already its
  * parent; the exit and the end-magic kill, not the fault handler's kill): back to its
- * resumer, straight to the resumer's caller when nothing needs to run in between. */
+ * resumer, straight to the resumer's caller when nothing needs to run in between. The
+ * state is published last (above task_back). */
 static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
 {
     struct vms__eh *eh = self_thread.eh;
     if (eh) *eh = t->eh;          /* what is left of t's (a killed task's) is leaked */
+    t->leaving = state;
     vms__track_leave(&t->track, true);
     if (VMS__TRACK_RESUMER_HOOK || VMS_UNLIKELY(vms__opt.flags & VMS_PAINT) ||
         state == VMS_KILLED)
         vms__ctx_jump_call(&t->back, task_back, t);
-    vms__ctx_jump(&t->back, state);
+    vms__track_publish(&t->state);
+    vms__ctx_jump_leave(&t->back, state, &t->state);
 }
 
 /* A task overwrote its stack's end magic (VMS_END_CHECK): its oops is filled in and
@@ -489,7 +509,6 @@ static _Noreturn __attribute__((noinline, cold)) void
 task_end_corrupted(struct vms__thread *th, struct vms__task *t)
 {
     end_corrupted_report(t);
-    atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     task_leave_for_good(t, VMS_KILLED);
@@ -536,7 +555,6 @@ _Noreturn void vms__task_exit(void *arg)
     struct vms__task *t = arg;
     struct vms__thread *th = &self_thread;
     task_check_end(th, t);
-    atomic_store_explicit(&t->state, VMS_DONE, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     task_leave_for_good(t, VMS_DONE);
@@ -608,7 +626,7 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
         t->oops.kind = VMS_OVERFLOW;
     }
     t->oops.name = t->name;
-    atomic_store_explicit(&t->state, VMS_KILLED, memory_order_relaxed);
+    t->leaving = VMS_KILLED;   /* published by task_back, on the resumer's stack */
     /* Its resumer's C++ exception state back (two stores through a pointer read at the
      * thread's first switch); the exceptions the task was handling or throwing leak. */
     if (th->eh) *th->eh = t->eh;
@@ -811,15 +829,18 @@ void vms_fiber_yield(void)
         task_check_end(th, t);
         eh_swap(th, t);   /* its own exception record back into t, the resumer's out */
     }
-    atomic_store_explicit(&t->state, VMS_SUSPENDED, memory_order_relaxed);
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
     vms__track_leave(&t->track, false);
-    /* The resumer's vms_fiber_resume returns the value we pass: VMS_SUSPENDED. */
-    if (VMS__TRACK_RESUMER_HOOK)
+    /* The resumer's vms_fiber_resume returns the value we pass: VMS_SUSPENDED, also
+     * published as t's state once the switch is done with t (above task_back). */
+    if (VMS__TRACK_RESUMER_HOOK) {
+        t->leaving = VMS_SUSPENDED;
         vms__ctx_switch_call(&t->ctx, &t->back, task_back, t);
-    else
-        vms__ctx_switch(&t->ctx, &t->back, VMS_SUSPENDED);
+    } else {
+        vms__track_publish(&t->state);
+        vms__ctx_switch_leave(&t->ctx, &t->back, VMS_SUSPENDED, &t->state);
+    }
     vms__track_arrived(&t->track);
 }
 
@@ -834,7 +855,7 @@ int vms_fiber_state(const vms_fiber *f)
     if (!f) return -EINVAL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_state");
     task_check_record(&f->task, "vms_fiber_state");
-    return atomic_load_explicit(&f->task.state, memory_order_relaxed);
+    return atomic_load_explicit(&f->task.state, memory_order_acquire);
 }
 
 const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
@@ -842,7 +863,7 @@ const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
     if (!f) return NULL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_oops");
     task_check_record(&f->task, "vms_fiber_oops");
-    if (atomic_load_explicit(&f->task.state, memory_order_relaxed) != VMS_KILLED) return NULL;
+    if (atomic_load_explicit(&f->task.state, memory_order_acquire) != VMS_KILLED) return NULL;
     return &f->task.oops;
 }
 
@@ -863,7 +884,7 @@ void vms_fiber_destroy(vms_fiber *f)
     FIBER_CHECK_ALIGNED(f, "vms_fiber_destroy");
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
-    if (atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_RUNNING) {
+    if (atomic_load_explicit(&t->state, memory_order_acquire) == VMS_RUNNING) {
         if (!home_gone(atomic_load_explicit(&t->home, memory_order_relaxed))) {
             /* Its stack is in use by the caller (or by a fiber that resumed the
              * caller): freeing it now would be a use-after-free. */
@@ -877,7 +898,7 @@ void vms_fiber_destroy(vms_fiber *f)
         vms__track_forsaken(&t->track);        /* it ran on a thread a fork left behind */
     }
     /* Read before the record goes with the stack. */
-    bool killed = atomic_load_explicit(&t->state, memory_order_relaxed) == VMS_KILLED;
+    bool killed = atomic_load_explicit(&t->state, memory_order_acquire) == VMS_KILLED;
     /* A later resume or destroy through f finds it destroyed, also with VMS_NO_SCRUB
      * (which leaves the record as it was) while the stack waits in the cache. */
     t->canary = 0;

@@ -10,7 +10,8 @@
  *             (the task layer runs entered_back on the resumer's stack, through
  *             vms__ctx_switch_call, only when VMS__TRACK_RESUMER_HOOK is 1)
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
- *   leaving:  vms__track_leave(t, dying) right before switching out of t
+ *   leaving:  vms__track_leave(t, dying) right before switching out of t, then
+ *             vms__track_publish(&t->state) when the switch itself stores the state
  *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
@@ -212,6 +213,18 @@ VMS__TRACK_SWITCH void vms__track_leave(struct vms__track *tr, bool dying)
 #endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber) __tsan_switch_to_fiber(tr->tsan_back, 0);
+#endif
+}
+
+/* The task, after vms__track_leave, right before a switch that publishes its new state
+ * at *state in assembly (vms__ctx_switch_leave, vms__ctx_jump_leave), which TSan does
+ * not see: the release is announced here, so that a thread that sees the state with an
+ * acquire load and destroys the task is ordered after everything the task did. */
+VMS__TRACK_SWITCH void vms__track_publish(void *state)
+{
+    (void)state;
+#if defined(VMSTACK_TSAN)
+    __tsan_release(state);
 #endif
 }
 

@@ -615,6 +615,55 @@ TEST(resume_from_other_thread)
     vms_fiber_destroy(g);                         /* any thread may destroy it */
 }
 
+/* Destroying a fiber from another thread is allowed whenever it is not RUNNING
+ * (docs/api.md), and vms_fiber_state is how that thread tells. So the state may leave
+ * RUNNING only once the fiber's own thread is done with its record and stack: the
+ * destroyer scrubs the record (the top page) and hands the stack to the next owner. The
+ * main thread resumes fibers that yield or return; another thread destroys each as soon
+ * as vms_fiber_state says it left RUNNING. The state used to change before the switch
+ * away from the fiber, which still saved registers into the record and loaded the
+ * resumer's from it: under ThreadSanitizer a race with the destroyer's scrubbing, and
+ * in the other builds a resumer that could load zeroed registers. */
+#define HANDOFFS 4000
+static vms_fiber *_Atomic handoff;
+
+static void yield_or_return(void *arg)
+{
+    if ((uintptr_t)arg & 1) vms_fiber_yield();
+}
+
+static void *destroy_once_left(void *arg)
+{
+    int *wrong = arg;
+    for (int i = 0; i < HANDOFFS; i++) {
+        vms_fiber *f;
+        while (!(f = atomic_load_explicit(&handoff, memory_order_acquire))) sched_yield();
+        int s;
+        while ((s = vms_fiber_state(f)) == VMS_READY || s == VMS_RUNNING) {}
+        if (s != ((i & 1) ? VMS_SUSPENDED : VMS_DONE)) (*wrong)++;
+        vms_fiber_destroy(f);
+        atomic_store_explicit(&handoff, NULL, memory_order_release);
+    }
+    return NULL;
+}
+
+TEST(destroy_from_another_thread_once_state_left_running)
+{
+    pthread_t t;
+    int wrong = 0;
+    ASSERT_EQ(pthread_create(&t, NULL, destroy_once_left, &wrong), 0);
+    for (int i = 0; i < HANDOFFS; i++) {
+        vms_fiber *f = vms_fiber_create(yield_or_return, (void *)(uintptr_t)i, NULL);
+        ASSERT_NOT_NULL(f);
+        atomic_store_explicit(&handoff, f, memory_order_release);
+        int s = vms_fiber_resume(f);
+        ASSERT_EQ(s, (i & 1) ? VMS_SUSPENDED : VMS_DONE);
+        while (atomic_load_explicit(&handoff, memory_order_acquire)) sched_yield();
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(wrong, 0);
+}
+
 /* A fiber whose thread has ended belongs to no thread, also when a new thread gets the
  * ended one's TLS block (the C library keeps the stacks of ended threads, TLS included,
  * for new ones of the same size): before homes were tokens, that thread owned it. */

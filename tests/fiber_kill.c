@@ -404,6 +404,69 @@ TEST(ten_thousand_overflows_bounded)
     ASSERT_STR_CONTAINS(out, "child: loop ok");
 }
 
+/* A killed fiber may be destroyed by any thread once vms_fiber_state says KILLED, and
+ * its oops read there first: the state must say so only once the thread that killed it
+ * is done with its record (the kill went on reading the resumer's context and the
+ * task's tool state from it after storing KILLED, and its resumer's bookkeeping read
+ * the record again), and the oops written before must be seen with it. The main
+ * thread resumes fibers that overflow; another thread checks each one's oops and
+ * destroys it as soon as its state says KILLED. */
+#define KILL_HANDOFFS 200
+static vms_fiber *_Atomic kill_handoff;
+
+static void *destroy_once_killed(void *arg)
+{
+    int *wrong = arg;
+    for (int i = 0; i < KILL_HANDOFFS; i++) {
+        vms_fiber *f;
+        while (!(f = atomic_load_explicit(&kill_handoff, memory_order_acquire))) sched_yield();
+        int s;
+        while ((s = vms_fiber_state(f)) == VMS_READY || s == VMS_RUNNING) {}
+        const vms_oops *o = vms_fiber_oops(f);
+        if (s != VMS_KILLED || !o || o->kind != VMS_OVERFLOW ||
+            o->stack_base != vms_stack_base(vms_fiber_stack(f)) || strcmp(o->name, "deep"))
+            (*wrong)++;
+        vms_fiber_destroy(f);
+        atomic_store_explicit(&kill_handoff, NULL, memory_order_release);
+    }
+    return NULL;
+}
+
+static void overflow_now(void *arg)
+{
+    (void)arg;
+    sink += recurse(0, 0);
+}
+
+static void child_destroy_once_killed(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    pthread_t t;
+    int wrong = 0;
+    ASSERT_EQ(pthread_create(&t, NULL, destroy_once_killed, &wrong), 0);
+    vms_fiber_attr attr = { .stack_size = 16 * 1024, .name = "deep" };
+    for (int i = 0; i < KILL_HANDOFFS; i++) {
+        vms_fiber *f = vms_fiber_create(overflow_now, NULL, &attr);
+        ASSERT_NOT_NULL(f);
+        atomic_store_explicit(&kill_handoff, f, memory_order_release);
+        ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+        while (atomic_load_explicit(&kill_handoff, memory_order_acquire)) sched_yield();
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(wrong, 0);
+    printf("child: %d killed fibers destroyed by another thread\n", KILL_HANDOFFS);
+}
+
+TEST(killed_fiber_destroyed_by_another_thread)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_destroy_once_killed, NULL);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fprintf(stderr, "%s", out);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "killed fibers destroyed by another thread");
+}
+
 /* A killed fiber filled its stack: destroying it gives the pages back at once (the top
  * page stays, zeroed, for the next owner), not with the thread's next batch of frees. */
 static void child_killed_stack_returned(void *arg)

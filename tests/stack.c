@@ -1215,6 +1215,97 @@ TEST(stacks_live_counts_only_the_programs_stacks)
     ASSERT_EXITED(st, 0);
 }
 
+/* vms_get_stats counts the stacks handed out and not freed from each thread's counts of
+ * its allocations and frees, summed over the threads. A stack allocated on one thread
+ * and freed on another is counted by both: a sum that read the allocating thread's count
+ * before the allocation and the freeing thread's after the free counted the free
+ * without the allocation, and stacks_live fell below the stacks that stayed live all
+ * along (to 0 once the reader was descheduled between the two, while the others went
+ * on). Here STATS_KEPT stacks stay live while one thread allocates stacks and another
+ * frees them, with threads between the two in the list the sum walks; every reading
+ * must count the kept stacks. */
+enum { STATS_KEPT = 8, STATS_BETWEEN = 64, STATS_READS = 2000 };
+static vms_stack *_Atomic stats_mail;
+static atomic_int stats_stop;
+static sem_t stats_ready, stats_release;
+
+static void *stats_freer(void *arg)
+{
+    (void)arg;
+    vms_stack_free(vms_stack_alloc(0));   /* counted from now on, after the reader's */
+    sem_post(&stats_ready);
+    unsigned idle = 0;
+    while (!atomic_load(&stats_stop)) {
+        vms_stack *s = atomic_exchange(&stats_mail, NULL);
+        if (s) vms_stack_free(s);
+        else if (++idle % 64 == 0) sched_yield();
+    }
+    vms_stack_free(atomic_exchange(&stats_mail, NULL));
+    return NULL;
+}
+
+static void *stats_between(void *arg)
+{
+    (void)arg;
+    vms_stack_free(vms_stack_alloc(0));
+    sem_post(&stats_ready);
+    while (sem_wait(&stats_release) != 0) {}
+    return NULL;
+}
+
+static void *stats_allocator(void *arg)
+{
+    (void)arg;
+    unsigned idle = 0;
+    while (!atomic_load(&stats_stop)) {
+        if (atomic_load(&stats_mail)) {
+            if (++idle % 64 == 0) sched_yield();
+            continue;
+        }
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) return (void *)1;
+        atomic_store(&stats_mail, s);
+    }
+    return NULL;
+}
+
+TEST(stats_count_stacks_freed_by_another_thread)
+{
+    vms_stack *kept[STATS_KEPT];
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    size_t base = st.stacks_live;
+    for (int i = 0; i < STATS_KEPT; i++) ASSERT_NOT_NULL(kept[i] = vms_stack_alloc(0));
+    sem_init(&stats_ready, 0, 0);
+    sem_init(&stats_release, 0, 0);
+    pthread_t freer, alloc, between[STATS_BETWEEN];
+    ASSERT_EQ(pthread_create(&freer, NULL, stats_freer, NULL), 0);
+    while (sem_wait(&stats_ready) != 0) {}
+    for (int i = 0; i < STATS_BETWEEN; i++) {
+        ASSERT_EQ(pthread_create(&between[i], NULL, stats_between, NULL), 0);
+        while (sem_wait(&stats_ready) != 0) {}
+    }
+    ASSERT_EQ(pthread_create(&alloc, NULL, stats_allocator, NULL), 0);
+    size_t low = SIZE_MAX, high = 0;
+    for (int i = 0; i < STATS_READS; i++) {
+        ASSERT_EQ(vms_get_stats(&st), 0);
+        if (st.stacks_live < low) low = st.stacks_live;
+        if (st.stacks_live > high) high = st.stacks_live;
+    }
+    atomic_store(&stats_stop, 1);
+    void *r;
+    ASSERT_EQ(pthread_join(alloc, &r), 0);
+    ASSERT_NULL(r);
+    ASSERT_EQ(pthread_join(freer, NULL), 0);
+    for (int i = 0; i < STATS_BETWEEN; i++) sem_post(&stats_release);
+    for (int i = 0; i < STATS_BETWEEN; i++) ASSERT_EQ(pthread_join(between[i], NULL), 0);
+    printf("stacks_live between %zu and %zu, %d kept\n", low, high, STATS_KEPT);
+    ASSERT_GE(low, base + STATS_KEPT);
+    for (int i = 0; i < STATS_KEPT; i++) vms_stack_free(kept[i]);
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_EQ(st.stacks_live, base);
+}
+
 /* Arenas of different classes are created under different class locks: two threads
  * opening the first slots of two new classes at once must not share one arena record. */
 enum { NEW_CLASS_THREADS = 8 };

@@ -98,10 +98,17 @@ _Static_assert(sizeof(struct vms__ctx) == VMS__CTX_SIZE, "switch.S layout: size"
  * stack predictor holds the other context's return addresses by then). */
 int vms__ctx_switch(struct vms__ctx *from, const struct vms__ctx *to, int value)
     __attribute__((visibility("hidden")));
+/* vms__ctx_switch for a task that yields, whose from and to live in its record: stores
+ * value into *state (a release store) once both are done with and the stack is to's,
+ * so that another thread that sees the new state (an acquire load) may free the task's
+ * stack, record included. */
+int vms__ctx_switch_leave(struct vms__ctx *from, const struct vms__ctx *to, int value,
+                          _Atomic int *state) __attribute__((visibility("hidden")));
 /* Loads to without saving anything and resumes it with value: leaves the current stack
- * for good (a finished task). async-signal-safe. */
+ * for good (a finished task), storing value into *state as vms__ctx_switch_leave does.
+ * async-signal-safe. */
 __attribute__((visibility("hidden"), noreturn))
-void vms__ctx_jump(const struct vms__ctx *to, int value);
+void vms__ctx_jump_leave(const struct vms__ctx *to, int value, _Atomic int *state);
 /* Loads to and runs fn(arg) on its stack as if to's pending switch had called fn: to
  * resumes when fn returns, with fn's result as the value. For what a resumer does once
  * its task is gone (the fault handler's kill path, a finished task that the debug layer

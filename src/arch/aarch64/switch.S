@@ -1,12 +1,13 @@
 /*
  * switch.S (aarch64, AAPCS64, ELF) - the task context switch.
  *
- * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call,
- * vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A switch hands one value
- * (w0) to the context it resumes. A context (struct vms__ctx, arch/context.h, whose offsets this file uses
- * by name) holds what a call preserves under AAPCS64: x19-x28, the frame pointer x29,
- * the link register x30 (the resume address), sp, the low halves d8-d15 of v8-v15, and
- * FPCR (rounding mode, flush-to-zero, default NaN). Everything else is caller-saved.
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_switch_leave, vms__ctx_jump_leave,
+ * vms__ctx_jump_call, vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A
+ * switch hands one value (w0) to the context it resumes. A context (struct vms__ctx,
+ * arch/context.h, whose offsets this file uses by name) holds what a call preserves
+ * under AAPCS64: x19-x28, the frame pointer x29, the link register x30 (the resume
+ * address), sp, the low halves d8-d15 of v8-v15, and FPCR (rounding mode,
+ * flush-to-zero, default NaN). Everything else is caller-saved.
  *
  *   offset  field      meaning
  *   0..72   x19-x28    callee-saved; new context: x19 = entry, x20 = arg
@@ -78,20 +79,44 @@ vms__ctx_switch:
     .cfi_endproc
     .size   vms__ctx_switch, .-vms__ctx_switch
 
-/* void vms__ctx_jump(const struct vms__ctx *to (x0), int value (w1)): noreturn,
- * async-signal-safe. Loads to and resumes it with w0 = value; nothing is saved. */
-    .globl  vms__ctx_jump
-    .hidden vms__ctx_jump
-    .type   vms__ctx_jump, %function
+/* int vms__ctx_switch_leave(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
+ *                           int value (w2), int *state (x3)): vms__ctx_switch for a
+ * task that yields: from and to live in its record, on its stack, which another thread
+ * may free as soon as it sees the task's new state. So value is stored into *state only
+ * after the last access to from and to, with a release store (stlr: every load and
+ * store before it is done first), on the resumer's stack. */
+    .globl  vms__ctx_switch_leave
+    .hidden vms__ctx_switch_leave
+    .type   vms__ctx_switch_leave, %function
     .p2align 4
-vms__ctx_jump:
+vms__ctx_switch_leave:
     .cfi_startproc
     bti     c                               /* BTI landing pad */
-    LOAD_CTX(x0)                            /* load to */
+    SAVE_CTX                                /* from = the caller */
+    LOAD_CTX(x1)                            /* load to: now on its stack */
+    stlr    w2, [x3]                        /* publish the state: the record is not ours */
+    mov     w0, w2                          /* what to's switch call returns */
+    ret     x30                             /* resume there (BTI-exempt) */
+    .cfi_endproc
+    .size   vms__ctx_switch_leave, .-vms__ctx_switch_leave
+
+/* void vms__ctx_jump_leave(const struct vms__ctx *to (x0), int value (w1),
+ *                          int *state (x2)): for a task that ends: loads to and resumes
+ * it with w0 = value, nothing saved; value is stored into *state after the last read of
+ * to (stlr), as vms__ctx_switch_leave does. noreturn. */
+    .globl  vms__ctx_jump_leave
+    .hidden vms__ctx_jump_leave
+    .type   vms__ctx_jump_leave, %function
+    .p2align 4
+vms__ctx_jump_leave:
+    .cfi_startproc
+    bti     c                               /* BTI landing pad */
+    LOAD_CTX(x0)                            /* load to: now on its stack */
+    stlr    w1, [x2]                        /* publish the state: the record is not ours */
     mov     w0, w1                          /* what to's switch call returns */
     ret     x30                             /* resume there */
     .cfi_endproc
-    .size   vms__ctx_jump, .-vms__ctx_jump
+    .size   vms__ctx_jump_leave, .-vms__ctx_jump_leave
 
 /* void vms__ctx_jump_call(const struct vms__ctx *to (x0), int (*fn)(void *) (x1),
  *                         void *arg (x2)): loads to and runs fn(arg) on its stack with

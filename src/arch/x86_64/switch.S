@@ -1,12 +1,12 @@
 /*
  * switch.S (x86-64, System V ABI, ELF) - the task context switch.
  *
- * Layer: task. Owns vms__ctx_switch, vms__ctx_jump, vms__ctx_jump_call,
- * vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A context (struct vms__ctx,
- * arch/context.h, whose offsets this file uses by name) holds what a call preserves
- * under the SysV ABI: rbx, rbp, r12-r15, rsp, MXCSR and the x87 control word, plus the
- * resume address. Everything else is caller-saved, so the C caller of vms__ctx_switch
- * has already given it up. A switch hands one value (eax) to the context it resumes.
+ * Layer: task. Owns vms__ctx_switch, vms__ctx_switch_leave, vms__ctx_jump_leave,
+ * vms__ctx_jump_call, vms__ctx_switch_call, vms__ctx_make and the entry trampoline. A
+ * context (struct vms__ctx, arch/context.h, whose offsets this file uses by name) holds
+ * what a call preserves under the SysV ABI: rbx, rbp, r12-r15, rsp, MXCSR and the x87
+ * control word, plus the resume address. Everything else is caller-saved, so the C
+ * caller of vms__ctx_switch has already given it up. A switch hands one value (eax) to the context it resumes.
  *
  *   offset  field   meaning
  *   0       rsp     stack pointer after the return address was popped
@@ -95,20 +95,53 @@ vms__ctx_switch:
     .cfi_endproc
     .size   vms__ctx_switch, .-vms__ctx_switch
 
-/* void vms__ctx_jump(const struct vms__ctx *to (rdi), int value (esi)): loads to and
- * resumes it with rax = value; nothing is saved. noreturn, async-signal-safe. */
-    .globl  vms__ctx_jump
-    .hidden vms__ctx_jump
-    .type   vms__ctx_jump, @function
+/* int vms__ctx_switch_leave(struct vms__ctx *from (rdi), const struct vms__ctx *to (rsi),
+ *                           int value (edx), int *state (rcx))
+ * vms__ctx_switch for a task that yields: from and to live in its record, on its stack,
+ * which another thread may free as soon as it sees the task's new state. So value is
+ * stored into *state only after the last access to from and to (the resume address is
+ * read into r8 first) and on the resumer's stack. x86-64 keeps a store in order with
+ * every load and store before it: a plain mov is a release store. */
+    .globl  vms__ctx_switch_leave
+    .hidden vms__ctx_switch_leave
+    .type   vms__ctx_switch_leave, @function
     .p2align 4
-vms__ctx_jump:
+vms__ctx_switch_leave:
     .cfi_startproc
     endbr64                             /* CET IBT landing pad */
-    LOAD_CTX(%rdi)                      /* load to */
-    movl    %esi, %eax                  /* what to's switch call returns */
-    notrack jmp *VMS__CTX_RIP(%rdi)     /* resume there */
+    SAVE_CTX                            /* from = the caller, as if returned */
+    .cfi_adjust_cfa_offset -8
+    .cfi_register %rip, %rax
+    movzwl  VMS__CTX_FPUCW(%rsi), %r8d  /* to's x87 control word (rcx holds state) */
+    cmpw    %r8w, VMS__CTX_FPUCW(%rdi)  /* the same as ours? */
+    je      1f                          /* then it is already in place */
+    fldcw   VMS__CTX_FPUCW(%rsi)        /* restore x87 precision and rounding */
+1:  LOAD_REGS(%rsi)                     /* load the rest of to: now on its stack */
+    movq    VMS__CTX_RIP(%rsi), %r8     /* the resume address: the last read of to */
+    movl    %edx, (%rcx)                /* publish the state: the record is not ours */
+    movl    %edx, %eax                  /* what to's switch call returns */
+    notrack jmp *%r8                    /* resume there: pop + jmp, no ret */
     .cfi_endproc
-    .size   vms__ctx_jump, .-vms__ctx_jump
+    .size   vms__ctx_switch_leave, .-vms__ctx_switch_leave
+
+/* void vms__ctx_jump_leave(const struct vms__ctx *to (rdi), int value (esi),
+ *                          int *state (rdx)): for a task that ends: loads to and resumes
+ * it with rax = value, nothing saved; value is stored into *state after the last read
+ * of to, as vms__ctx_switch_leave does. noreturn. */
+    .globl  vms__ctx_jump_leave
+    .hidden vms__ctx_jump_leave
+    .type   vms__ctx_jump_leave, @function
+    .p2align 4
+vms__ctx_jump_leave:
+    .cfi_startproc
+    endbr64                             /* CET IBT landing pad */
+    LOAD_CTX(%rdi)                      /* load to: now on its stack */
+    movq    VMS__CTX_RIP(%rdi), %rcx    /* the resume address: the last read of to */
+    movl    %esi, (%rdx)                /* publish the state: the record is not ours */
+    movl    %esi, %eax                  /* what to's switch call returns */
+    notrack jmp *%rcx                   /* resume there */
+    .cfi_endproc
+    .size   vms__ctx_jump_leave, .-vms__ctx_jump_leave
 
 /* void vms__ctx_jump_call(const struct vms__ctx *to (rdi), int (*fn)(void *) (rsi),
  *                         void *arg (rdx)): loads to and, on its stack, runs fn(arg) as
