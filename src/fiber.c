@@ -417,6 +417,79 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
     out->stack = t->stack;
 }
 
+/* The C library's cleanup chains after a kill. glibc keeps, per thread, the chain of
+ * cancellation cleanup buffers that pthread_cleanup_push registers in C code built
+ * without -fexceptions (the default), and an older chain of the same kind for its own
+ * functions that wait (sem_wait, pthread_cond_wait, pthread_join): each buffer lives in
+ * the frame that pushed it, and the thread points at the innermost. A killed task never
+ * pops its own, so the thread would go on pointing into the dead stack, and the next
+ * pthread_exit or cancellation on it (in a thread-specific-data destructor of a killed
+ * vms thread, in the resumer of a killed fiber) would run the dead frames' handlers and
+ * long-jump into them. After a kill both chains are cut back to their first buffer
+ * outside the dead stack: the resumer's, as they were when it resumed the task.
+ *
+ * Through glibc's exported ABI only: __pthread_register_cancel saves the thread's head
+ * and its old chain's in the buffer's private words (__pad[0] and __pad[1], glibc's
+ * priv.data.prev and .cleanup since 2.3.3, which the buffers of binaries built since
+ * then rely on) and __pthread_unregister_cancel puts __pad[0] back as the head;
+ * _pthread_cleanup_push and _pthread_cleanup_pop do the same for the old chain. Older
+ * frames sit higher on a stack, so a chain climbs: one that does not was overwritten by
+ * the task itself and is not followed further. A buffer that a fiber left on the chain
+ * by yielding inside a pthread_cleanup_push region (which docs/api.md rules out) is not
+ * the kill's to repair. */
+#ifdef __GLIBC__
+void _pthread_cleanup_push(struct _pthread_cleanup_buffer *buf, void (*fn)(void *), void *arg);
+void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *buf, int execute);
+
+static void cleanup_noop(void *arg)
+{
+    (void)arg;
+}
+
+/* The first link of a chain (next(p) gives the one after p) outside [lo, hi): NULL at
+ * the chain's end. */
+static void *chain_leave(void *p, uintptr_t lo, uintptr_t hi, void *(*next)(void *))
+{
+    while ((uintptr_t)p >= lo && (uintptr_t)p < hi) {
+        void *up = next(p);
+        if ((uintptr_t)up >= lo && (uintptr_t)up <= (uintptr_t)p) break;   /* overwritten */
+        p = up;
+    }
+    return p;
+}
+
+static void *cancel_buf_prev(void *p)
+{
+    return ((__pthread_unwind_buf_t *)p)->__pad[0];
+}
+
+static void *cleanup_buf_prev(void *p)
+{
+    return ((struct _pthread_cleanup_buffer *)p)->__prev;
+}
+
+static __attribute__((noinline, cold)) void cleanup_chains_cut(const struct vms_stack *st)
+{
+    uintptr_t lo = (uintptr_t)st->base, hi = (uintptr_t)vms__stack_top_of(st);
+    __pthread_unwind_buf_t probe;
+    __pthread_register_cancel(&probe);
+    probe.__pad[0] = chain_leave(probe.__pad[0], lo, hi, cancel_buf_prev);
+    __pthread_unregister_cancel(&probe);
+    void *old = probe.__pad[1];
+    if ((uintptr_t)old >= lo && (uintptr_t)old < hi) {
+        struct _pthread_cleanup_buffer b;
+        _pthread_cleanup_push(&b, cleanup_noop, NULL);
+        b.__prev = chain_leave(old, lo, hi, cleanup_buf_prev);
+        _pthread_cleanup_pop(&b, 0);
+    }
+}
+#else
+static void cleanup_chains_cut(const struct vms_stack *st)
+{
+    (void)st;
+}
+#endif
+
 /* Runs on the resumer's stack once t switched back to it for good (finished or
  * killed; vms__ctx_jump_call), or after any switch back when a tool has a hook there
  * (VMS__TRACK_RESUMER_HOOK; vms__ctx_switch_call): the work the resumer does before its
@@ -425,17 +498,22 @@ static int task_back(void *arg)
 {
     struct vms__task *t = arg;
     struct vms__thread *th = &self_thread;
+    bool cut = false;
     if (VMS_UNLIKELY(th->kill_pending)) {
         /* Off the alternate stack now, with t's kill done: it can be enabled again, and
          * then the signals unblocked that vms__task_kill_current kept blocked until
-         * here. A signal pending since the report runs now, on the resumer's stack. */
+         * here. A signal pending since the report runs now, on the resumer's stack:
+         * after the cleanup chains are cut (a pending cancellation would follow them). */
         th->kill_pending = false;
         if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
         th->has_rearm = false;
+        cleanup_chains_cut(t->stack);
+        cut = true;
         pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
     }
     vms__track_entered_back(&t->track);
     int state = atomic_load_explicit(&t->state, memory_order_relaxed);
+    if (state == VMS_KILLED && !cut) cleanup_chains_cut(t->stack);   /* the end-magic kill */
     if (state == VMS_DONE || state == VMS_KILLED) {
         /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack.
          * A thread task's resumer runs on the same thread: its line names the thread
