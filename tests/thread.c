@@ -179,6 +179,168 @@ TEST(stack_size_honoured)
     ASSERT_EQ(p.size, 1024 * 1024);
     ASSERT_LT(p.remaining, 1024 * 1024);
     ASSERT_GT(p.remaining, 1024 * 1024 - 8192);
+    /* Other sizes go up to their power-of-two class, as vms_stack_alloc's (docs/api.md). */
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setstacksize(&a, 300 * 1024), 0);
+    ASSERT_EQ(vms_thread_create(&t, &a, probe_body, &p), 0);
+    pthread_attr_destroy(&a);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(p.size, 512 * 1024);
+}
+
+/* ---- attributes: what pthread_create would do with them ---------------------------- */
+
+struct sched_seen {
+    int policy, priority;
+    int ncpus, cpu0;
+};
+
+static void *note_sched(void *arg)
+{
+    struct sched_seen *s = arg;
+    struct sched_param sp;
+    if (pthread_getschedparam(pthread_self(), &s->policy, &sp) == 0) s->priority = sp.sched_priority;
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) {
+        s->ncpus = CPU_COUNT(&cpus);
+        s->cpu0 = CPU_ISSET(0, &cpus);
+    }
+    return arg;
+}
+
+/* What a plain pthread and a vms thread made with attr see of their scheduling. */
+static void sched_both(const pthread_attr_t *attr, struct sched_seen *plain, struct sched_seen *vms)
+{
+    pthread_t t;
+    memset(plain, -1, sizeof *plain);
+    memset(vms, -1, sizeof *vms);
+    ASSERT_EQ(pthread_create(&t, attr, note_sched, plain), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(vms_thread_create(&t, attr, note_sched, vms), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+}
+
+/* With PTHREAD_EXPLICIT_SCHED, pthread_create takes a policy and a priority that were
+ * never set from the creator; vms_thread_create copied the attributes one getter at a
+ * time, and a getter reports SCHED_OTHER and 0 for "never set": its threads ran under
+ * SCHED_OTHER where the creator's SCHED_BATCH was due. (SCHED_BATCH needs no privilege.)
+ * Values that were set stay as set. */
+static void *explicit_sched_creator(void *arg)
+{
+    (void)arg;
+    struct sched_param zero = { .sched_priority = 0 };
+    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &zero) != 0) return (void *)1;
+    pthread_attr_t a;
+    struct sched_seen plain, vms;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED), 0);
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.policy, plain.policy);
+    ASSERT_EQ(pthread_attr_setschedparam(&a, &zero), 0);   /* the priority only */
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.policy, plain.policy);
+    ASSERT_EQ(pthread_attr_setschedpolicy(&a, SCHED_OTHER), 0);
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_OTHER);
+    ASSERT_EQ(vms.policy, plain.policy);
+    pthread_attr_destroy(&a);
+    /* Inherited, as by default: the creator's. */
+    sched_both(NULL, &plain, &vms);
+    ASSERT_EQ(vms.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.priority, plain.priority);
+    return NULL;
+}
+
+TEST(explicit_scheduling_takes_what_was_not_set_from_the_creator)
+{
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, explicit_sched_creator, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    if (r == (void *)1) SKIP("this thread may not switch to SCHED_BATCH here");
+}
+
+/* An affinity set on a mask wider than cpu_set_t (CPU_ALLOC, for machines with more
+ * than CPU_SETSIZE CPUs) with a CPU beyond CPU_SETSIZE in it: the getter refuses such a
+ * mask into a cpu_set_t, and the affinity was dropped; the thread ran on every CPU. */
+TEST(wide_affinity_masks_are_kept)
+{
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+    if (!CPU_ISSET(0, &mine) || CPU_COUNT(&mine) < 2) SKIP("needs CPU 0 and another to run on");
+    enum { WIDE = 4 * CPU_SETSIZE };
+    cpu_set_t *wide = CPU_ALLOC(WIDE);
+    ASSERT_NOT_NULL(wide);
+    size_t size = CPU_ALLOC_SIZE(WIDE);
+    CPU_ZERO_S(size, wide);
+    CPU_SET_S(0, size, wide);
+    CPU_SET_S(WIDE - 1, size, wide);      /* no machine here has it: the kernel ignores it */
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setaffinity_np(&a, size, wide), 0);
+    struct sched_seen plain, vms;
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.ncpus, 1);
+    ASSERT_EQ(vms.ncpus, plain.ncpus);
+    ASSERT_EQ(vms.cpu0, 1);
+    pthread_attr_destroy(&a);
+    CPU_FREE(wide);
+}
+
+/* Without attributes a vms thread inherits from its creator what a pthread does: the
+ * signal mask, the CPU affinity, the scheduling (explicit_sched_creator) and the name. */
+struct inherited {
+    int usr2_blocked, ncpus, cpu0;
+    char name[16];
+};
+
+static void *note_inherited(void *arg)
+{
+    struct inherited *in = arg;
+    sigset_t mask;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0) in->usr2_blocked = sigismember(&mask, SIGUSR2);
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) {
+        in->ncpus = CPU_COUNT(&cpus);
+        in->cpu0 = CPU_ISSET(0, &cpus);
+    }
+    pthread_getname_np(pthread_self(), in->name, sizeof in->name);
+    return arg;
+}
+
+static void *inheriting_creator(void *arg)
+{
+    struct inherited *in = arg;
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr2, NULL), 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+    ASSERT_EQ(pthread_setname_np(pthread_self(), "the-creator"), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, note_inherited, in), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    return NULL;
+}
+
+TEST(inherits_mask_affinity_and_name_as_a_pthread)
+{
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+    if (!CPU_ISSET(0, &mine)) SKIP("this process may not run on CPU 0");
+    struct inherited in = { -1, -1, -1, "" };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, inheriting_creator, &in), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(in.usr2_blocked, 1);
+    ASSERT_EQ(in.ncpus, 1);
+    ASSERT_EQ(in.cpu0, 1);
+    ASSERT(strcmp(in.name, "the-creator") == 0);
 }
 
 static sem_t detached_done;
