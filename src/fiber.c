@@ -996,6 +996,8 @@ void vms__task_thread_discard(struct vms__task *t)
     task_release_stack(t);
 }
 
+void (*vms__task_thread_end_hook)(void);
+
 NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 {
     struct vms__thread *th = &self_thread;
@@ -1019,7 +1021,20 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
      * with the task's final state. */
     int s = vms__ctx_switch(&t->back, &t->ctx, 0);   /* not a tail call: we go on */
+    /* What follows runs whole: the body may have left asynchronous cancellation on (and
+     * a kill keeps it so), and a cancellation acting in here would unwind out of it with
+     * the stack in nobody's hands (the orphan hook off, the stack not yet buried) or
+     * the graves' lock held: a stack lost, or every later thread end and reap hung.
+     * A cancellation that arrives meanwhile waits: under asynchronous cancellation it
+     * acts when the type is put back, at the end, as on a pthread cancelled just after
+     * its start routine returned (the type last: glibc's pthread_setcanceltype makes the
+     * join say PTHREAD_CANCELED then, its pthread_setcancelstate leaves NULL there). One
+     * that arrived before this line finds the orphan hook, which frees the stack. */
+    int cancel_state, cancel_type;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &cancel_type);
     pthread_setspecific(orphan_key, NULL);
+    if (vms__task_thread_end_hook) vms__task_thread_end_hook();
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
      * scrubbed at this thread's exit, a system call per thread. */
@@ -1029,6 +1044,8 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
      * is not read again). */
     if (s == VMS_KILLED) vms__cache_drop_pages(st);
     if (vms__stack_free_at_exit(st) != 0) vms__stack_free(st);
+    pthread_setcancelstate(cancel_state, NULL);
+    pthread_setcanceltype(cancel_type, NULL);
     return result;
 }
 

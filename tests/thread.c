@@ -522,6 +522,45 @@ TEST(cancellation)
     ASSERT_EQ(VMS__SLOT_STATE(cancel_stack), VMS__SLOT_FREE);
 }
 
+/* A body that returns with asynchronous cancellation on, cancelled as its thread ends
+ * (here at the hook, at the worst moment: the stack is in nobody's hands until it is
+ * buried). The cancellation used to act at once and unwind out of vmstack's thread
+ * end: the stack was never freed (and inside the burial, the graves' lock stayed
+ * held). It waits now until the stack is given back, then ends the thread as a
+ * cancellation does. */
+static void cancel_self_at_end(void)
+{
+    pthread_cancel(pthread_self());
+}
+
+static void *returns_async_cancellable(void *arg)
+{
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL);
+    return arg;
+}
+
+TEST(cancelled_as_it_ends_gives_its_stack_back)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    vms__task_thread_end_hook = cancel_self_at_end;
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, returns_async_cancellable, (void *)5), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    vms__task_thread_end_hook = NULL;
+    ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    /* Threads go on ending (the graves' lock is free). */
+    ASSERT_EQ(vms_thread_create(&t, NULL, echo, (void *)6), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)6);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
 /* pthread_exit from a fiber that the body resumed (through another fiber) unwinds those
  * fibers with the body: they never run again, so they are DONE afterwards and can be
  * destroyed, and every stack comes back. Before, they stayed RUNNING for good:
