@@ -372,6 +372,193 @@ TEST(detach_state)
     ASSERT_EQ(state, PTHREAD_CREATE_DETACHED);
 }
 
+/* *t is an ordinary pthread_t: joining and detaching are the C library's, errors
+ * included (docs/api.md). */
+static void *joins_itself(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)pthread_join(pthread_self(), NULL);
+}
+
+static sem_t may_end;
+static void *waits_to_end(void *arg)
+{
+    while (sem_wait(&may_end) != 0) {}
+    return arg;
+}
+
+TEST(join_of_itself_is_edeadlk)
+{
+    /* TSan's pthread_join CHECK-fails on a thread joining itself (a plain pthread
+     * too) instead of returning the C library's EDEADLK. */
+    NO_TSAN("the runtime's pthread_join fails a CHECK when a thread joins itself");
+    pthread_t t;
+    void *r = NULL;
+    ASSERT_EQ(vms_thread_create(&t, NULL, joins_itself, NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, EDEADLK);
+}
+
+TEST(join_and_detach_are_the_c_librarys)
+{
+    pthread_t t;
+    ASSERT_EQ(sem_init(&may_end, 0, 0), 0);
+    ASSERT_EQ(vms_thread_create(&t, NULL, waits_to_end, NULL), 0);
+    ASSERT_EQ(pthread_detach(t), 0);
+#ifndef TST_TSAN
+    /* TSan's pthread_join and pthread_detach CHECK-fail on a detached thread (a plain
+     * pthread's too, seen with clang 14) instead of returning the C library's EINVAL. */
+    ASSERT_EQ(pthread_join(t, NULL), EINVAL);   /* detached */
+    ASSERT_EQ(pthread_detach(t), EINVAL);       /* twice, while it still runs */
+#endif
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live = s.stacks_live;
+    ASSERT_GE(live, 1);
+    sem_post(&may_end);
+    /* The detached thread's stack comes back once it has ended. */
+    do {
+        sched_yield();
+        ASSERT_EQ(vms_get_stats(&s), 0);
+    } while (s.stacks_live >= live);
+}
+
+/* pthread_getattr_np describes a vms thread's small C library stack, not the vmstack
+ * stack its body runs on (docs/api.md): a runtime that takes its stack's bounds from it
+ * is wrong there. vms_stack_remaining is right. */
+struct where {
+    uintptr_t frame, lo, hi;
+    size_t remaining;
+};
+
+static void *where_am_i(void *arg)
+{
+    struct where *w = arg;
+    w->frame = (uintptr_t)__builtin_frame_address(0);
+    w->remaining = vms_stack_remaining();
+    pthread_attr_t a;
+    void *addr = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstack(&a, &addr, &size);
+        pthread_attr_destroy(&a);
+    }
+    w->lo = (uintptr_t)addr;
+    w->hi = (uintptr_t)addr + size;
+    return arg;
+}
+
+TEST(getattr_np_describes_the_c_library_stack)
+{
+    struct where w = { 0, 0, 0, 0 };
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, where_am_i, &w), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_NE(w.hi, 0);
+    ASSERT(w.frame < w.lo || w.frame >= w.hi);      /* the body is not on that stack */
+    ASSERT_LE(w.hi - w.lo, 1024 * 1024);            /* the small one (1 MiB: sanitizers) */
+    ASSERT_LT(w.remaining, (size_t)VMS_DEFAULT_STACK_SIZE);
+}
+
+/* fork while vms threads run: the child's thread creates and joins vms threads as
+ * usual; the stacks of the threads that ran in the parent stay allocated in the child
+ * (no thread runs on them there, and nothing frees them), as docs/api.md says. */
+#define FORK_RUNNERS 3
+static sem_t runners_ready, runners_may_end;
+
+static void *runs_until_told(void *arg)
+{
+    volatile char touch[16 * 1024];
+    touch[0] = 1;
+    sem_post(&runners_ready);
+    while (sem_wait(&runners_may_end) != 0) {}
+    return (void *)(uintptr_t)(touch[0] + (uintptr_t)arg);
+}
+
+static void threads_in_child(void *arg)
+{
+    size_t live_at_fork = *(size_t *)arg;
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    if (s.stacks_live != live_at_fork) {
+        fprintf(stderr, "child: %zu stacks live, %zu at the fork\n", s.stacks_live, live_at_fork);
+        _exit(3);
+    }
+    for (uintptr_t i = 0; i < 100; i++) {
+        pthread_t t;
+        void *r = NULL;
+        if (vms_thread_create(&t, NULL, echo, (void *)i) != 0 || pthread_join(t, &r) != 0 ||
+            r != (void *)i)
+            _exit(4);
+    }
+    if (vms_get_stats(&s) != 0 || s.stacks_live != live_at_fork) _exit(5);
+}
+
+TEST(fork_while_threads_run)
+{
+    NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
+    ASSERT_EQ(sem_init(&runners_ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&runners_may_end, 0, 0), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    pthread_t t[FORK_RUNNERS];
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++)
+        ASSERT_EQ(vms_thread_create(&t[i], NULL, runs_until_told, (void *)i), 0);
+    for (int i = 0; i < FORK_RUNNERS; i++) while (sem_wait(&runners_ready) != 0) {}
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live = s.stacks_live;
+    ASSERT_EQ(live, live0 + FORK_RUNNERS);
+    char out[512];
+    tst_run_ok(threads_in_child, &live, out, sizeof out);
+    for (int i = 0; i < FORK_RUNNERS; i++) sem_post(&runners_may_end);
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++) {
+        void *r = NULL;
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        ASSERT_PTR_EQ(r, (void *)(i + 1));
+    }
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
+/* exit() from a vms thread's body while other vms threads run: the process ends with
+ * that status, after its atexit handlers, which run on the body's stack. */
+static volatile size_t atexit_remaining;
+static void note_atexit(void)
+{
+    atexit_remaining = vms_stack_remaining();
+    printf("atexit on a vmstack stack: %d\n", atexit_remaining != SIZE_MAX);
+    fflush(stdout);
+}
+
+static void *exits_the_process(void *arg)
+{
+    (void)arg;
+    exit(7);
+}
+
+static void exit_from_body_child(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(sem_init(&runners_ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&runners_may_end, 0, 0), 0);
+    atexit(note_atexit);
+    pthread_t t;
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++)
+        ASSERT_EQ(vms_thread_create(&t, NULL, runs_until_told, (void *)i), 0);
+    for (int i = 0; i < FORK_RUNNERS; i++) while (sem_wait(&runners_ready) != 0) {}
+    ASSERT_EQ(vms_thread_create(&t, NULL, exits_the_process, NULL), 0);
+    for (;;) pause();
+}
+
+TEST(exit_from_a_body_ends_the_process)
+{
+    char out[512];
+    int st = tst_fork(exit_from_body_child, NULL, out, sizeof out);
+    ASSERT_EXITED(st, 7);
+    ASSERT_STR_CONTAINS(out, "atexit on a vmstack stack: 1\n");
+}
+
 static __attribute__((noinline)) size_t deeper(int n, size_t *at)
 {
     volatile char buf[2048];
