@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -1296,6 +1297,73 @@ TEST(destructors_get_their_stack)
     ASSERT_NULL(join_one(set_key, (void *)"destructor"));
     ASSERT_EQ(dtor_ran, 1);
     pthread_key_delete(dtor_key);
+}
+
+/* A destructor of the program's that runs after vmstack's own thread-exit hooks (its
+ * key made later: glibc runs destructors in key order), when the thread's stack cache
+ * and its alternate stack were already given back: it can still run fibers, take raw
+ * stacks and make and join vms threads, in more than one destructor round, and nothing
+ * is lost. Plain pthreads and vms threads alike. */
+static pthread_key_t late_key;
+static atomic_int late_ok;
+#ifdef TST_TSAN
+/* Under TSan a destructor of vmstack's that a third round of the program's sets up
+ * again runs in glibc's fourth and last round, where the runtime's interceptors fail a
+ * CHECK (its record of the thread is gone: seen after fibers, raw stacks and threads
+ * alike). */
+#define LATE_ROUNDS 2
+#else
+#define LATE_ROUNDS 3
+#endif
+
+static void late_fiber(void *arg)
+{
+    vms_fiber_yield();
+    *(int *)arg = 1;
+}
+
+static void late_destructor(void *p)
+{
+    uintptr_t round = (uintptr_t)p;
+    int done = 0;
+    vms_fiber *f = vms_fiber_create(late_fiber, &done, NULL);
+    int ok = f && vms_fiber_resume(f) == VMS_SUSPENDED && vms_fiber_resume(f) == VMS_DONE &&
+             done == 1;
+    vms_fiber_destroy(f);
+    vms_stack *st = vms_stack_alloc(0);
+    ok = ok && st;
+    vms_stack_free(st);
+    pthread_t t;
+    void *r = NULL;
+    ok = ok && vms_thread_create(&t, NULL, echo, p) == 0 && pthread_join(t, &r) == 0 && r == p;
+    if (ok) atomic_fetch_add(&late_ok, 1);
+    if (round < LATE_ROUNDS) pthread_setspecific(late_key, (void *)(round + 1));
+}
+
+static void *sets_late_key(void *arg)
+{
+    pthread_setspecific(late_key, (void *)1);
+    return arg;
+}
+
+TEST(late_destructors_use_vmstack)
+{
+    vms_stack_free(vms_stack_alloc(0));     /* vmstack's keys first */
+    ASSERT_NULL(join_one(echo, NULL));
+    ASSERT_EQ(pthread_key_create(&late_key, late_destructor), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    for (int i = 0; i < 20; i++) {
+        pthread_t t;
+        if (i % 2) ASSERT_EQ(pthread_create(&t, NULL, sets_late_key, NULL), 0);
+        else ASSERT_EQ(vms_thread_create(&t, NULL, sets_late_key, NULL), 0);
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+    }
+    ASSERT_EQ(atomic_load(&late_ok), 20 * LATE_ROUNDS);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    pthread_key_delete(late_key);
 }
 
 /* A thread that forks while it ends (from a thread-specific-data destructor, after its
