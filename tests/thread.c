@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
 #endif
@@ -498,6 +499,9 @@ static void threads_in_child(void *arg)
 TEST(fork_while_threads_run)
 {
     NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
+    /* qemu-user (the aarch64 cross step; it has no vDSO) fails one of its own assertions
+     * (in cpu_exec) when such a child starts a thread: seen with qemu 7.2. */
+    if (!getauxval(AT_SYSINFO_EHDR)) SKIP("qemu-user cannot start threads in this child");
     ASSERT_EQ(sem_init(&runners_ready, 0, 0), 0);
     ASSERT_EQ(sem_init(&runners_may_end, 0, 0), 0);
     vms_stats s;
