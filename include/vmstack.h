@@ -92,6 +92,10 @@ VMS_API void       vms_fiber_destroy(vms_fiber *f); /* any state but RUNNING */
 
 /* ---- threads on vmstack stacks --------------------------------------------------- */
 #define VMS_THREAD_KILLED ((void *)-2)      /* pthread_join's result for a killed thread */
+/* pthread_create, with fn running on a guarded vmstack stack: 0, or a negative errno
+ * (pthread_create's own errors negated). *t is an ordinary pthread_t: join, detach and
+ * cancel it as any thread. attr's stack size is the vmstack stack's; its other
+ * attributes go to pthread_create as set. docs/api.md, Threads. */
 VMS_API int vms_thread_create(pthread_t *t, const pthread_attr_t *attr,
                               void *(*fn)(void *), void *arg);
 

@@ -420,6 +420,79 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
     out->stack = t->stack;
 }
 
+/* The C library's cleanup chains after a kill. glibc keeps, per thread, the chain of
+ * cancellation cleanup buffers that pthread_cleanup_push registers in C code built
+ * without -fexceptions (the default), and an older chain of the same kind for its own
+ * functions that wait (sem_wait, pthread_cond_wait, pthread_join): each buffer lives in
+ * the frame that pushed it, and the thread points at the innermost. A killed task never
+ * pops its own, so the thread would go on pointing into the dead stack, and the next
+ * pthread_exit or cancellation on it (in a thread-specific-data destructor of a killed
+ * vms thread, in the resumer of a killed fiber) would run the dead frames' handlers and
+ * long-jump into them. After a kill both chains are cut back to their first buffer
+ * outside the dead stack: the resumer's, as they were when it resumed the task.
+ *
+ * Through glibc's exported ABI only: __pthread_register_cancel saves the thread's head
+ * and its old chain's in the buffer's private words (__pad[0] and __pad[1], glibc's
+ * priv.data.prev and .cleanup since 2.3.3, which the buffers of binaries built since
+ * then rely on) and __pthread_unregister_cancel puts __pad[0] back as the head;
+ * _pthread_cleanup_push and _pthread_cleanup_pop do the same for the old chain. Older
+ * frames sit higher on a stack, so a chain climbs: one that does not was overwritten by
+ * the task itself and is not followed further. A buffer that a fiber left on the chain
+ * by yielding inside a pthread_cleanup_push region (which docs/api.md rules out) is not
+ * the kill's to repair. */
+#ifdef __GLIBC__
+void _pthread_cleanup_push(struct _pthread_cleanup_buffer *buf, void (*fn)(void *), void *arg);
+void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *buf, int execute);
+
+static void cleanup_noop(void *arg)
+{
+    (void)arg;
+}
+
+/* The first link of a chain (next(p) gives the one after p) outside [lo, hi): NULL at
+ * the chain's end. */
+static void *chain_leave(void *p, uintptr_t lo, uintptr_t hi, void *(*next)(void *))
+{
+    while ((uintptr_t)p >= lo && (uintptr_t)p < hi) {
+        void *up = next(p);
+        if ((uintptr_t)up >= lo && (uintptr_t)up <= (uintptr_t)p) break;   /* overwritten */
+        p = up;
+    }
+    return p;
+}
+
+static void *cancel_buf_prev(void *p)
+{
+    return ((__pthread_unwind_buf_t *)p)->__pad[0];
+}
+
+static void *cleanup_buf_prev(void *p)
+{
+    return ((struct _pthread_cleanup_buffer *)p)->__prev;
+}
+
+static __attribute__((noinline, cold)) void cleanup_chains_cut(const struct vms_stack *st)
+{
+    uintptr_t lo = (uintptr_t)st->base, hi = (uintptr_t)vms__stack_top_of(st);
+    __pthread_unwind_buf_t probe;
+    __pthread_register_cancel(&probe);
+    probe.__pad[0] = chain_leave(probe.__pad[0], lo, hi, cancel_buf_prev);
+    __pthread_unregister_cancel(&probe);
+    void *old = probe.__pad[1];
+    if ((uintptr_t)old >= lo && (uintptr_t)old < hi) {
+        struct _pthread_cleanup_buffer b;
+        _pthread_cleanup_push(&b, cleanup_noop, NULL);
+        b.__prev = chain_leave(old, lo, hi, cleanup_buf_prev);
+        _pthread_cleanup_pop(&b, 0);
+    }
+}
+#else
+static void cleanup_chains_cut(const struct vms_stack *st)
+{
+    (void)st;
+}
+#endif
+
 /* Publishing a task's state. Any thread may destroy a fiber that is not RUNNING, and
  * vms_fiber_state tells it so: a fiber's state leaves RUNNING only once its thread is
  * done with its record and stack (which the destroyer scrubs and hands to the next
@@ -442,6 +515,10 @@ static int task_back(void *arg)
     struct vms__thread *th = &self_thread;
     vms__track_entered_back(&t->track);
     int state = t->leaving;
+    /* A killed task never popped its cleanup buffers: the chains are cut back to ours
+     * while t's stack is known, and before a pending cancellation (unblocked below)
+     * could follow them. */
+    if (state == VMS_KILLED) cleanup_chains_cut(t->stack);
     if (state == VMS_DONE || state == VMS_KILLED) {
         /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack.
          * A thread task's resumer runs on the same thread: its line names the thread
@@ -456,7 +533,8 @@ static int task_back(void *arg)
     if (VMS_UNLIKELY(th->kill_pending)) {
         /* Off the alternate stack now, with t's kill done: it can be enabled again, and
          * then the signals unblocked that vms__task_kill_current kept blocked until
-         * here. A signal pending since the report runs now, on the resumer's stack. */
+         * here. A signal pending since the report runs now, on the resumer's stack:
+         * after the cleanup chains were cut (a pending cancellation would follow them). */
         th->kill_pending = false;
         if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
         th->has_rearm = false;
@@ -939,6 +1017,8 @@ void vms__task_thread_discard(struct vms__task *t)
     task_release_stack(t);
 }
 
+void (*vms__task_thread_end_hook)(void);
+
 NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 {
     struct vms__thread *th = &self_thread;
@@ -962,7 +1042,20 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     /* Only vms__task_exit and the kill path switch back (a thread task never yields),
      * with the task's final state. */
     int s = vms__ctx_switch(&t->back, &t->ctx, 0);   /* not a tail call: we go on */
+    /* What follows runs whole: the body may have left asynchronous cancellation on (and
+     * a kill keeps it so), and a cancellation acting in here would unwind out of it with
+     * the stack in nobody's hands (the orphan hook off, the stack not yet buried) or
+     * the graves' lock held: a stack lost, or every later thread end and reap hung.
+     * A cancellation that arrives meanwhile waits: under asynchronous cancellation it
+     * acts when the type is put back, at the end, as on a pthread cancelled just after
+     * its start routine returned (the type last: glibc's pthread_setcanceltype makes the
+     * join say PTHREAD_CANCELED then, its pthread_setcancelstate leaves NULL there). One
+     * that arrived before this line finds the orphan hook, which frees the stack. */
+    int cancel_state, cancel_type;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &cancel_type);
     pthread_setspecific(orphan_key, NULL);
+    if (vms__task_thread_end_hook) vms__task_thread_end_hook();
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be
      * scrubbed at this thread's exit, a system call per thread. */
@@ -972,6 +1065,8 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
      * is not read again). */
     if (s == VMS_KILLED) vms__cache_drop_pages(st);
     if (vms__stack_free_at_exit(st) != 0) vms__stack_free(st);
+    pthread_setcancelstate(cancel_state, NULL);
+    pthread_setcanceltype(cancel_type, NULL);
     return result;
 }
 

@@ -438,6 +438,9 @@ VMS_HIDDEN struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg
                                                   size_t stack_size);
 VMS_HIDDEN void *vms__task_thread_run(struct vms__task *t);
 VMS_HIDDEN void vms__task_thread_discard(struct vms__task *t);
+/* Tests: called by a vms thread as it ends, after its body, while vms__task_thread_run
+ * gives its stack back. */
+VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
 
 /* ------------------------------------------------------------------- debug.c ---- */
 /* Painting, high-water marks, end-of-stack magic, the usage histogram (docs/debugging.md).

@@ -15,9 +15,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 /* The glibc stack of a vms thread runs the start routine, the alternate-signal-stack
@@ -67,10 +66,10 @@ static void *thread_start(void *p)
     return vms__task_thread_run(p);
 }
 
-/* Copies every attribute but the stack from src to dst and puts the requested stack
- * size in *stack_size (0: the default). 0 or a positive errno; a caller-supplied stack
- * is refused with EINVAL. */
-static int copy_attr(const pthread_attr_t *src, pthread_attr_t *dst, size_t *stack_size)
+/* Reads what vmstack takes from the caller's attributes: the requested stack size in
+ * *stack_size (0: the default). 0 or a positive errno; a caller-supplied stack is
+ * refused with EINVAL. */
+static int attr_stack(const pthread_attr_t *src, size_t *stack_size)
 {
     /* When no stack was given, glibc's pthread_attr_getstack reports NULL minus the
      * size (its stack address is the top); other C libraries say NULL. No real stack
@@ -94,32 +93,6 @@ static int copy_attr(const pthread_attr_t *src, pthread_attr_t *dst, size_t *sta
     e = pthread_attr_getstacksize(src, &size);
     if (e) return e;
     *stack_size = size == def_size ? 0 : size;
-
-    int v;
-    if ((e = pthread_attr_getdetachstate(src, &v)) || (e = pthread_attr_setdetachstate(dst, v)))
-        return e;
-    size_t guard;
-    if ((e = pthread_attr_getguardsize(src, &guard)) || (e = pthread_attr_setguardsize(dst, guard)))
-        return e;
-    if ((e = pthread_attr_getscope(src, &v)) || (e = pthread_attr_setscope(dst, v)))
-        return e;
-    if ((e = pthread_attr_getinheritsched(src, &v)) || (e = pthread_attr_setinheritsched(dst, v)))
-        return e;
-    if ((e = pthread_attr_getschedpolicy(src, &v)) || (e = pthread_attr_setschedpolicy(dst, v)))
-        return e;
-    struct sched_param sp;
-    if ((e = pthread_attr_getschedparam(src, &sp)) || (e = pthread_attr_setschedparam(dst, &sp)))
-        return e;
-    cpu_set_t cpus;
-    /* glibc reports every CPU when no affinity was set: pass on only a real one. */
-    if (pthread_attr_getaffinity_np(src, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) > 0 &&
-        CPU_COUNT(&cpus) < CPU_SETSIZE &&
-        (e = pthread_attr_setaffinity_np(dst, sizeof cpus, &cpus)))
-        return e;
-    sigset_t mask;
-    e = pthread_attr_getsigmask_np(src, &mask);
-    if (e == 0 && (e = pthread_attr_setsigmask_np(dst, &mask)))
-        return e;
     return 0;
 }
 
@@ -127,11 +100,25 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
                       void *arg)
 {
     if (!t || !fn) return -EINVAL;
+    /* pthread_create gets the caller's attributes whole, in a copy of the object whose
+     * stack size becomes the small C-library stack's. Copied attribute by attribute,
+     * through the getters, they were not the same: a getter cannot tell a value set to
+     * the default from one never set, and pthread_create tells them apart (with
+     * PTHREAD_EXPLICIT_SCHED, a policy or priority never set is the creator's, not
+     * SCHED_OTHER's and 0), and an affinity wider than a cpu_set_t did not fit the
+     * getter and was dropped. glibc's pthread_attr_t holds its values and a pointer to
+     * an extension (affinity, signal mask) that the copy shares: pthread_create only
+     * reads it and pthread_attr_setstacksize writes one field of the copy's own, so the
+     * copy is never destroyed, which would free the caller's extension. */
     pthread_attr_t a;
-    int e = pthread_attr_init(&a);
-    if (e) return -e;
     size_t stack_size = 0;
-    if (attr && (e = copy_attr(attr, &a, &stack_size))) goto destroy_attr;
+    int e;
+    if (attr) {
+        if ((e = attr_stack(attr, &stack_size))) return -e;
+        memcpy(&a, attr, sizeof a);
+    } else if ((e = pthread_attr_init(&a))) {
+        return -e;
+    }
 
     size_t own = atomic_load_explicit(&own_size, memory_order_relaxed);
     if (!own) {
@@ -162,7 +149,7 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
     }
     if (e) vms__task_thread_discard(task);
 destroy_attr:
-    pthread_attr_destroy(&a);
+    if (!attr) pthread_attr_destroy(&a);   /* a copy of the caller's is not ours to */
     /* The stacks of vms threads that have ended go back to the cache (their scrub with
      * them): after pthread_create, so that on a second CPU the new thread starts
      * meanwhile. Its stack came from the cache's clean stacks, never from these. */

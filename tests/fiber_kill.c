@@ -5,7 +5,9 @@
  * to its resumer fiber; an overflowing vms thread is joined as VMS_THREAD_KILLED; and
  * 10,000 overflows in a row leave resident memory, mappings and open descriptors
  * bounded; a corrupted end-of-stack magic (VMS_END_CHECK) kills the fiber at its next
- * switch. Every case runs in a child process (tst_fork).
+ * switch; a task killed inside pthread_cleanup_push regions leaves its thread able to
+ * exit and be cancelled, and a killed thread's locks stay as documented. Every case runs
+ * in a child process (tst_fork).
  */
 #include "test.h"
 #include "internal.h"
@@ -755,4 +757,189 @@ TEST(overflow_inside_vms_stack_alloc_aborts)
         }
     }
     ASSERT_GT(aborted, 0);   /* some cases did overflow inside vmstack */
+}
+
+/* ---- glibc's cleanup chains after a kill ------------------------------------------ */
+
+/* A task killed inside a pthread_cleanup_push region (C without -fexceptions: the
+ * handler's buffer sits in the task's frame and glibc's thread points at it) never pops
+ * it; glibc's older chain, which its own waiting functions use, the same. The thread's
+ * next pthread_exit or cancellation followed the chains into the dead stack: it ran the
+ * killed task's handlers and long-jumped into its frames (a crash, or the dead frames
+ * running again). Now the chains are cut back at the kill: the killed task's handlers
+ * never run (a kill runs nothing of it), the thread's own still do. */
+#ifdef __GLIBC__
+void _pthread_cleanup_push(struct _pthread_cleanup_buffer *buf, void (*fn)(void *), void *arg);
+void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *buf, int execute);
+
+static atomic_int handlers_run[4];   /* [0] the killed task's, [1] its old-chain one,
+                                        [2] the thread's own, [3] the destructor's cancel */
+
+static void count_handler(void *arg)
+{
+    atomic_fetch_add(&handlers_run[(uintptr_t)arg], 1);
+}
+
+/* The killed task: one handler on each chain, then the overflow. */
+static NOIPA void overflow_in_cleanup_regions(void)
+{
+    struct _pthread_cleanup_buffer old;
+    _pthread_cleanup_push(&old, count_handler, (void *)1);
+    pthread_cleanup_push(count_handler, (void *)0);
+    sink += recurse(0, 0);
+    pthread_cleanup_pop(0);
+    _pthread_cleanup_pop(&old, 0);
+}
+
+static void fiber_overflows_in_cleanup(void *arg)
+{
+    (void)arg;
+    overflow_in_cleanup_regions();
+}
+
+/* A pthread of the program's own whose fiber is killed, then pthread_exit: its stack
+ * is kept (not destroyed) so that dead buffers are still there to be followed. */
+static void *thread_exits_after_fiber_kill(void *arg)
+{
+    pthread_cleanup_push(count_handler, (void *)2);
+    vms_fiber *f = vms_fiber_create(fiber_overflows_in_cleanup, NULL, NULL);
+    if (!f || vms_fiber_resume(f) != VMS_KILLED) return NULL;
+    pthread_exit(arg);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void child_fiber_killed_in_cleanup(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, thread_exits_after_fiber_kill, (void *)42), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)42);
+    ASSERT_EQ(atomic_load(&handlers_run[0]), 0);
+    ASSERT_EQ(atomic_load(&handlers_run[1]), 0);
+    ASSERT_EQ(atomic_load(&handlers_run[2]), 1);
+    printf("child: fiber cleanup ok\n");
+}
+
+TEST(fiber_killed_in_cleanup_region_leaves_the_thread_exitable)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_fiber_killed_in_cleanup, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: fiber cleanup ok");
+}
+
+/* A killed vms thread whose thread-specific-data destructor is cancelled (a request it
+ * makes itself, deferred, acted on at pthread_testcancel): the cancellation leaves
+ * through glibc's thread start, as on any thread, and the join says PTHREAD_CANCELED. */
+static pthread_key_t cancel_key;
+
+static void destructor_cancelled(void *p)
+{
+    (void)p;
+    atomic_fetch_add(&handlers_run[3], 1);
+    pthread_cancel(pthread_self());
+    pthread_testcancel();
+    atomic_fetch_add(&handlers_run[3], 100);   /* never reached */
+}
+
+static void *thread_overflows_in_cleanup(void *arg)
+{
+    pthread_setspecific(cancel_key, arg);
+    overflow_in_cleanup_regions();
+    return NULL;
+}
+
+static void child_thread_killed_in_cleanup(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    ASSERT_EQ(pthread_key_create(&cancel_key, destructor_cancelled), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, thread_overflows_in_cleanup, (void *)1), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
+    ASSERT_EQ(atomic_load(&handlers_run[0]), 0);
+    ASSERT_EQ(atomic_load(&handlers_run[1]), 0);
+    ASSERT_EQ(atomic_load(&handlers_run[3]), 1);
+    /* The process goes on: another vms thread, killed or not. */
+    ASSERT_EQ(vms_thread_create(&t, NULL, good_thread, (void *)7), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)7);
+    printf("child: thread cleanup ok\n");
+}
+
+TEST(thread_killed_in_cleanup_region_can_still_be_cancelled)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_thread_killed_in_cleanup, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: thread cleanup ok");
+}
+#endif
+
+/* What a killed vms thread leaves of its locks (docs/api.md, Threads): a plain mutex it
+ * held stays locked; a robust one is reported to its next locker once the thread has
+ * ended; other threads' mutexes, and their work under them, are untouched. */
+static pthread_mutex_t held_plain = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t held_robust;
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long shared_sum;
+
+static void *thread_overflows_holding_locks(void *arg)
+{
+    pthread_mutex_lock(&held_plain);
+    pthread_mutex_lock(&held_robust);
+    sink += recurse(0, 0);
+    return arg;
+}
+
+static void *adds_under_lock(void *arg)
+{
+    for (unsigned long i = 1; i <= 20000; i++) {
+        pthread_mutex_lock(&shared_lock);
+        shared_sum += i;
+        pthread_mutex_unlock(&shared_lock);
+    }
+    return arg;
+}
+
+static void child_killed_holding_locks(void *arg)
+{
+    (void)arg;
+    init_report_fd(open("/dev/null", O_WRONLY));
+    pthread_mutexattr_t ma;
+    ASSERT_EQ(pthread_mutexattr_init(&ma), 0);
+    ASSERT_EQ(pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST), 0);
+    ASSERT_EQ(pthread_mutex_init(&held_robust, &ma), 0);
+    pthread_t bad, good[3];
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(vms_thread_create(&good[i], NULL, adds_under_lock, NULL), 0);
+    ASSERT_EQ(vms_thread_create(&bad, NULL, thread_overflows_holding_locks, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(bad, &r), 0);
+    ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+    for (int i = 0; i < 3; i++) ASSERT_EQ(pthread_join(good[i], NULL), 0);
+    ASSERT_UEQ(shared_sum, 3ul * (20000ul * 20001ul / 2));
+    ASSERT_EQ(pthread_mutex_trylock(&held_plain), EBUSY);
+    /* Where the kernel keeps no robust-futex list (qemu-user), a robust mutex is a
+     * plain one: nobody marks it. */
+    if (vms__os_robust_list_works() == 0) {
+        ASSERT_EQ(pthread_mutex_lock(&held_robust), EOWNERDEAD);
+        ASSERT_EQ(pthread_mutex_consistent(&held_robust), 0);
+        ASSERT_EQ(pthread_mutex_unlock(&held_robust), 0);
+    }
+    printf("child: locks as documented\n");
+}
+
+TEST(killed_thread_leaves_its_locks_as_documented)
+{
+    NEED_GUARD_FAULTS();
+    int status = run_child(child_killed_holding_locks, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: locks as documented");
 }

@@ -4,6 +4,7 @@ vms_test(fiber LABELS unit cross memcheck)
 target_link_libraries(test_fiber PRIVATE m)   # fesetround/fegetround
 vms_test(fiber_stress LABELS stress TIMEOUT 600)
 vms_test(thread LABELS unit memcheck cross)
+vms_test(thread_stress LABELS stress TIMEOUT 600)
 # The kill paths with the fault handler (children die on purpose; both guard methods).
 vms_test(fiber_kill LABELS death cross TIMEOUT 300)
 vms_test(fiber_kill LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)

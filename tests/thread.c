@@ -10,9 +10,11 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
 #endif
@@ -179,6 +181,168 @@ TEST(stack_size_honoured)
     ASSERT_EQ(p.size, 1024 * 1024);
     ASSERT_LT(p.remaining, 1024 * 1024);
     ASSERT_GT(p.remaining, 1024 * 1024 - 8192);
+    /* Other sizes go up to their power-of-two class, as vms_stack_alloc's (docs/api.md). */
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setstacksize(&a, 300 * 1024), 0);
+    ASSERT_EQ(vms_thread_create(&t, &a, probe_body, &p), 0);
+    pthread_attr_destroy(&a);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(p.size, 512 * 1024);
+}
+
+/* ---- attributes: what pthread_create would do with them ---------------------------- */
+
+struct sched_seen {
+    int policy, priority;
+    int ncpus, cpu0;
+};
+
+static void *note_sched(void *arg)
+{
+    struct sched_seen *s = arg;
+    struct sched_param sp;
+    if (pthread_getschedparam(pthread_self(), &s->policy, &sp) == 0) s->priority = sp.sched_priority;
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) {
+        s->ncpus = CPU_COUNT(&cpus);
+        s->cpu0 = CPU_ISSET(0, &cpus);
+    }
+    return arg;
+}
+
+/* What a plain pthread and a vms thread made with attr see of their scheduling. */
+static void sched_both(const pthread_attr_t *attr, struct sched_seen *plain, struct sched_seen *vms)
+{
+    pthread_t t;
+    memset(plain, -1, sizeof *plain);
+    memset(vms, -1, sizeof *vms);
+    ASSERT_EQ(pthread_create(&t, attr, note_sched, plain), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(vms_thread_create(&t, attr, note_sched, vms), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+}
+
+/* With PTHREAD_EXPLICIT_SCHED, pthread_create takes a policy and a priority that were
+ * never set from the creator; vms_thread_create copied the attributes one getter at a
+ * time, and a getter reports SCHED_OTHER and 0 for "never set": its threads ran under
+ * SCHED_OTHER where the creator's SCHED_BATCH was due. (SCHED_BATCH needs no privilege.)
+ * Values that were set stay as set. */
+static void *explicit_sched_creator(void *arg)
+{
+    (void)arg;
+    struct sched_param zero = { .sched_priority = 0 };
+    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &zero) != 0) return (void *)1;
+    pthread_attr_t a;
+    struct sched_seen plain, vms;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED), 0);
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.policy, plain.policy);
+    ASSERT_EQ(pthread_attr_setschedparam(&a, &zero), 0);   /* the priority only */
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.policy, plain.policy);
+    ASSERT_EQ(pthread_attr_setschedpolicy(&a, SCHED_OTHER), 0);
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.policy, SCHED_OTHER);
+    ASSERT_EQ(vms.policy, plain.policy);
+    pthread_attr_destroy(&a);
+    /* Inherited, as by default: the creator's. */
+    sched_both(NULL, &plain, &vms);
+    ASSERT_EQ(vms.policy, SCHED_BATCH);
+    ASSERT_EQ(vms.priority, plain.priority);
+    return NULL;
+}
+
+TEST(explicit_scheduling_takes_what_was_not_set_from_the_creator)
+{
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, explicit_sched_creator, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    if (r == (void *)1) SKIP("this thread may not switch to SCHED_BATCH here");
+}
+
+/* An affinity set on a mask wider than cpu_set_t (CPU_ALLOC, for machines with more
+ * than CPU_SETSIZE CPUs) with a CPU beyond CPU_SETSIZE in it: the getter refuses such a
+ * mask into a cpu_set_t, and the affinity was dropped; the thread ran on every CPU. */
+TEST(wide_affinity_masks_are_kept)
+{
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+    if (!CPU_ISSET(0, &mine) || CPU_COUNT(&mine) < 2) SKIP("needs CPU 0 and another to run on");
+    enum { WIDE = 4 * CPU_SETSIZE };
+    cpu_set_t *wide = CPU_ALLOC(WIDE);
+    ASSERT_NOT_NULL(wide);
+    size_t size = CPU_ALLOC_SIZE(WIDE);
+    CPU_ZERO_S(size, wide);
+    CPU_SET_S(0, size, wide);
+    CPU_SET_S(WIDE - 1, size, wide);      /* no machine here has it: the kernel ignores it */
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setaffinity_np(&a, size, wide), 0);
+    struct sched_seen plain, vms;
+    sched_both(&a, &plain, &vms);
+    ASSERT_EQ(plain.ncpus, 1);
+    ASSERT_EQ(vms.ncpus, plain.ncpus);
+    ASSERT_EQ(vms.cpu0, 1);
+    pthread_attr_destroy(&a);
+    CPU_FREE(wide);
+}
+
+/* Without attributes a vms thread inherits from its creator what a pthread does: the
+ * signal mask, the CPU affinity, the scheduling (explicit_sched_creator) and the name. */
+struct inherited {
+    int usr2_blocked, ncpus, cpu0;
+    char name[16];
+};
+
+static void *note_inherited(void *arg)
+{
+    struct inherited *in = arg;
+    sigset_t mask;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0) in->usr2_blocked = sigismember(&mask, SIGUSR2);
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) {
+        in->ncpus = CPU_COUNT(&cpus);
+        in->cpu0 = CPU_ISSET(0, &cpus);
+    }
+    pthread_getname_np(pthread_self(), in->name, sizeof in->name);
+    return arg;
+}
+
+static void *inheriting_creator(void *arg)
+{
+    struct inherited *in = arg;
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr2, NULL), 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+    ASSERT_EQ(pthread_setname_np(pthread_self(), "the-creator"), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, note_inherited, in), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    return NULL;
+}
+
+TEST(inherits_mask_affinity_and_name_as_a_pthread)
+{
+    cpu_set_t mine;
+    ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+    if (!CPU_ISSET(0, &mine)) SKIP("this process may not run on CPU 0");
+    struct inherited in = { -1, -1, -1, "" };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, inheriting_creator, &in), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(in.usr2_blocked, 1);
+    ASSERT_EQ(in.ncpus, 1);
+    ASSERT_EQ(in.cpu0, 1);
+    ASSERT(strcmp(in.name, "the-creator") == 0);
 }
 
 static sem_t detached_done;
@@ -208,6 +372,196 @@ TEST(detach_state)
     pthread_attr_destroy(&a);
     while (sem_wait(&detached_done) != 0) {}
     ASSERT_EQ(state, PTHREAD_CREATE_DETACHED);
+}
+
+/* *t is an ordinary pthread_t: joining and detaching are the C library's, errors
+ * included (docs/api.md). */
+static void *joins_itself(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)pthread_join(pthread_self(), NULL);
+}
+
+static sem_t may_end;
+static void *waits_to_end(void *arg)
+{
+    while (sem_wait(&may_end) != 0) {}
+    return arg;
+}
+
+TEST(join_of_itself_is_edeadlk)
+{
+    /* TSan's pthread_join CHECK-fails on a thread joining itself (a plain pthread
+     * too) instead of returning the C library's EDEADLK. */
+    NO_TSAN("the runtime's pthread_join fails a CHECK when a thread joins itself");
+    pthread_t t;
+    void *r = NULL;
+    ASSERT_EQ(vms_thread_create(&t, NULL, joins_itself, NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, EDEADLK);
+}
+
+TEST(join_and_detach_are_the_c_librarys)
+{
+    pthread_t t;
+    ASSERT_EQ(sem_init(&may_end, 0, 0), 0);
+    ASSERT_EQ(vms_thread_create(&t, NULL, waits_to_end, NULL), 0);
+    ASSERT_EQ(pthread_detach(t), 0);
+#ifndef TST_TSAN
+    /* TSan's pthread_join and pthread_detach CHECK-fail on a detached thread (a plain
+     * pthread's too, seen with clang 14) instead of returning the C library's EINVAL. */
+    ASSERT_EQ(pthread_join(t, NULL), EINVAL);   /* detached */
+    ASSERT_EQ(pthread_detach(t), EINVAL);       /* twice, while it still runs */
+#endif
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live = s.stacks_live;
+    ASSERT_GE(live, 1);
+    sem_post(&may_end);
+    /* The detached thread's stack comes back once it has ended. */
+    do {
+        sched_yield();
+        ASSERT_EQ(vms_get_stats(&s), 0);
+    } while (s.stacks_live >= live);
+}
+
+/* pthread_getattr_np describes a vms thread's small C library stack, not the vmstack
+ * stack its body runs on (docs/api.md): a runtime that takes its stack's bounds from it
+ * is wrong there. vms_stack_remaining is right. */
+struct where {
+    uintptr_t frame, lo, hi;
+    size_t remaining;
+};
+
+static void *where_am_i(void *arg)
+{
+    struct where *w = arg;
+    w->frame = (uintptr_t)__builtin_frame_address(0);
+    w->remaining = vms_stack_remaining();
+    pthread_attr_t a;
+    void *addr = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstack(&a, &addr, &size);
+        pthread_attr_destroy(&a);
+    }
+    w->lo = (uintptr_t)addr;
+    w->hi = (uintptr_t)addr + size;
+    return arg;
+}
+
+TEST(getattr_np_describes_the_c_library_stack)
+{
+    struct where w = { 0, 0, 0, 0 };
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, where_am_i, &w), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_NE(w.hi, 0);
+    ASSERT(w.frame < w.lo || w.frame >= w.hi);      /* the body is not on that stack */
+    ASSERT_LE(w.hi - w.lo, 1024 * 1024);            /* the small one (1 MiB: sanitizers) */
+    ASSERT_LT(w.remaining, (size_t)VMS_DEFAULT_STACK_SIZE);
+}
+
+/* fork while vms threads run: the child's thread creates and joins vms threads as
+ * usual; the stacks of the threads that ran in the parent stay allocated in the child
+ * (no thread runs on them there, and nothing frees them), as docs/api.md says. */
+#define FORK_RUNNERS 3
+static sem_t runners_ready, runners_may_end;
+
+static void *runs_until_told(void *arg)
+{
+    volatile char touch[16 * 1024];
+    touch[0] = 1;
+    sem_post(&runners_ready);
+    while (sem_wait(&runners_may_end) != 0) {}
+    return (void *)(uintptr_t)(touch[0] + (uintptr_t)arg);
+}
+
+static void threads_in_child(void *arg)
+{
+    size_t live_at_fork = *(size_t *)arg;
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    if (s.stacks_live != live_at_fork) {
+        fprintf(stderr, "child: %zu stacks live, %zu at the fork\n", s.stacks_live, live_at_fork);
+        _exit(3);
+    }
+    for (uintptr_t i = 0; i < 100; i++) {
+        pthread_t t;
+        void *r = NULL;
+        if (vms_thread_create(&t, NULL, echo, (void *)i) != 0 || pthread_join(t, &r) != 0 ||
+            r != (void *)i)
+            _exit(4);
+    }
+    if (vms_get_stats(&s) != 0 || s.stacks_live != live_at_fork) _exit(5);
+}
+
+TEST(fork_while_threads_run)
+{
+    NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
+    /* qemu-user (the aarch64 cross step; it has no vDSO) fails one of its own assertions
+     * (in cpu_exec) when such a child starts a thread: seen with qemu 7.2. */
+    if (!getauxval(AT_SYSINFO_EHDR)) SKIP("qemu-user cannot start threads in this child");
+    ASSERT_EQ(sem_init(&runners_ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&runners_may_end, 0, 0), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    pthread_t t[FORK_RUNNERS];
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++)
+        ASSERT_EQ(vms_thread_create(&t[i], NULL, runs_until_told, (void *)i), 0);
+    for (int i = 0; i < FORK_RUNNERS; i++) while (sem_wait(&runners_ready) != 0) {}
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live = s.stacks_live;
+    ASSERT_EQ(live, live0 + FORK_RUNNERS);
+    char out[512];
+    tst_run_ok(threads_in_child, &live, out, sizeof out);
+    for (int i = 0; i < FORK_RUNNERS; i++) sem_post(&runners_may_end);
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++) {
+        void *r = NULL;
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        ASSERT_PTR_EQ(r, (void *)(i + 1));
+    }
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
+/* exit() from a vms thread's body while other vms threads run: the process ends with
+ * that status, after its atexit handlers, which run on the body's stack. */
+static volatile size_t atexit_remaining;
+static void note_atexit(void)
+{
+    atexit_remaining = vms_stack_remaining();
+    printf("atexit on a vmstack stack: %d\n", atexit_remaining != SIZE_MAX);
+    fflush(stdout);
+}
+
+static void *exits_the_process(void *arg)
+{
+    (void)arg;
+    exit(7);
+}
+
+static void exit_from_body_child(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(sem_init(&runners_ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&runners_may_end, 0, 0), 0);
+    atexit(note_atexit);
+    pthread_t t;
+    for (uintptr_t i = 0; i < FORK_RUNNERS; i++)
+        ASSERT_EQ(vms_thread_create(&t, NULL, runs_until_told, (void *)i), 0);
+    for (int i = 0; i < FORK_RUNNERS; i++) while (sem_wait(&runners_ready) != 0) {}
+    ASSERT_EQ(vms_thread_create(&t, NULL, exits_the_process, NULL), 0);
+    for (;;) pause();
+}
+
+TEST(exit_from_a_body_ends_the_process)
+{
+    char out[512];
+    int st = tst_fork(exit_from_body_child, NULL, out, sizeof out);
+    ASSERT_EXITED(st, 7);
+    ASSERT_STR_CONTAINS(out, "atexit on a vmstack stack: 1\n");
 }
 
 static __attribute__((noinline)) size_t deeper(int n, size_t *at)
@@ -358,6 +712,45 @@ TEST(cancellation)
     ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
     ASSERT_NOT_NULL(cancel_stack);
     ASSERT_EQ(VMS__SLOT_STATE(cancel_stack), VMS__SLOT_FREE);
+}
+
+/* A body that returns with asynchronous cancellation on, cancelled as its thread ends
+ * (here at the hook, at the worst moment: the stack is in nobody's hands until it is
+ * buried). The cancellation used to act at once and unwind out of vmstack's thread
+ * end: the stack was never freed (and inside the burial, the graves' lock stayed
+ * held). It waits now until the stack is given back, then ends the thread as a
+ * cancellation does. */
+static void cancel_self_at_end(void)
+{
+    pthread_cancel(pthread_self());
+}
+
+static void *returns_async_cancellable(void *arg)
+{
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL);
+    return arg;
+}
+
+TEST(cancelled_as_it_ends_gives_its_stack_back)
+{
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    vms__task_thread_end_hook = cancel_self_at_end;
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, returns_async_cancellable, (void *)5), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    vms__task_thread_end_hook = NULL;
+    ASSERT_PTR_EQ(r, PTHREAD_CANCELED);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    /* Threads go on ending (the graves' lock is free). */
+    ASSERT_EQ(vms_thread_create(&t, NULL, echo, (void *)6), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)6);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
 }
 
 /* pthread_exit from a fiber that the body resumed (through another fiber) unwinds those
@@ -908,6 +1301,73 @@ TEST(destructors_get_their_stack)
     ASSERT_NULL(join_one(set_key, (void *)"destructor"));
     ASSERT_EQ(dtor_ran, 1);
     pthread_key_delete(dtor_key);
+}
+
+/* A destructor of the program's that runs after vmstack's own thread-exit hooks (its
+ * key made later: glibc runs destructors in key order), when the thread's stack cache
+ * and its alternate stack were already given back: it can still run fibers, take raw
+ * stacks and make and join vms threads, in more than one destructor round, and nothing
+ * is lost. Plain pthreads and vms threads alike. */
+static pthread_key_t late_key;
+static atomic_int late_ok;
+#ifdef TST_TSAN
+/* Under TSan a destructor of vmstack's that a third round of the program's sets up
+ * again runs in glibc's fourth and last round, where the runtime's interceptors fail a
+ * CHECK (its record of the thread is gone: seen after fibers, raw stacks and threads
+ * alike). */
+#define LATE_ROUNDS 2
+#else
+#define LATE_ROUNDS 3
+#endif
+
+static void late_fiber(void *arg)
+{
+    vms_fiber_yield();
+    *(int *)arg = 1;
+}
+
+static void late_destructor(void *p)
+{
+    uintptr_t round = (uintptr_t)p;
+    int done = 0;
+    vms_fiber *f = vms_fiber_create(late_fiber, &done, NULL);
+    int ok = f && vms_fiber_resume(f) == VMS_SUSPENDED && vms_fiber_resume(f) == VMS_DONE &&
+             done == 1;
+    vms_fiber_destroy(f);
+    vms_stack *st = vms_stack_alloc(0);
+    ok = ok && st;
+    vms_stack_free(st);
+    pthread_t t;
+    void *r = NULL;
+    ok = ok && vms_thread_create(&t, NULL, echo, p) == 0 && pthread_join(t, &r) == 0 && r == p;
+    if (ok) atomic_fetch_add(&late_ok, 1);
+    if (round < LATE_ROUNDS) pthread_setspecific(late_key, (void *)(round + 1));
+}
+
+static void *sets_late_key(void *arg)
+{
+    pthread_setspecific(late_key, (void *)1);
+    return arg;
+}
+
+TEST(late_destructors_use_vmstack)
+{
+    vms_stack_free(vms_stack_alloc(0));     /* vmstack's keys first */
+    ASSERT_NULL(join_one(echo, NULL));
+    ASSERT_EQ(pthread_key_create(&late_key, late_destructor), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    for (int i = 0; i < 20; i++) {
+        pthread_t t;
+        if (i % 2) ASSERT_EQ(pthread_create(&t, NULL, sets_late_key, NULL), 0);
+        else ASSERT_EQ(vms_thread_create(&t, NULL, sets_late_key, NULL), 0);
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+    }
+    ASSERT_EQ(atomic_load(&late_ok), 20 * LATE_ROUNDS);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    pthread_key_delete(late_key);
 }
 
 /* A thread that forks while it ends (from a thread-specific-data destructor, after its
