@@ -336,29 +336,6 @@ static long count_fds(void)
     return n;
 }
 
-static long count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return -1;
-    long n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) n += c == '\n';
-    fclose(f);
-    return n;
-}
-
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
-    fclose(f);
-    return v;
-}
-
 static int overflow_batch(int n)
 {
     int killed = 0;
@@ -381,9 +358,9 @@ static void child_ten_thousand(void *arg)
     ASSERT_GE(devnull, 0);
     init_report_fd(devnull);                      /* 10,000 reports go nowhere */
     ASSERT_EQ(overflow_batch(200), 200);          /* warm: caches, symbol tables */
-    long fds0 = count_fds(), maps0 = count_maps(), rss0 = rss_kib();
+    long fds0 = count_fds(), maps0 = tst_count_maps(), rss0 = tst_rss_kib();
     ASSERT_EQ(overflow_batch(n), n);
-    long fds1 = count_fds(), maps1 = count_maps(), rss1 = rss_kib();
+    long fds1 = count_fds(), maps1 = tst_count_maps(), rss1 = tst_rss_kib();
     vms_stats st;
     ASSERT_EQ(vms_get_stats(&st), 0);
     printf("fds %ld -> %ld, maps %ld -> %ld, rss %ld -> %ld KiB, overflows %zu\n",

@@ -229,6 +229,31 @@ static inline void tst_wait_until_asleep(pid_t tid)
     }
 }
 
+/* Lines of /proc/self/maps (this process's mappings), or -1. */
+static inline long tst_count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* VmRSS of this process in KiB, or -1. */
+static inline long tst_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
+    fclose(f);
+    return v;
+}
+
 /* How many times needle occurs in hay, not overlapping. */
 static inline int tst_count(const char *hay, const char *needle)
 {

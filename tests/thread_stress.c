@@ -127,29 +127,6 @@ static void one(enum how how, uintptr_t i)
     }
 }
 
-static long count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return -1;
-    long n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) n += c == '\n';
-    fclose(f);
-    return n;
-}
-
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &v) == 1) break;
-    fclose(f);
-    return v;
-}
-
 /* vmstack's live stacks, once every detached thread has ended and been reaped (no time
  * limit: ctest's timeout guards against a thread that never ends). */
 static size_t live_after(enum how how, size_t want)
@@ -175,10 +152,10 @@ static void cycles_child(void *arg)
     }
     for (uintptr_t i = 0; i < WARM; i++) one(how, i);
     size_t live0 = live_after(how, 0);
-    long maps0 = count_maps(), rss0 = rss_kib();
+    long maps0 = tst_count_maps(), rss0 = tst_rss_kib();
     for (uintptr_t i = 0; i < CYCLES; i++) one(how, i);
     size_t live1 = live_after(how, live0);
-    long maps1 = count_maps(), rss1 = rss_kib();
+    long maps1 = tst_count_maps(), rss1 = tst_rss_kib();
     printf("live stacks %zu -> %zu, maps %ld -> %ld, rss %ld -> %ld KiB\n", live0, live1,
            maps0, maps1, rss0, rss1);
     ASSERT_EQ(live1, live0);
