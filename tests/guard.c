@@ -226,7 +226,9 @@ TEST(null_dereference_is_not_ours)
 {
     int st = run_child(null_child, NULL);
     assert_passed_on(st);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    /* Every line vmstack writes starts "vmstack:"; the plain word can be in a path that
+     * ASan's own report of the fault prints (a checkout in a directory named vmstack). */
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 static void kill_child(void *arg)
@@ -241,7 +243,7 @@ TEST(kill_sent_segv_is_passed_on)
 {
     int st = run_child(kill_child, NULL);
     assert_passed_on(st);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 /* Queues sig with si_code code and si_addr addr to this thread, as the kernel would send
@@ -275,7 +277,7 @@ TEST(queued_segv_with_guard_address_is_passed_on)
 {
     int st = run_child(queued_child, NULL);
     assert_passed_on(st);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 /* qemu-user (the aarch64 cross tests; it gives the guest no vDSO) takes a queued
@@ -321,7 +323,7 @@ TEST(asynchronous_tag_check_fault_is_passed_on)
     int st = run_child(mte_async_child, NULL);
     if (strstr(out, "cannot queue")) SKIP("%s", out);
     ASSERT_SIGNALED(st, SIGSEGV);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 TEST(memory_error_sigbus_is_passed_on)
@@ -332,7 +334,7 @@ TEST(memory_error_sigbus_is_passed_on)
     int st = run_child(mce_child, NULL);
     if (strstr(out, "cannot queue")) SKIP("%s", out);
     ASSERT_SIGNALED(st, SIGBUS);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 static void ign_kill_child(void *arg)
@@ -507,7 +509,7 @@ TEST(chain_to_sa_sigaction)
     int st = run_child(chain_child, (void *)1);
     ASSERT_EXITED(st, 42);
     ASSERT_STR_CONTAINS(out, "chained once");
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 TEST(chain_to_sa_handler)
@@ -578,7 +580,7 @@ TEST(chain_to_sa_nodefer_leaves_the_signal_unblocked)
     int st = run_child(nodefer_child, NULL);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "nested fault handled, depth 2\n");
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 static void ign_child(void *arg)
@@ -593,7 +595,7 @@ TEST(chain_to_sig_ign_dies)
 {
     int st = run_child(ign_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
-    ASSERT_STR_NOT_CONTAINS(out, "vmstack");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
 
 /* ---- vms_handle_fault from the program's own handler --------------------------------- */
