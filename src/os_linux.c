@@ -666,26 +666,9 @@ static bool scan_refused(long long e)
            e == -ENOSYS;
 }
 
-long long vms__os_resident(uintptr_t lo, uintptr_t hi)
+/* Resident bytes of [lo, hi) by mincore, in 16 MiB steps, or a negative errno. */
+static long long resident_mincore(uintptr_t lo, uintptr_t hi)
 {
-    int state = atomic_load_explicit(&scan_state, memory_order_relaxed);
-    if (state == SCAN_UNKNOWN && vms__os_under_valgrind()) {
-        /* Valgrind does not know the ioctl: it warns, and memcheck takes the regions
-         * the kernel wrote for undefined. */
-        atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
-        state = SCAN_NO;
-    }
-    if (state != SCAN_NO) {
-        long long r = resident_scan(lo, hi);
-        if (r >= 0) {
-            if (state == SCAN_UNKNOWN) atomic_store_explicit(&scan_state, SCAN_YES, memory_order_relaxed);
-            return r;
-        }
-        /* Refused on the first try: mincore from now on. Any other failure (ENOMEM,
-         * EMFILE): mincore this time. */
-        if (state == SCAN_UNKNOWN && scan_refused(r))
-            atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
-    }
     size_t page = vms__os_page_size();
     unsigned char vec[4096];            /* 16 MiB of 4 KiB pages per call */
     long long total = 0;
@@ -698,4 +681,28 @@ long long vms__os_resident(uintptr_t lo, uintptr_t hi)
         p += k * page;
     }
     return total * (long long)page;
+}
+
+long long vms__os_resident(uintptr_t lo, uintptr_t hi)
+{
+    int state = atomic_load_explicit(&scan_state, memory_order_relaxed);
+    if (state == SCAN_UNKNOWN && vms__os_under_valgrind()) {
+        /* Valgrind does not know the ioctl: it warns, and memcheck takes the regions
+         * the kernel wrote for undefined. */
+        atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
+        state = SCAN_NO;
+    }
+    if (state != SCAN_NO) {
+        long long r = resident_scan(lo, hi);
+        if (r >= 0) {
+            if (state == SCAN_UNKNOWN)
+                atomic_store_explicit(&scan_state, SCAN_YES, memory_order_relaxed);
+            return r;
+        }
+        /* Refused on the first try: mincore from now on. Any other failure (ENOMEM,
+         * EMFILE): mincore this time. */
+        if (state == SCAN_UNKNOWN && scan_refused(r))
+            atomic_store_explicit(&scan_state, SCAN_NO, memory_order_relaxed);
+    }
+    return resident_mincore(lo, hi);
 }

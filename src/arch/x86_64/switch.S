@@ -6,7 +6,8 @@
  * context (struct vms__ctx, arch/context.h, whose offsets this file uses by name) holds
  * what a call preserves under the SysV ABI: rbx, rbp, r12-r15, rsp, MXCSR and the x87
  * control word, plus the resume address. Everything else is caller-saved, so the C
- * caller of vms__ctx_switch has already given it up. A switch hands one value (eax) to the context it resumes.
+ * caller of vms__ctx_switch has already given it up. A switch hands one value (eax) to
+ * the context it resumes.
  *
  *   offset  field   meaning
  *   0       rsp     stack pointer after the return address was popped
