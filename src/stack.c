@@ -403,7 +403,7 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
     st = stack_alloc(size, &w, false);   /* the alternate stack being set up, say */
     if (st) {
         st->internal = 1;
-        atomic_fetch_add_explicit(&internal_live, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&internal_live, 1, memory_order_release);
     }
     return st;
 }
@@ -685,8 +685,16 @@ int vms_get_stats(vms_stats *out)
     if (e) return e;
     memset(out, 0, sizeof *out);
     vms__stack_reap();   /* threads that have ended no longer count */
+    /* vmstack's own stacks are subtracted, counted before and after the sum and the
+     * smaller taken: one counted (release, below) after its allocation was counted is
+     * seen by the count before only if its allocation is in the sum; one given back is
+     * uncounted before its free is counted, so the count after has it whenever the sum
+     * has the free. Either alone undercounted by one while a thread set up its
+     * alternate stack (stack.stats_count_stacks_freed_by_another_thread, under TSan). */
+    size_t before = atomic_load_explicit(&internal_live, memory_order_acquire);
     size_t live = vms__cache_live();   /* the program's stacks and vmstack's own */
-    size_t internal = atomic_load_explicit(&internal_live, memory_order_relaxed);
+    size_t after = atomic_load_explicit(&internal_live, memory_order_acquire);
+    size_t internal = before < after ? before : after;
     out->stacks_live = live > internal ? live - internal : 0;
     size_t opened = 0;   /* slots ever opened: live + cached */
     vms__arena_each(add_opened, &opened);
