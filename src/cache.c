@@ -137,8 +137,10 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
     last->next = atomic_load_explicit(&s->head, memory_order_relaxed);
     atomic_store_explicit(&s->head, first, memory_order_relaxed);
     s->count += n;
-    pthread_mutex_unlock(&s->lock);
+    /* Counted before the unlock: a thread that takes these stacks subtracts them after
+     * its own unlock, so shared_warm never wraps below zero in between. */
     if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Pushes one stack to the shared list of its class. */
