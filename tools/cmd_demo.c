@@ -999,12 +999,18 @@ static int print_guarded(const struct run *r)
               f.killed_not_overflow == 0 && f.failed == 0 && f.wrong == 0 &&
               t.verified == t.run - t.killed && t.killed == t.deep && t.killed_deep == t.deep &&
               t.failed == 0 && t.wrong == 0;
-    if (ok)
+    /* Every kill is reported once, to the pipe, to the hook and in the stats. */
+    long killed = f.killed + t.killed;
+    bool counted = reports == killed && hooks == killed && r->end.overflows == (size_t)killed;
+    if (ok && counted)
         printf("result    OK: every normal task verified, exactly the deep ones were killed\n");
+    else if (ok)
+        printf("result    FAILED: %ld killed, but %ld reports, %ld hook calls, %zu overflows "
+               "counted\n", killed, reports, hooks, r->end.overflows);
     else
         printf("result    FAILED: %ld+%ld wrong, %ld+%ld killed of %ld+%ld deep, %ld+%ld not run\n",
                f.wrong, t.wrong, f.killed, t.killed, f.deep, t.deep, f.failed, t.failed);
-    return ok ? 0 : 1;
+    return ok && counted ? 0 : 1;
 }
 
 #endif
