@@ -102,6 +102,9 @@ VMS_API int vms_thread_create(pthread_t *t, const pthread_attr_t *attr,
 /* ---- the current task ------------------------------------------------------------ */
 /* Bytes left below the current stack pointer; SIZE_MAX if not on a vmstack stack. */
 VMS_API size_t vms_stack_remaining(void);
+/* vmstack extension: the stack the caller runs on (a fiber's, a vms thread's, or one from
+ * vms_stack_alloc run by another library), for its bounds; NULL on any other stack. */
+VMS_API const vms_stack *vms_stack_self(void);
 
 /* ---- reports ----------------------------------------------------------------------- */
 typedef struct vms_oops {

@@ -1072,21 +1072,29 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 
 /* ---- the current task --------------------------------------------------------------- */
 
+/* The vmstack stack that holds sp, or NULL. */
+static const struct vms_stack *stack_holding(const char *sp)
+{
+    struct vms__task *t = self_thread.cur;
+    if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack))
+        return t->stack;
+    /* Not a task's stack: maybe a vmstack stack that another coroutine library runs. */
+    struct vms__where w;
+    if (vms__arena_where(sp, &w) == VMS__WHERE_STACK && w.st) return w.st;
+    return NULL;
+}
+
 size_t vms_stack_remaining(void)
 {
     char *sp = current_sp();
-    const struct vms_stack *st = NULL;
-    struct vms__task *t = self_thread.cur;
-    if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack)) {
-        st = t->stack;
-    } else {
-        /* Not a task's stack: maybe a vmstack stack that another coroutine library
-         * runs. */
-        struct vms__where w;
-        if (vms__arena_where(sp, &w) == VMS__WHERE_STACK && w.st) st = w.st;
-    }
+    const struct vms_stack *st = stack_holding(sp);
     if (!st) return SIZE_MAX;
     /* The end magic (VMS_END_CHECK) at the bottom is not the task's to use. */
     size_t used_below = (size_t)(sp - st->base), reserve = vms__debug_end_reserve();
     return used_below > reserve ? used_below - reserve : 0;
+}
+
+const vms_stack *vms_stack_self(void)
+{
+    return vms__stack_handle(stack_holding(current_sp()));
 }

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
+#include <ucontext.h>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
 #endif
@@ -988,6 +989,78 @@ TEST(stack_remaining)
     /* A vmstack stack run by someone else's switch counts too: not tested here (it
      * needs a foreign context switch); a plain heap address is not a stack. */
     ASSERT_UEQ(vms_stack_remaining(), SIZE_MAX);
+}
+
+/* ---- vms_stack_self ------------------------------------------------------------------ */
+
+struct self_seen {
+    const vms_stack *self, *fiber_stack, *nested_self;
+    uintptr_t frame;
+};
+
+static void body_self_nested(void *arg)
+{
+    ((struct self_seen *)arg)->nested_self = vms_stack_self();
+}
+
+static void body_self(void *arg)
+{
+    struct self_seen *w = arg;
+    w->frame = (uintptr_t)__builtin_frame_address(0);
+    w->self = vms_stack_self();
+    w->fiber_stack = vms_fiber_stack(vms_fiber_self());
+    vms_fiber *inner = vms_fiber_create(body_self_nested, w, NULL);
+    ASSERT_NOT_NULL(inner);
+    ASSERT_EQ(vms_fiber_resume(inner), VMS_DONE);
+    /* Back on this fiber's stack after the inner one ran. */
+    ASSERT(vms_stack_self() == w->self);
+    ASSERT(w->nested_self != NULL && w->nested_self != w->self);
+    ASSERT(w->nested_self == vms_fiber_stack(inner));
+    vms_fiber_destroy(inner);
+}
+
+/* A fiber's code finds its own stack's bounds (what a garbage collector scanning for
+ * roots needs): the handle vms_fiber_stack gives, and the frame lies within it. */
+TEST(stack_self_in_fibers)
+{
+    ASSERT_NULL(vms_stack_self());   /* the main thread's own stack */
+    struct self_seen w = { NULL, NULL, NULL, 0 };
+    vms_fiber_attr attr = { .stack_size = 128 * 1024, .name = "self" };
+    vms_fiber *f = vms_fiber_create(body_self, &w, &attr);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_NOT_NULL(w.self);
+    ASSERT(w.self == w.fiber_stack);
+    ASSERT(w.self == vms_fiber_stack(f));
+    uintptr_t base = (uintptr_t)vms_stack_base(w.self), top = (uintptr_t)vms_stack_top(w.self);
+    ASSERT_GE(vms_stack_size(w.self), 128 * 1024);
+    ASSERT(base < w.frame && w.frame < top);
+    vms_fiber_destroy(f);
+    ASSERT_NULL(vms_stack_self());
+}
+
+static ucontext_t self_ctx, self_back;
+static const vms_stack *raw_self;
+
+static void raw_self_fn(void)
+{
+    raw_self = vms_stack_self();
+}
+
+/* A stack from vms_stack_alloc run by the program's own switch (ucontext): the handle it
+ * was given. */
+TEST(stack_self_on_a_raw_stack)
+{
+    vms_stack *st = vms_stack_alloc(64 * 1024);
+    ASSERT_NOT_NULL(st);
+    getcontext(&self_ctx);
+    self_ctx.uc_stack.ss_sp = vms_stack_base(st);
+    self_ctx.uc_stack.ss_size = vms_stack_size(st);
+    self_ctx.uc_link = &self_back;
+    makecontext(&self_ctx, raw_self_fn, 0);
+    ASSERT_EQ(swapcontext(&self_back, &self_ctx), 0);
+    ASSERT(raw_self == st);
+    vms_stack_free(st);
 }
 
 /* ---- where a fiber's record lives, ids --------------------------------------------- */

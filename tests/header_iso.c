@@ -28,5 +28,6 @@ int main(void)
     int (*handle)(int, siginfo_t *, void *) = vms_handle_fault;
     (void)handle;
 #endif
-    return vms_get_stats(&s) + vms_stack_usage(u, 1) + (vms_stack_remaining() == 0);
+    return vms_get_stats(&s) + vms_stack_usage(u, 1) + (vms_stack_remaining() == 0) +
+           (vms_stack_self() != 0);
 }

@@ -429,8 +429,8 @@ TEST(join_and_detach_are_the_c_librarys)
  * stack its body runs on (docs/api.md): a runtime that takes its stack's bounds from it
  * is wrong there. vms_stack_remaining is right. */
 struct where {
-    uintptr_t frame, lo, hi;
-    size_t remaining;
+    uintptr_t frame, lo, hi, self_base, self_top;
+    size_t remaining, self_size;
 };
 
 static void *where_am_i(void *arg)
@@ -438,6 +438,12 @@ static void *where_am_i(void *arg)
     struct where *w = arg;
     w->frame = (uintptr_t)__builtin_frame_address(0);
     w->remaining = vms_stack_remaining();
+    const vms_stack *self = vms_stack_self();
+    if (self) {
+        w->self_base = (uintptr_t)vms_stack_base(self);
+        w->self_top = (uintptr_t)vms_stack_top(self);
+        w->self_size = vms_stack_size(self);
+    }
     pthread_attr_t a;
     void *addr = NULL;
     size_t size = 0;
@@ -452,7 +458,7 @@ static void *where_am_i(void *arg)
 
 TEST(getattr_np_describes_the_c_library_stack)
 {
-    struct where w = { 0, 0, 0, 0 };
+    struct where w = { 0, 0, 0, 0, 0, 0, 0 };
     pthread_t t;
     ASSERT_EQ(vms_thread_create(&t, NULL, where_am_i, &w), 0);
     ASSERT_EQ(pthread_join(t, NULL), 0);
@@ -460,6 +466,30 @@ TEST(getattr_np_describes_the_c_library_stack)
     ASSERT(w.frame < w.lo || w.frame >= w.hi);      /* the body is not on that stack */
     ASSERT_LE(w.hi - w.lo, 1024 * 1024);            /* the small one (1 MiB: sanitizers) */
     ASSERT_LT(w.remaining, (size_t)VMS_DEFAULT_STACK_SIZE);
+}
+
+/* vms_stack_self gives the bounds pthread_getattr_np does not: the body's frame lies in
+ * them, with the stack size asked for; a plain pthread and the main thread get NULL. */
+TEST(stack_self_gives_the_bodys_stack)
+{
+    struct where w = { 0, 0, 0, 0, 0, 0, 0 };
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setstacksize(&a, 192 * 1024), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, &a, where_am_i, &w), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    pthread_attr_destroy(&a);
+    ASSERT_NE(w.self_base, 0);
+    ASSERT(w.self_base < w.frame && w.frame < w.self_top);
+    ASSERT_GE(w.self_size, 192 * 1024);
+    ASSERT_UEQ(w.self_top - w.self_base, w.self_size);
+
+    struct where p = { 0, 0, 0, 0, 0, 0, 0 };
+    ASSERT_EQ(pthread_create(&t, NULL, where_am_i, &p), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(p.self_base, 0);
+    ASSERT_NULL(vms_stack_self());
 }
 
 /* fork while vms threads run: the child's thread creates and joins vms threads as
