@@ -357,10 +357,19 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
 /* Frees st once the calling thread has ended (its alternate signal stack, which stays
  * installed until then; a stack the thread no longer runs on, to spare its exit the
  * scrubbing system call): 0, or a negative errno when the C library cannot tell
- * (robust mutexes that do not work, as under qemu-user): then free it the usual way. */
+ * (robust mutexes that do not work, as under qemu-user): then free it the usual way.
+ * Either way the thread no longer holds st (vms__stack_hold). */
 VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
-/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
+/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
+ * the child of a fork, first those that the parent's other threads held. */
 VMS_HIDDEN void vms__stack_reap(void);
+/* The calling thread holds alt (its alternate signal stack) and body (a vms thread's
+ * body stack, whose owner task release lets go of it and frees it), either NULL, until
+ * it buries them (vms__stack_free_at_exit) or lets them go (vms__stack_unhold): in the
+ * child of a fork, what the parent's other threads held is freed. */
+VMS_HIDDEN void vms__stack_hold(struct vms_stack *alt, struct vms_stack *body,
+                                void (*release)(struct vms_stack *));
+VMS_HIDDEN void vms__stack_unhold(const struct vms_stack *st);
 /* Whether a grave was seen opened by the kernel in this process (tests). */
 VMS_HIDDEN bool vms__stack_graves_proven(void);
 /* vmstack's fork handlers (options.c registers them at load and calls these once vmstack
@@ -403,6 +412,9 @@ VMS_HIDDEN int vms__guard_thread_init(void);
 VMS_HIDDEN int vms__guard_task_thread_init(struct vms_stack *alt);
 /* The size of the alternate signal stack a thread gets. */
 VMS_HIDDEN size_t vms__guard_alt_size(void);
+/* The calling thread's alternate signal stack if it is vmstack's and freed at the
+ * thread's exit by the guard layer, else NULL. */
+VMS_HIDDEN struct vms_stack *vms__guard_thread_alt(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);
 /* An overflow found otherwise than by a fault (the end magic): counts it and passes oops,
  * unless NULL, to the oops hook. Not async-signal-safe. */

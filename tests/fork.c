@@ -1,0 +1,217 @@
+/*
+ * fork.c - what the child of fork inherits: the stacks the parent's other threads held
+ * (their vms threads' bodies, their alternate signal stacks) are the child's to reuse,
+ * and what the forking thread holds stays its own. Each case forks its own child; both
+ * guard methods (tests/task.cmake).
+ */
+#include "test.h"
+#include "internal.h"
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdint.h>
+
+static char out[1 << 16];
+
+/* The slot record of the vmstack stack that address a is in, or NULL. */
+static struct vms_stack *slot_of(const void *a)
+{
+    struct vms__where w;
+    return vms__arena_where(a, &w) == VMS__WHERE_STACK ? w.st : NULL;
+}
+
+static int slot_state(const struct vms_stack *st)
+{
+    return (int)VMS__SLOT_STATE(st);
+}
+
+/* The calling thread's alternate signal stack's slot when it is vmstack's (not under
+ * ASan, whose runtime gives each thread one that vmstack keeps), else NULL. */
+static struct vms_stack *own_alt(void)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0 || (cur.ss_flags & SS_DISABLE)) return NULL;
+    return slot_of(cur.ss_sp);
+}
+
+/* ---- the stacks of threads the child does not have ------------------------------- */
+
+#define RUNNERS 3
+static sem_t ready, may_end;
+
+struct held {
+    struct vms_stack *body, *alt;
+};
+static struct held held[RUNNERS + 1];
+
+static void *runs_until_told(void *arg)
+{
+    struct held *h = arg;
+    volatile char touch[8 * 1024];
+    touch[0] = 1;
+    h->body = slot_of((const void *)touch);
+    h->alt = own_alt();
+    sem_post(&ready);
+    while (sem_wait(&may_end) != 0) {}
+    return (void *)(uintptr_t)touch[0];
+}
+
+/* A thread vmstack did not create, with an alternate stack from vmstack (its first
+ * stack allocation gives it one). */
+static void *plain_runs_until_told(void *arg)
+{
+    struct held *h = arg;
+    vms_stack_free(vms_stack_alloc(0));
+    h->body = NULL;
+    h->alt = own_alt();
+    sem_post(&ready);
+    while (sem_wait(&may_end) != 0) {}
+    return NULL;
+}
+
+static void start_runners(pthread_t *t)
+{
+    ASSERT_EQ(sem_init(&ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&may_end, 0, 0), 0);
+    for (int i = 0; i < RUNNERS; i++)
+        ASSERT_EQ(vms_thread_create(&t[i], NULL, runs_until_told, &held[i]), 0);
+    ASSERT_EQ(pthread_create(&t[RUNNERS], NULL, plain_runs_until_told, &held[RUNNERS]), 0);
+    for (int i = 0; i <= RUNNERS; i++) while (sem_wait(&ready) != 0) {}
+    for (int i = 0; i < RUNNERS; i++) ASSERT_NOT_NULL(held[i].body);
+}
+
+static void end_runners(pthread_t *t)
+{
+    for (int i = 0; i <= RUNNERS; i++) sem_post(&may_end);
+    for (int i = 0; i <= RUNNERS; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+}
+
+/* Whether every stack the runners held is FREE here (want_free) or LIVE. */
+static int runners_stacks(bool want_free)
+{
+    int bad = 0;
+    for (int i = 0; i <= RUNNERS; i++) {
+        struct vms_stack *v[2] = { held[i].body, held[i].alt };
+        for (int k = 0; k < 2; k++) {
+            if (!v[k]) continue;
+            int s = slot_state(v[k]);
+            if (s != (want_free ? VMS__SLOT_FREE : VMS__SLOT_LIVE)) {
+                fprintf(stderr, "runner %d's %s stack [%p-...): state %d\n", i,
+                        k ? "alternate" : "body", (void *)v[k]->base, s);
+                bad++;
+            }
+        }
+    }
+    return bad;
+}
+
+static void frees_them_child(void *arg)
+{
+    size_t live_at_fork = *(size_t *)arg;
+    /* Before the child's first reap or allocation, nothing was touched. */
+    if (runners_stacks(false)) _exit(2);
+    /* The first allocation frees them (the forking thread's slow path once more). */
+    vms_stack *st = vms_stack_alloc(0);
+    if (!st) _exit(3);
+    vms_stack_free(st);
+    if (runners_stacks(true)) _exit(4);
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(5);
+    if (s.stacks_live != live_at_fork - RUNNERS) {
+        fprintf(stderr, "child: %zu stacks live, %zu at the fork, %d of them the "
+                "runners' bodies\n", s.stacks_live, live_at_fork, RUNNERS);
+        _exit(6);
+    }
+    printf("child done\n");
+}
+
+/* The bodies and alternate stacks of the parent's other threads (vms threads and a
+ * plain thread) are freed in the child, whose only thread is the forking one: before,
+ * they stayed live there for good. */
+TEST(child_frees_the_stacks_of_threads_it_does_not_have)
+{
+    pthread_t t[RUNNERS + 1];
+    start_runners(t);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live = s.stacks_live;
+    ASSERT_EQ(runners_stacks(false), 0);
+    tst_run_ok(frees_them_child, &live, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "child done");
+    ASSERT_EQ(runners_stacks(false), 0);   /* the parent's are its own */
+    end_runners(t);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live - RUNNERS);
+}
+
+/* The same, where the child's first call is vms_get_stats and the child then runs
+ * threads of its own: none of them is handed a stack the forking thread holds. */
+static struct vms_stack *forker_body, *forker_alt;
+static pthread_barrier_t child_bar;
+
+struct seen {
+    struct vms_stack *body, *alt;
+};
+
+static void *note_stacks(void *arg)
+{
+    struct seen *s = arg;
+    volatile char here = 0;
+    s->body = slot_of((const void *)&here);
+    s->alt = own_alt();
+    pthread_barrier_wait(&child_bar);   /* all alive at once: distinct stacks */
+    return arg;
+}
+
+#define CHILD_THREADS 8
+
+static void keeps_forkers_child(void *arg)
+{
+    (void)arg;
+    vms_stats s;
+    if (vms_get_stats(&s) != 0) _exit(2);
+    if (slot_state(forker_body) != VMS__SLOT_LIVE) _exit(3);
+    if (forker_alt && slot_state(forker_alt) != VMS__SLOT_LIVE) _exit(4);
+    if (own_alt() != forker_alt) _exit(5);
+    pthread_barrier_init(&child_bar, NULL, CHILD_THREADS + 1);
+    pthread_t t[CHILD_THREADS];
+    struct seen seen[CHILD_THREADS];
+    for (int i = 0; i < CHILD_THREADS; i++)
+        if (vms_thread_create(&t[i], NULL, note_stacks, &seen[i]) != 0) _exit(6);
+    pthread_barrier_wait(&child_bar);
+    for (int i = 0; i < CHILD_THREADS; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < CHILD_THREADS; i++)
+        if (seen[i].body == forker_body || (forker_alt && seen[i].alt == forker_alt)) _exit(7);
+    vms_stack *st[64];
+    for (int i = 0; i < 64; i++) {
+        if (!(st[i] = vms_stack_alloc(0))) _exit(8);
+        if (slot_of(vms_stack_base(st[i])) == forker_body) _exit(9);
+    }
+    for (int i = 0; i < 64; i++) vms_stack_free(st[i]);
+    if (slot_state(forker_body) != VMS__SLOT_LIVE) _exit(10);
+    printf("child done\n");
+}
+
+static void *body_forks(void *arg)
+{
+    volatile char here = 0;
+    forker_body = slot_of((const void *)&here);
+    forker_alt = own_alt();
+    return (void *)(intptr_t)tst_fork(keeps_forkers_child, arg, out, sizeof out);
+}
+
+TEST(child_keeps_what_the_forking_thread_holds)
+{
+    NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
+    pthread_t t[RUNNERS + 1];
+    start_runners(t);                        /* something for the child to free */
+    pthread_t f;
+    ASSERT_EQ(vms_thread_create(&f, NULL, body_forks, NULL), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(f, &r), 0);
+    if (!strstr(out, "child done")) fprintf(stderr, "child's output:\n%s", out);
+    ASSERT_EXITED((int)(intptr_t)r, 0);
+    ASSERT_NOT_NULL(forker_body);
+    end_runners(t);
+}
