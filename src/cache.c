@@ -37,10 +37,14 @@ struct shared {
     pthread_mutex_t lock;
     struct vms_stack *_Atomic head;  /* written under lock; read without it to peek */
     size_t count;
+    size_t nwarm;                    /* of them warm (under lock): shared_warm in a fork
+                                        child, which has no thread with a claim */
 };
 static struct shared shared[VMS__CLASSES];
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
-static atomic_size_t shared_warm;    /* warm stacks in all shared lists */
+/* Warm stacks in all shared lists, and the budget claimed for stacks about to join them
+ * (warm_claim). */
+static atomic_size_t shared_warm;
 
 /* Per-thread counters instead of shared atomics: the alloc/free fast path makes no
  * locked read-modify-write for statistics. Only the owning thread writes its counters
@@ -137,8 +141,21 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
     last->next = atomic_load_explicit(&s->head, memory_order_relaxed);
     atomic_store_explicit(&s->head, first, memory_order_relaxed);
     s->count += n;
+    s->nwarm += warm;
     pthread_mutex_unlock(&s->lock);
     if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
+}
+
+/* Takes n off shared_warm, never below 0: in the child of a fork made from a signal
+ * handler that interrupted this thread between a claim and its release (or between a
+ * list's count and shared_warm's), the count was made again without it. */
+static void warm_sub(size_t n)
+{
+    size_t cur = atomic_load_explicit(&shared_warm, memory_order_relaxed);
+    while (n && !atomic_compare_exchange_weak_explicit(&shared_warm, &cur,
+                                                       cur > n ? cur - n : 0,
+                                                       memory_order_relaxed,
+                                                       memory_order_relaxed)) {}
 }
 
 /* Pushes one stack to the shared list of its class. */
@@ -170,7 +187,7 @@ static size_t warm_claim(size_t want)
 
 static void warm_release(size_t claimed)
 {
-    if (claimed) atomic_fetch_sub_explicit(&shared_warm, claimed, memory_order_relaxed);
+    warm_sub(claimed);
 }
 
 /* Takes up to max stacks of cls from the shared list; returns the chain. */
@@ -193,9 +210,10 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     }
     atomic_store_explicit(&s->head, p, memory_order_relaxed);
     s->count -= n;
+    s->nwarm -= warm;
     pthread_mutex_unlock(&s->lock);
     if (last) last->next = NULL;
-    if (warm) atomic_fetch_sub_explicit(&shared_warm, warm, memory_order_relaxed);
+    warm_sub(warm);
     *got = n;
     return n ? head : NULL;
 }
@@ -207,6 +225,17 @@ bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
      * data (touches every page: slow, but only when madvise fails). */
     for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
     return true;
+}
+
+/* The child of fork has the forking thread only: shared_warm is counted again from the
+ * lists, as a thread the child does not have may have claimed budget that it would have
+ * given back. Then the locks are released. */
+void vms__cache_fork_child(void)
+{
+    size_t warm = 0;
+    for (unsigned i = 0, n = vms__arena_classes_used(); i < n; i++) warm += shared[i].nwarm;
+    atomic_store_explicit(&shared_warm, warm, memory_order_relaxed);
+    vms__cache_fork_unlock();
 }
 
 /* Scrubs this thread's dirty batch with one system call and files the stacks: into the
@@ -467,6 +496,18 @@ void (*vms__cache_flush_hook)(void);
 size_t vms__cache_shared_warm(void)
 {
     return atomic_load(&shared_warm);
+}
+
+size_t vms__cache_shared_warm_listed(void)
+{
+    pthread_once(&shared_once, shared_init);
+    size_t n = 0;
+    for (unsigned i = 0, c = vms__arena_classes_used(); i < c; i++) {
+        pthread_mutex_lock(&shared[i].lock);
+        n += shared[i].nwarm;
+        pthread_mutex_unlock(&shared[i].lock);
+    }
+    return n;
 }
 
 void vms__cache_flush_thread(void)

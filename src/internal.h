@@ -331,13 +331,18 @@ VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
 /* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
- * about to join them), bounded by 1,024; and a hook called by vms__cache_flush_thread
- * between deciding which stacks stay warm and pushing them. */
+ * about to join them), bounded by 1,024; the warm stacks in the lists, counted by list;
+ * and a hook called by vms__cache_flush_thread between deciding which stacks stay warm
+ * and pushing them. */
 VMS_HIDDEN size_t vms__cache_shared_warm(void);
+VMS_HIDDEN size_t vms__cache_shared_warm_listed(void);
 VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
-/* fork: takes every lock of the cache (shared lists, thread registry) and releases them. */
+/* fork: takes every lock of the cache (shared lists, thread registry) and releases them.
+ * In the child, vms__cache_fork_child releases them after counting the shared lists'
+ * warm stacks again. */
 VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
+VMS_HIDDEN void vms__cache_fork_child(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
 /* vms_stack_alloc and vms_stack_free inside vmstack, on slot records: the public

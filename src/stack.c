@@ -366,7 +366,7 @@ void vms__stack_fork_child(void)
 {
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
-    vms__cache_fork_unlock();
+    vms__cache_fork_child();
     reaping = reaping_here ? 1 : 0;
     for (struct holder *h = holders; h; h = h->next) {
         if (h == &my_hold) continue;

@@ -1,8 +1,8 @@
 /*
  * fork.c - what the child of fork inherits: the stacks the parent's other threads held
  * (their vms threads' bodies, their alternate signal stacks) are the child's to reuse,
- * and what the forking thread holds stays its own. Each case forks its own child; both
- * guard methods (tests/task.cmake).
+ * what the forking thread holds stays its own, the shared lists' warm budget is the
+ * child's whole. Each case forks its own child; both guard methods (tests/task.cmake).
  */
 #include "test.h"
 #include "internal.h"
@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 static char out[1 << 16];
@@ -214,4 +215,59 @@ TEST(child_keeps_what_the_forking_thread_holds)
     ASSERT_EXITED((int)(intptr_t)r, 0);
     ASSERT_NOT_NULL(forker_body);
     end_runners(t);
+}
+
+/* ---- the warm budget ---------------------------------------------------------------- */
+
+/* A thread holds budget of the shared lists' warm pages between deciding which of its
+ * stacks stay warm and pushing them (vms__cache_flush_hook runs in between); a child
+ * forked then, without that thread, gets the whole budget. */
+static VMS_TLS bool hold_in_hook;
+static atomic_int hook_state;
+
+static void hold_after_claim(void)
+{
+    if (!hold_in_hook) return;
+    atomic_store(&hook_state, 1);
+    while (atomic_load(&hook_state) != 2) sched_yield();
+}
+
+static void *claims_and_waits(void *arg)
+{
+    (void)arg;
+    vms_stack *st[8];
+    for (int i = 0; i < 8; i++)
+        if (!(st[i] = vms_stack_alloc(0))) return (void *)-1;
+    for (int i = 0; i < 8; i++) vms_stack_free(st[i]);
+    hold_in_hook = true;
+    vms__cache_flush_thread();   /* scrubs the 8, claims budget for them, holds */
+    hold_in_hook = false;
+    return NULL;
+}
+
+static void budget_child(void *arg)
+{
+    (void)arg;
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    if (counted != listed) {
+        fprintf(stderr, "child: %zu warm stacks counted, %zu in the lists\n", counted, listed);
+        _exit(2);
+    }
+}
+
+TEST(child_gets_the_warm_budget_back)
+{
+    vms_stack_free(vms_stack_alloc(0));      /* initialized */
+    if (vms__opt.flags & VMS_NO_SCRUB) SKIP("VMS_NO_SCRUB: no stack is kept warm");
+    atomic_store(&hook_state, 0);
+    vms__cache_flush_hook = hold_after_claim;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, claims_and_waits, NULL), 0);
+    while (atomic_load(&hook_state) != 1) sched_yield();
+    /* Its claim, for the warm stacks of its LIFO (the scrubbed ones of the 8). */
+    ASSERT_GT(vms__cache_shared_warm(), vms__cache_shared_warm_listed());
+    tst_run_ok(budget_child, NULL, out, sizeof out);
+    atomic_store(&hook_state, 2);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms__cache_flush_hook = NULL;
 }
