@@ -65,6 +65,9 @@ static bool tc_key_made;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tcache *registry;
 static atomic_ulong retired_gets, retired_puts;   /* of exited threads */
+/* The child of fork: the caches of the parent's other threads, which it does not have
+ * (vms__cache_fork_child), until their stacks are taken back (under registry_lock). */
+static struct tcache *forsaken_caches;
 
 static inline void bump(_Atomic unsigned long *c)
 {
@@ -227,15 +230,100 @@ bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
     return true;
 }
 
-/* The child of fork has the forking thread only: shared_warm is counted again from the
- * lists, as a thread the child does not have may have claimed budget that it would have
- * given back. Then the locks are released. */
-void vms__cache_fork_child(void)
+/* The child of fork has the forking thread only. The other threads' caches leave the
+ * registry (their counts go to the exited threads'), to be taken back by the child's
+ * first reap (vms__cache_adopt_forsaken): lazily, so that a child that only calls exec
+ * pays nothing. shared_warm is counted again from the lists: a thread the child does not
+ * have may have claimed budget that it would have given back. Then the locks are
+ * released. Returns whether caches wait to be taken back. */
+bool vms__cache_fork_child(void)
 {
+    for (struct tcache *t = registry, *next; t; t = next) {
+        next = t->nextc;
+        if (t == tc) continue;
+        if (t->prev) t->prev->nextc = t->nextc;
+        else registry = t->nextc;
+        if (t->nextc) t->nextc->prev = t->prev;
+        atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
+        atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+        t->prev = NULL;
+        t->nextc = forsaken_caches;
+        forsaken_caches = t;
+    }
     size_t warm = 0;
     for (unsigned i = 0, n = vms__arena_classes_used(); i < n; i++) warm += shared[i].nwarm;
     atomic_store_explicit(&shared_warm, warm, memory_order_relaxed);
+    bool pending = forsaken_caches != NULL;
     vms__cache_fork_unlock();
+    return pending;
+}
+
+/* Claims st, which a thread the fork child does not have had cached, for the child:
+ * false unless it is FREE (the fork caught that thread handing it out) and not claimed
+ * already (a cache copied by fork in the middle of a change, from a thread that ran on,
+ * can name a stack twice, or one another such cache names). A claimed stack reads LIVE,
+ * its hand-out count moved on (a handle kept from before names it no more), until it is
+ * filed (adopt_batch). */
+static bool adopt_claim(struct vms_stack *st)
+{
+    uint32_t w = atomic_load_explicit(&st->state, memory_order_acquire);
+    if ((w & VMS__SLOT_STATE_MASK) != VMS__SLOT_FREE) return false;
+    uint32_t mine = ((w & ~(uint32_t)VMS__SLOT_STATE_MASK) + (1u << VMS__SLOT_GEN_SHIFT)) |
+                    VMS__SLOT_LIVE;
+    return atomic_compare_exchange_strong_explicit(&st->state, &w, mine, memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
+
+/* Scrubs v[0..n), claimed stacks, whole (what a thread the child does not have had cached
+ * is trusted no more than its dirty stacks: its writes during the fork may or may not be
+ * in the child's copy), and files them FREE and cold in the shared lists. */
+static void adopt_batch(struct vms_stack **v, size_t n)
+{
+    if (!n) return;
+    struct iovec iov[SCRUB_BATCH] = { { 0 } };   /* all set below; gcc cannot tell */
+    for (size_t i = 0; i < n; i++) {
+        iov[i].iov_base = v[i]->base;
+        iov[i].iov_len = v[i]->size;
+    }
+    uint8_t warm = vms__cache_scrub_ranges(iov, n) ? 2 : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct vms_stack *st = v[i];
+        st->warm = warm;
+        uint32_t w = atomic_load_explicit(&st->state, memory_order_relaxed);
+        atomic_store_explicit(&st->state, (w & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_FREE,
+                              memory_order_release);
+        shared_put(st);
+    }
+}
+
+void vms__cache_adopt_forsaken(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    struct tcache *list = forsaken_caches;
+    forsaken_caches = NULL;
+    pthread_mutex_unlock(&registry_lock);
+    struct vms_stack *batch[SCRUB_BATCH];
+    size_t n = 0;
+    unsigned cap = vms__opt.cache_per_thread;
+    while (list) {
+        struct tcache *t = list;
+        list = t->nextc;
+        /* Counts and entries as the fork found them: bounded, each entry a record vmstack
+         * handed out or NULL, and checked again. */
+        unsigned nc = t->nclean < cap ? t->nclean : cap;
+        unsigned nd = t->ndirty < SCRUB_BATCH ? t->ndirty : SCRUB_BATCH;
+        for (unsigned i = 0; i < nc + nd; i++) {
+            struct vms_stack *st = i < nc ? t->clean[i] : t->dirty[i - nc];
+            if (!st || vms__arena_record(st) != st || !adopt_claim(st)) continue;
+            batch[n++] = st;
+            if (n == SCRUB_BATCH) {
+                adopt_batch(batch, n);
+                n = 0;
+            }
+        }
+        free(t);
+    }
+    adopt_batch(batch, n);
 }
 
 /* Scrubs this thread's dirty batch with one system call and files the stacks: into the

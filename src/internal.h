@@ -338,11 +338,13 @@ VMS_HIDDEN size_t vms__cache_shared_warm(void);
 VMS_HIDDEN size_t vms__cache_shared_warm_listed(void);
 VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
 /* fork: takes every lock of the cache (shared lists, thread registry) and releases them.
- * In the child, vms__cache_fork_child releases them after counting the shared lists'
- * warm stacks again. */
+ * In the child, vms__cache_fork_child releases them after setting the caches of the
+ * threads the child does not have aside (true when there were any), which
+ * vms__cache_adopt_forsaken, called by the child's first reap, takes back. */
 VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
-VMS_HIDDEN void vms__cache_fork_child(void);
+VMS_HIDDEN bool vms__cache_fork_child(void);
+VMS_HIDDEN void vms__cache_adopt_forsaken(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
 /* vms_stack_alloc and vms_stack_free inside vmstack, on slot records: the public
@@ -366,7 +368,7 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
  * Either way the thread no longer holds st (vms__stack_hold). */
 VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
- * the child of a fork, first those that the parent's other threads held. */
+ * the child of a fork, first those that the parent's other threads held or cached. */
 VMS_HIDDEN void vms__stack_reap(void);
 /* The calling thread holds alt (its alternate signal stack) and body (a vms thread's
  * body stack, whose owner task release lets go of it and frees it), either NULL, until

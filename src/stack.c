@@ -361,12 +361,12 @@ void vms__stack_fork_parent(void)
  * stacks stay buried for good rather than be freed while still in use. The stacks the
  * other threads held (holders, above) are forsaken: freed by the next reap, or by the
  * first stack allocation of any thread (the forking thread's goes through the slow path
- * once more). */
+ * once more), as are the stacks the other threads had cached (cache.c). */
 void vms__stack_fork_child(void)
 {
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
-    vms__cache_fork_child();
+    bool caches = vms__cache_fork_child();
     reaping = reaping_here ? 1 : 0;
     for (struct holder *h = holders; h; h = h->next) {
         if (h == &my_hold) continue;
@@ -379,7 +379,7 @@ void vms__stack_fork_child(void)
     bool mine = my_hold.st[HOLD_ALT] || my_hold.st[HOLD_BODY];
     holders = mine ? &my_hold : NULL;
     my_hold.prev = my_hold.next = NULL;
-    if (forsaken) {
+    if (forsaken || caches) {
         atomic_store_explicit(&fork_pending, true, memory_order_relaxed);
         thread_ready = false;
     }
@@ -677,9 +677,9 @@ bool vms__stack_graves_proven(void)
     return atomic_load_explicit(&graves_proven, memory_order_relaxed);
 }
 
-/* The child of fork: frees the stacks the parent's other threads held. Counted as a reap
- * in flight, which a fork waits for: a grandchild forked meanwhile would lose what is
- * taken off the list. */
+/* The child of fork: frees the stacks the parent's other threads held, and takes back
+ * the ones they had cached (cache.c). Counted as a reap in flight, which a fork waits
+ * for: a grandchild forked meanwhile would lose what is taken off the list. */
 static __attribute__((noinline, cold)) void reap_forsaken(void)
 {
     pthread_mutex_lock(&deferred_lock);
@@ -706,6 +706,7 @@ static __attribute__((noinline, cold)) void reap_forsaken(void)
             vms__stack_free(st);
         }
     }
+    vms__cache_adopt_forsaken();
     pthread_mutex_lock(&deferred_lock);
     reaping--;
     reaping_here = false;

@@ -1,8 +1,9 @@
 /*
  * fork.c - what the child of fork inherits: the stacks the parent's other threads held
- * (their vms threads' bodies, their alternate signal stacks) are the child's to reuse,
- * what the forking thread holds stays its own, the shared lists' warm budget is the
- * child's whole. Each case forks its own child; both guard methods (tests/task.cmake).
+ * (their vms threads' bodies, their alternate signal stacks) and had cached are the
+ * child's to reuse, what the forking thread holds stays its own, the shared lists' warm
+ * budget is the child's whole. Each case forks its own child; both guard methods
+ * (tests/task.cmake).
  */
 #include "test.h"
 #include "internal.h"
@@ -270,4 +271,87 @@ TEST(child_gets_the_warm_budget_back)
     atomic_store(&hook_state, 2);
     ASSERT_EQ(pthread_join(t, NULL), 0);
     vms__cache_flush_hook = NULL;
+}
+
+/* ---- the caches of threads the child does not have ------------------------------- */
+
+#define CACHED 40   /* freed in a row: 32 scrubbed (8 kept, 24 shared), 8 dirty */
+static void *cached[CACHED];
+static struct vms_stack *cached_rec[CACHED];
+
+/* Allocates CACHED stacks, writes into their top and bottom pages, frees them all into
+ * its own cache, and waits. */
+static void *caches_and_waits(void *arg)
+{
+    (void)arg;
+    vms_stack *st[CACHED];
+    size_t page = vms__os_page_size();
+    for (int i = 0; i < CACHED; i++) {
+        st[i] = vms_stack_alloc(0);
+        if (!st[i]) return (void *)-1;
+        char *base = vms_stack_base(st[i]);
+        memset(base, 0x5a, page);
+        memset((char *)vms_stack_top(st[i]) - page, 0x5a, page);
+        cached[i] = base;
+        cached_rec[i] = slot_of(base);
+    }
+    for (int i = 0; i < CACHED; i++) vms_stack_free(st[i]);
+    sem_post(&ready);
+    while (sem_wait(&may_end) != 0) {}
+    return NULL;
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return false;
+    return true;
+}
+
+#define CHILD_ALLOCS 400
+
+static void takes_caches_back_child(void *arg)
+{
+    (void)arg;
+    size_t page = vms__os_page_size();
+    static vms_stack *st[CHILD_ALLOCS];
+    int found = 0;
+    for (int i = 0; i < CHILD_ALLOCS && found < CACHED; i++) {
+        if (!(st[i] = vms_stack_alloc(0))) _exit(2);
+        char *base = vms_stack_base(st[i]);
+        for (int k = 0; k < CACHED; k++) {
+            if (base != cached[k]) continue;
+            found++;
+            /* Scrubbed, also the ones that waited dirty in the other thread's cache
+             * (painting and the end magic write into a stack handed out). */
+            if (!(vms__opt.flags & (VMS_PAINT | VMS_END_CHECK)) &&
+                (!all_zero(base, page) || !all_zero((char *)vms_stack_top(st[i]) - page, page))) {
+                fprintf(stderr, "child: stack %p was handed out with old data\n", base);
+                _exit(3);
+            }
+        }
+    }
+    if (found != CACHED) {
+        int lost = 0;
+        for (int k = 0; k < CACHED; k++) lost += slot_state(cached_rec[k]) == VMS__SLOT_FREE;
+        fprintf(stderr, "child: %d of the %d stacks the other thread had freed came back "
+                "(%d still free)\n", found, CACHED, lost);
+        _exit(4);
+    }
+    printf("child done\n");
+}
+
+/* A stack another thread of the parent had cached (its LIFO, its dirty batch) is handed
+ * out again in the child, scrubbed; before, it stayed FREE and unused there for good. */
+TEST(child_takes_back_stacks_other_threads_cached)
+{
+    ASSERT_EQ(sem_init(&ready, 0, 0), 0);
+    ASSERT_EQ(sem_init(&may_end, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, caches_and_waits, NULL), 0);
+    while (sem_wait(&ready) != 0) {}
+    ASSERT_EQ(tst_distinct(cached, CACHED), CACHED);
+    tst_run_ok(takes_caches_back_child, NULL, out, sizeof out);
+    sem_post(&may_end);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
 }
