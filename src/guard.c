@@ -365,11 +365,12 @@ static bool classify_thread(struct vms__fault *f)
     size_t page = vms__os_page_size();
     uintptr_t walk_lo = (f->addr | (page - 1)) + 1;
     if (walk_lo < f->sp) walk_lo = f->sp;
-    /* The main thread is the one whose tid is the pid (after a fork, the child's only
-     * thread, which forked on the main stack when it was the main thread). */
-    if (main_hi && f->tid == (long)getpid()) {
-        uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
-        if (f->addr < lowest || f->addr >= main_hi || !sp_near(f->addr, f->sp)) return false;
+    /* The main thread is the one whose tid is the pid: after a fork, the child's only
+     * thread, which runs on the main stack when the main thread forked, and otherwise
+     * on the stack of the thread that forked, its own (below). */
+    uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
+    if (main_hi && f->tid == (long)getpid() && f->addr >= lowest && f->addr < main_hi &&
+        sp_near(f->addr, f->sp)) {
         f->kind = VMS__FAULT_MAIN;
         f->lo = main_lo;
         f->hi = main_hi;

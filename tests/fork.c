@@ -2,7 +2,8 @@
  * fork.c - what the child of fork inherits: the stacks the parent's other threads held
  * (their vms threads' bodies, their alternate signal stacks) and had cached are the
  * child's to reuse, what the forking thread holds stays its own, the shared lists' warm
- * budget is the child's whole. Each case forks its own child; both guard methods
+ * budget is the child's whole; the forking thread's own stack overflowed in the child is
+ * reported as in the parent. Each case forks its own child; both guard methods
  * (tests/task.cmake).
  */
 #include "test.h"
@@ -354,4 +355,99 @@ TEST(child_takes_back_stacks_other_threads_cached)
     tst_run_ok(takes_caches_back_child, NULL, out, sizeof out);
     sem_post(&may_end);
     ASSERT_EQ(pthread_join(t, NULL), 0);
+}
+
+/* ---- a thread's own stack in the child ------------------------------------------- */
+
+static volatile int never;
+
+/* Recursion until the guard: a volatile frame per level. */
+static NOIPA unsigned long recurse(unsigned long n)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (never) return 0;
+    return recurse(n + 1) + buf[(n * 7) % sizeof buf];
+}
+
+/* A thread vmstack did not create, but knows (it allocated a stack), forks, and the
+ * child's thread overflows the stack it runs on, that thread's own: reported as in the
+ * parent. The child's thread is its main thread (its tid is the pid), but not on the main
+ * stack: it used to be judged by the main stack's range alone, and died unreported. */
+static void *plain_forks_and_overflows(void *arg)
+{
+    (void)arg;
+    vms_stack_free(vms_stack_alloc(0));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)recurse(0);
+        _exit(0);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return (void *)(intptr_t)st;
+}
+
+static void plain_fork_run(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, plain_forks_and_overflows, NULL) != 0) _exit(2);
+    if (pthread_join(t, &r) != 0) _exit(3);
+    int st = (int)(intptr_t)r;
+    printf("the thread's child: %s %d\n", WIFEXITED(st) ? "exit" : "signal",
+           WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+TEST(fork_in_a_plain_thread_child_overflows_its_stack)
+{
+    NEED_GUARD_FAULTS();
+    tst_run_ok(plain_fork_run, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "the thread's child: signal 11");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread");
+    ASSERT_STR_CONTAINS(out, "not a vmstack thread");
+}
+
+/* The same on a vms thread's C library stack: a thread-specific-data destructor of a vms
+ * thread forks and the child overflows that stack. */
+static pthread_key_t end_key;
+
+static void destructor_forks(void *p)
+{
+    (void)p;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)recurse(0);
+        _exit(0);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    printf("the destructor's child: %s %d\n", WIFEXITED(st) ? "exit" : "signal",
+           WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+static void *sets_end_key(void *arg)
+{
+    pthread_setspecific(end_key, arg);
+    return NULL;
+}
+
+static void destructor_fork_run(void *arg)
+{
+    (void)arg;
+    if (pthread_key_create(&end_key, destructor_forks) != 0) _exit(2);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, sets_end_key, (void *)1) != 0) _exit(3);
+    if (pthread_join(t, NULL) != 0) _exit(4);
+}
+
+TEST(fork_at_a_thread_end_child_overflows_its_c_library_stack)
+{
+    NEED_GUARD_FAULTS();
+    tst_run_ok(destructor_fork_run, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "the destructor's child: signal 11");
+    ASSERT_STR_CONTAINS(out, "on its C library stack, outside its body");
 }
