@@ -3,7 +3,9 @@
  * (their vms threads' bodies, their alternate signal stacks) and had cached are the
  * child's to reuse, what the forking thread holds stays its own, the shared lists' warm
  * budget is the child's whole; the forking thread's own stack overflowed in the child is
- * reported as in the parent. Each case forks its own child; both guard methods
+ * reported as in the parent; fork from inside a fiber or a vms thread's body, with the
+ * child going on there (yield, return, overflow); guards in the child; vfork and
+ * posix_spawn from a fiber. Each case forks its own child; both guard methods
  * (tests/task.cmake).
  */
 #include "test.h"
@@ -12,8 +14,11 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdint.h>
+
+extern char **environ;
 
 static char out[1 << 16];
 
@@ -450,4 +455,222 @@ TEST(fork_at_a_thread_end_child_overflows_its_c_library_stack)
     tst_run_ok(destructor_fork_run, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "the destructor's child: signal 11");
     ASSERT_STR_CONTAINS(out, "on its C library stack, outside its body");
+}
+
+/* ---- fork from inside a task, and the child goes on there ------------------------ */
+
+static vms_fiber *forking;
+static pid_t forked_pid;
+
+/* Forks; the child yields twice and returns, or overflows. */
+static void fiber_forks(void *arg)
+{
+    bool overflow = arg != NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0) {
+        forked_pid = pid;
+        return;
+    }
+    forked_pid = 0;
+    printf("child: in the fiber, %zu bytes left\n", vms_stack_remaining());
+    vms_fiber_yield();
+    printf("child: resumed once\n");
+    if (overflow) (void)recurse(0);
+    vms_fiber_yield();
+}
+
+static void child_after_fiber_fork(bool overflow)
+{
+    int s = vms_fiber_resume(forking);
+    if (forked_pid != 0) return;             /* the parent: the fiber returned */
+    /* The child: back here from the fiber's first yield. */
+    if (s != VMS_SUSPENDED) _exit(20);
+    s = vms_fiber_resume(forking);
+    if (s != (overflow ? VMS_KILLED : VMS_SUSPENDED)) _exit(21);
+    if (!overflow && vms_fiber_resume(forking) != VMS_DONE) _exit(22);
+    if (overflow && vms_fiber_oops(forking) == NULL) _exit(23);
+    vms_fiber_destroy(forking);
+    /* The child goes on with fibers of its own. */
+    for (int i = 0; i < 50; i++) {
+        vms_fiber *f = vms_fiber_create(fiber_forks, NULL, NULL);
+        if (!f) _exit(24);
+        vms_fiber_destroy(f);
+    }
+    printf("child done\n");
+    fflush(NULL);
+    _exit(0);
+}
+
+/* ThreadSanitizer gives every task a fiber of its own (src/track.h). In the child of a
+ * fork made on a task's fiber it keeps that fiber's state as the thread's and takes the
+ * locks the fork handlers released for held again when the thread's own state comes
+ * back: it reports double locks and races on everything the two touched. */
+#define NO_TSAN_FORK_ON_A_TASK() \
+    NO_TSAN("its runtime does not follow a fork made on a task's fiber back to the thread")
+
+static int fork_in_fiber(bool overflow)
+{
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    fflush(NULL);
+    forking = vms_fiber_create(fiber_forks, overflow ? (void *)1 : NULL, NULL);
+    ASSERT_NOT_NULL(forking);
+    int saved_out = dup(1), saved_err = dup(2);
+    dup2(p[1], 1);
+    dup2(p[1], 2);
+    child_after_fiber_fork(overflow);        /* the child never comes back */
+    fflush(NULL);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    close(saved_out);
+    close(saved_err);
+    close(p[1]);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(p[0], out + n, sizeof out - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    close(p[0]);
+    int st = 0;
+    while (waitpid(forked_pid, &st, 0) < 0 && errno == EINTR) {}
+    ASSERT_EQ(vms_fiber_state(forking), VMS_DONE);   /* the parent's went on alone */
+    vms_fiber_destroy(forking);
+    return st;
+}
+
+TEST(fork_in_a_fiber_child_yields_and_returns)
+{
+    NO_TSAN_FORK_ON_A_TASK();
+    int st = fork_in_fiber(false);
+    if (!strstr(out, "child done")) fprintf(stderr, "child's output:\n%s", out);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "child: resumed once");
+}
+
+TEST(fork_in_a_fiber_child_overflows)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN_FORK_ON_A_TASK();
+    int st = fork_in_fiber(true);
+    if (!strstr(out, "child done")) fprintf(stderr, "child's output:\n%s", out);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
+}
+
+/* A vms thread's body forks and the child's thread (that body) overflows: it is killed
+ * with a report, on the alternate stack it had in the parent, and the child ends as a
+ * process whose last thread returned. */
+static void *body_forks_and_overflows(void *arg)
+{
+    (void)arg;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        printf("child: body with %zu bytes left\n", vms_stack_remaining());
+        fflush(NULL);
+        (void)recurse(0);
+        printf("child: not reached\n");
+        return NULL;
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return (void *)(intptr_t)st;
+}
+
+static void body_fork_run(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, body_forks_and_overflows, NULL) != 0) _exit(2);
+    void *r = NULL;
+    if (pthread_join(t, &r) != 0) _exit(3);
+    printf("the body's child: %s %d\n", WIFEXITED((int)(intptr_t)r) ? "exit" : "signal",
+           WIFEXITED((int)(intptr_t)r) ? WEXITSTATUS((int)(intptr_t)r)
+                                       : WTERMSIG((int)(intptr_t)r));
+}
+
+TEST(fork_in_a_body_child_overflows)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN_FORK_ON_A_TASK();
+    tst_run_ok(body_fork_run, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread");
+    ASSERT_STR_NOT_CONTAINS(out, "not reached");
+    ASSERT_STR_CONTAINS(out, "the body's child: exit 0");
+}
+
+/* ---- guards in the child ----------------------------------------------------------- */
+
+static vms_stack *untouched;
+
+static void guards_child(void *arg)
+{
+    (void)arg;
+    char *base = vms_stack_base(untouched);
+    size_t page = vms__os_page_size();
+    if (vms__os_probe_noaccess(base - page) != 1) _exit(2);          /* its guard */
+    if (vms__os_probe_noaccess(base) != 0) _exit(3);                 /* its stack */
+    if (vms__os_probe_noaccess(vms_stack_top(untouched)) != 1) _exit(4);  /* the one above */
+    printf("child done\n");
+}
+
+/* The guards of an arena the parent never touched (a size class of its own, one stack
+ * handed out, not written) fault in the child: fork copies madvise guard markers even
+ * where no page was ever faulted in. */
+TEST(guards_survive_fork)
+{
+    need_guards();
+    untouched = vms_stack_alloc(256u << 20);   /* the only one of its arena */
+    ASSERT_NOT_NULL(untouched);
+    size_t page = vms__os_page_size();
+    ASSERT_EQ(vms__os_probe_noaccess((char *)vms_stack_base(untouched) - page), 1);
+    tst_run_ok(guards_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "child done");
+    vms_stack_free(untouched);
+}
+
+/* ---- vfork and posix_spawn from a fiber --------------------------------------------- */
+
+/* vfork's child runs on the fiber's stack until it calls exec; posix_spawn's on a stack
+ * of the C library's own. The fiber yields between them and goes on afterwards. */
+static void spawns(void *arg)
+{
+    int *codes = arg;
+    char *sh_argv[] = { "sh", "-c", "exit 3", NULL };
+    pid_t pid = vfork();
+    if (pid == 0) {
+        execve("/bin/sh", sh_argv, environ);
+        _exit(127);
+    }
+    int st = -1;
+    if (pid > 0) while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    codes[0] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    vms_fiber_yield();
+    st = -1;
+    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, sh_argv, environ) == 0)
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    codes[1] = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    vms_fiber_yield();
+    codes[2] = 1;
+}
+
+TEST(vfork_and_posix_spawn_from_a_fiber)
+{
+    if (access("/bin/sh", X_OK) != 0) SKIP("no /bin/sh");
+    int codes[3] = { 0, 0, 0 };
+    vms_fiber *f = vms_fiber_create(spawns, codes, NULL);
+    ASSERT_NOT_NULL(f);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(codes[0], 3);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(codes[1], 3);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(codes[2], 1);
+    vms_fiber_destroy(f);
 }
