@@ -37,10 +37,14 @@ struct shared {
     pthread_mutex_t lock;
     struct vms_stack *_Atomic head;  /* written under lock; read without it to peek */
     size_t count;
+    size_t nwarm;                    /* of them warm (under lock): shared_warm in a fork
+                                        child, which has no thread with a claim */
 };
 static struct shared shared[VMS__CLASSES];
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
-static atomic_size_t shared_warm;    /* warm stacks in all shared lists */
+/* Warm stacks in all shared lists, and the budget claimed for stacks about to join them
+ * (warm_claim). */
+static atomic_size_t shared_warm;
 
 /* Per-thread counters instead of shared atomics: the alloc/free fast path makes no
  * locked read-modify-write for statistics. Only the owning thread writes its counters
@@ -61,6 +65,9 @@ static bool tc_key_made;
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tcache *registry;
 static atomic_ulong retired_gets, retired_puts;   /* of exited threads */
+/* The child of fork: the caches of the parent's other threads, which it does not have
+ * (vms__cache_fork_child), until their stacks are taken back (under registry_lock). */
+static struct tcache *forsaken_caches;
 
 static inline void bump(_Atomic unsigned long *c)
 {
@@ -137,10 +144,23 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
     last->next = atomic_load_explicit(&s->head, memory_order_relaxed);
     atomic_store_explicit(&s->head, first, memory_order_relaxed);
     s->count += n;
+    s->nwarm += warm;
     /* Counted before the unlock: a thread that takes these stacks subtracts them after
      * its own unlock, so shared_warm never wraps below zero in between. */
     if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* Takes n off shared_warm, never below 0: in the child of a fork made from a signal
+ * handler that interrupted this thread between a claim and its release (or between a
+ * list's count and shared_warm's), the count was made again without it. */
+static void warm_sub(size_t n)
+{
+    size_t cur = atomic_load_explicit(&shared_warm, memory_order_relaxed);
+    while (n && !atomic_compare_exchange_weak_explicit(&shared_warm, &cur,
+                                                       cur > n ? cur - n : 0,
+                                                       memory_order_relaxed,
+                                                       memory_order_relaxed)) {}
 }
 
 /* Pushes one stack to the shared list of its class. */
@@ -172,7 +192,7 @@ static size_t warm_claim(size_t want)
 
 static void warm_release(size_t claimed)
 {
-    if (claimed) atomic_fetch_sub_explicit(&shared_warm, claimed, memory_order_relaxed);
+    warm_sub(claimed);
 }
 
 /* Takes up to max stacks of cls from the shared list; returns the chain. */
@@ -195,9 +215,10 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     }
     atomic_store_explicit(&s->head, p, memory_order_relaxed);
     s->count -= n;
+    s->nwarm -= warm;
     pthread_mutex_unlock(&s->lock);
     if (last) last->next = NULL;
-    if (warm) atomic_fetch_sub_explicit(&shared_warm, warm, memory_order_relaxed);
+    warm_sub(warm);
     *got = n;
     return n ? head : NULL;
 }
@@ -209,6 +230,102 @@ bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
      * data (touches every page: slow, but only when madvise fails). */
     for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
     return true;
+}
+
+/* The child of fork has the forking thread only. The other threads' caches leave the
+ * registry (their counts go to the exited threads'), to be taken back by the child's
+ * first reap (vms__cache_adopt_forsaken): lazily, so that a child that only calls exec
+ * pays nothing. shared_warm is counted again from the lists: a thread the child does not
+ * have may have claimed budget that it would have given back. Then the locks are
+ * released. Returns whether caches wait to be taken back. */
+bool vms__cache_fork_child(void)
+{
+    for (struct tcache *t = registry, *next; t; t = next) {
+        next = t->nextc;
+        if (t == tc) continue;
+        if (t->prev) t->prev->nextc = t->nextc;
+        else registry = t->nextc;
+        if (t->nextc) t->nextc->prev = t->prev;
+        atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
+        atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+        t->prev = NULL;
+        t->nextc = forsaken_caches;
+        forsaken_caches = t;
+    }
+    size_t warm = 0;
+    for (unsigned i = 0, n = vms__arena_classes_used(); i < n; i++) warm += shared[i].nwarm;
+    atomic_store_explicit(&shared_warm, warm, memory_order_relaxed);
+    bool pending = forsaken_caches != NULL;
+    vms__cache_fork_unlock();
+    return pending;
+}
+
+/* Claims st, which a thread the fork child does not have had cached, for the child:
+ * false unless it is FREE (the fork caught that thread handing it out) and not claimed
+ * already (a cache copied by fork in the middle of a change, from a thread that ran on,
+ * can name a stack twice, or one another such cache names). A claimed stack reads LIVE,
+ * its hand-out count moved on (a handle kept from before names it no more), until it is
+ * filed (adopt_batch). */
+static bool adopt_claim(struct vms_stack *st)
+{
+    uint32_t w = atomic_load_explicit(&st->state, memory_order_acquire);
+    if ((w & VMS__SLOT_STATE_MASK) != VMS__SLOT_FREE) return false;
+    uint32_t mine = ((w & ~(uint32_t)VMS__SLOT_STATE_MASK) + (1u << VMS__SLOT_GEN_SHIFT)) |
+                    VMS__SLOT_LIVE;
+    return atomic_compare_exchange_strong_explicit(&st->state, &w, mine, memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
+
+/* Scrubs v[0..n), claimed stacks, whole (what a thread the child does not have had cached
+ * is trusted no more than its dirty stacks: its writes during the fork may or may not be
+ * in the child's copy), and files them FREE and cold in the shared lists. */
+static void adopt_batch(struct vms_stack **v, size_t n)
+{
+    if (!n) return;
+    struct iovec iov[SCRUB_BATCH] = { { 0 } };   /* all set below; gcc cannot tell */
+    for (size_t i = 0; i < n; i++) {
+        iov[i].iov_base = v[i]->base;
+        iov[i].iov_len = v[i]->size;
+    }
+    uint8_t warm = vms__cache_scrub_ranges(iov, n) ? 2 : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct vms_stack *st = v[i];
+        st->warm = warm;
+        uint32_t w = atomic_load_explicit(&st->state, memory_order_relaxed);
+        atomic_store_explicit(&st->state, (w & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_FREE,
+                              memory_order_release);
+        shared_put(st);
+    }
+}
+
+void vms__cache_adopt_forsaken(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    struct tcache *list = forsaken_caches;
+    forsaken_caches = NULL;
+    pthread_mutex_unlock(&registry_lock);
+    struct vms_stack *batch[SCRUB_BATCH];
+    size_t n = 0;
+    unsigned cap = vms__opt.cache_per_thread;
+    while (list) {
+        struct tcache *t = list;
+        list = t->nextc;
+        /* Counts and entries as the fork found them: bounded, each entry a record vmstack
+         * handed out or NULL, and checked again. */
+        unsigned nc = t->nclean < cap ? t->nclean : cap;
+        unsigned nd = t->ndirty < SCRUB_BATCH ? t->ndirty : SCRUB_BATCH;
+        for (unsigned i = 0; i < nc + nd; i++) {
+            struct vms_stack *st = i < nc ? t->clean[i] : t->dirty[i - nc];
+            if (!st || vms__arena_record(st) != st || !adopt_claim(st)) continue;
+            batch[n++] = st;
+            if (n == SCRUB_BATCH) {
+                adopt_batch(batch, n);
+                n = 0;
+            }
+        }
+        free(t);
+    }
+    adopt_batch(batch, n);
 }
 
 /* Scrubs this thread's dirty batch with one system call and files the stacks: into the
@@ -469,6 +586,18 @@ void (*vms__cache_flush_hook)(void);
 size_t vms__cache_shared_warm(void)
 {
     return atomic_load(&shared_warm);
+}
+
+size_t vms__cache_shared_warm_listed(void)
+{
+    pthread_once(&shared_once, shared_init);
+    size_t n = 0;
+    for (unsigned i = 0, c = vms__arena_classes_used(); i < c; i++) {
+        pthread_mutex_lock(&shared[i].lock);
+        n += shared[i].nwarm;
+        pthread_mutex_unlock(&shared[i].lock);
+    }
+    return n;
 }
 
 void vms__cache_flush_thread(void)

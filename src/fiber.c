@@ -771,6 +771,7 @@ static void orphan_destructor(void *p)
     if (!t) return;
     if (VMS_UNLIKELY(vms__debug_end_check(t->stack) != 0)) end_corrupted_report(t);
     vms__track_abandoned(&t->track);
+    vms__stack_unhold(t->stack);
     task_release_stack(t);
 }
 
@@ -1011,6 +1012,17 @@ struct vms__task *vms__task_thread_new(void *(*fn)(void *), void *arg, size_t st
     return t;
 }
 
+/* The body stack of a vms thread that the fork which made this process left behind
+ * (stack.c frees what such threads held, in the child, at its first reap): the task
+ * runs nowhere and has no handle a program could use, so it goes with its stack, as
+ * the C library reuses the stacks of the parent's other threads in the child. */
+static void thread_task_forsaken(struct vms_stack *st)
+{
+    struct vms__task *t = atomic_load_explicit(&st->owner, memory_order_relaxed);
+    vms__track_forsaken(&t->track);
+    task_release_stack(t);
+}
+
 void vms__task_thread_discard(struct vms__task *t)
 {
     if (t->alt) vms__stack_free(t->alt);
@@ -1035,6 +1047,9 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
             th->guard_ready = true;
     }
     STORE_RELAXED(&t->home, thread_token(th));
+    /* Held by this thread from here until its end: a fork child, which does not have
+     * this thread, frees them (thread_task_forsaken). */
+    vms__stack_hold(vms__guard_thread_alt(), t->stack, thread_task_forsaken);
     pthread_setspecific(orphan_key, t);
     thread_eh_init(th);
     task_switch_in(th, t);

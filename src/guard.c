@@ -86,6 +86,7 @@ static VMS_TLS struct {
     bool told;                  /* the missing alternate stack was reported */
     bool task_thread;           /* set up by the task layer's thread start */
     struct vms_stack *given;    /* the alternate stack its creator took for it */
+    struct vms_stack *alt;      /* its alternate stack, freed by alt_release at its exit */
     uintptr_t lo, hi;           /* a foreign thread's stack (pthread_getattr_np) */
     size_t guard;
     char name[16];
@@ -364,11 +365,12 @@ static bool classify_thread(struct vms__fault *f)
     size_t page = vms__os_page_size();
     uintptr_t walk_lo = (f->addr | (page - 1)) + 1;
     if (walk_lo < f->sp) walk_lo = f->sp;
-    /* The main thread is the one whose tid is the pid (after a fork, the child's only
-     * thread, which forked on the main stack when it was the main thread). */
-    if (main_hi && f->tid == (long)getpid()) {
-        uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
-        if (f->addr < lowest || f->addr >= main_hi || !sp_near(f->addr, f->sp)) return false;
+    /* The main thread is the one whose tid is the pid: after a fork, the child's only
+     * thread, which runs on the main stack when the main thread forked, and otherwise
+     * on the stack of the thread that forked, its own (below). */
+    uintptr_t lowest = main_lo >= main_floor + main_gap ? main_lo - main_gap : main_floor;
+    if (main_hi && f->tid == (long)getpid() && f->addr >= lowest && f->addr < main_hi &&
+        sp_near(f->addr, f->sp)) {
         f->kind = VMS__FAULT_MAIN;
         f->lo = main_lo;
         f->hi = main_hi;
@@ -663,6 +665,7 @@ static void read_main_stack(void)
  * than handed to another thread while in use. */
 static void alt_release(void *p)
 {
+    self.alt = NULL;
     if (vms__stack_free_at_exit(p) == 0) return;
     stack_t ss;
     memset(&ss, 0, sizeof ss);
@@ -774,6 +777,11 @@ size_t vms__guard_alt_size(void)
     return report_alt_size() + DEMANGLER_STACK;
 }
 
+struct vms_stack *vms__guard_thread_alt(void)
+{
+    return self.alt;
+}
+
 int vms__guard_task_thread_init(struct vms_stack *alt)
 {
     if (self.state == THREAD_NEW) {
@@ -848,6 +856,10 @@ int vms__guard_thread_init(void)
         e = 0;
     } else if (alt_key_made) {
         pthread_setspecific(alt_key, st);
+        /* Held until alt_release: the child of a fork, which does not have this
+         * thread, frees it. A vms thread's start holds it with its body's stack. */
+        self.alt = st;
+        if (!task_thread) vms__stack_hold(st, NULL, NULL);
     } else {
         /* No exit hook: buried now, freed once the thread has ended. Without a grave
          * (robust mutexes do not work, or too many graves wait) it is leaked at the

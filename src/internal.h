@@ -331,13 +331,20 @@ VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
 /* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
- * about to join them), bounded by 1,024; and a hook called by vms__cache_flush_thread
- * between deciding which stacks stay warm and pushing them. */
+ * about to join them), bounded by 1,024; the warm stacks in the lists, counted by list;
+ * and a hook called by vms__cache_flush_thread between deciding which stacks stay warm
+ * and pushing them. */
 VMS_HIDDEN size_t vms__cache_shared_warm(void);
+VMS_HIDDEN size_t vms__cache_shared_warm_listed(void);
 VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
-/* fork: takes every lock of the cache (shared lists, thread registry) and releases them. */
+/* fork: takes every lock of the cache (shared lists, thread registry) and releases them.
+ * In the child, vms__cache_fork_child releases them after setting the caches of the
+ * threads the child does not have aside (true when there were any), which
+ * vms__cache_adopt_forsaken, called by the child's first reap, takes back. */
 VMS_HIDDEN void vms__cache_fork_lock(void);
 VMS_HIDDEN void vms__cache_fork_unlock(void);
+VMS_HIDDEN bool vms__cache_fork_child(void);
+VMS_HIDDEN void vms__cache_adopt_forsaken(void);
 
 /* ------------------------------------------------------------------- stack.c ---- */
 /* vms_stack_alloc and vms_stack_free inside vmstack, on slot records: the public
@@ -357,10 +364,19 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
 /* Frees st once the calling thread has ended (its alternate signal stack, which stays
  * installed until then; a stack the thread no longer runs on, to spare its exit the
  * scrubbing system call): 0, or a negative errno when the C library cannot tell
- * (robust mutexes that do not work, as under qemu-user): then free it the usual way. */
+ * (robust mutexes that do not work, as under qemu-user): then free it the usual way.
+ * Either way the thread no longer holds st (vms__stack_hold). */
 VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
-/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats). */
+/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
+ * the child of a fork, first those that the parent's other threads held or cached. */
 VMS_HIDDEN void vms__stack_reap(void);
+/* The calling thread holds alt (its alternate signal stack) and body (a vms thread's
+ * body stack, whose owner task release lets go of it and frees it), either NULL, until
+ * it buries them (vms__stack_free_at_exit) or lets them go (vms__stack_unhold): in the
+ * child of a fork, what the parent's other threads held is freed. */
+VMS_HIDDEN void vms__stack_hold(struct vms_stack *alt, struct vms_stack *body,
+                                void (*release)(struct vms_stack *));
+VMS_HIDDEN void vms__stack_unhold(const struct vms_stack *st);
 /* Whether a grave was seen opened by the kernel in this process (tests). */
 VMS_HIDDEN bool vms__stack_graves_proven(void);
 /* vmstack's fork handlers (options.c registers them at load and calls these once vmstack
@@ -403,6 +419,9 @@ VMS_HIDDEN int vms__guard_thread_init(void);
 VMS_HIDDEN int vms__guard_task_thread_init(struct vms_stack *alt);
 /* The size of the alternate signal stack a thread gets. */
 VMS_HIDDEN size_t vms__guard_alt_size(void);
+/* The calling thread's alternate signal stack if it is vmstack's and freed at the
+ * thread's exit by the guard layer, else NULL. */
+VMS_HIDDEN struct vms_stack *vms__guard_thread_alt(void);
 VMS_HIDDEN size_t vms__guard_overflows(void);
 /* An overflow found otherwise than by a fault (the end magic): counts it and passes oops,
  * unless NULL, to the oops hook. Not async-signal-safe. */

@@ -18,8 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Set once a thread has asked the guard layer for its alternate signal stack. */
+/* Set once a thread has asked the guard layer for its alternate signal stack. Cleared
+ * on the forking thread in a fork child, so that the child's first stack allocation
+ * frees what the parent's other threads left (below, fork_pending) off the fast path. */
 static VMS_TLS bool thread_ready;
+static atomic_bool fork_pending;
 
 /* ---- handles ------------------------------------------------------------------------
  *
@@ -119,6 +122,8 @@ static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_
          * thread's first resume. */
         thread_ready = true;
         if (vms__guard_thread_init() != 0) thread_ready = false;
+        if (VMS_UNLIKELY(atomic_load_explicit(&fork_pending, memory_order_relaxed)))
+            vms__stack_reap();
     }
     if (size == 0) size = vms__opt.stack_size;
     unsigned cls;
@@ -187,6 +192,80 @@ static struct grave grave_store[GRAVES_SPARE];
 static bool grave_store_open;          /* under deferred_lock, as the two below */
 static struct grave *grave_spare;
 static unsigned grave_nspare;
+
+/* What a thread holds until it ends: its alternate signal stack and, in a vms thread, the
+ * stack its body runs on. Nobody else frees them while the thread runs, so in the child
+ * of a fork, which has none of the parent's other threads, they would stay live for good
+ * (glibc, likewise, takes the stacks of the threads the child does not have back for its
+ * own new threads). Each thread that holds any is in `holders`, with what it holds, under
+ * deferred_lock; it lets a stack go under the same lock hold that buries it, or before it
+ * frees it. fork's child handler moves what the other threads held to `forsaken`, which
+ * the child's first reap or first stack allocation frees: a child that only calls exec
+ * pays nothing. A thread's record is in its own TLS: unlinked before the thread ends (the
+ * burial of the last stack it holds runs in its thread-exit hooks), and read in the child
+ * only by the fork handler, before the C library can hand the dead threads' TLS to new
+ * threads. */
+enum { HOLD_ALT = 0, HOLD_BODY = 1 };
+struct holder {
+    struct holder *prev, *next;        /* in holders while it holds anything */
+    struct vms_stack *st[2];           /* [HOLD_ALT], [HOLD_BODY] */
+};
+static struct holder *holders;         /* under deferred_lock */
+static VMS_TLS struct holder my_hold;
+/* The child of fork: stacks the parent's other threads held, linked by their (unused
+ * while live) free-list link, to be freed at the next reap; a body stack through the task
+ * layer's release function (its owner, a task, must be let go first). */
+static struct vms_stack *forsaken;     /* under deferred_lock */
+static void (*forsaken_release)(struct vms_stack *);
+
+/* Pre: deferred_lock held. The calling thread holds st as kind (NULL: nothing). */
+static void hold_set(int kind, struct vms_stack *st)
+{
+    struct holder *h = &my_hold;
+    bool was = h->st[HOLD_ALT] || h->st[HOLD_BODY];
+    h->st[kind] = st;
+    bool is = h->st[HOLD_ALT] || h->st[HOLD_BODY];
+    if (is && !was) {
+        h->prev = NULL;
+        h->next = holders;
+        if (holders) holders->prev = h;
+        holders = h;
+    } else if (was && !is) {
+        if (h->prev) h->prev->next = h->next;
+        else holders = h->next;
+        if (h->next) h->next->prev = h->prev;
+        h->prev = h->next = NULL;
+    }
+}
+
+/* Pre: deferred_lock held. The calling thread no longer holds st (if it did). */
+static void hold_forget(const struct vms_stack *st)
+{
+    for (int k = HOLD_ALT; k <= HOLD_BODY; k++)
+        if (my_hold.st[k] == st) hold_set(k, NULL);
+}
+
+void vms__stack_hold(struct vms_stack *alt, struct vms_stack *body,
+                     void (*release)(struct vms_stack *))
+{
+    if (!alt && !body) return;
+    pthread_mutex_lock(&deferred_lock);
+    if (alt) hold_set(HOLD_ALT, alt);
+    if (body) {
+        hold_set(HOLD_BODY, body);
+        forsaken_release = release;
+    }
+    pthread_mutex_unlock(&deferred_lock);
+}
+
+void vms__stack_unhold(const struct vms_stack *st)
+{
+    /* This thread's own record: read without the lock, which only it writes. */
+    if (!st || (my_hold.st[HOLD_ALT] != st && my_hold.st[HOLD_BODY] != st)) return;
+    pthread_mutex_lock(&deferred_lock);
+    hold_forget(st);
+    pthread_mutex_unlock(&deferred_lock);
+}
 
 static bool grave_static(const struct grave *g)
 {
@@ -279,15 +358,33 @@ void vms__stack_fork_parent(void)
  * has a thread ID and a robust list of its own, and records that ID if it recorded one:
  * the parent thread's ID names no thread here, and a reaper would take the grave for one
  * the kernel forgot to mark. Should the relock fail, the grave leaves the list: its
- * stacks stay buried for good rather than be freed while still in use. */
+ * stacks stay buried for good rather than be freed while still in use. The stacks the
+ * other threads held (holders, above) are forsaken: freed by the next reap, or by the
+ * first stack allocation of any thread (the forking thread's goes through the slow path
+ * once more), as are the stacks the other threads had cached (cache.c). */
 void vms__stack_fork_child(void)
 {
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
-    vms__cache_fork_unlock();
+    bool caches = vms__cache_fork_child();
     reaping = reaping_here ? 1 : 0;
+    for (struct holder *h = holders; h; h = h->next) {
+        if (h == &my_hold) continue;
+        for (int k = HOLD_ALT; k <= HOLD_BODY; k++) {
+            if (!h->st[k]) continue;
+            h->st[k]->next = forsaken;
+            forsaken = h->st[k];
+        }
+    }
+    bool mine = my_hold.st[HOLD_ALT] || my_hold.st[HOLD_BODY];
+    holders = mine ? &my_hold : NULL;
+    my_hold.prev = my_hold.next = NULL;
+    if (forsaken || caches) {
+        atomic_store_explicit(&fork_pending, true, memory_order_relaxed);
+        thread_ready = false;
+    }
     /* Stacks another thread of the parent was scrubbing are not in the child's pool:
-     * lost there (FREE, never handed out), as are other threads' cached stacks. */
+     * lost there (FREE, never handed out). */
     npool_scrubbing = 0;
     for (struct grave *g = graves; g; g = g->next)
         if (g != my_grave) g->orphan = true;
@@ -546,16 +643,24 @@ static struct grave *grave_new(void)
 int vms__stack_free_at_exit(struct vms_stack *st)
 {
     if (!st) return 0;
-    if (!graves_supported()) return -ENOTSUP;
+    int e = 0;
     struct grave *g = my_grave;
     bool fresh = !g || g->n == GRAVE_STACKS;   /* g->n: written by this thread only */
-    if (fresh && atomic_load_explicit(&graves_count, memory_order_relaxed) >= GRAVES_MAX)
-        return -EAGAIN;
+    if (!graves_supported())
+        e = -ENOTSUP;
+    else if (fresh && atomic_load_explicit(&graves_count, memory_order_relaxed) >= GRAVES_MAX)
+        e = -EAGAIN;
     /* A new grave is locked before the list lock is taken: its thread always takes the
      * two in that order, and everyone else takes the list lock and only tries a grave
      * (no cycle, also for ThreadSanitizer's deadlock detector). */
-    if (fresh && !(g = grave_new())) return -ENOTSUP;
+    else if (fresh && !(g = grave_new()))
+        e = -ENOTSUP;
+    if (e) {
+        vms__stack_unhold(st);   /* the caller frees it (or leaks it) now */
+        return e;
+    }
     pthread_mutex_lock(&deferred_lock);
+    hold_forget(st);
     if (fresh) {
         g->next = graves;
         graves = g;
@@ -572,12 +677,49 @@ bool vms__stack_graves_proven(void)
     return atomic_load_explicit(&graves_proven, memory_order_relaxed);
 }
 
+/* The child of fork: frees the stacks the parent's other threads held, and takes back
+ * the ones they had cached (cache.c). Counted as a reap in flight, which a fork waits
+ * for: a grandchild forked meanwhile would lose what is taken off the list. */
+static __attribute__((noinline, cold)) void reap_forsaken(void)
+{
+    pthread_mutex_lock(&deferred_lock);
+    bool go = atomic_load_explicit(&fork_pending, memory_order_relaxed);
+    struct vms_stack *lost = forsaken;
+    void (*release)(struct vms_stack *) = forsaken_release;
+    forsaken = NULL;
+    atomic_store_explicit(&fork_pending, false, memory_order_relaxed);
+    if (go) {
+        reaping++;
+        reaping_here = true;
+    }
+    pthread_mutex_unlock(&deferred_lock);
+    if (!go) return;
+    while (lost) {
+        struct vms_stack *st = lost;
+        lost = st->next;
+        st->next = NULL;
+        /* A vms thread's body: its task lets it go (a body whose thread had let go of
+         * it already, on its way to its grave, has no owner and is freed here). */
+        if (atomic_load_explicit(&st->owner, memory_order_relaxed)) {
+            if (release) release(st);   /* never NULL for a body held with an owner */
+        } else {
+            vms__stack_free(st);
+        }
+    }
+    vms__cache_adopt_forsaken();
+    pthread_mutex_lock(&deferred_lock);
+    reaping--;
+    reaping_here = false;
+    pthread_mutex_unlock(&deferred_lock);
+}
+
 void vms__stack_reap(void)
 {
     /* Also decides, once, whether graves work (a system call): here, in the creator of
      * threads, rather than in the first thread to end. Graves made before they were
      * found not to work are still reaped, as their threads are seen gone. */
     (void)graves_supported();
+    if (VMS_UNLIKELY(atomic_load_explicit(&fork_pending, memory_order_relaxed))) reap_forsaken();
     if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
     struct grave *dead = NULL;
     pthread_mutex_lock(&deferred_lock);
