@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 /* Longest task name kept (longer names are cut): names are labels in oops reports. */
@@ -81,18 +82,35 @@ struct vms__task {
  * higher addresses) reaches the record before any guard: the canary, the record's lowest
  * word, is checked at every resume and destroy, so a corrupted record is reported and
  * the process aborted before its saved registers are loaded (the kernel's
- * STACK_END_MAGIC, at the other end). The secret comes from the kernel's AT_RANDOM
- * bytes, so the value cannot be guessed from the address alone. */
+ * STACK_END_MAGIC, at the other end). The secret is random, so the value cannot be
+ * guessed from the address alone, and vmstack's own: the kernel's 16 AT_RANDOM bytes are
+ * the C library's secrets (glibc's stack-protector canary is made of the first eight,
+ * its pointer guard, the key of PTR_MANGLE, of the other eight: elf/dl-osinfo.h), and a
+ * record, in ordinary stack memory next to its own address, must not give them away to
+ * a program that leaks a stack's contents. One getrandom(2) per process, at its first
+ * task; where that fails (before Linux 3.17, or a sandbox), the two halves of AT_RANDOM
+ * are folded together with the secret's address, which reveals neither half. */
 static _Atomic uintptr_t canary_secret;
 
 static uintptr_t task_canary_secret(void)
 {
     uintptr_t s = atomic_load_explicit(&canary_secret, memory_order_relaxed);
     if (VMS_UNLIKELY(!s)) {
-        const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
-        if (r) memcpy(&s, r + 8, sizeof s);
+        if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+            uintptr_t w[2] = { 0, 0 };
+            const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+            if (r) memcpy(w, r, sizeof w);
+            s = (w[0] ^ (w[1] << 29 | w[1] >> 35) ^ (uintptr_t)&canary_secret) *
+                UINT64_C(0x9e3779b97f4a7c15);
+        }
         s |= 1;   /* never 0: 0 means "not decided yet" */
-        atomic_store_explicit(&canary_secret, s, memory_order_relaxed);
+        /* Racing first callers drew different secrets: the first one stored is the
+         * secret of every task. */
+        uintptr_t none = 0;
+        if (!atomic_compare_exchange_strong_explicit(&canary_secret, &none, s,
+                                                     memory_order_relaxed,
+                                                     memory_order_relaxed))
+            s = none;
     }
     return s;
 }
