@@ -94,7 +94,8 @@ VMS_HIDDEN long vms__os_now_ns(void);
 /* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,
  * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. Holds no
  * more than size bytes of address space at any moment (RLIMIT_AS), unless the range
- * below an unaligned first try is taken: then size + align for a moment. */
+ * below an unaligned first try is taken, or align is above size: then size + align for
+ * a moment. */
 VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
 /* Address space the process may still map under RLIMIT_AS (ulimit -v): the limit less
  * what is mapped now; SIZE_MAX without a limit. */

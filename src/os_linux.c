@@ -169,13 +169,19 @@ int vms__os_reserve(size_t size, size_t align, void **out)
     uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(align - 1);
     if (lo != (uintptr_t)p) {
         size_t shift = (uintptr_t)p - lo;
-        count_syscall();
-        munmap(p + size - shift, shift);
-        if (lo && reserve_at((char *)lo, shift)) {
+        /* The top given back is shift bytes of p's own only when shift <= size: with an
+         * alignment above size it may be larger, and its start would lie below p, in
+         * someone else's mapping. Then only the over-reservation serves. */
+        bool below = lo && shift <= size;
+        if (below) {
+            count_syscall();
+            munmap(p + size - shift, shift);
+        }
+        if (below && reserve_at((char *)lo, shift)) {
             p = (char *)lo;
         } else {
             count_syscall();
-            munmap(p, size - shift);
+            munmap(p, below ? size - shift : size);
             size_t len = size + align - page;
             count_syscall();
             p = mmap(NULL, len, PROT_NONE, RESERVE_FLAGS, -1, 0);
