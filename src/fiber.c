@@ -12,10 +12,12 @@
  * to run on. Invariants: a fiber runs only on its home thread (the first to resume it);
  * a task's `back` context is valid exactly while it is RUNNING, and its state leaves
  * RUNNING only once its thread is done with its record (see above task_back); the
- * create, resume, yield and destroy paths make no system call and take no lock, and
- * the task layer adds no locked read-modify-write to them (ids come in per-thread
- * blocks; vms_stack_free's double-free check is the one compare-and-swap of a create +
- * destroy).
+ * task layer's own part of the create, resume, yield and destroy paths makes no system
+ * call, takes no lock and no locked read-modify-write (ids come in per-thread blocks):
+ * only the stack cache under create and destroy does, at times (its shared lists' lock,
+ * its scrubbing batch, new slots), and a thread's first resume, which sets up its
+ * alternate signal stack; vms_stack_free's double-free check is the one
+ * compare-and-swap of a create + destroy.
  */
 #include "internal.h"
 #include "arch/context.h"

@@ -85,8 +85,10 @@ VMS_HIDDEN void vms__clean_name(const char *name, char out[VMS__CLEAN_NAME]);
 VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---------------------------------------------------------------- os_linux.c ---- */
-/* The only file that calls mmap, munmap, mprotect, madvise, process_madvise, prctl and
- * sigaltstack. Every function returns 0 or a negative errno. */
+/* The only file that calls mmap, munmap, mprotect, madvise, process_madvise and
+ * sigaltstack on stacks and arenas, and prctl to name mappings (trace.c maps ELF files
+ * read-only; fiber.c and guard.c read thread names with prctl). Every function returns
+ * 0 or a negative errno. */
 /* async-signal-safe once set (vms__guard_install sets it before installing the handler). */
 VMS_HIDDEN size_t vms__os_page_size(void);
 /* async-signal-safe: CLOCK_MONOTONIC in nanoseconds, for the bounded waits. */
@@ -159,7 +161,7 @@ VMS_HIDDEN bool vms__os_thread_alive(pid_t tid);
 /* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
 VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
 /* mincore(2) on [addr, addr + len) (addr page-aligned): vec[i] & 1 when page i is
- * resident. 0 or a negative errno. Added for the debug layer and the direct backend. */
+ * resident. 0 or a negative errno. For the debug layer and vms__os_resident's count. */
 VMS_HIDDEN int vms__os_resident_pages(const void *addr, size_t len, unsigned char *vec);
 /* madvise(MADV_NOHUGEPAGE) on memory mapped by someone else (the direct backend's heap
  * blocks). 0 or a negative errno; failure is harmless. */
@@ -253,7 +255,8 @@ struct vms__arena {
 /* Where an address is, for the fault handler and for tests. */
 enum { VMS__WHERE_NONE = 0,  /* not in any arena's slots */
        VMS__WHERE_STACK,     /* a usable byte of st */
-       VMS__WHERE_GUARD,     /* the guard below st (and above below, NULL for slot 0) */
+       VMS__WHERE_GUARD,     /* the guard below st (NULL above the last opened slot)
+                                and above below (NULL for slot 0) */
        VMS__WHERE_TRAILER }; /* the trailing guard above the arena's last slot: below */
 struct vms__where {
     int kind;

@@ -1,6 +1,8 @@
 /*
  * os_linux.c - the os layer: the only file that calls mmap, munmap, mprotect, madvise,
- * process_madvise and prctl. Everything above it sees 0 or a negative errno.
+ * process_madvise and sigaltstack on stacks and arenas, and prctl to name mappings
+ * (docs/internals.md lists the other files' few calls). Everything above it sees 0 or
+ * a negative errno.
  *
  * It also owns two facts about the running kernel: whether MADV_GUARD_INSTALL works
  * (detected once, verified with a signal-free probe, because emulators such as
@@ -54,6 +56,8 @@ unsigned long vms__os_syscalls(void)
     return atomic_load_explicit(&syscalls, memory_order_relaxed);
 }
 
+/* async-signal-safe: one relaxed atomic add (vms__os_sigaltstack counts in the fault
+ * handler). */
 static inline void count_syscall(void)
 {
     atomic_fetch_add_explicit(&syscalls, 1, memory_order_relaxed);
@@ -83,7 +87,8 @@ void vms__os_inject_clear(void)
     atomic_store(&inject_any, false);
 }
 
-/* Returns the injected negative errno for this call of op, or 0. */
+/* async-signal-safe: atomics only (vms__os_sigaltstack asks in the fault handler).
+ * Returns the injected negative errno for this call of op, or 0. */
 static int injected(int op)
 {
     if (VMS_LIKELY(!atomic_load_explicit(&inject_any, memory_order_relaxed))) return 0;
@@ -127,6 +132,7 @@ size_t vms__os_page_size(void)
     return v;
 }
 
+/* async-signal-safe: clock_gettime(2) is on POSIX's list. */
 long vms__os_now_ns(void)
 {
     struct timespec ts;
