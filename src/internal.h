@@ -104,9 +104,9 @@ VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
 VMS_HIDDEN size_t vms__os_address_room(void);
 VMS_HIDDEN int vms__os_release(void *addr, size_t size);          /* munmap */
 VMS_HIDDEN int vms__os_open(void *addr, size_t size);             /* -> read-write */
-VMS_HIDDEN int vms__os_close(void *addr, size_t size);            /* -> PROT_NONE */
-/* Installs a guard with the given method (VMS__GUARD_MADVISE or _MPROTECT). For the
- * madvise method, returns -EOPNOTSUPP when the kernel lacks MADV_GUARD_INSTALL. */
+/* Installs a guard with the given method (VMS__GUARD_MADVISE, or _MPROTECT: the range
+ * made PROT_NONE again). For the madvise method, returns -EOPNOTSUPP when the kernel
+ * lacks MADV_GUARD_INSTALL. */
 VMS_HIDDEN int vms__os_guard(void *addr, size_t size, int method);
 /* Gives the pages back (MADV_DONTNEED): they read as zero afterwards; guards stay. */
 VMS_HIDDEN int vms__os_discard(void *addr, size_t size);

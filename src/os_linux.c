@@ -241,7 +241,8 @@ int vms__os_open(void *addr, size_t size)
     return mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : -errno;
 }
 
-int vms__os_close(void *addr, size_t size)
+/* -> PROT_NONE: the guard of the mprotect method (vms__os_guard). */
+static int os_close(void *addr, size_t size)
 {
     int e = injected(VMS__OP_MPROTECT);
     if (e) return e;
@@ -264,7 +265,7 @@ int vms__os_guard(void *addr, size_t size, int method)
         if (e == -EINVAL || e == -ENOSYS || e == -EPERM) return -EOPNOTSUPP;
         return e;
     }
-    return vms__os_close(addr, size);
+    return os_close(addr, size);
 }
 
 int vms__os_discard_foreign(void *addr, size_t size)
