@@ -1092,8 +1092,16 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 
 /* ---- the current task --------------------------------------------------------------- */
 
-/* The vmstack stack that holds sp, or NULL. */
-static const struct vms_stack *stack_holding(const char *sp)
+/* The vmstack stack that holds sp, or NULL. Always inlined, also at -O0: called near
+ * the end of a stack, vms_stack_remaining may overflow inside it, and the report kills
+ * the task alone only when the outermost vmstack frame above the program's code is a
+ * lock-free entry (oops.c, lock_free_entry). As a frame of its own, without the vms_
+ * prefix, this function read as the program's code under vms__stack_top_of, which then
+ * counted as that entry: "vmstack itself may hold one of its locks", and the process
+ * was aborted (fiber_kill.overflow_inside_vms_stack_remaining_kills_the_fiber, clang
+ * Debug builds). */
+static inline __attribute__((always_inline)) const struct vms_stack *
+stack_holding(const char *sp)
 {
     struct vms__task *t = self_thread.cur;
     if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack))
