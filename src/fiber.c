@@ -12,10 +12,12 @@
  * to run on. Invariants: a fiber runs only on its home thread (the first to resume it);
  * a task's `back` context is valid exactly while it is RUNNING, and its state leaves
  * RUNNING only once its thread is done with its record (see above task_back); the
- * create, resume, yield and destroy paths make no system call and take no lock, and
- * the task layer adds no locked read-modify-write to them (ids come in per-thread
- * blocks; vms_stack_free's double-free check is the one compare-and-swap of a create +
- * destroy).
+ * task layer's own part of the create, resume, yield and destroy paths makes no system
+ * call, takes no lock and no locked read-modify-write (ids come in per-thread blocks):
+ * only the stack cache under create and destroy does, at times (its shared lists' lock,
+ * its scrubbing batch, new slots), and a thread's first resume, which sets up its
+ * alternate signal stack; vms_stack_free's double-free check is the one
+ * compare-and-swap of a create + destroy.
  */
 #include "internal.h"
 #include "arch/context.h"
@@ -28,6 +30,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 /* Longest task name kept (longer names are cut): names are labels in oops reports. */
@@ -81,18 +84,35 @@ struct vms__task {
  * higher addresses) reaches the record before any guard: the canary, the record's lowest
  * word, is checked at every resume and destroy, so a corrupted record is reported and
  * the process aborted before its saved registers are loaded (the kernel's
- * STACK_END_MAGIC, at the other end). The secret comes from the kernel's AT_RANDOM
- * bytes, so the value cannot be guessed from the address alone. */
+ * STACK_END_MAGIC, at the other end). The secret is random, so the value cannot be
+ * guessed from the address alone, and vmstack's own: the kernel's 16 AT_RANDOM bytes are
+ * the C library's secrets (glibc's stack-protector canary is made of the first eight,
+ * its pointer guard, the key of PTR_MANGLE, of the other eight: elf/dl-osinfo.h), and a
+ * record, in ordinary stack memory next to its own address, must not give them away to
+ * a program that leaks a stack's contents. One getrandom(2) per process, at its first
+ * task; where that fails (before Linux 3.17, or a sandbox), the two halves of AT_RANDOM
+ * are folded together with the secret's address, which reveals neither half. */
 static _Atomic uintptr_t canary_secret;
 
 static uintptr_t task_canary_secret(void)
 {
     uintptr_t s = atomic_load_explicit(&canary_secret, memory_order_relaxed);
     if (VMS_UNLIKELY(!s)) {
-        const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
-        if (r) memcpy(&s, r + 8, sizeof s);
+        if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+            uintptr_t w[2] = { 0, 0 };
+            const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+            if (r) memcpy(w, r, sizeof w);
+            s = (w[0] ^ (w[1] << 29 | w[1] >> 35) ^ (uintptr_t)&canary_secret) *
+                UINT64_C(0x9e3779b97f4a7c15);
+        }
         s |= 1;   /* never 0: 0 means "not decided yet" */
-        atomic_store_explicit(&canary_secret, s, memory_order_relaxed);
+        /* Racing first callers drew different secrets: the first one stored is the
+         * secret of every task. */
+        uintptr_t none = 0;
+        if (!atomic_compare_exchange_strong_explicit(&canary_secret, &none, s,
+                                                     memory_order_relaxed,
+                                                     memory_order_relaxed))
+            s = none;
     }
     return s;
 }
@@ -1087,8 +1107,16 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
 
 /* ---- the current task --------------------------------------------------------------- */
 
-/* The vmstack stack that holds sp, or NULL. */
-static const struct vms_stack *stack_holding(const char *sp)
+/* The vmstack stack that holds sp, or NULL. Always inlined, also at -O0: called near
+ * the end of a stack, vms_stack_remaining may overflow inside it, and the report kills
+ * the task alone only when the outermost vmstack frame above the program's code is a
+ * lock-free entry (oops.c, lock_free_entry). As a frame of its own, without the vms_
+ * prefix, this function read as the program's code under vms__stack_top_of, which then
+ * counted as that entry: "vmstack itself may hold one of its locks", and the process
+ * was aborted (fiber_kill.overflow_inside_vms_stack_remaining_kills_the_fiber, clang
+ * Debug builds). */
+static inline __attribute__((always_inline)) const struct vms_stack *
+stack_holding(const char *sp)
 {
     struct vms__task *t = self_thread.cur;
     if (t && t->stack && sp >= t->stack->base && sp <= vms__stack_top_of(t->stack))

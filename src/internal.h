@@ -85,8 +85,10 @@ VMS_HIDDEN void vms__clean_name(const char *name, char out[VMS__CLEAN_NAME]);
 VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---------------------------------------------------------------- os_linux.c ---- */
-/* The only file that calls mmap, munmap, mprotect, madvise, process_madvise, prctl and
- * sigaltstack. Every function returns 0 or a negative errno. */
+/* The only file that calls mmap, munmap, mprotect, madvise, process_madvise and
+ * sigaltstack on stacks and arenas, and prctl to name mappings (trace.c maps ELF files
+ * read-only; fiber.c and guard.c read thread names with prctl). Every function returns
+ * 0 or a negative errno. */
 /* async-signal-safe once set (vms__guard_install sets it before installing the handler). */
 VMS_HIDDEN size_t vms__os_page_size(void);
 /* async-signal-safe: CLOCK_MONOTONIC in nanoseconds, for the bounded waits. */
@@ -94,16 +96,17 @@ VMS_HIDDEN long vms__os_now_ns(void);
 /* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,
  * MADV_NOHUGEPAGE, named [anon:vmstack] where the kernel can name mappings. Holds no
  * more than size bytes of address space at any moment (RLIMIT_AS), unless the range
- * below an unaligned first try is taken: then size + align for a moment. */
+ * below an unaligned first try is taken, or align is above size: then size + align for
+ * a moment. */
 VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
 /* Address space the process may still map under RLIMIT_AS (ulimit -v): the limit less
  * what is mapped now; SIZE_MAX without a limit. */
 VMS_HIDDEN size_t vms__os_address_room(void);
 VMS_HIDDEN int vms__os_release(void *addr, size_t size);          /* munmap */
 VMS_HIDDEN int vms__os_open(void *addr, size_t size);             /* -> read-write */
-VMS_HIDDEN int vms__os_close(void *addr, size_t size);            /* -> PROT_NONE */
-/* Installs a guard with the given method (VMS__GUARD_MADVISE or _MPROTECT). For the
- * madvise method, returns -EOPNOTSUPP when the kernel lacks MADV_GUARD_INSTALL. */
+/* Installs a guard with the given method (VMS__GUARD_MADVISE, or _MPROTECT: the range
+ * made PROT_NONE again). For the madvise method, returns -EOPNOTSUPP when the kernel
+ * lacks MADV_GUARD_INSTALL. */
 VMS_HIDDEN int vms__os_guard(void *addr, size_t size, int method);
 /* Gives the pages back (MADV_DONTNEED): they read as zero afterwards; guards stay. */
 VMS_HIDDEN int vms__os_discard(void *addr, size_t size);
@@ -158,7 +161,7 @@ VMS_HIDDEN bool vms__os_thread_alive(pid_t tid);
 /* async-signal-safe: sigaltstack(2) with fault injection (VMS__OP_SIGALTSTACK). */
 VMS_HIDDEN int vms__os_sigaltstack(const stack_t *ss, stack_t *old);
 /* mincore(2) on [addr, addr + len) (addr page-aligned): vec[i] & 1 when page i is
- * resident. 0 or a negative errno. Added for the debug layer and the direct backend. */
+ * resident. 0 or a negative errno. For the debug layer and vms__os_resident's count. */
 VMS_HIDDEN int vms__os_resident_pages(const void *addr, size_t len, unsigned char *vec);
 /* madvise(MADV_NOHUGEPAGE) on memory mapped by someone else (the direct backend's heap
  * blocks). 0 or a negative errno; failure is harmless. */
@@ -252,7 +255,8 @@ struct vms__arena {
 /* Where an address is, for the fault handler and for tests. */
 enum { VMS__WHERE_NONE = 0,  /* not in any arena's slots */
        VMS__WHERE_STACK,     /* a usable byte of st */
-       VMS__WHERE_GUARD,     /* the guard below st (and above below, NULL for slot 0) */
+       VMS__WHERE_GUARD,     /* the guard below st (NULL above the last opened slot)
+                                and above below (NULL for slot 0) */
        VMS__WHERE_TRAILER }; /* the trailing guard above the arena's last slot: below */
 struct vms__where {
     int kind;

@@ -108,13 +108,6 @@ VMS_HIDDEN bool vms__trace_in_libc(uintptr_t addr);
 VMS_HIDDEN bool vms__trace_in_loader(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */
 typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
-/* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
- * first frame is the pc), calling fn for each frame, at most max frames. Return
- * addresses reach fn without a pointer authentication code (aarch64's pac-ret). The
- * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
- * Return the number of frames passed to fn; *complete (when not NULL) tells whether
- * the walk reached the outermost frame (rather than a broken chain, an unwinding
- * error, or max). */
 /* Records the return address the kernel gives signal handlers (x86-64: the C library's
  * restorer, from the action installed for sig, the fault handler just installed;
  * aarch64: the vDSO's __kernel_rt_sigreturn), so that the frame-pointer walk can follow
@@ -126,6 +119,13 @@ VMS_HIDDEN void vms__trace_add_restorer(uintptr_t addr);
  * chooses how its symbols are counted: DT_HASH, DT_GNU_HASH, or 0 for either (DT_HASH
  * first). Normal context. */
 VMS_HIDDEN uintptr_t vms__trace_vdso_symbol(const char *name, int hash);
+/* async-signal-safe: walks the stack of the interrupted context uc, innermost first (the
+ * first frame is the pc), calling fn for each frame, at most max frames. Return
+ * addresses reach fn without a pointer authentication code (aarch64's pac-ret). The
+ * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
+ * Return the number of frames passed to fn; *complete (when not NULL) tells whether
+ * the walk reached the outermost frame (rather than a broken chain, an unwinding
+ * error, or max). */
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
                                   vms__frame_fn fn, void *ctx, int max, bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,

@@ -519,15 +519,16 @@ static bool is_vmstack(const struct vms__sym *s)
 }
 
 /* async-signal-safe: whether the program's call into vmstack at s (the outermost
- * vmstack frame above the program's code) can hold no lock of vmstack's: the getters
- * and vms_stack_remaining, which a program calls to check its depth near the end of its
- * stack, where an overflow inside the call is likely. What they call inside vmstack
- * (the arena lookup) takes no lock either: it serves the fault handler. */
+ * vmstack frame above the program's code) can hold no lock of vmstack's: the getters,
+ * vms_stack_self, and vms_stack_remaining, which a program calls to check its depth
+ * near the end of its stack, where an overflow inside the call is likely. What they call
+ * inside vmstack (the arena lookup) takes no lock either: it serves the fault handler. */
 static bool lock_free_entry(const struct vms__sym *s)
 {
     static const char *const names[] = {
-        "vms_stack_remaining", "vms_fiber_self", "vms_fiber_state", "vms_fiber_oops",
-        "vms_fiber_stack", "vms_stack_base", "vms_stack_top", "vms_stack_size",
+        "vms_stack_remaining", "vms_stack_self", "vms_fiber_self", "vms_fiber_state",
+        "vms_fiber_oops", "vms_fiber_stack", "vms_stack_base", "vms_stack_top",
+        "vms_stack_size",
     };
     if (!s->name) return false;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

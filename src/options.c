@@ -167,7 +167,6 @@ static void decide(const vms_config *cfg)
         if (cfg->on_overflow) vms__opt.on_overflow = cfg->on_overflow;
         if (cfg->report_fd) vms__opt.report_fd = cfg->report_fd;
         vms__opt.flags |= cfg->flags;
-        if (cfg->flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
     }
     if (vms__opt.flags & VMS_FORCE_MPROTECT) vms__opt.guard_request = VMS__GUARD_MPROTECT;
     bool valgrind = vms__os_under_valgrind();

@@ -1,6 +1,8 @@
 /*
  * os_linux.c - the os layer: the only file that calls mmap, munmap, mprotect, madvise,
- * process_madvise and prctl. Everything above it sees 0 or a negative errno.
+ * process_madvise and sigaltstack on stacks and arenas, and prctl to name mappings
+ * (docs/internals.md lists the other files' few calls). Everything above it sees 0 or
+ * a negative errno.
  *
  * It also owns two facts about the running kernel: whether MADV_GUARD_INSTALL works
  * (detected once, verified with a signal-free probe, because emulators such as
@@ -54,6 +56,8 @@ unsigned long vms__os_syscalls(void)
     return atomic_load_explicit(&syscalls, memory_order_relaxed);
 }
 
+/* async-signal-safe: one relaxed atomic add (vms__os_sigaltstack counts in the fault
+ * handler). */
 static inline void count_syscall(void)
 {
     atomic_fetch_add_explicit(&syscalls, 1, memory_order_relaxed);
@@ -83,7 +87,8 @@ void vms__os_inject_clear(void)
     atomic_store(&inject_any, false);
 }
 
-/* Returns the injected negative errno for this call of op, or 0. */
+/* async-signal-safe: atomics only (vms__os_sigaltstack asks in the fault handler).
+ * Returns the injected negative errno for this call of op, or 0. */
 static int injected(int op)
 {
     if (VMS_LIKELY(!atomic_load_explicit(&inject_any, memory_order_relaxed))) return 0;
@@ -127,6 +132,7 @@ size_t vms__os_page_size(void)
     return v;
 }
 
+/* async-signal-safe: clock_gettime(2) is on POSIX's list. */
 long vms__os_now_ns(void)
 {
     struct timespec ts;
@@ -169,13 +175,19 @@ int vms__os_reserve(size_t size, size_t align, void **out)
     uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(align - 1);
     if (lo != (uintptr_t)p) {
         size_t shift = (uintptr_t)p - lo;
-        count_syscall();
-        munmap(p + size - shift, shift);
-        if (lo && reserve_at((char *)lo, shift)) {
+        /* The top given back is shift bytes of p's own only when shift <= size: with an
+         * alignment above size it may be larger, and its start would lie below p, in
+         * someone else's mapping. Then only the over-reservation serves. */
+        bool below = lo && shift <= size;
+        if (below) {
+            count_syscall();
+            munmap(p + size - shift, shift);
+        }
+        if (below && reserve_at((char *)lo, shift)) {
             p = (char *)lo;
         } else {
             count_syscall();
-            munmap(p, size - shift);
+            munmap(p, below ? size - shift : size);
             size_t len = size + align - page;
             count_syscall();
             p = mmap(NULL, len, PROT_NONE, RESERVE_FLAGS, -1, 0);
@@ -229,7 +241,8 @@ int vms__os_open(void *addr, size_t size)
     return mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : -errno;
 }
 
-int vms__os_close(void *addr, size_t size)
+/* -> PROT_NONE: the guard of the mprotect method (vms__os_guard). */
+static int os_close(void *addr, size_t size)
 {
     int e = injected(VMS__OP_MPROTECT);
     if (e) return e;
@@ -252,7 +265,7 @@ int vms__os_guard(void *addr, size_t size, int method)
         if (e == -EINVAL || e == -ENOSYS || e == -EPERM) return -EOPNOTSUPP;
         return e;
     }
-    return vms__os_close(addr, size);
+    return os_close(addr, size);
 }
 
 int vms__os_discard_foreign(void *addr, size_t size)

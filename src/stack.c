@@ -1,9 +1,10 @@
 /*
  * stack.c - the public stack API (vms_stack_*) and vms_get_stats.
  *
- * A vms_stack pointer is the address of its slot record in an arena's metadata array,
- * so checking that a pointer is one vmstack handed out is O(1) (vms__arena_record), and
- * the record's state word catches a double free even when two threads race to free.
+ * A vms_stack handle is the address of its slot record in an arena's metadata array
+ * plus a tag (below), so checking that a pointer is one vmstack handed out is O(1)
+ * (vms__arena_record), and the record's state word catches a double free even when two
+ * threads race to free.
  * Both are memory-safety violations by the caller: a one-line report and abort(), as is
  * freeing the stack of a live fiber or thread (its owner word says so).
  * Everything else that is wrong (NULL, absurd sizes, no memory) is an errno.

@@ -207,3 +207,24 @@ TEST(aligned_reserve_when_the_range_below_is_taken)
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "aligned, ");
 }
+
+/* An alignment larger than the size: the unaligned part of the first try is then larger
+ * than the reservation itself, and giving it back from the reservation's top would
+ * unmap memory below it (someone else's) and leave part of the range taken below it
+ * reserved for good. The result is an aligned range of exactly size bytes all the same,
+ * with nothing of vmstack's, no access, left right above it. */
+TEST(aligned_reserve_with_an_alignment_above_the_size)
+{
+    size_t page = vms__os_page_size(), align = 16384 * page;
+    for (int i = 0; i < 4; i++) {
+        void *q = NULL;
+        ASSERT_EQ(vms__os_reserve(page, align, &q), 0);
+        ASSERT_EQ((uintptr_t)q % align, 0);
+        ASSERT_EQ(vms__os_probe_noaccess(q), 1);
+        char *above = (char *)q + page;
+        unsigned char vec;
+        if (mincore(above, page, &vec) == 0 && vms__os_probe_noaccess(above) == 1)
+            TST_FAIL("a no-access page right above the reservation %p: a leftover", q);
+        ASSERT_EQ(vms__os_release(q, page), 0);
+    }
+}

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
+#include <sys/auxv.h>
 #include <ucontext.h>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -1253,6 +1254,26 @@ TEST(overwritten_record_is_caught_at_destroy)
     int st = tst_fork(smash_destroy_child, NULL, out, sizeof out);
     ASSERT_SIGNALED(st, SIGABRT);
     ASSERT_STR_CONTAINS(out, "was overwritten");
+}
+
+/* The canary's secret (the record's lowest word, XOR its address) is vmstack's own, not
+ * one of the C library's: glibc made its stack protector's canary from the first eight
+ * bytes of AT_RANDOM (the lowest byte zeroed) and its pointer guard, PTR_MANGLE's key,
+ * from the other eight. A record lies in ordinary stack memory next to its address: a
+ * program that leaks a stack's contents would give those secrets away with it. */
+TEST(record_canary_secret_is_not_the_c_library_one)
+{
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    if (!r) SKIP("no AT_RANDOM in the auxiliary vector");
+    uint64_t w[2];
+    memcpy(w, r, sizeof w);
+    vms_fiber *f = vms_fiber_create(body_noop, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    uint64_t secret = *(const uintptr_t *)(const void *)f ^ (uintptr_t)f;
+    vms_fiber_destroy(f);
+    /* The secret's lowest bit is always set; the stack protector's lowest byte is 0. */
+    ASSERT((secret >> 1) != (w[1] >> 1));
+    ASSERT((secret >> 8) != (w[0] >> 8));
 }
 
 /* Pointers that are no live fiber: destroyed ones (with and without scrubbing, which

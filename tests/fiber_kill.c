@@ -626,10 +626,12 @@ TEST(end_check_reserve_and_usage_line)
  * (alloca), then calls vms_stack_remaining: every case must end with the fiber killed
  * or done, never the process. */
 static volatile long edge_leave;
+static volatile int edge_self;   /* the call at the edge is vms_stack_self instead */
 
 static NOIPA void at_the_edge(void)
 {
-    sink += vms_stack_remaining();
+    if (edge_self) sink += (unsigned long)(uintptr_t)vms_stack_self();
+    else sink += vms_stack_remaining();
 }
 
 static void edge_fiber(void *arg)
@@ -660,6 +662,31 @@ TEST(overflow_inside_vms_stack_remaining_kills_the_fiber)
     int killed = 0;
     for (long leave = -96; leave <= 160; leave += 8) {
         int st = run_child(edge_child, &leave);
+        if (!WIFEXITED(st) || (WEXITSTATUS(st) != 4 && WEXITSTATUS(st) != 5))
+            TST_FAIL("leaving %ld bytes: the process died or failed (status 0x%x):\n%.3000s",
+                     leave, st, out);
+        if (WEXITSTATUS(st) == 4) {
+            killed++;
+            ASSERT_STR_CONTAINS(out, "vmstack: killed fiber");
+        }
+    }
+    ASSERT_GT(killed, 0);   /* some cases did overflow: the test means something */
+}
+
+/* The same with vms_stack_self, which takes no lock either (a runtime asks it for its
+ * stack's bounds, possibly deep in a recursion). */
+static void self_edge_child(void *arg)
+{
+    edge_self = 1;
+    edge_child(arg);
+}
+
+TEST(overflow_inside_vms_stack_self_kills_the_fiber)
+{
+    NEED_GUARD_FAULTS();
+    int killed = 0;
+    for (long leave = -96; leave <= 160; leave += 8) {
+        int st = run_child(self_edge_child, &leave);
         if (!WIFEXITED(st) || (WEXITSTATUS(st) != 4 && WEXITSTATUS(st) != 5))
             TST_FAIL("leaving %ld bytes: the process died or failed (status 0x%x):\n%.3000s",
                      leave, st, out);

@@ -135,7 +135,7 @@ vms__ctx_jump_call:
     .cfi_endproc
     .size   vms__ctx_jump_call, .-vms__ctx_jump_call
 
-/* long vms__ctx_switch_call(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
+/* int vms__ctx_switch_call(struct vms__ctx *from (x0), const struct vms__ctx *to (x1),
  *                           int (*fn)(void *) (x2), void *arg (x3)): saves the caller
  * into from, then loads to and runs fn(arg) on its stack as vms__ctx_jump_call does. */
     .globl  vms__ctx_switch_call
