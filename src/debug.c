@@ -16,6 +16,7 @@
 #include "track.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,18 @@
  * 4 MiB stack in one system call; larger stacks take a few). */
 #define VEC_CHUNK 1024
 
-/* The histogram and the greatest depth reported by a task, per size class. */
+/* The histogram, per size class, under hist_lock: a free adds to three figures (the
+ * count, a bucket, the greatest depth) that vms_stack_usage must read together. Counted
+ * with separate atomics, a reader beside threads that freed stacks saw a count that its
+ * buckets did not add up to, or a greatest depth outside every counted bucket. A leaf
+ * lock, held for a few stores (the measurement is made before it is taken); fork takes
+ * it last (vms__debug_fork_lock). */
+static pthread_mutex_t hist_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    atomic_size_t stacks, max_used;
-    atomic_size_t buckets[VMS_USAGE_BUCKETS];
+    size_t stacks, max_used;
+    size_t buckets[VMS_USAGE_BUCKETS];
 } hist[VMS__CLASSES];
+/* The greatest depth reported by a task, per size class. */
 static atomic_size_t task_max[VMS__CLASSES];
 
 static size_t page_size(void)
@@ -238,9 +246,22 @@ void vms__debug_stack_free(struct vms_stack *st)
 {
     if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
     size_t d = settle(st);
-    atomic_fetch_add_explicit(&hist[st->cls].stacks, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist[st->cls].buckets[bucket_of(d)], 1, memory_order_relaxed);
-    raise_max(&hist[st->cls].max_used, d);
+    unsigned b = bucket_of(d);
+    pthread_mutex_lock(&hist_lock);
+    hist[st->cls].stacks++;
+    hist[st->cls].buckets[b]++;
+    if (d > hist[st->cls].max_used) hist[st->cls].max_used = d;
+    pthread_mutex_unlock(&hist_lock);
+}
+
+void vms__debug_fork_lock(void)
+{
+    pthread_mutex_lock(&hist_lock);
+}
+
+void vms__debug_fork_unlock(void)
+{
+    pthread_mutex_unlock(&hist_lock);
 }
 
 void vms__debug_stack_reclaim(struct vms_stack *st)
@@ -257,20 +278,20 @@ int vms_stack_usage(vms_usage *out, size_t n)
      * first, as vms_get_stats does, so that threads joined before the call count. */
     vms__stack_reap();
     int count = 0;
+    pthread_mutex_lock(&hist_lock);
     for (unsigned c = 0; c < VMS__CLASSES; c++) {
-        size_t stacks = atomic_load_explicit(&hist[c].stacks, memory_order_relaxed);
-        if (!stacks) continue;
+        if (!hist[c].stacks) continue;
         if ((size_t)count < n) {
             vms_usage *u = &out[count];
             memset(u, 0, sizeof *u);
             u->stack_size = vms__arena_class_size(c);
-            u->stacks = stacks;
-            u->max_used = atomic_load_explicit(&hist[c].max_used, memory_order_relaxed);
-            for (unsigned b = 0; b < VMS_USAGE_BUCKETS; b++)
-                u->buckets[b] = atomic_load_explicit(&hist[c].buckets[b], memory_order_relaxed);
+            u->stacks = hist[c].stacks;
+            u->max_used = hist[c].max_used;
+            memcpy(u->buckets, hist[c].buckets, sizeof u->buckets);
         }
         count++;
     }
+    pthread_mutex_unlock(&hist_lock);
     return count;
 }
 

