@@ -222,8 +222,9 @@ static bool raise_max(atomic_size_t *m, size_t v)
 }
 
 /* Records the depth of st's use at its free in st->max_used and how many pages from the
- * top the next hand-out must repaint (with VMS_NO_SCRUB); returns the depth. */
-static size_t settle(struct vms_stack *st)
+ * top the next hand-out must repaint (with VMS_NO_SCRUB); returns the depth. whole: as
+ * measure's. */
+static size_t settle(struct vms_stack *st, bool whole)
 {
     size_t page = page_size(), n = st->size / page;
     size_t d;
@@ -232,7 +233,7 @@ static size_t settle(struct vms_stack *st)
         d = st->max_used;
         dirty = (d + page - 1) / page;
     } else {
-        long long m = measure(st, false);
+        long long m = measure(st, whole);
         d = m < 0 ? st->max_used : (size_t)m;
         dirty = m < 0 ? n : (d + page - 1) / page;   /* unknown: all of it */
     }
@@ -242,10 +243,18 @@ static size_t settle(struct vms_stack *st)
     return d;
 }
 
-void vms__debug_stack_free(struct vms_stack *st)
+void vms__debug_stack_free(struct vms_stack *st, bool raw)
 {
     if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
-    size_t d = settle(st);
+    /* A raw stack, which nothing obliges to be used from the top down (its program
+     * writes where it likes), is looked at whole, as vms_stack_max_used looks at it:
+     * the histogram gets the high-water mark that call gave, and with VMS_NO_SCRUB the
+     * next owner's painting zeroes every page this one wrote. The top-down scan missed
+     * a byte written below more than a guard of untouched pages: the histogram counted
+     * a stack vms_stack_max_used had found 150,000 bytes deep as unused, and with
+     * VMS_NO_SCRUB the next owner, which had touched nothing, got that depth. A task's
+     * stack is used by code, from its top down (measure()'s stop rule). */
+    size_t d = settle(st, raw);
     unsigned b = bucket_of(d);
     pthread_mutex_lock(&hist_lock);
     hist[st->cls].stacks++;
@@ -266,7 +275,7 @@ void vms__debug_fork_unlock(void)
 
 void vms__debug_stack_reclaim(struct vms_stack *st)
 {
-    if ((vms__opt.flags & VMS_PAINT) && st->cls < VMS__CLASSES) (void)settle(st);
+    if ((vms__opt.flags & VMS_PAINT) && st->cls < VMS__CLASSES) (void)settle(st, false);
 }
 
 int vms_stack_usage(vms_usage *out, size_t n)

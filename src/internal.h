@@ -452,8 +452,9 @@ VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
  * end magic (VMS_END_CHECK). */
 VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
 /* Called by vms_stack_free (after the state change, before the cache): adds the stack's
- * final depth to the usage histogram (VMS_PAINT). */
-VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
+ * final depth to the usage histogram (VMS_PAINT). raw: freed by the program's
+ * vms_stack_free (not a task's stack): measured whole, as vms_stack_max_used does. */
+VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st, bool raw);
 /* fork (stack.c's handlers, last): the histogram's lock, taken and released. */
 VMS_HIDDEN void vms__debug_fork_lock(void);
 VMS_HIDDEN void vms__debug_fork_unlock(void);

@@ -413,7 +413,8 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
 }
 
 static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
-                                                             const vms_stack *h, uint32_t w);
+                                                             const vms_stack *h, uint32_t w,
+                                                             bool raw);
 
 void vms_stack_free(vms_stack *st)
 {
@@ -429,18 +430,20 @@ void vms_stack_free(vms_stack *st)
                    "its slot handed out again since (this handle is stale), unless %p "
                    "is a corrupted pointer", (void *)st, (void *)rec->base,
                    (void *)(rec->base + rec->size), (void *)st);
-    stack_free(rec, st, w);
+    stack_free(rec, st, w, true);
 }
 
 void vms__stack_free(struct vms_stack *rec)
 {
     uint32_t w = atomic_load_explicit(&rec->state, memory_order_acquire);
-    stack_free(rec, handle_of(rec, w), w);
+    stack_free(rec, handle_of(rec, w), w, false);
 }
 
-/* Frees rec, named h by the caller, whose state word was w. */
+/* Frees rec, named h by the caller, whose state word was w. raw: the program's
+ * vms_stack_free (a task's stack or vmstack's own goes through vms__stack_free). */
 static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
-                                                             const vms_stack *h, uint32_t w)
+                                                             const vms_stack *h, uint32_t w,
+                                                             bool raw)
 {
     const void *st = h;
     /* A fiber's or thread's stack (vms_fiber_stack hands it out, const) holds the task's
@@ -465,7 +468,7 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
         atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
         if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_reclaim(rec);
     } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
-        vms__debug_stack_free(rec);
+        vms__debug_stack_free(rec, raw);
     }
     vms__cache_put(rec);
 }

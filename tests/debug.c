@@ -106,7 +106,12 @@ TEST(paint_zero_writes)
 /* vms_stack_max_used is the deepest use however the stack was used: a single byte
  * written far below untouched pages counts (a raw stack poked through a pointer, say).
  * The scan at a task's end assumes use from the top down; this public call does not. It
- * reported 0 for one byte 150,000 bytes deep in a 256 KiB stack. */
+ * reported 0 for one byte 150,000 bytes deep in a 256 KiB stack. Each stack is the
+ * previous one's slot again (the per-thread cache is a LIFO), and reads as unused when
+ * handed out: with VMS_NO_SCRUB its free must have counted that byte among the pages
+ * the next hand-out repaints (the next owner got the previous owner's depth). The
+ * histogram counts each stack at the depth vms_stack_max_used gave (it counted them all
+ * as unused). */
 static void paint_single_deep_byte_child(void *arg)
 {
     unsigned flags = *(unsigned *)arg;
@@ -116,11 +121,25 @@ static void paint_single_deep_byte_child(void *arg)
         for (int i = 1; i <= 4; i++) {
             vms_stack *st = vms_stack_alloc(sizes[k]);
             ASSERT_NOT_NULL(st);
+            ASSERT_EQ(vms_stack_max_used(st), 0);
             char *top = vms_stack_top(st);
             size_t d = sizes[k] / 5 * (size_t)i;
             top[-(ptrdiff_t)d] = 1;
             ASSERT_WITHIN_PAGE(vms_stack_max_used(st), d);
             vms_stack_free(st);
+        }
+    }
+    vms_usage u[3];
+    ASSERT_EQ(vms_stack_usage(u, 3), 3);
+    for (size_t k = 0; k < 3; k++) {
+        ASSERT_EQ(u[k].stack_size, sizes[k]);
+        ASSERT_EQ(u[k].stacks, 4);
+        ASSERT_WITHIN_PAGE(u[k].max_used, sizes[k] / 5 * 4);
+        for (int i = 1; i <= 4; i++) {
+            size_t pages = (sizes[k] / 5 * (size_t)i + page() - 1) / page();
+            unsigned b = 0;
+            while ((size_t)1 << b < pages) b++;
+            ASSERT_GE(u[k].buckets[b], 1);
         }
     }
 }
