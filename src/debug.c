@@ -97,8 +97,11 @@ static void set_state(struct vms_stack *st, size_t painted, size_t dirty, bool f
  * resident (cache.c; every page when discarding failed and the cache zeroed them by hand,
  * st->warm == 2), so zero is the paint and nothing needs writing. With VMS_NO_SCRUB
  * the previous owner's bytes are still there, but only within the depth measured when
- * it freed the stack (the dirty pages): those are zeroed, a cost proportional to the
- * previous owner's depth, and they join the painted pages (they stay resident). */
+ * it freed the stack (the dirty pages), and only in the pages the cache kept since
+ * (st->warm): those are zeroed, a cost proportional to the previous owner's depth, and
+ * they join the painted pages (they stay resident). Pages the cache dropped read as
+ * zero already and are left alone: zeroing them faulted them in again, undoing the
+ * cache's trimming (16 page faults per 64 KiB-deep stack). */
 static void paint(struct vms_stack *st)
 {
     size_t page = page_size(), n = st->size / page;
@@ -108,10 +111,29 @@ static void paint(struct vms_stack *st)
         return;
     }
     size_t painted = painted_pages(st), dirty = dirty_pages(st);
-    /* warm == 2 here too: a batch bound for trimming could not be discarded and was
-     * zeroed by hand, every page resident. */
-    if (st->warm == 2) painted = n;
     if (dirty > n) dirty = n;
+    switch (st->warm) {
+    case VMS__WARM_AS_LEFT:
+        break;            /* freed straight to a LIFO: every page as the owner left it */
+    case 2:
+        /* A batch that could not be discarded, zeroed by hand but for the pages it
+         * kept (the top one, with the magic the bottom one): every page resident. */
+        painted = n;
+        break;
+    case 1:
+        /* A batch dropped every page but the top one and, with the magic, the bottom
+         * one (whose bytes beyond the magic count only where not zero, measure()):
+         * those hold what the owner left, if it got there. */
+        if ((vms__opt.flags & VMS_END_CHECK) && dirty == n && n > 1)
+            memset(st->base, 0, page);
+        if (dirty > 1) dirty = 1;
+        painted = 1;
+        break;
+    default:
+        dirty = 0;        /* dropped whole */
+        painted = 1;
+        break;
+    }
     if (dirty) memset(st->base + st->size - dirty * page, 0, dirty * page);
     if (painted < dirty) painted = dirty;
     if (painted < 1) painted = 1;

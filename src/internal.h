@@ -205,7 +205,11 @@ struct vms_stack {
     uint8_t  cls;                 /* size class */
     uint8_t  tasks;               /* task layer: tasks placed on it so far (mod 256) */
     uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded;
-                                     2: all resident and zero (zeroed by hand) */
+                                     2: all resident and zero (zeroed by hand); with
+                                     VMS_NO_SCRUB the top page (with the magic, the
+                                     bottom one too) holds what the last owner left,
+                                     and 3: freed straight to the LIFO, nothing
+                                     discarded since (VMS__WARM_AS_LEFT) */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
@@ -215,6 +219,9 @@ struct vms_stack {
     size_t   max_used;            /* debug layer: high-water mark of the last owner */
     uintptr_t debug;              /* debug layer: painting state */
 };
+/* st->warm of a stack freed with VMS_NO_SCRUB straight into a thread's LIFO: every page
+ * as its last owner left it (the debug layer's painting repaints what it used). */
+#define VMS__WARM_AS_LEFT 3
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
 _Static_assert(VMS__CLASSES <= 256, "a size class fits the slot record's byte");
 

@@ -293,6 +293,56 @@ TEST(paint_no_scrub_discard_fails)
     run(paint_no_scrub_discard_fails_child, NULL);
 }
 
+static int resident_pages(vms_stack *st);
+
+/* With VMS_NO_SCRUB, stacks beyond the per-thread LIFO go through the cache's batch,
+ * which drops their pages below the top one (and, with the end magic, above the bottom
+ * one). Painting zeroes only what the cache kept: it used to zero every page the last
+ * owner had used, faulting the dropped pages in again (16 faults and 64 KiB resident
+ * per 64 KiB-deep stack, the cache's trimming undone). Each hand-out still reads as
+ * unused, also after an owner that went down to the bottom page. */
+static void paint_no_scrub_trimmed_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = VMS_PAINT | VMS_NO_SCRUB | flags;
+    c.cache_per_thread = 1;
+    ASSERT_EQ(vms_init(&c), 0);
+    int magic = (flags & VMS_END_CHECK) ? 1 : 0;
+    enum { N = 40 };
+    static vms_stack *st[N];
+    const size_t size = 256 * 1024, depths[] = { 64 * 1024, size - 64 };
+    for (int round = 0; round < 4; round++) {
+        int deep = 0;
+        for (int i = 0; i < N; i++) {
+            st[i] = vms_stack_alloc(size);
+            ASSERT_NOT_NULL(st[i]);
+            ASSERT_EQ(vms_stack_max_used(st[i]), 0);
+            /* Kept whole: the one stack of this thread's LIFO. The others come from
+             * the batch (their top page resident, with the magic their bottom one too)
+             * or are new. */
+            deep += resident_pages(st[i]) > 1 + magic;
+        }
+        ASSERT_LE(deep, 1);
+        size_t d = depths[round % 2];
+        for (int i = 0; i < N; i++) {
+            char *top = vms_stack_top(st[i]);
+            memset(top - d, 0x5a, d);
+            ASSERT_WITHIN_PAGE(vms_stack_max_used(st[i]), d);
+        }
+        for (int i = 0; i < N; i++) vms_stack_free(st[i]);
+    }
+}
+
+TEST(paint_no_scrub_trimmed)
+{
+    unsigned flags = 0;
+    run(paint_no_scrub_trimmed_child, &flags);
+    flags = VMS_END_CHECK;
+    run(paint_no_scrub_trimmed_child, &flags);
+}
+
 static void paint_off_child(void *arg)
 {
     (void)arg;
