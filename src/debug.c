@@ -280,10 +280,13 @@ void vms__debug_stack_free(struct vms_stack *st, bool raw)
     unsigned b = bucket_of(d);
     pthread_mutex_lock(&hist_lock);
     hist[st->cls].stacks++;
+    if (VMS_UNLIKELY(vms__debug_hist_hook != NULL)) vms__debug_hist_hook();
     hist[st->cls].buckets[b]++;
     if (d > hist[st->cls].max_used) hist[st->cls].max_used = d;
     pthread_mutex_unlock(&hist_lock);
 }
+
+void (*vms__debug_hist_hook)(void);
 
 void vms__debug_fork_lock(void)
 {

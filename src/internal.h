@@ -462,6 +462,9 @@ VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
  * final depth to the usage histogram (VMS_PAINT). raw: freed by the program's
  * vms_stack_free (not a task's stack): measured whole, as vms_stack_max_used does. */
 VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st, bool raw);
+/* Tests only: when set, called by a free with VMS_PAINT between its first and second
+ * update of the histogram, under the histogram's lock. */
+VMS_HIDDEN extern void (*vms__debug_hist_hook)(void);
 /* fork (stack.c's handlers, last): the histogram's lock, taken and released. */
 VMS_HIDDEN void vms__debug_fork_lock(void);
 VMS_HIDDEN void vms__debug_fork_unlock(void);

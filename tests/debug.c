@@ -495,27 +495,34 @@ TEST(usage_histogram)
     run(usage_child, NULL);
 }
 
-/* vms_stack_usage beside threads that free stacks: every entry read is one state of the
- * histogram, its buckets adding up to its count and its greatest depth in its deepest
- * bucket. Kept in separate atomics, a reader saw counts whose buckets did not add up (102
- * of 196,532 reads beside two freeing threads on the project's VM) and greatest depths
- * of stacks not yet in any bucket. */
-enum { HIST_FREERS = 2, HIST_READS = 100000 };
-static atomic_bool hist_stop;
-static atomic_size_t hist_freed;
+/* vms_stack_usage beside a thread that frees a stack: what it reads is one state of
+ * the histogram, its buckets adding up to its count and its greatest depth in its
+ * deepest bucket. A free used to add to the three in separate atomic operations, which a
+ * reader could see in between (beside two freeing threads, 102 of 196,532 reads on the
+ * project's VM added up wrong). Here the freeing thread stops between its first and
+ * second update (vms__debug_hist_hook) until the reader has begun its read and sleeps
+ * (blocked on the histogram's lock); a reader that does not wait reads the count
+ * without the bucket. */
+static atomic_int hist_reader_tid;
+static atomic_bool hist_in_hook, hist_reading;
+
+/* On the freeing thread, between two updates. */
+static void hist_hook(void)
+{
+    vms__debug_hist_hook = NULL;                 /* once */
+    atomic_store(&hist_in_hook, true);
+    while (!atomic_load(&hist_reading)) sched_yield();
+    tst_wait_until_asleep(atomic_load(&hist_reader_tid));
+}
 
 static void *hist_freer(void *arg)
 {
-    size_t p = page(), i = (size_t)(uintptr_t)arg;
-    while (!atomic_load(&hist_stop)) {
-        vms_stack *st = vms_stack_alloc(256 * 1024);
-        ASSERT_NOT_NULL(st);
-        char *top = vms_stack_top(st);
-        size_t d = (i++ % 40 + 1) * p;   /* 1 to 40 pages: buckets 0 to 6 */
-        for (size_t t = p; t <= d; t += p) top[-(ptrdiff_t)t] = 1;
-        vms_stack_free(st);
-        atomic_fetch_add(&hist_freed, 1);
-    }
+    (void)arg;
+    vms_stack *st = vms_stack_alloc(256 * 1024);
+    ASSERT_NOT_NULL(st);
+    memset((char *)vms_stack_top(st) - 5 * page(), 1, 5 * page());   /* bucket 3 */
+    vms__debug_hist_hook = hist_hook;
+    vms_stack_free(st);
     return NULL;
 }
 
@@ -537,31 +544,19 @@ static void usage_concurrent_child(void *arg)
 {
     (void)arg;
     init_flags(VMS_PAINT, 0);
-    pthread_t t[HIST_FREERS];
-    for (int i = 0; i < HIST_FREERS; i++)
-        ASSERT_EQ(pthread_create(&t[i], NULL, hist_freer, (void *)(uintptr_t)(i * 17)), 0);
-    size_t seen = 0, first = 0;
-    for (int r = 0; r < HIST_READS; r++) {
-        vms_usage u[2];
-        int n = vms_stack_usage(u, 2);
-        ASSERT_GE(n, 0);
-        ASSERT_LE(n, 1);
-        if (n == 0) continue;
-        ASSERT_EQ(u[0].stack_size, 256 * 1024);
-        ASSERT_GE(u[0].stacks, seen);   /* counts only grow */
-        seen = u[0].stacks;
-        if (!first) first = seen;
-        check_usage_entry(&u[0]);
-    }
-    atomic_store(&hist_stop, true);
-    for (int i = 0; i < HIST_FREERS; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
-    vms_usage u;
-    ASSERT_EQ(vms_stack_usage(&u, 1), 1);
-    ASSERT_EQ(u.stacks, atomic_load(&hist_freed));
-    check_usage_entry(&u);
-    /* Stacks were freed while the reads went on (else they prove nothing). */
-    ASSERT_GT(first, 0);
-    ASSERT_LT(first, seen);
+    atomic_store(&hist_reader_tid, tst_gettid());
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, hist_freer, NULL), 0);
+    while (!atomic_load(&hist_in_hook)) sched_yield();   /* the free is half done */
+    atomic_store(&hist_reading, true);
+    vms_usage u[2];
+    ASSERT_EQ(vms_stack_usage(u, 2), 1);
+    check_usage_entry(&u[0]);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(vms_stack_usage(u, 2), 1);
+    ASSERT_EQ(u[0].stacks, 1);
+    ASSERT_EQ(u[0].buckets[3], 1);
+    check_usage_entry(&u[0]);
 }
 
 TEST(usage_histogram_concurrent)
