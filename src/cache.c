@@ -472,6 +472,9 @@ void vms__cache_put(struct vms_stack *st)
     bump_put(&t->puts);
     if (vms__opt.flags & VMS_NO_SCRUB) {
         if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
+            /* Resident as the owner left it, whatever a batch or a trim made of it
+             * before: counts as warm, and painting repaints the owner's pages. */
+            st->warm = VMS__WARM_AS_LEFT;
             t->clean[t->nclean++] = st;
             return;
         }

@@ -16,6 +16,7 @@
 #include "track.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,18 @@
  * 4 MiB stack in one system call; larger stacks take a few). */
 #define VEC_CHUNK 1024
 
-/* The histogram and the greatest depth reported by a task, per size class. */
+/* The histogram, per size class, under hist_lock: a free adds to three figures (the
+ * count, a bucket, the greatest depth) that vms_stack_usage must read together. Counted
+ * with separate atomics, a reader beside threads that freed stacks saw a count that its
+ * buckets did not add up to, or a greatest depth outside every counted bucket. A leaf
+ * lock, held for a few stores (the measurement is made before it is taken); fork takes
+ * it last (vms__debug_fork_lock). */
+static pthread_mutex_t hist_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    atomic_size_t stacks, max_used;
-    atomic_size_t buckets[VMS_USAGE_BUCKETS];
+    size_t stacks, max_used;
+    size_t buckets[VMS_USAGE_BUCKETS];
 } hist[VMS__CLASSES];
+/* The greatest depth reported by a task, per size class. */
 static atomic_size_t task_max[VMS__CLASSES];
 
 static size_t page_size(void)
@@ -89,8 +97,11 @@ static void set_state(struct vms_stack *st, size_t painted, size_t dirty, bool f
  * resident (cache.c; every page when discarding failed and the cache zeroed them by hand,
  * st->warm == 2), so zero is the paint and nothing needs writing. With VMS_NO_SCRUB
  * the previous owner's bytes are still there, but only within the depth measured when
- * it freed the stack (the dirty pages): those are zeroed, a cost proportional to the
- * previous owner's depth, and they join the painted pages (they stay resident). */
+ * it freed the stack (the dirty pages), and only in the pages the cache kept since
+ * (st->warm): those are zeroed, a cost proportional to the previous owner's depth, and
+ * they join the painted pages (they stay resident). Pages the cache dropped read as
+ * zero already and are left alone: zeroing them faulted them in again, undoing the
+ * cache's trimming (16 page faults per 64 KiB-deep stack). */
 static void paint(struct vms_stack *st)
 {
     size_t page = page_size(), n = st->size / page;
@@ -100,10 +111,29 @@ static void paint(struct vms_stack *st)
         return;
     }
     size_t painted = painted_pages(st), dirty = dirty_pages(st);
-    /* warm == 2 here too: a batch bound for trimming could not be discarded and was
-     * zeroed by hand, every page resident. */
-    if (st->warm == 2) painted = n;
     if (dirty > n) dirty = n;
+    switch (st->warm) {
+    case VMS__WARM_AS_LEFT:
+        break;            /* freed straight to a LIFO: every page as the owner left it */
+    case 2:
+        /* A batch that could not be discarded, zeroed by hand but for the pages it
+         * kept (the top one, with the magic the bottom one): every page resident. */
+        painted = n;
+        break;
+    case 1:
+        /* A batch dropped every page but the top one and, with the magic, the bottom
+         * one (whose bytes beyond the magic count only where not zero, measure()):
+         * those hold what the owner left, if it got there. */
+        if ((vms__opt.flags & VMS_END_CHECK) && dirty == n && n > 1)
+            memset(st->base, 0, page);
+        if (dirty > 1) dirty = 1;
+        painted = 1;
+        break;
+    default:
+        dirty = 0;        /* dropped whole */
+        painted = 1;
+        break;
+    }
     if (dirty) memset(st->base + st->size - dirty * page, 0, dirty * page);
     if (painted < dirty) painted = dirty;
     if (painted < 1) painted = 1;
@@ -214,8 +244,9 @@ static bool raise_max(atomic_size_t *m, size_t v)
 }
 
 /* Records the depth of st's use at its free in st->max_used and how many pages from the
- * top the next hand-out must repaint (with VMS_NO_SCRUB); returns the depth. */
-static size_t settle(struct vms_stack *st)
+ * top the next hand-out must repaint (with VMS_NO_SCRUB); returns the depth. whole: as
+ * measure's. */
+static size_t settle(struct vms_stack *st, bool whole)
 {
     size_t page = page_size(), n = st->size / page;
     size_t d;
@@ -224,7 +255,7 @@ static size_t settle(struct vms_stack *st)
         d = st->max_used;
         dirty = (d + page - 1) / page;
     } else {
-        long long m = measure(st, false);
+        long long m = measure(st, whole);
         d = m < 0 ? st->max_used : (size_t)m;
         dirty = m < 0 ? n : (d + page - 1) / page;   /* unknown: all of it */
     }
@@ -234,18 +265,42 @@ static size_t settle(struct vms_stack *st)
     return d;
 }
 
-void vms__debug_stack_free(struct vms_stack *st)
+void vms__debug_stack_free(struct vms_stack *st, bool raw)
 {
     if (!(vms__opt.flags & VMS_PAINT) || st->cls >= VMS__CLASSES) return;
-    size_t d = settle(st);
-    atomic_fetch_add_explicit(&hist[st->cls].stacks, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist[st->cls].buckets[bucket_of(d)], 1, memory_order_relaxed);
-    raise_max(&hist[st->cls].max_used, d);
+    /* A raw stack, which nothing obliges to be used from the top down (its program
+     * writes where it likes), is looked at whole, as vms_stack_max_used looks at it:
+     * the histogram gets the high-water mark that call gave, and with VMS_NO_SCRUB the
+     * next owner's painting zeroes every page this one wrote. The top-down scan missed
+     * a byte written below more than a guard of untouched pages: the histogram counted
+     * a stack vms_stack_max_used had found 150,000 bytes deep as unused, and with
+     * VMS_NO_SCRUB the next owner, which had touched nothing, got that depth. A task's
+     * stack is used by code, from its top down (measure()'s stop rule). */
+    size_t d = settle(st, raw);
+    unsigned b = bucket_of(d);
+    pthread_mutex_lock(&hist_lock);
+    hist[st->cls].stacks++;
+    if (VMS_UNLIKELY(vms__debug_hist_hook != NULL)) vms__debug_hist_hook();
+    hist[st->cls].buckets[b]++;
+    if (d > hist[st->cls].max_used) hist[st->cls].max_used = d;
+    pthread_mutex_unlock(&hist_lock);
+}
+
+void (*vms__debug_hist_hook)(void);
+
+void vms__debug_fork_lock(void)
+{
+    pthread_mutex_lock(&hist_lock);
+}
+
+void vms__debug_fork_unlock(void)
+{
+    pthread_mutex_unlock(&hist_lock);
 }
 
 void vms__debug_stack_reclaim(struct vms_stack *st)
 {
-    if ((vms__opt.flags & VMS_PAINT) && st->cls < VMS__CLASSES) (void)settle(st);
+    if ((vms__opt.flags & VMS_PAINT) && st->cls < VMS__CLASSES) (void)settle(st, false);
 }
 
 int vms_stack_usage(vms_usage *out, size_t n)
@@ -257,20 +312,20 @@ int vms_stack_usage(vms_usage *out, size_t n)
      * first, as vms_get_stats does, so that threads joined before the call count. */
     vms__stack_reap();
     int count = 0;
+    pthread_mutex_lock(&hist_lock);
     for (unsigned c = 0; c < VMS__CLASSES; c++) {
-        size_t stacks = atomic_load_explicit(&hist[c].stacks, memory_order_relaxed);
-        if (!stacks) continue;
+        if (!hist[c].stacks) continue;
         if ((size_t)count < n) {
             vms_usage *u = &out[count];
             memset(u, 0, sizeof *u);
             u->stack_size = vms__arena_class_size(c);
-            u->stacks = stacks;
-            u->max_used = atomic_load_explicit(&hist[c].max_used, memory_order_relaxed);
-            for (unsigned b = 0; b < VMS_USAGE_BUCKETS; b++)
-                u->buckets[b] = atomic_load_explicit(&hist[c].buckets[b], memory_order_relaxed);
+            u->stacks = hist[c].stacks;
+            u->max_used = hist[c].max_used;
+            memcpy(u->buckets, hist[c].buckets, sizeof u->buckets);
         }
         count++;
     }
+    pthread_mutex_unlock(&hist_lock);
     return count;
 }
 

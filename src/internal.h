@@ -208,7 +208,11 @@ struct vms_stack {
     uint8_t  cls;                 /* size class */
     uint8_t  tasks;               /* task layer: tasks placed on it so far (mod 256) */
     uint8_t  warm;                /* 1: top page resident and zero; 0: all discarded;
-                                     2: all resident and zero (zeroed by hand) */
+                                     2: all resident and zero (zeroed by hand); with
+                                     VMS_NO_SCRUB the top page (with the magic, the
+                                     bottom one too) holds what the last owner left,
+                                     and 3: freed straight to the LIFO, nothing
+                                     discarded since (VMS__WARM_AS_LEFT) */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
@@ -218,6 +222,9 @@ struct vms_stack {
     size_t   max_used;            /* debug layer: high-water mark of the last owner */
     uintptr_t debug;              /* debug layer: painting state */
 };
+/* st->warm of a stack freed with VMS_NO_SCRUB straight into a thread's LIFO: every page
+ * as its last owner left it (the debug layer's painting repaints what it used). */
+#define VMS__WARM_AS_LEFT 3
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
 _Static_assert(VMS__CLASSES <= 256, "a size class fits the slot record's byte");
 
@@ -475,8 +482,15 @@ VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
  * end magic (VMS_END_CHECK). */
 VMS_HIDDEN void vms__debug_stack_alloc(struct vms_stack *st);
 /* Called by vms_stack_free (after the state change, before the cache): adds the stack's
- * final depth to the usage histogram (VMS_PAINT). */
-VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st);
+ * final depth to the usage histogram (VMS_PAINT). raw: freed by the program's
+ * vms_stack_free (not a task's stack): measured whole, as vms_stack_max_used does. */
+VMS_HIDDEN void vms__debug_stack_free(struct vms_stack *st, bool raw);
+/* Tests only: when set, called by a free with VMS_PAINT between its first and second
+ * update of the histogram, under the histogram's lock. */
+VMS_HIDDEN extern void (*vms__debug_hist_hook)(void);
+/* fork (stack.c's handlers, last): the histogram's lock, taken and released. */
+VMS_HIDDEN void vms__debug_fork_lock(void);
+VMS_HIDDEN void vms__debug_fork_unlock(void);
 /* Called by vms_stack_free when one of vmstack's own stacks (an alternate signal stack,
  * used by signal handlers) leaves them for the cache: with VMS_PAINT, records how deep it
  * was used, so that the next owner's painting covers it (VMS_NO_SCRUB), without counting

@@ -319,9 +319,10 @@ void (*vms__stack_fork_wait_hook)(void);
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
  * lost to the child, their stacks live for good), the cache's, the arena's, the symbol
- * table's. fork from a signal handler that interrupted vmstack while it held one of
- * these locks deadlocks, as with any library's locks; one that interrupted its own reap
- * between two locked steps does not wait for itself (its child loses those graves). */
+ * table's, the usage histogram's. fork from a signal handler that interrupted vmstack
+ * while it held one of these locks deadlocks, as with any library's locks; one that
+ * interrupted its own reap between two locked steps does not wait for itself (its child
+ * loses those graves). */
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
@@ -342,10 +343,12 @@ void vms__stack_fork_prepare(void)
     vms__cache_fork_lock();
     vms__arena_fork_lock();
     vms__trace_fork_lock();
+    vms__debug_fork_lock();
 }
 
 void vms__stack_fork_parent(void)
 {
+    vms__debug_fork_unlock();
     vms__trace_fork_unlock(false);
     vms__arena_fork_unlock();
     vms__cache_fork_unlock();
@@ -365,6 +368,7 @@ void vms__stack_fork_parent(void)
  * once more), as are the stacks the other threads had cached (cache.c). */
 void vms__stack_fork_child(void)
 {
+    vms__debug_fork_unlock();
     vms__trace_fork_unlock(true);
     vms__arena_fork_unlock();
     bool caches = vms__cache_fork_child();
@@ -507,7 +511,8 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
 }
 
 static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
-                                                             const vms_stack *h, uint32_t w);
+                                                             const vms_stack *h, uint32_t w,
+                                                             bool raw);
 
 void vms_stack_free(vms_stack *st)
 {
@@ -523,18 +528,20 @@ void vms_stack_free(vms_stack *st)
                    "its slot handed out again since (this handle is stale), unless %p "
                    "is a corrupted pointer", (void *)st, (void *)rec->base,
                    (void *)(rec->base + rec->size), (void *)st);
-    stack_free(rec, st, w);
+    stack_free(rec, st, w, true);
 }
 
 void vms__stack_free(struct vms_stack *rec)
 {
     uint32_t w = atomic_load_explicit(&rec->state, memory_order_acquire);
-    stack_free(rec, handle_of(rec, w), w);
+    stack_free(rec, handle_of(rec, w), w, false);
 }
 
-/* Frees rec, named h by the caller, whose state word was w. */
+/* Frees rec, named h by the caller, whose state word was w. raw: the program's
+ * vms_stack_free (a task's stack or vmstack's own goes through vms__stack_free). */
 static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
-                                                             const vms_stack *h, uint32_t w)
+                                                             const vms_stack *h, uint32_t w,
+                                                             bool raw)
 {
     const void *st = h;
     /* A fiber's or thread's stack (vms_fiber_stack hands it out, const) holds the task's
@@ -559,7 +566,7 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
         atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
         if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) vms__debug_stack_reclaim(rec);
     } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
-        vms__debug_stack_free(rec);
+        vms__debug_stack_free(rec, raw);
     }
     vms__cache_put(rec);
 }

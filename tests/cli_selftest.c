@@ -175,6 +175,9 @@ TEST(direct_build_fails)
 #endif
     ASSERT_EXITED(st, 1);
     ASSERT_STR_CONTAINS(out, "  guard method      none");
+    /* No guard is claimed below the stacks (it said 65536 bytes, the configured size). */
+    ASSERT_STR_CONTAINS(out, "  guard, stack      none below the stacks, ");
+    ASSERT_STR_NOT_CONTAINS(out, "bytes below each stack");
     int skipped = cli_count(out, "skip jump the guard");
     ASSERT_EQ(cli_count(out, "FAIL "), CHECKS - 1 - skipped);
     ASSERT_EQ(cli_count(out, "ok   corrupt the end magic"), 1);

@@ -9,6 +9,8 @@
 #include "internal.h"
 #include "test.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 static size_t page(void)
@@ -104,7 +106,12 @@ TEST(paint_zero_writes)
 /* vms_stack_max_used is the deepest use however the stack was used: a single byte
  * written far below untouched pages counts (a raw stack poked through a pointer, say).
  * The scan at a task's end assumes use from the top down; this public call does not. It
- * reported 0 for one byte 150,000 bytes deep in a 256 KiB stack. */
+ * reported 0 for one byte 150,000 bytes deep in a 256 KiB stack. Each stack is the
+ * previous one's slot again (the per-thread cache is a LIFO), and reads as unused when
+ * handed out: with VMS_NO_SCRUB its free must have counted that byte among the pages
+ * the next hand-out repaints (the next owner got the previous owner's depth). The
+ * histogram counts each stack at the depth vms_stack_max_used gave (it counted them all
+ * as unused). */
 static void paint_single_deep_byte_child(void *arg)
 {
     unsigned flags = *(unsigned *)arg;
@@ -114,11 +121,25 @@ static void paint_single_deep_byte_child(void *arg)
         for (int i = 1; i <= 4; i++) {
             vms_stack *st = vms_stack_alloc(sizes[k]);
             ASSERT_NOT_NULL(st);
+            ASSERT_EQ(vms_stack_max_used(st), 0);
             char *top = vms_stack_top(st);
             size_t d = sizes[k] / 5 * (size_t)i;
             top[-(ptrdiff_t)d] = 1;
             ASSERT_WITHIN_PAGE(vms_stack_max_used(st), d);
             vms_stack_free(st);
+        }
+    }
+    vms_usage u[3];
+    ASSERT_EQ(vms_stack_usage(u, 3), 3);
+    for (size_t k = 0; k < 3; k++) {
+        ASSERT_EQ(u[k].stack_size, sizes[k]);
+        ASSERT_EQ(u[k].stacks, 4);
+        ASSERT_WITHIN_PAGE(u[k].max_used, sizes[k] / 5 * 4);
+        for (int i = 1; i <= 4; i++) {
+            size_t pages = (sizes[k] / 5 * (size_t)i + page() - 1) / page();
+            unsigned b = 0;
+            while ((size_t)1 << b < pages) b++;
+            ASSERT_GE(u[k].buckets[b], 1);
         }
     }
 }
@@ -272,6 +293,56 @@ TEST(paint_no_scrub_discard_fails)
     run(paint_no_scrub_discard_fails_child, NULL);
 }
 
+static int resident_pages(vms_stack *st);
+
+/* With VMS_NO_SCRUB, stacks beyond the per-thread LIFO go through the cache's batch,
+ * which drops their pages below the top one (and, with the end magic, above the bottom
+ * one). Painting zeroes only what the cache kept: it used to zero every page the last
+ * owner had used, faulting the dropped pages in again (16 faults and 64 KiB resident
+ * per 64 KiB-deep stack, the cache's trimming undone). Each hand-out still reads as
+ * unused, also after an owner that went down to the bottom page. */
+static void paint_no_scrub_trimmed_child(void *arg)
+{
+    unsigned flags = *(unsigned *)arg;
+    vms_config c;
+    memset(&c, 0, sizeof c);
+    c.flags = VMS_PAINT | VMS_NO_SCRUB | flags;
+    c.cache_per_thread = 1;
+    ASSERT_EQ(vms_init(&c), 0);
+    int magic = (flags & VMS_END_CHECK) ? 1 : 0;
+    enum { N = 40 };
+    static vms_stack *st[N];
+    const size_t size = 256 * 1024, depths[] = { 64 * 1024, size - 64 };
+    for (int round = 0; round < 4; round++) {
+        int deep = 0;
+        for (int i = 0; i < N; i++) {
+            st[i] = vms_stack_alloc(size);
+            ASSERT_NOT_NULL(st[i]);
+            ASSERT_EQ(vms_stack_max_used(st[i]), 0);
+            /* Kept whole: the one stack of this thread's LIFO. The others come from
+             * the batch (their top page resident, with the magic their bottom one too)
+             * or are new. */
+            deep += resident_pages(st[i]) > 1 + magic;
+        }
+        ASSERT_LE(deep, 1);
+        size_t d = depths[round % 2];
+        for (int i = 0; i < N; i++) {
+            char *top = vms_stack_top(st[i]);
+            memset(top - d, 0x5a, d);
+            ASSERT_WITHIN_PAGE(vms_stack_max_used(st[i]), d);
+        }
+        for (int i = 0; i < N; i++) vms_stack_free(st[i]);
+    }
+}
+
+TEST(paint_no_scrub_trimmed)
+{
+    unsigned flags = 0;
+    run(paint_no_scrub_trimmed_child, &flags);
+    flags = VMS_END_CHECK;
+    run(paint_no_scrub_trimmed_child, &flags);
+}
+
 static void paint_off_child(void *arg)
 {
     (void)arg;
@@ -422,6 +493,75 @@ static void usage_child(void *arg)
 TEST(usage_histogram)
 {
     run(usage_child, NULL);
+}
+
+/* vms_stack_usage beside a thread that frees a stack: what it reads is one state of
+ * the histogram, its buckets adding up to its count and its greatest depth in its
+ * deepest bucket. A free used to add to the three in separate atomic operations, which a
+ * reader could see in between (beside two freeing threads, 102 of 196,532 reads on the
+ * project's VM added up wrong). Here the freeing thread stops between its first and
+ * second update (vms__debug_hist_hook) until the reader has begun its read and sleeps
+ * (blocked on the histogram's lock); a reader that does not wait reads the count
+ * without the bucket. */
+static atomic_int hist_reader_tid;
+static atomic_bool hist_in_hook, hist_reading;
+
+/* On the freeing thread, between two updates. */
+static void hist_hook(void)
+{
+    vms__debug_hist_hook = NULL;                 /* once */
+    atomic_store(&hist_in_hook, true);
+    while (!atomic_load(&hist_reading)) sched_yield();
+    tst_wait_until_asleep(atomic_load(&hist_reader_tid));
+}
+
+static void *hist_freer(void *arg)
+{
+    (void)arg;
+    vms_stack *st = vms_stack_alloc(256 * 1024);
+    ASSERT_NOT_NULL(st);
+    memset((char *)vms_stack_top(st) - 5 * page(), 1, 5 * page());   /* bucket 3 */
+    vms__debug_hist_hook = hist_hook;
+    vms_stack_free(st);
+    return NULL;
+}
+
+static void check_usage_entry(const vms_usage *u)
+{
+    size_t sum = 0;
+    int deepest = -1;
+    for (int b = 0; b < VMS_USAGE_BUCKETS; b++) {
+        sum += u->buckets[b];
+        if (u->buckets[b]) deepest = b;
+    }
+    ASSERT_EQ(sum, u->stacks);
+    ASSERT_GE(deepest, 0);
+    ASSERT_LE(u->max_used, page() << deepest);
+    if (deepest > 0) ASSERT_GT(u->max_used, page() << (deepest - 1));
+}
+
+static void usage_concurrent_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_PAINT, 0);
+    atomic_store(&hist_reader_tid, tst_gettid());
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, hist_freer, NULL), 0);
+    while (!atomic_load(&hist_in_hook)) sched_yield();   /* the free is half done */
+    atomic_store(&hist_reading, true);
+    vms_usage u[2];
+    ASSERT_EQ(vms_stack_usage(u, 2), 1);
+    check_usage_entry(&u[0]);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(vms_stack_usage(u, 2), 1);
+    ASSERT_EQ(u[0].stacks, 1);
+    ASSERT_EQ(u[0].buckets[3], 1);
+    check_usage_entry(&u[0]);
+}
+
+TEST(usage_histogram_concurrent)
+{
+    run(usage_concurrent_child, NULL);
 }
 
 /* ---- the "used greatest stack depth" line ------------------------------------------- */

@@ -121,6 +121,62 @@ TEST(overrun_corrupts_neighbour)
     ASSERT_STR_CONTAINS(o, "neighbour corrupted silently");
 }
 
+/* The same with a real fiber, as the demo's --direct run shows it: a fiber goes 256 bytes
+ * past the bottom of its stack (an alloca'd buffer, written whole), nothing faults, the
+ * raw stack below it loses its top bytes, and the end magic, overwritten on the way
+ * down, reports the fiber only at its next switch, the yield that follows. */
+__attribute__((noinline, no_sanitize("address")))
+static void overrun_by(size_t extra)
+{
+    /* vms_stack_remaining leaves the magic's 16 bytes out: a buffer of that much plus
+     * 16 plus extra, just below this frame, reaches extra bytes below the stack. */
+    size_t n = vms_stack_remaining() + 16 + extra;
+    char *buf = __builtin_alloca(n);
+    memset(buf, 0xee, n);
+    __asm__ volatile("" : : "r"(buf) : "memory");
+}
+
+static void overrun_fn(void *arg)
+{
+    (void)arg;
+    overrun_by(256);
+    vms_fiber_yield();
+    fprintf(stderr, "overrunning fiber ran again\n");
+}
+
+static void fiber_overrun_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK);
+    vms_stack *lo = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(lo);
+    vms_fiber_attr a = { 0, "overrunner" };
+    vms_fiber *f = vms_fiber_create(overrun_fn, NULL, &a);
+    ASSERT_NOT_NULL(f);
+    /* The next slot of the same block (the first allocation opened several). */
+    ASSERT_PTR_EQ(vms_stack_base(vms_fiber_stack(f)), vms_stack_top(lo));
+    char *lo_top = vms_stack_top(lo);
+    memset(lo_top - 8192, 0x11, 8192);           /* lo's owner's data */
+    ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+    ASSERT_EQ(vms_fiber_state(f), VMS_KILLED);
+    /* Nothing faulted, and lo's top was overwritten before anyone noticed. */
+    for (int i = 1; i <= 200; i++) ASSERT_EQ((unsigned char)lo_top[-i], 0xee);
+    for (int i = 4096; i <= 8192; i++) ASSERT_EQ((unsigned char)lo_top[-i], 0x11);
+    vms_fiber_destroy(f);
+    fprintf(stderr, "neighbour corrupted silently\n");
+}
+
+TEST(fiber_overrun_reported_at_next_switch)
+{
+    require_direct();
+    const char *o = run(fiber_overrun_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in fiber \"overrunner\" (id ");
+    ASSERT_STR_CONTAINS(o, "end word 0xeeeeeeeeeeeeeeee (expected 0x57ac6e9d57ac6e9d)\n");
+    ASSERT_STR_CONTAINS(o, "vmstack: killed fiber \"overrunner\" (id ");
+    ASSERT_STR_NOT_CONTAINS(o, "ran again");
+    ASSERT_STR_CONTAINS(o, "neighbour corrupted silently");
+}
+
 static void double_free_child(void *arg)
 {
     (void)arg;

@@ -469,8 +469,9 @@ TEST(fork_child_inherits_and_allocates)
     vms_stack_free(fork_parent_stack);
 }
 
-/* fork while another thread holds vmstack's locks (here: all of them, as a thread
- * opening slots, registering its cache or loading symbols does for a moment): fork waits
+/* fork while another thread holds vmstack's locks (all of them, as a thread opening
+ * slots, registering its cache or loading symbols does for a moment; or only the usage
+ * histogram's, as a thread freeing a painted stack does): fork waits
  * for them, and the child, whose one thread could never get a lock held by a thread it
  * does not have, uses every one of them. The holder keeps them until the fork has begun
  * (the fork hook says so) and the forking thread sleeps, blocked on one of them; without
@@ -486,18 +487,26 @@ static void note_fork(void)
     atomic_store(&fork_began, true);
 }
 
+/* arg: NULL for every lock; else only the usage histogram's, the one lock a thread
+ * freeing a stack with VMS_PAINT holds (fork must wait for it alone too). */
 static void *hold_locks(void *arg)
 {
-    (void)arg;
-    vms__cache_fork_lock();
-    vms__arena_fork_lock();
-    vms__trace_fork_lock();
+    bool all = arg == NULL;
+    if (all) {
+        vms__cache_fork_lock();
+        vms__arena_fork_lock();
+        vms__trace_fork_lock();
+    }
+    vms__debug_fork_lock();
     sem_post(&locks_held);
     while (!atomic_load(&fork_began)) sched_yield();
     tst_wait_until_asleep(atomic_load(&fork_tid));
-    vms__trace_fork_unlock(false);
-    vms__arena_fork_unlock();
-    vms__cache_fork_unlock();
+    vms__debug_fork_unlock();
+    if (all) {
+        vms__trace_fork_unlock(false);
+        vms__arena_fork_unlock();
+        vms__cache_fork_unlock();
+    }
     /* Alive until the child is done: under TSan a child that inherits an ended thread
      * nobody joined reports it as leaked. */
     while (sem_wait(&child_done) != 0) {}
@@ -515,9 +524,10 @@ static void use_every_lock(void *arg)
     if (!big) _exit(3);
     vms_stack_free(big);                                /* the class's shared list */
     if (vms__trace_load() <= 0) _exit(4);               /* the symbol table */
+    if (vms_stack_usage(NULL, 0) != 0) _exit(5);        /* the usage histogram */
 }
 
-TEST(fork_waits_for_a_thread_holding_our_locks)
+static void fork_beside_a_lock_holder(void *which)
 {
     vms_stack *st = vms_stack_alloc(0);                 /* initialized, handlers set */
     ASSERT_NOT_NULL(st);
@@ -526,7 +536,7 @@ TEST(fork_waits_for_a_thread_holding_our_locks)
     ASSERT_EQ(sem_init(&child_done, 0, 0), 0);
     atomic_store(&fork_began, false);
     pthread_t t;
-    ASSERT_EQ(pthread_create(&t, NULL, hold_locks, NULL), 0);
+    ASSERT_EQ(pthread_create(&t, NULL, hold_locks, which), 0);
     while (sem_wait(&locks_held) != 0) {}
     vms__fork_hook = note_fork;
     char out[512];
@@ -536,6 +546,16 @@ TEST(fork_waits_for_a_thread_holding_our_locks)
     pthread_join(t, NULL);
     sem_destroy(&locks_held);
     sem_destroy(&child_done);
+}
+
+TEST(fork_waits_for_a_thread_holding_our_locks)
+{
+    fork_beside_a_lock_holder(NULL);
+}
+
+TEST(fork_waits_for_a_thread_holding_the_histogram_lock)
+{
+    fork_beside_a_lock_holder("histogram");
 }
 
 /* ---- bad input --------------------------------------------------------------------- */

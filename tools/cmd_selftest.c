@@ -426,7 +426,11 @@ int vms_cmd_selftest(int argc, char **argv)
     if (env_overflow && strcmp(env_overflow, "kill") != 0)
         printf("  on overflow       kill, for the checks (VMSTACK_ON_OVERFLOW=%s in the "
                "environment is not used here)\n", env_overflow);
-    printf("  guard, stack      %zu bytes below each stack, %zu bytes default stack\n", guard, stack);
+    if (!strcmp(method, "none"))   /* the guard size is configured, but nothing is there */
+        printf("  guard, stack      none below the stacks, %zu bytes default stack\n", stack);
+    else
+        printf("  guard, stack      %zu bytes below each stack, %zu bytes default stack\n",
+               guard, stack);
     unsigned long minsig = getauxval(AT_MINSIGSTKSZ);
     long maxmap = read_long("/proc/sys/vm/max_map_count");
     char minsig_s[48], maxmap_s[32];
