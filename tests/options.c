@@ -193,8 +193,25 @@ TEST(init_after_first_use_is_busy)
     ASSERT_EXITED(tst_fork(init_after_use_child, NULL, out, sizeof out), 0);
 }
 
+/* vms_stack_usage(NULL, 0) is a call that counts, not one refused for its NULL: it puts
+ * vmstack in use as any vms_stack_usage does (vmstack.h). */
+static void usage_count_child(void *arg)
+{
+    (void)arg;
+    if (vms_stack_usage(NULL, 0) < 0) exit(2);
+    vms_config c = { 0 };
+    exit(vms_init(&c) == -EBUSY ? 0 : 1);
+}
+
+TEST(usage_count_call_puts_vmstack_in_use)
+{
+    char out[2048];
+    ASSERT_EXITED(tst_fork(usage_count_child, NULL, out, sizeof out), 0);
+}
+
 /* vmstack.h: only a stack, fiber or thread made, vms_get_stats or vms_stack_usage puts
- * vmstack in use; a hook set first, and calls given NULL, leave vms_init its say. */
+ * vmstack in use; a hook set first, and calls refused for a NULL argument, leave
+ * vms_init its say. */
 static void hook_then_init_hook(const vms_oops *o, void *ctx)
 {
     (void)o;
