@@ -255,6 +255,83 @@ TEST(irregular_recursion_collapsed)
     ASSERT_STR_CONTAINS(out, "state 4\n");
 }
 
+/* A recursion with frames on both sides of it in the first 64 of the trace: its
+ * innermost level calls two plain functions down to the one that overflows, and it is
+ * entered through eight plain callers, which the first 64 frames reach. The collapsed
+ * line names only the recursion and counts only its frames; the callees are printed
+ * before it, the callers after. Before, the callees and callers were taken for call
+ * sites of the recursion: every frame was printed, followed by "... 0 frames of
+ * island_callee2/island_callee1/island_fixed/island_wrap8/... left out ...". */
+#define FIXED_DEPTH 58
+
+NOIPA static int island_blow(int n)
+{
+    /* Lower than the stack left: the lowest byte of this block lies in the guard. */
+    volatile char *p = alloca(vms_stack_remaining() + 16 * 1024);
+    p[0] = (char)n;
+    return p[0];
+}
+
+NOIPA static int island_callee2(int n) { int r = island_blow(n); sink += r; return r + 1; }
+NOIPA static int island_callee1(int n) { int r = island_callee2(n); sink += r; return r + 1; }
+
+NOIPA static int island_fixed(int n)
+{
+    volatile char buf[32];
+    buf[0] = (char)n;
+    if (n == 0) return island_callee1(n) + buf[0];
+    return island_fixed(n - 1) + buf[0];
+}
+
+#define ISLAND_WRAP(k, next)                                                            \
+    NOIPA static int island_wrap##k(int n) { int r = next(n); sink += r; return r + 1; }
+ISLAND_WRAP(8, island_fixed)
+ISLAND_WRAP(7, island_wrap8)
+ISLAND_WRAP(6, island_wrap7)
+ISLAND_WRAP(5, island_wrap6)
+ISLAND_WRAP(4, island_wrap5)
+ISLAND_WRAP(3, island_wrap4)
+ISLAND_WRAP(2, island_wrap3)
+ISLAND_WRAP(1, island_wrap2)
+
+static void fixed_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_wrap1(FIXED_DEPTH - 1);
+}
+
+static void fixed_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(fixed_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+
+TEST(recursion_collapsed_between_callees_and_callers)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(fixed_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "state 4\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:\nvmstack:  island_blow+0x");
+    ASSERT_STR_CONTAINS(out, "\nvmstack:  island_callee2+0x");
+    ASSERT_STR_CONTAINS(out, "\nvmstack:  island_callee1+0x");
+    /* Its two call sites (to island_callee1 and to itself) shown once each: the other
+     * FIXED_DEPTH - 2 frames of it left out, and then its callers, every one. */
+    ASSERT_EQ(tst_count(out, "vmstack:  island_fixed+0x"), 2);
+    char want[128];
+    snprintf(want, sizeof want, "vmstack:  ... %d frames of island_fixed left out ...\n"
+             "vmstack:  island_wrap8+0x", FIXED_DEPTH - 2);
+    ASSERT_STR_CONTAINS(out, want);
+    for (int k = 1; k <= 8; k++) {
+        snprintf(want, sizeof want, "vmstack:  island_wrap%d+0x", k);
+        ASSERT_EQ(tst_count(out, want), 1);
+    }
+    ASSERT_STR_CONTAINS(out, "vmstack:  fixed_fiber+0x");
+    ASSERT_STR_NOT_CONTAINS(out, " 0 frames");
+}
+
 /* ---- threads ---------------------------------------------------------------------- */
 
 /* A walk is cut after 4,000,000 frames (oops.c, MAX_WALK_FRAMES): the frames below the
