@@ -126,8 +126,12 @@ VMS_HIDDEN void vms__trace_add_restorer(uintptr_t addr);
  * chooses how its symbols are counted: DT_HASH, DT_GNU_HASH, or 0 for either (DT_HASH
  * first). Normal context. */
 VMS_HIDDEN uintptr_t vms__trace_vdso_symbol(const char *name, int hash);
+/* entry: the task's entry function (0: none or not known), which the frame-pointer walk
+ * needs to tell a chain that starts at the task's outermost records from one that
+ * skipped code without frame pointers (trace.c). */
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                                  vms__frame_fn fn, void *ctx, int max, bool *complete);
+                                  uintptr_t entry, vms__frame_fn fn, void *ctx, int max,
+                                  bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,
                                       int max, bool *complete);
 /* The walk the reports use. With libunwind: libunwind's frames, found by libunwind
@@ -135,7 +139,8 @@ VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, vo
  * followed by frame pointer inside [lo, hi) (far fewer system calls for a deep
  * recursion). Without: the frame-pointer walk. */
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                               vms__frame_fn fn, void *ctx, int max, bool *complete);
+                               uintptr_t entry, vms__frame_fn fn, void *ctx, int max,
+                               bool *complete);
 VMS_HIDDEN bool vms__trace_have_unwind(void);
 /* async-signal-safe: whether name is a function that a task may be stopped inside with
  * a process-wide lock held: VMS__UNSAFE_LIBC for the C library's allocator, stdio,

@@ -880,11 +880,12 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     memset(fr, 0, sizeof *fr);
     fr->oops = oops;
     bool complete = false;
+    uintptr_t entry = f->have_task ? f->task.entry : 0;
     if (taken == LOCK_WAITED_OUT)
-        vms__trace_walk_fp(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
-                           &complete);
+        vms__trace_walk_fp(f->uc, f->walk_lo, f->walk_hi, entry, collect, fr,
+                           MAX_WALK_FRAMES, &complete);
     else
-        vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
+        vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, entry, collect, fr, MAX_WALK_FRAMES,
                         &complete);
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 

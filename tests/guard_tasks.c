@@ -332,6 +332,63 @@ TEST(recursion_collapsed_between_callees_and_callers)
     ASSERT_STR_NOT_CONTAINS(out, " 0 frames");
 }
 
+/* A fiber whose code keeps no frame pointer (a program built with gcc's or clang's
+ * default -fomit-frame-pointer): its frame pointer stays where the task started it, at
+ * the task's outermost record. libunwind traces it whole and the fiber is killed. The
+ * frame-pointer walk (built without libunwind) goes from the pc straight to that record
+ * and sees none of the fiber's frames: that is a trace which ends early, and the fiber
+ * is not killed alone. Before, the walk took the record for the end of a complete
+ * trace, and a fiber was killed on the strength of its faulting frame alone. (gcc only:
+ * clang has no per-function optimize attribute; the builds without libunwind are gcc's.) */
+#ifndef __clang__
+#define NO_FP __attribute__((noipa, optimize("omit-frame-pointer")))
+NO_FP static int island_nofp_deep(int n)
+{
+    volatile char buf[64];
+    if (never) return 0;
+    buf[0] = (char)n;
+    return island_nofp_deep(n + 1) + buf[0];
+}
+
+NO_FP static void nofp_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_nofp_deep(0);
+}
+
+static void nofp_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(nofp_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+#endif
+
+TEST(frames_without_frame_pointers_are_not_a_complete_trace)
+{
+#ifdef __clang__
+    SKIP("clang has no per-function optimize attribute");
+#else
+    NEED_GUARD_FAULTS();
+    int st = run_child(nofp_child);
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:\nvmstack:  island_nofp_deep+0x");
+    if (vms__trace_have_unwind()) {
+        ASSERT_EXITED(st, 0);
+        ASSERT_STR_CONTAINS(out, " frames of island_nofp_deep left out ...\n"
+                                 "vmstack:  nofp_fiber+0x");
+        ASSERT_STR_CONTAINS(out, "state 4\n");
+    } else {
+        ASSERT_SIGNALED(st, SIGSEGV);
+        ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the call trace ends early at "
+                                 "island_nofp_deep [test_guard_tasks], so a lock held below "
+                                 "it cannot be ruled out\n");
+        assert_last_line_starts(out, "vmstack: aborting");
+        ASSERT_STR_NOT_CONTAINS(out, "\nstate ");
+    }
+#endif
+}
+
 /* ---- threads ---------------------------------------------------------------------- */
 
 /* A walk is cut after 4,000,000 frames (oops.c, MAX_WALK_FRAMES): the frames below the
@@ -1524,11 +1581,15 @@ TEST(overflow_inside_signal_handler)
 
 /* A fiber killed inside the program's handler (on the fiber's stack) never returns
  * from it: its resumer must go on with the mask it had, not the handler's (SIGUSR1 and
- * the handler's sa_mask blocked), and a second one is caught the same way. */
+ * the handler's sa_mask blocked), and a second one is caught the same way. The fiber
+ * keeps its frame: had it tail-called raise(), nothing between the C library code the
+ * signal interrupted and the task's start would keep a frame record, and the
+ * frame-pointer walk (built without libunwind) would not kill it alone. */
 static void handler_fiber(void *arg)
 {
     (void)arg;
     raise(SIGUSR1);
+    sink++;
 }
 
 static void handler_fiber_child(void *arg)
