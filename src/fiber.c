@@ -438,6 +438,7 @@ static void task_info_of(const struct vms__task *t, struct vms__task_info *out)
     out->name = t->name;
     out->id = t->id;
     out->stack = t->stack;
+    out->entry = t->kind == VMS__TASK_FIBER ? (uintptr_t)t->fn.fiber : (uintptr_t)t->fn.thread;
 }
 
 /* The C library's cleanup chains after a kill. glibc keeps, per thread, the chain of

@@ -446,7 +446,11 @@ struct vms__task_info {
     const char *name;             /* "" when unnamed */
     unsigned long id;
     const struct vms_stack *stack;
+    uintptr_t entry;              /* the function it runs (the fiber's or thread's fn) */
 };
+/* The return address of every task's first function: the instruction after the entry
+ * trampoline's call (arch/<arch>/switch.S). */
+VMS_HIDDEN extern const char vms__ctx_trampoline_ret[];
 /* async-signal-safe: describes the task running on this thread; -1 when the thread is
  * not running a vmstack task. */
 VMS_HIDDEN int vms__task_current(struct vms__task_info *out);

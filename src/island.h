@@ -125,9 +125,13 @@ VMS_HIDDEN uintptr_t vms__trace_vdso_symbol(const char *name, int hash);
  * frame-pointer walk reads only [lo, hi); the libunwind walk validates its own reads.
  * Return the number of frames passed to fn; *complete (when not NULL) tells whether
  * the walk reached the outermost frame (rather than a broken chain, an unwinding
- * error, or max). */
+ * error, or max).
+ * entry: the task's entry function (0: none or not known), which the frame-pointer walk
+ * needs to tell a chain that starts at the task's outermost records from one that
+ * skipped code without frame pointers (trace.c). */
 VMS_HIDDEN int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                                  vms__frame_fn fn, void *ctx, int max, bool *complete);
+                                  uintptr_t entry, vms__frame_fn fn, void *ctx, int max,
+                                  bool *complete);
 VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, void *ctx,
                                       int max, bool *complete);
 /* The walk the reports use. With libunwind: libunwind's frames, found by libunwind
@@ -135,7 +139,8 @@ VMS_HIDDEN int vms__trace_walk_unwind(const ucontext_t *uc, vms__frame_fn fn, vo
  * followed by frame pointer inside [lo, hi) (far fewer system calls for a deep
  * recursion). Without: the frame-pointer walk. */
 VMS_HIDDEN int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
-                               vms__frame_fn fn, void *ctx, int max, bool *complete);
+                               uintptr_t entry, vms__frame_fn fn, void *ctx, int max,
+                               bool *complete);
 VMS_HIDDEN bool vms__trace_have_unwind(void);
 /* async-signal-safe: whether name is a function that a task may be stopped inside with
  * a process-wide lock held: VMS__UNSAFE_LIBC for the C library's allocator, stdio,

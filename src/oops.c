@@ -307,6 +307,8 @@ struct frames {
     int nhead;
     int run_start, run_shown;   /* the recursion starts at head[run_start]; the frames
                                    before run_shown are printed, the rest collapsed */
+    int run_end;                /* one past its last frame in the head: the frames from
+                                   there on (its callers) are printed after it */
     uintptr_t sites[RUN_SITES]; /* the recursion's return addresses */
     int nsites;                 /* 0: no recursion found */
     bool run_open;              /* the walk is still inside the recursion */
@@ -329,19 +331,39 @@ static bool is_site(const struct frames *f, uintptr_t addr)
     return false;
 }
 
-/* async-signal-safe: finds the recursion that runs to the end of a full head: from the
- * smallest start on, the frames return to at most RUN_SITES distinct call sites, each
- * seen three times on average (a return address that repeats is a re-entry). This
+/* async-signal-safe: whether head[j] is a return address seen before it, from head[s] on. */
+static bool head_repeats(const struct frames *f, int s, int j)
+{
+    for (int k = s; k < j; k++)
+        if (f->head[k] == f->head[j]) return true;
+    return false;
+}
+
+/* async-signal-safe: finds a recursion in a full head. It starts at a return address
+ * that comes back later in the head (the first such among the first 16 frames: frames
+ * before it, such as the non-recursive callees of its innermost level, are not part of
+ * it and are printed as they are) and ends at the last return address that repeats one
+ * of it (the frames after that, its callers when it ended inside the head, are printed
+ * after the collapsed line). Its frames return to at most RUN_SITES distinct call sites,
+ * each seen three times on average (a return address that repeats is a re-entry). This
  * covers plain and mutual recursion, and recursion through several call sites of one
  * function. The printed part runs until every call site was seen once. */
 static void find_run(struct frames *f)
 {
     /* From 1: the first frame is the faulting pc, never a return address. */
     for (int s = 1; s <= 16 && s < f->nhead; s++) {
+        int end = 0;
+        for (int j = s + 1; j < f->nhead; j++)
+            if (head_repeats(f, s, j)) end = j + 1;
+        if (!end) continue;
+        /* head[s] itself must come back: else the run starts later. */
+        bool back = false;
+        for (int j = s + 1; j < end && !back; j++) back = f->head[j] == f->head[s];
+        if (!back) continue;
         f->nsites = 0;
         int shown = s;
         bool ok = true;
-        for (int j = s; j < f->nhead && ok; j++) {
+        for (int j = s; j < end && ok; j++) {
             if (is_site(f, f->head[j])) continue;
             if (f->nsites == RUN_SITES) ok = false;
             else {
@@ -349,10 +371,11 @@ static void find_run(struct frames *f)
                 shown = j + 1;
             }
         }
-        if (ok && f->nhead - s >= 3 * f->nsites) {
+        if (ok && end - s >= 3 * f->nsites) {
             f->run_start = s;
             f->run_shown = shown;
-            f->run_open = true;
+            f->run_end = end;
+            f->run_open = end == f->nhead;
             return;
         }
     }
@@ -497,7 +520,8 @@ static void trace_lines(struct out *o, const struct frames *f)
     int shown = f->nsites ? f->run_shown : f->nhead;
     for (int i = 0; i < shown; i++) frame_line(o, f->head[i], i == 0);
     if (f->nsites) {
-        left_out_line(o, (long)(f->nhead - shown) + f->run_more, f);
+        left_out_line(o, (long)(f->run_end - shown) + f->run_more, f);
+        for (int i = f->run_end; i < f->nhead; i++) frame_line(o, f->head[i], false);
         for (int i = 0; i < f->nafter; i++) frame_line(o, f->after[i], false);
     }
     if (f->ntail > 0) {
@@ -857,11 +881,12 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
     memset(fr, 0, sizeof *fr);
     fr->oops = oops;
     bool complete = false;
+    uintptr_t entry = f->have_task ? f->task.entry : 0;
     if (taken == LOCK_WAITED_OUT)
-        vms__trace_walk_fp(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
-                           &complete);
+        vms__trace_walk_fp(f->uc, f->walk_lo, f->walk_hi, entry, collect, fr,
+                           MAX_WALK_FRAMES, &complete);
     else
-        vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, collect, fr, MAX_WALK_FRAMES,
+        vms__trace_walk(f->uc, f->walk_lo, f->walk_hi, entry, collect, fr, MAX_WALK_FRAMES,
                         &complete);
     oops->depth = fr->total > 0x7fffffffL ? 0x7fffffff : (int)fr->total;
 

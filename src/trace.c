@@ -817,9 +817,69 @@ static bool signal_frame_fp(uintptr_t fp, uintptr_t next, uintptr_t ret, uintptr
 #endif
 }
 
-/* async-signal-safe: the frame-pointer walk described above OUTERMOST_FRAME_SLACK. */
+/* async-signal-safe: the record {0, 0} that starts every task's frame-pointer chain,
+ * at the very top of [lo, hi). */
 STACK_READER
-int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+static bool outermost_record(uintptr_t fp, uintptr_t lo, uintptr_t hi)
+{
+    if (fp < lo || fp >= hi || hi - fp < 2 * sizeof(uintptr_t) ||
+        hi - fp > OUTERMOST_FRAME_SLACK || (fp & (sizeof(uintptr_t) - 1)))
+        return false;
+    const uintptr_t *frame = (const uintptr_t *)fp;
+    return frame[0] == 0 && frame[1] == 0;
+}
+
+/* async-signal-safe: whether the function starting at start keeps a frame record (was
+ * built with frame pointers): it begins, after a landing pad, by storing the caller's
+ * frame pointer and pointing the frame pointer at it (x86-64: push %rbp; mov %rsp,%rbp;
+ * aarch64: stp x29, x30, [sp, #-N]!; mov x29, sp). Code is read only inside a known
+ * object's code. Other prologues (aarch64's for frames above 512 bytes) count as none. */
+static bool keeps_frame_record(uintptr_t start)
+{
+#if defined(__x86_64__)
+    if (!in_code(start) || !in_code(start + 7)) return false;
+    const unsigned char *b = (const unsigned char *)start;
+    if (b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa) b += 4;   /* endbr64 */
+    return b[0] == 0x55 && b[1] == 0x48 && b[2] == 0x89 && b[3] == 0xe5;
+#elif defined(__aarch64__)
+    if ((start & 3) || !in_code(start) || !in_code(start + 8)) return false;
+    const uint32_t *insn = (const uint32_t *)start;
+    if (insn[0] == 0xd503245fu || insn[0] == 0xd503233fu) insn++;   /* bti c, paciasp */
+    return (insn[0] & 0xffc07fffu) == 0xa9807bfdu && insn[1] == 0x910003fdu;
+#else
+    (void)start;
+    return false;
+#endif
+}
+
+/* async-signal-safe: whether the frame record at the top of a task's stack, the first
+ * the walk reads, can be the own record of the function at addr (exact: the pc; else a
+ * return address, looked up one byte back): that function is the task's entry (at
+ * entry; 0: not known), or keeps a frame record (the entry may have tail-called it).
+ * Either is known only from symbols. */
+static bool owns_top_record(uintptr_t addr, bool exact, uintptr_t entry)
+{
+    struct vms__sym a, e;
+    if (vms__trace_symbolize(exact ? addr : addr - 1, &a) != 2) return false;
+    return (entry && vms__trace_symbolize(entry, &e) == 2 && a.start == e.start) ||
+           keeps_frame_record(a.start);
+}
+
+/* async-signal-safe: the frame-pointer walk described above OUTERMOST_FRAME_SLACK.
+ * The chain skips code without frame records (its frames are simply not seen). A walk
+ * whose first record is one of the task's two outermost ones (the record {0, 0}, or the
+ * task's first function's, which points at it) has skipped everything between the
+ * fault and the task's first function, unless the faulting function is that first
+ * function: code built without frame pointers leaves the frame pointer where the task
+ * started it. Such a walk goes on only when the last frame before that record (the pc,
+ * or the caller of a function faulting in its prologue) can own it (owns_top_record;
+ * entry: the task's entry function, 0 when not known: not a task's stack); else it ends
+ * there, not complete. Further up, the record that points at the outermost one must
+ * return into the trampoline (vms__ctx_trampoline_ret): one that returns elsewhere was
+ * written by a function called from code without frame records, whose frames the chain
+ * skips on its way to the top; the walk is then not complete either. */
+STACK_READER
+int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, uintptr_t entry,
                        vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
 #if defined(__x86_64__)
@@ -831,7 +891,8 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
 #else
 #error "vmstack: no frame-pointer walk for this architecture"
 #endif
-    bool done = false;
+    bool done = false, first = true, skipped = false;
+    uintptr_t top_site = (uintptr_t)vms__ctx_trampoline_ret;
     int n = 0;
     if (max > 0 && (n = 1, fn(ctx, pc))) {
         uintptr_t caller = prologue_return(uc, pc, lo, hi);
@@ -846,6 +907,17 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
             const uintptr_t *frame = (const uintptr_t *)fp;
             uintptr_t next = frame[0], ret = strip_pac(frame[1]);
             bool outermost = next == 0 && hi - fp <= OUTERMOST_FRAME_SLACK;
+            bool to_top = outermost_record(next, lo, hi);
+            if (first && ((outermost && ret == 0) || to_top)) {
+                skipped = caller ? !owns_top_record(caller, false, entry)
+                                 : !owns_top_record(pc, true, entry);
+                if (skipped) break;   /* the trace ends where it lost the frames */
+            }
+            first = false;
+            /* A record that points at the task's outermost one but does not return into
+             * the trampoline: its caller (ret's function) and whatever lies between it
+             * and the task's start keep no frame record. */
+            if (to_top && entry && ret != top_site) skipped = true;
             if (ret < 4096) {
                 done = outermost && ret == 0;
                 break;
@@ -871,7 +943,7 @@ int vms__trace_walk_fp(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
         }
     }
 out:
-    if (complete) *complete = done;
+    if (complete) *complete = done && !skipped;
     return n;
 }
 
@@ -1074,13 +1146,14 @@ out:
 #endif
 
 /* async-signal-safe */
-int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi,
+int vms__trace_walk(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, uintptr_t entry,
                     vms__frame_fn fn, void *ctx, int max, bool *complete)
 {
 #ifdef VMSTACK_HAVE_LIBUNWIND
+    (void)entry;
     return walk_hybrid(uc, lo, hi, fn, ctx, max, complete);
 #else
-    return vms__trace_walk_fp(uc, lo, hi, fn, ctx, max, complete);
+    return vms__trace_walk_fp(uc, lo, hi, entry, fn, ctx, max, complete);
 #endif
 }
 

@@ -357,7 +357,7 @@ static void paint_off_child(void *arg)
     /* No line either. */
     vms_stack *s2 = vms_stack_alloc(0);
     memset((char *)vms_stack_top(s2) - 50000, 1, 50000);
-    struct vms__task_info ti = { VMS__TASK_FIBER, "quiet", 1, s2 };
+    struct vms__task_info ti = { VMS__TASK_FIBER, "quiet", 1, s2, 0 };
     vms__debug_task_end(&ti);
     vms_stack_free(s2);
 }
@@ -578,7 +578,7 @@ static void task_end_child(void *arg)
         ASSERT_NOT_NULL(st);
         ((char *)vms_stack_top(st))[-(ptrdiff_t)depth[i]] = 1;
         struct vms__task_info ti = { i == 2 ? VMS__TASK_THREAD : VMS__TASK_FIBER, names[i],
-                                     (unsigned long)(7 + i), vms__stack_record(st) };
+                                     (unsigned long)(7 + i), vms__stack_record(st), 0 };
         vms__debug_task_end(&ti);
         /* The depth is final at task end: reading it again gives the same figure. */
         ASSERT_WITHIN_PAGE(vms_stack_max_used(st), depth[i]);
@@ -684,7 +684,7 @@ static void end_corrupted_child(void *arg)
     /* An overrun from above reaches the upper word first. */
     ((uint64_t *)vms_stack_base(st))[1] = 0x4141414141414141ull;
     ASSERT_EQ(vms__debug_end_check(vms__stack_record(st)), -1);
-    struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, vms__stack_record(st) };
+    struct vms__task_info ti = { VMS__TASK_FIBER, "victim", 3, vms__stack_record(st), 0 };
     vms__debug_end_corrupted(&ti, vms__stack_record(st), NULL);
     /* Only the kill policy returns here; the caller then kills the task. */
     ASSERT_EQ(policy, VMS_KILL_TASK);

@@ -255,6 +255,140 @@ TEST(irregular_recursion_collapsed)
     ASSERT_STR_CONTAINS(out, "state 4\n");
 }
 
+/* A recursion with frames on both sides of it in the first 64 of the trace: its
+ * innermost level calls two plain functions down to the one that overflows, and it is
+ * entered through eight plain callers, which the first 64 frames reach. The collapsed
+ * line names only the recursion and counts only its frames; the callees are printed
+ * before it, the callers after. Before, the callees and callers were taken for call
+ * sites of the recursion: every frame was printed, followed by "... 0 frames of
+ * island_callee2/island_callee1/island_fixed/island_wrap8/... left out ...". */
+#define FIXED_DEPTH 58
+
+NOIPA static int island_blow(int n)
+{
+    /* Lower than the stack left: the lowest byte of this block lies in the guard. */
+    volatile char *p = alloca(vms_stack_remaining() + 16 * 1024);
+    p[0] = (char)n;
+    return p[0];
+}
+
+NOIPA static int island_callee2(int n) { int r = island_blow(n); sink += r; return r + 1; }
+NOIPA static int island_callee1(int n) { int r = island_callee2(n); sink += r; return r + 1; }
+
+NOIPA static int island_fixed(int n)
+{
+    volatile char buf[32];
+    buf[0] = (char)n;
+    if (n == 0) return island_callee1(n) + buf[0];
+    return island_fixed(n - 1) + buf[0];
+}
+
+#define ISLAND_WRAP(k, next)                                                            \
+    NOIPA static int island_wrap##k(int n) { int r = next(n); sink += r; return r + 1; }
+ISLAND_WRAP(8, island_fixed)
+ISLAND_WRAP(7, island_wrap8)
+ISLAND_WRAP(6, island_wrap7)
+ISLAND_WRAP(5, island_wrap6)
+ISLAND_WRAP(4, island_wrap5)
+ISLAND_WRAP(3, island_wrap4)
+ISLAND_WRAP(2, island_wrap3)
+ISLAND_WRAP(1, island_wrap2)
+
+static void fixed_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_wrap1(FIXED_DEPTH - 1);
+}
+
+static void fixed_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(fixed_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+
+TEST(recursion_collapsed_between_callees_and_callers)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(fixed_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "state 4\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:\nvmstack:  island_blow+0x");
+    ASSERT_STR_CONTAINS(out, "\nvmstack:  island_callee2+0x");
+    ASSERT_STR_CONTAINS(out, "\nvmstack:  island_callee1+0x");
+    /* Its two call sites (to island_callee1 and to itself) shown once each: the other
+     * FIXED_DEPTH - 2 frames of it left out, and then its callers, every one. */
+    ASSERT_EQ(tst_count(out, "vmstack:  island_fixed+0x"), 2);
+    char want[128];
+    snprintf(want, sizeof want, "vmstack:  ... %d frames of island_fixed left out ...\n"
+             "vmstack:  island_wrap8+0x", FIXED_DEPTH - 2);
+    ASSERT_STR_CONTAINS(out, want);
+    for (int k = 1; k <= 8; k++) {
+        snprintf(want, sizeof want, "vmstack:  island_wrap%d+0x", k);
+        ASSERT_EQ(tst_count(out, want), 1);
+    }
+    ASSERT_STR_CONTAINS(out, "vmstack:  fixed_fiber+0x");
+    ASSERT_STR_NOT_CONTAINS(out, " 0 frames");
+}
+
+/* A fiber whose code keeps no frame pointer (a program built with gcc's or clang's
+ * default -fomit-frame-pointer): its frame pointer stays where the task started it, at
+ * the task's outermost record. libunwind traces it whole and the fiber is killed. The
+ * frame-pointer walk (built without libunwind) goes from the pc straight to that record
+ * and sees none of the fiber's frames: that is a trace which ends early, and the fiber
+ * is not killed alone. Before, the walk took the record for the end of a complete
+ * trace, and a fiber was killed on the strength of its faulting frame alone. (gcc only:
+ * clang has no per-function optimize attribute; the builds without libunwind are gcc's.) */
+#ifndef __clang__
+#define NO_FP __attribute__((noipa, optimize("omit-frame-pointer")))
+NO_FP static int island_nofp_deep(int n)
+{
+    volatile char buf[64];
+    if (never) return 0;
+    buf[0] = (char)n;
+    return island_nofp_deep(n + 1) + buf[0];
+}
+
+NO_FP static void nofp_fiber(void *arg)
+{
+    (void)arg;
+    sink += island_nofp_deep(0);
+}
+
+static void nofp_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(nofp_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+#endif
+
+TEST(frames_without_frame_pointers_are_not_a_complete_trace)
+{
+#ifdef __clang__
+    SKIP("clang has no per-function optimize attribute");
+#else
+    NEED_GUARD_FAULTS();
+    int st = run_child(nofp_child);
+    ASSERT_STR_CONTAINS(out, "vmstack: Call Trace:\nvmstack:  island_nofp_deep+0x");
+    if (vms__trace_have_unwind()) {
+        ASSERT_EXITED(st, 0);
+        ASSERT_STR_CONTAINS(out, " frames of island_nofp_deep left out ...\n"
+                                 "vmstack:  nofp_fiber+0x");
+        ASSERT_STR_CONTAINS(out, "state 4\n");
+    } else {
+        ASSERT_SIGNALED(st, SIGSEGV);
+        ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the call trace ends early at "
+                                 "island_nofp_deep [test_guard_tasks], so a lock held below "
+                                 "it cannot be ruled out\n");
+        assert_last_line_starts(out, "vmstack: aborting");
+        ASSERT_STR_NOT_CONTAINS(out, "\nstate ");
+    }
+#endif
+}
+
 /* ---- threads ---------------------------------------------------------------------- */
 
 /* A walk is cut after 4,000,000 frames (oops.c, MAX_WALK_FRAMES): the frames below the
@@ -1447,11 +1581,15 @@ TEST(overflow_inside_signal_handler)
 
 /* A fiber killed inside the program's handler (on the fiber's stack) never returns
  * from it: its resumer must go on with the mask it had, not the handler's (SIGUSR1 and
- * the handler's sa_mask blocked), and a second one is caught the same way. */
+ * the handler's sa_mask blocked), and a second one is caught the same way. The fiber
+ * keeps its frame: had it tail-called raise(), nothing between the C library code the
+ * signal interrupted and the task's start would keep a frame record, and the
+ * frame-pointer walk (built without libunwind) would not kill it alone. */
 static void handler_fiber(void *arg)
 {
     (void)arg;
     raise(SIGUSR1);
+    sink++;
 }
 
 static void handler_fiber_child(void *arg)

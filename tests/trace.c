@@ -282,13 +282,13 @@ static void on_usr1(int sig, siginfo_t *si, void *uc)
     nseen = 0;
     nseen_hybrid = 0;
     if (use_unwind == 2) {
-        vms__trace_walk(uc, stack_lo, stack_hi, record_hybrid, NULL, MAX_SEEN,
+        vms__trace_walk(uc, stack_lo, stack_hi, 0, record_hybrid, NULL, MAX_SEEN,
                         &hybrid_complete);
         vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN, &walk_complete);
     } else if (use_unwind)
         vms__trace_walk_unwind(uc, record, NULL, MAX_SEEN, &walk_complete);
     else
-        vms__trace_walk_fp(uc, stack_lo, stack_hi, record, NULL, MAX_SEEN, &walk_complete);
+        vms__trace_walk_fp(uc, stack_lo, stack_hi, 0, record, NULL, MAX_SEEN, &walk_complete);
 }
 
 static volatile int depth_sink;
@@ -565,7 +565,7 @@ static uintptr_t record_store_of(uintptr_t fn)
     return 0;
 }
 
-static int walk_from_record_store(uintptr_t pc, uintptr_t ret)
+static int walk_from_record_store(uintptr_t pc, uintptr_t ret, uintptr_t entry)
 {
     uintptr_t cells[8] = { 0 };
     uintptr_t lo = (uintptr_t)cells, hi = (uintptr_t)(cells + 8);
@@ -583,7 +583,7 @@ static int walk_from_record_store(uintptr_t pc, uintptr_t ret)
     uc.uc_mcontext.regs[29] = (uintptr_t)&cells[6];
 #endif
     nseen = 0;
-    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    vms__trace_walk_fp(&uc, lo, hi, entry, record, NULL, MAX_SEEN, &walk_complete);
     return nseen;
 }
 
@@ -594,8 +594,10 @@ TEST(walk_frame_pointers_from_a_prologue)
     ASSERT(ret_into_caller != 0);
     uintptr_t pc = record_store_of((uintptr_t)prologue_callee);
     if (!pc) SKIP("prologue_callee does not start by storing its frame record here");
-    /* The caller shows, and the walk still reaches the outermost record. */
-    ASSERT_EQ(walk_from_record_store(pc, ret_into_caller), 2);
+    /* The caller shows, and the walk still reaches the outermost record (prologue_caller
+     * keeps a frame record: the outermost one may be its caller's). */
+    uintptr_t entry = 0;
+    ASSERT_EQ(walk_from_record_store(pc, ret_into_caller, entry), 2);
     ASSERT_UEQ(seen[0], pc);
     ASSERT_UEQ(seen[1], ret_into_caller);
     ASSERT(walk_complete);
@@ -605,7 +607,7 @@ TEST(walk_frame_pointers_from_a_prologue)
     /* Not code (a saved register, say): left out. (A function's first byte can pass
      * for a return address: a function that ends with a call to a noreturn function,
      * as ASan builds have, is directly followed by the next one.) */
-    ASSERT_EQ(walk_from_record_store(pc, (uintptr_t)&ret_into_caller), 1);
+    ASSERT_EQ(walk_from_record_store(pc, (uintptr_t)&ret_into_caller, entry), 1);
     /* At the next instruction (x86-64: mov %rsp, %rbp; aarch64: mov x29, sp) the record
      * is written: the walk takes it as it is, with no extra frame. */
 #if defined(__x86_64__)
@@ -613,7 +615,108 @@ TEST(walk_frame_pointers_from_a_prologue)
 #else
     uintptr_t next = pc + 4;
 #endif
-    ASSERT_EQ(walk_from_record_store(next, ret_into_caller), 1);
+    ASSERT_EQ(walk_from_record_store(next, ret_into_caller, entry), 1);
+}
+
+/* Code without frame records between a fault and the task's first frame leaves the
+ * frame pointer at the task's outermost record: a walk that reads that record first
+ * has seen none of the frames in between, unless the faulting function is the task's
+ * entry or keeps a frame record itself (then the record is its caller's, or its own as
+ * the first function). Built as a fault leaves things: the pc inside a function, the
+ * frame pointer at an outermost record {0, 0} at the top of the range. */
+#ifndef __clang__
+__attribute__((noinline, optimize("omit-frame-pointer"))) static int island_no_record(int x)
+{
+    volatile int v[4];
+    v[x & 3] = x;
+    return v[x & 3] + depth_sink;
+}
+#endif
+
+static int walk_from_outermost(uintptr_t pc, uintptr_t entry)
+{
+    uintptr_t cells[8] = { 0 };
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
+    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(uintptr_t)&cells[0];
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)(uintptr_t)&cells[6];
+#else
+    uc.uc_mcontext.pc = pc;
+    uc.uc_mcontext.sp = (uintptr_t)&cells[0];
+    uc.uc_mcontext.regs[29] = (uintptr_t)&cells[6];
+#endif
+    nseen = 0;
+    vms__trace_walk_fp(&uc, (uintptr_t)cells, (uintptr_t)(cells + 8), entry, record, NULL,
+                       MAX_SEEN, &walk_complete);
+    return nseen;
+}
+
+TEST(walk_frame_pointers_past_code_without_records_is_not_complete)
+{
+    load();
+    /* A function with a frame record: the outermost record can be its caller's. */
+    ASSERT_GT(prologue_caller(1), 0);
+    ASSERT_EQ(walk_from_outermost((uintptr_t)prologue_caller + 1, 0), 1);
+    ASSERT(walk_complete);
+#ifdef __clang__
+    SKIP("a function without a frame record needs gcc's optimize attribute");
+#else
+    uintptr_t pc = (uintptr_t)island_no_record + 1;
+    ASSERT_EQ(island_no_record(1), 1 + depth_sink);
+    ASSERT_EQ(walk_from_outermost(pc, 0), 1);
+    ASSERT(!walk_complete);
+    ASSERT_EQ(walk_from_outermost(pc, (uintptr_t)prologue_caller), 1);
+    ASSERT(!walk_complete);
+    /* The task's entry itself: nothing lies between. */
+    ASSERT_EQ(walk_from_outermost(pc, (uintptr_t)island_no_record), 1);
+    ASSERT(walk_complete);
+#endif
+}
+
+/* Further up the chain: the record that points at the task's outermost one must be the
+ * task's first function's, which returns into the trampoline (vms__ctx_trampoline_ret).
+ * One that returns elsewhere was written by a function whose caller keeps no frame
+ * record: the frames from that caller to the task's start are skipped. Built: the pc
+ * in prologue_caller, its record returning to ret and pointing at {0, 0}. */
+static int walk_to_outermost(uintptr_t ret, uintptr_t entry)
+{
+    uintptr_t cells[8] = { 0 };
+    cells[2] = (uintptr_t)&cells[6];
+    cells[3] = ret;
+    ucontext_t uc;
+    memset(&uc, 0, sizeof uc);
+    uintptr_t pc = (uintptr_t)prologue_caller + 8;
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)pc;
+    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(uintptr_t)&cells[0];
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)(uintptr_t)&cells[2];
+#else
+    uc.uc_mcontext.pc = pc;
+    uc.uc_mcontext.sp = (uintptr_t)&cells[0];
+    uc.uc_mcontext.regs[29] = (uintptr_t)&cells[2];
+#endif
+    nseen = 0;
+    vms__trace_walk_fp(&uc, (uintptr_t)cells, (uintptr_t)(cells + 8), entry, record, NULL,
+                       MAX_SEEN, &walk_complete);
+    return nseen;
+}
+
+TEST(walk_frame_pointers_to_the_top_from_another_record_is_not_complete)
+{
+    load();
+    ASSERT_GT(prologue_caller(1), 0);
+    uintptr_t site = (uintptr_t)vms__ctx_trampoline_ret, entry = (uintptr_t)prologue_caller;
+    ASSERT_EQ(walk_to_outermost(site, entry), 2);
+    ASSERT(walk_complete);
+    /* Returns into prologue_caller, not into the trampoline. */
+    ASSERT_EQ(walk_to_outermost(ret_into_caller, entry), 2);
+    ASSERT_UEQ(seen[1], ret_into_caller);
+    ASSERT(!walk_complete);
+    /* Not a task's stack (no entry): its chain may end anywhere. */
+    ASSERT_EQ(walk_to_outermost(ret_into_caller, 0), 2);
+    ASSERT(walk_complete);
 }
 
 /* A context interrupted at a made-up pc with its frame pointer at fp. */
@@ -647,7 +750,7 @@ TEST(walk_frame_pointers_reads_only_the_range)
     ucontext_t uc;
     fp_context(&uc, lo);
     nseen = 0;
-    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    vms__trace_walk_fp(&uc, lo, hi, 0, record, NULL, MAX_SEEN, &walk_complete);
     ASSERT_EQ(nseen, frames);   /* the pc, then every return address but the last 0 */
     ASSERT_UEQ(seen[1], 0x7000a000);
     munmap(m, 3 * (size_t)pg);
@@ -671,7 +774,7 @@ TEST(walk_frame_pointers_reads_poisoned_words)
     fp_context(&uc, lo);
     __asan_poison_memory_region(cells, sizeof cells);
     nseen = 0;
-    vms__trace_walk_fp(&uc, lo, hi, record, NULL, MAX_SEEN, &walk_complete);
+    vms__trace_walk_fp(&uc, lo, hi, 0, record, NULL, MAX_SEEN, &walk_complete);
     __asan_unpoison_memory_region(cells, sizeof cells);
     ASSERT_EQ(nseen, 2);                  /* the pc and the record's return address */
     ASSERT_UEQ(seen[1], 0x7000a000);
@@ -732,7 +835,7 @@ static void walk_fake(uintptr_t fp)
     uc.uc_mcontext.pc = fake_handler_pc;
     uc.uc_mcontext.regs[29] = fp;
     nseen = 0;
-    vms__trace_walk_fp(&uc, (uintptr_t)fake_stack, (uintptr_t)fake_stack + FAKE_STACK,
+    vms__trace_walk_fp(&uc, (uintptr_t)fake_stack, (uintptr_t)fake_stack + FAKE_STACK, 0,
                        record, NULL, MAX_SEEN, &walk_complete);
 }
 #endif

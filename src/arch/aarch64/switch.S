@@ -191,6 +191,9 @@ vms__ctx_trampoline:
     bti     c                               /* landing pad, should it be reached by br/blr */
     mov     x0, x20                         /* first argument: arg */
     blr     x19                             /* entry(arg) */
+    .globl  vms__ctx_trampoline_ret         /* entry's return address: the frame-pointer */
+    .hidden vms__ctx_trampoline_ret         /* walk checks a task's chain ends there */
+vms__ctx_trampoline_ret:
     mov     x0, x20                         /* x20 survived the call: arg again */
     bl      vms__task_exit                  /* does not return */
     brk     #0x3e8                          /* never reached: trap rather than run on */

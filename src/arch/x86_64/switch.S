@@ -224,6 +224,9 @@ vms__ctx_trampoline:
     endbr64                             /* landing pad, should indirect jumps be tracked */
     movq    %r13, %rdi                  /* first argument: arg */
     call    *%r12                       /* entry(arg); rsp is 16-aligned before the call */
+    .globl  vms__ctx_trampoline_ret     /* entry's return address: the frame-pointer */
+    .hidden vms__ctx_trampoline_ret     /* walk checks a task's chain ends there */
+vms__ctx_trampoline_ret:
     movq    %r13, %rdi                  /* r13 survived the call: arg again */
     call    vms__task_exit              /* does not return */
     ud2                                 /* never reached: trap rather than run on */
