@@ -1,0 +1,38 @@
+# check_output.cmake - the output check of the `cmake -P` test scripts (examples.cmake,
+# build_variants.cmake), included by them in script mode:
+#   check_output(RC <result> EXPECT <exit status|SIGSEGV> [WHAT <name>]
+#                [MATCH <regex...>] [NOMATCH <regex...>])
+# RC is execute_process's RESULT_VARIABLE; each MATCH regex must be found after the
+# previous one's match, no NOMATCH regex anywhere. Reads the caller's `out` (the output)
+# and fails through the caller's `fail`, WHAT first when given.
+function(check_output)
+  cmake_parse_arguments(C "" "RC;EXPECT;WHAT" "MATCH;NOMATCH" ${ARGN})
+  set(w "")
+  if(C_WHAT)
+    set(w "${C_WHAT}: ")
+  endif()
+  if(C_EXPECT STREQUAL "SIGSEGV")
+    # execute_process describes a death by a signal in words.
+    if(NOT C_RC STREQUAL "Segmentation fault")
+      fail("${w}expected a death by SIGSEGV, got `${C_RC}`")
+    endif()
+  elseif(NOT C_RC STREQUAL "${C_EXPECT}")
+    fail("${w}expected exit status ${C_EXPECT}, got `${C_RC}`")
+  endif()
+  set(rest "${out}")
+  foreach(re ${C_MATCH})
+    string(REGEX MATCH "${re}" hit "${rest}")
+    if(hit STREQUAL "")
+      fail("${w}expected a match of `${re}` (after the previous pattern's match)")
+    endif()
+    string(FIND "${rest}" "${hit}" at)
+    string(LENGTH "${hit}" len)
+    math(EXPR at "${at} + ${len}")
+    string(SUBSTRING "${rest}" ${at} -1 rest)
+  endforeach()
+  foreach(re ${C_NOMATCH})
+    if(out MATCHES "${re}")
+      fail("${w}did not expect a match of `${re}`")
+    endif()
+  endforeach()
+endfunction()
