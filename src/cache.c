@@ -232,6 +232,17 @@ bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
     return true;
 }
 
+/* Pre: registry_lock held (or the fork child's handler). Takes t out of the registry,
+ * its counts to the exited threads'. */
+static void registry_retire(struct tcache *t)
+{
+    if (t->prev) t->prev->nextc = t->nextc;
+    else registry = t->nextc;
+    if (t->nextc) t->nextc->prev = t->prev;
+    atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
+    atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+}
+
 /* The child of fork has the forking thread only. The other threads' caches leave the
  * registry (their counts go to the exited threads'), to be taken back by the child's
  * first reap (vms__cache_adopt_forsaken): lazily, so that a child that only calls exec
@@ -243,11 +254,7 @@ bool vms__cache_fork_child(void)
     for (struct tcache *t = registry, *next; t; t = next) {
         next = t->nextc;
         if (t == tc) continue;
-        if (t->prev) t->prev->nextc = t->nextc;
-        else registry = t->nextc;
-        if (t->nextc) t->nextc->prev = t->prev;
-        atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
-        atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+        registry_retire(t);
         t->prev = NULL;
         t->nextc = forsaken_caches;
         forsaken_caches = t;
@@ -621,11 +628,7 @@ static void thread_exit(void *p)
     struct tcache *t = tc;
     if (!t) return;
     pthread_mutex_lock(&registry_lock);
-    if (t->prev) t->prev->nextc = t->nextc;
-    else registry = t->nextc;
-    if (t->nextc) t->nextc->prev = t->prev;
-    atomic_fetch_add(&retired_gets, atomic_load(&t->gets));
-    atomic_fetch_add(&retired_puts, atomic_load(&t->puts));
+    registry_retire(t);
     pthread_mutex_unlock(&registry_lock);
     tc = NULL;
     free(t);
