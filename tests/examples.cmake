@@ -23,7 +23,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
   function(fail why)
     message(FATAL_ERROR "${why}\n---- output ----\n${out}----")
   endfunction()
-  include("${CMAKE_CURRENT_LIST_DIR}/check_output.cmake")
+  include("${CMAKE_CURRENT_LIST_DIR}/script_common.cmake")
 
   # Runs cmd... and checks exit status and output against EXPECT, MATCH and NOMATCH.
   function(run_and_check)
@@ -39,19 +39,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
   endif()
 
   # ---- examples.installed -------------------------------------------------------------
-  file(REMOVE_RECURSE "${DIR}")
-  execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD}" --prefix "${DIR}"
-    RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE out)
-  if(NOT rc EQUAL 0)
-    fail("cmake --install --prefix ${DIR} failed (${rc})")
-  endif()
-  file(GLOB_RECURSE pc "${DIR}/*/vmstack.pc")
-  find_program(PKG_CONFIG NAMES pkg-config pkgconf)
-  if(NOT pc OR NOT PKG_CONFIG)
-    message(FATAL_ERROR "no vmstack.pc under ${DIR} (`${pc}`), or no pkg-config (`${PKG_CONFIG}`)")
-  endif()
-  get_filename_component(pcdir "${pc}" DIRECTORY)
-  set(ENV{PKG_CONFIG_PATH} "${pcdir}")
+  install_package("${BUILD}" "${DIR}")
   foreach(query "--cflags;--libs" "--variable=libdir")
     execute_process(COMMAND ${PKG_CONFIG} ${query} vmstack RESULT_VARIABLE rc
       OUTPUT_VARIABLE pc_out OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_VARIABLE out)
