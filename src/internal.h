@@ -381,6 +381,10 @@ VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
  * the child of a fork, first those that the parent's other threads held or cached. */
 VMS_HIDDEN void vms__stack_reap(void);
+/* vms__stack_reap, then waits (bounded) for a reap in flight on another thread: after
+ * it, every thread joined before the call has its stacks freed (vms_get_stats,
+ * vms_stack_usage). Not for hot paths. */
+VMS_HIDDEN void vms__stack_reap_settled(void);
 /* The calling thread holds alt (its alternate signal stack) and body (a vms thread's
  * body stack, whose owner task release lets go of it and frees it), either NULL, until
  * it buries them (vms__stack_free_at_exit) or lets them go (vms__stack_unhold): in the
@@ -406,12 +410,12 @@ VMS_HIDDEN extern void (*vms__fork_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);
-/* Tests only: when set, called by the forking thread before each yield of its wait for
- * a reap in flight on another thread. */
-VMS_HIDDEN extern void (*vms__stack_fork_wait_hook)(void);
-/* How long fork waits for a reap in flight (1 s); a test that holds a reaper on purpose
- * while fork waits for it raises it. */
-VMS_HIDDEN extern long vms__stack_fork_reap_wait_ns;
+/* Tests only: when set, called by a thread (forking, or in vms_get_stats or
+ * vms_stack_usage) before each yield of its wait for a reap in flight on another thread. */
+VMS_HIDDEN extern void (*vms__stack_reap_wait_hook)(void);
+/* How long a thread waits for a reap in flight on another thread (1 s); a test that
+ * holds a reaper on purpose while a thread waits for it raises it. */
+VMS_HIDDEN extern long vms__stack_reap_wait_ns;
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 

@@ -992,7 +992,7 @@ static void *wait_then_end(void *arg)
 static void live_in_child(void *arg)
 {
     vms__stack_reap_hook = NULL;
-    vms__stack_fork_wait_hook = NULL;
+    vms__stack_reap_wait_hook = NULL;
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);
     if (s.stacks_live != *(size_t *)arg) {
@@ -1042,14 +1042,14 @@ static void fork_during_reap(void (*hook)(void), size_t child_extra)
         vms__stack_reap_hook = NULL;
         SKIP("the thread left no grave (graves do not work here)");
     }
-    vms__stack_fork_wait_hook = note_fork_wait;
-    long bound = vms__stack_fork_reap_wait_ns;
-    if (hook == slow_reap) vms__stack_fork_reap_wait_ns = 60 * 1000000000L;
+    vms__stack_reap_wait_hook = note_fork_wait;
+    long bound = vms__stack_reap_wait_ns;
+    if (hook == slow_reap) vms__stack_reap_wait_ns = 60 * 1000000000L;
     char out[512];
     size_t want = live0 + child_extra;
     tst_run_ok(live_in_child, &want, out, sizeof out);
-    vms__stack_fork_reap_wait_ns = bound;
-    vms__stack_fork_wait_hook = NULL;
+    vms__stack_reap_wait_ns = bound;
+    vms__stack_reap_wait_hook = NULL;
     atomic_store(&reaper_released, true);
     sem_post(&reaper_may_end);
     pthread_join(r, NULL);
