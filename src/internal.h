@@ -16,6 +16,7 @@
 #include "vmstack.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -178,6 +179,7 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_PMADV_PIDFD,  /* process_madvise through that pidfd (5.10-6.12: EINVAL) */
        VMS__OP_SIGACTION,
        VMS__OP_PAGEMAP_SCAN, /* residency by PAGEMAP_SCAN (before 6.7: ENOTTY) */
+       VMS__OP_SETSPECIFIC,  /* pthread_setspecific (ENOMEM: no second-level block) */
        VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
@@ -186,6 +188,10 @@ VMS_HIDDEN void vms__os_inject_clear(void);
  * walks it, so a dead thread's robust mutex is never marked; VMS__OP_SIGACTION: the
  * fault handler's installation, guard.c). */
 VMS_HIDDEN int vms__os_injected(int op);
+/* pthread_setspecific with fault injection (VMS__OP_SETSPECIFIC): 0 or its error number.
+ * glibc's fails (ENOMEM) when a key beyond the first 32 needs a per-thread block that
+ * calloc cannot give; every caller has a way to go on without the value. */
+VMS_HIDDEN int vms__os_setspecific(pthread_key_t key, const void *value);
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */
 /* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */

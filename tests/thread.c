@@ -718,6 +718,42 @@ TEST(pthread_exit_from_body)
     ASSERT_NULL(exit_stack->owner);
 }
 
+/* The thread-exit hook that gives a vms thread's stack back when its body ends by
+ * pthread_exit or cancellation cannot be set (pthread_setspecific: ENOMEM, by fault
+ * injection): the thread runs all the same, and a warning says what such an end would
+ * leak. Before, the failure went unsaid. */
+static void *clears_injection(void *arg)
+{
+    vms__os_inject_clear();
+    return arg;
+}
+
+static void no_exit_hook_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* this thread's keys set before */
+    if (!s) _exit(9);
+    vms_stack_free(s);
+    vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    pthread_t t;
+    void *r = NULL;
+    if (vms_thread_create(&t, NULL, clears_injection, (void *)5) != 0) _exit(10);
+    if (pthread_join(t, &r) != 0 || r != (void *)5) _exit(11);
+    vms__os_inject_clear();
+    /* The body returned: its stack was given back as usual. */
+    vms_stats st;
+    if (vms_get_stats(&st) != 0 || st.stacks_live != 0) _exit(12);
+}
+
+TEST(no_exit_hook_for_the_body_is_said)
+{
+    NEED_FAULT_INJECTION();
+    char out[4096];
+    const char *o = tst_run_ok(no_exit_hook_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(o, "has no thread-exit hook for its vmstack stack (pthread_setspecific: ");
+    ASSERT_STR_CONTAINS(o, "if its body ends by pthread_exit or cancellation, the stack is never freed");
+}
+
 static const struct vms_stack *cancel_stack;
 static sem_t cancel_ready;
 static void *waits_forever(void *arg)
