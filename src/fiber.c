@@ -559,7 +559,7 @@ static int task_back(void *arg)
          * here. A signal pending since the report runs now, on the resumer's stack:
          * after the cleanup chains were cut (a pending cancellation would follow them). */
         th->kill_pending = false;
-        if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
+        if (th->has_rearm) vms__guard_rearm(&th->rearm);   /* says so if it fails */
         th->has_rearm = false;
         pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
     }

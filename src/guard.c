@@ -938,6 +938,13 @@ size_t vms__guard_overflows(void)
     return atomic_load_explicit(&overflow_count, memory_order_relaxed);
 }
 
+/* async-signal-safe */
+void vms__guard_rearm(const stack_t *ss)
+{
+    int e = vms__os_sigaltstack(ss, NULL);
+    if (VMS_UNLIKELY(e)) vms__oops_rearm_failed(e);
+}
+
 void vms__guard_late_overflow(const vms_oops *oops)
 {
     atomic_fetch_add(&overflow_count, 1);

@@ -448,6 +448,11 @@ VMS_HIDDEN size_t vms__guard_overflows(void);
  * unless NULL, to the oops hook. Not async-signal-safe. */
 VMS_HIDDEN void vms__guard_late_overflow(const vms_oops *oops);
 VMS_HIDDEN size_t vms__guard_tainted(void);
+/* async-signal-safe: enables again an SS_AUTODISARM alternate stack that a kill left
+ * disabled (ss as the kernel reported it to the fault handler). Should sigaltstack fail,
+ * a line on the report fd says that a later overflow on this thread cannot be reported:
+ * the kernel has no stack to deliver its SIGSEGV on. */
+VMS_HIDDEN void vms__guard_rearm(const stack_t *ss);
 
 /* ------------------------------------------------------- fiber.c (task layer) ---- */
 enum { VMS__TASK_FIBER = 1, VMS__TASK_THREAD = 2 };
