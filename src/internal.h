@@ -490,6 +490,11 @@ VMS_HIDDEN void vms__task_thread_discard(struct vms__task *t);
 /* Tests: called by a vms thread as it ends, after its body, while vms__task_thread_run
  * gives its stack back. */
 VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
+/* thread.c: the size of a vms thread's C-library stack for a static TLS of tls bytes
+ * with pages of page bytes (a power of two), before the C library's minimum: a multiple
+ * of page that leaves the thread's exit no pages to give back and its destructors room.
+ * Pure; a function of its own so that tests can give any page size. */
+VMS_HIDDEN size_t vms__thread_own_size(size_t tls, size_t page);
 
 /* ------------------------------------------------------------------- debug.c ---- */
 /* Painting, high-water marks, end-of-stack magic, the usage histogram (docs/debugging.md).

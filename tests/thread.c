@@ -754,6 +754,35 @@ TEST(no_exit_hook_for_the_body_is_said)
     ASSERT_STR_CONTAINS(o, "if its body ends by pthread_exit or cancellation, the stack is never freed");
 }
 
+/* The size of a vms thread's C-library stack, for any page size: a multiple of the page
+ * that leaves the destructors room (at least 12 KiB above the static TLS and the thread's
+ * control block) and, with 4 KiB pages, no more than 16 KiB plus them (so that glibc
+ * has no pages to give back at the thread's exit). With 64 KiB pages the size used to
+ * round down to 0 (only _SC_THREAD_STACK_MIN made it usable), with 16 KiB pages to one
+ * leaving under 1 KiB. */
+TEST(own_stack_size_for_any_page_size)
+{
+    const size_t tcb = 2 * 1024, room = 12 * 1024;
+    size_t tls_sizes[] = { 0, 1, 4096, 6000, 13 * 1024, 40000, 1 << 20 };
+    for (size_t p = 4096; p <= 65536; p *= 2) {
+        for (size_t i = 0; i < sizeof tls_sizes / sizeof tls_sizes[0]; i++) {
+            size_t tls = tls_sizes[i], s = vms__thread_own_size(tls, p);
+            if (s % p != 0 || s < tls + tcb + room)
+                TST_FAIL("page %zu, TLS %zu: size %zu (want a multiple of the page, at "
+                         "least %zu)", p, tls, s, tls + tcb + room);
+            if (p == 4096 && s > 16 * 1024 + tls + tcb)
+                TST_FAIL("page 4096, TLS %zu: size %zu leaves pages for glibc's exit to "
+                         "give back", tls, s);
+            /* Never more than a page beyond what it needs. */
+            if (s >= 16 * 1024 + tls + tcb + p)
+                TST_FAIL("page %zu, TLS %zu: size %zu is a page too large", p, tls, s);
+        }
+    }
+    /* As before with 4 KiB pages: rounded down. */
+    ASSERT_EQ(vms__thread_own_size(4096, 4096), 20 * 1024);
+    ASSERT_EQ(vms__thread_own_size(4096, 65536), 65536);
+}
+
 static const struct vms_stack *cancel_stack;
 static sem_t cancel_ready;
 static void *waits_forever(void *arg)
