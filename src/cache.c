@@ -126,13 +126,18 @@ static struct tcache *thread_cache_get(void)
     if (VMS_UNLIKELY(!tc_key_made)) return NULL;
     t = calloc(1, sizeof *t + vms__opt.cache_per_thread * sizeof(struct vms_stack *));
     if (!t) return NULL;
+    /* Nor one the thread-exit hook cannot find (ENOMEM): no cache then, as without calloc;
+     * the next call tries again. */
+    if (VMS_UNLIKELY(vms__os_setspecific(tc_key, t) != 0)) {
+        free(t);
+        return NULL;
+    }
     pthread_mutex_lock(&registry_lock);
     t->nextc = registry;
     if (registry) registry->prev = t;
     registry = t;
     pthread_mutex_unlock(&registry_lock);
     tc = t;
-    pthread_setspecific(tc_key, t);
     return t;
 }
 
@@ -399,7 +404,8 @@ static struct vms_stack *open_fresh(unsigned cls, unsigned want)
     return fresh[0];
 }
 
-/* For a thread without a per-thread cache (calloc failed, or no thread-exit hook): one
+/* For a thread without a per-thread cache (calloc or pthread_setspecific failed, or no
+ * thread-exit hook): one
  * stack from the shared list, else new slots. Counted with the exited threads' gets, as
  * vms__cache_put counts such a thread's frees with their puts. */
 static struct vms_stack *get_without_cache(unsigned cls)

@@ -309,8 +309,9 @@ int vms_stack_usage(vms_usage *out, size_t n)
     int e = vms__ensure_init();
     if (e) return e;
     /* A joined thread's stack is freed (and its depth counted) only by a reap: reaped
-     * first, as vms_get_stats does, so that threads joined before the call count. */
-    vms__stack_reap();
+     * first, and a reap in flight on another thread waited for, as vms_get_stats does,
+     * so that threads joined before the call count. */
+    vms__stack_reap_settled();
     int count = 0;
     pthread_mutex_lock(&hist_lock);
     for (unsigned c = 0; c < VMS__CLASSES; c++) {

@@ -127,9 +127,23 @@ free_mem:
     return -ENOMEM;
 }
 
+static int open_locked(unsigned cls, struct vms_stack **out, unsigned want);
+
 int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
 {
     if (cls >= VMS__CLASSES || want == 0) return -EINVAL;
+    /* As the vmap backend's: calls that fail on the way to a success (MADV_NOHUGEPAGE
+     * where the kernel has no transparent huge pages: EINVAL; a discard that fails, made
+     * up for by zeroing) leave errno set; it is the caller's again on return, failures
+     * come back as the result (a successful vms_stack_alloc leaves errno alone). */
+    int saved = errno;
+    int r = open_locked(cls, out, want);
+    errno = saved;
+    return r;
+}
+
+static int open_locked(unsigned cls, struct vms_stack **out, unsigned want)
+{
     pthread_once(&classes_once, classes_init);
     pthread_mutex_lock(&classes[cls].lock);
     int e = 0;

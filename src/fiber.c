@@ -206,6 +206,8 @@ struct vms_fiber { struct vms__task task; };
 struct vms__thread {
     struct vms__task *cur;        /* the task this thread runs, NULL: its own stack */
     bool guard_ready;             /* vms__guard_thread_init succeeded on this thread */
+    bool exit_hooked;             /* the thread-exit hook for tasks is set, or cannot be
+                                   * (no key): fiber_thread_hook */
     unsigned long id_next, id_end; /* task ids this thread may hand out: [next, end) */
     unsigned long token;          /* this thread as a fiber's home; 0 until it is one */
     struct vms__eh *eh;           /* the C++ runtime's record of this thread (NULL: no
@@ -557,7 +559,7 @@ static int task_back(void *arg)
          * here. A signal pending since the report runs now, on the resumer's stack:
          * after the cleanup chains were cut (a pending cancellation would follow them). */
         th->kill_pending = false;
-        if (th->has_rearm) (void)vms__os_sigaltstack(&th->rearm, NULL);
+        if (th->has_rearm) vms__guard_rearm(&th->rearm);   /* says so if it fails */
         th->has_rearm = false;
         pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
     }
@@ -812,13 +814,16 @@ static void orphan_key_create(void)
     (void)pthread_atfork(NULL, NULL, fork_child);
 }
 
-/* Once per thread, at its first resume of a fiber: the thread-exit hook above, for a
- * thread that runs fibers on its own stack (a vms thread's body has its own from its
- * start). No system call. Without the key, unwound fibers stay RUNNING, as before. */
+/* At a thread's first resume of a fiber: the thread-exit hook above, for a thread that
+ * runs fibers on its own stack (a vms thread's body has its own from its start). No
+ * system call. Without the key, unwound fibers stay RUNNING, as before. Should
+ * pthread_setspecific fail (ENOMEM), the first resume of the thread's next fiber tries
+ * again: meanwhile a fiber that pthread_exit or cancellation unwinds stays RUNNING. */
 static void fiber_thread_hook(struct vms__thread *th)
 {
     pthread_once(&orphan_once, orphan_key_create);
-    if (!orphan_key_err && !pthread_getspecific(orphan_key)) pthread_setspecific(orphan_key, th);
+    th->exit_hooked = orphan_key_err || pthread_getspecific(orphan_key) ||
+                      vms__os_setspecific(orphan_key, th) == 0;
 }
 
 /* ---- fibers ------------------------------------------------------------------------- */
@@ -860,9 +865,9 @@ static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
             int e = vms__guard_thread_init();
             if (e) return e;
             th->guard_ready = true;
-            fiber_thread_hook(th);
             thread_eh_init(th);
         }
+        if (VMS_UNLIKELY(!th->exit_hooked)) fiber_thread_hook(th);
         unsigned long mine = thread_token(th);
         if (vms__opt.flags & VMS_END_CHECK) mine |= HOME_CHECKED;
         if (th->eh) mine |= HOME_EH;
@@ -1068,10 +1073,21 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
             th->guard_ready = true;
     }
     STORE_RELAXED(&t->home, thread_token(th));
+    /* The hook that gives the stack back when pthread_exit or cancellation unwinds the
+     * body. Should pthread_setspecific fail (ENOMEM), the body runs all the same (its
+     * creator was told it started), and such an end leaks its stack, said here: not held
+     * then, so that no record of this thread's outlives it in the holders' list. */
+    int hook_err = vms__os_setspecific(orphan_key, t);
+    th->exit_hooked = true;   /* no retry with fiber_thread_hook's value, which frees no
+                               * body stack */
+    if (VMS_UNLIKELY(hook_err))
+        vms__log_warn("thread %ld has no thread-exit hook for its vmstack stack "
+                      "(pthread_setspecific: %s): if its body ends by pthread_exit or "
+                      "cancellation, the stack is never freed", (long)gettid(),
+                      strerror(hook_err));
     /* Held by this thread from here until its end: a fork child, which does not have
      * this thread, frees them (thread_task_forsaken). */
-    vms__stack_hold(vms__guard_thread_alt(), t->stack, thread_task_forsaken);
-    pthread_setspecific(orphan_key, t);
+    vms__stack_hold(vms__guard_thread_alt(), hook_err ? NULL : t->stack, thread_task_forsaken);
     thread_eh_init(th);
     task_switch_in(th, t);
     eh_swap(th, t);
@@ -1090,7 +1106,8 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     int cancel_state, cancel_type;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &cancel_type);
-    pthread_setspecific(orphan_key, NULL);
+    /* Never fails: storing NULL allocates nothing. */
+    (void)pthread_setspecific(orphan_key, NULL);
     if (vms__task_thread_end_hook) vms__task_thread_end_hook();
     void *result = s == VMS_KILLED ? VMS_THREAD_KILLED : t->result;
     /* Freed once the thread has ended, by whoever reaps it: freed here, it would be

@@ -854,14 +854,14 @@ int vms__guard_thread_init(void)
     if (e == 1) {
         vms__stack_free(st);   /* the thread keeps its own */
         e = 0;
-    } else if (alt_key_made) {
-        pthread_setspecific(alt_key, st);
+    } else if (alt_key_made && vms__os_setspecific(alt_key, st) == 0) {
         /* Held until alt_release: the child of a fork, which does not have this
          * thread, frees it. A vms thread's start holds it with its body's stack. */
         self.alt = st;
         if (!task_thread) vms__stack_hold(st, NULL, NULL);
     } else {
-        /* No exit hook: buried now, freed once the thread has ended. Without a grave
+        /* No exit hook (no key, or pthread_setspecific failed: ENOMEM): buried now, freed
+         * once the thread has ended. Without a grave
          * (robust mutexes do not work, or too many graves wait) it is leaked at the
          * thread's exit rather than freed while the kernel may still deliver a signal
          * on it. */
@@ -936,6 +936,13 @@ bool vms__guard_thread_is_task(void)
 size_t vms__guard_overflows(void)
 {
     return atomic_load_explicit(&overflow_count, memory_order_relaxed);
+}
+
+/* async-signal-safe */
+void vms__guard_rearm(const stack_t *ss)
+{
+    int e = vms__os_sigaltstack(ss, NULL);
+    if (VMS_UNLIKELY(e)) vms__oops_rearm_failed(e);
 }
 
 void vms__guard_late_overflow(const vms_oops *oops)

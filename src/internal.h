@@ -16,6 +16,7 @@
 #include "vmstack.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -178,6 +179,7 @@ enum { VMS__OP_MMAP, VMS__OP_MPROTECT, VMS__OP_MADV_GUARD, VMS__OP_MADV_DISCARD,
        VMS__OP_PMADV_PIDFD,  /* process_madvise through that pidfd (5.10-6.12: EINVAL) */
        VMS__OP_SIGACTION,
        VMS__OP_PAGEMAP_SCAN, /* residency by PAGEMAP_SCAN (before 6.7: ENOTTY) */
+       VMS__OP_SETSPECIFIC,  /* pthread_setspecific (ENOMEM: no second-level block) */
        VMS__OP_COUNT };
 VMS_HIDDEN void vms__os_inject(int op, unsigned nth, int err, bool always);
 VMS_HIDDEN void vms__os_inject_clear(void);
@@ -186,6 +188,10 @@ VMS_HIDDEN void vms__os_inject_clear(void);
  * walks it, so a dead thread's robust mutex is never marked; VMS__OP_SIGACTION: the
  * fault handler's installation, guard.c). */
 VMS_HIDDEN int vms__os_injected(int op);
+/* pthread_setspecific with fault injection (VMS__OP_SETSPECIFIC): 0 or its error number.
+ * glibc's fails (ENOMEM) when a key beyond the first 32 needs a per-thread block that
+ * calloc cannot give; every caller has a way to go on without the value. */
+VMS_HIDDEN int vms__os_setspecific(pthread_key_t key, const void *value);
 
 /* ------------------------------------------------------------- arena.c, direct.c -- */
 /* A size class per power of two from one page to VMS_MAX_STACK_SIZE. */
@@ -381,6 +387,10 @@ VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
 /* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
  * the child of a fork, first those that the parent's other threads held or cached. */
 VMS_HIDDEN void vms__stack_reap(void);
+/* vms__stack_reap, then waits (bounded) for a reap in flight on another thread: after
+ * it, every thread joined before the call has its stacks freed (vms_get_stats,
+ * vms_stack_usage). Not for hot paths. */
+VMS_HIDDEN void vms__stack_reap_settled(void);
 /* The calling thread holds alt (its alternate signal stack) and body (a vms thread's
  * body stack, whose owner task release lets go of it and frees it), either NULL, until
  * it buries them (vms__stack_free_at_exit) or lets them go (vms__stack_unhold): in the
@@ -406,12 +416,12 @@ VMS_HIDDEN extern void (*vms__fork_hook)(void);
 /* Tests only: when set, called by a reaper between taking graves off the list and
  * freeing their stacks. */
 VMS_HIDDEN extern void (*vms__stack_reap_hook)(void);
-/* Tests only: when set, called by the forking thread before each yield of its wait for
- * a reap in flight on another thread. */
-VMS_HIDDEN extern void (*vms__stack_fork_wait_hook)(void);
-/* How long fork waits for a reap in flight (1 s); a test that holds a reaper on purpose
- * while fork waits for it raises it. */
-VMS_HIDDEN extern long vms__stack_fork_reap_wait_ns;
+/* Tests only: when set, called by a thread (forking, or in vms_get_stats or
+ * vms_stack_usage) before each yield of its wait for a reap in flight on another thread. */
+VMS_HIDDEN extern void (*vms__stack_reap_wait_hook)(void);
+/* How long a thread waits for a reap in flight on another thread (1 s); a test that
+ * holds a reaper on purpose while a thread waits for it raises it. */
+VMS_HIDDEN extern long vms__stack_reap_wait_ns;
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 
@@ -438,6 +448,11 @@ VMS_HIDDEN size_t vms__guard_overflows(void);
  * unless NULL, to the oops hook. Not async-signal-safe. */
 VMS_HIDDEN void vms__guard_late_overflow(const vms_oops *oops);
 VMS_HIDDEN size_t vms__guard_tainted(void);
+/* async-signal-safe: enables again an SS_AUTODISARM alternate stack that a kill left
+ * disabled (ss as the kernel reported it to the fault handler). Should sigaltstack fail,
+ * a line on the report fd says that a later overflow on this thread cannot be reported:
+ * the kernel has no stack to deliver its SIGSEGV on. */
+VMS_HIDDEN void vms__guard_rearm(const stack_t *ss);
 
 /* ------------------------------------------------------- fiber.c (task layer) ---- */
 enum { VMS__TASK_FIBER = 1, VMS__TASK_THREAD = 2 };
@@ -475,6 +490,11 @@ VMS_HIDDEN void vms__task_thread_discard(struct vms__task *t);
 /* Tests: called by a vms thread as it ends, after its body, while vms__task_thread_run
  * gives its stack back. */
 VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
+/* thread.c: the size of a vms thread's C-library stack for a static TLS of tls bytes
+ * with pages of page bytes (a power of two), before the C library's minimum: a multiple
+ * of page that leaves the thread's exit no pages to give back and its destructors room.
+ * Pure; a function of its own so that tests can give any page size. */
+VMS_HIDDEN size_t vms__thread_own_size(size_t tls, size_t page);
 
 /* ------------------------------------------------------------------- debug.c ---- */
 /* Painting, high-water marks, end-of-stack magic, the usage histogram (docs/debugging.md).

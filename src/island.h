@@ -216,6 +216,9 @@ VMS_HIDDEN extern void (*vms__oops_wait_hook)(void);
 /* async-signal-safe: ends a report cut short by a fault of its own (sig at addr, the
  * faulting instruction at pc): a line saying so, then "aborting". */
 VMS_HIDDEN void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc);
+/* async-signal-safe: the line that says the calling thread's SS_AUTODISARM alternate
+ * stack could not be enabled again after a kill (err: a negative errno). */
+VMS_HIDDEN void vms__oops_rearm_failed(int err);
 /* async-signal-safe: the short report for a fault whose full report does not fit in the
  * room left on the thread's own alternate stack (room of its size bytes; need: what the
  * full report asks for): the first line, the fault address, a line saying why there is

@@ -274,6 +274,24 @@ static void emit(struct out *o)
         o->dead = true;
 }
 
+/* async-signal-safe: one line, outside any report (the kill's report is complete; no
+ * report lock: one write(2)). */
+void vms__oops_rearm_failed(int err)
+{
+    struct out o;
+    out_open(&o);
+    struct vms__line *l = start(&o);
+    vms__line_str(l, "error: thread ");
+    vms__line_dec(l, vms__sigsafe_gettid());
+    vms__line_str(l, ": its alternate signal stack (the program's, SS_AUTODISARM) could not "
+                     "be enabled again after the kill (sigaltstack: errno ");
+    vms__line_dec(l, -err);
+    vms__line_str(l, "): a later stack overflow on this thread kills the process "
+                     "unreported");
+    emit(&o);
+    out_close(&o);
+}
+
 /* async-signal-safe: the report's end after a fault raised while writing it (the
  * thread holds the report lock already: report_lock lets it go on). */
 void vms__oops_nested(int sig, uintptr_t addr, uintptr_t pc)

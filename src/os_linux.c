@@ -112,6 +112,12 @@ int vms__os_injected(int op)
     return injected(op);
 }
 
+int vms__os_setspecific(pthread_key_t key, const void *value)
+{
+    int e = injected(VMS__OP_SETSPECIFIC);
+    return e ? -e : pthread_setspecific(key, value);
+}
+
 /* ---- basics ----------------------------------------------------------------------- */
 /* async-signal-safe: a relaxed load once set, and vms__guard_install sets it before it
  * installs the fault handler; a first call (vms_handle_fault before vms_init) asks

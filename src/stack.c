@@ -309,12 +309,44 @@ static void grave_put(struct grave *g)
 
 static bool grave_lock_new(struct grave *g);
 
-/* How long fork waits for a reap in flight. A reap takes microseconds; the bound is for
- * a reaper that cannot finish while fork runs: one blocked in malloc on a lock that a
- * replacement allocator's own fork handler, run before ours, already holds. Then the
- * child loses that reap's graves (their stacks stay live there) rather than hang. */
-long vms__stack_fork_reap_wait_ns = 1000000000L;
-void (*vms__stack_fork_wait_hook)(void);
+/* How long a thread waits for a reap in flight on another thread (fork, vms_get_stats,
+ * vms_stack_usage). A reap takes microseconds; the bound is for a reaper that cannot
+ * finish meanwhile: for fork, one blocked in malloc on a lock that a replacement
+ * allocator's own fork handler, run before ours, already holds. Then the child loses
+ * that reap's graves (their stacks stay live there) rather than hang; a reader counts
+ * them live. */
+long vms__stack_reap_wait_ns = 1000000000L;
+void (*vms__stack_reap_wait_hook)(void);
+
+/* Pre and post: deferred_lock held. Waits (bounded) until no reap is in flight on
+ * another thread: graves a reaper has taken off the list but whose stacks it has not
+ * freed yet are in no list that fork or a reader could see. One that interrupted its
+ * own reap between two locked steps (a signal handler) does not wait for itself. */
+static void reaps_wait_locked(void)
+{
+    long start = 0;
+    while (reaping > (reaping_here ? 1u : 0u)) {
+        /* Reaps are short (a few frees): poll rather than keep a condition variable,
+         * whose waiters would be phantoms in a fork child, and yield rather than sleep:
+         * nanosleep is a cancellation point, and a thread cancelled inside fork would
+         * leave the C library's fork lock held. */
+        long now = vms__os_now_ns();
+        if (!start) start = now;
+        else if (now - start > vms__stack_reap_wait_ns) break;
+        pthread_mutex_unlock(&deferred_lock);
+        if (vms__stack_reap_wait_hook) vms__stack_reap_wait_hook();
+        sched_yield();
+        pthread_mutex_lock(&deferred_lock);
+    }
+}
+
+void vms__stack_reap_settled(void)
+{
+    vms__stack_reap();
+    pthread_mutex_lock(&deferred_lock);
+    reaps_wait_locked();
+    pthread_mutex_unlock(&deferred_lock);
+}
 
 /* Before fork, every lock of vmstack, outermost first as the code nests them: the graves'
  * list (once no reap is in flight: graves a reaper has taken but not yet freed would be
@@ -326,20 +358,7 @@ void (*vms__stack_fork_wait_hook)(void);
 void vms__stack_fork_prepare(void)
 {
     pthread_mutex_lock(&deferred_lock);
-    long start = 0;
-    while (reaping > (reaping_here ? 1u : 0u)) {
-        /* Reaps are short (a few frees): poll rather than keep a condition variable,
-         * whose waiters would be phantoms in the child, and yield rather than sleep:
-         * nanosleep is a cancellation point, and a thread cancelled inside fork would
-         * leave the C library's fork lock held. */
-        long now = vms__os_now_ns();
-        if (!start) start = now;
-        else if (now - start > vms__stack_fork_reap_wait_ns) break;
-        pthread_mutex_unlock(&deferred_lock);
-        if (vms__stack_fork_wait_hook) vms__stack_fork_wait_hook();
-        sched_yield();
-        pthread_mutex_lock(&deferred_lock);
-    }
+    reaps_wait_locked();
     vms__cache_fork_lock();
     vms__arena_fork_lock();
     vms__trace_fork_lock();
@@ -834,7 +853,9 @@ int vms_get_stats(vms_stats *out)
     int e = vms__ensure_init();
     if (e) return e;
     memset(out, 0, sizeof *out);
-    vms__stack_reap();   /* threads that have ended no longer count */
+    /* Threads that have ended no longer count: also those whose stacks a reap on
+     * another thread has taken off the graves' list but not yet freed. */
+    vms__stack_reap_settled();
     /* vmstack's own stacks are subtracted, counted before and after the sum and the
      * smaller taken: one counted (release, below) after its allocation was counted is
      * seen by the count before only if its allocation is in the sum; one given back is

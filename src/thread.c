@@ -29,7 +29,8 @@
  * guard page being below). The call saved pays for the alternate signal stack's
  * sigaltstack: a vms thread makes no more system calls than a default pthread. About
  * 12 KiB are left for the destructors; one that overruns them is reported (guard.c,
- * classify_clib). Where the static TLS size is not known, OWN_UNKNOWN_TLS, and on
+ * classify_clib). Pages of 16 KiB or more can round that room away (64 KiB ones, down
+ * to a size of 0): there the size is rounded up instead (vms__thread_own_size). Where the static TLS size is not known, OWN_UNKNOWN_TLS, and on
  * EINVAL (the TLS does not fit) a larger size, remembered in own_size. Sanitizer
  * runtimes run much more on it: they get 1 MiB. */
 #define OWN_FREE        (16 * VMS_KIB)
@@ -41,7 +42,21 @@
 #define OWN_MIN 0
 #endif
 #define OWN_STACK_MAX  (64 * VMS_MIB)
+/* What the rounding down may leave for the destructors at least: with 4 KiB pages it
+ * always leaves more (OWN_FREE less under a page), so it is never rounded up there. */
+#define OWN_ROOM_MIN    (12 * VMS_KIB)
 static atomic_size_t own_size;
+
+size_t vms__thread_own_size(size_t tls, size_t page)
+{
+    size_t want = OWN_FREE + tls + OWN_TCB_MIN;
+    size_t size = want & ~(page - 1);
+    /* Pages larger than OWN_FREE - OWN_ROOM_MIN (16 KiB, 64 KiB) can round away all the
+     * room, down to 0 (one page smaller than want): one page more then, at the price of
+     * a possible madvise call at the thread's exit. */
+    if (size < tls + OWN_TCB_MIN + OWN_ROOM_MIN) size = (want + page - 1) & ~(page - 1);
+    return size;
+}
 
 /* The C-library stack size for this process (see above). */
 static size_t own_stack_size(void)
@@ -53,8 +68,7 @@ static size_t own_stack_size(void)
     if (tls_info) {
         size_t tls = 0, align = 0;
         tls_info(&tls, &align);
-        size_t page = vms__os_page_size();
-        if (tls < OWN_STACK_MAX) size = (OWN_FREE + tls + OWN_TCB_MIN) & ~(page - 1);
+        if (tls < OWN_STACK_MAX) size = vms__thread_own_size(tls, vms__os_page_size());
     }
     long min = sysconf(_SC_THREAD_STACK_MIN);
     if (min > 0 && (size_t)min > size) size = (size_t)min;

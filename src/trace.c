@@ -140,11 +140,19 @@ static void load_symbols(struct object *o, const char *path)
             sh[i].sh_entsize != sizeof(ElfW(Sym)) || sh[i].sh_link >= eh->e_shnum)
             continue;
         const ElfW(Shdr) *str = &sh[sh[i].sh_link];
-        if (str->sh_type != SHT_STRTAB || !section_ok(str, filesz) || str->sh_size == 0) continue;
+        if (str->sh_type != SHT_STRTAB || !section_ok(str, filesz)) continue;
+        /* Every name must end before the table does: a malformed table's last string
+         * without its NUL would have a report read on past it, out of the mapping when
+         * the table ends the file. Names from the unterminated tail are not used (a
+         * well-formed table ends in a NUL: nothing to scan). */
+        const char *strs = map + str->sh_offset;
+        size_t strsz = str->sh_size;
+        while (strsz && strs[strsz - 1] != '\0') strsz--;
+        if (strsz == 0) continue;
         o->tab[slot].syms = (const ElfW(Sym) *)(map + sh[i].sh_offset);
         o->tab[slot].nsyms = sh[i].sh_size / sizeof(ElfW(Sym));
-        o->tab[slot].strs = map + str->sh_offset;
-        o->tab[slot].strsz = str->sh_size;
+        o->tab[slot].strs = strs;
+        o->tab[slot].strsz = strsz;
         keep = true;
     }
 out:
@@ -689,6 +697,7 @@ static bool vdso_syms(struct vdso_syms *v, int hash)
     if (hash == DT_GNU_HASH) sysv = NULL;
     if (hash == DT_HASH) gnu = NULL;
     if (!v->syms || !v->strs || (!sysv && !gnu)) return false;
+    while (v->strsz && v->strs[v->strsz - 1] != '\0') v->strsz--;   /* as load_symbols */
     v->nsyms = sysv ? sysv[1] : gnu_hash_count(gnu);
     return true;
 }

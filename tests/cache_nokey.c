@@ -168,3 +168,51 @@ TEST(no_key_left_for_threads)
     /* The other keys were made before the program took the rest. */
     ASSERT_STR_NOT_CONTAINS(out, "per-thread stack caches");
 }
+
+/* ---- pthread_setspecific fails (ENOMEM) ------------------------------------------------
+ *
+ * glibc's pthread_setspecific allocates a thread's block of values for a key beyond the
+ * first 32; when calloc cannot, it fails with ENOMEM. A per-thread cache or an alternate
+ * stack whose key could not be set would never be given back at the thread's exit: the
+ * cache goes without (as without calloc), the alternate stack is buried at once (as
+ * without a key). Fault injection makes every pthread_setspecific of vmstack's fail
+ * while the threads run; the stacks each frees come back to the next, and so do their
+ * alternate stacks. */
+static void setspecific_fails_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* this thread's keys set before */
+    if (!s) exit(9);
+    vms_stack_free(s);
+    vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    for (int t = 0; t < THREADS; t++) {
+        pthread_t th;
+        void *r = NULL;
+        if (pthread_create(&th, NULL, alloc_free_thread, (void *)(intptr_t)t) != 0) exit(10);
+        pthread_join(th, &r);
+        if (!r) {
+            printf("thread %d: vms_stack_alloc: %s\n", t, strerror(errno));
+            exit(11);
+        }
+    }
+    vms__os_inject_clear();
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(12);
+    int d = tst_distinct(bases, THREADS * PER_THREAD), da = tst_distinct(alts, THREADS);
+    printf("stacks %d distinct, alternate stacks %d, live %zu\n", d, da, st.stacks_live);
+    if (d > 2 * PER_THREAD) exit(14);
+    if (st.stacks_live != 0) exit(15);
+#ifndef TST_ASAN
+    /* (ASan's runtime gives every thread an alternate stack of its own.) */
+    if (vms__os_robust_list_works() == 0 && da > 17) exit(16);
+#endif
+}
+
+TEST(setspecific_fails_no_thread_cache)
+{
+    NEED_FAULT_INJECTION();
+    char out[8192];
+    int st = tst_fork(setspecific_fails_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}

@@ -10,6 +10,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -562,6 +563,97 @@ static void usage_concurrent_child(void *arg)
 TEST(usage_histogram_concurrent)
 {
     run(usage_concurrent_child, NULL);
+}
+
+/* A thread joined while another thread's reap has taken its grave off the list but not
+ * yet freed its stacks: vms_get_stats and vms_stack_usage, called after the join, must
+ * not count the thread's stack live (nor its depth missing from the histogram), as
+ * docs/api.md promises. Their own reap finds no grave: they wait for the reap in flight.
+ * The reap hook holds the reaper between the two steps until the reader waits for it (the
+ * wait hook lets it go); a reader that does not wait reads in between. */
+static atomic_int held_phase;          /* 1: in the reap hook; 3: reap done */
+static atomic_bool held_release;
+
+static void held_reap(void)
+{
+    atomic_store(&held_phase, 1);
+    while (!atomic_load(&held_release)) sched_yield();
+}
+
+static void release_held_reap(void)
+{
+    atomic_store(&held_release, true);
+}
+
+static void *reap_held(void *arg)
+{
+    vms__stack_reap();
+    atomic_store(&held_phase, 3);
+    return arg;
+}
+
+static void *wait_sem(void *arg)
+{
+    while (sem_wait(arg) != 0) {}
+    return NULL;
+}
+
+static size_t usage_total(void)
+{
+    vms_usage u[VMS__CLASSES];
+    int n = vms_stack_usage(u, VMS__CLASSES);
+    ASSERT_GE(n, 0);
+    size_t sum = 0;
+    for (int i = 0; i < n; i++) sum += u[i].stacks;
+    return sum;
+}
+
+static void reader_waits_child(void *arg)
+{
+    bool usage = arg != NULL;
+    init_flags(VMS_PAINT, 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live, used0 = usage_total();
+    sem_t go;
+    ASSERT_EQ(sem_init(&go, 0, 0), 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, wait_sem, &go), 0);
+    sem_post(&go);                     /* ends after vms_thread_create's own reap */
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms__stack_reap_hook = held_reap;
+    pthread_t r;
+    ASSERT_EQ(pthread_create(&r, NULL, reap_held, NULL), 0);
+    while (atomic_load(&held_phase) == 0) sched_yield();
+    if (atomic_load(&held_phase) == 3) {
+        pthread_join(r, NULL);
+        SKIP("the thread left no grave (graves do not work here)");
+    }
+    /* The reaper can only finish once this thread waits for it: a bound for a reaper
+     * that cannot finish, not for a slow one. */
+    vms__stack_reap_wait_ns = 60 * 1000000000L;
+    vms__stack_reap_wait_hook = release_held_reap;
+    if (usage) {
+        ASSERT_EQ(usage_total(), used0 + 1);   /* the body stack's depth */
+    } else {
+        ASSERT_EQ(vms_get_stats(&s), 0);
+        ASSERT_EQ(s.stacks_live, live0);
+    }
+    vms__stack_reap_wait_hook = NULL;
+    atomic_store(&held_release, true);
+    ASSERT_EQ(pthread_join(r, NULL), 0);
+    vms__stack_reap_hook = NULL;
+    sem_destroy(&go);
+}
+
+TEST(stats_wait_for_a_reap_in_progress)
+{
+    run(reader_waits_child, NULL);
+}
+
+TEST(usage_waits_for_a_reap_in_progress)
+{
+    run(reader_waits_child, "usage");
 }
 
 /* ---- the "used greatest stack depth" line ------------------------------------------- */

@@ -7,6 +7,9 @@
 #include "internal.h"
 #include "test.h"
 
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
 static char out[65536];
 
 static void require_direct(void)
@@ -291,4 +294,44 @@ TEST(block_limit)
     require_direct();
     run(block_limit_child, NULL);
     ASSERT_STR_CONTAINS(out, ", then Cannot allocate memory; 1024 blocks\n");
+}
+
+/* madvise of this program's: MADV_NOHUGEPAGE fails with EINVAL when nohuge_fails is set,
+ * as on a kernel without transparent huge pages (the backend asks it of every new heap
+ * block); everything else goes to the kernel. */
+static volatile int nohuge_fails;
+
+int madvise(void *addr, size_t len, int advice)
+{
+    if (nohuge_fails && advice == MADV_NOHUGEPAGE) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+/* A successful allocation leaves errno as the program had it, also when it opened a
+ * new block on the way and a call made there failed (the vmap backend's promise,
+ * stack.success_leaves_errno_alone). */
+static void errno_kept_child(void *arg)
+{
+    (void)arg;
+    nohuge_fails = 1;
+    errno = EDOM;
+    vms_stack *a = vms_stack_alloc(0);
+    int e1 = errno;
+    vms_stack *b = vms_stack_alloc(300 * 1024);   /* a class of its own: a new block */
+    int e2 = errno;
+    printf("stacks %d %d, errno %d %d (EDOM %d)\n", a != NULL, b != NULL, e1, e2, EDOM);
+    vms_stack_free(a);
+    vms_stack_free(b);
+}
+
+TEST(success_leaves_errno_alone)
+{
+    require_direct();
+    const char *o = run(errno_kept_child, NULL);
+    char want[96];
+    snprintf(want, sizeof want, "stacks 1 1, errno %d %d (EDOM %d)\n", EDOM, EDOM, EDOM);
+    ASSERT_STR_CONTAINS(o, want);
 }

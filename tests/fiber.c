@@ -745,6 +745,62 @@ TEST(thread_cancelled_inside_a_fiber)
     ASSERT_EQ(s.stacks_live, live0);
 }
 
+/* The thread-exit hook that makes fibers unwound with their thread DONE is set at the
+ * thread's first resume of a fiber. Should pthread_setspecific fail then (ENOMEM, fault
+ * injection here), the first resume of the thread's next fiber sets it: a fiber that
+ * pthread_exit unwinds after that is DONE and can be destroyed. Before, the failure was
+ * ignored and never tried again: that fiber stayed RUNNING for good (vms_fiber_destroy
+ * refused it, its stack leaked). */
+static vms_fiber *hooked[2];
+
+static void yields_once(void *arg)
+{
+    (void)arg;
+    vms_fiber_yield();
+}
+
+static void exits_thread(void *arg)
+{
+    pthread_exit(arg);
+}
+
+static void *resumes_without_then_with_hook(void *arg)
+{
+    vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    hooked[0] = vms_fiber_create(yields_once, NULL, NULL);
+    if (hooked[0]) vms_fiber_resume(hooked[0]);   /* no hook: setspecific fails */
+    vms__os_inject_clear();
+    hooked[1] = vms_fiber_create(exits_thread, arg, NULL);
+    if (hooked[1]) vms_fiber_resume(hooked[1]);
+    return NULL;                                  /* not reached unless creation failed */
+}
+
+TEST(thread_exit_hook_tried_again_after_setspecific_fails)
+{
+    NO_TSAN("the fiber runs in a TSan fiber (src/track.h), from which TSan forbids "
+            "pthread_exit");
+    NEED_FAULT_INJECTION();
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, resumes_without_then_with_hook, (void *)7), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, (void *)7);
+    ASSERT_NOT_NULL(hooked[0]);
+    ASSERT_NOT_NULL(hooked[1]);
+    ASSERT_EQ(vms_fiber_state(hooked[0]), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_state(hooked[1]), VMS_DONE);
+    for (int i = 0; i < 2; i++) {
+        errno = 0;
+        vms_fiber_destroy(hooked[i]);
+        ASSERT_EQ(errno, 0);
+    }
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+}
+
 #define FORK_FIBERS 16
 static vms_fiber *forked[FORK_FIBERS];
 static int forked_n[FORK_FIBERS];

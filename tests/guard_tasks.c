@@ -1780,6 +1780,50 @@ TEST(kill_enables_the_programs_autodisarm_alternate_stack_again)
     ASSERT_STR_CONTAINS(out, "round 2: state 4, own stack enabled, SIGSEGV blocked 0\n");
 }
 
+/* The same, when the kill cannot enable the program's stack again (sigaltstack fails,
+ * by fault injection): nothing could report a later overflow on the thread (the kernel
+ * would have no stack to deliver its SIGSEGV on, as in disabled_alt_child below), and a
+ * line says so at once. Before, the failure went unsaid. */
+static void autodisarm_rearm_fails_child(void *arg)
+{
+    (void)arg;
+    static char alt[512 * 1024];
+    stack_t ss = { .ss_sp = alt, .ss_size = sizeof alt, .ss_flags = SS_AUTODISARM };
+    if (sigaltstack(&ss, NULL) != 0) {
+        printf("no SS_AUTODISARM here\n");
+        return;
+    }
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, EINVAL, true);
+    int s = vms_fiber_resume(f);
+    vms__os_inject_clear();
+    vms_fiber_destroy(f);
+    stack_t now;
+    sigaltstack(NULL, &now);
+    printf("state %d, own stack %s\n", s, now.ss_flags & SS_DISABLE ? "disabled" : "enabled");
+    fflush(stdout);
+}
+
+TEST(kill_says_when_the_autodisarm_alternate_stack_stays_disabled)
+{
+    NEED_GUARD_FAULTS();
+    NEED_FAULT_INJECTION();
+    int st = run_child(autodisarm_rearm_fails_child);
+    if (strstr(out, "no SS_AUTODISARM here\n")) SKIP("sigaltstack refuses SS_AUTODISARM");
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 1);
+    ASSERT_STR_CONTAINS(out, "state 4, own stack disabled\n");
+    char want[64];
+    snprintf(want, sizeof want, "(sigaltstack: errno %d): ", EINVAL);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: thread ");
+    ASSERT_STR_CONTAINS(out, ": its alternate signal stack (the program's, SS_AUTODISARM) "
+                             "could not be enabled again after the kill ");
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "a later stack overflow on this thread kills the process "
+                             "unreported\n");
+}
+
 /* ---- a thread that disables its alternate stack ------------------------------------------ */
 
 /* After vmstack gave the thread its alternate stack (at the first resume), the program

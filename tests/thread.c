@@ -718,6 +718,71 @@ TEST(pthread_exit_from_body)
     ASSERT_NULL(exit_stack->owner);
 }
 
+/* The thread-exit hook that gives a vms thread's stack back when its body ends by
+ * pthread_exit or cancellation cannot be set (pthread_setspecific: ENOMEM, by fault
+ * injection): the thread runs all the same, and a warning says what such an end would
+ * leak. Before, the failure went unsaid. */
+static void *clears_injection(void *arg)
+{
+    vms__os_inject_clear();
+    return arg;
+}
+
+static void no_exit_hook_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* this thread's keys set before */
+    if (!s) _exit(9);
+    vms_stack_free(s);
+    vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    pthread_t t;
+    void *r = NULL;
+    if (vms_thread_create(&t, NULL, clears_injection, (void *)5) != 0) _exit(10);
+    if (pthread_join(t, &r) != 0 || r != (void *)5) _exit(11);
+    vms__os_inject_clear();
+    /* The body returned: its stack was given back as usual. */
+    vms_stats st;
+    if (vms_get_stats(&st) != 0 || st.stacks_live != 0) _exit(12);
+}
+
+TEST(no_exit_hook_for_the_body_is_said)
+{
+    NEED_FAULT_INJECTION();
+    char out[4096];
+    const char *o = tst_run_ok(no_exit_hook_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(o, "has no thread-exit hook for its vmstack stack (pthread_setspecific: ");
+    ASSERT_STR_CONTAINS(o, "if its body ends by pthread_exit or cancellation, the stack is never freed");
+}
+
+/* The size of a vms thread's C-library stack, for any page size: a multiple of the page
+ * that leaves the destructors room (at least 12 KiB above the static TLS and the thread's
+ * control block) and, with 4 KiB pages, no more than 16 KiB plus them (so that glibc
+ * has no pages to give back at the thread's exit). With 64 KiB pages the size used to
+ * round down to 0 (only _SC_THREAD_STACK_MIN made it usable), with 16 KiB pages to one
+ * leaving under 1 KiB. */
+TEST(own_stack_size_for_any_page_size)
+{
+    const size_t tcb = 2 * 1024, room = 12 * 1024;
+    size_t tls_sizes[] = { 0, 1, 4096, 6000, 13 * 1024, 40000, 1 << 20 };
+    for (size_t p = 4096; p <= 65536; p *= 2) {
+        for (size_t i = 0; i < sizeof tls_sizes / sizeof tls_sizes[0]; i++) {
+            size_t tls = tls_sizes[i], s = vms__thread_own_size(tls, p);
+            if (s % p != 0 || s < tls + tcb + room)
+                TST_FAIL("page %zu, TLS %zu: size %zu (want a multiple of the page, at "
+                         "least %zu)", p, tls, s, tls + tcb + room);
+            if (p == 4096 && s > 16 * 1024 + tls + tcb)
+                TST_FAIL("page 4096, TLS %zu: size %zu leaves pages for glibc's exit to "
+                         "give back", tls, s);
+            /* Never more than a page beyond what it needs. */
+            if (s >= 16 * 1024 + tls + tcb + p)
+                TST_FAIL("page %zu, TLS %zu: size %zu is a page too large", p, tls, s);
+        }
+    }
+    /* As before with 4 KiB pages: rounded down. */
+    ASSERT_EQ(vms__thread_own_size(4096, 4096), 20 * 1024);
+    ASSERT_EQ(vms__thread_own_size(4096, 65536), 65536);
+}
+
 static const struct vms_stack *cancel_stack;
 static sem_t cancel_ready;
 static void *waits_forever(void *arg)
@@ -992,7 +1057,7 @@ static void *wait_then_end(void *arg)
 static void live_in_child(void *arg)
 {
     vms__stack_reap_hook = NULL;
-    vms__stack_fork_wait_hook = NULL;
+    vms__stack_reap_wait_hook = NULL;
     vms_stats s;
     if (vms_get_stats(&s) != 0) _exit(2);
     if (s.stacks_live != *(size_t *)arg) {
@@ -1042,14 +1107,14 @@ static void fork_during_reap(void (*hook)(void), size_t child_extra)
         vms__stack_reap_hook = NULL;
         SKIP("the thread left no grave (graves do not work here)");
     }
-    vms__stack_fork_wait_hook = note_fork_wait;
-    long bound = vms__stack_fork_reap_wait_ns;
-    if (hook == slow_reap) vms__stack_fork_reap_wait_ns = 60 * 1000000000L;
+    vms__stack_reap_wait_hook = note_fork_wait;
+    long bound = vms__stack_reap_wait_ns;
+    if (hook == slow_reap) vms__stack_reap_wait_ns = 60 * 1000000000L;
     char out[512];
     size_t want = live0 + child_extra;
     tst_run_ok(live_in_child, &want, out, sizeof out);
-    vms__stack_fork_reap_wait_ns = bound;
-    vms__stack_fork_wait_hook = NULL;
+    vms__stack_reap_wait_ns = bound;
+    vms__stack_reap_wait_hook = NULL;
     atomic_store(&reaper_released, true);
     sem_post(&reaper_may_end);
     pthread_join(r, NULL);
