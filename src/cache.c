@@ -405,8 +405,7 @@ static struct vms_stack *open_fresh(unsigned cls, unsigned want)
 }
 
 /* For a thread without a per-thread cache (calloc or pthread_setspecific failed, or no
- * thread-exit hook): one
- * stack from the shared list, else new slots. Counted with the exited threads' gets, as
+ * thread-exit hook): one stack from the shared list, else new slots. Counted with the exited threads' gets, as
  * vms__cache_put counts such a thread's frees with their puts. */
 static struct vms_stack *get_without_cache(unsigned cls)
 {

@@ -861,10 +861,9 @@ int vms__guard_thread_init(void)
         if (!task_thread) vms__stack_hold(st, NULL, NULL);
     } else {
         /* No exit hook (no key, or pthread_setspecific failed: ENOMEM): buried now, freed
-         * once the thread has ended. Without a grave
-         * (robust mutexes do not work, or too many graves wait) it is leaked at the
-         * thread's exit rather than freed while the kernel may still deliver a signal
-         * on it. */
+         * once the thread has ended. Without a grave (robust mutexes do not work, or too
+         * many graves wait) it is leaked at the thread's exit rather than freed while the
+         * kernel may still deliver a signal on it. */
         (void)vms__stack_free_at_exit(st);
     }
 done:

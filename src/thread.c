@@ -30,9 +30,10 @@
  * sigaltstack: a vms thread makes no more system calls than a default pthread. About
  * 12 KiB are left for the destructors; one that overruns them is reported (guard.c,
  * classify_clib). Pages of 16 KiB or more can round that room away (64 KiB ones, down
- * to a size of 0): there the size is rounded up instead (vms__thread_own_size). Where the static TLS size is not known, OWN_UNKNOWN_TLS, and on
- * EINVAL (the TLS does not fit) a larger size, remembered in own_size. Sanitizer
- * runtimes run much more on it: they get 1 MiB. */
+ * to a size of 0): there the size is rounded up instead (vms__thread_own_size). Where
+ * the static TLS size is not known, OWN_UNKNOWN_TLS, and on EINVAL (the TLS does not
+ * fit) a larger size, remembered in own_size. Sanitizer runtimes run much more on it:
+ * they get 1 MiB. */
 #define OWN_FREE        (16 * VMS_KIB)
 #define OWN_TCB_MIN     (2 * VMS_KIB)       /* glibc 2.36's struct pthread: 2.3 KiB */
 #define OWN_UNKNOWN_TLS (128 * VMS_KIB)
