@@ -104,7 +104,20 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     /* Decided before anything is reserved: a probe that failed (ENOMEM, say) fails this
      * arena, and the next one asks again. */
     int method = vms__os_guard_method();
-    if (method < 0) return method;
+    if (method < 0) {
+        /* Said once: otherwise nothing tells a program why every allocation fails with
+         * ENOMEM (the alternate signal stack's error line said "Cannot allocate memory"
+         * for a process that had run out of file descriptors). */
+        static atomic_int warned;
+        vms__log_warn_once(&warned, "could not check whether MADV_GUARD_INSTALL guards "
+                           "work here (%s%s): no stack is handed out until the check "
+                           "succeeds; each allocation tries it again", strerror(-method),
+                           method == -EMFILE || method == -ENFILE
+                               ? ": the check writes from a guard page into a pipe, and no "
+                                 "file descriptor was left for it"
+                               : "");
+        return method;
+    }
     size_t page = vms__os_page_size();
     size_t guard = vms__opt.guard_size;
     size_t stack = vms__arena_class_size(cls);

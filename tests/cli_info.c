@@ -335,3 +335,38 @@ TEST(help_of_a_command)
     ASSERT_EXITED(tst_fork(help_exec, (void *)"frobnicate", out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: unknown command `frobnicate`");
 }
+
+/* tst_fork's child: `vmstack info` with one file descriptor left (enough for the
+ * dynamic loader, which opens one library at a time; not for the guard check's pipe). */
+static void one_descriptor_exec(void *arg)
+{
+    (void)arg;
+    struct rlimit lim;
+    int lowest = dup(0);
+    if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &lim) != 0) _exit(13);
+    close(lowest);
+    lim.rlim_cur = (rlim_t)lowest + 1;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) _exit(14);
+    struct info_run r = { NULL, NULL, NULL, NULL };
+    info_exec(&r);
+}
+
+/* Where the guard check could not run (its pipe: no file descriptor), info said "guard
+ * method none (MADV_GUARD_INSTALL missing or not effective here; two mappings per
+ * stack)" and "stacks limited by address space": about a kernel that has madvise
+ * guards, while no stack could be allocated at all. It says the check failed, and why. */
+TEST(guard_check_without_descriptors_is_undecided)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend makes no guard check");
+#endif
+    int st = tst_fork(one_descriptor_exec, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("info failed (status 0x%x):\n%s", st, out);
+    assert_value("guard method", "undecided: the check of MADV_GUARD_INSTALL failed (Too many "
+                                 "open files); no stack is handed out until it succeeds\n");
+    assert_value("stacks", "none until the guard check succeeds\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: could not check whether MADV_GUARD_INSTALL "
+                             "guards work here (Too many open files: the check writes from a "
+                             "guard page into a pipe, and no file descriptor was left for it)"), 1);
+}
