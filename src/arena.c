@@ -97,6 +97,27 @@ const char *vms__arena_guard_method(void)
     return vms__os_guard_method_name(vms__os_guard_method());
 }
 
+/* No arena of even the smallest size could be reserved. Said once: under a tight
+ * RLIMIT_AS (ulimit -v below about 9 GiB) the first allocation of a stack size already
+ * fails, and ENOMEM alone did not say that the limit, not memory, was short (with
+ * ulimit -v 8 GiB the alternate signal stacks' arena fit and no program stack could be
+ * had, without a word). */
+static void warn_no_room(size_t room)
+{
+    static atomic_int warned;
+    size_t min_mib = ((size_t)1 << ARENA_MIN_SHIFT) >> 20;
+    if (room != SIZE_MAX)
+        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
+                           "the smallest): RLIMIT_AS (ulimit -v) leaves %zu MiB; every stack "
+                           "size in use (the alternate signal stacks' is one) needs an arena "
+                           "of its own: stack allocation fails with ENOMEM", min_mib,
+                           room >> 20);
+    else
+        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
+                           "the smallest): the address space is exhausted; stack allocation "
+                           "fails with ENOMEM", min_mib);
+}
+
 /* Creates and publishes a new arena for cls. Caller holds the class lock. */
 static int arena_create(unsigned cls, struct vms__arena **out)
 {
@@ -149,7 +170,11 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         /* ENOMEM from the kernel; EINVAL from Valgrind, which refuses large maps. */
         if (e != -ENOMEM && e != -EINVAL) break;
     }
-    if (e) return e == -EINVAL ? -ENOMEM : e;
+    if (e) {
+        if (e == -EINVAL) e = -ENOMEM;
+        if (e == -ENOMEM) warn_no_room(room);
+        return e;
+    }
     uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
     if (last >= TABLE_SIZE) {
         /* Above 48 bits (5-level paging with a high hint): not representable. */
