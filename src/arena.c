@@ -231,7 +231,6 @@ static int arena_create(unsigned cls, struct vms__arena **out)
  * the remaining budget, or, after a refusal, once REFUSED_RECHECK_MS have passed (the
  * program may have unmapped something meanwhile). Returns how many of `adding` slots
  * may be opened. */
-#define MAP_RESERVE_DIV 16
 #define REFUSED_RECHECK_MS 100
 static unsigned check_map_budget(unsigned adding)
 {
@@ -253,8 +252,8 @@ static unsigned check_map_budget(unsigned adding)
             "per stack, and stack allocation fails with ENOMEM when fewer than %ld would be "
             "left to the rest of the program; raise vm.max_map_count, or run on Linux 6.13+ "
             "with VMSTACK_GUARD_METHOD=madvise (one mapping per arena)",
-            now, max, max / MAP_RESERVE_DIV);
-    long room = (max - max / MAP_RESERVE_DIV - now) / 2;   /* slots that still fit */
+            now, max, max / VMS__MAP_RESERVE_DIV);
+    long room = (max - max / VMS__MAP_RESERVE_DIV - now) / 2;   /* slots that still fit */
     if (room <= 0) {
         atomic_store(&refused_ms, vms__os_now_ns() / 1000000L);
         return 0;
@@ -275,7 +274,7 @@ static void warn_open_enomem(int method)
 {
     static atomic_int warned_commit, warned_limit;
     long max = vms__os_max_map_count(), now = vms__os_map_count(0, 0);
-    if (max > 0 && now >= 0 && now < max - max / MAP_RESERVE_DIV) {
+    if (max > 0 && now >= 0 && now < max - max / VMS__MAP_RESERVE_DIV) {
         vms__log_warn_once(&warned_commit,
             "mprotect failed with ENOMEM with %ld of vm.max_map_count=%ld mappings in use: "
             "out of memory, over the commit limit (vm.overcommit_memory=2 charges a stack's "
