@@ -655,6 +655,13 @@ static void read_main_stack(void)
 {
     struct main_walk w = { 0, 0, false };
     (void)vms__sigsafe_maps_each(main_stack_map, &w);
+    /* Not found (no /proc in a container, a sandbox that hides it): the fault handler
+     * cannot tell the main stack's overflow from other faults, and it dies by SIGSEGV
+     * unreported, as without vmstack. Said here, once (it was not said at all). */
+    if (!main_hi)
+        vms__log_warn("the main thread's stack is not in /proc/self/maps (unreadable here): "
+                      "an overflow of the main thread's stack will not be reported; the "
+                      "process dies by SIGSEGV");
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }

@@ -530,3 +530,87 @@ TEST(no_descriptor_left_before_first_use)
                                  "MADV_GUARD_INSTALL guards work here (Too many open files"), 1);
     }
 }
+
+/* ---- no /proc ------------------------------------------------------------------------ */
+
+#include <sched.h>
+#include <sys/mount.h>
+
+/* In a user and mount namespace of the child's own, an empty tmpfs over /proc, as in a
+ * container without it. Exits 77 where that cannot be done. */
+static void hide_proc(void)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        char map[64];
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) exit(77);
+        int fd = open("/proc/self/setgroups", O_WRONLY);
+        if (fd >= 0) {
+            (void)!write(fd, "deny", 4);
+            close(fd);
+        }
+        snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
+        fd = open("/proc/self/uid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) exit(77);
+        close(fd);
+        snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
+        fd = open("/proc/self/gid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) exit(77);
+        close(fd);
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) exit(77);
+    if (mount("none", "/proc", "tmpfs", 0, NULL) != 0) exit(77);
+    if (access("/proc/self/maps", F_OK) == 0) exit(78);
+}
+
+/* Without /proc: stacks, statistics (the mappings counted from the arenas' layout),
+ * fibers and threads killed alone with their reports; an overflow of the main thread,
+ * whose stack vmstack finds only in /proc/self/maps, dies by SIGSEGV, said once at
+ * initialization. */
+static void no_proc_child(void *arg)
+{
+    bool main_overflow = arg != NULL;
+    hide_proc();
+    probe_guards = true;
+    stacks_work();
+    vms_stack *s[NSTACKS];
+    for (int i = 0; i < NSTACKS; i++) ASSERT_NOT_NULL(s[i] = vms_stack_alloc(64 * 1024));
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_GE(st.arenas, 2);
+    /* An arena's opened part and its reserved rest, and with mprotect guards a stack
+     * and a guard per opened slot (it said 0 and the ELF files' views). */
+    size_t arena_maps = st.mappings - vms__trace_views();   /* less the ELF files' */
+    ASSERT_GE(arena_maps, 2 * st.arenas);
+    if (strcmp(st.guard_method, "mprotect") == 0) ASSERT_GE(arena_maps, 2 * NSTACKS);
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    ASSERT_EQ(fibers_work(true), 0);
+    threads_work(true);
+    fflush(stdout);
+    if (main_overflow) {
+        sink += recurse(0, 0);
+        printf("survived\n");
+    }
+}
+
+TEST(no_proc)
+{
+    NEED_GUARD_FAULTS();
+    int st = tst_fork(no_proc_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    ASSERT_STR_CONTAINS(out, "fibers ok, 1 killed\n");
+    ASSERT_STR_CONTAINS(out, "threads ok\n");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2);
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the main thread's stack is not in "
+                             "/proc/self/maps"), 1);
+
+    st = tst_fork(no_proc_child, (void *)1, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2);   /* the fiber's, the thread's */
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the main thread's stack is not in "
+                             "/proc/self/maps"), 1);
+}
