@@ -655,6 +655,13 @@ static void read_main_stack(void)
 {
     struct main_walk w = { 0, 0, false };
     (void)vms__sigsafe_maps_each(main_stack_map, &w);
+    /* Not found (no /proc in a container, a sandbox that hides it): the fault handler
+     * cannot tell the main stack's overflow from other faults, and it dies by SIGSEGV
+     * unreported, as without vmstack. Said here, once (it was not said at all). */
+    if (!main_hi)
+        vms__log_warn("the main thread's stack is not in /proc/self/maps (unreadable here): "
+                      "an overflow of the main thread's stack will not be reported; the "
+                      "process dies by SIGSEGV");
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }
@@ -799,6 +806,22 @@ int vms__guard_task_thread_init(struct vms_stack *alt)
     return e;
 }
 
+/* Says that a thread has no alternate signal stack: once per thread (the task layer
+ * asks again before every resume) and once per process, since every thread usually
+ * meets the same refusal (a seccomp profile that forbids sigaltstack): a line or two per
+ * thread buried the program's own output. */
+static void tell_no_alt_stack(const char *what, int e)
+{
+    static atomic_int told_process;
+    if (self.told) return;
+    self.told = true;
+    if (atomic_exchange(&told_process, 1)) return;
+    vms__log_error("%s for thread %ld (%s): a stack overflow on a thread without one "
+                   "cannot be reported and kills the process; fibers are not run there "
+                   "(vms_fiber_resume returns the error). Said once for all threads",
+                   what, vms__sigsafe_gettid(), strerror(-e));
+}
+
 int vms__guard_thread_init(void)
 {
     /* INITIALIZING also stops the recursion through vms_stack_alloc below. */
@@ -835,19 +858,12 @@ int vms__guard_thread_init(void)
     if (!st) st = vms__stack_alloc_internal(vms__guard_alt_size(), true);
     if (!st) {
         e = -errno;
-        /* Once per thread: the task layer asks again before every resume. */
-        if (!self.told)
-            vms__log_error("no alternate signal stack for thread %ld (%s): stack overflows "
-                           "on it cannot be reported", vms__sigsafe_gettid(), strerror(-e));
-        self.told = true;
+        tell_no_alt_stack("no alternate signal stack", e);
         goto done;
     }
     e = set_alt_stack(st, need);
     if (e < 0) {
-        if (!self.told)
-            vms__log_error("sigaltstack failed for thread %ld (%s): stack overflows on it "
-                           "cannot be reported", vms__sigsafe_gettid(), strerror(-e));
-        self.told = true;
+        tell_no_alt_stack("sigaltstack failed", e);
         vms__stack_free(st);
         goto done;
     }

@@ -45,6 +45,11 @@
 #define VMS_MAX_STACK_SIZE     VMS_GIB
 /* The largest guard: 1 GiB, for the same reason. */
 #define VMS_MAX_GUARD_SIZE     VMS_GIB
+/* With mprotect guards, the part of vm.max_map_count left to the rest of the program:
+ * stack allocation fails with ENOMEM where fewer than max / VMS__MAP_RESERVE_DIV
+ * mappings would be left (arena.c; `vmstack info` counts the stacks that fit with it). */
+#define VMS__MAP_RESERVE_DIV 16
+
 /* The size of an arena, log2, where the kernel grants it (arena.c). */
 #define VMS__ARENA_MAX_SHIFT   38
 

@@ -228,3 +228,37 @@ TEST(aligned_reserve_with_an_alignment_above_the_size)
         ASSERT_EQ(vms__os_release(q, page), 0);
     }
 }
+
+/* ---- no room for even one arena ------------------------------------------------------- */
+
+/* ulimit -v with less than the smallest arena (4 GiB) left, or room for one arena (the
+ * alternate signal stacks') and not a second: every allocation fails with ENOMEM, and
+ * one warning names RLIMIT_AS. Before it, nothing at all was said with room for one
+ * arena, and with less only the alternate stack's "Cannot allocate memory". */
+static void no_room_child(void *arg)
+{
+    size_t room = (size_t)(uintptr_t)arg;
+    limit_address_space(room);
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        if (vms_stack_alloc(0) || errno != ENOMEM) exit(10);
+    }
+    vms_stats st;
+    if (vms_get_stats(&st) != 0 || st.stacks_live != 0) exit(11);
+    printf("ENOMEM, arenas %zu\n", st.arenas);
+}
+
+TEST(no_room_for_an_arena_is_said_once)
+{
+    need_guards();
+    no_sanitizer();
+    static const size_t rooms[] = { GIB, 4 * GIB + GIB / 2 };
+    for (int i = 0; i < 2; i++) {
+        char out[8192];
+        tst_run_ok(no_room_child, (void *)(uintptr_t)rooms[i], out, sizeof out);
+        ASSERT_STR_CONTAINS(out, i == 0 ? "ENOMEM, arenas 0\n" : "ENOMEM, arenas 1\n");
+        ASSERT_EQ(tst_count(out, "vmstack: warning: cannot reserve address space for a new "
+                                 "arena (4096 MiB, the smallest): RLIMIT_AS (ulimit -v) "
+                                 "leaves "), 1);
+    }
+}

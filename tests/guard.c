@@ -1226,7 +1226,7 @@ TEST(sigaltstack_failure_is_a_clear_error)
     int st = run_child(altstack_fails_child, NULL);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "vmstack: error: sigaltstack failed for thread ");
-    ASSERT_STR_CONTAINS(out, "stack overflows on it cannot be reported");
+    ASSERT_STR_CONTAINS(out, "a stack overflow on a thread without one cannot be reported");
     ASSERT_EQ(tst_count(out, "sigaltstack failed"), 1);
     char want[64];
     snprintf(want, sizeof want, "first %d, %d then 0\n", -ENOMEM, -ENOMEM);

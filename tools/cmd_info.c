@@ -67,15 +67,23 @@ int vms_cmd_info(int argc, char **argv)
     printf("system:\n");
     printf("  %-26s %s %s\n", "kernel", u.sysname, u.release);
     size_line("page size", vms__os_page_size());
-    printf("  %-26s %s%s\n", "guard method", vms__os_guard_method_name(method),
-           method == VMS__GUARD_MADVISE
-               ? " (MADV_GUARD_INSTALL, verified: no mapping per guard)"
-               : vms__opt.guard_valgrind
-                   ? " (chosen under Valgrind, which does not know madvise guards; "
-                     "VMSTACK_GUARD_METHOD=madvise overrides; two mappings per stack)"
-               : vms__opt.guard_request == VMS__GUARD_MPROTECT
-                   ? " (forced by configuration; two mappings per stack)"
-                   : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)");
+    /* Undecided (a negative errno): the check itself failed here (no file descriptor
+     * for its pipe, no memory), which says nothing about the kernel. It was shown as
+     * "none (MADV_GUARD_INSTALL missing or not effective here)". */
+    if (method < 0) {
+        printf("  %-26s undecided: the check of MADV_GUARD_INSTALL failed (%s); no stack "
+               "is handed out until it succeeds\n", "guard method", strerror(-method));
+    } else {
+        printf("  %-26s %s%s\n", "guard method", vms__os_guard_method_name(method),
+               method == VMS__GUARD_MADVISE
+                   ? " (MADV_GUARD_INSTALL, verified: no mapping per guard)"
+                   : vms__opt.guard_valgrind
+                       ? " (chosen under Valgrind, which does not know madvise guards; "
+                         "VMSTACK_GUARD_METHOD=madvise overrides; two mappings per stack)"
+                   : vms__opt.guard_request == VMS__GUARD_MPROTECT
+                       ? " (forced by configuration; two mappings per stack)"
+                       : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)");
+    }
     const char *mode = thp_mode(thp, sizeof thp);
     if (mode)
         printf("  %-26s %s (vmstack arenas are MADV_NOHUGEPAGE)\n", "transparent huge pages", mode);
@@ -95,11 +103,17 @@ int vms_cmd_info(int argc, char **argv)
     printf("  %-26s carved from heap blocks, limited by memory\n", "stacks");
 #else
     if (method == VMS__GUARD_MPROTECT && maxmap > 0 && maps > 0)
-        printf("  %-26s about %ld (two mappings each)\n", "stacks before the limit",
-               (maxmap - maps) / 2);
+        /* Less the part vmstack leaves to the rest of the program: it said "about 973"
+         * with vm.max_map_count=2000, where 910 stacks could be had. */
+        printf("  %-26s about %ld (two mappings each; %ld mappings are left to the rest "
+               "of the program)\n", "stacks before the limit",
+               (maxmap - maxmap / VMS__MAP_RESERVE_DIV - maps) / 2,
+               maxmap / VMS__MAP_RESERVE_DIV);
     else if (method == VMS__GUARD_MPROTECT)
         printf("  %-26s limited by vm.max_map_count (two mappings each), unknown here\n",
                "stacks");
+    else if (method < 0)
+        printf("  %-26s none until the guard check succeeds\n", "stacks");
     else
         printf("  %-26s limited by address space, not by vm.max_map_count\n", "stacks");
 #endif

@@ -1,0 +1,630 @@
+/*
+ * restricted.c - vmstack where the system refuses what it uses, as container profiles
+ * (Docker, podman), sandboxes and older kernels do. Each case forks a child that installs
+ * a seccomp filter (classic BPF, PR_SET_NO_NEW_PRIVS + SECCOMP_MODE_FILTER, no libseccomp)
+ * failing one system call vmstack makes with EPERM or ENOSYS, before vmstack's first use,
+ * and then runs the same workload: stacks allocated, written, freed and handed out again
+ * zeroed, statistics, fibers and vms threads with one overflowing task each (killed alone,
+ * the others finish with their results). The documented fallback must be taken
+ * (docs/internals.md, "Restricted environments"); where none can exist (no alternate
+ * signal stack, no fault handler) the error must be clear and nothing may run unguarded.
+ * Low RLIMIT_NOFILE and RLIMIT_AS cases follow: a clear ENOMEM, a report still printed.
+ */
+#include "internal.h"
+#include "test.h"
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <vmstack.h>
+
+#if defined(__x86_64__)
+#define TST_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TST_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#define TST_MADV_GUARD_INSTALL 102
+#define TST_PR_SET_VMA 0x53564d41
+/* PAGEMAP_SCAN: _IOWR('f', 16, struct pm_scan_arg), the argument 96 bytes (Linux 6.7). */
+#define TST_PAGEMAP_SCAN _IOWR('f', 16, char[96])
+#define TST_PIDFD_SELF (-10001)
+
+/* One refused call: system call nr (with argument arg equal to val, when arg >= 0)
+ * fails with err. */
+struct rule { long nr; int arg; uint32_t val; int err; };
+
+/* Installs a filter refusing rules[0..n): for each, the system call number, then (when
+ * the rule names one) the low 32 bits of an argument; a match returns the errno. Every
+ * other call is allowed, and so is every call of another architecture's ABI. Exits 20
+ * when the kernel refuses the filter. */
+static void install_filter(const struct rule *rules, int n)
+{
+#ifdef TST_AUDIT_ARCH
+    struct sock_filter f[128];
+    int k = 0;
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TST_AUDIT_ARCH, 1, 0);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    for (int i = 0; i < n; i++) {
+        bool arg = rules[i].arg >= 0;
+        /* The block: load nr; compare (skip the rest of the block on a mismatch);
+         * [load the argument; compare]; return the errno. */
+        f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+        f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)rules[i].nr, 0,
+                                              arg ? 3 : 1);
+        if (arg) {
+            /* Little-endian: an argument's low word comes first. */
+            f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                  offsetof(struct seccomp_data, args[0]) +
+                                                      8 * (unsigned)rules[i].arg);
+            f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, rules[i].val, 0, 1);
+        }
+        f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K,
+                                              SECCOMP_RET_ERRNO | ((uint32_t)rules[i].err & SECCOMP_RET_DATA));
+    }
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = { .len = (unsigned short)k, .filter = f };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) exit(20);
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) exit(20);
+#else
+    (void)rules;
+    (void)n;
+    exit(20);
+#endif
+}
+
+static void need_seccomp(void)
+{
+#ifndef TST_AUDIT_ARCH
+    SKIP("no seccomp architecture constant for this target");
+#endif
+}
+
+/* Deliberate overflows do not run under ASan (test.h): there the cases check the
+ * fallbacks with the same workload, without its overflows. */
+#ifdef TST_ASAN
+#define OVERFLOWS 0
+#else
+#define OVERFLOWS 1
+#endif
+#define FIBERS_OK (OVERFLOWS ? "fibers ok, 1 killed\n" : "fibers ok, 0 killed\n")
+
+static volatile int never;
+static volatile unsigned long sink;
+
+static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (limit && n >= limit) return buf[n % sizeof buf];
+    if (never) return 0;
+    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
+}
+
+/* ---- the workload ------------------------------------------------------------------- */
+
+#define NSTACKS 64
+
+/* Stacks: written whole, freed (two scrubbing batches), handed out again: every byte a
+ * new owner sees is zero, and each stack's guard below and above faults. */
+static bool probe_guards = true;   /* the probe needs a pipe: off without descriptors */
+
+static void stacks_work(void)
+{
+    vms_stack *s[NSTACKS];
+    for (int i = 0; i < NSTACKS; i++) {
+        s[i] = vms_stack_alloc(64 * 1024);
+        if (!s[i]) TST_FAIL("vms_stack_alloc %d: %s", i, strerror(errno));
+        char *base = vms_stack_base(s[i]);
+        if (probe_guards && vms__os_probe_noaccess(base - 1) != 1)
+            TST_FAIL("stack %d: no guard below", i);
+        if (probe_guards && vms__os_probe_noaccess(base + vms_stack_size(s[i])) != 1)
+            TST_FAIL("stack %d: no guard above", i);
+        memset(base, 0xa5, vms_stack_size(s[i]));
+    }
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_GE(st.stacks_live, NSTACKS);
+    /* NSTACKS stacks of 64 KiB were written whole. */
+    ASSERT_GE(st.resident_bytes, (size_t)NSTACKS * 64 * 1024);
+    printf("guard method %s\n", st.guard_method);
+    printf("resident by %s\n", vms__os_resident_method() < 0 ? "mincore" : "pagemap_scan");
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    for (int i = 0; i < NSTACKS; i++) {
+        s[i] = vms_stack_alloc(64 * 1024);
+        if (!s[i]) TST_FAIL("vms_stack_alloc again %d: %s", i, strerror(errno));
+        const unsigned char *b = vms_stack_base(s[i]);
+        for (size_t j = 0; j < vms_stack_size(s[i]); j++)
+            if (b[j]) TST_FAIL("stack %d handed out again with 0x%x at byte %zu", i, b[j], j);
+    }
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    printf("resident after free %zu\n", st.resident_bytes);
+}
+
+struct job { int index; unsigned long result; int done; };
+
+static void good_fiber(void *arg)
+{
+    struct job *j = arg;
+    unsigned long acc = (unsigned long)j->index;
+    for (int round = 0; round < 3; round++) {
+        acc = acc * 3 + (unsigned long)round + recurse(0, 40) * 0;
+        vms_fiber_yield();
+    }
+    j->result = acc;
+    j->done = 1;
+}
+
+static void bad_fiber(void *arg)
+{
+    (void)arg;
+    vms_fiber_yield();
+    sink += recurse(0, 0);   /* overflows */
+}
+
+#define NFIBERS 16
+#define BAD 5
+
+static unsigned long expected(int i)
+{
+    unsigned long acc = (unsigned long)i;
+    for (int round = 0; round < 3; round++) acc = acc * 3 + (unsigned long)round;
+    return acc;
+}
+
+/* 16 fibers, one overflows: resumes return VMS_KILLED for it alone. Returns the first
+ * negative resume result instead, for the cases where no fiber may run. */
+static int fibers_work(bool overflow)
+{
+    struct job jobs[NFIBERS];
+    vms_fiber *f[NFIBERS];
+    for (int i = 0; i < NFIBERS; i++) {
+        jobs[i] = (struct job){ i, 0, 0 };
+        vms_fiber_attr a = { .stack_size = 64 * 1024, .name = i == BAD ? "bad" : "good" };
+        f[i] = vms_fiber_create(overflow && i == BAD ? bad_fiber : good_fiber, &jobs[i], &a);
+        if (!f[i]) TST_FAIL("vms_fiber_create %d: %s", i, strerror(errno));
+    }
+    int killed = 0;
+    for (int round = 0; round < 5; round++)
+        for (int i = 0; i < NFIBERS; i++) {
+            int s = vms_fiber_state(f[i]);
+            if (s == VMS_DONE || s == VMS_KILLED) continue;
+            s = vms_fiber_resume(f[i]);
+            if (s < 0) {
+                for (int k = 0; k < NFIBERS; k++) vms_fiber_destroy(f[k]);
+                return s;
+            }
+            if (s == VMS_KILLED) {
+                ASSERT_EQ(i, BAD);
+                killed++;
+            }
+        }
+    ASSERT_EQ(killed, overflow ? 1 : 0);
+    for (int i = 0; i < NFIBERS; i++) {
+        if (overflow && i == BAD) continue;
+        ASSERT_EQ(jobs[i].done, 1);
+        ASSERT_UEQ(jobs[i].result, expected(i));
+    }
+    for (int i = 0; i < NFIBERS; i++) vms_fiber_destroy(f[i]);
+    printf("fibers ok, %d killed\n", killed);
+    return 0;
+}
+
+static void *good_thread(void *arg)
+{
+    volatile unsigned long mine = recurse(0, 40);   /* not sink: threads run at once */
+    (void)mine;
+    return (void *)((uintptr_t)arg * 7);
+}
+
+static void *bad_thread(void *arg)
+{
+    (void)arg;
+    sink += recurse(0, 0);
+    return NULL;
+}
+
+static void threads_work(bool overflow)
+{
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        int e = vms_thread_create(&t[i], NULL, overflow && i == 2 ? bad_thread : good_thread,
+                                  (void *)(uintptr_t)(i + 1));
+        if (e) TST_FAIL("vms_thread_create %d: %s", i, strerror(-e));
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r = NULL;
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        if (overflow && i == 2) ASSERT_PTR_EQ(r, VMS_THREAD_KILLED);
+        else ASSERT_UEQ((uintptr_t)r, (uintptr_t)(i + 1) * 7);
+    }
+    printf("threads ok\n");
+}
+
+/* The filter is in place: each rule's call, made with its argument, fails as it says
+ * (so a case cannot pass because its filter missed). */
+static void assert_refused(const struct rule *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        long a[6] = { 0, 0, 0, 0, 0, 0 };
+        if (r[i].arg >= 0) a[r[i].arg] = (long)(int32_t)r[i].val;
+        if (r[i].nr == SYS_madvise) a[0] = 0;   /* an empty range: valid, no effect */
+        errno = 0;
+        long v = syscall(r[i].nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if (v != -1 || errno != r[i].err)
+            TST_FAIL("system call %ld not refused by the filter: %ld, errno %d", r[i].nr, v, errno);
+    }
+}
+
+/* The whole workload after the filter; exits 0 when every part did as it should. */
+static void full_child(void *arg)
+{
+    const struct rule *r = arg;
+    int n = 0;
+    while (r[n].nr >= 0) n++;
+    install_filter(r, n);
+    stacks_work();
+    ASSERT_EQ(fibers_work(OVERFLOWS), 0);
+    threads_work(OVERFLOWS);
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_EQ(st.overflows, 2 * OVERFLOWS);
+    ASSERT_EQ(st.stacks_live, 0);
+    assert_refused(r, n);
+}
+
+static char out[1 << 16];
+
+static const char *run_full(const struct rule *rules)
+{
+    need_seccomp();
+    int st = tst_fork(full_child, (void *)rules, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 20) SKIP("the kernel refused the seccomp filter");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    ASSERT_STR_CONTAINS(out, FIBERS_OK);
+    ASSERT_STR_CONTAINS(out, "threads ok\n");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in fiber \"bad\""), OVERFLOWS);
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in thread"), OVERFLOWS);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: error");
+    return out;
+}
+
+#define END { -1, -1, 0, 0 }
+
+static bool forced_mprotect(void)
+{
+    const char *v = getenv("VMSTACK_GUARD_METHOD");
+    return v && strcmp(v, "mprotect") == 0;
+}
+
+/* ---- the cases ------------------------------------------------------------------------ */
+
+/* No filter: the workload itself, as the baseline of the others. */
+TEST(baseline)
+{
+    need_guards();
+    static const struct rule r[] = { END };
+    run_full(r);
+}
+
+/* madvise(MADV_GUARD_INSTALL) refused (a profile that allows only known advice, or a
+ * kernel before 6.13 through a filter returning ENOSYS): mprotect guards, said so in the
+ * statistics. */
+static void guard_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_madvise, 2, TST_MADV_GUARD_INSTALL, err }, END };
+    run_full(r);
+    ASSERT_STR_CONTAINS(out, "guard method mprotect\n");
+}
+TEST(madvise_guard_eperm) { guard_refused(EPERM); }
+TEST(madvise_guard_enosys) { guard_refused(ENOSYS); }
+
+/* process_madvise refused: freed stacks are discarded range by range. */
+static void pmadv_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_process_madvise, -1, 0, err }, END };
+    run_full(r);
+}
+TEST(process_madvise_eperm) { pmadv_refused(EPERM); }
+TEST(process_madvise_enosys) { pmadv_refused(ENOSYS); }
+
+/* A kernel before 6.14 answers process_madvise on PIDFD_SELF with EBADF; then vmstack
+ * opens a pidfd of its own, which the filter refuses: range by range. */
+static void pidfd_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_process_madvise, 0, (uint32_t)TST_PIDFD_SELF, EBADF },
+                              { SYS_pidfd_open, -1, 0, err }, END };
+    run_full(r);
+}
+TEST(pidfd_open_eperm) { pidfd_refused(EPERM); }
+TEST(pidfd_open_enosys) { pidfd_refused(ENOSYS); }
+
+/* prctl(PR_SET_VMA) refused: the arenas go unnamed, nothing else changes. */
+static void set_vma_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_prctl, 0, TST_PR_SET_VMA, err }, END };
+    run_full(r);
+}
+TEST(prctl_set_vma_eperm) { set_vma_refused(EPERM); }
+TEST(prctl_set_vma_enosys) { set_vma_refused(ENOSYS); }
+
+/* ioctl(PAGEMAP_SCAN) refused: resident bytes by mincore (the workload checks them). */
+static void pagemap_scan_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_ioctl, 1, (uint32_t)TST_PAGEMAP_SCAN, err }, END };
+    run_full(r);
+    ASSERT_STR_CONTAINS(out, "resident by mincore\n");
+}
+TEST(pagemap_scan_eperm) { pagemap_scan_refused(EPERM); }
+TEST(pagemap_scan_enosys) { pagemap_scan_refused(ENOSYS); }
+
+/* ---- no fallback: the alternate signal stack or the fault handler refused ---------- */
+
+/* What a child does after the filter: 0 runs the workload without overflows and prints
+ * what fibers' resumes returned; 1 overflows a fiber; 2 overflows a vms thread. */
+struct plain { const struct rule *rules; int what; };
+
+static void plain_child(void *arg)
+{
+    const struct plain *p = arg;
+    int n = 0;
+    while (p->rules[n].nr >= 0) n++;
+    install_filter(p->rules, n);
+    stacks_work();
+    if (p->what == 0) {
+        printf("fibers resume %d\n", fibers_work(false));
+        threads_work(false);
+    } else if (p->what == 1) {
+        printf("fibers resume %d\n", fibers_work(true));
+    } else {
+        threads_work(true);
+    }
+    printf("survived\n");
+}
+
+static int run_plain(const struct rule *rules, int what)
+{
+    need_seccomp();
+    struct plain p = { rules, what };
+    int st = tst_fork(plain_child, &p, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 20) SKIP("the kernel refused the seccomp filter");
+    if (getenv("TASK_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
+    return st;
+}
+
+/* sigaltstack refused: no fallback exists (a handler cannot run on the stack that
+ * overflowed). Stacks work; fibers are never run where their overflow could not be
+ * caught (vms_fiber_resume returns the error); vms threads run, and an overflow in one
+ * kills the process by SIGSEGV, as without vmstack, never unguarded. One error line for
+ * the whole process, however many threads meet the refusal. */
+static void sigaltstack_refused(int err)
+{
+    need_guards();
+    /* ASan's runtime itself fails a CHECK on sigaltstack in every new thread. */
+    NO_ASAN();
+    const struct rule r[] = { { SYS_sigaltstack, -1, 0, err }, END };
+    int st = run_plain(r, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("child failed:\n%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "fibers resume %d\n", -err);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "threads ok\nsurvived\n");
+    ASSERT_STR_CONTAINS(out, strerror(err));
+    /* Said once, not once or twice per thread (it was: 2 lines for each of 4 threads,
+     * and 1 for the main thread). */
+    ASSERT_EQ(tst_count(out, "vmstack: error:"), 1);
+    ASSERT_EQ(tst_count(out, "vmstack: warning:"), 0);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: sigaltstack failed for thread");
+
+    st = run_plain(r, 2);                   /* a vms thread overflows */
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    ASSERT_EQ(tst_count(out, "vmstack: error:"), 1);
+}
+TEST(sigaltstack_eperm) { sigaltstack_refused(EPERM); }
+TEST(sigaltstack_enosys) { sigaltstack_refused(ENOSYS); }
+
+/* rt_sigaction refused: no fault handler, said once at initialization. Everything runs;
+ * an overflow kills the process by SIGSEGV (the default action), never unguarded. */
+static void sigaction_refused(int err)
+{
+    need_guards();
+    const struct rule r[] = { { SYS_rt_sigaction, -1, 0, err }, END };
+    int st = run_plain(r, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("child failed:\n%s", out);
+    ASSERT_STR_CONTAINS(out, "fibers ok, 0 killed\nfibers resume 0\nthreads ok\nsurvived\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the stack-overflow handler could not be "
+                             "installed"), 1);
+    ASSERT_STR_CONTAINS(out, strerror(err));
+    NO_ASAN();
+    for (int what = 1; what <= 2; what++) {  /* a fiber, then a vms thread, overflows */
+        st = run_plain(r, what);
+        ASSERT_SIGNALED(st, SIGSEGV);
+        ASSERT_STR_NOT_CONTAINS(out, "survived");
+        ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+    }
+}
+TEST(sigaction_eperm) { sigaction_refused(EPERM); }
+TEST(sigaction_enosys) { sigaction_refused(ENOSYS); }
+
+/* ---- RLIMIT_NOFILE at the descriptors already open -------------------------------- */
+
+/* No descriptor left after vmstack's first use: nothing vmstack does later needs one
+ * (discards use PIDFD_SELF or madvise, symbols were loaded at initialization), so fibers
+ * and threads overflow and are killed alone, with their reports. */
+static void nofile_after_init_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(s);
+    vms_stack_free(s);
+    struct rlimit old;
+    tst_use_up_descriptors(&old);
+    ASSERT_EQ(dup(0), -1);
+    probe_guards = false;   /* the overflows below show the guards */
+    stacks_work();
+    ASSERT_EQ(fibers_work(OVERFLOWS), 0);
+    threads_work(OVERFLOWS);
+}
+
+TEST(no_descriptor_left_after_first_use)
+{
+    need_guards();
+    tst_run_ok(nofile_after_init_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, FIBERS_OK);
+    ASSERT_STR_CONTAINS(out, "threads ok\n");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2 * OVERFLOWS);
+    ASSERT_EQ(tst_count(out, "vmstack: killed "), 2 * OVERFLOWS);
+    if (OVERFLOWS) ASSERT_STR_CONTAINS(out, "recurse+");   /* the traces are symbolized */
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: error");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: warning");
+}
+
+/* No descriptor left before the first use: the guard check (a write from a guard page
+ * into a pipe) cannot run, so no stack is handed out (ENOMEM), and a warning says why,
+ * once; with descriptors back, the next allocation checks again and all works. */
+static void nofile_before_init_child(void *arg)
+{
+    (void)arg;
+    struct rlimit old;
+    tst_use_up_descriptors(&old);
+    if (forced_mprotect()) {
+        /* No check to make: stacks come without descriptors. */
+        vms_stack *s = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(s);
+        vms_stack_free(s);
+        printf("mprotect without a check\n");
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        ASSERT_NULL(vms_stack_alloc(0));
+        ASSERT_EQ(errno, ENOMEM);
+    }
+    vms_fiber *f = vms_fiber_create(good_fiber, NULL, NULL);
+    ASSERT_NULL(f);
+    ASSERT_EQ(errno, ENOMEM);
+    fflush(stdout);
+    if (setrlimit(RLIMIT_NOFILE, &old) != 0) exit(13);
+    stacks_work();
+    ASSERT_EQ(fibers_work(OVERFLOWS), 0);
+}
+
+TEST(no_descriptor_left_before_first_use)
+{
+    need_guards();
+    tst_run_ok(nofile_before_init_child, NULL, out, sizeof out);
+    if (forced_mprotect()) {
+        ASSERT_STR_CONTAINS(out, "mprotect without a check\n");
+    } else {
+        ASSERT_STR_CONTAINS(out, FIBERS_OK);
+        ASSERT_EQ(tst_count(out, "vmstack: warning: could not check whether "
+                                 "MADV_GUARD_INSTALL guards work here (Too many open files"), 1);
+    }
+}
+
+/* ---- no /proc ------------------------------------------------------------------------ */
+
+#include <sched.h>
+#include <sys/mount.h>
+
+/* In a user and mount namespace of the child's own, an empty tmpfs over /proc, as in a
+ * container without it. Exits 77 where that cannot be done. */
+static void hide_proc(void)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        char map[64];
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) exit(77);
+        int fd = open("/proc/self/setgroups", O_WRONLY);
+        if (fd >= 0) {
+            (void)!write(fd, "deny", 4);
+            close(fd);
+        }
+        snprintf(map, sizeof map, "0 %u 1\n", (unsigned)uid);
+        fd = open("/proc/self/uid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) exit(77);
+        close(fd);
+        snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
+        fd = open("/proc/self/gid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0) exit(77);
+        close(fd);
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) exit(77);
+    if (mount("none", "/proc", "tmpfs", 0, NULL) != 0) exit(77);
+    if (access("/proc/self/maps", F_OK) == 0) exit(78);
+}
+
+/* Without /proc: stacks, statistics (the mappings counted from the arenas' layout),
+ * fibers and threads killed alone with their reports; an overflow of the main thread,
+ * whose stack vmstack finds only in /proc/self/maps, dies by SIGSEGV, said once at
+ * initialization. */
+static void no_proc_child(void *arg)
+{
+    bool main_overflow = arg != NULL;
+    hide_proc();
+    probe_guards = true;
+    stacks_work();
+    vms_stack *s[NSTACKS];
+    for (int i = 0; i < NSTACKS; i++) ASSERT_NOT_NULL(s[i] = vms_stack_alloc(64 * 1024));
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_GE(st.arenas, 1);   /* 2 but under ASan: its alternate stacks are its own */
+    /* An arena's opened part and its reserved rest, and with mprotect guards a stack
+     * and a guard per opened slot (it said 0 and the ELF files' views). */
+    size_t arena_maps = st.mappings - vms__trace_views();   /* less the ELF files' */
+    ASSERT_GE(arena_maps, 2 * st.arenas);
+    if (strcmp(st.guard_method, "mprotect") == 0) ASSERT_GE(arena_maps, 2 * NSTACKS);
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    ASSERT_EQ(fibers_work(OVERFLOWS), 0);
+    threads_work(OVERFLOWS);
+    fflush(stdout);
+    if (main_overflow) {
+        sink += recurse(0, 0);
+        printf("survived\n");
+    }
+}
+
+TEST(no_proc)
+{
+    need_guards();
+    int st = tst_fork(no_proc_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    ASSERT_STR_CONTAINS(out, FIBERS_OK);
+    ASSERT_STR_CONTAINS(out, "threads ok\n");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2 * OVERFLOWS);
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the main thread's stack is not in "
+                             "/proc/self/maps"), 1);
+    NO_ASAN();
+
+    st = tst_fork(no_proc_child, (void *)1, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2);   /* the fiber's, the thread's */
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the main thread's stack is not in "
+                             "/proc/self/maps"), 1);
+}
