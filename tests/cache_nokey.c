@@ -63,10 +63,10 @@ static void *alloc_free_thread(void *arg)
     return mine;
 }
 
-static void no_key_child(void *arg)
+/* THREADS threads, one after another, each running alloc_free_thread: exits 10 or 11
+ * (with the reason) when one cannot be created or could not allocate. */
+static void run_threads(void)
 {
-    (void)arg;
-    int keys = exhaust_keys();
     for (int t = 0; t < THREADS; t++) {
         pthread_t th;
         void *r = NULL;
@@ -77,6 +77,13 @@ static void no_key_child(void *arg)
             exit(11);
         }
     }
+}
+
+static void no_key_child(void *arg)
+{
+    (void)arg;
+    int keys = exhaust_keys();
+    run_threads();
     vms_stats st;
     if (vms_get_stats(&st) != 0) exit(12);
     int d = tst_distinct(bases, THREADS * PER_THREAD), da = tst_distinct(alts, THREADS);
@@ -185,16 +192,7 @@ static void setspecific_fails_child(void *arg)
     if (!s) exit(9);
     vms_stack_free(s);
     vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
-    for (int t = 0; t < THREADS; t++) {
-        pthread_t th;
-        void *r = NULL;
-        if (pthread_create(&th, NULL, alloc_free_thread, (void *)(intptr_t)t) != 0) exit(10);
-        pthread_join(th, &r);
-        if (!r) {
-            printf("thread %d: vms_stack_alloc: %s\n", t, strerror(errno));
-            exit(11);
-        }
-    }
+    run_threads();
     vms__os_inject_clear();
     vms_stats st;
     if (vms_get_stats(&st) != 0) exit(12);
