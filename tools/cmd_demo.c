@@ -984,7 +984,8 @@ static int print_guarded(const struct run *r)
         printf("error     %ld fibers could not be run: %s\n", r->resume_failed,
                strerror(r->resume_err));
     /* vms_stats.mappings counts lines of /proc/self/maps: where that cannot be read (a
-     * sandbox), it holds only the views vmstack mapped for call traces. */
+     * sandbox), it is what the arenas' layout predicts, an estimate: not printed as a
+     * measurement. */
     long maxmap = max_map_count();
     char limit[64];
     if (maxmap > 0) snprintf(limit, sizeof limit, "%ld", maxmap);
