@@ -4,6 +4,7 @@
  * chose here), the defaults follow the VMSTACK_* variables, and bad options are errors.
  */
 #include "cli_demo_run.h"
+#include "seccomp_filter.h"
 
 #include <vmstack.h>
 
@@ -135,6 +136,7 @@ TEST(reports_this_system)
     assert_value("guards used", "none: this build is the direct backend");
     assert_value("VMSTACK_VMAP", "OFF");
 #endif
+    assert_value("overflow handler", "installed (SIGSEGV and SIGBUS)\n");
     /* The contract's defaults. */
     assert_value("stack size", "256 KiB (262144 bytes)");
     assert_value("guard size", "64 KiB (65536 bytes)");
@@ -380,4 +382,33 @@ TEST(guard_check_without_descriptors_is_undecided)
                              "guards work here (Too many open files: the check writes from a "
                              "guard page into a pipe, and no file descriptor was left for it)"), 1);
 #endif
+}
+
+/* rt_sigaction refused (a seccomp profile): vms_init warns and goes on without a fault
+ * handler, and info said nothing about it: a system where every overflow kills the
+ * process unreported looked like any other. */
+static void sigaction_refused_exec(void *arg)
+{
+    (void)arg;
+    const struct rule r[] = { { SYS_rt_sigaction, -1, 0, EPERM } };
+    install_filter(r, 1);
+    struct info_run run = { NULL, NULL, NULL, NULL };
+    info_exec(&run);
+}
+
+TEST(sigaction_refused_says_no_overflow_handler)
+{
+    need_seccomp();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("a sanitizer's runtime installs its own handlers at start-up, and stops when it "
+         "cannot");
+#endif
+    int st = tst_fork(sigaction_refused_exec, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 20) SKIP("the kernel refused the seccomp filter");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("info failed (status 0x%x):\n%s", st, out);
+    assert_value("overflow handler", "not installed (sigaction refused): a stack overflow "
+                                     "kills the process by SIGSEGV, unreported\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: the stack-overflow handler could not be "
+                             "installed (Operation not permitted)"), 1);
 }

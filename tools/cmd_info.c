@@ -6,6 +6,7 @@
  * defaults in effect (after VMSTACK_* variables) and the build options.
  */
 #include "internal.h"
+#include "island.h"
 #include "tools.h"
 
 #include <stdio.h>
@@ -84,6 +85,12 @@ int vms_cmd_info(int argc, char **argv)
                        ? " (forced by configuration; two mappings per stack)"
                        : " (MADV_GUARD_INSTALL missing or not effective here; two mappings per stack)");
     }
+    /* Not installed: sigaction refused (a seccomp profile); vms_init warned and went on. */
+    printf("  %-26s %s\n", "overflow handler",
+           vms__guard_installed()
+               ? "installed (SIGSEGV and SIGBUS)"
+               : "not installed (sigaction refused): a stack overflow kills the process by "
+                 "SIGSEGV, unreported");
     const char *mode = thp_mode(thp, sizeof thp);
     if (mode)
         printf("  %-26s %s (vmstack arenas are MADV_NOHUGEPAGE)\n", "transparent huge pages", mode);
