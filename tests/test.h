@@ -299,10 +299,15 @@ static inline int tst_fork(void (*fn)(void *), void *arg, char *out, size_t outs
 }
 
 /* tst_fork for a child that must succeed: fails with the child's output unless it exited
- * 0; returns out for further checks. */
+ * 0, skips when the child skipped; returns out for further checks. */
 static inline const char *tst_run_ok(void (*fn)(void *), void *arg, char *out, size_t outsz)
 {
     int st = tst_fork(fn, arg, out, outsz);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        /* The child skipped (SKIP): so does the case, with the child's reason. */
+        fputs(out, stderr);
+        exit(77);
+    }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         TST_FAIL("child failed (%s %d); its output:\n%s", WIFEXITED(st) ? "exit" : "signal",
                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
