@@ -97,6 +97,8 @@ const char *vms__arena_guard_method(void)
     return vms__os_guard_method_name(vms__os_guard_method());
 }
 
+static void warn_open_enomem(int method);
+
 /* No arena of even the smallest size could be reserved. Said once: under a tight
  * RLIMIT_AS (ulimit -v below about 9 GiB) the first allocation of a stack size already
  * fails, and ENOMEM alone did not say that the limit, not memory, was short (with
@@ -192,6 +194,10 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     e = vms__os_open(lo, meta);
     if (e) {
         vms__os_release(lo, size);
+        /* At vm.max_map_count the reservation may still fit (the kernel refuses a new
+         * mapping only beyond the limit, and none that merges with a neighbour), this
+         * split not: said as for the slots' opening (it went unsaid). */
+        if (e == -ENOMEM) warn_open_enomem(method);
         return e;
     }
     pthread_mutex_lock(&pool_lock);

@@ -262,3 +262,46 @@ TEST(no_room_for_an_arena_is_said_once)
                                  "leaves "), 1);
     }
 }
+
+/* ---- vm.max_map_count reached ----------------------------------------------------------- */
+
+/* The process has used up vm.max_map_count with mappings of its own (one range split by
+ * mprotect into single pages). A stack of a size not used before needs a new arena: its
+ * reservation still fits (the kernel refuses a new mapping only beyond the limit, or it
+ * merges with a neighbour), the split that makes its metadata read-write does not.
+ * ENOMEM, and one warning names vm.max_map_count; before, nothing was said. Exits 77
+ * where the limit is unreadable or too large to reach in a test. */
+static void map_limit_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized, the default size's arena made */
+    if (!warm) exit(9);
+    vms_stack_free(warm);
+    long max = vms__os_max_map_count();
+    if (max <= 0 || max > 300000) exit(77);
+    size_t page = vms__os_page_size(), n = 2 * (size_t)max + 2;
+    char *p = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) exit(77);
+    size_t split = 0;
+    for (size_t i = 0; i < n; i += 2, split++)
+        if (mprotect(p + i * page, page, PROT_NONE) != 0) break;
+    if (split < 1000) exit(77);
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        if (vms_stack_alloc(VMS_MIB) || errno != ENOMEM) exit(10);
+    }
+    printf("ENOMEM at the mapping limit\n");
+}
+
+TEST(map_limit_reached_is_said_once)
+{
+    need_guards();
+    no_sanitizer();
+    char out[8192];
+    int st = tst_fork(map_limit_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("vm.max_map_count unreadable or too large");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    ASSERT_STR_CONTAINS(out, "ENOMEM at the mapping limit\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: "), 1);
+    ASSERT_STR_CONTAINS(out, "the process has reached vm.max_map_count");
+}
