@@ -659,9 +659,9 @@ static void read_main_stack(void)
      * cannot tell the main stack's overflow from other faults, and it dies by SIGSEGV
      * unreported, as without vmstack. Said here, once (it was not said at all). */
     if (!main_hi)
-        vms__log_warn("the main thread's stack is not in /proc/self/maps (unreadable here): "
-                      "an overflow of the main thread's stack will not be reported; the "
-                      "process dies by SIGSEGV");
+        vms__log_warn("the main thread's stack is not in /proc/self/maps (unreadable, or no "
+                      "[stack] line): an overflow of the main thread's stack will not be "
+                      "reported; the process dies by SIGSEGV");
     main_gap = STACK_GUARD_GAP_PAGES * vms__os_page_size();
     prctl(PR_GET_NAME, main_name, 0, 0, 0);
 }

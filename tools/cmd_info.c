@@ -114,7 +114,9 @@ int vms_cmd_info(int argc, char **argv)
          * with vm.max_map_count=2000, where 910 stacks could be had. */
         printf("  %-26s about %ld (two mappings each; %ld mappings are left to the rest "
                "of the program)\n", "stacks before the limit",
-               (maxmap - maxmap / VMS__MAP_RESERVE_DIV - maps) / 2,
+               /* none, not a negative count, once the program's own mappings pass it */
+               maxmap - maxmap / VMS__MAP_RESERVE_DIV - maps > 0
+                   ? (maxmap - maxmap / VMS__MAP_RESERVE_DIV - maps) / 2 : 0,
                maxmap / VMS__MAP_RESERVE_DIV);
     else if (method == VMS__GUARD_MPROTECT)
         printf("  %-26s limited by vm.max_map_count (two mappings each), unknown here\n",
