@@ -543,10 +543,10 @@ static void add_totals(struct vms__arena *a, void *ctx)
     size_t opened = atomic_load_explicit(&a->opened, memory_order_acquire);
     long long r = vms__os_resident((uintptr_t)a->lo, (uintptr_t)(a->slots + opened * a->slot_size));
     if (r > 0) t->resident += (size_t)r;
-    /* The read-write part (metadata and opened slots) and the reserved rest; with
-     * mprotect guards each opened slot adds its stack and the guard below it. */
-    t->layout += (opened < a->nslots ? 2 : 1) +
-                 (vms__os_guard_method() == VMS__GUARD_MPROTECT ? 2 * (size_t)opened : 0);
+    /* The read-write part (metadata and opened slots) and the reserved rest, which a
+     * full arena keeps too (its trailing guard is never opened); with mprotect guards
+     * each opened slot adds its stack and the guard below it. */
+    t->layout += 2 + (vms__os_guard_method() == VMS__GUARD_MPROTECT ? 2 * (size_t)opened : 0);
     t->ranges[t->n][0] = (uintptr_t)a->lo;
     t->ranges[t->n][1] = (uintptr_t)a->hi;
     if (++t->n == TOTALS_BATCH) count_mappings(t);
