@@ -1,7 +1,8 @@
 /*
  * arena.c - the vmalloc range of vmstack: reserved virtual ranges split into slots.
  *
- * An arena is one reservation of 16 to 256 GiB (smaller where the kernel refuses that much), PROT_NONE
+ * An arena is one reservation of 16 to 256 GiB (smaller where the kernel refuses that much or
+ * RLIMIT_AS leaves less room, down to 64 MiB), PROT_NONE
  * and MAP_NORESERVE, aligned to its size, for one size class. It starts with a metadata array (one 64-byte struct vms_stack per slot),
  * then slots of guard + stack, then a trailing guard that is never opened:
  *
@@ -16,7 +17,7 @@
  * Invariants the fault handler relies on: arenas are never unmapped while the process
  * runs; an arena is published in the table (release store) only when fully set up;
  * guards, once installed, stay for the slot's life (they survive MADV_DONTNEED and fork).
- * So vms__arena_where() needs no lock: a table load, a division and a compare.
+ * So vms__arena_where() needs no lock: a table load, two compares and a division.
  */
 #include "internal.h"
 
@@ -32,18 +33,31 @@
  * per class cost each test process there 2 s and 2 GiB, 256 GiB four times that).
  * When the kernel refuses so large a reservation
  * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
- * tried, down to 4 GiB; under RLIMIT_AS, none above half the address space left. The
- * lookup table has one entry per 4 GiB of the 48-bit user address space (x86-64 and
- * aarch64 without 5-level paging; mmap never returns higher addresses unless asked to);
- * an arena fills the entries it spans. 65,536 entries of zero-filled BSS cost no memory
- * until an arena is published in them. */
+ * tried; under RLIMIT_AS, none above half the address space left (but never smaller than
+ * one slot of the class needs). The smallest is 64 MiB (200 default stacks): ulimit -v
+ * is often the machine's RAM, or 1 to 8 GiB on shared hosts, and a program there has
+ * a few hundred MiB left after its own mappings, which two 64 MiB arenas (the alternate
+ * signal stacks' and the default class's) still fit; smaller ones would cost a table
+ * entry and two mappings for a few dozen stacks each.
+ *
+ * The lookup table has one entry per 4 GiB (a chunk) of the 48-bit user address space
+ * (x86-64 and aarch64 without 5-level paging; mmap never returns higher addresses unless
+ * asked to). An arena of 4 GiB or more fills the entries it spans; a smaller one is the
+ * only arena in its chunk (arena_create moves it to a chunk of its own when the kernel
+ * placed it next to another), and the rest of that chunk is other mappings of the
+ * program: the lookup takes an address for the arena's only below its end. 65,536
+ * entries of zero-filled BSS cost no memory until an arena is published in them. */
 #define ARENA_MAX_SHIFT VMS__ARENA_MAX_SHIFT
 #define ARENA_FIRST_SHIFT 34
 #define ARENA_GROWTH_SHIFT 2
-#define ARENA_MIN_SHIFT 32
-#define TABLE_SHIFT ARENA_MIN_SHIFT
+#define ARENA_MIN_SHIFT 26
+#define TABLE_SHIFT 32
+#define CHUNK       ((size_t)1 << TABLE_SHIFT)
 #define TABLE_SIZE  ((size_t)1 << (48 - TABLE_SHIFT))
 #define MAX_ARENAS  4096
+/* A small arena placed in a chunk that already has one is moved: to the start of each
+ * of this many chunks below it, then above it, while the kernel's answer is "taken". */
+#define PLACE_TRIES 16
 
 static struct vms__arena *_Atomic table[TABLE_SIZE];
 /* Every arena ever published, in creation order (for stats and iteration). */
@@ -99,15 +113,15 @@ const char *vms__arena_guard_method(void)
 
 static void warn_open_enomem(int method);
 
-/* No arena of even the smallest size could be reserved. Said once: under a tight
- * RLIMIT_AS (ulimit -v below about 9 GiB) the first allocation of a stack size already
- * fails, and ENOMEM alone did not say that the limit, not memory, was short (with
- * ulimit -v 8 GiB the alternate signal stacks' arena fit and no program stack could be
- * had, without a word). */
-static void warn_no_room(size_t room)
+/* No arena of even the smallest size for the class (min_size) could be reserved. Said
+ * once: under a tight RLIMIT_AS the first allocation of a stack size fails, and ENOMEM
+ * alone did not say that the limit, not memory, was short (when arenas were 4 GiB or
+ * more, with ulimit -v 8 GiB the alternate signal stacks' arena fit and no program stack
+ * could be had, without a word). */
+static void warn_no_room(size_t room, size_t min_size)
 {
     static atomic_int warned;
-    size_t min_mib = ((size_t)1 << ARENA_MIN_SHIFT) >> 20;
+    size_t min_mib = min_size >> 20;
     if (room != SIZE_MAX)
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): RLIMIT_AS (ulimit -v) leaves %zu MiB; every stack "
@@ -118,6 +132,32 @@ static void warn_no_room(size_t room)
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): the address space is exhausted; stack allocation "
                            "fails with ENOMEM", min_mib);
+}
+
+/* Reserves size bytes (below 4 GiB) at the start of a chunk without an arena, near chunk
+ * `taken` (which has one): the PLACE_TRIES chunks below it first, then those above.
+ * 0, -ENOMEM when none was free, or the kernel's errno (-ENOMEM under RLIMIT_AS). The
+ * caller checks the chunk again under the pool lock. */
+static int reserve_in_own_chunk(uintptr_t taken, size_t size, void **out)
+{
+    for (int dir = -1; dir <= 1; dir += 2) {
+        for (uintptr_t k = 1; k <= PLACE_TRIES; k++) {
+            uintptr_t c = dir < 0 ? taken - k : taken + k;
+            if (dir < 0 && k >= taken) break;          /* not chunk 0: NULL's */
+            if (c >= TABLE_SIZE) break;
+            if (atomic_load_explicit(&table[c], memory_order_relaxed)) continue;
+            /* The start: the kernel hands out addresses from the top down, so the rest
+             * of the chunk stays free for the program's mappings above the arena. */
+            char *at = (char *)(c << TABLE_SHIFT);
+            int e = vms__os_reserve_at(at, size);
+            if (e == 0) {
+                *out = at;
+                return 0;
+            }
+            if (e != -EEXIST) return e;
+        }
+    }
+    return -ENOMEM;
 }
 
 /* Creates and publishes a new arena for cls. Caller holds the class lock. */
@@ -149,21 +189,26 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     void *lo = NULL;
     size_t size = 0;
     int e = -ENOMEM;
+    /* The smallest arena this class can use: one slot, the metadata, the trailer. */
+    unsigned least = ARENA_MIN_SHIFT;
+    while (least < ARENA_MAX_SHIFT &&
+           ((size_t)1 << least) < slot + guard + page + sizeof(struct vms_stack))
+        least++;
     unsigned start = atomic_load(&arena_shift);
     struct vms__arena *prev = classes[cls].current;
     unsigned want = prev ? (unsigned)__builtin_ctzl((size_t)(prev->hi - prev->lo)) +
                            ARENA_GROWTH_SHIFT
                          : ARENA_FIRST_SHIFT;
     if (start > want) start = want;
+    if (start < least) start = least;
     /* Under RLIMIT_AS (ulimit -v) an arena takes at most half the address space left
-     * (but never less than the smallest arena): the first arena would otherwise take
-     * the largest size that fits and leave the other size classes, and the program,
+     * (but never less than the class's smallest arena): the first arena would otherwise
+     * take the largest size that fits and leave the other size classes, and the program,
      * without room. */
     size_t room = vms__os_address_room();
-    while (start > ARENA_MIN_SHIFT && ((size_t)1 << start) > room / 2) start--;
-    for (unsigned shift = start; shift >= ARENA_MIN_SHIFT; shift--) {
+    while (start > least && ((size_t)1 << start) > room / 2) start--;
+    for (unsigned shift = start; shift >= least; shift--) {
         size = (size_t)1 << shift;
-        if (size < slot + guard + page + sizeof(struct vms_stack)) break;
         e = vms__os_reserve(size, size, &lo);
         if (e == 0) {
             if (shift < start) atomic_store(&arena_shift, shift);   /* larger was refused */
@@ -174,7 +219,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     }
     if (e) {
         if (e == -EINVAL) e = -ENOMEM;
-        if (e == -ENOMEM) warn_no_room(room);
+        if (e == -ENOMEM) warn_no_room(room, (size_t)1 << least);
         return e;
     }
     uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
@@ -182,6 +227,24 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         /* Above 48 bits (5-level paging with a high hint): not representable. */
         vms__os_release(lo, size);
         return -ENOMEM;
+    }
+    /* An arena below 4 GiB must be the only one in its chunk. The kernel places mappings
+     * next to each other, so a second small arena usually lands in the first one's
+     * chunk: it is moved. Checked, and published, under the pool lock, which serializes
+     * publication between classes. An arena of 4 GiB or more fills its chunks, so no
+     * other arena can be in them. */
+    pthread_mutex_lock(&pool_lock);
+    for (unsigned moves = 0; size < CHUNK && atomic_load_explicit(&table[first],
+                                                                   memory_order_relaxed);) {
+        pthread_mutex_unlock(&pool_lock);
+        vms__os_release(lo, size);
+        e = moves++ < PLACE_TRIES ? reserve_in_own_chunk(first, size, &lo) : -ENOMEM;
+        if (e) {
+            if (e == -ENOMEM) warn_no_room(room, (size_t)1 << least);
+            return e;
+        }
+        first = last = (uintptr_t)lo >> TABLE_SHIFT;
+        pthread_mutex_lock(&pool_lock);
     }
     /* Leave at least one guard of never-opened space at the end (the trailing guard). */
     size_t usable = size - guard - page;
@@ -193,6 +256,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
      * the opened slots into one mapping. */
     e = vms__os_open(lo, meta);
     if (e) {
+        pthread_mutex_unlock(&pool_lock);
         vms__os_release(lo, size);
         /* At vm.max_map_count the reservation may still fit (the kernel refuses a new
          * mapping only beyond the limit, and none that merges with a neighbour), this
@@ -200,7 +264,6 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         if (e == -ENOMEM) warn_open_enomem(method);
         return e;
     }
-    pthread_mutex_lock(&pool_lock);
     size_t n = atomic_load(&narenas);
     if (n >= MAX_ARENAS) {
         pthread_mutex_unlock(&pool_lock);
@@ -393,9 +456,13 @@ static struct vms__arena *arena_of(const void *addr)
 {
     uintptr_t i = (uintptr_t)addr >> TABLE_SHIFT;
     if (i >= TABLE_SIZE) return NULL;
-    /* An entry covers 4 GiB and names at most one arena: arenas are at least that large
-     * and aligned to their size. */
-    return atomic_load_explicit(&table[i], memory_order_acquire);
+    /* An entry covers 4 GiB and names at most one arena: an arena of 4 GiB or more is
+     * aligned to its size, a smaller one is alone in its chunk. The smaller one does not
+     * fill it: above its end, the addresses are other mappings of the program's (below
+     * its start too: the callers compare with the start of what they look for). */
+    struct vms__arena *a = atomic_load_explicit(&table[i], memory_order_acquire);
+    if (a && (const char *)addr >= a->hi) return NULL;
+    return a;
 }
 
 /* async-signal-safe: O(1), no locks, no allocation. */
@@ -482,10 +549,10 @@ static void add_totals(struct vms__arena *a, void *ctx)
     size_t opened = atomic_load_explicit(&a->opened, memory_order_acquire);
     long long r = vms__os_resident((uintptr_t)a->lo, (uintptr_t)(a->slots + opened * a->slot_size));
     if (r > 0) t->resident += (size_t)r;
-    /* The read-write part (metadata and opened slots) and the reserved rest; with
-     * mprotect guards each opened slot adds its stack and the guard below it. */
-    t->layout += (opened < a->nslots ? 2 : 1) +
-                 (vms__os_guard_method() == VMS__GUARD_MPROTECT ? 2 * (size_t)opened : 0);
+    /* The read-write part (metadata and opened slots) and the reserved rest, which a
+     * full arena keeps too (its trailing guard is never opened); with mprotect guards
+     * each opened slot adds its stack and the guard below it. */
+    t->layout += 2 + (vms__os_guard_method() == VMS__GUARD_MPROTECT ? 2 * (size_t)opened : 0);
     t->ranges[t->n][0] = (uintptr_t)a->lo;
     t->ranges[t->n][1] = (uintptr_t)a->hi;
     if (++t->n == TOTALS_BATCH) count_mappings(t);

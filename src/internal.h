@@ -105,6 +105,9 @@ VMS_HIDDEN long vms__os_now_ns(void);
  * below an unaligned first try is taken, or align is above size: then size + align for
  * a moment. */
 VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
+/* Reserves exactly [addr, addr + size) (MAP_FIXED_NOREPLACE): 0, -EEXIST where any of it
+ * is mapped already, or the kernel's errno (-ENOMEM under RLIMIT_AS). */
+VMS_HIDDEN int vms__os_reserve_at(void *addr, size_t size);
 /* Address space the process may still map under RLIMIT_AS (ulimit -v): the limit less
  * what is mapped now; SIZE_MAX without a limit. */
 VMS_HIDDEN size_t vms__os_address_room(void);

@@ -162,6 +162,19 @@ static bool reserve_at(char *want, size_t len)
     return false;
 }
 
+/* What every arena reservation gets once placed. */
+static void reserved(char *p, size_t size)
+{
+    /* A transparent huge page would make a whole 2 MiB of idle stacks resident at the
+     * first touch; stacks want 4 KiB granularity. */
+    count_syscall();
+    madvise(p, size, MADV_NOHUGEPAGE);
+    /* Named [anon:vmstack] in /proc/self/maps where the kernel has CONFIG_ANON_VMA_NAME
+     * (Linux 5.17+); harmless failure elsewhere. */
+    count_syscall();
+    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)p, size, (unsigned long)"vmstack");
+}
+
 int vms__os_reserve(size_t size, size_t align, void **out)
 {
     int e = injected(VMS__OP_MMAP);
@@ -205,15 +218,24 @@ int vms__os_reserve(size_t size, size_t align, void **out)
             p = (char *)a;
         }
     }
-    /* A transparent huge page would make a whole 2 MiB of idle stacks resident at the
-     * first touch; stacks want 4 KiB granularity. */
-    count_syscall();
-    madvise(p, size, MADV_NOHUGEPAGE);
-    /* Named [anon:vmstack] in /proc/self/maps where the kernel has CONFIG_ANON_VMA_NAME
-     * (Linux 5.17+); harmless failure elsewhere. */
-    count_syscall();
-    (void)prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)p, size, (unsigned long)"vmstack");
+    reserved(p, size);
     *out = p;
+    return 0;
+}
+
+int vms__os_reserve_at(void *addr, size_t size)
+{
+    int e = injected(VMS__OP_MMAP);
+    if (e) return e;
+    count_syscall();
+    char *q = mmap(addr, size, PROT_NONE, RESERVE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (q == MAP_FAILED) return -errno;
+    if (q != addr) {                         /* before 4.17: taken as a hint, placed elsewhere */
+        count_syscall();
+        munmap(q, size);
+        return -EEXIST;
+    }
+    reserved(q, size);
     return 0;
 }
 

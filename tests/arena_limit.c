@@ -2,7 +2,7 @@
  * arena_limit.c - arenas under a tight RLIMIT_AS (ulimit -v). Reserving an aligned arena
  * must not need more address space than the arena, even for a moment, and one arena
  * must not take all there is: vmstack needs one per size class in use (the alternate
- * signal stacks' and the program's), each at least 4 GiB. Every case sets the limit in
+ * signal stacks' and the program's), each at least 64 MiB. Every case sets the limit in
  * a child.
  */
 #include "internal.h"
@@ -77,15 +77,16 @@ static void two_classes_child(void *arg)
     vms_stack_free(s);
 }
 
-/* 10 GiB of room hold the two 4 GiB arenas a first stack needs: neither reservation
- * may need 8 GiB at once, and the first may not take 8 GiB for itself. */
+/* 10 GiB of room hold the two arenas a first stack needs: the first may not take 8 GiB
+ * for itself (it takes 4 GiB, at most half the room), and neither reservation may need
+ * twice its size at once. The second takes 2 GiB, half the room then left. */
 TEST(two_arenas_fit_under_ulimit_v)
 {
     need_guards();
     no_sanitizer();
     char out[4096];
     tst_run_ok(two_classes_child, NULL, out, sizeof out);
-    ASSERT_STR_CONTAINS(out, "arenas 2 reserved 8 GiB");
+    ASSERT_STR_CONTAINS(out, "arenas 2 reserved 6 GiB");
 }
 
 /* ---- address space exhausted -------------------------------------------------------- */
@@ -231,7 +232,7 @@ TEST(aligned_reserve_with_an_alignment_above_the_size)
 
 /* ---- no room for even one arena ------------------------------------------------------- */
 
-/* ulimit -v with less than the smallest arena (4 GiB) left, or room for one arena (the
+/* ulimit -v with less than the smallest arena (64 MiB) left, or room for one arena (the
  * alternate signal stacks') and not a second: every allocation fails with ENOMEM, and
  * one warning names RLIMIT_AS. Before it, nothing at all was said with room for one
  * arena, and with less only the alternate stack's "Cannot allocate memory". */
@@ -252,13 +253,13 @@ TEST(no_room_for_an_arena_is_said_once)
 {
     need_guards();
     no_sanitizer();
-    static const size_t rooms[] = { GIB, 4 * GIB + GIB / 2 };
+    static const size_t rooms[] = { 32 * VMS_MIB, 96 * VMS_MIB };
     for (int i = 0; i < 2; i++) {
         char out[8192];
         tst_run_ok(no_room_child, (void *)(uintptr_t)rooms[i], out, sizeof out);
         ASSERT_STR_CONTAINS(out, i == 0 ? "ENOMEM, arenas 0\n" : "ENOMEM, arenas 1\n");
         ASSERT_EQ(tst_count(out, "vmstack: warning: cannot reserve address space for a new "
-                                 "arena (4096 MiB, the smallest): RLIMIT_AS (ulimit -v) "
+                                 "arena (64 MiB, the smallest): RLIMIT_AS (ulimit -v) "
                                  "leaves "), 1);
     }
 }
@@ -304,4 +305,268 @@ TEST(map_limit_reached_is_said_once)
     ASSERT_STR_CONTAINS(out, "ENOMEM at the mapping limit\n");
     ASSERT_EQ(tst_count(out, "vmstack: warning: "), 1);
     ASSERT_STR_CONTAINS(out, "the process has reached vm.max_map_count");
+}
+
+/* ---- arenas below 4 GiB ----------------------------------------------------------------- */
+
+/* With less room than two 4 GiB arenas (ulimit -v 1 to 8 GiB, as on shared hosts), arenas
+ * are smaller, down to 64 MiB, each alone in its 4 GiB lookup-table entry. Before, no
+ * program stack could be had there at all. */
+
+static volatile int never;
+static volatile unsigned long sink;
+
+static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
+{
+    volatile char buf[128];
+    buf[n % sizeof buf] = (char)n;
+    if (limit && n >= limit) return buf[n % sizeof buf];
+    if (never) return 0;
+    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
+}
+
+struct job { int index; unsigned long result; int done; };
+
+static void good_fiber(void *arg)
+{
+    struct job *j = arg;
+    unsigned long acc = (unsigned long)j->index;
+    for (int round = 0; round < 3; round++) {
+        acc = acc * 3 + (unsigned long)round + recurse(0, 40) * 0;
+        vms_fiber_yield();
+    }
+    j->result = acc;
+    j->done = 1;
+}
+
+static void bad_fiber(void *arg)
+{
+    (void)arg;
+    vms_fiber_yield();
+    sink += recurse(0, 0);   /* overflows */
+}
+
+struct count { size_t arenas, reserved, layout, largest; };
+
+static void count_arena(struct vms__arena *a, void *ctx)
+{
+    struct count *c = ctx;
+    size_t size = (size_t)(a->hi - a->lo);
+    c->arenas++;
+    c->reserved += size;
+    if (size > c->largest) c->largest = size;
+    /* The read-write part (metadata and opened slots) and the reserved rest with the
+     * trailing guard; with mprotect guards a stack and a guard per opened slot. */
+    c->layout += 2 + (strcmp(vms__arena_guard_method(), "mprotect") == 0
+                          ? 2 * (size_t)atomic_load(&a->opened) : 0);
+}
+
+/* The statistics against the arenas themselves: live stacks, arenas, reserved bytes and
+ * the mappings the layout makes (read by vmstack from /proc/self/maps). */
+static void check_stats(size_t live)
+{
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(30);
+    struct count c = { 0, 0, 0, 0 };
+    vms__arena_each(count_arena, &c);
+    if (st.stacks_live != live || st.arenas != c.arenas || st.reserved_bytes != c.reserved ||
+        st.mappings != c.layout + vms__trace_views()) {
+        printf("stats: live %zu (want %zu), arenas %zu (%zu), reserved %zu (%zu), "
+               "mappings %zu (%zu)\n", st.stacks_live, live, st.arenas, c.arenas,
+               st.reserved_bytes, c.reserved, st.mappings, c.layout + vms__trace_views());
+        exit(31);
+    }
+    if (c.largest >= 4 * GIB) exit(32);
+}
+
+/* The whole life of stacks of two sizes under the limit: allocated, written whole with
+ * their guards in place, freed and handed out again zeroed; 16 fibers, one of which
+ * overflows and is killed alone; the statistics exact throughout; then default stacks
+ * until the address space is gone: ENOMEM, and a stack freed then comes back. */
+static void small_arenas_child(void *arg)
+{
+    limit_address_space((size_t)(uintptr_t)arg);
+    enum { N = 64, FIBERS = 16, BAD = 5 };
+    static const size_t sizes[2] = { 0, 64 * 1024 };
+    static vms_stack *s[2][N];
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++) {
+            s[k][i] = vms_stack_alloc(sizes[k]);
+            if (!s[k][i]) {
+                printf("vms_stack_alloc(%zu) %d: %s\n", sizes[k], i, strerror(errno));
+                exit(10);
+            }
+            char *base = vms_stack_base(s[k][i]);
+            if (vms__os_probe_noaccess(base - 1) != 1 ||
+                vms__os_probe_noaccess(base + vms_stack_size(s[k][i])) != 1)
+                exit(11);
+            memset(base, 0xa5, vms_stack_size(s[k][i]));
+        }
+    check_stats(2 * N);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++) vms_stack_free(s[k][i]);
+    check_stats(0);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++) {
+            s[k][i] = vms_stack_alloc(sizes[k]);
+            if (!s[k][i]) exit(12);
+            const unsigned char *b = vms_stack_base(s[k][i]);
+            for (size_t j = 0; j < vms_stack_size(s[k][i]); j++)
+                if (b[j]) {
+                    printf("a stack handed out again with 0x%x at byte %zu\n", b[j], j);
+                    exit(13);
+                }
+        }
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++) vms_stack_free(s[k][i]);
+
+    struct job jobs[FIBERS];
+    vms_fiber *f[FIBERS];
+    for (int i = 0; i < FIBERS; i++) {
+        jobs[i] = (struct job){ i, 0, 0 };
+        vms_fiber_attr a = { .stack_size = 64 * 1024, .name = i == BAD ? "bad" : "good" };
+        f[i] = vms_fiber_create(i == BAD ? bad_fiber : good_fiber, &jobs[i], &a);
+        if (!f[i]) exit(14);
+    }
+    int killed = 0;
+    for (int round = 0; round < 5; round++)
+        for (int i = 0; i < FIBERS; i++) {
+            int st = vms_fiber_state(f[i]);
+            if (st == VMS_DONE || st == VMS_KILLED) continue;
+            st = vms_fiber_resume(f[i]);
+            if (st < 0) exit(15);
+            if (st == VMS_KILLED) killed += i == BAD ? 1 : 100;
+        }
+    for (int i = 0; i < FIBERS; i++) {
+        unsigned long acc = (unsigned long)i;
+        for (int round = 0; round < 3; round++) acc = acc * 3 + (unsigned long)round;
+        if (i != BAD && (!jobs[i].done || jobs[i].result != acc)) exit(16);
+        vms_fiber_destroy(f[i]);
+    }
+    printf("fibers ok, %d killed\n", killed);
+    fflush(stdout);
+
+    static vms_stack *all[1 << 16];
+    size_t n = 0;
+    for (;;) {
+        if (n == sizeof all / sizeof all[0]) exit(17);   /* never ran out? */
+        errno = 0;
+        all[n] = vms_stack_alloc(0);
+        if (!all[n]) break;
+        ((volatile char *)vms_stack_top(all[n]))[-1] = 1;
+        n++;
+    }
+    if (errno != ENOMEM) exit(18);
+    check_stats(n);
+    vms_stack_free(all[n - 1]);
+    if (!(all[n - 1] = vms_stack_alloc(0))) exit(19);
+    errno = 0;
+    if (vms_stack_alloc(0) || errno != ENOMEM) exit(20);
+    check_stats(n);
+    printf("%zu default stacks, then ENOMEM\n", n);
+}
+
+static void small_arenas(size_t room)
+{
+    need_guards();
+    no_sanitizer();   /* and with it ASan, under which no deliberate overflow runs */
+    char out[16384];
+    tst_run_ok(small_arenas_child, (void *)(uintptr_t)room, out, sizeof out);
+    fputs(out, stdout);
+    ASSERT_STR_CONTAINS(out, "fibers ok, 1 killed\n");
+    ASSERT_EQ(tst_count(out, "vmstack: stack overflow in fiber \"bad\""), 1);
+    ASSERT_STR_CONTAINS(out, "default stacks, then ENOMEM\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: cannot reserve address space for a new "
+                             "arena (64 MiB, the smallest): RLIMIT_AS (ulimit -v) leaves "), 1);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: error");
+}
+
+TEST(small_arenas_under_ulimit_v_1g) { small_arenas(GIB); }
+TEST(small_arenas_under_ulimit_v_4g) { small_arenas(4 * GIB); }
+
+/* Above a small arena's end, in its 4 GiB chunk, the addresses are the program's: a
+ * mapping placed there is not vmstack's. The arena is filled first: a fault above a full
+ * arena's end was taken for one in its trailing guard, and reported. arg: "free" or
+ * "fault"; anything else checks the lookup alone. */
+static void above_end_child(void *arg)
+{
+    const char *what = arg;
+    limit_address_space(GIB);
+    vms_stack *first = vms_stack_alloc(0);   /* two arenas: the alternate stacks' too */
+    if (!first) exit(10);
+    /* One of the two ends inside its chunk: a small arena moved to a chunk of its own
+     * starts it; one the kernel placed ends where the other starts, or above it. */
+    struct vms__arena *pick[2] = { NULL, NULL };
+    size_t chunk = 4 * GIB;
+    size_t npick = 0;
+    struct vms__where w;
+    if (vms__arena_where(vms_stack_base(first), &w) != VMS__WHERE_STACK) exit(11);
+    pick[npick++] = w.arena;
+    /* The alternate stack's arena: the other one. */
+    stack_t ss;
+    if (sigaltstack(NULL, &ss) != 0 || vms__arena_where(ss.ss_sp, &w) != VMS__WHERE_STACK)
+        exit(12);
+    pick[npick++] = w.arena;
+    struct vms__arena *a = NULL;
+    for (size_t i = 0; i < npick; i++)
+        if ((size_t)(pick[i]->hi - pick[i]->lo) < chunk && (uintptr_t)pick[i]->hi % chunk)
+            a = pick[i];
+    if (!a) exit(13);
+    size_t size = vms__arena_class_size(a->cls);
+    for (uint32_t i = 0; i <= a->nslots && atomic_load(&a->opened) < a->nslots; i++)
+        if (!vms_stack_alloc(size)) exit(14);
+    if (atomic_load(&a->opened) != a->nslots) {
+        printf("class %u size %zu: %u of %u slots opened\n", a->cls, size,
+               atomic_load(&a->opened), a->nslots);
+        exit(15);
+    }
+    /* A page of the program's at or above the end, as low as is free. */
+    size_t page = vms__os_page_size();
+    char *p = NULL;
+    for (char *at = a->hi; (uintptr_t)at % chunk; at += 16 * page) {
+        p = mmap(at, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p == at) break;
+        if (p != MAP_FAILED) munmap(p, page);
+        p = NULL;
+    }
+    if (!p) exit(16);
+    if (((uintptr_t)p >> 32) != ((uintptr_t)a->lo >> 32)) exit(17);
+    if (vms__arena_where(a->hi - 1, &w) != VMS__WHERE_TRAILER || w.arena != a) exit(18);
+    if (vms__arena_where(p, &w) != VMS__WHERE_NONE || vms__arena_record(p)) {
+        printf("%p, above the arena [%p, %p), taken for vmstack's\n", (void *)p,
+               (void *)a->lo, (void *)a->hi);
+        exit(19);
+    }
+    printf("above the end: not vmstack's\n");
+    fflush(stdout);
+    if (!strcmp(what, "free")) {
+        if (mprotect(p, page, PROT_READ | PROT_WRITE) != 0) exit(20);
+        vms_stack_free((vms_stack *)p);
+        exit(21);
+    }
+    if (!strcmp(what, "fault")) {
+        *(volatile char *)p = 1;
+        exit(22);
+    }
+}
+
+TEST(above_a_small_arenas_end_is_not_ours)
+{
+    need_guards();
+    no_sanitizer();
+    char out[8192];
+    tst_run_ok(above_end_child, "where", out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "above the end: not vmstack's\n");
+
+    int st = tst_fork(above_end_child, "free", out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "above the end: not vmstack's\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free:");
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+
+    /* The fault is passed on: the default action, and not a word from vmstack. */
+    st = tst_fork(above_end_child, "fault", out, sizeof out);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "above the end: not vmstack's\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }

@@ -566,3 +566,57 @@ TEST(no_proc)
     ASSERT_EQ(tst_count(out, "vmstack: warning: the main thread's stack is not in "
                              "/proc/self/maps"), 1);
 }
+
+/* Without /proc the arenas' mappings are counted from their layout. A full arena is two
+ * mappings as any other: its opened part and its trailing guard, which is never opened
+ * (it was counted as one). Arenas fill quickly under ulimit -v, where they are small:
+ * default stacks until ENOMEM with 1 GiB of room fill the arenas made. */
+struct layout { size_t arenas, full, maps; };
+
+static void count_layout(struct vms__arena *a, void *ctx)
+{
+    struct layout *l = ctx;
+    uint32_t opened = atomic_load(&a->opened);
+    l->arenas++;
+    l->full += opened == a->nslots;
+    l->maps += 2 + (strcmp(vms__arena_guard_method(), "mprotect") == 0 ? 2 * (size_t)opened : 0);
+}
+
+static void no_proc_full_arenas_child(void *arg)
+{
+    (void)arg;
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
+    fclose(f);
+    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + ((size_t)1 << 30));
+    struct rlimit r = { lim, lim };
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    hide_proc();
+    static vms_stack *s[1 << 14];
+    size_t n = 0;
+    while (n < sizeof s / sizeof s[0] && (s[n] = vms_stack_alloc(0))) n++;
+    if (n == sizeof s / sizeof s[0] || errno != ENOMEM) exit(10);
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    ASSERT_EQ(st.stacks_live, n);
+    struct layout l = { 0, 0, 0 };
+    vms__arena_each(count_layout, &l);
+    ASSERT_GE(l.full, 1);
+    ASSERT_EQ(st.arenas, l.arenas);
+    ASSERT_EQ(st.mappings - vms__trace_views(), l.maps);
+    printf("%zu stacks, %zu arenas (%zu full), %zu mappings\n", n, l.arenas, l.full, l.maps);
+}
+
+TEST(no_proc_full_arenas_are_two_mappings)
+{
+    need_guards();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    int st = tst_fork(no_proc_full_arenas_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    ASSERT_STR_CONTAINS(out, " full), ");
+}
