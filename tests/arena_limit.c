@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 #include "test.h"
+#include "task_work.h"
 
 #include <stdint.h>
 #include <sys/mman.h>
@@ -313,38 +314,6 @@ TEST(map_limit_reached_is_said_once)
  * are smaller, down to 64 MiB, each alone in its 4 GiB lookup-table entry. Before, no
  * program stack could be had there at all. */
 
-static volatile int never;
-static volatile unsigned long sink;
-
-static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
-{
-    volatile char buf[128];
-    buf[n % sizeof buf] = (char)n;
-    if (limit && n >= limit) return buf[n % sizeof buf];
-    if (never) return 0;
-    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
-}
-
-struct job { int index; unsigned long result; int done; };
-
-static void good_fiber(void *arg)
-{
-    struct job *j = arg;
-    unsigned long acc = (unsigned long)j->index;
-    for (int round = 0; round < 3; round++) {
-        acc = acc * 3 + (unsigned long)round + recurse(0, 40) * 0;
-        vms_fiber_yield();
-    }
-    j->result = acc;
-    j->done = 1;
-}
-
-static void bad_fiber(void *arg)
-{
-    (void)arg;
-    vms_fiber_yield();
-    sink += recurse(0, 0);   /* overflows */
-}
 
 struct count { size_t arenas, reserved, layout, largest; };
 
@@ -438,9 +407,7 @@ static void small_arenas_child(void *arg)
             if (st == VMS_KILLED) killed += i == BAD ? 1 : 100;
         }
     for (int i = 0; i < FIBERS; i++) {
-        unsigned long acc = (unsigned long)i;
-        for (int round = 0; round < 3; round++) acc = acc * 3 + (unsigned long)round;
-        if (i != BAD && (!jobs[i].done || jobs[i].result != acc)) exit(16);
+        if (i != BAD && (!jobs[i].done || jobs[i].result != job_result(i))) exit(16);
         vms_fiber_destroy(f[i]);
     }
     printf("fibers ok, %d killed\n", killed);

@@ -10,6 +10,7 @@
  * in a child process (tst_fork).
  */
 #include "test.h"
+#include "task_work.h"
 #include "internal.h"
 
 #include <alloca.h>
@@ -26,20 +27,6 @@ static int run_child(void (*fn)(void *), void *arg)
     if (getenv("TASK_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
     return status;
 }
-static volatile int never;
-static volatile unsigned long sink;
-
-/* Recursion that cannot become a loop: a volatile frame per level and a result that
- * depends on the level below. With limit 0 it never stops (until the guard). */
-static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
-{
-    volatile char buf[128];
-    buf[n % sizeof buf] = (char)n;
-    if (limit && n >= limit) return buf[n % sizeof buf];
-    if (never) return 0;
-    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
-}
-
 static void init_report_fd(int fd)
 {
     vms_config cfg;
@@ -47,36 +34,6 @@ static void init_report_fd(int fd)
     cfg.report_fd = fd;
     int e = vms_init(&cfg);
     if (e) TST_FAIL("vms_init: %d", e);
-}
-
-struct job {
-    int index;
-    unsigned long result;
-    int done;
-};
-
-/* A well-behaved fiber: recursion 40 deep, with yields between rounds. The result is
- * computed from values on its own stack, so a kill that disturbed another stack would
- * show up as a wrong result. */
-static void good_fiber(void *arg)
-{
-    struct job *j = arg;
-    volatile unsigned long acc = (unsigned long)j->index;
-    for (int round = 0; round < 3; round++) {
-        acc = acc * 3 + (unsigned long)round;
-        sink += recurse(0, 40);
-        vms_fiber_yield();
-    }
-    j->result = acc;
-    j->done = 1;
-}
-
-static void bad_fiber(void *arg)
-{
-    struct job *j = arg;
-    vms_fiber_yield();
-    sink += recurse(0, 0);                        /* overflows */
-    j->done = 1;                                  /* never reached */
 }
 
 #define NJOBS 1000
@@ -123,9 +80,8 @@ static void child_one_of_thousand(void *arg)
         if (i == BAD) continue;
         ASSERT_EQ(vms_fiber_state(f[i]), VMS_DONE);
         ASSERT_NULL(vms_fiber_oops(f[i]));
-        unsigned long want = (unsigned long)i;
-        for (int round = 0; round < 3; round++) want = want * 3 + (unsigned long)round;
-        if (jobs[i].result != want) TST_FAIL("job %d: %lu, want %lu", i, jobs[i].result, want);
+        if (jobs[i].result != job_result(i))
+            TST_FAIL("job %d: %lu, want %lu", i, jobs[i].result, job_result(i));
     }
     for (int i = 0; i < NJOBS; i++) vms_fiber_destroy(f[i]);
     /* The thread keeps working: new fibers run, and a second overflow is caught too. */

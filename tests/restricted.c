@@ -12,6 +12,7 @@
  */
 #include "internal.h"
 #include "test.h"
+#include "task_work.h"
 #include "seccomp_filter.h"
 
 #include <pthread.h>
@@ -42,17 +43,6 @@
 #endif
 #define FIBERS_OK (OVERFLOWS ? "fibers ok, 1 killed\n" : "fibers ok, 0 killed\n")
 
-static volatile int never;
-static volatile unsigned long sink;
-
-static NOIPA unsigned long recurse(unsigned long n, unsigned long limit)
-{
-    volatile char buf[128];
-    buf[n % sizeof buf] = (char)n;
-    if (limit && n >= limit) return buf[n % sizeof buf];
-    if (never) return 0;
-    return recurse(n + 1, limit) + buf[(n * 7) % sizeof buf];
-}
 
 /* ---- the workload ------------------------------------------------------------------- */
 
@@ -95,36 +85,10 @@ static void stacks_work(void)
     printf("resident after free %zu\n", st.resident_bytes);
 }
 
-struct job { int index; unsigned long result; int done; };
-
-static void good_fiber(void *arg)
-{
-    struct job *j = arg;
-    unsigned long acc = (unsigned long)j->index;
-    for (int round = 0; round < 3; round++) {
-        acc = acc * 3 + (unsigned long)round + recurse(0, 40) * 0;
-        vms_fiber_yield();
-    }
-    j->result = acc;
-    j->done = 1;
-}
-
-static void bad_fiber(void *arg)
-{
-    (void)arg;
-    vms_fiber_yield();
-    sink += recurse(0, 0);   /* overflows */
-}
 
 #define NFIBERS 16
 #define BAD 5
 
-static unsigned long expected(int i)
-{
-    unsigned long acc = (unsigned long)i;
-    for (int round = 0; round < 3; round++) acc = acc * 3 + (unsigned long)round;
-    return acc;
-}
 
 /* 16 fibers, one overflows: resumes return VMS_KILLED for it alone. Returns the first
  * negative resume result instead, for the cases where no fiber may run. */
@@ -157,7 +121,7 @@ static int fibers_work(bool overflow)
     for (int i = 0; i < NFIBERS; i++) {
         if (overflow && i == BAD) continue;
         ASSERT_EQ(jobs[i].done, 1);
-        ASSERT_UEQ(jobs[i].result, expected(i));
+        ASSERT_UEQ(jobs[i].result, job_result(i));
     }
     for (int i = 0; i < NFIBERS; i++) vms_fiber_destroy(f[i]);
     printf("fibers ok, %d killed\n", killed);
