@@ -39,6 +39,7 @@
 
 static atomic_size_t taint_count;
 static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
+static atomic_ulong report_takes;     /* times report_lock took it (a waiter's clock) */
 
 /* The hook and its argument, read by reports as one pair without a lock: a hook is
  * never called with another hook's ctx, and once vms_set_oops_hook has returned the
@@ -200,15 +201,32 @@ long vms__oops_lock_wait_ms = LOCK_WAIT_MS;
 enum { LOCK_TAKEN, LOCK_MINE, LOCK_WAITED_OUT };
 
 /* async-signal-safe: an owner that no longer exists (it died, or this is a child forked
- * during a report) is replaced. *owner_out is the owner waited for (LOCK_WAITED_OUT). */
+ * during a report) is replaced. *owner_out is the owner waited for (LOCK_WAITED_OUT).
+ * The wait is for one report: it starts again whenever the lock changes hands. Counted
+ * over every report ahead, it ran out in a storm of overflows behind a slow oops hook
+ * (or under Valgrind) while no report was stuck at all: the last reporters said that a
+ * report "did not end", walked by frame pointers only, and wrote their reports without
+ * the lock, line by line into each other's. */
 static int report_lock(long tid, long *owner_out)
 {
+    unsigned long seen = atomic_load(&report_takes);
     for (long waited = 0;; waited++) {
         long owner = 0;
-        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
+        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+            atomic_fetch_add(&report_takes, 1);
+            return LOCK_TAKEN;
+        }
         if (owner == tid) return LOCK_MINE;
+        unsigned long takes = atomic_load(&report_takes);
+        if (takes != seen) {   /* another report (of the same thread, maybe) since */
+            seen = takes;
+            waited = 0;
+        }
         if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
-            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
+            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+                atomic_fetch_add(&report_takes, 1);
+                return LOCK_TAKEN;
+            }
             continue;
         }
         if (waited >= vms__oops_lock_wait_ms) {
