@@ -899,9 +899,12 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
 
     struct out o;
     out_open(&o);
-    size_t tainted = atomic_fetch_add(&taint_count, 1);
     long stuck = 0;
     int taken = report_lock(f->tid, &stuck);
+    /* Counted once the lock is this report's: in a storm, "tainted N" then says how many
+     * reports came before this one in the output (counted before the lock, the second
+     * report written said 51 in a storm of 64 threads, and the first could say 1). */
+    size_t tainted = atomic_fetch_add(&taint_count, 1);
     vms__trace_report_begin();
 
     /* The walk comes first: the unsafe-kill decision needs it, and its frames fill

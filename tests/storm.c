@@ -68,7 +68,8 @@ static int cpus(void)
 
 /* Checks that the reports in s are whole: each starts with a "stack overflow in"
  * line and ends with the "killed" line of the same task, with only vmstack's lines
- * between, and no report starts inside another. Returns how many there were. */
+ * between, no report starts inside another, and the "tainted" count of each is the
+ * number of reports written before it. Returns how many there were. */
 static int whole_reports(const char *s)
 {
     static const char open_[] = "vmstack: stack overflow in ";
@@ -95,6 +96,11 @@ static int whole_reports(const char *s)
                          line);
             inside = false;
             reports++;
+        } else if (inside && strncmp(line, "vmstack:  pc ", 13) == 0) {
+            /* Each report counts the ones written before it. */
+            const char *t = strstr(line, " tainted ");
+            if (!t || t > end || strtol(t + 9, NULL, 10) != reports)
+                TST_FAIL("report %d of the output says:\n%.*s", reports, len, line);
         } else if (inside && strncmp(line, "vmstack: ", 9) != 0) {
             TST_FAIL("a foreign line inside the report of %s:\n%.*s", task, len, line);
         } else if (strncmp(line, "vmstack: aborting", 17) == 0) {
