@@ -120,6 +120,7 @@ static void fork_report_lock(void)
 {
     long tid = vms__sigsafe_gettid();
     long start = -1;
+    unsigned long seen = atomic_load(&report_takes);
     fork_took_report = false;
     for (;;) {
         long owner = 0;
@@ -128,6 +129,13 @@ static void fork_report_lock(void)
             return;
         }
         if (owner == tid) return;
+        /* Like a report's, the wait is for one report: in a storm behind a slow hook,
+         * counted over all of them, it ran out and the fork went on inside a report. */
+        unsigned long takes = atomic_load(&report_takes);
+        if (takes != seen) {
+            seen = takes;
+            start = -1;
+        }
         if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
             if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
                 fork_took_report = true;

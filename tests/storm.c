@@ -385,13 +385,17 @@ TEST(storm_while_other_threads_are_inside_vmstack)
 #define HOOK_MS 40
 static atomic_int hook_calls;
 
+static atomic_int in_hook;
+
 static void slow_hook(const vms_oops *o, void *ctx)
 {
     (void)o;
     (void)ctx;
+    atomic_store(&in_hook, 1);
     atomic_fetch_add(&hook_calls, 1);
     struct timespec ts = { 0, HOOK_MS * 1000000L };
     while (nanosleep(&ts, &ts) != 0) {}   /* async-signal-safe */
+    atomic_store(&in_hook, 0);
 }
 
 static void slow_hook_child(void *arg)
@@ -428,6 +432,43 @@ TEST(storm_behind_a_slow_oops_hook_waits_for_each_report)
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "killed 12 hooks 12\n");
     ASSERT_STR_NOT_CONTAINS(out, "did not end within");
+    ASSERT_EQ(whole_reports(out), 12);
+}
+
+/* fork during a storm behind the slow hook waits for the report in flight, however many
+ * came before it: a child made inside a report (here: inside its hook) inherits locks
+ * the report holds (libunwind's), by a thread the child does not have. */
+static void fork_in_storm_child(void *arg)
+{
+    (void)arg;
+    init_with(16 * 1024);
+    vms_set_oops_hook(slow_hook, NULL);
+    vms__oops_fork_wait_ms = 3 * HOOK_MS;
+    int n = 12, inside = 0, forks = 0;
+    pthread_barrier_init(&barrier, NULL, (unsigned)n);
+    pthread_t t[12];
+    for (int i = 0; i < n; i++)
+        if (vms_thread_create(&t[i], NULL, storm_thread, (void *)(intptr_t)(2 * i)) != 0)
+            _exit(10);
+    while (atomic_load(&hook_calls) < 1) sched_yield();
+    while (atomic_load(&hook_calls) < n) {
+        pid_t p = fork();
+        if (p == 0) _exit(atomic_load(&in_hook));
+        int st;
+        if (p < 0 || waitpid(p, &st, 0) != p || !WIFEXITED(st)) _exit(11);
+        inside += WEXITSTATUS(st) != 0;
+        forks++;
+    }
+    for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
+    printf("forks %s inside a report %d\n", forks > 0 ? "made" : "none", inside);
+}
+
+TEST(fork_in_a_storm_waits_for_each_report)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(fork_in_storm_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "forks made inside a report 0\n");
     ASSERT_EQ(whole_reports(out), 12);
 }
 
