@@ -39,6 +39,7 @@
 
 static atomic_size_t taint_count;
 static atomic_long report_owner;      /* kernel tid of the reporting thread, 0 = free */
+static atomic_ulong report_takes;     /* times report_lock took it (a waiter's clock) */
 
 /* The hook and its argument, read by reports as one pair without a lock: a hook is
  * never called with another hook's ctx, and once vms_set_oops_hook has returned the
@@ -119,6 +120,7 @@ static void fork_report_lock(void)
 {
     long tid = vms__sigsafe_gettid();
     long start = -1;
+    unsigned long seen = atomic_load(&report_takes);
     fork_took_report = false;
     for (;;) {
         long owner = 0;
@@ -127,6 +129,13 @@ static void fork_report_lock(void)
             return;
         }
         if (owner == tid) return;
+        /* Like a report's, the wait is for one report: in a storm behind a slow hook,
+         * counted over all of them, it ran out and the fork went on inside a report. */
+        unsigned long takes = atomic_load(&report_takes);
+        if (takes != seen) {
+            seen = takes;
+            start = -1;
+        }
         if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
             if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
                 fork_took_report = true;
@@ -200,15 +209,32 @@ long vms__oops_lock_wait_ms = LOCK_WAIT_MS;
 enum { LOCK_TAKEN, LOCK_MINE, LOCK_WAITED_OUT };
 
 /* async-signal-safe: an owner that no longer exists (it died, or this is a child forked
- * during a report) is replaced. *owner_out is the owner waited for (LOCK_WAITED_OUT). */
+ * during a report) is replaced. *owner_out is the owner waited for (LOCK_WAITED_OUT).
+ * The wait is for one report: it starts again whenever the lock changes hands. Counted
+ * over every report ahead, it ran out in a storm of overflows behind a slow oops hook
+ * (or under Valgrind) while no report was stuck at all: the last reporters said that a
+ * report "did not end", walked by frame pointers only, and wrote their reports without
+ * the lock, line by line into each other's. */
 static int report_lock(long tid, long *owner_out)
 {
+    unsigned long seen = atomic_load(&report_takes);
     for (long waited = 0;; waited++) {
         long owner = 0;
-        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
+        if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+            atomic_fetch_add(&report_takes, 1);
+            return LOCK_TAKEN;
+        }
         if (owner == tid) return LOCK_MINE;
+        unsigned long takes = atomic_load(&report_takes);
+        if (takes != seen) {   /* another report (of the same thread, maybe) since */
+            seen = takes;
+            waited = 0;
+        }
         if (syscall(SYS_tgkill, (long)getpid(), owner, 0) < 0 && errno == ESRCH) {
-            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) return LOCK_TAKEN;
+            if (atomic_compare_exchange_strong(&report_owner, &owner, tid)) {
+                atomic_fetch_add(&report_takes, 1);
+                return LOCK_TAKEN;
+            }
             continue;
         }
         if (waited >= vms__oops_lock_wait_ms) {
@@ -881,9 +907,12 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
 
     struct out o;
     out_open(&o);
-    size_t tainted = atomic_fetch_add(&taint_count, 1);
     long stuck = 0;
     int taken = report_lock(f->tid, &stuck);
+    /* Counted once the lock is this report's: in a storm, "tainted N" then says how many
+     * reports came before this one in the output (counted before the lock, the second
+     * report written said 51 in a storm of 64 threads, and the first could say 1). */
+    size_t tainted = atomic_fetch_add(&taint_count, 1);
     vms__trace_report_begin();
 
     /* The walk comes first: the unsafe-kill decision needs it, and its frames fill

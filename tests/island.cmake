@@ -23,3 +23,6 @@ vms_test(trace_dlopen GUARDS LABELS death COMPILE_OPTIONS -fno-omit-frame-pointe
 target_compile_definitions(test_trace_dlopen PRIVATE PLUGIN_PATH="$<TARGET_FILE:vms_test_plugin>")
 target_link_libraries(test_trace_dlopen PRIVATE ${CMAKE_DL_LIBS})
 add_dependencies(test_trace_dlopen vms_test_plugin)
+# Overflow storms: many tasks overflowing at once, behind a slow hook, in a loop.
+vms_test(storm GUARDS LABELS death stress COMPILE_OPTIONS -fno-omit-frame-pointer TIMEOUT 300)
+vms_test(storm GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
