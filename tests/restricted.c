@@ -620,3 +620,46 @@ TEST(no_proc_full_arenas_are_two_mappings)
         TST_FAIL("child failed (status 0x%x):\n%s", st, out);
     ASSERT_STR_CONTAINS(out, " full), ");
 }
+
+/* Without /proc the address space in use is unknown. Under ulimit -v with less room
+ * than the smallest arena, the warning gives the limit and says the use is unknown: it
+ * said the whole limit was left ("leaves 1234 MiB" with 32 MiB free), an unreadable
+ * /proc/self/statm read as nothing mapped. */
+static void no_proc_rlimit_as_child(void *arg)
+{
+    (void)arg;
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
+    fclose(f);
+    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + 32 * VMS_MIB);
+    struct rlimit r = { lim, lim };
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    hide_proc();
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        if (vms_stack_alloc(0) || errno != ENOMEM) exit(10);
+    }
+    printf("ENOMEM; limit %zu MiB\n", (size_t)(lim >> 20));
+}
+
+TEST(no_proc_rlimit_as_use_unknown)
+{
+    need_guards();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    int st = tst_fork(no_proc_rlimit_as_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    const char *l = strstr(out, "ENOMEM; limit ");
+    ASSERT_NOT_NULL(l);
+    char want[200];
+    snprintf(want, sizeof want, "vmstack: warning: cannot reserve address space for a new "
+             "arena (64 MiB, the smallest): RLIMIT_AS (ulimit -v) is %zu MiB, how much of "
+             "it is in use is unknown (/proc/self/statm unreadable)",
+             (size_t)strtoul(l + strlen("ENOMEM; limit "), NULL, 10));
+    ASSERT_EQ(tst_count(out, want), 1);
+    ASSERT_STR_NOT_CONTAINS(out, " leaves ");
+}
