@@ -118,11 +118,20 @@ static void warn_open_enomem(int method);
  * alone did not say that the limit, not memory, was short (when arenas were 4 GiB or
  * more, with ulimit -v 8 GiB the alternate signal stacks' arena fit and no program stack
  * could be had, without a word). */
-static void warn_no_room(size_t room, size_t min_size)
+static void warn_no_room(size_t room, bool known, size_t min_size)
 {
     static atomic_int warned;
     size_t min_mib = min_size >> 20;
-    if (room != SIZE_MAX)
+    if (room != SIZE_MAX && !known)
+        /* No /proc/self/statm: it said the whole limit was left, as if nothing were
+         * mapped. */
+        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
+                           "the smallest): RLIMIT_AS (ulimit -v) is %zu MiB, how much of it "
+                           "is in use is unknown (/proc/self/statm unreadable); every stack "
+                           "size in use (the alternate signal stacks' is one) needs an arena "
+                           "of its own: stack allocation fails with ENOMEM", min_mib,
+                           room >> 20);
+    else if (room != SIZE_MAX)
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): RLIMIT_AS (ulimit -v) leaves %zu MiB; every stack "
                            "size in use (the alternate signal stacks' is one) needs an arena "
@@ -205,7 +214,8 @@ static int arena_create(unsigned cls, struct vms__arena **out)
      * (but never less than the class's smallest arena): the first arena would otherwise
      * take the largest size that fits and leave the other size classes, and the program,
      * without room. */
-    size_t room = vms__os_address_room();
+    bool room_known;
+    size_t room = vms__os_address_room(&room_known);   /* the limit, where use is unknown */
     while (start > least && ((size_t)1 << start) > room / 2) start--;
     for (unsigned shift = start; shift >= least; shift--) {
         size = (size_t)1 << shift;
@@ -219,7 +229,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     }
     if (e) {
         if (e == -EINVAL) e = -ENOMEM;
-        if (e == -ENOMEM) warn_no_room(room, (size_t)1 << least);
+        if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least);
         return e;
     }
     uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
@@ -240,7 +250,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         vms__os_release(lo, size);
         e = moves++ < PLACE_TRIES ? reserve_in_own_chunk(first, size, &lo) : -ENOMEM;
         if (e) {
-            if (e == -ENOMEM) warn_no_room(room, (size_t)1 << least);
+            if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least);
             return e;
         }
         first = last = (uintptr_t)lo >> TABLE_SHIFT;

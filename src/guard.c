@@ -83,7 +83,6 @@ static VMS_TLS struct {
     int state;
     int depth;                  /* reports in progress on this thread (0 or 1) */
     int sig;                    /* the signal of the fault being reported */
-    bool told;                  /* the missing alternate stack was reported */
     bool task_thread;           /* set up by the task layer's thread start */
     struct vms_stack *given;    /* the alternate stack its creator took for it */
     struct vms_stack *alt;      /* its alternate stack, freed by alt_release at its exit */
@@ -806,20 +805,27 @@ int vms__guard_task_thread_init(struct vms_stack *alt)
     return e;
 }
 
-/* Says that a thread has no alternate signal stack: once per thread (the task layer
- * asks again before every resume) and once per process, since every thread usually
- * meets the same refusal (a seccomp profile that forbids sigaltstack): a line or two per
- * thread buried the program's own output. */
-static void tell_no_alt_stack(const char *what, int e)
+/* Says that a thread has no alternate signal stack: once per cause (what failed, and its
+ * errno) for the whole process. The task layer asks again before every resume, and
+ * every thread usually meets the same refusal (a seccomp profile that forbids
+ * sigaltstack): a line or two per thread buried the program's own output. A different
+ * cause is said too: it was once for everything, so a thread refused for another
+ * reason (no memory for the stack, after sigaltstack's EPERM) said nothing. */
+enum { NO_ALT_ALLOC, NO_ALT_SIGALTSTACK, NO_ALT_WHATS };
+#define NO_ALT_ERRNOS 160   /* Linux's errnos are below 134; any above share the last */
+
+static void tell_no_alt_stack(int what, int e)
 {
-    static atomic_int told_process;
-    if (self.told) return;
-    self.told = true;
-    if (atomic_exchange(&told_process, 1)) return;
+    static atomic_bool told[NO_ALT_WHATS][NO_ALT_ERRNOS];
+    int n = -e;
+    if (n < 0 || n >= NO_ALT_ERRNOS) n = NO_ALT_ERRNOS - 1;
+    if (atomic_exchange(&told[what][n], true)) return;
     vms__log_error("%s for thread %ld (%s): a stack overflow on a thread without one "
                    "cannot be reported and kills the process; fibers are not run there "
-                   "(vms_fiber_resume returns the error). Said once for all threads",
-                   what, vms__sigsafe_gettid(), strerror(-e));
+                   "(vms_fiber_resume returns the error). Said once for all threads, for "
+                   "this error", what == NO_ALT_ALLOC ? "no alternate signal stack"
+                                                     : "sigaltstack failed",
+                   vms__sigsafe_gettid(), strerror(-e));
 }
 
 int vms__guard_thread_init(void)
@@ -858,12 +864,12 @@ int vms__guard_thread_init(void)
     if (!st) st = vms__stack_alloc_internal(vms__guard_alt_size(), true);
     if (!st) {
         e = -errno;
-        tell_no_alt_stack("no alternate signal stack", e);
+        tell_no_alt_stack(NO_ALT_ALLOC, e);
         goto done;
     }
     e = set_alt_stack(st, need);
     if (e < 0) {
-        tell_no_alt_stack("sigaltstack failed", e);
+        tell_no_alt_stack(NO_ALT_SIGALTSTACK, e);
         vms__stack_free(st);
         goto done;
     }

@@ -239,20 +239,27 @@ int vms__os_reserve_at(void *addr, size_t size)
     return 0;
 }
 
-size_t vms__os_address_room(void)
+size_t vms__os_address_room(bool *known)
 {
     struct rlimit r;
+    *known = true;
     count_syscall();
     if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
-    /* statm's first field: the address space in use, in pages (VmSize). */
+    size_t limit = r.rlim_cur > SIZE_MAX ? SIZE_MAX : (size_t)r.rlim_cur;
+    /* statm's first field: the address space in use, in pages (VmSize). Without it (no
+     * /proc) the use is unknown, and the limit is only an upper bound of the room: it
+     * was taken for the room itself, as if nothing were mapped. */
     unsigned long pages = 0;
     FILE *f = fopen("/proc/self/statm", "re");
-    if (f) {
-        if (fscanf(f, "%lu", &pages) != 1) pages = 0;
-        fclose(f);
+    if (!f) {
+        *known = false;
+        return limit;
     }
+    if (fscanf(f, "%lu", &pages) != 1) *known = false;
+    fclose(f);
+    if (!*known) return limit;
     size_t used = (size_t)pages * vms__os_page_size();
-    return r.rlim_cur > used ? (size_t)(r.rlim_cur - used) : 0;
+    return limit > used ? limit - used : 0;
 }
 
 int vms__os_release(void *addr, size_t size)

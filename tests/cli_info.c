@@ -270,6 +270,42 @@ TEST(unreadable_proc_files_are_unknown)
 #endif
 }
 
+/* tst_fork's child: `vmstack info` with mprotect guards where vm.max_map_count reads as
+ * 16 (a file bound over /proc/sys/vm/max_map_count), fewer than the mappings any
+ * process has. */
+static void low_map_limit_exec(void *arg)
+{
+    (void)arg;
+    cli_hide(NULL, NULL);
+    char path[] = "/tmp/vmstack-maxmap-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, "16\n", 3) != 3) _exit(CLI_CANNOT_HIDE);
+    close(fd);
+    int e = mount(path, "/proc/sys/vm/max_map_count", NULL, MS_BIND, NULL);
+    unlink(path);
+    if (e != 0) _exit(CLI_CANNOT_HIDE);
+    const char *env[] = { "VMSTACK_GUARD_METHOD=mprotect", NULL };
+    struct info_run r = { env, NULL, NULL, NULL };
+    info_exec(&r);
+}
+
+/* With more mappings of its own than vm.max_map_count less the part left to the rest of
+ * the program, info would say "about -17" stacks: it says 0. */
+TEST(stacks_before_the_limit_never_negative)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("this build has the direct backend (VMSTACK_VMAP=OFF): no guard method is used");
+#else
+    int st = tst_fork(low_map_limit_exec, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == CLI_CANNOT_HIDE)
+        SKIP("no user and mount namespace to fake vm.max_map_count in");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info failed:\n%s", out);
+    assert_value("vm.max_map_count", "16\n");
+    ASSERT_GT(atol(value_of("mappings in this process")), 16);
+    assert_value("stacks before the limit", "about 0 (two mappings each; 1 mappings are left");
+#endif
+}
+
 /* tst_fork's child: `vmstack info` with a getauxval that has no AT_MINSIGSTKSZ. */
 static __attribute__((unused)) void noauxv_exec(void *arg)
 {

@@ -9,5 +9,5 @@ vms_test(os_probe LABELS unit)
 vms_test(arena_limit LABELS unit)
 vms_test(cache_nokey LABELS unit)
 # Restricted environments: system calls refused by a seccomp filter, low limits.
-vms_test(restricted LABELS unit death GUARDS)
-vms_test(restricted LABELS unit death GUARDS VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
+vms_test(restricted LABELS unit death cross GUARDS)
+vms_test(restricted LABELS unit death cross GUARDS VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)

@@ -1233,6 +1233,50 @@ TEST(sigaltstack_failure_is_a_clear_error)
     ASSERT_STR_CONTAINS(out, want);
 }
 
+/* Each distinct cause is said once for the process: a thread refused for a reason
+ * already said says nothing, one refused for another reason says it. It was once for
+ * everything: after a first thread's ENOMEM, a later thread's EINVAL said nothing. */
+static void *altstack_fails_with(void *arg)
+{
+    vms__os_inject(VMS__OP_SIGALTSTACK, 1, (int)(intptr_t)arg, true);
+    int e = vms__guard_thread_init();
+    int e2 = vms__guard_thread_init();       /* asked again by the same thread */
+    vms__os_inject_clear();
+    printf("thread %d %d\n", e, e2);
+    fflush(stdout);
+    return NULL;
+}
+
+static void altstack_causes_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    static const int errs[] = { ENOMEM, ENOMEM, EINVAL, ENOMEM, EINVAL };
+    for (int i = 0; i < 5; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, altstack_fails_with, (void *)(intptr_t)errs[i]) != 0)
+            _exit(10);
+        pthread_join(t, NULL);
+    }
+}
+
+TEST(sigaltstack_failure_said_once_per_cause)
+{
+    NEED_FAULT_INJECTION();
+    int st = run_child(altstack_causes_child, NULL);
+    ASSERT_EXITED(st, 0);
+    char want[96];
+    snprintf(want, sizeof want, "thread %d %d\n", -ENOMEM, -ENOMEM);
+    ASSERT_EQ(tst_count(out, want), 3);
+    snprintf(want, sizeof want, "thread %d %d\n", -EINVAL, -EINVAL);
+    ASSERT_EQ(tst_count(out, want), 2);
+    ASSERT_EQ(tst_count(out, "vmstack: error: sigaltstack failed for thread "), 2);
+    snprintf(want, sizeof want, " (%s): a stack overflow on a thread", strerror(ENOMEM));
+    ASSERT_EQ(tst_count(out, want), 1);
+    snprintf(want, sizeof want, " (%s): a stack overflow on a thread", strerror(EINVAL));
+    ASSERT_EQ(tst_count(out, want), 1);
+}
+
 /* The first vms_stack_alloc of a thread also gives it its alternate signal stack. When
  * that fails (no memory at that moment: the error line says overflows on the thread
  * cannot be reported), a later vms_stack_alloc that succeeds must try again: this
