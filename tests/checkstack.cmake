@@ -46,6 +46,26 @@ if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
     DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/leaf.c
     COMMENT "checkstack test input libleaf.so" VERBATIM)
   list(APPEND CS_OUTPUTS ${o}-stripped.so)
+  # -O2 objects for the ELF decoder: cold parts split off their functions (cold.c) and
+  # arguments pushed for calls behind a branch, before the first call (pushargs.c).
+  foreach(n cold pushargs)
+    set(o ${CS_INPUT_DIR}/o2/${n})
+    add_custom_command(OUTPUT ${o}.o ${o}.su
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/o2
+      COMMAND ${CMAKE_C_COMPILER} -O2 -fstack-usage -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c -o ${o}.o
+      DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/${n}.c
+      COMMENT "checkstack test input ${n}.c (gcc -O2 -fstack-usage)" VERBATIM)
+    list(APPEND CS_OUTPUTS ${o}.o)
+  endforeach()
+  # A linked program: the C runtime's functions without a symbol size come first.
+  set(o ${CS_INPUT_DIR}/exe/prog)
+  add_custom_command(OUTPUT ${o} ${o}.su
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${CS_INPUT_DIR}/exe
+    COMMAND ${CMAKE_C_COMPILER} ${CS_INPUT_FLAGS} -c ${CMAKE_CURRENT_LIST_DIR}/checkstack/prog.c -o ${o}.o
+    COMMAND ${CMAKE_C_COMPILER} ${o}.o -o ${o}
+    DEPENDS ${CMAKE_CURRENT_LIST_DIR}/checkstack/prog.c
+    COMMENT "checkstack test input prog.c, linked" VERBATIM)
+  list(APPEND CS_OUTPUTS ${o})
   # An object with data and no function: nothing to report, which is an error.
   set(o ${CS_INPUT_DIR}/data/nofunc)
   add_custom_command(OUTPUT ${o}.o

@@ -271,8 +271,15 @@ uint64_t cs_x86_64_frame(const unsigned char *c, size_t len)
         if (kind == 5) {
             total = cs_add_sat(total, (uint64_t)d);
             probe_loop = 1;
-        } else if (kind == 6) {
+        } else if (kind == 6 && probe_loop) {
             probe_loop = 0; /* jne back to the probing loop's sub */
+        } else if (made && ((in.map == 0 && in.op >= 0x70 && in.op <= 0x7f) ||
+                            (in.map == 1 && in.op >= 0x80 && in.op <= 0x8f))) {
+            /* A conditional branch once the frame is made: the prologue is over. What
+             * follows before the first call (pushes, `sub $8` for alignment) is that
+             * call's arguments, which the body walk counts; counted here as well, they
+             * would be added twice. */
+            body = 1;
         } else if (kind == 4) {
             /* and $-N,%rsp realigns: gcc counts the frame so far rounded up to N. */
             if (d < 0 && d >= -4096) total = (total + (uint64_t)-d - 1) & ~((uint64_t)-d - 1);
@@ -380,9 +387,98 @@ void cs_frames_free(struct cs_frames *fr)
         return -1;                                                  \
     } while (0)
 
+/* The length of the parent's name when name is a cold part gcc split off a function
+ * ("f.cold", "f.cold.3", "f.constprop.0.cold"), else 0. */
+static size_t cold_parent_len(const char *name)
+{
+    const char *c = strstr(name, ".cold");
+    while (c) {
+        const char *e = c + 5;
+        if (*e == '.' && e[1]) {
+            for (e++; *e >= '0' && *e <= '9'; e++) {}
+        }
+        if (*e == '\0' && c > name) return (size_t)(c - name);
+        c = strstr(c + 1, ".cold");
+    }
+    return 0;
+}
+
+static int cmp_frame_name(const void *a, const void *b)
+{
+    return strcmp((*(struct cs_frame *const *)a)->name, (*(struct cs_frame *const *)b)->name);
+}
+
+/* At -O2 gcc moves a function's unlikely code (paths that end in a noreturn or cold
+ * call) into a cold part, "f.cold", elsewhere in .text. It runs on f's frame, is
+ * entered by a jump (no return address of its own) and may push more, for example
+ * before its call: gcc's -fstack-usage counts that in f. So each cold part found with
+ * its parent in v[first..n) adds what it pushes beyond the entry (its decoded frame
+ * less ret_addr, the return address the decoder assumed) to the parent, and is dropped
+ * from the list. Assuming f's whole frame is in place at the jump is safe: at worst it
+ * counts a prologue twice. A cold part whose parent is not in the file stays. */
+static int fold_cold_parts(struct cs_frames *out, size_t first, uint64_t ret_addr)
+{
+    size_t n = out->n - first, ncold = 0;
+    struct cs_frame **idx;
+    for (size_t i = first; i < out->n; i++) ncold += cold_parent_len(out->v[i].name) != 0;
+    if (!ncold) return 0;
+    if (!(idx = malloc(n * sizeof *idx))) return -1;
+    for (size_t i = 0; i < n; i++) idx[i] = &out->v[first + i];
+    qsort(idx, n, sizeof *idx, cmp_frame_name);
+    unsigned char *drop = calloc(n, 1);
+    if (!drop) {
+        free(idx);
+        return -1;
+    }
+    for (size_t i = first; i < out->n; i++) {
+        size_t plen = cold_parent_len(out->v[i].name);
+        if (!plen) continue;
+        /* Binary search for the parent's exact name among the file's functions. */
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            const char *m = idx[mid]->name;
+            int c = strncmp(m, out->v[i].name, plen);
+            if (c == 0 && m[plen]) c = 1;
+            if (c < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        /* In a linked program, statics of several files may share the name: which
+         * one the part belongs to is not known, so each of them gets it (safe). */
+        uint64_t extra = out->v[i].bytes > ret_addr ? out->v[i].bytes - ret_addr : 0;
+        for (; lo < n && !strncmp(idx[lo]->name, out->v[i].name, plen) && !idx[lo]->name[plen];
+             lo++) {
+            idx[lo]->bytes = cs_add_sat(idx[lo]->bytes, extra);
+            drop[i - first] = 1;
+        }
+    }
+    size_t k = first;
+    for (size_t i = first; i < out->n; i++) {
+        if (drop[i - first]) free(out->v[i].name);
+        else out->v[k++] = out->v[i];
+    }
+    out->n = k;
+    free(drop);
+    free(idx);
+    return 0;
+}
+
+/* Where a symbol starts: its section and value, for finding where the next one does. */
+struct sym_start {
+    uint64_t shndx, value;
+};
+
+static int cmp_start(const void *a, const void *b)
+{
+    const struct sym_start *x = a, *y = b;
+    if (x->shndx != y->shndx) return x->shndx < y->shndx ? -1 : 1;
+    return x->value < y->value ? -1 : x->value > y->value;
+}
+
 int cs_parse_elf(struct cs_frames *out, const unsigned char *b, size_t len,
                  const char *file, char *err, size_t errsz)
 {
+    size_t first = out->n;
     if (len < 4 || memcmp(b, "\177ELF", 4) != 0) FAIL("%s: not an ELF file", file);
     if (len < 64) FAIL("%s: truncated ELF: %zu bytes, shorter than the 64-byte header", file, len);
     if (b[4] != 2) FAIL("%s: 32-bit ELF is not supported (only 64-bit x86-64 and aarch64)", file);
@@ -430,6 +526,30 @@ int cs_parse_elf(struct cs_frames *out, const unsigned char *b, size_t len,
     const char *strtab = (const char *)b + stroff;
     int is_rel = rd16(b + 16) == 1; /* ET_REL: symbol values are section offsets */
 
+    /* A symbol without a size (crt's frame_dummy and register_tm_clones, hand-written
+     * assembly) ends where the next symbol of its section starts: decoding past that
+     * would read the next function's prologue as its own. So the starts of all
+     * symbols are sorted by section and value, and searched for the next one. */
+    size_t nsyms = (size_t)(symsize / 24), nstarts = 0;
+    struct sym_start *starts = malloc((nsyms ? nsyms : 1) * sizeof *starts);
+    if (!starts) FAIL("%s: out of memory", file);
+    for (size_t s = 1; s < nsyms; s++) {
+        const unsigned char *sym = b + symoff + s * 24;
+        uint16_t shndx = rd16(sym + 6);
+        unsigned type = sym[4] & 0xf;
+        if (shndx == 0 || shndx >= SHN_LORESERVE_ || shndx >= shnum || type == 3 || type == 4)
+            continue; /* undefined, absolute, corrupt (reported below); STT_SECTION, STT_FILE */
+        starts[nstarts++] = (struct sym_start){ shndx, rd64(sym + 8) };
+    }
+    qsort(starts, nstarts, sizeof *starts, cmp_start);
+#undef FAIL
+#define FAIL(...)                                                   \
+    do {                                                            \
+        snprintf(err, errsz, __VA_ARGS__);                          \
+        free(starts);                                               \
+        return -1;                                                  \
+    } while (0)
+
     for (uint64_t s = 1; s < symsize / 24; s++) {
         const unsigned char *sym = b + symoff + s * 24;
         uint32_t name = rd32(sym);
@@ -453,6 +573,18 @@ int cs_parse_elf(struct cs_frames *out, const unsigned char *b, size_t len,
         if (rel >= secsize) continue; /* a symbol at the very end: nothing to decode */
         uint64_t avail = secsize - rel;
         if (size && size < avail) avail = size;
+        if (!size) {
+            size_t lo = 0, hi = nstarts;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (starts[mid].shndx < shndx || (starts[mid].shndx == shndx && starts[mid].value <= value))
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < nstarts && starts[lo].shndx == shndx && starts[lo].value - value < avail)
+                avail = starts[lo].value - value;
+        }
         /* A symbol without a size (hand-written assembly) gets only the prologue
          * window: walking to the end of the section for each such symbol would make
          * the work quadratic. */
@@ -462,5 +594,8 @@ int cs_parse_elf(struct cs_frames *out, const unsigned char *b, size_t len,
                                                : cs_aarch64_frame(code, (size_t)avail);
         if (add_frame(out, strtab + name, frame) != 0) FAIL("%s: out of memory", file);
     }
+    if (fold_cold_parts(out, first, machine == EM_X86_64_ ? 8 : 0) != 0)
+        FAIL("%s: out of memory", file);
+    free(starts);
     return 0;
 }
