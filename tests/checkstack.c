@@ -382,21 +382,65 @@ TEST(stack_size_exit_codes)
     char exact[32], less[32];
     snprintf(exact, sizeof exact, "%lld", sum);
     snprintf(less, sizeof less, "%lld", sum - 1);
-    ASSERT_EQ(run("--stack-size", exact, "--entry", "chain_a", in("native")), 0);
-    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit");
+    /* chain_a calls puts, which no input defines: its depth is a lower bound, so a
+     * stack it fits is unproven (exit 3), never "fits" (see unknown_callees_unproven). */
+    ASSERT_EQ(run("--stack-size", exact, "--entry", "chain_a", "--allow-unknown", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, "0 of 1 entry points fit, 1 unproven");
     ASSERT_EQ(run("--stack-size", less, "--entry", "chain_a", in("native")), 1);
     ASSERT_STR_CONTAINS(out, "does NOT fit");
-    ASSERT_EQ(run("--stack-size", "1m", "--entry", "chain_a", in("native")), 0);
-    ASSERT_EQ(run("--stack-size=8k", "--entry", "chain_a", in("native")), 0);
-    /* Unbounded never fits, however large the stack. */
+    ASSERT_STR_CONTAINS(out, "0 of 1 entry points fit, 1 does not\n");
+    ASSERT_EQ(run("--stack-size", less, "--entry", "chain_a", "--allow-unknown", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1m", "--entry", "chain_a", in("native")), 3);
+    ASSERT_EQ(run("--stack-size=8k", "--entry", "chain_a", in("native")), 3);
+    /* A proven depth: big_leaf calls nothing. Exactly its frame fits, one byte less not. */
+    char leaf[32], leaf_less[32];
+    snprintf(leaf, sizeof leaf, "%lld", su_frame(in("native/leaf.su"), "big_leaf"));
+    snprintf(leaf_less, sizeof leaf_less, "%lld", su_frame(in("native/leaf.su"), "big_leaf") - 1);
+    ASSERT_EQ(run("--stack-size", leaf, "--entry", "big_leaf", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, " - fits in --stack-size ");
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
+    ASSERT_EQ(run("--stack-size", leaf_less, "--entry", "big_leaf", in("native")), 1);
+    /* Unbounded never fits, however large the stack, and --allow-unknown changes nothing. */
     ASSERT_EQ(run("--stack-size", "1g", "--entry", "rec_self", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "rec_self", "--allow-unknown", in("native")), 1);
     ASSERT_EQ(run("--stack-size", "1g", in("native")), 1);
-    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", in("native")), 0);
-    ASSERT_STR_CONTAINS(out, "2 of 2 entry points fit");
+    /* Not fitting outranks unproven; unproven outranks fitting. */
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "rec_self", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", in("native")), 3);
+    ASSERT_STR_CONTAINS(out, "1 of 2 entry points fit, 1 unproven");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", "--allow-unknown",
+                  in("native")), 0);
     /* ELF input has no call graph: only a single frame larger than the stack fails. */
     ASSERT_EQ(run("--stack-size", "1k", in("native/leaf.o")), 1);
     ASSERT_STR_CONTAINS(out, "big_leaf: frame of ");
     ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 0);
+}
+
+TEST(unknown_callees_unproven)
+{
+    need_gcc();
+    /* Without leaf.ci, chain_a reaches big_leaf and puts, counted as 0 bytes: a 1 GiB
+     * stack "fits" only if they do. The verdict must say so and the exit must not be 0. */
+    long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
+                    su_frame(in("native/chain.su"), "chain_c");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", in("native/chain.ci")), 3);
+    char want[256];
+    snprintf(want, sizeof want, "chain_a: worst-case depth %lld bytes - UNPROVEN: fits in --stack-size "
+             "1073741824 only if the 2 functions counted as 0 bytes (below) fit in the remaining %lld "
+             "bytes\n", sum, 1073741824LL - sum);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
+    ASSERT_STR_CONTAINS(out, "--stack-size 1073741824: 0 of 1 entry points fit, 1 unproven");
+    ASSERT_STR_NOT_CONTAINS(out, " - fits in");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--allow-unknown", in("native/chain.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "allowed by --allow-unknown");
+    /* A function known only from a .su file: its callees are unknown, also unproven. */
+    ASSERT_EQ(run("--stack-size", "1g", in("native/leaf.su")), 3);
+    ASSERT_STR_CONTAINS(out, "only if the 1 function counted as 0 bytes (below) fits");
+    ASSERT_STR_CONTAINS(out, "no call graph (only a .su file; their callees are not counted): big_leaf\n");
+    /* With its .ci file the same leaf is proven. */
+    ASSERT_EQ(run("--stack-size", "1g", in("native/leaf.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
 }
 
 /* Writes len bytes to dir/name and returns the path (static buffer, rotated). */

@@ -4,7 +4,8 @@
  * files or folders of them (frames plus the worst-case depth per entry point over the
  * call graph), prints the report and, with --stack-size, says whether it fits.
  * Exit status: 0 fits (or no limit given), 1 a worst case does not fit or is unbounded,
- * 2 usage error or unreadable/malformed input. Independent of the vmstack library.
+ * 2 usage error or unreadable/malformed input, 3 a depth fits but is only a lower bound
+ * (unknown callees; 0 with --allow-unknown). Independent of the vmstack library.
  */
 #include "checkstack.h"
 #include "tools.h"
@@ -33,6 +34,7 @@ struct opts {
     size_t nentries;
     uint64_t stack_size;
     int have_stack_size;
+    int allow_unknown;
     uint64_t min;
 };
 
@@ -46,7 +48,8 @@ struct input {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmstack checkstack [--entry FN]... [--stack-size N] [--min N] FILE...\n"
+"usage: vmstack checkstack [--entry FN]... [--stack-size N] [--allow-unknown]\n"
+            "                          [--min N] FILE...\n"
             "\n"
             "FILE is an ELF binary or object (x86-64 or aarch64): its largest stack frames,\n"
             "largest first. Or GCC's .su/.ci files (gcc -fstack-usage -fcallgraph-info=su)\n"
@@ -56,10 +59,14 @@ static void usage(FILE *f)
             "  --entry FN       entry point to analyse (repeatable; default: every function\n"
             "                   nobody calls, and one of each recursion nobody enters)\n"
             "  --stack-size N   exit 1 if a worst case exceeds N bytes or is unbounded\n"
-            "                   (suffixes k, m, g)\n"
+            "                   (suffixes k, m, g); exit 3 if a depth fits but is only a\n"
+            "                   lower bound (it reaches unknown callees or functions without\n"
+            "                   a call graph, counted as 0 bytes)\n"
+            "  --allow-unknown  with --stack-size: exit 0 rather than 3 for such lower bounds\n"
             "  --min N          list frames of at least N bytes (default %d)\n"
             "\n"
-            "Exit status: 0 fits, 1 does not fit, 2 usage error or bad input.\n"
+            "Exit status: 0 fits, 1 does not fit or unbounded, 2 usage error or bad input,\n"
+            "3 fits only if the unknown callees do (unproven).\n"
             "See docs/checkstack.md.\n",
             DEFAULT_MIN);
 }
@@ -300,6 +307,29 @@ static void print_path(const struct cs_graph *g, size_t f, size_t *cycle)
     printf("\n");
 }
 
+/* Counts the functions the entry reaches whose stack use is not in the depth: those
+ * the input does not define and those known only from a .su file (their callees). */
+static size_t count_unknown(const struct cs_graph *g, size_t entry, size_t *queue, unsigned char *seen)
+{
+    size_t qh = 0, qt = 0, n = 0;
+    memset(seen, 0, g->n);
+    queue[qt++] = entry;
+    seen[entry] = 1;
+    while (qh < qt) {
+        size_t v = queue[qh++];
+        const struct cs_func *x = &g->f[v];
+        if (!x->is_indirect && (!x->has_frame || !x->has_graph)) n++;
+        for (size_t e = 0; e < x->ncallees; e++) {
+            size_t w = x->callees[e];
+            if (!seen[w]) {
+                seen[w] = 1;
+                queue[qt++] = w;
+            }
+        }
+    }
+    return n;
+}
+
 /* Lists what the entry can reach that the input does not define, and notes on
  * dynamic-but-bounded frames and functions without a call graph. */
 static int print_notes(const struct cs_graph *g, size_t entry, size_t *queue, unsigned char *seen)
@@ -355,18 +385,34 @@ static int print_notes(const struct cs_graph *g, size_t entry, size_t *queue, un
     return 0;
 }
 
-/* Prints one entry's result; returns 1 when it does not fit in --stack-size. */
+/* Verdicts of report_entry() with --stack-size. */
+enum { FITS = 0, NOT_FIT = 1, UNPROVEN = 2 };
+
+/* Prints one entry's result; returns NOT_FIT when it does not fit in --stack-size (or
+ * is unbounded), UNPROVEN when its depth fits but is a lower bound (nunknown functions
+ * on its paths are counted as 0 bytes), FITS otherwise. */
 static int report_entry(const struct cs_graph *g, size_t f, const struct opts *o,
-                        size_t *cycle)
+                        size_t nunknown, size_t *cycle)
 {
     const struct cs_func *x = &g->f[f];
-    int bad = 0;
+    int bad = FITS;
     if (x->why == CS_BOUNDED) {
         printf("%s: worst-case depth %llu bytes", x->name, (unsigned long long)x->depth);
         if (o->have_stack_size) {
-            bad = x->depth > o->stack_size;
-            printf(bad ? " - does NOT fit in --stack-size %llu\n" : " - fits in --stack-size %llu\n",
-                   (unsigned long long)o->stack_size);
+            unsigned long long n = (unsigned long long)o->stack_size;
+            if (x->depth > o->stack_size) {
+                bad = NOT_FIT;
+                printf(" - does NOT fit in --stack-size %llu\n", n);
+            } else if (nunknown) {
+                /* A lower bound that fits proves nothing: say what it depends on. */
+                bad = UNPROVEN;
+                printf(" - UNPROVEN: fits in --stack-size %llu only if the %zu function%s "
+                       "counted as 0 bytes (below) fit%s in the remaining %llu bytes\n", n, nunknown,
+                       nunknown == 1 ? "" : "s", nunknown == 1 ? "s" : "",
+                       n - (unsigned long long)x->depth);
+            } else {
+                printf(" - fits in --stack-size %llu\n", n);
+            }
         } else {
             printf("\n");
         }
@@ -384,7 +430,7 @@ static int report_entry(const struct cs_graph *g, size_t f, const struct opts *o
         } else {
             printf("call through a function pointer in %s\n", c->name);
         }
-        bad = o->have_stack_size;
+        bad = o->have_stack_size ? NOT_FIT : FITS;
     }
     print_path(g, f, cycle);
     return bad;
@@ -453,19 +499,28 @@ static int analyse(struct input *in, const struct opts *o)
         rc = o->have_stack_size ? 1 : 0;
         goto out;
     }
-    size_t nbad = 0;
+    size_t nbad = 0, nunproven = 0;
     printf("\n");
     for (size_t i = 0; i < n; i++) {
-        nbad += (size_t)report_entry(g, list[i], o, queue);
+        size_t nunk = count_unknown(g, list[i], queue, seen);
+        int v = report_entry(g, list[i], o, nunk, queue);
+        nbad += v == NOT_FIT;
+        nunproven += v == UNPROVEN;
         if (print_notes(g, list[i], queue, seen) != 0) {
             fprintf(stderr, "vmstack: error: out of memory\n");
             goto out;
         }
     }
-    if (o->have_stack_size)
-        printf("\n--stack-size %llu: %zu of %zu entry points fit\n",
-               (unsigned long long)o->stack_size, n - nbad, n);
-    rc = nbad ? 1 : 0;
+    if (o->have_stack_size) {
+        printf("\n--stack-size %llu: %zu of %zu entry points fit", (unsigned long long)o->stack_size,
+               n - nbad - nunproven, n);
+        if (nunproven)
+            printf(", %zu unproven (lower bounds: they reach functions counted as 0 bytes%s)",
+                   nunproven, o->allow_unknown ? "; allowed by --allow-unknown" : "");
+        if (nbad) printf(", %zu do%s not", nbad, nbad == 1 ? "es" : "");
+        printf("\n");
+    }
+    rc = nbad ? 1 : nunproven && !o->allow_unknown ? 3 : 0;
 out:
     free(list);
     free(queue);
@@ -515,6 +570,10 @@ int vms_cmd_checkstack(int argc, char **argv)
         }
         if (!strcmp(a, "--")) {
             only_files = 1;
+            continue;
+        }
+        if (!strcmp(a, "--allow-unknown")) {
+            o.allow_unknown = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
