@@ -437,6 +437,9 @@ TEST(stack_size_exit_codes)
     ASSERT_EQ(run("--stack-size", "1k", in("native/leaf.o")), 1);
     ASSERT_STR_CONTAINS(out, "big_leaf: frame of ");
     ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 0);
+    ASSERT_STR_CONTAINS(out, "--stack-size 65536: each frame of the ELF input fits alone; ELF input "
+                        "has no call graph, so no depth was checked\n");
+    ASSERT_STR_NOT_CONTAINS(out, "entry points fit");
 }
 
 TEST(unknown_callees_unproven)
