@@ -87,6 +87,28 @@ static long long listed_frame(const char *text, const char *fn)
     return -1;
 }
 
+/* The red zone the tool adds for the native inputs, which the host's gcc compiled (their
+ * objects lie next to their .su/.ci files): x86-64's 128 bytes, none on aarch64. */
+static long long red_zone(void)
+{
+    return !strcmp(CS_ARCH, "x86_64") ? 128 : 0;
+}
+
+/* The depth line the tool prints for a path whose frames add up to sum, with rz bytes
+ * of red zone: "fn: worst-case depth N bytes[ (S in frames + R red zone)]". */
+static const char *depth_line(const char *fn, long long sum, long long rz)
+{
+    static char b[2][512];
+    static int k;
+    char *p = b[k++ % 2];
+    if (rz)
+        snprintf(p, sizeof b[0], "%s: worst-case depth %lld bytes (%lld in frames + %lld red zone)", fn,
+                 sum + rz, sum, rz);
+    else
+        snprintf(p, sizeof b[0], "%s: worst-case depth %lld bytes", fn, sum);
+    return p;
+}
+
 TEST(elf_big_frame_matches_su)
 {
     need_gcc();
@@ -285,7 +307,7 @@ TEST(chain_depth_is_sum_of_path)
     long long c = su_frame(in("native/chain.su"), "chain_c");
     long long l = su_frame(in("native/leaf.su"), "big_leaf");
     char want[512];
-    snprintf(want, sizeof want, "\nchain_a: worst-case depth %lld bytes\n", a + b + c + l);
+    snprintf(want, sizeof want, "\n%s\n", depth_line("chain_a", a + b + c + l, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
     snprintf(want, sizeof want, "\n  chain_a (%lld) -> chain_b (%lld) -> chain_c (%lld) -> big_leaf (%lld)\n",
              a, b, c, l);
@@ -303,7 +325,7 @@ TEST(chain_without_leaf_counts_unknown_as_zero)
     long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
                     su_frame(in("native/chain.su"), "chain_c");
     char want[256];
-    snprintf(want, sizeof want, "chain_a: worst-case depth %lld bytes\n", sum);
+    snprintf(want, sizeof want, "%s\n", depth_line("chain_a", sum, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
     ASSERT_STR_CONTAINS(out, " (?)\n"); /* the path ends at an unknown callee */
     ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
@@ -327,7 +349,7 @@ TEST(default_entries_are_uncalled_functions)
     long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
                     su_frame(in("native/chain.su"), "chain_c") + su_frame(in("native/leaf.su"), "big_leaf");
     char want[256];
-    snprintf(want, sizeof want, "\nchain_a: worst-case depth %lld bytes\n", sum);
+    snprintf(want, sizeof want, "\n%s\n", depth_line("chain_a", sum, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
 }
 
@@ -380,23 +402,122 @@ TEST(stack_size_exit_codes)
     long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
                     su_frame(in("native/chain.su"), "chain_c") + su_frame(in("native/leaf.su"), "big_leaf");
     char exact[32], less[32];
+    sum += red_zone();
     snprintf(exact, sizeof exact, "%lld", sum);
     snprintf(less, sizeof less, "%lld", sum - 1);
-    ASSERT_EQ(run("--stack-size", exact, "--entry", "chain_a", in("native")), 0);
-    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit");
+    /* chain_a calls puts, which no input defines: its depth is a lower bound, so a
+     * stack it fits is unproven (exit 3), never "fits" (see unknown_callees_unproven). */
+    ASSERT_EQ(run("--stack-size", exact, "--entry", "chain_a", "--allow-unknown", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, "0 of 1 entry points fit, 1 unproven");
     ASSERT_EQ(run("--stack-size", less, "--entry", "chain_a", in("native")), 1);
     ASSERT_STR_CONTAINS(out, "does NOT fit");
-    ASSERT_EQ(run("--stack-size", "1m", "--entry", "chain_a", in("native")), 0);
-    ASSERT_EQ(run("--stack-size=8k", "--entry", "chain_a", in("native")), 0);
-    /* Unbounded never fits, however large the stack. */
+    ASSERT_STR_CONTAINS(out, "0 of 1 entry points fit, 1 does not\n");
+    ASSERT_EQ(run("--stack-size", less, "--entry", "chain_a", "--allow-unknown", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1m", "--entry", "chain_a", in("native")), 3);
+    ASSERT_EQ(run("--stack-size=8k", "--entry", "chain_a", in("native")), 3);
+    /* A proven depth: big_leaf calls nothing. Exactly its frame fits, one byte less not. */
+    char leaf[32], leaf_less[32];
+    snprintf(leaf, sizeof leaf, "%lld", su_frame(in("native/leaf.su"), "big_leaf") + red_zone());
+    snprintf(leaf_less, sizeof leaf_less, "%lld", su_frame(in("native/leaf.su"), "big_leaf") + red_zone() - 1);
+    ASSERT_EQ(run("--stack-size", leaf, "--entry", "big_leaf", in("native")), 0);
+    ASSERT_STR_CONTAINS(out, " - fits in --stack-size ");
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
+    ASSERT_EQ(run("--stack-size", leaf_less, "--entry", "big_leaf", in("native")), 1);
+    /* Unbounded never fits, however large the stack, and --allow-unknown changes nothing. */
     ASSERT_EQ(run("--stack-size", "1g", "--entry", "rec_self", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "rec_self", "--allow-unknown", in("native")), 1);
     ASSERT_EQ(run("--stack-size", "1g", in("native")), 1);
-    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", in("native")), 0);
-    ASSERT_STR_CONTAINS(out, "2 of 2 entry points fit");
+    /* Not fitting outranks unproven; unproven outranks fitting. */
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "rec_self", in("native")), 1);
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", in("native")), 3);
+    ASSERT_STR_CONTAINS(out, "1 of 2 entry points fit, 1 unproven");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", "--allow-unknown",
+                  in("native")), 0);
     /* ELF input has no call graph: only a single frame larger than the stack fails. */
     ASSERT_EQ(run("--stack-size", "1k", in("native/leaf.o")), 1);
     ASSERT_STR_CONTAINS(out, "big_leaf: frame of ");
     ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 0);
+    ASSERT_STR_CONTAINS(out, "--stack-size 65536: each frame of the ELF input fits alone; ELF input "
+                        "has no call graph, so no depth was checked\n");
+    ASSERT_STR_NOT_CONTAINS(out, "entry points fit");
+}
+
+TEST(unknown_callees_unproven)
+{
+    need_gcc();
+    /* Without leaf.ci, chain_a reaches big_leaf and puts, counted as 0 bytes: a 1 GiB
+     * stack "fits" only if they do. The verdict must say so and the exit must not be 0. */
+    long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
+                    su_frame(in("native/chain.su"), "chain_c");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", in("native/chain.ci")), 3);
+    char want[256];
+    snprintf(want, sizeof want, "%s - UNPROVEN: fits in --stack-size 1073741824 only if the 2 functions "
+             "counted as 0 bytes (below) fit in the remaining %lld bytes\n",
+             depth_line("chain_a", sum, red_zone()), 1073741824LL - sum - red_zone());
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
+    ASSERT_STR_CONTAINS(out, "--stack-size 1073741824: 0 of 1 entry points fit, 1 unproven");
+    ASSERT_STR_NOT_CONTAINS(out, " - fits in");
+    ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--allow-unknown", in("native/chain.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "allowed by --allow-unknown");
+    /* A function known only from a .su file: its callees are unknown, also unproven. */
+    ASSERT_EQ(run("--stack-size", "1g", in("native/leaf.su")), 3);
+    ASSERT_STR_CONTAINS(out, "only if the 1 function counted as 0 bytes (below) fits");
+    ASSERT_STR_CONTAINS(out, "no call graph (only a .su file; their callees are not counted): big_leaf\n");
+    /* With its .ci file the same leaf is proven. */
+    ASSERT_EQ(run("--stack-size", "1g", in("native/leaf.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
+}
+
+static const char *write_tmp(const char *name, const void *data, size_t len);
+
+TEST(red_zone_counts_in_depth)
+{
+    need_gcc();
+    long long l = su_frame(in("native/leaf.su"), "big_leaf");
+    char exact[32], with_rz[32];
+    snprintf(exact, sizeof exact, "%lld", l);
+    snprintf(with_rz, sizeof with_rz, "%lld", l + 128);
+    /* --red-zone is what is added, whatever the architecture: a stack of exactly the
+     * frames is one red zone short. */
+    ASSERT_EQ(run("--red-zone", "128", "--stack-size", exact, in("native/leaf.ci")), 1);
+    ASSERT_STR_CONTAINS(out, "red zone: 128 bytes (--red-zone), added to each depth\n");
+    ASSERT_STR_CONTAINS(out, depth_line("big_leaf", l, 128));
+    ASSERT_STR_CONTAINS(out, " - does NOT fit in --stack-size ");
+    ASSERT_EQ(run("--red-zone", "128", "--stack-size", with_rz, in("native/leaf.ci")), 0);
+    ASSERT_EQ(run("--red-zone=0", "--stack-size", exact, in("native/leaf.ci")), 0);
+    ASSERT_STR_CONTAINS(out, "red zone: 0 bytes (--red-zone)\n");
+    ASSERT_STR_CONTAINS(out, depth_line("big_leaf", l, 0));
+    /* By default, from the object next to the .ci file: the host's gcc made it. */
+    ASSERT_EQ(run("--stack-size", exact, in("native/leaf.ci")), red_zone() ? 1 : 0);
+    ASSERT_STR_CONTAINS(out, depth_line("big_leaf", l, red_zone()));
+    ASSERT_STR_CONTAINS(out, red_zone() ? "red zone: 128 bytes (x86-64)" : "red zone: none (aarch64)");
+    /* Without an object next to it the architecture is unknown: x86-64's is assumed,
+     * and said. (The same file name in a folder of its own.) */
+    FILE *f = fopen(in("native/leaf.ci"), "rb");
+    if (!f) TST_FAIL("%s: %s", in("native/leaf.ci"), strerror(errno));
+    static char ci[1 << 16];
+    size_t n = fread(ci, 1, sizeof ci, f);
+    fclose(f);
+    const char *alone = write_tmp("leaf.ci", ci, n);
+    ASSERT_EQ(run("--stack-size", exact, alone), 1);
+    ASSERT_STR_CONTAINS(out, "architecture of some .su/.ci files is unknown (no object next to them), "
+                        "x86-64's is assumed");
+    ASSERT_STR_CONTAINS(out, depth_line("big_leaf", l, 128));
+    /* ELF input: a frame plus the red zone must fit. */
+    ASSERT_EQ(run("--stack-size", exact, in("native/leaf.o")), red_zone() ? 1 : 0);
+    if (red_zone()) ASSERT_STR_CONTAINS(out, " bytes + 128 red zone does NOT fit in --stack-size ");
+    ASSERT_EQ(run("--stack-size", with_rz, in("native/leaf.o")), 0);
+    /* aarch64 objects next to the .ci files: no red zone. */
+    if (CS_HAVE_AARCH64) {
+        long long a = su_frame(in("aarch64/leaf.su"), "big_leaf");
+        char a_exact[32];
+        snprintf(a_exact, sizeof a_exact, "%lld", a);
+        ASSERT_EQ(run("--stack-size", a_exact, in("aarch64/leaf.ci")), 0);
+        ASSERT_STR_CONTAINS(out, "red zone: none (aarch64)\n");
+        ASSERT_STR_CONTAINS(out, depth_line("big_leaf", a, 0));
+        ASSERT_EQ(run("--stack-size", a_exact, in("aarch64/leaf.o")), 0);
+    }
 }
 
 /* Writes len bytes to dir/name and returns the path (static buffer, rotated). */
@@ -497,6 +618,8 @@ TEST(usage_errors_exit_2)
     ASSERT_STR_CONTAINS(out, "unknown option `--bogus`");
     ASSERT_EQ(run("--stack-size", "12q", "x.su"), 2);
     ASSERT_STR_CONTAINS(out, "--stack-size `12q` is not a size");
+    ASSERT_EQ(run("--red-zone", "-1", "x.su"), 2);
+    ASSERT_STR_CONTAINS(out, "--red-zone `-1` is not a size");
     ASSERT_EQ(run("--stack-size", "99999999999999999999", "x.su"), 2);
     ASSERT_EQ(run("--stack-size", "18446744073709551616", "x.su"), 2);   /* 2^64 */
     ASSERT_STR_CONTAINS(out, "is not a size");

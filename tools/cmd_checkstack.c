@@ -2,9 +2,11 @@
  * cmd_checkstack.c - `vmstack checkstack`: the kernel's checkstack.pl idea for user
  * space. Reads ELF files (largest frames, decoded from prologues) and GCC's .su/.ci
  * files or folders of them (frames plus the worst-case depth per entry point over the
- * call graph), prints the report and, with --stack-size, says whether it fits.
+ * call graph, plus x86-64's red zone), prints the report and, with --stack-size, says
+ * whether it fits.
  * Exit status: 0 fits (or no limit given), 1 a worst case does not fit or is unbounded,
- * 2 usage error or unreadable/malformed input. Independent of the vmstack library.
+ * 2 usage error or unreadable/malformed input, 3 a depth fits but is only a lower bound
+ * (unknown callees; 0 with --allow-unknown). Independent of the vmstack library.
  */
 #include "checkstack.h"
 #include "tools.h"
@@ -25,6 +27,11 @@
 #define MAX_INPUT_BYTES ((size_t)1 << 31)
 /* Folders are searched this deep: enough for CMake's CMakeFiles/<target>.dir/... */
 #define MAX_DEPTH 32
+/* x86-64's System V ABI lets a function that calls nothing use 128 bytes below %rsp
+ * (the red zone) that no frame size counts; aarch64 has none. */
+#define X86_64_RED_ZONE 128
+#define EM_X86_64_ 62
+#define EM_AARCH64_ 183
 /* Unknown callees listed per entry point before "and N more". */
 #define MAX_UNKNOWN_LISTED 12
 
@@ -33,6 +40,9 @@ struct opts {
     size_t nentries;
     uint64_t stack_size;
     int have_stack_size;
+    int allow_unknown;
+    uint64_t red_zone;
+    int have_red_zone;
     uint64_t min;
 };
 
@@ -40,13 +50,17 @@ struct input {
     struct cs_graph g;
     struct cs_frames elf;
     int have_gcc; /* at least one .su or .ci file was read */
+    /* Architectures seen: of the ELF inputs, and of the objects next to the .su/.ci
+     * files (x.su -> x.o), which the .su/.ci text does not name. */
+    unsigned x86_64 : 1, aarch64 : 1, gcc_arch_unknown : 1;
     size_t nfiles;
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmstack checkstack [--entry FN]... [--stack-size N] [--min N] FILE...\n"
+            "usage: vmstack checkstack [--entry FN]... [--stack-size N] [--allow-unknown]\n"
+            "                          [--red-zone N] [--min N] FILE...\n"
             "\n"
             "FILE is an ELF binary or object (x86-64 or aarch64): its largest stack frames,\n"
             "largest first. Or GCC's .su/.ci files (gcc -fstack-usage -fcallgraph-info=su)\n"
@@ -56,10 +70,17 @@ static void usage(FILE *f)
             "  --entry FN       entry point to analyse (repeatable; default: every function\n"
             "                   nobody calls, and one of each recursion nobody enters)\n"
             "  --stack-size N   exit 1 if a worst case exceeds N bytes or is unbounded\n"
-            "                   (suffixes k, m, g)\n"
+            "                   (suffixes k, m, g); exit 3 if a depth fits but is only a\n"
+            "                   lower bound (it reaches unknown callees or functions without\n"
+            "                   a call graph, counted as 0 bytes)\n"
+            "  --allow-unknown  with --stack-size: exit 0 rather than 3 for such lower bounds\n"
+            "  --red-zone N     bytes a leaf may use below the stack pointer, added to each\n"
+            "                   depth (default: 128 for x86-64, 0 for aarch64, from the ELF\n"
+            "                   input or the objects next to the .su/.ci files; 128 if unknown)\n"
             "  --min N          list frames of at least N bytes (default %d)\n"
             "\n"
-            "Exit status: 0 fits, 1 does not fit, 2 usage error or bad input.\n"
+            "Exit status: 0 fits, 1 does not fit or unbounded, 2 usage error or bad input,\n"
+            "3 fits only if the unknown callees do (unproven).\n"
             "See docs/checkstack.md.\n",
             DEFAULT_MIN);
 }
@@ -145,6 +166,38 @@ static int read_file(const char *path, unsigned char **data, size_t *len)
     return 0;
 }
 
+/* Notes the architecture of an ELF file's header (e_machine, little endian). */
+static int note_machine(struct input *in, const unsigned char *h, size_t len)
+{
+    if (len < 20 || memcmp(h, "\177ELF", 4) != 0 || h[5] != 1) return 0;
+    unsigned m = h[18] | (unsigned)h[19] << 8;
+    if (m == EM_X86_64_) in->x86_64 = 1;
+    else if (m == EM_AARCH64_) in->aarch64 = 1;
+    else return 0;
+    return 1;
+}
+
+/* A .su/.ci file does not say its architecture; gcc writes it next to the object
+ * (x.su and x.o; x.c.su and x.c.o under CMake), whose header does. */
+static void note_sibling_machine(struct input *in, const char *path)
+{
+    size_t l = strlen(path);
+    char *o = malloc(l + 1);
+    unsigned char h[20];
+    int found = 0;
+    if (o && l > 3) {
+        memcpy(o, path, l - 3);
+        memcpy(o + l - 3, ".o", 3);
+        int fd = open(o, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            found = read(fd, h, sizeof h) == (ssize_t)sizeof h && note_machine(in, h, sizeof h);
+            close(fd);
+        }
+    }
+    free(o);
+    if (!found) in->gcc_arch_unknown = 1;
+}
+
 /* Parses one file by its content (ELF magic) or its name (.su, .ci). */
 static int parse_file(struct input *in, const char *path)
 {
@@ -156,12 +209,15 @@ static int parse_file(struct input *in, const char *path)
     if (ends_with(path, ".su")) {
         rc = cs_parse_su(&in->g, (const char *)data, len, path, err, sizeof err);
         in->have_gcc = 1;
+        note_sibling_machine(in, path);
     } else if (ends_with(path, ".ci")) {
         rc = cs_parse_ci(&in->g, (const char *)data, len, path, err, sizeof err);
         in->have_gcc = 1;
+        note_sibling_machine(in, path);
     } else if (len >= 4 && !memcmp(data, "\177ELF", 4)) {
         size_t before = in->elf.n;
         rc = cs_parse_elf(&in->elf, data, len, path, err, sizeof err);
+        if (rc == 0) note_machine(in, data, len);
         /* Nothing to check is not "everything fits": as for an empty folder. */
         if (rc == 0 && in->elf.n == before) {
             snprintf(err, sizeof err, "%s: no function with code in its symbol tables (a "
@@ -300,6 +356,29 @@ static void print_path(const struct cs_graph *g, size_t f, size_t *cycle)
     printf("\n");
 }
 
+/* Counts the functions the entry reaches whose stack use is not in the depth: those
+ * the input does not define and those known only from a .su file (their callees). */
+static size_t count_unknown(const struct cs_graph *g, size_t entry, size_t *queue, unsigned char *seen)
+{
+    size_t qh = 0, qt = 0, n = 0;
+    memset(seen, 0, g->n);
+    queue[qt++] = entry;
+    seen[entry] = 1;
+    while (qh < qt) {
+        size_t v = queue[qh++];
+        const struct cs_func *x = &g->f[v];
+        if (!x->is_indirect && (!x->has_frame || !x->has_graph)) n++;
+        for (size_t e = 0; e < x->ncallees; e++) {
+            size_t w = x->callees[e];
+            if (!seen[w]) {
+                seen[w] = 1;
+                queue[qt++] = w;
+            }
+        }
+    }
+    return n;
+}
+
 /* Lists what the entry can reach that the input does not define, and notes on
  * dynamic-but-bounded frames and functions without a call graph. */
 static int print_notes(const struct cs_graph *g, size_t entry, size_t *queue, unsigned char *seen)
@@ -355,18 +434,38 @@ static int print_notes(const struct cs_graph *g, size_t entry, size_t *queue, un
     return 0;
 }
 
-/* Prints one entry's result; returns 1 when it does not fit in --stack-size. */
+/* Verdicts of report_entry() with --stack-size. */
+enum { FITS = 0, NOT_FIT = 1, UNPROVEN = 2 };
+
+/* Prints one entry's result; returns NOT_FIT when it does not fit in --stack-size (or
+ * is unbounded), UNPROVEN when its depth fits but is a lower bound (nunknown functions
+ * on its paths are counted as 0 bytes), FITS otherwise. */
 static int report_entry(const struct cs_graph *g, size_t f, const struct opts *o,
-                        size_t *cycle)
+                        size_t nunknown, size_t *cycle)
 {
     const struct cs_func *x = &g->f[f];
-    int bad = 0;
+    int bad = FITS;
     if (x->why == CS_BOUNDED) {
-        printf("%s: worst-case depth %llu bytes", x->name, (unsigned long long)x->depth);
+        uint64_t depth = cs_add_sat(x->depth, o->red_zone);
+        printf("%s: worst-case depth %llu bytes", x->name, (unsigned long long)depth);
+        if (o->red_zone)
+            printf(" (%llu in frames + %llu red zone)", (unsigned long long)x->depth,
+                   (unsigned long long)o->red_zone);
         if (o->have_stack_size) {
-            bad = x->depth > o->stack_size;
-            printf(bad ? " - does NOT fit in --stack-size %llu\n" : " - fits in --stack-size %llu\n",
-                   (unsigned long long)o->stack_size);
+            unsigned long long n = (unsigned long long)o->stack_size;
+            if (depth > o->stack_size) {
+                bad = NOT_FIT;
+                printf(" - does NOT fit in --stack-size %llu\n", n);
+            } else if (nunknown) {
+                /* A lower bound that fits proves nothing: say what it depends on. */
+                bad = UNPROVEN;
+                printf(" - UNPROVEN: fits in --stack-size %llu only if the %zu function%s "
+                       "counted as 0 bytes (below) fit%s in the remaining %llu bytes\n", n, nunknown,
+                       nunknown == 1 ? "" : "s", nunknown == 1 ? "s" : "",
+                       n - (unsigned long long)depth);
+            } else {
+                printf(" - fits in --stack-size %llu\n", n);
+            }
         } else {
             printf("\n");
         }
@@ -384,7 +483,7 @@ static int report_entry(const struct cs_graph *g, size_t f, const struct opts *o
         } else {
             printf("call through a function pointer in %s\n", c->name);
         }
-        bad = o->have_stack_size;
+        bad = o->have_stack_size ? NOT_FIT : FITS;
     }
     print_path(g, f, cycle);
     return bad;
@@ -453,19 +552,39 @@ static int analyse(struct input *in, const struct opts *o)
         rc = o->have_stack_size ? 1 : 0;
         goto out;
     }
-    size_t nbad = 0;
+    size_t nbad = 0, nunproven = 0;
     printf("\n");
+    if (o->have_red_zone)
+        printf("red zone: %llu bytes (--red-zone)%s\n", (unsigned long long)o->red_zone,
+               o->red_zone ? ", added to each depth" : "");
+    else if (o->red_zone && !in->gcc_arch_unknown)
+        printf("red zone: %llu bytes (x86-64), added to each depth\n", (unsigned long long)o->red_zone);
+    else if (o->red_zone)
+        printf("red zone: %llu bytes, added to each depth: the architecture of some .su/.ci files "
+               "is unknown (no object next to them), x86-64's is assumed; --red-zone 0 if it has "
+               "none (aarch64)\n", (unsigned long long)o->red_zone);
+    else
+        printf("red zone: none (aarch64)\n");
     for (size_t i = 0; i < n; i++) {
-        nbad += (size_t)report_entry(g, list[i], o, queue);
+        size_t nunk = count_unknown(g, list[i], queue, seen);
+        int v = report_entry(g, list[i], o, nunk, queue);
+        nbad += v == NOT_FIT;
+        nunproven += v == UNPROVEN;
         if (print_notes(g, list[i], queue, seen) != 0) {
             fprintf(stderr, "vmstack: error: out of memory\n");
             goto out;
         }
     }
-    if (o->have_stack_size)
-        printf("\n--stack-size %llu: %zu of %zu entry points fit\n",
-               (unsigned long long)o->stack_size, n - nbad, n);
-    rc = nbad ? 1 : 0;
+    if (o->have_stack_size) {
+        printf("\n--stack-size %llu: %zu of %zu entry points fit", (unsigned long long)o->stack_size,
+               n - nbad - nunproven, n);
+        if (nunproven)
+            printf(", %zu unproven (lower bounds: they reach functions counted as 0 bytes%s)",
+                   nunproven, o->allow_unknown ? "; allowed by --allow-unknown" : "");
+        if (nbad) printf(", %zu do%s not", nbad, nbad == 1 ? "es" : "");
+        printf("\n");
+    }
+    rc = nbad ? 1 : nunproven && !o->allow_unknown ? 3 : 0;
 out:
     free(list);
     free(queue);
@@ -517,14 +636,18 @@ int vms_cmd_checkstack(int argc, char **argv)
             only_files = 1;
             continue;
         }
+        if (!strcmp(a, "--allow-unknown")) {
+            o.allow_unknown = 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             rc = 0;
             goto out;
         }
-        const char *opt_names[] = { "--entry", "--stack-size", "--min" };
+        const char *opt_names[] = { "--entry", "--stack-size", "--min", "--red-zone" };
         int which = -1;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             size_t l = strlen(opt_names[k]);
             if (!strncmp(a, opt_names[k], l) && (a[l] == '\0' || a[l] == '=')) {
                 which = k;
@@ -559,8 +682,11 @@ int vms_cmd_checkstack(int argc, char **argv)
             if (which == 1) {
                 o.stack_size = v;
                 o.have_stack_size = 1;
-            } else {
+            } else if (which == 2) {
                 o.min = v;
+            } else {
+                o.red_zone = v;
+                o.have_red_zone = 1;
             }
         }
     }
@@ -606,18 +732,27 @@ int vms_cmd_checkstack(int argc, char **argv)
         fprintf(stderr, "vmstack: error: out of memory\n");
         goto out;
     }
+    /* The red zone: x86-64's when any input is (or may be) x86-64, none when all are
+     * known to be aarch64. */
+    if (!o.have_red_zone)
+        o.red_zone = in.x86_64 || (in.have_gcc && in.gcc_arch_unknown) ? X86_64_RED_ZONE : 0;
     rc = 0;
     if (in.have_gcc) rc = analyse(&in, &o);
     if (o.have_stack_size && rc != 2) {
         /* An ELF file has no call graph, but one frame larger than the stack certainly
-         * does not fit. */
+         * does not fit. Frames that fit alone prove nothing about depth: say so. */
+        size_t nbig = 0;
         for (size_t i = 0; i < in.elf.n; i++) {
-            if (in.elf.v[i].bytes <= o.stack_size) continue;
-            printf("%s: frame of %llu bytes does NOT fit in --stack-size %llu\n",
-                   in.elf.v[i].name, (unsigned long long)in.elf.v[i].bytes,
-                   (unsigned long long)o.stack_size);
+            if (cs_add_sat(in.elf.v[i].bytes, o.red_zone) <= o.stack_size) continue;
+            printf("%s: frame of %llu bytes", in.elf.v[i].name, (unsigned long long)in.elf.v[i].bytes);
+            if (o.red_zone) printf(" + %llu red zone", (unsigned long long)o.red_zone);
+            printf(" does NOT fit in --stack-size %llu\n", (unsigned long long)o.stack_size);
+            nbig++;
             rc = 1;
         }
+        if (in.elf.n && !nbig)
+            printf("--stack-size %llu: each frame of the ELF input fits alone; ELF input has no "
+                   "call graph, so no depth was checked\n", (unsigned long long)o.stack_size);
     }
 out:
     fflush(stdout);
