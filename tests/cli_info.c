@@ -273,7 +273,7 @@ TEST(unreadable_proc_files_are_unknown)
 /* tst_fork's child: `vmstack info` with mprotect guards where vm.max_map_count reads as
  * 16 (a file bound over /proc/sys/vm/max_map_count), fewer than the mappings any
  * process has. */
-static void low_map_limit_exec(void *arg)
+static __attribute__((unused)) void low_map_limit_exec(void *arg)
 {
     (void)arg;
     cli_hide(NULL, NULL);
