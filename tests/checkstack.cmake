@@ -104,7 +104,7 @@ foreach(stem checkstack checkstack_unit)
     add_dependencies(test_${stem} checkstack_cli checkstack_inputs)
   else()
     add_executable(test_${stem} ${CMAKE_CURRENT_LIST_DIR}/${stem}.c ${CS_SOURCES})
-    set(labels unit)
+    set(labels unit cross)   # also in the aarch64 cross build, under qemu-user
   endif()
   target_include_directories(test_${stem} PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${PROJECT_SOURCE_DIR}/tools)
   target_compile_definitions(test_${stem} PRIVATE

@@ -7,6 +7,17 @@ if(TARGET vmstack_cmd)
     target_compile_definitions(test_${stem} PRIVATE VMSTACK_CMD="$<TARGET_FILE:vmstack_cmd>")
     add_dependencies(test_${stem} vmstack_cmd)
   endforeach()
+  # Cross-compiled: the command is a program for the target, which the test (itself run
+  # under the emulator) cannot exec directly; it execs the emulator with it instead.
+  if(CMAKE_CROSSCOMPILING_EMULATOR)
+    set(emu "")
+    foreach(word ${CMAKE_CROSSCOMPILING_EMULATOR})
+      string(APPEND emu "\"${word}\",")
+    endforeach()
+    foreach(stem cli_demo cli_selftest cli_info cli_bench)
+      target_compile_definitions(test_${stem} PRIVATE "VMSTACK_CMD_EMULATOR=${emu}")
+    endforeach()
+  endif()
   # A getauxval without AT_MINSIGSTKSZ, preloaded into the command to show what info and
   # selftest say on older kernels. Not with a sanitizer, whose runtime must be the first
   # library loaded.

@@ -16,7 +16,18 @@
 static inline void cli_exec(void *argv)
 {
     const char *cmd = ((const char *const *)argv)[0];
+#ifdef VMSTACK_CMD_EMULATOR
+    /* The cross build: through the emulator (CMAKE_CROSSCOMPILING_EMULATOR). */
+    const char *emu[] = { VMSTACK_CMD_EMULATOR }, *all[48];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof emu / sizeof emu[0]; i++) all[n++] = emu[i];
+    for (const char *const *a = argv; *a && n < 47; a++) all[n++] = *a;
+    all[n] = NULL;
+    execvp(all[0], (char *const *)all);
+    cmd = all[0];
+#else
     execv(cmd, (char *const *)argv);
+#endif
     fprintf(stderr, "cannot run %s: %s\n", cmd, strerror(errno));
     _exit(127);
 }

@@ -10,10 +10,10 @@ foreach(std c99 c11)
            ${CMAKE_CURRENT_SOURCE_DIR}/header_iso.c)
   add_test(NAME header.${std}_posix COMMAND ${CMAKE_C_COMPILER} -std=${std} ${VMS_HEADER_FLAGS}
            -D_POSIX_C_SOURCE=200809L -DVMS_WANT_HANDLE_FAULT ${CMAKE_CURRENT_SOURCE_DIR}/header_iso.c)
-  set_tests_properties(header.${std} header.${std}_posix PROPERTIES LABELS unit)
+  set_tests_properties(header.${std} header.${std}_posix PROPERTIES LABELS "unit;cross")
 endforeach()
 if(CMAKE_CXX_COMPILER)
   add_test(NAME header.cxx11 COMMAND ${CMAKE_CXX_COMPILER} -x c++ -std=c++11 ${VMS_HEADER_FLAGS}
            -DVMS_WANT_HANDLE_FAULT ${CMAKE_CURRENT_SOURCE_DIR}/header_iso.c)
-  set_tests_properties(header.cxx11 PROPERTIES LABELS unit)
+  set_tests_properties(header.cxx11 PROPERTIES LABELS "unit;cross")
 endif()

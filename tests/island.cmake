@@ -19,7 +19,7 @@ vms_test(guard_tasks GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUA
 add_library(vms_test_plugin MODULE plugin.c)
 set_target_properties(vms_test_plugin PROPERTIES PREFIX "lib" OUTPUT_NAME vms_test_plugin)
 target_compile_options(vms_test_plugin PRIVATE -fno-omit-frame-pointer -O1)
-vms_test(trace_dlopen GUARDS LABELS death COMPILE_OPTIONS -fno-omit-frame-pointer)
+vms_test(trace_dlopen GUARDS LABELS death cross COMPILE_OPTIONS -fno-omit-frame-pointer)
 target_compile_definitions(test_trace_dlopen PRIVATE PLUGIN_PATH="$<TARGET_FILE:vms_test_plugin>")
 target_link_libraries(test_trace_dlopen PRIVATE ${CMAKE_DL_LIBS})
 add_dependencies(test_trace_dlopen vms_test_plugin)

@@ -11,5 +11,5 @@ vms_test(fiber_kill LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprot
 vms_test(thread_tls LABELS unit memcheck cross)
 vms_test(thread_tls_medium LABELS unit cross)
 # What a fork child inherits from a parent with other threads and tasks (both methods).
-vms_test(fork LABELS unit)
+vms_test(fork LABELS unit cross)
 vms_test(fork LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
