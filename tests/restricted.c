@@ -43,7 +43,6 @@
 #endif
 #define FIBERS_OK (OVERFLOWS ? "fibers ok, 1 killed\n" : "fibers ok, 0 killed\n")
 
-
 /* ---- the workload ------------------------------------------------------------------- */
 
 #define NSTACKS 64
@@ -106,10 +105,8 @@ static void stacks_work(void)
     printf("resident after free %zu\n", st.resident_bytes);
 }
 
-
 #define NFIBERS 16
 #define BAD 5
-
 
 /* 16 fibers, one overflows: resumes return VMS_KILLED for it alone. Returns the first
  * negative resume result instead, for the cases where no fiber may run. */
@@ -475,6 +472,25 @@ TEST(no_descriptor_left_before_first_use)
 /* Exit status of a child in which /proc/self/maps opens with /proc hidden (qemu-user). */
 #define PROC_MADE_UP 79
 
+/* Exit status of a child whose RLIMIT_AS was not applied: qemu-user answers
+ * setrlimit(RLIMIT_AS) with success and sets nothing (the limit would bind its own
+ * allocations), and getrlimit then says unlimited. */
+#define AS_LIMIT_IGNORED 76
+
+/* Runs fn in a child that hides /proc (and maybe lowers RLIMIT_AS) and returns with the
+ * child's output in `out` if it exited 0; skips where the environment cannot be made. */
+static void run_without_proc(void (*fn)(void *))
+{
+    int st = tst_fork(fn, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == PROC_MADE_UP)
+        SKIP("/proc/self/maps opens without /proc: qemu-user makes it up");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == AS_LIMIT_IGNORED)
+        SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+}
+
 /* In a user and mount namespace of the child's own, an empty tmpfs over /proc, as in a
  * container without it. Exits 77 where that cannot be done. */
 static void hide_proc(void)
@@ -544,12 +560,7 @@ static void no_proc_child(void *arg)
 TEST(no_proc)
 {
     need_guards();
-    int st = tst_fork(no_proc_child, NULL, out, sizeof out);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == PROC_MADE_UP)
-        SKIP("/proc/self/maps opens without /proc: qemu-user makes it up");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    run_without_proc(no_proc_child);
     ASSERT_STR_CONTAINS(out, FIBERS_OK);
     ASSERT_STR_CONTAINS(out, "threads ok\n");
     ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2 * OVERFLOWS);
@@ -557,7 +568,7 @@ TEST(no_proc)
                              "/proc/self/maps"), 1);
     NO_ASAN();
 
-    st = tst_fork(no_proc_child, (void *)1, out, sizeof out);
+    int st = tst_fork(no_proc_child, (void *)1, out, sizeof out);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_NOT_CONTAINS(out, "survived");
     ASSERT_EQ(tst_count(out, "vmstack: stack overflow in "), 2);   /* the fiber's, the thread's */
@@ -579,11 +590,6 @@ static void count_layout(struct vms__arena *a, void *ctx)
     l->full += opened == a->nslots;
     l->maps += 2 + (strcmp(vms__arena_guard_method(), "mprotect") == 0 ? 2 * (size_t)opened : 0);
 }
-
-/* Exit status of a child whose RLIMIT_AS was not applied: qemu-user answers
- * setrlimit(RLIMIT_AS) with success and sets nothing (the limit would bind its own
- * allocations), and getrlimit then says unlimited. */
-#define AS_LIMIT_IGNORED 76
 
 /* Lets the child map `extra` bytes more than it has mapped now (read before /proc is
  * hidden). */
@@ -625,14 +631,7 @@ TEST(no_proc_full_arenas_are_two_mappings)
 #if defined(TST_ASAN) || defined(TST_TSAN)
     SKIP("the sanitizer's runtime needs address space of its own");
 #endif
-    int st = tst_fork(no_proc_full_arenas_child, NULL, out, sizeof out);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == PROC_MADE_UP)
-        SKIP("/proc/self/maps opens without /proc: qemu-user makes it up");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == AS_LIMIT_IGNORED)
-        SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    run_without_proc(no_proc_full_arenas_child);
     ASSERT_STR_CONTAINS(out, " full), ");
 }
 
@@ -661,14 +660,7 @@ TEST(no_proc_rlimit_as_use_unknown)
 #if defined(TST_ASAN) || defined(TST_TSAN)
     SKIP("the sanitizer's runtime needs address space of its own");
 #endif
-    int st = tst_fork(no_proc_rlimit_as_child, NULL, out, sizeof out);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == PROC_MADE_UP)
-        SKIP("/proc/self/maps opens without /proc: qemu-user makes it up");
-    if (WIFEXITED(st) && WEXITSTATUS(st) == AS_LIMIT_IGNORED)
-        SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    run_without_proc(no_proc_rlimit_as_child);
     const char *l = strstr(out, "ENOMEM; limit ");
     ASSERT_NOT_NULL(l);
     char want[200];
