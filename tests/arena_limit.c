@@ -24,20 +24,11 @@ static void no_sanitizer(void)
 #endif
 }
 
-/* Lets the process map `extra` bytes more than it has mapped now. */
+/* Lets the process map `extra` bytes more than it has mapped now; no case here can run
+ * where the limit does not take (qemu-user). */
 static void limit_address_space(size_t extra)
 {
-    unsigned long pages = 0;
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
-    fclose(f);
-    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + extra);
-    struct rlimit r = { lim, lim };
-    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
-    /* qemu-user answers setrlimit(RLIMIT_AS) with success and sets nothing (the limit
-     * would bind its own allocations): getrlimit then says unlimited, and no case here
-     * can run. */
-    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur != lim)
+    if (!tst_limit_address_space(extra))
         SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
 }
 

@@ -595,14 +595,7 @@ static void count_layout(struct vms__arena *a, void *ctx)
  * hidden). */
 static void limit_address_space(size_t extra)
 {
-    unsigned long pages = 0;
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
-    fclose(f);
-    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + extra);
-    struct rlimit r = { lim, lim };
-    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
-    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur != lim) exit(AS_LIMIT_IGNORED);
+    if (!tst_limit_address_space(extra)) exit(AS_LIMIT_IGNORED);
 }
 
 static void no_proc_full_arenas_child(void *arg)
