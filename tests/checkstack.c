@@ -307,7 +307,9 @@ TEST(chain_depth_is_sum_of_path)
     long long c = su_frame(in("native/chain.su"), "chain_c");
     long long l = su_frame(in("native/leaf.su"), "big_leaf");
     char want[512];
-    snprintf(want, sizeof want, "\n%s\n", depth_line("chain_a", a + b + c + l, red_zone()));
+    /* puts is not in the input: the depth is a lower bound and says so. */
+    snprintf(want, sizeof want, "\n%s - a lower bound (1 function below counted as 0 bytes)\n",
+             depth_line("chain_a", a + b + c + l, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
     snprintf(want, sizeof want, "\n  chain_a (%lld) -> chain_b (%lld) -> chain_c (%lld) -> big_leaf (%lld)\n",
              a, b, c, l);
@@ -325,7 +327,8 @@ TEST(chain_without_leaf_counts_unknown_as_zero)
     long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
                     su_frame(in("native/chain.su"), "chain_c");
     char want[256];
-    snprintf(want, sizeof want, "%s\n", depth_line("chain_a", sum, red_zone()));
+    snprintf(want, sizeof want, "%s - a lower bound (2 functions below counted as 0 bytes)\n",
+             depth_line("chain_a", sum, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
     ASSERT_STR_CONTAINS(out, " (?)\n"); /* the path ends at an unknown callee */
     ASSERT_STR_CONTAINS(out, "counted as 0 bytes): big_leaf, puts\n");
@@ -349,7 +352,8 @@ TEST(default_entries_are_uncalled_functions)
     long long sum = su_frame(in("native/chain.su"), "chain_a") + su_frame(in("native/chain.su"), "chain_b") +
                     su_frame(in("native/chain.su"), "chain_c") + su_frame(in("native/leaf.su"), "big_leaf");
     char want[256];
-    snprintf(want, sizeof want, "\n%s\n", depth_line("chain_a", sum, red_zone()));
+    snprintf(want, sizeof want, "\n%s - a lower bound (1 function below counted as 0 bytes)\n",
+             depth_line("chain_a", sum, red_zone()));
     ASSERT_STR_CONTAINS(out, want);
 }
 
@@ -467,6 +471,12 @@ TEST(unknown_callees_unproven)
     /* With its .ci file the same leaf is proven. */
     ASSERT_EQ(run("--stack-size", "1g", in("native/leaf.ci")), 0);
     ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
+    /* And without --stack-size its depth is a worst case, with no lower-bound remark. */
+    ASSERT_EQ(run(in("native/leaf.ci")), 0);
+    snprintf(want, sizeof want, "%s\n", depth_line("big_leaf", su_frame(in("native/leaf.su"), "big_leaf"),
+                                                    red_zone()));
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_NOT_CONTAINS(out, "lower bound");
 }
 
 static const char *write_tmp(const char *name, const void *data, size_t len);

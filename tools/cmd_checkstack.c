@@ -466,6 +466,10 @@ static int report_entry(const struct cs_graph *g, size_t f, const struct opts *o
             } else {
                 printf(" - fits in --stack-size %llu\n", n);
             }
+        } else if (nunknown) {
+            /* Without --stack-size there is no verdict, but the figure is not a worst case. */
+            printf(" - a lower bound (%zu function%s below counted as 0 bytes)\n", nunknown,
+                   nunknown == 1 ? "" : "s");
         } else {
             printf("\n");
         }
