@@ -437,13 +437,21 @@ TEST(stack_size_exit_codes)
     ASSERT_STR_CONTAINS(out, "1 of 2 entry points fit, 1 unproven");
     ASSERT_EQ(run("--stack-size", "1g", "--entry", "chain_a", "--entry", "big_leaf", "--allow-unknown",
                   in("native")), 0);
-    /* ELF input has no call graph: only a single frame larger than the stack fails. */
+    /* ELF input has no call graph: a single frame larger than the stack does not fit;
+     * frames that fit alone prove no depth, so that is unproven (exit 3). */
     ASSERT_EQ(run("--stack-size", "1k", in("native/leaf.o")), 1);
     ASSERT_STR_CONTAINS(out, "big_leaf: frame of ");
-    ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 0);
-    ASSERT_STR_CONTAINS(out, "--stack-size 65536: each frame of the ELF input fits alone; ELF input "
-                        "has no call graph, so no depth was checked\n");
+    ASSERT_EQ(run("--stack-size", "1k", "--allow-unknown", in("native/leaf.o")), 1);
+    ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o")), 3);
+    ASSERT_STR_CONTAINS(out, "--stack-size 65536: UNPROVEN: each frame of the ELF input fits alone; "
+                        "ELF input has no call graph, so no depth was checked\n");
     ASSERT_STR_NOT_CONTAINS(out, "entry points fit");
+    ASSERT_EQ(run("--stack-size", "64k", "--allow-unknown", in("native/leaf.o")), 0);
+    ASSERT_STR_CONTAINS(out, "no depth was checked; allowed by --allow-unknown\n");
+    /* With .ci input beside it, a proven depth does not hide the unchecked ELF frames. */
+    ASSERT_EQ(run("--stack-size", "64k", in("native/leaf.o"), in("native/leaf.ci")), 3);
+    ASSERT_STR_CONTAINS(out, "1 of 1 entry points fit\n");
+    ASSERT_EQ(run("--stack-size", "64k", "--allow-unknown", in("native/leaf.o"), in("native/leaf.ci")), 0);
 }
 
 TEST(unknown_callees_unproven)
@@ -515,9 +523,9 @@ TEST(red_zone_counts_in_depth)
                         "x86-64's is assumed");
     ASSERT_STR_CONTAINS(out, depth_line("big_leaf", l, 128));
     /* ELF input: a frame plus the red zone must fit. */
-    ASSERT_EQ(run("--stack-size", exact, in("native/leaf.o")), red_zone() ? 1 : 0);
+    ASSERT_EQ(run("--stack-size", exact, in("native/leaf.o")), red_zone() ? 1 : 3);
     if (red_zone()) ASSERT_STR_CONTAINS(out, " bytes + 128 red zone does NOT fit in --stack-size ");
-    ASSERT_EQ(run("--stack-size", with_rz, in("native/leaf.o")), 0);
+    ASSERT_EQ(run("--stack-size", with_rz, in("native/leaf.o")), 3); /* fits alone: no depth */
     /* aarch64 objects next to the .ci files: no red zone. */
     if (CS_HAVE_AARCH64) {
         long long a = su_frame(in("aarch64/leaf.su"), "big_leaf");
@@ -526,7 +534,7 @@ TEST(red_zone_counts_in_depth)
         ASSERT_EQ(run("--stack-size", a_exact, in("aarch64/leaf.ci")), 0);
         ASSERT_STR_CONTAINS(out, "red zone: none (aarch64)\n");
         ASSERT_STR_CONTAINS(out, depth_line("big_leaf", a, 0));
-        ASSERT_EQ(run("--stack-size", a_exact, in("aarch64/leaf.o")), 0);
+        ASSERT_EQ(run("--stack-size", a_exact, "--allow-unknown", in("aarch64/leaf.o")), 0);
     }
 }
 

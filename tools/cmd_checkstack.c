@@ -6,7 +6,8 @@
  * whether it fits.
  * Exit status: 0 fits (or no limit given), 1 a worst case does not fit or is unbounded,
  * 2 usage error or unreadable/malformed input, 3 a depth fits but is only a lower bound
- * (unknown callees; 0 with --allow-unknown). Independent of the vmstack library.
+ * (unknown callees, or ELF input's frames fit alone; 0 with --allow-unknown).
+ * Independent of the vmstack library.
  */
 #include "checkstack.h"
 #include "tools.h"
@@ -72,7 +73,8 @@ static void usage(FILE *f)
             "  --stack-size N   exit 1 if a worst case exceeds N bytes or is unbounded\n"
             "                   (suffixes k, m, g); exit 3 if a depth fits but is only a\n"
             "                   lower bound (it reaches unknown callees or functions without\n"
-            "                   a call graph, counted as 0 bytes)\n"
+            "                   a call graph, counted as 0 bytes) or if the frames of\n"
+            "                   ELF input fit (it has no call graph: no depth is checked)\n"
             "  --allow-unknown  with --stack-size: exit 0 rather than 3 for such lower bounds\n"
             "  --red-zone N     bytes a leaf may use below the stack pointer, added to each\n"
             "                   depth (default: 128 for x86-64, 0 for aarch64, from the ELF\n"
@@ -754,9 +756,15 @@ int vms_cmd_checkstack(int argc, char **argv)
             nbig++;
             rc = 1;
         }
-        if (in.elf.n && !nbig)
-            printf("--stack-size %llu: each frame of the ELF input fits alone; ELF input has no "
-                   "call graph, so no depth was checked\n", (unsigned long long)o.stack_size);
+        if (in.elf.n && !nbig) {
+            /* The largest frame is only a lower bound of the depth: unproven, as a
+             * depth that reaches functions counted as 0 bytes is (exit 3). */
+            printf("--stack-size %llu: UNPROVEN: each frame of the ELF input fits alone; ELF "
+                   "input has no call graph, so no depth was checked%s\n",
+                   (unsigned long long)o.stack_size,
+                   o.allow_unknown ? "; allowed by --allow-unknown" : "");
+            if (rc == 0 && !o.allow_unknown) rc = 3;
+        }
     }
 out:
     fflush(stdout);
