@@ -209,6 +209,11 @@ TEST(valgrind_gets_mprotect_guards)
 #else
     int st = info_under_valgrind(NULL);
     if (st == -1) SKIP("valgrind is not installed (CI installs it)");
+    /* The aarch64 cross build: the host's valgrind finds the command's platform in its
+     * ELF header and has no tool for it. */
+    const char *no_tool = strstr(out, "valgrind: failed to start tool ");
+    if (no_tool && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        SKIP("this valgrind cannot run the command: %.*s", (int)strcspn(no_tool, "\n"), no_tool);
     if (strstr(out, "debuginfo reader"))    /* clang 14's DWARF 5, under Valgrind 3.19 */
         SKIP("this Valgrind cannot read the debug information of this build");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("info under valgrind failed:\n%s", out);

@@ -198,21 +198,27 @@ static inline void tst_use_up_descriptors(struct rlimit *old)
     if (setrlimit(RLIMIT_NOFILE, &lim) != 0) exit(12);
 }
 
-/* Lets the process map `extra` bytes more than it has mapped now (RLIMIT_AS, from
- * /proc/self/statm's first field). For a child: exits 90 or 91 when it cannot read or
- * set it. Returns 0 where the limit did not take: qemu-user answers
+/* Sets RLIMIT_AS (soft and hard) to lim bytes. For a child: exits 91 when setrlimit
+ * fails. Returns 0 where the limit did not take: qemu-user answers
  * setrlimit(RLIMIT_AS) with success and sets nothing (the limit would bind its own
  * allocations), and getrlimit then says unlimited. */
+static inline int tst_set_address_space(rlim_t lim)
+{
+    struct rlimit r = { lim, lim };
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    return getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur == lim;
+}
+
+/* Lets the process map `extra` bytes more than it has mapped now (RLIMIT_AS, from
+ * /proc/self/statm's first field). For a child: exits 90 or 91 when it cannot read or
+ * set it. Returns 0 where the limit did not take (qemu-user: tst_set_address_space). */
 static inline int tst_limit_address_space(size_t extra)
 {
     unsigned long pages = 0;
     FILE *f = fopen("/proc/self/statm", "re");
     if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
     fclose(f);
-    rlim_t lim = (rlim_t)(pages * (size_t)sysconf(_SC_PAGESIZE) + extra);
-    struct rlimit r = { lim, lim };
-    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
-    return getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur == lim;
+    return tst_set_address_space((rlim_t)(pages * (size_t)sysconf(_SC_PAGESIZE) + extra));
 }
 
 /* The calling thread's kernel thread ID. */
