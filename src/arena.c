@@ -122,21 +122,16 @@ static void warn_no_room(size_t room, bool known, size_t min_size)
 {
     static atomic_int warned;
     size_t min_mib = min_size >> 20;
-    if (room != SIZE_MAX && !known)
-        /* No /proc/self/statm: it said the whole limit was left, as if nothing were
-         * mapped. */
+    if (room != SIZE_MAX)
+        /* Without /proc/self/statm the room is the limit itself, as if nothing were
+         * mapped: said as such, not as what is left. */
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
-                           "the smallest): RLIMIT_AS (ulimit -v) is %zu MiB, how much of it "
-                           "is in use is unknown (/proc/self/statm unreadable); every stack "
+                           "the smallest): RLIMIT_AS (ulimit -v) %s %zu MiB%s; every stack "
                            "size in use (the alternate signal stacks' is one) needs an arena "
                            "of its own: stack allocation fails with ENOMEM", min_mib,
-                           room >> 20);
-    else if (room != SIZE_MAX)
-        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
-                           "the smallest): RLIMIT_AS (ulimit -v) leaves %zu MiB; every stack "
-                           "size in use (the alternate signal stacks' is one) needs an arena "
-                           "of its own: stack allocation fails with ENOMEM", min_mib,
-                           room >> 20);
+                           known ? "leaves" : "is", room >> 20,
+                           known ? "" : ", how much of it is in use is unknown "
+                                        "(/proc/self/statm unreadable)");
     else
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): the address space is exhausted; stack allocation "
