@@ -664,3 +664,57 @@ TEST(no_proc_rlimit_as_use_unknown)
     ASSERT_EQ(tst_count(out, want), 1);
     ASSERT_STR_NOT_CONTAINS(out, " leaves ");
 }
+
+/* Without /proc under ulimit -v the first arenas are refused at larger sizes before a
+ * smaller one fits. The program then raises the limit (setrlimit): later arenas grow
+ * again. The smallest size a refusal had left stayed the largest tried for good: after
+ * the limit was lifted, 64 MiB arenas, each alone in a 4 GiB lookup-table entry, ran out
+ * of entries near the first after 29 more (5,916 stacks, then ENOMEM, with the address
+ * space unlimited). */
+#define MORE_STACKS 10000
+static void no_proc_raised_limit_child(void *arg)
+{
+    (void)arg;
+    /* The soft limit only: the hard one stays, so the child can raise it again. */
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
+    fclose(f);
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_max != RLIM_INFINITY) exit(91);
+    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + ((size_t)1 << 30));
+    r.rlim_cur = lim;
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur != lim) exit(AS_LIMIT_IGNORED);
+    hide_proc();
+    size_t n = 0;
+    while (vms_stack_alloc(0)) n++;
+    if (errno != ENOMEM || n == 0) exit(10);
+    r.rlim_cur = RLIM_INFINITY;
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(11);
+    vms_stack *s = NULL;
+    for (int i = 0; i < MORE_STACKS; i++)
+        if (!(s = vms_stack_alloc(0))) {
+            printf("%zu stacks under the limit; after it was lifted, %d: %s\n", n, i,
+                   strerror(errno));
+            exit(12);
+        }
+    struct vms__where w;
+    if (vms__arena_where(vms_stack_base(s), &w) != VMS__WHERE_STACK) exit(13);
+    size_t size = (size_t)(w.arena->hi - w.arena->lo);
+    printf("%zu stacks under the limit, %d more after it was lifted, the last in an arena "
+           "of %zu MiB\n", n, MORE_STACKS, size >> 20);
+    /* 256 MiB, 1 GiB, then 4 GiB (13,000 default stacks) hold them. */
+    if (size < ((size_t)4 << 30)) exit(14);
+}
+
+TEST(no_proc_arenas_grow_again_after_the_limit_is_raised)
+{
+    need_guards();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    run_without_proc(no_proc_raised_limit_child);
+    fputs(out, stdout);
+    ASSERT_STR_CONTAINS(out, " more after it was lifted, the last in an arena of ");
+}
