@@ -130,8 +130,9 @@ static void warn_no_room(size_t room, bool known, size_t min_size)
     static atomic_int warned;
     size_t min_mib = min_size >> 20;
     if (room != SIZE_MAX)
-        /* Without /proc/self/statm the room is the limit itself, as if nothing were
-         * mapped: said as such, not as what is left. */
+        /* Where neither /proc/self/statm nor trying reservations told the room, it is
+         * the limit itself, as if nothing were mapped: said as such, not as what is
+         * left. */
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): RLIMIT_AS (ulimit -v) %s %zu MiB%s; every stack "
                            "size in use (the alternate signal stacks' is one) needs an arena "
