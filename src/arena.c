@@ -64,8 +64,15 @@ static struct vms__arena *_Atomic table[TABLE_SIZE];
 static struct vms__arena *_Atomic arenas[MAX_ARENAS];
 static atomic_size_t narenas;
 /* The largest arena size not refused: after a refusal, later arenas do not retry
- * larger ones. */
+ * larger ones while the address space left (vms__os_address_room) is no more than it
+ * was then (refused_room). Once it has grown (the program unmapped something, or raised
+ * RLIMIT_AS with setrlimit), they do: the limit stayed lowered for good, and with no
+ * /proc under ulimit -v 1g, 64 MiB arenas after the limit was lifted ran out of 4 GiB
+ * chunks of their own after 29 more (ENOMEM with the address space unlimited). Read
+ * and written by arena creations of different classes at once: a mismatched pair costs
+ * one refused reservation, or one arena smaller than it could have been. */
 static atomic_uint arena_shift = ARENA_MAX_SHIFT;
+static atomic_size_t refused_room;
 
 /* Per class: the arena being opened, serialized by its lock. */
 static struct {
@@ -122,21 +129,17 @@ static void warn_no_room(size_t room, bool known, size_t min_size)
 {
     static atomic_int warned;
     size_t min_mib = min_size >> 20;
-    if (room != SIZE_MAX && !known)
-        /* No /proc/self/statm: it said the whole limit was left, as if nothing were
-         * mapped. */
+    if (room != SIZE_MAX)
+        /* Where neither /proc/self/statm nor trying reservations told the room, it is
+         * the limit itself, as if nothing were mapped: said as such, not as what is
+         * left. */
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
-                           "the smallest): RLIMIT_AS (ulimit -v) is %zu MiB, how much of it "
-                           "is in use is unknown (/proc/self/statm unreadable); every stack "
+                           "the smallest): RLIMIT_AS (ulimit -v) %s %zu MiB%s; every stack "
                            "size in use (the alternate signal stacks' is one) needs an arena "
                            "of its own: stack allocation fails with ENOMEM", min_mib,
-                           room >> 20);
-    else if (room != SIZE_MAX)
-        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
-                           "the smallest): RLIMIT_AS (ulimit -v) leaves %zu MiB; every stack "
-                           "size in use (the alternate signal stacks' is one) needs an arena "
-                           "of its own: stack allocation fails with ENOMEM", min_mib,
-                           room >> 20);
+                           known ? "leaves" : "is", room >> 20,
+                           known ? "" : ", how much of it is in use is unknown "
+                                        "(/proc/self/statm unreadable)");
     else
         vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
                            "the smallest): the address space is exhausted; stack allocation "
@@ -203,25 +206,32 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     while (least < ARENA_MAX_SHIFT &&
            ((size_t)1 << least) < slot + guard + page + sizeof(struct vms_stack))
         least++;
-    unsigned start = atomic_load(&arena_shift);
-    struct vms__arena *prev = classes[cls].current;
-    unsigned want = prev ? (unsigned)__builtin_ctzl((size_t)(prev->hi - prev->lo)) +
-                           ARENA_GROWTH_SHIFT
-                         : ARENA_FIRST_SHIFT;
-    if (start > want) start = want;
-    if (start < least) start = least;
     /* Under RLIMIT_AS (ulimit -v) an arena takes at most half the address space left
      * (but never less than the class's smallest arena): the first arena would otherwise
      * take the largest size that fits and leave the other size classes, and the program,
      * without room. */
     bool room_known;
     size_t room = vms__os_address_room(&room_known);   /* the limit, where use is unknown */
+    unsigned start = atomic_load(&arena_shift);
+    bool lifted = start < ARENA_MAX_SHIFT && room > atomic_load(&refused_room);
+    if (lifted) start = ARENA_MAX_SHIFT;   /* more room than at the refusal: try again */
+    struct vms__arena *prev = classes[cls].current;
+    unsigned want = prev ? (unsigned)__builtin_ctzl((size_t)(prev->hi - prev->lo)) +
+                           ARENA_GROWTH_SHIFT
+                         : ARENA_FIRST_SHIFT;
+    if (start > want) start = want;
+    if (start < least) start = least;
     while (start > least && ((size_t)1 << start) > room / 2) start--;
     for (unsigned shift = start; shift >= least; shift--) {
         size = (size_t)1 << shift;
         e = vms__os_reserve(size, size, &lo);
         if (e == 0) {
-            if (shift < start) atomic_store(&arena_shift, shift);   /* larger was refused */
+            if (shift < start) {                       /* larger was refused */
+                atomic_store(&refused_room, room);
+                atomic_store(&arena_shift, shift);
+            } else if (lifted) {
+                atomic_store(&arena_shift, ARENA_MAX_SHIFT);
+            }
             break;
         }
         /* ENOMEM from the kernel; EINVAL from Valgrind, which refuses large maps. */

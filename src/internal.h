@@ -109,8 +109,10 @@ VMS_HIDDEN int vms__os_reserve(size_t size, size_t align, void **out);
  * is mapped already, or the kernel's errno (-ENOMEM under RLIMIT_AS). */
 VMS_HIDDEN int vms__os_reserve_at(void *addr, size_t size);
 /* Address space the process may still map under RLIMIT_AS (ulimit -v): the limit less
- * what is mapped now; SIZE_MAX without a limit. *known is false where what is mapped
- * could not be read (no /proc/self/statm): then the limit itself, an upper bound. */
+ * what is mapped now (/proc/self/statm), or without /proc the largest reservation the
+ * kernel grants, found by trying (a dozen or two system calls); SIZE_MAX without a
+ * limit. *known is false where neither could tell (a try failed otherwise than the
+ * limit makes it fail): then the limit itself, an upper bound. */
 VMS_HIDDEN size_t vms__os_address_room(bool *known);
 VMS_HIDDEN int vms__os_release(void *addr, size_t size);          /* munmap */
 VMS_HIDDEN int vms__os_open(void *addr, size_t size);             /* -> read-write */

@@ -239,6 +239,40 @@ int vms__os_reserve_at(void *addr, size_t size)
     return 0;
 }
 
+/* No /proc/self/statm: the room under the limit, found by trying. The largest
+ * PROT_NONE, MAP_NORESERVE reservation the kernel grants, to a MiB, by bisection
+ * between 0 and the limit, each granted one given back at once: about log2 of the limit
+ * in MiB reservations (11 for 1 GiB, 15 for 16 GiB), half of them granted and unmapped.
+ * Called once per arena, on this path only. While a try holds its range (two system
+ * calls), up to the whole room is taken: another thread's mapping in that moment may be
+ * refused as if the program were at its limit. Returns SIZE_MAX where a try failed
+ * otherwise than the limit does (ENOMEM; EINVAL from Valgrind, which refuses large
+ * maps), or by an injected fault: the room is then unknown. */
+static size_t probe_room(size_t limit)
+{
+    size_t fits = 0, fails = (limit >> 20) + 1;   /* in MiB */
+    while (fails - fits > 1) {
+        size_t mid = fits + (fails - fits) / 2, len = mid << 20;
+        int e = injected(VMS__OP_MMAP);
+        void *p = MAP_FAILED;
+        if (!e) {
+            count_syscall();
+            p = mmap(NULL, len, PROT_NONE, RESERVE_FLAGS, -1, 0);
+            if (p == MAP_FAILED) e = -errno;
+        }
+        if (e == -ENOMEM || e == -EINVAL) {
+            fails = mid;
+        } else if (e) {
+            return SIZE_MAX;
+        } else {
+            count_syscall();
+            munmap(p, len);
+            fits = mid;
+        }
+    }
+    return fits << 20;
+}
+
 size_t vms__os_address_room(bool *known)
 {
     struct rlimit r;
@@ -247,17 +281,18 @@ size_t vms__os_address_room(bool *known)
     if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
     size_t limit = r.rlim_cur > SIZE_MAX ? SIZE_MAX : (size_t)r.rlim_cur;
     /* statm's first field: the address space in use, in pages (VmSize). Without it (no
-     * /proc) the use is unknown, and the limit is only an upper bound of the room: it
-     * was taken for the room itself, as if nothing were mapped. */
+     * /proc) the room is found by trying reservations; where even that fails, the use
+     * is unknown, and the limit, only an upper bound of the room, is returned. */
     unsigned long pages = 0;
     FILE *f = fopen("/proc/self/statm", "re");
-    if (!f) {
+    bool read = f && fscanf(f, "%lu", &pages) == 1;
+    if (f) fclose(f);
+    if (!read) {
+        size_t room = probe_room(limit);
+        if (room != SIZE_MAX) return room;
         *known = false;
         return limit;
     }
-    if (fscanf(f, "%lu", &pages) != 1) *known = false;
-    fclose(f);
-    if (!*known) return limit;
     size_t used = (size_t)pages * vms__os_page_size();
     return limit > used ? limit - used : 0;
 }

@@ -558,3 +558,100 @@ TEST(above_a_small_arenas_end_is_not_ours)
     ASSERT_STR_CONTAINS(out, "above the end: not vmstack's\n");
     ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
 }
+
+/* ---- arena sizes grow again when the room does ----------------------------------------- */
+
+/* Lowers RLIMIT_AS's soft limit to `extra` bytes more than is mapped now, the hard limit
+ * left as it is, so that the child can raise it again; no case here can run where the
+ * limit does not take (qemu-user). */
+static void limit_soft(size_t extra)
+{
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
+    fclose(f);
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + extra);
+    if (r.rlim_max != RLIM_INFINITY) exit(77);   /* the case raises it to unlimited */
+    r.rlim_cur = lim;
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur != lim)
+        SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
+}
+
+/* The size of the arena that holds s. */
+static size_t arena_size_of(vms_stack *s)
+{
+    struct vms__where w;
+    if (!s || vms__arena_where(vms_stack_base(s), &w) != VMS__WHERE_STACK) exit(20);
+    return (size_t)(w.arena->hi - w.arena->lo);
+}
+
+/* A reservation refused, then more room: the next arena is sized from the room again.
+ * The refusal is forced (an injected ENOMEM, as when another thread mapped memory
+ * between vmstack's reading of the room and its reservation); the room then grows by
+ * a raised limit (arg "raise") or by a mapping of the program's given back ("unmap").
+ * The smaller size a refusal made stayed the largest tried for good: 512 MiB arenas
+ * with the address space unlimited. Both guard methods: VMSTACK_GUARD_METHOD comes in
+ * the environment of the case's second child. */
+static void grow_again_child(void *arg)
+{
+    bool raise = !strcmp(arg, "raise");
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized: two arenas made */
+    if (!warm) exit(9);
+    limit_soft((raise ? 2 * GIB : 3 * GIB) + 64 * VMS_MIB);
+    char *big = NULL;
+    if (!raise) {
+        big = mmap(NULL, GIB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (big == MAP_FAILED) exit(10);
+    }
+    /* 2 GiB and 64 MiB of room: a class's first arena would take 1 GiB; it is refused,
+     * 512 MiB is reserved instead. */
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, false);
+    size_t first = arena_size_of(vms_stack_alloc(64 * 1024));
+    vms__os_inject_clear();
+    if (first != GIB / 2) {
+        printf("the arena after a refused 1 GiB: %zu MiB\n", first >> 20);
+        exit(11);
+    }
+    if (raise) {
+        struct rlimit r;
+        if (getrlimit(RLIMIT_AS, &r) != 0) exit(12);
+        r.rlim_cur = RLIM_INFINITY;
+        if (setrlimit(RLIMIT_AS, &r) != 0) exit(13);
+    } else if (munmap(big, GIB) != 0) {
+        exit(14);
+    }
+    /* A class not used before: its first arena. Unlimited, 16 GiB; with about 2.5 GiB
+     * of room (3 GiB, less the 512 MiB arena), 1 GiB. */
+    size_t next = arena_size_of(vms_stack_alloc(128 * 1024));
+    size_t want = raise ? 16 * GIB : GIB;
+    vms_stats st;
+    if (vms_get_stats(&st) != 0) exit(15);
+    printf("%s guards: arena after the refusal %zu MiB, after the room grew %zu MiB "
+           "(want %zu)\n", st.guard_method, first >> 20, next >> 20, want >> 20);
+    if (next != want) exit(16);
+}
+
+static void grow_again(const char *how)
+{
+    need_guards();
+    no_sanitizer();
+    NEED_FAULT_INJECTION();
+    for (int mprotect_method = 0; mprotect_method < 2; mprotect_method++) {
+        char out[4096];
+        if (mprotect_method) setenv("VMSTACK_GUARD_METHOD", "mprotect", 1);
+        int st = tst_fork(grow_again_child, (void *)how, out, sizeof out);
+        if (mprotect_method) unsetenv("VMSTACK_GUARD_METHOD");
+        fputs(out, stdout);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+            SKIP("RLIMIT_AS has a hard limit (the case raises the soft one to unlimited), "
+                 "or it was not applied (qemu-user)");
+        ASSERT_EXITED(st, 0);
+        ASSERT_STR_CONTAINS(out, mprotect_method ? "mprotect guards: " : " guards: ");
+    }
+}
+
+TEST(arenas_grow_again_after_the_limit_is_raised) { grow_again("raise"); }
+TEST(arenas_grow_again_after_a_mapping_is_freed) { grow_again("unmap"); }

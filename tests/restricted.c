@@ -591,6 +591,12 @@ static void count_layout(struct vms__arena *a, void *ctx)
     l->maps += 2 + (strcmp(vms__arena_guard_method(), "mprotect") == 0 ? 2 * (size_t)opened : 0);
 }
 
+static void largest_arena(struct vms__arena *a, void *ctx)
+{
+    size_t *largest = ctx;
+    if ((size_t)(a->hi - a->lo) > *largest) *largest = (size_t)(a->hi - a->lo);
+}
+
 /* Lets the child map `extra` bytes more than it has mapped now (read before /proc is
  * hidden). */
 static void limit_address_space(size_t extra)
@@ -628,18 +634,24 @@ TEST(no_proc_full_arenas_are_two_mappings)
     ASSERT_STR_CONTAINS(out, " full), ");
 }
 
-/* Without /proc the address space in use is unknown. Under ulimit -v with less room
- * than the smallest arena, the warning gives the limit and says the use is unknown: it
- * said the whole limit was left ("leaves 1234 MiB" with 32 MiB free), an unreadable
- * /proc/self/statm read as nothing mapped. */
+/* Without /proc the address space in use is unknown, and the room under ulimit -v is
+ * found by trying reservations. With less room than the smallest arena, the warning
+ * gives the room found (it said the whole limit was left, "leaves 1234 MiB" with 32 MiB
+ * free, an unreadable /proc/self/statm read as nothing mapped). Where the tries fail
+ * otherwise than the limit makes them (arg: an injected EPERM on the first), the room
+ * is unknown: the warning gives the limit and says so. */
 static void no_proc_rlimit_as_child(void *arg)
 {
-    (void)arg;
+    bool unknown = arg != NULL;
     limit_address_space(32 * VMS_MIB);
     struct rlimit r;
     if (getrlimit(RLIMIT_AS, &r) != 0) exit(92);
     rlim_t lim = r.rlim_cur;
     hide_proc();
+    if (unknown) {
+        (void)vms__arena_guard_method();   /* decided first: its check reserves too */
+        vms__os_inject(VMS__OP_MMAP, 1, EPERM, false);
+    }
     for (int i = 0; i < 3; i++) {
         errno = 0;
         if (vms_stack_alloc(0) || errno != ENOMEM) exit(10);
@@ -647,13 +659,34 @@ static void no_proc_rlimit_as_child(void *arg)
     printf("ENOMEM; limit %zu MiB\n", (size_t)(lim >> 20));
 }
 
-TEST(no_proc_rlimit_as_use_unknown)
+TEST(no_proc_rlimit_as_room_found_by_trying)
 {
     need_guards();
 #if defined(TST_ASAN) || defined(TST_TSAN)
     SKIP("the sanitizer's runtime needs address space of its own");
 #endif
     run_without_proc(no_proc_rlimit_as_child);
+    ASSERT_STR_CONTAINS(out, "ENOMEM; limit ");
+    static const char said[] = "vmstack: warning: cannot reserve address space for a new "
+                               "arena (64 MiB, the smallest): RLIMIT_AS (ulimit -v) leaves ";
+    ASSERT_EQ(tst_count(out, said), 1);
+    size_t left = (size_t)strtoul(strstr(out, said) + strlen(said), NULL, 10);
+    ASSERT_LE(left, 32);
+    ASSERT_STR_NOT_CONTAINS(out, "unknown");
+}
+
+TEST(no_proc_rlimit_as_use_unknown)
+{
+    need_guards();
+    NEED_FAULT_INJECTION();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    int st = tst_fork(no_proc_rlimit_as_child, (void *)1, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("no mount namespace to hide /proc in");
+    if (WIFEXITED(st) && (WEXITSTATUS(st) == PROC_MADE_UP || WEXITSTATUS(st) == AS_LIMIT_IGNORED))
+        SKIP("qemu-user: /proc/self/maps made up, or RLIMIT_AS not applied");
+    ASSERT_EXITED(st, 0);
     const char *l = strstr(out, "ENOMEM; limit ");
     ASSERT_NOT_NULL(l);
     char want[200];
@@ -663,4 +696,95 @@ TEST(no_proc_rlimit_as_use_unknown)
              (size_t)strtoul(l + strlen("ENOMEM; limit "), NULL, 10));
     ASSERT_EQ(tst_count(out, want), 1);
     ASSERT_STR_NOT_CONTAINS(out, " leaves ");
+}
+
+/* Without /proc an arena takes at most half the room found, as with it: it was sized
+ * from the limit, and with 4 GiB mapped by the program and 1.5 GiB left, the largest
+ * size that fitted was taken (1 GiB for the alternate signal stacks, 256 MiB for the
+ * program's default stacks). */
+static void no_proc_half_the_room_child(void *arg)
+{
+    (void)arg;
+    size_t big = (size_t)4 << 30;
+    if (mmap(NULL, big, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) ==
+        MAP_FAILED)
+        exit(9);
+    limit_address_space(3 * ((size_t)1 << 29));
+    hide_proc();
+    vms_stack *s = vms_stack_alloc(0);
+    if (!s) exit(10);
+    struct layout l = { 0, 0, 0 };
+    vms__arena_each(count_layout, &l);
+    size_t largest = 0;
+    vms__arena_each(largest_arena, &largest);
+    printf("%zu arenas, the largest %zu MiB\n", l.arenas, largest >> 20);
+    if (largest > 3 * ((size_t)1 << 28)) exit(11);   /* more than half of 1.5 GiB */
+}
+
+TEST(no_proc_arena_takes_at_most_half_the_room)
+{
+    need_guards();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    run_without_proc(no_proc_half_the_room_child);
+    fputs(out, stdout);
+    ASSERT_STR_CONTAINS(out, " arenas, the largest ");
+}
+
+/* Without /proc under ulimit -v the first arenas are refused at larger sizes before a
+ * smaller one fits. The program then raises the limit (setrlimit): later arenas grow
+ * again. The smallest size a refusal had left stayed the largest tried for good: after
+ * the limit was lifted, 64 MiB arenas, each alone in a 4 GiB lookup-table entry, ran out
+ * of entries near the first after 29 more (5,916 stacks, then ENOMEM, with the address
+ * space unlimited). */
+#define MORE_STACKS 10000
+static void no_proc_raised_limit_child(void *arg)
+{
+    (void)arg;
+    /* The soft limit only: the hard one stays, so the child can raise it again. */
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(90);
+    fclose(f);
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_max != RLIM_INFINITY) exit(91);
+    rlim_t lim = (rlim_t)(pages * vms__os_page_size() + ((size_t)1 << 30));
+    r.rlim_cur = lim;
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(91);
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur != lim) exit(AS_LIMIT_IGNORED);
+    hide_proc();
+    size_t n = 0;
+    while (vms_stack_alloc(0)) n++;
+    if (errno != ENOMEM || n == 0) exit(10);
+    r.rlim_cur = RLIM_INFINITY;
+    if (setrlimit(RLIMIT_AS, &r) != 0) exit(11);
+    vms_stack *s = NULL;
+    for (int i = 0; i < MORE_STACKS; i++)
+        if (!(s = vms_stack_alloc(0))) {
+            printf("%zu stacks under the limit; after it was lifted, %d: %s\n", n, i,
+                   strerror(errno));
+            exit(12);
+        }
+    struct vms__where w;
+    if (vms__arena_where(vms_stack_base(s), &w) != VMS__WHERE_STACK) exit(13);
+    size_t size = (size_t)(w.arena->hi - w.arena->lo);
+    printf("%zu stacks under the limit, %d more after it was lifted, the last in an arena "
+           "of %zu MiB\n", n, MORE_STACKS, size >> 20);
+    /* 256 MiB, 1 GiB, then 4 GiB (13,000 default stacks) hold them. */
+    if (size < ((size_t)4 << 30)) exit(14);
+}
+
+TEST(no_proc_arenas_grow_again_after_the_limit_is_raised)
+{
+    need_guards();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_max != RLIM_INFINITY)
+        SKIP("RLIMIT_AS has a hard limit: the case raises the soft one to unlimited");
+    run_without_proc(no_proc_raised_limit_child);
+    fputs(out, stdout);
+    ASSERT_STR_CONTAINS(out, " more after it was lifted, the last in an arena of ");
 }
