@@ -564,16 +564,23 @@ size_t vms__cache_live(void)
 /* Drops every page of the warm stacks among v[0..n) beyond the shared lists' warm budget,
  * before they join the shared lists (a thread's LIFO, at its exit): as a batch bound for
  * the shared lists does, so that threads exiting together do not hold WARM_MAX warm pages
- * each. Their bytes are zero already: should the discard fail, they just stay warm.
- * Returns the budget claimed, for warm_release once they are pushed. */
+ * each. Those that stay warm keep their top page only (with VMS_END_CHECK, the bottom one
+ * too), as a batch leaves them: with VMS_NO_SCRUB a stack freed straight into the LIFO
+ * still holds every page its owner touched (VMS__WARM_AS_LEFT), and kept so, the budget
+ * bounded the stacks, not their pages (1,024 stacks at their owners' full depth). Their
+ * bytes are zero or the last owner's already: should a discard fail, they just stay as
+ * they were. Returns the budget claimed, for warm_release once they are pushed. */
 static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 {
+    size_t page = vms__os_page_size();
+    size_t skip_bottom = (vms__opt.flags & VMS_END_CHECK) ? page : 0;
     size_t nwarm = 0;
     for (unsigned i = 0; i < n; i++) nwarm += v[i]->warm != 0;
     size_t claimed = warm_claim(nwarm);
     size_t budget = claimed;
     struct iovec iov[SCRUB_BATCH];
-    struct vms_stack *cold[SCRUB_BATCH];
+    struct vms_stack *trimmed[SCRUB_BATCH];
+    uint8_t now_warm[SCRUB_BATCH];
     size_t k = 0;
     for (unsigned i = 0; i <= n; i++) {
         if (i < n) {
@@ -581,15 +588,23 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
             if (!st->warm) continue;
             if (budget) {
                 budget--;
-                continue;
+                /* Stays warm: only a stack as its owner left it has pages below the
+                 * top one to drop. */
+                size_t keep = page + skip_bottom;
+                if (st->warm != VMS__WARM_AS_LEFT || st->size <= keep) continue;
+                iov[k].iov_base = st->base + skip_bottom;
+                iov[k].iov_len = st->size - keep;
+                now_warm[k] = 1;
+            } else {
+                iov[k].iov_base = st->base;
+                iov[k].iov_len = st->size;
+                now_warm[k] = 0;
             }
-            iov[k].iov_base = st->base;
-            iov[k].iov_len = st->size;
-            cold[k++] = st;
+            trimmed[k++] = st;
         }
         if (k == SCRUB_BATCH || (i == n && k)) {
             if (vms__os_discard_many(iov, k) == 0)
-                for (size_t j = 0; j < k; j++) cold[j]->warm = 0;
+                for (size_t j = 0; j < k; j++) trimmed[j]->warm = now_warm[j];
             k = 0;
         }
     }
