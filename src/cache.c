@@ -154,6 +154,8 @@ static void shared_push(struct vms_stack *first, struct vms_stack *last, unsigne
      * its own unlock, so shared_warm never wraps below zero in between. */
     if (warm) atomic_fetch_add_explicit(&shared_warm, warm, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
+    /* Tests only: another thread may take the stacks from here on. */
+    if (VMS_UNLIKELY(vms__cache_push_hook != NULL)) vms__cache_push_hook();
 }
 
 /* Takes n off shared_warm, never below 0: in the child of a fork made from a signal
@@ -612,6 +614,7 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 }
 
 void (*vms__cache_flush_hook)(void);
+void (*vms__cache_push_hook)(void);
 
 size_t vms__cache_shared_warm(void)
 {

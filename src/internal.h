@@ -365,6 +365,9 @@ VMS_HIDDEN void vms__cache_flush_thread(void);
 VMS_HIDDEN size_t vms__cache_shared_warm(void);
 VMS_HIDDEN size_t vms__cache_shared_warm_listed(void);
 VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
+/* Tests only: called by a push to the shared lists after their lock is released, when
+ * another thread can already take the stacks pushed. */
+VMS_HIDDEN extern void (*vms__cache_push_hook)(void);
 /* fork: takes every lock of the cache (shared lists, thread registry) and releases them.
  * In the child, vms__cache_fork_child releases them after setting the caches of the
  * threads the child does not have aside (true when there were any), which

@@ -214,3 +214,72 @@ TEST(setspecific_fails_no_thread_cache)
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
     ASSERT_EXITED(st, 0);
 }
+
+/* ---- the shared lists' warm count, with a taker in the push's wake ---------------------
+ *
+ * A thread without a cache frees a stack straight to the shared list, warm (its top page
+ * kept), with no warm budget claimed. The list's lock released, another thread may take
+ * the stack at once and subtract it from shared_warm (a subtraction that stops at 0): the
+ * push must have counted it before the unlock, or the taker's subtraction finds nothing
+ * to take and the push's late add leaves one warm stack counted that no list holds, for
+ * good. vms__cache_push_hook takes the stack back at exactly that point. */
+static vms_stack *taken_in_push;
+
+static void take_in_push(void)
+{
+    vms__cache_push_hook = NULL;
+    taken_in_push = vms_stack_alloc(0);
+}
+
+static void *push_then_take(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* no cache: from the shared list or new slots */
+    if (!s) return NULL;
+    void *base = vms_stack_base(s);
+    memset(base, 0x5a, 64);
+    printf("before: %zu warm counted, %zu in the lists\n", vms__cache_shared_warm(),
+           vms__cache_shared_warm_listed());
+    if (vms__cache_shared_warm() != 0 || vms__cache_shared_warm_listed() != 0) exit(20);
+    vms__cache_push_hook = take_in_push;
+    vms_stack_free(s);
+    /* (s is stale now: the stack comes back under a new handle) */
+    if (!taken_in_push || vms_stack_base(taken_in_push) != base) {
+        printf("the push's hook took %p, not the stack freed\n", (void *)taken_in_push);
+        exit(21);
+    }
+    return s;
+}
+
+static void warm_count_child(void *arg)
+{
+    (void)arg;
+    vms_stack *s = vms_stack_alloc(0);   /* this thread's keys set before */
+    if (!s) exit(9);
+    vms_stack_free(s);
+    vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    pthread_t th;
+    void *r = NULL;
+    if (pthread_create(&th, NULL, push_then_take, NULL) != 0) exit(10);
+    pthread_join(th, &r);
+    vms__os_inject_clear();
+    if (!r) exit(11);
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("after: %zu warm counted, %zu in the lists\n", counted, listed);
+    if (counted != listed) exit(22);
+    vms_stack_free(taken_in_push);
+    counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("freed again: %zu warm counted, %zu in the lists\n", counted, listed);
+    if (counted != listed) exit(23);
+}
+
+TEST(shared_warm_counted_before_another_thread_can_take)
+{
+    NEED_FAULT_INJECTION();
+    if (vms__opt.flags & VMS_NO_SCRUB) SKIP("VMS_NO_SCRUB: no stack is kept warm");
+    char out[8192];
+    int st = tst_fork(warm_count_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "after: 0 warm counted, 0 in the lists\n");
+}

@@ -10,6 +10,24 @@ if(TARGET vmstack_cmd)
     target_compile_definitions(test_${stem} PRIVATE VMSTACK_CMD="$<TARGET_FILE:vmstack_cmd>")
     add_dependencies(test_${stem} vmstack_cmd)
   endforeach()
+  # vmstack-miscount: a test-only build of the command (never installed) whose demo leaves
+  # its first oops-hook call uncounted (VMSTACK_DEMO_TEST_MISCOUNT in tools/cmd_demo.c), so
+  # that cli_demo can show the summary's count check failing the run. The shipped command
+  # has no way to make the counts disagree.
+  file(GLOB vms_miscount_sources ${PROJECT_SOURCE_DIR}/tools/cmd_*.c
+    ${PROJECT_SOURCE_DIR}/tools/checkstack_*.c)
+  add_executable(vmstack_miscount_cmd ${PROJECT_SOURCE_DIR}/tools/vmstack.c
+    ${PROJECT_SOURCE_DIR}/tools/selftest_clash.c ${vms_miscount_sources})
+  set_target_properties(vmstack_miscount_cmd PROPERTIES OUTPUT_NAME vmstack-miscount)
+  target_link_libraries(vmstack_miscount_cmd PRIVATE vmstack_static m)
+  target_include_directories(vmstack_miscount_cmd PRIVATE ${PROJECT_SOURCE_DIR}/src
+    ${PROJECT_SOURCE_DIR}/bench)
+  get_target_property(vms_cmd_defs vmstack_cmd COMPILE_DEFINITIONS)
+  target_compile_definitions(vmstack_miscount_cmd PRIVATE ${vms_cmd_defs}
+    VMSTACK_DEMO_TEST_MISCOUNT=1)
+  target_compile_definitions(test_cli_demo PRIVATE
+    VMSTACK_MISCOUNT_CMD="$<TARGET_FILE:vmstack_miscount_cmd>")
+  add_dependencies(test_cli_demo vmstack_miscount_cmd)
   # Cross-compiled: the command is a program for the target, which the test (itself run
   # under the emulator) cannot exec directly; it execs the emulator with it instead.
   if(CMAKE_CROSSCOMPILING_EMULATOR)

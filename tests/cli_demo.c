@@ -130,6 +130,28 @@ TEST(all_fibers_overflow)
     ASSERT_EQ(f.verified, 0);
 }
 
+/* The summary checks that every kill was counted the same three ways (reports on the
+ * pipe, oops-hook calls, vms_get_stats overflows) and fails the run when they disagree.
+ * vmstack-miscount, a test-only build of the command, leaves its first hook call
+ * uncounted: the check must fire, with the figures, and the exit status must be 1. */
+TEST(counts_that_disagree_fail_the_run)
+{
+    need_vmap();
+#ifndef VMSTACK_MISCOUNT_CMD
+    SKIP("the test-only vmstack-miscount command is not built");
+#else
+    const char *argv[] = { VMSTACK_MISCOUNT_CMD, "demo", "--fibers", "20", "--overflow", "2",
+                           "--threads=0", "--quiet", NULL };
+    int st = tst_fork(cli_exec, (void *)argv, out, sizeof out);
+    ASSERT_EXITED(st, 1);
+    struct summary f = summary_of("fibers");
+    ASSERT_EQ(f.killed, 2);
+    ASSERT_EQ(f.wrong, 0);
+    ASSERT_STR_CONTAINS(out, "reports   2 oops reports, oops hook called 1 time, vms_get_stats overflows 2");
+    ASSERT_STR_CONTAINS(out, "result    FAILED: 2 killed, but 2 reports, 1 hook calls, 2 overflows counted");
+#endif
+}
+
 /* The default --overflow (3) follows a smaller --fibers instead of refusing it; an
  * explicit one that does not fit is still refused (bad_options). Counts of one are
  * singular. */

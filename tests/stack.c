@@ -500,6 +500,88 @@ TEST(threads_never_share_a_stack)
     }
 }
 
+/* Each stack is claimed by one allocating thread only, also when it was freed by another
+ * thread: frees on a thread that did not allocate overflow its 8-stack LIFO into the
+ * shared lists, and the next allocations take them from there. Every stack handed out
+ * goes into a set of live stacks (by base; a second live owner is a duplicate, seen at
+ * the insert whichever thread comes second) and gets a tag at its top, checked by the
+ * thread that frees it. The stacks travel between threads through a queue (a mutex of
+ * the test's own: it orders the handover, not the allocator). */
+enum { CLAIM_THREADS = 6, CLAIM_ROUNDS = 2000, CLAIM_SET = 1 << 14 };
+static struct {
+    _Atomic uintptr_t base;     /* 0: empty; once set, kept */
+    atomic_int live;
+} claim_set[CLAIM_SET];
+static pthread_mutex_t claim_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { vms_stack *st; uintptr_t tag; } claim_q[CLAIM_THREADS * 16];
+static int claim_qn;
+
+/* The set's entry for base, made if there is none; NULL when the set is full. */
+static atomic_int *claim_entry(uintptr_t base)
+{
+    for (size_t i = (base >> 12) * 0x9e3779b1u % CLAIM_SET, n = 0; n < CLAIM_SET;
+         n++, i = (i + 1) % CLAIM_SET) {
+        uintptr_t cur = atomic_load(&claim_set[i].base);
+        if (!cur && atomic_compare_exchange_strong(&claim_set[i].base, &cur, base)) cur = base;
+        if (cur == base) return &claim_set[i].live;
+    }
+    return NULL;
+}
+
+static void *claim_churn(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        int k = 1 + (round + (int)id) % 16;
+        vms_stack *mine[16];
+        uintptr_t tags[16];
+        for (int i = 0; i < k; i++) {
+            mine[i] = vms_stack_alloc(round % 3 ? 0 : 16 * 1024);
+            if (!mine[i]) return (void *)1;
+            atomic_int *live = claim_entry((uintptr_t)vms_stack_base(mine[i]));
+            if (!live) return (void *)2;
+            if (atomic_exchange(live, 1)) return (void *)3;   /* already live: twice out */
+            tags[i] = id << 40 | (uintptr_t)round << 8 | (uintptr_t)i;
+            ((uintptr_t *)vms_stack_top(mine[i]))[-1] = tags[i];
+        }
+        sched_yield();
+        /* Into the queue; then as many out of it as were put in, mostly another's. */
+        pthread_mutex_lock(&claim_mu);
+        for (int i = 0; i < k; i++) {
+            claim_q[claim_qn].st = mine[i];
+            claim_q[claim_qn++].tag = tags[i];
+        }
+        for (int i = 0; i < k; i++) {
+            int j = (int)((id * 7 + (uintptr_t)i * 13 + (uintptr_t)round) % (uintptr_t)claim_qn);
+            mine[i] = claim_q[j].st;
+            tags[i] = claim_q[j].tag;
+            claim_q[j] = claim_q[--claim_qn];
+        }
+        pthread_mutex_unlock(&claim_mu);
+        for (int i = 0; i < k; i++) {
+            if (((uintptr_t *)vms_stack_top(mine[i]))[-1] != tags[i]) return (void *)4;
+            atomic_int *live = claim_entry((uintptr_t)vms_stack_base(mine[i]));
+            if (!live || atomic_exchange(live, 0) != 1) return (void *)5;
+            vms_stack_free(mine[i]);
+        }
+    }
+    return NULL;
+}
+
+TEST(stacks_freed_on_other_threads_are_claimed_once)
+{
+    pthread_t t[CLAIM_THREADS];
+    for (uintptr_t i = 0; i < CLAIM_THREADS; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, claim_churn, (void *)(i + 1)), 0);
+    for (int i = 0; i < CLAIM_THREADS; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        /* 1 no stack, 2 set full, 3 handed out twice, 4 tag overwritten, 5 not live */
+        ASSERT_EQ((uintptr_t)r, 0);
+    }
+    ASSERT_EQ(claim_qn, 0);
+}
+
 /* ---- fork ---------------------------------------------------------------------------- */
 static vms_stack *fork_parent_stack;
 
