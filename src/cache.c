@@ -77,10 +77,11 @@ static inline void bump(_Atomic unsigned long *c)
 
 /* A free's count: published with a release store (a plain move on x86-64), so that a sum
  * that sees it also sees the count of the stack's allocation (vms__cache_live). */
-static inline void bump_put(_Atomic unsigned long *c)
+static inline unsigned long bump_put(_Atomic unsigned long *c)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_release);
+    unsigned long n = atomic_load_explicit(c, memory_order_relaxed) + 1;
+    atomic_store_explicit(c, n, memory_order_release);
+    return n;
 }
 
 static void thread_exit(void *p);
@@ -470,27 +471,30 @@ struct vms_stack *vms__cache_get(unsigned cls)
     return st;
 }
 
-void vms__cache_put(struct vms_stack *st)
+bool vms__cache_put(struct vms_stack *st)
 {
     struct tcache *t = thread_cache_get();
     if (VMS_UNLIKELY(!t)) {
-        atomic_fetch_add(&retired_puts, 1);
+        unsigned long n = atomic_fetch_add(&retired_puts, 1) + 1;
         /* No per-thread cache (out of memory): scrub this one alone. */
         size_t page = vms__os_page_size();
         struct iovec below = { st->base, st->size - page };
         st->warm = st->size > page && vms__cache_scrub_ranges(&below, 1) ? 2 : 1;
         if (!(vms__opt.flags & VMS_NO_SCRUB)) memset(st->base + st->size - page, 0, page);
         shared_put(st);
-        return;
+        return n % SCRUB_BATCH == 0;
     }
-    bump_put(&t->puts);
+    /* Every SCRUB_BATCH-th free of this thread is a moment for the caller's periodic
+     * work (stack.c reaps ended threads' stacks then); counted by frees rather than by
+     * batches, which VMS_NO_SCRUB and a LIFO with room may never run. */
+    bool tick = bump_put(&t->puts) % SCRUB_BATCH == 0;
     if (vms__opt.flags & VMS_NO_SCRUB) {
         if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
             /* Resident as the owner left it, whatever a batch or a trim made of it
              * before: counts as warm, and painting repaints the owner's pages. */
             st->warm = VMS__WARM_AS_LEFT;
             t->clean[t->nclean++] = st;
-            return;
+            return tick;
         }
     } else {
         /* The top page: zeroed by hand, so it stays resident for the next owner; with
@@ -502,6 +506,7 @@ void vms__cache_put(struct vms_stack *st)
     }
     t->dirty[t->ndirty++] = st;
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);
+    return tick;
 }
 
 void vms__cache_drop_pages(struct vms_stack *st)

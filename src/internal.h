@@ -344,7 +344,10 @@ static inline unsigned vms__arena_classes_used(void)
 /* Per-thread LIFO of clean stacks in front of a shared free list per class; scrubbing
  * and trimming. See docs/internals.md. */
 VMS_HIDDEN struct vms_stack *vms__cache_get(unsigned cls);  /* NULL + errno */
-VMS_HIDDEN void vms__cache_put(struct vms_stack *st);       /* state already FREE */
+/* Files st (state already FREE). Returns true at every 32nd free of the calling thread
+ * (every 32nd of the threads without a cache, together): a moment for work the caller
+ * does now and then (stack.c reaps ended threads' stacks), no lock of the cache held. */
+VMS_HIDDEN bool vms__cache_put(struct vms_stack *st);
 /* Scrubs this thread's dirty stacks now instead of at its next batch: after the free of a
  * stack known to be resident to its end (a killed fiber's). */
 VMS_HIDDEN void vms__cache_flush(void);
@@ -398,8 +401,10 @@ VMS_HIDDEN struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap);
  * (robust mutexes that do not work, as under qemu-user): then free it the usual way.
  * Either way the thread no longer holds st (vms__stack_hold). */
 VMS_HIDDEN int vms__stack_free_at_exit(struct vms_stack *st);
-/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats); in
- * the child of a fork, first those that the parent's other threads held or cached. */
+/* Frees the stacks of threads that have ended (vms_thread_create, vms_get_stats,
+ * vms_stack_usage); in the child of a fork, first those that the parent's other threads
+ * held or cached. Stack frees also reap, a few graves at a time, every 32nd free of a
+ * thread while graves wait (stack.c, reap_from_free). */
 VMS_HIDDEN void vms__stack_reap(void);
 /* vms__stack_reap, then waits (bounded) for a reap in flight on another thread: after
  * it, every thread joined before the call has its stacks freed (vms_get_stats,
@@ -412,6 +417,8 @@ VMS_HIDDEN void vms__stack_reap_settled(void);
 VMS_HIDDEN void vms__stack_hold(struct vms_stack *alt, struct vms_stack *body,
                                 void (*release)(struct vms_stack *));
 VMS_HIDDEN void vms__stack_unhold(const struct vms_stack *st);
+/* Tests only: graves waiting to be reaped (read without a reap). */
+VMS_HIDDEN size_t vms__stack_graves(void);
 /* Whether a grave was seen opened by the kernel in this process (tests). */
 VMS_HIDDEN bool vms__stack_graves_proven(void);
 /* vmstack's fork handlers (options.c registers them at load and calls these once vmstack

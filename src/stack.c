@@ -498,7 +498,7 @@ static bool pool_put(struct vms_stack *st)
     for (; kept < nbatch; kept++) {
         batch[kept]->internal = 0;
         atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
-        vms__cache_put(batch[kept]);
+        (void)vms__cache_put(batch[kept]);   /* its tick: left to the next free */
     }
     return true;
 }
@@ -532,6 +532,7 @@ struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
 static inline __attribute__((always_inline)) void stack_free(struct vms_stack *rec,
                                                              const vms_stack *h, uint32_t w,
                                                              bool raw);
+static void reap_from_free(void);
 
 void vms_stack_free(vms_stack *st)
 {
@@ -587,7 +588,13 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
     } else if (VMS_UNLIKELY(vms__opt.flags & VMS_PAINT)) {
         vms__debug_stack_free(rec, raw);
     }
-    vms__cache_put(rec);
+    /* Every 32nd free of this thread, the stacks of threads that have ended go back too
+     * (reap_from_free, below): a program that only runs fibers after its vms threads
+     * have ended and been joined would otherwise keep their stacks at the depth they
+     * left them. The peek at graves_count is all it costs while no grave waits. */
+    if (VMS_UNLIKELY(vms__cache_put(rec)) &&
+        VMS_UNLIKELY(atomic_load_explicit(&graves_count, memory_order_relaxed)))
+        reap_from_free();
 }
 
 /* ---- stacks freed once their thread has ended ---------------------------------------
@@ -600,8 +607,11 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
  * thread ends (it walks the thread's robust-futex list at exit, before it clears the
  * thread ID that pthread_join waits for), so the next pthread_mutex_trylock by anyone
  * returns EOWNERDEAD: then the thread runs no more code and its stacks are freed. No
- * system call on either side. vms_thread_create and vms_get_stats reap the graves, so
- * after pthread_join the statistics no longer count the thread's stacks. Where robust
+ * system call on either side. vms_thread_create, vms_get_stats and vms_stack_usage reap
+ * the graves, so after pthread_join the statistics no longer count the thread's stacks;
+ * so do stack frees, a few graves every 32nd free of a thread (reap_from_free), so that
+ * a program that only runs fibers after its threads have ended gets their memory back
+ * too. Where robust
  * mutexes do not work (qemu-user lets the C library create them but keeps no robust
  * list), callers free the usual way. */
 
@@ -740,17 +750,27 @@ static __attribute__((noinline, cold)) void reap_forsaken(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
-void vms__stack_reap(void)
+/* A reap from the free path looks at the first REAP_LOOK graves of the list at most,
+ * and frees the stacks of REAP_TAKE of them at most (two stacks each for a vms thread:
+ * its body's and its alternate stack): a free that happens to reap costs a bounded
+ * amount (about a batch's system call, and one for the alternate stacks' pool), however
+ * many graves wait. The list is newest first; a grave whose thread has not quite ended
+ * yet is passed over and seen again by a later reap. */
+#define REAP_LOOK 64
+#define REAP_TAKE 16
+
+/* Frees the stacks of the graves whose threads have ended: all of them, or, bounded (the
+ * free path), as many as REAP_LOOK and REAP_TAKE allow, and only when the graves' lock
+ * is free at once. Returns whether it freed any. */
+static bool reap_graves(bool bounded)
 {
-    /* Also decides, once, whether graves work (a system call): here, in the creator of
-     * threads, rather than in the first thread to end. Graves made before they were
-     * found not to work are still reaped, as their threads are seen gone. */
-    (void)graves_supported();
-    if (VMS_UNLIKELY(atomic_load_explicit(&fork_pending, memory_order_relaxed))) reap_forsaken();
-    if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
     struct grave *dead = NULL;
-    pthread_mutex_lock(&deferred_lock);
+    if (!bounded) pthread_mutex_lock(&deferred_lock);
+    else if (pthread_mutex_trylock(&deferred_lock) != 0) return false;
+    unsigned looked = 0, taken = 0;
     for (struct grave **p = &graves; *p;) {
+        if (bounded && (looked == REAP_LOOK || taken == REAP_TAKE)) break;
+        looked++;
         struct grave *g = *p;
         bool gone = g->orphan;
         if (!gone && g != my_grave) {
@@ -783,6 +803,7 @@ void vms__stack_reap(void)
         *p = g->next;
         g->next = dead;
         dead = g;
+        taken++;
         atomic_fetch_sub_explicit(&graves_count, 1, memory_order_relaxed);
     }
     if (dead) {
@@ -790,7 +811,7 @@ void vms__stack_reap(void)
         reaping_here = true;
     }
     pthread_mutex_unlock(&deferred_lock);
-    if (!dead) return;
+    if (!dead) return false;
     if (vms__stack_reap_hook) vms__stack_reap_hook();
     /* Outside the lock: an internal stack's vms__stack_free takes it (the pool). */
     for (struct grave *g = dead; g; g = g->next) {
@@ -806,6 +827,52 @@ void vms__stack_reap(void)
     reaping--;
     reaping_here = false;
     pthread_mutex_unlock(&deferred_lock);
+    return true;
+}
+
+void vms__stack_reap(void)
+{
+    /* Also decides, once, whether graves work (a system call): here, in the creator of
+     * threads, rather than in the first thread to end. Graves made before they were
+     * found not to work are still reaped, as their threads are seen gone. */
+    (void)graves_supported();
+    if (VMS_UNLIKELY(atomic_load_explicit(&fork_pending, memory_order_relaxed))) reap_forsaken();
+    if (!atomic_load_explicit(&graves_count, memory_order_relaxed)) return;
+    (void)reap_graves(false);
+}
+
+/* The free path's reap (stack_free, every 32nd free of a thread while graves wait). Safe
+ * wherever a stack is freed:
+ * - inside a reap (its frees, or a signal handler that interrupted one between its
+ *   locked steps): reaping_here says so, and nothing is done; a nested reap would also
+ *   clear the outer one's reaping_here, and fork would no longer wait for its graves;
+ * - with the graves' lock held by anyone (this thread included: a signal handler that
+ *   interrupted a burial, the pool, a reap's locked step): the lock is only tried, never
+ *   waited for, so no lock order is added and nothing deadlocks; the next tick tries
+ *   again. No caller of stack_free holds a lock of vmstack's (the cache's, the arena's,
+ *   the histogram's are all released before the stack is filed), and the frees inside
+ *   the reap take only the locks any free takes, after the graves' lock is released;
+ * - fork: counted in `reaping`, which the prepare handler waits for, as any reap;
+ * - in the child of a fork: the graves of the parent's other threads are orphans, freed
+ *   here as by any reap; what they held or cached is left to the child's first stack
+ *   allocation or full reap, which frees it anyway (off this path: it scrubs up to all
+ *   the caches the parent's threads had).
+ * No system call while the graves' lock is held (a grave is opened by trylock, in user
+ * space, once the kernel has marked it), except tgkill for a locked grave until a grave
+ * was seen open (the first threads of a process only).
+ * The stacks reaped are scrubbed at once (this thread's dirty batch, one system call):
+ * left to the batch, they could wait there at their threads' depth for good, as with
+ * VMS_NO_SCRUB, where frees go to the per-thread LIFO while it has room and the batch
+ * may never fill (tested). */
+static __attribute__((noinline, cold)) void reap_from_free(void)
+{
+    if (reaping_here) return;
+    if (reap_graves(true)) vms__cache_flush();
+}
+
+size_t vms__stack_graves(void)
+{
+    return atomic_load_explicit(&graves_count, memory_order_relaxed);
 }
 
 /* The getters accept only live stacks through their current handle; anything else (a
