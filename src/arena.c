@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 /* A class's first arena is 16 GiB, room for 52,000 default slots (256 KiB + 64 KiB);
@@ -124,12 +125,35 @@ static void warn_open_enomem(int method);
  * once: under a tight RLIMIT_AS the first allocation of a stack size fails, and ENOMEM
  * alone did not say that the limit, not memory, was short (when arenas were 4 GiB or
  * more, with ulimit -v 8 GiB the alternate signal stacks' arena fit and no program stack
- * could be had, without a word). */
-static void warn_no_room(size_t room, bool known, size_t min_size)
+ * could be had, without a word). The kernel's ENOMEM does not say which limit refused:
+ * past vm.max_map_count it refuses every new mapping too, with room to spare under any
+ * RLIMIT_AS (the warning blamed RLIMIT_AS there, or an exhausted address space without
+ * one). So the mappings are counted first: at the limit it is named (the maps file
+ * shows the vsyscall page too where there is one, a line more than the kernel counts,
+ * never fewer), and RLIMIT_AS as well only where it, too, leaves less than min_size. */
+static void warn_no_room(size_t room, bool known, size_t min_size, int method)
 {
     static atomic_int warned;
+    if (atomic_load(&warned)) return;   /* said: /proc/self/maps not read again */
     size_t min_mib = min_size >> 20;
-    if (room != SIZE_MAX)
+    bool as_short = room != SIZE_MAX && known && room < min_size;
+    long max = vms__os_max_map_count(), now = max > 0 ? vms__os_map_count(0, 0) : -1;
+    if (max > 0 && now >= max) {
+        char also[96] = "";
+        if (as_short)
+            snprintf(also, sizeof also, "; RLIMIT_AS (ulimit -v) leaves only %zu MiB too",
+                     room >> 20);
+        vms__log_warn_once(&warned, "cannot reserve address space for a new arena (%zu MiB, "
+                           "the smallest): the process has reached vm.max_map_count (%ld of "
+                           "%ld mappings in use%s)%s; raise vm.max_map_count%s: stack "
+                           "allocation fails with ENOMEM", min_mib, now, max,
+                           method == VMS__GUARD_MPROTECT
+                               ? "; mprotect guards cost two mappings per stack" : "",
+                           also,
+                           method == VMS__GUARD_MPROTECT
+                               ? ", or run on Linux 6.13+ with VMSTACK_GUARD_METHOD=madvise"
+                               : "");
+    } else if (room != SIZE_MAX)
         /* Where neither /proc/self/statm nor trying reservations told the room, it is
          * the limit itself, as if nothing were mapped: said as such, not as what is
          * left. */
@@ -239,7 +263,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
     }
     if (e) {
         if (e == -EINVAL) e = -ENOMEM;
-        if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least);
+        if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least, method);
         return e;
     }
     uintptr_t first = (uintptr_t)lo >> TABLE_SHIFT, last = ((uintptr_t)lo + size - 1) >> TABLE_SHIFT;
@@ -260,7 +284,7 @@ static int arena_create(unsigned cls, struct vms__arena **out)
         vms__os_release(lo, size);
         e = moves++ < PLACE_TRIES ? reserve_in_own_chunk(first, size, &lo) : -ENOMEM;
         if (e) {
-            if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least);
+            if (e == -ENOMEM) warn_no_room(room, room_known, (size_t)1 << least, method);
             return e;
         }
         first = last = (uintptr_t)lo >> TABLE_SHIFT;

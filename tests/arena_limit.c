@@ -329,6 +329,100 @@ TEST(map_limit_reached_is_said_once)
     ASSERT_STR_CONTAINS(out, "the process has reached vm.max_map_count");
 }
 
+/* Past vm.max_map_count the kernel refuses every new mapping (mmap with ENOMEM, as under
+ * RLIMIT_AS): a stack of a size not used before then gets no arena at all. The warning
+ * blamed RLIMIT_AS where a limit was set ("RLIMIT_AS (ulimit -v) leaves 16384 MiB"), and
+ * an exhausted address space where none was, both with room to spare; it names
+ * vm.max_map_count. arg: 1 to set an RLIMIT_AS with 16 GiB of room first, 2 to leave
+ * 32 MiB under it at the end (less than the arena needs: then both are named). Exits
+ * 77 where the limit is unreadable or too large to reach in a test, 78 where the
+ * emulator refuses new mappings before the kernel would (qemu-user, see map_limit_child),
+ * 79 where the kernel kept granting mappings past the limit. */
+static void map_limit_no_arena_child(void *arg)
+{
+    vms_stack *warm = vms_stack_alloc(0);   /* initialized, the default size's arena made */
+    if (!warm) exit(9);
+    vms_stack_free(warm);
+    if (arg == (void *)1) limit_address_space(16 * GIB);
+    long max = vms__os_max_map_count();
+    if (max <= 0 || max > 300000) exit(77);
+    size_t page = vms__os_page_size(), n = 2 * (size_t)max + 2;
+    char *p = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) exit(77);
+    size_t split = 0;
+    for (size_t i = 0; i < n; i += 2, split++)
+        if (mprotect(p + i * page, page, PROT_NONE) != 0) break;
+    if (split < 1000) exit(77);
+    /* The split stops at the limit, where a new mapping is still granted (the kernel
+     * refuses one only beyond it): take those, each unlike its neighbours so that none
+     * merges, until the kernel refuses. */
+    int taken = 0;
+    for (;; taken++) {
+        if (taken == 64) exit(79);
+        char *one = mmap(NULL, page, taken % 2 ? PROT_READ : PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (one == MAP_FAILED) break;
+    }
+    if (taken == 0) exit(78);
+    if (arg == (void *)2) limit_address_space(32 * VMS_MIB);
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        if (vms_stack_alloc(VMS_MIB) || errno != ENOMEM) exit(10);
+    }
+    printf("ENOMEM for a new arena past the mapping limit\n");
+}
+
+/* The guard method this process's stacks get (its children inherit the environment). */
+static const char *guard_method(void)
+{
+    vms_stats st;
+    ASSERT_EQ(vms_get_stats(&st), 0);
+    return st.guard_method;
+}
+
+static void map_limit_no_arena(uintptr_t with_limit)
+{
+    need_guards();
+    no_sanitizer();
+    const char *method = guard_method();
+    char out[8192];
+    int st = tst_fork(map_limit_no_arena_child, (void *)with_limit, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        fputs(out, stderr);   /* a SKIP of the child's (RLIMIT_AS not applied) says why */
+        if (!strstr(out, "SKIP")) SKIP("vm.max_map_count unreadable or too large");
+        exit(77);
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 78)
+        SKIP("at vm.max_map_count no new mapping at all (qemu-user refuses what the kernel gives)");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 79)
+        SKIP("the kernel granted 64 mappings past vm.max_map_count");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("child failed (status 0x%x):\n%s", st, out);
+    ASSERT_STR_CONTAINS(out, "ENOMEM for a new arena past the mapping limit\n");
+    ASSERT_EQ(tst_count(out, "vmstack: warning: "), 1);
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: cannot reserve address space for a new arena "
+                             "(64 MiB, the smallest): the process has reached vm.max_map_count (");
+    ASSERT_STR_CONTAINS(out, " mappings in use");
+    ASSERT_STR_NOT_CONTAINS(out, "exhausted");
+    if (with_limit == 2)
+        ASSERT_STR_CONTAINS(out, "; RLIMIT_AS (ulimit -v) leaves only ");
+    else
+        ASSERT_STR_NOT_CONTAINS(out, "RLIMIT_AS");
+    /* The advice follows the guard method: mprotect guards take two mappings a stack. */
+    bool mprotect_guards = !strcmp(method, "mprotect");
+    if (mprotect_guards) {
+        ASSERT_STR_CONTAINS(out, " mappings in use; mprotect guards cost two mappings per stack)");
+        ASSERT_STR_CONTAINS(out, "; raise vm.max_map_count, or run on Linux 6.13+ with "
+                                 "VMSTACK_GUARD_METHOD=madvise: stack allocation fails with ENOMEM\n");
+    } else {
+        ASSERT_STR_NOT_CONTAINS(out, "mprotect guards");
+        ASSERT_STR_CONTAINS(out, "; raise vm.max_map_count: stack allocation fails with ENOMEM\n");
+    }
+}
+
+TEST(map_limit_refusing_an_arena_names_it) { map_limit_no_arena(0); }
+TEST(map_limit_refusing_an_arena_under_ulimit_v_names_it) { map_limit_no_arena(1); }
+TEST(map_limit_and_ulimit_v_refusing_an_arena_names_both) { map_limit_no_arena(2); }
+
 /* ---- arenas below 4 GiB ----------------------------------------------------------------- */
 
 /* With less room than two 4 GiB arenas (ulimit -v 1 to 8 GiB, as on shared hosts), arenas

@@ -15,8 +15,21 @@ static char out[1 << 16];
 static void exec_child(void *arg)
 {
     char **argv = arg;
+#ifdef CS_EMULATOR
+    /* The cross build: the programs are the target's, run through the emulator
+     * (CMAKE_CROSSCOMPILING_EMULATOR), as binfmt_misc would if the host had it. */
+    const char *emu[] = { CS_EMULATOR };
+    char *all[48];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof emu / sizeof emu[0]; i++) all[n++] = (char *)emu[i];
+    for (char **a = argv; *a && n < 47; a++) all[n++] = *a;
+    all[n] = NULL;
+    execvp(all[0], all);
+    fprintf(stderr, "exec %s: %s\n", all[0], strerror(errno));
+#else
     execv(argv[0], argv);
     fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+#endif
     _exit(127);
 }
 

@@ -473,44 +473,6 @@ TEST(direct_missing_or_unrunnable_exits_2)
     rmdir(dir);
 }
 
-static void *probe_thread_idle(void *arg)
-{
-    for (;;) pause();
-    return arg;
-}
-
-static void *probe_thread_ends(void *arg)
-{
-    return arg;
-}
-
-/* tst_fork's child: starts a thread, forks, and exits with the status of a grandchild
- * that starts a thread of its own, as `vmstack demo` on the direct backend does (its
- * report reader, then the workload in a child). */
-static void thread_after_fork_child(void *arg)
-{
-    (void)arg;
-    pthread_t t, u;
-    if (pthread_create(&t, NULL, probe_thread_idle, NULL) != 0) _exit(10);
-    pid_t pid = fork();
-    if (pid < 0) _exit(11);
-    if (pid == 0) _exit(pthread_create(&u, NULL, probe_thread_ends, NULL) != 0 ||
-                        pthread_join(u, NULL) != 0 ? 12 : 0);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 13);
-}
-
-/* Whether a process forked from one with threads can start a thread. qemu-user 7.2
- * cannot: the emulator fails an assertion of its own (in qemu_plugin_vcpu_init_hook,
- * then cpu_exec) and the child exits 127. */
-static __attribute__((unused)) bool thread_after_fork_works(void)
-{
-    char o[4096];
-    int st = tst_fork(thread_after_fork_child, NULL, o, sizeof o);
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 /* Checks the direct-mode part of out: deep fibers that went past their stacks with no
  * oops, each with its victim named. */
 static __attribute__((unused)) void expect_direct_summary(void)
@@ -553,7 +515,7 @@ TEST(direct_comparison)
     ASSERT_STR_CONTAINS(out, "result    OK: every normal task verified");
     const char *direct = strstr(out, "The same without guards (vmstack-direct):");
     ASSERT_NOT_NULL(direct);
-    if (!thread_after_fork_works())
+    if (!tst_thread_after_fork_works())
         SKIP("the direct run starts threads in a child forked from a process with threads, "
              "which this emulator (qemu-user 7.2) cannot do");
     memmove(out, direct, strlen(direct) + 1);
