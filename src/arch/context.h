@@ -5,8 +5,10 @@
  * Layer: task. The VMS__CTX_* offsets are the single source of truth: switch.S uses
  * them by name and the _Static_asserts below check that struct vms__ctx matches them, so
  * the C and assembly views of a context cannot drift apart. A context holds exactly
- * what the ABI says a call preserves (SysV x86-64: rbx, rbp, r12-r15, rsp, MXCSR and the
- * x87 control word; AAPCS64: x19-x30, sp, d8-d15, FPCR) plus the resume address.
+ * what the ABI says a call preserves (SysV x86-64: rbx, rbp, r12-r15, rsp, MXCSR's
+ * control bits and the x87 control word; AAPCS64: x19-x30, sp, d8-d15, FPCR) plus the
+ * resume address. (MXCSR is saved whole; a switch loads it only when the control bits
+ * differ, so its exception flags, like FPSR's, stay the thread's.)
  */
 #ifndef VMSTACK_ARCH_CONTEXT_H
 #define VMSTACK_ARCH_CONTEXT_H
@@ -24,6 +26,9 @@
 #define VMS__CTX_MXCSR  64  /* 4 bytes: SSE control and status */
 #define VMS__CTX_FPUCW  68  /* 2 bytes: x87 control word */
 #define VMS__CTX_SIZE   72
+/* MXCSR's control bits (DAZ, the exception masks, rounding, FTZ): what a call preserves;
+ * bits 0-5 are the sticky exception flags, which it does not. */
+#define VMS__MXCSR_CONTROL 0xffc0
 #elif defined(__aarch64__)
 /* aarch64 layout (bytes): pairs are adjacent so that stp/ldp move two at a time. */
 #define VMS__CTX_X19    0   /* new context: the entry function */
