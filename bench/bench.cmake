@@ -247,7 +247,7 @@ if("src/fiber.c" IN_LIST VMSTACK_SOURCES)
     if(VMSTACK_BUILD_TESTS AND NOT CMAKE_CROSSCOMPILING)   # as for bench.cli_* below
       add_test(NAME bench.cli_boost COMMAND ${CMAKE_COMMAND}
         -DVMSTACK=$<TARGET_FILE:vmstack_bench_boost> -DMODE=boost
-        "-DIDS=boost.switch.fcontext,boost.create.default.pooled,boost.create.default.protected,boost.create.noscrub.pooled,boost.scale"
+        "-DIDS=boost.switch.fcontext,boost.switch.fcontext_equal,boost.create.default.pooled,boost.create.default.protected,boost.create.noscrub.pooled,boost.scale"
         -P ${CMAKE_CURRENT_LIST_FILE})
       set_tests_properties(bench.cli_boost PROPERTIES LABELS cli TIMEOUT 300)
     endif()
