@@ -28,9 +28,12 @@
     .text
 
 /* LOAD_CTX(reg): loads every preserved register from the context at reg, sp and the
- * resume address (into x30) included. reg must be x0 or x1 (not loaded); x9 and x10 are
- * scratch. The caller then leaves with `ret x30` (or calls a function that returns
- * there). */
+ * resume address (into x30) included; FPCR only when it differs from ours, as x86-64
+ * does with MXCSR (a write to FPCR may cost more than a read on some cores; not
+ * measured: this port runs here only under qemu-user). FPSR, the exception flags, is
+ * never switched: it stays the thread's. reg must be x0
+ * or x1 (not loaded); x9, x10 and x11 are scratch. The caller then leaves with
+ * `ret x30` (or calls a function that returns there). */
 #define LOAD_CTX(reg)                                                                     \
     ldp     x19, x20, [reg, VMS__CTX_X19]  /* restore x19, x20 */                     ; \
     ldp     x21, x22, [reg, VMS__CTX_X21]  /* restore x21, x22 */                     ; \
@@ -43,8 +46,11 @@
     ldp     d12, d13, [reg, VMS__CTX_D12]  /* restore d12, d13 */                     ; \
     ldp     d14, d15, [reg, VMS__CTX_D14]  /* restore d14, d15 */                     ; \
     ldp     x9, x10, [reg, VMS__CTX_SP]    /* x9 = sp, x10 = fpcr */                  ; \
+    mrs     x11, fpcr                       /* ours */                                 ; \
+    cmp     x10, x11                        /* the same? */                            ; \
+    b.eq    9f                              /* then it is already in place */          ; \
     msr     fpcr, x10                       /* restore rounding mode, FZ, DN */        ; \
-    mov     sp, x9                          /* switch stacks */
+9:  mov     sp, x9                          /* switch stacks */
 
 /* SAVE_CTX: saves the caller (return address in x30) into the context at x0. */
 #define SAVE_CTX                                                                          \
