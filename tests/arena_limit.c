@@ -278,6 +278,22 @@ TEST(no_room_for_an_arena_is_said_once)
 
 /* ---- vm.max_map_count reached ----------------------------------------------------------- */
 
+/* Splits one read-only reservation page by page until the kernel refuses a split at
+ * vm.max_map_count, for the children below. Exits 77 where the limit is unreadable, too
+ * large to reach in a test, or not reached. */
+static void split_to_the_map_limit(void)
+{
+    long max = vms__os_max_map_count();
+    if (max <= 0 || max > 300000) exit(77);
+    size_t page = vms__os_page_size(), n = 2 * (size_t)max + 2;
+    char *p = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) exit(77);
+    size_t split = 0;
+    for (size_t i = 0; i < n; i += 2, split++)
+        if (mprotect(p + i * page, page, PROT_NONE) != 0) break;
+    if (split < 1000) exit(77);
+}
+
 /* The process has used up vm.max_map_count with mappings of its own (one range split by
  * mprotect into single pages). A stack of a size not used before needs a new arena: its
  * reservation still fits (the kernel refuses a new mapping only beyond the limit, or it
@@ -290,15 +306,7 @@ static void map_limit_child(void *arg)
     vms_stack *warm = vms_stack_alloc(0);   /* initialized, the default size's arena made */
     if (!warm) exit(9);
     vms_stack_free(warm);
-    long max = vms__os_max_map_count();
-    if (max <= 0 || max > 300000) exit(77);
-    size_t page = vms__os_page_size(), n = 2 * (size_t)max + 2;
-    char *p = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) exit(77);
-    size_t split = 0;
-    for (size_t i = 0; i < n; i += 2, split++)
-        if (mprotect(p + i * page, page, PROT_NONE) != 0) break;
-    if (split < 1000) exit(77);
+    split_to_the_map_limit();
     /* qemu-user (7.2) refuses the reservation itself here: at the limit, where the
      * kernel still gives one more mapping, its mmap of a guest range fails with ENOMEM
      * (probed: after the same splitting, a new 64 MiB PROT_NONE mmap succeeds natively
@@ -344,22 +352,14 @@ static void map_limit_no_arena_child(void *arg)
     if (!warm) exit(9);
     vms_stack_free(warm);
     if (arg == (void *)1) limit_address_space(16 * GIB);
-    long max = vms__os_max_map_count();
-    if (max <= 0 || max > 300000) exit(77);
-    size_t page = vms__os_page_size(), n = 2 * (size_t)max + 2;
-    char *p = mmap(NULL, n * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) exit(77);
-    size_t split = 0;
-    for (size_t i = 0; i < n; i += 2, split++)
-        if (mprotect(p + i * page, page, PROT_NONE) != 0) break;
-    if (split < 1000) exit(77);
+    split_to_the_map_limit();
     /* The split stops at the limit, where a new mapping is still granted (the kernel
      * refuses one only beyond it): take those, each unlike its neighbours so that none
      * merges, until the kernel refuses. */
     int taken = 0;
     for (;; taken++) {
         if (taken == 64) exit(79);
-        char *one = mmap(NULL, page, taken % 2 ? PROT_READ : PROT_NONE,
+        char *one = mmap(NULL, vms__os_page_size(), taken % 2 ? PROT_READ : PROT_NONE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (one == MAP_FAILED) break;
     }

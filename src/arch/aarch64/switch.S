@@ -31,9 +31,9 @@
  * resume address (into x30) included; FPCR only when it differs from ours, as x86-64
  * does with MXCSR (a write to FPCR may cost more than a read on some cores; not
  * measured: this port runs here only under qemu-user). FPSR, the exception flags, is
- * never switched: it stays the thread's. reg must be x0
- * or x1 (not loaded); x9, x10 and x11 are scratch. The caller then leaves with
- * `ret x30` (or calls a function that returns there). */
+ * never switched: it stays the thread's. reg must be x0 or x1 (not loaded); x9, x10
+ * and x11 are scratch. The caller then leaves with `ret x30` (or calls a function that
+ * returns there). */
 #define LOAD_CTX(reg)                                                                     \
     ldp     x19, x20, [reg, VMS__CTX_X19]  /* restore x19, x20 */                     ; \
     ldp     x21, x22, [reg, VMS__CTX_X21]  /* restore x21, x22 */                     ; \

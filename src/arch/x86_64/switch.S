@@ -59,6 +59,18 @@
     ldmxcsr VMS__CTX_MXCSR(to)          /* yes: restore to's */                        ; \
 label:
 
+/* SWITCH_FP(scratch32, scratch16): after SAVE_CTX into rdi, loads the floating-point
+ * control state of the context at rsi where it differs from ours: the x87 control word
+ * (fldcw is microcoded and slow on some CPUs, 0.5 ns of a 5 ns switch on AMD Zen 5, and
+ * the word rarely differs between tasks; fnstcw and reading its store back are cheap),
+ * then MXCSR (SWITCH_MXCSR). Either way the control state is to's. */
+#define SWITCH_FP(scratch32, scratch16)                                                   \
+    movzwl  VMS__CTX_FPUCW(%rsi), scratch32 /* to's x87 control word */                ; \
+    cmpw    scratch16, VMS__CTX_FPUCW(%rdi) /* the same as ours? */                    ; \
+    je      1f                          /* then it is already in place */              ; \
+    fldcw   VMS__CTX_FPUCW(%rsi)        /* restore x87 precision and rounding */       ; \
+1:  SWITCH_MXCSR(VMS__CTX_MXCSR(%rdi), %rsi, scratch32, 2)
+
 /* LOAD_CTX(reg): LOAD_REGS, the x87 control word and (SWITCH_MXCSR) MXCSR, for the
  * jumps that save nothing and never return (a task's end, a kill): our MXCSR goes into
  * our return address's slot, the one word of this stack we know is ours to write (the
@@ -102,15 +114,7 @@ vms__ctx_switch:
     SAVE_CTX                            /* from = the caller, as if returned */
     .cfi_adjust_cfa_offset -8
     .cfi_register %rip, %rax
-    /* fldcw is microcoded and slow on some CPUs (0.5 ns of a 5 ns switch on AMD Zen 5),
-     * and the control word rarely differs between tasks: load it only
-     * when to's differs from ours, which SAVE_CTX has just stored (fnstcw is cheap,
-     * and reading its store back is too). Either way the control word is to's. */
-    movzwl  VMS__CTX_FPUCW(%rsi), %ecx  /* to's x87 control word */
-    cmpw    %cx, VMS__CTX_FPUCW(%rdi)   /* the same as ours? */
-    je      1f                          /* then it is already in place */
-    fldcw   VMS__CTX_FPUCW(%rsi)        /* restore x87 precision and rounding */
-1:  SWITCH_MXCSR(VMS__CTX_MXCSR(%rdi), %rsi, %ecx, 2) /* to's, if it differs */
+    SWITCH_FP(%ecx, %cx)                /* to's FP control state, if it differs */
     LOAD_REGS(%rsi)                     /* load the rest of to */
     movl    %edx, %eax                  /* what to's switch call returns */
     notrack jmp *VMS__CTX_RIP(%rsi)     /* resume there: pop + jmp, no ret */
@@ -134,11 +138,7 @@ vms__ctx_switch_leave:
     SAVE_CTX                            /* from = the caller, as if returned */
     .cfi_adjust_cfa_offset -8
     .cfi_register %rip, %rax
-    movzwl  VMS__CTX_FPUCW(%rsi), %r8d  /* to's x87 control word (rcx holds state) */
-    cmpw    %r8w, VMS__CTX_FPUCW(%rdi)  /* the same as ours? */
-    je      1f                          /* then it is already in place */
-    fldcw   VMS__CTX_FPUCW(%rsi)        /* restore x87 precision and rounding */
-1:  SWITCH_MXCSR(VMS__CTX_MXCSR(%rdi), %rsi, %r8d, 2) /* to's, if it differs */
+    SWITCH_FP(%r8d, %r8w)               /* to's FP control state (rcx holds state) */
     LOAD_REGS(%rsi)                     /* load the rest of to: now on its stack */
     movq    VMS__CTX_RIP(%rsi), %r8     /* the resume address: the last read of to */
     movl    %edx, (%rcx)                /* publish the state: the record is not ours */
@@ -200,8 +200,7 @@ vms__ctx_switch_call:
     SAVE_CTX                            /* from = the caller, as if returned */
     .cfi_adjust_cfa_offset -8
     .cfi_register %rip, %rax
-    fldcw   VMS__CTX_FPUCW(%rsi)        /* restore x87 precision and rounding */
-    SWITCH_MXCSR(VMS__CTX_MXCSR(%rdi), %rsi, %r8d, 1) /* to's, if it differs */
+    SWITCH_FP(%r8d, %r8w)               /* to's FP control state, if it differs */
     LOAD_REGS(%rsi)                     /* load to: its stack, with sp 16-byte aligned */
     pushq   VMS__CTX_RIP(%rsi)          /* its resume address becomes fn's return address */
     movq    %rcx, %rdi                  /* first argument: arg */
