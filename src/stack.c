@@ -181,6 +181,9 @@ static VMS_TLS bool reaping_here;
 void (*vms__stack_reap_hook)(void);
 static struct grave *graves;           /* under deferred_lock */
 static atomic_size_t graves_count;     /* graves in it; peeked without the lock */
+/* Where the next bounded reap (reap_graves) starts looking: after this grave, or at the
+ * list's head when NULL. Under deferred_lock; never a grave off the list. */
+static struct grave *reap_mark;
 static VMS_TLS struct grave *my_grave;
 
 /* Graves are recycled: a thread's first malloc would set up the C library's allocator
@@ -415,6 +418,7 @@ void vms__stack_fork_child(void)
     if (my_grave && grave_lock_new(my_grave)) {
         if (my_grave->tid) my_grave->tid = vms__os_gettid();
     } else if (my_grave) {
+        if (reap_mark == my_grave) reap_mark = NULL;
         for (struct grave **p = &graves; *p; p = &(*p)->next) {
             if (*p == my_grave) {
                 *p = my_grave->next;
@@ -750,12 +754,15 @@ static __attribute__((noinline, cold)) void reap_forsaken(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
-/* A reap from the free path looks at the first REAP_LOOK graves of the list at most,
- * and frees the stacks of REAP_TAKE of them at most (two stacks each for a vms thread:
- * its body's and its alternate stack): a free that happens to reap costs a bounded
- * amount (about a batch's system call, and one for the alternate stacks' pool), however
- * many graves wait. The list is newest first; a grave whose thread has not quite ended
- * yet is passed over and seen again by a later reap. */
+/* A reap from the free path looks at REAP_LOOK graves of the list at most, and frees
+ * the stacks of REAP_TAKE of them at most (two stacks each for a vms thread: its body's
+ * and its alternate stack): a free that happens to reap costs a bounded amount (about a
+ * batch's system call, and one for the alternate stacks' pool), however many graves
+ * wait. The list is newest first; a grave whose thread has not quite ended yet is passed
+ * over and seen again by a later reap. Each bounded reap goes on where the last one
+ * stopped (reap_mark), and starts at the head again once it has reached the end: graves
+ * whose threads live on (a thread without an exit hook buries its alternate stack at its
+ * start) cannot hide the older ones behind them, however many they are. */
 #define REAP_LOOK 64
 #define REAP_TAKE 16
 
@@ -768,8 +775,15 @@ static bool reap_graves(bool bounded)
     if (!bounded) pthread_mutex_lock(&deferred_lock);
     else if (pthread_mutex_trylock(&deferred_lock) != 0) return false;
     unsigned looked = 0, taken = 0;
-    for (struct grave **p = &graves; *p;) {
-        if (bounded && (looked == REAP_LOOK || taken == REAP_TAKE)) break;
+    /* prev: the grave whose link p is (NULL: the head). A full reap starts at the head;
+     * a bounded one after the mark, which it never takes off the list. */
+    struct grave *prev = bounded ? reap_mark : NULL;
+    reap_mark = NULL;
+    for (struct grave **p = prev ? &prev->next : &graves; *p;) {
+        if (bounded && (looked == REAP_LOOK || taken == REAP_TAKE)) {
+            reap_mark = prev;
+            break;
+        }
         looked++;
         struct grave *g = *p;
         bool gone = g->orphan;
@@ -797,6 +811,7 @@ static bool reap_graves(bool bounded)
             }
         }
         if (!gone) {
+            prev = g;
             p = &g->next;
             continue;
         }

@@ -1189,6 +1189,68 @@ TEST(frees_reap_while_threads_end)
     ASSERT_EQ(s.stacks_live, live0);
 }
 
+/* Graves whose threads live on (a thread without an exit hook buries its alternate
+ * stack at its start), newer than graves whose threads have ended and more of them than
+ * a bounded reap looks at (64): frees still reap the ended ones, since each bounded reap
+ * goes on where the last one stopped. */
+#define LIVE_GRAVES 80
+#define DEAD_GRAVES 8
+static sem_t buried, live_graves_go;
+
+static void *bury_a_stack(void *arg)
+{
+    struct vms_stack *st = vms__stack_alloc_internal(64 * 1024, false);
+    if (!st || vms__stack_free_at_exit(st) != 0) return NULL;
+    if (arg) {
+        sem_post(&buried);
+        while (sem_wait(&live_graves_go) != 0) {}
+    }
+    return &buried;
+}
+
+/* Frees until the graves waiting are want, or 64 reaping ticks have passed. */
+static size_t free_until_graves(size_t want)
+{
+    for (int i = 0; i < 64 * 32 && vms__stack_graves() != want; i++)
+        vms_stack_free(vms_stack_alloc(0));
+    return vms__stack_graves();
+}
+
+TEST(frees_reap_ended_threads_behind_many_living_ones)
+{
+    int e = vms__os_robust_list_works();
+    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    size_t live0 = s.stacks_live;
+    ASSERT_EQ(vms__stack_graves(), 0);
+    ASSERT_EQ(sem_init(&buried, 0, 0), 0);
+    ASSERT_EQ(sem_init(&live_graves_go, 0, 0), 0);
+    pthread_t t[DEAD_GRAVES + LIVE_GRAVES];
+    void *r;
+    for (int i = 0; i < DEAD_GRAVES; i++) {
+        ASSERT_EQ(pthread_create(&t[i], NULL, bury_a_stack, NULL), 0);
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        ASSERT_PTR_EQ(r, &buried);
+    }
+    for (int i = DEAD_GRAVES; i < DEAD_GRAVES + LIVE_GRAVES; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, bury_a_stack, &buried), 0);
+    for (int i = 0; i < LIVE_GRAVES; i++) while (sem_wait(&buried) != 0) {}
+    ASSERT_EQ(vms__stack_graves(), DEAD_GRAVES + LIVE_GRAVES);
+    /* The ended threads' graves are the oldest, behind the living ones. */
+    ASSERT_EQ(free_until_graves(LIVE_GRAVES), LIVE_GRAVES);
+    for (int i = 0; i < LIVE_GRAVES; i++) ASSERT_EQ(sem_post(&live_graves_go), 0);
+    for (int i = DEAD_GRAVES; i < DEAD_GRAVES + LIVE_GRAVES; i++) {
+        ASSERT_EQ(pthread_join(t[i], &r), 0);
+        ASSERT_PTR_EQ(r, &buried);
+    }
+    ASSERT_EQ(free_until_graves(0), 0);
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, live0);
+    sem_destroy(&buried);
+    sem_destroy(&live_graves_go);
+}
+
 static void reap_in_child(void *arg)
 {
     size_t live0 = *(size_t *)arg;
