@@ -965,6 +965,14 @@ static void *join_noting(void)
     return r;
 }
 
+/* Skips the case where threads have no graves: without a robust-futex list (qemu-user)
+ * they free their stacks at their end. */
+static void need_graves(void)
+{
+    int e = vms__os_robust_list_works();
+    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+}
+
 /* Thread exit makes no system call of vmstack's: the alternate stack is not disabled,
  * and the thread's stacks are scrubbed later, in someone else's batch. (The creating
  * thread has returned from vms_thread_create and waits in pthread_join meanwhile: every
@@ -975,8 +983,7 @@ TEST(thread_exit_makes_no_system_call)
 {
     /* Without working robust mutexes (qemu-user) threads free their stacks the old way,
      * with system calls: without_robust_mutexes covers that path. */
-    int e = vms__os_robust_list_works();
-    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+    need_graves();
     for (int i = 0; i < 2; i++) ASSERT_NULL(join_noting());
     for (int i = 0; i < 4; i++) {
         ASSERT_NULL(join_noting());
@@ -1023,9 +1030,7 @@ static size_t resident_now(void)
  * stacks, and checks that the threads' graves were reaped and their pages dropped. */
 static void ended_threads_stacks_go_back(bool fibers)
 {
-    int e = vms__os_robust_list_works();
-    if (e) SKIP("the kernel keeps no robust-futex list here (%s): threads free their stacks "
-                "at their end, no grave waits", strerror(-e));
+    need_graves();
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
     ASSERT_EQ(vms__stack_graves(), 0);
@@ -1116,8 +1121,7 @@ static void reap_with_frees(void)
 
 TEST(frees_inside_a_reap_do_not_reap)
 {
-    int e = vms__os_robust_list_works();
-    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+    need_graves();
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
     size_t live0 = s.stacks_live;
@@ -1218,8 +1222,7 @@ static size_t free_until_graves(size_t want)
 
 TEST(frees_reap_ended_threads_behind_many_living_ones)
 {
-    int e = vms__os_robust_list_works();
-    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+    need_graves();
     vms_stats s;
     ASSERT_EQ(vms_get_stats(&s), 0);
     size_t live0 = s.stacks_live;
@@ -1838,8 +1841,7 @@ TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
     NO_TSAN("TSan refuses to start threads in the child of a multi-threaded fork");
     /* Without graves (qemu-user) the ending thread disables its alternate stack before
      * freeing it: nothing stays installed to be handed out. */
-    int e = vms__os_robust_list_works();
-    if (e) SKIP("the kernel keeps no robust-futex list here (%s)", strerror(-e));
+    need_graves();
     /* vmstack's own thread keys exist first: a lower key, whose destructor (burying the
      * alternate stack) runs before the forking one. */
     vms_stack_free(vms_stack_alloc(0));
