@@ -160,6 +160,17 @@ typedef struct vms_usage {
  * counts are 0 without VMS_PAINT. */
 VMS_API int vms_stack_usage(vms_usage *out, size_t n);
 
+/* ---- trimming (appended by vmstack, not in the first contract) ----------------------- */
+/* Gives the memory of idle stacks back to the kernel now, rather than at the next batch,
+ * as malloc_trim does for the heap: the stacks of threads that have ended, the calling
+ * thread's cached stacks (those it freed since its last scrubbing batch, at the depth
+ * their owners left them, and its per-thread cache), and the warm top pages of every
+ * stack in the shared lists. Other threads' own caches are theirs: each gives back its
+ * own at its next batch, its exit or its own vms_trim. Returns 0, or a negative errno
+ * when the kernel refused to drop some pages (they stay resident, already scrubbed or
+ * as the last owner left them with VMS_NO_SCRUB). Not async-signal-safe. */
+VMS_API int vms_trim(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -647,6 +648,64 @@ void vms__cache_flush_thread(void)
     if (vms__cache_flush_hook) vms__cache_flush_hook();
     while (t->nclean) shared_put(t->clean[--t->nclean]);
     warm_release(claimed);
+}
+
+/* Drops v[0..k) whole with one system call: how many stay warm (all when it failed,
+ * whose error *err keeps unless it holds one already). */
+static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k, int *err)
+{
+    int e = vms__os_discard_many(iov, k);
+    if (e) {
+        if (!*err) *err = e;
+        return k;
+    }
+    for (size_t j = 0; j < k; j++) v[j]->warm = 0;
+    return 0;
+}
+
+/* Drops the pages of chain's warm stacks (linked by next), SCRUB_BATCH per system call,
+ * and sets *last to its last stack. Returns how many are still warm. */
+static size_t cool_chain(struct vms_stack *chain, struct vms_stack **last, int *err)
+{
+    struct iovec iov[SCRUB_BATCH];
+    struct vms_stack *v[SCRUB_BATCH];
+    size_t k = 0, warm = 0;
+    for (struct vms_stack *st = chain; st; st = st->next) {
+        *last = st;
+        if (st->warm) {
+            iov[k].iov_base = st->base;
+            iov[k].iov_len = st->size;
+            v[k++] = st;
+        }
+        if (k == SCRUB_BATCH || (k && !st->next)) {
+            warm += cool_batch(iov, v, k, err);
+            k = 0;
+        }
+    }
+    return warm;
+}
+
+int vms__cache_trim(void)
+{
+    vms__cache_flush_thread();
+    pthread_once(&shared_once, shared_init);
+    int err = 0;
+    for (unsigned cls = 0, c = vms__arena_classes_used(); cls < c; cls++) {
+        /* The whole list, its stacks dropped outside its lock (a discard of 32 stacks
+         * takes microseconds): a thread that allocates this size meanwhile finds the
+         * list empty and takes new slots. Cold stacks come back as they were. */
+        pthread_mutex_lock(&shared[cls].lock);
+        size_t nwarm = shared[cls].nwarm;
+        pthread_mutex_unlock(&shared[cls].lock);
+        if (!nwarm) continue;   /* no walk over a long list of cold stacks */
+        unsigned got;
+        struct vms_stack *chain = shared_take(cls, UINT_MAX, &got);
+        if (!chain) continue;
+        struct vms_stack *last = chain;
+        size_t warm = cool_chain(chain, &last, &err);
+        shared_push(chain, last, cls, got, warm);
+    }
+    return err;
 }
 
 static void thread_exit(void *p)

@@ -71,6 +71,8 @@ VMS_HIDDEN extern struct vms__options vms__opt;
 /* Initializes vmstack on first use (options, then the fault handler). Cheap after the
  * first call: one acquire load. Returns 0 or a negative errno. */
 VMS_HIDDEN int vms__ensure_init(void);
+/* Whether vmstack has been initialized (vms__ensure_init or vms_init succeeded). */
+VMS_HIDDEN bool vms__initialized(void);
 /* Parses a size with an optional k/m/g suffix. 0 on success, -EINVAL when malformed. */
 VMS_HIDDEN int vms__parse_size(const char *s, size_t *out);
 
@@ -361,6 +363,9 @@ VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
+/* vms_trim's part: vms__cache_flush_thread, then every shared list's warm stacks dropped
+ * whole. 0, or the error of the first discard that failed (its pages stay resident). */
+VMS_HIDDEN int vms__cache_trim(void);
 /* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
  * about to join them), bounded by 1,024; the warm stacks in the lists, counted by list;
  * and a hook called by vms__cache_flush_thread between deciding which stacks stay warm

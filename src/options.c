@@ -270,6 +270,11 @@ int vms__ensure_init(void)
     return e;
 }
 
+bool vms__initialized(void)
+{
+    return atomic_load_explicit(&init_state, memory_order_acquire) == INIT_DONE;
+}
+
 int vms_init(const vms_config *cfg)
 {
     if (!cfg) return -EINVAL;

@@ -453,12 +453,35 @@ static struct vms_stack *pool_take(unsigned cls)
  * fail (they are small: an alternate stack is 64 KiB and the kernel's minimum). */
 static void pool_scrub(struct vms_stack **v, unsigned n)
 {
+    if (n == 0) return;
     struct iovec iov[POOL_SCRUB_BATCH];
     for (unsigned i = 0; i < n; i++) {
         iov[i].iov_base = v[i]->base;
         iov[i].iov_len = v[i]->size;
     }
     (void)vms__cache_scrub_ranges(iov, n);
+}
+
+/* Scrubs batch[0..nbatch), taken off pool_dirty and counted in npool_scrubbing, and puts
+ * them in the pool; those that do not fit go to the cache. */
+static void pool_keep_scrubbed(struct vms_stack **batch, unsigned nbatch)
+{
+    pool_scrub(batch, nbatch);
+    unsigned kept = 0;
+    pthread_mutex_lock(&deferred_lock);
+    unsigned n = atomic_load_explicit(&npool, memory_order_relaxed);
+    for (; kept < nbatch && n < INTERNAL_POOL; kept++) pool[n++] = batch[kept];
+    atomic_store_explicit(&npool, n, memory_order_relaxed);
+    /* Only a fork from a signal handler that interrupted the scrubbing can leave this
+     * child's count reset and its pool refilled meanwhile: not below zero, and what
+     * does not fit goes to the cache. */
+    npool_scrubbing -= nbatch < npool_scrubbing ? nbatch : npool_scrubbing;
+    pthread_mutex_unlock(&deferred_lock);
+    for (; kept < nbatch; kept++) {
+        batch[kept]->internal = 0;
+        atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
+        (void)vms__cache_put(batch[kept]);   /* its tick: left to the next free */
+    }
 }
 
 /* Keeps a freed internal stack (state FREE) in the pool, to be handed out once scrubbed
@@ -487,24 +510,21 @@ static bool pool_put(struct vms_stack *st)
         }
     }
     pthread_mutex_unlock(&deferred_lock);
-    if (!nbatch) return true;
-    pool_scrub(batch, nbatch);
-    unsigned kept = 0;
-    pthread_mutex_lock(&deferred_lock);
-    n = atomic_load_explicit(&npool, memory_order_relaxed);
-    for (; kept < nbatch && n < INTERNAL_POOL; kept++) pool[n++] = batch[kept];
-    atomic_store_explicit(&npool, n, memory_order_relaxed);
-    /* Only a fork from a signal handler that interrupted the scrubbing can leave this
-     * child's count reset and its pool refilled meanwhile: not below zero, and what
-     * does not fit goes to the cache. */
-    npool_scrubbing -= nbatch < npool_scrubbing ? nbatch : npool_scrubbing;
-    pthread_mutex_unlock(&deferred_lock);
-    for (; kept < nbatch; kept++) {
-        batch[kept]->internal = 0;
-        atomic_fetch_sub_explicit(&internal_live, 1, memory_order_relaxed);
-        (void)vms__cache_put(batch[kept]);   /* its tick: left to the next free */
-    }
+    if (nbatch) pool_keep_scrubbed(batch, nbatch);
     return true;
+}
+
+/* vms_trim: the pool's dirty stacks scrubbed now rather than with the 16th. */
+static void pool_flush(void)
+{
+    struct vms_stack *batch[POOL_SCRUB_BATCH];
+    pthread_mutex_lock(&deferred_lock);
+    unsigned nbatch = npool_dirty;
+    memcpy(batch, pool_dirty, nbatch * sizeof batch[0]);
+    npool_dirty = 0;
+    npool_scrubbing += nbatch;
+    pthread_mutex_unlock(&deferred_lock);
+    if (nbatch) pool_keep_scrubbed(batch, nbatch);
 }
 
 struct vms_stack *vms__stack_alloc_internal(size_t size, bool reap)
@@ -883,6 +903,15 @@ static __attribute__((noinline, cold)) void reap_from_free(void)
 {
     if (reaping_here) return;
     if (reap_graves(true)) vms__cache_flush();
+}
+
+int vms_trim(void)
+{
+    /* Before first use nothing is cached: nothing to initialize vmstack for. */
+    if (!vms__initialized()) return 0;
+    vms__stack_reap();   /* ended threads' stacks: into this thread's batch, the pool */
+    pool_flush();
+    return vms__cache_trim();
 }
 
 size_t vms__stack_graves(void)

@@ -10,6 +10,9 @@ vms_test(os_probe LABELS unit cross)
 # Arenas under a tight RLIMIT_AS (ulimit -v).
 vms_test(arena_limit LABELS unit cross)
 vms_test(cache_nokey LABELS unit cross)
+# vms_trim: idle stacks' memory back at once.
+vms_test(trim LABELS unit memcheck cross)
+vms_test(trim LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
 # Restricted environments: system calls refused by a seccomp filter, low limits.
 vms_test(restricted LABELS unit death cross GUARDS)
 vms_test(restricted LABELS unit death cross GUARDS VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)

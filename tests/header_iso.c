@@ -29,5 +29,5 @@ int main(void)
     (void)handle;
 #endif
     return vms_get_stats(&s) + vms_stack_usage(u, 1) + (vms_stack_remaining() == 0) +
-           (vms_stack_self() != 0);
+           (vms_stack_self() != 0) + vms_trim();
 }
