@@ -10,6 +10,8 @@
 #include <alloca.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
@@ -24,6 +26,15 @@ static size_t resident_now(void)
     size_t arenas, reserved, mappings, resident;
     vms__arena_totals(&arenas, &reserved, &mappings, &resident);
     return resident;
+}
+
+/* resident_now() where pages are known to be resident: skips the case where none is
+ * counted (qemu-user's mincore says so). */
+static size_t resident_touched(void)
+{
+    size_t r = resident_now();
+    if (r == 0) SKIP("vmstack counts no resident page here (qemu-user)");
+    return r;
 }
 
 static const char SECRET[] = "vmstack-trim-secret";
@@ -46,7 +57,7 @@ static bool has_secret(vms_stack *st)
 }
 
 /* Whether the kernel cannot read the byte at addr (a signal-free probe). */
-static bool no_access(const void *addr)
+static __attribute__((unused)) bool no_access(const void *addr)
 {
 #ifdef VMSTACK_VALGRIND
     VALGRIND_DISABLE_ERROR_REPORTING;   /* an inaccessible address, on purpose */
@@ -102,7 +113,7 @@ TEST(before_first_use_does_nothing)
 TEST(gives_back_the_calling_threads_freed_stacks)
 {
     free_deep_stacks();
-    size_t before = resident_now();
+    size_t before = resident_touched();
     ASSERT_EQ(vms_trim(), 0);
     size_t after = resident_now();
     /* Everything the owners touched went back, top pages included. */
@@ -125,7 +136,7 @@ TEST(drops_the_warm_top_pages_of_the_shared_lists)
     ASSERT_EQ(pthread_join(t, NULL), 0);
     /* The other thread's stacks were scrubbed at its exit, their top pages kept warm. */
     ASSERT_GE(vms__cache_shared_warm_listed(), NSTACKS);
-    size_t before = resident_now();
+    size_t before = resident_touched();
     ASSERT_EQ(vms_trim(), 0);
     ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
     ASSERT_EQ(vms__cache_shared_warm(), 0);
@@ -142,7 +153,7 @@ TEST(with_no_scrub_drops_what_the_owners_left)
     /* Without scrubbing, freed stacks wait in the per-thread cache (8) as their owners
      * left them, the rest in the batch. */
     free_deep_stacks();
-    size_t before = resident_now();
+    size_t before = resident_touched();
     ASSERT_EQ(vms_trim(), 0);
     ASSERT_LE(resident_now() + (size_t)NSTACKS * DEPTH, before);
 }
@@ -172,7 +183,7 @@ TEST(reaps_the_stacks_of_ended_threads)
     ASSERT_EQ(pthread_join(t, &r), 0);
     ASSERT_PTR_EQ(r, (void *)1);
     ASSERT_EQ(vms__stack_graves(), 1);
-    size_t before = resident_now();
+    size_t before = resident_touched();
     ASSERT_EQ(vms_trim(), 0);
     ASSERT_EQ(vms__stack_graves(), 0);
     ASSERT_LE(resident_now() + DEPTH, before);
@@ -195,4 +206,53 @@ TEST(a_refused_discard_is_an_error)
     reuse_is_scrubbed_and_guarded();
     ASSERT_EQ(vms_trim(), 0);
     ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+}
+
+/* Trims while other threads allocate, use and free stacks (and exit, handing their caches
+ * to the shared lists): no stack is handed out twice (each owner finds its own mark at
+ * the end of its use; the double-free check and ThreadSanitizer watch the rest), and at
+ * the end nothing is live. */
+#define CHURNERS 2
+static atomic_int churn_stop;
+
+static void *churn(void *arg)
+{
+    uintptr_t id = (uintptr_t)arg;
+    vms_stack *mine[8];
+    for (unsigned round = 0; !atomic_load(&churn_stop) || round < 100; round++) {
+        unsigned k = 1 + round % 8;
+        for (unsigned i = 0; i < k; i++) {
+            mine[i] = vms_stack_alloc(0);
+            if (!mine[i]) return NULL;
+            ((uintptr_t *)vms_stack_top(mine[i]))[-1] = id << 32 | round << 8 | i;
+        }
+        for (unsigned i = 0; i < k; i++) {
+            if (((uintptr_t *)vms_stack_top(mine[i]))[-1] != (id << 32 | round << 8 | i))
+                return NULL;
+            vms_stack_free(mine[i]);
+        }
+    }
+    return arg;
+}
+
+TEST(while_other_threads_allocate_and_free)
+{
+    pthread_t t[CHURNERS];
+    for (int round = 0; round < 4; round++) {
+        atomic_store(&churn_stop, 0);
+        for (uintptr_t i = 0; i < CHURNERS; i++)
+            ASSERT_EQ(pthread_create(&t[i], NULL, churn, (void *)(i + 1)), 0);
+        for (int i = 0; i < 200; i++) ASSERT_EQ(vms_trim(), 0);
+        atomic_store(&churn_stop, 1);
+        for (uintptr_t i = 0; i < CHURNERS; i++) {
+            void *r;
+            ASSERT_EQ(pthread_join(t[i], &r), 0);
+            ASSERT_PTR_EQ(r, (void *)(i + 1));
+        }
+    }
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, 0);
 }
