@@ -11,10 +11,11 @@
 #                   status, or SIGSEGV), MATCH (regular expressions, each to be found
 #                   after the previous one's match) and NOMATCH (never to be found);
 #   -DBUILD=<build dir> -DDIR=<scratch prefix> -DSRC=<examples/> -DCC=<compiler>
-#   -DCFLAGS=<extra flags, a list>   install into DIR, build each example there with
-#                   the command of its ` * Build:` line (its `cc` the compiler given, its
-#                   `$(pkg-config --cflags --libs vmstack)` pkg-config's answer) and
-#                   -Wall -Wextra -Werror, then run usage.c's program.
+#   -DCFLAGS=<extra flags, a list> [-DRUNNER=<emulator, a list>]   install into DIR,
+#                   build each example there with the command of its ` * Build:` line
+#                   (its `cc` the compiler given, its `$(pkg-config --cflags --libs
+#                   vmstack)` pkg-config's answer) and -Wall -Wextra -Werror, then run
+#                   usage.c's program (through RUNNER: qemu-user in the cross build).
 
 if(CMAKE_SCRIPT_MODE_FILE)
   cmake_minimum_required(VERSION 3.20)
@@ -85,7 +86,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
   set(ENV{LD_LIBRARY_PATH} "${pc_libdir}")
   set(EXPECT 0)
   set(MATCH "usage: OK")
-  run_and_check("${DIR}/examples/usage")
+  run_and_check(${RUNNER} "${DIR}/examples/usage")
   file(REMOVE_RECURSE "${DIR}")
   return()
 endif()
@@ -203,10 +204,14 @@ if(VMSTACK_SANITIZE)
   set(VMS_EXAMPLES_CFLAGS -fsanitize=${VMSTACK_SANITIZE})
 endif()
 string(REPLACE ";" "\\;" VMS_EXAMPLES_CFLAGS "${VMS_EXAMPLES_CFLAGS}")
+# In the cross build the example is an aarch64 program: it runs under the emulator, as
+# the other cases do (and with them, label cross).
+string(REPLACE ";" "\\;" VMS_EXAMPLES_RUNNER "${CMAKE_CROSSCOMPILING_EMULATOR}")
 add_test(NAME examples.installed COMMAND ${CMAKE_COMMAND} -DBUILD=${PROJECT_BINARY_DIR}
   -DDIR=${CMAKE_CURRENT_BINARY_DIR}/examples-prefix -DSRC=${PROJECT_SOURCE_DIR}/examples
-  -DCC=${CMAKE_C_COMPILER} "-DCFLAGS=${VMS_EXAMPLES_CFLAGS}" -P ${VMS_EXAMPLES_SCRIPT})
-set_tests_properties(examples.installed PROPERTIES LABELS examples TIMEOUT 300
+  -DCC=${CMAKE_C_COMPILER} "-DCFLAGS=${VMS_EXAMPLES_CFLAGS}"
+  "-DRUNNER=${VMS_EXAMPLES_RUNNER}" -P ${VMS_EXAMPLES_SCRIPT})
+set_tests_properties(examples.installed PROPERTIES LABELS "examples;cross" TIMEOUT 300
   RESOURCE_LOCK vmstack_install)
 if(VMSTACK_SANITIZE MATCHES "thread")
   set_tests_properties(examples.installed PROPERTIES
