@@ -23,7 +23,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -663,21 +662,22 @@ static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k
     return 0;
 }
 
-/* Drops the pages of chain's warm stacks (linked by next), SCRUB_BATCH per system call,
- * and sets *last to its last stack. Returns how many are still warm. */
-static size_t cool_chain(struct vms_stack *chain, struct vms_stack **last, int *err)
+/* Pre: the list's lock held. Drops the pages of the first nwarm warm stacks of chain
+ * (linked by next; the list holds no more), SCRUB_BATCH per system call, and stops
+ * there: the cold stacks behind them are not walked. Returns how many are still warm. */
+static size_t cool_chain(struct vms_stack *chain, size_t nwarm, int *err)
 {
     struct iovec iov[SCRUB_BATCH];
     struct vms_stack *v[SCRUB_BATCH];
-    size_t k = 0, warm = 0;
-    for (struct vms_stack *st = chain; st; st = st->next) {
-        *last = st;
+    size_t k = 0, seen = 0, warm = 0;
+    for (struct vms_stack *st = chain; st && seen < nwarm; st = st->next) {
         if (st->warm) {
             iov[k].iov_base = st->base;
             iov[k].iov_len = st->size;
             v[k++] = st;
+            seen++;
         }
-        if (k == SCRUB_BATCH || (k && !st->next)) {
+        if (k == SCRUB_BATCH || (k && (seen == nwarm || !st->next))) {
             warm += cool_batch(iov, v, k, err);
             k = 0;
         }
@@ -691,19 +691,19 @@ int vms__cache_trim(void)
     pthread_once(&shared_once, shared_init);
     int err = 0;
     for (unsigned cls = 0, c = vms__arena_classes_used(); cls < c; cls++) {
-        /* The whole list, its stacks dropped outside its lock (a discard of 32 stacks
-         * takes microseconds): a thread that allocates this size meanwhile finds the
-         * list empty and takes new slots. Cold stacks come back as they were. */
-        pthread_mutex_lock(&shared[cls].lock);
-        size_t nwarm = shared[cls].nwarm;
-        pthread_mutex_unlock(&shared[cls].lock);
-        if (!nwarm) continue;   /* no walk over a long list of cold stacks */
-        unsigned got;
-        struct vms_stack *chain = shared_take(cls, UINT_MAX, &got);
-        if (!chain) continue;
-        struct vms_stack *last = chain;
-        size_t warm = cool_chain(chain, &last, &err);
-        shared_push(chain, last, cls, got, warm);
+        /* Under the list's lock: a thread that allocates this size meanwhile waits for
+         * the discards (at most WARM_MAX stacks, 32 a system call: about 0.5 ms here)
+         * rather than finding the list empty and opening new slots, and a fork waits
+         * too rather than losing the stacks in hand. */
+        struct shared *sh = &shared[cls];
+        pthread_mutex_lock(&sh->lock);
+        if (sh->nwarm) {
+            size_t left = cool_chain(atomic_load_explicit(&sh->head, memory_order_relaxed),
+                                     sh->nwarm, &err);
+            warm_sub(sh->nwarm - left);
+            sh->nwarm = left;
+        }
+        pthread_mutex_unlock(&sh->lock);
     }
     return err;
 }
