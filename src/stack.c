@@ -484,6 +484,17 @@ static void pool_keep_scrubbed(struct vms_stack **batch, unsigned nbatch)
     }
 }
 
+/* Pre: deferred_lock held. Moves the pool's dirty stacks into batch, to be scrubbed by
+ * pool_keep_scrubbed; their places in the pool stay taken meanwhile. Returns how many. */
+static unsigned pool_take_dirty(struct vms_stack **batch)
+{
+    unsigned n = npool_dirty;
+    memcpy(batch, pool_dirty, n * sizeof batch[0]);
+    npool_dirty = 0;
+    npool_scrubbing += n;
+    return n;
+}
+
 /* Keeps a freed internal stack (state FREE) in the pool, to be handed out once scrubbed
  * (at once with VMS_NO_SCRUB); false when the pool is full. */
 static bool pool_put(struct vms_stack *st)
@@ -502,12 +513,7 @@ static bool pool_put(struct vms_stack *st)
         atomic_store_explicit(&npool, n + 1, memory_order_relaxed);
     } else {
         pool_dirty[npool_dirty++] = st;
-        if (npool_dirty == POOL_SCRUB_BATCH) {
-            memcpy(batch, pool_dirty, sizeof batch);
-            nbatch = npool_dirty;
-            npool_dirty = 0;
-            npool_scrubbing += nbatch;   /* their places stay taken meanwhile */
-        }
+        if (npool_dirty == POOL_SCRUB_BATCH) nbatch = pool_take_dirty(batch);
     }
     pthread_mutex_unlock(&deferred_lock);
     if (nbatch) pool_keep_scrubbed(batch, nbatch);
@@ -519,10 +525,7 @@ static void pool_flush(void)
 {
     struct vms_stack *batch[POOL_SCRUB_BATCH];
     pthread_mutex_lock(&deferred_lock);
-    unsigned nbatch = npool_dirty;
-    memcpy(batch, pool_dirty, nbatch * sizeof batch[0]);
-    npool_dirty = 0;
-    npool_scrubbing += nbatch;
+    unsigned nbatch = pool_take_dirty(batch);
     pthread_mutex_unlock(&deferred_lock);
     if (nbatch) pool_keep_scrubbed(batch, nbatch);
 }
