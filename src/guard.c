@@ -115,6 +115,16 @@ static bool is_fault(int sig, const siginfo_t *si)
            !(sig == SIGSEGV && si->si_code == SEGV_MTEAERR);
 }
 
+/* async-signal-safe: whether the action installed before vmstack would end the process
+ * on a fault: SIG_DFL, SIG_IGN (the kernel forces SIG_DFL on an ignored fault), or an
+ * SA_RESETHAND handler that has had its one call. */
+static bool old_action_dies(int sig)
+{
+    const struct sigaction *old = old_action(sig);
+    return old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN ||
+           ((old->sa_flags & SA_RESETHAND) && atomic_load(&old_spent[sig == SIGBUS]));
+}
+
 /* async-signal-safe: sigaction(2) is on POSIX's list. */
 static void restore_default(int sig)
 {
@@ -497,8 +507,9 @@ static size_t own_alt_room(const ucontext_t *uc, uintptr_t here)
 }
 
 /* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
- * put back before a kill. */
-static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel)
+ * put back before a kill. foreign: whether an overflow of a stack that is not vmstack's
+ * (the main thread's, a foreign thread's, a vms thread's C-library stack) is reported. */
+static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel, bool foreign)
 {
     if (self.depth > 0) nested_fault(sig, si, uc);
     struct vms__fault f;
@@ -513,7 +524,7 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
     struct vms__where w;
     int kind = vms__arena_where((const void *)f.addr, &w);
     bool ours = kind == VMS__WHERE_GUARD || kind == VMS__WHERE_TRAILER ? classify_guard(&f, &w)
-              : kind == VMS__WHERE_NONE ? classify_thread(&f)
+              : kind == VMS__WHERE_NONE && foreign ? classify_thread(&f)
               : false;
     if (!ours) return NOT_OURS;
 
@@ -569,7 +580,7 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
  * could not have used safely anyway). pthread_setcancelstate is not on POSIX's list,
  * but POSIX requires it to be async-cancel-safe, and glibc's is one atomic update of
  * the calling thread's own word. */
-static int handle(int sig, siginfo_t *si, void *uctx)
+static int handle(int sig, siginfo_t *si, void *uctx, bool foreign)
 {
     if ((sig != SIGSEGV && sig != SIGBUS) || !si || !uctx) return NOT_OURS;
     /* Only a fault of the interrupted instruction can be a guard hit (is_fault): a
@@ -578,18 +589,19 @@ static int handle(int sig, siginfo_t *si, void *uctx)
     if (!is_fault(sig, si)) return NOT_OURS;
     int cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-    int r = handle_fault(sig, si, uctx, cancel);
+    int r = handle_fault(sig, si, uctx, cancel, foreign);
     pthread_setcancelstate(cancel, NULL);
     return r;
 }
 
 /* async-signal-safe: for programs that own SIGSEGV. Dying from inside the program's
  * handler cannot repeat the fault by returning, so the signal is raised with the
- * default action and unblocked. */
+ * default action and unblocked. An overflow of a stack that is not vmstack's (the main
+ * thread's, a foreign thread's) is not vmstack's fault: it is the program's to handle. */
 int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
 {
     int saved = errno;
-    if (handle(sig, info, uctx) == NOT_OURS) {
+    if (handle(sig, info, uctx, false) == NOT_OURS) {
         errno = saved;
         return 0;
     }
@@ -598,11 +610,15 @@ int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
 
 /* async-signal-safe: the installed handler. After a report that ends in death it puts
  * SIG_DFL back and returns: the faulting instruction runs again and the process dies
- * of the signal at the real fault, which is what a core dump should show. */
+ * of the signal at the real fault, which is what a core dump should show. An overflow
+ * of a stack that is not vmstack's (the main thread's, a foreign thread's, a vms
+ * thread's C-library stack) is reported only when the action before vmstack would end
+ * the process anyway; a handler of the program's gets it as it would without vmstack
+ * (a crash reporter, or a runtime that recovers from its main stack's overflow). */
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
-    if (handle(sig, si, uc) == DIE) {
+    if (handle(sig, si, uc, old_action_dies(sig)) == DIE) {
         restore_default(sig);
         /* The mask sigreturn puts back for the faulting instruction blocks every other
          * signal too: one that arrived during the report, delivered first, could leave

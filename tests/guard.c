@@ -1044,6 +1044,132 @@ TEST(foreign_thread_named_at_the_fault)
     assert_last_line(out, "vmstack: aborting");
 }
 
+/* A handler the program installed before vmstack gets the overflows of stacks that are
+ * not vmstack's (the main thread's, a foreign thread's) as it would without vmstack:
+ * no report (DESIGN.md, "Not ours"). A crash reporter, or a runtime that recovers from
+ * its main stack's overflow, keeps working. */
+static void program_overflow_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    static const char msg[] = "program handler: overflow\n";
+    write(2, msg, sizeof msg - 1);
+    _exit(sig == SIGSEGV ? 42 : 43);
+}
+
+static void install_program_handler(int extra_flags)
+{
+    /* The program's own alternate stack, as such a program has: vmstack keeps it. */
+    static char alt[512 * 1024];
+    stack_t ss = { .ss_sp = alt, .ss_size = sizeof alt, .ss_flags = 0 };
+    if (sigaltstack(&ss, NULL) != 0) _exit(4);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = program_overflow_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | extra_flags;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
+static void main_overflow_to_program_child(void *arg)
+{
+    (void)arg;
+    install_program_handler(0);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));   /* vmstack is in use */
+    sink += island_recurse_down(0);
+}
+
+TEST(main_thread_overflow_goes_to_the_programs_earlier_handler)
+{
+    NO_ASAN();
+    int st = run_child(main_overflow_to_program_child, NULL);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "program handler: overflow\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+}
+
+static void foreign_to_program_child(void *arg)
+{
+    (void)arg;
+    install_program_handler(0);
+    init_with(VMS_KILL_TASK, 0);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 * 1024);
+    pthread_t t;
+    pthread_create(&t, &attr, foreign_thread, NULL);   /* runs on vmstack's alternate stack */
+    pthread_join(t, NULL);
+}
+
+TEST(foreign_thread_overflow_goes_to_the_programs_earlier_handler)
+{
+    NO_ASAN();
+    int st = run_child(foreign_to_program_child, NULL);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "program handler: overflow\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+}
+
+/* An SA_RESETHAND handler gets the first fault; the kernel would then have put SIG_DFL
+ * in its place, so the repeated fault kills the process, and vmstack reports it. */
+static void program_once_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    static const char msg[] = "program handler: once\n";
+    write(2, msg, sizeof msg - 1);
+}
+
+static void main_overflow_resethand_child(void *arg)
+{
+    (void)arg;
+    install_program_handler(SA_RESETHAND);
+    struct sigaction sa;
+    sigaction(SIGSEGV, NULL, &sa);
+    sa.sa_sigaction = program_once_handler;
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));
+    sink += island_recurse_down(0);
+}
+
+TEST(main_thread_overflow_after_a_spent_sa_resethand_handler_is_reported)
+{
+    NO_ASAN();
+    int st = run_child(main_overflow_resethand_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    const char *order[] = { "program handler: once\n", "vmstack: stack overflow in main thread (tid ",
+                            "vmstack: Call Trace:\n", "island_recurse_down" };
+    assert_in_order(out, order, 4);
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* vms_handle_fault in a handler installed after vmstack: the main thread's overflow is
+ * not vmstack's, so 0, and the program handles it. */
+static void main_overflow_own_handler_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = own_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;   /* vmstack gave this thread an alternate stack */
+    sigaction(SIGSEGV, &sa, NULL);
+    sink += island_recurse_down(0);
+}
+
+TEST(handle_fault_main_thread_overflow_returns_zero)
+{
+    NO_ASAN();
+    int st = run_child(main_overflow_own_handler_child, NULL);
+    ASSERT_EXITED(st, 7);
+    ASSERT_STR_CONTAINS(out, "own handler: not vmstack's\n");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
+}
+
 /* A report to a regular file (written without poll and without blocking SIGPIPE) is the
  * same report. */
 static int file_fd = -1;
