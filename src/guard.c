@@ -308,6 +308,14 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
         f->action = VMS__ACT_ABORT;
         f->why_no_kill = "no vmstack fiber or thread runs on this stack: nothing can be "
                          "killed alone";
+    } else if (f->task.kind == VMS__TASK_THREAD && f->tid == (long)getpid()) {
+        /* A vms thread's body that forked: in the child it is the main thread. Ending
+         * it would end the process as if it had succeeded (exit status 0) once its
+         * other threads, if any, end: like the main thread, it is not killed alone. */
+        f->action = VMS__ACT_ABORT;
+        f->why_no_kill = "this thread is the process's main thread (the child of a fork "
+                         "made by the thread's body): ending it alone would end the process "
+                         "with exit status 0";
     } else {
         f->action = VMS__ACT_KILL;
     }

@@ -10,6 +10,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
 
 static char out[65536];
 
@@ -202,6 +203,42 @@ TEST(end_corruption_in_thread)
     const char *o = run(thread_child, NULL);
     ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in thread ");
     ASSERT_STR_CONTAINS(o, "end word 0x0000000000000000 (expected 0x57ac6e9d57ac6e9d)");
+}
+
+/* The same in the child of a fork made by the body: there the thread is the main
+ * thread, whose kill would end the child with status 0; the child dies by SIGSEGV. */
+static void *fork_corrupt_thread(void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) return corrupt_thread(arg);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return (void *)(intptr_t)st;
+}
+
+static void fork_thread_child(void *arg)
+{
+    (void)arg;
+    init_flags(VMS_END_CHECK, 0);
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, fork_corrupt_thread, NULL), 0);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    int st = (int)(intptr_t)r;
+    fprintf(stderr, "the body's child: %s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
+TEST(end_corruption_in_a_forked_body_kills_the_child)
+{
+    NO_TSAN("TSan cannot follow a fork made on a task's stack (tests/fork.c)");
+    const char *o = run(fork_thread_child, NULL);
+    ASSERT_STR_CONTAINS(o, "vmstack: corrupted stack end detected in thread ");
+    ASSERT_STR_CONTAINS(o, "vmstack: this thread is the process's main thread");
+    ASSERT_STR_CONTAINS(o, "vmstack: aborting\n");
+    ASSERT_STR_CONTAINS(o, "the body's child: signal 11\n");
+    ASSERT_STR_NOT_CONTAINS(o, "vmstack: killed thread");
 }
 
 /* pthread_exit inside a fiber that overwrote its end magic: the thread's exit unwinds
