@@ -62,6 +62,18 @@
  * (mm/mmap.c, since 4.12). */
 #define STACK_GUARD_GAP_PAGES 256
 
+/* How far below the interrupted stack pointer the kernel writes a signal handler's
+ * frame at most: AT_MINSIGSTKSZ (the kernel's largest frame on this CPU; a process that
+ * never asked for AMX state gets a smaller one), plus x86-64's red zone, which the
+ * kernel skips first. Set at install (sysconf is not on POSIX's list of
+ * async-signal-safe functions). */
+#if defined(__x86_64__)
+#define RED_ZONE 128
+#else
+#define RED_ZONE 0
+#endif
+static size_t frame_reach;
+
 static struct sigaction old_actions[2];   /* [0] SIGSEGV, [1] SIGBUS */
 static atomic_bool old_spent[2];          /* an SA_RESETHAND predecessor was called */
 static atomic_int installed;
@@ -146,6 +158,13 @@ static void chain(int sig, siginfo_t *si, void *uc)
 {
     const struct sigaction *old = old_action(sig);
     bool sent = si && !is_fault(sig, si);
+    /* The kernel's own SIGSEGV (SI_KERNEL) need not repeat either: for a signal frame it
+     * could not write (force_sigsegv) nothing faults again on return, and the kernel
+     * forces it on the process even under SIG_IGN. Raised again, it kills the process
+     * as it would have without vmstack (a general-protection fault, which would repeat,
+     * dies of it the same way at its instruction); returning would leave the process
+     * running past it with vmstack's handler gone. */
+    bool forced = si && sig == SIGSEGV && si->si_code == SI_KERNEL;
     /* sa_handler and sa_sigaction share their storage, and the kernel takes SIG_DFL and
      * SIG_IGN for what they are whatever the flags say (SA_SIGINFO included): so must
      * we, rather than call address 0 or 1. */
@@ -156,9 +175,9 @@ static void chain(int sig, siginfo_t *si, void *uc)
     bool spent = !plain && (old->sa_flags & SA_RESETHAND) &&
                  atomic_exchange(&old_spent[sig == SIGBUS], true);
     if (plain || spent) {
-        if (sent && old->sa_handler == SIG_IGN) return;
+        if (sent && !forced && old->sa_handler == SIG_IGN) return;
         restore_default(sig);
-        if (sent) raise(sig);   /* pending until this handler returns */
+        if (sent || forced) raise(sig);   /* pending until this handler returns */
         return;
     }
     sigset_t prev;
@@ -514,6 +533,40 @@ static size_t own_alt_room(const ucontext_t *uc, uintptr_t here)
     return here - lo;
 }
 
+/* async-signal-safe: whether si is the kernel's report that it could not write a
+ * signal handler's frame below the interrupted stack pointer (force_sigsegv: SIGSEGV,
+ * SI_KERNEL, no address): the signal being delivered is lost, nothing faults again on
+ * return, and on a task's stack the frame's write went into its guard. On x86-64 a
+ * general-protection or segment fault reports the same code and address; its trap
+ * number tells it apart (the frame's failure leaves the thread's last one, stale). */
+static bool frame_lost(int sig, const siginfo_t *si, const ucontext_t *uc)
+{
+    if (sig != SIGSEGV || si->si_code != SI_KERNEL || si->si_addr) return false;
+#if defined(__x86_64__)
+    long trap = (long)uc->uc_mcontext.gregs[REG_TRAPNO];
+    if (trap >= 10 && trap <= 13) return false;   /* #TS, #NP, #SS, #GP */
+#else
+    (void)uc;
+#endif
+    return true;
+}
+
+/* async-signal-safe: for a lost signal frame, the address to report: the lowest byte the
+ * frame may need below sp, kept within the guard of the vmstack stack sp is on (a guard
+ * smaller than a frame would otherwise put it in the stack below). The kernel does not
+ * say where its write failed. */
+static uintptr_t frame_low(uintptr_t sp)
+{
+    uintptr_t a = sp > frame_reach ? sp - frame_reach : 0;
+    struct vms__where w;
+    int k = vms__arena_where((const void *)sp, &w);
+    if ((k == VMS__WHERE_STACK || k == VMS__WHERE_GUARD) && w.st) {
+        uintptr_t g_lo = (uintptr_t)w.st->base - w.arena->guard_size;
+        if (a < g_lo) a = g_lo;
+    }
+    return a;
+}
+
 /* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
  * put back before a kill. foreign: whether an overflow of a stack that is not vmstack's
  * (the main thread's, a foreign thread's, a vms thread's C-library stack) is reported. */
@@ -528,6 +581,10 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
     f.pc = context_pc(uc);
     f.sp = context_sp(uc);
     f.tid = vms__sigsafe_gettid();
+    if (frame_lost(sig, si, uc)) {
+        f.frame = true;
+        f.addr = frame_low(f.sp);
+    }
 
     struct vms__where w;
     int kind = vms__arena_where((const void *)f.addr, &w);
@@ -950,6 +1007,8 @@ int vms__guard_install(void)
     if (atomic_load(&installed)) return 0;
     vms__trace_load();
     read_main_stack();
+    long min = sysconf(_SC_MINSIGSTKSZ);   /* AT_MINSIGSTKSZ, or the C library's estimate */
+    frame_reach = (min > 0 ? (size_t)min : 2048) + RED_ZONE;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;

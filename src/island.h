@@ -173,6 +173,8 @@ struct vms__fault {
     int        sig;
     const ucontext_t *uc;
     uintptr_t  addr, pc, sp;
+    bool       frame;           /* the kernel could not write a signal frame below sp
+                                   (addr: the lowest byte it may have needed) */
     uintptr_t  lo, hi;          /* the overrun stack's usable bytes [lo, hi) */
     size_t     guard;           /* its guard's size */
     uintptr_t  walk_lo, walk_hi;/* where the frame-pointer walk may read */

@@ -829,6 +829,7 @@ static void where_lines(struct out *o, const struct vms__fault *f, size_t tainte
         vms__line_udec(l, fault_overrun(f));
         vms__line_str(l, f->addr < f->lo ? " bytes below the stack" : " bytes above the stack");
     }
+    if (f->frame) vms__line_str(l, " (the kernel could not write a signal frame there: at most this far)");
     emit(o);
 
     l = start(o);

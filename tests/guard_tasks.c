@@ -21,6 +21,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 
 static char out[4 << 20];
 /* Per thread: sixteen threads overflow at once, and one shared sink would be a data race
@@ -1623,6 +1624,226 @@ TEST(fiber_killed_in_signal_handler_leaves_resumer_mask)
     ASSERT_EQ(tst_count(out, "vmstack: killed fiber"), 2);
     ASSERT_STR_CONTAINS(out, "after kill 0: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
     ASSERT_STR_CONTAINS(out, "after kill 1: SIGUSR1 blocked 0, SIGUSR2 blocked 0\n");
+}
+
+/* ---- a signal frame the kernel could not write ------------------------------------------ */
+
+/* A signal that arrives while a task's stack pointer is within a signal frame of its
+ * guard: the kernel cannot write the handler's frame (it would go into the guard), drops
+ * the signal and sends SIGSEGV (SI_KERNEL, no address) instead, and nothing faults
+ * again on return. Before, vmstack took that for a fault not its own, put back SIG_DFL
+ * and returned: the task went on unreported and the next overflow anywhere killed the
+ * process unreported (helper 65). Now it is that task's overflow. The signal is sent by
+ * a bare system call: a call's frame would reach the guard first. */
+static long frame_pid, frame_tid;
+static volatile sig_atomic_t frame_handled, frame_went_on;
+
+static void frame_handler(int sig)
+{
+    (void)sig;
+    frame_handled = 1;
+}
+
+static inline void bare_tgkill(long pid, long tid, long sig)
+{
+#if defined(__x86_64__)
+    long r = SYS_tgkill;
+    __asm__ volatile("syscall" : "+a"(r) : "D"(pid), "S"(tid), "d"(sig) : "rcx", "r11", "memory");
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = SYS_tgkill;
+    register long x0 __asm__("x0") = pid;
+    register long x1 __asm__("x1") = tid;
+    register long x2 __asm__("x2") = sig;
+    __asm__ volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+#endif
+}
+
+/* Goes down to within 512 bytes of the guard (far less than a signal frame: at least
+ * MINSIGSTKSZ, 2 KiB), then signals itself; frame_went_on only if it was let go on. */
+NOIPA static void to_the_guard_then_signal(void)
+{
+    volatile char pad[64];
+    pad[0] = 1;
+    if (vms_stack_remaining() > 512) {
+        to_the_guard_then_signal();
+        sink += pad[0];
+        return;
+    }
+    bare_tgkill(frame_pid, frame_tid, SIGUSR1);
+    frame_went_on = 1;
+}
+
+static void frame_fiber(void *arg)
+{
+    (void)arg;
+    to_the_guard_then_signal();
+}
+
+static void setup_frame_signal(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = frame_handler;   /* no SA_ONSTACK: its frame goes on the task's stack */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    frame_pid = getpid();
+    frame_tid = (long)syscall(SYS_gettid);
+}
+
+static void frame_fiber_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    setup_frame_signal();
+    vms_fiber_attr attr = { 0, "near-the-guard" };
+    vms_fiber *f = vms_fiber_create(frame_fiber, NULL, &attr);
+    int r = vms_fiber_resume(f);
+    const vms_oops *o = vms_fiber_oops(f);
+    printf("resume %d, went on %d, handled %d, oops below the stack %d\n", r, (int)frame_went_on,
+           (int)frame_handled, o && (char *)o->fault_addr < (char *)o->stack_base);
+    vms_fiber_destroy(f);
+    /* vmstack is still armed: an ordinary overflow is caught too. */
+    f = vms_fiber_create(overflow_fiber, NULL, NULL);
+    printf("next overflow: %d\n", vms_fiber_resume(f));
+    vms_fiber_destroy(f);
+}
+
+TEST(signal_frame_that_does_not_fit_kills_the_fiber)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(frame_fiber_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_EQ(strncmp(out, "vmstack: stack overflow in fiber \"near-the-guard\" (id ", 53), 0);
+    ASSERT_STR_CONTAINS(out, " bytes below the stack (the kernel could not write a signal "
+                             "frame there: at most this far)\n");
+    ASSERT_STR_CONTAINS(out, "vmstack:  to_the_guard_then_signal+0x");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"near-the-guard\" (id ");
+    ASSERT_STR_CONTAINS(out, "resume 4, went on 0, handled 0, oops below the stack 1\n");
+    ASSERT_STR_CONTAINS(out, "next overflow: 4\n");
+}
+
+static void *frame_body(void *arg)
+{
+    (void)arg;
+    frame_tid = (long)syscall(SYS_gettid);
+    to_the_guard_then_signal();
+    return (void *)1;
+}
+
+static void frame_thread_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    setup_frame_signal();
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, frame_body, NULL) != 0) _exit(10);
+    void *r;
+    pthread_join(t, &r);
+    printf("joined %s, went on %d\n", r == VMS_THREAD_KILLED ? "killed" : "other",
+           (int)frame_went_on);
+}
+
+TEST(signal_frame_that_does_not_fit_kills_the_thread)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(frame_thread_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "(the kernel could not write a signal frame there: at most this far)\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: killed thread ");
+    ASSERT_STR_CONTAINS(out, "joined killed, went on 0\n");
+}
+
+/* A general-protection fault also comes as SIGSEGV with SI_KERNEL and no address (x86-64:
+ * a non-canonical address). Near the guard it is still not an overflow: not vmstack's,
+ * the process dies of it unreported, as without vmstack. */
+NOIPA static void to_the_guard_then_gp_fault(void)
+{
+    volatile char pad[64];
+    pad[0] = 1;
+    if (vms_stack_remaining() > 512) {
+        to_the_guard_then_gp_fault();
+        sink += pad[0];
+        return;
+    }
+#if defined(__x86_64__)
+    long v, bad = (long)0x8000000000000000ul;
+    __asm__ volatile("mov (%1), %0" : "=r"(v) : "r"(bad) : "memory");
+    sink += (int)v;
+#endif
+    frame_went_on = 1;
+}
+
+static void gp_fiber(void *arg)
+{
+    (void)arg;
+    to_the_guard_then_gp_fault();
+}
+
+static void gp_fault_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(gp_fiber, NULL, NULL);
+    printf("resume %d, went on %d\n", vms_fiber_resume(f), (int)frame_went_on);
+}
+
+TEST(general_protection_fault_near_the_guard_is_not_an_overflow)
+{
+#if !defined(__x86_64__)
+    SKIP("x86-64's general-protection fault");
+#endif
+    NEED_GUARD_FAULTS();
+    int st = run_child(gp_fault_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
+    ASSERT_STR_NOT_CONTAINS(out, "resume");
+}
+
+/* The same on a stack vmstack does not know (the program's own, with makecontext): not
+ * vmstack's, so the process dies by SIGSEGV as it would without vmstack, rather than go
+ * on past the lost signal with vmstack's handler gone. */
+static char *own_stack_lo;
+static ucontext_t own_ctx, own_back;
+
+NOIPA static void own_stack_down(void)
+{
+    volatile char pad[64];
+    pad[0] = 1;
+    if ((char *)pad - own_stack_lo > 512) {
+        own_stack_down();
+        sink += pad[0];
+        return;
+    }
+    bare_tgkill(frame_pid, frame_tid, SIGUSR1);
+    frame_went_on = 1;
+}
+
+static void own_stack_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_stack_free(vms_stack_alloc(0));   /* vmstack is in use */
+    setup_frame_signal();
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 64 * 1024;
+    char *m = mmap(NULL, size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED || mprotect(m, page, PROT_NONE) != 0) _exit(11);
+    own_stack_lo = m + page;
+    getcontext(&own_ctx);
+    own_ctx.uc_stack.ss_sp = own_stack_lo;
+    own_ctx.uc_stack.ss_size = size;
+    own_ctx.uc_link = &own_back;
+    makecontext(&own_ctx, own_stack_down, 0);
+    swapcontext(&own_back, &own_ctx);
+    printf("went on %d\n", (int)frame_went_on);
+}
+
+TEST(signal_frame_that_does_not_fit_a_foreign_stack_kills_the_process)
+{
+    NO_ASAN();
+    int st = run_child(own_stack_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_NOT_CONTAINS(out, "went on");
+    ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
 }
 
 /* ---- SIGSEGV blocked by the program ------------------------------------------------------ */
