@@ -1658,18 +1658,33 @@ static inline void bare_tgkill(long pid, long tid, long sig)
 #endif
 }
 
+/* Where to_the_guard_then_signal stops: vms_stack_remaining(), or, on the program's own
+ * stack (own_stack_lo set, below), the bytes above that stack's lowest. */
+static char *own_stack_lo;
+static int gp_instead;   /* a general-protection fault instead of the signal */
+
 /* Goes down to within 512 bytes of the guard (far less than a signal frame: at least
- * MINSIGSTKSZ, 2 KiB), then signals itself; frame_went_on only if it was let go on. */
+ * MINSIGSTKSZ, 2 KiB), then signals itself (or faults); frame_went_on only if it was
+ * let go on. */
 NOIPA static void to_the_guard_then_signal(void)
 {
     volatile char pad[64];
     pad[0] = 1;
-    if (vms_stack_remaining() > 512) {
+    size_t left = own_stack_lo ? (size_t)((char *)pad - own_stack_lo) : vms_stack_remaining();
+    if (left > 512) {
         to_the_guard_then_signal();
         sink += pad[0];
         return;
     }
-    bare_tgkill(frame_pid, frame_tid, SIGUSR1);
+    if (gp_instead) {
+#if defined(__x86_64__)
+        long v, bad = (long)0x8000000000000000ul;   /* not canonical */
+        __asm__ volatile("mov (%1), %0" : "=r"(v) : "r"(bad) : "memory");
+        sink += (int)v;
+#endif
+    } else {
+        bare_tgkill(frame_pid, frame_tid, SIGUSR1);
+    }
     frame_went_on = 1;
 }
 
@@ -1756,34 +1771,12 @@ TEST(signal_frame_that_does_not_fit_kills_the_thread)
 /* A general-protection fault also comes as SIGSEGV with SI_KERNEL and no address (x86-64:
  * a non-canonical address). Near the guard it is still not an overflow: not vmstack's,
  * the process dies of it unreported, as without vmstack. */
-NOIPA static void to_the_guard_then_gp_fault(void)
-{
-    volatile char pad[64];
-    pad[0] = 1;
-    if (vms_stack_remaining() > 512) {
-        to_the_guard_then_gp_fault();
-        sink += pad[0];
-        return;
-    }
-#if defined(__x86_64__)
-    long v, bad = (long)0x8000000000000000ul;
-    __asm__ volatile("mov (%1), %0" : "=r"(v) : "r"(bad) : "memory");
-    sink += (int)v;
-#endif
-    frame_went_on = 1;
-}
-
-static void gp_fiber(void *arg)
-{
-    (void)arg;
-    to_the_guard_then_gp_fault();
-}
-
 static void gp_fault_child(void *arg)
 {
     (void)arg;
     init_with(VMS_KILL_TASK, 0, 0);
-    vms_fiber *f = vms_fiber_create(gp_fiber, NULL, NULL);
+    gp_instead = 1;
+    vms_fiber *f = vms_fiber_create(frame_fiber, NULL, NULL);
     printf("resume %d, went on %d\n", vms_fiber_resume(f), (int)frame_went_on);
 }
 
@@ -1802,21 +1795,7 @@ TEST(general_protection_fault_near_the_guard_is_not_an_overflow)
 /* The same on a stack vmstack does not know (the program's own, with makecontext): not
  * vmstack's, so the process dies by SIGSEGV as it would without vmstack, rather than go
  * on past the lost signal with vmstack's handler gone. */
-static char *own_stack_lo;
 static ucontext_t own_ctx, own_back;
-
-NOIPA static void own_stack_down(void)
-{
-    volatile char pad[64];
-    pad[0] = 1;
-    if ((char *)pad - own_stack_lo > 512) {
-        own_stack_down();
-        sink += pad[0];
-        return;
-    }
-    bare_tgkill(frame_pid, frame_tid, SIGUSR1);
-    frame_went_on = 1;
-}
 
 static void own_stack_child(void *arg)
 {
@@ -1832,7 +1811,7 @@ static void own_stack_child(void *arg)
     own_ctx.uc_stack.ss_sp = own_stack_lo;
     own_ctx.uc_stack.ss_size = size;
     own_ctx.uc_link = &own_back;
-    makecontext(&own_ctx, own_stack_down, 0);
+    makecontext(&own_ctx, to_the_guard_then_signal, 0);
     swapcontext(&own_back, &own_ctx);
     printf("went on %d\n", (int)frame_went_on);
 }
