@@ -379,6 +379,12 @@ static void scrub_batch(struct tcache *t)
     }
     for (unsigned i = 0; i < t->ndirty; i++) {
         struct vms_stack *st = t->dirty[i];
+        /* Off the batch before it is filed: a fork during this loop must not find it
+         * both in a shared list and in the batch, whose stacks the child claims
+         * (vms__cache_adopt_forsaken) and would file a second time, to be handed out
+         * twice. In between, the child finds it nowhere: lost to the child only. The
+         * store is visible before the stack is in a list (the list's lock). */
+        t->dirty[i] = NULL;
         if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = st;
         else shared_put(st);
     }

@@ -362,6 +362,71 @@ TEST(child_takes_back_stacks_other_threads_cached)
     ASSERT_EQ(pthread_join(t, NULL), 0);
 }
 
+/* A fork while another thread files its scrubbed batch: the stacks it has pushed to a
+ * shared list must not also be taken back from its batch by the child, which filed
+ * them a second time and handed each out twice (helper 68: 5 to 16 of 100 forks beside
+ * two threads that allocate and free). Here the thread stops right after its first
+ * push (vms__cache_push_hook) and the fork comes then. */
+static VMS_TLS bool stop_in_push;
+static atomic_int push_state;
+
+static void hold_after_push(void)
+{
+    if (!stop_in_push) return;
+    stop_in_push = false;
+    atomic_store(&push_state, 1);
+    while (atomic_load(&push_state) != 2) sched_yield();
+}
+
+static void *files_a_batch(void *arg)
+{
+    (void)arg;
+    enum { N = 40 };
+    vms_stack *st[N];
+    for (int i = 0; i < N; i++)
+        if (!(st[i] = vms_stack_alloc(0))) return (void *)-1;
+    /* The 32nd free scrubs the batch: its LIFO takes 8, the rest go to the shared list. */
+    stop_in_push = true;
+    for (int i = 0; i < N; i++) vms_stack_free(st[i]);
+    stop_in_push = false;
+    return NULL;
+}
+
+#define FILED_ALLOCS 200
+
+static void distinct_child(void *arg)
+{
+    (void)arg;
+    static void *bases[FILED_ALLOCS];
+    for (int i = 0; i < FILED_ALLOCS; i++) {
+        vms_stack *st = vms_stack_alloc(0);
+        if (!st) _exit(2);
+        bases[i] = vms_stack_base(st);
+    }
+    int d = tst_distinct(bases, FILED_ALLOCS);
+    if (d != FILED_ALLOCS) {
+        fprintf(stderr, "child: %d distinct stacks in %d allocations\n", d, FILED_ALLOCS);
+        _exit(3);
+    }
+    printf("child done\n");
+}
+
+TEST(child_never_hands_out_a_stack_twice_filed_during_the_fork)
+{
+    vms_stack_free(vms_stack_alloc(0));      /* initialized */
+    if (vms__opt.flags & VMS_NO_SCRUB) SKIP("VMS_NO_SCRUB: frees file no batch");
+    if (vms__opt.cache_per_thread >= 32) SKIP("a LIFO of 32 or more takes the whole batch");
+    atomic_store(&push_state, 0);
+    vms__cache_push_hook = hold_after_push;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, files_a_batch, NULL), 0);
+    while (atomic_load(&push_state) != 1) sched_yield();
+    tst_run_ok(distinct_child, NULL, out, sizeof out);
+    atomic_store(&push_state, 2);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    vms__cache_push_hook = NULL;
+}
+
 /* ---- a thread's own stack in the child ------------------------------------------- */
 
 static volatile int never;
