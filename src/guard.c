@@ -533,18 +533,23 @@ static size_t own_alt_room(const ucontext_t *uc, uintptr_t here)
     return here - lo;
 }
 
-/* async-signal-safe: whether si is the kernel's report that it could not write a
+/* async-signal-safe: whether si may be the kernel's report that it could not write a
  * signal handler's frame below the interrupted stack pointer (force_sigsegv: SIGSEGV,
  * SI_KERNEL, no address): the signal being delivered is lost, nothing faults again on
  * return, and on a task's stack the frame's write went into its guard. On x86-64 a
- * general-protection or segment fault reports the same code and address; its trap
- * number tells it apart (the frame's failure leaves the thread's last one, stale). */
+ * general-protection or segment fault (or a TDX guest's #VE) reports the same code and
+ * address; its trap number tells it apart. The frame's failure leaves the thread's last
+ * trap number in place: after a thread survived a general-protection fault (a handler
+ * of the program's recovered from it), its lost frames pass as such faults, to the
+ * program's handler or death, unreported (docs/oops.md). Other sources of this code
+ * (an rseq area the kernel rejects, a failed sigreturn) are taken for a lost frame when
+ * the stack pointer is that close to a guard. */
 static bool frame_lost(int sig, const siginfo_t *si, const ucontext_t *uc)
 {
     if (sig != SIGSEGV || si->si_code != SI_KERNEL || si->si_addr) return false;
 #if defined(__x86_64__)
     long trap = (long)uc->uc_mcontext.gregs[REG_TRAPNO];
-    if (trap >= 10 && trap <= 13) return false;   /* #TS, #NP, #SS, #GP */
+    if ((trap >= 10 && trap <= 13) || trap == 20) return false;   /* #TS #NP #SS #GP, #VE */
 #else
     (void)uc;
 #endif
@@ -685,6 +690,9 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
     int saved = errno;
     if (handle(sig, si, uc, old_action_dies(sig)) == DIE) {
         restore_default(sig);
+        /* The kernel's own SIGSEGV (a lost signal frame) does not come back on return:
+         * raised, it waits until then. */
+        if (sig == SIGSEGV && si->si_code == SI_KERNEL) raise(sig);
         /* The mask sigreturn puts back for the faulting instruction blocks every other
          * signal too: one that arrived during the report, delivered first, could leave
          * by longjmp and the process would go on past its overflow. */
