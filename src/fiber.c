@@ -218,6 +218,8 @@ struct vms__thread {
     bool kill_pending, has_rearm;
     stack_t rearm;
     sigset_t kill_mask;
+    bool kill_cancel_set;         /* a kill left kill_cancel to put back: */
+    int kill_cancel;              /* the thread's cancellation state at the fault */
 };
 
 /* initial-exec: the fault handler reads it without the lazy allocation (and the
@@ -551,6 +553,7 @@ static int task_back(void *arg)
         task_info_of(t, &ti);
         vms__debug_task_end(&ti);
     }
+    bool fiber = t->kind == VMS__TASK_FIBER;
     /* The last access to t: from here on another thread may destroy it. */
     atomic_store_explicit(&t->state, state, memory_order_release);
     if (VMS_UNLIKELY(th->kill_pending)) {
@@ -562,6 +565,19 @@ static int task_back(void *arg)
         if (th->has_rearm) vms__guard_rearm(&th->rearm);   /* says so if it fails */
         th->has_rearm = false;
         pthread_sigmask(SIG_SETMASK, &th->kill_mask, NULL);
+        /* The thread's cancellation state, which the fault handler disabled, back for a
+         * fiber's resumer (a killed thread's end puts it back, vms__task_thread_run). A
+         * request pending under asynchronous cancellation acts here, on the resumer's
+         * stack: the type deferred meanwhile and put back last, so that the join says
+         * PTHREAD_CANCELED (glibc's pthread_setcancelstate leaves the result as it was,
+         * that of the thread that last had its descriptor). */
+        if (fiber) {
+            th->kill_cancel_set = false;
+            int type;
+            pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &type);
+            pthread_setcancelstate(th->kill_cancel, NULL);
+            pthread_setcanceltype(type, NULL);
+        }
     }
     return state;
 }
@@ -710,7 +726,7 @@ int vms__task_current(struct vms__task_info *out)
  * touched again: we jump straight to the resumer's saved context, whose stack is
  * intact (it is another task's or the thread's own). */
 _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
-                                      const stack_t *rearm)
+                                      const stack_t *rearm, int cancel)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
@@ -752,6 +768,8 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     if (mask) th->kill_mask = *mask;
     th->has_rearm = rearm != NULL;
     if (rearm) th->rearm = *rearm;
+    th->kill_cancel = cancel;
+    th->kill_cancel_set = true;
     th->kill_pending = true;
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
@@ -1103,6 +1121,11 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
     int cancel_state, cancel_type;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &cancel_type);
+    if (th->kill_cancel_set) {
+        /* Killed by the fault handler, which disabled cancellation: the body's state. */
+        cancel_state = th->kill_cancel;
+        th->kill_cancel_set = false;
+    }
     /* Never fails: storing NULL allocates nothing. */
     (void)pthread_setspecific(orphan_key, NULL);
     if (vms__task_thread_end_hook) vms__task_thread_end_hook();

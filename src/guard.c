@@ -631,8 +631,7 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
-        pthread_setcancelstate(cancel, NULL);
-        vms__task_kill_current(&oops, &mask, autodisarmed(uc));
+        vms__task_kill_current(&oops, &mask, autodisarmed(uc), cancel);
     }
     return DIE;
 }
@@ -645,9 +644,11 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
  * a thread that overflowed before reaching one of its own would otherwise act inside
  * the handler: the thread unwound from the middle of the report, the rest of the report
  * lost and the task never killed. The request acts at the thread's next cancellation
- * point instead, after the kill (the state is put back just before it, where a pending
- * request acts only under asynchronous cancellation, which the code that overflowed
- * could not have used safely anyway). pthread_setcancelstate is not on POSIX's list,
+ * point instead, after the kill: the state is put back on the resumer's stack once the
+ * kill is done (vms__task_kill_current; under asynchronous cancellation, put back in
+ * the handler, a pending request acted there and unwound the thread out of the kill,
+ * its join a stale value); a killed thread's at its end, after vmstack's bookkeeping.
+ * pthread_setcancelstate is not on POSIX's list,
  * but POSIX requires it to be async-cancel-safe, and glibc's is one atomic update of
  * the calling thread's own word. */
 static int handle(int sig, siginfo_t *si, void *uctx, bool foreign)

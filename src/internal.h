@@ -501,9 +501,10 @@ VMS_HIDDEN int vms__task_current(struct vms__task_info *out);
  * sees VMS_KILLED (a fiber) or returns VMS_THREAD_KILLED (a thread). rearm, unless NULL,
  * is the alternate stack to put back once off it (SS_AUTODISARM: the kernel disabled it
  * for the handler, and only sigreturn, which a kill skips, would enable it again).
- * Never returns. */
+ * cancel is the thread's cancellation state to put back on the resumer's stack (the
+ * handler disabled it; a killed thread's at its end). Never returns. */
 VMS_HIDDEN _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
-                                                 const stack_t *rearm);
+                                                 const stack_t *rearm, int cancel);
 /* For thread.c: a thread task is prepared on the creating thread (so that a bad size or
  * ENOMEM is reported by vms_thread_create itself; NULL + errno), run on the new pthread
  * (returns fn's result, or VMS_THREAD_KILLED; frees the task and its stack), or

@@ -1437,6 +1437,91 @@ TEST(pending_cancellation_waits_until_after_the_kill)
     ASSERT_STR_CONTAINS(out, want);
 }
 
+/* Asynchronous cancellation requested while the report is written (the oops hook asks,
+ * as another thread could then): before, the handler put the cancellation state back
+ * just before the kill and the request acted there, inside the handler: the thread
+ * unwound out of the kill, and its join gave a stale value (that of the thread that had
+ * its descriptor before; helper 67: 295 times in 300). Now the state comes back once
+ * the kill is done: at a killed vms thread's end, after vmstack's bookkeeping, and for
+ * a fiber on its resumer's stack; the request acts there, and the join says
+ * PTHREAD_CANCELED (the fiber KILLED), as on a thread cancelled right after. */
+static _Atomic(vms_fiber *) cancelled_fiber;
+
+static void cancel_self_hook(const vms_oops *o, void *ctx)
+{
+    (void)o;
+    (void)ctx;
+    pthread_cancel(pthread_self());   /* pending: the handler has cancellation off */
+}
+
+static void *returns_seven(void *arg)
+{
+    (void)arg;
+    return (void *)7;
+}
+
+static void *async_overflow_body(void *arg)
+{
+    (void)arg;
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL);
+    sink += island_deep(0);
+    return (void *)8;
+}
+
+static void *async_fiber_resumer(void *arg)
+{
+    (void)arg;
+    vms_fiber_attr attr = { 0, "async-cancelled" };
+    vms_fiber *f = vms_fiber_create(overflow_fiber, NULL, &attr);
+    if (!f) return (void *)9;
+    atomic_store(&cancelled_fiber, f);
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL);
+    vms_fiber_resume(f);
+    pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, NULL);
+    return (void *)10;   /* not reached: cancelled on the way back */
+}
+
+static void async_cancel_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_set_oops_hook(cancel_self_hook, NULL);
+    for (int i = 0; i < 3; i++) {
+        pthread_t g, t;
+        void *r = NULL;
+        /* A thread whose descriptor the next one reuses, with 7 as its result. */
+        if (vms_thread_create(&g, NULL, returns_seven, NULL) != 0) _exit(10);
+        pthread_join(g, NULL);
+        if (vms_thread_create(&t, NULL, async_overflow_body, NULL) != 0) _exit(11);
+        pthread_join(t, &r);
+        printf("thread %d: join %s\n", i, r == VMS_THREAD_KILLED ? "killed"
+                                          : r == PTHREAD_CANCELED ? "cancelled" : "other");
+    }
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, async_fiber_resumer, NULL) != 0) _exit(12);
+    pthread_join(t, &r);
+    vms_fiber *f = atomic_load(&cancelled_fiber);
+    printf("resumer: join %s, fiber %d\n", r == PTHREAD_CANCELED ? "cancelled" : "other",
+           f ? vms_fiber_state(f) : -1);
+    fflush(stdout);
+}
+
+TEST(asynchronous_cancellation_during_a_kill)
+{
+    NEED_GUARD_FAULTS();
+    NO_TSAN("a thread task runs in a TSan fiber (src/track.h), from which TSan forbids cancellation");
+    int st = run_child(async_cancel_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "thread 0: join cancelled\nthread 1: join cancelled\n"
+                             "thread 2: join cancelled\n");
+    ASSERT_EQ(tst_count(out, "vmstack: killed thread "), 3);
+    char want[64];
+    snprintf(want, sizeof want, "resumer: join cancelled, fiber %d\n", VMS_KILLED);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "vmstack: killed fiber \"async-cancelled\" (id ");
+}
+
 /* ---- a report stuck behind the loader's lock ------------------------------------------ */
 
 /* Thread A's report walks with libunwind, which holds its cache lock while it waits in
