@@ -722,6 +722,30 @@ int vms__task_current(struct vms__task_info *out)
     return 0;
 }
 
+/* async-signal-safe: for the fault handler, when the stack st that it blames for an
+ * overflow is not the running task's. A fiber of this thread caught between making its
+ * resumer current and its switch away (vms_fiber_yield, or its end: a signal handler that
+ * ran there on the fiber's stack overran it, or the switch's own call did in an
+ * unoptimized build) is made current again, as it was a moment before, so that it is
+ * killed rather than the process. Its record is the one on st (the last placed there),
+ * still RUNNING, its resumer the current task, its home this thread. Not in a process
+ * with a C++ runtime: its yield has swapped the thread's exception record by then.
+ * True when it was made current. */
+bool vms__task_reclaim_leaving(struct vms_stack *st)
+{
+    struct vms__thread *th = &self_thread;
+    if (th->eh || !th->token) return false;
+    struct vms__task *t = task_place(st, st->tasks);
+    if (!task_record_ok(t) || t->stack != st || t->kind != VMS__TASK_FIBER ||
+        t->parent != th->cur ||
+        atomic_load_explicit(&t->state, memory_order_relaxed) != VMS_RUNNING ||
+        (atomic_load_explicit(&t->home, memory_order_relaxed) & ~HOME_CHECKED) != th->token)
+        return false;
+    th->cur = t;
+    atomic_signal_fence(memory_order_seq_cst);
+    return true;
+}
+
 /* async-signal-safe: runs on the alternate signal stack. The dying stack is never
  * touched again: we jump straight to the resumer's saved context, whose stack is
  * intact (it is another task's or the thread's own). */

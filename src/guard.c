@@ -306,6 +306,12 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
     f->hi = top_of(blamed);
     f->walk_lo = f->lo;
     f->walk_hi = f->hi;
+    if (over && (!f->have_task || ti.stack != over) &&
+        vms__task_reclaim_leaving((struct vms_stack *)over)) {
+        /* A fiber caught leaving (its resumer made current already): its overflow. */
+        f->have_task = vms__task_current(&ti) == 0;
+        if (f->have_task) f->task = ti;
+    }
     if (f->have_task && ti.stack != blamed) f->have_task = false;
     bool alt = (uintptr_t)f->uc->uc_stack.ss_sp == f->lo;
     if (alt) {

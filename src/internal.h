@@ -503,6 +503,10 @@ VMS_HIDDEN int vms__task_current(struct vms__task_info *out);
  * for the handler, and only sigreturn, which a kill skips, would enable it again).
  * cancel is the thread's cancellation state to put back on the resumer's stack (the
  * handler disabled it; a killed thread's at its end). Never returns. */
+/* async-signal-safe: for the fault handler: makes current again a fiber of this thread
+ * whose stack st is, caught between its yield (or end) making its resumer current and
+ * the switch away; false when st is no such fiber's (fiber.c). */
+VMS_HIDDEN bool vms__task_reclaim_leaving(struct vms_stack *st);
 VMS_HIDDEN _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
                                                  const stack_t *rearm, int cancel);
 /* For thread.c: a thread task is prepared on the creating thread (so that a bad size or

@@ -604,6 +604,19 @@ static bool lock_free_entry(const struct vms__sym *s)
     return false;
 }
 
+/* async-signal-safe: whether the fault is in the own code of a switch entry (its frame
+ * the innermost of vmstack's, entry and frame the same function): vms_fiber_yield and
+ * vms_fiber_resume take no lock themselves (their slow parts, which may, are functions
+ * of their own: fiber_resume_slow, the end magic's report). A fiber that calls them at
+ * the very end of its stack overflows in their prologue or the switch's call, and a
+ * signal handler that interrupted them may overflow there too. */
+static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym *frame)
+{
+    if (!entry->name || entry->start != frame->start) return false;
+    return vms__sigsafe_streq(entry->name, "vms_fiber_yield") ||
+           vms__sigsafe_streq(entry->name, "vms_fiber_resume");
+}
+
 /* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
  * after a collapsed recursion, then the outermost ones); false past the end. */
 static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
@@ -674,7 +687,7 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
             vms_entry = s;
             in_vmstack = true;
         } else if ((r == 0 || !s.in_libc) && in_vmstack) {
-            if (lock_free_entry(&vms_entry)) {
+            if (lock_free_entry(&vms_entry) || lock_free_switch(&vms_entry, &vms_frame)) {
                 in_vmstack = false;   /* the program called a lock-free function */
                 continue;
             }

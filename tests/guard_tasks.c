@@ -1932,6 +1932,81 @@ TEST(signal_frame_that_does_not_fit_a_foreign_stack_kills_the_process)
     ASSERT_STR_NOT_CONTAINS(out, "vmstack: stack overflow");
 }
 
+/* ---- a switch at the very end of a stack ------------------------------------------------ */
+
+/* A fiber that has used its stack to its last bytes and then yields, or resumes another
+ * fiber: the call itself may overrun (an unoptimized vmstack: the prologue of
+ * vms_fiber_resume, or in vms_fiber_yield the switch's call, made after the resumer is
+ * current again). That is the fiber's overflow and kills it alone; before, the
+ * process aborted, as an "unsafe kill" inside vms_fiber_resume or as a stack "not a
+ * vmstack task's" (helper 67). Optimized, neither call needs stack there, and the fiber
+ * goes on: either way, never an abort. */
+static int edge_mode;
+static size_t edge_left;
+static vms_fiber *edge_inner;
+
+static void edge_inner_fn(void *arg)
+{
+    (void)arg;
+    vms_fiber_yield();
+}
+
+NOIPA static void edge_dig(int d)
+{
+    volatile char pad[64];
+    pad[0] = (char)d;
+    if (vms_stack_remaining() > edge_left + 256) {
+        edge_dig(d + 1);
+        pad[1] = 0;
+        return;
+    }
+    size_t r = vms_stack_remaining();
+    if (r > edge_left) {
+        volatile char *x = alloca(r - edge_left);
+        x[0] = 0;
+    }
+    if (edge_mode == 0) vms_fiber_yield();
+    else vms_fiber_resume(edge_inner);
+    sink += pad[0];
+}
+
+static void edge_fn(void *arg)
+{
+    (void)arg;
+    edge_dig(0);
+}
+
+static void switch_at_the_edge_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    static const size_t lefts[] = { 0, 8, 16, 48, 128 };
+    for (edge_mode = 0; edge_mode < 2; edge_mode++) {
+        for (size_t i = 0; i < sizeof lefts / sizeof lefts[0]; i++) {
+            edge_left = lefts[i];
+            edge_inner = vms_fiber_create(edge_inner_fn, NULL, NULL);
+            vms_fiber *f = vms_fiber_create(edge_fn, NULL, NULL);
+            int s = vms_fiber_resume(f);
+            while (s == VMS_SUSPENDED) s = vms_fiber_resume(f);
+            printf("%s, %zu left: %s\n", edge_mode ? "resume" : "yield", edge_left,
+                   s == VMS_KILLED ? "killed" : s == VMS_DONE ? "done" : "other");
+            vms_fiber_destroy(f);
+            vms_fiber_destroy(edge_inner);
+        }
+    }
+    printf("all rounds ran\n");
+}
+
+TEST(switch_at_the_end_of_the_stack_kills_only_the_fiber)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(switch_at_the_edge_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "all rounds ran\n");
+    ASSERT_STR_NOT_CONTAINS(out, " left: other\n");
+    ASSERT_STR_NOT_CONTAINS(out, "aborting");
+}
+
 /* ---- SIGSEGV blocked by the program ------------------------------------------------------ */
 
 /* The kernel cannot deliver a fault whose signal is blocked: it unblocks it, puts back
