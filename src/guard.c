@@ -377,8 +377,11 @@ static bool clib_map(const struct vms__map *m, void *ctx)
 /* async-signal-safe: an overflow of a vms thread's own C-library stack, outside its body
  * (vmstack's start routine, or the TLS and thread-specific-data destructors at exit,
  * which run there): the fault in a no-access mapping right below a read-write one, with
- * sp between the guard's start and that mapping's end, and not on a vmstack stack.
- * Read from /proc/self/maps only when such a fault happens: thread start pays nothing. */
+ * sp below that mapping's end and near the fault, and not on a vmstack stack. sp may be
+ * below the guard (the C library's: one page): a frame larger than it, without
+ * stack-clash probes, written upwards from its lowest byte (through whatever lies
+ * below, another thread's stack) reached the guard from below. Read from
+ * /proc/self/maps only when such a fault happens: thread start pays nothing. */
 static bool classify_clib(struct vms__fault *f, uintptr_t walk_lo)
 {
     struct vms__where w;
@@ -387,7 +390,7 @@ static bool classify_clib(struct vms__fault *f, uintptr_t walk_lo)
     memset(&c, 0, sizeof c);
     c.addr = f->addr;
     if (!vms__sigsafe_maps_each(clib_map, &c) || !c.found) return false;
-    if (f->sp < c.guard_lo || f->sp >= c.hi || !sp_near(f->addr, f->sp)) return false;
+    if (f->sp >= c.hi || !sp_near(f->addr, f->sp)) return false;
     f->kind = VMS__FAULT_CLIB;
     prctl(PR_GET_NAME, self.name, 0, 0, 0);   /* async-signal-safe: a system call */
     f->lo = c.lo;

@@ -17,6 +17,7 @@
 #include <link.h>
 #include <printf.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -2399,6 +2400,94 @@ static void clib_overflow_child(void *arg)
     if (vms_thread_create(&t, NULL, set_deep_key, (void *)1) != 0) _exit(2);
     pthread_join(t, NULL);
     printf("survived\n");
+}
+
+/* A destructor whose one frame is larger than the C-library stack's guard (glibc's, a
+ * page) and has no stack-clash probes: its stack pointer lands below the guard, in the
+ * memory below (here a mapping of the test's; often another thread's stack), and its
+ * writes go upwards through it into the guard. Before, the fault was not taken for an overflow
+ * (sp below the guard) and the process died unreported (helper 70). Reported now; the
+ * damage below is done by then, as on any thread with a one-page guard (docs/api.md). */
+static pthread_key_t big_key;
+static sem_t big_go;
+
+NOIPA static void big_frame(void)
+{
+    volatile char buf[8 * 1024];
+    for (size_t i = 0; i < sizeof buf; i += 512) buf[i] = (char)i;   /* upwards */
+    sink += buf[0];
+}
+
+static void big_destructor(void *p)
+{
+    (void)p;
+    pthread_attr_t a;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstack(&a, &lo, &size);
+        pthread_attr_destroy(&a);
+    }
+    /* Down to 1 KiB above the stack's lowest byte, then the 8 KiB frame: its lowest
+     * byte about 3 KiB below the guard. */
+    char here;
+    size_t above = (size_t)(&here - (char *)lo);
+    if (lo && above > 1024) {
+        volatile char *x = alloca(above - 1024);
+        x[0] = 0;
+    }
+    big_frame();
+}
+
+static void *set_big_key(void *arg)
+{
+    pthread_setspecific(big_key, arg);
+    while (sem_wait(&big_go) != 0) {}
+    return NULL;
+}
+
+static void big_frame_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    sem_init(&big_go, 0, 0);
+    pthread_key_create(&big_key, big_destructor);
+    pthread_t t;
+    if (vms_thread_create(&t, NULL, set_big_key, (void *)1) != 0) _exit(2);
+    /* Writable memory right below t's guard, as another thread's stack often is. */
+    pthread_attr_t a;
+    void *t_lo;
+    size_t t_size, t_guard;
+    if (pthread_getattr_np(t, &a) != 0) _exit(2);
+    pthread_attr_getstack(&a, &t_lo, &t_size);
+    pthread_attr_getguardsize(&a, &t_guard);
+    pthread_attr_destroy(&a);
+    size_t below = 8 * 1024;
+    char *want = (char *)t_lo - t_guard - below;
+    void *m = mmap(want, below, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (m != want) {
+        printf("not adjacent\n");
+        fflush(stdout);
+        _exit(0);
+    }
+    fflush(stdout);
+    sem_post(&big_go);
+    pthread_join(t, NULL);
+    printf("survived\n");
+}
+
+TEST(frame_jumping_the_c_library_stacks_guard_is_reported)
+{
+    NO_ASAN();
+    int st = run_child(big_frame_child);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "not adjacent"))
+        SKIP("the memory right below the thread's C-library stack is taken");
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, "on its C library stack, outside its body");
+    ASSERT_STR_CONTAINS(out, "big_frame+0x");
+    ASSERT_STR_CONTAINS(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "survived");
 }
 
 /* A thread-specific-data destructor that overruns the vms thread's C-library stack (where
