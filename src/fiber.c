@@ -896,9 +896,9 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
  * resume, which checks the end magic of the task switched away from (a task resuming
  * another switches away from itself). Out of line, so that the usual resume saves no
  * register. */
-static __attribute__((noinline)) int fiber_resume_slow(struct vms__thread *th,
-                                                       struct vms__task *t,
-                                                       unsigned long home)
+static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *th,
+                                                            struct vms__task *t,
+                                                            unsigned long home)
 {
     if (home == HOME_NONE) {
         if (!th->guard_ready) {
@@ -957,7 +957,7 @@ int vms_fiber_resume(vms_fiber *f)
     if (VMS_UNLIKELY(!task_record_ok(t))) return resume_bad_record(t);
     unsigned long home = atomic_load_explicit(&t->home, memory_order_acquire);
     if (VMS_UNLIKELY(home != th->token)) {
-        if (home != (th->token | HOME_EH)) return fiber_resume_slow(th, t, home);
+        if (home != (th->token | HOME_EH)) return vms__fiber_resume_slow(th, t, home);
         /* A program with a C++ runtime: the fiber's exception record goes in with it. */
         task_switch_in(th, t);
         eh_swap(th, t);

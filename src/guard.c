@@ -670,7 +670,10 @@ static int handle(int sig, siginfo_t *si, void *uctx, bool foreign)
     int cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     int r = handle_fault(sig, si, uctx, cancel, foreign);
-    pthread_setcancelstate(cancel, NULL);
+    /* Not before the death a report ends in: a request made meanwhile would act here
+     * under asynchronous cancellation, and the thread unwind out of it, the process
+     * alive past its "aborting". */
+    if (r == NOT_OURS) pthread_setcancelstate(cancel, NULL);
     return r;
 }
 
@@ -701,7 +704,8 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
     if (handle(sig, si, uc, old_action_dies(sig)) == DIE) {
         restore_default(sig);
         /* The kernel's own SIGSEGV (a lost signal frame) does not come back on return:
-         * raised, it waits until then. */
+         * raised, and the process dies here (SIGSEGV is unblocked while a report runs;
+         * the core shows this handler, not a faulting instruction, which there is none). */
         if (sig == SIGSEGV && si->si_code == SI_KERNEL) raise(sig);
         /* The mask sigreturn puts back for the faulting instruction blocks every other
          * signal too: one that arrived during the report, delivered first, could leave

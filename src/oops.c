@@ -607,9 +607,10 @@ static bool lock_free_entry(const struct vms__sym *s)
 /* async-signal-safe: whether the fault is in the own code of a switch entry (its frame
  * the innermost of vmstack's, entry and frame the same function): vms_fiber_yield and
  * vms_fiber_resume take no lock themselves (their slow parts, which may, are functions
- * of their own: fiber_resume_slow, the end magic's report). A fiber that calls them at
- * the very end of its stack overflows in their prologue or the switch's call, and a
- * signal handler that interrupted them may overflow there too. */
+ * of their own, named vms_ so that a static build's symbols show them too:
+ * vms__fiber_resume_slow, the end magic's report). A fiber that calls them at the very
+ * end of its stack overflows in their prologue or the switch's call, and a signal
+ * handler that interrupted them may overflow there too. */
 static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym *frame)
 {
     if (!entry->name || entry->start != frame->start) return false;

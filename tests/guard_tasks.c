@@ -1508,6 +1508,30 @@ static void async_cancel_child(void *arg)
     fflush(stdout);
 }
 
+/* The same request under VMS_ABORT: the process dies by SIGSEGV after "aborting"
+ * (helper 69: the state came back before the death, the request acted, and the
+ * process went on, the join a stale value). */
+static void async_cancel_abort_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_ABORT, 0, 0);
+    vms_set_oops_hook(cancel_self_hook, NULL);
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, async_fiber_resumer, NULL) != 0) _exit(12);
+    pthread_join(t, &r);
+    printf("alive after the report\n");
+}
+
+TEST(asynchronous_cancellation_during_an_abort)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(async_cancel_abort_child);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    assert_last_line_starts(out, "vmstack: aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "alive after the report");
+}
+
 TEST(asynchronous_cancellation_during_a_kill)
 {
     NEED_GUARD_FAULTS();
