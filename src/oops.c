@@ -604,18 +604,25 @@ static bool lock_free_entry(const struct vms__sym *s)
     return false;
 }
 
-/* async-signal-safe: whether the fault is in the own code of a switch entry (its frame
- * the innermost of vmstack's, entry and frame the same function): vms_fiber_yield and
- * vms_fiber_resume take no lock themselves (their slow parts, which may, are functions
- * of their own, named vms_ so that a static build's symbols show them too:
- * vms__fiber_resume_slow, the end magic's report). A fiber that calls them at the very
- * end of its stack overflows in their prologue or the switch's call, and a signal
- * handler that interrupted them may overflow there too. */
-static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym *frame)
+/* async-signal-safe: whether a switch entry the program called (entry, the outermost
+ * of vmstack's frames; frame, the innermost) holds no lock of vmstack's at the fault.
+ * vms_fiber_yield takes none, nor does anything it calls but the end magic's report
+ * (a vms_ function of its own: then frame is not entry). vms_fiber_resume and its slow
+ * part vms__fiber_resume_slow take none in their own code, but the slow part's callees
+ * do (a thread's first set-up, under pthread_once), and in a static build those are
+ * static functions without a vms_ name, not seen as vmstack's: so only a fault in their
+ * own code counts (at_fault: frame is the faulting one). A fiber that calls them at the
+ * very end of its stack overflows in their prologue or the switch's call, and a signal
+ * handler that interrupted a yield may overflow there too. */
+static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym *frame,
+                             bool at_fault)
 {
-    if (!entry->name || entry->start != frame->start) return false;
-    return vms__sigsafe_streq(entry->name, "vms_fiber_yield") ||
-           vms__sigsafe_streq(entry->name, "vms_fiber_resume");
+    if (!entry->name || !frame->name) return false;
+    if (vms__sigsafe_streq(entry->name, "vms_fiber_yield"))
+        return entry->start == frame->start;
+    return at_fault && vms__sigsafe_streq(entry->name, "vms_fiber_resume") &&
+           (entry->start == frame->start ||
+            vms__sigsafe_streq(frame->name, "vms__fiber_resume_slow"));
 }
 
 /* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
@@ -657,7 +664,7 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         "exception objects)";
     static const char loader_why[] =
         "the dynamic loader may hold its lock or have the thread marked inside it";
-    bool in_vmstack = false;
+    bool in_vmstack = false, frame_at_fault = false;
     struct vms__sym vms_frame, vms_entry = { 0 };
     uintptr_t addr, prev = 0;
     for (long i = 0; kept_frame(f, i, &addr); i++) {
@@ -684,11 +691,15 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
             return "the fault is in an unnamed C library function that may hold a lock";
         }
         if (r >= 1 && is_vmstack(&s)) {
-            if (!in_vmstack) vms_frame = s;
+            if (!in_vmstack) {
+                vms_frame = s;
+                frame_at_fault = i == 0;
+            }
             vms_entry = s;
             in_vmstack = true;
         } else if ((r == 0 || !s.in_libc) && in_vmstack) {
-            if (lock_free_entry(&vms_entry) || lock_free_switch(&vms_entry, &vms_frame)) {
+            if (lock_free_entry(&vms_entry) ||
+                lock_free_switch(&vms_entry, &vms_frame, frame_at_fault)) {
                 in_vmstack = false;   /* the program called a lock-free function */
                 continue;
             }
