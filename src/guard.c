@@ -391,6 +391,11 @@ static bool classify_clib(struct vms__fault *f, uintptr_t walk_lo)
     c.addr = f->addr;
     if (!vms__sigsafe_maps_each(clib_map, &c) || !c.found) return false;
     if (f->sp >= c.hi || !sp_near(f->addr, f->sp)) return false;
+    /* The stack above that guard must be this thread's own: glibc keeps the thread's
+     * control block (pthread_self, read from the thread pointer) at its top. Not a
+     * guard of another thread's stack above that a wild write reached. */
+    uintptr_t me = (uintptr_t)pthread_self();
+    if (me < c.lo || me >= c.hi) return false;
     f->kind = VMS__FAULT_CLIB;
     prctl(PR_GET_NAME, self.name, 0, 0, 0);   /* async-signal-safe: a system call */
     f->lo = c.lo;

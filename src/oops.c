@@ -604,25 +604,42 @@ static bool lock_free_entry(const struct vms__sym *s)
     return false;
 }
 
+/* async-signal-safe: whether name is fn or a compiler's clone of it (fn.constprop.0,
+ * fn.isra.0, ...; not fn.cold, a part of it that can do more). */
+static bool clone_of(const char *name, const char *fn)
+{
+    if (!vms__sigsafe_prefix(name, fn)) return false;
+    const char *rest = name;
+    for (const char *p = fn; *p; p++) rest++;
+    return *rest == '\0' || (*rest == '.' && !vms__sigsafe_streq(rest, ".cold"));
+}
+
 /* async-signal-safe: whether a switch entry the program called (entry, the outermost
  * of vmstack's frames; frame, the innermost) holds no lock of vmstack's at the fault.
  * vms_fiber_yield takes none, nor does anything it calls but the end magic's report
- * (a vms_ function of its own: then frame is not entry). vms_fiber_resume and its slow
- * part vms__fiber_resume_slow take none in their own code, but the slow part's callees
- * do (a thread's first set-up, under pthread_once), and in a static build those are
- * static functions without a vms_ name, not seen as vmstack's: so only a fault in their
- * own code counts (at_fault: frame is the faulting one). A fiber that calls them at the
- * very end of its stack overflows in their prologue or the switch's call, and a signal
- * handler that interrupted a yield may overflow there too. */
+ * (a vms_ function of its own: then frame is not entry); nor does vms_fiber_resume but
+ * through its slow part, vms__fiber_resume_slow. That takes none in its own code, but
+ * its callees do (a thread's first set-up, under pthread_once), and in a static build
+ * those are static functions without a vms_ name, not seen as vmstack's: so in the slow
+ * part only a fault in its own code counts (at_fault: frame is the faulting one). A
+ * fiber that calls them at the very end of its stack overflows in their prologue or the
+ * switch's call, and a signal handler that interrupted a yield may overflow there. */
 static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym *frame,
                              bool at_fault)
 {
     if (!entry->name || !frame->name) return false;
-    if (vms__sigsafe_streq(entry->name, "vms_fiber_yield"))
-        return entry->start == frame->start;
-    return at_fault && vms__sigsafe_streq(entry->name, "vms_fiber_resume") &&
-           (entry->start == frame->start ||
-            vms__sigsafe_streq(frame->name, "vms__fiber_resume_slow"));
+    /* The tools' switch hooks (track.h: nothing, or a sanitizer's or Valgrind's
+     * notification; out of line when unoptimized) are part of the switch. */
+    bool own = frame->start == entry->start || vms__sigsafe_prefix(frame->name, "vms__track_");
+    if (vms__sigsafe_streq(entry->name, "vms_fiber_yield")) return own;
+    /* The resume's own static helpers (the record check, unoptimized) take no lock. */
+    if (vms__sigsafe_streq(entry->name, "vms_fiber_resume") && own) return true;
+    /* The slow part keeps a compiler's clone suffix (.constprop.0), and a resume
+     * tail-jumps to it, leaving no frame of its own: then it is the entry. */
+    return at_fault &&
+           (vms__sigsafe_streq(entry->name, "vms_fiber_resume") ||
+            clone_of(entry->name, "vms__fiber_resume_slow")) &&
+           clone_of(frame->name, "vms__fiber_resume_slow");
 }
 
 /* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
