@@ -399,14 +399,12 @@ void vms__debug_end_corrupted(const struct vms__task_info *ti, const struct vms_
     /* An overflow found late, but an overflow: counted, and the hook sees it before the
      * task is killed or the process dies, as after an oops. */
     vms__guard_late_overflow(oops);
-    /* A vms thread's body that forked is the child's main thread: not killed alone, as
-     * an overflow there is not (guard.c), or the child would end with exit status 0. */
-    bool main_thread = ti && ti->kind == VMS__TASK_THREAD && syscall(SYS_gettid) == getpid();
+    /* A vms thread's body that forked is the child's main thread: not killed alone,
+     * as an overflow there is not. */
+    bool main_thread = ti && vms__guard_is_fork_main(ti, (long)syscall(SYS_gettid));
     if (main_thread) {
-        static const char msg[] = "vmstack: this thread is the process's main thread (the "
-                                  "child of a fork made by the thread's body): ending it "
-                                  "alone would end the process with exit status 0\n";
-        report_line(msg, sizeof msg - 1);
+        int n = snprintf(line, sizeof line, "vmstack: %s\n", vms__guard_fork_main_why);
+        if (n > 0) report_line(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     }
     if (vms__opt.on_overflow == VMS_ABORT || main_thread) {
         static const char msg[] = "vmstack: aborting\n";

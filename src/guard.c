@@ -127,6 +127,15 @@ static bool is_fault(int sig, const siginfo_t *si)
            !(sig == SIGSEGV && si->si_code == SEGV_MTEAERR);
 }
 
+/* async-signal-safe: the kernel's own SIGSEGV (SI_KERNEL): a general-protection fault,
+ * which repeats on return like any fault, or a signal frame it could not write
+ * (force_sigsegv), which does not; either way forced on the process even under
+ * SIG_IGN. */
+static bool kernel_sigsegv(int sig, const siginfo_t *si)
+{
+    return sig == SIGSEGV && si->si_code == SI_KERNEL;
+}
+
 /* async-signal-safe: whether the action installed before vmstack would end the process
  * on a fault: SIG_DFL, SIG_IGN (the kernel forces SIG_DFL on an ignored fault), or an
  * SA_RESETHAND handler that has had its one call. */
@@ -164,7 +173,7 @@ static void chain(int sig, siginfo_t *si, void *uc)
      * as it would have without vmstack (a general-protection fault, which would repeat,
      * dies of it the same way at its instruction); returning would leave the process
      * running past it with vmstack's handler gone. */
-    bool forced = si && sig == SIGSEGV && si->si_code == SI_KERNEL;
+    bool forced = si && kernel_sigsegv(sig, si);
     /* sa_handler and sa_sigaction share their storage, and the kernel takes SIG_DFL and
      * SIG_IGN for what they are whatever the flags say (SA_SIGINFO included): so must
      * we, rather than call address 0 or 1. */
@@ -251,6 +260,18 @@ static void faulting_stack(struct vms__fault *f)
     f->walk_hi = hi;
 }
 
+const char vms__guard_fork_main_why[] =
+    "this thread is the process's main thread (the child of a fork made by the thread's "
+    "body): ending it alone would end the process with exit status 0";
+
+/* async-signal-safe. A vms thread's body that forked: in the child it is the main
+ * thread. Ending it would end the process as if it had succeeded (exit status 0) once
+ * its other threads, if any, end: like the main thread, it is not killed alone. */
+bool vms__guard_is_fork_main(const struct vms__task_info *ti, long tid)
+{
+    return ti->kind == VMS__TASK_THREAD && tid == (long)getpid();
+}
+
 /* async-signal-safe: fills f for a guard or trailing-guard hit; returns false when the
  * address is not one vmstack answers for (the guard of no stack at all). */
 static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
@@ -333,14 +354,9 @@ static bool classify_guard(struct vms__fault *f, const struct vms__where *w)
         f->action = VMS__ACT_ABORT;
         f->why_no_kill = "no vmstack fiber or thread runs on this stack: nothing can be "
                          "killed alone";
-    } else if (f->task.kind == VMS__TASK_THREAD && f->tid == (long)getpid()) {
-        /* A vms thread's body that forked: in the child it is the main thread. Ending
-         * it would end the process as if it had succeeded (exit status 0) once its
-         * other threads, if any, end: like the main thread, it is not killed alone. */
+    } else if (vms__guard_is_fork_main(&f->task, f->tid)) {
         f->action = VMS__ACT_ABORT;
-        f->why_no_kill = "this thread is the process's main thread (the child of a fork "
-                         "made by the thread's body): ending it alone would end the process "
-                         "with exit status 0";
+        f->why_no_kill = vms__guard_fork_main_why;
     } else {
         f->action = VMS__ACT_KILL;
     }
@@ -560,7 +576,7 @@ static size_t own_alt_room(const ucontext_t *uc, uintptr_t here)
  * the stack pointer is that close to a guard. */
 static bool frame_lost(int sig, const siginfo_t *si, const ucontext_t *uc)
 {
-    if (sig != SIGSEGV || si->si_code != SI_KERNEL || si->si_addr) return false;
+    if (!kernel_sigsegv(sig, si) || si->si_addr) return false;
 #if defined(__x86_64__)
     long trap = (long)uc->uc_mcontext.gregs[REG_TRAPNO];
     if ((trap >= 10 && trap <= 13) || trap == 20) return false;   /* #TS #NP #SS #GP, #VE */
@@ -711,7 +727,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
         /* The kernel's own SIGSEGV (a lost signal frame) does not come back on return:
          * raised, and the process dies here (SIGSEGV is unblocked while a report runs;
          * the core shows this handler, not a faulting instruction, which there is none). */
-        if (sig == SIGSEGV && si->si_code == SI_KERNEL) raise(sig);
+        if (kernel_sigsegv(sig, si)) raise(sig);
         /* The mask sigreturn puts back for the faulting instruction blocks every other
          * signal too: one that arrived during the report, delivered first, could leave
          * by longjmp and the process would go on past its overflow. */

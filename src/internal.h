@@ -473,6 +473,12 @@ VMS_HIDDEN size_t vms__guard_overflows(void);
 /* An overflow found otherwise than by a fault (the end magic): counts it and passes oops,
  * unless NULL, to the oops hook. Not async-signal-safe. */
 VMS_HIDDEN void vms__guard_late_overflow(const vms_oops *oops);
+struct vms__task_info;
+/* async-signal-safe: whether the task ti, running on thread tid, is a vms thread that
+ * is the process's main thread (its body forked): never killed alone, for the reason
+ * vms__guard_fork_main_why gives. */
+VMS_HIDDEN bool vms__guard_is_fork_main(const struct vms__task_info *ti, long tid);
+VMS_HIDDEN extern const char vms__guard_fork_main_why[];
 VMS_HIDDEN size_t vms__guard_tainted(void);
 /* async-signal-safe: enables again an SS_AUTODISARM alternate stack that a kill left
  * disabled (ss as the kernel reported it to the fault handler). Should sigaltstack fail,

@@ -609,8 +609,7 @@ static bool lock_free_entry(const struct vms__sym *s)
 static bool clone_of(const char *name, const char *fn)
 {
     if (!vms__sigsafe_prefix(name, fn)) return false;
-    const char *rest = name;
-    for (const char *p = fn; *p; p++) rest++;
+    const char *rest = name + vms__sigsafe_strlen(fn);
     return *rest == '\0' || (*rest == '.' && !vms__sigsafe_streq(rest, ".cold"));
 }
 
