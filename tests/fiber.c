@@ -507,6 +507,189 @@ TEST(fp_state_inherited_at_create)
     vms_fiber_destroy(f);
 }
 
+/* Every register the ABI preserves, at full width, set by hand (the compiler decides
+ * which ones callee_saved_registers uses): regs_across(fn, arg, seed) fills them with
+ * 64-bit patterns derived from seed, sets the rounding mode to seed & 3, calls fn(arg)
+ * and returns a mask of what did not come back: bit i for the i-th integer register
+ * (aarch64: x19-x28; x86-64: rbx, r12-r15), bit 10 + i for d8 + i (aarch64), bit 18 for
+ * the frame pointer and sp (x29 and sp; rbp and rsp), bit 19 for the rounding mode
+ * (FPCR.RMode; MXCSR.RC and the x87 control word's RC). The fiber and its resumer each
+ * call it with their own seed, around a yield and a resume: every pattern and rounding
+ * mode differs between the two sides of each switch. */
+int regs_across(void (*fn)(void *), void *arg, uint64_t seed);
+#if defined(__aarch64__)
+/* x9 = seed, x10 = the step (an odd 64-bit constant): register i gets seed + (i+1)*step. */
+__asm__(
+    "    .text\n"
+    "    .p2align 4\n"
+    "    .type regs_across, %function\n"
+    "regs_across:\n"
+    "    hint #34\n"                                  /* bti c */
+    "    stp x29, x30, [sp, #-176]!\n"
+    "    mov x29, sp\n"
+    "    stp x19, x20, [sp, #16]\n"
+    "    stp x21, x22, [sp, #32]\n"
+    "    stp x23, x24, [sp, #48]\n"
+    "    stp x25, x26, [sp, #64]\n"
+    "    stp x27, x28, [sp, #80]\n"
+    "    stp d8, d9, [sp, #96]\n"
+    "    stp d10, d11, [sp, #112]\n"
+    "    stp d12, d13, [sp, #128]\n"
+    "    stp d14, d15, [sp, #144]\n"
+    "    mrs x11, fpcr\n"
+    "    stp x2, x11, [sp, #160]\n"                   /* seed, the caller's FPCR */
+    "    mov x9, x2\n"
+    "    movz x10, #0x7c15\n"
+    "    movk x10, #0x7f4a, lsl #16\n"
+    "    movk x10, #0x79b9, lsl #32\n"
+    "    movk x10, #0x9e37, lsl #48\n"
+    "    add x19, x9, x10\n"
+    "    add x20, x19, x10\n"
+    "    add x21, x20, x10\n"
+    "    add x22, x21, x10\n"
+    "    add x23, x22, x10\n"
+    "    add x24, x23, x10\n"
+    "    add x25, x24, x10\n"
+    "    add x26, x25, x10\n"
+    "    add x27, x26, x10\n"
+    "    add x28, x27, x10\n"
+    "    add x12, x28, x10\n  fmov d8, x12\n"
+    "    add x12, x12, x10\n  fmov d9, x12\n"
+    "    add x12, x12, x10\n  fmov d10, x12\n"
+    "    add x12, x12, x10\n  fmov d11, x12\n"
+    "    add x12, x12, x10\n  fmov d12, x12\n"
+    "    add x12, x12, x10\n  fmov d13, x12\n"
+    "    add x12, x12, x10\n  fmov d14, x12\n"
+    "    add x12, x12, x10\n  fmov d15, x12\n"
+    "    and x12, x9, #3\n"                           /* RMode: FPCR bits 22-23 */
+    "    bic x11, x11, #0xc00000\n"
+    "    orr x11, x11, x12, lsl #22\n"
+    "    msr fpcr, x11\n"
+    "    mov x16, x0\n"
+    "    mov x0, x1\n"
+    "    blr x16\n"                                   /* fn(arg) */
+    "    ldr x9, [sp, #160]\n"
+    "    movz x10, #0x7c15\n"
+    "    movk x10, #0x7f4a, lsl #16\n"
+    "    movk x10, #0x79b9, lsl #32\n"
+    "    movk x10, #0x9e37, lsl #48\n"
+    "    mov x0, #0\n"
+    "    add x12, x9, x10\n  cmp x19, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #0\n"
+    "    add x12, x12, x10\n  cmp x20, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #1\n"
+    "    add x12, x12, x10\n  cmp x21, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #2\n"
+    "    add x12, x12, x10\n  cmp x22, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #3\n"
+    "    add x12, x12, x10\n  cmp x23, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #4\n"
+    "    add x12, x12, x10\n  cmp x24, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #5\n"
+    "    add x12, x12, x10\n  cmp x25, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #6\n"
+    "    add x12, x12, x10\n  cmp x26, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #7\n"
+    "    add x12, x12, x10\n  cmp x27, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #8\n"
+    "    add x12, x12, x10\n  cmp x28, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #9\n"
+    "    add x12, x12, x10\n  fmov x14, d8\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #10\n"
+    "    add x12, x12, x10\n  fmov x14, d9\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #11\n"
+    "    add x12, x12, x10\n  fmov x14, d10\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #12\n"
+    "    add x12, x12, x10\n  fmov x14, d11\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #13\n"
+    "    add x12, x12, x10\n  fmov x14, d12\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #14\n"
+    "    add x12, x12, x10\n  fmov x14, d13\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #15\n"
+    "    add x12, x12, x10\n  fmov x14, d14\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #16\n"
+    "    add x12, x12, x10\n  fmov x14, d15\n  cmp x14, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #17\n"
+    "    mov x12, sp\n  cmp x12, x29\n  cset x13, ne\n  orr x0, x0, x13, lsl #18\n"
+    "    mrs x11, fpcr\n  ubfx x11, x11, #22, #2\n  and x12, x9, #3\n"
+    "    cmp x11, x12\n  cset x13, ne\n  orr x0, x0, x13, lsl #19\n"
+    "    ldr x11, [sp, #168]\n  msr fpcr, x11\n"
+    "    ldp x19, x20, [sp, #16]\n"
+    "    ldp x21, x22, [sp, #32]\n"
+    "    ldp x23, x24, [sp, #48]\n"
+    "    ldp x25, x26, [sp, #64]\n"
+    "    ldp x27, x28, [sp, #80]\n"
+    "    ldp d8, d9, [sp, #96]\n"
+    "    ldp d10, d11, [sp, #112]\n"
+    "    ldp d12, d13, [sp, #128]\n"
+    "    ldp d14, d15, [sp, #144]\n"
+    "    ldp x29, x30, [sp], #176\n"
+    "    ret\n"
+    "    .size regs_across, .-regs_across\n");
+#elif defined(__x86_64__)
+/* rdx = seed, r8 = the step: register i gets seed + (i+1)*step. The frame: seed at
+ * 0(%rsp), the caller's MXCSR at 8, the caller's x87 control word at 12, scratch at 16. */
+__asm__(
+    "    .text\n"
+    "    .p2align 4\n"
+    "    .type regs_across, @function\n"
+    "regs_across:\n"
+    "    endbr64\n"
+    "    push %rbp\n"
+    "    mov %rsp, %rbp\n"
+    "    push %rbx\n  push %r12\n  push %r13\n  push %r14\n  push %r15\n"
+    "    sub $24, %rsp\n"
+    "    mov %rdx, 0(%rsp)\n"
+    "    stmxcsr 8(%rsp)\n"
+    "    fnstcw 12(%rsp)\n"
+    "    movabs $0x9e3779b97f4a7c15, %r8\n"
+    "    lea (%rdx,%r8), %rbx\n"
+    "    lea (%rbx,%r8), %r12\n"
+    "    lea (%r12,%r8), %r13\n"
+    "    lea (%r13,%r8), %r14\n"
+    "    lea (%r14,%r8), %r15\n"
+    "    mov %rdx, %rax\n  and $3, %eax\n"            /* RC: MXCSR bits 13-14, x87 10-11 */
+    "    mov 8(%rsp), %ecx\n  and $~0x6000, %ecx\n  mov %eax, %r9d\n  shl $13, %r9d\n"
+    "    or %r9d, %ecx\n  mov %ecx, 16(%rsp)\n  ldmxcsr 16(%rsp)\n"
+    "    movzwl 12(%rsp), %ecx\n  and $~0xc00, %ecx\n  shl $10, %eax\n  or %eax, %ecx\n"
+    "    mov %cx, 16(%rsp)\n  fldcw 16(%rsp)\n"
+    "    mov %rdi, %rax\n"
+    "    mov %rsi, %rdi\n"
+    "    call *%rax\n"                                /* fn(arg) */
+    "    mov 0(%rsp), %rdx\n"
+    "    movabs $0x9e3779b97f4a7c15, %r8\n"
+    "    xor %eax, %eax\n"
+    "    lea (%rdx,%r8), %rcx\n  cmp %rcx, %rbx\n  setne %r9b\n  movzbl %r9b, %r9d\n  or %r9d, %eax\n"
+    "    add %r8, %rcx\n  cmp %rcx, %r12\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $1, %r9d\n  or %r9d, %eax\n"
+    "    add %r8, %rcx\n  cmp %rcx, %r13\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $2, %r9d\n  or %r9d, %eax\n"
+    "    add %r8, %rcx\n  cmp %rcx, %r14\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $3, %r9d\n  or %r9d, %eax\n"
+    "    add %r8, %rcx\n  cmp %rcx, %r15\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $4, %r9d\n  or %r9d, %eax\n"
+    "    lea 64(%rsp), %rcx\n  cmp %rcx, %rbp\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $18, %r9d\n  or %r9d, %eax\n"
+    "    mov %rdx, %r10\n  and $3, %r10d\n"
+    "    stmxcsr 16(%rsp)\n  mov 16(%rsp), %ecx\n  shr $13, %ecx\n  and $3, %ecx\n"
+    "    cmp %r10d, %ecx\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $19, %r9d\n  or %r9d, %eax\n"
+    "    fnstcw 16(%rsp)\n  movzwl 16(%rsp), %ecx\n  shr $10, %ecx\n  and $3, %ecx\n"
+    "    cmp %r10d, %ecx\n  setne %r9b\n  movzbl %r9b, %r9d\n  shl $19, %r9d\n  or %r9d, %eax\n"
+    "    ldmxcsr 8(%rsp)\n"
+    "    fldcw 12(%rsp)\n"
+    "    add $24, %rsp\n"
+    "    pop %r15\n  pop %r14\n  pop %r13\n  pop %r12\n  pop %rbx\n"
+    "    pop %rbp\n"
+    "    ret\n"
+    "    .size regs_across, .-regs_across\n");
+#endif
+
+static int regs_fiber_mask = -1, regs_rounds;
+static void regs_yield(void *arg) { (void)arg; vms_fiber_yield(); }
+static void body_regs(void *arg)
+{
+    (void)arg;
+    regs_fiber_mask = 0;
+    for (int i = 0; i < 8; i++) {
+        regs_fiber_mask |= regs_across(regs_yield, NULL, 0x1234567890abcde0u + (uint64_t)i * 4 + 1);
+        regs_rounds++;
+    }
+}
+static void regs_resume(void *arg) { ASSERT_EQ(vms_fiber_resume(arg), VMS_SUSPENDED); }
+
+TEST(every_preserved_register_at_full_width)
+{
+    vms_fiber *f = vms_fiber_create(body_regs, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    for (int i = 0; i < 8; i++) {
+        /* Rounding mode 2 here, 1 in the fiber; other patterns than the fiber's. */
+        int mask = regs_across(regs_resume, f, 0xfedcba0987654320u + (uint64_t)i * 4 + 2);
+        ASSERT_EQ(mask, 0);
+    }
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(regs_rounds, 8);
+    ASSERT_EQ(regs_fiber_mask, 0);
+    ASSERT_EQ(fegetround(), FE_TONEAREST);
+    vms_fiber_destroy(f);
+}
+
 /* The signal mask is the thread's, not the fiber's: a switch leaves it alone (no system
  * call), so what a fiber blocks stays blocked in its resumer after it yields, and the
  * fiber resumed later runs with the mask its thread has then (docs/api.md). */
