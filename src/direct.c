@@ -24,7 +24,8 @@
  * default stacks (4,096 in each 1 GiB block from the seventh on). */
 #define MAX_BLOCKS 1024
 /* The first block of a class holds 16 MiB of stacks (64 default stacks), or one stack
- * when a stack is larger; later blocks double, up to 64 times that. */
+ * when a stack is larger; later blocks double, up to 64 times that (smaller when the
+ * heap refuses that much: block_create). */
 #define BLOCK_BYTES   (16 * VMS_MIB)
 #define BLOCK_GROWTH  6
 /* Records per block are bounded so that one record array stays small (256 KiB). */
@@ -80,9 +81,17 @@ static int block_create(unsigned cls, struct vms__arena **out)
     size_t nslots = (BLOCK_BYTES << growth) / size;
     if (nslots == 0) nslots = 1;
     if (nslots > BLOCK_SLOTS_MAX) nslots = BLOCK_SLOTS_MAX;
-    size_t len = nslots * size;
-
-    char *mem = aligned_alloc(page, len);
+    /* A block the heap cannot give (RLIMIT_AS, the overcommit policy) may still be had
+     * smaller: halved down to one stack, so that ENOMEM means no room for a stack, not
+     * no room for the class's next (up to 1 GiB) block. */
+    size_t len;
+    char *mem;
+    for (;;) {
+        len = nslots * size;
+        mem = aligned_alloc(page, len);
+        if (mem || nslots == 1) break;
+        nslots /= 2;
+    }
     if (!mem) return -ENOMEM;
     struct vms_stack *meta = aligned_alloc(64, nslots * sizeof(struct vms_stack));
     if (!meta) goto free_mem;

@@ -335,3 +335,47 @@ TEST(success_leaves_errno_alone)
     snprintf(want, sizeof want, "stacks 1 1, errno %d %d (EDOM %d)\n", EDOM, EDOM, EDOM);
     ASSERT_STR_CONTAINS(o, want);
 }
+
+/* Under ulimit -v a block of the size its class has grown to may not fit when smaller
+ * ones still do: the backend then takes a smaller block, down to one stack, so that
+ * ENOMEM comes only when not even one stack is left to have. Before, the first refused
+ * block ended the class's allocations: with 600 MiB of room, default stacks ran out
+ * after 496 MiB of blocks (16 + 32 + 64 + 128 + 256: the next, 512 MiB, was refused)
+ * with about 100 MiB still free. */
+static void room_used_child(void *arg)
+{
+    (void)arg;
+    vms_stack *warm = vms_stack_alloc(0);    /* initialized: alternate signal stack */
+    if (!warm) exit(9);
+    if (!tst_limit_address_space(600 * VMS_MIB))
+        exit(77);
+    enum { MAX = 4096 };
+    static vms_stack *s[MAX];
+    int n = 0;
+    for (;;) {
+        if (n == MAX) exit(10);
+        errno = 0;
+        s[n] = vms_stack_alloc(0);
+        if (!s[n]) break;
+        n++;
+    }
+    int e = errno;
+    /* Not even 1 MiB is left to map (a default stack's block is 256 KiB). */
+    void *m = mmap(NULL, VMS_MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    printf("%d stacks, then %s; 1 MiB more %s\n", n, strerror(e),
+           m == MAP_FAILED ? "refused" : "mapped");
+    for (int i = 0; i < n; i++) ((volatile char *)vms_stack_top(s[i]))[-1] = 1;
+}
+
+TEST(smaller_blocks_when_a_large_one_does_not_fit)
+{
+    require_direct();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    int st = tst_fork(room_used_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        SKIP("setrlimit(RLIMIT_AS) succeeded and set nothing (qemu-user)");
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, " stacks, then Cannot allocate memory; 1 MiB more refused\n");
+}
