@@ -379,3 +379,53 @@ TEST(smaller_blocks_when_a_large_one_does_not_fit)
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, " stacks, then Cannot allocate memory; 1 MiB more refused\n");
 }
+
+/* vms_thread_create without room for the stack: -ENOMEM and no thread, as on the vmap
+ * backend (thread.no_memory_is_enomem, whose mmap injection cannot fail the heap);
+ * with room again, a thread starts. The limit is set soft, under an unlimited hard one,
+ * so that it can be lifted. */
+static void *echo_arg(void *arg) { return arg; }
+
+static void thread_no_room_child(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    void *r = NULL;
+    if (vms_thread_create(&t, NULL, echo_arg, NULL) != 0 || pthread_join(t, NULL) != 0)
+        exit(9);                                  /* initialized, alternate stacks made */
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f || fscanf(f, "%lu", &pages) != 1) exit(10);
+    fclose(f);
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_AS, &lim) != 0 || lim.rlim_max != RLIM_INFINITY) exit(77);
+    lim.rlim_cur = pages * (rlim_t)sysconf(_SC_PAGESIZE) + 2 * VMS_MIB;
+    if (setrlimit(RLIMIT_AS, &lim) != 0) exit(11);
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    /* A class no one used: a new block, larger than a glibc thread arena's 64 MiB heap
+     * (a smaller one may come from the address space the earlier thread's arena holds
+     * already, which the limit does not refuse). */
+    pthread_attr_setstacksize(&a, 128 * VMS_MIB);
+    int e = vms_thread_create(&t, &a, echo_arg, (void *)0x1234);
+    lim.rlim_cur = RLIM_INFINITY;
+    if (setrlimit(RLIMIT_AS, &lim) != 0) exit(12);
+    int e2 = vms_thread_create(&t, &a, echo_arg, (void *)0x1234);
+    if (e2 == 0 && pthread_join(t, &r) != 0) exit(13);
+    printf("no room: %d (-ENOMEM %d); room again: %d, result %p\n", e, -ENOMEM, e2, r);
+}
+
+TEST(thread_without_memory_is_enomem)
+{
+    require_direct();
+#if defined(TST_ASAN) || defined(TST_TSAN)
+    SKIP("the sanitizer's runtime needs address space of its own");
+#endif
+    int st = tst_fork(thread_no_room_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("RLIMIT_AS has a hard limit here");
+    ASSERT_EXITED(st, 0);
+    char want[96];
+    snprintf(want, sizeof want, "no room: %d (-ENOMEM %d); room again: 0, result 0x1234\n",
+             -ENOMEM, -ENOMEM);
+    ASSERT_STR_CONTAINS(out, want);
+}
