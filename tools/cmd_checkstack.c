@@ -115,10 +115,12 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* Reads a whole regular file. Returns 0, or -1 with the reason printed. */
+/* Reads a whole regular file. Returns 0, or -1 with the reason printed. Opened with
+ * O_NONBLOCK, which changes nothing for a regular file: a FIFO named like an input
+ * (x.su) made open() wait for a writer for good, before the check below could refuse it. */
 static int read_file(const char *path, unsigned char **data, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         fprintf(stderr, "vmstack: error: %s: %s\n", path, strerror(errno));
         return -1;
@@ -190,9 +192,12 @@ static void note_sibling_machine(struct input *in, const char *path)
     if (o && l > 3) {
         memcpy(o, path, l - 3);
         memcpy(o + l - 3, ".o", 3);
-        int fd = open(o, O_RDONLY | O_CLOEXEC);
+        /* Not waiting for a writer if x.o is a FIFO, and reading only a regular file. */
+        int fd = open(o, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
         if (fd >= 0) {
-            found = read(fd, h, sizeof h) == (ssize_t)sizeof h && note_machine(in, h, sizeof h);
+            found = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                    read(fd, h, sizeof h) == (ssize_t)sizeof h && note_machine(in, h, sizeof h);
             close(fd);
         }
     }
