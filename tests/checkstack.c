@@ -698,6 +698,37 @@ TEST(fifo_inputs_do_not_hang)
     ASSERT_STR_CONTAINS(out, "f: worst-case depth ");
 }
 
+/* tst_fork's child: `vmstack checkstack --stack-size 1k FILE` writing its report to
+ * /dev/full. */
+static void full_child(void *arg)
+{
+    int fd = open("/dev/full", O_WRONLY);
+    if (fd < 0 || dup2(fd, 1) != 1) _exit(13);
+    close(fd);
+    char *argv[] = { (char *)CS_VMSTACK, (char *)"checkstack", (char *)"--stack-size",
+                     (char *)"1k", arg, NULL };
+    exec_child(argv);
+}
+
+/* A report that cannot be written is exit 2, as an unreadable input is, whatever the
+ * result: the command exited 0 ("fits") with the report lost on a full disk. */
+TEST(report_that_cannot_be_written_exits_2)
+{
+    if (!CS_VMSTACK[0]) SKIP("the vmstack command is not built (VMSTACK_BUILD_TOOLS=OFF)");
+    if (access("/dev/full", W_OK) != 0) SKIP("no /dev/full here");
+    static const char small[] = "x.c:1:5:f\t16\tstatic\n", large[] = "x.c:1:5:f\t4096\tstatic\n";
+    char path[4096];
+    snprintf(path, sizeof path, "%s", write_tmp("small.su", small, sizeof small - 1));
+    int st = tst_fork(full_child, path, out, sizeof out);
+    ASSERT_EXITED(st, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: cannot write the output: ");
+    /* Not 1 either, which would say the stack is too small. */
+    snprintf(path, sizeof path, "%s", write_tmp("large.su", large, sizeof large - 1));
+    st = tst_fork(full_child, path, out, sizeof out);
+    ASSERT_EXITED(st, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: cannot write the output: ");
+}
+
 TEST(aarch64_elf_matches_su)
 {
     need_gcc();

@@ -386,6 +386,49 @@ TEST(help_of_a_command)
     ASSERT_STR_CONTAINS(out, "vmstack: error: unknown command `frobnicate`");
 }
 
+/* tst_fork's child: the command with args (NULL-terminated, after argv[0]) writing its
+ * standard output to device; stderr stays the test's pipe. */
+struct full_run {
+    const char *device;
+    const char *const *args;
+};
+
+static void full_exec(void *arg)
+{
+    const struct full_run *r = arg;
+    int fd = open(r->device, O_WRONLY);
+    if (fd < 0 || dup2(fd, 1) != 1) _exit(13);
+    close(fd);
+    const char *argv[8] = { VMSTACK_CMD };
+    int n = 1;
+    for (const char *const *a = r->args; *a && n < 7; a++) argv[n++] = *a;
+    argv[n] = NULL;
+    cli_exec((void *)argv);
+}
+
+/* Output that cannot be written is a failure, said on stderr: every command exited 0
+ * with its output lost (a truncated `bench --json` or checkstack report on a full disk). */
+TEST(output_that_cannot_be_written_fails)
+{
+    if (access("/dev/full", W_OK) != 0) SKIP("no /dev/full here");
+    const char *info_args[] = { "info", NULL }, *help_args[] = { "help", NULL },
+               *list_args[] = { "bench", "--list", NULL };
+    struct full_run r = { "/dev/full", info_args };
+    ASSERT_EXITED(tst_fork(full_exec, &r, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: cannot write the output: No space left on device\n");
+    r.args = help_args;
+    ASSERT_EXITED(tst_fork(full_exec, &r, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: cannot write the output: ");
+    r.args = list_args;
+    ASSERT_EXITED(tst_fork(full_exec, &r, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: cannot write the output: ");
+    /* Usage errors keep their own status: their text goes to stderr. */
+    const char *bad_args[] = { "info", "--bogus", NULL };
+    r = (struct full_run){ "/dev/full", bad_args };
+    ASSERT_EXITED(tst_fork(full_exec, &r, out, sizeof out), 2);
+    ASSERT_STR_NOT_CONTAINS(out, "cannot write the output");
+}
+
 /* tst_fork's child: `vmstack info` with one file descriptor left (enough for the
  * dynamic loader, which opens one library at a time; not for the guard check's pipe). */
 static void one_descriptor_exec(void *arg)

@@ -81,8 +81,9 @@ static void usage(FILE *f)
             "                   input or the objects next to the .su/.ci files; 128 if unknown)\n"
             "  --min N          list frames of at least N bytes (default %d)\n"
             "\n"
-            "Exit status: 0 fits, 1 does not fit or unbounded, 2 usage error or bad input,\n"
-            "3 fits only if the unknown callees do (unproven).\n"
+            "Exit status: 0 fits, 1 does not fit or unbounded, 2 usage error, bad input\n"
+            "or output that could not be written, 3 fits only if the unknown callees do\n"
+            "(unproven).\n"
             "See docs/checkstack.md.\n",
             DEFAULT_MIN);
 }
