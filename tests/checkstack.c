@@ -698,6 +698,50 @@ TEST(fifo_inputs_do_not_hang)
     ASSERT_STR_CONTAINS(out, "f: worst-case depth ");
 }
 
+/* Every .su/.ci file below a folder is read, or the run fails: a folder nested deeper
+ * than the search went (32 levels) was skipped without a word, and the rest "fit". */
+TEST(folder_deeper_than_the_search_is_an_error)
+{
+    static const char line[] = "x.c:1:5:f\t16\tstatic\n";
+    const char *top = write_tmp("deep-top.su", line, sizeof line - 1);
+    char dir[8192], path[8192 + 32];
+    snprintf(dir, sizeof dir, "%.*s/deep", (int)(strrchr(top, '/') - top), top);
+    ASSERT_EQ(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/top.su", dir);
+    FILE *f = fopen(path, "w");
+    ASSERT_NOT_NULL(f);
+    fputs("x.c:1:5:top\t16\tstatic\n", f);
+    fclose(f);
+    /* 40 levels: read whole (the bound is 256). */
+    size_t len = strlen(dir);
+    for (int i = 0; i < 40; i++) {
+        len += (size_t)snprintf(dir + len, sizeof dir - len, "/d");
+        ASSERT_EQ(mkdir(dir, 0700), 0);
+    }
+    snprintf(path, sizeof path, "%s/bottom.su", dir);
+    f = fopen(path, "w");
+    ASSERT_NOT_NULL(f);
+    fputs("x.c:1:5:bottom\t16\tstatic\n", f);
+    fclose(f);
+    char root[8192];
+    snprintf(root, sizeof root, "%.*s/deep", (int)(strrchr(top, '/') - top), top);
+    ASSERT_EQ(run("--min", "0", root), 0);
+    ASSERT_STR_CONTAINS(out, "bottom: worst-case depth ");
+    /* 300 levels: said, exit 2. */
+    for (int i = 40; i < 300; i++) {
+        len += (size_t)snprintf(dir + len, sizeof dir - len, "/d");
+        ASSERT(len < sizeof dir - 16);
+        ASSERT_EQ(mkdir(dir, 0700), 0);
+    }
+    snprintf(path, sizeof path, "%s/bottom2.su", dir);
+    f = fopen(path, "w");
+    ASSERT_NOT_NULL(f);
+    fputs("x.c:1:5:bottom2\t16\tstatic\n", f);
+    fclose(f);
+    ASSERT_EQ(run("--min", "0", root), 2);
+    ASSERT_STR_CONTAINS(out, "folders nested more than 256 deep below the folder given");
+}
+
 /* tst_fork's child: `vmstack checkstack --stack-size 1k FILE` writing its report to
  * /dev/full. */
 static void full_child(void *arg)

@@ -26,8 +26,11 @@
 /* Input files larger than this are refused rather than read: no real .su, .ci or
  * object file comes close, and a mistaken argument (a disk image) should fail fast. */
 #define MAX_INPUT_BYTES ((size_t)1 << 31)
-/* Folders are searched this deep: enough for CMake's CMakeFiles/<target>.dir/... */
-#define MAX_DEPTH 32
+/* Folders are searched this deep, far beyond CMake's CMakeFiles/<target>.dir/...: a
+ * bound on scan_dir's recursion (symbolic links to folders are not followed, so a tree
+ * this deep is a pathological one, and an error). It was 32, and deeper folders were
+ * skipped without a word. */
+#define MAX_DEPTH 256
 /* x86-64's System V ABI lets a function that calls nothing use 128 bytes below %rsp
  * (the red zone) that no frame size counts; aarch64 has none. */
 #define X86_64_RED_ZONE 128
@@ -290,7 +293,15 @@ static int scan_dir(struct input *in, const char *dir, int depth)
         if (lstat(names[i], &st) != 0) continue;
         if (S_ISLNK(st.st_mode) && (stat(names[i], &st) != 0 || S_ISDIR(st.st_mode))) continue;
         if (S_ISDIR(st.st_mode)) {
-            if (depth < MAX_DEPTH) rc = scan_dir(in, names[i], depth + 1);
+            /* Said, not skipped: the analysis would miss the files down there, and its
+             * "fits" would not be about every file below the folder given. */
+            if (depth >= MAX_DEPTH) {
+                fprintf(stderr, "vmstack: error: %s: folders nested more than %d deep below "
+                        "the folder given; pass a deeper folder itself\n", names[i], MAX_DEPTH);
+                rc = -1;
+            } else {
+                rc = scan_dir(in, names[i], depth + 1);
+            }
         } else if (S_ISREG(st.st_mode) && (ends_with(names[i], ".su") || ends_with(names[i], ".ci"))) {
             if (st.st_size == 0 && ends_with(names[i], ".su")) continue;
             rc = parse_file(in, names[i]);
