@@ -1159,6 +1159,21 @@ static inline int bench_main(int argc, char **argv, const char *prog,
             for (int j = 0; j < t[i].n; j++) printf("%-18s %s\n", t[i].g[j].name, t[i].g[j].what);
         return 0;
     }
+    /* Each prefix of --only must name a group: a misspelt one among others
+     * (`--only stack.warm,fiber.swich`) was dropped without a word, and the run
+     * printed only the rest. */
+    for (const char *p = o.only; p && *p;) {
+        size_t len = strcspn(p, ",");
+        int found = len == 0;   /* an empty item (`a,,b`) selects nothing: no error */
+        for (int i = 0; i < nt && !found; i++)
+            for (int j = 0; j < t[i].n && !found; j++) found = !strncmp(t[i].g[j].name, p, len);
+        if (!found) {
+            fprintf(stderr, "vmstack bench: error: --only %.*s matches no group (see --list)\n",
+                    (int)len, p);
+            return 2;
+        }
+        p += len + (p[len] == ',');
+    }
     int selected = 0;
     for (int i = 0; i < nt; i++)
         for (int j = 0; j < t[i].n; j++) selected += bench_selected(&o, t[i].g[j].name);
