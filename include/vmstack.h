@@ -60,7 +60,7 @@ typedef struct vms_config {     /* zero in any field means "default"; fields are
 /* Sets the configuration before first use. -EBUSY once vmstack is in use (the first
  * stack, fiber or thread made, or vms_get_stats or vms_stack_usage, initializes it with
  * defaults and VMSTACK_* variables, vms_stack_usage(NULL, 0) too; vms_set_oops_hook and
- * calls refused for a NULL argument do not),
+ * calls refused for a NULL argument or a stack size above 1 GiB do not),
  * -EINVAL for NULL or a field out of range. */
 VMS_API int vms_init(const vms_config *cfg);
 

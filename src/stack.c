@@ -109,6 +109,13 @@ static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_
                                                                             uint32_t *word,
                                                                             bool setup)
 {
+    /* A size no configuration allows is refused before the initialization: a call that
+     * makes nothing does not put vmstack in use (vmstack.h). vms_stack_alloc(2 GiB), or a
+     * fiber or vms thread asking for it, made vms_init's configuration -EBUSY. */
+    if (VMS_UNLIKELY(size > VMS_MAX_STACK_SIZE)) {
+        errno = EINVAL;
+        return NULL;
+    }
     int e = vms__ensure_init();
     if (VMS_UNLIKELY(e)) {
         errno = -e;

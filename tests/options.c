@@ -241,6 +241,51 @@ TEST(init_after_hook_and_null_calls)
     ASSERT_EXITED(tst_fork(init_after_hook_child, NULL, out, sizeof out), 0);
 }
 
+/* Calls refused for a stack size above the limit make nothing: vmstack stays unused and
+ * vms_init configures it (they initialized it, and vms_init said -EBUSY). */
+static void *never_runs(void *arg)
+{
+    return arg;
+}
+
+static void fiber_never_runs(void *arg)
+{
+    (void)arg;
+}
+
+static void init_after_refused_sizes_child(void *arg)
+{
+    (void)arg;
+    errno = 0;
+    if (vms_stack_alloc(VMS_MAX_STACK_SIZE + 1) || errno != EINVAL) exit(1);
+    vms_fiber_attr fa = { .stack_size = VMS_MAX_STACK_SIZE + 1 };
+    errno = 0;
+    if (vms_fiber_create(fiber_never_runs, NULL, &fa) || errno != EINVAL) exit(2);
+    pthread_attr_t ta;
+    if (pthread_attr_init(&ta) != 0) exit(3);
+    if (pthread_attr_setstacksize(&ta, VMS_MAX_STACK_SIZE + VMS_MIB) != 0) exit(4);
+    pthread_t t;
+    if (vms_thread_create(&t, &ta, never_runs, NULL) != -EINVAL) exit(5);
+    pthread_attr_destroy(&ta);
+    vms_config c = { .stack_size = 64 * 1024 };
+    int e = vms_init(&c);
+    if (e != 0) {
+        printf("vms_init after the refused calls: %d\n", e);
+        exit(6);
+    }
+    vms_stack *s = vms_stack_alloc(0);
+    exit(s && vms_stack_size(s) == 64 * 1024 ? 0 : 7);
+}
+
+TEST(init_after_refused_sizes)
+{
+    char out[2048];
+    int st = tst_fork(init_after_refused_sizes_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        TST_FAIL("child: %s %d; output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+}
+
 static void bad_init_child(void *arg)
 {
     (void)arg;
