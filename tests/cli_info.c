@@ -382,6 +382,10 @@ TEST(help_of_a_command)
     ASSERT_EXITED(tst_fork(help_exec, (void *)"help", out, sizeof out), 0);
     ASSERT_STR_CONTAINS(out, "usage: vmstack <command> [options]\n");
     ASSERT_STR_NOT_CONTAINS(out, "error");
+    /* ... and takes --help like every command (it was "unknown command `--help`"). */
+    ASSERT_EXITED(tst_fork(help_exec, (void *)"--help", out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "usage: vmstack <command> [options]\n");
+    ASSERT_STR_NOT_CONTAINS(out, "error");
     ASSERT_EXITED(tst_fork(help_exec, (void *)"frobnicate", out, sizeof out), 2);
     ASSERT_STR_CONTAINS(out, "vmstack: error: unknown command `frobnicate`");
 }

@@ -62,8 +62,9 @@ int main(int argc, char **argv)
             char *sub[] = { argv[2], (char *)"--help", NULL };
             return finish(cmds[i].fn(2, sub), cmds[i].failed);
         }
-        if (!strcmp(argv[2], "help")) {
-            /* help is listed with the commands: its help is this text. */
+        if (!strcmp(argv[2], "help") || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
+            /* help is listed with the commands: its help is this text (`help --help` too,
+             * as every command takes --help). */
             usage(stdout);
             return finish(0, 1);
         }
