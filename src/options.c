@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 struct vms__options vms__opt;
 
@@ -58,6 +59,22 @@ static size_t page_round(size_t v)
     return (v + page - 1) & ~(page - 1);
 }
 
+/* A variable's value, or NULL. In a secure-execution process (set-user-ID or
+ * set-group-ID, file capabilities: AT_SECURE) the variables belong to a user with fewer
+ * privileges than the program, who could turn scrubbing off or exhaust the mapping limit
+ * with the mprotect method: each one set is ignored, with a warning that does not echo
+ * its value (the C library drops LD_PRELOAD and the like for the same reason). */
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    if (v && getauxval(AT_SECURE)) {
+        vms__log_warn("%s is ignored: this program runs with privileges its user does not "
+                      "have (set-user-ID or set-group-ID); using the default", name);
+        return NULL;
+    }
+    return v;
+}
+
 /* Each malformed variable is reported once per process (options are read once); the
  * sizes' own warning is in env_size. */
 static void bad_env(const char *name, const char *value, const char *want)
@@ -67,7 +84,7 @@ static void bad_env(const char *name, const char *value, const char *want)
 
 static void env_size(const char *name, size_t *field, size_t min, size_t max)
 {
-    const char *v = getenv(name);
+    const char *v = env(name);
     if (!v) return;
     size_t n;
     if (vms__parse_size(v, &n) != 0 || n < min || n > max) {
@@ -81,7 +98,7 @@ static void env_size(const char *name, size_t *field, size_t min, size_t max)
 
 static void env_bool_flag(const char *name, unsigned flag, bool set_when_true)
 {
-    const char *v = getenv(name);
+    const char *v = env(name);
     if (!v) return;
     bool on;
     if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) on = true;
@@ -96,7 +113,7 @@ static void load_env(void)
     env_size("VMSTACK_STACK_SIZE", &vms__opt.stack_size, 1, VMS_MAX_STACK_SIZE);
     env_size("VMSTACK_GUARD_SIZE", &vms__opt.guard_size, 1, VMS_MAX_GUARD_SIZE);
 
-    const char *v = getenv("VMSTACK_CACHE");
+    const char *v = env("VMSTACK_CACHE");
     if (v) {
         /* A count: digits only (a size suffix, "1k", would mean 1024 stacks). */
         size_t n;
@@ -105,7 +122,7 @@ static void load_env(void)
         else
             vms__opt.cache_per_thread = (unsigned)n;
     }
-    v = getenv("VMSTACK_ON_OVERFLOW");
+    v = env("VMSTACK_ON_OVERFLOW");
     if (v) {
         if (!strcmp(v, "kill")) vms__opt.on_overflow = VMS_KILL_TASK;
         else if (!strcmp(v, "abort")) vms__opt.on_overflow = VMS_ABORT;
@@ -114,7 +131,7 @@ static void load_env(void)
     env_bool_flag("VMSTACK_PAINT", VMS_PAINT, true);
     env_bool_flag("VMSTACK_END_CHECK", VMS_END_CHECK, true);
     env_bool_flag("VMSTACK_SCRUB", VMS_NO_SCRUB, false);
-    v = getenv("VMSTACK_GUARD_METHOD");
+    v = env("VMSTACK_GUARD_METHOD");
     if (v) {
         if (!strcmp(v, "madvise")) vms__opt.guard_request = VMS__GUARD_MADVISE;
         else if (!strcmp(v, "mprotect")) vms__opt.guard_request = VMS__GUARD_MPROTECT;

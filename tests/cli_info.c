@@ -9,6 +9,8 @@
 #include <vmstack.h>
 
 #include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #ifndef AT_MINSIGSTKSZ
 #define AT_MINSIGSTKSZ 51
@@ -370,6 +372,73 @@ static void help_exec(void *arg)
     const char *argv[] = { VMSTACK_CMD, "help", arg, NULL };
     cli_exec((void *)argv);
 }
+
+#ifndef VMSTACK_CMD_EMULATOR
+/* Copies the program src to dst as root's, group nogroup (65534), mode set-group-ID: run
+ * by root it gets AT_SECURE. 0, or an errno. */
+static int setgid_copy(const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC), e = 0;
+    if (in < 0) return errno;
+    int o = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+    if (o < 0) { e = errno; close(in); return e; }
+    char buf[1 << 16];
+    for (ssize_t n; (n = read(in, buf, sizeof buf)) != 0;) {
+        if (n < 0 || write(o, buf, (size_t)n) != n) { e = errno ? errno : EIO; break; }
+    }
+    close(in);
+    if (close(o) != 0 && !e) e = errno;
+    /* chown clears the set-ID bits, so the mode comes after it. */
+    if (!e && (chown(dst, 0, 65534) != 0 || chmod(dst, 02755) != 0)) e = errno;
+    return e;
+}
+
+/* In a set-user-ID or set-group-ID program the VMSTACK_* variables come from a user with
+ * fewer privileges than the program (who could turn scrubbing off): they are ignored with
+ * a warning that does not echo the value. A set-group-ID copy of the command, run by root
+ * with the group nogroup, is such a program; `id` copied the same way shows first that
+ * the kernel honours the bit there (not on a nosuid mount, nor under no_new_privs). */
+TEST(variables_are_ignored_in_a_set_group_id_program)
+{
+    if (geteuid() != 0) SKIP("needs root to make a set-group-ID copy of the command");
+    char dir[] = "/tmp/vmstack-setgid-XXXXXX", id[64], cmd[64];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(id, sizeof id, "%s/id", dir);
+    snprintf(cmd, sizeof cmd, "%s/vmstack", dir);
+    struct statvfs sv;
+    int e = statvfs(dir, &sv) != 0 ? errno : (sv.f_flag & ST_NOSUID) ? -1 : 0;
+    if (!e) e = setgid_copy("/usr/bin/id", id);
+    if (!e) e = setgid_copy(VMSTACK_CMD, cmd);
+    int st = -1;
+    if (!e) {
+        const char *argv[] = { id, NULL };
+        st = tst_fork(cli_exec, (void *)argv, out, sizeof out);
+    }
+    bool secure = !e && WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "egid=65534");
+    if (secure) {
+        static const char *const env[] = { "VMSTACK_SCRUB=0", "VMSTACK_STACK_SIZE=1m",
+                                           "VMSTACK_CACHE=\x1b[31mred", NULL };
+        struct info_run r = { env, NULL, NULL, cmd };
+        st = tst_fork(info_exec, &r, out, sizeof out);
+    }
+    unlink(id);
+    unlink(cmd);
+    rmdir(dir);
+    if (e == -1) SKIP("%s is on a nosuid mount", dir);
+    if (e) SKIP("cannot make a set-group-ID copy in %s: %s", dir, strerror(e));
+    if (!secure) SKIP("the set-group-ID bit has no effect here (no_new_privs?): %s", out);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "defaults (VMSTACK_* variables ignored: secure execution):\n");
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: VMSTACK_SCRUB is ignored: this program runs "
+                             "with privileges its user does not have");
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: VMSTACK_STACK_SIZE is ignored");
+    ASSERT_STR_CONTAINS(out, "vmstack: warning: VMSTACK_CACHE is ignored");
+    ASSERT_STR_NOT_CONTAINS(out, "\x1b[31m");
+    assert_value("scrub reused stacks", "yes\n");
+    assert_value("stack size", "256 KiB (262144 bytes)\n");
+    assert_value("cached stacks per thread", "8\n");
+}
+#endif
 
 TEST(help_of_a_command)
 {

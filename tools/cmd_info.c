@@ -129,7 +129,9 @@ int vms_cmd_info(int argc, char **argv)
     /* The kernel puts it in the auxiliary vector since Linux 4.18 on arm64, 5.14 on x86. */
     if (minsig) printf("  %-26s %lu bytes\n", "AT_MINSIGSTKSZ", minsig);
     else printf("  %-26s not given by this kernel (getauxval gives 0)\n", "AT_MINSIGSTKSZ");
-    printf("defaults (after VMSTACK_* variables):\n");
+    /* The library ignores the variables in a secure-execution process (options.c). */
+    printf("defaults (%s):\n", getauxval(AT_SECURE) ? "VMSTACK_* variables ignored: secure execution"
+                                                    : "after VMSTACK_* variables");
     size_line("stack size", vms__opt.stack_size);
     size_line("guard size", vms__opt.guard_size);
     printf("  %-26s %u\n", "cached stacks per thread", vms__opt.cache_per_thread);
