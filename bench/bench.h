@@ -1084,7 +1084,8 @@ static inline void bench_usage(FILE *f, const char *prog)
             "  --scale-count N  live stacks or fibers in the scale scenarios (default 1000000, quick 20000)\n"
             "  --ops-factor F   multiply the operations per round of every case (default 1)\n"
             "  --no-syscalls    do not count system calls (print n/a, as without perf)\n"
-            "  --list           list the groups and exit\n",
+            "  --list           list the groups and exit\n"
+            "An option's value may also follow an `=` (--rounds=21).\n",
             prog, (int)strlen(prog), "", BENCH_MAX_ROUNDS);
 }
 
@@ -1117,6 +1118,21 @@ static inline int bench_main(int argc, char **argv, const char *prog,
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        /* --name=value, as the other commands take it: the value is in a, not next. */
+        char name[32];
+        const char *eq = strchr(a, '=');
+        int inl = !strncmp(a, "--", 2) && eq && (size_t)(eq - a) < sizeof name;
+        if (inl) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            next = eq + 1;
+            if (!strcmp(a, "--quick") || !strcmp(a, "--json") || !strcmp(a, "--list") ||
+                !strcmp(a, "--no-syscalls") || !strcmp(a, "--help")) {
+                fprintf(stderr, "vmstack bench: error: %s takes no value\n", a);
+                return 2;
+            }
+        }
         if (!strcmp(a, "--quick")) o.quick = 1;
         else if (!strcmp(a, "--json")) o.json = 1;
         else if (!strcmp(a, "--list")) list = 1;
@@ -1124,17 +1140,17 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { bench_usage(stdout, prog); return 0; }
         else if (!strcmp(a, "--rounds")) {
             if (bench_parse_long(a, next, 1, BENCH_MAX_ROUNDS, &rounds)) return 2;
-            i++;
+            i += !inl;
         } else if (!strcmp(a, "--scale-count")) {
             if (bench_parse_long(a, next, 1, 10000000, &scale)) return 2;
-            i++;
+            i += !inl;
         } else if (!strcmp(a, "--only")) {
             if (!next || !*next) {
                 fprintf(stderr, "vmstack bench: error: --only wants a group list (see --list)\n");
                 return 2;
             }
             o.only = next;
-            i++;
+            i += !inl;
         } else if (!strcmp(a, "--ops-factor")) {
             char *end;
             double f = next ? strtod(next, &end) : 0;
@@ -1144,7 +1160,7 @@ static inline int bench_main(int argc, char **argv, const char *prog,
                 return 2;
             }
             o.ops_factor = f;
-            i++;
+            i += !inl;
         } else {
             fprintf(stderr, "vmstack bench: error: unknown option '%s'\n", a);
             bench_usage(stderr, prog);

@@ -203,4 +203,19 @@ TEST(bad_options)
     ASSERT_EXITED(cli_run(b, out, sizeof out), 2);
     const char *c[] = { "bench", "--frobnicate", NULL };
     ASSERT_EXITED(cli_run(c, out, sizeof out), 2);
+    /* --name=value as the other commands take it (it was "unknown option"); the value is
+     * checked as the separate one is, and a flag takes none. */
+    const char *e[] = { "bench", "--rounds=0", NULL };
+    ASSERT_EXITED(cli_run(e, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack bench: error: --rounds wants a number from 1 to");
+    const char *f[] = { "bench", "--only=nosuch", NULL };
+    ASSERT_EXITED(cli_run(f, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack bench: error: --only nosuch matches no group");
+    const char *g[] = { "bench", "--json=1", NULL };
+    ASSERT_EXITED(cli_run(g, out, sizeof out), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack bench: error: --json takes no value");
+    const char *h[] = { "bench", "--rounds=3", "--scale-count=10", "--ops-factor=2",
+                        "--only=stack.warm", "--list", NULL };
+    ASSERT_EXITED(cli_run(h, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "stack.warm");
 }
