@@ -337,8 +337,8 @@ static void report_line(const char *buf, size_t len)
 {
     int saved = errno;
     for (size_t off = 0; off < len;) {
-        ssize_t w = write(vms__opt.report_fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
+        ssize_t w = vms__os_write_nocancel(vms__opt.report_fd, buf + off, len - off);
+        if (w == -EINTR) continue;   /* not write(2)'s wrapper: never a cancellation point */
         if (w <= 0) break;
         off += (size_t)w;
     }

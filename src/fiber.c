@@ -31,6 +31,7 @@
 #include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Longest task name kept (longer names are cut): names are labels in oops reports. */
@@ -98,7 +99,9 @@ static uintptr_t task_canary_secret(void)
 {
     uintptr_t s = atomic_load_explicit(&canary_secret, memory_order_relaxed);
     if (VMS_UNLIKELY(!s)) {
-        if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s) {
+        /* A raw system call: glibc's getrandom is a cancellation point, and a pending
+         * cancellation acting here lost the stack just taken for the task. */
+        if (syscall(SYS_getrandom, &s, sizeof s, GRND_NONBLOCK) != (long)sizeof s) {
             uintptr_t w[2] = { 0, 0 };
             const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
             if (r) memcpy(w, r, sizeof w);

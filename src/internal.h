@@ -99,6 +99,14 @@ VMS_HIDDEN _Noreturn void vms__fatal(const char *fmt, ...) __attribute__((format
  * 0 or a negative errno. */
 /* async-signal-safe once set (vms__guard_install sets it before installing the handler). */
 VMS_HIDDEN size_t vms__os_page_size(void);
+/* async-signal-safe: open (O_CLOEXEC added), read, write and close as raw system calls,
+ * never cancellation points (the C library's are: a pending cancellation would end the
+ * thread inside vmstack with its locks held). A descriptor or byte count, or a negative
+ * errno; close keeps errno. */
+VMS_HIDDEN int vms__os_open_nocancel(const char *path, int flags);
+VMS_HIDDEN ssize_t vms__os_read_nocancel(int fd, void *buf, size_t n);
+VMS_HIDDEN ssize_t vms__os_write_nocancel(int fd, const void *buf, size_t n);
+VMS_HIDDEN void vms__os_close_nocancel(int fd);
 /* async-signal-safe: CLOCK_MONOTONIC in nanoseconds, for the bounded waits. */
 VMS_HIDDEN long vms__os_now_ns(void);
 /* Reserves size bytes aligned to align (a power of two), PROT_NONE, MAP_NORESERVE,

@@ -24,8 +24,10 @@ static void vlog(const char *kind, const char *fmt, va_list ap)
     if (len >= sizeof buf - 1) len = sizeof buf - 2;
     buf[len++] = '\n';
     for (size_t off = 0; off < len;) {
-        ssize_t w = write(2, buf + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
+        /* Not the C library's write, a cancellation point: warnings are said with
+         * vmstack's locks held. */
+        ssize_t w = vms__os_write_nocancel(2, buf + off, len - off);
+        if (w == -EINTR) continue;
         if (w <= 0) break;
         off += (size_t)w;
     }

@@ -284,7 +284,7 @@ size_t vms__os_address_room(bool *known)
      * /proc) the room is found by trying reservations; where even that fails, the use
      * is unknown, and the limit, only an upper bound of the room, is returned. */
     unsigned long pages = 0;
-    FILE *f = fopen("/proc/self/statm", "re");
+    FILE *f = fopen("/proc/self/statm", "rce");
     bool read = f && fscanf(f, "%lu", &pages) == 1;
     if (f) fclose(f);
     if (!read) {
@@ -415,7 +415,7 @@ static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
                 state = PMADV_PIDFD;
             } else {
                 atomic_store_explicit(&pmadv_fd, -1, memory_order_relaxed);
-                close(fd);
+                vms__os_close_nocancel(fd);
                 if (pmadv_refused(e)) state = PMADV_NO;
             }
         } else if (fd == -ENOSYS) {
@@ -463,7 +463,7 @@ static void forget_pidfd_in_child(void)
 {
     int fd = atomic_load(&pmadv_fd);
     if (fd >= 0) {
-        close(fd);
+        vms__os_close_nocancel(fd);
         atomic_store(&pmadv_fd, -1);
     }
     int state = atomic_load(&pmadv_state);
@@ -498,6 +498,48 @@ int vms__os_robust_list_works(void)
     return head ? 0 : -ENOENT;
 }
 
+/* ---- file I/O that is never a cancellation point -------------------------------------
+ * The C library's open, read, write and close are cancellation points (POSIX; glibc acts
+ * on a pending deferred request in each). vmstack calls them while it holds locks: its
+ * initialization's, the symbol loader's (inside dl_iterate_phdr, which holds the C
+ * library's own loader lock), an arena class's. A thread with a pending deferred
+ * cancellation that called vmstack ended there, with those locks held for good: every
+ * later first use, thread start, stack allocation of that class, dlopen or C++ throw
+ * waited for ever. So vmstack makes these calls as plain system calls, and no vmstack
+ * function is a cancellation point (docs/api.md); its stdio reads of /proc open their
+ * files with glibc's "c" mode flag (fopen(3): open and later reads not cancellation
+ * points; fclose never is one in glibc). */
+
+/* async-signal-safe: openat(2) as a raw system call. A descriptor, or a negative errno. */
+int vms__os_open_nocancel(const char *path, int flags)
+{
+    long fd = syscall(SYS_openat, AT_FDCWD, path, flags | O_CLOEXEC, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+/* async-signal-safe: read(2) as a raw system call. Bytes read, or a negative errno. */
+ssize_t vms__os_read_nocancel(int fd, void *buf, size_t n)
+{
+    long r = syscall(SYS_read, fd, buf, n);
+    return r < 0 ? -errno : (ssize_t)r;
+}
+
+/* async-signal-safe: write(2) as a raw system call. Bytes written, or a negative errno. */
+ssize_t vms__os_write_nocancel(int fd, const void *buf, size_t n)
+{
+    long r = syscall(SYS_write, fd, buf, n);
+    return r < 0 ? -errno : (ssize_t)r;
+}
+
+/* async-signal-safe: close(2) as a raw system call (Linux frees the descriptor even when
+ * it reports an error: never retried). */
+void vms__os_close_nocancel(int fd)
+{
+    int saved = errno;
+    (void)syscall(SYS_close, fd);
+    errno = saved;
+}
+
 pid_t vms__os_gettid(void)
 {
     count_syscall();
@@ -521,13 +563,12 @@ int vms__os_probe_noaccess(const void *addr)
     count_syscall();
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return -errno;
     count_syscall();
-    ssize_t r = write(p[1], addr, 1);
-    int e = errno;
-    close(p[0]);
-    close(p[1]);
+    ssize_t r = vms__os_write_nocancel(p[1], addr, 1);
+    vms__os_close_nocancel(p[0]);
+    vms__os_close_nocancel(p[1]);
     if (r == 1) return 0;
-    if (r < 0 && e == EFAULT) return 1;
-    return r < 0 ? -e : -EIO;
+    if (r == -EFAULT) return 1;
+    return r < 0 ? (int)r : -EIO;
 }
 
 static atomic_int guard_method; /* VMS__GUARD_*, 0 = not decided */
@@ -629,7 +670,7 @@ int vms__os_no_huge_pages(void *addr, size_t len)
 /* ---- /proc readers (not on any hot path) --------------------------------------------- */
 long vms__os_max_map_count(void)
 {
-    FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "rce");
     if (!f) return -1;
     long v = -1;
     if (fscanf(f, "%ld", &v) != 1) v = -1;
@@ -656,7 +697,7 @@ static bool maps_range(const char *line, uintptr_t *lo, uintptr_t *hi)
 
 long vms__os_map_count_ranges(const uintptr_t (*ranges)[2], size_t n)
 {
-    FILE *f = fopen("/proc/self/maps", "re");
+    FILE *f = fopen("/proc/self/maps", "rce");
     if (!f) return -errno;
     long count = 0;
     char line[512];
@@ -712,8 +753,8 @@ static long long resident_scan(uintptr_t lo, uintptr_t hi)
     int e = injected(VMS__OP_PAGEMAP_SCAN);
     if (e) return e;
     count_syscall();
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
+    int fd = vms__os_open_nocancel("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0) return fd;
     struct vms__page_region vec[128];   /* 3 KiB: the caller may be on a small stack */
     long long total = 0;
     for (uint64_t p = lo; p < hi;) {
@@ -736,7 +777,7 @@ static long long resident_scan(uintptr_t lo, uintptr_t hi)
         p = a.walk_end;
     }
     count_syscall();
-    close(fd);
+    vms__os_close_nocancel(fd);
     return total;
 }
 

@@ -287,19 +287,20 @@ static void parse_map(const char *p, const char *end, struct vms__map *m)
     m->path_len = (size_t)(end - p);
 }
 
-/* async-signal-safe: open, read and close only (on POSIX's list; cancellation points,
- * which the fault handler has disabled); lines longer than the buffer (a path of more
- * than about 2,000 bytes) are skipped. */
+/* async-signal-safe: open, read and close only, as raw system calls (the C library's are
+ * cancellation points; this also runs outside the fault handler, at initialization and
+ * thread start); lines longer than the buffer (a path of more than about 2,000 bytes)
+ * are skipped. */
 bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void *ctx), void *ctx)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int fd = vms__os_open_nocancel("/proc/self/maps", O_RDONLY);
     if (fd < 0) return false;
     char buf[2048];
     size_t have = 0;
     bool skipping = false, stopped = false;
     while (!stopped) {
-        ssize_t r = read(fd, buf + have, sizeof buf - have);
-        if (r < 0 && errno == EINTR) continue;
+        ssize_t r = vms__os_read_nocancel(fd, buf + have, sizeof buf - have);
+        if (r == -EINTR) continue;
         if (r <= 0) break;
         have += (size_t)r;
         size_t start = 0;
@@ -320,6 +321,6 @@ bool vms__sigsafe_maps_each(bool (*fn)(const struct vms__map *m, void *ctx), voi
         have -= start;
         memmove(buf, buf + start, have);
     }
-    close(fd);
+    vms__os_close_nocancel(fd);
     return true;
 }

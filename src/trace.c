@@ -110,22 +110,24 @@ static bool section_ok(const ElfW(Shdr) *sh, size_t filesz)
 }
 
 /* async-signal-safe (the fault handler's adopt calls it through publish_object): open,
- * fstat and close are on POSIX's list; mmap and munmap are not, but glibc's are plain
- * system calls (no lock, no allocation). Maps path read-only and records its .symtab and
+ * fstat and close are on POSIX's list (made as raw system calls: the C library's open
+ * and close are cancellation points, and this runs inside dl_iterate_phdr with the
+ * loader's locks held); mmap and munmap are not, but glibc's are plain system calls
+ * (no lock, no allocation). Maps path read-only and records its .symtab and
  * .dynsym. A file that is missing, truncated or not a native ELF file simply has no
  * symbols: never an error. */
 static void load_symbols(struct object *o, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = vms__os_open_nocancel(path, O_RDONLY);
     if (fd < 0) return;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size < sizeof(ElfW(Ehdr))) {
-        close(fd);
+        vms__os_close_nocancel(fd);
         return;
     }
     size_t filesz = (size_t)sb.st_size;
     const char *map = mmap(NULL, filesz, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
+    vms__os_close_nocancel(fd);
     if (map == MAP_FAILED) return;
     const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)map;
     bool keep = false;

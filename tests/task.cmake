@@ -5,6 +5,11 @@ target_link_libraries(test_fiber PRIVATE m)   # fesetround/fegetround
 vms_test(fiber_stress LABELS stress TIMEOUT 600)
 vms_test(thread LABELS unit memcheck cross)
 vms_test(thread_stress LABELS stress TIMEOUT 600)
+# No vmstack call is a cancellation point (loads the plugin of island.cmake: a new object).
+vms_test(thread_cancel LABELS unit)
+target_compile_definitions(test_thread_cancel PRIVATE PLUGIN_PATH="$<TARGET_FILE:vms_test_plugin>")
+target_link_libraries(test_thread_cancel PRIVATE ${CMAKE_DL_LIBS})
+add_dependencies(test_thread_cancel vms_test_plugin)
 # The kill paths with the fault handler (children die on purpose; both guard methods).
 vms_test(fiber_kill LABELS death cross TIMEOUT 300)
 vms_test(fiber_kill LABELS death VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
