@@ -131,7 +131,10 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
     if (attr) {
         if ((e = attr_stack(attr, &stack_size))) return -e;
         memcpy(&a, attr, sizeof a);
-    } else if ((e = pthread_attr_init(&a))) {
+    } else if ((e = pthread_getattr_default_np(&a))) {
+        /* Without attributes pthread_create takes the process's defaults
+         * (pthread_setattr_default_np: detach state, guard size, scheduling), not
+         * those of pthread_attr_init: so does a vms thread. */
         return -e;
     }
 

@@ -379,6 +379,29 @@ TEST(detach_state)
     ASSERT_EQ(state, PTHREAD_CREATE_DETACHED);
 }
 
+/* Without attributes a vms thread gets the process's default attributes, as
+ * pthread_create gives them (pthread_setattr_default_np): here detached. It used to
+ * get pthread_attr_init's (joinable): a program that made every thread detached by default never joined its vms
+ * threads, and their C-library stacks were never freed. */
+TEST(no_attributes_means_the_process_defaults)
+{
+    ASSERT_EQ(sem_init(&detached_done, 0, 0), 0);
+    pthread_attr_t def, saved;
+    ASSERT_EQ(pthread_getattr_default_np(&saved), 0);
+    ASSERT_EQ(pthread_getattr_default_np(&def), 0);
+    ASSERT_EQ(pthread_attr_setdetachstate(&def, PTHREAD_CREATE_DETACHED), 0);
+    ASSERT_EQ(pthread_setattr_default_np(&def), 0);
+    pthread_attr_destroy(&def);
+    int state = -1;
+    pthread_t t;
+    int e = vms_thread_create(&t, NULL, detached_body, &state);
+    ASSERT_EQ(pthread_setattr_default_np(&saved), 0);   /* before any assertion fails */
+    pthread_attr_destroy(&saved);
+    ASSERT_EQ(e, 0);
+    while (sem_wait(&detached_done) != 0) {}
+    ASSERT_EQ(state, PTHREAD_CREATE_DETACHED);
+}
+
 /* *t is an ordinary pthread_t: joining and detaching are the C library's, errors
  * included (docs/api.md). */
 static void *joins_itself(void *arg)
