@@ -50,6 +50,13 @@ static atomic_size_t shared_warm;
  * locked read-modify-write for statistics. Only the owning thread writes its counters
  * (a load + store: plain moves; puts with a release store, see vms__cache_live);
  * vms_get_stats sums the registered caches. */
+/* Every entry of clean and dirty at or beyond its count is NULL once an operation ends:
+ * the child of a fork reads the caches of the threads it does not have as the fork
+ * found them, and a push stores its count before its entry (gcc does), so a fork can
+ * catch a count that already includes an entry not yet written. Left unchanged, such
+ * an entry named the stack last popped or flushed from there, free now in a shared list
+ * or another cache: the child took it back too, and handed it out twice. NULL, it is
+ * skipped (vms__cache_adopt_forsaken). */
 struct tcache {
     struct tcache *prev, *nextc;     /* the registry */
     _Atomic unsigned long gets, puts;
@@ -438,6 +445,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
         struct vms_stack *st = t->clean[i];
         if (VMS_LIKELY(st->cls == cls)) {
             t->clean[i] = t->clean[--t->nclean];
+            t->clean[t->nclean] = NULL;   /* see struct tcache */
             bump(&t->gets);
             return st;
         }
@@ -627,6 +635,20 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 void (*vms__cache_flush_hook)(void);
 void (*vms__cache_push_hook)(void);
 
+bool vms__cache_lifo_tear(bool torn)
+{
+    struct tcache *t = tc;
+    if (!t) return false;
+    if (torn) {
+        if (t->nclean >= vms__opt.cache_per_thread) return false;
+        t->nclean++;
+    } else {
+        if (!t->nclean || t->clean[t->nclean - 1]) return false;
+        t->nclean--;
+    }
+    return true;
+}
+
 size_t vms__cache_shared_warm(void)
 {
     return atomic_load(&shared_warm);
@@ -651,7 +673,11 @@ void vms__cache_flush_thread(void)
     if (t->ndirty) scrub_batch(t);
     size_t claimed = trim_for_shared(t->clean, t->nclean);
     if (vms__cache_flush_hook) vms__cache_flush_hook();
-    while (t->nclean) shared_put(t->clean[--t->nclean]);
+    while (t->nclean) {
+        struct vms_stack *st = t->clean[--t->nclean];
+        t->clean[t->nclean] = NULL;   /* before st is in a list: see struct tcache */
+        shared_put(st);
+    }
     warm_release(claimed);
 }
 

@@ -384,6 +384,11 @@ VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
 /* Tests only: called by a push to the shared lists after their lock is released, when
  * another thread can already take the stacks pushed. */
 VMS_HIDDEN extern void (*vms__cache_push_hook)(void);
+/* Tests only: the calling thread's LIFO as a fork catches it in a push that has stored
+ * its count and not yet its entry (torn: the count one more, the entry untouched), and
+ * back (!torn: the count one less, that entry still unwritten). False when the thread
+ * has no cache, its LIFO no room, or (!torn) its last entry was written. */
+VMS_HIDDEN bool vms__cache_lifo_tear(bool torn);
 /* fork: takes every lock of the cache (shared lists, thread registry) and releases them.
  * In the child, vms__cache_fork_child releases them after setting the caches of the
  * threads the child does not have aside (true when there were any), which

@@ -427,6 +427,54 @@ TEST(child_never_hands_out_a_stack_twice_filed_during_the_fork)
     vms__cache_push_hook = NULL;
 }
 
+/* A fork that catches another thread between the two stores of a push to its LIFO (the
+ * count first, then the entry: gcc's order) gives the child a count that includes an
+ * entry not yet written. That entry named the stack last popped or flushed from there:
+ * after a vms_trim, a stack free in a shared list, which the child took back from the
+ * cache as well and handed out twice (seen beside two threads that allocate and free
+ * with VMS_NO_SCRUB: 2 forks in 300). Here the thread trims (its LIFO goes to the shared
+ * list), makes its LIFO as such a push leaves it (vms__cache_lifo_tear), and the fork
+ * comes then. */
+static atomic_int tear_state;
+
+static void *trims_and_tears(void *arg)
+{
+    (void)arg;
+    intptr_t why = 0;
+    /* Twice: the thread's first allocation also gives it its alternate signal stack, and
+     * its LIFO the other stacks of that class; after the second, its first entry names
+     * a stack of the default size, now in the shared list. */
+    for (int round = 0; round < 2 && !why; round++) {
+        vms_stack *st = vms_stack_alloc(0);
+        if (!st) why = 1;
+        vms_stack_free(st);
+        if (!why && vms_trim() != 0) why = 2;
+    }
+    if (!why && !vms__cache_lifo_tear(true)) why = 3;
+    if (why) {
+        atomic_store(&tear_state, -1);
+        return (void *)why;
+    }
+    atomic_store(&tear_state, 1);
+    while (atomic_load(&tear_state) != 2) sched_yield();
+    return vms__cache_lifo_tear(false) ? NULL : (void *)4;
+}
+
+TEST(child_never_hands_out_a_stack_twice_torn_push)
+{
+    vms_stack_free(vms_stack_alloc(0));      /* initialized */
+    if (vms__opt.cache_per_thread == 0) SKIP("no per-thread LIFO");
+    atomic_store(&tear_state, 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, trims_and_tears, NULL), 0);
+    while (atomic_load(&tear_state) == 0) sched_yield();
+    if (atomic_load(&tear_state) == 1) tst_run_ok(distinct_child, NULL, out, sizeof out);
+    atomic_store(&tear_state, 2);
+    void *r = (void *)1;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, 0);
+}
+
 /* ---- a thread's own stack in the child ------------------------------------------- */
 
 static volatile int never;
