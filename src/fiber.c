@@ -295,12 +295,14 @@ static unsigned long thread_token(struct vms__thread *th)
 /* After fork(), the child has only the thread that forked: the fibers that other threads
  * ran at the fork stay RUNNING there but run nowhere, and must be destroyable like every
  * other fiber of those threads (docs/api.md). Their homes are the tokens handed out
- * before the fork, but for the forking thread's. Set in the child by fork_child
- * (pthread_atfork), while it has only one thread; 0 in a process that never forked. */
+ * before the fork, but for the forking thread's. Set in the child by
+ * vms__fiber_fork_child (options.c's child handler, before any of the program's: one of
+ * those may destroy such a fiber), while it has only one thread; 0 in a process that
+ * never forked. */
 static unsigned long fork_tokens;    /* tokens [1, fork_tokens] existed at the last fork */
 static unsigned long fork_survivor;  /* of those, the forking thread's (0: it had none) */
 
-static void fork_child(void)
+void vms__fiber_fork_child(void)
 {
     fork_tokens = atomic_load_explicit(&next_token, memory_order_relaxed);
     fork_survivor = self_thread.token;
@@ -843,11 +845,8 @@ static void orphan_destructor(void *p)
     task_release_stack(t);
 }
 
-/* Also registers fork_child: this runs before any fiber can run on a thread (at its
- * first resume, or at the creation of a vms thread), so before any fiber can be left
- * RUNNING by a fork. Without it (ENOMEM), such fibers stay undestroyable. Without the
- * key (EAGAIN: the program took every key), vms_thread_create fails: said once here,
- * since its bare EAGAIN reads as a thread limit. */
+/* Without the key (EAGAIN: the program took every key), vms_thread_create fails: said
+ * once here, since its bare EAGAIN reads as a thread limit. */
 static void orphan_key_create(void)
 {
     orphan_key_err = pthread_key_create(&orphan_key, orphan_destructor);
@@ -856,7 +855,6 @@ static void orphan_key_create(void)
                       "vms_thread_create fails with EAGAIN, and fibers that pthread_exit or "
                       "cancellation unwinds cannot be destroyed; leave a thread-specific-data "
                       "key for vmstack's first thread or fiber", strerror(orphan_key_err));
-    (void)pthread_atfork(NULL, NULL, fork_child);
 }
 
 /* At a thread's first resume of a fiber: the thread-exit hook above, for a thread that

@@ -446,6 +446,11 @@ VMS_HIDDEN bool vms__stack_graves_proven(void);
 VMS_HIDDEN void vms__stack_fork_prepare(void);
 VMS_HIDDEN void vms__stack_fork_parent(void);
 VMS_HIDDEN void vms__stack_fork_child(void);
+/* The child's part of the fiber layer (which fibers ran on threads the fork left behind)
+ * and of the os layer (the pidfd names the parent): called by options.c's child handler
+ * whether or not vmstack is initialized. */
+VMS_HIDDEN void vms__fiber_fork_child(void);
+VMS_HIDDEN void vms__os_fork_child(void);
 /* Tests only: when set, called by the thread that initializes vmstack, under its init
  * lock, before anything is set up. */
 VMS_HIDDEN extern void (*vms__init_hook)(void);

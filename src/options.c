@@ -263,12 +263,23 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    vms__os_fork_child();
+    vms__fiber_fork_child();
     vms__oops_fork_unlock(true);
     if (fork_took_all) vms__stack_fork_child();
     pthread_mutex_unlock(&init_lock);
 }
 
-__attribute__((constructor)) static void fork_register(void)
+/* Priority 101, the first a program may use: in a static link the program's objects
+ * come first, and so would their constructors. Handlers registered earlier run their
+ * prepare after vmstack's and their parent and child handlers before vmstack's: with
+ * vmstack's locks still held (a vmstack call there hung for good) and, in the child,
+ * before the child is set right (a fiber of a thread the fork left behind could not be
+ * destroyed there). So vmstack's come before those a program registers in a
+ * constructor of its own (without a priority, or one above 101) or later, which may
+ * use vmstack. All of vmstack's child work is done in these handlers, none in others
+ * registered later, at first use. */
+__attribute__((constructor(101))) static void fork_register(void)
 {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }

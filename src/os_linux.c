@@ -360,8 +360,6 @@ int vms__os_discard(void *addr, size_t size)
 enum { PMADV_NO = -1, PMADV_UNKNOWN = 0, PMADV_PROBING, PMADV_SELF, PMADV_PIDFD };
 static atomic_int pmadv_state;
 static atomic_int pmadv_fd = -1;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void register_atfork(void);
 
 /* One process_madvise(MADV_DONTNEED) of iov[0..n) through target: 0 when every byte
  * was discarded, 1 for a partial result (a later range failed), or a negative errno. */
@@ -389,7 +387,6 @@ static bool pmadv_refused(int e)
  * EMFILE for the pidfd): the next call tries again. Returns 0 when iov is discarded. */
 static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
 {
-    pthread_once(&atfork_once, register_atfork);   /* a child must not use our pidfd */
     if (vms__os_under_valgrind()) {
         /* Valgrind 3.19 (Debian 12) fails process_madvise with ENOSYS after printing a
          * warning that asks users to report a bug: range by range, without the noise. */
@@ -458,8 +455,9 @@ int vms__os_discard_many(const struct iovec *iov, size_t n)
 /* A fork child shares nothing with the parent's pidfd target: the pidfd names the
  * parent, and a discard through it would drop the parent's pages. Forget it so the
  * child decides again; so does a child forked while another thread was probing (that
- * thread is not in the child to finish). */
-static void forget_pidfd_in_child(void)
+ * thread is not in the child to finish). Called by options.c's child handler, before
+ * any fork handler of the program's. */
+void vms__os_fork_child(void)
 {
     int fd = atomic_load(&pmadv_fd);
     if (fd >= 0) {
@@ -470,10 +468,6 @@ static void forget_pidfd_in_child(void)
     if (state == PMADV_PIDFD || state == PMADV_PROBING) atomic_store(&pmadv_state, PMADV_UNKNOWN);
 }
 
-static void register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_pidfd_in_child);
-}
 
 /* async-signal-safe: one system call. */
 int vms__os_sigaltstack(const stack_t *ss, stack_t *old)
@@ -608,7 +602,6 @@ int vms__os_guard_method(void)
     if (m < 0) return m;   /* undecided: this caller's operation fails, the next asks again */
     int expected = 0;
     if (!atomic_compare_exchange_strong(&guard_method, &expected, m)) m = expected;
-    pthread_once(&atfork_once, register_atfork);
     return m;
 }
 

@@ -475,6 +475,102 @@ TEST(child_never_hands_out_a_stack_twice_torn_push)
     ASSERT_EQ((intptr_t)r, 0);
 }
 
+/* ---- the program's own fork handlers ---------------------------------------------- */
+
+/* A fiber that another thread runs at the fork: RUNNING in the child, where it runs
+ * nowhere and may be destroyed (docs/api.md), also by the program's own child handler.
+ * vmstack's child work must be done before that handler runs: it was not when the
+ * handler was registered before vmstack's first fiber (the fiber layer registered its
+ * child handler then), nor when it was registered in a constructor of the program's
+ * (a static link runs the program's constructors before vmstack's, which registered
+ * the rest): the destroy was refused (EBUSY, "is running"). */
+static vms_fiber *_Atomic victim;      /* the child handler named by victim_by */
+static atomic_bool victim_by_late;     /* destroys it when set: the late one, or not */
+static atomic_int victim_state;        /* 1: it runs; 2: it may return */
+static int victim_errno = -1;          /* the child's destroy: 0 when done */
+
+static void destroy_victim(bool late)
+{
+    vms_fiber *f = atomic_load(&victim);
+    if (!f || atomic_load(&victim_by_late) != late) return;
+    errno = 0;
+    vms_fiber_destroy(f);
+    victim_errno = errno;
+}
+
+static void destroy_victim_early(void)
+{
+    destroy_victim(false);
+}
+
+static void destroy_victim_late(void)
+{
+    destroy_victim(true);
+}
+
+__attribute__((constructor)) static void register_handler_early(void)
+{
+    (void)pthread_atfork(NULL, NULL, destroy_victim_early);
+}
+
+static void victim_runs(void *arg)
+{
+    (void)arg;
+    atomic_store(&victim_state, 1);
+    while (atomic_load(&victim_state) != 2) sched_yield();
+}
+
+static void *runs_the_victim(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)vms_fiber_resume(atomic_load(&victim));
+}
+
+static void victim_destroyed_child(void *arg)
+{
+    (void)arg;
+    if (victim_errno != 0) {
+        fprintf(stderr, "child: the fork handler's vms_fiber_destroy: %s\n",
+                victim_errno < 0 ? "not called" : strerror(victim_errno));
+        _exit(3);
+    }
+    vms_stack_free(vms_stack_alloc(0));   /* and vmstack works on */
+    printf("child done\n");
+}
+
+/* A fiber of another thread, RUNNING at the fork, destroyed in a child handler of the
+ * program's; register_late: one registered here, before vmstack's first fiber, else the
+ * one the constructor above registered. */
+static void destroy_in_handler(bool register_late)
+{
+    vms_fiber *f = vms_fiber_create(victim_runs, NULL, NULL);
+    ASSERT_NE(f, NULL);
+    if (register_late) ASSERT_EQ(pthread_atfork(NULL, NULL, destroy_victim_late), 0);
+    atomic_store(&victim_by_late, register_late);
+    atomic_store(&victim_state, 0);
+    atomic_store(&victim, f);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, runs_the_victim, NULL), 0);
+    while (atomic_load(&victim_state) != 1) sched_yield();
+    tst_run_ok(victim_destroyed_child, NULL, out, sizeof out);
+    atomic_store(&victim, NULL);
+    atomic_store(&victim_state, 2);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, VMS_DONE);
+    vms_fiber_destroy(f);
+}
+
+TEST(program_handler_registered_before_first_fiber_destroys_a_left_fiber)
+{
+    destroy_in_handler(true);
+}
+
+TEST(program_handler_registered_in_a_constructor_destroys_a_left_fiber)
+{
+    destroy_in_handler(false);
+}
+
 /* ---- a thread's own stack in the child ------------------------------------------- */
 
 static volatile int never;
