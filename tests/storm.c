@@ -383,6 +383,12 @@ TEST(storm_while_other_threads_are_inside_vmstack)
 /* ---- a slow oops hook ----------------------------------------------------------- */
 
 #define HOOK_MS 40
+/* The waits these cases set: one report (HOOK_MS, plus its unwinding and writing, plus
+ * whatever a loaded machine adds) ends within it with room to spare (it was 3 and 5
+ * times HOOK_MS, and a report on a busy 2-CPU machine once outlasted 3), while a wait
+ * counted over a whole storm of 12 (11 or 12 times HOOK_MS) would run out (checked: the
+ * storm case fails when report_lock's wait does not start again at each report). */
+#define WAIT_MS (8 * HOOK_MS)
 static atomic_int hook_calls;
 
 static atomic_int in_hook;
@@ -404,9 +410,9 @@ static void slow_hook_child(void *arg)
     init_with(16 * 1024);
     vms_set_oops_hook(slow_hook, NULL);
     /* Every report takes HOOK_MS at least; each one alone ends far within the wait,
-     * while the last of the storm waits for all the others: (n - 1) * HOOK_MS, well
+     * while the last of the storm waits for all the others: (n - 1) * HOOK_MS,
      * beyond it. */
-    vms__oops_lock_wait_ms = 5 * HOOK_MS;
+    vms__oops_lock_wait_ms = WAIT_MS;
     int n = 12;
     pthread_barrier_init(&barrier, NULL, (unsigned)n);
     pthread_t t[12];
@@ -443,7 +449,7 @@ static void fork_in_storm_child(void *arg)
     (void)arg;
     init_with(16 * 1024);
     vms_set_oops_hook(slow_hook, NULL);
-    vms__oops_fork_wait_ms = 3 * HOOK_MS;
+    vms__oops_fork_wait_ms = WAIT_MS;
     int n = 12, inside = 0, forks = 0;
     pthread_barrier_init(&barrier, NULL, (unsigned)n);
     pthread_t t[12];
@@ -495,6 +501,9 @@ static void same_owner_child(void *arg)
     (void)arg;
     init_with(16 * 1024);
     vms_set_oops_hook(slow_hook, NULL);
+    /* 5 times HOOK_MS, not WAIT_MS: the thread's wait is counted over up to 12 of the
+     * fiber host's reports only where it keeps losing the lock, and 8 times made that
+     * too rare to show. */
     vms__oops_lock_wait_ms = 5 * HOOK_MS;
     pthread_t t;
     if (vms_thread_create(&t, NULL, late_overflow_thread, NULL) != 0) _exit(10);
