@@ -737,6 +737,50 @@ TEST(folder_deeper_than_the_search_is_an_error)
     ASSERT_STR_CONTAINS(out, "folders nested more than 256 deep below the folder given");
 }
 
+/* A folder whose path grows past PATH_MAX (long names, 22 levels: far within the depth
+ * bound) cannot be looked at by its path: said, exit 2. lstat's ENAMETOOLONG made the
+ * search pass it over without a word, and the run answered from the other files (here
+ * "unproven", 3, with bottom's 9999-byte frame never read). Made with mkdirat, which
+ * takes the same long path a level at a time. */
+TEST(folder_past_path_max_is_an_error)
+{
+    static const char line[] = "x.c:1:5:top\t16\tstatic\n";
+    const char *top = write_tmp("long-top.su", line, sizeof line - 1);   /* the folder's */
+    char root[4096], name[201];
+    snprintf(root, sizeof root, "%.*s/long", (int)(strrchr(top, '/') - top), top);
+    ASSERT_EQ(mkdir(root, 0700), 0);
+    memset(name, 'd', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    enum { LEVELS = 22 };                     /* 22 * 201 bytes: more than 4096 */
+    int fd[LEVELS + 1];
+    fd[0] = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT(fd[0] >= 0);
+    ASSERT_EQ(renameat(AT_FDCWD, top, fd[0], "top.su"), 0);   /* read: the rest "fit" */
+    for (int i = 0; i < LEVELS; i++) {
+        ASSERT_EQ(mkdirat(fd[i], name, 0700), 0);
+        fd[i + 1] = openat(fd[i], name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ASSERT(fd[i + 1] >= 0);
+    }
+    int f = openat(fd[LEVELS], "bottom.su", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT(f >= 0);
+    static const char bottom[] = "x.c:1:5:bottom\t9999\tstatic\n";
+    ASSERT_EQ(write(f, bottom, sizeof bottom - 1), (ssize_t)(sizeof bottom - 1));
+    close(f);
+    int rc = run("--stack-size", "1k", root);
+    /* Taken down before any assertion can fail. */
+    unlinkat(fd[LEVELS], "bottom.su", 0);
+    unlinkat(fd[0], "top.su", 0);
+    for (int i = LEVELS; i > 0; i--) {
+        close(fd[i]);
+        unlinkat(fd[i - 1], name, AT_REMOVEDIR);
+    }
+    close(fd[0]);
+    rmdir(root);
+    ASSERT_EQ(rc, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: ");
+    ASSERT_STR_CONTAINS(out, ": File name too long\n");
+}
+
 /* tst_fork's child: `vmstack checkstack --stack-size 1k FILE` writing its report to
  * /dev/full. */
 static void full_child(void *arg)

@@ -290,7 +290,15 @@ static int scan_dir(struct input *in, const char *dir, int depth)
     if (n) qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct stat st;
-        if (lstat(names[i], &st) != 0) continue;
+        if (lstat(names[i], &st) != 0) {
+            if (errno == ENOENT) continue;   /* removed since it was listed */
+            /* Said, not skipped, as a folder past MAX_DEPTH is: a path longer than
+             * PATH_MAX (ENAMETOOLONG, long names a few dozen levels down) or an entry
+             * that cannot be looked at hid its files, and the rest "fit". */
+            fprintf(stderr, "vmstack: error: %s: %s\n", names[i], strerror(errno));
+            rc = -1;
+            break;
+        }
         if (S_ISLNK(st.st_mode) && (stat(names[i], &st) != 0 || S_ISDIR(st.st_mode))) continue;
         if (S_ISDIR(st.st_mode)) {
             /* Said, not skipped: the analysis would miss the files down there, and its
