@@ -158,7 +158,8 @@ static void fb_group_switch(const struct bench_opts *o)
     struct bench_row r;
     bench_row_time(&r, "fiber.switch.ucontext", "fiber switch (resume+yield / 2)", &c[0],
                    "ucontext swapcontext", &c[1], bench_no_target());
-    snprintf(r.note, sizeof r.note, "the jump_fcontext comparison is in bench/boost_context");
+    snprintf(r.note, sizeof r.note, "the jump_fcontext comparison is vmstack_bench_boost's "
+             "(bench/boost_context.cpp, built where CMake finds Boost.Context)");
     bench_emit(&r);
     vms_fiber_destroy(f);
     munmap(s - FB_GUARD, FB_GUARD + FB_SIZE);

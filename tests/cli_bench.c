@@ -187,6 +187,32 @@ TEST(switch_rows_run_whole_pairs)
 #endif
 }
 
+/* The switch row's note sends the reader to the jump_fcontext comparison: it named
+ * "bench/boost_context", which is neither a program nor a file (the source is
+ * bench/boost_context.cpp, the program vmstack_bench_boost). */
+TEST(switch_note_names_the_boost_program)
+{
+#ifdef VMSTACK_VMAP
+    clear_vmstack_env();
+    const char *args[] = { "bench", "--quick", "--json", "--rounds", "1", "--ops-factor",
+                           "0.00003", "--no-syscalls", "--only", "fiber.switch", NULL };
+    int st = cli_run(args, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    const char *row = strstr(out, "{\"id\": \"fiber.switch.ucontext\"");
+    if (!row) TST_FAIL("no row fiber.switch.ucontext in:\n%.4000s", out);
+    const char *note = strstr(row, "\"note\": \"");
+    ASSERT(note);
+    const char *end = strchr(note + 9, '"');
+    ASSERT(end);
+    char text[256];
+    snprintf(text, sizeof text, "%.*s", (int)(end - note - 9), note + 9);
+    ASSERT_STR_CONTAINS(text, "vmstack_bench_boost");
+    ASSERT_STR_CONTAINS(text, "bench/boost_context.cpp");
+#else
+    SKIP("no fibers without guards (direct backend)");
+#endif
+}
+
 TEST(bad_options)
 {
     const char *a[] = { "bench", "--only", "nosuch", NULL };
