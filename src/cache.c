@@ -563,7 +563,7 @@ static unsigned long sum_gets(void)
  * allocation stored (release) after counting it, so every free summed has its
  * allocation in the later sum of allocations. When no free was counted while the
  * allocations were summed (the frees summed again are the same: each count only grows),
- * the result is exact at some moment of the call; after RETRIES tries it is at least the
+ * the result is exact at some moment of the call; after LIVE_RETRIES tries it is at least the
  * stacks live throughout the call, and may include stacks allocated and freed during it.
  * The retired counts are read under the lock too: a thread that retires its cache moves
  * its counts from the registry to them under it. */
