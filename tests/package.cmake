@@ -7,6 +7,8 @@
 #   - find_package(vmstack) works: a project builds examples/usage.c with
 #     vmstack::vmstack and with vmstack::vmstack_static (-Wall -Wextra -Werror), and both
 #     programs run (the static one without libvmstack.so);
+#   - vmstack.h's VMSTACK_VERSION_* and vmstack.pc's Version are the project's (the
+#     package's, which find_package(vmstack <version> EXACT) checks);
 #   - libvmstack.so has the soname libvmstack.so.<major> and exports only vms_ names,
 #     and libvmstack.a defines no global symbol outside vms_ (nothing that could clash
 #     with a user's own names).
@@ -137,6 +139,23 @@ endforeach()
     OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(out MATCHES "libvmstack")
     fail("usage built with vmstack::vmstack_static needs libvmstack.so")
+  endif()
+
+  # ---- versions: the header's, vmstack.pc's, the package's --------------------------------
+  file(GLOB_RECURSE header "${DIR}/*/vmstack.h")
+  file(STRINGS "${header}" lines REGEX "^#define VMSTACK_VERSION_(MAJOR|MINOR|PATCH) ")
+  set(hv)
+  foreach(part MAJOR MINOR PATCH)
+    if(NOT lines MATCHES "VMSTACK_VERSION_${part} ([0-9]+)")
+      fail("${header}: no VMSTACK_VERSION_${part}")
+    endif()
+    list(APPEND hv ${CMAKE_MATCH_1})
+  endforeach()
+  string(REPLACE ";" "." hv "${hv}")
+  execute_process(COMMAND ${PKG_CONFIG} --modversion vmstack OUTPUT_VARIABLE pv
+    OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_VARIABLE out)
+  if(NOT hv STREQUAL VERSION OR NOT pv STREQUAL VERSION)
+    fail("versions differ: the project ${VERSION}, vmstack.h ${hv}, vmstack.pc ${pv}")
   endif()
 
   # ---- soname and symbols -----------------------------------------------------------------
