@@ -14,7 +14,8 @@
 #   -DCFLAGS=<extra flags, a list> [-DRUNNER=<emulator, a list>]   install into DIR,
 #                   build each example there with the command of its ` * Build:` line
 #                   (its `cc` the compiler given, its `$(pkg-config --cflags --libs
-#                   vmstack)` pkg-config's answer) and -Wall -Wextra -Werror, then run
+#                   vmstack)` pkg-config's answer) and -Wall -Wextra -Werror, and
+#                   compile it once more as strict C11 (-std=c11 -Wpedantic), then run
 #                   usage.c's program (through RUNNER: qemu-user in the cross build)
 #                   and, with -DOVERFLOWS=ON (guards), those of fibers.c, threads.c and
 #                   own_handler.c, which must kill only the task that overflowed.
@@ -43,7 +44,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
 
   # ---- examples.installed -------------------------------------------------------------
   install_package("${BUILD}" "${DIR}")
-  foreach(query "--cflags;--libs" "--variable=libdir")
+  foreach(query "--cflags;--libs" "--cflags" "--variable=libdir")
     execute_process(COMMAND ${PKG_CONFIG} ${query} vmstack RESULT_VARIABLE rc
       OUTPUT_VARIABLE pc_out OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_VARIABLE out)
     if(NOT rc EQUAL 0)
@@ -51,8 +52,10 @@ if(CMAKE_SCRIPT_MODE_FILE)
     endif()
     if(query MATCHES "libdir")
       set(pc_libdir "${pc_out}")
-    else()
+    elseif(query MATCHES "libs")
       set(pc_flags "${pc_out}")
+    else()
+      separate_arguments(pc_cflags UNIX_COMMAND "${pc_out}")
     endif()
   endforeach()
   # Each example is copied and built with the command of its own ` * Build:  cc ...` line,
@@ -72,6 +75,16 @@ if(CMAKE_SCRIPT_MODE_FILE)
     string(REPLACE "${subst}" "${pc_flags}" args "${CMAKE_MATCH_1}")
     separate_arguments(args UNIX_COMMAND "${args}")
     set(cmd ${CC} ${CFLAGS} -Wall -Wextra -Werror ${args})
+    execute_process(COMMAND ${cmd} WORKING_DIRECTORY "${DIR}/examples"
+      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    if(NOT rc EQUAL 0)
+      string(REPLACE ";" " " cmd "${cmd}")
+      fail("${cmd} failed (${rc})")
+    endif()
+    # A program that copies it may build in strict ISO C: each example asks for the
+    # POSIX or GNU interfaces it uses itself.
+    set(cmd ${CC} ${CFLAGS} -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only
+        ${pc_cflags} ${name})
     execute_process(COMMAND ${cmd} WORKING_DIRECTORY "${DIR}/examples"
       RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
     if(NOT rc EQUAL 0)
