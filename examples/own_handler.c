@@ -20,6 +20,9 @@
  * Exit:   0 when both faults went where they should. Needs the default, guarded
  *         vmstack (not one built with -DVMSTACK_VMAP=OFF).
  */
+#if !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700       /* siginfo_t, SA_ONSTACK, fork: also with -std=c11 */
+#endif
 #include <vmstack.h>
 
 #include <signal.h>

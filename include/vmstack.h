@@ -92,7 +92,11 @@ VMS_API const vms_stack *vms_fiber_stack(const vms_fiber *f);      /* its stack:
 VMS_API void       vms_fiber_destroy(vms_fiber *f); /* any state but RUNNING */
 
 /* ---- threads on vmstack stacks --------------------------------------------------- */
+#ifndef __cplusplus
 #define VMS_THREAD_KILLED ((void *)-2)      /* pthread_join's result for a killed thread */
+#else    /* the same value, without a C-style cast (g++ -Wold-style-cast) */
+#define VMS_THREAD_KILLED (reinterpret_cast<void *>(static_cast<intptr_t>(-2)))
+#endif
 /* pthread_create, with fn running on a guarded vmstack stack: 0, or a negative errno
  * (pthread_create's own errors negated). *t is an ordinary pthread_t: join, detach and
  * cancel it as any thread. attr's stack size is the vmstack stack's; its other

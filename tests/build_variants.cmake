@@ -1,12 +1,14 @@
 # build_variants.cmake - the oops report of a user program built against an installed
 # vmstack the ways users build (tests/build_variants/overflow.c): optimized with frame
-# pointers (PIE, linked with libvmstack.so through pkg-config), without them, linked with
+# pointers (PIE, linked with libvmstack.so through pkg-config), with pkg-config's flags
+# alone (-O2 and nothing else, as the examples' Build lines), without them, linked with
 # libvmstack.a as `pkg-config --static` says (not PIE), and that static program stripped.
 # Each variant is compiled (a fraction of a second) and run once. Its report must name
 # the faulting function and its callers in order (stripped: name nothing at all), collapse
 # the recursion, and agree with the vms_oops the program checks ("oops: consistent").
-# Without libunwind, the program built without frame pointers is not killed alone: the
-# frame-pointer walk cannot see its frames (docs/oops.md, Unsafe kill).
+# Without libunwind, the program built without frame pointers (-fomit-frame-pointer after
+# pkg-config's -fno-omit-frame-pointer) is not killed alone: the frame-pointer walk
+# cannot see its frames (docs/oops.md, Unsafe kill).
 #
 # Included by tests/CMakeLists.txt it adds the case examples.build_variants (label
 # examples). Run with `cmake -P` (script mode) it is the case: -DBUILD=<build dir>
@@ -76,11 +78,15 @@ if(CMAKE_SCRIPT_MODE_FILE)
     "oops: consistent\n")
   variant(fp FLAGS -O2 -fno-omit-frame-pointer LINK ${pc_cflags} ${pc_libs} EXPECT 0
     MATCH ${named})
+  # As the examples' Build lines build: -O2 and pkg-config's flags, nothing else. A
+  # library without libunwind asks for frame pointers in its Cflags.
+  variant(plain FLAGS -O2 LINK ${pc_cflags} ${pc_libs} EXPECT 0 MATCH ${named})
+  # Frame pointers left out on purpose, after pkg-config's flags.
   if(UNWIND)
-    variant(nofp FLAGS -O2 -fomit-frame-pointer LINK ${pc_cflags} ${pc_libs} EXPECT 0
+    variant(nofp FLAGS -O2 LINK ${pc_cflags} -fomit-frame-pointer ${pc_libs} EXPECT 0
       MATCH ${named})
   else()
-    variant(nofp FLAGS -O2 -fomit-frame-pointer LINK ${pc_cflags} ${pc_libs} EXPECT SIGSEGV
+    variant(nofp FLAGS -O2 LINK ${pc_cflags} -fomit-frame-pointer ${pc_libs} EXPECT SIGSEGV
       MATCH "vmstack: Call Trace:\nvmstack:  deep\\+0x[0-9a-f]+/0x[0-9a-f]+ .overflow-nofp.\n"
       "vmstack: cannot kill safely: the call trace ends early at deep .overflow-nofp., "
       "\nvmstack: aborting\n" NOMATCH "oops:")

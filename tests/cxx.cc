@@ -306,6 +306,50 @@ TEST(destroying_a_fiber_inside_a_handler_leaves_the_destroyer_alone)
     ASSERT_EQ(std::uncaught_exceptions(), 0);
 }
 
+/* A destroy of a suspended fiber runs nothing on its stack: the objects alive in its
+ * frames are abandoned, their destructors never run (docs/api.md, C++). The way to end
+ * a fiber with its destructors is to let it return: here it is resumed with a request
+ * to stop, which it obeys by throwing after its yield. */
+struct stop_request {};
+
+static void holds_objects(void *arg)
+{
+    const bool *stop = static_cast<const bool *>(arg);
+    Counted outer(&dtors);
+    try {
+        for (;;) {
+            Counted inner(&dtors);
+            vms_fiber_yield();
+            if (*stop) throw stop_request();
+        }
+    } catch (const stop_request &) {
+    }
+}
+
+TEST(destroying_a_suspended_fiber_runs_no_destructor_of_its_frames)
+{
+    dtors = 0;
+    bool stop = false;
+    vms_fiber *f = make_fiber(holds_objects, &stop, "abandoned");
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(dtors, 1);                      /* the first inner, at its loop's end */
+    vms_fiber_destroy(f);
+    ASSERT_EQ(dtors, 1);                      /* outer and the second inner: never */
+    ASSERT(std::current_exception() == nullptr);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);
+
+    /* Asked to stop, the fiber unwinds its own frames and returns. */
+    dtors = 0;
+    f = make_fiber(holds_objects, &stop, "stopped");
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    stop = true;
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    ASSERT_EQ(dtors, 2);                      /* inner by the throw, outer at return */
+    vms_fiber_destroy(f);
+    ASSERT_EQ(std::uncaught_exceptions(), 0);
+}
+
 /* ---- exceptions escaping --------------------------------------------------------- */
 
 static void escaping_fiber(void *)
