@@ -4,7 +4,7 @@
 # Boost, the aarch64 cross toolchain, qemu-user, valgrind) are detected by the build and
 # the test script; this installs them all so the whole suite runs.
 set -euo pipefail
-pkgs=(build-essential cmake clang libclang-rt-14-dev libunwind-dev libiberty-dev valgrind
+pkgs=(build-essential cmake pkgconf clang libclang-rt-14-dev libunwind-dev libiberty-dev valgrind
       libboost-context-dev libboost-fiber-dev
       gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
       qemu-user)
