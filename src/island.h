@@ -69,6 +69,7 @@ VMS_HIDDEN void vms__sigsafe_sleep_ms(unsigned ms);
  * call only), not NUL-terminated; path_len 0 for anonymous memory. */
 struct vms__map {
     uintptr_t lo, hi, offset;
+    unsigned long long inode;      /* 0 for anonymous memory */
     char perms[5];                 /* "r-xp" */
     const char *path;
     size_t path_len;

@@ -7,10 +7,16 @@
 #include "island.h"
 
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/mman.h>
 
 typedef int (*recurse_fn)(volatile char *, int);
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
 
 static void run_plugin(void *arg)
 {
@@ -81,4 +87,89 @@ TEST(symbolize_adopts_new_objects_only)
     /* Still named afterwards (the table did not change under it). */
     ASSERT_EQ(vms__trace_symbolize((uintptr_t)fn + 4, &s), 2);
     munmap(anon, 4096);
+}
+
+struct reload {
+    recurse_fn fn;
+    bool same_place;
+};
+
+/* A plugin reloaded: the first one is known to vmstack (a thread start read it), then
+ * closed, and the second one loaded in its place. */
+static void reload_plugin(struct reload *r)
+{
+    pthread_t t;
+    void *h = dlopen(PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (!h) _exit(3);
+    uintptr_t old = (uintptr_t)dlsym(h, "plugin_recurse");
+    if (vms_thread_create(&t, NULL, nothing, NULL) != 0 || pthread_join(t, NULL) != 0)
+        _exit(4);
+    dlclose(h);
+    h = dlopen(PLUGIN2_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (!h) _exit(5);
+    *(void **)&r->fn = dlsym(h, "plugin2_recurse");
+    if (!r->fn) _exit(6);
+    /* The code of both starts at the same offset: the same address means the same
+     * place (glibc gives the freed range to the next object that fits). */
+    r->same_place = (uintptr_t)r->fn == old;
+}
+
+static void overflow_in_reloaded_plugin(void *arg)
+{
+    (void)arg;
+    struct reload r;
+    reload_plugin(&r);
+    if (!r.same_place) {
+        printf("not in the same place\n");
+        _exit(0);
+    }
+    vms_fiber *f = vms_fiber_create(run_plugin, (void *)r.fn, NULL);
+    if (!f) _exit(7);
+    if (vms_fiber_resume(f) != VMS_KILLED) _exit(8);
+}
+
+/* The unloaded object no longer answers for its addresses: the report names the
+ * object now there (it used to say plugin_recurse [libvms_test_plugin.so]). */
+TEST(object_loaded_where_an_unloaded_one_was_is_named)
+{
+    NEED_GUARD_FAULTS();
+    static char out[64 * 1024];
+    tst_run_ok(overflow_in_reloaded_plugin, NULL, out, sizeof out);
+    if (strstr(out, "not in the same place"))
+        SKIP("the loader put the second plugin elsewhere: nothing to check");
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, "plugin2_recurse+0x");
+    ASSERT_STR_CONTAINS(out, "[libvms_test_plugin2.so]");
+    ASSERT(!strstr(out, "plugin_recurse"));
+    ASSERT(!strstr(out, "[libvms_test_plugin.so]"));
+}
+
+/* An unloaded object's range reused by anonymous executable memory (JIT code) is
+ * nobody's: no name of the unloaded object's, and its code is not read. */
+TEST(unloaded_object_range_reused_by_anonymous_code_is_unnamed)
+{
+    pthread_t t;
+    void *h = dlopen(PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (!h) TST_FAIL("dlopen: %s", dlerror());
+    uintptr_t fn = (uintptr_t)dlsym(h, "plugin_recurse");
+    ASSERT(fn != 0);
+    ASSERT_EQ(vms_thread_create(&t, NULL, nothing, NULL), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    struct vms__sym s;
+    vms__trace_report_begin();
+    ASSERT_EQ(vms__trace_symbolize(fn + 4, &s), 2);
+    ASSERT(vms__sigsafe_streq(s.name, "plugin_recurse"));
+    dlclose(h);
+    uintptr_t page = fn & ~(uintptr_t)4095;
+    void *jit = mmap((void *)page, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (jit == MAP_FAILED || (uintptr_t)jit != page) SKIP("the range was taken meanwhile");
+    vms__trace_report_begin();
+    ASSERT_EQ(vms__trace_symbolize(fn + 4, &s), 0);
+    ASSERT_NULL(s.name);
+    ASSERT_NULL(s.object);
+    munmap(jit, 4096);
+    /* Nothing mapped there now: nothing named either. */
+    vms__trace_report_begin();
+    ASSERT_EQ(vms__trace_symbolize(fn + 4, &s), 0);
 }
