@@ -173,3 +173,70 @@ TEST(unloaded_object_range_reused_by_anonymous_code_is_unnamed)
     vms__trace_report_begin();
     ASSERT_EQ(vms__trace_symbolize(fn + 4, &s), 0);
 }
+
+#if defined(__x86_64__)
+/* A recursion in anonymous executable memory, as a JIT would emit it: frame records,
+ * 272-byte frames, no unwind information. push %rbp; mov %rsp,%rbp; sub $256,%rsp;
+ * call <itself>; leave; ret. */
+static const unsigned char jit_code[] = {
+    0x55, 0x48, 0x89, 0xe5, 0x48, 0x81, 0xec, 0x00, 0x01, 0x00, 0x00,
+    0xe8, 0xf0, 0xff, 0xff, 0xff, 0xc9, 0xc3,
+};
+#else
+static const unsigned char jit_code[] = { 0 };
+#endif
+static void (*jit_fn)(void);
+
+__attribute__((noinline)) void jit_enter(void);
+__attribute__((noinline)) void jit_enter(void)
+{
+    jit_fn();
+    __asm__ volatile("" ::: "memory");   /* not a tail call: this frame stays */
+}
+
+static void run_jit(void *arg)
+{
+    (void)arg;
+    jit_enter();
+}
+
+static void overflow_in_jit_code(void *arg)
+{
+    (void)arg;
+    unsigned char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) SKIP("no executable anonymous memory here");
+    memcpy(p, jit_code, sizeof jit_code);
+    *(void **)&jit_fn = p;
+    vms_fiber *f = vms_fiber_create(run_jit, NULL, NULL);
+    if (!f) _exit(5);
+    vms_fiber_resume(f);
+    printf("resumed\n");
+}
+
+/* A task is killed alone only when the walk saw every frame. libunwind ends its walk
+ * in code without unwind information with the same 0 as at the declared end of a
+ * stack, once its guess at the frame chain looks implausible: before, the fiber was
+ * killed after 65 frames of the JIT code, its frames below never seen. Either the
+ * trace reaches the frame below the JIT code (the frame-pointer walk) and the fiber is
+ * killed, or it says where it ended and the process dies. */
+TEST(code_without_unwind_info_is_no_complete_trace)
+{
+#if !defined(__x86_64__)
+    SKIP("the JIT code is x86-64 machine code");
+#endif
+    NEED_GUARD_FAULTS();
+    static char out[64 * 1024];
+    int st = tst_fork(overflow_in_jit_code, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    if (strstr(out, "killed fiber")) {
+        ASSERT_STR_CONTAINS(out, "jit_enter+0x");
+        ASSERT_STR_CONTAINS(out, "resumed");
+        ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    } else {
+        ASSERT_STR_CONTAINS(out, "cannot kill safely: the call trace ends early at 0x");
+        ASSERT_STR_CONTAINS(out, "vmstack: aborting");
+        ASSERT_SIGNALED(st, SIGSEGV);
+    }
+}
