@@ -1163,32 +1163,24 @@ static void retarget(ucontext_t *dst, const ucontext_t *uc, uintptr_t ip, uintpt
 #endif
 }
 
-/* async-signal-safe: whether the frame (ip, sp, fp) from which unw_step reported the
- * end of the chain (0) has unwind information: its end is then declared (an undefined
- * return address: vmstack's trampoline, the C library's thread start and _start). For
- * code without it (JIT code in anonymous memory, hand-written assembly) libunwind 1.6.2
- * guesses a frame-pointer chain and, when a guess fails its own plausibility check (a
- * frame pointer more than 16 KiB above the last CFA: seen after 65 frames of a JIT
- * recursion of 272-byte frames), also reports 0, with every frame below unseen: counted
- * complete, the task was killed alone past frames that might hold a lock. n: frames so
- * far (1: ip is the faulting pc, in uc). libunwind's own steps are signal-safe (see
- * vms__trace_walk_unwind), and so is unw_get_proc_info, the same lookup. */
-static bool declared_end(const ucontext_t *uc, int n, uintptr_t ip, uintptr_t sp,
-                         uintptr_t fp)
+/* async-signal-safe: whether libunwind has unwind information for the frame at ip, the
+ * cursor's, which it is about to step from. Without it (JIT code in anonymous memory,
+ * hand-written assembly without CFI, an object unloaded since its frame was entered)
+ * libunwind 1.6.2 guesses a frame-pointer chain: the frame it steps to may be wrong (a
+ * stack address taken for the return address of a frame in an unloaded object, the
+ * frames below it left out), and when a guess fails its own plausibility check (a
+ * frame pointer more than 16 KiB above the last CFA: after 65 frames of a JIT recursion
+ * of 272-byte frames) it ends the walk with 0, as at a declared end, every frame below
+ * unseen. So the walk ends at such a frame, not complete, and the report says where:
+ * before, it showed the guessed frames as found, counted the walk complete, and the
+ * task was killed alone past frames that might hold a lock. unw_get_proc_info is
+ * the lookup unw_step makes (signal-safe likewise); for a frame without unwind
+ * information it still succeeds, with a made-up range [ip, ip + 1) and no
+ * unwind_info. */
+static bool has_unwind_info(unw_cursor_t *cur, uintptr_t ip)
 {
-    unw_cursor_t c;
-    ucontext_t there;
     unw_proc_info_t pi;
-    int r;
-    if (n == 1) {
-        r = unw_init_local2(&c, (unw_context_t *)(uintptr_t)uc, UNW_INIT_SIGNAL_FRAME);
-    } else {
-        retarget(&there, uc, ip, sp, fp);
-        r = unw_init_local2(&c, (unw_context_t *)&there, 0);
-    }
-    /* Without unwind information, libunwind's unw_get_proc_info still succeeds, with a
-     * made-up range [ip, ip + 1) and no unwind_info (for _start on old systems). */
-    return r >= 0 && unw_get_proc_info(&c, &pi) == 0 &&
+    return unw_get_proc_info(cur, &pi) == 0 &&
            !(pi.start_ip == ip && pi.end_ip == ip + 1 && !pi.unwind_info);
 }
 
@@ -1234,9 +1226,10 @@ static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__fr
             if (unw_init_local2(&cur, (unw_context_t *)&there, 0) < 0) break;
             in_cursor = true;
         }
+        if (!has_unwind_info(&cur, ip)) break;   /* the trace ends here, not complete */
         int s = unw_step(&cur);
         if (s <= 0) {
-            done = s == 0 && declared_end(uc, n, ip, sp, fp);
+            done = s == 0;
             break;
         }
         if (n > 1) {

@@ -18,6 +18,17 @@ static void *nothing(void *arg)
     return arg;
 }
 
+/* The program's own recursion (as plugin_recurse, not tail-called either). */
+__attribute__((noinline)) int plugin_recurse_here(volatile char *prev, int depth);
+__attribute__((noinline)) int plugin_recurse_here(volatile char *prev, int depth)
+{
+    volatile char frame[512];
+    frame[0] = (char)depth;
+    frame[sizeof frame - 1] = prev ? prev[0] : 0;
+    if (depth == 0) return frame[0];
+    return plugin_recurse_here(frame, depth - 1) + frame[sizeof frame - 1];
+}
+
 static void run_plugin(void *arg)
 {
     recurse_fn fn = (recurse_fn)arg;
@@ -232,6 +243,69 @@ TEST(code_without_unwind_info_is_no_complete_trace)
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
     if (strstr(out, "killed fiber")) {
         ASSERT_STR_CONTAINS(out, "jit_enter+0x");
+        ASSERT_STR_CONTAINS(out, "resumed");
+        ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    } else {
+        ASSERT_STR_CONTAINS(out, "cannot kill safely: the call trace ends early at 0x");
+        ASSERT_STR_CONTAINS(out, "vmstack: aborting");
+        ASSERT_SIGNALED(st, SIGSEGV);
+    }
+}
+
+static void *closing;
+
+static int close_then_overflow(void)
+{
+    dlclose(closing);   /* the plugin's frame below stays, its code is gone */
+    int r = plugin_recurse_here(NULL, 1 << 20);
+    __asm__ volatile("" ::: "memory");   /* not a tail call: this frame stays */
+    return r + 1;
+}
+
+__attribute__((noinline)) void closed_enter(int (*call)(int (*)(void)));
+__attribute__((noinline)) void closed_enter(int (*call)(int (*)(void)))
+{
+    call(close_then_overflow);
+    __asm__ volatile("" ::: "memory");   /* not a tail call: this frame stays */
+}
+
+static void run_closed(void *arg)
+{
+    closed_enter((int (*)(int (*)(void)))arg);
+}
+
+static void overflow_below_an_unloaded_frame(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    closing = dlopen(PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (!closing) _exit(3);
+    void *call = dlsym(closing, "plugin_call");
+    if (!call) _exit(4);
+    /* A thread start: vmstack reads the plugin's symbols before it is closed. */
+    if (vms_thread_create(&t, NULL, nothing, NULL) != 0 || pthread_join(t, NULL) != 0)
+        _exit(5);
+    vms_fiber *f = vms_fiber_create(run_closed, call, NULL);
+    if (!f) _exit(6);
+    vms_fiber_resume(f);
+    printf("resumed\n");
+}
+
+/* A frame of an object unloaded while the frame was live: no unwind information for it
+ * any more, and its code is gone. libunwind guessed past it: before, the report showed
+ * a stack address as the next frame, left closed_enter out, and killed the fiber
+ * alone. Either the trace reaches closed_enter (the frame-pointer walk) and the fiber
+ * is killed, or it ends at the unloaded frame, says so, and the process dies. */
+TEST(frame_of_an_unloaded_object_is_no_complete_trace)
+{
+    NEED_GUARD_FAULTS();
+    static char out[64 * 1024];
+    int st = tst_fork(overflow_below_an_unloaded_frame, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
+    ASSERT_STR_CONTAINS(out, "close_then_overflow+0x");
+    ASSERT(!strstr(out, "plugin_call"));   /* its object is gone: its address only */
+    if (strstr(out, "killed fiber")) {
+        ASSERT_STR_CONTAINS(out, "closed_enter+0x");
         ASSERT_STR_CONTAINS(out, "resumed");
         ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     } else {
