@@ -92,6 +92,9 @@ struct object {
     bool in_loader;
     bool fixed;                    /* never unloaded: the program, the C library, the
                                       loader, the vDSO, vmstack's own object */
+    bool program;                  /* the program itself */
+    bool has_vmstack;              /* holds vmstack's code (libvmstack or a program or
+                                      library that linked it in statically) */
     char name[NAME_MAX_LEN];       /* basename of the file */
 };
 
@@ -215,6 +218,8 @@ static void publish_object(int n, const struct extent *e, const char *path, cons
      * without stay where they are; any other object may be unloaded (dlclose), and its
      * addresses given to another object or to anonymous memory. */
     uintptr_t self = (uintptr_t)&vms__trace_load;
+    o->program = file && vms__sigsafe_streq(file, "/proc/self/exe");
+    o->has_vmstack = self >= e->lo && self < e->hi;
     o->fixed = !file || vms__sigsafe_streq(file, "/proc/self/exe") || o->in_libc ||
                o->in_loader || !e->text_hi || (self >= e->lo && self < e->hi);
     atomic_store_explicit(&nobjects, n + 1, memory_order_release);
@@ -573,6 +578,29 @@ bool vms__trace_in_loader(uintptr_t addr)
 {
     const struct object *o = object_of(addr);
     return o && o->in_loader;
+}
+
+/* async-signal-safe: see island.h. The unsafe-kill rule knows the C library's and
+ * vmstack's lock-taking functions by name; a program or library stripped of its
+ * .symtab names none of the C library's (a static program has no .dynsym either) nor
+ * vmstack's when it linked them in: an overflow inside malloc or vms_stack_alloc
+ * there killed the task alone, possibly holding the allocator's or vmstack's lock
+ * (tested: 16 of 269 stack positions at a malloc call in a stripped static program). A
+ * frame in libvmstack.so is known by its object's name (is_vmstack in oops.c). */
+int vms__trace_unnamed_inside(uintptr_t addr)
+{
+    const struct object *o = object_of(addr);
+    if (!o || o->tab[0].syms) return 0;
+    for (int t = 0; t < 2; t++)
+        if (find_in(&o->tab[t], addr - o->bias)) return 0;
+    if (o->program) {
+        bool libc_apart = false;   /* the C library is an object of its own */
+        int n = atomic_load_explicit(&nobjects, memory_order_acquire);
+        for (int i = 0; i < n && !libc_apart; i++) libc_apart = objects[i].in_libc;
+        if (!libc_apart) return VMS__UNSAFE_LIBC;
+    }
+    if (o->has_vmstack && !vms__sigsafe_prefix(o->name, "libvmstack")) return VMS__UNSAFE_VMSTACK;
+    return 0;
 }
 
 /* async-signal-safe: a return address read from a frame record (or given by libunwind)

@@ -32,3 +32,6 @@ add_dependencies(test_trace_dlopen vms_test_plugin vms_test_plugin2)
 # Overflow storms: many tasks overflowing at once, behind a slow hook, in a loop.
 vms_test(storm GUARDS LABELS death stress COMPILE_OPTIONS -fno-omit-frame-pointer TIMEOUT 300)
 vms_test(storm GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
+# A program stripped of its symbol table, vmstack linked in: the unsafe-kill rule.
+vms_test(trace_stripped GUARDS LABELS death cross)
+target_link_options(test_trace_stripped PRIVATE -s)
