@@ -93,6 +93,8 @@ struct object {
     bool fixed;                    /* never unloaded: the program, the C library, the
                                       loader, the vDSO, vmstack's own object */
     bool program;                  /* the program itself */
+    bool read;                     /* its file's section headers were read: a missing
+                                      .symtab is known to be missing */
     bool has_vmstack;              /* holds vmstack's code (libvmstack or a program or
                                       library that linked it in statically) */
     char name[NAME_MAX_LEN];       /* basename of the file */
@@ -151,6 +153,7 @@ static void load_symbols(struct object *o, const char *path)
         (size_t)eh->e_shnum > (filesz - eh->e_shoff) / sizeof(ElfW(Shdr)))
         goto out;
     const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(map + eh->e_shoff);
+    o->read = true;
     for (unsigned i = 0; i < eh->e_shnum; i++) {
         int slot = sh[i].sh_type == SHT_SYMTAB ? 0 : sh[i].sh_type == SHT_DYNSYM ? 1 : -1;
         if (slot < 0 || o->tab[slot].syms || !section_ok(&sh[i], filesz) ||
@@ -590,7 +593,9 @@ bool vms__trace_in_loader(uintptr_t addr)
 int vms__trace_unnamed_inside(uintptr_t addr)
 {
     const struct object *o = object_of(addr);
-    if (!o || o->tab[0].syms) return 0;
+    /* A file that could not be read (no /proc, no descriptor left) tells nothing either
+     * way: as before, its frames are the program's. */
+    if (!o || !o->read || o->tab[0].syms) return 0;
     for (int t = 0; t < 2; t++)
         if (find_in(&o->tab[t], addr - o->bias)) return 0;
     if (o->program) {
@@ -1254,7 +1259,12 @@ static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__fr
             if (unw_init_local2(&cur, (unw_context_t *)&there, 0) < 0) break;
             in_cursor = true;
         }
-        if (!has_unwind_info(&cur, ip)) break;   /* the trace ends here, not complete */
+        /* A signal restorer (aarch64's is in the vDSO) libunwind recognizes by its code
+         * and steps exactly, information or not. Known by address, not by asking
+         * libunwind, which would read the code at ip: unmapped, for a frame of an
+         * unloaded object. */
+        if (!is_restorer(ip) && !has_unwind_info(&cur, ip))
+            break;   /* the trace ends here, not complete */
         int s = unw_step(&cur);
         if (s <= 0) {
             done = s == 0;
