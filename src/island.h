@@ -69,6 +69,7 @@ VMS_HIDDEN void vms__sigsafe_sleep_ms(unsigned ms);
  * call only), not NUL-terminated; path_len 0 for anonymous memory. */
 struct vms__map {
     uintptr_t lo, hi, offset;
+    unsigned long long inode;      /* 0 for anonymous memory */
     char perms[5];                 /* "r-xp" */
     const char *path;
     size_t path_len;
@@ -106,6 +107,11 @@ VMS_HIDDEN void vms__trace_report_begin(void);
 VMS_HIDDEN bool vms__trace_in_libc(uintptr_t addr);
 /* async-signal-safe: addr lies in the dynamic loader's loaded object. */
 VMS_HIDDEN bool vms__trace_in_loader(uintptr_t addr);
+/* async-signal-safe: addr lies, without a symbol, in an object without a symbol table
+ * that holds the C library's code (a static program) or vmstack's (linked in
+ * statically): VMS__UNSAFE_LIBC or VMS__UNSAFE_VMSTACK, else 0. A frame there may be
+ * inside a function that holds a lock, and nothing tells. */
+VMS_HIDDEN int vms__trace_unnamed_inside(uintptr_t addr);
 /* One frame of a walk; return false to stop the walk. */
 typedef bool (*vms__frame_fn)(void *ctx, uintptr_t addr);
 /* Records the return address the kernel gives signal handlers (x86-64: the C library's
@@ -146,7 +152,7 @@ VMS_HIDDEN bool vms__trace_have_unwind(void);
  * a process-wide lock held: VMS__UNSAFE_LIBC for the C library's allocator, stdio,
  * loader, exit-handler and environment functions, VMS__UNSAFE_CXX for the C++ runtime's
  * allocation of exception objects, 0 for any other. */
-enum { VMS__UNSAFE_LIBC = 1, VMS__UNSAFE_CXX = 2 };
+enum { VMS__UNSAFE_LIBC = 1, VMS__UNSAFE_CXX = 2, VMS__UNSAFE_VMSTACK = 3 };
 VMS_HIDDEN int vms__trace_name_unsafe(const char *name);
 /* async-signal-safe: name as C++ source spells it ("ns::f(int)") in out (cap bytes, a
  * name cut to fit ends in "..."), when it is a mangled C++ name (_Z...) that the

@@ -364,7 +364,11 @@ struct frames {
     long total;
     vms_oops *oops;
     bool unsafe_found;          /* a left-out frame is in a lock-taking libc function */
+    int unsafe_kind;            /* ... or unnamed in an object that holds the C library
+                                   or vmstack (vms__trace_unnamed_inside), else 0 */
     struct vms__sym culprit;
+    uintptr_t culprit_at;       /* its frame's address */
+    uintptr_t unnamed_seen[2];  /* the last return addresses checked for that */
 };
 
 /* async-signal-safe */
@@ -459,6 +463,14 @@ static bool collect(void *ctx, uintptr_t addr)
     } else if (!f->unsafe_found && vms__trace_in_libc(addr - 1) &&
                frame_unsafe(addr, false, &f->culprit)) {
         f->unsafe_found = true;
+    } else if (!f->unsafe_found && addr != f->unnamed_seen[0] && addr != f->unnamed_seen[1]) {
+        f->unnamed_seen[1] = f->unnamed_seen[0];
+        f->unnamed_seen[0] = addr;
+        if ((f->unsafe_kind = vms__trace_unnamed_inside(addr - 1)) != 0) {
+            vms__trace_symbolize(addr - 1, &f->culprit);
+            f->culprit_at = addr;
+            f->unsafe_found = true;
+        }
     }
     if (f->nsites && f->nafter < AFTER_FRAMES) {
         f->after[f->nafter++] = addr;
@@ -670,7 +682,8 @@ static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
  * they passed (collect). A vmstack function counts when the program's code is below
  * it (the program called into vmstack, which may hold one of its locks); vmstack's own
  * frames at the bottom of every task (the entry trampoline) hold none. */
-static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit)
+static const char *unsafe_reason(const struct frames *f, struct vms__sym *culprit,
+                                 uintptr_t *culprit_at)
 {
     static const char libc_why[] =
         "the C library may hold a process-wide lock there (its allocator, stdio, the "
@@ -680,6 +693,12 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         "exception objects)";
     static const char loader_why[] =
         "the dynamic loader may hold its lock or have the thread marked inside it";
+    static const char static_libc_why[] =
+        "a program without a symbol table that holds the C library (a static program): "
+        "a lock of the C library's or vmstack's held there cannot be ruled out";
+    static const char static_vms_why[] =
+        "an object without a symbol table that holds vmstack (linked in statically): one "
+        "of vmstack's locks held there cannot be ruled out";
     bool in_vmstack = false, frame_at_fault = false;
     struct vms__sym vms_frame, vms_entry = { 0 };
     uintptr_t addr, prev = 0;
@@ -698,6 +717,12 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         if (kind) {
             *culprit = s;
             return kind == VMS__UNSAFE_CXX ? cxx_why : libc_why;
+        }
+        kind = r == 1 ? vms__trace_unnamed_inside(i == 0 ? addr : addr - 1) : 0;
+        if (kind) {
+            *culprit = s;
+            *culprit_at = addr;
+            return kind == VMS__UNSAFE_VMSTACK ? static_vms_why : static_libc_why;
         }
         /* Without libunwind the frame-pointer walk cannot see through the C library
          * (built without frame pointers): an unnamed C library function at the fault
@@ -725,6 +750,10 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
     }
     if (f->unsafe_found) {
         *culprit = f->culprit;
+        if (f->unsafe_kind) {
+            *culprit_at = f->culprit_at;
+            return f->unsafe_kind == VMS__UNSAFE_VMSTACK ? static_vms_why : static_libc_why;
+        }
         return f->culprit.in_loader ? loader_why : libc_why;
     }
     return NULL;
@@ -998,11 +1027,12 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
 
     if (f->action == VMS__ACT_KILL) {
         struct vms__sym culprit;
-        const char *why = unsafe_reason(fr, &culprit);
+        uintptr_t culprit_at = f->pc;   /* shown when the culprit has no name */
+        const char *why = unsafe_reason(fr, &culprit, &culprit_at);
         if (why) {
             l = start(&o);
             vms__line_str(l, "cannot kill safely: the fault happened inside ");
-            sym_words(&o, l, &culprit, f->pc);
+            sym_words(&o, l, &culprit, culprit_at);
             vms__line_str(l, ": ");
             vms__line_str(l, why);
             emit(&o);

@@ -282,6 +282,8 @@ static void parse_map(const char *p, const char *end, struct vms__map *m)
     m->offset = parse_hex(&p, end);
     skip_field(&p, end);                            /* to the device */
     skip_field(&p, end);                            /* to the inode */
+    m->inode = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) m->inode = m->inode * 10 + (unsigned)(*p - '0');
     skip_field(&p, end);                            /* to the path, if any */
     m->path = p;
     m->path_len = (size_t)(end - p);

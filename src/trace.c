@@ -57,6 +57,7 @@ struct extent {
     uintptr_t bias;                /* dlpi_addr: symbol values are relative to it */
     uintptr_t lo, hi;              /* its loaded segments */
     uintptr_t text_lo, text_hi;    /* its readable and executable segments (0, 0: none) */
+    uintptr_t text_off;            /* the file offset of the lowest one (at text_lo) */
 };
 
 /* async-signal-safe: adds one program header to e (bias set; e->lo = UINTPTR_MAX and
@@ -68,7 +69,10 @@ static void extent_add(struct extent *e, const ElfW(Phdr) *ph)
     if (a < e->lo) e->lo = a;
     if (b > e->hi) e->hi = b;
     if ((ph->p_flags & (PF_R | PF_X)) == (PF_R | PF_X)) {
-        if (!e->text_hi || a < e->text_lo) e->text_lo = a;
+        if (!e->text_hi || a < e->text_lo) {
+            e->text_lo = a;
+            e->text_off = ph->p_offset;
+        }
         if (b > e->text_hi) e->text_hi = b;
     }
 }
@@ -78,9 +82,21 @@ struct object {
     uintptr_t lo;                  /* the object's loaded segments [lo, hi) */
     _Atomic uintptr_t hi;          /* set to lo when the object was unloaded */
     uintptr_t text_lo, text_hi;    /* its code: readable and executable segments */
+    uintptr_t text_off;            /* the file offset mapped at text_lo */
+    unsigned long long ino;        /* the inode of the file its symbols come from, or 0 */
+    /* The report (report_gen) that last found the object still mapped where the table
+     * says (object_mapped). */
+    atomic_uint checked;
     struct symtab tab[2];          /* .symtab first (has static functions), .dynsym */
     bool in_libc;
     bool in_loader;
+    bool fixed;                    /* never unloaded: the program, the C library, the
+                                      loader, the vDSO, vmstack's own object */
+    bool program;                  /* the program itself */
+    bool read;                     /* its file's section headers were read: a missing
+                                      .symtab is known to be missing */
+    bool has_vmstack;              /* holds vmstack's code (libvmstack or a program or
+                                      library that linked it in statically) */
     char name[NAME_MAX_LEN];       /* basename of the file */
 };
 
@@ -125,6 +141,7 @@ static void load_symbols(struct object *o, const char *path)
         vms__os_close_nocancel(fd);
         return;
     }
+    o->ino = (unsigned long long)sb.st_ino;
     size_t filesz = (size_t)sb.st_size;
     const char *map = mmap(NULL, filesz, PROT_READ, MAP_PRIVATE, fd, 0);
     vms__os_close_nocancel(fd);
@@ -136,6 +153,7 @@ static void load_symbols(struct object *o, const char *path)
         (size_t)eh->e_shnum > (filesz - eh->e_shoff) / sizeof(ElfW(Shdr)))
         goto out;
     const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(map + eh->e_shoff);
+    o->read = true;
     for (unsigned i = 0; i < eh->e_shnum; i++) {
         int slot = sh[i].sh_type == SHT_SYMTAB ? 0 : sh[i].sh_type == SHT_DYNSYM ? 1 : -1;
         if (slot < 0 || o->tab[slot].syms || !section_ok(&sh[i], filesz) ||
@@ -168,6 +186,8 @@ size_t vms__trace_views(void)
     return atomic_load_explicit(&views, memory_order_relaxed);
 }
 
+static atomic_uint report_gen;
+
 /* async-signal-safe: fills objects[n] (the caller holds table_busy) and publishes it:
  * its symbols from file (NULL: none), its name from path's base name. */
 static void publish_object(int n, const struct extent *e, const char *path, const char *file)
@@ -178,7 +198,11 @@ static void publish_object(int n, const struct extent *e, const char *path, cons
     o->lo = e->lo;
     o->text_lo = e->text_lo;
     o->text_hi = e->text_hi;
+    o->text_off = e->text_off;
     atomic_store_explicit(&o->hi, e->hi, memory_order_relaxed);
+    /* Found mapped now: for the report that may be adopting it, it is. */
+    atomic_store_explicit(&o->checked, atomic_load_explicit(&report_gen, memory_order_relaxed),
+                          memory_order_relaxed);
     if (file) load_symbols(o, file);
     const char *b = base_name(path);
     size_t len = vms__sigsafe_strlen(b);
@@ -193,6 +217,14 @@ static void publish_object(int n, const struct extent *e, const char *path, cons
                    vms__sigsafe_prefix(o->name, "ld64.so") ||
                    vms__sigsafe_prefix(o->name, "ld.so") ||
                    vms__sigsafe_prefix(o->name, "ld-musl");
+    /* The program (no name), the vDSO (no file) and the objects the process cannot run
+     * without stay where they are; any other object may be unloaded (dlclose), and its
+     * addresses given to another object or to anonymous memory. */
+    uintptr_t self = (uintptr_t)&vms__trace_load;
+    o->program = file && vms__sigsafe_streq(file, "/proc/self/exe");
+    o->has_vmstack = self >= e->lo && self < e->hi;
+    o->fixed = !file || vms__sigsafe_streq(file, "/proc/self/exe") || o->in_libc ||
+               o->in_loader || !e->text_hi || (self >= e->lo && self < e->hi);
     atomic_store_explicit(&nobjects, n + 1, memory_order_release);
 }
 
@@ -328,13 +360,15 @@ static const ElfW(Sym) *find_in(const struct symtab *t, uintptr_t off)
 #define ADOPT_SCANS_MAX 16
 #define MAPS_PATH_MAX 512
 static struct { _Atomic uintptr_t lo, hi; } no_object[NO_OBJECT_RANGES];
-static atomic_uint no_objects, adopt_scans;
+static atomic_uint no_objects, adopt_scans, check_scans;
 
 /* async-signal-safe */
 void vms__trace_report_begin(void)
 {
     atomic_store_explicit(&no_objects, 0, memory_order_relaxed);
     atomic_store_explicit(&adopt_scans, 0, memory_order_relaxed);
+    atomic_store_explicit(&check_scans, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&report_gen, 1, memory_order_relaxed);
 }
 
 /* async-signal-safe: remembers [lo, hi) as no object's, while there is room. */
@@ -458,13 +492,56 @@ static bool adopt(uintptr_t addr)
     return added;
 }
 
+struct text_check {
+    const struct object *o;
+    bool found, same;
+};
+
+/* async-signal-safe: the mapping that holds the object's first code byte. */
+static bool text_line(const struct vms__map *m, void *ctx)
+{
+    struct text_check *c = ctx;
+    uintptr_t at = c->o->text_lo;
+    if (at < m->lo || at >= m->hi) return true;
+    c->found = true;
+    c->same = m->path_len > 0 && m->path[0] == '/' && (!c->o->ino || m->inode == c->o->ino) &&
+              m->offset + (at - m->lo) == c->o->text_off;
+    return false;
+}
+
+/* async-signal-safe: whether an object that can be unloaded is still mapped where the
+ * table says: its first code byte mapped from its file (the inode its symbols were read
+ * from) at the offset its program headers give. Once dlclose unmapped it, that memory
+ * is nothing's, or anonymous (JIT code), or another object's (a plugin reloaded, or
+ * another one loaded in its place before any thread start told vmstack): without the
+ * check, its addresses were named after the unloaded object's functions, and its code
+ * was read where nothing is mapped. One /proc/self/maps scan per object per report (at
+ * most CHECK_SCANS_MAX; past them, and without a readable /proc, the table is trusted).
+ * An object found gone leaves the table as dlclose leaves it (hi = lo) for good. */
+#define CHECK_SCANS_MAX 16
+static bool object_mapped(struct object *o)
+{
+    unsigned gen = atomic_load_explicit(&report_gen, memory_order_relaxed);
+    if (o->fixed || atomic_load_explicit(&o->checked, memory_order_relaxed) == gen) return true;
+    if (atomic_fetch_add_explicit(&check_scans, 1, memory_order_relaxed) >= CHECK_SCANS_MAX)
+        return true;
+    struct text_check c = { o, false, false };
+    if (vms__sigsafe_maps_each(text_line, &c) && !(c.found && c.same)) {
+        atomic_store_explicit(&o->hi, o->lo, memory_order_relaxed);
+        return false;
+    }
+    atomic_store_explicit(&o->checked, gen, memory_order_relaxed);
+    return true;
+}
+
 /* async-signal-safe: the object of the published table that holds addr, or NULL. */
 static const struct object *object_of(uintptr_t addr)
 {
     int n = atomic_load_explicit(&nobjects, memory_order_acquire);
     for (int i = 0; i < n; i++)
         if (addr >= objects[i].lo &&
-            addr < atomic_load_explicit(&objects[i].hi, memory_order_relaxed))
+            addr < atomic_load_explicit(&objects[i].hi, memory_order_relaxed) &&
+            object_mapped(&objects[i]))
             return &objects[i];
     return NULL;
 }
@@ -504,6 +581,31 @@ bool vms__trace_in_loader(uintptr_t addr)
 {
     const struct object *o = object_of(addr);
     return o && o->in_loader;
+}
+
+/* async-signal-safe: see island.h. The unsafe-kill rule knows the C library's and
+ * vmstack's lock-taking functions by name; a program or library stripped of its
+ * .symtab names none of the C library's (a static program has no .dynsym either) nor
+ * vmstack's when it linked them in: an overflow inside malloc or vms_stack_alloc
+ * there killed the task alone, possibly holding the allocator's or vmstack's lock
+ * (tested: 16 of 269 stack positions at a malloc call in a stripped static program). A
+ * frame in libvmstack.so is known by its object's name (is_vmstack in oops.c). */
+int vms__trace_unnamed_inside(uintptr_t addr)
+{
+    const struct object *o = object_of(addr);
+    /* A file that could not be read (no /proc, no descriptor left) tells nothing either
+     * way: as before, its frames are the program's. */
+    if (!o || !o->read || o->tab[0].syms) return 0;
+    for (int t = 0; t < 2; t++)
+        if (find_in(&o->tab[t], addr - o->bias)) return 0;
+    if (o->program) {
+        bool libc_apart = false;   /* the C library is an object of its own */
+        int n = atomic_load_explicit(&nobjects, memory_order_acquire);
+        for (int i = 0; i < n && !libc_apart; i++) libc_apart = objects[i].in_libc;
+        if (!libc_apart) return VMS__UNSAFE_LIBC;
+    }
+    if (o->has_vmstack && !vms__sigsafe_prefix(o->name, "libvmstack")) return VMS__UNSAFE_VMSTACK;
+    return 0;
 }
 
 /* async-signal-safe: a return address read from a frame record (or given by libunwind)
@@ -1094,6 +1196,27 @@ static void retarget(ucontext_t *dst, const ucontext_t *uc, uintptr_t ip, uintpt
 #endif
 }
 
+/* async-signal-safe: whether libunwind has unwind information for the frame at ip, the
+ * cursor's, which it is about to step from. Without it (JIT code in anonymous memory,
+ * hand-written assembly without CFI, an object unloaded since its frame was entered)
+ * libunwind 1.6.2 guesses a frame-pointer chain: the frame it steps to may be wrong (a
+ * stack address taken for the return address of a frame in an unloaded object, the
+ * frames below it left out), and when a guess fails its own plausibility check (a
+ * frame pointer more than 16 KiB above the last CFA: after 65 frames of a JIT recursion
+ * of 272-byte frames) it ends the walk with 0, as at a declared end, every frame below
+ * unseen. So the walk ends at such a frame, not complete, and the report says where:
+ * before, it showed the guessed frames as found, counted the walk complete, and the
+ * task was killed alone past frames that might hold a lock. unw_get_proc_info is
+ * the lookup unw_step makes (signal-safe likewise); for a frame without unwind
+ * information it still succeeds, with a made-up range [ip, ip + 1) and no
+ * unwind_info. */
+static bool has_unwind_info(unw_cursor_t *cur, uintptr_t ip)
+{
+    unw_proc_info_t pi;
+    return unw_get_proc_info(cur, &pi) == 0 &&
+           !(pi.start_ip == ip && pi.end_ip == ip + 1 && !pi.unwind_info);
+}
+
 /* async-signal-safe: see above. Returns the frames passed to fn, as the other walks. */
 static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__frame_fn fn,
                        void *ctx, int max, bool *complete)
@@ -1136,6 +1259,12 @@ static int walk_hybrid(const ucontext_t *uc, uintptr_t lo, uintptr_t hi, vms__fr
             if (unw_init_local2(&cur, (unw_context_t *)&there, 0) < 0) break;
             in_cursor = true;
         }
+        /* A signal restorer (aarch64's is in the vDSO) libunwind recognizes by its code
+         * and steps exactly, information or not. Known by address, not by asking
+         * libunwind, which would read the code at ip: unmapped, for a frame of an
+         * unloaded object. */
+        if (!is_restorer(ip) && !has_unwind_info(&cur, ip))
+            break;   /* the trace ends here, not complete */
         int s = unw_step(&cur);
         if (s <= 0) {
             done = s == 0;

@@ -19,10 +19,19 @@ vms_test(guard_tasks GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUA
 add_library(vms_test_plugin MODULE plugin.c)
 set_target_properties(vms_test_plugin PROPERTIES PREFIX "lib" OUTPUT_NAME vms_test_plugin)
 target_compile_options(vms_test_plugin PRIVATE -fno-omit-frame-pointer -O1)
+# The same code under another name: loaded where the first one was after its dlclose.
+add_library(vms_test_plugin2 MODULE plugin.c)
+set_target_properties(vms_test_plugin2 PROPERTIES PREFIX "lib" OUTPUT_NAME vms_test_plugin2)
+target_compile_options(vms_test_plugin2 PRIVATE -fno-omit-frame-pointer -O1)
+target_compile_definitions(vms_test_plugin2 PRIVATE plugin_recurse=plugin2_recurse)
 vms_test(trace_dlopen GUARDS LABELS death cross COMPILE_OPTIONS -fno-omit-frame-pointer)
-target_compile_definitions(test_trace_dlopen PRIVATE PLUGIN_PATH="$<TARGET_FILE:vms_test_plugin>")
+target_compile_definitions(test_trace_dlopen PRIVATE PLUGIN_PATH="$<TARGET_FILE:vms_test_plugin>"
+  PLUGIN2_PATH="$<TARGET_FILE:vms_test_plugin2>")
 target_link_libraries(test_trace_dlopen PRIVATE ${CMAKE_DL_LIBS})
-add_dependencies(test_trace_dlopen vms_test_plugin)
+add_dependencies(test_trace_dlopen vms_test_plugin vms_test_plugin2)
 # Overflow storms: many tasks overflowing at once, behind a slow hook, in a loop.
 vms_test(storm GUARDS LABELS death stress COMPILE_OPTIONS -fno-omit-frame-pointer TIMEOUT 300)
 vms_test(storm GUARDS LABELS death stress VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect TIMEOUT 300)
+# A program stripped of its symbol table, vmstack linked in: the unsafe-kill rule.
+vms_test(trace_stripped GUARDS LABELS death cross)
+target_link_options(test_trace_stripped PRIVATE -s)

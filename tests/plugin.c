@@ -15,3 +15,13 @@ __attribute__((noinline, visibility("default"))) int plugin_recurse(volatile cha
     /* Not a tail call: the frame is used after the call returns. */
     return plugin_recurse(frame, depth - 1) + frame[sizeof frame - 1];
 }
+
+int plugin_call(int (*cb)(void));
+
+/* Calls back into the program (which may unload this object before it returns). */
+__attribute__((noinline, visibility("default"))) int plugin_call(int (*cb)(void))
+{
+    int r = cb();
+    __asm__ volatile("" ::: "memory");   /* not a tail call: this frame stays */
+    return r + 1;
+}
