@@ -695,10 +695,12 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         "the dynamic loader may hold its lock or have the thread marked inside it";
     static const char static_libc_why[] =
         "a program without a symbol table that holds the C library (a static program): "
-        "a lock of the C library's or vmstack's held there cannot be ruled out";
+        "a lock of the C library's or vmstack's held there cannot be ruled out (keep the "
+        "symbol table: strip --strip-debug)";
     static const char static_vms_why[] =
         "an object without a symbol table that holds vmstack (linked in statically): one "
-        "of vmstack's locks held there cannot be ruled out";
+        "of vmstack's locks held there cannot be ruled out (keep the symbol table: strip "
+        "--strip-debug, or link libvmstack.so)";
     bool in_vmstack = false, frame_at_fault = false;
     struct vms__sym vms_frame, vms_entry = { 0 };
     uintptr_t addr, prev = 0;

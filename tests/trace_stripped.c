@@ -62,6 +62,8 @@ TEST(overflow_in_a_stripped_program_holding_vmstack_aborts)
         ASSERT_STR_NOT_CONTAINS(out, "vmstack: killed");
         ASSERT_STR_CONTAINS(out, "vmstack: cannot kill safely: the fault happened inside 0x");
         ASSERT_STR_CONTAINS(out, "an object without a symbol table that holds vmstack");
+        ASSERT_STR_CONTAINS(out, "(keep the symbol table: strip --strip-debug, or link "
+                                 "libvmstack.so)");
         ASSERT_STR_CONTAINS(out, "vmstack: aborting\n");
         ASSERT_SIGNALED(st, SIGSEGV);
         aborted++;
