@@ -778,7 +778,6 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     if (th->eh) *th->eh = t->eh;
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
-    vms__track_leave(&t->track, true);
     /* Every signal stays blocked until the resumer's stack is reached (task_back puts
      * the mask back there): a handler that ran here, on the alternate stack, between
      * the mask and the jump, and left by longjmp (a timeout, say) would skip the
@@ -800,6 +799,12 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     th->kill_cancel = cancel;
     th->kill_cancel_set = true;
     th->kill_pending = true;
+    /* The tools learn of the task's end last, right before the jump: under ASan with
+     * detect_stack_use_after_return, the task's fake stack, which it frees, holds the
+     * locals of the fault handler's frames (`all` above, and what mask and rearm point
+     * to), and anything read from there afterwards is a read of unmapped memory (the
+     * handler died of a SEGV in sigfillset). All signals are blocked by now. */
+    vms__track_leave(&t->track, true);
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
     vms__ctx_jump_call(&t->back, task_back, t);

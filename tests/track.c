@@ -1,0 +1,92 @@
+/*
+ * track.c - the dynamic-analysis tools' view of tasks (src/track.h) on the unusual
+ * paths: fibers destroyed before their first resume or while suspended, killed fibers,
+ * fibers unwound by pthread_exit, fibers created in fibers, many create/destroy cycles.
+ * Under ASan the program runs with detect_stack_use_after_return=1 (fake stacks, the
+ * default of newer clang runtimes), which the ASan cases need; in other builds they skip.
+ */
+#include "test.h"
+#include "task_work.h"
+
+#include <vmstack.h>
+
+#include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TRACK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TRACK_ASAN 1
+#endif
+#endif
+#ifdef TRACK_ASAN
+#include <sanitizer/asan_interface.h>
+
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "detect_stack_use_after_return=1";
+}
+#define NEED_ASAN() do {} while (0)
+#else
+#define NEED_ASAN() SKIP("needs an ASan build (-DVMSTACK_SANITIZE=address)")
+#endif
+
+/* A frame with a local that ASan puts on the fake stack (under
+ * detect_stack_use_after_return); returns the thread's current fake stack, NULL without
+ * one (or without ASan). */
+static NOIPA void *fake_stack_now(void)
+{
+    volatile char buf[64];
+    buf[0] = 1;
+    (void)buf[0];
+#ifdef TRACK_ASAN
+    return __asan_get_current_fake_stack();
+#else
+    return NULL;
+#endif
+}
+
+/* Whether the page at p is mapped: msync fails with ENOMEM on an unmapped range. */
+static int mapped(const void *p)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    int r = msync((void *)((uintptr_t)p & ~(page - 1)), page, MS_ASYNC);
+    if (r != 0 && errno != ENOMEM) TST_FAIL("msync: %s", strerror(errno));
+    return r == 0;
+}
+
+static void overflow(void *arg)
+{
+    *(void **)arg = fake_stack_now();
+    sink += recurse(0, 0);
+}
+
+static void kill_child(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++) {
+        void *fake = NULL;
+        vms_fiber *f = vms_fiber_create(overflow, &fake, NULL);
+        if (!f) _exit(2);
+        if (vms_fiber_resume(f) != VMS_KILLED) _exit(3);
+        if (!fake) SKIP("no fake stacks (detect_stack_use_after_return=0 in ASAN_OPTIONS?)");
+        if (mapped(fake)) _exit(4);   /* the killed fiber's fake stack went with it */
+        vms_fiber_destroy(f);
+    }
+    printf("three kills survived\n");
+}
+
+/* The kill freed the fiber's fake stack (where the fault handler's frames keep their
+ * locals under ASan) before it was done with those locals: the handler died of a SEGV
+ * in sigfillset, and the process with it, at every overflow. */
+TEST(asan_kill_with_fake_stacks_kills_the_fiber_only)
+{
+    NEED_ASAN();
+    need_guards();
+    char out[65536];
+    tst_run_ok(kill_child, NULL, out, sizeof out);
+    ASSERT_EQ(tst_count(out, "killed fiber"), 3);
+    ASSERT(strstr(out, "three kills survived"));
+    ASSERT(!strstr(out, "AddressSanitizer"));
+}
