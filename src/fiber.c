@@ -426,7 +426,7 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
 static inline struct vms_stack *task_drop_stack(struct vms__task *t)
 {
     struct vms_stack *st = t->stack;
-    vms__track_destroy(&t->track);
+    vms__track_destroy(&t->track, st->base, st->size);
     STORE_RELAXED(&st->owner, NULL);
     return st;
 }

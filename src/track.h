@@ -14,7 +14,7 @@
  *             vms__track_publish(&t->state) when the switch itself stores the state
  *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
- *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
+ *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
  * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
  * stack frames are released instead of kept for a resume that will never come.
  */
@@ -99,9 +99,27 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
 #endif
 }
 
-static inline void vms__track_destroy(struct vms__track *tr)
+static inline void vms__track_destroy(struct vms__track *tr, const void *lo, size_t size)
 {
-    (void)tr;
+    (void)tr; (void)lo; (void)size;
+#if defined(VMSTACK_ASAN)
+    /* A fiber destroyed while suspended left its fake stack (ASan's frames for its
+     * locals under detect_stack_use_after_return, about 3 MiB of address space and a
+     * few pages each) in asan_fake, where no resume will take it up: ASan frees a fake
+     * stack only as its fiber dies. The fiber's death is played out here, on the
+     * caller's stack: a switch into it that takes its fake stack up, its leaving for
+     * good (which frees it), the switch back. No instrumented code runs in between. */
+    if (tr->asan_fake) {
+        void *mine = NULL;
+        const void *bottom = NULL;
+        size_t bytes = 0;
+        __sanitizer_start_switch_fiber(&mine, lo, size);
+        __sanitizer_finish_switch_fiber(tr->asan_fake, &bottom, &bytes);
+        __sanitizer_start_switch_fiber(NULL, bottom, bytes);
+        __sanitizer_finish_switch_fiber(mine, NULL, NULL);
+        tr->asan_fake = NULL;
+    }
+#endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber) __tsan_destroy_fiber(tr->tsan_fiber);
     tr->tsan_fiber = NULL;
@@ -197,6 +215,7 @@ static inline void vms__track_arrived(struct vms__track *tr)
     (void)tr;
 #if defined(VMSTACK_ASAN)
     __sanitizer_finish_switch_fiber(tr->asan_fake, &tr->back_bottom, &tr->back_size);
+    tr->asan_fake = NULL;       /* the task's own again: no longer saved anywhere */
 #endif
 }
 
