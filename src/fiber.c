@@ -420,6 +420,12 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
 #else
 #define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
 #endif
+/* The same with release order. */
+#if defined(__clang__)
+#define STORE_RELEASE(p, v) atomic_store_explicit(p, v, memory_order_release)
+#else
+#define STORE_RELEASE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#endif
 
 /* Ends t's hold on its stack (the tools forget the task; the stack has no owner) and
  * returns it, for the caller to free. vms_stack_free unpoisons the stack for ASan. */
@@ -826,8 +832,9 @@ static int orphan_key_err;
  * destroyed and their stacks would leak). With VMS_END_CHECK each unwound task's end
  * magic is checked, as at any task's end: a fiber that overwrote it is reported and
  * becomes KILLED (a thread's body is reported: its join already has pthread_exit's
- * value). */
-static void orphan_destructor(void *p)
+ * value). Not instrumented by ASan: vms__track_abandoned frees the fake stack that an
+ * instrumented frame of ours would hold its locals in (the unwound task's). */
+NO_ASAN_FRAME static void orphan_destructor(void *p)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = p == (void *)th ? NULL : p;
@@ -839,7 +846,7 @@ static void orphan_destructor(void *p)
             end = VMS_KILLED;
         }
         vms__track_abandoned(&f->track);
-        atomic_store_explicit(&f->state, end, memory_order_release);
+        STORE_RELEASE(&f->state, end);
         f = parent;
     }
     th->cur = NULL;

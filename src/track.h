@@ -253,6 +253,17 @@ VMS__TRACK_SWITCH void vms__track_publish(void *state)
 static inline void vms__track_abandoned(struct vms__track *tr)
 {
     (void)tr;
+#if defined(VMSTACK_ASAN)
+    /* ASan still takes the task's stack and fake stack for the thread's: the task's fake
+     * stack dies with it, its resumer's (saved in asan_back_fake at its resume) and its
+     * resumer's stack bounds come back. Called for the innermost task first, as the
+     * unwinding left them, the thread ends on its own stack and fake stack (otherwise
+     * ASan would free only the innermost task's fake stack at the thread's end, and the
+     * others, about 3 MiB of address space each, would leak). The caller's frame must
+     * not be instrumented: its locals would be on the fake stack freed here. */
+    __sanitizer_start_switch_fiber(NULL, tr->back_bottom, tr->back_size);
+    __sanitizer_finish_switch_fiber(tr->asan_back_fake, NULL, NULL);
+#endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber && __tsan_get_current_fiber() != tr->tsan_back)
         __tsan_switch_to_fiber(tr->tsan_back, 0);

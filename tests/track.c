@@ -116,3 +116,61 @@ TEST(asan_kill_with_fake_stacks_kills_the_fiber_only)
     ASSERT(strstr(out, "three kills survived"));
     ASSERT(!strstr(out, "AddressSanitizer"));
 }
+
+struct exit_probe {
+    void *thread_fake;   /* the thread's own fake stack */
+    void *fiber_fake[2]; /* the two fibers' */
+    vms_fiber *f[2];
+};
+
+static void exits(void *arg)
+{
+    struct exit_probe *p = arg;
+    p->fiber_fake[1] = fake_stack_now();
+    pthread_exit(NULL);
+}
+
+static void resumes_exits(void *arg)
+{
+    struct exit_probe *p = arg;
+    p->fiber_fake[0] = fake_stack_now();
+    p->f[1] = vms_fiber_create(exits, p, NULL);
+    if (p->f[1]) vms_fiber_resume(p->f[1]);
+}
+
+static void *exit_thread(void *arg)
+{
+    struct exit_probe *p = arg;
+    p->thread_fake = fake_stack_now();
+    p->f[0] = vms_fiber_create(resumes_exits, p, NULL);
+    if (p->f[0]) vms_fiber_resume(p->f[0]);
+    return NULL;
+}
+
+/* pthread_exit in a fiber (two deep) unwinds the thread; ASan frees the fake stack it
+ * takes for the thread's at the thread's end: the innermost fiber's, and the thread's
+ * own and the outer fiber's leaked. */
+TEST(asan_pthread_exit_in_fibers_frees_every_fake_stack)
+{
+    NEED_ASAN();
+    struct exit_probe p = { 0 };
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, exit_thread, &p), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT(p.f[0] && p.f[1]);
+    if (!p.thread_fake || !p.fiber_fake[0] || !p.fiber_fake[1])
+        SKIP("no fake stacks (detect_stack_use_after_return=0 in ASAN_OPTIONS?)");
+    ASSERT(!mapped(p.fiber_fake[1]));
+    ASSERT(!mapped(p.fiber_fake[0]));
+    ASSERT(!mapped(p.thread_fake));
+    ASSERT_EQ(vms_fiber_state(p.f[1]), VMS_DONE);
+    ASSERT_EQ(vms_fiber_state(p.f[0]), VMS_DONE);
+    vms_fiber_destroy(p.f[1]);
+    vms_fiber_destroy(p.f[0]);
+    /* The main thread's fibers still work. */
+    void *fake = NULL;
+    vms_fiber *f = vms_fiber_create(yield_with_fake_stack, &fake, NULL);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_SUSPENDED);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_DONE);
+    vms_fiber_destroy(f);
+}
