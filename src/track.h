@@ -15,8 +15,10 @@
  *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
- * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
- * stack frames are released instead of kept for a resume that will never come.
+ * "dying" tells ASan the task finished, so its fake stack frames are released instead
+ * of kept for a resume that will never come. A killed task's are kept until its destroy
+ * (vms__track_destroy frees them): the kill's bookkeeping looks for glibc's cleanup
+ * buffers in its frames (vms__track_in_fake_frame).
  */
 #ifndef VMSTACK_TRACK_H
 #define VMSTACK_TRACK_H
@@ -148,6 +150,20 @@ static inline void vms__track_raw_reads_end(void)
 {
 #if defined(VMSTACK_VALGRIND)
     VALGRIND_ENABLE_ERROR_REPORTING;
+#endif
+}
+
+/* Whether p lies in a frame of the fake stack (ASan's frames for the locals of
+ * instrumented code, under detect_stack_use_after_return) that the task left with when
+ * it last switched out or was killed; false in other builds. */
+static inline bool vms__track_in_fake_frame(const struct vms__track *tr, const void *p)
+{
+    (void)tr; (void)p;
+#if defined(VMSTACK_ASAN)
+    return tr->asan_fake && __asan_addr_is_in_fake_stack(tr->asan_fake, (void *)(uintptr_t)p,
+                                                         NULL, NULL);
+#else
+    return false;
 #endif
 }
 

@@ -10,6 +10,7 @@
 
 #include <vmstack.h>
 
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -97,8 +98,8 @@ static void kill_child(void *arg)
         if (!f) _exit(2);
         if (vms_fiber_resume(f) != VMS_KILLED) _exit(3);
         if (!fake) SKIP("no fake stacks (detect_stack_use_after_return=0 in ASAN_OPTIONS?)");
-        if (mapped(fake)) _exit(4);   /* the killed fiber's fake stack went with it */
         vms_fiber_destroy(f);
+        if (mapped(fake)) _exit(4);   /* the killed fiber's fake stack went with it */
     }
     printf("three kills survived\n");
 }
@@ -114,6 +115,69 @@ TEST(asan_kill_with_fake_stacks_kills_the_fiber_only)
     tst_run_ok(kill_child, NULL, out, sizeof out);
     ASSERT_EQ(tst_count(out, "killed fiber"), 3);
     ASSERT(strstr(out, "three kills survived"));
+    ASSERT(!strstr(out, "AddressSanitizer"));
+}
+
+#ifdef __GLIBC__
+void _pthread_cleanup_push(struct _pthread_cleanup_buffer *buf, void (*fn)(void *), void *arg);
+void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *buf, int execute);
+#endif
+
+static atomic_int handlers_run[3];   /* the killed fiber's two, the thread's own */
+
+static void count_handler(void *arg)
+{
+    atomic_fetch_add(&handlers_run[(uintptr_t)arg], 1);
+}
+
+/* Under ASan the cleanup buffers, locals, are on the fiber's fake stack. */
+static void overflows_in_cleanup_regions(void *arg)
+{
+    (void)arg;
+#ifdef __GLIBC__
+    struct _pthread_cleanup_buffer old;
+    _pthread_cleanup_push(&old, count_handler, (void *)1);
+#endif
+    pthread_cleanup_push(count_handler, (void *)0);
+    sink += recurse(0, 0);
+    pthread_cleanup_pop(0);
+#ifdef __GLIBC__
+    _pthread_cleanup_pop(&old, 0);
+#endif
+}
+
+static void *exits_after_kill(void *arg)
+{
+    pthread_cleanup_push(count_handler, (void *)2);
+    vms_fiber *f = vms_fiber_create(overflows_in_cleanup_regions, NULL, NULL);
+    if (!f || vms_fiber_resume(f) != VMS_KILLED) return NULL;
+    pthread_exit(arg);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void cleanup_child(void *arg)
+{
+    (void)arg;
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, exits_after_kill, (void *)42) != 0) _exit(2);
+    if (pthread_join(t, &r) != 0 || r != (void *)42) _exit(3);
+    printf("handlers run: %d %d %d\n", atomic_load(&handlers_run[0]),
+           atomic_load(&handlers_run[1]), atomic_load(&handlers_run[2]));
+}
+
+/* A fiber killed inside pthread_cleanup_push regions leaves glibc's chains pointing at
+ * its frames; the kill cuts them back to the resumer's. Under ASan with fake stacks the
+ * buffers are on the fiber's fake stack, which the kill freed at once and the cut did
+ * not know: the thread's pthread_exit followed the chain into freed memory and died. */
+TEST(asan_kill_in_cleanup_regions_on_the_fake_stack_leaves_the_thread_exitable)
+{
+    NEED_ASAN();
+    need_guards();
+    char out[65536];
+    tst_run_ok(cleanup_child, NULL, out, sizeof out);
+    ASSERT(strstr(out, "handlers run: 0 0 1\n"));
     ASSERT(!strstr(out, "AddressSanitizer"));
 }
 
