@@ -863,14 +863,14 @@ NO_ASAN_FRAME static void orphan_destructor(void *p)
             end_corrupted_report(f);
             end = VMS_KILLED;
         }
-        vms__track_abandoned(&f->track);
+        vms__track_abandoned(&f->track, !parent);
         STORE_RELEASE(&f->state, end);
         f = parent;
     }
     th->cur = NULL;
     if (!t) return;
     if (VMS_UNLIKELY(vms__debug_end_check(t->stack) != 0)) end_corrupted_report(t);
-    vms__track_abandoned(&t->track);
+    vms__track_abandoned(&t->track, true);
     vms__stack_unhold(t->stack);
     task_release_stack(t);
 }

@@ -12,7 +12,8 @@
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t, then
  *             vms__track_publish(&t->state) when the switch itself stores the state
- *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
+ *   gone:     vms__track_abandoned(t, own) when a thread left t by unwinding, not a
+ *             switch (own: t's resumer ran on the thread's own stack);
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
  * "dying" tells ASan the task finished, so its fake stack frames are released instead
@@ -266,9 +267,9 @@ VMS__TRACK_SWITCH void vms__track_publish(void *state)
 /* A thread's body was left without a switch back (cancellation unwound its stack to
  * the C library's thread start): the thread runs its exit code on its own state again,
  * which TSan must know before it finishes the thread. */
-static inline void vms__track_abandoned(struct vms__track *tr)
+static inline void vms__track_abandoned(struct vms__track *tr, bool own_stack)
 {
-    (void)tr;
+    (void)tr; (void)own_stack;
 #if defined(VMSTACK_ASAN)
     /* ASan still takes the task's stack and fake stack for the thread's: the task's fake
      * stack dies with it, its resumer's (saved in asan_back_fake at its resume) and its
@@ -279,6 +280,14 @@ static inline void vms__track_abandoned(struct vms__track *tr)
      * not be instrumented: its locals would be on the fake stack freed here. */
     __sanitizer_start_switch_fiber(NULL, tr->back_bottom, tr->back_size);
     __sanitizer_finish_switch_fiber(tr->asan_back_fake, NULL, NULL);
+    /* own_stack: the resumer was the thread's own stack, whose frames below the resume
+     * (the program's thread function, say) the unwinding left without their epilogues,
+     * redzones poisoned, where the thread's exit code runs now (ASan's own thread
+     * destructor reported a stack-buffer-underflow in sigaltstack there). Nothing live
+     * on it is instrumented (the C library's thread start and its thread-specific-data
+     * destructors; the caller is not), so all of it is unpoisoned, as ASan does for a
+     * longjmp (__asan_handle_no_return) and at the thread's end. */
+    if (own_stack) __asan_unpoison_memory_region(tr->back_bottom, tr->back_size);
 #endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber && __tsan_get_current_fiber() != tr->tsan_back)
