@@ -420,13 +420,19 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
 #else
 #define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
 #endif
+/* The same with release order. */
+#if defined(__clang__)
+#define STORE_RELEASE(p, v) atomic_store_explicit(p, v, memory_order_release)
+#else
+#define STORE_RELEASE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#endif
 
 /* Ends t's hold on its stack (the tools forget the task; the stack has no owner) and
  * returns it, for the caller to free. vms_stack_free unpoisons the stack for ASan. */
 static inline struct vms_stack *task_drop_stack(struct vms__task *t)
 {
     struct vms_stack *st = t->stack;
-    vms__track_destroy(&t->track);
+    vms__track_destroy(&t->track, st->base, st->size);
     STORE_RELAXED(&st->owner, NULL);
     return st;
 }
@@ -479,13 +485,28 @@ static void cleanup_noop(void *arg)
     (void)arg;
 }
 
-/* The first link of a chain (next(p) gives the one after p) outside [lo, hi): NULL at
- * the chain's end. */
-static void *chain_leave(void *p, uintptr_t lo, uintptr_t hi, void *(*next)(void *))
+/* Whether p lies in a killed task's frames: on its stack [lo, hi), or (ASan) in a frame
+ * of its fake stack, where ASan keeps the locals of instrumented frames, a cleanup
+ * buffer included. */
+static bool in_dead_frames(const void *p, uintptr_t lo, uintptr_t hi,
+                           const struct vms__track *tr)
 {
-    while ((uintptr_t)p >= lo && (uintptr_t)p < hi) {
+    return ((uintptr_t)p >= lo && (uintptr_t)p < hi) || vms__track_in_fake_frame(tr, p);
+}
+
+/* The first link of a chain (next(p) gives the one after p) outside the killed task's
+ * frames: NULL at the chain's end. Links on the stack climb; the fake stack's frames
+ * have no order, and at most 4096 of them are followed. */
+static void *chain_leave(void *p, uintptr_t lo, uintptr_t hi, const struct vms__track *tr,
+                         void *(*next)(void *))
+{
+    for (unsigned fake = 0; in_dead_frames(p, lo, hi, tr);) {
         void *up = next(p);
-        if ((uintptr_t)up >= lo && (uintptr_t)up <= (uintptr_t)p) break;   /* overwritten */
+        if ((uintptr_t)p >= lo && (uintptr_t)p < hi) {
+            if ((uintptr_t)up >= lo && (uintptr_t)up <= (uintptr_t)p) break;   /* overwritten */
+        } else if (++fake > 4096) {
+            break;
+        }
         p = up;
     }
     return p;
@@ -501,25 +522,26 @@ static void *cleanup_buf_prev(void *p)
     return ((struct _pthread_cleanup_buffer *)p)->__prev;
 }
 
-static __attribute__((noinline, cold)) void cleanup_chains_cut(const struct vms_stack *st)
+static __attribute__((noinline, cold)) void cleanup_chains_cut(const struct vms_stack *st,
+                                                               const struct vms__track *tr)
 {
     uintptr_t lo = (uintptr_t)st->base, hi = (uintptr_t)vms__stack_top_of(st);
     __pthread_unwind_buf_t probe;
     __pthread_register_cancel(&probe);
-    probe.__pad[0] = chain_leave(probe.__pad[0], lo, hi, cancel_buf_prev);
+    probe.__pad[0] = chain_leave(probe.__pad[0], lo, hi, tr, cancel_buf_prev);
     __pthread_unregister_cancel(&probe);
     void *old = probe.__pad[1];
-    if ((uintptr_t)old >= lo && (uintptr_t)old < hi) {
+    if (in_dead_frames(old, lo, hi, tr)) {
         struct _pthread_cleanup_buffer b;
         _pthread_cleanup_push(&b, cleanup_noop, NULL);
-        b.__prev = chain_leave(old, lo, hi, cleanup_buf_prev);
+        b.__prev = chain_leave(old, lo, hi, tr, cleanup_buf_prev);
         _pthread_cleanup_pop(&b, 0);
     }
 }
 #else
-static void cleanup_chains_cut(const struct vms_stack *st)
+static void cleanup_chains_cut(const struct vms_stack *st, const struct vms__track *tr)
 {
-    (void)st;
+    (void)st; (void)tr;
 }
 #endif
 
@@ -548,7 +570,7 @@ static int task_back(void *arg)
     /* A killed task never popped its cleanup buffers: the chains are cut back to ours
      * while t's stack is known, and before a pending cancellation (unblocked below)
      * could follow them. */
-    if (state == VMS_KILLED) cleanup_chains_cut(t->stack);
+    if (state == VMS_KILLED) cleanup_chains_cut(t->stack, &t->track);
     if (state == VMS_DONE || state == VMS_KILLED) {
         /* Its depth is final: the debug layer records it (VMS_PAINT), from our stack.
          * A thread task's resumer runs on the same thread: its line names the thread
@@ -596,7 +618,7 @@ static _Noreturn void task_leave_for_good(struct vms__task *t, int state)
     struct vms__eh *eh = self_thread.eh;
     if (eh) *eh = t->eh;          /* what is left of t's (a killed task's) is leaked */
     t->leaving = state;
-    vms__track_leave(&t->track, true);
+    vms__track_leave(&t->track, state != VMS_KILLED);
     if (VMS__TRACK_RESUMER_HOOK || VMS_UNLIKELY(vms__opt.flags & VMS_PAINT) ||
         state == VMS_KILLED)
         vms__ctx_jump_call(&t->back, task_back, t);
@@ -778,7 +800,6 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     if (th->eh) *th->eh = t->eh;
     th->cur = t->parent;
     atomic_signal_fence(memory_order_seq_cst);
-    vms__track_leave(&t->track, true);
     /* Every signal stays blocked until the resumer's stack is reached (task_back puts
      * the mask back there): a handler that ran here, on the alternate stack, between
      * the mask and the jump, and left by longjmp (a timeout, say) would skip the
@@ -800,6 +821,14 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     th->kill_cancel = cancel;
     th->kill_cancel_set = true;
     th->kill_pending = true;
+    /* The tools learn of the task's end last, right before the jump: under ASan with
+     * detect_stack_use_after_return, the task's fake stack, which it frees, holds the
+     * locals of the fault handler's frames (`all` above, and what mask and rearm point
+     * to), and anything read from there afterwards is a read of unmapped memory (the
+     * handler died of a SEGV in sigfillset). All signals are blocked by now. Not dying
+     * for the tools: the fake stack stays until the task is destroyed, so that task_back
+     * can tell the cleanup buffers in its frames. */
+    vms__track_leave(&t->track, false);
     /* The resumer's bookkeeping (task_back) runs on the resumer's stack, as ordinary
      * code: we are off the alternate signal stack from here on. */
     vms__ctx_jump_call(&t->back, task_back, t);
@@ -821,8 +850,9 @@ static int orphan_key_err;
  * destroyed and their stacks would leak). With VMS_END_CHECK each unwound task's end
  * magic is checked, as at any task's end: a fiber that overwrote it is reported and
  * becomes KILLED (a thread's body is reported: its join already has pthread_exit's
- * value). */
-static void orphan_destructor(void *p)
+ * value). Not instrumented by ASan: vms__track_abandoned frees the fake stack that an
+ * instrumented frame of ours would hold its locals in (the unwound task's). */
+NO_ASAN_FRAME static void orphan_destructor(void *p)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = p == (void *)th ? NULL : p;
@@ -833,14 +863,14 @@ static void orphan_destructor(void *p)
             end_corrupted_report(f);
             end = VMS_KILLED;
         }
-        vms__track_abandoned(&f->track);
-        atomic_store_explicit(&f->state, end, memory_order_release);
+        vms__track_abandoned(&f->track, !parent);
+        STORE_RELEASE(&f->state, end);
         f = parent;
     }
     th->cur = NULL;
     if (!t) return;
     if (VMS_UNLIKELY(vms__debug_end_check(t->stack) != 0)) end_corrupted_report(t);
-    vms__track_abandoned(&t->track);
+    vms__track_abandoned(&t->track, true);
     vms__stack_unhold(t->stack);
     task_release_stack(t);
 }

@@ -12,11 +12,14 @@
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t, then
  *             vms__track_publish(&t->state) when the switch itself stores the state
- *   gone:     vms__track_abandoned(t) when a thread left t by unwinding, not a switch;
+ *   gone:     vms__track_abandoned(t, own) when a thread left t by unwinding, not a
+ *             switch (own: t's resumer ran on the thread's own stack);
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
- *   destroy:  vms__track_destroy(t), vms__track_stack_release(lo, size)
- * "dying" tells ASan the task's stack is gone for good (finished or killed), so its fake
- * stack frames are released instead of kept for a resume that will never come.
+ *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
+ * "dying" tells ASan the task finished, so its fake stack frames are released instead
+ * of kept for a resume that will never come. A killed task's are kept until its destroy
+ * (vms__track_destroy frees them): the kill's bookkeeping looks for glibc's cleanup
+ * buffers in its frames (vms__track_in_fake_frame).
  */
 #ifndef VMSTACK_TRACK_H
 #define VMSTACK_TRACK_H
@@ -99,9 +102,27 @@ static inline void vms__track_create(struct vms__track *tr, void *lo, void *hi)
 #endif
 }
 
-static inline void vms__track_destroy(struct vms__track *tr)
+static inline void vms__track_destroy(struct vms__track *tr, const void *lo, size_t size)
 {
-    (void)tr;
+    (void)tr; (void)lo; (void)size;
+#if defined(VMSTACK_ASAN)
+    /* A fiber destroyed while suspended left its fake stack (ASan's frames for its
+     * locals under detect_stack_use_after_return, about 3 MiB of address space and a
+     * few pages each) in asan_fake, where no resume will take it up: ASan frees a fake
+     * stack only as its fiber dies. The fiber's death is played out here, on the
+     * caller's stack: a switch into it that takes its fake stack up, its leaving for
+     * good (which frees it), the switch back. No instrumented code runs in between. */
+    if (tr->asan_fake) {
+        void *mine = NULL;
+        const void *bottom = NULL;
+        size_t bytes = 0;
+        __sanitizer_start_switch_fiber(&mine, lo, size);
+        __sanitizer_finish_switch_fiber(tr->asan_fake, &bottom, &bytes);
+        __sanitizer_start_switch_fiber(NULL, bottom, bytes);
+        __sanitizer_finish_switch_fiber(mine, NULL, NULL);
+        tr->asan_fake = NULL;
+    }
+#endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber) __tsan_destroy_fiber(tr->tsan_fiber);
     tr->tsan_fiber = NULL;
@@ -130,6 +151,20 @@ static inline void vms__track_raw_reads_end(void)
 {
 #if defined(VMSTACK_VALGRIND)
     VALGRIND_ENABLE_ERROR_REPORTING;
+#endif
+}
+
+/* Whether p lies in a frame of the fake stack (ASan's frames for the locals of
+ * instrumented code, under detect_stack_use_after_return) that the task left with when
+ * it last switched out or was killed; false in other builds. */
+static inline bool vms__track_in_fake_frame(const struct vms__track *tr, const void *p)
+{
+    (void)tr; (void)p;
+#if defined(VMSTACK_ASAN)
+    return tr->asan_fake && __asan_addr_is_in_fake_stack(tr->asan_fake, (void *)(uintptr_t)p,
+                                                         NULL, NULL);
+#else
+    return false;
 #endif
 }
 
@@ -197,6 +232,7 @@ static inline void vms__track_arrived(struct vms__track *tr)
     (void)tr;
 #if defined(VMSTACK_ASAN)
     __sanitizer_finish_switch_fiber(tr->asan_fake, &tr->back_bottom, &tr->back_size);
+    tr->asan_fake = NULL;       /* the task's own again: no longer saved anywhere */
 #endif
 }
 
@@ -231,9 +267,28 @@ VMS__TRACK_SWITCH void vms__track_publish(void *state)
 /* A thread's body was left without a switch back (cancellation unwound its stack to
  * the C library's thread start): the thread runs its exit code on its own state again,
  * which TSan must know before it finishes the thread. */
-static inline void vms__track_abandoned(struct vms__track *tr)
+static inline void vms__track_abandoned(struct vms__track *tr, bool own_stack)
 {
-    (void)tr;
+    (void)tr; (void)own_stack;
+#if defined(VMSTACK_ASAN)
+    /* ASan still takes the task's stack and fake stack for the thread's: the task's fake
+     * stack dies with it, its resumer's (saved in asan_back_fake at its resume) and its
+     * resumer's stack bounds come back. Called for the innermost task first, as the
+     * unwinding left them, the thread ends on its own stack and fake stack (otherwise
+     * ASan would free only the innermost task's fake stack at the thread's end, and the
+     * others, about 3 MiB of address space each, would leak). The caller's frame must
+     * not be instrumented: its locals would be on the fake stack freed here. */
+    __sanitizer_start_switch_fiber(NULL, tr->back_bottom, tr->back_size);
+    __sanitizer_finish_switch_fiber(tr->asan_back_fake, NULL, NULL);
+    /* own_stack: the resumer was the thread's own stack, whose frames below the resume
+     * (the program's thread function, say) the unwinding left without their epilogues,
+     * redzones poisoned, where the thread's exit code runs now (ASan's own thread
+     * destructor reported a stack-buffer-underflow in sigaltstack there). Nothing live
+     * on it is instrumented (the C library's thread start and its thread-specific-data
+     * destructors; the caller is not), so all of it is unpoisoned, as ASan does for a
+     * longjmp (__asan_handle_no_return) and at the thread's end. */
+    if (own_stack) __asan_unpoison_memory_region(tr->back_bottom, tr->back_size);
+#endif
 #if defined(VMSTACK_TSAN)
     if (tr->tsan_fiber && __tsan_get_current_fiber() != tr->tsan_back)
         __tsan_switch_to_fiber(tr->tsan_back, 0);
