@@ -132,6 +132,7 @@ static void overflow_in_reloaded_plugin(void *arg)
     reload_plugin(&r);
     if (!r.same_place) {
         printf("not in the same place\n");
+        fflush(stdout);   /* _exit flushes nothing */
         _exit(0);
     }
     vms_fiber *f = vms_fiber_create(run_plugin, (void *)r.fn, NULL);
