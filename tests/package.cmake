@@ -11,7 +11,7 @@
 #     package's, which find_package(vmstack <version> EXACT) checks);
 #   - libvmstack.so has the soname libvmstack.so.<major> and exports only vms_ names,
 #     and libvmstack.a defines no global symbol outside vms_ (nothing that could clash
-#     with a user's own names).
+#     with a user's own names; ASan's ODR indicators of vms_ names, __odr_asan.vms_*, too).
 #
 # Included by tests/CMakeLists.txt it adds the case install.package (label unit). Run
 # with `cmake -P` (script mode) it is the case: -DBUILD=<build dir> -DDIR=<scratch
@@ -180,9 +180,15 @@ endforeach()
   execute_process(COMMAND ${NM} -g --defined-only "${ar}" RESULT_VARIABLE rc
     OUTPUT_VARIABLE out ERROR_VARIABLE out)
   string(REGEX MATCHALL "[^\n]+" lines "${out}")
+  # ASan builds add an ODR indicator for each of the library's global variables, named
+  # after it: __odr_asan.<name> (gcc), __odr_asan_gen_<name> (clang).
   foreach(l ${lines})
-    if(l MATCHES "^[0-9a-f]+ [A-Za-z] (.+)$" AND NOT CMAKE_MATCH_1 MATCHES "^vms_")
-      fail("${ar} defines the global `${CMAKE_MATCH_1}`: not a vms_ name, it could clash with a program's own")
+    if(NOT l MATCHES "^[0-9a-f]+ [A-Za-z] (.+)$")
+      continue()
+    endif()
+    set(name "${CMAKE_MATCH_1}")
+    if(NOT name MATCHES "^(__odr_asan\\.|__odr_asan_gen_)?vms_")
+      fail("${ar} defines the global `${name}`: not a vms_ name (it could clash)")
     endif()
   endforeach()
   file(REMOVE_RECURSE "${DIR}")

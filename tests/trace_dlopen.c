@@ -130,11 +130,10 @@ static void overflow_in_reloaded_plugin(void *arg)
     (void)arg;
     struct reload r;
     reload_plugin(&r);
-    if (!r.same_place) {
-        printf("not in the same place\n");
-        fflush(stdout);   /* _exit flushes nothing */
-        _exit(0);
-    }
+    /* A skip in the child, which tst_run_ok passes on (a printf before _exit(0) was
+     * lost in stdout's buffer, and the case failed on an empty output under qemu-user,
+     * whose loader puts the second plugin elsewhere). */
+    if (!r.same_place) SKIP("the loader put the second plugin elsewhere: nothing to check");
     vms_fiber *f = vms_fiber_create(run_plugin, (void *)r.fn, NULL);
     if (!f) _exit(7);
     if (vms_fiber_resume(f) != VMS_KILLED) _exit(8);
@@ -147,8 +146,6 @@ TEST(object_loaded_where_an_unloaded_one_was_is_named)
     NEED_GUARD_FAULTS();
     static char out[64 * 1024];
     tst_run_ok(overflow_in_reloaded_plugin, NULL, out, sizeof out);
-    if (strstr(out, "not in the same place"))
-        SKIP("the loader put the second plugin elsewhere: nothing to check");
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in fiber");
     ASSERT_STR_CONTAINS(out, "plugin2_recurse+0x");
     ASSERT_STR_CONTAINS(out, "[libvms_test_plugin2.so]");
