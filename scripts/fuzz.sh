@@ -1,7 +1,7 @@
 #!/bin/sh
 # fuzz.sh - builds the libFuzzer targets of `vmstack checkstack` (fuzz/) with clang and
 # runs each for a bounded number of inputs; exits non-zero when one finds a crash, a
-# leak, a sanitizer report or an input that runs over 30 s (the reproducer is left in
+# leak, a sanitizer report or an input that runs over 120 s (the reproducer is left in
 # the build directory).
 #
 #   scripts/fuzz.sh                   RUNS=200000 per target, build in build-fuzz
@@ -57,7 +57,8 @@ for t in su ci elf gcc; do
     # The first folder collects new inputs; the others are read-only seeds.
     # shellcheck disable=SC2086
     if ! (cd "$build" && "$build/fuzz/fuzz_checkstack_$t" -runs="$runs" \
-            ${MAX_TIME:+-max_total_time=$MAX_TIME} -max_len=65536 -timeout=30 -print_final_stats=1 \
+            ${MAX_TIME:+-max_total_time=$MAX_TIME} -max_len=65536 -timeout=120 \
+            -print_final_stats=1 \
             "$corpus" $seeds); then
         echo "fuzz.sh: fuzz_checkstack_$t FAILED (reproducer in $build)" >&2
         status=1

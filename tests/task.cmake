@@ -18,6 +18,6 @@ vms_test(thread_tls_medium LABELS unit cross)
 # What a fork child inherits from a parent with other threads and tasks (both methods).
 vms_test(fork LABELS unit cross)
 vms_test(fork LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
-# The tools' view of tasks (src/track.h) on unusual paths: ASan's fake stacks, TSan's
-# fibers, Valgrind's stack registrations.
+# ASan's view of tasks (src/track.h) on unusual paths: its fake stacks (the cases skip
+# in the other builds).
 vms_test(track LABELS unit memcheck cross)
