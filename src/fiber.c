@@ -409,22 +409,16 @@ static void task_init(struct vms__task *t, int kind, struct vms_stack *st, const
     atomic_store_explicit(&st->owner, t, memory_order_release);
 }
 
-/* A relaxed atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME
- * functions. GCC's atomic_store_explicit stores through a temporary whose scope ASan
- * poisons; in a frame ASan does not instrument, nothing unpoisons it when the frame
- * returns, and the thread-exit code that later runs on that part of the stack trips
- * over it. GCC's builtin needs no temporary (clang's macro never had one, and clang's
- * builtin refuses _Atomic objects). */
+/* An atomic store for code that runs in (or is inlined into) NO_ASAN_FRAME functions.
+ * GCC's atomic_store_explicit stores through a temporary whose scope ASan poisons; in a
+ * frame ASan does not instrument, nothing unpoisons it when the frame returns, and the
+ * thread-exit code that later runs on that part of the stack trips over it. GCC's
+ * builtin needs no temporary (clang's macro never had one, and clang's builtin refuses
+ * _Atomic objects). order: a memory_order, whose values are the builtins' __ATOMIC_*. */
 #if defined(__clang__)
-#define STORE_RELAXED(p, v) atomic_store_explicit(p, v, memory_order_relaxed)
+#define STORE_NO_TEMP(p, v, order) atomic_store_explicit(p, v, order)
 #else
-#define STORE_RELAXED(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
-#endif
-/* The same with release order. */
-#if defined(__clang__)
-#define STORE_RELEASE(p, v) atomic_store_explicit(p, v, memory_order_release)
-#else
-#define STORE_RELEASE(p, v) __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define STORE_NO_TEMP(p, v, order) __atomic_store_n(p, v, order)
 #endif
 
 /* Ends t's hold on its stack (the tools forget the task; the stack has no owner) and
@@ -433,7 +427,7 @@ static inline struct vms_stack *task_drop_stack(struct vms__task *t)
 {
     struct vms_stack *st = t->stack;
     vms__track_destroy(&t->track, st->base, st->size);
-    STORE_RELAXED(&st->owner, NULL);
+    STORE_NO_TEMP(&st->owner, NULL, memory_order_relaxed);
     return st;
 }
 
@@ -685,7 +679,7 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
 {
     struct vms__task *cur = th->cur;
     t->parent = cur;
-    STORE_RELAXED(&t->state, VMS_RUNNING);
+    STORE_NO_TEMP(&t->state, VMS_RUNNING, memory_order_relaxed);
     th->cur = t;
     /* The fault handler reads th->cur on this thread: the store must be done before
      * the switch starts pushing onto t's stack. A compiler barrier is enough (the
@@ -864,7 +858,7 @@ NO_ASAN_FRAME static void orphan_destructor(void *p)
             end = VMS_KILLED;
         }
         vms__track_abandoned(&f->track, !parent);
-        STORE_RELEASE(&f->state, end);
+        STORE_NO_TEMP(&f->state, end, memory_order_release);
         f = parent;
     }
     th->cur = NULL;
@@ -1142,7 +1136,7 @@ NO_ASAN_FRAME void *vms__task_thread_run(struct vms__task *t)
          * its creator has returned); vms__guard_thread_init said so, once. */
         if (vms__guard_task_thread_init(alt) == 0) th->guard_ready = true;
     }
-    STORE_RELAXED(&t->home, thread_token(th));
+    STORE_NO_TEMP(&t->home, thread_token(th), memory_order_relaxed);
     /* The hook that gives the stack back when pthread_exit or cancellation unwinds the
      * body. Should pthread_setspecific fail (ENOMEM), the body runs all the same (its
      * creator was told it started), and such an end leaks its stack, said here: not held

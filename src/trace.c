@@ -223,8 +223,8 @@ static void publish_object(int n, const struct extent *e, const char *path, cons
     uintptr_t self = (uintptr_t)&vms__trace_load;
     o->program = file && vms__sigsafe_streq(file, "/proc/self/exe");
     o->has_vmstack = self >= e->lo && self < e->hi;
-    o->fixed = !file || vms__sigsafe_streq(file, "/proc/self/exe") || o->in_libc ||
-               o->in_loader || !e->text_hi || (self >= e->lo && self < e->hi);
+    o->fixed = !file || o->program || o->in_libc || o->in_loader || !e->text_hi ||
+               o->has_vmstack;
     atomic_store_explicit(&nobjects, n + 1, memory_order_release);
 }
 
