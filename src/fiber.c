@@ -340,13 +340,7 @@ static void copy_name(char *dst, size_t cap, const char *src)
 
 static void *current_sp(void)
 {
-    void *sp;
-#if defined(__x86_64__)
-    __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
-#elif defined(__aarch64__)
-    __asm__ volatile("mov %0, sp" : "=r"(sp));
-#endif
-    return sp;
+    return vms__current_sp();
 }
 
 /* Runs first on a new task's stack (called by the trampoline). When it returns, the
