@@ -762,15 +762,26 @@ TEST(null_and_foreign_getters)
     errno = 0;
     ASSERT_NULL(vms_stack_base(NULL));
     ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_NULL(vms_stack_top(NULL));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_EQ(vms_stack_size(NULL), 0);
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_EQ(vms_stack_max_used(NULL), 0);
+    ASSERT_EQ(errno, EINVAL);
     char junk[64];
     ASSERT_NULL(vms_stack_base((vms_stack *)junk));
     ASSERT_EQ(vms_stack_size((vms_stack *)junk), 0);
     vms_stack *s = vms_stack_alloc(0);
     vms_stack_free(s);
+    errno = 0;
     ASSERT_EQ(vms_stack_size(s), 0);   /* freed: no longer a live stack */
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_NULL(vms_stack_top(s));
+    ASSERT_EQ(errno, EINVAL);
 }
 
 static void double_free_child(void *arg)
