@@ -92,6 +92,45 @@ TEST(invalid_calls)
     ASSERT_EQ(errno, EINVAL);
 }
 
+/* No address space for a fiber's stack (every mmap fails while a new size class wants
+ * its arena): NULL with ENOMEM (docs/api.md), no fiber, nothing kept; the same call
+ * succeeds once memory is back. */
+static void no_memory_child(void *arg)
+{
+    (void)arg;
+    vms_fiber *f = vms_fiber_create(body_noop, NULL, NULL);   /* vmstack set up */
+    if (!f || vms_fiber_resume(f) != VMS_DONE) exit(10);
+    vms_fiber_destroy(f);
+    vms_stats before, after;
+    if (vms_get_stats(&before) != 0) exit(11);
+    vms_fiber_attr a = { .stack_size = 4 * VMS_MIB, .name = "nomem" };  /* a new class */
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, true);
+    errno = 0;
+    f = vms_fiber_create(body_noop, NULL, &a);
+    int e = errno;
+    vms__os_inject_clear();
+    if (f || e != ENOMEM) {
+        printf("vms_fiber_create: %p, errno %d\n", (void *)f, e);
+        exit(12);
+    }
+    if (vms_get_stats(&after) != 0 || after.stacks_live != before.stacks_live) exit(13);
+    f = vms_fiber_create(body_noop, NULL, &a);
+    if (!f || vms_fiber_resume(f) != VMS_DONE) exit(14);
+    vms_fiber_destroy(f);
+    exit(0);
+}
+
+TEST(create_without_memory_is_enomem)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend takes its stacks from malloc, which mmap injection does not "
+         "fail");
+#endif
+    NEED_FAULT_INJECTION();
+    char out[4096];
+    tst_run_ok(no_memory_child, NULL, out, sizeof out);
+}
+
 TEST(destroy_unstarted_and_suspended)
 {
     vms_stats before, after;
