@@ -340,13 +340,7 @@ static void copy_name(char *dst, size_t cap, const char *src)
 
 static void *current_sp(void)
 {
-    void *sp;
-#if defined(__x86_64__)
-    __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
-#elif defined(__aarch64__)
-    __asm__ volatile("mov %0, sp" : "=r"(sp));
-#endif
-    return sp;
+    return vms__current_sp();
 }
 
 /* Runs first on a new task's stack (called by the trampoline). When it returns, the
@@ -1057,13 +1051,16 @@ void vms_fiber_destroy(vms_fiber *f)
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_acquire) == VMS_RUNNING) {
-        if (!home_gone(atomic_load_explicit(&t->home, memory_order_relaxed))) {
-            /* Its stack is in use by the caller (or by a fiber that resumed the
-             * caller): freeing it now would be a use-after-free. */
+        unsigned long home = atomic_load_explicit(&t->home, memory_order_relaxed);
+        if (!home_gone(home)) {
+            /* Its stack is in use by the caller (or by a fiber that resumed the caller),
+             * or by another thread: freeing it now would be a use-after-free. */
             char name[VMS__CLEAN_NAME];
             vms__clean_name(t->name, name);
-            vms__log_error("vms_fiber_destroy: fiber %lu \"%s\" is running (the caller "
-                           "or one of its resumers); nothing was freed", t->id, name);
+            bool here = self_thread.token && HOME_TOKEN(home) == self_thread.token;
+            vms__log_error("vms_fiber_destroy: fiber %lu \"%s\" is running %s; nothing was "
+                           "freed", t->id, name,
+                           here ? "(the caller or one of its resumers)" : "on another thread");
             errno = EBUSY;
             return;
         }

@@ -469,6 +469,20 @@ VMS_HIDDEN extern long vms__stack_reap_wait_ns;
 /* Stack geometry helpers for the task layer. */
 static inline char *vms__stack_top_of(const struct vms_stack *st) { return st->base + st->size; }
 
+/* async-signal-safe: the caller's stack pointer. */
+static inline __attribute__((always_inline)) char *vms__current_sp(void)
+{
+    char *sp;
+#if defined(__x86_64__)
+    __asm__ volatile("movq %%rsp, %0" : "=r"(sp));
+#elif defined(__aarch64__)
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+#else
+    sp = __builtin_frame_address(0);
+#endif
+    return sp;
+}
+
 /* --------------------------------------------------- guard.c (signal island) ---- */
 /* vms__guard_install: installs the SIGSEGV/SIGBUS handler and reads what it needs (the
  * main stack's range, symbol tables), once, before vmstack is marked initialized.

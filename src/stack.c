@@ -604,6 +604,24 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
         vms__fatal("vms_stack_free: stack %p [%p-%p) belongs to a fiber or thread; "
                    "vms_fiber_destroy frees a fiber's stack", st, (void *)rec->base,
                    (void *)(rec->base + rec->size));
+    if (raw) {
+        /* A thread's alternate signal stack (vms_stack_self names it in a signal handler
+         * running there) stays installed while the thread lives: freed, it would go to the
+         * pool, and another thread could get the one the kernel still delivers signals on. */
+        if (VMS_UNLIKELY(rec->internal) &&
+            (w & VMS__SLOT_STATE_MASK) == VMS__SLOT_LIVE)
+            vms__fatal("vms_stack_free: stack %p [%p-%p) is an alternate signal stack of "
+                       "vmstack's own (vms_stack_self in a signal handler names it); vmstack "
+                       "frees it when its thread ends", st, (void *)rec->base,
+                       (void *)(rec->base + rec->size));
+        /* The coroutine running on it freeing its own stack: its frames would be scrubbed
+         * under it, or the stack handed to another owner while it still runs there. */
+        const char *sp = vms__current_sp();
+        if (VMS_UNLIKELY(sp >= rec->base && sp <= vms__stack_top_of(rec)))
+            vms__fatal("vms_stack_free: stack %p [%p-%p) is the stack the caller runs on "
+                       "(sp %p): switch away from it first", st, (void *)rec->base,
+                       (void *)(rec->base + rec->size), (const void *)sp);
+    }
     uint32_t want = (w & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_LIVE;
     if (VMS_UNLIKELY(!atomic_compare_exchange_strong_explicit(
             &rec->state, &want, (want & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_FREE,

@@ -13,6 +13,7 @@
 #include <fenv.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/auxv.h>
 #include <ucontext.h>
@@ -90,6 +91,45 @@ TEST(invalid_calls)
     errno = 0;
     ASSERT_NULL(vms_fiber_create(body_noop, NULL, &big));
     ASSERT_EQ(errno, EINVAL);
+}
+
+/* No address space for a fiber's stack (every mmap fails while a new size class wants
+ * its arena): NULL with ENOMEM (docs/api.md), no fiber, nothing kept; the same call
+ * succeeds once memory is back. */
+static void no_memory_child(void *arg)
+{
+    (void)arg;
+    vms_fiber *f = vms_fiber_create(body_noop, NULL, NULL);   /* vmstack set up */
+    if (!f || vms_fiber_resume(f) != VMS_DONE) exit(10);
+    vms_fiber_destroy(f);
+    vms_stats before, after;
+    if (vms_get_stats(&before) != 0) exit(11);
+    vms_fiber_attr a = { .stack_size = 4 * VMS_MIB, .name = "nomem" };  /* a new class */
+    vms__os_inject(VMS__OP_MMAP, 1, ENOMEM, true);
+    errno = 0;
+    f = vms_fiber_create(body_noop, NULL, &a);
+    int e = errno;
+    vms__os_inject_clear();
+    if (f || e != ENOMEM) {
+        printf("vms_fiber_create: %p, errno %d\n", (void *)f, e);
+        exit(12);
+    }
+    if (vms_get_stats(&after) != 0 || after.stacks_live != before.stacks_live) exit(13);
+    f = vms_fiber_create(body_noop, NULL, &a);
+    if (!f || vms_fiber_resume(f) != VMS_DONE) exit(14);
+    vms_fiber_destroy(f);
+    exit(0);
+}
+
+TEST(create_without_memory_is_enomem)
+{
+#ifndef VMSTACK_VMAP
+    SKIP("the direct backend takes its stacks from malloc, which mmap injection does not "
+         "fail");
+#endif
+    NEED_FAULT_INJECTION();
+    char out[4096];
+    tst_run_ok(no_memory_child, NULL, out, sizeof out);
 }
 
 TEST(destroy_unstarted_and_suspended)
@@ -175,6 +215,52 @@ TEST(destroy_running_error_is_one_line)
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "\"two?lines ?q?\" is running (the caller or one of its resumers); "
                              "nothing was freed\n");
+}
+
+/* A fiber running on another thread: refused the same way (EBUSY, nothing freed), and
+ * the error says where it runs, not that the caller or its resumers run it. */
+static atomic_int other_in, other_out;
+
+static void body_spin_then_yield(void *arg)
+{
+    (void)arg;
+    atomic_store(&other_in, 1);
+    while (!atomic_load(&other_out)) sched_yield();
+    vms_fiber_yield();
+}
+
+static void *resume_on_this_thread(void *arg)
+{
+    return (void *)(intptr_t)vms_fiber_resume(arg);
+}
+
+static void child_destroy_running_elsewhere(void *arg)
+{
+    (void)arg;
+    vms_fiber_attr a = { .stack_size = 0, .name = "elsewhere" };
+    vms_fiber *f = vms_fiber_create(body_spin_then_yield, NULL, &a);
+    ASSERT_NOT_NULL(f);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, resume_on_this_thread, f), 0);
+    while (!atomic_load(&other_in)) sched_yield();
+    errno = 0;
+    vms_fiber_destroy(f);
+    ASSERT_EQ(errno, EBUSY);
+    ASSERT_EQ(vms_fiber_state(f), VMS_RUNNING);
+    atomic_store(&other_out, 1);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_EQ((intptr_t)r, VMS_SUSPENDED);
+    vms_fiber_destroy(f);                         /* now it can go */
+}
+
+TEST(destroy_running_on_another_thread_refused)
+{
+    char out[4096];
+    int status = tst_fork(child_destroy_running_elsewhere, NULL, out, sizeof out);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) TST_FAIL("child failed:\n%s", out);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_fiber_destroy: fiber ");
+    ASSERT_STR_CONTAINS(out, "\"elsewhere\" is running on another thread; nothing was freed\n");
 }
 
 /* A fiber that resumed the caller is RUNNING too: destroying it from the nested fiber

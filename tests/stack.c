@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -761,15 +762,26 @@ TEST(null_and_foreign_getters)
     errno = 0;
     ASSERT_NULL(vms_stack_base(NULL));
     ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_NULL(vms_stack_top(NULL));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_EQ(vms_stack_size(NULL), 0);
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
     ASSERT_EQ(vms_stack_max_used(NULL), 0);
+    ASSERT_EQ(errno, EINVAL);
     char junk[64];
     ASSERT_NULL(vms_stack_base((vms_stack *)junk));
     ASSERT_EQ(vms_stack_size((vms_stack *)junk), 0);
     vms_stack *s = vms_stack_alloc(0);
     vms_stack_free(s);
+    errno = 0;
     ASSERT_EQ(vms_stack_size(s), 0);   /* freed: no longer a live stack */
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_NULL(vms_stack_top(s));
+    ASSERT_EQ(errno, EINVAL);
 }
 
 static void double_free_child(void *arg)
@@ -916,6 +928,111 @@ TEST(free_of_a_fiber_stack_aborts)
         ASSERT_STR_CONTAINS(out, "belongs to a fiber or thread");
         ASSERT_STR_NOT_CONTAINS(out, "freed");
     }
+}
+
+/* vms_stack_self in a signal handler on the alternate signal stack vmstack gave the
+ * thread names that stack (docs/api.md): it is vmstack's, installed with sigaltstack
+ * while the thread lives. Freed by the program, it went to the pool of alternate stacks
+ * while the kernel still delivered signals on it (and the handler ran there): another
+ * thread could be given the same one, and the error came later, from a reap, as a
+ * "double free". The free is refused at once. Also from another thread, with the
+ * handle handed over. */
+static const vms_stack *alt_self;
+static int alt_free_in_handler;
+
+static void alt_self_handler(int sig)
+{
+    (void)sig;
+    alt_self = vms_stack_self();
+    if (!alt_self) {
+        static const char no[] = "no stack seen in the handler\n";
+        (void)!write(1, no, sizeof no - 1);
+        _exit(20);
+    }
+    if (alt_free_in_handler) vms_stack_free((vms_stack *)alt_self);   /* on that stack */
+}
+
+static void *alt_free_other(void *arg)
+{
+    vms_stack_free((vms_stack *)arg);
+    return NULL;
+}
+
+static void alt_stack_free_child(void *arg)
+{
+    struct sigaction sa = { .sa_handler = alt_self_handler, .sa_flags = SA_ONSTACK };
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR1, &sa, NULL) != 0) exit(10);
+    vms_stack *warm = vms_stack_alloc(0);   /* the thread's alternate stack is set up */
+    if (!warm) exit(11);
+    /* Under ASan the thread keeps the alternate stack ASan gave it. */
+    stack_t ss;
+    struct vms__where w;
+    if (sigaltstack(NULL, &ss) != 0 || (ss.ss_flags & SS_DISABLE) ||
+        vms__arena_where(ss.ss_sp, &w) != VMS__WHERE_STACK)
+        exit(30);
+    alt_free_in_handler = !arg;
+    raise(SIGUSR1);
+    if (arg) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, alt_free_other, (void *)alt_self) != 0) exit(12);
+        pthread_join(t, NULL);
+    }
+    printf("freed the alternate stack\n");
+    vms_stats s;
+    vms_get_stats(&s);
+    exit(0);
+}
+
+TEST(free_of_an_alternate_signal_stack_aborts)
+{
+    need_guards();
+    char out[4096];
+    for (int other = 0; other < 2; other++) {
+        int st = tst_fork(alt_stack_free_child, other ? &other : NULL, out, sizeof out);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 30)
+            SKIP("this thread's alternate signal stack is not vmstack's (ASan's own)");
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
+        ASSERT_STR_CONTAINS(out, "is an alternate signal stack of vmstack's own");
+        ASSERT_STR_NOT_CONTAINS(out, "freed the alternate stack");
+    }
+}
+
+/* A raw stack freed by the code running on it (a coroutine freeing its own stack, then
+ * going on or switching away): the next allocation on this thread got it back from the
+ * thread's cache and scrubbed its top page, the coroutine's own frames, and the process
+ * died later by SIGSEGV with no report (or another thread ran on it). Refused at the free. */
+static ucontext_t self_free_main, self_free_co;
+static vms_stack *self_free_st;
+
+static void self_free_co_fn(void)
+{
+    vms_stack_free(self_free_st);
+    printf("freed the stack it runs on\n");
+}
+
+static void raw_self_free_child(void *arg)
+{
+    (void)arg;
+    self_free_st = vms_stack_alloc(0);
+    if (!self_free_st || getcontext(&self_free_co) != 0) exit(10);
+    self_free_co.uc_stack.ss_sp = vms_stack_base(self_free_st);
+    self_free_co.uc_stack.ss_size = vms_stack_size(self_free_st);
+    self_free_co.uc_link = &self_free_main;
+    makecontext(&self_free_co, self_free_co_fn, 0);
+    if (swapcontext(&self_free_main, &self_free_co) != 0) exit(11);
+    exit(0);
+}
+
+TEST(free_of_the_stack_the_caller_runs_on_aborts)
+{
+    char out[4096];
+    int st = tst_fork(raw_self_free_child, NULL, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
+    ASSERT_STR_CONTAINS(out, "is the stack the caller runs on");
+    ASSERT_STR_NOT_CONTAINS(out, "freed the stack it runs on");
 }
 
 TEST(largest_size_is_one_gib)
