@@ -459,9 +459,14 @@ struct vms_stack *vms__cache_get(unsigned cls)
             return st;
         }
     }
-    /* The shared list: a few at once, so the lock is taken once per several allocs. */
+    /* The shared list: a few at once, so the lock is taken once per several allocs, but
+     * no more than the LIFO has room for besides the one handed out: the rest went back
+     * to the list warm, with no claim on the budget, which another thread could fill in
+     * between (tested). So a warm stack leaves a list for a LIFO or an owner only, and
+     * the budget is claimed where a stack is made warm: at a free. */
     unsigned want = vms__opt.cache_per_thread / 2 + 1, got;
-    struct vms_stack *chain = shared_take(cls, want, &got);
+    unsigned room = vms__opt.cache_per_thread - t->nclean;
+    struct vms_stack *chain = shared_take(cls, want <= room ? want : room + 1, &got);
     if (!chain) {
         /* New slots. They cost address space only until touched; this thread's dirty
          * batch is not scrubbed early, which keeps the steady state at one system call
@@ -486,8 +491,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
     chain = chain->next;
     while (chain) {
         struct vms_stack *next = chain->next;
-        if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = chain;
-        else shared_put(chain);
+        t->clean[t->nclean++] = chain;   /* room for it: taken so */
         chain = next;
     }
     bump(&t->gets);
