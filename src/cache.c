@@ -350,24 +350,27 @@ void vms__cache_adopt_forsaken(void)
     adopt_batch(batch, n);
 }
 
-/* Scrubs this thread's dirty batch with one system call and files the stacks: into the
- * LIFO while it has room, the rest to the shared lists. Stacks bound for the shared
- * lists beyond WARM_MAX lose their top page too. */
-static void scrub_batch(struct tcache *t)
+/* Scrubs v[0..nv) (at most SCRUB_BATCH freed stacks, their top page zeroed by the free
+ * unless VMS_NO_SCRUB) with one system call and files them: into t's LIFO while it has
+ * room, the rest to the shared lists. Stacks bound for the shared lists beyond WARM_MAX
+ * lose their top page too. Every freed stack goes through here, whether its thread has
+ * a cache (t, its dirty batch) or not (t NULL, a batch of one): so every stack that
+ * joins the shared lists warm from a free has its share of the budget claimed. */
+static void scrub_file(struct tcache *t, struct vms_stack **v, unsigned nv)
 {
     size_t page = vms__os_page_size();
     struct iovec iov[SCRUB_BATCH];
     size_t n = 0;
-    unsigned room = vms__opt.cache_per_thread - t->nclean;
+    unsigned room = t ? vms__opt.cache_per_thread - t->nclean : 0;
     /* The stacks beyond the LIFO's room go to the shared lists: warm only within the
      * budget claimed for them. */
-    size_t claimed = warm_claim(t->ndirty > room ? t->ndirty - room : 0);
+    size_t claimed = warm_claim(nv > room ? nv - room : 0);
     size_t warm_budget = claimed;
     /* With VMS_END_CHECK the bottom page holds the magic word, rewritten at every
      * hand-out: it stays resident too (zeroed at free), so a hand-out costs no fault. */
     size_t skip_bottom = (vms__opt.flags & VMS_END_CHECK) ? page : 0;
-    for (unsigned i = 0; i < t->ndirty; i++) {
-        struct vms_stack *st = t->dirty[i];
+    for (unsigned i = 0; i < nv; i++) {
+        struct vms_stack *st = v[i];
         bool keep_warm = i < room || warm_budget > 0;
         if (i >= room && warm_budget > 0) warm_budget--;
         size_t keep = (keep_warm ? page : 0) + (keep_warm ? skip_bottom : 0);
@@ -382,20 +385,26 @@ static void scrub_batch(struct tcache *t)
     if (vms__cache_scrub_ranges(iov, n)) {
         /* Zeroed by hand: resident, which the debug layer's painting must not take for
          * used. */
-        for (unsigned i = 0; i < t->ndirty; i++) t->dirty[i]->warm = 2;
+        for (unsigned i = 0; i < nv; i++) v[i]->warm = 2;
     }
-    for (unsigned i = 0; i < t->ndirty; i++) {
-        struct vms_stack *st = t->dirty[i];
+    for (unsigned i = 0; i < nv; i++) {
+        struct vms_stack *st = v[i];
         /* Off the batch before it is filed: a fork during this loop must not find it
          * both in a shared list and in the batch, whose stacks the child claims
          * (vms__cache_adopt_forsaken) and would file a second time, to be handed out
          * twice. In between, the child finds it nowhere: lost to the child only. The
          * store is visible before the stack is in a list (the list's lock). */
-        t->dirty[i] = NULL;
-        if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = st;
+        v[i] = NULL;
+        if (t && t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = st;
         else shared_put(st);
     }
     warm_release(claimed);
+}
+
+/* Scrubs this thread's dirty batch and files its stacks (scrub_file). */
+static void scrub_batch(struct tcache *t)
+{
+    scrub_file(t, t->dirty, t->ndirty);
     t->ndirty = 0;
 }
 
@@ -450,9 +459,14 @@ struct vms_stack *vms__cache_get(unsigned cls)
             return st;
         }
     }
-    /* The shared list: a few at once, so the lock is taken once per several allocs. */
+    /* The shared list: a few at once, so the lock is taken once per several allocs, but
+     * no more than the LIFO has room for besides the one handed out: the rest went back
+     * to the list warm, with no claim on the budget, which another thread could fill in
+     * between (tested). So a warm stack leaves a list for a LIFO or an owner only, and
+     * the budget is claimed where a stack is made warm: at a free. */
     unsigned want = vms__opt.cache_per_thread / 2 + 1, got;
-    struct vms_stack *chain = shared_take(cls, want, &got);
+    unsigned room = vms__opt.cache_per_thread - t->nclean;
+    struct vms_stack *chain = shared_take(cls, want <= room ? want : room + 1, &got);
     if (!chain) {
         /* New slots. They cost address space only until touched; this thread's dirty
          * batch is not scrubbed early, which keeps the steady state at one system call
@@ -477,8 +491,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
     chain = chain->next;
     while (chain) {
         struct vms_stack *next = chain->next;
-        if (t->nclean < vms__opt.cache_per_thread) t->clean[t->nclean++] = chain;
-        else shared_put(chain);
+        t->clean[t->nclean++] = chain;   /* room for it: taken so */
         chain = next;
     }
     bump(&t->gets);
@@ -488,22 +501,14 @@ struct vms_stack *vms__cache_get(unsigned cls)
 bool vms__cache_put(struct vms_stack *st)
 {
     struct tcache *t = thread_cache_get();
-    if (VMS_UNLIKELY(!t)) {
-        unsigned long n = atomic_fetch_add(&retired_puts, 1) + 1;
-        /* No per-thread cache (out of memory): scrub this one alone. */
-        size_t page = vms__os_page_size();
-        struct iovec below = { st->base, st->size - page };
-        st->warm = st->size > page && vms__cache_scrub_ranges(&below, 1) ? 2 : 1;
-        if (!(vms__opt.flags & VMS_NO_SCRUB)) memset(st->base + st->size - page, 0, page);
-        shared_put(st);
-        return n % SCRUB_BATCH == 0;
-    }
     /* Every SCRUB_BATCH-th free of this thread is a moment for the caller's periodic
      * work (stack.c reaps ended threads' stacks then); counted by frees rather than by
-     * batches, which VMS_NO_SCRUB and a LIFO with room may never run. */
-    bool tick = bump_put(&t->puts) % SCRUB_BATCH == 0;
+     * batches, which VMS_NO_SCRUB and a LIFO with room may never run. A thread without
+     * a cache counts with the exited threads. */
+    bool tick = (VMS_UNLIKELY(!t) ? atomic_fetch_add(&retired_puts, 1) + 1
+                                  : bump_put(&t->puts)) % SCRUB_BATCH == 0;
     if (vms__opt.flags & VMS_NO_SCRUB) {
-        if (VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
+        if (VMS_LIKELY(t != NULL) && VMS_LIKELY(t->nclean < vms__opt.cache_per_thread)) {
             /* Resident as the owner left it, whatever a batch or a trim made of it
              * before: counts as warm, and painting repaints the owner's pages. */
             st->warm = VMS__WARM_AS_LEFT;
@@ -517,6 +522,12 @@ bool vms__cache_put(struct vms_stack *st)
         size_t n = st->size < page ? st->size : page;
         memset(st->base + st->size - n, 0, n);
         if ((vms__opt.flags & VMS_END_CHECK) && st->size > page) memset(st->base, 0, page);
+    }
+    if (VMS_UNLIKELY(!t)) {
+        /* No per-thread cache (no key, or calloc or pthread_setspecific failed): a batch
+         * of one, to the shared list, warm only within the budget like any batch. */
+        scrub_file(NULL, &st, 1);
+        return tick;
     }
     t->dirty[t->ndirty++] = st;
     if (t->ndirty == SCRUB_BATCH) scrub_batch(t);

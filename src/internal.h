@@ -564,6 +564,13 @@ VMS_HIDDEN extern void (*vms__task_thread_end_hook)(void);
  * of page that leaves the thread's exit no pages to give back and its destructors room.
  * Pure; a function of its own so that tests can give any page size. */
 VMS_HIDDEN size_t vms__thread_own_size(size_t tls, size_t page);
+/* Tests: called before every pthread_create of vms_thread_create, with the C-library
+ * stack size: for the caller's thread (probe false), or for a probe thread with default
+ * attributes (true) that tells whether an EINVAL was about the size. */
+VMS_HIDDEN extern void (*vms__thread_create_hook)(size_t size, bool probe);
+/* Tests: the C-library stack size of later vms threads as if found (0: found again at
+ * the next), and no size known to have worked. */
+VMS_HIDDEN void vms__thread_own_reset(size_t own);
 
 /* ------------------------------------------------------------------- debug.c ---- */
 /* Painting, high-water marks, end-of-stack magic, the usage histogram (docs/debugging.md).

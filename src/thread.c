@@ -31,9 +31,9 @@
  * 12 KiB are left for the destructors; one that overruns them is reported (guard.c,
  * classify_clib). Pages of 16 KiB or more can round that room away (64 KiB ones, down
  * to a size of 0): there the size is rounded up instead (vms__thread_own_size). Where
- * the static TLS size is not known, OWN_UNKNOWN_TLS, and on EINVAL (the TLS does not
- * fit) a larger size, remembered in own_size. Sanitizer runtimes run much more on it:
- * they get 1 MiB. */
+ * the static TLS size is not known, OWN_UNKNOWN_TLS, and on EINVAL a larger size where
+ * probes show the TLS does not fit (size_after_einval), remembered in own_size.
+ * Sanitizer runtimes run much more on it: they get 1 MiB. */
 #define OWN_FREE        (16 * VMS_KIB)
 #define OWN_TCB_MIN     (2 * VMS_KIB)       /* glibc 2.36's struct pthread: 2.3 KiB */
 #define OWN_UNKNOWN_TLS (128 * VMS_KIB)
@@ -47,6 +47,25 @@
  * always leaves more (OWN_FREE less under a page), so it is never rounded up there. */
 #define OWN_ROOM_MIN    (12 * VMS_KIB)
 static atomic_size_t own_size;
+/* The smallest C-library stack size a pthread_create has accepted (0: none yet): any
+ * size at least as large fits the static TLS too (glibc's check is a lower bound). */
+static atomic_size_t own_fits;
+
+void (*vms__thread_create_hook)(size_t size, bool probe);
+
+void vms__thread_own_reset(size_t own)
+{
+    atomic_store(&own_size, own);
+    atomic_store(&own_fits, 0);
+}
+
+static void own_worked(size_t size)
+{
+    size_t cur = atomic_load_explicit(&own_fits, memory_order_relaxed);
+    while ((!cur || size < cur) &&
+           !atomic_compare_exchange_weak_explicit(&own_fits, &cur, size, memory_order_relaxed,
+                                                  memory_order_relaxed)) {}
+}
 
 size_t vms__thread_own_size(size_t tls, size_t page)
 {
@@ -79,6 +98,59 @@ static size_t own_stack_size(void)
 static void *thread_start(void *p)
 {
     return vms__task_thread_run(p);
+}
+
+static int create(pthread_t *t, const pthread_attr_t *a, struct vms__task *task, size_t size)
+{
+    if (VMS_UNLIKELY(vms__thread_create_hook != NULL)) vms__thread_create_hook(size, false);
+    return pthread_create(t, a, thread_start, task);
+}
+
+static void *probe_start(void *p)
+{
+    return p;
+}
+
+/* Whether the C library starts a thread whose attributes are the defaults but for a
+ * stack of size bytes: 0 (it ran and was joined), EINVAL (the size does not fit its
+ * static TLS), or another error number (cannot tell). */
+static int size_probe(size_t size)
+{
+    pthread_attr_t pa;
+    pthread_t pt;
+    int e = pthread_attr_init(&pa);
+    if (e) return e;
+    if (VMS_UNLIKELY(vms__thread_create_hook != NULL)) vms__thread_create_hook(size, true);
+    if (!(e = pthread_attr_setstacksize(&pa, size)))
+        e = pthread_create(&pt, &pa, probe_start, NULL);
+    pthread_attr_destroy(&pa);
+    if (!e) pthread_join(pt, NULL);
+    return e;
+}
+
+/* pthread_create said EINVAL for a C-library stack of own bytes and the caller's other
+ * attributes: the size to try instead, or 0 when the size is not what it refused. glibc
+ * says EINVAL both for a stack too small for its static TLS (before any mmap or clone)
+ * and for attributes of the caller's: a priority out of its policy's range (after the
+ * stack's mmap), an affinity naming no CPU it can use (after the clone). Trying larger
+ * sizes blindly, up to 64 MiB and more, cost 7 failed calls, each an mmap of the size
+ * tried (and a clone), before the caller's EINVAL came back. So: a size that has worked before fits (EINVAL
+ * is the attributes'); else probe threads with default attributes tell: one that starts
+ * at own means the same; one that does not is retried with 4x the size until one starts,
+ * or a size of OWN_STACK_MAX or more did not. Probes that cannot tell (EAGAIN: no thread
+ * to spare) leave the caller's EINVAL. At most one failed attempt of the caller's thread
+ * and one probe thread started per process (a probe that fails for its size makes no
+ * thread); the search for a size at most once while none is known to fit. */
+static size_t size_after_einval(size_t own)
+{
+    size_t fits = atomic_load_explicit(&own_fits, memory_order_relaxed);
+    if (fits && own >= fits) return 0;
+    size_t size = own;
+    int e;
+    while ((e = size_probe(size)) == EINVAL && size < OWN_STACK_MAX) size *= 4;
+    if (e) return 0;
+    own_worked(size);
+    return size == own ? 0 : size;
 }
 
 /* Reads what vmstack takes from the caller's attributes: the requested stack size in
@@ -152,14 +224,17 @@ int vms_thread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void
         goto destroy_attr;
     }
     size_t tried = own;
-    for (;;) {
-        e = pthread_create(t, &a, thread_start, task);
-        /* EINVAL: maybe the static TLS does not fit after all (or another attribute is
-         * wrong: then the largest size says EINVAL too). */
-        if (e != EINVAL || own >= OWN_STACK_MAX) break;
-        own *= 4;
-        if (pthread_attr_setstacksize(&a, own) != 0) break;
+    e = create(t, &a, task, own);
+    if (VMS_UNLIKELY(e == EINVAL)) {
+        /* Maybe the static TLS does not fit after all: a larger size if so. */
+        size_t more = size_after_einval(own);
+        if (more && pthread_attr_setstacksize(&a, more) == 0) {
+            own = more;
+            e = create(t, &a, task, own);
+        }
     }
+    if (e == 0 && VMS_UNLIKELY(!atomic_load_explicit(&own_fits, memory_order_relaxed)))
+        own_worked(own);
     if (e == 0 && own != tried) {
         /* Remembered as a maximum: a smaller size another thread found is not enough. */
         size_t cur = atomic_load_explicit(&own_size, memory_order_relaxed);

@@ -218,7 +218,8 @@ TEST(setspecific_fails_no_thread_cache)
 /* ---- the shared lists' warm count, with a taker in the push's wake ---------------------
  *
  * A thread without a cache frees a stack straight to the shared list, warm (its top page
- * kept), with no warm budget claimed. The list's lock released, another thread may take
+ * kept) within the warm budget, whose claim it gives back once the stack is pushed. The
+ * list's lock released, another thread may take
  * the stack at once and subtract it from shared_warm (a subtraction that stops at 0): the
  * push must have counted it before the unlock, or the taker's subtraction finds nothing
  * to take and the push's late add leaves one warm stack counted that no list holds, for
@@ -282,4 +283,72 @@ TEST(shared_warm_counted_before_another_thread_can_take)
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "after: 0 warm counted, 0 in the lists\n");
+}
+
+/* ---- the warm budget, without a per-thread cache -------------------------------------
+ *
+ * The shared lists keep at most WARM_BOUND stacks warm (cache.c, WARM_MAX), whoever
+ * files them. A thread without a cache (no key: the program took them all; or
+ * pthread_setspecific failing) frees each stack straight to a shared list: warm only
+ * within the budget, as a thread with a cache files its batches. It used to keep every
+ * one warm unclaimed: 1,280 stacks freed, 1,280 warm (and counted so). */
+enum { WARM_BOUND = 1024, OVER_BUDGET = WARM_BOUND + 256 };
+
+static void *free_over_the_budget(void *arg)
+{
+    (void)arg;
+    vms_stack **v = calloc(OVER_BUDGET, sizeof *v);
+    if (!v) return NULL;
+    for (int i = 0; i < OVER_BUDGET; i++) {
+        v[i] = vms_stack_alloc(8 * 1024);
+        if (!v[i]) return NULL;
+        ((char *)vms_stack_top(v[i]))[-1] = 1;   /* the top page used */
+    }
+    for (int i = 0; i < OVER_BUDGET; i++) vms_stack_free(v[i]);
+    free(v);
+    return (void *)1;
+}
+
+/* arg: NULL, no key; else pthread_setspecific fails. Exits 30 when the thread could not
+ * allocate, 31 when more than WARM_BOUND stacks are warm, 32 when the count and the lists
+ * disagree, 33 when fewer than WARM_BOUND stayed warm (the budget unused). */
+static void warm_budget_child(void *arg)
+{
+    if (!arg) {
+        exhaust_keys();
+    } else {
+        vms_stack *s = vms_stack_alloc(0);   /* this thread's keys set before */
+        if (!s) exit(9);
+        vms_stack_free(s);
+        vms__os_inject(VMS__OP_SETSPECIFIC, 1, ENOMEM, true);
+    }
+    pthread_t th;
+    void *r = NULL;
+    if (pthread_create(&th, NULL, free_over_the_budget, NULL) != 0) exit(10);
+    pthread_join(th, &r);
+    vms__os_inject_clear();
+    if (!r) exit(30);
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("%d freed: %zu warm counted, %zu in the lists\n", OVER_BUDGET, counted, listed);
+    if (listed > WARM_BOUND || counted > WARM_BOUND) exit(31);
+    if (counted != listed) exit(32);
+    if (listed < WARM_BOUND) exit(33);
+}
+
+TEST(no_key_frees_keep_the_warm_budget)
+{
+    SKIP_IF_SANITIZED();
+    char out[8192];
+    int st = tst_fork(warm_budget_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}
+
+TEST(setspecific_fails_frees_keep_the_warm_budget)
+{
+    NEED_FAULT_INJECTION();
+    char out[8192];
+    int st = tst_fork(warm_budget_child, (void *)1, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
 }

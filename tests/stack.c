@@ -1866,3 +1866,117 @@ TEST(threads_exiting_together_share_the_warm_budget)
     ASSERT_NULL(r);
     ASSERT_EQ(vms__cache_shared_warm(), WARM_BOUND);
 }
+
+/* An allocation that finds its LIFO full (of stacks of other sizes) takes from the shared
+ * list only the stack it hands out: a few taken at once, the rest went back to the list
+ * warm, with no claim on the budget, which another thread may have filled meanwhile (its
+ * room was freed by the take). Here the shared lists hold WARM_BOUND warm stacks; the
+ * push hook holds the allocating thread at its first push while another thread frees warm
+ * stacks into the room; the lists then held WARM_BOUND + 3 (LIFOs of 8: 5 taken). */
+static pthread_t repush_thread;
+static sem_t refill_go, refill_done;
+static atomic_int repush_held;
+
+static void refill_in_push(void)
+{
+    if (!pthread_equal(pthread_self(), repush_thread)) return;
+    vms__cache_push_hook = NULL;
+    atomic_store(&repush_held, 1);
+    sem_post(&refill_go);
+    while (sem_wait(&refill_done) != 0) {}
+}
+
+/* Allocates n stacks of size, uses their top page, frees them and scrubs its batch. */
+static void *alloc_touch_free(size_t n, size_t size)
+{
+    vms_stack **v = calloc(n, sizeof *v);
+    if (!v) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = vms_stack_alloc(size);
+        if (!v[i]) return NULL;
+        ((char *)vms_stack_top(v[i]))[-1] = 1;
+    }
+    for (size_t i = 0; i < n; i++) vms_stack_free(v[i]);
+    vms__cache_flush();
+    free(v);
+    return (void *)1;
+}
+
+/* Files 40 warm 8 KiB stacks on top of their shared list, then fills the rest of the
+ * warm budget with 64 KiB ones, and stays alive (its LIFO out of the lists) until told. */
+static sem_t budget_filled, filler_may_end;
+
+static void *fill_budget_8k_on_top(void *arg)
+{
+    (void)arg;
+    void *r = alloc_touch_free(40, 8 * 1024);
+    if (r) r = alloc_touch_free(WARM_BOUND + 2 * vms__opt.cache_per_thread + 32, 64 * 1024);
+    sem_post(&budget_filled);
+    while (sem_wait(&filler_may_end) != 0) {}
+    return r;
+}
+
+static void *refill_32k(void *arg)
+{
+    (void)arg;
+    size_t n = 2 * vms__opt.cache_per_thread + 8, size = 32 * 1024;
+    vms_stack **v = calloc(n, sizeof *v);
+    if (!v) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = vms_stack_alloc(size);
+        if (!v[i]) return NULL;
+        ((char *)vms_stack_top(v[i]))[-1] = 1;
+    }
+    while (sem_wait(&refill_go) != 0) {}
+    for (size_t i = 0; i < n; i++) vms_stack_free(v[i]);
+    vms__cache_flush();
+    free(v);
+    sem_post(&refill_done);
+    return (void *)1;
+}
+
+static void full_lifo_take_child(void *arg)
+{
+    (void)arg;
+    sem_init(&refill_go, 0, 0);
+    sem_init(&refill_done, 0, 0);
+    pthread_t f, h;
+    void *r = NULL;
+    sem_init(&budget_filled, 0, 0);
+    sem_init(&filler_may_end, 0, 0);
+    if (pthread_create(&f, NULL, fill_budget_8k_on_top, NULL) != 0) exit(10);
+    while (sem_wait(&budget_filled) != 0) {}
+    printf("filled: %zu warm\n", vms__cache_shared_warm_listed());
+    if (vms__cache_shared_warm_listed() != WARM_BOUND) exit(12);
+    /* This thread's LIFO full of 16 KiB stacks. */
+    if (!alloc_touch_free(2 * vms__opt.cache_per_thread, 16 * 1024)) exit(13);
+    if (pthread_create(&h, NULL, refill_32k, NULL) != 0) exit(14);
+    repush_thread = pthread_self();
+    vms__cache_push_hook = refill_in_push;
+    vms_stack *s = vms_stack_alloc(8 * 1024);
+    vms__cache_push_hook = NULL;
+    if (!s) exit(15);
+    if (!atomic_load(&repush_held)) {   /* nothing pushed: the other thread frees now */
+        sem_post(&refill_go);
+        while (sem_wait(&refill_done) != 0) {}
+    }
+    pthread_join(h, &r);
+    if (!r) exit(16);
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("held in a push: %d; %zu warm counted, %zu in the lists\n",
+           atomic_load(&repush_held), counted, listed);
+    if (listed > WARM_BOUND || counted > WARM_BOUND) exit(17);
+    if (counted != listed) exit(18);
+    vms_stack_free(s);
+    sem_post(&filler_may_end);
+    pthread_join(f, &r);
+    if (!r) exit(11);
+}
+
+TEST(an_allocation_past_a_full_lifo_keeps_the_warm_budget)
+{
+    char out[4096];
+    int st = tst_fork(full_lifo_take_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}

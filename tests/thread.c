@@ -140,6 +140,67 @@ TEST(pthread_create_error_negated_and_nothing_kept)
     pthread_attr_destroy(&a);
 }
 
+/* pthread_create's EINVAL for an attribute of the caller's (here a priority outside its
+ * policy's range) comes back at once: vms_thread_create retried it with 4x the C-library
+ * stack up to 64 MiB and more, 7 pthread_create calls (each an mmap of the size tried)
+ * before -EINVAL. Now: one call, and at most one probe thread (default attributes, the
+ * same size), which shows the size fits; a second such call, none (the size has worked).
+ * In a child: before any vms thread ran here, so that the size is not yet known to fit. */
+static atomic_int creates_tried, probes_tried;
+
+static void count_creates(size_t size, bool probe)
+{
+    (void)size;
+    atomic_fetch_add(probe ? &probes_tried : &creates_tried, 1);
+}
+
+static void bad_priority_child(void *arg)
+{
+    pthread_attr_t *a = arg;
+    pthread_t t;
+    vms__thread_create_hook = count_creates;
+    for (int i = 1; i <= 2; i++) {
+        atomic_store(&creates_tried, 0);
+        atomic_store(&probes_tried, 0);
+        int e = vms_thread_create(&t, a, echo, NULL);
+        printf("call %d: %d, %d pthread_create, %d probes\n", i, e,
+               atomic_load(&creates_tried), atomic_load(&probes_tried));
+        if (e != -EINVAL) exit(10);
+    }
+    /* A good thread still starts at the size found, at the first try. */
+    atomic_store(&creates_tried, 0);
+    if (vms_thread_create(&t, NULL, echo, NULL) != 0 || pthread_join(t, NULL) != 0) exit(11);
+    printf("good: %d pthread_create\n", atomic_load(&creates_tried));
+}
+
+TEST(einval_for_an_attribute_is_not_retried_with_larger_stacks)
+{
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED), 0);
+    /* SCHED_FIFO's priority 1, kept when the policy becomes SCHED_OTHER (whose only
+     * priority is 0): glibc checks the range in pthread_create. */
+    ASSERT_EQ(pthread_attr_setschedpolicy(&a, SCHED_FIFO), 0);
+    struct sched_param sp = { .sched_priority = 1 };
+    ASSERT_EQ(pthread_attr_setschedparam(&a, &sp), 0);
+    ASSERT_EQ(pthread_attr_setschedpolicy(&a, SCHED_OTHER), 0);
+    pthread_t t;
+    int plain = pthread_create(&t, &a, echo, NULL);
+    if (plain == 0) pthread_join(t, NULL);
+    if (plain != EINVAL) SKIP("the C library's pthread_create says %d, not EINVAL", plain);
+    char out[4096];
+    int st = tst_fork(bad_priority_child, &a, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    char want[128];
+    snprintf(want, sizeof want, "call 1: %d, 1 pthread_create, 1 probes\n", -EINVAL);
+    ASSERT_STR_CONTAINS(out, want);
+    snprintf(want, sizeof want, "call 2: %d, 1 pthread_create, 0 probes\n", -EINVAL);
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_CONTAINS(out, "good: 1 pthread_create\n");
+    pthread_attr_destroy(&a);
+}
+
 struct probe {
     size_t remaining, size;
     int fiber_self_null, task_kind;

@@ -1,12 +1,15 @@
 /*
  * thread_tls.c - vms threads in a program with a large static TLS. glibc carves a
  * thread's static TLS out of its own stack, which for a vms thread is small (the body
- * runs on the vmstack stack): vms_thread_create must find a size that fits.
+ * runs on the vmstack stack): vms_thread_create must find a size that fits, also
+ * where its first guess is far too small.
  */
+#include "internal.h"
 #include "test.h"
 #include "vmstack.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -30,4 +33,49 @@ TEST(large_static_tls)
         ASSERT_EQ(pthread_join(t, &r), 0);
         ASSERT_UEQ((uintptr_t)r, i * (BIG_TLS / 4096));
     }
+}
+
+/* The search on EINVAL, from a C-library stack far too small for this TLS (as where the C
+ * library does not say its TLS size): probe threads with default attributes find a size
+ * that fits, the thread starts at it on the second try, and later threads start at it
+ * at the first. In a child: its size is set there. */
+static atomic_int creates, probes;
+static _Atomic size_t last_size;
+
+static void count_creates(size_t size, bool probe)
+{
+    atomic_fetch_add(probe ? &probes : &creates, 1);
+    if (!probe) atomic_store(&last_size, size);
+}
+
+static void small_size_child(void *arg)
+{
+    (void)arg;
+    vms__thread_own_reset(64 * 1024);
+    vms__thread_create_hook = count_creates;
+    size_t found = 0;
+    for (uintptr_t i = 1; i <= 2; i++) {
+        atomic_store(&creates, 0);
+        atomic_store(&probes, 0);
+        pthread_t t;
+        void *r = NULL;
+        if (vms_thread_create(&t, NULL, use_tls, (void *)i) != 0) exit(10);
+        if (pthread_join(t, &r) != 0 || (uintptr_t)r != i * (BIG_TLS / 4096)) exit(11);
+        printf("thread %d: %d pthread_create, %d probes, size %zu\n", (int)i,
+               atomic_load(&creates), atomic_load(&probes), atomic_load(&last_size));
+        if (i == 1 && (atomic_load(&creates) != 2 || atomic_load(&probes) < 2)) exit(12);
+        if (i == 2 && (atomic_load(&creates) != 1 || atomic_load(&probes) != 0 ||
+                       atomic_load(&last_size) != found))
+            exit(13);
+        found = atomic_load(&last_size);
+    }
+    if (found <= BIG_TLS) exit(14);
+}
+
+TEST(a_size_too_small_for_the_tls_is_found_again)
+{
+    char out[4096];
+    int st = tst_fork(small_size_child, NULL, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
 }
