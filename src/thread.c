@@ -134,10 +134,10 @@ static int size_probe(size_t size)
  * and for attributes of the caller's: a priority out of its policy's range (after the
  * stack's mmap), an affinity naming no CPU it can use (after the clone). Trying larger
  * sizes blindly, up to 64 MiB and more, cost 7 failed calls, each an mmap of the size
- * tried (and a clone), before the caller's EINVAL came back. So: a size that has worked before fits (EINVAL
- * is the attributes'); else probe threads with default attributes tell: one that starts
- * at own means the same; one that does not is retried with 4x the size until one starts,
- * or a size of OWN_STACK_MAX or more did not. Probes that cannot tell (EAGAIN: no thread
+ * tried (and a clone), before the caller's EINVAL came back. So: a size that has worked
+ * before fits (EINVAL is the attributes'); else probe threads with default attributes
+ * tell: one that starts at own means the same; one that does not is retried with 4x the
+ * size until one starts, or a size of OWN_STACK_MAX or more did not. Probes that cannot tell (EAGAIN: no thread
  * to spare) leave the caller's EINVAL. At most one failed attempt of the caller's thread
  * and one probe thread started per process (a probe that fails for its size makes no
  * thread); the search for a size at most once while none is known to fit. */
