@@ -741,6 +741,49 @@ TEST(usage_errors_exit_2)
 /* A FIFO named like an input, or next to a .su file as its object: refused or passed
  * over, not waited on. open() without O_NONBLOCK waited for a writer for good, so the
  * command hung, and this case with it (ctest's time-out fails it; no time limit here). */
+/* A symbolic link named as an input (.su, .ci) that leads nowhere, dangling or in a loop
+ * of links, hides an input: an error naming it, exit 2, as an unreadable file is. Such
+ * links were passed over without a word, and the rest of the folder "fit". A dangling
+ * link under another name is no input whatever it pointed to (links to folders are not
+ * followed): passed over. */
+TEST(folder_dangling_or_looping_link_is_an_error)
+{
+    static const char line[] = "x.c:1:5:f\t16\tstatic\n";
+    const char *dir = tmp_subdir("dangling");
+    char p[4200], q[4200], want[4400];
+    snprintf(p, sizeof p, "%s/f.su", dir);
+    FILE *f = fopen(p, "w");
+    ASSERT_NOT_NULL(f);
+    fputs(line, f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/notes.txt", dir);
+    ASSERT_EQ(symlink("no-such-file.txt", p), 0);
+    ASSERT_EQ(run("--stack-size", "1k", "--allow-unknown", dir), 0);
+    ASSERT_STR_CONTAINS(out, "f: worst-case depth ");
+    ASSERT_STR_NOT_CONTAINS(out, "notes.txt");
+    /* dangling */
+    snprintf(p, sizeof p, "%s/gone.su", dir);
+    ASSERT_EQ(symlink("no-such-file.su", p), 0);
+    ASSERT_EQ(run("--stack-size", "1k", "--allow-unknown", dir), 2);
+    snprintf(want, sizeof want, "vmstack: error: %s: a symbolic link that cannot be followed: %s\n",
+             p, strerror(ENOENT));
+    ASSERT_STR_CONTAINS(out, want);
+    ASSERT_STR_NOT_CONTAINS(out, "worst-case depth");
+    ASSERT_EQ(unlink(p), 0);
+    /* a loop of two links */
+    snprintf(p, sizeof p, "%s/a.ci", dir);
+    snprintf(q, sizeof q, "%s/b.ci", dir);
+    ASSERT_EQ(symlink("b.ci", p), 0);
+    ASSERT_EQ(symlink("a.ci", q), 0);
+    ASSERT_EQ(run("--stack-size", "1k", "--allow-unknown", dir), 2);
+    snprintf(want, sizeof want, "vmstack: error: %s: a symbolic link that cannot be followed: %s\n",
+             p, strerror(ELOOP));
+    ASSERT_STR_CONTAINS(out, want);
+    /* named alone, as before: the message of any file that cannot be opened */
+    ASSERT_EQ(run(p), 2);
+    ASSERT_STR_CONTAINS(out, strerror(ELOOP));
+}
+
 /* tst_fork's child: the test process's temporary folder made in arg, filled (a file, a
  * link, a folder 300 deep), then an exit that passes or, with CS_FAIL set, fails an
  * assert. */
