@@ -1107,6 +1107,14 @@ static inline int bench_parse_long(const char *opt, const char *s, long lo, long
  * its own child, prints the table or JSON. Returns the exit status (0 when every group
  * ran, a MISSED target being a result and not an error; 1 when a group failed; 2 for bad
  * usage). The caller must not have used vmstack: each child starts with it unused. */
+/* src/options.c (internal; both programs that include this file link the static
+ * library): says what is wrong with the VMSTACK_* variables once, for the whole run,
+ * and keeps the group processes forked afterwards from saying it again each. */
+#ifdef __cplusplus
+extern "C"
+#endif
+void vms__options_check_env(void);
+
 static inline int bench_main(int argc, char **argv, const char *prog,
                              const struct bench_table *t, int nt)
 {
@@ -1198,6 +1206,7 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         return 2;
     }
 
+    vms__options_check_env();   /* before the first group's process is forked */
     int sc_ok = 0;
     char counter[sizeof bench_sc_why];
     snprintf(counter, sizeof counter, "%s", bench_syscalls_probe(&sc_ok));

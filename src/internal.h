@@ -68,6 +68,15 @@ struct vms__options {
 };
 /* Valid once vms__ensure_init() has returned 0; never changes afterwards. */
 VMS_HIDDEN extern struct vms__options vms__opt;
+/* For commands whose processes each initialize vmstack (`vmstack bench` forks one per
+ * group, `vmstack demo --direct` runs vmstack-direct): says now, once, what is wrong
+ * with the VMSTACK_* variables, as the first use would, without deciding the options
+ * (vms_init still works), and makes this process and those it forks afterwards quiet
+ * about them. Nothing is said when vmstack is initialized already (it was said then). */
+VMS_HIDDEN void vms__options_check_env(void);
+/* Quiet about the VMSTACK_* variables from now on: for a process started by one that
+ * has called vms__options_check_env (vmstack-direct run by `vmstack demo --direct`). */
+VMS_HIDDEN void vms__options_env_said(void);
 /* Initializes vmstack on first use (options, then the fault handler). Cheap after the
  * first call: one acquire load. Returns 0 or a negative errno. */
 VMS_HIDDEN int vms__ensure_init(void);

@@ -499,27 +499,53 @@ static uintptr_t report_stack_lo(void)
 
 /* The longest demangled name shown; a longer one is cut with "...". */
 #define DEMANGLED_MAX 256
+/* The least of a name a frame line shows, however long what follows it. */
+#define NAME_MIN 32
 
 /* async-signal-safe: a function's name, as C++ source spells it when it is a C++ name
- * the demangler can handle in the stack room left (docs/oops.md), else as it is. */
-static void name_words(struct out *o, struct vms__line *l, const char *name)
+ * the demangler can handle in the stack room left (docs/oops.md), else as it is; at
+ * most max characters of it, a longer one cut to end in "...", so that what the caller
+ * appends after it still fits the line. */
+static void name_words(struct out *o, struct vms__line *l, const char *name, size_t max)
 {
     char buf[DEMANGLED_MAX];
+    const char *p = name;
     if (name[0] == '_' && name[1] == 'Z') {
         if (o->stack_lo == 1) o->stack_lo = report_stack_lo();
         uintptr_t below = (uintptr_t)buf;
         size_t room = o->stack_lo && below > o->stack_lo ? below - o->stack_lo : 0;
-        if (vms__trace_demangle(name, room, buf, sizeof buf)) {
-            vms__line_str(l, buf);
-            return;
-        }
+        if (vms__trace_demangle(name, room, buf, sizeof buf)) p = buf;
     }
-    vms__line_str(l, name);
+    if (max < 4) max = 4;
+    if (vms__sigsafe_strlen(p) <= max) {
+        vms__line_str(l, p);
+    } else {
+        vms__line_strn(l, p, max - 3);
+        vms__line_str(l, "...");
+    }
+}
+
+/* async-signal-safe: the characters vms__line_hex(l, v, 1) appends. */
+static size_t hex_len(uintptr_t v)
+{
+    size_t n = 3;
+    while (v >>= 4) n++;
+    return n;
+}
+
+/* async-signal-safe: how much of a name fits in l when reserve characters must follow
+ * it (at least NAME_MIN: then the line's own cut takes the end). */
+static size_t name_room(const struct vms__line *l, size_t reserve)
+{
+    size_t used = l->len + reserve;
+    return used + NAME_MIN < VMS__LINE_MAX ? VMS__LINE_MAX - used : NAME_MIN;
 }
 
 /* async-signal-safe: one Call Trace line, "name+0xoff/0xsize [object]". The innermost
  * frame's address is exact; the others are return addresses, looked up one byte back
- * so that a call ending its function still names that function. */
+ * so that a call ending its function still names that function. A name too long for
+ * the line is cut, never what follows it: every frame keeps its offset, size and
+ * object. */
 static void frame_line(struct out *o, uintptr_t addr, bool exact)
 {
     struct vms__line *l = start(o);
@@ -527,7 +553,9 @@ static void frame_line(struct out *o, uintptr_t addr, bool exact)
     int r = vms__trace_symbolize(exact ? addr : addr - 1, &s);
     vms__line_char(l, ' ');
     if (r == 2) {
-        name_words(o, l, s.name);
+        size_t suffix = 1 + hex_len(addr - s.start) + 1 + hex_len(s.size) +
+                        3 + vms__sigsafe_strlen(s.object ? s.object : "(null)");
+        name_words(o, l, s.name, name_room(l, suffix));
         vms__line_char(l, '+');
         vms__line_hex(l, addr - s.start, 1);
         vms__line_char(l, '/');
@@ -562,7 +590,7 @@ static void left_out_line(struct out *o, long n, const struct frames *f)
             for (int j = 0; j < nseen; j++) dup |= vms__sigsafe_streq(seen[j], name);
             if (dup || nseen == RUN_SITES) continue;
             if (nseen) vms__line_char(l, '/');
-            name_words(o, l, name);
+            name_words(o, l, name, name_room(l, sizeof " left out ..." - 1));
             seen[nseen++] = name;
         }
     }
@@ -763,11 +791,14 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
 
 /* ---- the report ---------------------------------------------------------------- */
 
-/* async-signal-safe: "name [object]", or the address when the symbol is unknown. */
+/* async-signal-safe: "name [object]", or the address when the symbol is unknown; a
+ * name too long for the line is cut to leave room for its object and for the after
+ * characters the caller appends. */
 static void sym_words(struct out *o, struct vms__line *l, const struct vms__sym *s,
-                      uintptr_t addr)
+                      uintptr_t addr, size_t after)
 {
-    if (s->name) name_words(o, l, s->name);
+    size_t object = s->object ? 3 + vms__sigsafe_strlen(s->object) : 0;
+    if (s->name) name_words(o, l, s->name, name_room(l, object + after));
     else vms__line_hex(l, addr, 1);
     if (s->object) {
         vms__line_str(l, " [");
@@ -1034,7 +1065,7 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
         if (why) {
             l = start(&o);
             vms__line_str(l, "cannot kill safely: the fault happened inside ");
-            sym_words(&o, l, &culprit, culprit_at);
+            sym_words(&o, l, &culprit, culprit_at, 2 + vms__sigsafe_strlen(why));
             vms__line_str(l, ": ");
             vms__line_str(l, why);
             emit(&o);
@@ -1053,8 +1084,9 @@ int vms__oops_report(struct vms__fault *f, vms_oops *oops)
                 vms__line_str(l, " frames, so a lock held below them cannot be ruled out");
             } else {
                 vms__line_str(l, "cannot kill safely: the call trace ends early at ");
-                sym_words(&o, l, &culprit, at);
-                vms__line_str(l, ", so a lock held below it cannot be ruled out");
+                static const char rest[] = ", so a lock held below it cannot be ruled out";
+                sym_words(&o, l, &culprit, at, sizeof rest - 1);
+                vms__line_str(l, rest);
             }
             emit(&o);
             f->action = VMS__ACT_ABORT;

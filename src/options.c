@@ -59,6 +59,11 @@ static size_t page_round(size_t v)
     return (v + page - 1) & ~(page - 1);
 }
 
+/* Set once this process, or the process it was forked from, has said what is wrong with
+ * the VMSTACK_* variables: by its own first use, or early by vms__options_check_env. The
+ * variables' warnings are not said again then (a command's processes share one stderr). */
+static atomic_bool env_said;
+
 /* A variable's value, or NULL. In a secure-execution process (set-user-ID or
  * set-group-ID, file capabilities: AT_SECURE) the variables belong to a user with fewer
  * privileges than the program, who could turn scrubbing off or exhaust the mapping limit
@@ -68,75 +73,112 @@ static const char *env(const char *name)
 {
     const char *v = getenv(name);
     if (v && getauxval(AT_SECURE)) {
-        vms__log_warn("%s is ignored: this program runs with privileges its user does not "
-                      "have (set-user-ID or set-group-ID); using the default", name);
+        if (!atomic_load_explicit(&env_said, memory_order_relaxed))
+                vms__log_warn("%s is ignored: this program runs with privileges its user does "
+                          "not have (set-user-ID or set-group-ID); using the default", name);
         return NULL;
     }
     return v;
 }
 
-/* Each malformed variable is reported once per process (options are read once); the
- * sizes' own warning is in env_size. */
-static void bad_env(const char *name, const char *value, const char *want)
+/* What a malformed variable's warning says is used instead: the value the program gave
+ * vms_init for that field when it gave one (it wins over the variable anyway), else the
+ * default. */
+static const char *instead(bool by_program)
 {
-    vms__log_warn("%s=\"%s\" is not %s; using the default", name, value, want);
+    return by_program ? "using the value the program gave vms_init" : "using the default";
 }
 
-static void env_size(const char *name, size_t *field, size_t min, size_t max)
+/* Each malformed variable is reported once per process (options are read once) and its
+ * children (env_said); the sizes' own warning is in env_size. */
+static void bad_env(const char *name, const char *value, const char *want, bool by_program)
+{
+    if (atomic_load_explicit(&env_said, memory_order_relaxed)) return;
+    vms__log_warn("%s=\"%s\" is not %s; %s", name, value, want, instead(by_program));
+}
+
+static void env_size(const char *name, size_t *field, size_t min, size_t max,
+                     bool by_program)
 {
     const char *v = env(name);
     if (!v) return;
     size_t n;
     if (vms__parse_size(v, &n) != 0 || n < min || n > max) {
-        vms__log_warn("%s=\"%s\" is not a size from %zu to %zu bytes (digits with an "
-                      "optional k, m or g suffix, such as 64k); using the default",
-                      name, v, min, max);
+        if (!atomic_load_explicit(&env_said, memory_order_relaxed))
+            vms__log_warn("%s=\"%s\" is not a size from %zu to %zu bytes (digits with an "
+                          "optional k, m or g suffix, such as 64k); %s",
+                          name, v, min, max, instead(by_program));
         return;
     }
     *field = n;
 }
 
-static void env_bool_flag(const char *name, unsigned flag, bool set_when_true)
+static void env_bool_flag(struct vms__options *o, const vms_config *cfg, const char *name,
+                          unsigned flag, bool set_when_true)
 {
     const char *v = env(name);
     if (!v) return;
     bool on;
     if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) on = true;
     else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "false")) on = false;
-    else { bad_env(name, v, "0 or 1 (or no/yes, off/on, false/true)"); return; }
-    if (on == set_when_true) vms__opt.flags |= flag;
-    else vms__opt.flags &= ~flag;
+    else {
+        bad_env(name, v, "0 or 1 (or no/yes, off/on, false/true)", cfg && (cfg->flags & flag));
+        return;
+    }
+    if (on == set_when_true) o->flags |= flag;
+    else o->flags &= ~flag;
 }
 
-static void load_env(void)
+/* The variables into *o, saying what is wrong with them unless env_said; then env_said.
+ * cfg (or NULL) is what the program gives vms_init, applied after: it only changes what
+ * a warning says is used instead. */
+static void load_env(struct vms__options *o, const vms_config *cfg)
 {
-    env_size("VMSTACK_STACK_SIZE", &vms__opt.stack_size, 1, VMS_MAX_STACK_SIZE);
-    env_size("VMSTACK_GUARD_SIZE", &vms__opt.guard_size, 1, VMS_MAX_GUARD_SIZE);
+    env_size("VMSTACK_STACK_SIZE", &o->stack_size, 1, VMS_MAX_STACK_SIZE, cfg && cfg->stack_size);
+    env_size("VMSTACK_GUARD_SIZE", &o->guard_size, 1, VMS_MAX_GUARD_SIZE, cfg && cfg->guard_size);
 
     const char *v = env("VMSTACK_CACHE");
     if (v) {
         /* A count: digits only (a size suffix, "1k", would mean 1024 stacks). */
         size_t n;
         if (v[strspn(v, "0123456789")] != '\0' || vms__parse_size(v, &n) != 0 || n > 1024)
-            bad_env("VMSTACK_CACHE", v, "a count from 0 to 1024");
+            bad_env("VMSTACK_CACHE", v, "a count from 0 to 1024", cfg && cfg->cache_per_thread);
         else
-            vms__opt.cache_per_thread = (unsigned)n;
+            o->cache_per_thread = (unsigned)n;
     }
     v = env("VMSTACK_ON_OVERFLOW");
     if (v) {
-        if (!strcmp(v, "kill")) vms__opt.on_overflow = VMS_KILL_TASK;
-        else if (!strcmp(v, "abort")) vms__opt.on_overflow = VMS_ABORT;
-        else bad_env("VMSTACK_ON_OVERFLOW", v, "kill or abort");
+        if (!strcmp(v, "kill")) o->on_overflow = VMS_KILL_TASK;
+        else if (!strcmp(v, "abort")) o->on_overflow = VMS_ABORT;
+        else bad_env("VMSTACK_ON_OVERFLOW", v, "kill or abort", cfg && cfg->on_overflow);
     }
-    env_bool_flag("VMSTACK_PAINT", VMS_PAINT, true);
-    env_bool_flag("VMSTACK_END_CHECK", VMS_END_CHECK, true);
-    env_bool_flag("VMSTACK_SCRUB", VMS_NO_SCRUB, false);
+    env_bool_flag(o, cfg, "VMSTACK_PAINT", VMS_PAINT, true);
+    env_bool_flag(o, cfg, "VMSTACK_END_CHECK", VMS_END_CHECK, true);
+    env_bool_flag(o, cfg, "VMSTACK_SCRUB", VMS_NO_SCRUB, false);
     v = env("VMSTACK_GUARD_METHOD");
     if (v) {
-        if (!strcmp(v, "madvise")) vms__opt.guard_request = VMS__GUARD_MADVISE;
-        else if (!strcmp(v, "mprotect")) vms__opt.guard_request = VMS__GUARD_MPROTECT;
-        else bad_env("VMSTACK_GUARD_METHOD", v, "madvise or mprotect");
+        if (!strcmp(v, "madvise")) o->guard_request = VMS__GUARD_MADVISE;
+        else if (!strcmp(v, "mprotect")) o->guard_request = VMS__GUARD_MPROTECT;
+        else bad_env("VMSTACK_GUARD_METHOD", v, "madvise or mprotect",
+                     cfg && (cfg->flags & VMS_FORCE_MPROTECT));
     }
+    atomic_store_explicit(&env_said, true, memory_order_relaxed);
+}
+
+void vms__options_check_env(void)
+{
+    pthread_mutex_lock(&init_lock);
+    if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_DONE) {
+        struct vms__options scratch;
+        memset(&scratch, 0, sizeof scratch);
+        load_env(&scratch, NULL);   /* nothing said when env_said is set already */
+    }
+    pthread_mutex_unlock(&init_lock);
+}
+
+void vms__options_env_said(void)
+{
+    atomic_store_explicit(&env_said, true, memory_order_relaxed);
 }
 
 /* Validates cfg without touching vms__opt. */
@@ -175,7 +217,7 @@ static void decide(const vms_config *cfg)
     vms__opt.guard_request = VMS__GUARD_NONE;   /* not asked for: decided below */
     vms__opt.guard_valgrind = false;
 
-    load_env();
+    load_env(&vms__opt, cfg);
 
     if (cfg) {
         if (cfg->stack_size) vms__opt.stack_size = cfg->stack_size;

@@ -133,6 +133,27 @@ TEST(environment_is_named)
            strstr(out, "\"environment\": [\"VMSTACK_SCRUB=0\", \"VMSTACK_CACHE=4\"]"));
 }
 
+/* A malformed VMSTACK_* variable is reported once per run: each group's process (and
+ * each sibling process of the debug groups) said it again, five times for the stack
+ * groups alone. */
+TEST(malformed_variable_is_warned_about_once)
+{
+    clear_vmstack_env();
+    setenv("VMSTACK_CACHE", "bogus", 1);
+#ifdef VMSTACK_VMAP
+    const char *only = "stack,debug.switch";
+#else
+    const char *only = "stack";
+#endif
+    const char *args[] = { "bench", "--quick", "--ops-factor", OPS, "--rounds", "1",
+                           "--scale-count", "2000", "--only", only, NULL };
+    int st = cli_run(args, out, sizeof out);
+    unsetenv("VMSTACK_CACHE");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    ASSERT_STR_CONTAINS(out, "stack alloc+touch+free, default");
+    ASSERT_EQ(cli_count(out, "vmstack: warning: VMSTACK_CACHE=\"bogus\" is not a count"), 1);
+}
+
 /* The overflow groups measure the kill: with VMSTACK_ON_OVERFLOW=abort exported they died
  * by SIGSEGV, reported as "died by signal 11"; now the error names the variable. */
 TEST(overflow_groups_refuse_abort_from_the_environment)

@@ -105,6 +105,28 @@ TEST(abort_in_the_environment_is_not_used)
     ASSERT(!cli_line(out, "overflow  "));
 }
 
+/* A malformed VMSTACK_* variable is reported once per run: `--direct` said it twice,
+ * once for the guarded run and once more from vmstack-direct. */
+TEST(malformed_variable_is_warned_about_once)
+{
+    setenv("VMSTACK_CACHE", "bogus", 1);
+    const char *warning = "vmstack: warning: VMSTACK_CACHE=\"bogus\" is not a count";
+    const char *args[] = { "demo", "--fibers", "100", "--quiet", NULL };
+    int st = cli_run(args, out, sizeof out);
+    unsetenv("VMSTACK_CACHE");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) > 1) TST_FAIL("want exit 0 or 1:\n%s", out);
+    ASSERT_EQ(cli_count(out, warning), 1);
+#if defined(VMSTACK_VMAP) && defined(VMSTACK_DIRECT_CMD) && !defined(VMSTACK_CMD_EMULATOR)
+    setenv("VMSTACK_CACHE", "bogus", 1);
+    const char *direct[] = { "demo", "--direct", "--fibers", "300", "--quiet", NULL };
+    st = cli_run(direct, out, sizeof out);
+    unsetenv("VMSTACK_CACHE");
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "The same without guards (vmstack-direct):");
+    ASSERT_EQ(cli_count(out, warning), 1);
+#endif
+}
+
 TEST(no_overflow)
 {
     need_vmap();

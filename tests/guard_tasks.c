@@ -257,6 +257,78 @@ TEST(irregular_recursion_collapsed)
     ASSERT_STR_CONTAINS(out, "state 4\n");
 }
 
+/* A function whose name (500 characters, as long C++ names are when shown mangled)
+ * does not fit a report line: the frame lines and the recursion's line cut the name,
+ * not what follows it. Before, the line was cut at its end and the frames lost their
+ * "+0xoff/0xsize [object]" and the recursion's line its "left out ...". */
+#define LONG_CAT_(a, b) a##b
+#define LONG_CAT(a, b) LONG_CAT_(a, b)
+#define LONG50 island_a_function_name_of_fifty_characters_exactly
+#define LONG200 LONG_CAT(LONG_CAT(LONG50, LONG50), LONG_CAT(LONG50, LONG50))
+#define LONG_NAME LONG_CAT(LONG_CAT(LONG200, LONG200), LONG_CAT(LONG50, LONG50))
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+NOIPA static int LONG_NAME(int n)
+{
+    volatile char buf[80];
+    if (never) return 0;
+    buf[0] = (char)n;
+    sink += buf[0];
+    return LONG_NAME(n + 1) + buf[2];
+}
+
+static void long_name_fiber(void *arg)
+{
+    (void)arg;
+    sink += LONG_NAME(0);
+}
+
+static void long_name_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(long_name_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+
+TEST(long_function_name_is_cut_not_the_frame)
+{
+    NEED_GUARD_FAULTS();
+    ASSERT_EQ(strlen(STR(LONG_NAME)), 500);
+    int st = run_child(long_name_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "state 4\n");
+    ASSERT_STR_CONTAINS(out, "vmstack:  long_name_fiber+0x");
+    int frames = 0, recursion = 0;
+    for (const char *p = out; (p = strstr(p, STR(LONG50))) != NULL; ) {
+        const char *bol = p, *eol = strchr(p, '\n');
+        while (bol > out && bol[-1] != '\n') bol--;
+        ASSERT_NOT_NULL(eol);
+        char line[VMS__LINE_MAX + 8];
+        ASSERT_LE((size_t)(eol - bol), (size_t)VMS__LINE_MAX + 3);   /* a cut line: "..." */
+        memcpy(line, bol, (size_t)(eol - bol));
+        line[eol - bol] = '\0';
+        if (strncmp(line, "vmstack:  ... ", 14) == 0) {
+            /* "... N frames of NAME... left out ..." */
+            ASSERT_STR_CONTAINS(line, " frames of " STR(LONG50));
+            ASSERT_STR_CONTAINS(line, "... left out ...");
+            recursion++;
+        } else {
+            /* "NAME...+0xoff/0xsize [test_guard_tasks]" */
+            ASSERT_EQ(strncmp(line, "vmstack:  " STR(LONG50), 10 + 50), 0);
+            ASSERT_STR_CONTAINS(line, "...+0x");
+            ASSERT_STR_CONTAINS(line, "/0x");
+            ASSERT_STR_CONTAINS(line, " [test_guard_tasks");
+            ASSERT_EQ(line[strlen(line) - 1], ']');
+            frames++;
+        }
+        p = eol;
+    }
+    ASSERT_GE(frames, 2);   /* the faulting one and a call site of the recursion */
+    ASSERT_EQ(recursion, 1);
+}
+
 /* A recursion with frames on both sides of it in the first 64 of the trace: its
  * innermost level calls two plain functions down to the one that overflows, and it is
  * entered through eight plain callers, which the first 64 frames reach. The collapsed

@@ -156,6 +156,44 @@ TEST(malformed_values_warn_and_use_defaults)
     ASSERT_STR_CONTAINS(out, "is not 0 or 1 (or no/yes, off/on, false/true)");
 }
 
+/* A malformed variable whose field the program gives vms_init: the warning said "using
+ * the default", but the program's value is what is used (a vms_config field wins over
+ * the environment). It now says so; a field the program leaves 0 still gets the
+ * default, and its warning says that. */
+static void overridden_child(void *arg)
+{
+    (void)arg;
+    setenv("VMSTACK_CACHE", "many", 1);
+    setenv("VMSTACK_STACK_SIZE", "12q", 1);
+    setenv("VMSTACK_PAINT", "maybe", 1);
+    setenv("VMSTACK_GUARD_SIZE", "0", 1);
+    vms_config c = { .stack_size = 512 * 1024, .cache_per_thread = 4, .flags = VMS_PAINT };
+    if (vms_init(&c) != 0) exit(10);
+    if (vms__opt.cache_per_thread != 4) exit(11);
+    if (vms__opt.stack_size != 512 * 1024) exit(12);
+    if (!(vms__opt.flags & VMS_PAINT)) exit(13);
+    if (vms__opt.guard_size != VMS_DEFAULT_GUARD_SIZE) exit(14);
+    exit(0);
+}
+
+TEST(malformed_value_overridden_by_vms_init_says_so)
+{
+    char out[4096];
+    int st = tst_fork(overridden_child, NULL, out, sizeof out);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "VMSTACK_CACHE=\"many\" is not a count from 0 to 1024; "
+                             "using the value the program gave vms_init\n");
+    ASSERT_STR_CONTAINS(out, "VMSTACK_STACK_SIZE=\"12q\" is not a size from 1 to 1073741824 "
+                             "bytes (digits with an optional k, m or g suffix, such as 64k); "
+                             "using the value the program gave vms_init\n");
+    ASSERT_STR_CONTAINS(out, "VMSTACK_PAINT=\"maybe\" is not 0 or 1 (or no/yes, off/on, "
+                             "false/true); using the value the program gave vms_init\n");
+    ASSERT_STR_CONTAINS(out, "VMSTACK_GUARD_SIZE=\"0\" is not a size from 1 to 1073741824 "
+                             "bytes (digits with an optional k, m or g suffix, such as 64k); "
+                             "using the default\n");
+    ASSERT_EQ(tst_count(out, "using the default"), 1);
+}
+
 static void init_child(void *arg)
 {
     (void)arg;

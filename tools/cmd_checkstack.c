@@ -260,8 +260,9 @@ static int cmp_str(const void *a, const void *b)
 
 /* Collects the .su and .ci files below dir (sorted, so the output does not depend on
  * the directory order) and parses them. Symbolic links to folders are not followed:
- * they could form loops; symbolic links to files are read like the files. Empty .su
- * files are skipped here: gcc writes them for sources without functions. */
+ * they could form loops; symbolic links to files are read like the files, and one
+ * named .su or .ci that leads nowhere (dangling, or a loop of links) is an error. Empty
+ * .su files are skipped here: gcc writes them for sources without functions. */
 static int scan_dir(struct input *in, const char *dir, int depth)
 {
     DIR *d = opendir(dir);
@@ -299,7 +300,20 @@ static int scan_dir(struct input *in, const char *dir, int depth)
             rc = -1;
             break;
         }
-        if (S_ISLNK(st.st_mode) && (stat(names[i], &st) != 0 || S_ISDIR(st.st_mode))) continue;
+        if (S_ISLNK(st.st_mode)) {
+            if (stat(names[i], &st) != 0) {
+                /* A dangling link, or one in a loop of links: said when it is named as
+                 * an input, as an unreadable .su file is (it hid one, and the rest
+                 * "fit"). Under another name it is no input whatever it pointed to
+                 * (links to folders are not followed), and is passed over. */
+                if (!ends_with(names[i], ".su") && !ends_with(names[i], ".ci")) continue;
+                fprintf(stderr, "vmstack: error: %s: a symbolic link that cannot be "
+                        "followed: %s\n", names[i], strerror(errno));
+                rc = -1;
+                break;
+            }
+            if (S_ISDIR(st.st_mode)) continue;
+        }
         if (S_ISDIR(st.st_mode)) {
             /* Said, not skipped: the analysis would miss the files down there, and its
              * "fits" would not be about every file below the folder given. */

@@ -40,6 +40,7 @@ struct demo_opts {
     uint64_t seed;
     bool quiet;
     bool direct;
+    bool env_checked;     /* --env-checked: run by `vmstack demo --direct` (see there) */
 };
 
 /* The fibers run on this many threads: enough to show fibers staying on their home
@@ -94,6 +95,7 @@ static int parse_args(int argc, char **argv, struct demo_opts *o)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = true; continue; }
         if (!strcmp(a, "--direct")) { o->direct = true; continue; }
+        if (!strcmp(a, "--env-checked")) { o->env_checked = true; continue; }
         const char *names[] = { "--fibers", "--threads", "--stack-size", "--depth",
                                 "--overflow", "--seed" };
         const char *val = NULL;
@@ -1171,14 +1173,17 @@ static int run_direct_binary(int argc, char **argv)
                 "direct backend; the CMake build makes it next to vmstack)\n", self);
         return 2;
     }
-    char **args = calloc((size_t)argc + 3, sizeof *args);
+    char **args = calloc((size_t)argc + 4, sizeof *args);
     if (!args) return 2;
     int k = 0;
     args[k++] = self;
     args[k++] = "demo";
-    args[k++] = "--quiet";   /* the explanation was printed above */
+    args[k++] = "--quiet";         /* the explanation was printed above */
+    args[k++] = "--env-checked";   /* and the VMSTACK_* variables' warnings */
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--direct") != 0 && strcmp(argv[i], "--quiet") != 0) args[k++] = argv[i];
+        if (strcmp(argv[i], "--direct") != 0 && strcmp(argv[i], "--quiet") != 0 &&
+            strcmp(argv[i], "--env-checked") != 0)
+            args[k++] = argv[i];
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -1215,6 +1220,11 @@ int vms_cmd_demo(int argc, char **argv)
         snprintf(r->env_overflow, sizeof r->env_overflow, "%s", ov);
         setenv("VMSTACK_ON_OVERFLOW", "kill", 1);
     }
+    /* What is wrong with the variables is said once for the run: here, and neither by
+     * the processes that run the workload nor by vmstack-direct (--direct), which gets
+     * --env-checked. */
+    if (r->o.env_checked) vms__options_env_said();
+    else vms__options_check_env();
     r->jobs = jobs_alloc(r->o.fibers + r->o.threads);
     if (!r->jobs) {
         fprintf(stderr, "vmstack demo: error: out of memory for %ld jobs\n", r->o.fibers);
