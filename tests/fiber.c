@@ -1174,7 +1174,8 @@ static void body_scan(void *arg)
      * fiber's stack at all. 512 bytes below it leave this frame's own words out. */
     const vms_stack *st = vms_fiber_stack(vms_fiber_self());
     const uint64_t *p = vms_stack_base(st);
-    const uint64_t *end = (const uint64_t *)((uintptr_t)__builtin_frame_address(0) & ~(uintptr_t)7) - 64;
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+    const uint64_t *end = (const uint64_t *)(frame & ~(uintptr_t)7) - 64;
     uint64_t w = SECRET_WORD ^ (uint64_t)(seed - 7);
 #ifdef VMSTACK_VALGRIND
     /* Reading below the stack pointer is the point of the scan (what a previous owner
