@@ -1232,11 +1232,14 @@ TEST(fork_destroys_fibers_other_threads_run)
 #define SECRET_WORD 0x5ec7e75ec7e7a5a5ull
 #define SECRET_FIBERS 64
 
-/* Recursion with a page-sized volatile frame at each level, so the secret covers the
- * top 64 KiB of the stack; the result depends on every level (no tail call). */
+/* Recursion with a page-sized volatile buffer at each level, so the secret covers the
+ * top 64 KiB of the stack; the result depends on every level (no tail call). The buffers
+ * are alloca'd: ASan with detect_stack_use_after_return=1 moves fixed-size arrays to its
+ * fake stack, off the fiber's stack, but keeps dynamic allocations on it (with redzones),
+ * so the secret is on the fiber's stack with and without fake stacks. */
 static __attribute__((noinline)) unsigned long spread_secret(int depth, uint64_t word)
 {
-    volatile uint64_t buf[512];
+    volatile uint64_t *buf = __builtin_alloca(512 * sizeof *buf);
     for (int i = 0; i < 512; i++) buf[i] = word;
     unsigned long r = depth > 0 ? spread_secret(depth - 1, word) : 0;
     return r + buf[depth % 512];
@@ -1253,10 +1256,12 @@ static size_t secrets_found;
 static void body_scan(void *arg)
 {
     (void)arg;
-    volatile char marker;
+    /* The frame address, not a local's: with ASan's fake stacks a local is not on the
+     * fiber's stack at all. 512 bytes below it leave this frame's own words out. */
     const vms_stack *st = vms_fiber_stack(vms_fiber_self());
     const uint64_t *p = vms_stack_base(st);
-    const uint64_t *end = (const uint64_t *)((uintptr_t)&marker & ~(uintptr_t)7) - 64;
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+    const uint64_t *end = (const uint64_t *)(frame & ~(uintptr_t)7) - 64;
     uint64_t w = SECRET_WORD ^ (uint64_t)(seed - 7);
 #ifdef VMSTACK_VALGRIND
     /* Reading below the stack pointer is the point of the scan (what a previous owner
@@ -1437,8 +1442,8 @@ static uintptr_t first_frame_sp;   /* an address in the fiber's first frame */
 static void body_where(void *arg)
 {
     (void)arg;
-    volatile char here = 1;
-    first_frame_sp = (uintptr_t)&here;
+    /* Not a local's address: with ASan's fake stacks that is on ASan's fake stack. */
+    first_frame_sp = (uintptr_t)__builtin_frame_address(0);
 }
 
 /* The record lives at the top of the fiber's own stack, above its first frame and below
@@ -1549,10 +1554,12 @@ TEST(no_alternate_stack_no_fiber)
 
 static void body_array_then_yield(void *arg)
 {
-    volatile char buf[1000];                      /* ASan puts redzones around it */
-    buf[(size_t)seed * 13 % sizeof buf] = 1;
+    /* ASan puts redzones around it, on the fiber's stack also with fake stacks (which
+     * would take a fixed-size array) since it is alloca'd. */
+    volatile char *buf = __builtin_alloca(1000);
+    buf[(size_t)seed * 13 % 1000] = 1;
     vms_fiber_yield();
-    *(int *)arg = buf[(size_t)seed * 13 % sizeof buf];
+    *(int *)arg = buf[(size_t)seed * 13 % 1000];
 }
 
 /* Under ASan, a suspended fiber's frames stay poisoned: destroying it must unpoison its
