@@ -7,7 +7,10 @@
  *
  * Conventions: functions returning int return 0 (or a non-negative value documented
  * below) or a negative errno value; functions returning a pointer return NULL and set
- * errno. All calls are thread-safe. Nothing needs an explicit init.
+ * errno. All calls are thread-safe. Nothing needs an explicit init. Signal handlers may
+ * call vms_stack_remaining, vms_stack_self, vms_fiber_self, vms_fiber_state,
+ * vms_fiber_oops, vms_fiber_stack, the vms_stack_* getters and vms_handle_fault, and no
+ * other vmstack call (docs/api.md, Signal handlers).
  */
 #ifndef VMSTACK_H
 #define VMSTACK_H

@@ -28,3 +28,6 @@ vms_test(fork LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
 # ASan's view of tasks (src/track.h) on unusual paths: its fake stacks (the cases skip
 # in the other builds).
 vms_test(track LABELS unit memcheck cross)
+# Which calls a signal handler may make (docs/api.md, Signal handlers), from handlers that
+# interrupt fibers switching, raw stacks allocated and freed, and a vms thread.
+vms_test(signal_safe LABELS unit)
