@@ -1110,10 +1110,11 @@ static inline int bench_parse_long(const char *opt, const char *s, long lo, long
 /* src/options.c (internal; both programs that include this file link the static
  * library): says what is wrong with the VMSTACK_* variables once, for the whole run,
  * and keeps the group processes forked afterwards from saying it again each. */
+struct vms_config;
 #ifdef __cplusplus
 extern "C"
 #endif
-void vms__options_check_env(void);
+void vms__options_check_env(const struct vms_config *cfg);
 
 static inline int bench_main(int argc, char **argv, const char *prog,
                              const struct bench_table *t, int nt)
@@ -1206,7 +1207,7 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         return 2;
     }
 
-    vms__options_check_env();   /* before the first group's process is forked */
+    vms__options_check_env(NULL);   /* before the first group's process is forked */
     int sc_ok = 0;
     char counter[sizeof bench_sc_why];
     snprintf(counter, sizeof counter, "%s", bench_syscalls_probe(&sc_ok));

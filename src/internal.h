@@ -72,8 +72,10 @@ VMS_HIDDEN extern struct vms__options vms__opt;
  * group, `vmstack demo --direct` runs vmstack-direct): says now, once, what is wrong
  * with the VMSTACK_* variables, as the first use would, without deciding the options
  * (vms_init still works), and makes this process and those it forks afterwards quiet
- * about them. Nothing is said when vmstack is initialized already (it was said then). */
-VMS_HIDDEN void vms__options_check_env(void);
+ * about them. Nothing is said when vmstack is initialized already (it was said then).
+ * cfg (or NULL): the fields the process's vms_init calls will give, so that a warning
+ * says their value is used and not the default. */
+VMS_HIDDEN void vms__options_check_env(const vms_config *cfg);
 /* Quiet about the VMSTACK_* variables from now on: for a process started by one that
  * has called vms__options_check_env (vmstack-direct run by `vmstack demo --direct`). */
 VMS_HIDDEN void vms__options_env_said(void);

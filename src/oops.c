@@ -589,9 +589,14 @@ static void left_out_line(struct out *o, long n, const struct frames *f)
             bool dup = false;
             for (int j = 0; j < nseen; j++) dup |= vms__sigsafe_streq(seen[j], name);
             if (dup || nseen == RUN_SITES) continue;
-            if (nseen) vms__line_char(l, '/');
-            name_words(o, l, name, name_room(l, sizeof " left out ..." - 1));
             seen[nseen++] = name;
+        }
+        /* Each name leaves room for the ones after it ("/" and at least NAME_MIN each)
+         * and for " left out ...": RUN_SITES of them fit a line. */
+        for (int j = 0; j < nseen; j++) {
+            if (j) vms__line_char(l, '/');
+            size_t later = (size_t)(nseen - 1 - j) * (1 + NAME_MIN);
+            name_words(o, l, seen[j], name_room(l, later + sizeof " left out ..." - 1));
         }
     }
     vms__line_str(l, " left out ...");

@@ -165,13 +165,13 @@ static void load_env(struct vms__options *o, const vms_config *cfg)
     atomic_store_explicit(&env_said, true, memory_order_relaxed);
 }
 
-void vms__options_check_env(void)
+void vms__options_check_env(const vms_config *cfg)
 {
     pthread_mutex_lock(&init_lock);
     if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_DONE) {
         struct vms__options scratch;
         memset(&scratch, 0, sizeof scratch);
-        load_env(&scratch, NULL);   /* nothing said when env_said is set already */
+        load_env(&scratch, cfg);   /* nothing said when env_said is set already */
     }
     pthread_mutex_unlock(&init_lock);
 }

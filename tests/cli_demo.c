@@ -127,6 +127,27 @@ TEST(malformed_variable_is_warned_about_once)
 #endif
 }
 
+/* The warning about a malformed VMSTACK_STACK_SIZE, said once for the run before the
+ * demo's vms_init, says what is used: the size given with --stack-size, which the demo
+ * gives vms_init; it said "using the default". */
+TEST(malformed_stack_size_with_stack_size_option_says_the_option_is_used)
+{
+    setenv("VMSTACK_STACK_SIZE", "bogus", 1);
+    const char *args[] = { "demo", "--fibers", "100", "--stack-size", "64k", "--quiet", NULL };
+    int st = cli_run(args, out, sizeof out);
+    unsetenv("VMSTACK_STACK_SIZE");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) > 1) TST_FAIL("want exit 0 or 1:\n%s", out);
+    ASSERT_EQ(cli_count(out, "vmstack: warning: VMSTACK_STACK_SIZE=\"bogus\" is not a size"), 1);
+    ASSERT_STR_CONTAINS(out, "; using the value the program gave vms_init\n");
+    ASSERT_STR_NOT_CONTAINS(out, "; using the default");
+    const char *plain[] = { "demo", "--fibers", "100", "--quiet", NULL };
+    setenv("VMSTACK_STACK_SIZE", "bogus", 1);
+    st = cli_run(plain, out, sizeof out);
+    unsetenv("VMSTACK_STACK_SIZE");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) > 1) TST_FAIL("want exit 0 or 1:\n%s", out);
+    ASSERT_STR_CONTAINS(out, "; using the default\n");
+}
+
 TEST(no_overflow)
 {
     need_vmap();

@@ -329,6 +329,64 @@ TEST(long_function_name_is_cut_not_the_frame)
     ASSERT_EQ(recursion, 1);
 }
 
+/* Two long-named functions calling each other: the recursion's line names both call
+ * sites' functions, "of A.../B... left out ...". The first name took all the line's room
+ * but the "left out ..." after it, and the second pushed that off the end. */
+#define LONG_NAME_B LONG_CAT(LONG_NAME, _b)
+NOIPA static int LONG_NAME_B(int n);
+
+NOIPA static int LONG_CAT(LONG_NAME, _a)(int n)
+{
+    volatile char buf[80];
+    if (never) return 0;
+    buf[0] = (char)n;
+    sink += buf[0];
+    return LONG_NAME_B(n + 1) + buf[2];
+}
+
+NOIPA static int LONG_NAME_B(int n)
+{
+    volatile char buf[80];
+    if (never) return 0;
+    buf[0] = (char)n;
+    sink += buf[0];
+    return LONG_CAT(LONG_NAME, _a)(n + 1) + buf[2];
+}
+
+static void long_pair_fiber(void *arg)
+{
+    (void)arg;
+    sink += LONG_CAT(LONG_NAME, _a)(0);
+}
+
+static void long_pair_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_fiber *f = vms_fiber_create(long_pair_fiber, NULL, NULL);
+    printf("state %d\n", vms_fiber_resume(f));
+}
+
+TEST(long_names_of_a_mutual_recursion_keep_left_out)
+{
+    NEED_GUARD_FAULTS();
+    int st = run_child(long_pair_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "state 4\n");
+    const char *p = strstr(out, "vmstack:  ... ");
+    ASSERT_NOT_NULL(p);
+    const char *eol = strchr(p, '\n');
+    ASSERT_NOT_NULL(eol);
+    char line[VMS__LINE_MAX + 8];
+    ASSERT_LE((size_t)(eol - p), (size_t)VMS__LINE_MAX);   /* not cut at its end */
+    memcpy(line, p, (size_t)(eol - p));
+    line[eol - p] = '\0';
+    ASSERT_STR_CONTAINS(line, " frames of " STR(LONG50));
+    ASSERT_STR_CONTAINS(line, ".../island_a_function_name");   /* both names, each cut */
+    ASSERT_STR_CONTAINS(line, "... left out ...");
+    ASSERT_EQ(strcmp(line + strlen(line) - 13, " left out ..."), 0);
+}
+
 /* A recursion with frames on both sides of it in the first 64 of the trace: its
  * innermost level calls two plain functions down to the one that overflows, and it is
  * entered through eight plain callers, which the first 64 frames reach. The collapsed

@@ -1223,8 +1223,13 @@ int vms_cmd_demo(int argc, char **argv)
     /* What is wrong with the variables is said once for the run: here, and neither by
      * the processes that run the workload nor by vmstack-direct (--direct), which gets
      * --env-checked. */
-    if (r->o.env_checked) vms__options_env_said();
-    else vms__options_check_env();
+    if (r->o.env_checked) {
+        vms__options_env_said();
+    } else {
+        /* run_workload's vms_init gives the stack size (--stack-size, 0 when not). */
+        vms_config given = { .stack_size = r->o.stack_size };
+        vms__options_check_env(&given);
+    }
     r->jobs = jobs_alloc(r->o.fibers + r->o.threads);
     if (!r->jobs) {
         fprintf(stderr, "vmstack demo: error: out of memory for %ld jobs\n", r->o.fibers);
