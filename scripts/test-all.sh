@@ -74,7 +74,7 @@ s_tsan()     { CC=clang CXX=clang++ configure_build out/tsan -DCMAKE_BUILD_TYPE=
                  -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/tsan -L "unit|death|cli|examples"; }
 s_direct()   { CC=gcc configure_build out/direct -DVMSTACK_VMAP=OFF -DVMSTACK_BUILD_BENCH=OFF && run_ctest out/direct -L "unit|death|cli|examples"; }
 s_release()  { CC=gcc configure_build out/release -DCMAKE_BUILD_TYPE=Release; }
-s_cross()    { local log rc; log=$(mktemp); bash scripts/cross-aarch64.sh 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}
+s_cross()    { local log rc; log=$(mktemp); JOBS=$jobs bash scripts/cross-aarch64.sh 2>&1 | tee "$log"; rc=${PIPESTATUS[0]}
                count_ctest "$log"; rm -f "$log"; return "$rc"; }
 s_memcheck() { CC=gcc configure_build out/valgrind -DCMAKE_BUILD_TYPE=Debug -DVMSTACK_VALGRIND=ON -DVMSTACK_LIBUNWIND=OFF \
                  -DVMSTACK_BUILD_BENCH=OFF "-DVMSTACK_TEST_WRAPPER=valgrind;-q;--error-exitcode=99;--leak-check=no" \

@@ -31,7 +31,10 @@
  * stacks take three arenas (16 + 64 + 256 GiB, six mappings). Address space only: x86-64
  * and aarch64 give a process 128 TiB. They start small because emulators pay for
  * reserved space: qemu-user keeps flags for every guest page of every mapping (64 GiB
- * per class cost each test process there 2 s and 2 GiB, 256 GiB four times that).
+ * per class cost each test process there 2 s and 2 GiB, 256 GiB four times that; 7.2
+ * also walks them all at every exit of a process, forked children included: about 1.5 s
+ * of CPU for two 16 GiB first arenas, so the aarch64 cross tests build with 4 GiB ones,
+ * VMS__ARENA_FIRST_SHIFT in internal.h).
  * When the kernel refuses so large a reservation
  * (RLIMIT_AS, overcommit policy, Valgrind's address-space manager), smaller arenas are
  * tried; under RLIMIT_AS, none above half the address space left (but never smaller than
@@ -49,7 +52,7 @@
  * program: the lookup takes an address for the arena's only below its end. 65,536
  * entries of zero-filled BSS cost no memory until an arena is published in them. */
 #define ARENA_MAX_SHIFT VMS__ARENA_MAX_SHIFT
-#define ARENA_FIRST_SHIFT 34
+#define ARENA_FIRST_SHIFT VMS__ARENA_FIRST_SHIFT
 #define ARENA_GROWTH_SHIFT 2
 #define ARENA_MIN_SHIFT 26
 #define TABLE_SHIFT 32

@@ -52,6 +52,16 @@
 
 /* The size of an arena, log2, where the kernel grants it (arena.c). */
 #define VMS__ARENA_MAX_SHIFT   38
+/* The size of a class's first arena, log2 (arena.c): 16 GiB. A build may make it smaller
+ * (CMake's VMSTACK_ARENA_FIRST_SHIFT), not below one 4 GiB chunk of the lookup table, so
+ * that the first arena is placed as usual: the aarch64 cross tests take 32, since
+ * qemu-user pays at every exit of a process for each page it ever reserved. */
+#ifndef VMS__ARENA_FIRST_SHIFT
+#define VMS__ARENA_FIRST_SHIFT 34
+#endif
+#if VMS__ARENA_FIRST_SHIFT < 32 || VMS__ARENA_FIRST_SHIFT > VMS__ARENA_MAX_SHIFT
+#error "VMS__ARENA_FIRST_SHIFT (VMSTACK_ARENA_FIRST_SHIFT) must be 32 to 38"
+#endif
 
 /* ------------------------------------------------------------------ options.c ---- */
 enum { VMS__GUARD_NONE = 0, VMS__GUARD_MADVISE = 1, VMS__GUARD_MPROTECT = 2 };

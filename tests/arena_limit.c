@@ -717,10 +717,11 @@ static void grow_again_child(void *arg)
     } else if (munmap(big, GIB) != 0) {
         exit(14);
     }
-    /* A class not used before: its first arena. Unlimited, 16 GiB; with about 2.5 GiB
-     * of room (3 GiB, less the 512 MiB arena), 1 GiB. */
+    /* A class not used before: its first arena. Unlimited, 16 GiB (4 GiB in the cross
+     * build: VMS__ARENA_FIRST_SHIFT); with about 2.5 GiB of room (3 GiB, less the
+     * 512 MiB arena), 1 GiB. */
     size_t next = arena_size_of(vms_stack_alloc(128 * 1024));
-    size_t want = raise ? 16 * GIB : GIB;
+    size_t want = raise ? (size_t)1 << VMS__ARENA_FIRST_SHIFT : GIB;
     vms_stats st;
     if (vms_get_stats(&st) != 0) exit(15);
     printf("%s guards: arena after the refusal %zu MiB, after the room grew %zu MiB "

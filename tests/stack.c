@@ -189,10 +189,11 @@ TEST(asan_shadow_clean_after_free)
 #endif
 }
 
-/* A class's first arena is 16 GiB and each later one four times the one before, up to
- * 256 GiB (address space only): few reservations for a million stacks, and little
- * reserved space for emulators that pay for it (qemu-user) in a program that needs one
- * arena. 1 GiB stacks fill a 16 GiB arena with 15. */
+/* A class's first arena is 16 GiB (VMS__ARENA_FIRST_SHIFT: 4 GiB in the cross build) and
+ * each later one four times the one before, up to 256 GiB (address space only): few
+ * reservations for a million stacks, and little reserved space for emulators that pay
+ * for it (qemu-user) in a program that needs one arena. 1 GiB stacks fill a 16 GiB arena
+ * with 15. */
 TEST(later_arenas_are_larger)
 {
     need_guards();
@@ -217,13 +218,17 @@ TEST(later_arenas_are_larger)
     size_t a = (size_t)((char *)first->hi - (char *)first->lo);
     size_t b = (size_t)((char *)second->hi - (char *)second->lo);
     /* Where the kernel refused so much (Valgrind), both are smaller: not this test's case. */
-    if (a < (size_t)16 * VMS_GIB) SKIP("the first arena is %zu GiB here", a / VMS_GIB);
-    void *probe = mmap(NULL, (size_t)64 * VMS_GIB, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (probe == MAP_FAILED) SKIP("a 64 GiB reservation is refused here");
-    munmap(probe, (size_t)64 * VMS_GIB);
-    ASSERT_EQ(a, (size_t)16 * VMS_GIB);
-    ASSERT_EQ(b, (size_t)64 * VMS_GIB);
+    const size_t want_a = (size_t)1 << VMS__ARENA_FIRST_SHIFT;
+    const size_t want_b = (size_t)1 << (VMS__ARENA_FIRST_SHIFT + 2 > VMS__ARENA_MAX_SHIFT
+                                            ? VMS__ARENA_MAX_SHIFT
+                                            : VMS__ARENA_FIRST_SHIFT + 2);
+    if (a < want_a) SKIP("the first arena is %zu GiB here", a / VMS_GIB);
+    void *probe = mmap(NULL, want_b, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    if (probe == MAP_FAILED) SKIP("a %zu GiB reservation is refused here", want_b / VMS_GIB);
+    munmap(probe, want_b);
+    ASSERT_EQ(a, want_a);
+    ASSERT_EQ(b, want_b);
     for (int i = 0; i < n; i++) vms_stack_free(s[i]);
 }
 
