@@ -1882,11 +1882,12 @@ static pthread_t repush_thread;
 static sem_t refill_go, refill_done;
 static atomic_int repush_held;
 
+/* Set before the other thread starts and cleared after it is joined: never written
+ * while it may read it (TSan). Holds the first push of repush_thread only. */
 static void refill_in_push(void)
 {
     if (!pthread_equal(pthread_self(), repush_thread)) return;
-    vms__cache_push_hook = NULL;
-    atomic_store(&repush_held, 1);
+    if (atomic_exchange(&repush_held, 1)) return;
     sem_post(&refill_go);
     while (sem_wait(&refill_done) != 0) {}
 }
@@ -1955,21 +1956,22 @@ static void full_lifo_take_child(void *arg)
     if (vms__cache_shared_warm_listed() != WARM_BOUND) exit(12);
     /* This thread's LIFO full of 16 KiB stacks. */
     if (!alloc_touch_free(2 * vms__opt.cache_per_thread, 16 * 1024)) exit(13);
-    if (pthread_create(&h, NULL, refill_32k, NULL) != 0) exit(14);
     repush_thread = pthread_self();
     vms__cache_push_hook = refill_in_push;
+    if (pthread_create(&h, NULL, refill_32k, NULL) != 0) exit(14);
     vms_stack *s = vms_stack_alloc(8 * 1024);
-    vms__cache_push_hook = NULL;
     if (!s) exit(15);
-    if (!atomic_load(&repush_held)) {   /* nothing pushed: the other thread frees now */
+    int none = 0;   /* nothing pushed (and nothing will be: 2): the other thread frees now */
+    if (atomic_compare_exchange_strong(&repush_held, &none, 2)) {
         sem_post(&refill_go);
         while (sem_wait(&refill_done) != 0) {}
     }
     pthread_join(h, &r);
+    vms__cache_push_hook = NULL;
     if (!r) exit(16);
     size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
-    printf("held in a push: %d; %zu warm counted, %zu in the lists\n",
-           atomic_load(&repush_held), counted, listed);
+    printf("held in a push: %s; %zu warm counted, %zu in the lists\n",
+           atomic_load(&repush_held) == 1 ? "yes" : "no", counted, listed);
     if (listed > WARM_BOUND || counted > WARM_BOUND) exit(17);
     if (counted != listed) exit(18);
     vms_stack_free(s);
