@@ -74,6 +74,10 @@ static void small_size_child(void *arg)
 
 TEST(a_size_too_small_for_the_tls_is_found_again)
 {
+    /* TSan's pthread_create raises a stack size below the static TLS size plus 128 KiB
+     * (sanitizer_common's AdjustStackSize): the first try at 64 KiB starts, nothing to
+     * search for (seen: 1 pthread_create, 0 probes). */
+    NO_TSAN("its pthread_create enlarges a stack too small for the TLS");
     char out[4096];
     int st = tst_fork(small_size_child, NULL, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
