@@ -8,6 +8,8 @@
 #include "test.h"
 #include "vmstack.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -48,10 +50,32 @@ static void count_creates(size_t size, bool probe)
     if (!probe) atomic_store(&last_size, size);
 }
 
+/* The C-library stack size the search starts from: 64 KiB, or the C library's least
+ * (aarch64 glibc: 128 KiB, where 64 KiB is refused by pthread_attr_setstacksize). */
+static size_t small_start(void)
+{
+    size_t s = 64 * 1024;
+    return s < (size_t)PTHREAD_STACK_MIN ? (size_t)PTHREAD_STACK_MIN : s;
+}
+
 static void small_size_child(void *arg)
 {
     (void)arg;
-    vms__thread_own_reset(64 * 1024);
+    /* Where the C library starts such a thread at that size after all, there is
+     * nothing to search for (exit 40: skipped). */
+    pthread_attr_t pa;
+    pthread_t pt;
+    if (pthread_attr_init(&pa) != 0 || pthread_attr_setstacksize(&pa, small_start()) != 0)
+        exit(41);
+    int e = pthread_create(&pt, &pa, use_tls, (void *)1);
+    if (e == 0) {
+        pthread_join(pt, NULL);
+        printf("a thread starts at %zu bytes with this TLS\n", small_start());
+        exit(40);
+    }
+    if (e != EINVAL) exit(42);
+    pthread_attr_destroy(&pa);
+    vms__thread_own_reset(small_start());
     vms__thread_create_hook = count_creates;
     size_t found = 0;
     for (uintptr_t i = 1; i <= 2; i++) {
@@ -80,6 +104,7 @@ TEST(a_size_too_small_for_the_tls_is_found_again)
     NO_TSAN("its pthread_create enlarges a stack too small for the TLS");
     char out[4096];
     int st = tst_fork(small_size_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 40) SKIP("%s", out);
     if (!WIFEXITED(st) || WEXITSTATUS(st)) fputs(out, stderr);
     ASSERT_EXITED(st, 0);
 }
