@@ -26,6 +26,9 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(VMSTACK_TSAN)
+#include <sanitizer/linux_syscall_hooks.h>   /* vms__os_close_nocancel */
+#endif
 
 /* MADV_GUARD_INSTALL: Linux 6.13 (include/uapi/asm-generic/mman-common.h). Debian 12's
  * headers predate it. */
@@ -526,11 +529,21 @@ ssize_t vms__os_write_nocancel(int fd, const void *buf, size_t n)
 }
 
 /* async-signal-safe: close(2) as a raw system call (Linux frees the descriptor even when
- * it reports an error: never retried). */
+ * it reports an error: never retried). ThreadSanitizer does not see raw system calls: it
+ * is told of the close through its syscall hooks, so that it forgets the descriptor's
+ * number; else the next thread given that number (a pipe2 of its own, with no
+ * happens-before in between) was reported as racing with this one. */
 void vms__os_close_nocancel(int fd)
 {
     int saved = errno;
-    (void)syscall(SYS_close, fd);
+#if defined(VMSTACK_TSAN)
+    __sanitizer_syscall_pre_close(fd);
+#endif
+    long r = syscall(SYS_close, fd);
+#if defined(VMSTACK_TSAN)
+    __sanitizer_syscall_post_close(r, fd);
+#endif
+    (void)r;
     errno = saved;
 }
 
