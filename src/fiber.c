@@ -338,11 +338,6 @@ static void copy_name(char *dst, size_t cap, const char *src)
     dst[i] = '\0';
 }
 
-static void *current_sp(void)
-{
-    return vms__current_sp();
-}
-
 /* Runs first on a new task's stack (called by the trampoline). When it returns, the
  * trampoline calls vms__task_exit. */
 static void task_main(void *arg)
@@ -1213,7 +1208,7 @@ stack_holding(const char *sp)
 
 size_t vms_stack_remaining(void)
 {
-    char *sp = current_sp();
+    char *sp = vms__current_sp();
     const struct vms_stack *st = stack_holding(sp);
     if (!st) return SIZE_MAX;
     /* The end magic (VMS_END_CHECK) at the bottom is not the task's to use. */
@@ -1223,5 +1218,5 @@ size_t vms_stack_remaining(void)
 
 const vms_stack *vms_stack_self(void)
 {
-    return vms__stack_handle(stack_holding(current_sp()));
+    return vms__stack_handle(stack_holding(vms__current_sp()));
 }

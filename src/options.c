@@ -64,6 +64,13 @@ static size_t page_round(size_t v)
  * variables' warnings are not said again then (a command's processes share one stderr). */
 static atomic_bool env_said;
 
+/* A warning about the variables, unless they were said already (env_said). */
+#define ENV_WARN(...)                                                                  \
+    do {                                                                               \
+        if (!atomic_load_explicit(&env_said, memory_order_relaxed))                    \
+            vms__log_warn(__VA_ARGS__);                                                \
+    } while (0)
+
 /* A variable's value, or NULL. In a secure-execution process (set-user-ID or
  * set-group-ID, file capabilities: AT_SECURE) the variables belong to a user with fewer
  * privileges than the program, who could turn scrubbing off or exhaust the mapping limit
@@ -73,9 +80,8 @@ static const char *env(const char *name)
 {
     const char *v = getenv(name);
     if (v && getauxval(AT_SECURE)) {
-        if (!atomic_load_explicit(&env_said, memory_order_relaxed))
-                vms__log_warn("%s is ignored: this program runs with privileges its user does "
-                          "not have (set-user-ID or set-group-ID); using the default", name);
+        ENV_WARN("%s is ignored: this program runs with privileges its user does not have "
+                 "(set-user-ID or set-group-ID); using the default", name);
         return NULL;
     }
     return v;
@@ -93,8 +99,7 @@ static const char *instead(bool by_program)
  * children (env_said); the sizes' own warning is in env_size. */
 static void bad_env(const char *name, const char *value, const char *want, bool by_program)
 {
-    if (atomic_load_explicit(&env_said, memory_order_relaxed)) return;
-    vms__log_warn("%s=\"%s\" is not %s; %s", name, value, want, instead(by_program));
+    ENV_WARN("%s=\"%s\" is not %s; %s", name, value, want, instead(by_program));
 }
 
 static void env_size(const char *name, size_t *field, size_t min, size_t max,
@@ -104,10 +109,8 @@ static void env_size(const char *name, size_t *field, size_t min, size_t max,
     if (!v) return;
     size_t n;
     if (vms__parse_size(v, &n) != 0 || n < min || n > max) {
-        if (!atomic_load_explicit(&env_said, memory_order_relaxed))
-            vms__log_warn("%s=\"%s\" is not a size from %zu to %zu bytes (digits with an "
-                          "optional k, m or g suffix, such as 64k); %s",
-                          name, v, min, max, instead(by_program));
+        ENV_WARN("%s=\"%s\" is not a size from %zu to %zu bytes (digits with an optional "
+                 "k, m or g suffix, such as 64k); %s", name, v, min, max, instead(by_program));
         return;
     }
     *field = n;
