@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmstack.h"
+
 /* The most rounds a case keeps; --rounds is capped to it. */
 #define BENCH_MAX_ROUNDS 101
 /* The most rows one run prints. */
@@ -891,6 +893,9 @@ struct bench_group {
     const char *name;
     const char *what;
     void (*run)(const struct bench_opts *o);
+    /* The VMS_* flags some of the group's processes give vms_init (0: none), which a
+     * malformed variable for them does not change there: its warning names the group. */
+    unsigned sets;
 };
 
 /* A list of groups (one per scenario file). */
@@ -1114,7 +1119,39 @@ struct vms_config;
 #ifdef __cplusplus
 extern "C"
 #endif
-void vms__options_check_env(const struct vms_config *cfg);
+void vms__options_check_env(const struct vms_config *cfg,
+                            const char *(*set_by)(unsigned flag, void *ctx), void *ctx);
+
+/* For vms__options_check_env: the selected groups that set flag themselves (bench_group's
+ * sets), as "in the processes of A, B and C that set VMS_X themselves", or NULL. */
+struct bench_set_by_ctx {
+    const struct bench_opts *o;
+    const struct bench_table *t;
+    int nt;
+    char text[512];
+};
+
+static inline const char *bench_set_by(unsigned flag, void *ctx)
+{
+    struct bench_set_by_ctx *c = (struct bench_set_by_ctx *)ctx;
+    const char *name = flag == VMS_PAINT ? "VMS_PAINT" : flag == VMS_END_CHECK ? "VMS_END_CHECK"
+                     : flag == VMS_NO_SCRUB ? "VMS_NO_SCRUB" : "that flag";
+    const char *g[32];
+    int n = 0;
+    for (int i = 0; i < c->nt; i++)
+        for (int j = 0; j < c->t[i].n; j++)
+            if ((c->t[i].g[j].sets & flag) && bench_selected(c->o, c->t[i].g[j].name) &&
+                n < (int)(sizeof g / sizeof g[0]))
+                g[n++] = c->t[i].g[j].name;
+    if (!n) return NULL;
+    size_t len = (size_t)snprintf(c->text, sizeof c->text, "in the processes of");
+    for (int k = 0; k < n && len < sizeof c->text; k++)
+        len += (size_t)snprintf(c->text + len, sizeof c->text - len, "%s %s",
+                                k == 0 ? "" : k + 1 < n ? "," : " and", g[k]);
+    if (len < sizeof c->text)
+        snprintf(c->text + len, sizeof c->text - len, " that set %s themselves", name);
+    return c->text;
+}
 
 static inline int bench_main(int argc, char **argv, const char *prog,
                              const struct bench_table *t, int nt)
@@ -1207,7 +1244,9 @@ static inline int bench_main(int argc, char **argv, const char *prog,
         return 2;
     }
 
-    vms__options_check_env(NULL);   /* before the first group's process is forked */
+    /* Before the first group's process is forked. */
+    struct bench_set_by_ctx set_by = { &o, t, nt, "" };
+    vms__options_check_env(NULL, bench_set_by, &set_by);
     int sc_ok = 0;
     char counter[sizeof bench_sc_why];
     snprintf(counter, sizeof counter, "%s", bench_syscalls_probe(&sc_ok));

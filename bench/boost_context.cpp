@@ -290,13 +290,13 @@ static void bb_group_scale(const struct bench_opts *o)
 }
 
 static const struct bench_group bb_groups[] = {
-    { "boost.switch", "switch (resume+yield / 2) vs Boost jump_fcontext", bb_group_switch },
+    { "boost.switch", "switch (resume+yield / 2) vs Boost jump_fcontext", bb_group_switch, 0 },
     { "boost.create", "create+run+destroy, default, vs callcc on pooled and protected stacks",
-      bb_group_create_default },
+      bb_group_create_default, 0 },
     { "boost.noscrub", "create+run+destroy with VMS_NO_SCRUB vs callcc on pooled stacks",
-      bb_group_create_noscrub },
+      bb_group_create_noscrub, VMS_NO_SCRUB },
     { "boost.scale", "suspended fibers vs suspended callcc continuations (protected stacks)",
-      bb_group_scale },
+      bb_group_scale, 0 },
 };
 
 int main(int argc, char **argv)

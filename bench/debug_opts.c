@@ -252,10 +252,10 @@ static void dbg_group_paint_depth(const struct bench_opts *o)
 
 const struct bench_group bench_debug_groups[] = {
     { "debug.switch", "fiber switch with VMS_END_CHECK vs options off (sibling processes)",
-      dbg_group_switch },
+      dbg_group_switch, VMS_END_CHECK },
     { "debug.create", "create+run+destroy with VMS_PAINT, with VMS_END_CHECK, vs off",
-      dbg_group_create },
+      dbg_group_create, VMS_PAINT | VMS_END_CHECK },
     { "debug.paint_depth", "VMS_PAINT vs off at 4/64/192 KiB deep on 256 KiB and 4 MiB stacks",
-      dbg_group_paint_depth },
+      dbg_group_paint_depth, VMS_PAINT | VMS_NO_SCRUB },
 };
 const int bench_debug_ngroups = (int)(sizeof bench_debug_groups / sizeof bench_debug_groups[0]);

@@ -290,12 +290,12 @@ static void fb_group_scale(const struct bench_opts *o)
 }
 
 const struct bench_group bench_fiber_groups[] = {
-    { "fiber.switch", "switch (resume+yield / 2) vs ucontext swapcontext", fb_group_switch },
+    { "fiber.switch", "switch (resume+yield / 2) vs ucontext swapcontext", fb_group_switch, 0 },
     { "fiber.create", "create+run+destroy, default, vs ucontext on pooled and protected stacks",
-      fb_group_create_default },
+      fb_group_create_default, 0 },
     { "fiber.noscrub", "create+run+destroy with VMS_NO_SCRUB vs ucontext on pooled stacks",
-      fb_group_create_noscrub },
+      fb_group_create_noscrub, VMS_NO_SCRUB },
     { "fiber.scale", "suspended fibers: mappings and memory added, vs ucontext + mmap+mprotect",
-      fb_group_scale },
+      fb_group_scale, 0 },
 };
 const int bench_fiber_ngroups = (int)(sizeof bench_fiber_groups / sizeof bench_fiber_groups[0]);

@@ -304,12 +304,13 @@ static void bs_group_scale_small(const struct bench_opts *o)
 
 const struct bench_group bench_stack_groups[] = {
     { "stack.warm", "alloc+touch+free, default settings, vs malloc and mmap+mprotect+munmap",
-      bs_group_warm },
-    { "stack.noscrub", "alloc+touch+free with VMS_NO_SCRUB, vs malloc", bs_group_noscrub },
-    { "stack.cold", "first use of new slots vs new mmap+mprotect stacks", bs_group_cold },
+      bs_group_warm, 0 },
+    { "stack.noscrub", "alloc+touch+free with VMS_NO_SCRUB, vs malloc", bs_group_noscrub,
+      VMS_NO_SCRUB },
+    { "stack.cold", "first use of new slots vs new mmap+mprotect stacks", bs_group_cold, 0 },
     { "stack.scale", "live stacks: mappings and memory added, vs mmap+mprotect each",
-      bs_group_scale },
+      bs_group_scale, 0 },
     { "stack.scale.128k", "live 128 KiB stacks (not the default): mappings and memory added",
-      bs_group_scale_small },
+      bs_group_scale_small, 0 },
 };
 const int bench_stack_ngroups = (int)(sizeof bench_stack_groups / sizeof bench_stack_groups[0]);

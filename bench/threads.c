@@ -346,12 +346,12 @@ static void th_group_fiber_overflow(const struct bench_opts *o)
 #endif
 
 const struct bench_group bench_thread_groups[] = {
-    { "thread.create", "vms_thread_create+join vs pthread_create+join", th_group_create },
+    { "thread.create", "vms_thread_create+join vs pthread_create+join", th_group_create, 0 },
     { "thread.overflow", "overflow caught, reported, thread killed and joined vs bare floor",
-      th_group_overflow },
+      th_group_overflow, 0 },
 #ifdef VMS_BENCH_FIBERS
     { "fiber.overflow", "fiber overflow caught, reported, killed, destroyed vs bare floor",
-      th_group_fiber_overflow },
+      th_group_fiber_overflow, 0 },
 #endif
 };
 const int bench_thread_ngroups = (int)(sizeof bench_thread_groups / sizeof bench_thread_groups[0]);

@@ -84,8 +84,12 @@ VMS_HIDDEN extern struct vms__options vms__opt;
  * (vms_init still works), and makes this process and those it forks afterwards quiet
  * about them. Nothing is said when vmstack is initialized already (it was said then).
  * cfg (or NULL): the fields the process's vms_init calls will give, so that a warning
- * says their value is used and not the default. */
-VMS_HIDDEN void vms__options_check_env(const vms_config *cfg);
+ * says their value is used and not the default. set_by (or NULL), for the processes
+ * that differ: set_by(flag, ctx) names those that give vms_init a VMS_* flag that cfg
+ * does not, completing "using the default, except ..." (NULL when none does). */
+VMS_HIDDEN void vms__options_check_env(const vms_config *cfg,
+                                       const char *(*set_by)(unsigned flag, void *ctx),
+                                       void *ctx);
 /* Quiet about the VMSTACK_* variables from now on: for a process started by one that
  * has called vms__options_check_env (vmstack-direct run by `vmstack demo --direct`). */
 VMS_HIDDEN void vms__options_env_said(void);

@@ -102,6 +102,12 @@ static void bad_env(const char *name, const char *value, const char *want, bool 
     ENV_WARN("%s=\"%s\" is not %s; %s", name, value, want, instead(by_program));
 }
 
+/* Who, besides cfg, gives vms_init a flag in the processes a command warns for
+ * (vms__options_check_env); NULL when nobody. Set only during that call, under
+ * init_lock. */
+static const char *(*env_set_by)(unsigned flag, void *ctx);
+static void *env_set_by_ctx;
+
 static void env_size(const char *name, size_t *field, size_t min, size_t max,
                      bool by_program)
 {
@@ -125,7 +131,15 @@ static void env_bool_flag(struct vms__options *o, const vms_config *cfg, const c
     if (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "true")) on = true;
     else if (!strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off") || !strcmp(v, "false")) on = false;
     else {
-        bad_env(name, v, "0 or 1 (or no/yes, off/on, false/true)", cfg && (cfg->flags & flag));
+        /* Some of a command's processes may set the flag themselves and others not
+         * (`vmstack bench`'s groups): the default is then not used everywhere. */
+        static const char want[] = "0 or 1 (or no/yes, off/on, false/true)";
+        bool by_program = cfg && (cfg->flags & flag);
+        const char *who = env_set_by && !by_program ? env_set_by(flag, env_set_by_ctx) : NULL;
+        if (who)
+            ENV_WARN("%s=\"%s\" is not %s; using the default, except %s", name, v, want, who);
+        else
+            bad_env(name, v, want, by_program);
         return;
     }
     if (on == set_when_true) o->flags |= flag;
@@ -168,13 +182,18 @@ static void load_env(struct vms__options *o, const vms_config *cfg)
     atomic_store_explicit(&env_said, true, memory_order_relaxed);
 }
 
-void vms__options_check_env(const vms_config *cfg)
+void vms__options_check_env(const vms_config *cfg,
+                            const char *(*set_by)(unsigned flag, void *ctx), void *ctx)
 {
     pthread_mutex_lock(&init_lock);
     if (atomic_load_explicit(&init_state, memory_order_acquire) != INIT_DONE) {
         struct vms__options scratch;
         memset(&scratch, 0, sizeof scratch);
+        env_set_by = set_by;
+        env_set_by_ctx = ctx;
         load_env(&scratch, cfg);   /* nothing said when env_said is set already */
+        env_set_by = NULL;
+        env_set_by_ctx = NULL;
     }
     pthread_mutex_unlock(&init_lock);
 }

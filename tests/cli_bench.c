@@ -154,6 +154,58 @@ TEST(malformed_variable_is_warned_about_once)
     ASSERT_EQ(cli_count(out, "vmstack: warning: VMSTACK_CACHE=\"bogus\" is not a count"), 1);
 }
 
+/* A malformed boolean said "using the default" although some groups give vms_init that
+ * flag themselves (the debug.* groups VMS_PAINT and VMS_END_CHECK, the noscrub groups
+ * VMS_NO_SCRUB), where the variable changes nothing: the warning names the selected
+ * groups that do, and only those. */
+TEST(malformed_flag_names_the_groups_that_set_it)
+{
+    clear_vmstack_env();
+    setenv("VMSTACK_PAINT", "bogus", 1);
+    setenv("VMSTACK_END_CHECK", "bogus", 1);
+    setenv("VMSTACK_SCRUB", "bogus", 1);
+#ifdef VMSTACK_VMAP
+    const char *only = "stack.warm,stack.noscrub,debug.switch,debug.create";
+#else
+    const char *only = "stack.warm,stack.noscrub";
+#endif
+    const char *args[] = { "bench", "--quick", "--ops-factor", OPS, "--rounds", "1",
+                           "--only", only, NULL };
+    int st = cli_run(args, out, sizeof out);
+    static char out2[sizeof out];
+    const char *args2[] = { "bench", "--quick", "--ops-factor", OPS, "--rounds", "1",
+                            "--only", "stack.warm", NULL };
+    int st2 = cli_run(args2, out2, sizeof out2);
+    unsetenv("VMSTACK_PAINT");
+    unsetenv("VMSTACK_END_CHECK");
+    unsetenv("VMSTACK_SCRUB");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    if (!WIFEXITED(st2) || WEXITSTATUS(st2) != 0) TST_FAIL("bench failed:\n%.4000s", out2);
+    const char *bad = "is not 0 or 1 (or no/yes, off/on, false/true); using the default";
+    char want[512];
+    snprintf(want, sizeof want, "VMSTACK_SCRUB=\"bogus\" %s, except in the processes of "
+             "stack.noscrub that set VMS_NO_SCRUB themselves\n", bad);
+    ASSERT_STR_CONTAINS(out, want);
+#ifdef VMSTACK_VMAP
+    snprintf(want, sizeof want, "VMSTACK_PAINT=\"bogus\" %s, except in the processes of "
+             "debug.create that set VMS_PAINT themselves\n", bad);
+    ASSERT_STR_CONTAINS(out, want);
+    snprintf(want, sizeof want, "VMSTACK_END_CHECK=\"bogus\" %s, except in the processes of "
+             "debug.switch and debug.create that set VMS_END_CHECK themselves\n", bad);
+    ASSERT_STR_CONTAINS(out, want);
+#else
+    snprintf(want, sizeof want, "VMSTACK_PAINT=\"bogus\" %s\n", bad);
+    ASSERT_STR_CONTAINS(out, want);
+#endif
+    /* No selected group sets any: the default everywhere. */
+    const char *names[] = { "VMSTACK_PAINT", "VMSTACK_END_CHECK", "VMSTACK_SCRUB" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(want, sizeof want, "vmstack: warning: %s=\"bogus\" %s\n", names[i], bad);
+        ASSERT_STR_CONTAINS(out2, want);
+    }
+    ASSERT_STR_NOT_CONTAINS(out2, "except");
+}
+
 /* The overflow groups measure the kill: with VMSTACK_ON_OVERFLOW=abort exported they died
  * by SIGSEGV, reported as "died by signal 11"; now the error names the variable. */
 TEST(overflow_groups_refuse_abort_from_the_environment)

@@ -1228,7 +1228,7 @@ int vms_cmd_demo(int argc, char **argv)
     } else {
         /* run_workload's vms_init gives the stack size (--stack-size, 0 when not). */
         vms_config given = { .stack_size = r->o.stack_size };
-        vms__options_check_env(&given);
+        vms__options_check_env(&given, NULL, NULL);
     }
     r->jobs = jobs_alloc(r->o.fibers + r->o.threads);
     if (!r->jobs) {
