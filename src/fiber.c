@@ -126,7 +126,10 @@ static bool task_is_place(struct vms_stack *st, const struct vms__task *t);
 /* The canary of t is wrong: t is no live fiber's record. Says which of the three it is:
  * a pointer vmstack never handed out as a fiber, a fiber destroyed already (its stack is
  * free, or another stack or a new fiber's own now: the scrubbing zeroed the canary), or
- * a live fiber's record that was overwritten. */
+ * a live fiber's record that was overwritten. A place on a live stack that no task owns
+ * (vms_stack_alloc's, or an alternate signal stack) is no fiber now, but may have been
+ * one's record before the stack was freed and handed out again: the slot's task count
+ * is mod 256, so a count of 0 does not prove that no task was ever there. */
 static _Noreturn __attribute__((noinline)) void task_record_corrupted(const struct vms__task *t,
                                                                       const char *call)
 {
@@ -134,6 +137,14 @@ static _Noreturn __attribute__((noinline)) void task_record_corrupted(const stru
     if (vms__arena_where(t, &w) != VMS__WHERE_STACK || !w.st || !task_is_place(w.st, t))
         vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
                    "pointer)", call, (const void *)t);
+    if (VMS__SLOT_STATE(w.st) == VMS__SLOT_LIVE &&
+        !atomic_load_explicit(&w.st->owner, memory_order_relaxed))
+        vms__fatal("%s: %p is not a fiber: it points into the stack [%p-%p), which no fiber "
+                   "or thread owns (%s); a fiber destroyed already whose stack was handed "
+                   "out again, or a pointer that never was a fiber", call, (const void *)t,
+                   (void *)w.st->base, (void *)vms__stack_top_of(w.st),
+                   w.st->internal ? "vmstack's own alternate signal stack"
+                                  : "a raw stack of vms_stack_alloc");
     if (VMS__SLOT_STATE(w.st) != VMS__SLOT_LIVE ||
         atomic_load_explicit(&w.st->owner, memory_order_relaxed) != t)
         vms__fatal("%s: fiber %p was destroyed already (its stack [%p-%p) is no longer "

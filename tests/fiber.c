@@ -1656,7 +1656,8 @@ TEST(record_canary_secret_is_not_the_c_library_one)
  * to saved registers that are not there or a second free. */
 enum { AFTER_DESTROY_DONE, AFTER_DESTROY_SUSPENDED, RESUME_AFTER_DESTROY,
        RESUME_AFTER_REUSE, DESTROY_AFTER_REUSE, STATE_AFTER_DESTROY, OOPS_AFTER_DESTROY,
-       STACK_AFTER_DESTROY, FOREIGN_HEAP, FOREIGN_STACK_HANDLE, FOREIGN_STACK_BASE };
+       STACK_AFTER_DESTROY, FOREIGN_HEAP, FOREIGN_STACK_HANDLE, FOREIGN_STACK_BASE,
+       RAW_STACK_PLACE };
 struct misuse { int what; unsigned flags; int reuses; };
 
 static void misuse_child(void *arg)
@@ -1727,6 +1728,16 @@ static void misuse_child(void *arg)
     case FOREIGN_STACK_BASE:
         printf("resumed: %d\n", vms_fiber_resume(vms_stack_base(vms_stack_alloc(0))));
         break;
+    case RAW_STACK_PLACE: {
+        /* Where f's record is below its stack's top, on a raw stack that never held a
+         * task (a slot of its own: f's stack is still f's). */
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) exit(16);
+        size_t below = (size_t)((char *)vms_stack_top(vms_fiber_stack(f)) - (char *)f);
+        printf("resumed: %d\n", vms_fiber_resume((vms_fiber *)(void *)
+                                                 ((char *)vms_stack_top(s) - below)));
+        break;
+    }
     }
     exit(13);
 }
@@ -1768,4 +1779,23 @@ TEST(use_after_destroy_and_foreign_pointers_abort)
                                      : "is not a fiber that vmstack created");
         ASSERT_STR_NOT_CONTAINS(out, "resumed:");
     }
+}
+
+/* A place of a fiber record on a raw stack that never held a fiber was reported as "was
+ * destroyed already". vmstack cannot tell it from a destroyed fiber whose stack was
+ * handed out again as a raw stack, and says both. */
+TEST(resume_of_a_raw_stack_place_is_not_a_fiber)
+{
+    struct misuse m = { RAW_STACK_PLACE, 0, 0 };
+    char out[4096];
+    int st = tst_fork(misuse_child, &m, out, sizeof out);
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+        TST_FAIL("want SIGABRT, got %s %d; output:\n%s", WIFEXITED(st) ? "exit" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: vms_fiber_resume: 0x");
+    ASSERT_STR_CONTAINS(out, " is not a fiber: it points into the stack [0x");
+    ASSERT_STR_CONTAINS(out, "), which no fiber or thread owns (a raw stack of vms_stack_alloc); "
+                             "a fiber destroyed already whose stack was handed out again, or a "
+                             "pointer that never was a fiber\n");
+    ASSERT_STR_NOT_CONTAINS(out, "resumed:");
 }
