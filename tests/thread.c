@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <alloca.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
 #include <semaphore.h>
@@ -49,6 +50,31 @@ TEST(invalid_arguments)
     ASSERT_EQ(pthread_attr_setstacksize(&a, (size_t)4 << 30), 0); /* > 1 GiB */
     ASSERT_EQ(vms_thread_create(&t, &a, echo, NULL), -EINVAL);
     pthread_attr_destroy(&a);
+}
+
+/* A caller's stack given the old way, pthread_attr_setstackaddr (its top, without a
+ * size or with one), is refused as pthread_attr_setstack's is. The function is looked
+ * up at run time: a direct call draws the compiler's deprecation warning, which a
+ * #pragma can silence, and the linker's ("the use of `pthread_attr_setstackaddr' is
+ * deprecated", glibc's link_warning), which nothing in the source can. */
+TEST(caller_stack_by_setstackaddr_is_refused)
+{
+    int (*setstackaddr)(pthread_attr_t *, void *) =
+        (int (*)(pthread_attr_t *, void *))dlsym(RTLD_DEFAULT, "pthread_attr_setstackaddr");
+    if (!setstackaddr) SKIP("the C library has no pthread_attr_setstackaddr");
+    static char own[256 * 1024] __attribute__((aligned(4096)));
+    for (int sized = 0; sized < 2; sized++) {
+        pthread_attr_t a;
+        ASSERT_EQ(pthread_attr_init(&a), 0);
+        if (sized) ASSERT_EQ(pthread_attr_setstacksize(&a, sizeof own), 0);
+        ASSERT_EQ(setstackaddr(&a, own + sizeof own), 0);   /* the top: stacks grow down */
+        pthread_t t;
+        int e = vms_thread_create(&t, &a, echo, NULL);
+        if (e == 0) pthread_join(t, NULL);
+        pthread_attr_destroy(&a);
+        if (e != -EINVAL) TST_FAIL("%s size: vms_thread_create gave %d, want -EINVAL",
+                                   sized ? "with a" : "without a", e);
+    }
 }
 
 /* No address space for the stack: -ENOMEM, and no thread. */
