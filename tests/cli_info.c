@@ -343,6 +343,21 @@ TEST(minsigstksz_is_the_kernel_s_or_not_given)
 #endif
 }
 
+/* A build configured with -DVMSTACK_DEMANGLE=OFF said "libiberty was not found at
+ * configure time", found or not: it now names the option. */
+TEST(cxx_names_line_says_why)
+{
+    ASSERT_EXITED(info(NULL, NULL), 0);
+#if defined(VMSTACK_HAVE_LIBIBERTY)
+    assert_value("C++ names in call traces", "demangled (libiberty)\n");
+#elif defined(VMSTACK_DEMANGLE_OFF)
+    assert_value("C++ names in call traces", "mangled (VMSTACK_DEMANGLE=OFF)\n");
+#else
+    assert_value("C++ names in call traces",
+                 "mangled (libiberty was not found at configure time)\n");
+#endif
+}
+
 /* vmstack-direct (the command on the direct backend, for `vmstack demo --direct`) is
  * built from the library's sources with its own definitions: it detects Valgrind as the
  * library does (it said "LD_PRELOAD only" where valgrind.h was found). */

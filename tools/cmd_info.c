@@ -156,8 +156,10 @@ int vms_cmd_info(int argc, char **argv)
 #endif
     );
     printf("  %-26s %s\n", "C++ names in call traces",
-#ifdef VMSTACK_HAVE_LIBIBERTY
+#if defined(VMSTACK_HAVE_LIBIBERTY)
            "demangled (libiberty)"
+#elif defined(VMSTACK_DEMANGLE_OFF)
+           "mangled (VMSTACK_DEMANGLE=OFF)"
 #else
            "mangled (libiberty was not found at configure time)"
 #endif
