@@ -257,6 +257,41 @@ TEST(while_other_threads_allocate_and_free)
     ASSERT_EQ(s.stacks_live, 0);
 }
 
+/* The same with two threads trimming at once, each while the other has stacks in hand
+ * at times. */
+static void *trims_200(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        if (vms_trim() != 0) return NULL;
+    return arg;
+}
+
+TEST(two_threads_trim_while_others_allocate_and_free)
+{
+    pthread_t t[CHURNERS], u;
+    for (int round = 0; round < 4; round++) {
+        atomic_store(&churn_stop, 0);
+        for (uintptr_t i = 0; i < CHURNERS; i++)
+            ASSERT_EQ(pthread_create(&t[i], NULL, churn, (void *)(i + 1)), 0);
+        ASSERT_EQ(pthread_create(&u, NULL, trims_200, (void *)1), 0);
+        for (int i = 0; i < 200; i++) ASSERT_EQ(vms_trim(), 0);
+        void *r;
+        ASSERT_EQ(pthread_join(u, &r), 0);
+        ASSERT_PTR_EQ(r, (void *)1);
+        atomic_store(&churn_stop, 1);
+        for (uintptr_t i = 0; i < CHURNERS; i++) {
+            ASSERT_EQ(pthread_join(t[i], &r), 0);
+            ASSERT_PTR_EQ(r, (void *)(i + 1));
+        }
+    }
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    ASSERT_EQ(vms__cache_shared_warm(), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, 0);
+}
+
 /* ---- the discards without the list's lock --------------------------------------------
  * vms_trim takes a list's warm stacks out under its lock and drops them without it
  * (vms__cache_trim_hook runs in between, on the trimming thread): meanwhile other
