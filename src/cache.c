@@ -33,17 +33,32 @@
 /* Shared lists keep top pages warm for at most 1,024 stacks (4 MiB with 4 KiB pages). */
 #define WARM_MAX 1024
 
+/* A vms_trim's stacks in hand: a list's warm stacks, taken out of it to be dropped
+ * without its lock (trim_list), linked by next, until filed back. On the trimming
+ * thread's stack, and named in the list's `trims` meanwhile (under its lock), so that the
+ * child of a fork made then files them back (vms__cache_fork_child): the child does not
+ * have the trimming thread, unless that thread forked itself (a signal handler that
+ * interrupted the trim), and then goes on with the trim. */
+struct trim_run {
+    struct trim_run *next;
+    struct vms_stack *head;          /* those not filed back yet */
+    pthread_t thread;                /* the trimming thread */
+};
+
 struct shared {
     pthread_mutex_t lock;
     struct vms_stack *_Atomic head;  /* written under lock; read without it to peek */
     size_t count;
     size_t nwarm;                    /* of them warm (under lock): shared_warm in a fork
                                         child, which has no thread with a claim */
+    struct trim_run *trims;          /* trims with stacks of this list in hand (under
+                                        lock); their warm ones are in shared_warm, not in
+                                        nwarm */
 };
 static struct shared shared[VMS__CLASSES];
 static pthread_once_t shared_once = PTHREAD_ONCE_INIT;
-/* Warm stacks in all shared lists, and the budget claimed for stacks about to join them
- * (warm_claim). */
+/* Warm stacks in all shared lists, those a trim has in hand (struct trim_run), and the
+ * budget claimed for stacks about to join them (warm_claim). */
 static atomic_size_t shared_warm;
 
 /* Per-thread counters instead of shared atomics: the alloc/free fast path makes no
@@ -275,7 +290,34 @@ bool vms__cache_fork_child(void)
         forsaken_caches = t;
     }
     size_t warm = 0;
-    for (unsigned i = 0, n = vms__arena_classes_used(); i < n; i++) warm += shared[i].nwarm;
+    pthread_t self = pthread_self();
+    for (unsigned i = 0, n = vms__arena_classes_used(); i < n; i++) {
+        struct shared *sh = &shared[i];
+        /* The stacks a trim on another thread had in hand are filed back as the fork
+         * found them: those it had dropped cold (warm is cleared after the discard,
+         * which the fork cannot split), the rest warm as they were. A trim of this
+         * thread's own (it forked from a signal handler) goes on in the child and files
+         * its stacks itself: their budget stays counted. */
+        struct trim_run *own = NULL;
+        for (struct trim_run *r = sh->trims, *next; r; r = next) {
+            next = r->next;
+            if (pthread_equal(r->thread, self)) {
+                r->next = own;
+                own = r;
+                for (struct vms_stack *st = r->head; st; st = st->next) warm += st->warm != 0;
+                continue;
+            }
+            for (struct vms_stack *st = r->head, *sn; st; st = sn) {
+                sn = st->next;
+                st->next = atomic_load_explicit(&sh->head, memory_order_relaxed);
+                atomic_store_explicit(&sh->head, st, memory_order_relaxed);
+                sh->count++;
+                sh->nwarm += st->warm != 0;
+            }
+        }
+        sh->trims = own;
+        warm += sh->nwarm;
+    }
     atomic_store_explicit(&shared_warm, warm, memory_order_relaxed);
     bool pending = forsaken_caches != NULL;
     vms__cache_fork_unlock();
@@ -645,6 +687,7 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 
 void (*vms__cache_flush_hook)(void);
 void (*vms__cache_push_hook)(void);
+void (*vms__cache_trim_hook)(unsigned cls);
 
 bool vms__cache_lifo_tear(bool torn)
 {
@@ -705,27 +748,76 @@ static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k
     return 0;
 }
 
-/* Pre: the list's lock held. Drops the pages of the first nwarm warm stacks of chain
- * (linked by next; the list holds no more), SCRUB_BATCH per system call, and stops
- * there: the cold stacks behind them are not walked. Returns how many are still warm. */
-static size_t cool_chain(struct vms_stack *chain, size_t nwarm, int *err)
+/* Trims one shared list without holding its lock over the system calls: its warm stacks
+ * are taken out of the list under the lock (pointer work only), dropped SCRUB_BATCH per
+ * system call with the lock released, and each batch filed back (cold, or warm as it was
+ * should the discard fail) under the lock once dropped. Meanwhile a thread that
+ * allocates or frees that size does not wait (it finds the list without the stacks in
+ * hand: the cold ones, or none, and may open new slots), and a fork does not either: the
+ * stacks in hand are listed in the list's `trims`, which the child files back
+ * (vms__cache_fork_child). The budget those stacks hold (shared_warm) is given back only
+ * once they are filed cold: until their pages are dropped they are still resident. */
+static void trim_list(unsigned cls, int *err)
 {
-    struct iovec iov[SCRUB_BATCH];
-    struct vms_stack *v[SCRUB_BATCH];
-    size_t k = 0, seen = 0, warm = 0;
-    for (struct vms_stack *st = chain; st && seen < nwarm; st = st->next) {
-        if (st->warm) {
+    struct shared *sh = &shared[cls];
+    struct trim_run run = { .next = NULL, .head = NULL, .thread = pthread_self() };
+    pthread_mutex_lock(&sh->lock);
+    size_t nwarm = sh->nwarm;
+    if (nwarm) {
+        /* The warm stacks out, in their order; the walk stops at the last of them. */
+        struct vms_stack *st = atomic_load_explicit(&sh->head, memory_order_relaxed);
+        struct vms_stack *prev = NULL, **to = &run.head;
+        size_t seen = 0;
+        while (st && seen < nwarm) {
+            struct vms_stack *next = st->next;
+            if (st->warm) {
+                if (prev) prev->next = next;
+                else atomic_store_explicit(&sh->head, next, memory_order_relaxed);
+                *to = st;
+                to = &st->next;
+                seen++;
+            } else {
+                prev = st;
+            }
+            st = next;
+        }
+        *to = NULL;
+        sh->count -= seen;
+        sh->nwarm -= seen;
+        run.next = sh->trims;
+        sh->trims = &run;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (!run.head) return;
+    /* Tests only: the stacks are in hand, the lock released. */
+    if (VMS_UNLIKELY(vms__cache_trim_hook != NULL)) vms__cache_trim_hook(cls);
+    while (run.head) {
+        struct iovec iov[SCRUB_BATCH];
+        struct vms_stack *v[SCRUB_BATCH];
+        size_t k = 0;
+        /* Only this thread changes the links of the stacks in hand (a fork child reads
+         * them as the fork found them). */
+        for (struct vms_stack *st = run.head; st && k < SCRUB_BATCH; st = st->next) {
             iov[k].iov_base = st->base;
             iov[k].iov_len = st->size;
             v[k++] = st;
-            seen++;
         }
-        if (k == SCRUB_BATCH || (k && (seen == nwarm || !st->next))) {
-            warm += cool_batch(iov, v, k, err);
-            k = 0;
+        size_t still = cool_batch(iov, v, k, err);
+        pthread_mutex_lock(&sh->lock);
+        run.head = v[k - 1]->next;
+        v[k - 1]->next = atomic_load_explicit(&sh->head, memory_order_relaxed);
+        atomic_store_explicit(&sh->head, v[0], memory_order_relaxed);
+        sh->count += k;
+        sh->nwarm += still;
+        if (!run.head) {
+            struct trim_run **p = &sh->trims;
+            while (*p != &run) p = &(*p)->next;
+            *p = run.next;
         }
+        pthread_mutex_unlock(&sh->lock);
+        /* After the unlock, as shared_take's: the stacks dropped hold no budget now. */
+        warm_sub(k - still);
     }
-    return warm;
 }
 
 int vms__cache_trim(void)
@@ -733,21 +825,7 @@ int vms__cache_trim(void)
     vms__cache_flush_thread();
     pthread_once(&shared_once, shared_init);
     int err = 0;
-    for (unsigned cls = 0, c = vms__arena_classes_used(); cls < c; cls++) {
-        /* Under the list's lock: a thread that allocates this size meanwhile waits for
-         * the discards (at most WARM_MAX stacks, 32 a system call: about 0.5 ms here)
-         * rather than finding the list empty and opening new slots, and a fork waits
-         * too rather than losing the stacks in hand. */
-        struct shared *sh = &shared[cls];
-        pthread_mutex_lock(&sh->lock);
-        if (sh->nwarm) {
-            size_t left = cool_chain(atomic_load_explicit(&sh->head, memory_order_relaxed),
-                                     sh->nwarm, &err);
-            warm_sub(sh->nwarm - left);
-            sh->nwarm = left;
-        }
-        pthread_mutex_unlock(&sh->lock);
-    }
+    for (unsigned cls = 0, c = vms__arena_classes_used(); cls < c; cls++) trim_list(cls, &err);
     return err;
 }
 

@@ -397,10 +397,11 @@ VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);
 /* vms_trim's part: vms__cache_flush_thread, then every shared list's warm stacks dropped
- * whole. 0, or the error of the first discard that failed (its pages stay resident). */
+ * whole (taken out of the list, dropped without its lock, filed back cold). 0, or the
+ * error of the first discard that failed (its pages stay resident). */
 VMS_HIDDEN int vms__cache_trim(void);
 /* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
- * about to join them), bounded by 1,024; the warm stacks in the lists, counted by list;
+ * about to join them, and the warm stacks a vms_trim has in hand), bounded by 1,024; the warm stacks in the lists, counted by list;
  * and a hook called by vms__cache_flush_thread between deciding which stacks stay warm
  * and pushing them. */
 VMS_HIDDEN size_t vms__cache_shared_warm(void);
@@ -409,6 +410,9 @@ VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
 /* Tests only: called by a push to the shared lists after their lock is released, when
  * another thread can already take the stacks pushed. */
 VMS_HIDDEN extern void (*vms__cache_push_hook)(void);
+/* Tests only: called by vms_trim for each shared list (cls) with warm stacks, once they
+ * are out of the list and its lock released, before their pages are dropped. */
+VMS_HIDDEN extern void (*vms__cache_trim_hook)(unsigned cls);
 /* Tests only: the calling thread's LIFO as a fork catches it in a push that has stored
  * its count and not yet its entry (torn: the count one more, the entry untouched), and
  * back (!torn: the count one less, that entry still unwritten). False when the thread

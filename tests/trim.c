@@ -256,3 +256,328 @@ TEST(while_other_threads_allocate_and_free)
     ASSERT_EQ(vms_get_stats(&s), 0);
     ASSERT_EQ(s.stacks_live, 0);
 }
+
+/* The same with two threads trimming at once, each while the other has stacks in hand
+ * at times. */
+static void *trims_200(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        if (vms_trim() != 0) return NULL;
+    return arg;
+}
+
+TEST(two_threads_trim_while_others_allocate_and_free)
+{
+    pthread_t t[CHURNERS], u;
+    for (int round = 0; round < 4; round++) {
+        atomic_store(&churn_stop, 0);
+        for (uintptr_t i = 0; i < CHURNERS; i++)
+            ASSERT_EQ(pthread_create(&t[i], NULL, churn, (void *)(i + 1)), 0);
+        ASSERT_EQ(pthread_create(&u, NULL, trims_200, (void *)1), 0);
+        for (int i = 0; i < 200; i++) ASSERT_EQ(vms_trim(), 0);
+        void *r;
+        ASSERT_EQ(pthread_join(u, &r), 0);
+        ASSERT_PTR_EQ(r, (void *)1);
+        atomic_store(&churn_stop, 1);
+        for (uintptr_t i = 0; i < CHURNERS; i++) {
+            ASSERT_EQ(pthread_join(t[i], &r), 0);
+            ASSERT_PTR_EQ(r, (void *)(i + 1));
+        }
+    }
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    ASSERT_EQ(vms__cache_shared_warm(), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, 0);
+}
+
+/* ---- the discards without the list's lock --------------------------------------------
+ * vms_trim takes a list's warm stacks out under its lock and drops them without it
+ * (vms__cache_trim_hook runs in between, on the trimming thread): meanwhile other
+ * threads allocate and free that size, fork, and trim, without waiting for it. Every
+ * wait below is bounded (STAGE_WAIT_S): a wait that would hang without the change fails
+ * the case instead. */
+#define STAGE_WAIT_S 60
+
+static pthread_mutex_t stage_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stage_cond = PTHREAD_COND_INITIALIZER;
+static int stage;
+
+static void stage_set(int s)
+{
+    pthread_mutex_lock(&stage_lock);
+    stage = s;
+    pthread_cond_broadcast(&stage_cond);
+    pthread_mutex_unlock(&stage_lock);
+}
+
+/* Waits until the stage is at least s, at most STAGE_WAIT_S seconds: false when it
+ * was not reached by then. */
+static bool stage_wait(int s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += STAGE_WAIT_S;
+    pthread_mutex_lock(&stage_lock);
+    int e = 0;
+    while (stage < s && e != ETIMEDOUT)
+        e = pthread_cond_timedwait(&stage_cond, &stage_lock, &until);
+    bool reached = stage >= s;
+    pthread_mutex_unlock(&stage_lock);
+    return reached;
+}
+
+/* The deep stacks another thread freed (free_deep_stacks_thread, recorded): warm in the
+ * shared list of their class at its end. */
+static void *deep_bases[NSTACKS];
+static unsigned deep_cls;
+
+static void *free_recorded_deep_stacks_thread(void *arg)
+{
+    vms_stack *s[NSTACKS];
+    for (int i = 0; i < NSTACKS; i++) {
+        if (!(s[i] = vms_stack_alloc(0))) return (void *)-1;
+        use_deeply(s[i]);
+        deep_bases[i] = vms_stack_base(s[i]);
+    }
+    struct vms__where w;
+    if (vms__arena_where(deep_bases[0], &w) != VMS__WHERE_STACK) return (void *)-1;
+    deep_cls = w.st->cls;
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    vms__cache_flush_thread();   /* as at its exit: its cache to the shared lists */
+    return arg;
+}
+
+static void warm_deep_stacks(void)
+{
+    pthread_t t;
+    void *r;
+    ASSERT_EQ(pthread_create(&t, NULL, free_recorded_deep_stacks_thread, NULL), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_PTR_EQ(r, NULL);
+    ASSERT_GE(vms__cache_shared_warm_listed(), NSTACKS);
+}
+
+/* The hook: on the trimming thread, for the deep stacks' list, once. */
+static pthread_t trimmer;
+static atomic_bool hook_armed;
+static void (*in_hook)(void);
+
+static void trim_hook(unsigned cls)
+{
+    if (cls != deep_cls || !pthread_equal(pthread_self(), trimmer)) return;
+    if (!atomic_exchange(&hook_armed, false)) return;
+    in_hook();
+}
+
+/* Nothing is lost or doubled: after a trim, every warm stack counted is in a list (none
+ * left), no stack is live, and the deep stacks come out of the cache again, each once,
+ * scrubbed and guarded. */
+static void check_settled(void)
+{
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    ASSERT_EQ(vms__cache_shared_warm(), 0);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, 0);
+    reuse_is_scrubbed_and_guarded();
+}
+
+/* Allocates stacks until each deep stack came out (at most 400); fails on a stack handed
+ * out twice or one that does not come back, and when the statistics disagree. Frees
+ * them. For a fork child too (exits on failure, as TST_FAIL does). */
+#define MAX_ALLOCS 400
+static void deep_stacks_come_back_once(void)
+{
+    static vms_stack *st[MAX_ALLOCS];
+    static void *bases[MAX_ALLOCS];
+    int n = 0, found = 0;
+    ASSERT_EQ(vms_trim(), 0);   /* this thread's cache, dirty batch too, to the lists */
+    while (n < MAX_ALLOCS && found < NSTACKS) {
+        st[n] = vms_stack_alloc(0);
+        ASSERT_NOT_NULL(st[n]);
+        bases[n] = vms_stack_base(st[n]);
+        for (int k = 0; k < NSTACKS; k++) found += bases[n] == deep_bases[k];
+        n++;
+    }
+    ASSERT_EQ(tst_distinct(bases, n), n);
+    if (found != NSTACKS) TST_FAIL("%d of the %d deep stacks came back in %d allocations",
+                                   found, NSTACKS, n);
+    vms_stats s;
+    ASSERT_EQ(vms_get_stats(&s), 0);
+    ASSERT_EQ(s.stacks_live, n);
+    for (int i = 0; i < n; i++) vms_stack_free(st[i]);
+    ASSERT_EQ(vms__cache_shared_warm(), vms__cache_shared_warm_listed());
+}
+
+/* The hook of the cases below: stage 1, the trim has the stacks in hand; it waits for
+ * stage 2, the other thread's part done (an allocation, a fork, a trim). */
+static atomic_bool hook_waited_in_vain;
+
+static void hold_for_stage_2(void)
+{
+    stage_set(1);
+    if (!stage_wait(2)) atomic_store(&hook_waited_in_vain, true);
+}
+
+static void *allocates_during_the_discard(void *arg)
+{
+    (void)arg;
+    if (!stage_wait(1)) return (void *)1;
+    vms_stack *st = vms_stack_alloc(0);
+    if (!st) return (void *)2;
+    ((volatile char *)vms_stack_top(st))[-1] = 1;
+    vms_stack_free(st);
+    stage_set(2);
+    return NULL;
+}
+
+/* Before, the trim held the list's lock over the discards: the other thread's
+ * allocation (from that list, or new slots filed there) waited for the whole trim, and
+ * the hook's wait for it ran out. */
+TEST(allocation_during_the_discard_does_not_wait)
+{
+    warm_deep_stacks();
+    trimmer = pthread_self();
+    in_hook = hold_for_stage_2;
+    atomic_store(&hook_armed, true);
+    vms__cache_trim_hook = trim_hook;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, allocates_during_the_discard, NULL), 0);
+    ASSERT_EQ(vms_trim(), 0);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    vms__cache_trim_hook = NULL;
+    ASSERT(!atomic_load(&hook_armed));   /* the hook ran */
+    if (atomic_load(&hook_waited_in_vain))
+        TST_FAIL("another thread's allocation of the size being trimmed waited for the "
+                 "discards (%d s)", STAGE_WAIT_S);
+    ASSERT_PTR_EQ(r, NULL);
+    check_settled();
+    deep_stacks_come_back_once();
+}
+
+/* A fork while another thread's trim has stacks in hand: the child files them back (they
+ * come out of its cache again, each once, its counts agree), and so does the parent's
+ * trim. Before the change the fork waited for the trim, and the hook's wait ran out. */
+static void *trims(void *arg)
+{
+    (void)arg;
+    trimmer = pthread_self();
+    return (void *)(intptr_t)vms_trim();
+}
+
+static void child_after_fork_in_trim(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(vms__cache_shared_warm(), vms__cache_shared_warm_listed());
+    deep_stacks_come_back_once();
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    ASSERT_EQ(vms__cache_shared_warm(), 0);
+    printf("child done\n");
+}
+
+TEST(fork_during_the_discard_child_keeps_the_stacks)
+{
+    warm_deep_stacks();
+    in_hook = hold_for_stage_2;
+    atomic_store(&hook_armed, true);
+    vms__cache_trim_hook = trim_hook;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, trims, NULL), 0);
+    bool in_discard = stage_wait(1);
+    char out[4096];
+    if (in_discard) tst_run_ok(child_after_fork_in_trim, NULL, out, sizeof out);
+    stage_set(2);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    vms__cache_trim_hook = NULL;
+    if (!in_discard) TST_FAIL("the trim did not reach its discards (%d s)", STAGE_WAIT_S);
+    if (atomic_load(&hook_waited_in_vain))
+        TST_FAIL("the fork waited for the discards (%d s)", STAGE_WAIT_S);
+    ASSERT_PTR_EQ(r, NULL);
+    check_settled();
+    deep_stacks_come_back_once();
+}
+
+/* A fork from the trimming thread itself, in the middle of the trim (as a signal
+ * handler's would be): the child goes on with the trim and files the stacks in hand
+ * itself, so its fork handler must not file them too (each would be in a list twice,
+ * handed out twice). */
+static pid_t trim_child;
+
+static void fork_here(void)
+{
+    fflush(NULL);
+    trim_child = fork();
+    if (trim_child < 0) TST_FAIL("fork: %s", strerror(errno));
+}
+
+TEST(fork_from_the_trimming_thread_child_files_the_stacks_once)
+{
+    warm_deep_stacks();
+    trimmer = pthread_self();
+    in_hook = fork_here;
+    atomic_store(&hook_armed, true);
+    vms__cache_trim_hook = trim_hook;
+    int e = vms_trim();
+    vms__cache_trim_hook = NULL;
+    if (trim_child == 0) {
+        /* The child: its trim went on after the fork. */
+        ASSERT_EQ(e, 0);
+        check_settled();
+        deep_stacks_come_back_once();
+        fflush(NULL);
+        _exit(0);
+    }
+    ASSERT_EQ(e, 0);
+    int status = 0;
+    while (waitpid(trim_child, &status, 0) < 0 && errno == EINTR) {}
+    ASSERT_EXITED(status, 0);
+    check_settled();
+    deep_stacks_come_back_once();
+}
+
+/* Two trims at once: one holds its stacks in hand; the other, on this thread, drops what
+ * it finds in the lists (other stacks freed since) without waiting for the first, and
+ * the first's stacks keep their budget until they are filed cold. */
+TEST(two_trims_at_once)
+{
+    warm_deep_stacks();
+    in_hook = hold_for_stage_2;
+    atomic_store(&hook_armed, true);
+    vms__cache_trim_hook = trim_hook;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, trims, NULL), 0);
+    bool in_discard = stage_wait(1);
+    if (in_discard) {
+        /* More warm stacks of the same size, from another thread. */
+        pthread_t u;
+        ASSERT_EQ(pthread_create(&u, NULL, free_deep_stacks_thread, NULL), 0);
+        ASSERT_EQ(pthread_join(u, NULL), 0);
+        ASSERT_GE(vms__cache_shared_warm_listed(), NSTACKS);
+        size_t before = resident_now();
+        ASSERT_EQ(vms_trim(), 0);
+        if (atomic_load(&hook_waited_in_vain))
+            TST_FAIL("the second trim waited for the first (%d s)", STAGE_WAIT_S);
+        ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+        /* The first trim's stacks, still in hand and warm, hold their budget. */
+        ASSERT_GE(vms__cache_shared_warm(), NSTACKS);
+        if (before) ASSERT_LE(resident_now() + (size_t)NSTACKS * vms__os_page_size(), before);
+    }
+    stage_set(2);
+    void *r;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    vms__cache_trim_hook = NULL;
+    if (!in_discard) TST_FAIL("the trim did not reach its discards (%d s)", STAGE_WAIT_S);
+    if (atomic_load(&hook_waited_in_vain))
+        TST_FAIL("the second trim waited for the first (%d s)", STAGE_WAIT_S);
+    ASSERT_PTR_EQ(r, NULL);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    ASSERT_EQ(vms__cache_shared_warm(), 0);
+    check_settled();
+    deep_stacks_come_back_once();
+}
