@@ -240,7 +240,7 @@ TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
     size_t warm = vms__cache_shared_warm_listed();
     ASSERT_GE(warm, NSTACKS);
     size_t size = deep_size, page = vms__os_page_size();
-    if (mlock(deep_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
+    if (tst_mlock(deep_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
     int e = vms_trim();
     size_t left = vms__cache_shared_warm_listed(), counted = vms__cache_shared_warm();
     size_t others = 0;
@@ -251,7 +251,7 @@ TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
         for (size_t k = 0; k < size / page; k++) others += vec[k] & 1;
     }
     free(vec);
-    ASSERT_EQ(munlock(deep_bases[0], size), 0);
+    ASSERT_EQ(tst_munlock(deep_bases[0], size), 0);
     ASSERT_EQ(e, -EINVAL);
     ASSERT_EQ(left, 1);
     ASSERT_EQ(counted, 1);
