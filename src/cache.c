@@ -18,7 +18,8 @@
  * LIFO (zero system calls while the LIFO has room); overflow still goes through the batch
  * so trimming continues.
  * The shared lists keep at most WARM_MAX stacks with a warm top page; beyond that a batch
- * drops whole stacks (warm = 0), so memory held by idle stacks stays bounded.
+ * drops whole stacks (warm = 0), so memory held by idle stacks stays bounded. Only a
+ * stack whose pages the kernel refused to drop goes past it: resident, counted warm.
  */
 #include "internal.h"
 
@@ -253,13 +254,46 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     return n ? head : NULL;
 }
 
-bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n)
+/* Drops iov[0..n) (n <= SCRUB_BATCH): one system call; should it fail, range by range,
+ * so that a range the kernel refuses (an mlock'd stack's: EINVAL) keeps no other range
+ * resident (the batch's call stops at the range it refuses; so did the retry, before,
+ * and the caller then treated every range as refused). refused[i] says which the kernel
+ * refused. Returns the first error, or 0. */
+static int discard_each(const struct iovec *iov, size_t n, bool *refused)
 {
-    if (vms__os_discard_many(iov, n) == 0) return false;
-    /* The pages could not be dropped: zero them by hand rather than ever hand out old
-     * data (touches every page: slow, but only when madvise fails). */
-    for (size_t i = 0; i < n; i++) memset(iov[i].iov_base, 0, iov[i].iov_len);
-    return true;
+    memset(refused, 0, n * sizeof *refused);
+    if (vms__os_discard_many(iov, n) == 0) return 0;
+    int first = 0;
+    for (size_t i = 0; i < n; i++) {
+        int e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
+        if (!e) continue;
+        refused[i] = true;
+        if (!first) first = e;
+    }
+    return first;
+}
+
+size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed)
+{
+    bool refused[SCRUB_BATCH];
+    size_t nzeroed = 0;
+    for (size_t done = 0; done < n; done += SCRUB_BATCH) {
+        size_t k = n - done < SCRUB_BATCH ? n - done : SCRUB_BATCH;
+        if (discard_each(iov + done, k, refused) == 0) {
+            if (zeroed) memset(zeroed + done, 0, k * sizeof *zeroed);
+            continue;
+        }
+        /* The pages of these could not be dropped: zero them by hand rather than ever
+         * hand out old data (touches every page: slow, but only when madvise fails). */
+        for (size_t i = 0; i < k; i++) {
+            if (refused[i]) {
+                memset(iov[done + i].iov_base, 0, iov[done + i].iov_len);
+                nzeroed++;
+            }
+            if (zeroed) zeroed[done + i] = refused[i];
+        }
+    }
+    return nzeroed;
 }
 
 /* Pre: registry_lock held (or the fork child's handler). Takes t out of the registry,
@@ -351,10 +385,13 @@ static void adopt_batch(struct vms_stack **v, size_t n)
         iov[i].iov_base = v[i]->base;
         iov[i].iov_len = v[i]->size;
     }
-    uint8_t warm = vms__cache_scrub_ranges(iov, n) ? 2 : 0;
+    bool zeroed[SCRUB_BATCH];
+    (void)vms__cache_scrub_ranges(iov, n, zeroed);
     for (size_t i = 0; i < n; i++) {
         struct vms_stack *st = v[i];
-        st->warm = warm;
+        /* Cold, unless the kernel refused to drop its pages: zeroed by hand, resident and
+         * counted so (past the warm budget, perhaps: docs/internals.md). */
+        st->warm = zeroed[i] ? 2 : 0;
         uint32_t w = atomic_load_explicit(&st->state, memory_order_relaxed);
         atomic_store_explicit(&st->state, (w & ~(uint32_t)VMS__SLOT_STATE_MASK) | VMS__SLOT_FREE,
                               memory_order_release);
@@ -402,6 +439,7 @@ static void scrub_file(struct tcache *t, struct vms_stack **v, unsigned nv)
 {
     size_t page = vms__os_page_size();
     struct iovec iov[SCRUB_BATCH];
+    unsigned of[SCRUB_BATCH];        /* the stack of each range */
     size_t n = 0;
     unsigned room = t ? vms__opt.cache_per_thread - t->nclean : 0;
     /* The stacks beyond the LIFO's room go to the shared lists: warm only within the
@@ -421,13 +459,16 @@ static void scrub_file(struct tcache *t, struct vms_stack **v, unsigned nv)
         if (len) {
             iov[n].iov_base = st->base + (keep_warm ? skip_bottom : 0);
             iov[n].iov_len = len;
-            n++;
+            of[n++] = i;
         }
     }
-    if (vms__cache_scrub_ranges(iov, n)) {
-        /* Zeroed by hand: resident, which the debug layer's painting must not take for
-         * used. */
-        for (unsigned i = 0; i < nv; i++) v[i]->warm = 2;
+    bool zeroed[SCRUB_BATCH];
+    if (vms__cache_scrub_ranges(iov, n, zeroed)) {
+        /* Those whose pages the kernel refused to drop, zeroed by hand: resident, which
+         * the debug layer's painting must not take for used, and counted warm by the
+         * push, also beyond the budget (the only way past it: docs/internals.md). */
+        for (size_t j = 0; j < n; j++)
+            if (zeroed[j]) v[of[j]]->warm = 2;
     }
     for (unsigned i = 0; i < nv; i++) {
         struct vms_stack *st = v[i];
@@ -677,8 +718,10 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
             trimmed[k++] = st;
         }
         if (k == SCRUB_BATCH || (i == n && k)) {
-            if (vms__os_discard_many(iov, k) == 0)
-                for (size_t j = 0; j < k; j++) trimmed[j]->warm = now_warm[j];
+            bool refused[SCRUB_BATCH];
+            (void)discard_each(iov, k, refused);
+            for (size_t j = 0; j < k; j++)
+                if (!refused[j]) trimmed[j]->warm = now_warm[j];
             k = 0;
         }
     }
@@ -735,17 +778,19 @@ void vms__cache_flush_thread(void)
     warm_release(claimed);
 }
 
-/* Drops v[0..k) whole with one system call: how many stay warm (all when it failed,
- * whose error *err keeps unless it holds one already). */
+/* Drops v[0..k) whole with one system call: how many stay warm (those the kernel
+ * refused to drop, the first refusal's error in *err unless it holds one already). */
 static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k, int *err)
 {
-    int e = vms__os_discard_many(iov, k);
-    if (e) {
-        if (!*err) *err = e;
-        return k;
+    bool refused[SCRUB_BATCH];
+    int e = discard_each(iov, k, refused);
+    if (e && !*err) *err = e;
+    size_t warm = 0;
+    for (size_t j = 0; j < k; j++) {
+        if (refused[j]) warm++;
+        else v[j]->warm = 0;
     }
-    for (size_t j = 0; j < k; j++) v[j]->warm = 0;
-    return 0;
+    return warm;
 }
 
 /* Trims one shared list without holding its lock over the system calls: its warm stacks

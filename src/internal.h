@@ -390,9 +390,10 @@ VMS_HIDDEN void vms__cache_flush(void);
  * (its scrubbing stays due when it is freed): for a stack that stays taken until its
  * thread has ended, a killed thread's. A failure is ignored: the scrubbing remains. */
 VMS_HIDDEN void vms__cache_drop_pages(struct vms_stack *st);
-/* Scrubs the ranges with one system call, or zeroes them by hand should it fail (then
- * returns true: the pages stay resident). */
-VMS_HIDDEN bool vms__cache_scrub_ranges(const struct iovec *iov, size_t n);
+/* Scrubs the ranges with one system call per 32; should one fail, range by range, and
+ * zeroes by hand those the kernel refused (their pages stay resident: zeroed[i], when
+ * zeroed is not NULL). Returns how many were zeroed by hand. */
+VMS_HIDDEN size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */
 /* Returns this thread's cached stacks to the shared lists (thread exit, tests). */
 VMS_HIDDEN void vms__cache_flush_thread(void);

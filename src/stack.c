@@ -466,7 +466,7 @@ static void pool_scrub(struct vms_stack **v, unsigned n)
         iov[i].iov_base = v[i]->base;
         iov[i].iov_len = v[i]->size;
     }
-    (void)vms__cache_scrub_ranges(iov, n);
+    (void)vms__cache_scrub_ranges(iov, n, NULL);
 }
 
 /* Scrubs batch[0..nbatch), taken off pool_dirty and counted in npool_scrubbing, and puts

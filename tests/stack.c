@@ -472,6 +472,147 @@ TEST(scrub_when_madvise_fails)
     ASSERT_EXITED(st, 0);
 }
 
+/* ---- a discard the kernel refuses for one stack of a batch ----------------------------
+ *
+ * MADV_DONTNEED fails (EINVAL) on a range that is mlock'd. A batch whose discard failed
+ * zeroed every stack of it by hand and kept them all resident and counted warm, those
+ * bound cold beyond the shared lists' warm budget too: one locked stack kept 32 whole
+ * stacks resident and the budget exceeded by 32. Only the refused one may be. Here the
+ * budget is full first (8 KiB stacks), so the batch's 32 stacks of 64 KiB are all bound
+ * cold; the fourth is locked. Exits 77 where mlock is not allowed or mincore
+ * sees no resident page (qemu-user). */
+enum { REFUSED_SIZE = 64 * 1024, REFUSED_AT = 3, WARM_FULL = 1024 };
+
+static size_t resident_in(const void *p, size_t len)
+{
+    size_t page = vms__os_page_size(), n = len / page, r = 0;
+    unsigned char vec[REFUSED_SIZE / 4096];
+    if (n > sizeof vec || mincore((void *)p, len, vec) != 0) exit(60);
+    for (size_t i = 0; i < n; i++) r += vec[i] & 1;
+    return r;
+}
+
+/* Fills the shared lists' warm budget with 8 KiB stacks; exits 50 to 52 on failure. */
+static void fill_budget_small(void)
+{
+    size_t fill = WARM_FULL + vms__opt.cache_per_thread + 32;
+    vms_stack **small = calloc(fill, sizeof *small);
+    if (!small) exit(50);
+    for (size_t i = 0; i < fill; i++) {
+        if (!(small[i] = vms_stack_alloc(8 * 1024))) exit(51);
+        ((char *)vms_stack_top(small[i]))[-1] = 1;
+    }
+    for (size_t i = 0; i < fill; i++) vms_stack_free(small[i]);
+    free(small);
+    vms__cache_flush();   /* no dirty stack left: the next 32 frees are one batch */
+    if (vms__cache_shared_warm() != WARM_FULL) {
+        printf("budget not full: %zu warm\n", vms__cache_shared_warm());
+        exit(52);
+    }
+}
+
+static void refused_range_child(void *arg)
+{
+    (void)arg;
+    fill_budget_small();
+    vms_stack *st[32];
+    char *base[32];
+    size_t size = 0;
+    for (int i = 0; i < 32; i++) {
+        if (!(st[i] = vms_stack_alloc(REFUSED_SIZE))) exit(53);
+        base[i] = vms_stack_base(st[i]);
+        size = vms_stack_size(st[i]);
+        memset(base[i], 0x5a, size);   /* every page resident */
+    }
+    if (tst_mlock(base[REFUSED_AT], size) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    for (int i = 0; i < 32; i++) vms_stack_free(st[i]);
+    size_t kept = 0, kept_pages = 0;
+    for (int i = 0; i < 32; i++) {
+        size_t r = resident_in(base[i], size);
+        if (i == REFUSED_AT) kept_pages = r;
+        else kept += r != 0;
+    }
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("locked stack: %zu pages resident; others resident: %zu of 31; warm %zu counted, "
+           "%zu in the lists\n", kept_pages, kept, counted, listed);
+    if (kept_pages == 0) exit(77);   /* mincore sees no resident page (qemu-user) */
+    if (kept_pages != size / vms__os_page_size()) exit(54);   /* locked: all resident */
+    if (kept) exit(55);
+    if (counted != listed) exit(56);
+    if (counted != WARM_FULL + 1) exit(57);   /* the refused one, counted past the budget */
+    exit(0);
+}
+
+TEST(a_discard_refused_for_one_stack_keeps_only_it)
+{
+    char out[4096];
+    int st = tst_fork(refused_range_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}
+
+/* The same at a thread's exit: its LIFO joins the shared lists, here all beyond the full
+ * budget and dropped whole, but for the one stack locked after the thread scrubbed its
+ * batch. A refusal used to keep all eight warm, counted past the budget. */
+static char *exit_base[8];
+static size_t exit_size;
+
+static void *lock_one_and_exit(void *arg)
+{
+    (void)arg;
+    vms_stack *st[8];
+    for (int i = 0; i < 8; i++) {
+        if (!(st[i] = vms_stack_alloc(REFUSED_SIZE))) return (void *)1;
+        exit_base[i] = vms_stack_base(st[i]);
+        exit_size = vms_stack_size(st[i]);
+        memset(exit_base[i], 0x5a, exit_size);
+    }
+    for (int i = 0; i < 8; i++) vms_stack_free(st[i]);
+    vms__cache_flush();   /* scrubbed: into this thread's LIFO, warm */
+    if (tst_mlock(exit_base[0], exit_size) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        return (void *)2;
+    }
+    return NULL;
+}
+
+static void refused_at_exit_child(void *arg)
+{
+    (void)arg;
+    fill_budget_small();
+    vms__cache_flush_thread();   /* this thread's LIFO out of the way */
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, lock_one_and_exit, NULL) != 0) exit(58);
+    pthread_join(t, &r);
+    if (r == (void *)2) exit(77);
+    if (r) exit(59);
+    size_t locked = resident_in(exit_base[0], exit_size), kept = 0;
+    for (int i = 1; i < 8; i++) kept += resident_in(exit_base[i], exit_size) != 0;
+    size_t counted = vms__cache_shared_warm(), listed = vms__cache_shared_warm_listed();
+    printf("locked stack: %zu pages resident; others resident: %zu of 7; warm %zu counted, "
+           "%zu in the lists\n", locked, kept, counted, listed);
+    if (locked == 0) exit(77);   /* mincore sees no resident page (qemu-user) */
+    if (locked != exit_size / vms__os_page_size()) exit(54);
+    if (kept) exit(55);
+    if (counted != listed) exit(56);
+    if (counted != WARM_FULL + 1) exit(57);
+    exit(0);
+}
+
+TEST(a_discard_refused_at_a_thread_exit_keeps_only_it)
+{
+    char out[4096];
+    int st = tst_fork(refused_at_exit_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+}
+
 /* ---- concurrency ------------------------------------------------------------------- */
 static void *churn(void *arg)
 {

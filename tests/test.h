@@ -185,6 +185,19 @@ static inline int tst_distinct(void *const *v, int n)
     return d;
 }
 
+/* mlock and munlock as system calls: the sanitizers' interceptors of mlock do nothing
+ * and return 0 (ASan: "mlock is not supported"), and a locked range is what a case needs
+ * (the kernel refuses MADV_DONTNEED on it, EINVAL). 0 or -1 with errno. */
+static inline int tst_mlock(const void *p, size_t len)
+{
+    return (int)syscall(SYS_mlock, p, len);
+}
+
+static inline int tst_munlock(const void *p, size_t len)
+{
+    return (int)syscall(SYS_munlock, p, len);
+}
+
 /* Leaves the process no file descriptor to open (RLIMIT_NOFILE lowered to the lowest
  * free one: open, pipe and dup fail with EMFILE); *old gets the limit to put back with
  * setrlimit. For a child: exits 10 to 12 when it cannot. */

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef VMSTACK_VALGRIND
 #include <valgrind/memcheck.h>
 #endif
@@ -206,6 +207,58 @@ TEST(a_refused_discard_is_an_error)
     reuse_is_scrubbed_and_guarded();
     ASSERT_EQ(vms_trim(), 0);
     ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+}
+
+/* A discard refused for one stack only (an mlock'd one: EINVAL) leaves that one warm and
+ * drops the others: a refusal used to keep every stack of its system call's batch warm
+ * (the call stops at the range it refuses). */
+static char *deep_bases[NSTACKS];
+static size_t deep_size;
+
+static void *free_deep_stacks_noted(void *arg)
+{
+    vms_stack *s[NSTACKS];
+    for (int i = 0; i < NSTACKS; i++) {
+        s[i] = vms_stack_alloc(0);
+        if (!s[i]) return NULL;
+        deep_bases[i] = vms_stack_base(s[i]);
+        deep_size = vms_stack_size(s[i]);
+        use_deeply(s[i]);
+    }
+    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
+    vms__cache_flush_thread();   /* as at its exit: its cache to the shared lists */
+    return arg;
+}
+
+TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
+{
+    pthread_t t;
+    void *r = NULL;
+    ASSERT_EQ(pthread_create(&t, NULL, free_deep_stacks_noted, (void *)1), 0);
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT_NOT_NULL(r);
+    size_t warm = vms__cache_shared_warm_listed();
+    ASSERT_GE(warm, NSTACKS);
+    size_t size = deep_size, page = vms__os_page_size();
+    if (tst_mlock(deep_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
+    int e = vms_trim();
+    size_t left = vms__cache_shared_warm_listed(), counted = vms__cache_shared_warm();
+    size_t others = 0;
+    unsigned char *vec = malloc(size / page);
+    ASSERT_NOT_NULL(vec);
+    for (int i = 1; i < NSTACKS; i++) {
+        ASSERT_EQ(mincore(deep_bases[i], size, vec), 0);
+        for (size_t k = 0; k < size / page; k++) others += vec[k] & 1;
+    }
+    free(vec);
+    ASSERT_EQ(tst_munlock(deep_bases[0], size), 0);
+    ASSERT_EQ(e, -EINVAL);
+    ASSERT_EQ(left, 1);
+    ASSERT_EQ(counted, 1);
+    ASSERT_EQ(others, 0);
+    ASSERT_EQ(vms_trim(), 0);
+    ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
+    reuse_is_scrubbed_and_guarded();
 }
 
 /* Trims while other threads allocate, use and free stacks (and exit, handing their caches
