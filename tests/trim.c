@@ -212,8 +212,8 @@ TEST(a_refused_discard_is_an_error)
 /* A discard refused for one stack only (an mlock'd one: EINVAL) leaves that one warm and
  * drops the others: a refusal used to keep every stack of its system call's batch warm
  * (the call stops at the range it refuses). */
-static char *deep_bases[NSTACKS];
-static size_t deep_size;
+static char *noted_bases[NSTACKS];
+static size_t noted_size;
 
 static void *free_deep_stacks_noted(void *arg)
 {
@@ -221,8 +221,8 @@ static void *free_deep_stacks_noted(void *arg)
     for (int i = 0; i < NSTACKS; i++) {
         s[i] = vms_stack_alloc(0);
         if (!s[i]) return NULL;
-        deep_bases[i] = vms_stack_base(s[i]);
-        deep_size = vms_stack_size(s[i]);
+        noted_bases[i] = vms_stack_base(s[i]);
+        noted_size = vms_stack_size(s[i]);
         use_deeply(s[i]);
     }
     for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
@@ -239,19 +239,19 @@ TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
     ASSERT_NOT_NULL(r);
     size_t warm = vms__cache_shared_warm_listed();
     ASSERT_GE(warm, NSTACKS);
-    size_t size = deep_size, page = vms__os_page_size();
-    if (tst_mlock(deep_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
+    size_t size = noted_size, page = vms__os_page_size();
+    if (tst_mlock(noted_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
     int e = vms_trim();
     size_t left = vms__cache_shared_warm_listed(), counted = vms__cache_shared_warm();
     size_t others = 0;
     unsigned char *vec = malloc(size / page);
     ASSERT_NOT_NULL(vec);
     for (int i = 1; i < NSTACKS; i++) {
-        ASSERT_EQ(mincore(deep_bases[i], size, vec), 0);
+        ASSERT_EQ(mincore(noted_bases[i], size, vec), 0);
         for (size_t k = 0; k < size / page; k++) others += vec[k] & 1;
     }
     free(vec);
-    ASSERT_EQ(tst_munlock(deep_bases[0], size), 0);
+    ASSERT_EQ(tst_munlock(noted_bases[0], size), 0);
     ASSERT_EQ(e, -EINVAL);
     ASSERT_EQ(left, 1);
     ASSERT_EQ(counted, 1);
