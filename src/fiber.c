@@ -769,7 +769,9 @@ bool vms__task_reclaim_leaving(struct vms_stack *st)
 
 /* async-signal-safe: runs on the alternate signal stack. The dying stack is never
  * touched again: we jump straight to the resumer's saved context, whose stack is
- * intact (it is another task's or the thread's own). */
+ * intact (it is another task's or the thread's own). Not instrumented by ASan: the jump
+ * is a noreturn call (VMS_NO_ASAN_NORETURN). */
+VMS_NO_ASAN_NORETURN
 _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask,
                                       const stack_t *rearm, int cancel)
 {
@@ -817,9 +819,10 @@ _Noreturn void vms__task_kill_current(const vms_oops *oops, const sigset_t *mask
     th->kill_pending = true;
     /* The tools learn of the task's end last, right before the jump: under ASan with
      * detect_stack_use_after_return, the task's fake stack, which it frees, holds the
-     * locals of the fault handler's frames (`all` above, and what mask and rearm point
-     * to), and anything read from there afterwards is a read of unmapped memory (the
-     * handler died of a SEGV in sigfillset). All signals are blocked by now. Not dying
+     * locals of the fault handler's instrumented frames, and anything read from there
+     * afterwards is a read of unmapped memory (the handler died of a SEGV in sigfillset
+     * while this function and handle_fault were still instrumented, their locals `all`
+     * and mask on that fake stack). All signals are blocked by now. Not dying
      * for the tools: the fake stack stays until the task is destroyed, so that task_back
      * can tell the cleanup buffers in its frames. */
     vms__track_leave(&t->track, false);

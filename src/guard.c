@@ -519,7 +519,9 @@ static const stack_t *autodisarmed(const ucontext_t *uc)
 }
 
 /* async-signal-safe: the process dies by sig (SIGSEGV or SIGBUS) with its default
- * action, so that a core dump and the exit status show the real fault. */
+ * action, so that a core dump and the exit status show the real fault. Not instrumented
+ * by ASan, nor are its callers (VMS_NO_ASAN_NORETURN). */
+VMS_NO_ASAN_NORETURN
 static _Noreturn void die_by(int sig)
 {
     restore_default(sig);
@@ -538,6 +540,7 @@ static _Noreturn void die_by(int sig)
  * fault being reported, with the default action (not by the second fault, and never
  * chained to the program's handler for it, which would run inside vmstack's report).
  * Does not return. */
+VMS_NO_ASAN_NORETURN
 static void nested_fault(int sig, const siginfo_t *si, const ucontext_t *uc)
 {
     int orig = self.sig;
@@ -604,7 +607,9 @@ static uintptr_t frame_low(uintptr_t sp)
 
 /* async-signal-safe: handle's work, with cancellation disabled; cancel is the state to
  * put back before a kill. foreign: whether an overflow of a stack that is not vmstack's
- * (the main thread's, a foreign thread's, a vms thread's C-library stack) is reported. */
+ * (the main thread's, a foreign thread's, a vms thread's C-library stack) is reported.
+ * Not instrumented by ASan: it calls the noreturn kill (VMS_NO_ASAN_NORETURN). */
+VMS_NO_ASAN_NORETURN
 static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel, bool foreign)
 {
     if (self.depth > 0) nested_fault(sig, si, uc);
@@ -661,6 +666,9 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
+        uintptr_t here = (uintptr_t)__builtin_frame_address(0), alt = (uintptr_t)uc->uc_stack.ss_sp;
+        if (alt && here >= alt && here - alt < uc->uc_stack.ss_size)
+            vms__track_signal_stack_left(uc->uc_stack.ss_sp, uc->uc_stack.ss_size);
         vms__task_kill_current(&oops, &mask, autodisarmed(uc), cancel);
     }
     return DIE;
@@ -701,7 +709,9 @@ static int handle(int sig, siginfo_t *si, void *uctx, bool foreign)
 /* async-signal-safe: for programs that own SIGSEGV. Dying from inside the program's
  * handler cannot repeat the fault by returning, so the signal is raised with the
  * default action and unblocked. An overflow of a stack that is not vmstack's (the main
- * thread's, a foreign thread's) is not vmstack's fault: it is the program's to handle. */
+ * thread's, a foreign thread's) is not vmstack's fault: it is the program's to handle.
+ * Not instrumented by ASan (VMS_NO_ASAN_NORETURN). */
+VMS_NO_ASAN_NORETURN
 int vms_handle_fault(int sig, siginfo_t *info, void *uctx)
 {
     int saved = errno;

@@ -30,6 +30,16 @@
 #define VMS_TLS    __thread __attribute__((tls_model("initial-exec")))
 #define VMS_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define VMS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* On the fault handler's functions that call a noreturn function (the kill's jump to the
+ * resumer, and the deaths). ASan (gcc's and clang's) puts a call of
+ * __asan_handle_no_return before every such call in instrumented code; on an alternate
+ * signal stack that reads the thread's stack bounds with pthread_getattr_np, which
+ * mallocs (14 blocks per kill on the main thread) and there opens /proc/self/maps: not
+ * async-signal-safe, and with no descriptor left ASan's check of it failed and the
+ * process ended (exit status 1) instead of the kill. Code that is not instrumented gets
+ * no such call; what that call did that matters (the alternate stack's shadow) the kill
+ * does itself (vms__track_signal_stack_left). Nothing in other builds. */
+#define VMS_NO_ASAN_NORETURN __attribute__((no_sanitize("address")))
 
 #define VMS_KIB ((size_t)1024)
 #define VMS_MIB (VMS_KIB * 1024)

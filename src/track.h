@@ -201,6 +201,22 @@ static inline void vms__track_stack_release(void *lo, size_t size)
 #endif
 }
 
+/* async-signal-safe: the fault handler, right before a kill leaves the alternate signal
+ * stack [lo, lo+size) it runs on for good (its frames never return). Under ASan the
+ * redzones of its instrumented frames (the handler's entry, a program's handler that
+ * called vms_handle_fault) would stay poisoned there, under the next signal's frames,
+ * where a handler's alloca or a frame of code that is not instrumented would read as a
+ * stack-buffer-overflow. __asan_handle_no_return cleared it (the kill path is kept free of
+ * that call: VMS_NO_ASAN_NORETURN); this is the part of its work the kill needs, in
+ * plain stores to the shadow (no lock, no allocation). Nothing in other builds. */
+static inline void vms__track_signal_stack_left(void *lo, size_t size)
+{
+    (void)lo; (void)size;
+#if defined(VMSTACK_ASAN)
+    __asan_unpoison_memory_region(lo, size);
+#endif
+}
+
 /* The resumer, right before switching into the task whose stack is [lo, lo+size). */
 VMS__TRACK_SWITCH void vms__track_enter(struct vms__track *tr, const void *lo, size_t size)
 {

@@ -6,8 +6,10 @@
  * 10,000 overflows in a row leave resident memory, mappings and open descriptors
  * bounded; a corrupted end-of-stack magic (VMS_END_CHECK) kills the fiber at its next
  * switch; a task killed inside pthread_cleanup_push regions leaves its thread able to
- * exit and be cancelled, and a killed thread's locks stay as documented. Every case runs
- * in a child process (tst_fork).
+ * exit and be cancelled, and a killed thread's locks stay as documented; a kill
+ * allocates nothing and needs no descriptor (ASan's builds included), and leaves ASan's
+ * shadow of the alternate signal stack clean. Every case runs in a child process
+ * (tst_fork).
  */
 #include "test.h"
 #include "task_work.h"
@@ -17,6 +19,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/resource.h>
 
 static char out[1 << 20];
 
@@ -292,12 +295,12 @@ static long count_fds(void)
     return n;
 }
 
-/* Under ASan every kill mallocs: gcc instruments the handler's call of the noreturn kill
- * with __asan_handle_no_return, which reads the thread's stack bounds with
- * pthread_getattr_np (on the main thread 14 blocks, about 4 KiB, allocated and freed
- * per overflow), and ASan's quarantine keeps freed blocks, and the heap they take,
- * resident up to 256 MiB. Draining it every 64 kills and before RSS is read keeps
- * ASan's heap small, so what the case measures is what vmstack keeps. */
+/* Under ASan freed blocks (the program's, ASan's own) stay in ASan's quarantine, and the
+ * heap they take resident, up to 256 MiB (each kill mallocked 14 blocks, about 4 KiB,
+ * while its call of the noreturn kill was instrumented: see
+ * kill_allocates_nothing_and_needs_no_descriptor). Draining it every 64 kills and
+ * before RSS is read keeps ASan's heap small, so what the case measures is what vmstack
+ * keeps. */
 #ifdef TST_ASAN
 void __sanitizer_purge_allocator(void);
 static void drain_asan_quarantine(void)
@@ -358,6 +361,154 @@ TEST(ten_thousand_overflows_bounded)
     int status = run_child(child_ten_thousand, &n);
     ASSERT_EXITED(status, 0);
     ASSERT_STR_CONTAINS(out, "child: loop ok");
+}
+
+/* ---- what a kill needs: no allocation, no descriptor, a clean alternate stack ------ */
+
+/* The kill runs in the fault handler: it may allocate nothing (the overflow may have
+ * interrupted the allocator) and open nothing. Under ASan each kill used to run
+ * __asan_handle_no_return, which gcc puts before the handler's call of the noreturn kill:
+ * on the alternate stack it reads the thread's stack with pthread_getattr_np, 14 mallocs
+ * per kill on the main thread (6 on another), and an fopen of /proc/self/maps there:
+ * with no descriptor left, ASan's check of it failed ("CHECK failed ...
+ * pthread_getattr_np") and the process exited 1 instead of the kill. ASan's allocator
+ * hooks count the allocations between the fault and the resume's return (the fiber
+ * itself allocates nothing); other builds have no such hook and check the descriptors
+ * only. */
+#ifdef TST_ASAN
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
+void *__asan_region_is_poisoned(void *beg, size_t size);
+#endif
+static atomic_long kill_mallocs;
+static void overflow_now(void *arg);
+
+static void count_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    atomic_fetch_add(&kill_mallocs, 1);
+}
+
+static void ignore_free(const volatile void *p)
+{
+    (void)p;
+}
+
+/* One fiber that overflows at once, killed; the allocations made meanwhile in *mallocs. */
+static void kill_one_counted(long *mallocs)
+{
+    vms_fiber_attr attr = { .stack_size = 64 * 1024, .name = "counted" };
+    vms_fiber *f = vms_fiber_create(overflow_now, NULL, &attr);
+    ASSERT_NOT_NULL(f);
+    long before = atomic_load(&kill_mallocs);
+    ASSERT_EQ(vms_fiber_resume(f), VMS_KILLED);
+    *mallocs = atomic_load(&kill_mallocs) - before;
+    vms_fiber_destroy(f);
+}
+
+static void *kill_counted_thread(void *arg)
+{
+    long *mallocs = arg;
+    kill_one_counted(mallocs);   /* the thread's first kill sets its alternate stack up */
+    kill_one_counted(mallocs);
+    return NULL;
+}
+
+static void child_kill_needs_nothing(void *arg)
+{
+    (void)arg;
+    init_report_fd(1);
+#ifdef TST_ASAN
+    ASSERT_EQ(__sanitizer_install_malloc_and_free_hooks(count_malloc, ignore_free), 1);
+#else
+    (void)count_malloc;
+    (void)ignore_free;
+#endif
+    long on_main, on_thread = -1;
+    kill_one_counted(&on_main);   /* first report: symbol tables, caches */
+    kill_one_counted(&on_main);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, kill_counted_thread, &on_thread), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+#ifdef TST_ASAN
+    printf("allocations during a kill: %ld on the main thread, %ld on another\n", on_main,
+           on_thread);
+    ASSERT_EQ(on_main, 0);
+    ASSERT_EQ(on_thread, 0);
+#endif
+    /* Every descriptor taken: nothing can be opened during the next kill. */
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = rl.rlim_cur < 64 ? rl.rlim_cur : 64;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int taken = 0;
+    while (dup(2) >= 0) taken++;
+    ASSERT_EQ(errno, EMFILE);
+    fflush(stdout);
+    kill_one_counted(&on_main);
+    printf("child: killed with no descriptor left (%d taken)\n", taken);
+}
+
+TEST(kill_allocates_nothing_and_needs_no_descriptor)
+{
+    need_guards();
+    int status = run_child(child_kill_needs_nothing, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_EQ(tst_count(out, "vmstack: killed fiber \"counted\""), 5);
+    ASSERT_STR_CONTAINS(out, "child: killed with no descriptor left");
+}
+
+/* A kill leaves the alternate signal stack for good, its frames never returning. Under
+ * ASan the redzones of its instrumented frames stayed poisoned in the shadow, under the
+ * next signal's frames: a handler of the program's on that stack (SA_ONSTACK) whose
+ * alloca reached them was reported as a stack-buffer-underflow. The kill clears them, as
+ * __asan_handle_no_return did before the kill path was kept free of it. Only ASan keeps
+ * such a shadow. */
+static volatile sig_atomic_t onstack_ran;
+
+static void onstack_alloca_handler(int sig)
+{
+    (void)sig;
+    size_t n = 16 * 1024;
+    char *p = alloca(n);
+    memset(p, 1, n);                     /* ASan checks the whole range */
+    onstack_ran = p[n / 2];
+}
+
+static void child_alt_stack_clean(void *arg)
+{
+    (void)arg;
+    init_report_fd(1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = onstack_alloca_handler;
+    sa.sa_flags = SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+    long unused;
+    kill_one_counted(&unused);
+    stack_t ss;
+    ASSERT_EQ(sigaltstack(NULL, &ss), 0);
+    ASSERT_EQ(ss.ss_flags, 0);
+    ASSERT_GE(ss.ss_size, (size_t)32 * 1024);   /* the handler's alloca fits */
+#ifdef TST_ASAN
+    ASSERT_NULL(__asan_region_is_poisoned(ss.ss_sp, ss.ss_size));
+#endif
+    raise(SIGUSR1);
+    ASSERT_EQ(onstack_ran, 1);
+    printf("child: handler on the alternate stack after a kill\n");
+}
+
+TEST(kill_leaves_the_alternate_stack_unpoisoned)
+{
+    need_guards();
+#ifndef TST_ASAN
+    SKIP("only ASan keeps a shadow of the alternate stack");
+#endif
+    int status = run_child(child_alt_stack_clean, NULL);
+    ASSERT_EXITED(status, 0);
+    ASSERT_STR_CONTAINS(out, "child: handler on the alternate stack after a kill");
 }
 
 /* A killed fiber may be destroyed by any thread once vms_fiber_state says KILLED, and

@@ -159,7 +159,9 @@ static void check_overflow_report(char *s)
 
 TEST(overflow_on_vmstack_stack)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(overflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     check_overflow_report(out);
@@ -186,7 +188,9 @@ static void thread_overflow_child(void *arg)
 
 TEST(overflow_on_plain_thread)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(thread_overflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     check_overflow_report(out);
@@ -202,7 +206,7 @@ static void abort_child(void *arg)
 
 TEST(abort_policy)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(abort_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow");
@@ -318,7 +322,8 @@ static void mte_async_child(void *arg)
 
 TEST(asynchronous_tag_check_fault_is_passed_on)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     NO_QEMU_QUEUED_FAULTS();
     int st = run_child(mte_async_child, NULL);
     if (strstr(out, "cannot queue")) SKIP("%s", out);
@@ -328,7 +333,8 @@ TEST(asynchronous_tag_check_fault_is_passed_on)
 
 TEST(memory_error_sigbus_is_passed_on)
 {
-    NO_ASAN();   /* ASan's own SIGBUS handler would be the one it goes to */
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     NO_TSAN("TSan's own SIGBUS handler would be the one it goes to");
     NO_QEMU_QUEUED_FAULTS();
     int st = run_child(mce_child, NULL);
@@ -540,7 +546,7 @@ static void oneshot_child(void *arg)
 
 TEST(chain_to_sa_resethand_keeps_catching_overflows)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(oneshot_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "previous handler called 1 times\n");
@@ -664,7 +670,7 @@ TEST(handle_fault_not_ours_returns_zero)
 
 TEST(handle_fault_ours_does_not_return)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(own_handler_child, (void *)1);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow");
@@ -702,7 +708,9 @@ static void wild_child(void *arg)
 
 TEST(wild_guard_access_is_not_blamed)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(wild_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_EQ(strncmp(out, "vmstack: wild guard access on thread ", 37), 0);
@@ -724,7 +732,7 @@ static void wild_from_main_child(void *arg)
 
 TEST(wild_guard_access_from_main_stack)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(wild_from_main_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: wild guard access");
@@ -743,7 +751,9 @@ static void underflow_child(void *arg)
 
 TEST(underflow_into_next_slot_guard)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(underflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_EQ(strncmp(out, "vmstack: stack underflow on thread ", 35), 0);
@@ -774,7 +784,9 @@ static void trailer_child(void *arg)
 
 TEST(underflow_into_trailing_guard)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(trailer_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "last slot found\nvmstack: stack underflow on thread ");
@@ -802,7 +814,7 @@ static void full_pipe_child(void *arg)
 
 TEST(report_fd_full_pipe_does_not_hang)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(full_pipe_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_NOT_CONTAINS(out, "vmstack:");
@@ -822,7 +834,7 @@ static void closed_fd_child(void *arg)
 
 TEST(report_fd_closed)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(closed_fd_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
 }
@@ -840,7 +852,7 @@ static void no_reader_child(void *arg)
 
 TEST(report_fd_without_reader_no_sigpipe)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(no_reader_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);   /* not SIGPIPE */
 }
@@ -882,7 +894,7 @@ static void hook_child(void *arg)
 
 TEST(oops_hook_gets_filled_oops_before_action)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(hook_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "vmstack: Call Trace:", "hook: fields ok trace[5] island_recurse_down\n",
@@ -941,7 +953,8 @@ NOIPA static void main_overflow_child(void *arg)
 
 TEST(main_thread_overflow)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     int st = run_child(main_overflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "vmstack: stack overflow in main thread (tid ", "vmstack:  fault at 0x",
@@ -969,7 +982,8 @@ static void handler_overflow_child(void *arg)
 
 TEST(main_thread_overflow_in_signal_handler)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     /* TSan installs every handler with all signals blocked: the fault kills the process. */
     NO_TSAN("the handler runs with SIGSEGV blocked, so the overflow kills the process unreported");
     int st = run_child(handler_overflow_child, NULL);
@@ -1003,7 +1017,8 @@ static void foreign_child(void *arg)
 
 TEST(foreign_thread_overflow)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     int st = run_child(foreign_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "vmstack: stack overflow in thread \"", "\" (tid ", "), not a vmstack thread\n",
@@ -1037,7 +1052,8 @@ static void renamed_child(void *arg)
 
 TEST(foreign_thread_named_at_the_fault)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     int st = run_child(renamed_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: stack overflow in thread \"renamed-late\" (tid ");
@@ -1082,7 +1098,6 @@ static void main_overflow_to_program_child(void *arg)
 
 TEST(main_thread_overflow_goes_to_the_programs_earlier_handler)
 {
-    NO_ASAN();
     int st = run_child(main_overflow_to_program_child, NULL);
     ASSERT_EXITED(st, 42);
     ASSERT_STR_CONTAINS(out, "program handler: overflow\n");
@@ -1104,7 +1119,6 @@ static void foreign_to_program_child(void *arg)
 
 TEST(foreign_thread_overflow_goes_to_the_programs_earlier_handler)
 {
-    NO_ASAN();
     int st = run_child(foreign_to_program_child, NULL);
     ASSERT_EXITED(st, 42);
     ASSERT_STR_CONTAINS(out, "program handler: overflow\n");
@@ -1137,7 +1151,6 @@ static void main_overflow_resethand_child(void *arg)
 
 TEST(main_thread_overflow_after_a_spent_sa_resethand_handler_is_reported)
 {
-    NO_ASAN();
     int st = run_child(main_overflow_resethand_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "program handler: once\n", "vmstack: stack overflow in main thread (tid ",
@@ -1163,7 +1176,6 @@ static void main_overflow_own_handler_child(void *arg)
 
 TEST(handle_fault_main_thread_overflow_returns_zero)
 {
-    NO_ASAN();
     int st = run_child(main_overflow_own_handler_child, NULL);
     ASSERT_EXITED(st, 7);
     ASSERT_STR_CONTAINS(out, "own handler: not vmstack's\n");
@@ -1184,7 +1196,7 @@ static void file_child(void *arg)
 
 TEST(report_to_regular_file)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     FILE *tmp = tmpfile();
     ASSERT_NOT_NULL(tmp);
     file_fd = fileno(tmp);
@@ -1265,7 +1277,9 @@ static void huge_child(void *arg)
 
 TEST(huge_frame_caught_in_own_guard)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
+                    "case reads");
     int st = run_child(huge_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "vmstack: stack overflow on thread ", "vmstack: Call Trace:\n",
@@ -1314,7 +1328,10 @@ static void huge_fiber_child(void *arg)
 
 TEST(huge_frame_in_a_fiber_below_an_arena)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("the first call of an ASan runtime function binds it lazily: the "
+                    "loader's resolver overflows at the stack's end, where vmstack rightly "
+                    "does not kill");
     int st = run_child(huge_fiber_child, NULL);
     ASSERT_EXITED(st, 0);
     const char *order[] = { "vmstack: stack overflow in fiber \"huge\"", "vmstack: Call Trace:\n",
@@ -1429,7 +1446,9 @@ static void first_alloc_fails_child(void *arg)
 TEST(first_allocation_failure_leaves_later_overflows_reported)
 {
     NEED_FAULT_INJECTION();
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan gives every thread its own alternate signal stack, not vmstack's, "
+                    "so none fails to be allocated");
     int st = run_child(first_alloc_fails_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: error: no alternate signal stack for thread ");
@@ -1468,7 +1487,9 @@ static void install_fails_child(void *arg)
 static void install_fails(unsigned nth)
 {
     NEED_FAULT_INJECTION();
-    NEED_GUARD_FAULTS();
+    need_guards();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     int st = run_child(install_fails_child, (void *)(uintptr_t)nth);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: warning: the stack-overflow handler could not be "
@@ -1510,7 +1531,8 @@ static void forked_main_child(void *arg)
 
 TEST(main_thread_overflow_in_forked_child)
 {
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
+                    "vmstack passes on, reports it and exits 1");
     int st = run_child(forked_main_child, NULL);
     ASSERT_EXITED(st, 0);
     const char *order[] = { "vmstack: stack overflow in main thread (tid ", "vmstack: Call Trace:\n",
@@ -1547,7 +1569,8 @@ TEST(own_small_altstack_is_kept_with_a_warning)
 {
     /* ASan owns every thread's alternate stack and unmaps it at thread exit: replacing
      * it breaks ASan, and vmstack does not warn about ASan's. */
-    NO_ASAN();
+    NO_ASAN_BECAUSE("ASan owns every thread's alternate stack and unmaps it at thread exit: "
+                    "replacing it breaks ASan (its CHECK fails)");
     NO_TSAN("vmstack does not warn about alternate stacks under the sanitizers");
     int st = run_child(own_altstack_child, NULL);
     ASSERT_EXITED(st, 0);

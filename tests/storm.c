@@ -175,7 +175,7 @@ static void thread_storm_child(void *arg)
 
 static void check_thread_storm(int factor)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     storm_factor = factor;
     int n = scaled(2 * factor * cpus());
     if (n > 256) n = 256;
@@ -275,7 +275,7 @@ static void fiber_storm_child(void *arg)
 
 TEST(fibers_on_several_threads_overflow_at_once)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int n = scaled(4 * cpus());
     if (n < 2) n = 2;
     int st = run_child(fiber_storm_child);
@@ -369,7 +369,7 @@ static void busy_storm_child(void *arg)
 
 TEST(storm_while_other_threads_are_inside_vmstack)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int rounds = scaled(20), n = scaled(8);
     int st = run_child(busy_storm_child);
     ASSERT_EXITED(st, 0);
@@ -433,7 +433,7 @@ static void slow_hook_child(void *arg)
  * back to the frame-pointer walk. */
 TEST(storm_behind_a_slow_oops_hook_waits_for_each_report)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(slow_hook_child);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "killed 12 hooks 12\n");
@@ -471,7 +471,7 @@ static void fork_in_storm_child(void *arg)
 
 TEST(fork_in_a_storm_waits_for_each_report)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(fork_in_storm_child);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "forks made inside a report 0\n");
@@ -522,7 +522,7 @@ static void same_owner_child(void *arg)
 
 TEST(report_waits_anew_for_each_report_of_the_same_thread)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(same_owner_child);
     ASSERT_EXITED(st, 0);
     ASSERT_STR_CONTAINS(out, "killed 13 hooks 13\n");
@@ -571,11 +571,16 @@ static void loop_child(void *arg)
     printf("maps %ld -> %ld fds %ld -> %ld rss %ld -> %ld reserved %zu -> %zu live %zu "
            "overflows %zu\n", maps0, maps1, fds0, fds1, rss0, rss1, s0.reserved_bytes,
            s1.reserved_bytes, s1.stacks_live, s1.overflows);
+    fflush(stdout);   /* the figures are shown when an _exit below fails the case */
     if (fds1 != fds0) _exit(20);
     /* Slack for the C library's and the sanitizer's own mappings (TSan maps more as
      * threads come and go: 9 more seen after 8 rounds); vmstack's count is exact. */
 #if defined(TST_TSAN)
     long slack = 64;
+#elif defined(TST_ASAN)
+    /* ASan's allocator splits a size class's region when it first serves from it, and its
+     * own records of the threads take small mappings: 3 to 11 more seen after 55 rounds. */
+    long slack = 32;
 #else
     long slack = 8;
 #endif
@@ -589,7 +594,7 @@ static void loop_child(void *arg)
 
 TEST(storms_in_a_loop_keep_resources_bounded)
 {
-    NEED_GUARD_FAULTS();
+    need_guards();
     int st = run_child(loop_child);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fprintf(stderr, "%s", out);
     ASSERT_EXITED(st, 0);

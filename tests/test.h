@@ -120,6 +120,12 @@ static const char *tst_current = "";
 #ifndef NO_ASAN
 #define NO_ASAN() do {} while (0)
 #endif
+/* A case that cannot run under ASan for the reason given (what was seen when it ran). */
+#ifdef TST_ASAN
+#define NO_ASAN_BECAUSE(why) SKIP("under ASan: %s", why)
+#else
+#define NO_ASAN_BECAUSE(why) do {} while (0)
+#endif
 
 /* ThreadSanitizer: its runtime gives the main thread a 54 KiB alternate signal stack,
  * which vmstack keeps and warns about (its reporter needs more), and its own SIGSEGV
