@@ -81,6 +81,12 @@ struct tcache {
     struct vms_stack *clean[];       /* vms__opt.cache_per_thread entries */
 };
 static VMS_TLS struct tcache *tc;
+/* The thread's exit hook (thread_exit) has run: the thread is ending. A stack it frees
+ * after (a destructor of the program's in a later round) goes to the shared lists, as
+ * without a cache: glibc calls destructors for at most PTHREAD_DESTRUCTOR_ITERATIONS
+ * rounds, and a cache made in the last one was never given back (its stacks lost, and
+ * the record with them, at every such thread's exit). */
+static VMS_TLS bool tc_ended;
 static pthread_key_t tc_key;
 /* Whether tc_key was made (shared_init). Without it no thread-exit hook would return a
  * thread's cached stacks: then no thread has a per-thread cache. */
@@ -147,7 +153,7 @@ static struct tcache *thread_cache_get(void)
     if (VMS_LIKELY(t)) return t;
     pthread_once(&shared_once, shared_init);
     /* A cache the thread's exit would not give back would lose its stacks. */
-    if (VMS_UNLIKELY(!tc_key_made)) return NULL;
+    if (VMS_UNLIKELY(!tc_key_made || tc_ended)) return NULL;
     t = calloc(1, sizeof *t + vms__opt.cache_per_thread * sizeof(struct vms_stack *));
     if (!t) return NULL;
     /* Nor one the thread-exit hook cannot find (ENOMEM): no cache then, as without calloc;
@@ -877,6 +883,7 @@ int vms__cache_trim(void)
 static void thread_exit(void *p)
 {
     (void)p;
+    tc_ended = true;
     vms__cache_flush_thread();
     struct tcache *t = tc;
     if (!t) return;

@@ -35,11 +35,14 @@ static struct vms__arena pool[MAX_BLOCKS];
 static struct vms__arena *_Atomic blocks[MAX_BLOCKS];
 static atomic_size_t nblocks;
 
-/* Per class: the block being carved and how many blocks the class has, under its lock. */
+/* Per class: the block being carved, how many blocks the class has and, once the heap
+ * refused one of its blocks, the stacks the next block starts from (fit; 0: none
+ * refused yet), under its lock. */
 static struct {
     pthread_mutex_t lock;
     struct vms__arena *current;
     unsigned count;
+    size_t fit;
 } classes[VMS__CLASSES];
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 /* Serializes the allocation of pool entries between classes. */
@@ -83,16 +86,29 @@ static int block_create(unsigned cls, struct vms__arena **out)
     if (nslots > BLOCK_SLOTS_MAX) nslots = BLOCK_SLOTS_MAX;
     /* A block the heap cannot give (RLIMIT_AS, the overcommit policy) may still be had
      * smaller: halved down to one stack, so that ENOMEM means no room for a stack, not
-     * no room for the class's next (up to 1 GiB) block. */
+     * no room for the class's next (up to 1 GiB) block. Once a block was refused, the
+     * next starts from the size that fitted last (fit) rather than its full size, which
+     * near the limit cost up to 12 refused requests per block: at most one per block
+     * then, as a block taken at fit's size without a refusal lets the next try twice
+     * that, up to the full size again (the room may have grown). */
+    size_t fit = classes[cls].fit;
+    if (fit && nslots > fit) nslots = fit;
+    bool refused = false;
     size_t len;
     char *mem;
     for (;;) {
         len = nslots * size;
         mem = aligned_alloc(page, len);
         if (mem || nslots == 1) break;
+        refused = true;
         nslots /= 2;
     }
-    if (!mem) return -ENOMEM;
+    if (!mem) {
+        classes[cls].fit = 1;
+        return -ENOMEM;
+    }
+    if (refused) classes[cls].fit = nslots;
+    else if (fit) classes[cls].fit = nslots == fit ? fit * 2 : 0;
     struct vms_stack *meta = aligned_alloc(64, nslots * sizeof(struct vms_stack));
     if (!meta) goto free_mem;
     memset(meta, 0, nslots * sizeof(struct vms_stack));

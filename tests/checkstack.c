@@ -1049,3 +1049,42 @@ TEST(vmstack_command_dispatches)
     ASSERT(!strcmp(out, want));
     ASSERT_STR_CONTAINS(out, "chain_a: worst-case depth ");
 }
+
+/* An input read to its end, never cut short without a word: the rest of a .su file (its
+ * last functions) or an ELF file (its symbols) would be missing from the report. The
+ * command built with a 4 KiB limit (checkstack_cli_limits) stands for the real 2 GiB
+ * one. A file of exactly the limit is read whole; one fstat says is larger is refused
+ * before it is read, as before; one that grows past the limit while read (a /proc file,
+ * whose size fstat gives as 0, grows so) and one whose buffer cannot grow (realloc
+ * failing) are errors, exit 2. Before, both were cut where the reading stopped and
+ * handed on as the whole file ("not an ELF file" here, for its first bytes). */
+TEST(input_cut_short_while_read_is_an_error)
+{
+    char su[4096 + 64];
+    size_t n = 0;
+    for (int i = 0; i < 169; i++)
+        n += (size_t)snprintf(su + n, sizeof su - n, "x.c:1:5:f%04d\t16\tstatic\n", i);
+    n += (size_t)snprintf(su + n, sizeof su - n, "x.c:1:5:ggggggggggggggggggggg\t16\tstatic\n");
+    ASSERT_EQ(n, 4096);
+    char path[4096];
+    snprintf(path, sizeof path, "%s", write_tmp("limit.su", su, n));
+    ASSERT_EQ(run_prog(CS_CLI_LIMITS, "--min", "0", path, (char *)NULL), 0);
+    ASSERT_STR_CONTAINS(out, "ggggggggggggggggggggg");
+    su[n++] = '\n';
+    snprintf(path, sizeof path, "%s", write_tmp("over.su", su, n));
+    ASSERT_EQ(run_prog(CS_CLI_LIMITS, path, (char *)NULL), 2);
+    ASSERT_STR_CONTAINS(out, ": 4097 bytes is too large for an object or stack-usage file\n");
+
+    ASSERT_EQ(run_prog(CS_CLI_LIMITS, "/proc/self/smaps", (char *)NULL), 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: /proc/self/smaps: grew past 4096 bytes while "
+                        "read: too large for an object or stack-usage file\n");
+    ASSERT_STR_NOT_CONTAINS(out, "not an ELF file");
+
+    ASSERT_EQ(setenv("CS_TEST_REALLOC_FAILS", "1", 1), 0);
+    int code = run_prog(CS_CLI_LIMITS, "/proc/self/status", (char *)NULL);
+    unsetenv("CS_TEST_REALLOC_FAILS");
+    ASSERT_EQ(code, 2);
+    ASSERT_STR_CONTAINS(out, "vmstack: error: /proc/self/status: out of memory after 1 bytes "
+                        "read (1 more asked)\n");
+    ASSERT_STR_NOT_CONTAINS(out, "not an ELF file");
+}

@@ -11,6 +11,12 @@ set(CS_INPUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/checkstack-inputs)
 
 add_executable(checkstack_cli ${CMAKE_CURRENT_LIST_DIR}/checkstack_main.c ${CS_SOURCES})
 target_include_directories(checkstack_cli PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+# The same with a 4 KiB input limit and a realloc that can be made to fail, for the
+# tests of read_file's limits (no 2 GiB file is written).
+add_executable(checkstack_cli_limits ${CMAKE_CURRENT_LIST_DIR}/checkstack_main.c ${CS_SOURCES})
+target_include_directories(checkstack_cli_limits PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+target_compile_definitions(checkstack_cli_limits PRIVATE CS_MAX_INPUT_BYTES=4096
+  CS_REALLOC=cs_test_realloc)
 
 # ---- test inputs ----------------------------------------------------------------------
 # -O1 -fno-inline keeps every function and call of the sources; no -fomit/-fno-omit
@@ -103,7 +109,7 @@ foreach(stem checkstack checkstack_unit)
     # The checkstack command through qemu-user in the aarch64 cross build too (label
     # cross): it reads the target's objects there, compiled by the cross gcc.
     set(labels cli cross)
-    add_dependencies(test_${stem} checkstack_cli checkstack_inputs)
+    add_dependencies(test_${stem} checkstack_cli checkstack_cli_limits checkstack_inputs)
   else()
     add_executable(test_${stem} ${CMAKE_CURRENT_LIST_DIR}/${stem}.c ${CS_SOURCES})
     set(labels unit cross)   # also in the aarch64 cross build, under qemu-user
@@ -111,6 +117,7 @@ foreach(stem checkstack checkstack_unit)
   target_include_directories(test_${stem} PRIVATE ${CMAKE_CURRENT_LIST_DIR} ${PROJECT_SOURCE_DIR}/tools)
   target_compile_definitions(test_${stem} PRIVATE
     CS_CLI="$<TARGET_FILE:checkstack_cli>"
+    CS_CLI_LIMITS="$<TARGET_FILE:checkstack_cli_limits>"
     CS_VMSTACK="${CS_VMSTACK_BIN}"
     CS_INPUTS="${CS_INPUT_DIR}"
     CS_SRC="${CMAKE_CURRENT_LIST_DIR}/checkstack"

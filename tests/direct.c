@@ -429,3 +429,69 @@ TEST(thread_without_memory_is_enomem)
              -ENOMEM, -ENOMEM);
     ASSERT_STR_CONTAINS(out, want);
 }
+
+/* aligned_alloc of this program's: with block_limit set, a page-aligned request (a
+ * block of stacks; the record arrays are 64-byte aligned) larger than it is refused, as
+ * a heap near its limit refuses; each request is counted. Everything else goes to
+ * posix_memalign. */
+static size_t block_limit;
+static unsigned blocks_refused, blocks_given;
+
+void *aligned_alloc(size_t align, size_t size)
+{
+    if (block_limit && align >= 4096) {
+        if (size > block_limit) {
+            blocks_refused++;
+            errno = ENOMEM;
+            return NULL;
+        }
+        blocks_given++;
+    }
+    void *p = NULL;
+    int e = posix_memalign(&p, align, size);
+    if (e) {
+        errno = e;
+        return NULL;
+    }
+    return p;
+}
+
+/* Near the heap's limit a class's blocks are refused at the size they would grow to and
+ * taken smaller (smaller_blocks_when_a_large_one_does_not_fit). Once one was refused,
+ * the next block of the class starts from the size that last fitted: at most one refused
+ * request per later block. Before, each new block started at its full size again (up to
+ * 256 MiB) and halved down: 4 to 8 refused requests per block here, 150 for 20 blocks. */
+static void refused_once_child(void *arg)
+{
+    (void)arg;
+    vms_stack_free(vms_stack_alloc(0));   /* initialized: alternate signal stack */
+    enum { M = 20 * 16 };                  /* 20 blocks of 16 stacks of 64 KiB */
+    static vms_stack *s[M];
+    block_limit = VMS_MIB;
+    for (int i = 0; i < M; i++) {
+        s[i] = vms_stack_alloc(64 * 1024);  /* a class no one used yet */
+        if (!s[i]) exit(10);
+        if (i == 0 && blocks_given != 1) exit(11);
+        if (i == 0) printf("first block: %u refused\n", blocks_refused);
+    }
+    block_limit = 0;
+    printf("%u blocks, %u refused\n", blocks_given, blocks_refused);
+    for (int i = 0; i < M; i++) vms_stack_free(s[i]);
+}
+
+TEST(a_refused_block_size_is_not_tried_again_for_each_block)
+{
+    require_direct();
+    const char *o = run(refused_once_child, NULL);
+    unsigned first, blocks, refused;
+    const char *p = strstr(o, "first block: ");
+    ASSERT_NOT_NULL(p);
+    ASSERT_EQ(sscanf(p, "first block: %u refused\n%u blocks, %u refused", &first, &blocks,
+                     &refused), 3);
+    /* 16 MiB, 8, 4 and 2 refused before 1 MiB fitted; 16 stacks per block after it. */
+    fprintf(stderr, "%u blocks, %u requests refused (%u for the first)\n", blocks, refused,
+            first);
+    ASSERT_GE(first, 1);
+    ASSERT_GE(blocks, 20);
+    ASSERT_LE(refused - first, blocks - 1);
+}

@@ -359,6 +359,7 @@ static inline const char *tst_run_ok(void (*fn)(void *), void *arg, char *out, s
 
 static inline void *tst_probe_thread_idle(void *arg)
 {
+    __atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
     for (;;) pause();
     return arg;
 }
@@ -369,12 +370,18 @@ static inline void *tst_probe_thread_ends(void *arg)
 }
 
 /* tst_fork's child for tst_thread_after_fork_works: starts a thread, forks, and exits
- * with the status of the grandchild, which starts and joins a thread of its own. */
+ * with the status of the grandchild, which starts and joins a thread of its own. The
+ * fork waits until the thread runs: forked while it was still starting, under ASan
+ * (whose thread start holds the runtime's locks, which gcc 12's runtime does not take
+ * around a fork), the grandchild's pthread_create waited for good now and then under
+ * load (thread.fork_while_threads_run timed out). */
 static inline void tst_thread_after_fork_child(void *arg)
 {
     (void)arg;
     pthread_t t, u;
-    if (pthread_create(&t, NULL, tst_probe_thread_idle, NULL) != 0) _exit(10);
+    static int started;
+    if (pthread_create(&t, NULL, tst_probe_thread_idle, &started) != 0) _exit(10);
+    while (!__atomic_load_n(&started, __ATOMIC_ACQUIRE)) sched_yield();
     pid_t pid = fork();
     if (pid < 0) _exit(11);
     if (pid == 0) _exit(pthread_create(&u, NULL, tst_probe_thread_ends, NULL) != 0 ||

@@ -24,8 +24,17 @@
 /* checkstack.pl's default: frames under 100 bytes are rarely the problem. */
 #define DEFAULT_MIN 100
 /* Input files larger than this are refused rather than read: no real .su, .ci or
- * object file comes close, and a mistaken argument (a disk image) should fail fast. */
-#define MAX_INPUT_BYTES ((size_t)1 << 31)
+ * object file comes close, and a mistaken argument (a disk image) should fail fast.
+ * The tests' build sets a small one (tests/checkstack.cmake), and can make the read's
+ * realloc fail (CS_REALLOC). */
+#ifndef CS_MAX_INPUT_BYTES
+#define CS_MAX_INPUT_BYTES ((size_t)1 << 31)
+#endif
+#define MAX_INPUT_BYTES ((size_t)(CS_MAX_INPUT_BYTES))
+#ifdef CS_REALLOC
+void *CS_REALLOC(void *p, size_t n);
+#define realloc CS_REALLOC
+#endif
 /* Folders are searched this deep, far beyond CMake's CMakeFiles/<target>.dir/...: a
  * bound on scan_dir's recursion (symbolic links to folders are not followed, so a tree
  * this deep is a pathological one, and an error). It was 32, and deeper folders were
@@ -141,6 +150,8 @@ static int read_file(const char *path, unsigned char **data, size_t *len)
         close(fd);
         return -1;
     }
+    /* At most MAX_INPUT_BYTES + 1 bytes are read: one more than the limit tells a file
+     * that grew past it while read (or whose size fstat does not know, as /proc's). */
     size_t cap = (size_t)st.st_size + 1, n = 0;
     unsigned char *buf = malloc(cap);
     if (!buf) {
@@ -148,14 +159,30 @@ static int read_file(const char *path, unsigned char **data, size_t *len)
         close(fd);
         return -1;
     }
-    /* Read until EOF rather than trusting st_size: the file may change under us. */
+    /* Read until EOF rather than trusting st_size: the file may change under us. Cut
+     * short, the rest of the file would be missing without a word (a .su file's last
+     * functions, an ELF file's symbols), so a file grown past the limit, or a buffer
+     * that cannot grow, is an error. */
     for (;;) {
         if (n == cap) {
-            if (cap >= MAX_INPUT_BYTES) break;
-            unsigned char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
+            if (cap > MAX_INPUT_BYTES) {
+                fprintf(stderr, "vmstack: error: %s: grew past %zu bytes while read: too "
+                        "large for an object or stack-usage file\n", path, MAX_INPUT_BYTES);
+                free(buf);
+                close(fd);
+                return -1;
+            }
+            size_t ncap = cap > MAX_INPUT_BYTES / 2 ? MAX_INPUT_BYTES + 1 : cap * 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb) {
+                fprintf(stderr, "vmstack: error: %s: out of memory after %zu bytes read "
+                        "(%zu more asked)\n", path, n, ncap - cap);
+                free(buf);
+                close(fd);
+                return -1;
+            }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
         ssize_t r = read(fd, buf + n, cap - n);
         if (r < 0 && errno == EINTR) continue;
