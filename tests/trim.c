@@ -209,49 +209,58 @@ TEST(a_refused_discard_is_an_error)
     ASSERT_EQ(vms__cache_shared_warm_listed(), 0);
 }
 
-/* A discard refused for one stack only (an mlock'd one: EINVAL) leaves that one warm and
- * drops the others: a refusal used to keep every stack of its system call's batch warm
- * (the call stops at the range it refuses). */
-static char *noted_bases[NSTACKS];
-static size_t noted_size;
+/* The deep stacks another thread freed (free_deep_stacks_thread, recorded): warm in the
+ * shared list of their class at its end. */
+static void *deep_bases[NSTACKS];
+static size_t deep_size;
+static unsigned deep_cls;
 
-static void *free_deep_stacks_noted(void *arg)
+static void *free_recorded_deep_stacks_thread(void *arg)
 {
     vms_stack *s[NSTACKS];
     for (int i = 0; i < NSTACKS; i++) {
-        s[i] = vms_stack_alloc(0);
-        if (!s[i]) return NULL;
-        noted_bases[i] = vms_stack_base(s[i]);
-        noted_size = vms_stack_size(s[i]);
+        if (!(s[i] = vms_stack_alloc(0))) return (void *)-1;
         use_deeply(s[i]);
+        deep_bases[i] = vms_stack_base(s[i]);
+        deep_size = vms_stack_size(s[i]);
     }
+    struct vms__where w;
+    if (vms__arena_where(deep_bases[0], &w) != VMS__WHERE_STACK) return (void *)-1;
+    deep_cls = w.st->cls;
     for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
     vms__cache_flush_thread();   /* as at its exit: its cache to the shared lists */
     return arg;
 }
 
-TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
+static void warm_deep_stacks(void)
 {
     pthread_t t;
-    void *r = NULL;
-    ASSERT_EQ(pthread_create(&t, NULL, free_deep_stacks_noted, (void *)1), 0);
+    void *r;
+    ASSERT_EQ(pthread_create(&t, NULL, free_recorded_deep_stacks_thread, NULL), 0);
     ASSERT_EQ(pthread_join(t, &r), 0);
-    ASSERT_NOT_NULL(r);
-    size_t warm = vms__cache_shared_warm_listed();
-    ASSERT_GE(warm, NSTACKS);
-    size_t size = noted_size, page = vms__os_page_size();
-    if (tst_mlock(noted_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
+    ASSERT_PTR_EQ(r, NULL);
+    ASSERT_GE(vms__cache_shared_warm_listed(), NSTACKS);
+}
+
+/* A discard refused for one stack only (an mlock'd one: EINVAL) leaves that one warm and
+ * drops the others: a refusal used to keep every stack of its system call's batch warm
+ * (the call stops at the range it refuses). */
+TEST(a_discard_refused_for_one_stack_keeps_only_it_warm)
+{
+    warm_deep_stacks();
+    size_t size = deep_size, page = vms__os_page_size();
+    if (tst_mlock(deep_bases[0], size) != 0) SKIP("mlock: %s", strerror(errno));
     int e = vms_trim();
     size_t left = vms__cache_shared_warm_listed(), counted = vms__cache_shared_warm();
     size_t others = 0;
     unsigned char *vec = malloc(size / page);
     ASSERT_NOT_NULL(vec);
     for (int i = 1; i < NSTACKS; i++) {
-        ASSERT_EQ(mincore(noted_bases[i], size, vec), 0);
+        ASSERT_EQ(mincore(deep_bases[i], size, vec), 0);
         for (size_t k = 0; k < size / page; k++) others += vec[k] & 1;
     }
     free(vec);
-    ASSERT_EQ(tst_munlock(noted_bases[0], size), 0);
+    ASSERT_EQ(tst_munlock(deep_bases[0], size), 0);
     ASSERT_EQ(e, -EINVAL);
     ASSERT_EQ(left, 1);
     ASSERT_EQ(counted, 1);
@@ -379,37 +388,6 @@ static bool stage_wait(int s)
     bool reached = stage >= s;
     pthread_mutex_unlock(&stage_lock);
     return reached;
-}
-
-/* The deep stacks another thread freed (free_deep_stacks_thread, recorded): warm in the
- * shared list of their class at its end. */
-static void *deep_bases[NSTACKS];
-static unsigned deep_cls;
-
-static void *free_recorded_deep_stacks_thread(void *arg)
-{
-    vms_stack *s[NSTACKS];
-    for (int i = 0; i < NSTACKS; i++) {
-        if (!(s[i] = vms_stack_alloc(0))) return (void *)-1;
-        use_deeply(s[i]);
-        deep_bases[i] = vms_stack_base(s[i]);
-    }
-    struct vms__where w;
-    if (vms__arena_where(deep_bases[0], &w) != VMS__WHERE_STACK) return (void *)-1;
-    deep_cls = w.st->cls;
-    for (int i = 0; i < NSTACKS; i++) vms_stack_free(s[i]);
-    vms__cache_flush_thread();   /* as at its exit: its cache to the shared lists */
-    return arg;
-}
-
-static void warm_deep_stacks(void)
-{
-    pthread_t t;
-    void *r;
-    ASSERT_EQ(pthread_create(&t, NULL, free_recorded_deep_stacks_thread, NULL), 0);
-    ASSERT_EQ(pthread_join(t, &r), 0);
-    ASSERT_PTR_EQ(r, NULL);
-    ASSERT_GE(vms__cache_shared_warm_listed(), NSTACKS);
 }
 
 /* The hook: on the trimming thread, for the deep stacks' list, once. */
