@@ -344,7 +344,10 @@ bool vms__cache_fork_child(void)
             if (pthread_equal(r->thread, self)) {
                 r->next = own;
                 own = r;
-                for (struct vms_stack *st = r->head; st; st = st->next) warm += st->warm != 0;
+                /* Each counted, warm or not: all were warm when taken, and the trim
+                 * gives back the budget of every one it files cold, those it had
+                 * marked cold before the fork too (between its discard and the lock). */
+                for (struct vms_stack *st = r->head; st; st = st->next) warm++;
                 continue;
             }
             for (struct vms_stack *st = r->head, *sn; st; st = sn) {
@@ -737,6 +740,7 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
 void (*vms__cache_flush_hook)(void);
 void (*vms__cache_push_hook)(void);
 void (*vms__cache_trim_hook)(unsigned cls);
+void (*vms__cache_trim_dropped_hook)(unsigned cls);
 
 bool vms__cache_lifo_tear(bool torn)
 {
@@ -854,6 +858,8 @@ static void trim_list(unsigned cls, int *err)
             v[k++] = st;
         }
         size_t still = cool_batch(iov, v, k, err);
+        /* Tests only: the batch dropped and marked cold, not yet filed back. */
+        if (VMS_UNLIKELY(vms__cache_trim_dropped_hook != NULL)) vms__cache_trim_dropped_hook(cls);
         pthread_mutex_lock(&sh->lock);
         run.head = v[k - 1]->next;
         v[k - 1]->next = atomic_load_explicit(&sh->head, memory_order_relaxed);

@@ -424,6 +424,9 @@ VMS_HIDDEN extern void (*vms__cache_push_hook)(void);
 /* Tests only: called by vms_trim for each shared list (cls) with warm stacks, once they
  * are out of the list and its lock released, before their pages are dropped. */
 VMS_HIDDEN extern void (*vms__cache_trim_hook)(unsigned cls);
+/* Tests only: called by vms_trim after each batch of a list's stacks in hand was dropped
+ * (and marked cold), before it is filed back under the list's lock. */
+VMS_HIDDEN extern void (*vms__cache_trim_dropped_hook)(unsigned cls);
 /* Tests only: the calling thread's LIFO as a fork catches it in a push that has stored
  * its count and not yet its entry (torn: the count one more, the entry untouched), and
  * back (!torn: the count one less, that entry still unwritten). False when the thread

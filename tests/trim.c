@@ -572,6 +572,51 @@ TEST(fork_from_the_trimming_thread_child_files_the_stacks_once)
     deep_stacks_come_back_once();
 }
 
+/* The same fork once the trim has dropped its batch and marked it cold, before filing it
+ * back (a signal handler's fork can come there too): the child's count of the warm
+ * budget must keep the stacks in hand, which its trim, going on, gives back as it files
+ * them. It counted only those still marked warm (none here), and its trim then gave back
+ * the budget of all 16 again: the count fell up to 16 below the warm stacks in the lists
+ * (the budget of 1,024 exceeded by as many), unless the clamp at 0 absorbed it. */
+static size_t child_counted, child_listed;
+
+static void fork_after_the_drop(unsigned cls)
+{
+    if (cls != deep_cls || !pthread_equal(pthread_self(), trimmer)) return;
+    if (!atomic_exchange(&hook_armed, false)) return;
+    fork_here();
+    if (trim_child == 0) {
+        child_counted = vms__cache_shared_warm();
+        child_listed = vms__cache_shared_warm_listed();
+    }
+}
+
+TEST(fork_from_the_trimming_thread_after_the_drop_keeps_the_budget_counted)
+{
+    warm_deep_stacks();
+    trimmer = pthread_self();
+    atomic_store(&hook_armed, true);
+    vms__cache_trim_dropped_hook = fork_after_the_drop;
+    int e = vms_trim();
+    vms__cache_trim_dropped_hook = NULL;
+    if (trim_child == 0) {
+        /* The child: at the fork, its 16 stacks in hand were counted besides the lists'. */
+        printf("child: warm %zu counted, %zu in the lists at the fork\n", child_counted,
+               child_listed);
+        ASSERT_EQ(e, 0);
+        ASSERT_EQ(child_counted, child_listed + NSTACKS);
+        check_settled();
+        fflush(NULL);
+        _exit(0);
+    }
+    ASSERT(!atomic_load(&hook_armed));   /* the hook ran */
+    ASSERT_EQ(e, 0);
+    int status = 0;
+    while (waitpid(trim_child, &status, 0) < 0 && errno == EINTR) {}
+    ASSERT_EXITED(status, 0);
+    check_settled();
+}
+
 /* Two trims at once: one holds its stacks in hand; the other, on this thread, drops what
  * it finds in the lists (other stacks freed since) without waiting for the first, and
  * the first's stacks keep their budget until they are filed cold. */
