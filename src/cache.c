@@ -839,8 +839,12 @@ static void trim_list(unsigned cls, int *err)
         *to = NULL;
         sh->count -= seen;
         sh->nwarm -= seen;
-        run.next = sh->trims;
-        sh->trims = &run;
+        /* Listed only with stacks in hand: a run left listed after its return would
+         * point into a frame that is gone. */
+        if (seen) {
+            run.next = sh->trims;
+            sh->trims = &run;
+        }
     }
     pthread_mutex_unlock(&sh->lock);
     if (!run.head) return;
