@@ -666,7 +666,8 @@ static int handle_fault(int sig, siginfo_t *si, const ucontext_t *uc, int cancel
     if (action == VMS__ACT_KILL) {
         sigset_t mask;
         resumer_mask(uc, f.sp, f.lo, f.hi, &mask);
-        uintptr_t here = (uintptr_t)__builtin_frame_address(0), alt = (uintptr_t)uc->uc_stack.ss_sp;
+        uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+        uintptr_t alt = (uintptr_t)uc->uc_stack.ss_sp;
         if (alt && here >= alt && here - alt < uc->uc_stack.ss_size)
             vms__track_signal_stack_left(uc->uc_stack.ss_sp, uc->uc_stack.ss_size);
         vms__task_kill_current(&oops, &mask, autodisarmed(uc), cancel);

@@ -412,9 +412,10 @@ VMS_HIDDEN void vms__cache_flush_thread(void);
  * error of the first discard that failed (its pages stay resident). */
 VMS_HIDDEN int vms__cache_trim(void);
 /* Tests only: the shared lists' count of warm stacks (with budget claimed for stacks
- * about to join them, and the warm stacks a vms_trim has in hand), bounded by 1,024; the warm stacks in the lists, counted by list;
- * and a hook called by vms__cache_flush_thread between deciding which stacks stay warm
- * and pushing them. */
+ * about to join them, and the warm stacks a vms_trim has in hand), bounded by 1,024
+ * besides those whose discard the kernel refused; the warm stacks in the lists, counted
+ * by list; and a hook called by vms__cache_flush_thread between deciding which stacks
+ * stay warm and pushing them. */
 VMS_HIDDEN size_t vms__cache_shared_warm(void);
 VMS_HIDDEN size_t vms__cache_shared_warm_listed(void);
 VMS_HIDDEN extern void (*vms__cache_flush_hook)(void);
