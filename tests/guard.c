@@ -1500,8 +1500,8 @@ static void install_fails(unsigned nth)
 {
     NEED_FAULT_INJECTION();
     need_guards();
-    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
-                    "vmstack passes on, reports it and exits 1");
+    NO_ASAN_BECAUSE("vmstack's handler is not installed here: ASan's own takes the "
+                    "overflow, reports it and exits 1");
     int st = run_child(install_fails_child, (void *)(uintptr_t)nth);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: warning: the stack-overflow handler could not be "
