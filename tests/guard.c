@@ -125,10 +125,31 @@ static void assert_last_line(char *s, const char *want)
         TST_FAIL("the last line should be \"%s\" in:\n----\n%s\n----", want, s);
 }
 
+/* ASan warns once, at a process's first swapcontext ("==PID==WARNING: ASan doesn't fully
+ * support makecontext/swapcontext functions ..."), before the report these cases read:
+ * that one line is taken out. Any other line of ASan's stays, and fails the case. */
+static void drop_swapcontext_warning(char *s)
+{
+#ifdef TST_ASAN
+    static const char w[] = "==WARNING: ASan doesn't fully support makecontext/swapcontext";
+    for (char *p = s; (p = strstr(p, w));) {
+        char *line = p;
+        while (line > s && line[-1] != '\n') line--;
+        char *next = strchr(p, '\n');
+        next = next ? next + 1 : p + strlen(p);
+        memmove(line, next, strlen(next) + 1);
+        p = line;
+    }
+#else
+    (void)s;
+#endif
+}
+
 /* Runs a child; ISLAND_SHOW=1 in the environment prints what it wrote (debugging). */
 static int run_child(void (*fn)(void *), void *arg)
 {
     int st = tst_fork(fn, arg, out, sizeof out);
+    drop_swapcontext_warning(out);
     if (getenv("ISLAND_SHOW")) fprintf(stderr, "---- child output:\n%s----\n", out);
     return st;
 }
@@ -160,8 +181,6 @@ static void check_overflow_report(char *s)
 TEST(overflow_on_vmstack_stack)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
     int st = run_child(overflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     check_overflow_report(out);
@@ -189,8 +208,6 @@ static void thread_overflow_child(void *arg)
 TEST(overflow_on_plain_thread)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
     int st = run_child(thread_overflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     check_overflow_report(out);
@@ -709,8 +726,6 @@ static void wild_child(void *arg)
 TEST(wild_guard_access_is_not_blamed)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
     int st = run_child(wild_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_EQ(strncmp(out, "vmstack: wild guard access on thread ", 37), 0);
@@ -752,8 +767,6 @@ static void underflow_child(void *arg)
 TEST(underflow_into_next_slot_guard)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
     int st = run_child(underflow_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_EQ(strncmp(out, "vmstack: stack underflow on thread ", 35), 0);
@@ -785,8 +798,6 @@ static void trailer_child(void *arg)
 TEST(underflow_into_trailing_guard)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
     int st = run_child(trailer_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "last slot found\nvmstack: stack underflow on thread ");
@@ -1278,8 +1289,9 @@ static void huge_child(void *arg)
 TEST(huge_frame_caught_in_own_guard)
 {
     need_guards();
-    NO_ASAN_BECAUSE("ASan's warning about swapcontext comes first, before the report the "
-                    "case reads");
+    NO_ASAN_BECAUSE("huge_frame's first call of an ASan runtime function binds it lazily: "
+                    "the probe faults in the loader's resolver, and the trace the case "
+                    "reads has no huge_frame (passes with LD_BIND_NOW=1)");
     int st = run_child(huge_child, NULL);
     ASSERT_SIGNALED(st, SIGSEGV);
     const char *order[] = { "vmstack: stack overflow on thread ", "vmstack: Call Trace:\n",
@@ -1488,8 +1500,8 @@ static void install_fails(unsigned nth)
 {
     NEED_FAULT_INJECTION();
     need_guards();
-    NO_ASAN_BECAUSE("ASan's own handler, installed before vmstack's, takes the fault "
-                    "vmstack passes on, reports it and exits 1");
+    NO_ASAN_BECAUSE("vmstack's handler is not installed here: ASan's own takes the "
+                    "overflow, reports it and exits 1");
     int st = run_child(install_fails_child, (void *)(uintptr_t)nth);
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "vmstack: warning: the stack-overflow handler could not be "
