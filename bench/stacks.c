@@ -428,7 +428,7 @@ static void bt_group_warm(const struct bench_opts *o)
     bench_interleave(c, 2, o->rounds);
     struct bench_row r;
     bench_row_time(&r, "trim.warm.madvise", "trim, 1,024 warm stacks", &c[0],
-                   "madvise x1024, top pages resident", &c[1], bench_no_target());
+                   "madvise x1024, top page each", &c[1], bench_no_target());
     bt_note(&r);
     bench_note(&r, "one trim per round, after another thread freed 1,024 touched stacks");
     bench_emit(&r);
@@ -455,7 +455,7 @@ static void bt_group_none(const struct bench_opts *o)
     bench_interleave(c, 2, o->rounds);
     struct bench_row r;
     bench_row_time(&r, "trim.none.madvise", "trim, nothing warm", &c[0],
-                   "madvise x1024, nothing resident", &c[1], bench_no_target());
+                   "madvise x1024, none resident", &c[1], bench_no_target());
     bt_note(&r);
     bench_emit(&r);
     bt_pool_free(pool);

@@ -162,7 +162,7 @@ TEST(trim_rows_report_per_trim_and_per_stack)
     st = cli_run(table, out, sizeof out);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
     ASSERT(cli_line(out, "trim, 1,024 warm stacks "));
-    ASSERT_STR_CONTAINS(out, "madvise x1024, top pages resident");
+    ASSERT_STR_CONTAINS(out, "madvise x1024, top page each");
     ASSERT_STR_NOT_CONTAINS(out, "trim, nothing warm");
 }
 
