@@ -91,6 +91,25 @@ if(CMAKE_SCRIPT_MODE_FILE)
        AND NOT sc EQUAL 0)
       message(FATAL_ERROR "warm alloc+free with VMS_NO_SCRUB made ${sc} syscalls per op")
     endif()
+    # the trim rows' baseline makes one madvise per stack, 1,024 per trim, and a trim that
+    # finds nothing warm makes no system call (a list with no warm stack is not walked);
+    # neither side takes a page fault (each round's set-up, which faults the stacks' top
+    # pages in, is outside the measured window). Not in sanitizer builds, whose hooks may
+    # make system calls and faults of their own.
+    if(id MATCHES "^trim\\." AND NOT SANITIZE)
+      string(JSON bsc GET "${out}" rows ${i} base syscalls_per_op)
+      string(JSON vflt GET "${out}" rows ${i} vmstack faults_per_op)
+      string(JSON bflt GET "${out}" rows ${i} base faults_per_op)
+      if(NOT counter STREQUAL "n/a" AND NOT bsc EQUAL 1024)
+        message(FATAL_ERROR "row ${id}: the madvise loop made ${bsc} syscalls per trim, not 1024")
+      endif()
+      if(id STREQUAL "trim.none.madvise" AND NOT counter STREQUAL "n/a" AND NOT sc EQUAL 0)
+        message(FATAL_ERROR "row ${id}: a trim with nothing warm made ${sc} syscalls")
+      endif()
+      if(NOT vflt EQUAL 0 OR NOT bflt EQUAL 0)
+        message(FATAL_ERROR "row ${id}: page faults in the timed trims (${vflt}, ${bflt}): the set-up was measured")
+      endif()
+    endif()
     # a fiber switch never enters the kernel, with the end check or without; nor does
     # create+run+destroy without scrubbing and without painting (the paint_depth rows'
     # baseline). Both sides of these rows were counted in worker processes, so this also
@@ -172,9 +191,10 @@ endif()
 set(VMS_BENCH_DEFS "")
 # Row ids and scenario texts every run must print (checked by the cli tests).
 set(VMS_BENCH_IDS stack.warm.default.malloc stack.warm.default.mmap stack.warm.noscrub.malloc
-  stack.cold stack.scale)
+  stack.cold stack.scale trim.warm.madvise trim.none.madvise)
 set(VMS_BENCH_SCENARIOS "stack alloc+touch+free, default" "stack alloc+touch+free, VMS_NO_SCRUB"
-  "stack alloc+touch, new slot" "live stacks, top page touched")
+  "stack alloc+touch, new slot" "live stacks, top page touched" "trim, 1,024 warm stacks"
+  "trim, nothing warm")
 if("src/fiber.c" IN_LIST VMSTACK_SOURCES AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/fibers.c)
   list(APPEND VMS_BENCH_DEFS VMS_BENCH_FIBERS=1)
   list(APPEND VMS_BENCH_IDS fiber.switch.ucontext fiber.create.default.pooled

@@ -5,10 +5,13 @@
  * guard + munmap). Every case touches one byte in the top page of the stack it got, so
  * the memory is real. Each group runs in its own child process (bench_run_child), so
  * vms_init can set that group's configuration; its baselines run in the same child.
+ * And vms_trim (trim.*): one trim of 1,024 warm stacks in the shared lists, and one with
+ * nothing warm, against madvise(MADV_DONTNEED) of 1,024 mmap'd stacks one call each.
  */
 #include "bench.h"
 #include "vmstack.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 /* The stack every case uses: vmstack's default usable size, and for the mmap baseline
@@ -302,6 +305,163 @@ static void bs_group_scale_small(const struct bench_opts *o)
     bench_emit(&r);
 }
 
+/* ---- vms_trim ----------------------------------------------------------------------------- */
+/* The shared lists keep at most this many warm stacks (docs/api.md, "Giving memory back
+ * now: vms_trim"; WARM_MAX in src/cache.c): the most one trim finds. */
+#define BT_STACKS 1024
+
+/* src/cache.c (internal; both programs that include this file link the static library):
+ * the warm stacks in the shared lists, counted under their locks. The set-up checks with
+ * it that a round starts from the state its row names. */
+size_t vms__cache_shared_warm_listed(void);
+
+static vms_stack *bt_stacks[BT_STACKS];
+
+/* Another thread's frees: it allocates BT_STACKS stacks, touches each one's top page as a
+ * first frame does, frees them all and ends. Its frees scrub them in batches of 32 (top
+ * pages kept) into its LIFO and the shared lists, and its exit moves its LIFO to the
+ * shared lists: all BT_STACKS are warm there, none in this thread's cache. */
+static void *bt_free_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BT_STACKS; i++) {
+        bt_stacks[i] = vms_stack_alloc(0);
+        if (!bt_stacks[i]) bench_die("vms_stack_alloc(0) #%d: %s", i, strerror(errno));
+        bs_touch_top(vms_stack_top(bt_stacks[i]));
+    }
+    for (int i = 0; i < BT_STACKS; i++) vms_stack_free(bt_stacks[i]);
+    return NULL;
+}
+
+static void bt_make_warm(void)
+{
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, bt_free_thread, NULL);
+    if (rc != 0) bench_die("pthread_create: %s", strerror(rc));
+    pthread_join(t, NULL);
+}
+
+/* The set-up of a warm round (the case's pre hook: never timed, never counted). */
+static void bt_warm_pre(void *ctx)
+{
+    (void)ctx;
+    bt_make_warm();
+    size_t w = vms__cache_shared_warm_listed();
+    if (w != BT_STACKS) bench_die("trim set-up: %zu warm stacks in the shared lists, not %d", w, BT_STACKS);
+}
+
+/* The check of an idle round: what the last trim left, nothing warm. */
+static void bt_none_pre(void *ctx)
+{
+    (void)ctx;
+    size_t w = vms__cache_shared_warm_listed();
+    if (w != 0) bench_die("trim set-up: %zu warm stacks in the shared lists, not none", w);
+}
+
+static void bt_trim(void *ctx, long n)
+{
+    (void)ctx;
+    for (long i = 0; i < n; i++) {
+        int rc = vms_trim();
+        if (rc != 0) bench_die("vms_trim: %s", strerror(-rc));
+    }
+}
+
+/* The baseline: what a program keeping its own pool of BT_STACKS mmap'd stacks writes for
+ * the same effect, one madvise(MADV_DONTNEED) per stack over its usable part (the range
+ * vmstack drops per stack), not knowing which were touched. */
+struct bt_pool { char *p[BT_STACKS]; };
+
+static void bt_pool_init(struct bt_pool *b)
+{
+    for (int i = 0; i < BT_STACKS; i++) {
+        b->p[i] = bs_mmap_guarded();
+        if (!b->p[i]) bench_die("mmap+mprotect #%d: %s", i, strerror(errno));
+    }
+}
+
+static void bt_pool_free(struct bt_pool *b)
+{
+    for (int i = 0; i < BT_STACKS; i++) munmap(b->p[i], BS_GUARD + BS_SIZE);
+}
+
+/* Each stack's top page touched, as the other thread's stacks left theirs (not timed). */
+static void bt_pool_touch(void *ctx)
+{
+    struct bt_pool *b = (struct bt_pool *)ctx;
+    for (int i = 0; i < BT_STACKS; i++) bs_touch_top(b->p[i] + BS_GUARD + BS_SIZE);
+}
+
+static void bt_pool_drop(void *ctx, long n)
+{
+    struct bt_pool *b = (struct bt_pool *)ctx;
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < BT_STACKS; i++)
+            if (madvise(b->p[i] + BS_GUARD, BS_SIZE, MADV_DONTNEED) != 0)
+                bench_die("madvise(MADV_DONTNEED): %s", strerror(errno));
+}
+
+/* The time per stack of both sides, for the note. */
+static void bt_note(struct bench_row *r)
+{
+    char v[32], b[32];
+    bench_fmt_num(v, sizeof v, r->v.ns / BT_STACKS, 1);
+    bench_fmt_num(b, sizeof b, r->b.ns / BT_STACKS, 1);
+    bench_note(r, "per stack: vmstack %s ns, baseline %s ns", v, b);
+}
+
+/* One vms_trim finding 1,024 warm stacks in the shared lists, which another thread's
+ * frees put there before each round (not timed), against dropping 1,024 mmap'd stacks'
+ * touched top pages by hand. One trim per round: each needs its own set-up. */
+static void bt_group_warm(const struct bench_opts *o)
+{
+    (void)o;
+    bs_init(0);
+    struct bt_pool *pool = (struct bt_pool *)calloc(1, sizeof *pool);
+    if (!pool) bench_die("calloc failed");
+    bt_pool_init(pool);
+    struct bench_case c[2];
+    bench_case_init(&c[0], "vmstack", bt_trim, NULL, 1);
+    c[0].pre = bt_warm_pre;
+    bench_case_init(&c[1], "madvise", bt_pool_drop, pool, 1);
+    c[1].pre = bt_pool_touch;
+    bench_interleave(c, 2, o->rounds);
+    struct bench_row r;
+    bench_row_time(&r, "trim.warm.madvise", "trim, 1,024 warm stacks", &c[0],
+                   "madvise x1024, top page each", &c[1], bench_no_target());
+    bt_note(&r);
+    bench_note(&r, "one trim per round, after another thread freed 1,024 touched stacks");
+    bench_emit(&r);
+    bt_pool_free(pool);
+    free(pool);
+}
+
+/* vms_trim with nothing warm: the shared lists hold the 1,024 stacks a trim left cold,
+ * and nothing else is cached. Against the same hand-written loop over 1,024 mmap'd stacks
+ * with nothing resident (a pool that does not track which stacks were touched). */
+static void bt_group_none(const struct bench_opts *o)
+{
+    bs_init(0);
+    bt_make_warm();
+    int rc = vms_trim();
+    if (rc != 0) bench_die("vms_trim: %s", strerror(-rc));
+    struct bt_pool *pool = (struct bt_pool *)calloc(1, sizeof *pool);
+    if (!pool) bench_die("calloc failed");
+    bt_pool_init(pool);
+    struct bench_case c[2];
+    bench_case_init(&c[0], "vmstack", bt_trim, NULL, bench_ops(o, 2000, 10));
+    c[0].pre = bt_none_pre;
+    bench_case_init(&c[1], "madvise", bt_pool_drop, pool, bench_ops(o, 10, 10));
+    bench_interleave(c, 2, o->rounds);
+    struct bench_row r;
+    bench_row_time(&r, "trim.none.madvise", "trim, nothing warm", &c[0],
+                   "madvise x1024, none resident", &c[1], bench_no_target());
+    bt_note(&r);
+    bench_emit(&r);
+    bt_pool_free(pool);
+    free(pool);
+}
+
 const struct bench_group bench_stack_groups[] = {
     { "stack.warm", "alloc+touch+free, default settings, vs malloc and mmap+mprotect+munmap",
       bs_group_warm, 0 },
@@ -312,5 +472,9 @@ const struct bench_group bench_stack_groups[] = {
       bs_group_scale, 0 },
     { "stack.scale.128k", "live 128 KiB stacks (not the default): mappings and memory added",
       bs_group_scale_small, 0 },
+    { "trim.warm", "vms_trim of 1,024 warm stacks vs madvise(MADV_DONTNEED) of 1,024 mmap'd stacks",
+      bt_group_warm, 0 },
+    { "trim.none", "vms_trim with nothing warm vs the same madvise loop, nothing resident",
+      bt_group_none, 0 },
 };
 const int bench_stack_ngroups = (int)(sizeof bench_stack_groups / sizeof bench_stack_groups[0]);

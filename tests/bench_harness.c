@@ -195,6 +195,62 @@ TEST(faults_per_operation)
     if (!(f > 0.99 && f < 1.02)) TST_FAIL("one touched page per operation: %.3f faults", f);
 }
 
+/* A case's pre and post hooks run outside its measured windows, before and after each
+ * round (the warm-up, every timed round, the counting round): the vms_trim rows set up
+ * each round there (another thread frees 1,024 touched stacks), and neither the faults
+ * nor the system calls of that set-up may count as the operation's. Here pre maps and
+ * touches a fresh page and makes 50 system calls more, post unmaps it; the operation is
+ * one getppid. */
+struct setup { long pre_calls, post_calls; char *page; };
+
+static void setup_pre(void *ctx)
+{
+    struct setup *s = (struct setup *)ctx;
+    s->pre_calls++;
+    s->page = (char *)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (s->page == MAP_FAILED) TST_FAIL("mmap: %s", strerror(errno));
+    ((volatile char *)s->page)[0] = 1;
+    getppid_ops((void *)(intptr_t)50, 1);
+}
+
+static void setup_post(void *ctx)
+{
+    struct setup *s = (struct setup *)ctx;
+    s->post_calls++;
+    munmap(s->page, 4096);
+}
+
+static void setup_op(void *ctx, long n)
+{
+    (void)ctx;
+    getppid_ops((void *)(intptr_t)1, n);
+}
+
+TEST(set_up_in_pre_and_post_is_neither_timed_nor_counted)
+{
+#ifdef TST_TSAN
+    NO_TSAN("its shadow of each fresh mapping is faulted in too: 3 faults per page");
+#endif
+    int counted = counter_available();
+    struct setup s;
+    memset(&s, 0, sizeof s);
+    struct bench_case c;
+    bench_case_init(&c, "set up", setup_op, &s, 1);
+    c.pre = setup_pre;
+    c.post = setup_post;
+    bench_interleave(&c, 1, 5);
+    /* The warm-up, the 5 timed rounds and the counting round (when counted). */
+    ASSERT_EQ(s.pre_calls, 1 + 5 + counted);
+    ASSERT_EQ(s.post_calls, s.pre_calls);
+    ASSERT_EQ(c.rounds, 5);
+    ASSERT_EQ(c.ops, 5);
+    if (!(bench_case_flt(&c) < 0.5))
+        TST_FAIL("the set-up's page fault counted: %.2f faults per operation", bench_case_flt(&c));
+    if (!counted) SKIP("syscall counter unavailable: %s", bench_sc_why);
+    if (bench_case_sc(&c) != 1.0)
+        TST_FAIL("one getppid per operation counted as %.2f system calls", bench_case_sc(&c));
+}
+
 /* The same in worker processes (bench_interleave_procs): each worker counts its own
  * system calls in its counting round, and times its rounds with the counter closed. */
 struct procs_shared { struct probe p; };

@@ -5,6 +5,8 @@
  */
 #include "cli_demo_run.h"
 
+#include <math.h>
+
 static char out[1 << 20];
 
 /* Under ASan and TSan the baselines are slow, not vmstack: under TSan a 256 KiB
@@ -71,6 +73,8 @@ TEST(list_has_every_kind_of_group)
     const char *list[] = { "bench", "--list", NULL };
     ASSERT_EXITED(cli_run(list, out, sizeof out), 0);
     ASSERT(cli_line(out, "stack.warm "));
+    ASSERT(cli_line(out, "trim.warm "));
+    ASSERT(cli_line(out, "trim.none "));
 #ifdef VMSTACK_VMAP
     ASSERT(cli_line(out, "fiber.switch "));
     ASSERT(cli_line(out, "thread.create "));
@@ -104,6 +108,62 @@ static void clear_vmstack_env(void)
             break;
         }
     }
+}
+
+/* The number after `"key": ` in text, or NAN when it is missing or null. */
+static double json_num(const char *text, const char *key)
+{
+    char want[64];
+    snprintf(want, sizeof want, "\"%s\": ", key);
+    const char *p = strstr(text, want);
+    if (!p || !strncmp(p + strlen(want), "null", 4)) return NAN;
+    return strtod(p + strlen(want), NULL);
+}
+
+/* The vms_trim rows (trim.warm, trim.none): one trim per round of the warm row (each
+ * round has its own set-up, outside the window), a time per trim on both sides, and
+ * the time per stack in the note. `--only trim` runs both and nothing else. No time is
+ * judged here; bench/bench.cmake checks their counts. */
+TEST(trim_rows_report_per_trim_and_per_stack)
+{
+    clear_vmstack_env();
+    const char *args[] = { "bench", "--quick", "--json", "--rounds", "3", "--ops-factor", OPS,
+                           "--only", "trim", NULL };
+    int st = cli_run(args, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    ASSERT_EQ(tst_count(out, "{\"id\": "), 2);
+    const char *ids[] = { "{\"id\": \"trim.warm.madvise\"", "{\"id\": \"trim.none.madvise\"" };
+    const char *scen[] = { "\"scenario\": \"trim, 1,024 warm stacks\"",
+                           "\"scenario\": \"trim, nothing warm\"" };
+    for (int i = 0; i < 2; i++) {
+        const char *row = strstr(out, ids[i]);
+        if (!row) TST_FAIL("no row %s in:\n%.4000s", ids[i], out);
+        const char *end = strstr(row, "\"result\": ");
+        ASSERT(end);
+        char text[2048];
+        snprintf(text, sizeof text, "%.*s", (int)(end - row), row);
+        ASSERT_STR_CONTAINS(text, scen[i]);
+        ASSERT_STR_CONTAINS(text, "\"note\": \"per stack: vmstack ");
+        const char *base = strstr(text, "\"base\": {");
+        ASSERT(base);
+        double vns = json_num(text, "ns_per_op"), bns = json_num(base, "ns_per_op");
+        if (!(vns > 0) || !(bns > 0)) TST_FAIL("%s: ns per trim %g, baseline %g", ids[i], vns, bns);
+        ASSERT(json_num(text, "rounds") == 3);
+        if (i == 0) ASSERT(json_num(text, "ops_per_round") == 1);
+        ASSERT(json_num(text, "faults_per_op") >= 0 && json_num(base, "faults_per_op") >= 0);
+        double bsc = json_num(base, "syscalls_per_op");
+        ASSERT(isnan(bsc) == !strstr(out, "\"syscall_counter\": \"perf"));
+#if !defined(TST_ASAN) && !defined(TST_TSAN)   /* their interceptors' calls aside */
+        if (!isnan(bsc)) ASSERT(bsc == 1024);     /* one madvise per stack */
+#endif
+    }
+    const char *table[] = { "bench", "--quick", "--rounds", "1", "--ops-factor", OPS,
+                            "--no-syscalls", "--only", "trim.warm", NULL };
+    st = cli_run(table, out, sizeof out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) TST_FAIL("bench failed:\n%.4000s", out);
+    ASSERT(cli_line(out, "trim, 1,024 warm stacks "));
+    ASSERT_STR_CONTAINS(out, "madvise x1024, top page each");
+    ASSERT_STR_NOT_CONTAINS(out, "trim, nothing warm");
 }
 
 /* The library reads VMSTACK_* variables, so a run with, say, VMSTACK_PAINT=1 exported
