@@ -14,5 +14,5 @@ vms_test(cache_nokey LABELS unit cross)
 vms_test(trim LABELS unit memcheck cross)
 vms_test(trim LABELS unit VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
 # Restricted environments: system calls refused by a seccomp filter, low limits.
-vms_test(restricted LABELS unit death cross GUARDS)
-vms_test(restricted LABELS unit death cross GUARDS VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)
+vms_test(restricted LABELS unit death cross)
+vms_test(restricted LABELS unit death cross VARIANT mprotect ENV VMSTACK_GUARD_METHOD=mprotect)

@@ -372,12 +372,9 @@ TEST(child_takes_back_stacks_other_threads_cached)
  * mlock is not allowed or mincore sees no resident page (qemu-user). */
 static size_t resident_pages(const void *p, size_t len)
 {
-    size_t page = vms__os_page_size(), n = len / page, r = 0;
-    unsigned char *vec = malloc(n);
-    if (!vec || mincore((void *)p, len, vec) != 0) _exit(20);
-    for (size_t i = 0; i < n; i++) r += vec[i] & 1;
-    free(vec);
-    return r;
+    long r = tst_resident_pages(p, len);
+    if (r < 0) _exit(20);
+    return (size_t)r;
 }
 
 static void refused_takeover_child(void *arg)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -202,6 +203,24 @@ static inline int tst_mlock(const void *p, size_t len)
 static inline int tst_munlock(const void *p, size_t len)
 {
     return (int)syscall(SYS_munlock, p, len);
+}
+
+/* The pages of [p, p + len) that mincore(2) says are resident (p page-aligned), or -1
+ * with errno where it fails: the caller decides what that means (qemu-user's mincore
+ * refuses ranges with a page the guest cannot read, PROT_NONE included). In pieces of
+ * 256 pages through a buffer on the stack: no allocation, so a forked child of a
+ * threaded parent may call it. */
+static inline long tst_resident_pages(const void *p, size_t len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char vec[256];
+    long r = 0;
+    for (size_t off = 0; off < len; off += sizeof vec * page) {
+        size_t n = len - off < sizeof vec * page ? len - off : sizeof vec * page;
+        if (mincore((char *)p + off, n, vec) != 0) return -1;
+        for (size_t i = 0; i < (n + page - 1) / page; i++) r += vec[i] & 1;
+    }
+    return r;
 }
 
 /* Leaves the process no file descriptor to open (RLIMIT_NOFILE lowered to the lowest
