@@ -955,9 +955,10 @@ static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *
     return TASK_SWITCH_TO(t);
 }
 
-/* A fiber handle must be aligned before its record is read at all (a stack handle, say,
- * is not: stack.c); such a pointer is reported as the foreign pointer it is. */
-static _Noreturn __attribute__((noinline)) void fiber_misaligned(const void *f, const char *call)
+/* A fiber handle must be aligned, and in a stack (FIBER_CHECK_PLACE), before its record
+ * is read at all (a stack handle, say, is not aligned: stack.c); such a pointer is
+ * reported as the foreign pointer it is. */
+static _Noreturn __attribute__((noinline)) void fiber_foreign(const void *f, const char *call)
 {
     vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
                "pointer)", call, f);
@@ -966,7 +967,23 @@ static _Noreturn __attribute__((noinline)) void fiber_misaligned(const void *f, 
 #define FIBER_CHECK_ALIGNED(f, call)                                                   \
     do {                                                                               \
         if (VMS_UNLIKELY((uintptr_t)(f) & (_Alignof(struct vms_fiber) - 1)))           \
-            fiber_misaligned((const void *)(f), call);                                 \
+            fiber_foreign((const void *)(f), call);                                    \
+    } while (0)
+
+/* A fiber's record is always in a stack slot's usable bytes (the top of its stack),
+ * which stay mapped and readable for good, freed or not: anything else is no fiber, and
+ * is reported as such before a byte of it is read. Read first, a pointer to unmapped
+ * memory ((vms_fiber *)4096, a stale pointer into a library since unloaded) died by an
+ * unreported SIGSEGV, and one into a guard or a slot not yet opened by a "wild guard
+ * access" report. The lookup is the fault handler's (O(1), lock-free, async-signal-
+ * safe). vms_fiber_resume does not make it, for the switch's cost (docs/api.md). The
+ * record's canary is its lowest word, at an aligned place in the stack: readable. */
+#define FIBER_CHECK_PLACE(f, call)                                                     \
+    do {                                                                               \
+        struct vms__where fiber_w_;                                                    \
+        if (VMS_UNLIKELY(vms__arena_where((const void *)(f), &fiber_w_) !=             \
+                         VMS__WHERE_STACK))                                            \
+            fiber_foreign((const void *)(f), call);                                    \
     } while (0)
 
 int vms_fiber_resume(vms_fiber *f)
@@ -1029,6 +1046,7 @@ int vms_fiber_state(const vms_fiber *f)
 {
     if (!f) return -EINVAL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_state");
+    FIBER_CHECK_PLACE(f, "vms_fiber_state");
     task_check_record(&f->task, "vms_fiber_state");
     return atomic_load_explicit(&f->task.state, memory_order_acquire);
 }
@@ -1037,6 +1055,7 @@ const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
 {
     if (!f) return NULL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_oops");
+    FIBER_CHECK_PLACE(f, "vms_fiber_oops");
     task_check_record(&f->task, "vms_fiber_oops");
     if (atomic_load_explicit(&f->task.state, memory_order_acquire) != VMS_KILLED) return NULL;
     return &f->task.oops;
@@ -1049,6 +1068,7 @@ const vms_stack *vms_fiber_stack(const vms_fiber *f)
         return NULL;
     }
     FIBER_CHECK_ALIGNED(f, "vms_fiber_stack");
+    FIBER_CHECK_PLACE(f, "vms_fiber_stack");
     task_check_record(&f->task, "vms_fiber_stack");
     return vms__stack_handle(f->task.stack);
 }
@@ -1057,6 +1077,7 @@ void vms_fiber_destroy(vms_fiber *f)
 {
     if (!f) return;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_destroy");
+    FIBER_CHECK_PLACE(f, "vms_fiber_destroy");
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_acquire) == VMS_RUNNING) {

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -1798,4 +1799,74 @@ TEST(resume_of_a_raw_stack_place_is_not_a_fiber)
                              "a fiber destroyed already whose stack was handed out again, or a "
                              "pointer that never was a fiber\n");
     ASSERT_STR_NOT_CONTAINS(out, "resumed:");
+}
+
+/* Pointers where no fiber's record can be, not even readable memory: never mapped
+ * (4096, below mmap_min_addr), a PROT_NONE mapping, the guard below a raw stack. The
+ * getters and vms_fiber_destroy look the place up before reading a byte of it, and
+ * report it as a foreign pointer; they died by an unreported SIGSEGV (or, in a guard, a
+ * "wild guard access" report and SIGSEGV). vms_fiber_resume does not look it up (the
+ * switch's cost, docs/api.md). */
+enum { UNREADABLE_LOW, UNREADABLE_PROT_NONE, UNREADABLE_GUARD, UNREADABLE_KINDS };
+static const char *const unreadable_calls[] = { "vms_fiber_destroy", "vms_fiber_state",
+                                                "vms_fiber_oops", "vms_fiber_stack" };
+struct unreadable { int kind, call; };
+
+static void unreadable_child(void *arg)
+{
+    const struct unreadable *u = arg;
+    vms_fiber *f = NULL;
+    switch (u->kind) {
+    case UNREADABLE_LOW:
+        f = (vms_fiber *)(uintptr_t)4096;
+        break;
+    case UNREADABLE_PROT_NONE: {
+        void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) exit(10);
+        f = p;
+        break;
+    }
+    case UNREADABLE_GUARD: {
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) exit(11);
+        f = (vms_fiber *)(void *)((char *)vms_stack_base(s) - 1024);
+        break;
+    }
+    }
+    printf("pointer %p\n", (void *)f);
+    fflush(stdout);
+    switch (u->call) {
+    case 0: vms_fiber_destroy(f); break;
+    case 1: printf("returned: %d\n", vms_fiber_state(f)); break;
+    case 2: printf("returned: %p\n", (const void *)vms_fiber_oops(f)); break;
+    case 3: printf("returned: %p\n", (const void *)vms_fiber_stack(f)); break;
+    }
+    exit(12);
+}
+
+TEST(unreadable_pointers_are_not_fibers)
+{
+    for (int kind = 0; kind < UNREADABLE_KINDS; kind++) {
+#ifndef VMSTACK_VMAP
+        if (kind == UNREADABLE_GUARD) continue;   /* the direct backend has no guards */
+#endif
+        for (int call = 0; call < 4; call++) {
+            struct unreadable u = { kind, call };
+            char out[4096];
+            int st = tst_fork(unreadable_child, &u, out, sizeof out);
+            if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+                TST_FAIL("kind %d, %s: want SIGABRT, got %s %d; output:\n%s", kind,
+                         unreadable_calls[call], WIFEXITED(st) ? "exit" : "signal",
+                         WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+            char want[160];
+            const char *p = strstr(out, "pointer 0x");
+            ASSERT_NOT_NULL(p);
+            snprintf(want, sizeof want, "vmstack: error: %s: %.*s is not a fiber that "
+                     "vmstack created", unreadable_calls[call],
+                     (int)strcspn(p + 8, "\n"), p + 8);
+            ASSERT_STR_CONTAINS(out, want);
+            ASSERT_STR_NOT_CONTAINS(out, "returned:");
+            ASSERT_STR_NOT_CONTAINS(out, "wild guard access");
+        }
+    }
 }
