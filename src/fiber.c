@@ -176,18 +176,37 @@ static inline bool task_record_ok(const struct vms__task *t)
                                                             memory_order_relaxed));
 }
 
+/* A sound record that is a vms thread's, not a fiber's: a kept handle of a fiber
+ * destroyed since, whose stack went to a vms thread with its record at the same place
+ * (every fourth task on a stack, docs/api.md), or a pointer that never was a fiber. The
+ * fiber calls took it for a fiber: vms_fiber_destroy freed the stack of a thread that
+ * had ended (its reap then said "double free" in vms_stack_free, or freed the stack's
+ * next owner), and a resume of one not yet started ran its body here. */
+static _Noreturn __attribute__((noinline)) void task_not_a_fiber(const struct vms__task *t,
+                                                                 const char *call)
+{
+    vms__fatal("%s: %p is not a fiber: it is the record of a vms thread, on the stack "
+               "[%p-%p); a fiber destroyed already whose stack a thread has now, or a "
+               "pointer that never was a fiber", call, (const void *)t,
+               (void *)t->stack->base, (void *)vms__stack_top_of(t->stack));
+}
+
 /* A resume of a fiber in a state that cannot be resumed: -EINVAL if it is a fiber, and
  * the report of task_record_corrupted if the pointer is none (the state word of a
- * destroyed fiber's record is whatever its stack holds now). */
+ * destroyed fiber's record is whatever its stack holds now) or task_not_a_fiber for a
+ * thread's record (RUNNING, DONE). */
 static VMS_OPAQUE int resume_bad_state(const struct vms__task *t)
 {
     if (!task_record_ok(t)) task_record_corrupted(t, "vms_fiber_resume");
+    if (t->kind != VMS__TASK_FIBER) task_not_a_fiber(t, "vms_fiber_resume");
     return -EINVAL;
 }
 
+/* The fiber calls' check of a record: sound, and a fiber's. */
 static inline void task_check_record(const struct vms__task *t, const char *call)
 {
     if (VMS_UNLIKELY(!task_record_ok(t))) task_record_corrupted(t, call);
+    if (VMS_UNLIKELY(t->kind != VMS__TASK_FIBER)) task_not_a_fiber(t, call);
 }
 
 /* The top of a task's stack, from the top down: an outermost frame record (two zero
@@ -928,6 +947,9 @@ static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *
                                                             struct vms__task *t,
                                                             unsigned long home)
 {
+    /* A thread's record READY to start (its home not set yet) comes here, never to the
+     * usual path: it would run the thread's body as a fiber. */
+    if (VMS_UNLIKELY(t->kind != VMS__TASK_FIBER)) task_not_a_fiber(t, "vms_fiber_resume");
     if (home == HOME_NONE) {
         if (!th->guard_ready) {
             /* Without an alternate signal stack an overflow could not be handled and
