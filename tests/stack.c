@@ -1076,6 +1076,56 @@ TEST(free_of_a_fiber_stack_aborts)
     }
 }
 
+/* A vms thread's stack (vms_stack_self names it in the body) goes back when the thread
+ * has ended: freed by the program, from the body itself or from another thread while
+ * the body runs, it is reported as a task's stack. */
+static sem_t thread_free_started, thread_free_release;
+static const vms_stack *_Atomic thread_free_stack;
+
+static void *thread_free_body(void *arg)
+{
+    atomic_store(&thread_free_stack, vms_stack_self());
+    if (arg) {
+        vms_stack_free((vms_stack *)vms_stack_self());
+        printf("freed its own stack\n");
+        fflush(stdout);
+        return NULL;
+    }
+    sem_post(&thread_free_started);
+    while (sem_wait(&thread_free_release) != 0) {}
+    return NULL;
+}
+
+static void thread_stack_free_child(void *arg)
+{
+    pthread_t t;
+    sem_init(&thread_free_started, 0, 0);
+    sem_init(&thread_free_release, 0, 0);
+    if (vms_thread_create(&t, NULL, thread_free_body, arg) != 0) exit(10);
+    if (!arg) {
+        while (sem_wait(&thread_free_started) != 0) {}
+        vms_stack_free((vms_stack *)atomic_load(&thread_free_stack));
+        printf("freed a running thread's stack\n");
+        fflush(stdout);
+        sem_post(&thread_free_release);
+    }
+    pthread_join(t, NULL);
+    exit(0);
+}
+
+TEST(free_of_a_threads_stack_aborts)
+{
+    char out[4096];
+    for (int own = 0; own < 2; own++) {
+        int st = tst_fork(thread_stack_free_child, own ? &own : NULL, out, sizeof out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
+        ASSERT_STR_CONTAINS(out, "belongs to a fiber or thread; vms_fiber_destroy frees a "
+                                 "fiber's stack, the thread's end a vms thread's\n");
+        ASSERT_STR_NOT_CONTAINS(out, "freed");
+    }
+}
+
 /* vms_stack_self in a signal handler on the alternate signal stack vmstack gave the
  * thread names that stack (docs/api.md): it is vmstack's, installed with sigaltstack
  * while the thread lives. Freed by the program, it went to the pool of alternate stacks
