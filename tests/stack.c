@@ -902,6 +902,11 @@ TEST(sizes)
     vms_stack_free(s);
 }
 
+static void body_never_runs(void *arg)
+{
+    (void)arg;
+}
+
 TEST(null_and_foreign_getters)
 {
     vms_stack_free(NULL);
@@ -920,6 +925,23 @@ TEST(null_and_foreign_getters)
     char junk[64];
     ASSERT_NULL(vms_stack_base((vms_stack *)junk));
     ASSERT_EQ(vms_stack_size((vms_stack *)junk), 0);
+    /* Nothing is read at the pointer: never mapped, the top of the address space, a
+     * fiber's handle (in its stack, not a slot record). */
+    errno = 0;
+    ASSERT_NULL(vms_stack_top((vms_stack *)(uintptr_t)1));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_EQ(vms_stack_size((vms_stack *)UINTPTR_MAX), 0);
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber *f = vms_fiber_create(body_never_runs, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    errno = 0;
+    ASSERT_NULL(vms_stack_base((vms_stack *)(void *)f));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_EQ(vms_stack_max_used((vms_stack *)(void *)f), 0);
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber_destroy(f);
     vms_stack *s = vms_stack_alloc(0);
     vms_stack_free(s);
     errno = 0;
@@ -1039,6 +1061,13 @@ TEST(foreign_pointer_aborts)
     ASSERT_SIGNALED(st, SIGABRT);
     ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
     free(heap);
+    /* Never read: never mapped, and the top of the address space. */
+    void *const unmapped[] = { (void *)(uintptr_t)1, (void *)(uintptr_t)-64 };
+    for (size_t i = 0; i < sizeof unmapped / sizeof unmapped[0]; i++) {
+        st = tst_fork(foreign_child, unmapped[i], out, sizeof out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    }
 }
 
 /* A fiber's stack (vms_fiber_stack hands it out, const) goes back with the fiber: freed
