@@ -176,18 +176,37 @@ static inline bool task_record_ok(const struct vms__task *t)
                                                             memory_order_relaxed));
 }
 
+/* A sound record that is a vms thread's, not a fiber's: a kept handle of a fiber
+ * destroyed since, whose stack went to a vms thread with its record at the same place
+ * (every fourth task on a stack, docs/api.md), or a pointer that never was a fiber. The
+ * fiber calls took it for a fiber: vms_fiber_destroy freed the stack of a thread that
+ * had ended (its reap then said "double free" in vms_stack_free, or freed the stack's
+ * next owner), and a resume of one not yet started ran its body here. */
+static _Noreturn __attribute__((noinline)) void task_not_a_fiber(const struct vms__task *t,
+                                                                 const char *call)
+{
+    vms__fatal("%s: %p is not a fiber: it is the record of a vms thread, on the stack "
+               "[%p-%p); a fiber destroyed already whose stack a thread has now, or a "
+               "pointer that never was a fiber", call, (const void *)t,
+               (void *)t->stack->base, (void *)vms__stack_top_of(t->stack));
+}
+
 /* A resume of a fiber in a state that cannot be resumed: -EINVAL if it is a fiber, and
  * the report of task_record_corrupted if the pointer is none (the state word of a
- * destroyed fiber's record is whatever its stack holds now). */
+ * destroyed fiber's record is whatever its stack holds now) or task_not_a_fiber for a
+ * thread's record (RUNNING, DONE). */
 static VMS_OPAQUE int resume_bad_state(const struct vms__task *t)
 {
     if (!task_record_ok(t)) task_record_corrupted(t, "vms_fiber_resume");
+    if (t->kind != VMS__TASK_FIBER) task_not_a_fiber(t, "vms_fiber_resume");
     return -EINVAL;
 }
 
+/* The fiber calls' check of a record: sound, and a fiber's. */
 static inline void task_check_record(const struct vms__task *t, const char *call)
 {
     if (VMS_UNLIKELY(!task_record_ok(t))) task_record_corrupted(t, call);
+    if (VMS_UNLIKELY(t->kind != VMS__TASK_FIBER)) task_not_a_fiber(t, call);
 }
 
 /* The top of a task's stack, from the top down: an outermost frame record (two zero
@@ -928,6 +947,9 @@ static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *
                                                             struct vms__task *t,
                                                             unsigned long home)
 {
+    /* A thread's record READY to start (its home not set yet) comes here, never to the
+     * usual path: it would run the thread's body as a fiber. */
+    if (VMS_UNLIKELY(t->kind != VMS__TASK_FIBER)) task_not_a_fiber(t, "vms_fiber_resume");
     if (home == HOME_NONE) {
         if (!th->guard_ready) {
             /* Without an alternate signal stack an overflow could not be handled and
@@ -955,9 +977,10 @@ static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *
     return TASK_SWITCH_TO(t);
 }
 
-/* A fiber handle must be aligned before its record is read at all (a stack handle, say,
- * is not: stack.c); such a pointer is reported as the foreign pointer it is. */
-static _Noreturn __attribute__((noinline)) void fiber_misaligned(const void *f, const char *call)
+/* A fiber handle must be aligned, and in a stack (FIBER_CHECK_PLACE), before its record
+ * is read at all (a stack handle, say, is not aligned: stack.c); such a pointer is
+ * reported as the foreign pointer it is. */
+static _Noreturn __attribute__((noinline)) void fiber_foreign(const void *f, const char *call)
 {
     vms__fatal("%s: %p is not a fiber that vmstack created (a foreign or corrupted "
                "pointer)", call, f);
@@ -966,7 +989,23 @@ static _Noreturn __attribute__((noinline)) void fiber_misaligned(const void *f, 
 #define FIBER_CHECK_ALIGNED(f, call)                                                   \
     do {                                                                               \
         if (VMS_UNLIKELY((uintptr_t)(f) & (_Alignof(struct vms_fiber) - 1)))           \
-            fiber_misaligned((const void *)(f), call);                                 \
+            fiber_foreign((const void *)(f), call);                                    \
+    } while (0)
+
+/* A fiber's record is always in a stack slot's usable bytes (the top of its stack),
+ * which stay mapped and readable for good, freed or not: anything else is no fiber, and
+ * is reported as such before a byte of it is read. Read first, a pointer to unmapped
+ * memory ((vms_fiber *)4096, a stale pointer into a library since unloaded) died by an
+ * unreported SIGSEGV, and one into a guard or a slot not yet opened by a "wild guard
+ * access" report. The lookup is the fault handler's (O(1), lock-free, async-signal-
+ * safe). vms_fiber_resume does not make it, for the switch's cost (docs/api.md). The
+ * record's canary is its lowest word, at an aligned place in the stack: readable. */
+#define FIBER_CHECK_PLACE(f, call)                                                     \
+    do {                                                                               \
+        struct vms__where fiber_w_;                                                    \
+        if (VMS_UNLIKELY(vms__arena_where((const void *)(f), &fiber_w_) !=             \
+                         VMS__WHERE_STACK))                                            \
+            fiber_foreign((const void *)(f), call);                                    \
     } while (0)
 
 int vms_fiber_resume(vms_fiber *f)
@@ -1029,6 +1068,7 @@ int vms_fiber_state(const vms_fiber *f)
 {
     if (!f) return -EINVAL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_state");
+    FIBER_CHECK_PLACE(f, "vms_fiber_state");
     task_check_record(&f->task, "vms_fiber_state");
     return atomic_load_explicit(&f->task.state, memory_order_acquire);
 }
@@ -1037,6 +1077,7 @@ const struct vms_oops *vms_fiber_oops(const vms_fiber *f)
 {
     if (!f) return NULL;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_oops");
+    FIBER_CHECK_PLACE(f, "vms_fiber_oops");
     task_check_record(&f->task, "vms_fiber_oops");
     if (atomic_load_explicit(&f->task.state, memory_order_acquire) != VMS_KILLED) return NULL;
     return &f->task.oops;
@@ -1049,6 +1090,7 @@ const vms_stack *vms_fiber_stack(const vms_fiber *f)
         return NULL;
     }
     FIBER_CHECK_ALIGNED(f, "vms_fiber_stack");
+    FIBER_CHECK_PLACE(f, "vms_fiber_stack");
     task_check_record(&f->task, "vms_fiber_stack");
     return vms__stack_handle(f->task.stack);
 }
@@ -1057,6 +1099,7 @@ void vms_fiber_destroy(vms_fiber *f)
 {
     if (!f) return;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_destroy");
+    FIBER_CHECK_PLACE(f, "vms_fiber_destroy");
     struct vms__task *t = &f->task;
     task_check_record(t, "vms_fiber_destroy");
     if (atomic_load_explicit(&t->state, memory_order_acquire) == VMS_RUNNING) {

@@ -602,8 +602,8 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
      * record and, while it runs, its frames: it goes back with the task. */
     if (VMS_UNLIKELY(atomic_load_explicit(&rec->owner, memory_order_relaxed)))
         vms__fatal("vms_stack_free: stack %p [%p-%p) belongs to a fiber or thread; "
-                   "vms_fiber_destroy frees a fiber's stack", st, (void *)rec->base,
-                   (void *)(rec->base + rec->size));
+                   "vms_fiber_destroy frees a fiber's stack, the thread's end a vms "
+                   "thread's", st, (void *)rec->base, (void *)(rec->base + rec->size));
     if (raw) {
         /* A thread's alternate signal stack (vms_stack_self names it in a signal handler
          * running there) stays installed while the thread lives: freed, it would go to the

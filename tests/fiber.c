@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -1798,4 +1799,159 @@ TEST(resume_of_a_raw_stack_place_is_not_a_fiber)
                              "a fiber destroyed already whose stack was handed out again, or a "
                              "pointer that never was a fiber\n");
     ASSERT_STR_NOT_CONTAINS(out, "resumed:");
+}
+
+/* Pointers where no fiber's record can be, not even readable memory: never mapped
+ * (4096, below mmap_min_addr), a PROT_NONE mapping, the guard below a raw stack. The
+ * getters and vms_fiber_destroy look the place up before reading a byte of it, and
+ * report it as a foreign pointer; they died by an unreported SIGSEGV (or, in a guard, a
+ * "wild guard access" report and SIGSEGV). vms_fiber_resume does not look it up (the
+ * switch's cost, docs/api.md). */
+enum { UNREADABLE_LOW, UNREADABLE_PROT_NONE, UNREADABLE_GUARD, UNREADABLE_KINDS };
+static const char *const unreadable_calls[] = { "vms_fiber_destroy", "vms_fiber_state",
+                                                "vms_fiber_oops", "vms_fiber_stack" };
+struct unreadable { int kind, call; };
+
+static void unreadable_child(void *arg)
+{
+    const struct unreadable *u = arg;
+    vms_fiber *f = NULL;
+    switch (u->kind) {
+    case UNREADABLE_LOW:
+        f = (vms_fiber *)(uintptr_t)4096;
+        break;
+    case UNREADABLE_PROT_NONE: {
+        void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) exit(10);
+        f = p;
+        break;
+    }
+    case UNREADABLE_GUARD: {
+        vms_stack *s = vms_stack_alloc(0);
+        if (!s) exit(11);
+        f = (vms_fiber *)(void *)((char *)vms_stack_base(s) - 1024);
+        break;
+    }
+    }
+    printf("pointer %p\n", (void *)f);
+    fflush(stdout);
+    switch (u->call) {
+    case 0: vms_fiber_destroy(f); break;
+    case 1: printf("returned: %d\n", vms_fiber_state(f)); break;
+    case 2: printf("returned: %p\n", (const void *)vms_fiber_oops(f)); break;
+    case 3: printf("returned: %p\n", (const void *)vms_fiber_stack(f)); break;
+    }
+    exit(12);
+}
+
+TEST(unreadable_pointers_are_not_fibers)
+{
+    for (int kind = 0; kind < UNREADABLE_KINDS; kind++) {
+#ifndef VMSTACK_VMAP
+        if (kind == UNREADABLE_GUARD) continue;   /* the direct backend has no guards */
+#endif
+        for (int call = 0; call < 4; call++) {
+            struct unreadable u = { kind, call };
+            char out[4096];
+            int st = tst_fork(unreadable_child, &u, out, sizeof out);
+            if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+                TST_FAIL("kind %d, %s: want SIGABRT, got %s %d; output:\n%s", kind,
+                         unreadable_calls[call], WIFEXITED(st) ? "exit" : "signal",
+                         WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+            char want[160];
+            const char *p = strstr(out, "pointer 0x");
+            ASSERT_NOT_NULL(p);
+            snprintf(want, sizeof want, "vmstack: error: %s: %.*s is not a fiber that "
+                     "vmstack created", unreadable_calls[call],
+                     (int)strcspn(p + 8, "\n"), p + 8);
+            ASSERT_STR_CONTAINS(out, want);
+            ASSERT_STR_NOT_CONTAINS(out, "returned:");
+            ASSERT_STR_NOT_CONTAINS(out, "wild guard access");
+        }
+    }
+}
+
+/* A vms thread's record is no fiber: a kept handle of a fiber destroyed since, whose
+ * stack a vms thread has now with its record at the same place (every fourth task on a
+ * stack), or a pointer that never was a fiber. The fiber calls took it for a fiber:
+ * vms_fiber_state gave the thread's state, vms_fiber_destroy of a running thread said
+ * "fiber N is running on another thread" and of an ended one freed its stack (the reap
+ * then said "double free" in vms_stack_free), and a resume of one not yet started ran
+ * its body as a fiber. */
+enum { THREC_STATE_RUNNING, THREC_DESTROY_RUNNING, THREC_DESTROY_DONE, THREC_RESUME_DONE,
+       THREC_STACK_DONE, THREC_RESUME_READY, THREC_CASES };
+static const char *const threc_calls[] = { "vms_fiber_state", "vms_fiber_destroy",
+                                           "vms_fiber_destroy", "vms_fiber_resume",
+                                           "vms_fiber_stack", "vms_fiber_resume" };
+static void *_Atomic threc_rec;
+static sem_t threc_started, threc_release;
+
+static void *threc_body(void *arg)
+{
+    (void)arg;
+    atomic_store(&threc_rec, atomic_load(&vms__stack_record(vms_stack_self())->owner));
+    sem_post(&threc_started);
+    while (sem_wait(&threc_release) != 0) {}
+    return NULL;
+}
+
+static void *threc_never(void *arg)
+{
+    (void)arg;
+    printf("the thread's body ran as a fiber\n");
+    fflush(stdout);
+    return NULL;
+}
+
+static void threc_child(void *arg)
+{
+    int what = (int)(intptr_t)arg;
+    vms_fiber *f;
+    pthread_t t;
+    if (what == THREC_RESUME_READY) {
+        f = (vms_fiber *)vms__task_thread_new(threc_never, NULL, 0);   /* never started */
+        if (!f) exit(10);
+    } else {
+        sem_init(&threc_started, 0, 0);
+        sem_init(&threc_release, 0, 0);
+        if (vms_thread_create(&t, NULL, threc_body, NULL) != 0) exit(11);
+        while (sem_wait(&threc_started) != 0) {}
+        f = atomic_load(&threc_rec);
+        if (what >= THREC_DESTROY_DONE) {
+            sem_post(&threc_release);
+            if (pthread_join(t, NULL) != 0) exit(12);
+        }
+    }
+    printf("record %p\n", (void *)f);
+    fflush(stdout);
+    switch (what) {
+    case THREC_STATE_RUNNING: printf("returned: %d\n", vms_fiber_state(f)); break;
+    case THREC_DESTROY_RUNNING:
+    case THREC_DESTROY_DONE: vms_fiber_destroy(f); printf("returned\n"); break;
+    case THREC_RESUME_DONE:
+    case THREC_RESUME_READY: printf("returned: %d\n", vms_fiber_resume(f)); break;
+    case THREC_STACK_DONE: printf("returned: %p\n", (const void *)vms_fiber_stack(f)); break;
+    }
+    exit(13);
+}
+
+TEST(a_threads_record_is_not_a_fiber)
+{
+    for (int what = 0; what < THREC_CASES; what++) {
+        char out[4096];
+        int st = tst_fork(threc_child, (void *)(intptr_t)what, out, sizeof out);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT)
+            TST_FAIL("case %d, %s: want SIGABRT, got %s %d; output:\n%s", what,
+                     threc_calls[what], WIFEXITED(st) ? "exit" : "signal",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+        const char *p = strstr(out, "record 0x");
+        ASSERT_NOT_NULL(p);
+        char want[200];
+        snprintf(want, sizeof want, "vmstack: error: %s: %.*s is not a fiber: it is the record "
+                 "of a vms thread, on the stack [0x", threc_calls[what],
+                 (int)strcspn(p + 7, "\n"), p + 7);
+        ASSERT_STR_CONTAINS(out, want);
+        ASSERT_STR_NOT_CONTAINS(out, "returned");
+        ASSERT_STR_NOT_CONTAINS(out, "ran as a fiber");
+    }
 }

@@ -256,6 +256,11 @@ static void hook_then_init_hook(const vms_oops *o, void *ctx)
     (void)ctx;
 }
 
+static void *hook_then_init_thread(void *arg)
+{
+    return arg;
+}
+
 static void init_after_hook_child(void *arg)
 {
     (void)arg;
@@ -267,6 +272,21 @@ static void init_after_hook_child(void *arg)
     (void)vms_fiber_resume(NULL);
     (void)vms_get_stats(NULL);
     (void)vms_stack_usage(NULL, 1);
+    /* The other calls refused for a NULL argument, and the getters (a lookup). */
+    (void)vms_fiber_create(NULL, NULL, NULL);
+    pthread_t t;
+    (void)vms_thread_create(NULL, NULL, hook_then_init_thread, NULL);
+    (void)vms_thread_create(&t, NULL, NULL, NULL);
+    (void)vms_fiber_state(NULL);
+    (void)vms_fiber_oops(NULL);
+    (void)vms_fiber_stack(NULL);
+    (void)vms_stack_base(NULL);
+    (void)vms_stack_top(NULL);
+    (void)vms_stack_size(NULL);
+    (void)vms_stack_max_used(NULL);
+    (void)vms_stack_self();
+    (void)vms_handle_fault(SIGSEGV, NULL, NULL);
+    if (vms_trim() != 0) exit(3);   /* before first use: nothing to do (docs/api.md) */
     vms_config c = { .stack_size = 64 * 1024 };
     if (vms_init(&c) != 0) exit(1);
     vms_stack *s = vms_stack_alloc(0);

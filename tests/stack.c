@@ -901,6 +901,11 @@ TEST(sizes)
     vms_stack_free(s);
 }
 
+static void body_never_runs(void *arg)
+{
+    (void)arg;
+}
+
 TEST(null_and_foreign_getters)
 {
     vms_stack_free(NULL);
@@ -919,6 +924,23 @@ TEST(null_and_foreign_getters)
     char junk[64];
     ASSERT_NULL(vms_stack_base((vms_stack *)junk));
     ASSERT_EQ(vms_stack_size((vms_stack *)junk), 0);
+    /* Nothing is read at the pointer: never mapped, the top of the address space, a
+     * fiber's handle (in its stack, not a slot record). */
+    errno = 0;
+    ASSERT_NULL(vms_stack_top((vms_stack *)(uintptr_t)1));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_EQ(vms_stack_size((vms_stack *)UINTPTR_MAX), 0);
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber *f = vms_fiber_create(body_never_runs, NULL, NULL);
+    ASSERT_NOT_NULL(f);
+    errno = 0;
+    ASSERT_NULL(vms_stack_base((vms_stack *)(void *)f));
+    ASSERT_EQ(errno, EINVAL);
+    errno = 0;
+    ASSERT_EQ(vms_stack_max_used((vms_stack *)(void *)f), 0);
+    ASSERT_EQ(errno, EINVAL);
+    vms_fiber_destroy(f);
     vms_stack *s = vms_stack_alloc(0);
     vms_stack_free(s);
     errno = 0;
@@ -1038,6 +1060,13 @@ TEST(foreign_pointer_aborts)
     ASSERT_SIGNALED(st, SIGABRT);
     ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
     free(heap);
+    /* Never read: never mapped, and the top of the address space. */
+    void *const unmapped[] = { (void *)(uintptr_t)1, (void *)(uintptr_t)-64 };
+    for (size_t i = 0; i < sizeof unmapped / sizeof unmapped[0]; i++) {
+        st = tst_fork(foreign_child, unmapped[i], out, sizeof out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    }
 }
 
 /* A fiber's stack (vms_fiber_stack hands it out, const) goes back with the fiber: freed
@@ -1071,6 +1100,56 @@ TEST(free_of_a_fiber_stack_aborts)
         ASSERT_SIGNALED(st, SIGABRT);
         ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
         ASSERT_STR_CONTAINS(out, "belongs to a fiber or thread");
+        ASSERT_STR_NOT_CONTAINS(out, "freed");
+    }
+}
+
+/* A vms thread's stack (vms_stack_self names it in the body) goes back when the thread
+ * has ended: freed by the program, from the body itself or from another thread while
+ * the body runs, it is reported as a task's stack. */
+static sem_t thread_free_started, thread_free_release;
+static const vms_stack *_Atomic thread_free_stack;
+
+static void *thread_free_body(void *arg)
+{
+    atomic_store(&thread_free_stack, vms_stack_self());
+    if (arg) {
+        vms_stack_free((vms_stack *)vms_stack_self());
+        printf("freed its own stack\n");
+        fflush(stdout);
+        return NULL;
+    }
+    sem_post(&thread_free_started);
+    while (sem_wait(&thread_free_release) != 0) {}
+    return NULL;
+}
+
+static void thread_stack_free_child(void *arg)
+{
+    pthread_t t;
+    sem_init(&thread_free_started, 0, 0);
+    sem_init(&thread_free_release, 0, 0);
+    if (vms_thread_create(&t, NULL, thread_free_body, arg) != 0) exit(10);
+    if (!arg) {
+        while (sem_wait(&thread_free_started) != 0) {}
+        vms_stack_free((vms_stack *)atomic_load(&thread_free_stack));
+        printf("freed a running thread's stack\n");
+        fflush(stdout);
+        sem_post(&thread_free_release);
+    }
+    pthread_join(t, NULL);
+    exit(0);
+}
+
+TEST(free_of_a_threads_stack_aborts)
+{
+    char out[4096];
+    for (int own = 0; own < 2; own++) {
+        int st = tst_fork(thread_stack_free_child, own ? &own : NULL, out, sizeof out);
+        ASSERT_SIGNALED(st, SIGABRT);
+        ASSERT_STR_CONTAINS(out, "vmstack: error: vms_stack_free: stack ");
+        ASSERT_STR_CONTAINS(out, "belongs to a fiber or thread; vms_fiber_destroy frees a "
+                                 "fiber's stack, the thread's end a vms thread's\n");
         ASSERT_STR_NOT_CONTAINS(out, "freed");
     }
 }
