@@ -260,32 +260,13 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     return n ? head : NULL;
 }
 
-/* Drops iov[0..n) (n <= SCRUB_BATCH): one system call; should it fail, range by range,
- * so that a range the kernel refuses (an mlock'd stack's: EINVAL) keeps no other range
- * resident (the batch's call stops at the range it refuses; so did the retry, before,
- * and the caller then treated every range as refused). refused[i] says which the kernel
- * refused. Returns the first error, or 0. */
-static int discard_each(const struct iovec *iov, size_t n, bool *refused)
-{
-    memset(refused, 0, n * sizeof *refused);
-    if (vms__os_discard_many(iov, n) == 0) return 0;
-    int first = 0;
-    for (size_t i = 0; i < n; i++) {
-        int e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
-        if (!e) continue;
-        refused[i] = true;
-        if (!first) first = e;
-    }
-    return first;
-}
-
 size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed)
 {
     bool refused[SCRUB_BATCH];
     size_t nzeroed = 0;
     for (size_t done = 0; done < n; done += SCRUB_BATCH) {
         size_t k = n - done < SCRUB_BATCH ? n - done : SCRUB_BATCH;
-        if (discard_each(iov + done, k, refused) == 0) {
+        if (vms__os_discard_many(iov + done, k, refused) == 0) {
             if (zeroed) memset(zeroed + done, 0, k * sizeof *zeroed);
             continue;
         }
@@ -728,7 +709,7 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
         }
         if (k == SCRUB_BATCH || (i == n && k)) {
             bool refused[SCRUB_BATCH];
-            (void)discard_each(iov, k, refused);
+            (void)vms__os_discard_many(iov, k, refused);
             for (size_t j = 0; j < k; j++)
                 if (!refused[j]) trimmed[j]->warm = now_warm[j];
             k = 0;
@@ -793,7 +774,7 @@ void vms__cache_flush_thread(void)
 static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k, int *err)
 {
     bool refused[SCRUB_BATCH];
-    int e = discard_each(iov, k, refused);
+    int e = vms__os_discard_many(iov, k, refused);
     if (e && !*err) *err = e;
     size_t warm = 0;
     for (size_t j = 0; j < k; j++) {

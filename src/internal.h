@@ -170,9 +170,13 @@ VMS_HIDDEN int vms__os_discard(void *addr, size_t size);
 /* The same, for memory that is not vmstack's (a sanitizer's shadow): no fault injection,
  * not counted among vmstack's system calls. */
 VMS_HIDDEN int vms__os_discard_foreign(void *addr, size_t size);
-/* The same for n ranges in one system call where the kernel allows process_madvise on
- * its own process (Linux 6.13+); one madvise per range otherwise. */
-VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n);
+/* The same for n ranges (n <= 1024): one system call where the kernel allows
+ * process_madvise on its own process (Linux 6.13+), one madvise per range otherwise.
+ * A range the kernel refuses (an mlock'd one: EINVAL) does not stop the others: the call
+ * stops at it, it is tried alone once, and the ranges after it go in one call again, so
+ * no range dropped is asked again. refused[i] (when refused is not NULL) says which were
+ * refused; returns the first refusal's error, or 0. */
+VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n, bool *refused);
 /* 1 when addr cannot be read by the kernel (write(2) from it fails with EFAULT), 0 when
  * it can, negative errno when the probe itself failed. Signal-free. */
 VMS_HIDDEN int vms__os_probe_noaccess(const void *addr);
@@ -400,8 +404,9 @@ VMS_HIDDEN void vms__cache_flush(void);
  * (its scrubbing stays due when it is freed): for a stack that stays taken until its
  * thread has ended, a killed thread's. A failure is ignored: the scrubbing remains. */
 VMS_HIDDEN void vms__cache_drop_pages(struct vms_stack *st);
-/* Scrubs the ranges with one system call per 32; should one fail, range by range, and
- * zeroes by hand those the kernel refused (their pages stay resident: zeroed[i], when
+/* Scrubs the ranges with one system call per 32 (vms__os_discard_many: a refused range
+ * costs one call more, the others are not asked again), and zeroes by hand those the
+ * kernel refused (their pages stay resident: zeroed[i], when
  * zeroed is not NULL). Returns how many were zeroed by hand. */
 VMS_HIDDEN size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */

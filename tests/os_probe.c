@@ -205,7 +205,7 @@ static void *discard_racer(void *arg)
     memset(mem, 0x5a, len);
     struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
     pthread_barrier_wait(&race_start);
-    int e = vms__os_discard_many(iov, 2);
+    int e = vms__os_discard_many(iov, 2, NULL);
     if (e) return (void *)(intptr_t)e;
     for (size_t i = 0; i < len; i++)
         if (mem[i]) return (void *)(intptr_t)-1000;
@@ -272,7 +272,7 @@ static unsigned long dirty_and_discard(char *mem, size_t len)
     memset(mem, 0x5a, len);
     struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
     unsigned long before = vms__os_syscalls();
-    int e = vms__os_discard_many(iov, 2);
+    int e = vms__os_discard_many(iov, 2, NULL);
     unsigned long calls = vms__os_syscalls() - before;
     if (e) {
         printf("discard_many: %s\n", strerror(-e));
