@@ -481,6 +481,18 @@ static void scrub_batch(struct tcache *t)
     t->ndirty = 0;
 }
 
+/* Returns st, about to be handed out: a direct-backend slot whose heap block could not be
+ * discarded is zeroed whole now, at its first hand-out (resident from here on, which
+ * painting must not take for used: warm 2). */
+static inline struct vms_stack *hand_out(struct vms_stack *st)
+{
+    if (VMS_UNLIKELY(st->warm == VMS__WARM_UNZEROED)) {
+        memset(st->base, 0, st->size);
+        st->warm = 2;
+    }
+    return st;
+}
+
 /* New slots of cls, a few at once so that opening is amortized: the first is returned,
  * the others wait in the shared list, not in a thread's LIFO (the LIFO is for recycled
  * stacks with a warm top page, and a class used once, a thread's alternate signal stack
@@ -515,7 +527,7 @@ static struct vms_stack *get_without_cache(unsigned cls)
         return NULL;
     }
     atomic_fetch_add(&retired_gets, 1);
-    return st;
+    return hand_out(st);
 }
 
 struct vms_stack *vms__cache_get(unsigned cls)
@@ -529,7 +541,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
             t->clean[i] = t->clean[--t->nclean];
             t->clean[t->nclean] = NULL;   /* see struct tcache */
             bump(&t->gets);
-            return st;
+            return hand_out(st);
         }
     }
     /* The shared list: a few at once, so the lock is taken once per several allocs, but
@@ -558,7 +570,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
             return NULL;
         }
         bump(&t->gets);
-        return st;
+        return hand_out(st);
     }
     struct vms_stack *st = chain;
     chain = chain->next;
@@ -568,7 +580,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
         chain = next;
     }
     bump(&t->gets);
-    return st;
+    return hand_out(st);
 }
 
 bool vms__cache_put(struct vms_stack *st)

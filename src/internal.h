@@ -278,7 +278,9 @@ struct vms_stack {
                                      VMS_NO_SCRUB the top page (with the magic, the
                                      bottom one too) holds what the last owner left,
                                      and 3: freed straight to the LIFO, nothing
-                                     discarded since (VMS__WARM_AS_LEFT) */
+                                     discarded since (VMS__WARM_AS_LEFT); 4: never
+                                     handed out, holding what the heap left
+                                     (VMS__WARM_UNZEROED) */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
@@ -291,6 +293,12 @@ struct vms_stack {
 /* st->warm of a stack freed with VMS_NO_SCRUB straight into a thread's LIFO: every page
  * as its last owner left it (the debug layer's painting repaints what it used). */
 #define VMS__WARM_AS_LEFT 3
+/* st->warm of a direct-backend slot whose heap block could not be discarded: its bytes
+ * are what the heap left there (resident or not), and the cache zeroes it whole at its
+ * first hand-out (warm 2 from then on), so that a block's failed discard costs a memset
+ * of the stacks handed out, not of the whole block (up to 1 GiB, all made resident).
+ * Counted warm until then, like any stack that may hold resident pages. */
+#define VMS__WARM_UNZEROED 4
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
 _Static_assert(VMS__CLASSES <= 256, "a size class fits the slot record's byte");
 
@@ -321,7 +329,7 @@ struct vms__arena {
     uint32_t nslots;              /* slots that fit */
     _Atomic uint32_t opened;      /* slots opened so far (guards installed, read-write) */
     unsigned cls;
-    bool     zeroed;              /* direct backend: zeroed by hand, every page resident */
+    bool     unzeroed;            /* direct backend: not discarded (VMS__WARM_UNZEROED) */
     struct vms_stack *meta;       /* nslots records */
 };
 
@@ -361,7 +369,8 @@ static inline size_t vms__arena_class_size(unsigned cls)
 }
 /* Opens up to want new slots of class cls (guards first, then read-write) and returns
  * their records in out[] (state FREE, all pages zero, not resident; or, direct backend
- * when discarding failed, all resident and warm = 2). Returns how many,
+ * when discarding its heap block failed, warm = VMS__WARM_UNZEROED: the cache zeroes
+ * each at its first hand-out). Returns how many,
  * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
  * no lock; the arena layer serializes. */
 VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
