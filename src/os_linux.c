@@ -387,8 +387,10 @@ static bool pmadv_refused(int e)
 /* The first call's try, by the one thread that moved the state to PMADV_PROBING: the
  * cheap form first, then (before 6.14) a pidfd of our own. Decides, or returns the
  * state to PMADV_UNKNOWN after a failure that says nothing about the kernel (ENOMEM,
- * EMFILE for the pidfd): the next call tries again. Returns pmadv_call's result. */
-static long pmadv_probe(const struct iovec *iov, size_t n)
+ * EMFILE for the pidfd): the next call tries again. Returns pmadv_call's result, or the
+ * bytes of iov[0] when the probe dropped it alone; *err0 gets the error of iov[0] when
+ * the probe tried it alone and the kernel refused it. */
+static long pmadv_probe(const struct iovec *iov, size_t n, int *err0)
 {
     if (vms__os_under_valgrind()) {
         /* Valgrind 3.19 (Debian 12) fails process_madvise with ENOSYS after printing a
@@ -424,22 +426,38 @@ static long pmadv_probe(const struct iovec *iov, size_t n)
     } else if (pmadv_refused((int)e)) {
         state = PMADV_NO;
     }
+    if (e == -EINVAL) {
+        /* The kernel's "not this advice" (5.10 to 6.12), or the first range refused (an
+         * mlock'd one: the call stops there, and with nothing done returns its error).
+         * That range alone tells: refused too, nothing is decided (the next batch asks
+         * again; it was the process's first batch that chose range by range for good);
+         * dropped, the advice was refused. */
+        int e0 = vms__os_discard(iov[0].iov_base, iov[0].iov_len);
+        if (e0) {
+            *err0 = e0;
+            state = PMADV_UNKNOWN;
+        } else {
+            e = (long)iov[0].iov_len;
+        }
+    }
     atomic_store_explicit(&pmadv_state, state, memory_order_release);
     return e;
 }
 
 /* How many of iov[0..n) one process_madvise drops, from the first: all of them, those
  * before the range it stopped at, or 0 (it stopped at the first, failed, or is not to be
- * used: decided so, or another thread is deciding). */
-static size_t discard_batch(const struct iovec *iov, size_t n)
+ * used: decided so, or another thread is deciding). *err0: iov[0]'s error when the first
+ * call's probe tried it alone (0 otherwise). */
+static size_t discard_batch(const struct iovec *iov, size_t n, int *err0)
 {
+    *err0 = 0;
     if (n < 2) return 0;   /* one range: a madvise costs the same */
     if (injected(VMS__OP_MADV_DISCARD)) return 0;
     int state = atomic_load_explicit(&pmadv_state, memory_order_acquire);
     long r;
     if (VMS_UNLIKELY(state == PMADV_UNKNOWN) &&
         atomic_compare_exchange_strong(&pmadv_state, &state, PMADV_PROBING)) {
-        r = pmadv_probe(iov, n);
+        r = pmadv_probe(iov, n, err0);
     } else if (state == PMADV_SELF || state == PMADV_PIDFD) {
         int target = state == PMADV_SELF
                          ? VMS_PIDFD_SELF_PROCESS
@@ -465,9 +483,10 @@ int vms__os_discard_many(const struct iovec *iov, size_t n, bool *refused)
          * its error, and in case its failure was of the moment), and the rest in one
          * call again: no range is asked twice but the one a call stopped at. Range by
          * range where process_madvise is not used. */
-        i += discard_batch(iov + i, n - i);
+        int e;
+        i += discard_batch(iov + i, n - i, &e);
         if (i == n) break;
-        int e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
+        if (!e) e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
         if (!e) continue;
         if (refused) refused[i] = true;
         if (!first) first = e;

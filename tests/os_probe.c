@@ -395,6 +395,43 @@ TEST(process_madvise_through_a_pidfd_refused)
     ASSERT_STR_CONTAINS(out, "calls 3 then 2 pidfds 0\n");
 }
 
+/* The process's first batch starts with a range the kernel refuses (an mlock'd one):
+ * process_madvise does nothing and answers EINVAL, as kernels 5.10 to 6.12 answer for
+ * the advice. That range alone tells the two apart: refused too, nothing is decided,
+ * and the next batch of two is one call. Before, that first batch chose one madvise per
+ * range for the process's life. */
+static void first_range_locked_child(void *arg)
+{
+    (void)arg;
+    size_t page = vms__os_page_size();
+    char *mem = scratch(4 * page);
+    memset(mem, 0x5a, 2 * page);
+    if (tst_mlock(mem, page) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    struct iovec iov[2] = { { mem, page }, { mem + page, page } };
+    bool refused[2];
+    int e = vms__os_discard_many(iov, 2, refused);
+    size_t nonzero = 0;
+    for (size_t i = page; i < 2 * page; i++) nonzero += mem[i] != 0;
+    printf("first: %s, refused %d %d, %zu bytes not dropped\n", strerror(-e), refused[0],
+           refused[1], nonzero);
+    printf("then %lu call(s)\n", dirty_and_discard(mem + 2 * page, 2 * page));
+}
+
+TEST(a_refused_first_range_decides_nothing)
+{
+    need_pmadv();
+    char out[4096];
+    int st = tst_fork(first_range_locked_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "first: Invalid argument, refused 1 0, 0 bytes not dropped\n");
+    ASSERT_STR_CONTAINS(out, "then 1 call(s)\n");
+}
+
 /* A fork child must not discard through the parent's pidfd: that would drop the
  * parent's pages (kernels since 6.13 refuse MADV_DONTNEED on another process, so there
  * every discard would cost a failed call and then one madvise per range). It decides
