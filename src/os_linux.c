@@ -478,16 +478,26 @@ int vms__os_discard_many(const struct iovec *iov, size_t n, bool *refused)
     /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
     if (refused) memset(refused, 0, n * sizeof *refused);
     int first = 0;
+    unsigned missed = 0;   /* calls for the rest in a row that dropped no range */
     for (size_t i = 0; i < n; i++) {
         /* One call for the ranges from i on; then the range it stopped at, alone (for
          * its error, and in case its failure was of the moment), and the rest in one
-         * call again: no range is asked twice but the one a call stopped at. Range by
-         * range where process_madvise is not used. */
-        int e;
-        i += discard_batch(iov + i, n - i, &e);
-        if (i == n) break;
+         * call again: no range is asked twice but the one a call stopped at. After two
+         * such calls in a row stopped at their first range, refused alone too, range by
+         * range until one is dropped: where every range is refused (mlockall) a batch
+         * costs n + 2 calls, not 2n. Range by range where process_madvise is not used. */
+        int e = 0;
+        if (missed < 2) {
+            size_t done = discard_batch(iov + i, n - i, &e);
+            i += done;
+            if (i == n) break;
+            missed = done ? 0 : missed + 1;
+        }
         if (!e) e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
-        if (!e) continue;
+        if (!e) {
+            missed = 0;
+            continue;
+        }
         if (refused) refused[i] = true;
         if (!first) first = e;
     }

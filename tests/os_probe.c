@@ -432,6 +432,46 @@ TEST(a_refused_first_range_decides_nothing)
     ASSERT_STR_CONTAINS(out, "then 1 call(s)\n");
 }
 
+/* Every range of a batch refused (a process that locks all its memory: mlockall): each
+ * call for the rest stops at its first range. After two such, one call per range: 34
+ * calls for 32 ranges (the batch's, the first range's, one more for the rest, then one
+ * per range), not 63 (a call for the rest after each refused range). */
+enum { ALL_LOCKED = 32 };
+
+static void all_locked_child(void *arg)
+{
+    (void)arg;
+    size_t page = vms__os_page_size();
+    char *mem = scratch((ALL_LOCKED + 4) * page);
+    (void)dirty_and_discard(mem + ALL_LOCKED * page, 4 * page);   /* decided */
+    memset(mem, 0x5a, ALL_LOCKED * page);
+    if (tst_mlock(mem, ALL_LOCKED * page) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    struct iovec iov[ALL_LOCKED];
+    bool refused[ALL_LOCKED];
+    for (int i = 0; i < ALL_LOCKED; i++) iov[i] = (struct iovec){ mem + i * page, page };
+    unsigned long before = vms__os_syscalls();
+    int e = vms__os_discard_many(iov, ALL_LOCKED, refused);
+    unsigned long calls = vms__os_syscalls() - before;
+    int nrefused = 0;
+    for (int i = 0; i < ALL_LOCKED; i++) nrefused += refused[i];
+    printf("%s, %d of %d refused, %lu calls\n", strerror(-e), nrefused, ALL_LOCKED, calls);
+    if (calls > ALL_LOCKED + 2) exit(20);
+}
+
+TEST(every_range_refused_costs_one_call_per_range_after_two_misses)
+{
+    need_pmadv();
+    char out[4096];
+    int st = tst_fork(all_locked_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    fputs(out, stderr);
+    ASSERT_STR_CONTAINS(out, "Invalid argument, 32 of 32 refused, ");
+    ASSERT_EXITED(st, 0);
+}
+
 /* A fork child must not discard through the parent's pidfd: that would drop the
  * parent's pages (kernels since 6.13 refuse MADV_DONTNEED on another process, so there
  * every discard would cost a failed call and then one madvise per range). It decides
