@@ -260,32 +260,13 @@ static struct vms_stack *shared_take(unsigned cls, unsigned max, unsigned *got)
     return n ? head : NULL;
 }
 
-/* Drops iov[0..n) (n <= SCRUB_BATCH): one system call; should it fail, range by range,
- * so that a range the kernel refuses (an mlock'd stack's: EINVAL) keeps no other range
- * resident (the batch's call stops at the range it refuses; so did the retry, before,
- * and the caller then treated every range as refused). refused[i] says which the kernel
- * refused. Returns the first error, or 0. */
-static int discard_each(const struct iovec *iov, size_t n, bool *refused)
-{
-    memset(refused, 0, n * sizeof *refused);
-    if (vms__os_discard_many(iov, n) == 0) return 0;
-    int first = 0;
-    for (size_t i = 0; i < n; i++) {
-        int e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
-        if (!e) continue;
-        refused[i] = true;
-        if (!first) first = e;
-    }
-    return first;
-}
-
 size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed)
 {
     bool refused[SCRUB_BATCH];
     size_t nzeroed = 0;
     for (size_t done = 0; done < n; done += SCRUB_BATCH) {
         size_t k = n - done < SCRUB_BATCH ? n - done : SCRUB_BATCH;
-        if (discard_each(iov + done, k, refused) == 0) {
+        if (vms__os_discard_many(iov + done, k, refused) == 0) {
             if (zeroed) memset(zeroed + done, 0, k * sizeof *zeroed);
             continue;
         }
@@ -500,6 +481,18 @@ static void scrub_batch(struct tcache *t)
     t->ndirty = 0;
 }
 
+/* Returns st, about to be handed out: a direct-backend slot whose heap block could not be
+ * discarded is zeroed whole now, at its first hand-out (resident from here on, which
+ * painting must not take for used: warm 2). */
+static inline struct vms_stack *hand_out(struct vms_stack *st)
+{
+    if (VMS_UNLIKELY(st->warm == VMS__WARM_UNZEROED)) {
+        memset(st->base, 0, st->size);
+        st->warm = 2;
+    }
+    return st;
+}
+
 /* New slots of cls, a few at once so that opening is amortized: the first is returned,
  * the others wait in the shared list, not in a thread's LIFO (the LIFO is for recycled
  * stacks with a warm top page, and a class used once, a thread's alternate signal stack
@@ -534,7 +527,7 @@ static struct vms_stack *get_without_cache(unsigned cls)
         return NULL;
     }
     atomic_fetch_add(&retired_gets, 1);
-    return st;
+    return hand_out(st);
 }
 
 struct vms_stack *vms__cache_get(unsigned cls)
@@ -548,7 +541,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
             t->clean[i] = t->clean[--t->nclean];
             t->clean[t->nclean] = NULL;   /* see struct tcache */
             bump(&t->gets);
-            return st;
+            return hand_out(st);
         }
     }
     /* The shared list: a few at once, so the lock is taken once per several allocs, but
@@ -577,7 +570,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
             return NULL;
         }
         bump(&t->gets);
-        return st;
+        return hand_out(st);
     }
     struct vms_stack *st = chain;
     chain = chain->next;
@@ -587,7 +580,7 @@ struct vms_stack *vms__cache_get(unsigned cls)
         chain = next;
     }
     bump(&t->gets);
-    return st;
+    return hand_out(st);
 }
 
 bool vms__cache_put(struct vms_stack *st)
@@ -728,7 +721,7 @@ static size_t trim_for_shared(struct vms_stack **v, unsigned n)
         }
         if (k == SCRUB_BATCH || (i == n && k)) {
             bool refused[SCRUB_BATCH];
-            (void)discard_each(iov, k, refused);
+            (void)vms__os_discard_many(iov, k, refused);
             for (size_t j = 0; j < k; j++)
                 if (!refused[j]) trimmed[j]->warm = now_warm[j];
             k = 0;
@@ -793,7 +786,7 @@ void vms__cache_flush_thread(void)
 static size_t cool_batch(const struct iovec *iov, struct vms_stack **v, size_t k, int *err)
 {
     bool refused[SCRUB_BATCH];
-    int e = discard_each(iov, k, refused);
+    int e = vms__os_discard_many(iov, k, refused);
     if (e && !*err) *err = e;
     size_t warm = 0;
     for (size_t j = 0; j < k; j++) {

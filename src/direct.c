@@ -115,10 +115,11 @@ static int block_create(unsigned cls, struct vms__arena **out)
     /* Heap memory may have been used before: give its pages back so that every stack
      * starts zero and non-resident, as the arena interface promises (and the cache's
      * scrubbing and the debug layer's painting rely on). A transparent huge page would
-     * make 2 MiB resident at a stack's first touch. */
+     * make 2 MiB resident at a stack's first touch. Should the discard fail, the block
+     * is not zeroed here (up to 1 GiB, every page made resident): its slots are opened
+     * VMS__WARM_UNZEROED, and the cache zeroes each stack at its first hand-out. */
     (void)vms__os_no_huge_pages(mem, len);
-    bool zeroed = vms__os_discard(mem, len) != 0;
-    if (zeroed) memset(mem, 0, len);
+    bool unzeroed = vms__os_discard(mem, len) != 0;
 
     pthread_mutex_lock(&pool_lock);
     size_t n = atomic_load_explicit(&nblocks, memory_order_relaxed);
@@ -136,7 +137,7 @@ static int block_create(unsigned cls, struct vms__arena **out)
     a->nslots = (uint32_t)nslots;
     atomic_store_explicit(&a->opened, 0, memory_order_relaxed);
     a->cls = cls;
-    a->zeroed = zeroed;
+    a->unzeroed = unzeroed;
     a->meta = meta;
     atomic_store_explicit(&blocks[n], a, memory_order_release);
     atomic_store_explicit(&nblocks, n + 1, memory_order_release);
@@ -159,7 +160,7 @@ int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want)
     if (cls >= VMS__CLASSES || want == 0) return -EINVAL;
     /* As the vmap backend's: calls that fail on the way to a success (MADV_NOHUGEPAGE
      * where the kernel has no transparent huge pages: EINVAL; a discard that fails, made
-     * up for by zeroing) leave errno set; it is the caller's again on return, failures
+     * up for by zeroing at hand-out) leave errno set; it is the caller's again on return, failures
      * come back as the result (a successful vms_stack_alloc leaves errno alone). */
     int saved = errno;
     int r = open_locked(cls, out, want);
@@ -185,8 +186,8 @@ static int open_locked(unsigned cls, struct vms_stack **out, unsigned want)
         struct vms_stack *st = &a->meta[first + i];
         vms__slot_record_init(st, cls, a, a->slots + (size_t)(first + i) * a->slot_size,
                               a->slot_size);
-        /* Zeroed by hand: resident, which painting must not take for used. */
-        if (a->zeroed) st->warm = 2;
+        /* What the heap left: zeroed by the cache when first handed out. */
+        if (a->unzeroed) st->warm = VMS__WARM_UNZEROED;
         out[i] = st;
     }
     /* Publish: records are complete before `opened` covers them. */

@@ -170,9 +170,13 @@ VMS_HIDDEN int vms__os_discard(void *addr, size_t size);
 /* The same, for memory that is not vmstack's (a sanitizer's shadow): no fault injection,
  * not counted among vmstack's system calls. */
 VMS_HIDDEN int vms__os_discard_foreign(void *addr, size_t size);
-/* The same for n ranges in one system call where the kernel allows process_madvise on
- * its own process (Linux 6.13+); one madvise per range otherwise. */
-VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n);
+/* The same for n ranges (n <= 1024): one system call where the kernel allows
+ * process_madvise on its own process (Linux 6.13+), one madvise per range otherwise.
+ * A range the kernel refuses (an mlock'd one: EINVAL) does not stop the others: the call
+ * stops at it, it is tried alone once, and the ranges after it go in one call again, so
+ * no range dropped is asked again. refused[i] (when refused is not NULL) says which were
+ * refused; returns the first refusal's error, or 0. */
+VMS_HIDDEN int vms__os_discard_many(const struct iovec *iov, size_t n, bool *refused);
 /* 1 when addr cannot be read by the kernel (write(2) from it fails with EFAULT), 0 when
  * it can, negative errno when the probe itself failed. Signal-free. */
 VMS_HIDDEN int vms__os_probe_noaccess(const void *addr);
@@ -274,7 +278,9 @@ struct vms_stack {
                                      VMS_NO_SCRUB the top page (with the magic, the
                                      bottom one too) holds what the last owner left,
                                      and 3: freed straight to the LIFO, nothing
-                                     discarded since (VMS__WARM_AS_LEFT) */
+                                     discarded since (VMS__WARM_AS_LEFT); 4: never
+                                     handed out, holding what the heap left
+                                     (VMS__WARM_UNZEROED) */
     uint8_t  internal;            /* 1: vmstack's own (an alternate signal stack) */
     struct vms_stack *next;       /* free-list link (cache layer) */
     char    *base;                /* lowest usable byte */
@@ -287,6 +293,12 @@ struct vms_stack {
 /* st->warm of a stack freed with VMS_NO_SCRUB straight into a thread's LIFO: every page
  * as its last owner left it (the debug layer's painting repaints what it used). */
 #define VMS__WARM_AS_LEFT 3
+/* st->warm of a direct-backend slot whose heap block could not be discarded: its bytes
+ * are what the heap left there (resident or not), and the cache zeroes it whole at its
+ * first hand-out (warm 2 from then on), so that a block's failed discard costs a memset
+ * of the stacks handed out, not of the whole block (up to 1 GiB, all made resident).
+ * Counted warm until then, like any stack that may hold resident pages. */
+#define VMS__WARM_UNZEROED 4
 _Static_assert(sizeof(struct vms_stack) <= 64, "a slot record fits one cache line");
 _Static_assert(VMS__CLASSES <= 256, "a size class fits the slot record's byte");
 
@@ -317,7 +329,7 @@ struct vms__arena {
     uint32_t nslots;              /* slots that fit */
     _Atomic uint32_t opened;      /* slots opened so far (guards installed, read-write) */
     unsigned cls;
-    bool     zeroed;              /* direct backend: zeroed by hand, every page resident */
+    bool     unzeroed;            /* direct backend: not discarded (VMS__WARM_UNZEROED) */
     struct vms_stack *meta;       /* nslots records */
 };
 
@@ -357,7 +369,8 @@ static inline size_t vms__arena_class_size(unsigned cls)
 }
 /* Opens up to want new slots of class cls (guards first, then read-write) and returns
  * their records in out[] (state FREE, all pages zero, not resident; or, direct backend
- * when discarding failed, all resident and warm = 2). Returns how many,
+ * when discarding its heap block failed, warm = VMS__WARM_UNZEROED: the cache zeroes
+ * each at its first hand-out). Returns how many,
  * or a negative errno (-ENOMEM: address space or mapping limit) when none. Caller holds
  * no lock; the arena layer serializes. */
 VMS_HIDDEN int vms__arena_open(unsigned cls, struct vms_stack **out, unsigned want);
@@ -400,8 +413,9 @@ VMS_HIDDEN void vms__cache_flush(void);
  * (its scrubbing stays due when it is freed): for a stack that stays taken until its
  * thread has ended, a killed thread's. A failure is ignored: the scrubbing remains. */
 VMS_HIDDEN void vms__cache_drop_pages(struct vms_stack *st);
-/* Scrubs the ranges with one system call per 32; should one fail, range by range, and
- * zeroes by hand those the kernel refused (their pages stay resident: zeroed[i], when
+/* Scrubs the ranges with one system call per 32 (vms__os_discard_many: a refused range
+ * costs one call more, the others are not asked again), and zeroes by hand those the
+ * kernel refused (their pages stay resident: zeroed[i], when
  * zeroed is not NULL). Returns how many were zeroed by hand. */
 VMS_HIDDEN size_t vms__cache_scrub_ranges(const struct iovec *iov, size_t n, bool *zeroed);
 VMS_HIDDEN size_t vms__cache_live(void);                    /* stacks handed out, not freed */

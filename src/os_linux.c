@@ -364,16 +364,16 @@ enum { PMADV_NO = -1, PMADV_UNKNOWN = 0, PMADV_PROBING, PMADV_SELF, PMADV_PIDFD 
 static atomic_int pmadv_state;
 static atomic_int pmadv_fd = -1;
 
-/* One process_madvise(MADV_DONTNEED) of iov[0..n) through target: 0 when every byte
- * was discarded, 1 for a partial result (a later range failed), or a negative errno. */
-static int pmadv_call(int target, const struct iovec *iov, size_t n, size_t want)
+/* One process_madvise(MADV_DONTNEED) of iov[0..n) through target: the bytes discarded
+ * (the kernel stops at the first range it refuses and counts the whole ranges before
+ * it), or a negative errno when it refused the first range or the call itself. */
+static long pmadv_call(int target, const struct iovec *iov, size_t n)
 {
     int e = injected(target == VMS_PIDFD_SELF_PROCESS ? VMS__OP_PMADV_SELF : VMS__OP_PMADV_PIDFD);
     if (e) return e;
     count_syscall();
     long r = syscall(SYS_process_madvise, target, iov, n, MADV_DONTNEED, 0);
-    if (r < 0) return -errno;
-    return (size_t)r == want ? 0 : 1;
+    return r < 0 ? -errno : r;
 }
 
 /* Errors that are the kernel's answer "not this way" rather than this call's failure:
@@ -387,8 +387,10 @@ static bool pmadv_refused(int e)
 /* The first call's try, by the one thread that moved the state to PMADV_PROBING: the
  * cheap form first, then (before 6.14) a pidfd of our own. Decides, or returns the
  * state to PMADV_UNKNOWN after a failure that says nothing about the kernel (ENOMEM,
- * EMFILE for the pidfd): the next call tries again. Returns 0 when iov is discarded. */
-static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
+ * EMFILE for the pidfd): the next call tries again. Returns pmadv_call's result, or the
+ * bytes of iov[0] when the probe dropped it alone; *err0 gets the error of iov[0] when
+ * the probe tried it alone and the kernel refused it. */
+static long pmadv_probe(const struct iovec *iov, size_t n, int *err0)
 {
     if (vms__os_under_valgrind()) {
         /* Valgrind 3.19 (Debian 12) fails process_madvise with ENOSYS after printing a
@@ -397,7 +399,7 @@ static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
         return -ENOSYS;
     }
     int state = PMADV_UNKNOWN;
-    int e = pmadv_call(VMS_PIDFD_SELF_PROCESS, iov, n, want);
+    long e = pmadv_call(VMS_PIDFD_SELF_PROCESS, iov, n);
     if (e >= 0) {
         state = PMADV_SELF;
     } else if (e == -EBADF || e == -ESRCH) {
@@ -410,49 +412,96 @@ static int pmadv_probe(const struct iovec *iov, size_t n, size_t want)
         if (fd >= 0) {
             /* Kept where a fork child's handler finds it, should we be forked now. */
             atomic_store_explicit(&pmadv_fd, fd, memory_order_relaxed);
-            e = pmadv_call(fd, iov, n, want);
+            e = pmadv_call(fd, iov, n);
             if (e >= 0) {
                 state = PMADV_PIDFD;
             } else {
                 atomic_store_explicit(&pmadv_fd, -1, memory_order_relaxed);
                 vms__os_close_nocancel(fd);
-                if (pmadv_refused(e)) state = PMADV_NO;
+                if (pmadv_refused((int)e)) state = PMADV_NO;
             }
         } else if (fd == -ENOSYS) {
             state = PMADV_NO;   /* before 5.3: no pidfd_open, nor process_madvise */
         }
-    } else if (pmadv_refused(e)) {
+    } else if (pmadv_refused((int)e)) {
         state = PMADV_NO;
     }
+    if (e == -EINVAL) {
+        /* The kernel's "not this advice" (5.10 to 6.12), or the first range refused (an
+         * mlock'd one: the call stops there, and with nothing done returns its error).
+         * That range alone tells: refused too, nothing is decided (the next batch asks
+         * again; it was the process's first batch that chose range by range for good);
+         * dropped, the advice was refused. */
+        int e0 = vms__os_discard(iov[0].iov_base, iov[0].iov_len);
+        if (e0) {
+            *err0 = e0;
+            state = PMADV_UNKNOWN;
+        } else {
+            e = (long)iov[0].iov_len;
+        }
+    }
     atomic_store_explicit(&pmadv_state, state, memory_order_release);
-    return e;   /* 1 (partial) or an error: the caller finishes range by range */
+    return e;
 }
 
-int vms__os_discard_many(const struct iovec *iov, size_t n)
+/* How many of iov[0..n) one process_madvise drops, from the first: all of them, those
+ * before the range it stopped at, or 0 (it stopped at the first, failed, or is not to be
+ * used: decided so, or another thread is deciding). *err0: iov[0]'s error when the first
+ * call's probe tried it alone (0 otherwise). */
+static size_t discard_batch(const struct iovec *iov, size_t n, int *err0)
 {
-    if (n == 0) return 0;
-    int e = injected(VMS__OP_MADV_DISCARD);
-    if (e) return e;
-    /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
-    size_t want = 0;
-    for (size_t i = 0; i < n; i++) want += iov[i].iov_len;
+    *err0 = 0;
+    if (n < 2) return 0;   /* one range: a madvise costs the same */
+    if (injected(VMS__OP_MADV_DISCARD)) return 0;
     int state = atomic_load_explicit(&pmadv_state, memory_order_acquire);
+    long r;
     if (VMS_UNLIKELY(state == PMADV_UNKNOWN) &&
         atomic_compare_exchange_strong(&pmadv_state, &state, PMADV_PROBING)) {
-        if (pmadv_probe(iov, n, want) == 0) return 0;
+        r = pmadv_probe(iov, n, err0);
     } else if (state == PMADV_SELF || state == PMADV_PIDFD) {
         int target = state == PMADV_SELF
                          ? VMS_PIDFD_SELF_PROCESS
                          : atomic_load_explicit(&pmadv_fd, memory_order_relaxed);
-        if (pmadv_call(target, iov, n, want) == 0) return 0;
+        r = pmadv_call(target, iov, n);
+    } else {
+        return 0;
     }
-    /* Not decided yet, refused, a partial result or a late failure: range by range
-     * (MADV_DONTNEED is idempotent). */
+    if (r <= 0) return 0;
+    /* The kernel advances over whole ranges only: r is the length of the ranges done. */
+    size_t done = 0, bytes = (size_t)r;
+    while (done < n && iov[done].iov_len <= bytes) bytes -= iov[done++].iov_len;
+    return done;
+}
+
+int vms__os_discard_many(const struct iovec *iov, size_t n, bool *refused)
+{
+    /* The kernel caps one call at UIO_MAXIOV (1024) ranges; callers batch less. */
+    if (refused) memset(refused, 0, n * sizeof *refused);
+    int first = 0;
+    unsigned missed = 0;   /* calls for the rest in a row that dropped no range */
     for (size_t i = 0; i < n; i++) {
-        int err = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
-        if (err) return err;
+        /* One call for the ranges from i on; then the range it stopped at, alone (for
+         * its error, and in case its failure was of the moment), and the rest in one
+         * call again: no range is asked twice but the one a call stopped at. After two
+         * such calls in a row stopped at their first range, refused alone too, range by
+         * range until one is dropped: where every range is refused (mlockall) a batch
+         * costs n + 2 calls, not 2n. Range by range where process_madvise is not used. */
+        int e = 0;
+        if (missed < 2) {
+            size_t done = discard_batch(iov + i, n - i, &e);
+            i += done;
+            if (i == n) break;
+            missed = done ? 0 : missed + 1;
+        }
+        if (!e) e = vms__os_discard(iov[i].iov_base, iov[i].iov_len);
+        if (!e) {
+            missed = 0;
+            continue;
+        }
+        if (refused) refused[i] = true;
+        if (!first) first = e;
     }
-    return 0;
+    return first;
 }
 
 /* A fork child shares nothing with the parent's pidfd target: the pidfd names the

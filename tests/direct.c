@@ -436,6 +436,9 @@ TEST(thread_without_memory_is_enomem)
  * posix_memalign. */
 static size_t block_limit;
 static unsigned blocks_refused, blocks_given;
+/* Set: a block comes filled with 0x5a, as heap memory used before may (every page made
+ * resident). */
+static int old_heap_data;
 
 void *aligned_alloc(size_t align, size_t size)
 {
@@ -453,6 +456,7 @@ void *aligned_alloc(size_t align, size_t size)
         errno = e;
         return NULL;
     }
+    if (old_heap_data && align >= 4096) memset(p, 0x5a, size);
     return p;
 }
 
@@ -494,4 +498,69 @@ TEST(a_refused_block_size_is_not_tried_again_for_each_block)
     ASSERT_GE(first, 1);
     ASSERT_GE(blocks, 20);
     ASSERT_LE(refused - first, blocks - 1);
+}
+
+/* A new block whose discard fails (injected EIO, as under a filter that refuses madvise)
+ * was zeroed whole by hand: 16 MiB here (up to 1 GiB), every page made resident, for the
+ * one stack asked for. Now each stack is zeroed at its first hand-out: the block's pages
+ * outside the two stacks handed out stay as the heap gave them (fresh from mmap: not
+ * resident), and the stacks handed out read zero also where the heap left old bytes
+ * (arg: the block comes filled with 0x5a). */
+static void unzeroed_block_child(void *arg)
+{
+    vms_stack_free(vms_stack_alloc(0));   /* initialized: alternate signal stack */
+    old_heap_data = arg != NULL;
+    vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, true);
+    vms_stack *s[2];
+    for (int i = 0; i < 2; i++)
+        if (!(s[i] = vms_stack_alloc(64 * 1024))) exit(10);   /* a class no one used */
+    vms__os_inject_clear();
+    old_heap_data = 0;
+    struct vms__where w;
+    if (vms__arena_where(vms_stack_base(s[0]), &w) != VMS__WHERE_STACK) exit(11);
+    if (vms__arena_where(vms_stack_base(s[1]), &w) != VMS__WHERE_STACK) exit(12);
+    char *lo = w.arena->lo, *hi = w.arena->hi;
+    size_t page = vms__os_page_size(), n = (size_t)(hi - lo) / page;
+    unsigned char *vec = malloc(n);
+    if (!vec || mincore(lo, (size_t)(hi - lo), vec) != 0) exit(13);
+    size_t resident = 0, outside = 0, nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(vec[i] & 1)) continue;
+        resident++;
+        char *p = lo + i * page;
+        bool in = false;
+        for (int k = 0; k < 2; k++)
+            in |= p >= (char *)vms_stack_base(s[k]) && p < (char *)vms_stack_top(s[k]);
+        outside += !in;
+    }
+    for (int k = 0; k < 2; k++)
+        for (size_t j = 0; j < vms_stack_size(s[k]); j++)
+            nonzero += ((char *)vms_stack_base(s[k]))[j] != 0;
+    printf("block of %zu pages: %zu resident, %zu outside the 2 stacks handed out; %zu bytes "
+           "of theirs not zero\n", n, resident, outside, nonzero);
+    if (resident == 0) exit(77);   /* mincore sees no resident page (qemu-user) */
+    for (int k = 0; k < 2; k++) vms_stack_free(s[k]);
+}
+
+TEST(a_block_not_discarded_is_not_zeroed_whole)
+{
+    require_direct();
+    NEED_FAULT_INJECTION();
+    int st = tst_fork(unzeroed_block_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("mincore sees no resident page");
+    fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, ", 0 outside the 2 stacks handed out; 0 bytes of theirs not zero\n");
+}
+
+TEST(a_block_not_discarded_hands_out_zeroed_stacks)
+{
+    require_direct();
+    NEED_FAULT_INJECTION();
+    int st = tst_fork(unzeroed_block_child, (void *)1, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("mincore sees no resident page");
+    fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, " bytes of theirs not zero\n");
+    ASSERT_STR_CONTAINS(out, "; 0 bytes of theirs not zero\n");
 }

@@ -205,7 +205,7 @@ static void *discard_racer(void *arg)
     memset(mem, 0x5a, len);
     struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
     pthread_barrier_wait(&race_start);
-    int e = vms__os_discard_many(iov, 2);
+    int e = vms__os_discard_many(iov, 2, NULL);
     if (e) return (void *)(intptr_t)e;
     for (size_t i = 0; i < len; i++)
         if (mem[i]) return (void *)(intptr_t)-1000;
@@ -272,7 +272,7 @@ static unsigned long dirty_and_discard(char *mem, size_t len)
     memset(mem, 0x5a, len);
     struct iovec iov[2] = { { mem, len / 2 }, { mem + len / 2, len / 2 } };
     unsigned long before = vms__os_syscalls();
-    int e = vms__os_discard_many(iov, 2);
+    int e = vms__os_discard_many(iov, 2, NULL);
     unsigned long calls = vms__os_syscalls() - before;
     if (e) {
         printf("discard_many: %s\n", strerror(-e));
@@ -393,6 +393,83 @@ TEST(process_madvise_through_a_pidfd_refused)
     char out[4096];
     tst_run_ok(pidfd_refused_child, NULL, out, sizeof out);
     ASSERT_STR_CONTAINS(out, "calls 3 then 2 pidfds 0\n");
+}
+
+/* The process's first batch starts with a range the kernel refuses (an mlock'd one):
+ * process_madvise does nothing and answers EINVAL, as kernels 5.10 to 6.12 answer for
+ * the advice. That range alone tells the two apart: refused too, nothing is decided,
+ * and the next batch of two is one call. Before, that first batch chose one madvise per
+ * range for the process's life. */
+static void first_range_locked_child(void *arg)
+{
+    (void)arg;
+    size_t page = vms__os_page_size();
+    char *mem = scratch(4 * page);
+    memset(mem, 0x5a, 2 * page);
+    if (tst_mlock(mem, page) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    struct iovec iov[2] = { { mem, page }, { mem + page, page } };
+    bool refused[2];
+    int e = vms__os_discard_many(iov, 2, refused);
+    size_t nonzero = 0;
+    for (size_t i = page; i < 2 * page; i++) nonzero += mem[i] != 0;
+    printf("first: %s, refused %d %d, %zu bytes not dropped\n", strerror(-e), refused[0],
+           refused[1], nonzero);
+    printf("then %lu call(s)\n", dirty_and_discard(mem + 2 * page, 2 * page));
+}
+
+TEST(a_refused_first_range_decides_nothing)
+{
+    need_pmadv();
+    char out[4096];
+    int st = tst_fork(first_range_locked_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "first: Invalid argument, refused 1 0, 0 bytes not dropped\n");
+    ASSERT_STR_CONTAINS(out, "then 1 call(s)\n");
+}
+
+/* Every range of a batch refused (a process that locks all its memory: mlockall): each
+ * call for the rest stops at its first range. After two such, one call per range: 34
+ * calls for 32 ranges (the batch's, the first range's, one more for the rest, then one
+ * per range), not 63 (a call for the rest after each refused range). */
+enum { ALL_LOCKED = 32 };
+
+static void all_locked_child(void *arg)
+{
+    (void)arg;
+    size_t page = vms__os_page_size();
+    char *mem = scratch((ALL_LOCKED + 4) * page);
+    (void)dirty_and_discard(mem + ALL_LOCKED * page, 4 * page);   /* decided */
+    memset(mem, 0x5a, ALL_LOCKED * page);
+    if (tst_mlock(mem, ALL_LOCKED * page) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    struct iovec iov[ALL_LOCKED];
+    bool refused[ALL_LOCKED];
+    for (int i = 0; i < ALL_LOCKED; i++) iov[i] = (struct iovec){ mem + i * page, page };
+    unsigned long before = vms__os_syscalls();
+    int e = vms__os_discard_many(iov, ALL_LOCKED, refused);
+    unsigned long calls = vms__os_syscalls() - before;
+    int nrefused = 0;
+    for (int i = 0; i < ALL_LOCKED; i++) nrefused += refused[i];
+    printf("%s, %d of %d refused, %lu calls\n", strerror(-e), nrefused, ALL_LOCKED, calls);
+    if (calls > ALL_LOCKED + 2) exit(20);
+}
+
+TEST(every_range_refused_costs_one_call_per_range_after_two_misses)
+{
+    need_pmadv();
+    char out[4096];
+    int st = tst_fork(all_locked_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    fputs(out, stderr);
+    ASSERT_STR_CONTAINS(out, "Invalid argument, 32 of 32 refused, ");
+    ASSERT_EXITED(st, 0);
 }
 
 /* A fork child must not discard through the parent's pidfd: that would drop the

@@ -612,6 +612,86 @@ TEST(a_discard_refused_at_a_thread_exit_keeps_only_it)
     ASSERT_EXITED(st, 0);
 }
 
+/* One stack locked in the middle of a batch of 32 bound cold: the batch's call stops at
+ * it. It costs one call more, and the ranges dropped already are not asked again: three
+ * calls where process_madvise is used (the ranges before it, it alone, the ranges after
+ * it), one madvise per range where not. The os layer's retry used to stop at the refused
+ * range too, and the cache then asked again range by range from the first: 50 calls (49
+ * range by range). Every other stack ends with no page resident; the locked one is
+ * zeroed by hand. */
+enum { REFUSED_MID = 16 };
+
+static void refused_mid_child(void *arg)
+{
+    /* arg: as on a kernel without process_madvise (ENOSYS), range by range. */
+    if (arg) vms__os_inject(VMS__OP_PMADV_SELF, 1, ENOSYS, true);
+    fill_budget_small();
+    /* How this process discards now: two ranges in one call, or one call per range. */
+    size_t page = vms__os_page_size();
+    char *scratch = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+    if (scratch == MAP_FAILED) exit(61);
+    struct iovec two[2] = { { scratch, page }, { scratch + page, page } };
+    unsigned long before = vms__os_syscalls();
+    if (vms__os_discard_many(two, 2, NULL) != 0) exit(62);
+    unsigned long per_two = vms__os_syscalls() - before;
+    if (per_two != 1 && per_two != 2) exit(63);
+    vms_stack *st[32];
+    char *base[32];
+    size_t size = 0;
+    for (int i = 0; i < 32; i++) {
+        if (!(st[i] = vms_stack_alloc(REFUSED_SIZE))) exit(53);
+        base[i] = vms_stack_base(st[i]);
+        size = vms_stack_size(st[i]);
+        memset(base[i], 0x5a, size);   /* every page resident */
+    }
+    if (tst_mlock(base[REFUSED_MID], size) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    before = vms__os_syscalls();
+    for (int i = 0; i < 32; i++) vms_stack_free(st[i]);
+    unsigned long calls = vms__os_syscalls() - before;
+    unsigned long want = per_two == 1 ? 3 : 32;
+    size_t kept = 0, locked = 0, nonzero = 0;
+    for (int i = 0; i < 32; i++) {
+        size_t r = resident_in(base[i], size);
+        if (i == REFUSED_MID) locked = r;
+        else kept += r;
+    }
+    for (size_t j = 0; j < size; j++) nonzero += base[REFUSED_MID][j] != 0;
+    printf("%s: %lu calls for the batch (want %lu); locked stack: %zu pages resident, %zu "
+           "bytes not zero; others: %zu pages resident\n",
+           per_two == 1 ? "batched" : "range by range", calls, want, locked, nonzero, kept);
+    if (locked == 0) exit(77);   /* mincore sees no resident page (qemu-user) */
+    if (calls != want) exit(64);
+    if (kept) exit(55);
+    if (nonzero) exit(65);
+    exit(0);
+}
+
+TEST(a_refused_range_costs_one_call_more_and_no_range_is_asked_twice)
+{
+    char out[4096];
+    int st = tst_fork(refused_mid_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fputs(out, stderr);
+    else fputs(out, stdout);
+    ASSERT_EXITED(st, 0);
+}
+
+TEST(a_refused_range_costs_one_call_more_range_by_range)
+{
+    NEED_FAULT_INJECTION();
+    char out[4096];
+    int st = tst_fork(refused_mid_child, (void *)1, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fputs(out, stderr);
+    else fputs(out, stdout);
+    ASSERT_STR_CONTAINS(out, "range by range: ");
+    ASSERT_EXITED(st, 0);
+}
+
 /* ---- concurrency ------------------------------------------------------------------- */
 static void *churn(void *arg)
 {
