@@ -510,12 +510,11 @@ static void fill_budget_small(void)
     }
 }
 
-static void refused_range_child(void *arg)
+/* In a forked child: 32 stacks of REFUSED_SIZE, every page touched, the one at index
+ * locked so that the kernel refuses to drop it; exits 53 when an allocation fails, 77
+ * when mlock is not allowed. Returns the stacks' usable size. */
+static size_t alloc_touched_one_locked(vms_stack **st, char **base, int locked)
 {
-    (void)arg;
-    fill_budget_small();
-    vms_stack *st[32];
-    char *base[32];
     size_t size = 0;
     for (int i = 0; i < 32; i++) {
         if (!(st[i] = vms_stack_alloc(REFUSED_SIZE))) exit(53);
@@ -523,10 +522,20 @@ static void refused_range_child(void *arg)
         size = vms_stack_size(st[i]);
         memset(base[i], 0x5a, size);   /* every page resident */
     }
-    if (tst_mlock(base[REFUSED_AT], size) != 0) {
+    if (tst_mlock(base[locked], size) != 0) {
         printf("mlock: %s\n", strerror(errno));
         exit(77);
     }
+    return size;
+}
+
+static void refused_range_child(void *arg)
+{
+    (void)arg;
+    fill_budget_small();
+    vms_stack *st[32];
+    char *base[32];
+    size_t size = alloc_touched_one_locked(st, base, REFUSED_AT);
     for (int i = 0; i < 32; i++) vms_stack_free(st[i]);
     size_t kept = 0, kept_pages = 0;
     for (int i = 0; i < 32; i++) {
@@ -638,17 +647,7 @@ static void refused_mid_child(void *arg)
     if (per_two != 1 && per_two != 2) exit(63);
     vms_stack *st[32];
     char *base[32];
-    size_t size = 0;
-    for (int i = 0; i < 32; i++) {
-        if (!(st[i] = vms_stack_alloc(REFUSED_SIZE))) exit(53);
-        base[i] = vms_stack_base(st[i]);
-        size = vms_stack_size(st[i]);
-        memset(base[i], 0x5a, size);   /* every page resident */
-    }
-    if (tst_mlock(base[REFUSED_MID], size) != 0) {
-        printf("mlock: %s\n", strerror(errno));
-        exit(77);
-    }
+    size_t size = alloc_touched_one_locked(st, base, REFUSED_MID);
     before = vms__os_syscalls();
     for (int i = 0; i < 32; i++) vms_stack_free(st[i]);
     unsigned long calls = vms__os_syscalls() - before;
