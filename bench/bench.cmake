@@ -106,7 +106,9 @@ if(CMAKE_SCRIPT_MODE_FILE)
       if(id STREQUAL "trim.none.madvise" AND NOT counter STREQUAL "n/a" AND NOT sc EQUAL 0)
         message(FATAL_ERROR "row ${id}: a trim with nothing warm made ${sc} syscalls")
       endif()
-      if(NOT vflt EQUAL 0 OR NOT bflt EQUAL 0)
+      # Below one per trim, not exactly 0: a stray fault of the host's (NUMA balancing, a
+      # swap-in) is no failure, a set-up measured by mistake is about 1,024 per trim.
+      if(NOT vflt LESS 1 OR NOT bflt LESS 1)
         message(FATAL_ERROR "row ${id}: page faults in the timed trims (${vflt}, ${bflt}): the set-up was measured")
       endif()
     endif()

@@ -719,7 +719,8 @@ TEST(an_overflow_while_throwing_is_reported_and_kills_the_fiber)
 #ifdef TST_EMULATED
     /* A child costs about a second under qemu-user. Step 64 there (193 children) took
      * 160.7 s and 168.0 s of the case's 360 s on the 2-core VM at load 5 to 8 (step 192:
-     * 43.3 s): under the three-fold margin of the cross time-outs, so 192 stays. */
+     * 43.3 s): a margin of 2.2, short of the three-fold one the cross time-outs keep, so
+     * 192 stays. */
     const size_t step = 192;
 #else
     const size_t step = 64;
