@@ -447,12 +447,19 @@ static long pmadv_probe(const struct iovec *iov, size_t n, int *err0)
 /* How many of iov[0..n) one process_madvise drops, from the first: all of them, those
  * before the range it stopped at, or 0 (it stopped at the first, failed, or is not to be
  * used: decided so, or another thread is deciding). *err0: iov[0]'s error when the first
- * call's probe tried it alone (0 otherwise). */
+ * call's probe tried it alone, or an injected failure (0 otherwise). */
 static size_t discard_batch(const struct iovec *iov, size_t n, int *err0)
 {
     *err0 = 0;
     if (n < 2) return 0;   /* one range: a madvise costs the same */
-    if (injected(VMS__OP_MADV_DISCARD)) return 0;
+    /* An injected failure is this call's, which stands for its first range: refused,
+     * as a madvise of it would be (a count-down injection must fail the nth discard,
+     * not be spent on a batch whose ranges are then dropped one by one). */
+    int inj = injected(VMS__OP_MADV_DISCARD);
+    if (inj) {
+        *err0 = inj;
+        return 0;
+    }
     int state = atomic_load_explicit(&pmadv_state, memory_order_acquire);
     long r;
     if (VMS_UNLIKELY(state == PMADV_UNKNOWN) &&

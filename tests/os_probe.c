@@ -675,3 +675,28 @@ TEST(descriptors_closed_by_one_thread_reused_by_another)
     ASSERT_EQ(atomic_load(&probed), 1);
     /* A race report makes TSan end the process with 66. */
 }
+
+/* The fault-injection hook's "the nth next discard fails" (vms__os_inject with a count,
+ * not always) holds for a batch too: the batch's one call stands for its first range,
+ * which comes back refused with the injected error. The batch took the injected failure
+ * as "not batched" and dropped every range alone: the failure the test asked for never
+ * happened, and vms__os_discard_many said 0. */
+TEST(an_injected_nth_discard_failure_refuses_a_range)
+{
+    NEED_FAULT_INJECTION();
+    size_t page = vms__os_page_size();
+    char *mem = scratch(2 * page);
+    memset(mem, 0x5a, 2 * page);
+    struct iovec iov[2] = { { mem, page }, { mem + page, page } };
+    bool refused[2] = { false, false };
+    vms__os_inject(VMS__OP_MADV_DISCARD, 1, EIO, false);
+    int e = vms__os_discard_many(iov, 2, refused);
+    vms__os_inject_clear();
+    ASSERT_EQ(e, -EIO);
+    ASSERT(refused[0]);
+    ASSERT(!refused[1]);
+    size_t nonzero = 0;
+    for (size_t i = page; i < 2 * page; i++) nonzero += mem[i] != 0;
+    ASSERT_EQ(nonzero, 0);
+    munmap(mem, 2 * page);
+}
