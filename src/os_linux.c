@@ -363,6 +363,12 @@ int vms__os_discard(void *addr, size_t size)
 enum { PMADV_NO = -1, PMADV_UNKNOWN = 0, PMADV_PROBING, PMADV_SELF, PMADV_PIDFD };
 static atomic_int pmadv_state;
 static atomic_int pmadv_fd = -1;
+/* Probes in a row that could not decide, their batch's first range refused alone too
+ * (below). After PMADV_UNDECIDED_MAX of them the process discards range by range for
+ * good: where every range is refused (mlockall) through a pidfd (5.10 to 6.13), each
+ * batch's probe cost a pidfd_open, a close and two calls more, for the process's life. */
+enum { PMADV_UNDECIDED_MAX = 4 };
+static atomic_uint pmadv_undecided;
 
 /* One process_madvise(MADV_DONTNEED) of iov[0..n) through target: the bytes discarded
  * (the kernel stops at the first range it refuses and counts the whole ranges before
@@ -430,16 +436,20 @@ static long pmadv_probe(const struct iovec *iov, size_t n, int *err0)
         /* The kernel's "not this advice" (5.10 to 6.12), or the first range refused (an
          * mlock'd one: the call stops there, and with nothing done returns its error).
          * That range alone tells: refused too, nothing is decided (the next batch asks
-         * again; it was the process's first batch that chose range by range for good);
-         * dropped, the advice was refused. */
+         * again; it was the process's first batch that chose range by range for good),
+         * PMADV_UNDECIDED_MAX times in a row at most; dropped, the advice was refused. */
         int e0 = vms__os_discard(iov[0].iov_base, iov[0].iov_len);
         if (e0) {
             *err0 = e0;
-            state = PMADV_UNKNOWN;
+            if (atomic_fetch_add_explicit(&pmadv_undecided, 1, memory_order_relaxed) + 1 <
+                PMADV_UNDECIDED_MAX)
+                state = PMADV_UNKNOWN;
         } else {
             e = (long)iov[0].iov_len;
         }
     }
+    if (state != PMADV_UNKNOWN && state != PMADV_NO)
+        atomic_store_explicit(&pmadv_undecided, 0, memory_order_relaxed);
     atomic_store_explicit(&pmadv_state, state, memory_order_release);
     return e;
 }
@@ -525,6 +535,7 @@ void vms__os_fork_child(void)
     }
     int state = atomic_load(&pmadv_state);
     if (state == PMADV_PIDFD || state == PMADV_PROBING) atomic_store(&pmadv_state, PMADV_UNKNOWN);
+    if (atomic_load(&pmadv_state) == PMADV_UNKNOWN) atomic_store(&pmadv_undecided, 0);
 }
 
 

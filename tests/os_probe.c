@@ -472,6 +472,48 @@ TEST(every_range_refused_costs_one_call_per_range_after_two_misses)
     ASSERT_EXITED(st, 0);
 }
 
+/* The same where the advice goes through a pidfd of our own (no PIDFD_SELF: EBADF) and
+ * every range is locked: there the kernel's EINVAL for the first range is also what
+ * 5.10 to 6.12 answer for the advice, and that range alone refused too decides nothing.
+ * A few batches may probe again; then one madvise per range for good (32 calls for 32
+ * ranges), not a pidfd_open, a close and two calls more in every batch for the
+ * process's life. */
+static void all_locked_pidfd_child(void *arg)
+{
+    (void)arg;
+    vms__os_inject(VMS__OP_PMADV_SELF, 1, EBADF, true);
+    vms__os_inject(VMS__OP_PMADV_PIDFD, 1, EINVAL, true);
+    size_t page = vms__os_page_size();
+    char *mem = scratch(ALL_LOCKED * page);
+    memset(mem, 0x5a, ALL_LOCKED * page);
+    if (tst_mlock(mem, ALL_LOCKED * page) != 0) {
+        printf("mlock: %s\n", strerror(errno));
+        exit(77);
+    }
+    struct iovec iov[ALL_LOCKED];
+    for (int i = 0; i < ALL_LOCKED; i++) iov[i] = (struct iovec){ mem + i * page, page };
+    unsigned long calls = 0;
+    for (int batch = 0; batch < 6; batch++) {
+        unsigned long before = vms__os_syscalls();
+        int e = vms__os_discard_many(iov, ALL_LOCKED, NULL);
+        calls = vms__os_syscalls() - before;
+        printf("batch %d: %s, %lu calls\n", batch, strerror(-e), calls);
+    }
+    printf("last batch: %lu calls\n", calls);
+}
+
+TEST(every_range_refused_through_a_pidfd_decides_range_by_range)
+{
+    need_pmadv();
+    char out[4096];
+    int st = tst_fork(all_locked_pidfd_child, NULL, out, sizeof out);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) SKIP("%s", out);
+    fputs(out, stderr);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "batch 5: Invalid argument, ");
+    ASSERT_STR_CONTAINS(out, "last batch: 32 calls\n");
+}
+
 /* A fork child must not discard through the parent's pidfd: that would drop the
  * parent's pages (kernels since 6.13 refuse MADV_DONTNEED on another process, so there
  * every discard would cost a failed call and then one madvise per range). It decides
