@@ -997,8 +997,9 @@ static _Noreturn __attribute__((noinline)) void fiber_foreign(const void *f, con
  * is reported as such before a byte of it is read. Read first, a pointer to unmapped
  * memory ((vms_fiber *)4096, a stale pointer into a library since unloaded) died by an
  * unreported SIGSEGV, and one into a guard or a slot not yet opened by a "wild guard
- * access" report. The lookup is the fault handler's (O(1), lock-free, async-signal-
- * safe). vms_fiber_resume does not make it, for the switch's cost (docs/api.md). The
+ * access" report. The lookup is the fault handler's (lock-free, async-signal-safe;
+ * O(1) with the vmap backend, a scan of the heap blocks with the direct one).
+ * vms_fiber_resume does not make it, for the switch's cost (docs/api.md). The
  * record's canary is its lowest word, at an aligned place in the stack: readable. */
 #define FIBER_CHECK_PLACE(f, call)                                                     \
     do {                                                                               \
