@@ -652,6 +652,7 @@ static void own_handler_child(void *arg)
  * signal, a signal sent by a program. Not vmstack's: 0, errno as it was. */
 TEST(handle_fault_bad_arguments_return_zero)
 {
+    tst_asan_default_run_only();   /* the same with ASan's SIGSEGV handling off */
     ucontext_t uc;
     memset(&uc, 0, sizeof uc);
     siginfo_t si;
@@ -932,6 +933,7 @@ static void *hook_setter(void *arg)
 
 TEST(fork_while_another_thread_sets_the_oops_hook)
 {
+    tst_asan_default_run_only();   /* the same with ASan's SIGSEGV handling off */
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, hook_setter, NULL), 0);
     int hung = 0;
@@ -1289,7 +1291,7 @@ static void huge_child(void *arg)
 TEST(huge_frame_caught_in_own_guard)
 {
     need_guards();
-    NO_ASAN_BECAUSE("huge_frame's first call of an ASan runtime function binds it lazily: "
+    NO_ASAN_EVEN_WITHOUT_SEGV("huge_frame's first call of an ASan runtime function binds it lazily: "
                     "the probe faults in the loader's resolver, and the trace the case "
                     "reads has no huge_frame (passes with LD_BIND_NOW=1)");
     int st = run_child(huge_child, NULL);
@@ -1341,9 +1343,9 @@ static void huge_fiber_child(void *arg)
 TEST(huge_frame_in_a_fiber_below_an_arena)
 {
     need_guards();
-    NO_ASAN_BECAUSE("the first call of an ASan runtime function binds it lazily: the "
-                    "loader's resolver overflows at the stack's end, where vmstack rightly "
-                    "does not kill");
+    NO_ASAN_EVEN_WITHOUT_SEGV("the first call of an ASan runtime function binds it lazily: "
+                              "the loader's resolver overflows at the stack's end, where "
+                              "vmstack rightly does not kill");
     int st = run_child(huge_fiber_child, NULL);
     ASSERT_EXITED(st, 0);
     const char *order[] = { "vmstack: stack overflow in fiber \"huge\"", "vmstack: Call Trace:\n",
@@ -1583,6 +1585,8 @@ TEST(own_small_altstack_is_kept_with_a_warning)
      * it breaks ASan, and vmstack does not warn about ASan's. */
     NO_ASAN_BECAUSE("ASan owns every thread's alternate stack and unmaps it at thread exit: "
                     "replacing it breaks ASan (its CHECK fails)");
+    NO_ASAN_EVEN_WITHOUT_SEGV("vmstack does not warn about a thread's own alternate stack "
+                              "in a sanitizer build (src/guard.c): kept, no warning");
     NO_TSAN("vmstack does not warn about alternate stacks under the sanitizers");
     int st = run_child(own_altstack_child, NULL);
     ASSERT_EXITED(st, 0);
