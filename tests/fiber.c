@@ -1947,9 +1947,19 @@ TEST(a_threads_record_is_not_a_fiber)
         const char *p = strstr(out, "record 0x");
         ASSERT_NOT_NULL(p);
         char want[200];
-        snprintf(want, sizeof want, "vmstack: error: %s: %.*s is not a fiber: it is the record "
-                 "of a vms thread, on the stack [0x", threc_calls[what],
-                 (int)strcspn(p + 7, "\n"), p + 7);
+        if (what >= THREC_DESTROY_DONE && what != THREC_RESUME_READY &&
+            vms__os_robust_list_works() != 0) {
+            /* Without a robust-futex list (qemu-user) a thread frees its stack at its
+             * end, its record with it: the record of an ended thread is then a destroyed
+             * task's, and reported as the use after destroy it is. */
+            snprintf(want, sizeof want, "vmstack: error: %s: fiber %.*s was destroyed "
+                     "already (its stack [0x", threc_calls[what],
+                     (int)strcspn(p + 7, "\n"), p + 7);
+        } else {
+            snprintf(want, sizeof want, "vmstack: error: %s: %.*s is not a fiber: it is the "
+                     "record of a vms thread, on the stack [0x", threc_calls[what],
+                     (int)strcspn(p + 7, "\n"), p + 7);
+        }
         ASSERT_STR_CONTAINS(out, want);
         ASSERT_STR_NOT_CONTAINS(out, "returned");
         ASSERT_STR_NOT_CONTAINS(out, "ran as a fiber");
