@@ -483,13 +483,16 @@ static void scrub_batch(struct tcache *t)
 
 /* Returns st, about to be handed out: a direct-backend slot whose heap block could not be
  * discarded is zeroed whole now, at its first hand-out (resident from here on, which
- * painting must not take for used: warm 2). */
+ * painting must not take for used: warm 2). The vmap backend's slots are never
+ * VMS__WARM_UNZEROED: nothing to check on its allocation path. */
 static inline struct vms_stack *hand_out(struct vms_stack *st)
 {
+#ifndef VMSTACK_VMAP
     if (VMS_UNLIKELY(st->warm == VMS__WARM_UNZEROED)) {
         memset(st->base, 0, st->size);
         st->warm = 2;
     }
+#endif
     return st;
 }
 
