@@ -366,7 +366,9 @@ static atomic_int pmadv_fd = -1;
 /* Probes in a row that could not decide, their batch's first range refused alone too
  * (below). After PMADV_UNDECIDED_MAX of them the process discards range by range for
  * good: where every range is refused (mlockall) through a pidfd (5.10 to 6.13), each
- * batch's probe cost a pidfd_open, a close and two calls more, for the process's life. */
+ * batch's probe cost a pidfd_open, a close and two calls more, for the process's life.
+ * A probe that decides ends the probing, so the count is never read again (a fork
+ * child that must decide again starts it from 0: vms__os_fork_child, below). */
 enum { PMADV_UNDECIDED_MAX = 4 };
 static atomic_uint pmadv_undecided;
 
@@ -448,8 +450,6 @@ static long pmadv_probe(const struct iovec *iov, size_t n, int *err0)
             e = (long)iov[0].iov_len;
         }
     }
-    if (state != PMADV_UNKNOWN && state != PMADV_NO)
-        atomic_store_explicit(&pmadv_undecided, 0, memory_order_relaxed);
     atomic_store_explicit(&pmadv_state, state, memory_order_release);
     return e;
 }
