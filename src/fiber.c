@@ -610,9 +610,11 @@ static int task_back(void *arg)
          * request pending under asynchronous cancellation acts here, on the resumer's
          * stack: the type deferred meanwhile and put back last, so that the join says
          * PTHREAD_CANCELED (glibc's pthread_setcancelstate leaves the result as it was,
-         * that of the thread that last had its descriptor). */
+         * that of the thread that last had its descriptor). The tools are told first
+         * that the thread may leave these frames by that unwind (vms__track_may_unwind). */
         if (fiber) {
             th->kill_cancel_set = false;
+            vms__track_may_unwind();
             int type;
             pthread_setcanceltype(PTHREAD_CANCEL_DEFERRED, &type);
             pthread_setcancelstate(th->kill_cancel, NULL);

@@ -12,6 +12,8 @@
  *   in task:  vms__track_arrived(t) right after each switch into t (first entry included)
  *   leaving:  vms__track_leave(t, dying) right before switching out of t, then
  *             vms__track_publish(&t->state) when the switch itself stores the state
+ *   killed:   vms__track_may_unwind() on the resumer's stack before the cancellation
+ *             state comes back (a pending asynchronous request may unwind from there)
  *   gone:     vms__track_abandoned(t, own) when a thread left t by unwinding, not a
  *             switch (own: t's resumer ran on the thread's own stack);
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
@@ -214,6 +216,27 @@ static inline void vms__track_signal_stack_left(void *lo, size_t size)
     (void)lo; (void)size;
 #if defined(VMSTACK_ASAN)
     __asan_unpoison_memory_region(lo, size);
+#endif
+}
+
+/* A killed fiber's resumer (task_back in src/fiber.c), on the resumer's stack, right
+ * before it puts back the cancellation state the fault handler disabled: a request
+ * pending under asynchronous cancellation acts there and unwinds the thread from that
+ * frame (glibc's forced unwind and long jump, which ASan does not see). The redzones and
+ * scopes ASan poisoned in the frames it leaves (task_back's, the resume's, the
+ * program's) stayed poisoned under the thread-exit code that ran there next: ASan's own
+ * (a stack-buffer-underflow in its sigaltstack call) or vmstack's cache flush (a
+ * stack-use-after-scope in src/cache.c's scrub_file, at task_back's variables; tests:
+ * guard_tasks.c, asynchronous_cancellation_during_a_kill). __asan_handle_no_return
+ * clears the current stack's shadow from a page below the stack pointer to its top, as
+ * before any noreturn call; only code that is not instrumented runs between it and the
+ * unwind. When nothing is pending, those frames just lose their poisoning until they
+ * return. Never in a signal handler (vms_fiber_resume is not signal-safe, and task_back
+ * runs off the alternate stack). Nothing in other builds. */
+static inline void vms__track_may_unwind(void)
+{
+#if defined(VMSTACK_ASAN)
+    __asan_handle_no_return();
 #endif
 }
 

@@ -169,6 +169,16 @@ static int tst_asan_case_needs_no_segv __attribute__((unused));
 #define NO_ASAN_EVEN_WITHOUT_SEGV(why) do {} while (0)
 #endif
 
+/* A case that runs under ASan in both runs, with its SIGSEGV/SIGBUS handling and alternate
+ * stacks on (the default run) and off (the asan_nosegv variants): ASan's own code on the
+ * case's path differs between them (why says how), so that the second run is not the
+ * same as the first. */
+#ifdef TST_ASAN
+#define ASAN_ALSO_WITHOUT_SEGV(why) do { tst_asan_case_needs_no_segv = 1; } while (0)
+#else
+#define ASAN_ALSO_WITHOUT_SEGV(why) do {} while (0)
+#endif
+
 /* For a case that runs the same under ASan whether or not it handles SIGSEGV: skips in the
  * asan_nosegv variants, which run only the cases that need that handling off. tst_fork
  * calls it for every case that does not say NO_ASAN_BECAUSE; a case that forks no child
