@@ -689,6 +689,40 @@ static inline void task_check_end(struct vms__thread *th, struct vms__task *t)
  * stay poisoned under the thread-exit code that runs there next. */
 #define NO_ASAN_FRAME __attribute__((no_sanitize_address))
 
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+/* Sanitizer builds: the bytes of stack a switch keeps free below its caller for the
+ * tools' fiber calls (src/track.h: __sanitizer_start_switch_fiber, TSan's
+ * __tsan_switch_to_fiber, the dynamic loader's resolver binding either at its first
+ * call) and, on a resumer's stack, for task_back's finish of ASan's switch. */
+#define TASK_SWITCH_ROOM (8 * 1024)
+
+/* Sanitizer builds only, before a switch away from t changes anything (th->cur, t's
+ * state, the tools' state): t, the running task, with less than TASK_SWITCH_ROOM bytes
+ * of stack left is made to fault now, at its guard's top byte, and is killed as
+ * overflowed (or the process aborts, by the policy) as at any overflow of its stack.
+ * The tools' calls run on t's stack after th->cur names the task switched to, and
+ * inside them nothing can be undone: ASan keeps no public trace of a switch it has
+ * started (a second start dies with "starting fiber switch while in fiber switch", a
+ * finish without one with "finishing a fiber switch that has not started"), and TSan
+ * takes its own locks in its switch, which the fault handler's instrumented code then
+ * waits for. An overflow there was blamed on a stack that is "not a vmstack task's" and
+ * aborted the process (ASan), or hung it (TSan). The load is not instrumented (asm); the direct backend has no
+ * guard to make fault. */
+static inline __attribute__((always_inline)) void task_switch_room(const struct vms__task *t)
+{
+    const char *base = t->stack->base;
+    if (VMS_UNLIKELY((size_t)(vms__current_sp() - base) < TASK_SWITCH_ROOM)) {
+#if defined(VMSTACK_VMAP) && defined(__x86_64__)
+        int c;
+        __asm__ volatile("movzbl (%1), %0" : "=r"(c) : "r"(base - 1) : "memory");
+#elif defined(VMSTACK_VMAP) && defined(__aarch64__)
+        int c;
+        __asm__ volatile("ldrb %w0, [%1]" : "=r"(c) : "r"(base - 1) : "memory");
+#endif
+    }
+}
+#endif
+
 /* The bookkeeping of a switch from the calling context (th->cur, or the thread's own
  * stack) into t; the caller switches right after, into t->ctx saving into t->back.
  * Pre: t is READY or SUSPENDED and belongs to th. Always inlined, also at -O0: TSan
@@ -699,6 +733,9 @@ static inline __attribute__((always_inline)) void task_switch_in(struct vms__thr
                                                                  struct vms__task *t)
 {
     struct vms__task *cur = th->cur;
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+    if (cur) task_switch_room(cur);
+#endif
     t->parent = cur;
     STORE_NO_TEMP(&t->state, VMS_RUNNING, memory_order_relaxed);
     th->cur = t;
@@ -1041,6 +1078,9 @@ void vms_fiber_yield(void)
 {
     struct vms__thread *th = &self_thread;
     struct vms__task *t = th->cur;
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+    if (t && t->kind == VMS__TASK_FIBER) task_switch_room(t);
+#endif
     if (VMS_UNLIKELY(!t || !t->fast_yield)) {
         if (!t || t->kind != VMS__TASK_FIBER) return;   /* not in a fiber: a no-op */
         task_check_end(th, t);

@@ -18,6 +18,9 @@
  *             switch (own: t's resumer ran on the thread's own stack);
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
+ * enter and leave run on the stack being left, after the thread's current task changed:
+ * in the ASan and TSan builds the task layer first makes sure that stack has room for
+ * them (task_switch_room, src/fiber.c), since an overflow inside them cannot be undone.
  * "dying" tells ASan the task finished, so its fake stack frames are released instead
  * of kept for a resume that will never come. A killed task's are kept until its destroy
  * (vms__track_destroy frees them): the kill's bookkeeping looks for glibc's cleanup
