@@ -806,6 +806,41 @@ TEST(underflow_into_trailing_guard)
     assert_last_line(out, "vmstack: aborting");
 }
 
+/* The oops of an underflow says so (vms_oops.kind), with the overrun of the report's
+ * line. */
+static void kind_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook: kind ");
+    vms__line_str(&l, o->kind == VMS_UNDERFLOW ? "underflow" : o->kind == VMS_OVERFLOW ? "overflow" : "?");
+    vms__line_str(&l, " overrun ");
+    vms__line_udec(&l, o->overrun);
+    size_t n = vms__line_finish(&l);
+    write(2, l.buf, n);
+}
+
+static void underflow_hook_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_set_oops_hook(kind_hook, NULL);
+    vms_stack *a = vms_stack_alloc(0);
+    target = (char *)vms_stack_base(a) + vms_stack_size(a) + 64;
+    run_on(a, touch_target);
+}
+
+TEST(underflow_oops_kind_is_underflow)
+{
+    need_guards();
+    int st = run_child(underflow_hook_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, ", 65 bytes above the stack\n");
+    ASSERT_STR_CONTAINS(out, "hook: kind underflow overrun 65\n");
+    assert_last_line(out, "vmstack: aborting");
+}
+
 /* ---- report fds that do not take the report ------------------------------------------- */
 
 static void full_pipe_child(void *arg)
