@@ -841,6 +841,60 @@ TEST(underflow_oops_kind_is_underflow)
     assert_last_line(out, "vmstack: aborting");
 }
 
+/* An underflow with sp exactly at the stack's top, one past its highest byte (the sp of
+ * an empty stack): that address is also the lowest byte of the guard above, but the
+ * stack below it is the one that underflowed, and the report describes that one; the
+ * stack above is not blamed. */
+static uintptr_t volatile top_sp;
+
+NOIPA static void write_above_top(void)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("mov %%rsp, %%rbx\n\t"
+                     "mov %[sp], %%rsp\n\t"
+                     "movb $1, 64(%%rsp)\n\t"
+                     "mov %%rbx, %%rsp"
+                     : : [sp] "r"(top_sp) : "rbx", "memory");
+#elif defined(__aarch64__)
+    __asm__ volatile("mov x9, sp\n\t"
+                     "mov sp, %[sp]\n\t"
+                     "mov w10, #1\n\t"
+                     "strb w10, [sp, #64]\n\t"
+                     "mov sp, x9"
+                     : : [sp] "r"(top_sp) : "x9", "x10", "memory");
+#endif
+}
+
+static vms_stack *top_stack;
+
+static void underflow_at_top_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    top_stack = vms_stack_alloc(0);
+    vms_stack *above = vms_stack_alloc(0);   /* the next slot, opened (if it is next) */
+    (void)above;
+    top_sp = (uintptr_t)vms_stack_base(top_stack) + vms_stack_size(top_stack);
+    printf("stack [%p-%p)\n", vms_stack_base(top_stack), (void *)top_sp);
+    fflush(stdout);
+    run_on(top_stack, write_above_top);
+}
+
+TEST(underflow_with_sp_at_the_top_blames_the_stack_below)
+{
+    need_guards();
+    int st = run_child(underflow_at_top_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    char want[128];
+    void *lo, *hi;
+    ASSERT_EQ(sscanf(out, "stack [%p-%p)", &lo, &hi), 2);
+    snprintf(want, sizeof want, "vmstack:  stack [%p-%p) size ", lo, hi);
+    ASSERT_STR_CONTAINS(out, "\nvmstack: stack underflow on thread ");
+    ASSERT_STR_CONTAINS(out, ", 65 bytes above the stack\n");
+    ASSERT_STR_CONTAINS(out, want);
+    assert_last_line(out, "vmstack: aborting");
+}
+
 /* ---- report fds that do not take the report ------------------------------------------- */
 
 static void full_pipe_child(void *arg)
