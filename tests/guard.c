@@ -542,6 +542,45 @@ TEST(chain_to_sa_handler)
     ASSERT_STR_CONTAINS(out, "chained once");
 }
 
+/* The predecessor runs with its sa_mask blocked, as the kernel would have run it. */
+static volatile int chain_usr1_blocked = -1;
+
+static void prev_masked(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    chain_usr1_blocked = sigismember(&cur, SIGUSR1);
+    siglongjmp(chain_jmp, 1);
+}
+
+static void chain_mask_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = prev_masked;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGUSR1);
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));
+    if (sigsetjmp(chain_jmp, 1) == 0) poke(0x18);
+    printf("SIGUSR1 blocked in the predecessor: %d\n", chain_usr1_blocked);
+    fflush(stdout);
+    _exit(42);
+}
+
+TEST(chain_blocks_the_predecessors_sa_mask)
+{
+    int st = run_child(chain_mask_child, NULL);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "SIGUSR1 blocked in the predecessor: 1\n");
+}
+
 /* A one-shot predecessor (SA_RESETHAND) gets the first fault that is not ours, as it
  * would without vmstack; vmstack's handler must stay: the overflow after it is still
  * reported. */
