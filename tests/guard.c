@@ -1482,6 +1482,69 @@ TEST(huge_frame_in_a_fiber_below_an_arena)
     assert_in_order(out, order, 5);
 }
 
+/* With a guard of one page, a frame that crosses the stack's base and writes its lowest
+ * local first faults with sp inside the guard (its lowest page, the only one): the
+ * fiber's overflow, killed alone. Fibers start at several depths, so that one of them
+ * meets the guard that way rather than by a push with sp still in the stack; the hook
+ * says where sp was. */
+
+static size_t page_guard;
+
+NOIPA static int page_guard_dig(int n)
+{
+    volatile char buf[1024];
+    buf[0] = (char)n;
+    if (never) return 0;
+    return page_guard_dig(n + 1) + buf[0];
+}
+
+static void page_guard_fn(void *arg)
+{
+    volatile char *pad = alloca((size_t)(uintptr_t)arg);
+    pad[0] = 0;
+    sink += page_guard_dig(0) + pad[0];
+}
+
+static void page_guard_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    uintptr_t sp = (uintptr_t)o->sp, base = (uintptr_t)o->stack_base;
+    const char *msg = sp < base && sp + page_guard >= base ? "hook: sp in the guard\n"
+                                                      : "hook: sp elsewhere\n";
+    write(2, msg, strlen(msg));
+}
+
+static void page_guard_child(void *arg)
+{
+    (void)arg;
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.guard_size = (size_t)sysconf(_SC_PAGESIZE);
+    if (vms_init(&cfg) != 0) _exit(3);
+    page_guard = vms__opt.guard_size;
+    if (page_guard != cfg.guard_size) _exit(4);
+    vms_set_oops_hook(page_guard_hook, NULL);
+    for (size_t pad = 16; pad <= 1024; pad += 112) {
+        vms_fiber *f = vms_fiber_create(page_guard_fn, (void *)(uintptr_t)pad, NULL);
+        if (!f) _exit(5);
+        int r = vms_fiber_resume(f);
+        printf("pad %zu: %s\n", pad, r == VMS_KILLED ? "killed" : "not killed");
+        fflush(stdout);
+        vms_fiber_destroy(f);
+    }
+}
+
+TEST(overflow_with_sp_in_a_one_page_guard_kills_the_fiber)
+{
+    need_guards();
+    int st = run_child(page_guard_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "hook: sp in the guard\n");
+    ASSERT_STR_NOT_CONTAINS(out, "not killed");
+    ASSERT_STR_NOT_CONTAINS(out, "aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "wild guard access");
+}
+
 /* ---- a failing sigaltstack -------------------------------------------------------------- */
 
 static void *altstack_fails_thread(void *arg)
