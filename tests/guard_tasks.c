@@ -246,6 +246,65 @@ TEST(report_and_oops_hook_name_the_task)
     }
 }
 
+/* vms_oops.depth is the number of frames the walk found: for a shallow overflow, which
+ * the report prints whole, as many as the Call Trace has lines. */
+static void depth_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook: depth ");
+    vms__line_dec(&l, o->depth);
+    size_t n = vms__line_finish(&l);
+    if (write(2, l.buf, n) < 0) _exit(9);
+}
+
+NOIPA static void big_local_at_the_bottom(void)
+{
+    volatile char buf[2048];
+    buf[0] = 1;   /* the lowest byte first: below the stack */
+    sink += buf[0] + buf[2047];
+}
+
+static void shallow_overflow_fiber(void *arg)
+{
+    (void)arg;
+    volatile char *pad = alloca(vms_stack_remaining() - 1024);
+    pad[0] = 0;
+    big_local_at_the_bottom();
+    sink += pad[0];
+}
+
+static void depth_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_set_oops_hook(depth_hook, NULL);
+    vms_fiber *f = vms_fiber_create(shallow_overflow_fiber, NULL, NULL);
+    int r = vms_fiber_resume(f);
+    printf("%s\n", r == VMS_KILLED ? "killed" : "not killed");
+    fflush(stdout);
+    vms_fiber_destroy(f);
+}
+
+TEST(oops_depth_counts_the_frames_of_the_trace)
+{
+    need_guards();
+    int st = run_child(depth_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack:  big_local_at_the_bottom+0x");
+    ASSERT_STR_NOT_CONTAINS(out, " left out ...");
+    const char *p = strstr(out, "vmstack: Call Trace:\n");
+    ASSERT_NOT_NULL(p);
+    p += strlen("vmstack: Call Trace:\n");
+    int lines = 0;
+    for (; strncmp(p, "vmstack:  ", 10) == 0; lines++) p = strchr(p, '\n') + 1;
+    const char *h = strstr(out, "hook: depth ");
+    ASSERT_NOT_NULL(h);
+    ASSERT_GT(lines, 1);
+    ASSERT_EQ(atoi(h + strlen("hook: depth ")), lines);
+}
+
 static void taint_child(void *arg)
 {
     (void)arg;
