@@ -283,6 +283,22 @@ TEST(stack_size_honoured)
     ASSERT_EQ(p.size, 512 * 1024);
 }
 
+/* Attributes that set no stack size give the body vmstack's default stack, as no
+ * attributes do: glibc reports its own default (RLIMIT_STACK, usually 8 MiB) for them. */
+TEST(attributes_without_a_stack_size_give_the_default_stack)
+{
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setdetachstate(&a, PTHREAD_CREATE_JOINABLE), 0);
+    struct probe p = { 0 };
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, &a, probe_body, &p), 0);
+    pthread_attr_destroy(&a);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(p.task_kind, VMS__TASK_THREAD);
+    ASSERT_EQ(p.size, VMS_DEFAULT_STACK_SIZE);
+}
+
 /* ---- attributes: what pthread_create would do with them ---------------------------- */
 
 struct sched_seen {
