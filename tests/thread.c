@@ -2081,3 +2081,26 @@ TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
     vms_stack_free(vms_stack_alloc(0));
     ASSERT_EXITED(fork_at_thread_end(fork_keeps_alt_in_destructor), 0);
 }
+
+/* vms_fiber_yield in a vms thread's own body, where no fiber runs: a no-op (docs/api.md),
+ * and the body goes on to its end. */
+static void *yield_in_body(void *arg)
+{
+    int *steps = arg;
+    vms_fiber_yield();
+    (*steps)++;
+    vms_fiber_yield();
+    (*steps)++;
+    return arg;
+}
+
+TEST(yield_in_a_bodys_own_code_is_a_no_op)
+{
+    int steps = 0;
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, yield_in_body, &steps), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT(r == (void *)&steps);
+    ASSERT_EQ(steps, 2);
+}
