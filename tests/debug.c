@@ -448,9 +448,11 @@ static void usage_child(void *arg)
     (void)arg;
     init_flags(VMS_PAINT, 0);
     size_t p = page();
+    /* The deepest 256 KiB use is not the last: max_used is the greatest depth, not the
+     * latest. */
     struct { size_t size, depth; unsigned bucket; } uses[] = {
-        { 256 * 1024, 0, 0 },        { 256 * 1024, 100, 0 },   { 256 * 1024, p + 1, 1 },
-        { 256 * 1024, 3 * p, 2 },    { 256 * 1024, 20 * p, 5 }, { 1u << 20, 100 * p, 7 },
+        { 256 * 1024, 0, 0 },        { 256 * 1024, 100, 0 },   { 256 * 1024, 20 * p, 5 },
+        { 256 * 1024, p + 1, 1 },    { 256 * 1024, 3 * p, 2 }, { 1u << 20, 100 * p, 7 },
     };
     for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
         vms_stack *st = vms_stack_alloc(uses[i].size);

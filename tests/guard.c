@@ -542,6 +542,45 @@ TEST(chain_to_sa_handler)
     ASSERT_STR_CONTAINS(out, "chained once");
 }
 
+/* The predecessor runs with its sa_mask blocked, as the kernel would have run it. */
+static volatile int chain_usr1_blocked = -1;
+
+static void prev_masked(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    chain_usr1_blocked = sigismember(&cur, SIGUSR1);
+    siglongjmp(chain_jmp, 1);
+}
+
+static void chain_mask_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = prev_masked;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGUSR1);
+    sigaction(SIGSEGV, &sa, NULL);
+    init_with(VMS_KILL_TASK, 0);
+    vms_stack_free(vms_stack_alloc(0));
+    if (sigsetjmp(chain_jmp, 1) == 0) poke(0x18);
+    printf("SIGUSR1 blocked in the predecessor: %d\n", chain_usr1_blocked);
+    fflush(stdout);
+    _exit(42);
+}
+
+TEST(chain_blocks_the_predecessors_sa_mask)
+{
+    int st = run_child(chain_mask_child, NULL);
+    ASSERT_EXITED(st, 42);
+    ASSERT_STR_CONTAINS(out, "SIGUSR1 blocked in the predecessor: 1\n");
+}
+
 /* A one-shot predecessor (SA_RESETHAND) gets the first fault that is not ours, as it
  * would without vmstack; vmstack's handler must stay: the overflow after it is still
  * reported. */
@@ -803,6 +842,95 @@ TEST(underflow_into_trailing_guard)
     ASSERT_SIGNALED(st, SIGSEGV);
     ASSERT_STR_CONTAINS(out, "last slot found\nvmstack: stack underflow on thread ");
     ASSERT_STR_CONTAINS(out, ", 9 bytes above the stack\n");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* The oops of an underflow says so (vms_oops.kind), with the overrun of the report's
+ * line. */
+static void kind_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook: kind ");
+    vms__line_str(&l, o->kind == VMS_UNDERFLOW ? "underflow" : o->kind == VMS_OVERFLOW ? "overflow" : "?");
+    vms__line_str(&l, " overrun ");
+    vms__line_udec(&l, o->overrun);
+    size_t n = vms__line_finish(&l);
+    write(2, l.buf, n);
+}
+
+static void underflow_hook_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    vms_set_oops_hook(kind_hook, NULL);
+    vms_stack *a = vms_stack_alloc(0);
+    target = (char *)vms_stack_base(a) + vms_stack_size(a) + 64;
+    run_on(a, touch_target);
+}
+
+TEST(underflow_oops_kind_is_underflow)
+{
+    need_guards();
+    int st = run_child(underflow_hook_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    ASSERT_STR_CONTAINS(out, ", 65 bytes above the stack\n");
+    ASSERT_STR_CONTAINS(out, "hook: kind underflow overrun 65\n");
+    assert_last_line(out, "vmstack: aborting");
+}
+
+/* An underflow with sp exactly at the stack's top, one past its highest byte (the sp of
+ * an empty stack): that address is also the lowest byte of the guard above, but the
+ * stack below it is the one that underflowed, and the report describes that one; the
+ * stack above is not blamed. */
+static uintptr_t volatile top_sp;
+
+NOIPA static void write_above_top(void)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("mov %%rsp, %%rbx\n\t"
+                     "mov %[sp], %%rsp\n\t"
+                     "movb $1, 64(%%rsp)\n\t"
+                     "mov %%rbx, %%rsp"
+                     : : [sp] "r"(top_sp) : "rbx", "memory");
+#elif defined(__aarch64__)
+    __asm__ volatile("mov x9, sp\n\t"
+                     "mov sp, %[sp]\n\t"
+                     "mov w10, #1\n\t"
+                     "strb w10, [sp, #64]\n\t"
+                     "mov sp, x9"
+                     : : [sp] "r"(top_sp) : "x9", "x10", "memory");
+#endif
+}
+
+static vms_stack *top_stack;
+
+static void underflow_at_top_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0);
+    top_stack = vms_stack_alloc(0);
+    vms_stack *above = vms_stack_alloc(0);   /* the next slot, opened (if it is next) */
+    (void)above;
+    top_sp = (uintptr_t)vms_stack_base(top_stack) + vms_stack_size(top_stack);
+    printf("stack [%p-%p)\n", vms_stack_base(top_stack), (void *)top_sp);
+    fflush(stdout);
+    run_on(top_stack, write_above_top);
+}
+
+TEST(underflow_with_sp_at_the_top_blames_the_stack_below)
+{
+    need_guards();
+    int st = run_child(underflow_at_top_child, NULL);
+    ASSERT_SIGNALED(st, SIGSEGV);
+    char want[128];
+    void *lo, *hi;
+    ASSERT_EQ(sscanf(out, "stack [%p-%p)", &lo, &hi), 2);
+    snprintf(want, sizeof want, "vmstack:  stack [%p-%p) size ", lo, hi);
+    ASSERT_STR_CONTAINS(out, "\nvmstack: stack underflow on thread ");
+    ASSERT_STR_CONTAINS(out, ", 65 bytes above the stack\n");
+    ASSERT_STR_CONTAINS(out, want);
     assert_last_line(out, "vmstack: aborting");
 }
 
@@ -1352,6 +1480,69 @@ TEST(huge_frame_in_a_fiber_below_an_arena)
                             "vmstack:  huge_frame+0x", "vmstack: killed fiber \"huge\"",
                             "resume 4\n" };
     assert_in_order(out, order, 5);
+}
+
+/* With a guard of one page, a frame that crosses the stack's base and writes its lowest
+ * local first faults with sp inside the guard (its lowest page, the only one): the
+ * fiber's overflow, killed alone. Fibers start at several depths, so that one of them
+ * meets the guard that way rather than by a push with sp still in the stack; the hook
+ * says where sp was. */
+
+static size_t page_guard;
+
+NOIPA static int page_guard_dig(int n)
+{
+    volatile char buf[1024];
+    buf[0] = (char)n;
+    if (never) return 0;
+    return page_guard_dig(n + 1) + buf[0];
+}
+
+static void page_guard_fn(void *arg)
+{
+    volatile char *pad = alloca((size_t)(uintptr_t)arg);
+    pad[0] = 0;
+    sink += page_guard_dig(0) + pad[0];
+}
+
+static void page_guard_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    uintptr_t sp = (uintptr_t)o->sp, base = (uintptr_t)o->stack_base;
+    const char *msg = sp < base && sp + page_guard >= base ? "hook: sp in the guard\n"
+                                                      : "hook: sp elsewhere\n";
+    write(2, msg, strlen(msg));
+}
+
+static void page_guard_child(void *arg)
+{
+    (void)arg;
+    vms_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.guard_size = (size_t)sysconf(_SC_PAGESIZE);
+    if (vms_init(&cfg) != 0) _exit(3);
+    page_guard = vms__opt.guard_size;
+    if (page_guard != cfg.guard_size) _exit(4);
+    vms_set_oops_hook(page_guard_hook, NULL);
+    for (size_t pad = 16; pad <= 1024; pad += 112) {
+        vms_fiber *f = vms_fiber_create(page_guard_fn, (void *)(uintptr_t)pad, NULL);
+        if (!f) _exit(5);
+        int r = vms_fiber_resume(f);
+        printf("pad %zu: %s\n", pad, r == VMS_KILLED ? "killed" : "not killed");
+        fflush(stdout);
+        vms_fiber_destroy(f);
+    }
+}
+
+TEST(overflow_with_sp_in_a_one_page_guard_kills_the_fiber)
+{
+    need_guards();
+    int st = run_child(page_guard_child, NULL);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "hook: sp in the guard\n");
+    ASSERT_STR_NOT_CONTAINS(out, "not killed");
+    ASSERT_STR_NOT_CONTAINS(out, "aborting");
+    ASSERT_STR_NOT_CONTAINS(out, "wild guard access");
 }
 
 /* ---- a failing sigaltstack -------------------------------------------------------------- */

@@ -190,6 +190,121 @@ TEST(fiber_abort_policy)
     assert_last_line_starts(out, "vmstack: aborting");
 }
 
+/* The report names the task that overflowed by its name and id, and the oops hook gets
+ * its name (vms_oops.name) before the kill. */
+static void name_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook: name \"");
+    vms__line_str(&l, o->name ? o->name : "(null)");
+    vms__line_char(&l, '"');
+    size_t n = vms__line_finish(&l);
+    if (write(2, l.buf, n) < 0) _exit(9);
+}
+
+static void id_then_overflow_fiber(void *arg)
+{
+    (void)arg;
+    struct vms__task_info ti;
+    if (vms__task_current(&ti) != 0) _exit(8);
+    printf("id %lu\n", ti.id);
+    fflush(stdout);
+    sink += island_deep(0);
+}
+
+static void hook_name_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_set_oops_hook(name_hook, NULL);
+    vms_fiber_attr attr = { 0, "named-17" };
+    vms_fiber *f = vms_fiber_create(id_then_overflow_fiber, NULL, &attr);
+    int r = vms_fiber_resume(f);
+    printf("%s\n", r == VMS_KILLED ? "killed" : "not killed");
+    fflush(stdout);
+    vms_fiber_destroy(f);
+}
+
+TEST(report_and_oops_hook_name_the_task)
+{
+    need_guards();
+    int st = run_child(hook_name_child);
+    ASSERT_EXITED(st, 0);
+    unsigned long id;
+    ASSERT_EQ(sscanf(out, "id %lu", &id), 1);
+    char first[96], last[96];
+    snprintf(first, sizeof first, "vmstack: stack overflow in fiber \"named-17\" (id %lu) on thread ", id);
+    snprintf(last, sizeof last, "vmstack: killed fiber \"named-17\" (id %lu); other tasks continue\n", id);
+    const char *order[] = { first, "hook: name \"named-17\"\n", last, "killed\n" };
+    const char *at = out;
+    for (int i = 0; i < 4; i++) {
+        const char *p = strstr(at, order[i]);
+        if (!p) TST_FAIL("expected \"%s\" in order in:\n----\n%s\n----", order[i], out);
+        at = p + strlen(order[i]);
+    }
+}
+
+/* vms_oops.depth is the number of frames the walk found: for a shallow overflow, which
+ * the report prints whole, as many as the Call Trace has lines. */
+static void depth_hook(const vms_oops *o, void *ctx)
+{
+    (void)ctx;
+    struct vms__line l;
+    vms__line_reset(&l);
+    vms__line_str(&l, "hook: depth ");
+    vms__line_dec(&l, o->depth);
+    size_t n = vms__line_finish(&l);
+    if (write(2, l.buf, n) < 0) _exit(9);
+}
+
+NOIPA static void big_local_at_the_bottom(void)
+{
+    volatile char buf[2048];
+    buf[0] = 1;   /* the lowest byte first: below the stack */
+    sink += buf[0] + buf[2047];
+}
+
+static void shallow_overflow_fiber(void *arg)
+{
+    (void)arg;
+    volatile char *pad = alloca(vms_stack_remaining() - 1024);
+    pad[0] = 0;
+    big_local_at_the_bottom();
+    sink += pad[0];
+}
+
+static void depth_child(void *arg)
+{
+    (void)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    vms_set_oops_hook(depth_hook, NULL);
+    vms_fiber *f = vms_fiber_create(shallow_overflow_fiber, NULL, NULL);
+    int r = vms_fiber_resume(f);
+    printf("%s\n", r == VMS_KILLED ? "killed" : "not killed");
+    fflush(stdout);
+    vms_fiber_destroy(f);
+}
+
+TEST(oops_depth_counts_the_frames_of_the_trace)
+{
+    need_guards();
+    int st = run_child(depth_child);
+    ASSERT_EXITED(st, 0);
+    ASSERT_STR_CONTAINS(out, "vmstack:  big_local_at_the_bottom+0x");
+    ASSERT_STR_NOT_CONTAINS(out, " left out ...");
+    const char *p = strstr(out, "vmstack: Call Trace:\n");
+    ASSERT_NOT_NULL(p);
+    p += strlen("vmstack: Call Trace:\n");
+    int lines = 0;
+    for (; strncmp(p, "vmstack:  ", 10) == 0; lines++) p = strchr(p, '\n') + 1;
+    const char *h = strstr(out, "hook: depth ");
+    ASSERT_NOT_NULL(h);
+    ASSERT_GT(lines, 1);
+    ASSERT_EQ(atoi(h + strlen("hook: depth ")), lines);
+}
+
 static void taint_child(void *arg)
 {
     (void)arg;

@@ -283,6 +283,22 @@ TEST(stack_size_honoured)
     ASSERT_EQ(p.size, 512 * 1024);
 }
 
+/* Attributes that set no stack size give the body vmstack's default stack, as no
+ * attributes do: glibc reports its own default (RLIMIT_STACK, usually 8 MiB) for them. */
+TEST(attributes_without_a_stack_size_give_the_default_stack)
+{
+    pthread_attr_t a;
+    ASSERT_EQ(pthread_attr_init(&a), 0);
+    ASSERT_EQ(pthread_attr_setdetachstate(&a, PTHREAD_CREATE_JOINABLE), 0);
+    struct probe p = { 0 };
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, &a, probe_body, &p), 0);
+    pthread_attr_destroy(&a);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(p.task_kind, VMS__TASK_THREAD);
+    ASSERT_EQ(p.size, VMS_DEFAULT_STACK_SIZE);
+}
+
 /* ---- attributes: what pthread_create would do with them ---------------------------- */
 
 struct sched_seen {
@@ -2064,4 +2080,27 @@ TEST(fork_while_ending_keeps_the_forkers_alternate_stack)
      * alternate stack) runs before the forking one. */
     vms_stack_free(vms_stack_alloc(0));
     ASSERT_EXITED(fork_at_thread_end(fork_keeps_alt_in_destructor), 0);
+}
+
+/* vms_fiber_yield in a vms thread's own body, where no fiber runs: a no-op (docs/api.md),
+ * and the body goes on to its end. */
+static void *yield_in_body(void *arg)
+{
+    int *steps = arg;
+    vms_fiber_yield();
+    (*steps)++;
+    vms_fiber_yield();
+    (*steps)++;
+    return arg;
+}
+
+TEST(yield_in_a_bodys_own_code_is_a_no_op)
+{
+    int steps = 0;
+    pthread_t t;
+    ASSERT_EQ(vms_thread_create(&t, NULL, yield_in_body, &steps), 0);
+    void *r = NULL;
+    ASSERT_EQ(pthread_join(t, &r), 0);
+    ASSERT(r == (void *)&steps);
+    ASSERT_EQ(steps, 2);
 }
