@@ -164,6 +164,29 @@ TEST(trailing_guard)
     for (int i = 0; i <= n; i++) vms_stack_free(s[i]);
 }
 
+/* Inside every arena, a whole guard above the last slot: what the slots leave over at
+ * an arena's end depends on the class, and is less than a guard for some (4 KiB stacks
+ * in a 16 GiB arena leave 12 KiB beyond the last whole slot) unless the trailing guard
+ * is set aside before the slots are counted. trailing_guard's 1 GiB stacks leave about
+ * 1 GiB over, whatever the count. */
+TEST(every_class_keeps_a_whole_trailing_guard)
+{
+    need_guards();
+    static const unsigned shifts[] = { 0, 1, 2, 3, 4, 8, 13 };
+    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++) {
+        vms_stack *s = vms_stack_alloc(vms__os_page_size() << shifts[i]);
+        ASSERT_NOT_NULL(s);
+        const struct vms__arena *a = vms__stack_record(s)->arena;
+        const char *end = a->slots + (size_t)a->nslots * a->slot_size;
+        if (end + a->guard_size > a->hi)
+            TST_FAIL("stacks of %zu bytes: %zu bytes above the last slot, the guard is %zu",
+                     vms_stack_size(s), (size_t)(a->hi - end), a->guard_size);
+        struct vms__where w;
+        ASSERT_EQ(vms__arena_where(end + a->guard_size - 1, &w), VMS__WHERE_TRAILER);
+        vms_stack_free(s);
+    }
+}
+
 /* AddressSanitizer builds: whatever a stack's owner left poisoned (redzones of frames
  * that never returned) is clean when the stack is freed, at its edges and inside; for a
  * large stack the whole pages of its shadow are given back instead of written (a 1 GiB
