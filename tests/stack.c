@@ -164,6 +164,29 @@ TEST(trailing_guard)
     for (int i = 0; i <= n; i++) vms_stack_free(s[i]);
 }
 
+/* Inside every arena, a whole guard above the last slot: what the slots leave over at
+ * an arena's end depends on the class, and is less than a guard for some (4 KiB stacks
+ * in a 16 GiB arena leave 12 KiB beyond the last whole slot) unless the trailing guard
+ * is set aside before the slots are counted. trailing_guard's 1 GiB stacks leave about
+ * 1 GiB over, whatever the count. */
+TEST(every_class_keeps_a_whole_trailing_guard)
+{
+    need_guards();
+    static const unsigned shifts[] = { 0, 1, 2, 3, 4, 8, 13 };
+    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++) {
+        vms_stack *s = vms_stack_alloc(vms__os_page_size() << shifts[i]);
+        ASSERT_NOT_NULL(s);
+        const struct vms__arena *a = vms__stack_record(s)->arena;
+        const char *end = a->slots + (size_t)a->nslots * a->slot_size;
+        if (end + a->guard_size > a->hi)
+            TST_FAIL("stacks of %zu bytes: %zu bytes above the last slot, the guard is %zu",
+                     vms_stack_size(s), (size_t)(a->hi - end), a->guard_size);
+        struct vms__where w;
+        ASSERT_EQ(vms__arena_where(end + a->guard_size - 1, &w), VMS__WHERE_TRAILER);
+        vms_stack_free(s);
+    }
+}
+
 /* AddressSanitizer builds: whatever a stack's owner left poisoned (redzones of frames
  * that never returned) is clean when the stack is freed, at its edges and inside; for a
  * large stack the whole pages of its shadow are given back instead of written (a 1 GiB
@@ -264,6 +287,33 @@ TEST(slot_lookup)
     vms_stack_free(b);
 }
 
+/* The guard of the first slot not opened yet protects the top of the last opened stack:
+ * an access there is a guard hit (an underflow of that stack), not an address outside
+ * vmstack's, which the fault handler would pass on as not its own. */
+TEST(the_guard_above_the_last_opened_slot)
+{
+    need_guards();
+    vms_stack *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(s);
+    struct vms_stack *rec = vms__stack_record(s);
+    ASSERT_NOT_NULL(rec);
+    struct vms__arena *a = rec->arena;
+    uint32_t opened = atomic_load(&a->opened);
+    if (opened >= a->nslots) SKIP("every slot of this arena is open");
+    struct vms_stack *last = &a->meta[opened - 1];
+    char *top = last->base + last->size;   /* the first unopened slot's guard */
+    struct vms__where w;
+    ASSERT_EQ(vms__arena_where(top, &w), VMS__WHERE_GUARD);
+    ASSERT_PTR_EQ(w.below, last);
+    ASSERT_NULL(w.st);
+    ASSERT_EQ(vms__arena_where(top + a->guard_size - 1, &w), VMS__WHERE_GUARD);
+    ASSERT_PTR_EQ(w.below, last);
+    ASSERT_EQ(vms__os_probe_noaccess(top), 1);
+    /* Its stack space, and the slots above it, are nobody's yet. */
+    ASSERT_EQ(vms__arena_where(top + a->guard_size, &w), VMS__WHERE_NONE);
+    vms_stack_free(s);
+}
+
 /* ---- scrubbing: a new owner never sees the previous owner's data ------------------ */
 static const char SECRET[] = "vmstack-secret-0123456789";
 
@@ -361,6 +411,27 @@ TEST(scrub_after_trim)
     }
     for (int i = 0; i < N; i++) vms_stack_free(s[i]);
     free(s);
+}
+
+/* With VMS_END_CHECK the bottom page (the magic's) stays resident across reuse like
+ * the top page, so the free zeroes it too: else the next owner would see what the last
+ * one left at the deep end of its stack (the magic covers only its first 16 bytes). */
+static void scrub_end_check_child(void *arg)
+{
+    (void)arg;
+    vms_config c = { .flags = VMS_END_CHECK };
+    if (vms_init(&c) != 0) exit(3);
+    check_reuse(3, 50);
+    check_reuse(100, 5);
+    printf("scrubbed\n");
+    exit(0);
+}
+
+TEST(scrub_with_end_check)
+{
+    char out[4096];
+    tst_run_ok(scrub_end_check_child, NULL, out, sizeof out);
+    ASSERT_STR_CONTAINS(out, "scrubbed\n");
 }
 
 static void noscrub_child(void *arg)
@@ -1146,6 +1217,31 @@ TEST(foreign_pointer_aborts)
         ASSERT_SIGNALED(st, SIGABRT);
         ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
     }
+}
+
+/* The record just past the last opened slot is in the metadata array (read-write, all
+ * zero) but names no stack yet: a pointer to it is as foreign as any other that vmstack
+ * never handed out (vms__arena_record's bound is the slots opened, not one more). */
+TEST(a_record_past_the_opened_slots_is_foreign)
+{
+    vms_stack *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(s);
+    struct vms_stack *rec = vms__stack_record(s);
+    ASSERT_NOT_NULL(rec);
+    struct vms__arena *a = rec->arena;
+    uint32_t opened = atomic_load(&a->opened);
+    if (opened >= a->nslots) SKIP("every slot of this arena is open");
+    struct vms_stack *last = &a->meta[opened - 1], *next = &a->meta[opened];
+    ASSERT_PTR_EQ(vms__arena_record(last), last);
+    ASSERT_NULL(vms__arena_record(next));
+    errno = 0;
+    ASSERT_UEQ(vms_stack_size((vms_stack *)next), 0);
+    ASSERT_EQ(errno, EINVAL);
+    char out[4096];
+    int st = tst_fork(foreign_child, next, out, sizeof out);
+    ASSERT_SIGNALED(st, SIGABRT);
+    ASSERT_STR_CONTAINS(out, "is not a stack that vmstack handed out");
+    vms_stack_free(s);
 }
 
 /* A fiber's stack (vms_fiber_stack hands it out, const) goes back with the fiber: freed
