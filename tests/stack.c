@@ -287,20 +287,29 @@ TEST(slot_lookup)
     vms_stack_free(b);
 }
 
+/* The arena of a new stack *s (the caller frees it) and its last opened slot's record,
+ * for the cases about the first slot not opened yet; skips when every slot is open. */
+static struct vms_stack *last_opened_slot(vms_stack **s, struct vms__arena **arena)
+{
+    *s = vms_stack_alloc(0);
+    ASSERT_NOT_NULL(*s);
+    struct vms_stack *rec = vms__stack_record(*s);
+    ASSERT_NOT_NULL(rec);
+    struct vms__arena *a = *arena = rec->arena;
+    uint32_t opened = atomic_load(&a->opened);
+    if (opened >= a->nslots) SKIP("every slot of this arena is open");
+    return &a->meta[opened - 1];
+}
+
 /* The guard of the first slot not opened yet protects the top of the last opened stack:
  * an access there is a guard hit (an underflow of that stack), not an address outside
  * vmstack's, which the fault handler would pass on as not its own. */
 TEST(the_guard_above_the_last_opened_slot)
 {
     need_guards();
-    vms_stack *s = vms_stack_alloc(0);
-    ASSERT_NOT_NULL(s);
-    struct vms_stack *rec = vms__stack_record(s);
-    ASSERT_NOT_NULL(rec);
-    struct vms__arena *a = rec->arena;
-    uint32_t opened = atomic_load(&a->opened);
-    if (opened >= a->nslots) SKIP("every slot of this arena is open");
-    struct vms_stack *last = &a->meta[opened - 1];
+    vms_stack *s;
+    struct vms__arena *a;
+    struct vms_stack *last = last_opened_slot(&s, &a);
     char *top = last->base + last->size;   /* the first unopened slot's guard */
     struct vms__where w;
     ASSERT_EQ(vms__arena_where(top, &w), VMS__WHERE_GUARD);
@@ -1224,14 +1233,9 @@ TEST(foreign_pointer_aborts)
  * never handed out (vms__arena_record's bound is the slots opened, not one more). */
 TEST(a_record_past_the_opened_slots_is_foreign)
 {
-    vms_stack *s = vms_stack_alloc(0);
-    ASSERT_NOT_NULL(s);
-    struct vms_stack *rec = vms__stack_record(s);
-    ASSERT_NOT_NULL(rec);
-    struct vms__arena *a = rec->arena;
-    uint32_t opened = atomic_load(&a->opened);
-    if (opened >= a->nslots) SKIP("every slot of this arena is open");
-    struct vms_stack *last = &a->meta[opened - 1], *next = &a->meta[opened];
+    vms_stack *s;
+    struct vms__arena *a;
+    struct vms_stack *last = last_opened_slot(&s, &a), *next = last + 1;
     ASSERT_PTR_EQ(vms__arena_record(last), last);
     ASSERT_NULL(vms__arena_record(next));
     errno = 0;
