@@ -909,6 +909,9 @@ static int orphan_key_err;
  * instrumented frame of ours would hold its locals in (the unwound task's). */
 NO_ASAN_FRAME static void orphan_destructor(void *p)
 {
+    /* The unwind left the frames below us, on the thread's own stack (the resume's, the
+     * program's), poisoned for ASan: cleared before instrumented code runs there. */
+    vms__track_unwound();
     struct vms__thread *th = &self_thread;
     struct vms__task *t = p == (void *)th ? NULL : p;
     for (struct vms__task *f = th->cur; f && f != t;) {
