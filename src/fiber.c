@@ -957,10 +957,30 @@ static void fiber_thread_hook(struct vms__thread *th)
                       vms__os_setspecific(orphan_key, th) == 0;
 }
 
+VMS__ROOM_TABLE(fiber);   /* the bounds of this file's room probes (internal.h) */
+
 /* ---- fibers ------------------------------------------------------------------------- */
 
-vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr *attr)
+/* First thing in the calls below that take locks or allocate, and only there (the usual
+ * resume and the yield do neither): the running task with too little room left for them
+ * is killed before they start (internal.h, VMS__ROOM_PROBE). Their callers hold no lock
+ * of vmstack's. */
+#define TASK_ROOM_PROBE()                                                          \
+    do {                                                                               \
+        const struct vms__task *room_t_ = self_thread.cur;                             \
+        VMS__ROOM_PROBE(room_t_ && room_t_->stack ? room_t_->stack->base : NULL); \
+    } while (0)
+
+/* The same, for stack.c's entries, which follow the call with VMS__ROOM_MARK. */
+VMS_NOCLONE void vms__task_room_probe(void)
 {
+    TASK_ROOM_PROBE();
+}
+
+VMS_NOCLONE vms_fiber *
+vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr *attr)
+{
+    TASK_ROOM_PROBE();
     if (!fn) {
         errno = EINVAL;
         return NULL;
@@ -985,10 +1005,11 @@ vms_fiber *vms_fiber_create(void (*fn)(void *), void *arg, const vms_fiber_attr 
  * resume, which checks the end magic of the task switched away from (a task resuming
  * another switches away from itself). Out of line, so that the usual resume saves no
  * register. */
-static __attribute__((noinline)) int vms__fiber_resume_slow(struct vms__thread *th,
+static VMS_NOCLONE int vms__fiber_resume_slow(struct vms__thread *th,
                                                             struct vms__task *t,
                                                             unsigned long home)
 {
+    TASK_ROOM_PROBE();
     /* A thread's record READY to start (its home not set yet) comes here, never to the
      * usual path: it would run the thread's body as a fiber. */
     if (VMS_UNLIKELY(t->kind != VMS__TASK_FIBER)) task_not_a_fiber(t, "vms_fiber_resume");
@@ -1141,8 +1162,9 @@ const vms_stack *vms_fiber_stack(const vms_fiber *f)
     return vms__stack_handle(f->task.stack);
 }
 
-void vms_fiber_destroy(vms_fiber *f)
+VMS_NOCLONE void vms_fiber_destroy(vms_fiber *f)
 {
+    TASK_ROOM_PROBE();
     if (!f) return;
     FIBER_CHECK_ALIGNED(f, "vms_fiber_destroy");
     FIBER_CHECK_PLACE(f, "vms_fiber_destroy");

@@ -541,6 +541,100 @@ static inline __attribute__((always_inline)) char *vms__current_sp(void)
     return sp;
 }
 
+/* Room probes, at the entry of the calls whose slow parts take vmstack's locks or
+ * allocate (a fiber's creation and destroy, a resume's slow part, a stack's alloc and
+ * free): the running task (base: its stack's lowest byte, NULL on a stack of no task)
+ * with less than VMS__PROBE_ROOM bytes left faults here, at its guard's top byte, before
+ * the call has taken anything, and is killed as at any overflow of its stack. Without
+ * the probe it overflowed inside the call, where a fault is not killed alone (vmstack
+ * "may hold one of its locks": oops.c) and the process aborted. The room is what those
+ * calls' deepest paths need below their entry (measured: tests/guard_tasks.c,
+ * slow_calls_at_the_end_of_the_stack_kill_only_the_fiber sweeps it: vms_stack_alloc
+ * with nothing cached, and the destroys, took up to 2.1 KiB with gcc -O2 and clang -O0),
+ * about twice that; the sanitizers' frames are larger.
+ * Each probe's load (and each VMS__ROOM_MARK) records its address in the section
+ * .rodata.vms_room_probes, as a 32-bit offset from the entry itself (no dynamic
+ * relocation, the section stays read-only), under a numeric local label: a compiler
+ * that duplicates the asm (unrolled, cloned or tail-duplicated code) makes two entries,
+ * both true, where a named label would be defined twice. oops.c walks each file's table
+ * (VMS__ROOM_TABLE: bounds of our own, not the linker's __start_/__stop_ symbols, which
+ * GNU ld 2.40 exports from the shared library even when referenced hidden): the fault
+ * handler's unsafe-kill rule takes a fault in a vmstack function at or before one of
+ * its probes (the prologue, the sanitizers' entry hooks, the probe) for one that holds
+ * no lock, and so the callers of such a function must hold none either. Branchless
+ * (cmov/csel), so that the load sits in the function's first block, after nothing but
+ * its prologue. VMS_NOCLONE keeps the probing functions whole, under their own symbol
+ * (oops.c compares the pc with the entries inside the faulting function's range). The
+ * direct backend has no guard. */
+#if defined(VMSTACK_ASAN) || defined(VMSTACK_TSAN)
+#define VMS__PROBE_ROOM (8 * 1024)
+#else
+#define VMS__PROBE_ROOM (4 * 1024)   /* measured: up to 2.1 KiB (gcc -O2, clang -O0) */
+#endif
+#ifdef __clang__
+#define VMS_NOCLONE __attribute__((noinline))
+#else
+#define VMS_NOCLONE __attribute__((noinline, noclone))
+#endif
+#define VMS__PROBE_RECORD                                                              \
+    "\t.pushsection .rodata.vms_room_probes,\"a\"\n\t.subsection 1\n\t.balign 4\n"      \
+    "\t.long 1b - .\n\t.popsection\n"
+/* At file scope, once in each file with probes or marks (fiber.c, stack.c): the hidden
+ * bounds vms__room_probes_<tag> and vms__room_probes_<tag>_end of that file's entries
+ * (subsections 0 and 2 of its section, around the entries' subsection 1: the assembler
+ * orders them so whatever order the compiler emits the functions in). */
+#define VMS__ROOM_TABLE_ASM(tag)                                                       \
+    __asm__("\t.pushsection .rodata.vms_room_probes,\"a\"\n"                          \
+            "\t.subsection 0\n\t.balign 4\n"                                          \
+            "\t.globl vms__room_probes_" #tag "\n\t.hidden vms__room_probes_" #tag "\n" \
+            "vms__room_probes_" #tag ":\n"                                              \
+            "\t.subsection 2\n"                                                         \
+            "\t.globl vms__room_probes_" #tag "_end\n"                                  \
+            "\t.hidden vms__room_probes_" #tag "_end\n"                                 \
+            "vms__room_probes_" #tag "_end:\n"                                          \
+            "\t.popsection\n")
+#if defined(VMSTACK_VMAP) && defined(__x86_64__)
+#define VMS__ROOM_PROBE(base)                                                           \
+    do {                                                                               \
+        uintptr_t b_ = (uintptr_t)(base), a_, t_;                                     \
+        int c_;                                                                        \
+        __asm__ volatile("mov %%rsp, %[a]\n\t"                                         \
+                         "lea %c[room](%%rsp), %[t]\n\t"                               \
+                         "cmp %[b], %[t]\n\t"                                          \
+                         "cmovb %[g], %[a]\n"                                          \
+                         "1:\tmovzbl (%[a]), %[c]\n" VMS__PROBE_RECORD                 \
+                         : [a] "=&r"(a_), [t] "=&r"(t_), [c] "=r"(c_)                  \
+                         : [b] "r"(b_), [g] "r"(b_ - 1), [room] "i"(-VMS__PROBE_ROOM)  \
+                         : "memory", "cc");                                            \
+    } while (0)
+#define VMS__ROOM_MARK() __asm__ volatile("1:\n" VMS__PROBE_RECORD ::: "memory")
+#define VMS__ROOM_TABLE(tag) VMS__ROOM_TABLE_ASM(tag)
+#elif defined(VMSTACK_VMAP) && defined(__aarch64__)
+#define VMS__ROOM_PROBE(base)                                                           \
+    do {                                                                               \
+        uintptr_t b_ = (uintptr_t)(base), a_, t_;                                     \
+        int c_;                                                                        \
+        __asm__ volatile("mov %[a], sp\n\t"                                            \
+                         "sub %[t], %[a], #%[room]\n\t"                                \
+                         "cmp %[t], %[b]\n\t"                                          \
+                         "csel %[a], %[g], %[a], lo\n"                                 \
+                         "1:\tldrb %w[c], [%[a]]\n" VMS__PROBE_RECORD                  \
+                         : [a] "=&r"(a_), [t] "=&r"(t_), [c] "=r"(c_)                  \
+                         : [b] "r"(b_), [g] "r"(b_ - 1), [room] "i"(VMS__PROBE_ROOM)   \
+                         : "memory", "cc");                                            \
+    } while (0)
+#define VMS__ROOM_MARK() __asm__ volatile("1:\n" VMS__PROBE_RECORD ::: "memory")
+#define VMS__ROOM_TABLE(tag) VMS__ROOM_TABLE_ASM(tag)
+#else
+#define VMS__ROOM_PROBE(base) ((void)(base))
+#define VMS__ROOM_MARK() ((void)0)
+#define VMS__ROOM_TABLE(tag) struct vms__room_table_##tag##_unused
+#endif
+/* For code that cannot read the running task (stack.c's entries): the probe in a
+ * function of its own (fiber.c), followed by VMS__ROOM_MARK in the caller, which marks
+ * the end of what runs before it there (the prologue and that call). */
+VMS_HIDDEN void vms__task_room_probe(void);
+
 /* --------------------------------------------------- guard.c (signal island) ---- */
 /* vms__guard_install: installs the SIGSEGV/SIGBUS handler and reads what it needs (the
  * main stack's range, symbol tables), once, before vmstack is marked initialized.

@@ -686,6 +686,44 @@ static bool lock_free_switch(const struct vms__sym *entry, const struct vms__sym
            clone_of(frame->name, "vms__fiber_resume_slow");
 }
 
+/* The room probes' tables (internal.h, VMS__ROOM_PROBE, VMS__ROOM_TABLE): 32-bit
+ * offsets, each from its own place to a probe's load or mark, one table for each file
+ * that has probes. */
+#if defined(VMSTACK_VMAP) && (defined(__x86_64__) || defined(__aarch64__))
+extern const int32_t vms__room_probes_fiber[] VMS_HIDDEN, vms__room_probes_fiber_end[] VMS_HIDDEN,
+    vms__room_probes_stack[] VMS_HIDDEN, vms__room_probes_stack_end[] VMS_HIDDEN;
+#endif
+
+/* async-signal-safe (reads a read-only table): whether pc, in the vmstack function s,
+ * lies at or before one of its room probes: the function has taken nothing yet, the
+ * fault is its prologue's, its sanitizer entry hook's, or the probe's own. Only the
+ * probes inside s's range count (a duplicated probe makes two entries there; pc at or
+ * before either is before the function took anything). unsafe_reason lets this excuse
+ * the whole run of vmstack frames, not only the innermost: right as long as the outer
+ * vmstack frames of a probing function hold no lock either, which holds today (their
+ * callers: the program, for the public entries; vms_stack_alloc and vms_stack_free
+ * before their mark, for vms__task_room_probe; vms_fiber_resume's lock-free fast path,
+ * for vms__fiber_resume_slow). No vmstack code may call a probing function with a
+ * lock held, or this must check the outer frames too. */
+static bool before_room_probe(const struct vms__sym *s, uintptr_t pc)
+{
+#if defined(VMSTACK_VMAP) && (defined(__x86_64__) || defined(__aarch64__))
+    static const int32_t *const tables[][2] = {
+        { vms__room_probes_fiber, vms__room_probes_fiber_end },
+        { vms__room_probes_stack, vms__room_probes_stack_end },
+    };
+    if (!s->size) return false;
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        for (const int32_t *e = tables[i][0]; e < tables[i][1]; e++) {
+            uintptr_t probe = (uintptr_t)e + (uintptr_t)(intptr_t)*e;
+            if (probe >= s->start && probe - s->start < s->size && pc <= probe) return true;
+        }
+#else
+    (void)s; (void)pc;
+#endif
+    return false;
+}
+
 /* async-signal-safe: the i-th kept frame of the walk, innermost first (head, the frames
  * after a collapsed recursion, then the outermost ones); false past the end. */
 static bool kept_frame(const struct frames *f, long i, uintptr_t *addr)
@@ -734,7 +772,7 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
         "an object without a symbol table that holds vmstack (linked in statically): one "
         "of vmstack's locks held there cannot be ruled out (keep the symbol table: strip "
         "--strip-debug, or link libvmstack.so)";
-    bool in_vmstack = false, frame_at_fault = false;
+    bool in_vmstack = false, frame_at_fault = false, frame_probed = false;
     struct vms__sym vms_frame, vms_entry = { 0 };
     uintptr_t addr, prev = 0;
     for (long i = 0; kept_frame(f, i, &addr); i++) {
@@ -770,11 +808,12 @@ static const char *unsafe_reason(const struct frames *f, struct vms__sym *culpri
             if (!in_vmstack) {
                 vms_frame = s;
                 frame_at_fault = i == 0;
+                frame_probed = before_room_probe(&s, i == 0 ? addr : addr - 1);
             }
             vms_entry = s;
             in_vmstack = true;
         } else if ((r == 0 || !s.in_libc) && in_vmstack) {
-            if (lock_free_entry(&vms_entry) ||
+            if (frame_probed || lock_free_entry(&vms_entry) ||
                 lock_free_switch(&vms_entry, &vms_frame, frame_at_fault)) {
                 in_vmstack = false;   /* the program called a lock-free function */
                 continue;

@@ -89,9 +89,13 @@ static inline __attribute__((always_inline)) struct vms_stack *stack_alloc(size_
                                                                             uint32_t *word,
                                                                             bool setup);
 
+VMS__ROOM_TABLE(stack);   /* the bounds of this file's room probes (internal.h) */
+
 /* The handle is made from the state word just stored, not read back. */
-vms_stack *vms_stack_alloc(size_t size)
+VMS_NOCLONE vms_stack *vms_stack_alloc(size_t size)
 {
+    vms__task_room_probe();   /* a task with too little room left is killed first */
+    VMS__ROOM_MARK();
     uint32_t w;
     struct vms_stack *st = stack_alloc(size, &w, true);
     return st ? handle_of(st, w) : NULL;
@@ -568,8 +572,10 @@ static inline __attribute__((always_inline)) void stack_free(struct vms_stack *r
                                                              bool raw);
 static void reap_from_free(void);
 
-void vms_stack_free(vms_stack *st)
+VMS_NOCLONE void vms_stack_free(vms_stack *st)
 {
+    vms__task_room_probe();   /* a task with too little room left is killed first */
+    VMS__ROOM_MARK();
     if (!st) return;
     uint32_t w;
     bool tag_ok;

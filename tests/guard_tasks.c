@@ -2378,6 +2378,121 @@ TEST(switch_at_the_end_of_the_stack_kills_only_the_fiber)
     ASSERT_STR_NOT_CONTAINS(out, "aborting");
 }
 
+/* A fiber that, with few bytes of its stack left, calls one of the public calls whose
+ * slow part takes a lock or allocates: a first resume of another fiber, a fiber's
+ * creation and a stack's allocation with nothing cached (after vms_trim), a stack's
+ * free, a done fiber's destroy and a killed one's (which flushes the dirty batch). An
+ * overflow inside any of them must kill the fiber alone (or let the call finish), never
+ * abort the process because vmstack's own code "may hold one of its locks". Swept over
+ * 0 to 2 KiB left, every 16 bytes: unoptimized frames are large. */
+#define SLOW_MAX (12 * 1024)
+enum { SLOW_RESUME, SLOW_CREATE, SLOW_STACK_ALLOC, SLOW_STACK_FREE, SLOW_DESTROY,
+       SLOW_DESTROY_KILLED, SLOW_CALLS };
+static const char *const slow_names[SLOW_CALLS] = {
+    "vms_fiber_resume", "vms_fiber_create", "vms_stack_alloc", "vms_stack_free",
+    "vms_fiber_destroy", "vms_fiber_destroy (killed)",
+};
+static int slow_call;
+static size_t slow_left;
+static vms_fiber *slow_other;
+static vms_stack *slow_stack;
+
+static void slow_nothing(void *arg)
+{
+    (void)arg;
+}
+
+NOIPA static void slow_dig(int d)
+{
+    volatile char pad[64];
+    pad[0] = (char)d;
+    if (vms_stack_remaining() > slow_left + 256) {
+        slow_dig(d + 1);
+        pad[1] = 0;
+        return;
+    }
+    size_t r = vms_stack_remaining();
+    if (r > slow_left) {
+        volatile char *x = alloca(r - slow_left);
+        x[0] = 0;
+    }
+    switch (slow_call) {
+    case SLOW_RESUME: vms_fiber_resume(slow_other); break;
+    case SLOW_CREATE: slow_other = vms_fiber_create(slow_nothing, NULL, NULL); break;
+    case SLOW_STACK_ALLOC: slow_stack = vms_stack_alloc(0); break;
+    case SLOW_STACK_FREE: vms_stack_free(slow_stack); slow_stack = NULL; break;
+    default: vms_fiber_destroy(slow_other); slow_other = NULL; break;
+    }
+    sink += pad[0];
+}
+
+static void slow_fn(void *arg)
+{
+    (void)arg;
+    slow_dig(0);
+}
+
+static void slow_round(void)
+{
+    slow_other = NULL;
+    slow_stack = NULL;
+    switch (slow_call) {
+    case SLOW_RESUME:
+    case SLOW_DESTROY:
+        slow_other = vms_fiber_create(slow_nothing, NULL, NULL);
+        if (slow_call == SLOW_DESTROY && vms_fiber_resume(slow_other) != VMS_DONE) _exit(20);
+        break;
+    case SLOW_DESTROY_KILLED:
+        slow_other = vms_fiber_create(overflow_fiber, NULL, NULL);
+        if (vms_fiber_resume(slow_other) != VMS_KILLED) _exit(21);
+        break;
+    case SLOW_STACK_FREE: slow_stack = vms_stack_alloc(0); break;
+    default: break;
+    }
+    vms_fiber *f = vms_fiber_create(slow_fn, NULL, NULL);
+    if (!f) _exit(22);
+    /* Nothing cached: the creation and allocation inside take their slow part. */
+    if (slow_call == SLOW_CREATE || slow_call == SLOW_STACK_ALLOC) vms_trim();
+    int s = vms_fiber_resume(f);
+    printf("%s, %zu left: %s\n", slow_names[slow_call], slow_left,
+           s == VMS_KILLED ? "killed" : s == VMS_DONE ? "done" : "other");
+    vms_fiber_destroy(f);
+    if (slow_other) vms_fiber_destroy(slow_other);
+    if (slow_stack) vms_stack_free(slow_stack);
+}
+
+static void slow_calls_child(void *arg)
+{
+    slow_call = *(int *)arg;
+    init_with(VMS_KILL_TASK, 0, 0);
+    /* A first round far from the end binds what the rounds call through the PLT: a lazily
+     * bound call at the stack's end overflows in the dynamic loader, which is not killed
+     * alone (docs/api.md, Tools). */
+    slow_left = 32 * 1024;
+    slow_round();
+    for (slow_left = 0; slow_left <= SLOW_MAX; slow_left += 32) slow_round();
+    printf("all rounds ran\n");
+}
+
+TEST(slow_calls_at_the_end_of_the_stack_kill_only_the_fiber)
+{
+    need_guards();
+    int failed = -1;
+    for (int c = 0; c < SLOW_CALLS; c++) {
+        int st = tst_fork(slow_calls_child, &c, out, sizeof out);
+        if (getenv("ISLAND_SHOW")) fprintf(stderr, "---- %s:\n%s----\n", slow_names[c], out);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !strstr(out, "all rounds ran\n") ||
+            strstr(out, " left: other\n") || strstr(out, "aborting")) {
+            size_t n = strlen(out);
+            fprintf(stderr, "%s at the end of a fiber's stack: status %#x, output's end:\n%s\n",
+                    slow_names[c], st, out + (n > 3000 ? n - 3000 : 0));
+            failed = c;
+        }
+    }
+    if (failed >= 0) TST_FAIL("%s (and any above) aborted at the end of a fiber's stack",
+                              slow_names[failed]);
+}
+
 /* ---- SIGSEGV blocked by the program ------------------------------------------------------ */
 
 /* The kernel cannot deliver a fault whose signal is blocked: it unblocks it, puts back
