@@ -909,11 +909,16 @@ static int orphan_key_err;
  * instrumented frame of ours would hold its locals in (the unwound task's). */
 NO_ASAN_FRAME static void orphan_destructor(void *p)
 {
-    /* The unwind left the frames below us, on the thread's own stack (the resume's, the
-     * program's), poisoned for ASan: cleared before instrumented code runs there. */
-    vms__track_unwound();
     struct vms__thread *th = &self_thread;
     struct vms__task *t = p == (void *)th ? NULL : p;
+    /* The tools first, innermost task first as the unwinding left them: back on the
+     * thread's own stack, whose frames the unwind left poisoned are cleared
+     * (vms__track_abandoned). Only then the end-magic reports, instrumented code that
+     * runs over those frames: before, an unwound fiber's report tripped on their stale
+     * redzones (debug_tasks.c, end_corruption_caught_at_pthread_exit under ASan). */
+    for (struct vms__task *f = th->cur; f && f != t; f = f->parent)
+        vms__track_abandoned(&f->track, !f->parent);
+    if (t) vms__track_abandoned(&t->track, true);
     for (struct vms__task *f = th->cur; f && f != t;) {
         struct vms__task *parent = f->parent;   /* read first: once DONE, f may be freed */
         int end = VMS_DONE;
@@ -921,14 +926,12 @@ NO_ASAN_FRAME static void orphan_destructor(void *p)
             end_corrupted_report(f);
             end = VMS_KILLED;
         }
-        vms__track_abandoned(&f->track, !parent);
         STORE_NO_TEMP(&f->state, end, memory_order_release);
         f = parent;
     }
     th->cur = NULL;
     if (!t) return;
     if (VMS_UNLIKELY(vms__debug_end_check(t->stack) != 0)) end_corrupted_report(t);
-    vms__track_abandoned(&t->track, true);
     vms__stack_unhold(t->stack);
     task_release_stack(t);
 }

@@ -14,9 +14,7 @@
  *             vms__track_publish(&t->state) when the switch itself stores the state
  *   killed:   vms__track_may_unwind() on the resumer's stack before the cancellation
  *             state comes back (a pending asynchronous request may unwind from there)
- *   gone:     vms__track_unwound() first, on the thread's own stack, when a thread left
- *             its tasks by unwinding (their frames below it are gone);
- *             vms__track_abandoned(t, own) when a thread left t by unwinding, not a
+ *   gone:     vms__track_abandoned(t, own) when a thread left t by unwinding, not a
  *             switch (own: t's resumer ran on the thread's own stack);
  *             vms__track_forsaken(t) when t ran on a thread that a fork left behind
  *   destroy:  vms__track_destroy(t, lo, size), vms__track_stack_release(lo, size)
@@ -239,21 +237,6 @@ static inline void vms__track_signal_stack_left(void *lo, size_t size)
  * return. Never in a signal handler (vms_fiber_resume is not signal-safe, and task_back
  * runs off the alternate stack). Nothing in other builds. */
 static inline void vms__track_may_unwind(void)
-{
-#if defined(VMSTACK_ASAN)
-    __asan_handle_no_return();
-#endif
-}
-
-/* Thread exit after pthread_exit or cancellation inside a task (orphan_destructor in
- * src/fiber.c, a TSD destructor on the thread's own stack): glibc's unwind long-jumped
- * from the task's stack to the thread's start, unseen by ASan, so the redzones and
- * scopes of the frames it left on the thread's own stack below (the resume's, the
- * program's) stayed poisoned, and the destructor's instrumented callees that run there
- * tripped on them (debug_tasks.c, end_corruption_caught_at_pthread_exit: a
- * stack-buffer-underflow in the end-magic report's snprintf). Cleared as in
- * vms__track_may_unwind. Never in a signal handler. Nothing in other builds. */
-static inline void vms__track_unwound(void)
 {
 #if defined(VMSTACK_ASAN)
     __asan_handle_no_return();
